@@ -1,0 +1,182 @@
+"""The order's steps and compensations, with real effects in the ledger.
+
+One class holds the ledger (as the money-transfer template holds its bank client), so
+tests hand it another ledger. Every effect is keyed by ``order_ref`` + step, which the
+workflow derives from its own workflow id and run id: retries share a key, a new run never
+does. Blocking database work runs in a thread so the worker's event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from pizzeria import menu
+from pizzeria.config import DriverSimulation
+from pizzeria.faults import FaultPlan
+from pizzeria.ledger import LateStepRefused, Ledger, OutOfStock
+from pizzeria.models import (
+    CREDIT_CARD_PROCESSING_ERROR,
+    INVALID_CHARGE_AMOUNT_ERROR,
+    LATE_STEP_REFUSED_ERROR,
+    OUT_OF_STOCK_ERROR,
+    STATUS_SUCCESS,
+    Address,
+    Bill,
+    CreditCardCharge,
+    CreditCardConfirmation,
+    Distance,
+    OrderConfirmation,
+    Refund,
+    StockChange,
+    StockRequest,
+)
+
+
+def _rejected(error: menu.OrderRejected) -> ApplicationError:
+    return ApplicationError(str(error), type=error.kind, non_retryable=True)
+
+
+def confirmation_number(order_ref: str, prefix: str) -> str:
+    return prefix + hashlib.sha256(order_ref.encode()).hexdigest()[:8].upper()
+
+
+class PizzaOrderActivities:
+    def __init__(
+        self,
+        ledger: Ledger,
+        faults: FaultPlan | None = None,
+        driver: DriverSimulation | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.faults = faults or FaultPlan(None, env_value="")
+        self.driver = driver or DriverSimulation()
+
+    @activity.defn
+    async def get_distance(self, address: Address) -> Distance:
+        """The exercise's simulated distance: consistent for an address, no effect."""
+        await self.faults.inject("get_distance")
+        kilometers = len(address.line1) + len(address.line2) - 10
+        return Distance(kilometers=kilometers if kilometers >= 1 else 5)
+
+    @activity.defn
+    async def update_inventory(self, request: StockRequest) -> StockChange:
+        await self.faults.inject("update_inventory")
+        try:
+            ingredients = menu.ingredients_for(request.items)
+            effect = await asyncio.to_thread(
+                self.ledger.take_stock, request.order_ref, request.order_number, ingredients
+            )
+        except menu.OrderRejected as error:
+            raise _rejected(error) from None
+        except OutOfStock as error:
+            raise ApplicationError(
+                str(error), type=OUT_OF_STOCK_ERROR, non_retryable=True
+            ) from None
+        except LateStepRefused as error:
+            raise ApplicationError(
+                str(error), type=LATE_STEP_REFUSED_ERROR, non_retryable=True
+            ) from None
+        activity.logger.info("Took %s for order %s", effect.ingredients, request.order_number)
+        return StockChange(ingredients=effect.ingredients, applied=effect.applied)
+
+    @activity.defn
+    async def revert_inventory(self, request: StockRequest) -> StockChange:
+        """Put back what this run took; a no-op (and a tombstone) when it took nothing."""
+        await self.faults.inject("revert_inventory")
+        effect = await asyncio.to_thread(
+            self.ledger.put_back_stock, request.order_ref, request.order_number
+        )
+        activity.logger.info("Put back %s for order %s", effect.ingredients, request.order_number)
+        return StockChange(ingredients=effect.ingredients, applied=effect.applied)
+
+    @activity.defn
+    async def process_credit_card(self, charge: CreditCardCharge) -> CreditCardConfirmation:
+        await self.faults.inject("process_credit_card")
+        problem = menu.card_problem(charge.credit_card.number)
+        if problem is not None:
+            # Not retryable: asking the gateway again cannot fix the number.
+            raise ApplicationError(problem, type=CREDIT_CARD_PROCESSING_ERROR, non_retryable=True)
+        if charge.amount < 0:
+            raise ApplicationError(
+                f"Invalid charge amount: {charge.amount}",
+                type=INVALID_CHARGE_AMOUNT_ERROR,
+                non_retryable=True,
+            )
+        last4 = charge.credit_card.number[-4:]
+        try:
+            effect = await asyncio.to_thread(
+                self.ledger.charge,
+                charge.order_ref,
+                charge.bill.order_number,
+                charge.amount,
+                last4,
+            )
+        except LateStepRefused as error:
+            raise ApplicationError(
+                str(error), type=LATE_STEP_REFUSED_ERROR, non_retryable=True
+            ) from None
+        activity.logger.info(
+            "Charged %d to card %s for order %s",
+            effect.amount,
+            charge.credit_card.masked,
+            charge.bill.order_number,
+        )
+        return CreditCardConfirmation(
+            card_last4=last4,
+            confirmation_number=confirmation_number(charge.order_ref, "PAYME-"),
+            amount=effect.amount,
+            billing_timestamp=int(effect.created_at),
+        )
+
+    @activity.defn
+    async def refund_customer(self, charge: CreditCardCharge) -> Refund:
+        """Refund what this run charged: never more, and nothing when nothing was charged."""
+        await self.faults.inject("refund_customer")
+        effect = await asyncio.to_thread(
+            self.ledger.refund, charge.order_ref, charge.bill.order_number
+        )
+        activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
+        return Refund(amount=effect.amount, applied=effect.applied)
+
+    @activity.defn
+    async def send_bill(self, bill: Bill) -> OrderConfirmation:
+        await self.faults.inject("send_bill")
+        amount = menu.billed_amount(bill.amount)
+        if amount < 0:
+            raise ApplicationError(
+                f"Invalid charge amount: {amount}",
+                type=INVALID_CHARGE_AMOUNT_ERROR,
+                non_retryable=True,
+            )
+        confirmation = confirmation_number(bill.order_ref, "P")
+        effect = await asyncio.to_thread(
+            self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
+        )
+        return OrderConfirmation(
+            order_number=bill.order_number,
+            status=STATUS_SUCCESS,
+            confirmation_number=effect.reference,
+            billing_timestamp=int(effect.created_at),
+            amount=effect.amount,
+        )
+
+    @activity.defn
+    async def notify_delivery_driver(self, confirmation: OrderConfirmation) -> bool:
+        """Look for a driver, heartbeating each round so a stuck search is noticed."""
+        await self.faults.inject("notify_delivery_driver")
+        simulation = self.driver
+        found = random.random() < simulation.found_probability
+        answering_round = random.randrange(simulation.rounds) if found else -1
+        for round_number in range(simulation.rounds):
+            if round_number == answering_round:
+                activity.logger.info("Driver found for order %s", confirmation.order_number)
+                return True
+            activity.heartbeat(f"looking for a driver: round {round_number + 1}")
+            await asyncio.sleep(simulation.seconds_per_round)
+        activity.logger.info("No driver for order %s", confirmation.order_number)
+        return False

@@ -1,0 +1,53 @@
+"""Where pizzeria keeps its files, and the worker's simulation settings.
+
+Everything lives in one data folder: ``$PIZZERIA_DATA_DIR``, by default ``.pizzeria`` in
+the current directory (the Temporal history file, the ledger, the faults file).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("PIZZERIA_DATA_DIR", ".pizzeria"))
+
+
+def ledger_path() -> Path:
+    return Path(os.environ.get("PIZZERIA_LEDGER", str(data_dir() / "ledger.db")))
+
+
+def faults_file() -> Path:
+    return Path(os.environ.get("PIZZERIA_FAULTS_FILE", str(data_dir() / "faults.json")))
+
+
+def history_file() -> Path:
+    return data_dir() / "temporal.db"
+
+
+@dataclass(frozen=True)
+class DriverSimulation:
+    """How ``notify_delivery_driver`` looks for a driver.
+
+    The exercise polls for up to 10 one-second rounds and finds a driver with probability
+    2/3. Tests and benchmarks set ``seconds_per_round`` to 0 and ``found_probability`` to
+    1 or 0 so the outcome is deterministic.
+    """
+
+    rounds: int = 10
+    seconds_per_round: float = 1.0
+    found_probability: float = 2 / 3
+
+    @classmethod
+    def from_env(cls) -> DriverSimulation:
+        return cls(
+            rounds=int(os.environ.get("PIZZERIA_DRIVER_ROUNDS", cls.rounds)),
+            seconds_per_round=float(
+                os.environ.get("PIZZERIA_DRIVER_SECONDS", cls.seconds_per_round)
+            ),
+            found_probability=float(
+                os.environ.get("PIZZERIA_DRIVER_PROBABILITY", cls.found_probability)
+            ),
+        )

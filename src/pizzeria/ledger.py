@@ -1,0 +1,292 @@
+"""The ledger: stock, charges, refunds and bills, each effect written exactly once.
+
+Every row is keyed by an idempotency key ``<workflow id>/<run id>/<step>``. Activities run
+at least once, so a repeated call finds its key and changes nothing; a later run of the
+same order number has another run id and so never touches this run's rows. A compensation
+that finds nothing to undo leaves a *tombstone* under its own key, so a step that arrives
+late (after its compensation) is refused instead of taking effect with nobody to undo it.
+
+SQLite by default (one file, WAL mode, ``BEGIN IMMEDIATE`` so several worker processes on
+one machine serialise their writes). The SQL is plain and portable so that PostgreSQL can
+take its place when workers run on several machines.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pizzeria.menu import INGREDIENTS, INITIAL_STOCK
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stock (
+    ingredient TEXT PRIMARY KEY,
+    initial INTEGER NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity >= 0)
+);
+CREATE TABLE IF NOT EXISTS effects (
+    idempotency_key TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    order_number TEXT NOT NULL,
+    step TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0,
+    ingredients TEXT NOT NULL DEFAULT '{}',
+    tombstone INTEGER NOT NULL DEFAULT 0,
+    reference TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS effects_by_order ON effects (order_ref);
+"""
+
+TAKE = "update_inventory"
+PUT_BACK = "revert_inventory"
+CHARGE = "process_credit_card"
+REFUND = "refund_customer"
+BILL = "send_bill"
+
+
+class OutOfStock(Exception):
+    def __init__(self, missing: dict[str, int]) -> None:
+        listed = ", ".join(f"{name} (short {count})" for name, count in missing.items())
+        super().__init__(f"Out of stock: {listed}")
+        self.missing = missing
+
+
+class LateStepRefused(Exception):
+    """The step's compensation already ran: taking effect now would never be undone."""
+
+
+def idempotency_key(order_ref: str, step: str) -> str:
+    return f"{order_ref}/{step}"
+
+
+@dataclass
+class Effect:
+    step: str
+    amount: int
+    ingredients: dict[str, int]
+    tombstone: bool
+    reference: str
+    created_at: float
+    applied: bool  # False when this call found the effect already written
+
+
+@dataclass
+class OrderLedger:
+    order_ref: str
+    order_number: str
+    charged: int
+    refunded: int
+    billed: int
+    stock_held: dict[str, int]
+
+
+class Ledger:
+    """One SQLite file. Methods are blocking: call them from a thread, not the event loop."""
+
+    def __init__(self, path: str | Path, initial_stock: int = INITIAL_STOCK) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.executemany(
+                "INSERT INTO stock (ingredient, initial, quantity) VALUES (?, ?, ?) "
+                "ON CONFLICT (ingredient) DO NOTHING",
+                [(name, initial_stock, initial_stock) for name in INGREDIENTS],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- reading -----------------------------------------------------------------------
+
+    @staticmethod
+    def _find(db: sqlite3.Connection, key: str) -> Effect | None:
+        row = db.execute("SELECT * FROM effects WHERE idempotency_key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Effect(
+            step=row["step"],
+            amount=row["amount"],
+            ingredients=json.loads(row["ingredients"]),
+            tombstone=bool(row["tombstone"]),
+            reference=row["reference"],
+            created_at=row["created_at"],
+            applied=False,
+        )
+
+    @staticmethod
+    def _write(
+        db: sqlite3.Connection,
+        order_ref: str,
+        order_number: str,
+        step: str,
+        *,
+        amount: int = 0,
+        ingredients: dict[str, int] | None = None,
+        tombstone: bool = False,
+        reference: str = "",
+    ) -> Effect:
+        now = time.time()
+        db.execute(
+            "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
+            " ingredients, tombstone, reference, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                idempotency_key(order_ref, step),
+                order_ref,
+                order_number,
+                step,
+                amount,
+                json.dumps(ingredients or {}, sort_keys=True),
+                int(tombstone),
+                reference,
+                now,
+            ),
+        )
+        return Effect(step, amount, ingredients or {}, tombstone, reference, now, applied=True)
+
+    def stock(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM stock ORDER BY ingredient").fetchall()
+        return {r["ingredient"]: {"initial": r["initial"], "quantity": r["quantity"]} for r in rows}
+
+    def effects(self, order_ref: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM effects"
+        params: tuple[str, ...] = ()
+        if order_ref is not None:
+            query += " WHERE order_ref = ?"
+            params = (order_ref,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at", params).fetchall()
+        return [{**dict(row), "ingredients": json.loads(row["ingredients"])} for row in rows]
+
+    def orders(self) -> list[OrderLedger]:
+        """Per run of an order: charged, refunded and billed amounts, stock still held."""
+        summary: dict[str, OrderLedger] = {}
+        reverted: set[str] = set()
+        for effect in self.effects():
+            ref = effect["order_ref"]
+            order = summary.setdefault(ref, OrderLedger(ref, effect["order_number"], 0, 0, 0, {}))
+            if effect["tombstone"]:
+                continue
+            if effect["step"] == CHARGE:
+                order.charged += effect["amount"]
+            elif effect["step"] == REFUND:
+                order.refunded += effect["amount"]
+            elif effect["step"] == BILL:
+                order.billed += effect["amount"]
+            elif effect["step"] == TAKE:
+                order.stock_held = dict(effect["ingredients"])
+            elif effect["step"] == PUT_BACK:
+                reverted.add(ref)
+        for ref in reverted:
+            summary[ref].stock_held = {}
+        return list(summary.values())
+
+    # -- inventory ---------------------------------------------------------------------
+
+    def take_stock(self, order_ref: str, order_number: str, ingredients: dict[str, int]) -> Effect:
+        """Take an order's ingredients out of stock, once per run."""
+        with self._transaction() as db:
+            done = self._find(db, idempotency_key(order_ref, TAKE))
+            if done is not None:
+                return done
+            if self._find(db, idempotency_key(order_ref, PUT_BACK)) is not None:
+                raise LateStepRefused(
+                    f"inventory for {order_ref} was already reverted; not taking stock now"
+                )
+            stock = {
+                r["ingredient"]: r["quantity"]
+                for r in db.execute("SELECT ingredient, quantity FROM stock").fetchall()
+            }
+            missing = {
+                name: count - stock.get(name, 0)
+                for name, count in ingredients.items()
+                if stock.get(name, 0) < count
+            }
+            if missing:
+                raise OutOfStock(missing)
+            db.executemany(
+                "UPDATE stock SET quantity = quantity - ? WHERE ingredient = ?",
+                [(count, name) for name, count in ingredients.items()],
+            )
+            return self._write(db, order_ref, order_number, TAKE, ingredients=ingredients)
+
+    def put_back_stock(self, order_ref: str, order_number: str) -> Effect:
+        """Undo `take_stock` of this run; a tombstone when nothing was taken."""
+        with self._transaction() as db:
+            done = self._find(db, idempotency_key(order_ref, PUT_BACK))
+            if done is not None:
+                return done
+            taken = self._find(db, idempotency_key(order_ref, TAKE))
+            if taken is None:
+                return self._write(db, order_ref, order_number, PUT_BACK, tombstone=True)
+            db.executemany(
+                "UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?",
+                [(count, name) for name, count in taken.ingredients.items()],
+            )
+            return self._write(db, order_ref, order_number, PUT_BACK, ingredients=taken.ingredients)
+
+    # -- money -------------------------------------------------------------------------
+
+    def charge(self, order_ref: str, order_number: str, amount: int, card_last4: str) -> Effect:
+        """Charge a run's amount once; refused when its refund already ran."""
+        with self._transaction() as db:
+            done = self._find(db, idempotency_key(order_ref, CHARGE))
+            if done is not None:
+                return done
+            if self._find(db, idempotency_key(order_ref, REFUND)) is not None:
+                raise LateStepRefused(f"{order_ref} was already refunded; not charging now")
+            return self._write(
+                db, order_ref, order_number, CHARGE, amount=amount, reference=card_last4
+            )
+
+    def refund(self, order_ref: str, order_number: str) -> Effect:
+        """Refund exactly what this run charged; a tombstone when nothing was charged."""
+        with self._transaction() as db:
+            done = self._find(db, idempotency_key(order_ref, REFUND))
+            if done is not None:
+                return done
+            charged = self._find(db, idempotency_key(order_ref, CHARGE))
+            if charged is None:
+                return self._write(db, order_ref, order_number, REFUND, tombstone=True)
+            return self._write(db, order_ref, order_number, REFUND, amount=charged.amount)
+
+    def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
+        """Record the bill once."""
+        with self._transaction() as db:
+            done = self._find(db, idempotency_key(order_ref, BILL))
+            if done is not None:
+                return done
+            return self._write(
+                db, order_ref, order_number, BILL, amount=amount, reference=confirmation
+            )

@@ -1,0 +1,154 @@
+"""What a pizza is made of, what an order costs, and which orders we accept.
+
+Pure functions with no I/O: the workflow calls them (so they must stay deterministic) to
+reject a bad order before any effect, and the activities call them to move stock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from pizzeria.models import Pizza, PizzaOrder
+
+DISCOUNT_THRESHOLD = 3000  # cents: larger totals get DISCOUNT off (the exercise's rule)
+DISCOUNT = 500
+MAX_ITEMS = 50
+MAX_ITEM_PRICE = 100_000  # cents
+MAX_TEXT = 200
+CARD_LENGTH = 16
+
+SIZES = {"small": 1, "medium": 2, "large": 3}
+BASE = ("dough", "tomato sauce", "cheese")
+TOPPINGS = {
+    "mushrooms": "mushrooms",
+    "mushroom": "mushrooms",
+    "onions": "onions",
+    "onion": "onions",
+    "pepperoni": "pepperoni",
+    "extra cheese": "cheese",
+    "cheese": "cheese",
+    "olives": "olives",
+    "peppers": "peppers",
+    "ham": "ham",
+    "pineapple": "pineapple",
+    "sausage": "sausage",
+    "basil": "basil",
+}
+INGREDIENTS = tuple(dict.fromkeys([*BASE, *TOPPINGS.values()]))
+INITIAL_STOCK = 1000  # portions of each ingredient in a new ledger
+
+
+class OrderRejected(ValueError):
+    """An order we refuse before doing anything. ``kind`` is the error type clients see."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def recipe(description: str) -> Counter[str]:
+    """Portions of each ingredient in one pizza, from a description like the exercise's.
+
+    "Large, with mushrooms and onions" is three portions of dough, sauce and cheese plus
+    three of mushrooms and three of onions: a size multiplies every portion.
+    """
+    text = description.strip().lower()
+    match = re.fullmatch(r"(small|medium|large)\s*(?:,?\s*with\s+(.+))?", text)
+    if match is None:
+        raise OrderRejected(
+            "InvalidOrderError",
+            f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large",
+        )
+    size = SIZES[match.group(1)]
+    portions: Counter[str] = Counter({ingredient: size for ingredient in BASE})
+    toppings = match.group(2)
+    if toppings:
+        for name in re.split(r"\s*(?:,|\band\b)\s*", toppings):
+            if not name:
+                continue
+            ingredient = TOPPINGS.get(name.strip())
+            if ingredient is None:
+                raise OrderRejected("UnknownToppingError", f"Unknown topping {name[:40]!r}")
+            portions[ingredient] += size
+    return portions
+
+
+def ingredients_for(items: Iterable[Pizza]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for item in items:
+        total.update(recipe(item.description))
+    return dict(sorted(total.items()))
+
+
+def order_total(items: Iterable[Pizza]) -> int:
+    return sum(item.price for item in items)
+
+
+def billed_amount(total: int) -> int:
+    """The amount billed and charged: one rule, so the charge always equals the bill."""
+    return total - DISCOUNT if total > DISCOUNT_THRESHOLD else total
+
+
+def luhn_valid(number: str) -> bool:
+    digits = [int(ch) for ch in reversed(number)]
+    checksum = sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])
+    return checksum % 10 == 0
+
+
+def card_problem(number: str) -> str | None:
+    """Why a card number cannot be charged, or None when it can."""
+    if len(number) != CARD_LENGTH or not number.isdigit() or not luhn_valid(number):
+        return "Invalid credit card number"
+    return None
+
+
+def describe_items(items: Iterable[Pizza]) -> str:
+    return "; ".join(item.description for item in items)
+
+
+def validate_order(order: PizzaOrder) -> None:
+    """Refuse an order that could never be fulfilled, before any effect.
+
+    The card is deliberately not checked here: as in the exercise, a bad card is the card
+    gateway's verdict, so it fails at ``process_credit_card`` and the saga undoes the
+    inventory update. That is the behaviour the exercise teaches.
+    """
+
+    def text(value: object, name: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise OrderRejected("InvalidOrderError", f"{name} must be a non-empty string")
+        if len(value) > MAX_TEXT:
+            raise OrderRejected("InvalidOrderError", f"{name} is longer than {MAX_TEXT}")
+        return value
+
+    text(order.order_number, "order_number")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order.order_number):
+        raise OrderRejected(
+            "InvalidOrderError", "order_number may hold only letters, digits, '.', '_' and '-'"
+        )
+    text(order.customer.name, "customer.name")
+    text(order.credit_card_info.holderName, "credit_card_info.holderName")
+    if not isinstance(order.credit_card_info.number, str):
+        raise OrderRejected("InvalidOrderError", "credit_card_info.number must be a string")
+    if not isinstance(order.is_delivery, bool):
+        raise OrderRejected("InvalidOrderError", "is_delivery must be true or false")
+    if order.is_delivery:
+        text(order.address.line1, "address.line1")
+    if not isinstance(order.items, list) or not order.items:
+        raise OrderRejected("InvalidOrderError", "an order needs at least one item")
+    if len(order.items) > MAX_ITEMS:
+        raise OrderRejected("InvalidOrderError", f"an order holds at most {MAX_ITEMS} items")
+    for item in order.items:
+        text(item.description, "item description")
+        if isinstance(item.price, bool) or not isinstance(item.price, int):
+            raise OrderRejected("InvalidOrderError", "item price must be whole cents")
+        if item.price < 0:
+            raise OrderRejected("InvalidChargeAmountError", f"Invalid charge amount: {item.price}")
+        if item.price == 0 or item.price > MAX_ITEM_PRICE:
+            raise OrderRejected(
+                "InvalidOrderError",
+                f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {item.price}",
+            )
+        recipe(item.description)

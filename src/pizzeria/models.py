@@ -1,0 +1,185 @@
+"""The order's data, exactly as the exercise's clients send and receive it.
+
+The wire contract (field names, types, the workflow and task queue names) is fixed by the
+"Rollback with the Saga Pattern" exercise. Fields we add are optional, with defaults, so a
+client that knows only the exercise's JSON keeps working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASK_QUEUE = "pizza-tasks"
+WORKFLOW_TYPE = "PizzaOrderWorkflow"
+WORKFLOW_ID_PREFIX = "pizza-workflow-order-"
+
+# Activity type names are part of the contract: the Web UI of every exercise client shows them.
+STEP_GET_DISTANCE = "get_distance"
+STEP_UPDATE_INVENTORY = "update_inventory"
+STEP_PROCESS_CREDIT_CARD = "process_credit_card"
+STEP_SEND_BILL = "send_bill"
+STEP_NOTIFY_DELIVERY_DRIVER = "notify_delivery_driver"
+COMPENSATE_REVERT_INVENTORY = "revert_inventory"
+COMPENSATE_REFUND_CUSTOMER = "refund_customer"
+COMPENSATIONS = (COMPENSATE_REVERT_INVENTORY, COMPENSATE_REFUND_CUSTOMER)
+
+# Error types (ApplicationError.type) a client can rely on.
+CREDIT_CARD_PROCESSING_ERROR = "CreditCardProcessingError"
+INVALID_CHARGE_AMOUNT_ERROR = "InvalidChargeAmountError"
+OUTSIDE_SERVICE_AREA_ERROR = "OutsideServiceAreaError"
+INVALID_ORDER_ERROR = "InvalidOrderError"
+UNKNOWN_TOPPING_ERROR = "UnknownToppingError"
+OUT_OF_STOCK_ERROR = "OutOfStockError"
+LATE_STEP_REFUSED_ERROR = "LateStepRefusedError"
+ORDER_CANCELLED_ERROR = "OrderCancelledError"
+
+STATUS_SUCCESS = "SUCCESS"
+STATUS_DELIVERY_FAILURE = "DELIVERY FAILURE"
+STATUS_READY_FOR_PICKUP = "READY FOR PICKUP"
+
+MAX_DELIVERY_KILOMETERS = 25
+
+
+def workflow_id_for(order_number: str) -> str:
+    """The workflow id of an order: one running order per order number."""
+    return f"{WORKFLOW_ID_PREFIX}{order_number}"
+
+
+def mask_card_number(number: str) -> str:
+    """Show a card number the way a receipt does: only the last four digits."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
+
+
+@dataclass
+class Address:
+    line1: str
+    line2: str
+    city: str
+    state: str
+    postal_code: str
+
+
+@dataclass
+class Customer:
+    customer_id: int
+    name: str
+    email: str
+    phone: str
+
+
+@dataclass
+class Pizza:
+    description: str
+    price: int  # cents
+
+
+@dataclass
+class CreditCardInfo:
+    holderName: str
+    number: str = field(repr=False)
+
+    @property
+    def masked(self) -> str:
+        return mask_card_number(self.number)
+
+    def __repr__(self) -> str:
+        return f"CreditCardInfo(holderName={self.holderName!r}, number={self.masked!r})"
+
+
+@dataclass
+class OrderSettings:
+    """Optional knobs, not in the exercise: tests and benchmarks set the waits to zero.
+
+    Attributes:
+        prep_seconds: the short timer after the distance check (the exercise waits 3 s).
+        compensation_attempts: attempts per compensation before the order asks an operator
+            for help ("needs attention") instead of failing with its effects half undone.
+    """
+
+    prep_seconds: float = 3.0
+    compensation_attempts: int = 10
+
+
+@dataclass
+class PizzaOrder:
+    order_number: str
+    customer: Customer
+    items: list[Pizza]
+    is_delivery: bool
+    address: Address
+    credit_card_info: CreditCardInfo
+    settings: OrderSettings | None = None
+
+
+@dataclass
+class OrderConfirmation:
+    order_number: str
+    status: str
+    confirmation_number: str
+    billing_timestamp: int
+    amount: int
+
+
+@dataclass
+class Distance:
+    kilometers: int
+
+
+@dataclass
+class Bill:
+    customer_id: int
+    order_number: str
+    description: str
+    amount: int  # cents, before the discount: send_bill applies it
+    order_ref: str = ""
+
+
+@dataclass
+class CreditCardCharge:
+    bill: Bill
+    credit_card: CreditCardInfo
+    amount: int = 0  # cents actually charged: the billed amount, discount included
+    order_ref: str = ""
+
+
+@dataclass
+class CreditCardConfirmation:
+    card_last4: str
+    confirmation_number: str
+    amount: int
+    billing_timestamp: int
+
+
+@dataclass
+class StockRequest:
+    """Ingredients taken for (or given back by) one run of one order."""
+
+    order_ref: str
+    order_number: str
+    items: list[Pizza]
+
+
+@dataclass
+class StockChange:
+    ingredients: dict[str, int]
+    applied: bool  # False when the call was a repeat or had nothing to undo
+
+
+@dataclass
+class Refund:
+    amount: int
+    applied: bool
+
+
+@dataclass
+class CancelResult:
+    accepted: bool
+    reason: str
+    compensations: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RepairResult:
+    action: str
+    outcome: str

@@ -1,0 +1,360 @@
+"""A Saga for Temporal Python workflows: compensations that run once, whatever happens.
+
+Generic: nothing here knows about pizzas. Use it in any workflow::
+
+    saga = Saga(compensation_options={"start_to_close_timeout": timedelta(seconds=30)})
+    async with saga:
+        # Registered *before* the step: a step can take effect and still time out.
+        saga.add_compensation(Payments.refund, charge, summary="Compensate: refund")
+        with saga.step("charge"):
+            await workflow.execute_activity_method(Payments.charge, charge, ...)
+
+On any exception (``asyncio.CancelledError`` included) the block runs every registered
+compensation, in reverse order (or all together with ``parallel=True``), then raises the
+original error again. When a compensation fails for good the block raises `SagaError`,
+whose cause is the original failure and whose details list every compensation's outcome.
+
+Everything here runs inside the workflow, so it only uses deterministic primitives: the
+workflow's own event loop, ``workflow.execute_activity`` and ``workflow.wait_condition``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+__all__ = ["CompensationState", "Saga", "SagaError", "StepState"]
+
+PENDING = "pending"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+SKIPPED = "skipped"
+RESOLVED = "resolved manually"
+
+#: Compensations must eventually succeed, so by default they get a long deadline and
+#: retry with backoff without an attempt limit. Override per saga or per compensation.
+DEFAULT_COMPENSATION_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=1),
+    "schedule_to_close_timeout": timedelta(days=7),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=1),
+        maximum_attempts=0,
+    ),
+}
+
+
+class SagaError(ApplicationError):
+    """Raised only when a compensation failed for good.
+
+    Its ``__cause__`` is the failure that started the compensation (never lost), and its
+    ``details[0]`` lists every compensation with its outcome.
+    """
+
+    def __init__(self, message: str, outcomes: list[dict[str, Any]]) -> None:
+        super().__init__(message, outcomes, type="SagaError", non_retryable=True)
+        self.outcomes = outcomes
+
+
+@dataclass
+class StepState:
+    name: str
+    status: str = RUNNING
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class CompensationState:
+    name: str
+    summary: str | None = None
+    status: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class _Compensation:
+    state: CompensationState
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    is_activity: bool = True
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line reason, digging through ActivityError to the activity's own message."""
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    cause = error.__cause__ if isinstance(error, ActivityError) else None
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type or 'ApplicationError'}: {cause.message}"
+    if isinstance(cause, FailureError):
+        return f"{type(cause).__name__}: {cause.message}"
+    if isinstance(error, FailureError):
+        return f"{type(error).__name__}: {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+class Saga:
+    """Compensations for the steps a workflow has started.
+
+    Args:
+        parallel: run the compensations together instead of in reverse order.
+        continue_on_error: when sequential, keep compensating after one compensation fails
+            (True) or stop there and mark the rest skipped (False).
+        compensation_options: default keyword options of ``workflow.execute_activity`` for
+            every compensation; each compensation's own options override them.
+        wait_for_repair: when a compensation failed for good, do not fail the workflow:
+            report "needs attention" and wait for `retry_failed` or `resolve_manually`
+            (an operator's Update) before finishing.
+    """
+
+    def __init__(
+        self,
+        parallel: bool = False,
+        continue_on_error: bool = True,
+        compensation_options: dict[str, Any] | None = None,
+        *,
+        wait_for_repair: bool = False,
+    ) -> None:
+        self.parallel = parallel
+        self.continue_on_error = continue_on_error
+        self.compensation_options = {
+            **DEFAULT_COMPENSATION_OPTIONS,
+            **(compensation_options or {}),
+        }
+        self.wait_for_repair = wait_for_repair
+        self.steps: list[StepState] = []
+        self._compensations: list[_Compensation] = []
+        self._task: asyncio.Task[None] | None = None
+        self._decision: tuple[str, str] | None = None
+        self.needs_attention = False
+        self.repaired_by: str | None = None
+        self.resolution_note: str | None = None
+        self.original_error: str | None = None
+
+    # -- registering -------------------------------------------------------------------
+
+    def add_compensation(
+        self,
+        activity_function: Callable[..., Any],
+        *args: Any,
+        summary: str | None = None,
+        **activity_options: Any,
+    ) -> None:
+        """Register the undo of a step, before running the step.
+
+        Args:
+            activity_function: an activity function or method reference (not a name), or a
+                plain ``async def`` of the workflow.
+            args: the arguments it is called with.
+            summary: shown as the activity's summary in the Web UI.
+            activity_options: ``workflow.execute_activity`` options for this compensation.
+        """
+        definition = activity._Definition.from_callable(activity_function)
+        name = definition.name if definition and definition.name else activity_function.__name__
+        self._compensations.append(
+            _Compensation(
+                state=CompensationState(name=name, summary=summary),
+                function=activity_function,
+                args=args,
+                options=activity_options,
+                is_activity=definition is not None,
+            )
+        )
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[StepState]:
+        """Track a step for `state`: running, then done or failed with its error."""
+        state = StepState(name=name, attempts=1)
+        self.steps.append(state)
+        try:
+            yield state
+        except BaseException as error:
+            state.status = FAILED
+            state.last_error = _describe(error)
+            raise
+        state.status = DONE
+
+    # -- compensating ------------------------------------------------------------------
+
+    @property
+    def compensating(self) -> bool:
+        return self._task is not None
+
+    @property
+    def compensated(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def compensate(self, cause: BaseException | None = None) -> None:
+        """Run every registered compensation once, however often this is called.
+
+        A cancellation that arrives while compensating does not stop it: the compensations
+        run in their own task, which this waits for to the end before re-raising the
+        cancellation.
+
+        Raises:
+            SagaError: a compensation failed for good (and no repair was asked to wait).
+        """
+        if cause is not None and self.original_error is None:
+            self.original_error = _describe(cause)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run_until_settled())
+        cancelled = False
+        while not self._task.done():
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError:
+                if self._task.done():
+                    break
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError()
+        failed = [c.state for c in self._compensations if c.state.status == FAILED]
+        if failed:
+            names = ", ".join(state.name for state in failed)
+            raise SagaError(
+                f"Compensation failed: {names} (original error: {self.original_error})",
+                self.outcomes(),
+            ) from cause
+
+    async def _run_until_settled(self) -> None:
+        await self._run(self._compensations)
+        while self.wait_for_repair and self._failed():
+            self.needs_attention = True
+            self._decision = None
+            await workflow.wait_condition(lambda: self._decision is not None)
+            assert self._decision is not None
+            action, note = self._decision
+            self.needs_attention = False
+            if action == "retry":
+                self.repaired_by = "retry"
+                retry = self._failed()
+                for compensation in retry:
+                    compensation.state.status = PENDING
+                for compensation in self._compensations:
+                    if compensation.state.status == SKIPPED:
+                        compensation.state.status = PENDING
+                await self._run([c for c in self._compensations if c.state.status == PENDING])
+            else:
+                self.repaired_by = "resolved manually"
+                self.resolution_note = note
+                for compensation in self._failed():
+                    compensation.state.status = RESOLVED
+                for compensation in self._compensations:
+                    if compensation.state.status == SKIPPED:
+                        compensation.state.status = RESOLVED
+
+    def _failed(self) -> list[_Compensation]:
+        return [c for c in self._compensations if c.state.status == FAILED]
+
+    async def _run(self, compensations: list[_Compensation]) -> None:
+        if self.parallel:
+            await asyncio.gather(*(self._run_one(c) for c in compensations))
+            return
+        for compensation in reversed(compensations):
+            ok = await self._run_one(compensation)
+            if not ok and not self.continue_on_error:
+                for rest in compensations:
+                    if rest.state.status == PENDING:
+                        rest.state.status = SKIPPED
+                return
+
+    async def _run_one(self, compensation: _Compensation) -> bool:
+        state = compensation.state
+        state.status = RUNNING
+        state.attempts += 1
+        try:
+            await self._call(compensation)
+        except Exception as error:
+            state.status = FAILED
+            state.last_error = _describe(error)
+            workflow.logger.warning("Compensation %s failed: %s", state.name, state.last_error)
+            return False
+        state.status = DONE
+        state.last_error = None
+        return True
+
+    def _call(self, compensation: _Compensation) -> Awaitable[Any]:
+        if not compensation.is_activity:
+            return compensation.function(*compensation.args)  # type: ignore[no-any-return]
+        options = {**self.compensation_options, **compensation.options}
+        if compensation.state.summary is not None:
+            options.setdefault("summary", compensation.state.summary)
+        return workflow.execute_activity(
+            compensation.function, args=list(compensation.args), **options
+        )
+
+    # -- repair ------------------------------------------------------------------------
+
+    def retry_failed(self) -> None:
+        """Operator's choice: run the failed (and skipped) compensations again."""
+        self._decision = ("retry", "")
+
+    def resolve_manually(self, note: str) -> None:
+        """Operator's choice: the failed compensations were handled outside the workflow."""
+        self._decision = ("resolve", note)
+
+    # -- the context manager -----------------------------------------------------------
+
+    async def __aenter__(self) -> Saga:
+        return self
+
+    async def __aexit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> bool:
+        if error is None:
+            return False
+        await self.compensate(cause=error)
+        if isinstance(error, (FailureError, asyncio.CancelledError)):
+            return False  # re-raised as it is: the original error is the workflow's outcome
+        # A bug (TypeError, KeyError...) would otherwise fail the workflow task forever and
+        # leave the workflow stuck "Running": fail the workflow with it instead.
+        raise ApplicationError(
+            f"{type(error).__name__}: {error}", type=type(error).__name__, non_retryable=True
+        ) from error
+
+    # -- what a query shows ------------------------------------------------------------
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.state.name,
+                "status": c.state.status,
+                "attempts": c.state.attempts,
+                "last_error": c.state.last_error,
+            }
+            for c in self._compensations
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """Steps and compensations with status, attempts and last error (for a query)."""
+        return {
+            "steps": [
+                {
+                    "name": s.name,
+                    "status": s.status,
+                    "attempts": s.attempts,
+                    "last_error": s.last_error,
+                }
+                for s in self.steps
+            ],
+            "compensations": [
+                {**outcome, "summary": c.state.summary}
+                for outcome, c in zip(self.outcomes(), self._compensations, strict=True)
+            ],
+            "compensating": self.compensating,
+            "needs_attention": self.needs_attention,
+            "repaired_by": self.repaired_by,
+            "resolution_note": self.resolution_note,
+            "original_error": self.original_error,
+        }

