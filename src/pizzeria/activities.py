@@ -13,7 +13,7 @@ import hashlib
 import random
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from pizzeria import menu
 from pizzeria.config import DriverSimulation
@@ -37,8 +37,11 @@ from pizzeria.models import (
 )
 
 
-def _rejected(error: menu.OrderRejected) -> ApplicationError:
-    return ApplicationError(str(error), type=error.kind, non_retryable=True)
+def business_error(message: str, kind: str) -> ApplicationError:
+    """A verdict, not a fault: never retried, and logged by the SDK without a traceback."""
+    return ApplicationError(
+        message, type=kind, non_retryable=True, category=ApplicationErrorCategory.BENIGN
+    )
 
 
 def confirmation_number(order_ref: str, prefix: str) -> str:
@@ -72,15 +75,11 @@ class PizzaOrderActivities:
                 self.ledger.take_stock, request.order_ref, request.order_number, ingredients
             )
         except menu.OrderRejected as error:
-            raise _rejected(error) from None
+            raise business_error(str(error), error.kind) from None
         except OutOfStock as error:
-            raise ApplicationError(
-                str(error), type=OUT_OF_STOCK_ERROR, non_retryable=True
-            ) from None
+            raise business_error(str(error), OUT_OF_STOCK_ERROR) from None
         except LateStepRefused as error:
-            raise ApplicationError(
-                str(error), type=LATE_STEP_REFUSED_ERROR, non_retryable=True
-            ) from None
+            raise business_error(str(error), LATE_STEP_REFUSED_ERROR) from None
         activity.logger.info("Took %s for order %s", effect.ingredients, request.order_number)
         return StockChange(ingredients=effect.ingredients, applied=effect.applied)
 
@@ -100,12 +99,10 @@ class PizzaOrderActivities:
         problem = menu.card_problem(charge.credit_card.number)
         if problem is not None:
             # Not retryable: asking the gateway again cannot fix the number.
-            raise ApplicationError(problem, type=CREDIT_CARD_PROCESSING_ERROR, non_retryable=True)
+            raise business_error(problem, CREDIT_CARD_PROCESSING_ERROR)
         if charge.amount < 0:
-            raise ApplicationError(
-                f"Invalid charge amount: {charge.amount}",
-                type=INVALID_CHARGE_AMOUNT_ERROR,
-                non_retryable=True,
+            raise business_error(
+                f"Invalid charge amount: {charge.amount}", INVALID_CHARGE_AMOUNT_ERROR
             )
         last4 = charge.credit_card.number[-4:]
         try:
@@ -117,9 +114,7 @@ class PizzaOrderActivities:
                 last4,
             )
         except LateStepRefused as error:
-            raise ApplicationError(
-                str(error), type=LATE_STEP_REFUSED_ERROR, non_retryable=True
-            ) from None
+            raise business_error(str(error), LATE_STEP_REFUSED_ERROR) from None
         activity.logger.info(
             "Charged %d to card %s for order %s",
             effect.amount,
@@ -148,11 +143,7 @@ class PizzaOrderActivities:
         await self.faults.inject("send_bill")
         amount = menu.billed_amount(bill.amount)
         if amount < 0:
-            raise ApplicationError(
-                f"Invalid charge amount: {amount}",
-                type=INVALID_CHARGE_AMOUNT_ERROR,
-                non_retryable=True,
-            )
+            raise business_error(f"Invalid charge amount: {amount}", INVALID_CHARGE_AMOUNT_ERROR)
         confirmation = confirmation_number(bill.order_ref, "P")
         effect = await asyncio.to_thread(
             self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation

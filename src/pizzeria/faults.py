@@ -54,7 +54,10 @@ def parse_faults(text: str) -> dict[str, Fault]:
         return {}
     entries: list[str]
     if text.startswith("["):
-        loaded = json.loads(text)
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise FaultSyntaxError(f"the faults file is not valid JSON: {error}") from None
         if not isinstance(loaded, list) or not all(isinstance(e, str) for e in loaded):
             raise FaultSyntaxError("the faults file must hold a JSON list of 'STEP=MODE[:N]'")
         entries = loaded
@@ -63,13 +66,13 @@ def parse_faults(text: str) -> dict[str, Fault]:
     faults: dict[str, Fault] = {}
     for entry in entries:
         step, sep, rule = entry.strip().partition("=")
-        mode, _, count = rule.partition(":")
+        mode, colon, count = rule.partition(":")
         if not sep or not step or mode not in MODES:
             raise FaultSyntaxError(
                 f"bad fault {entry.strip()!r}: expected STEP=fail or STEP=timeout, "
                 "optionally followed by :N attempts"
             )
-        if count and (not count.isdigit() or int(count) < 1):
+        if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):
             raise FaultSyntaxError(f"bad fault {entry.strip()!r}: N must be a positive number")
         faults[step.strip()] = Fault(step.strip(), mode, int(count) if count else None)
     return faults

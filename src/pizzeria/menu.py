@@ -99,7 +99,13 @@ def luhn_valid(number: str) -> bool:
 
 def card_problem(number: str) -> str | None:
     """Why a card number cannot be charged, or None when it can."""
-    if len(number) != CARD_LENGTH or not number.isdigit() or not luhn_valid(number):
+    # isascii: str.isdigit() also accepts digits such as "\uff14" or "\u00b2", which would
+    # pass as a card (full-width) or crash luhn_valid (superscripts).
+    if (
+        len(number) != CARD_LENGTH
+        or not (number.isascii() and number.isdigit())
+        or not luhn_valid(number)
+    ):
         return "Invalid credit card number"
     return None
 

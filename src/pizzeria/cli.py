@@ -1,0 +1,569 @@
+"""``pizzeria``: run the server and the worker, place and inspect orders, run the demo.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit (2 for bad
+input, 1 for everything else), never a traceback. Card numbers are shown masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from pizzeria import __version__, config
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.client import (
+    OrderAlreadyRunning,
+    OrderOutcome,
+    order_handle,
+    place_order,
+)
+from pizzeria.demo import run_demo
+from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
+from pizzeria.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
+from pizzeria.ledger import Ledger
+from pizzeria.models import (
+    TASK_QUEUE,
+    CancelResult,
+    Pizza,
+    PizzaOrder,
+    RepairResult,
+    mask_card_number,
+)
+from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.worker import build_worker, connect
+from pizzeria.workflows import PizzaOrderWorkflow
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pizzeria")
+def app() -> None:
+    """pizzeria: the pizza-order Saga of the exercise on Temporal, with a real ledger."""
+
+
+@app.group(name="faults")
+def faults_app() -> None:
+    """Make steps or compensations fail on purpose (read by workers at each attempt)."""
+
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+PRICES_BY_SIZE = {"small": 1200, "medium": 1300, "large": 1500}
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: one line, exit code 2."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"error: {message}", markup=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def run(coroutine: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coroutine
+
+    return asyncio.run(main())
+
+
+async def client_or_fail(address: str | None = None) -> Client:
+    try:
+        return await connect(address)
+    except RuntimeError as error:
+        target = address or os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+        reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
+        raise ConnectionError(
+            f"cannot reach Temporal at {target} ({reason}); start it with `pizzeria server`"
+        ) from None
+
+
+def ledger_or_fail(path: Path | None) -> Ledger:
+    return Ledger(path or config.ledger_path())
+
+
+def update_refusal(error: WorkflowUpdateFailedError) -> str:
+    cause = error.cause
+    return str(getattr(cause, "message", None) or cause or error)
+
+
+def dollars(cents: int | None) -> str:
+    return "-" if cents is None else f"${cents / 100:,.2f}"
+
+
+# -- server and worker ------------------------------------------------------------------
+
+
+@app.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder of the history file [default: .pizzeria]",
+)
+@click.option("--port", default=GRPC_PORT, show_default=True, help="gRPC port on 127.0.0.1")
+@click.option("--ui-port", default=UI_PORT, show_default=True, help="Web UI port on 127.0.0.1")
+@click.option("--in-memory", is_flag=True, help="Keep no history file (lost on exit)")
+def server(data_dir: Path | None, port: int, ui_port: int, in_memory: bool) -> None:
+    """Run the Temporal dev server (with its Web UI) until Ctrl-C."""
+    history = None if in_memory else (data_dir or config.data_dir()) / "temporal.db"
+    dev = DevServer(history, port=port, ui_port=ui_port)
+    try:
+        dev.start()
+    except DevServerError as error:
+        fail(str(error))
+    out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
+    out.print(f"History file: {history}" if history else "History: in memory")
+    out.print("Press Ctrl-C to stop.")
+    try:
+        assert dev.process is not None
+        dev.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()
+
+
+ADDRESS = click.option(
+    "--address", help="Temporal address [default: SDK env config, else localhost:7233]"
+)
+LEDGER = click.option(
+    "--ledger",
+    "ledger_file",
+    type=click.Path(path_type=Path),
+    help="Ledger file [default: .pizzeria/ledger.db]",
+)
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+
+
+@app.command()
+@ADDRESS
+@LEDGER
+@click.option("--task-queue", default=TASK_QUEUE, show_default=True, help="Task queue to poll")
+def worker(address: str | None, ledger_file: Path | None, task_queue: str) -> None:
+    """Run the worker: the order workflow and its activities, against the ledger."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    ledger = ledger_or_fail(ledger_file)
+    activities = PizzaOrderActivities(
+        ledger,
+        faults=FaultPlan(config.faults_file()),
+        driver=config.DriverSimulation.from_env(),
+    )
+
+    async def serve() -> None:
+        client = await client_or_fail(address)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with build_worker(client, activities, task_queue=task_queue):
+            out.print(
+                f"Worker polling task queue {task_queue!r}, ledger {ledger.path}. Ctrl-C stops."
+            )
+            await stop.wait()
+        out.print("Worker stopped.")
+
+    run(serve())
+
+
+# -- orders -----------------------------------------------------------------------------
+
+
+def parse_item(text: str) -> Pizza:
+    """``DESCRIPTION`` or ``DESCRIPTION=CENTS``; the price defaults by size."""
+    description, sep, price_text = text.rpartition("=") if "=" in text else (text, "", "")
+    description = description.strip()
+    if not description:
+        raise UserError("--item needs a description such as 'Large, with mushrooms'")
+    if sep:
+        if not price_text.strip().isdigit():
+            raise UserError(f"--item price must be whole cents, got {price_text.strip()!r}")
+        price = int(price_text)
+    else:
+        size = description.split(",")[0].split()[0].lower()
+        if size not in PRICES_BY_SIZE:
+            raise UserError(f"--item {description!r}: start with Small, Medium or Large")
+        price = PRICES_BY_SIZE[size]
+    return Pizza(description=description, price=price)
+
+
+def check_card(number: str) -> str:
+    if not re.fullmatch(r"\d{12,19}", number):
+        raise UserError("--card must be 12 to 19 digits, with no spaces or letters")
+    return number
+
+
+def build_order(
+    order_number: str,
+    card: str,
+    pickup: bool,
+    items: list[str] | None,
+    prep_seconds: float | None,
+) -> PizzaOrder:
+    if items is not None and len(items) == 0:
+        raise UserError("an order needs at least one --item")
+    if prep_seconds is not None and prep_seconds < 0:
+        raise UserError("--prep-seconds cannot be negative")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order_number):
+        raise UserError("--order-number may hold only letters, digits, '.', '_' and '-'")
+    pizzas = [parse_item(item) for item in items] if items else None
+    return sample_order(
+        order_number,
+        card=check_card(card),
+        is_delivery=not pickup,
+        items=pizzas,
+        prep_seconds=prep_seconds,
+    )
+
+
+def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
+    color = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(outcome.status, "")
+    out.print(
+        f"Order {outcome.order_number}: [{color}]{outcome.status}[/{color}]"
+        if color
+        else f"Order {outcome.order_number}: {outcome.status}"
+    )
+    if card:
+        out.print(f"  card:          {mask_card_number(card)}")
+    if outcome.confirmation:
+        out.print(f"  amount:        {dollars(outcome.amount)}")
+        out.print(f"  delivery:      {outcome.confirmation['status']}")
+        out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")
+    if outcome.error_type:
+        out.print(f"  error:         {outcome.error_type}: {outcome.error}", markup=False)
+    if outcome.compensations or outcome.status != "COMPLETED":
+        ran = " -> ".join(outcome.compensations) or "none"
+        out.print(f"  compensations: {ran}")
+    if outcome.failed_compensations:
+        out.print(f"  failed compensation attempts: {', '.join(outcome.failed_compensations)}")
+    out.print(f"  Web UI:        {outcome.web_ui}")
+
+
+def outcome_json(outcome: OrderOutcome) -> dict[str, Any]:
+    return {
+        "order_number": outcome.order_number,
+        "workflow_id": outcome.workflow_id,
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "amount": outcome.amount,
+        "error_type": outcome.error_type,
+        "error": outcome.error,
+        "compensations": outcome.compensations,
+        "web_ui": outcome.web_ui,
+    }
+
+
+@app.command()
+@click.option(
+    "--card",
+    default=GOOD_CARD,
+    show_default=True,
+    help=f"Card number (the exercise's bad card: {BAD_CARD})",
+)
+@click.option("--pickup", is_flag=True, help="Pick up instead of delivery (no driver)")
+@click.option(
+    "--item",
+    "items",
+    multiple=True,
+    help="A pizza, 'DESCRIPTION' or 'DESCRIPTION=CENTS'; repeat for more "
+    "[default: the exercise's three]",
+)
+@click.option(
+    "--order-number",
+    default="XD001",
+    show_default=True,
+    help="Order number (one running order each)",
+)
+@click.option(
+    "--prep-seconds", type=float, help="The short wait after the distance check [default: 3]"
+)
+@ADDRESS
+@AS_JSON
+def order(
+    card: str,
+    pickup: bool,
+    items: tuple[str, ...],
+    order_number: str,
+    prep_seconds: float | None,
+    address: str | None,
+    as_json: bool,
+) -> None:
+    """Place an order (the exercise's three pizzas by default) and wait for its outcome."""
+    placed = build_order(order_number, card, pickup, list(items) or None, prep_seconds)
+
+    async def go() -> OrderOutcome:
+        client = await client_or_fail(address)
+        if not as_json:
+            err.print(f"Placing order {order_number} (card {mask_card_number(card)})...")
+        return await place_order(client, placed)
+
+    outcome = run(go())
+    if as_json:
+        out.print_json(json.dumps(outcome_json(outcome)))
+    else:
+        print_outcome(outcome, card)
+    if outcome.status != "COMPLETED":
+        raise SystemExit(1)
+
+
+@app.command()
+@LEDGER
+@AS_JSON
+def ledger(ledger_file: Path | None, as_json: bool) -> None:
+    """Stock per ingredient, and per order the amounts charged, refunded and billed."""
+    book = ledger_or_fail(ledger_file)
+    snapshot = ledger_snapshot(book)
+    book.close()
+    if as_json:
+        out.print_json(json.dumps(snapshot))
+        return
+    stock = Table("ingredient", "initial", "in stock", title="Stock")
+    for name, row in snapshot["stock"].items():
+        stock.add_row(name, str(row["initial"]), str(row["quantity"]))
+    out.print(stock)
+    orders = Table("order", "run", "charged", "refunded", "billed", "stock held", title="Orders")
+    for row in snapshot["orders"]:
+        held = sum(row["stock_held"].values())
+        orders.add_row(
+            row["order_number"],
+            row["run_id"][:8],
+            dollars(row["charged"]),
+            dollars(row["refunded"]),
+            dollars(row["billed"]),
+            str(held),
+        )
+    out.print(orders)
+
+
+def ledger_snapshot(book: Ledger) -> dict[str, Any]:
+    return {
+        "stock": book.stock(),
+        "orders": [
+            {
+                "order_number": o.order_number,
+                "workflow_id": o.order_ref.rsplit("/", 1)[0],
+                "run_id": o.order_ref.rsplit("/", 1)[-1],
+                "charged": o.charged,
+                "refunded": o.refunded,
+                "billed": o.billed,
+                "stock_held": o.stock_held,
+            }
+            for o in book.orders()
+        ],
+    }
+
+
+# -- operating on one order -------------------------------------------------------------
+
+
+@app.command()
+@click.argument("order_number")
+@ADDRESS
+@AS_JSON
+def status(order_number: str, address: str | None, as_json: bool) -> None:
+    """Show an order's saga: each step and compensation with its status and attempts."""
+
+    async def go() -> tuple[str, dict[str, Any]]:
+        client = await client_or_fail(address)
+        handle = await order_handle(client, order_number)
+        description = await handle.describe()
+        state = await handle.query(PizzaOrderWorkflow.saga_state)
+        state_name = description.status.name if description.status else "UNKNOWN"
+        return state_name, state
+
+    workflow_status, state = run(go())
+    if as_json:
+        out.print_json(
+            json.dumps({"order_number": order_number, "status": workflow_status, **state})
+        )
+        return
+    out.print(f"Order {order_number}: {workflow_status} - {state['details'] or state['outcome']}")
+    if state["needs_attention"]:
+        out.print(
+            "[red]NEEDS ATTENTION[/red]: a compensation failed for good; fix the cause, then "
+            f"`pizzeria repair {order_number} --retry` or `--resolve NOTE`"
+        )
+    table = Table("kind", "name", "status", "attempts", "last error")
+    for step in state["steps"]:
+        table.add_row(
+            "step", step["name"], step["status"], str(step["attempts"]), step["last_error"] or ""
+        )
+    for comp in state["compensations"]:
+        table.add_row(
+            "compensation",
+            comp["name"],
+            comp["status"],
+            str(comp["attempts"]),
+            comp["last_error"] or "",
+        )
+    out.print(table)
+    if state["repaired_by"]:
+        out.print(f"Repaired by hand: {state['repaired_by']} {state['resolution_note'] or ''}")
+
+
+@app.command()
+@click.argument("order_number")
+@click.option("--reason", default="cancelled by the customer", show_default=True, help="Why")
+@ADDRESS
+def cancel(order_number: str, reason: str, address: str | None) -> None:
+    """Cancel an order before it is billed: its effects are undone and it ends Cancelled."""
+
+    async def go() -> CancelResult:
+        client = await client_or_fail(address)
+        handle = await order_handle(client, order_number)
+        try:
+            result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, reason)
+        except WorkflowUpdateFailedError as error:
+            raise UserError(f"refused: {update_refusal(error)}") from None
+        await handle.cancel()
+        return result
+
+    result = run(go())
+    undone = ", ".join(result.compensations) or "nothing to undo"
+    out.print(f"Order {order_number}: cancel accepted ({result.reason}); compensations: {undone}")
+
+
+@app.command()
+@click.argument("order_number")
+@click.option("--retry", is_flag=True, help="Run the failed compensations again")
+@click.option("--resolve", metavar="NOTE", help="Mark them handled by hand, with a note")
+@ADDRESS
+def repair(order_number: str, retry: bool, resolve: str | None, address: str | None) -> None:
+    """Finish an order whose compensation failed for good ("needs attention")."""
+    if retry == (resolve is not None):
+        raise UserError("choose one: --retry or --resolve NOTE")
+    note = resolve or ""
+
+    async def go() -> RepairResult:
+        client = await client_or_fail(address)
+        handle = await order_handle(client, order_number)
+        try:
+            if retry:
+                return await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
+            return await handle.execute_update(PizzaOrderWorkflow.resolve_manually, note)
+        except WorkflowUpdateFailedError as error:
+            raise UserError(f"refused: {update_refusal(error)}") from None
+
+    result = run(go())
+    out.print(f"Order {order_number}: {result.action} -> {result.outcome}")
+    if result.outcome == "needs attention":
+        raise SystemExit(1)
+
+
+# -- faults -----------------------------------------------------------------------------
+
+
+@faults_app.command("set")
+@click.argument("spec")
+def faults_set(spec: str) -> None:
+    """Turn faults on: SPEC is STEP=fail|timeout[:N], several separated by commas."""
+    try:
+        new = parse_faults(spec)
+    except FaultSyntaxError as error:
+        raise UserError(str(error)) from None
+    plan = FaultPlan(config.faults_file(), env_value="")
+    merged = {**plan.current(), **new}
+    write_faults(config.faults_file(), merged)
+    out.print("Faults: " + ", ".join(str(f) for f in merged.values()))
+
+
+@faults_app.command("clear")
+def faults_clear() -> None:
+    """Turn every fault off."""
+    write_faults(config.faults_file(), {})
+    out.print("Faults cleared.")
+
+
+@faults_app.command("show")
+def faults_show() -> None:
+    """List the faults in force (file and PIZZERIA_FAULTS)."""
+    try:
+        current = FaultPlan(config.faults_file()).current()
+    except FaultSyntaxError as error:
+        raise UserError(str(error)) from None
+    out.print("Faults: " + (", ".join(str(f) for f in current.values()) or "none"))
+
+
+# -- the demo ---------------------------------------------------------------------------
+
+
+@app.command()
+@AS_JSON
+@click.option(
+    "--keep-running/--no-keep-running",
+    default=None,
+    help="Keep server and worker up afterwards [default: only in a terminal]",
+)
+def demo(as_json: bool, keep_running: bool | None) -> None:
+    """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
+    if keep_running is None:
+        keep_running = sys.stdin.isatty() and not as_json
+
+    def say(text: str) -> None:
+        err.print(f"[dim]>[/dim] {text}")
+
+    def show(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
+        if as_json:
+            return
+        out.print()
+        for outcome, row in zip(outcomes, report["orders"], strict=True):
+            print_outcome(outcome)
+            money = row["money"]
+            out.print(
+                f"  ledger:        charged {dollars(money['charged'])}, refunded "
+                f"{dollars(money['refunded'])}, billed {dollars(money['billed'])}, "
+                f"net {dollars(money['net'])}"
+            )
+            out.print()
+        change = ", ".join(f"{name} {delta:+d}" for name, delta in report["stock_change"].items())
+        out.print(f"Stock change over both orders: {change or 'none'}")
+        out.print(f"Web UI: {report['web_ui']}")
+
+    report = run(run_demo(say, show, keep_running))
+    if as_json:
+        out.print_json(json.dumps(report))
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Console entry point: one-line errors, exit 2 for bad input, never a traceback."""
+    try:
+        app.main(prog_name="pizzeria", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "pizzeria"
+        message = error.format_message().replace("\n", " ")
+        err.print(f"error: {message} (see `{command} --help`)", markup=False, soft_wrap=True)
+        sys.exit(2)
+    except UserError as error:
+        err.print(f"error: {error}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    except (OrderAlreadyRunning, LookupError, ConnectionError, DevServerError) as error:
+        err.print(f"error: {error}", markup=False, soft_wrap=True)
+        sys.exit(1)
+    except RPCError as error:
+        err.print(f"error: Temporal refused the request: {error}", markup=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

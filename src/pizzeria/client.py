@@ -1,0 +1,208 @@
+"""Placing orders and reading their outcome, for the CLI, the demo and tests.
+
+The outcome of a failed order includes the compensations that ran, read from the
+workflow's history (the same record the Web UI shows), so it needs no worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError
+
+from pizzeria import menu
+from pizzeria.models import (
+    COMPENSATIONS,
+    TASK_QUEUE,
+    OrderConfirmation,
+    PizzaOrder,
+    workflow_id_for,
+)
+from pizzeria.workflows import PizzaOrderWorkflow
+
+WEB_UI = "http://localhost:8233"
+
+STATUS_NAMES = {
+    WorkflowExecutionStatus.RUNNING: "RUNNING",
+    WorkflowExecutionStatus.COMPLETED: "COMPLETED",
+    WorkflowExecutionStatus.FAILED: "FAILED",
+    WorkflowExecutionStatus.CANCELED: "CANCELLED",
+    WorkflowExecutionStatus.TERMINATED: "TERMINATED",
+    WorkflowExecutionStatus.TIMED_OUT: "TIMED_OUT",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "CONTINUED_AS_NEW",
+}
+
+
+class OrderAlreadyRunning(Exception):
+    def __init__(self, order_number: str) -> None:
+        super().__init__(
+            f"order {order_number} is already being processed: a second submission is refused"
+        )
+
+
+@dataclass
+class OrderOutcome:
+    order_number: str
+    workflow_id: str
+    run_id: str
+    status: str
+    amount: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+    compensations: list[str] = field(default_factory=list)
+    failed_compensations: list[str] = field(default_factory=list)
+    confirmation: dict[str, Any] | None = None
+    web_ui: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def web_ui_link(workflow_id: str, run_id: str, namespace: str = "default") -> str:
+    return f"{WEB_UI}/namespaces/{namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+def static_summary(order: PizzaOrder) -> str:
+    amount = menu.billed_amount(menu.order_total(order.items))
+    count = len(order.items)
+    kind = "delivery" if order.is_delivery else "pickup"
+    return (
+        f"Pizza order {order.order_number} for {order.customer.name}: "
+        f"{count} pizza{'s' if count != 1 else ''}, ${amount / 100:,.2f}, {kind}"
+    )
+
+
+async def start_order(
+    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    """Start an order; refused (and nothing charged) while the same order number runs."""
+    try:
+        return await client.start_workflow(
+            PizzaOrderWorkflow.order_pizza,
+            order,
+            id=workflow_id_for(order.order_number),
+            task_queue=task_queue,
+            static_summary=static_summary(order),
+        )
+    except WorkflowAlreadyStartedError:
+        raise OrderAlreadyRunning(order.order_number) from None
+
+
+def error_type_of(error: BaseException | None) -> str | None:
+    """The first typed application error in a failure chain (what the client reports)."""
+    while error is not None:
+        if isinstance(error, ApplicationError) and error.type:
+            return error.type
+        if isinstance(error, CancelledError):
+            return "CancelledError"
+        error = error.__cause__
+    return None
+
+
+def error_message_of(error: BaseException | None) -> str | None:
+    while error is not None:
+        if isinstance(error, ApplicationError):
+            return error.message
+        nested = error.__cause__
+        if nested is None and isinstance(error, FailureError):
+            return error.message
+        error = nested
+    return None
+
+
+async def compensations_from_history(
+    handle: WorkflowHandle[Any, Any],
+) -> tuple[list[str], list[str]]:
+    """Compensations that completed, in the order they completed; and those that failed."""
+    scheduled: dict[int, str] = {}
+    completed: list[str] = []
+    failed: list[str] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            name = scheduled.get(
+                event.activity_task_completed_event_attributes.scheduled_event_id, ""
+            )
+            if name in COMPENSATIONS:
+                completed.append(name)
+        elif event.event_type in (
+            EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+        ):
+            attributes = (
+                event.activity_task_failed_event_attributes
+                if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+                else event.activity_task_timed_out_event_attributes
+            )
+            name = scheduled.get(attributes.scheduled_event_id, "")
+            if name in COMPENSATIONS:
+                failed.append(name)
+    return completed, failed
+
+
+async def outcome_of(client: Client, workflow_id: str, order_number: str) -> OrderOutcome:
+    """Wait for an order's latest run to close and describe how it ended."""
+    handle = client.get_workflow_handle(workflow_id, result_type=OrderConfirmation)
+    confirmation: OrderConfirmation | None = None
+    failure: BaseException | None = None
+    try:
+        confirmation = await handle.result()
+    except WorkflowFailureError as error:
+        failure = error.cause
+    description = await handle.describe()
+    run_id = description.run_id
+    status = STATUS_NAMES.get(description.status, "UNKNOWN") if description.status else "UNKNOWN"
+    compensations, failed = await compensations_from_history(
+        client.get_workflow_handle(handle.id, run_id=run_id)
+    )
+    outcome = OrderOutcome(
+        order_number=order_number,
+        workflow_id=handle.id,
+        run_id=run_id,
+        status=status,
+        compensations=compensations,
+        failed_compensations=failed,
+        web_ui=web_ui_link(handle.id, run_id, client.namespace),
+    )
+    if confirmation is not None:
+        outcome.amount = confirmation.amount
+        outcome.confirmation = asdict(confirmation)
+    else:
+        outcome.error_type = error_type_of(failure)
+        outcome.error = error_message_of(failure)
+    return outcome
+
+
+async def place_order(
+    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE
+) -> OrderOutcome:
+    handle = await start_order(client, order, task_queue)
+    return await outcome_of(client, handle.id, order.order_number)
+
+
+async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any, Any]:
+    """The latest run of an order, or a clear error when there is none."""
+    handle = client.get_workflow_handle(workflow_id_for(order_number))
+    try:
+        await handle.describe()
+    except RPCError as error:
+        if "not found" in str(error).lower():
+            raise LookupError(f"no order {order_number} on this Temporal server") from None
+        raise
+    return handle

