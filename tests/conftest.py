@@ -100,9 +100,7 @@ def task_queue() -> str:
 
 
 @pytest.fixture
-def worker(
-    client: Client, activities: PizzaOrderActivities, task_queue: str
-) -> Callable[..., Any]:
+def worker(client: Client, activities: PizzaOrderActivities, task_queue: str) -> Callable[..., Any]:
     """``async with worker():`` runs the real workflow and activities on this test's queue."""
 
     @asynccontextmanager
@@ -131,3 +129,15 @@ def start(client: Client, task_queue: str) -> Callable[..., Any]:
         )
 
     return starting
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--workflow-environment") == "local":
+        return
+    skip = pytest.mark.skip(
+        reason="the time-skipping test server drops the failure of an activity whose "
+        "cancellation was requested, so the workflow never hears back; runs on the dev server"
+    )
+    for item in items:
+        if "dev_server_only" in item.keywords:
+            item.add_marker(skip)

@@ -91,7 +91,9 @@ class PizzaOrderActivities:
             self.ledger.put_back_stock, request.order_ref, request.order_number
         )
         activity.logger.info("Put back %s for order %s", effect.ingredients, request.order_number)
-        return StockChange(ingredients=effect.ingredients, applied=effect.applied)
+        return StockChange(
+            ingredients=effect.ingredients, applied=effect.applied and not effect.tombstone
+        )
 
     @activity.defn
     async def process_credit_card(self, charge: CreditCardCharge) -> CreditCardConfirmation:
@@ -136,7 +138,7 @@ class PizzaOrderActivities:
             self.ledger.refund, charge.order_ref, charge.bill.order_number
         )
         activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
-        return Refund(amount=effect.amount, applied=effect.applied)
+        return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn
     async def send_bill(self, bill: Bill) -> OrderConfirmation:

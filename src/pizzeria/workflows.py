@@ -34,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         ORDER_CANCELLED_ERROR,
         OUTSIDE_SERVICE_AREA_ERROR,
         STATUS_DELIVERY_FAILURE,
-        STATUS_READY_FOR_PICKUP,
         WORKFLOW_TYPE,
         Bill,
         CancelResult,
@@ -98,14 +97,11 @@ class PizzaOrderWorkflow:
         self._order_task = asyncio.create_task(self._place_order(order, settings))
         try:
             confirmation = await self._order_task
-        except asyncio.CancelledError:
-            if workflow.cancellation_reason() is None and self.cancel_reason is not None:
+        except BaseException as error:
+            if self._cancelling():
                 return await self._end_cancelled()
-            self._finish("cancelled")
-            raise
-        except Exception as error:
             self._finish("failed")
-            if self.saga.repaired_by is None:
+            if self.saga.repaired_by is None or not isinstance(error, Exception):
                 raise
             # Same outcome, but the record says an operator had to step in.
             note = f": {self.saga.resolution_note}" if self.saga.resolution_note else ""
@@ -118,6 +114,10 @@ class PizzaOrderWorkflow:
             ) from error
         self._finish(confirmation.status)
         return confirmation
+
+    def _cancelling(self) -> bool:
+        """Asked to cancel, by the cancel_order Update or by a cancellation request."""
+        return self.cancel_reason is not None or workflow.cancellation_reason() is not None
 
     async def _place_order(self, order: PizzaOrder, settings: OrderSettings) -> OrderConfirmation:
         order_ref = f"{workflow.info().workflow_id}/{workflow.info().run_id}"
@@ -196,8 +196,7 @@ class PizzaOrderWorkflow:
         self, order: PizzaOrder, confirmation: OrderConfirmation
     ) -> OrderConfirmation:
         if not order.is_delivery:
-            confirmation.status = STATUS_READY_FOR_PICKUP
-            return confirmation
+            return confirmation  # a pickup needs no driver
         self._details("Looking for a delivery driver")
         with self.saga.step("notify_delivery_driver"):
             driver_found = await workflow.execute_activity_method(
@@ -213,16 +212,27 @@ class PizzaOrderWorkflow:
         return confirmation
 
     async def _step(self, activity: Any, argument: Any, *, summary: str) -> Any:
+        if self._cancelling():
+            raise asyncio.CancelledError("order cancelled")
         # A cancel waits for the step in flight to finish, so that its compensation can
-        # never overtake it (and undo nothing while the step still takes effect).
-        return await workflow.execute_activity_method(
-            activity,
-            argument,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=STEP_RETRY,
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=summary,
-        )
+        # never overtake it (and undo nothing while the step still takes effect). Whatever
+        # the step's outcome, a cancelled order then goes back, never forward.
+        try:
+            result = await workflow.execute_activity_method(
+                activity,
+                argument,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=summary,
+            )
+        except Exception:
+            if self._cancelling():
+                raise asyncio.CancelledError("order cancelled") from None
+            raise
+        if self._cancelling():
+            raise asyncio.CancelledError("order cancelled")
+        return result
 
     @staticmethod
     async def _go_forward(work: Any) -> OrderConfirmation:
@@ -237,8 +247,10 @@ class PizzaOrderWorkflow:
         return task.result()
 
     async def _end_cancelled(self) -> OrderConfirmation:
-        """Cancelled by the cancel_order Update: end Cancelled once the request arrives."""
+        """End Cancelled. After the cancel_order Update, first wait for the request."""
         self._finish("cancelled")
+        if workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError(self.cancel_reason)
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: workflow.cancellation_reason() is not None,
@@ -283,7 +295,10 @@ class PizzaOrderWorkflow:
         self._order_task.cancel()
         await workflow.wait_condition(lambda: self.saga.compensated or self.finished)
         done = [c["name"] for c in self.saga.outcomes() if c["status"] == "done"]
-        return CancelResult(accepted=True, reason=self.cancel_reason, compensations=done)
+        # Sequential saga: compensations ran in reverse order of registration.
+        return CancelResult(
+            accepted=True, reason=self.cancel_reason, compensations=list(reversed(done))
+        )
 
     @cancel_order.validator
     def _validate_cancel(self, reason: str) -> None:

@@ -1,0 +1,305 @@
+"""Recipes, prices, the card check and which orders we accept: pure functions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pizzeria.menu import (
+    BASE,
+    DISCOUNT,
+    DISCOUNT_THRESHOLD,
+    MAX_ITEM_PRICE,
+    MAX_ITEMS,
+    SIZES,
+    TOPPINGS,
+    OrderRejected,
+    billed_amount,
+    card_problem,
+    describe_items,
+    ingredients_for,
+    luhn_valid,
+    order_total,
+    recipe,
+    validate_order,
+)
+from pizzeria.models import Pizza, PizzaOrder
+from pizzeria.samples import BAD_CARD, EXERCISE_ITEMS, GOOD_CARD, sample_order
+
+INVALID_CARD = "Invalid credit card number"
+
+
+def rejected_kind(order: PizzaOrder) -> str:
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    return raised.value.kind
+
+
+# -- recipes -------------------------------------------------------------------------------
+
+
+def test_recipe_large_with_mushrooms_and_onions_triples_every_portion() -> None:
+    assert recipe("Large, with mushrooms and onions") == Counter(
+        {"dough": 3, "tomato sauce": 3, "cheese": 3, "mushrooms": 3, "onions": 3}
+    )
+
+
+def test_recipe_small_with_pepperoni_is_one_portion_of_each() -> None:
+    assert recipe("Small, with pepperoni") == Counter(
+        {"dough": 1, "tomato sauce": 1, "cheese": 1, "pepperoni": 1}
+    )
+
+
+def test_recipe_medium_with_extra_cheese_adds_cheese() -> None:
+    assert recipe("Medium, with extra cheese") == Counter(
+        {"dough": 2, "tomato sauce": 2, "cheese": 4}
+    )
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["Large", "  large  ", "LARGE, WITH HAM", "Large with ham", "large, with ham, and olives"],
+)
+def test_recipe_reads_sizes_case_insensitively_and_without_toppings(description: str) -> None:
+    portions = recipe(description)
+    assert all(portions[name] == 3 for name in BASE)
+    assert set(portions) <= {*BASE, "ham", "olives"}
+
+
+def test_recipe_accepts_singular_toppings_and_lists_with_commas() -> None:
+    assert recipe("Small, with mushroom, onion and ham") == Counter(
+        {"dough": 1, "tomato sauce": 1, "cheese": 1, "mushrooms": 1, "onions": 1, "ham": 1}
+    )
+
+
+@pytest.mark.parametrize(
+    "description", ["Large, with anchovies", "Small, with ham and pineapple and glue"]
+)
+def test_recipe_rejects_an_unknown_topping(description: str) -> None:
+    with pytest.raises(OrderRejected) as raised:
+        recipe(description)
+    assert raised.value.kind == "UnknownToppingError"
+
+
+@pytest.mark.parametrize("description", ["Huge, with ham", "", "pizza", "Extra large"])
+def test_recipe_rejects_an_unknown_size(description: str) -> None:
+    with pytest.raises(OrderRejected) as raised:
+        recipe(description)
+    assert raised.value.kind == "InvalidOrderError"
+
+
+def test_ingredients_for_the_exercise_order_adds_up_its_three_pizzas() -> None:
+    items = [Pizza(description, price) for description, price in EXERCISE_ITEMS]
+    assert ingredients_for(items) == {
+        "cheese": 3 + 1 + 4,
+        "dough": 3 + 1 + 2,
+        "mushrooms": 3,
+        "onions": 3,
+        "pepperoni": 1,
+        "tomato sauce": 3 + 1 + 2,
+    }
+    assert order_total(items) == 4000
+    assert describe_items(items) == "; ".join(d for d, _ in EXERCISE_ITEMS)
+
+
+# -- pricing -------------------------------------------------------------------------------
+
+
+def test_billed_amount_takes_the_discount_off_totals_above_the_threshold() -> None:
+    assert DISCOUNT_THRESHOLD == 3000
+    assert DISCOUNT == 500
+    assert billed_amount(4000) == 3500
+    assert billed_amount(3001) == 2501
+
+
+def test_billed_amount_at_or_below_the_threshold_is_the_total() -> None:
+    assert billed_amount(3000) == 3000
+    assert billed_amount(1) == 1
+    assert billed_amount(0) == 0
+
+
+# -- cards ---------------------------------------------------------------------------------
+
+
+def test_the_good_test_card_is_accepted() -> None:
+    assert GOOD_CARD == "4242424242424242"
+    assert luhn_valid(GOOD_CARD)
+    assert card_problem(GOOD_CARD) is None
+
+
+def test_the_exercises_fifteen_digit_card_is_invalid() -> None:
+    assert BAD_CARD == "424242424242424"
+    assert card_problem(BAD_CARD) == INVALID_CARD
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "",
+        "4242424242424241",  # 16 digits, fails the Luhn check
+        "42424242424242420",  # 17 digits
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        "424242424242424a",
+        "abcdabcdabcdabcd",
+        " 424242424242424",
+        "\uff14\uff12" * 8,  # full-width digits: isdigit() but not a card
+        "424242424242424\u00b2",  # superscript two: isdigit() but int() fails
+    ],
+)
+def test_card_numbers_with_the_wrong_length_letters_or_spaces_are_rejected(number: str) -> None:
+    assert card_problem(number) == INVALID_CARD
+
+
+# -- orders --------------------------------------------------------------------------------
+
+
+def test_validate_order_accepts_the_sample_order() -> None:
+    validate_order(sample_order())  # the bad card is the gateway's verdict, not ours
+    validate_order(sample_order(card=GOOD_CARD, is_delivery=False))
+
+
+def test_validate_order_rejects_an_order_without_items() -> None:
+    assert rejected_kind(sample_order(items=[])) == "InvalidOrderError"
+
+
+def test_validate_order_rejects_too_many_items() -> None:
+    validate_order(sample_order(items=[Pizza("Small", 100)] * MAX_ITEMS))
+    too_many = [Pizza("Small", 100)] * (MAX_ITEMS + 1)
+    assert rejected_kind(sample_order(items=too_many)) == "InvalidOrderError"
+
+
+@pytest.mark.parametrize("price", [0, MAX_ITEM_PRICE + 1, 10**12])
+def test_validate_order_rejects_zero_or_huge_prices(price: int) -> None:
+    assert rejected_kind(sample_order(items=[Pizza("Small", price)])) == "InvalidOrderError"
+
+
+def test_validate_order_rejects_a_price_that_is_not_whole_cents() -> None:
+    order = sample_order(items=[Pizza("Small", True)])
+    assert rejected_kind(order) == "InvalidOrderError"
+    order = sample_order(items=[Pizza("Small", 12.5)])  # type: ignore[arg-type]
+    assert rejected_kind(order) == "InvalidOrderError"
+
+
+def test_validate_order_rejects_a_negative_price_as_an_invalid_charge() -> None:
+    order = sample_order(items=[Pizza("Small", -1)])
+    assert rejected_kind(order) == "InvalidChargeAmountError"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201])
+def test_validate_order_rejects_an_empty_or_overlong_customer_name(name: str) -> None:
+    order = sample_order()
+    order = replace(order, customer=replace(order.customer, name=name))
+    assert rejected_kind(order) == "InvalidOrderError"
+
+
+def test_validate_order_rejects_an_empty_card_holder() -> None:
+    order = sample_order()
+    order = replace(order, credit_card_info=replace(order.credit_card_info, holderName=" "))
+    assert rejected_kind(order) == "InvalidOrderError"
+
+
+@pytest.mark.parametrize(
+    "order_number", ["", "XD 001", "XD/001", "XD001;DROP", "x" * 65, "XD\n001", "ÄÖÜ"]
+)
+def test_validate_order_rejects_bad_order_number_characters(order_number: str) -> None:
+    assert rejected_kind(sample_order(order_number)) == "InvalidOrderError"
+
+
+@pytest.mark.parametrize("order_number", ["XD001", "a", "order-2024.01_x", "9" * 64])
+def test_validate_order_accepts_plain_order_numbers(order_number: str) -> None:
+    validate_order(sample_order(order_number))
+
+
+def test_validate_order_needs_an_address_only_for_delivery() -> None:
+    order = sample_order()
+    no_address = replace(order.address, line1="")
+    assert rejected_kind(replace(order, address=no_address)) == "InvalidOrderError"
+    validate_order(replace(order, address=no_address, is_delivery=False))
+
+
+def test_validate_order_rejects_an_unknown_topping() -> None:
+    order = sample_order(items=[Pizza("Large, with anchovies", 1500)])
+    assert rejected_kind(order) == "UnknownToppingError"
+
+
+def test_validate_order_rejects_an_unknown_size() -> None:
+    order = sample_order(items=[Pizza("Gigantic, with ham", 1500)])
+    assert rejected_kind(order) == "InvalidOrderError"
+
+
+# -- properties ----------------------------------------------------------------------------
+
+
+@st.composite
+def pizzas(draw: st.DrawFn) -> Pizza:
+    size = draw(st.sampled_from(sorted(SIZES)))
+    size = draw(st.sampled_from([size, size.upper(), size.capitalize()]))
+    toppings = draw(st.lists(st.sampled_from(sorted(TOPPINGS)), max_size=4))
+    if toppings:
+        listed = ", ".join(toppings[:-1])
+        description = (
+            f"{size}, with {listed} and {toppings[-1]}"
+            if listed
+            else (f"{size}, with {toppings[-1]}")
+        )
+    else:
+        description = size
+    price = draw(st.integers(min_value=1, max_value=MAX_ITEM_PRICE))
+    return Pizza(description, price)
+
+
+def expected_portions(pizza: Pizza) -> Counter[str]:
+    """The recipe rule written out again, independently of the parser."""
+    size_word, _, rest = pizza.description.lower().partition(",")
+    size = SIZES[size_word.strip()]
+    portions = Counter(dict.fromkeys(BASE, size))
+    if rest:
+        names = rest.strip().removeprefix("with").replace(" and ", ",").split(",")
+        for name in names:
+            if name.strip():
+                portions[TOPPINGS[name.strip()]] += size
+    return portions
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(pizzas(), min_size=1, max_size=MAX_ITEMS))
+def test_ingredients_for_is_the_sum_of_the_recipes(items: list[Pizza]) -> None:
+    total: Counter[str] = Counter()
+    independent: Counter[str] = Counter()
+    for item in items:
+        total.update(recipe(item.description))
+        independent.update(expected_portions(item))
+    assert ingredients_for(items) == dict(total) == dict(independent)
+    assert list(ingredients_for(items)) == sorted(total)
+    validate_order(sample_order(items=items))
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(pizzas(), min_size=1, max_size=MAX_ITEMS))
+def test_billed_amount_is_never_more_than_the_total_nor_negative(items: list[Pizza]) -> None:
+    total = order_total(items)
+    assert total > 0
+    billed = billed_amount(total)
+    assert 0 <= billed <= total
+    assert total - billed in (0, DISCOUNT)
+
+
+@given(st.integers(min_value=1, max_value=MAX_ITEMS * MAX_ITEM_PRICE))
+@settings(database=None)
+def test_billed_amount_of_any_positive_total_is_between_zero_and_the_total(total: int) -> None:
+    assert 0 <= billed_amount(total) <= total
+
+
+@settings(database=None)
+@given(st.text(max_size=20))
+def test_card_problem_never_raises_and_accepts_only_16_ascii_digits(number: str) -> None:
+    problem = card_problem(number)
+    assert problem in (None, INVALID_CARD)
+    if problem is None:
+        assert len(number) == 16
+        assert all(ch in "0123456789" for ch in number)

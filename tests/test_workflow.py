@@ -1,0 +1,326 @@
+"""The order saga end to end on a real server: outcomes, history order and ledger balances."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
+
+from pizzeria import menu
+from pizzeria.client import OrderAlreadyRunning, error_type_of, start_order
+from pizzeria.config import DriverSimulation
+from pizzeria.faults import parse_faults, write_faults
+from pizzeria.ledger import Ledger
+from pizzeria.models import Pizza, PizzaOrder
+from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.workflows import PizzaOrderWorkflow
+from tests.history import activity_timeline, finished
+
+RECIPE_OF_EXERCISE = {
+    "cheese": 8,
+    "dough": 6,
+    "mushrooms": 3,
+    "onions": 3,
+    "pepperoni": 1,
+    "tomato sauce": 6,
+}
+
+
+def quantities(ledger: Ledger) -> dict[str, int]:
+    return {name: row["quantity"] for name, row in ledger.stock().items()}
+
+
+def run_of(ledger: Ledger, handle: WorkflowHandle[Any, Any], run_id: str) -> Any:
+    matches = [o for o in ledger.orders() if o.order_ref == f"{handle.id}/{run_id}"]
+    assert len(matches) <= 1
+    return matches[0] if matches else None
+
+
+async def failure_of(handle: WorkflowHandle[Any, Any]) -> BaseException:
+    with pytest.raises(WorkflowFailureError) as raised:
+        await handle.result()
+    assert raised.value.cause is not None
+    return raised.value.cause
+
+
+async def test_good_order_completes_and_the_ledger_balances(worker, start, order, ledger):
+    before = quantities(ledger)
+    async with worker():
+        handle = await start(order)
+        confirmation = await handle.result()
+    assert confirmation.status == "SUCCESS"
+    assert confirmation.amount == 3500  # 4000 of pizzas, 500 off over 3000
+    after = quantities(ledger)
+    assert {k: before[k] - after[k] for k in before if before[k] != after[k]} == RECIPE_OF_EXERCISE
+    (row,) = ledger.orders()
+    assert (row.charged, row.refunded, row.billed) == (3500, 0, 3500)
+    steps = Counter(e["step"] for e in ledger.effects())
+    assert steps == {"update_inventory": 1, "process_credit_card": 1, "send_bill": 1}
+    timeline = finished(await activity_timeline(handle))
+    assert [name for name, _ in timeline] == [
+        "get_distance",
+        "update_inventory",
+        "process_credit_card",
+        "send_bill",
+        "notify_delivery_driver",
+    ]
+
+
+async def test_bad_card_fails_then_refunds_then_reverts_inventory(worker, start, ledger):
+    before = quantities(ledger)
+    async with worker():
+        handle = await start(sample_order(card=BAD_CARD, prep_seconds=0))
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "CreditCardProcessingError"
+    assert "Invalid credit card number" in str(failure.__cause__)
+    timeline = finished(await activity_timeline(handle))
+    assert timeline[-3:] == [
+        ("process_credit_card", "failed"),
+        ("refund_customer", "completed"),
+        ("revert_inventory", "completed"),
+    ]
+    assert quantities(ledger) == before
+    (row,) = ledger.orders()
+    assert row.charged - row.refunded == 0 and row.billed == 0
+
+
+async def test_outside_the_service_area_fails_before_any_effect(worker, start, ledger):
+    far = sample_order(card=GOOD_CARD, prep_seconds=0)
+    far.address.line1 = "1 A Very Long Street Name Far Away From The Pizzeria"
+    async with worker():
+        handle = await start(far)
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "OutsideServiceAreaError"
+    assert "outside the service area" in str(failure)
+    assert ledger.effects() == []
+
+
+async def test_the_same_far_address_is_fine_for_a_pickup_which_skips_the_driver(
+    worker, start, ledger
+):
+    pickup = sample_order(card=GOOD_CARD, prep_seconds=0, is_delivery=False)
+    pickup.address.line1 = "1 A Very Long Street Name Far Away From The Pizzeria"
+    async with worker():
+        handle = await start(pickup)
+        confirmation = await handle.result()
+    assert confirmation.status == "SUCCESS"
+    names = [name for name, _ in await activity_timeline(handle)]
+    assert "notify_delivery_driver" not in names
+    assert ledger.orders()[0].billed == 3500
+
+
+@pytest.mark.parametrize(
+    ("prices", "billed"),
+    [((1000, 1000, 1000), 3000), ((1000, 1000, 1001), 2501), ((1500, 1200, 1300), 3500)],
+)
+async def test_totals_over_3000_get_500_off_and_the_charge_equals_the_bill(
+    worker, start, ledger, prices, billed
+):
+    items = [Pizza("Small, with ham", price) for price in prices]
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
+        confirmation = await handle.result()
+    assert confirmation.amount == billed
+    (row,) = ledger.orders()
+    assert row.charged == row.billed == billed
+
+
+async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effect(
+    worker, start, ledger
+):
+    items = [Pizza("Small, with ham", 1200), Pizza("Large", -5000)]
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "InvalidChargeAmountError"
+    assert ledger.effects() == []
+
+
+async def test_an_unknown_topping_is_refused_before_any_effect(worker, start, ledger):
+    items = [Pizza("Large, with anchovy ice cream", 1500)]
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "UnknownToppingError"
+    assert isinstance(failure, ApplicationError) and failure.non_retryable
+    assert ledger.effects() == []
+
+
+async def test_an_order_number_running_twice_is_refused_and_charged_once(
+    client: Client, worker, ledger, task_queue
+):
+    placed = sample_order(f"DUP-{uuid.uuid4().hex[:6]}", card=GOOD_CARD, prep_seconds=5)
+    async with worker():
+        handle = await start_order(client, placed, task_queue)
+        with pytest.raises(OrderAlreadyRunning):
+            await start_order(client, placed, task_queue)
+        await handle.result()
+    assert [(o.charged, o.billed) for o in ledger.orders()] == [(3500, 3500)]
+
+
+async def test_a_new_run_of_a_closed_order_never_touches_the_first_runs_rows(
+    client: Client, worker, ledger, task_queue
+):
+    number = f"AGAIN-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        first = await start_order(
+            client, sample_order(number, card=GOOD_CARD, prep_seconds=0), task_queue
+        )
+        await first.result()
+        first_run = (await first.describe()).run_id
+        second = await start_order(
+            client, sample_order(number, card=BAD_CARD, prep_seconds=0), task_queue
+        )
+        await failure_of(second)
+        second_run = (await second.describe()).run_id
+    assert first_run != second_run
+    one, two = run_of(ledger, first, first_run), run_of(ledger, second, second_run)
+    assert (one.charged, one.refunded, one.billed) == (3500, 0, 3500)
+    assert one.stock_held == RECIPE_OF_EXERCISE
+    assert (two.charged, two.refunded, two.billed) == (0, 0, 0)
+    assert two.stock_held == {}
+
+
+async def wait_for_step(ledger: Ledger, step: str, seconds: float = 20) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if any(e["step"] == step for e in ledger.effects()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{step} never took effect")
+
+
+@pytest.mark.dev_server_only
+async def test_cancelling_a_running_order_runs_the_compensations_and_restores_the_ledger(
+    worker, start, ledger, faults_file
+):
+    # The card gateway hangs, so the order is mid-flight with its stock taken.
+    write_faults(faults_file, parse_faults("process_credit_card=timeout"))
+    before = quantities(ledger)
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        await wait_for_step(ledger, "update_inventory")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    assert quantities(ledger) == before
+    (row,) = ledger.orders()
+    assert row.charged - row.refunded == 0
+    names = [name for name, outcome in finished(await activity_timeline(handle))]
+    assert names[-2:] == ["refund_customer", "revert_inventory"]
+
+
+@pytest.mark.dev_server_only
+async def test_cancel_order_update_compensates_and_the_order_ends_cancelled(
+    worker, start, ledger, faults_file
+):
+    write_faults(faults_file, parse_faults("process_credit_card=timeout"))
+    before = quantities(ledger)
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        await wait_for_step(ledger, "update_inventory")
+        result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, "changed my mind")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        state = await handle.query(PizzaOrderWorkflow.saga_state)
+        description = await handle.describe()
+    assert result.accepted and result.reason == "changed my mind"
+    assert result.compensations == ["refund_customer", "revert_inventory"]
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    assert state["cancel_reason"] == "changed my mind"
+    assert quantities(ledger) == before
+
+
+async def test_cancel_order_is_refused_after_the_pivot_and_the_order_completes(
+    worker, start, ledger, activities
+):
+    activities.driver = DriverSimulation(rounds=3, seconds_per_round=1, found_probability=0)
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        await wait_for_step(ledger, "send_bill")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PizzaOrderWorkflow.cancel_order, "too late")
+        confirmation = await handle.result()
+    assert "already billed" in str(refused.value.cause)
+    assert confirmation.status == "DELIVERY FAILURE"  # no driver: forward, never back
+    (row,) = ledger.orders()
+    assert (row.charged, row.refunded, row.billed) == (3500, 0, 3500)
+
+
+def exercise_json(card: str = BAD_CARD) -> dict[str, Any]:
+    """The exercise's order as its clients send it: plain JSON, no optional fields."""
+    return {
+        "order_number": "XD001",
+        "customer": {
+            "customer_id": 8675309,
+            "name": "Lisa Anderson",
+            "email": "lisa@example.com",
+            "phone": "555-555-0000",
+        },
+        "items": [
+            {"description": "Large, with mushrooms and onions", "price": 1500},
+            {"description": "Small, with pepperoni", "price": 1200},
+            {"description": "Medium, with extra cheese", "price": 1300},
+        ],
+        "is_delivery": True,
+        "address": {
+            "line1": "741 Evergreen Terrace",
+            "line2": "Apartment 221B",
+            "city": "Albuquerque",
+            "state": "NM",
+            "postal_code": "87101",
+        },
+        "credit_card_info": {"holderName": "Lisa Anderson", "number": card},
+    }
+
+
+async def test_a_client_knowing_only_the_wire_contract_gets_the_same_outcomes(
+    client: Client, worker, ledger, task_queue, environment_kind
+):
+    if environment_kind == "local":
+        pytest.skip("waits the exercise's 3 s timer; the time-skipping run covers it")
+    async with worker():
+        good = await client.start_workflow(
+            "PizzaOrderWorkflow",
+            exercise_json(GOOD_CARD),
+            id=f"pizza-workflow-order-wire-{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue,
+            result_type=dict,
+        )
+        result = await good.result()
+        bad = await client.start_workflow(
+            "PizzaOrderWorkflow",
+            exercise_json(BAD_CARD),
+            id=f"pizza-workflow-order-wire-{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue,
+        )
+        failure = await failure_of(bad)
+    assert set(result) == {
+        "order_number",
+        "status",
+        "confirmation_number",
+        "billing_timestamp",
+        "amount",
+    }
+    assert result["amount"] == 3500 and result["status"] == "SUCCESS"
+    assert error_type_of(failure) == "CreditCardProcessingError"
+
+
+def test_exercise_json_matches_the_dataclasses():
+    """Guard for the test above: the JSON we call 'the contract' is our model's shape."""
+    order = sample_order()
+    assert set(exercise_json()) | {"settings"} == set(PizzaOrder.__dataclass_fields__)
+    assert menu.order_total(order.items) == 4000
