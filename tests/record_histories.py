@@ -1,0 +1,150 @@
+"""Record the histories that test_replay.py replays: ``python -m tests.record_histories``.
+
+Runs each scenario on the real dev server and writes ``tests/histories/<name>.json``.
+Re-record only on purpose: a replay failure after a workflow change means that change
+would break orders already running, which is what the replay test is there to catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.config import DriverSimulation
+from pizzeria.faults import FaultPlan, parse_faults, write_faults
+from pizzeria.ledger import Ledger
+from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.worker import build_worker
+from pizzeria.workflows import PizzaOrderWorkflow
+from tests.conftest import binary
+
+HISTORIES = Path(__file__).parent / "histories"
+TASK_QUEUE = "pizza-record"
+
+
+async def wait_for(ledger: Ledger, handle: WorkflowHandle[Any, Any], step: str) -> None:
+    for _ in range(400):
+        if any(
+            e["step"] == step and e["order_ref"].startswith(handle.id) for e in ledger.effects()
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{step} never happened")
+
+
+async def settle(handle: WorkflowHandle[Any, Any]) -> None:
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass
+
+
+async def main() -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Ledger(Path(folder) / "ledger.db")
+        faults = Path(folder) / "faults.json"
+        activities = PizzaOrderActivities(
+            ledger,
+            faults=FaultPlan(faults, env_value=""),
+            driver=DriverSimulation(rounds=2, seconds_per_round=0, found_probability=1),
+        )
+        client = environment.client
+
+        async def start(card: str = GOOD_CARD, **options: Any) -> WorkflowHandle[Any, Any]:
+            order = sample_order(
+                f"REC-{uuid.uuid4().hex[:6]}", card=card, prep_seconds=0.1, **options
+            )
+            return await client.start_workflow(
+                PizzaOrderWorkflow.order_pizza,
+                order,
+                id=f"pizza-workflow-order-{order.order_number}",
+                task_queue=TASK_QUEUE,
+            )
+
+        async def good() -> WorkflowHandle[Any, Any]:
+            handle = await start()
+            await settle(handle)
+            return handle
+
+        async def pickup() -> WorkflowHandle[Any, Any]:
+            handle = await start(is_delivery=False)
+            await settle(handle)
+            return handle
+
+        async def bad_card() -> WorkflowHandle[Any, Any]:
+            handle = await start(BAD_CARD)
+            await settle(handle)
+            return handle
+
+        async def cancelled() -> WorkflowHandle[Any, Any]:
+            write_faults(faults, parse_faults("process_credit_card=timeout"))
+            handle = await start()
+            await wait_for(ledger, handle, "update_inventory")
+            await asyncio.sleep(0.2)
+            await handle.cancel()
+            await settle(handle)
+            write_faults(faults, {})
+            return handle
+
+        async def cancel_update() -> WorkflowHandle[Any, Any]:
+            write_faults(faults, parse_faults("process_credit_card=timeout"))
+            handle = await start()
+            await wait_for(ledger, handle, "update_inventory")
+            await handle.execute_update(PizzaOrderWorkflow.cancel_order, "changed my mind")
+            await handle.cancel()
+            await settle(handle)
+            write_faults(faults, {})
+            return handle
+
+        async def repaired(resolve: bool) -> WorkflowHandle[Any, Any]:
+            write_faults(faults, parse_faults("refund_customer=fail"))
+            handle = await start(BAD_CARD, compensation_attempts=2)
+            for _ in range(200):
+                state = await handle.query(PizzaOrderWorkflow.saga_state)
+                if state["needs_attention"]:
+                    break
+                await asyncio.sleep(0.1)
+            write_faults(faults, {})
+            if resolve:
+                await handle.execute_update(
+                    PizzaOrderWorkflow.resolve_manually, "refunded by phone"
+                )
+            else:
+                await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
+            await settle(handle)
+            return handle
+
+        scenarios: dict[str, Callable[[], Awaitable[WorkflowHandle[Any, Any]]]] = {
+            "good_order": good,
+            "pickup": pickup,
+            "bad_card": bad_card,
+            "cancelled": cancelled,
+            "cancel_update": cancel_update,
+            "repaired_by_retry": lambda: repaired(False),
+            "resolved_manually": lambda: repaired(True),
+        }
+        async with build_worker(client, activities, task_queue=TASK_QUEUE):
+            for name, scenario in scenarios.items():
+                handle = await scenario()
+                history = await handle.fetch_history()
+                (HISTORIES / f"{name}.json").write_text(history.to_json())
+                print(f"recorded {name}: {len(history.events)} events")
+        ledger.close()
+    await environment.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
