@@ -8,6 +8,7 @@ would break orders already running, which is what the replay test is there to ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,10 +42,8 @@ async def wait_for(ledger: Ledger, handle: WorkflowHandle[Any, Any], step: str) 
 
 
 async def settle(handle: WorkflowHandle[Any, Any]) -> None:
-    try:
+    with contextlib.suppress(WorkflowFailureError):
         await handle.result()
-    except WorkflowFailureError:
-        pass
 
 
 async def main() -> None:

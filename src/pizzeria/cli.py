@@ -20,7 +20,12 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from pizzeria import __version__, config
@@ -38,10 +43,13 @@ from pizzeria.ledger import Ledger
 from pizzeria.models import (
     TASK_QUEUE,
     CancelResult,
+    OrderConfirmation,
+    OrderSettings,
     Pizza,
     PizzaOrder,
     RepairResult,
     mask_card_number,
+    workflow_id_for,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import build_worker, connect
@@ -95,6 +103,20 @@ async def client_or_fail(address: str | None = None) -> Client:
 
 def ledger_or_fail(path: Path | None) -> Ledger:
     return Ledger(path or config.ledger_path())
+
+
+async def running_order(
+    client: Client, order_number: str
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    await order_handle(client, order_number)
+    handle = client.get_workflow_handle_for(
+        PizzaOrderWorkflow.order_pizza, workflow_id_for(order_number)
+    )
+    description = await handle.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        state = description.status.name if description.status else "closed"
+        raise UserError(f"refused: order {order_number} is already closed ({state})")
+    return handle
 
 
 def update_refusal(error: WorkflowUpdateFailedError) -> str:
@@ -221,12 +243,13 @@ def build_order(
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order_number):
         raise UserError("--order-number may hold only letters, digits, '.', '_' and '-'")
     pizzas = [parse_item(item) for item in items] if items else None
+    defaults = OrderSettings()
     return sample_order(
         order_number,
         card=check_card(card),
         is_delivery=not pickup,
         items=pizzas,
-        prep_seconds=prep_seconds,
+        prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
     )
 
 
@@ -291,6 +314,11 @@ def outcome_json(outcome: OrderOutcome) -> dict[str, Any]:
 @click.option(
     "--prep-seconds", type=float, help="The short wait after the distance check [default: 3]"
 )
+@click.option(
+    "--compensation-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per compensation before the order asks for repair [default: 10]",
+)
 @ADDRESS
 @AS_JSON
 def order(
@@ -299,11 +327,15 @@ def order(
     items: tuple[str, ...],
     order_number: str,
     prep_seconds: float | None,
+    compensation_attempts: int | None,
     address: str | None,
     as_json: bool,
 ) -> None:
     """Place an order (the exercise's three pizzas by default) and wait for its outcome."""
     placed = build_order(order_number, card, pickup, list(items) or None, prep_seconds)
+    if compensation_attempts is not None:
+        assert placed.settings is not None
+        placed.settings.compensation_attempts = compensation_attempts
 
     async def go() -> OrderOutcome:
         client = await client_or_fail(address)
@@ -424,7 +456,7 @@ def cancel(order_number: str, reason: str, address: str | None) -> None:
 
     async def go() -> CancelResult:
         client = await client_or_fail(address)
-        handle = await order_handle(client, order_number)
+        handle = await running_order(client, order_number)
         try:
             result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, reason)
         except WorkflowUpdateFailedError as error:
@@ -450,7 +482,7 @@ def repair(order_number: str, retry: bool, resolve: str | None, address: str | N
 
     async def go() -> RepairResult:
         client = await client_or_fail(address)
-        handle = await order_handle(client, order_number)
+        handle = await running_order(client, order_number)
         try:
             if retry:
                 return await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
@@ -543,27 +575,43 @@ def demo(as_json: bool, keep_running: bool | None) -> None:
 
 def main() -> None:
     """Console entry point: one-line errors, exit 2 for bad input, never a traceback."""
+    code = _run_app()
+    # The SDK's Rust threads can outlive the event loop and abort the interpreter while it
+    # finalizes ("PyGILState_Release ... finalizing", sdk-python#300), which would turn a
+    # finished command into a crash. Nothing is left to clean up here: flush and leave.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_app() -> int:
+    def error_line(message: str) -> None:
+        err.print(f"error: {message}", markup=False, soft_wrap=True)
+
     try:
         app.main(prog_name="pizzeria", standalone_mode=False)
     except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
+        return int(done.exit_code)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
     except click.exceptions.Abort:
         err.print("aborted")
-        sys.exit(130)
+        return 130
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "pizzeria"
         message = error.format_message().replace("\n", " ")
-        err.print(f"error: {message} (see `{command} --help`)", markup=False, soft_wrap=True)
-        sys.exit(2)
+        error_line(f"{message} (see `{command} --help`)")
+        return 2
     except UserError as error:
-        err.print(f"error: {error}", markup=False, soft_wrap=True)
-        sys.exit(2)
+        error_line(str(error))
+        return 2
     except (OrderAlreadyRunning, LookupError, ConnectionError, DevServerError) as error:
-        err.print(f"error: {error}", markup=False, soft_wrap=True)
-        sys.exit(1)
+        error_line(str(error))
+        return 1
     except RPCError as error:
-        err.print(f"error: Temporal refused the request: {error}", markup=False, soft_wrap=True)
-        sys.exit(1)
+        error_line(f"Temporal refused the request: {error}")
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        return 130
+    return 0

@@ -71,7 +71,7 @@ CANCEL_REQUEST_GRACE = timedelta(minutes=1)
 @workflow.defn(name=WORKFLOW_TYPE)
 class PizzaOrderWorkflow:
     def __init__(self) -> None:
-        self.saga = Saga(wait_for_repair=True)
+        self.saga = Saga(wait_for_repair=True, on_progress=workflow.set_current_details)
         self.pivot_passed = False
         self.cancel_reason: str | None = None
         self.finished = False
@@ -294,10 +294,8 @@ class PizzaOrderWorkflow:
             return CancelResult(accepted=True, reason=self.cancel_reason)
         self._order_task.cancel()
         await workflow.wait_condition(lambda: self.saga.compensated or self.finished)
-        done = [c["name"] for c in self.saga.outcomes() if c["status"] == "done"]
-        # Sequential saga: compensations ran in reverse order of registration.
         return CancelResult(
-            accepted=True, reason=self.cancel_reason, compensations=list(reversed(done))
+            accepted=True, reason=self.cancel_reason, compensations=list(self.saga.completed)
         )
 
     @cancel_order.validator

