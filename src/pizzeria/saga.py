@@ -118,6 +118,8 @@ class Saga:
         wait_for_repair: when a compensation failed for good, do not fail the workflow:
             report "needs attention" and wait for `retry_failed` or `resolve_manually`
             (an operator's Update) before finishing.
+        on_progress: called with a one-line account of the compensation ("Compensating 1
+            of 2: refund", "Needs attention: ..."), e.g. ``workflow.set_current_details``.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class Saga:
         compensation_options: dict[str, Any] | None = None,
         *,
         wait_for_repair: bool = False,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
         self.parallel = parallel
         self.continue_on_error = continue_on_error
@@ -135,9 +138,13 @@ class Saga:
             **(compensation_options or {}),
         }
         self.wait_for_repair = wait_for_repair
+        self.on_progress = on_progress
+        #: Names of the compensations that finished, in the order they finished.
+        self.completed: list[str] = []
         self.steps: list[StepState] = []
         self._compensations: list[_Compensation] = []
         self._task: asyncio.Task[None] | None = None
+        self._round = (0, 0)
         self._decision: tuple[str, str] | None = None
         self.needs_attention = False
         self.repaired_by: str | None = None
@@ -202,7 +209,7 @@ class Saga:
 
         A cancellation that arrives while compensating does not stop it: the compensations
         run in their own task, which this waits for to the end before re-raising the
-        cancellation.
+        cancellation (or raising `SagaError`, if a compensation failed for good).
 
         Raises:
             SagaError: a compensation failed for good (and no repair was asked to wait).
@@ -219,20 +226,22 @@ class Saga:
                 if self._task.done():
                     break
                 cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError()
         failed = [c.state for c in self._compensations if c.state.status == FAILED]
-        if failed:
+        if failed:  # even when cancelled meanwhile: a cancellation must not hide it
             names = ", ".join(state.name for state in failed)
             raise SagaError(
                 f"Compensation failed: {names} (original error: {self.original_error})",
                 self.outcomes(),
             ) from cause
+        if cancelled:
+            raise asyncio.CancelledError()
 
     async def _run_until_settled(self) -> None:
         await self._run(self._compensations)
         while self.wait_for_repair and self._failed():
             self.needs_attention = True
+            names = ", ".join(c.state.name for c in self._failed())
+            self._progress(f"Needs attention: {names} failed; retry or resolve by hand")
             self._decision = None
             await workflow.wait_condition(lambda: self._decision is not None)
             assert self._decision is not None
@@ -259,7 +268,12 @@ class Saga:
     def _failed(self) -> list[_Compensation]:
         return [c for c in self._compensations if c.state.status == FAILED]
 
+    def _progress(self, text: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(text)
+
     async def _run(self, compensations: list[_Compensation]) -> None:
+        self._round = (0, len(compensations))
         if self.parallel:
             await asyncio.gather(*(self._run_one(c) for c in compensations))
             return
@@ -275,6 +289,9 @@ class Saga:
         state = compensation.state
         state.status = RUNNING
         state.attempts += 1
+        started, total = self._round
+        self._round = (started + 1, total)
+        self._progress(f"Compensating {started + 1} of {total}: {state.name}")
         try:
             await self._call(compensation)
         except Exception as error:
@@ -284,6 +301,7 @@ class Saga:
             return False
         state.status = DONE
         state.last_error = None
+        self.completed.append(state.name)
         return True
 
     def _call(self, compensation: _Compensation) -> Awaitable[Any]:
