@@ -324,3 +324,59 @@ def test_exercise_json_matches_the_dataclasses():
     order = sample_order()
     assert set(exercise_json()) | {"settings"} == set(PizzaOrder.__dataclass_fields__)
     assert menu.order_total(order.items) == 4000
+
+
+async def wait_for_attention(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    for _ in range(600):
+        state: dict[str, Any] = await handle.query(PizzaOrderWorkflow.saga_state)
+        if state["needs_attention"]:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError("the order never asked for attention")
+
+
+@pytest.mark.parametrize("answer", ["retry", "resolve"])
+async def test_a_refund_failing_for_good_parks_the_order_until_an_operator_answers(
+    worker, start, ledger, faults_file, answer
+):
+    # Charged, then the bill fails: the refund must happen, but the refund provider is down.
+    write_faults(faults_file, parse_faults("send_bill=fail,refund_customer=fail"))
+    placed = sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1, compensation_attempts=2)
+    async with worker():
+        handle = await start(placed)
+        state = await wait_for_attention(handle)
+        description = await handle.describe()
+        refund = next(c for c in state["compensations"] if c["name"] == "refund_customer")
+        assert refund["status"] == "failed" and "Injected fault" in refund["last_error"]
+        assert state["details"].startswith("Needs attention: refund_customer failed")
+        assert description.status == WorkflowExecutionStatus.RUNNING
+        assert ledger.orders()[0].charged == 3500  # nothing refunded yet, nothing lost
+        write_faults(faults_file, parse_faults("send_bill=fail"))  # the provider is back
+        if answer == "retry":
+            repaired = await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
+            assert repaired.outcome == "compensated"
+        else:
+            repaired = await handle.execute_update(
+                PizzaOrderWorkflow.resolve_manually, "refunded by phone"
+            )
+            assert repaired.outcome == "resolved manually"
+        failure = await failure_of(handle)
+        final = await handle.query(PizzaOrderWorkflow.saga_state)
+    assert error_type_of(failure) == "InjectedFault"
+    assert "repaired by hand" in str(failure)
+    (row,) = ledger.orders()
+    if answer == "retry":
+        assert row.charged - row.refunded == 0 and final["repaired_by"] == "retry"
+    else:
+        # Resolved outside the workflow: the ledger honestly still shows the charge.
+        assert row.refunded == 0 and final["resolution_note"] == "refunded by phone"
+    assert row.stock_held == {}
+
+
+async def test_repair_is_refused_when_nothing_needs_attention(worker, start):
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=5))
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
+        await handle.result()
+    assert "does not need attention" in str(refused.value.cause)

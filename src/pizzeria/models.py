@@ -94,10 +94,12 @@ class OrderSettings:
         prep_seconds: the short timer after the distance check (the exercise waits 3 s).
         compensation_attempts: attempts per compensation before the order asks an operator
             for help ("needs attention") instead of failing with its effects half undone.
+        step_attempts: attempts per step before the order gives up and compensates.
     """
 
     prep_seconds: float = 3.0
     compensation_attempts: int = 10
+    step_attempts: int = 10
 
 
 @dataclass

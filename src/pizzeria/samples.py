@@ -28,18 +28,17 @@ def sample_order(
     items: list[Pizza] | None = None,
     prep_seconds: float | None = None,
     compensation_attempts: int | None = None,
+    step_attempts: int | None = None,
 ) -> PizzaOrder:
+    """The exercise's order; any setting given adds the optional ``settings`` field."""
     settings = None
-    if prep_seconds is not None or compensation_attempts is not None:
-        defaults = OrderSettings()
-        settings = OrderSettings(
-            prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
-            compensation_attempts=(
-                defaults.compensation_attempts
-                if compensation_attempts is None
-                else compensation_attempts
-            ),
-        )
+    chosen = {
+        "prep_seconds": prep_seconds,
+        "compensation_attempts": compensation_attempts,
+        "step_attempts": step_attempts,
+    }
+    if any(value is not None for value in chosen.values()):
+        settings = OrderSettings(**{k: v for k, v in chosen.items() if v is not None})  # type: ignore[arg-type]
     return PizzaOrder(
         order_number=order_number,
         customer=Customer(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -77,6 +78,7 @@ class PizzaOrderWorkflow:
         self.finished = False
         self.outcome = "running"
         self._order_task: asyncio.Task[OrderConfirmation] | None = None
+        self._step_retry = STEP_RETRY
 
     @workflow.run
     async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
@@ -86,6 +88,9 @@ class PizzaOrderWorkflow:
             self._finish("rejected")
             raise ApplicationError(str(rejected), type=rejected.kind, non_retryable=True) from None
         settings = order.settings or OrderSettings()
+        self._step_retry = dataclasses.replace(
+            STEP_RETRY, maximum_attempts=max(1, settings.step_attempts)
+        )
         self.saga.compensation_options["retry_policy"] = RetryPolicy(
             initial_interval=timedelta(seconds=1),
             backoff_coefficient=2.0,
@@ -128,7 +133,7 @@ class PizzaOrderWorkflow:
                 PizzaOrderActivities.get_distance,
                 order.address,
                 start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=STEP_RETRY,
+                retry_policy=self._step_retry,
                 summary=f"Distance to {order.address.line1[:40]}",
             )
         if order.is_delivery and distance.kilometers > MAX_DELIVERY_KILOMETERS:
@@ -222,7 +227,7 @@ class PizzaOrderWorkflow:
                 activity,
                 argument,
                 start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=STEP_RETRY,
+                retry_policy=self._step_retry,
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=summary,
             )
