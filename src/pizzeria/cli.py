@@ -461,6 +461,9 @@ def cancel(order_number: str, reason: str, address: str | None) -> None:
             result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, reason)
         except WorkflowUpdateFailedError as error:
             raise UserError(f"refused: {update_refusal(error)}") from None
+        if not result.accepted:
+            raise UserError(f"refused: {result.reason}")
+        # The order is already undone; the request makes it end Cancelled (not Failed).
         await handle.cancel()
         return result
 

@@ -64,6 +64,7 @@ FORWARD_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
+TOO_LATE_TO_CANCEL = "the order is already billed and on its way; it can no longer be cancelled"
 # How long an order cancelled by the cancel_order Update waits for the matching
 # cancellation request (which `pizzeria cancel` sends right after) before it fails instead.
 CANCEL_REQUEST_GRACE = timedelta(minutes=1)
@@ -190,10 +191,13 @@ class PizzaOrderWorkflow:
 
             self._details("Sending the bill")
             with self.saga.step("send_bill"):
+                # PIVOT: once billed, the order only goes forward (see _step).
                 confirmation: OrderConfirmation = await self._step(
-                    PizzaOrderActivities.send_bill, bill, summary=f"Bill {_dollars(amount)}"
+                    PizzaOrderActivities.send_bill,
+                    bill,
+                    summary=f"Bill {_dollars(amount)}",
+                    pivot=True,
                 )
-            self.pivot_passed = True  # PIVOT: from here on the order only goes forward
 
         return await self._go_forward(self._deliver(order, confirmation))
 
@@ -216,7 +220,9 @@ class PizzaOrderWorkflow:
             confirmation.status = STATUS_DELIVERY_FAILURE
         return confirmation
 
-    async def _step(self, activity: Any, argument: Any, *, summary: str) -> Any:
+    async def _step(
+        self, activity: Any, argument: Any, *, summary: str, pivot: bool = False
+    ) -> Any:
         if self._cancelling():
             raise asyncio.CancelledError("order cancelled")
         # A cancel waits for the step in flight to finish, so that its compensation can
@@ -235,6 +241,10 @@ class PizzaOrderWorkflow:
             if self._cancelling():
                 raise asyncio.CancelledError("order cancelled") from None
             raise
+        if pivot:
+            # The pivot took effect: even a cancel accepted while it ran comes too late.
+            self.pivot_passed = True
+            return result
         if self._cancelling():
             raise asyncio.CancelledError("order cancelled")
         return result
@@ -298,7 +308,12 @@ class PizzaOrderWorkflow:
         if self._order_task is None:
             return CancelResult(accepted=True, reason=self.cancel_reason)
         self._order_task.cancel()
-        await workflow.wait_condition(lambda: self.saga.compensated or self.finished)
+        await workflow.wait_condition(
+            lambda: self.saga.compensated or self.finished or self.pivot_passed
+        )
+        if self.pivot_passed:
+            self.cancel_reason = None
+            return CancelResult(accepted=False, reason=TOO_LATE_TO_CANCEL)
         return CancelResult(
             accepted=True, reason=self.cancel_reason, compensations=list(self.saga.completed)
         )
@@ -306,9 +321,7 @@ class PizzaOrderWorkflow:
     @cancel_order.validator
     def _validate_cancel(self, reason: str) -> None:
         if self.pivot_passed:
-            raise ValueError(
-                "the order is already billed and on its way; it can no longer be cancelled"
-            )
+            raise ValueError(TOO_LATE_TO_CANCEL)
         if self.finished:
             raise ValueError(f"the order is already closed ({self.outcome})")
         if self.cancel_reason is not None:
