@@ -337,7 +337,9 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     assert good["status"] == "COMPLETED" and good["amount"] == 3500
     assert bad["status"] == "FAILED" and bad["error_type"] == "CreditCardProcessingError"
     assert bad["compensations"] == ["refund_customer", "revert_inventory"]
-    assert bad["money"]["net"] == 0 and good["money"]["net"] == 3500
+    assert bad["ledger"]["net"] == 0 and good["ledger"]["net"] == 3500
+    assert bad["ledger"]["stock_taken"] == bad["ledger"]["stock_put_back"] == 27
+    assert good["ledger"]["stock_put_back"] == 0
     assert report["web_ui"].startswith("http://localhost:8233")
     assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
     assert time.monotonic() - started < 150

@@ -557,11 +557,12 @@ def demo(as_json: bool, keep_running: bool | None) -> None:
         out.print()
         for outcome, row in zip(outcomes, report["orders"], strict=True):
             print_outcome(outcome)
-            money = row["money"]
+            book = row["ledger"]
             out.print(
-                f"  ledger:        charged {dollars(money['charged'])}, refunded "
-                f"{dollars(money['refunded'])}, billed {dollars(money['billed'])}, "
-                f"net {dollars(money['net'])}"
+                f"  ledger:        charged {dollars(book['charged'])}, refunded "
+                f"{dollars(book['refunded'])}, billed {dollars(book['billed'])}, "
+                f"net {dollars(book['net'])}; stock: {book['stock_taken']} portions taken, "
+                f"{book['stock_put_back']} put back"
             )
             out.print()
         change = ", ".join(f"{name} {delta:+d}" for name, delta in report["stock_change"].items())

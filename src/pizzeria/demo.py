@@ -19,7 +19,7 @@ from pizzeria.activities import PizzaOrderActivities
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.devserver import GRPC_PORT, DevServer, port_open
 from pizzeria.faults import FaultPlan
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Ledger
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import build_worker, connect
 
@@ -37,17 +37,25 @@ def ledger_change(
     }
 
 
-def money_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
-    ref = f"{outcome.workflow_id}/{outcome.run_id}"
-    for order in ledger.orders():
-        if order.order_ref == ref:
-            return {
-                "charged": order.charged,
-                "refunded": order.refunded,
-                "billed": order.billed,
-                "net": order.charged - order.refunded,
-            }
-    return {"charged": 0, "refunded": 0, "billed": 0, "net": 0}
+def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
+    """What one run did to the ledger: money, and portions of stock taken and put back."""
+    totals = {"charged": 0, "refunded": 0, "billed": 0, "stock_taken": 0, "stock_put_back": 0}
+    for effect in ledger.effects(f"{outcome.workflow_id}/{outcome.run_id}"):
+        if effect["tombstone"]:
+            continue
+        portions = sum(effect["ingredients"].values())
+        if effect["step"] == TAKE:
+            totals["stock_taken"] += portions
+        elif effect["step"] == PUT_BACK:
+            totals["stock_put_back"] += portions
+        elif effect["step"] == CHARGE:
+            totals["charged"] += effect["amount"]
+        elif effect["step"] == REFUND:
+            totals["refunded"] += effect["amount"]
+        elif effect["step"] == BILL:
+            totals["billed"] += effect["amount"]
+    totals["net"] = totals["charged"] - totals["refunded"]
+    return totals
 
 
 @contextlib.asynccontextmanager
@@ -112,7 +120,7 @@ async def run_demo(
                         "error": o.error,
                         "compensations": o.compensations,
                         "web_ui": o.web_ui,
-                        "money": money_of(ledger, o),
+                        "ledger": ledger_of(ledger, o),
                     }
                     for o in outcomes
                 ],
