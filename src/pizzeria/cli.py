@@ -574,6 +574,9 @@ def demo(as_json: bool, keep_running: bool | None) -> None:
         out.print_json(json.dumps(report))
 
 
+# -- commands that live in their own modules ----------------------------------------------
+# (each module defines one click command; add one line per command here)
+
 # -- entry point ------------------------------------------------------------------------
 
 
