@@ -23,7 +23,7 @@ from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultPlan
 from pizzeria.ledger import Ledger
-from pizzeria.models import PizzaOrder
+from pizzeria.models import ORDER_STATUS, PizzaOrder
 from pizzeria.samples import sample_order
 from pizzeria.worker import build_worker
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -59,6 +59,7 @@ async def env(environment_kind: str) -> AsyncIterator[WorkflowEnvironment]:
         environment = await WorkflowEnvironment.start_local(
             dev_server_existing_path=binary("temporal"),
             dev_server_extra_args=["--log-level", "error"],
+            search_attributes=[ORDER_STATUS],
         )
     else:
         environment = await WorkflowEnvironment.start_time_skipping(

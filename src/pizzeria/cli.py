@@ -7,6 +7,8 @@ input, 1 for everything else), never a traceback. Card numbers are shown masked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -24,6 +27,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError
@@ -31,6 +35,7 @@ from temporalio.service import RPCError
 from pizzeria import __version__, config
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.client import (
+    STATUS_NAMES,
     OrderAlreadyRunning,
     OrderOutcome,
     order_handle,
@@ -52,6 +57,7 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.timeline import order_timeline
 from pizzeria.worker import build_worker, connect
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -404,47 +410,100 @@ def ledger_snapshot(book: Ledger) -> dict[str, Any]:
 
 @app.command()
 @click.argument("order_number")
+@click.option("--watch", is_flag=True, help="Keep refreshing until the order closes (Ctrl-C stops)")
 @ADDRESS
 @AS_JSON
-def status(order_number: str, address: str | None, as_json: bool) -> None:
-    """Show an order's saga: each step and compensation with its status and attempts."""
+def status(order_number: str, watch: bool, address: str | None, as_json: bool) -> None:
+    """An order's timeline: each step and compensation with start, duration, attempts, outcome."""
 
-    async def go() -> tuple[str, dict[str, Any]]:
+    async def go() -> None:
         client = await client_or_fail(address)
         handle = await order_handle(client, order_number)
-        description = await handle.describe()
-        state = await handle.query(PizzaOrderWorkflow.saga_state)
-        state_name = description.status.name if description.status else "UNKNOWN"
-        return state_name, state
+        last = ""
+        while True:
+            report = await order_report(client, handle, order_number)
+            if as_json:
+                out.print_json(json.dumps(report))
+            else:
+                rendered = render_report(report)
+                if rendered != last:
+                    out.print(rendered)
+                    last = rendered
+            if not watch or report["status"] != "RUNNING":
+                return
+            await asyncio.sleep(1.0)
 
-    workflow_status, state = run(go())
-    if as_json:
-        out.print_json(
-            json.dumps({"order_number": order_number, "status": workflow_status, **state})
+    run(go())
+
+
+async def order_report(
+    client: Client, handle: WorkflowHandle[Any, Any], order_number: str
+) -> dict[str, Any]:
+    description = await handle.describe()
+    run_handle = client.get_workflow_handle(handle.id, run_id=description.run_id)
+    entries = await order_timeline(client, run_handle)
+    pending = {
+        activity.activity_type.name: activity
+        for activity in description.raw_description.pending_activities
+    }
+    for entry in entries:
+        if entry.outcome == "running" and entry.name in pending:
+            activity = pending[entry.name]
+            entry.attempts = activity.attempt
+            if activity.HasField("last_failure"):
+                entry.error = f"last attempt: {activity.last_failure.message}"
+    state: dict[str, Any] = {}
+    # The query needs a worker; an order without one still has its history.
+    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+        state = await run_handle.query(
+            PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=3)
         )
-        return
-    out.print(f"Order {order_number}: {workflow_status} - {state['details'] or state['outcome']}")
-    if state["needs_attention"]:
-        out.print(
-            "[red]NEEDS ATTENTION[/red]: a compensation failed for good; fix the cause, then "
-            f"`pizzeria repair {order_number} --retry` or `--resolve NOTE`"
+    status_name = (
+        STATUS_NAMES.get(description.status, "UNKNOWN") if description.status else "UNKNOWN"
+    )
+    return {
+        "order_number": order_number,
+        "workflow_id": handle.id,
+        "run_id": description.run_id,
+        "status": status_name,
+        "summary": await description.static_summary(),
+        "details": state.get("details", ""),
+        "needs_attention": bool(state.get("needs_attention")),
+        "timeline": [entry.to_json() for entry in entries],
+        **{key: value for key, value in state.items() if key not in ("details", "needs_attention")},
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, highlight=False, soft_wrap=True, width=140)
+    now = f" - {report['details']}" if report["details"] else ""
+    console.print(f"Order {report['order_number']}: {report['status']}{now}", markup=False)
+    if report["summary"]:
+        console.print(f"  {report['summary']}", markup=False)
+    if report["needs_attention"]:
+        console.print(
+            "NEEDS ATTENTION: a compensation failed for good; fix the cause, then "
+            f"`pizzeria repair {report['order_number']} --retry` or `--resolve NOTE`",
+            markup=False,
         )
-    table = Table("kind", "name", "status", "attempts", "last error")
-    for step in state["steps"]:
+    table = Table("started", "kind", "name", "took", "attempts", "outcome", "detail")
+    for entry in report["timeline"]:
+        took = "" if entry["duration_ms"] is None else f"{entry['duration_ms']:,.0f} ms"
         table.add_row(
-            "step", step["name"], step["status"], str(step["attempts"]), step["last_error"] or ""
+            entry["started_at"][11:23],
+            entry["kind"],
+            entry["name"],
+            took,
+            str(entry["attempts"]),
+            entry["outcome"],
+            entry["error"] or entry["summary"],
         )
-    for comp in state["compensations"]:
-        table.add_row(
-            "compensation",
-            comp["name"],
-            comp["status"],
-            str(comp["attempts"]),
-            comp["last_error"] or "",
-        )
-    out.print(table)
-    if state["repaired_by"]:
-        out.print(f"Repaired by hand: {state['repaired_by']} {state['resolution_note'] or ''}")
+    console.print(table)
+    if report.get("repaired_by"):
+        note = report.get("resolution_note") or ""
+        console.print(f"Repaired by hand: {report['repaired_by']} {note}", markup=False)
+    return buffer.getvalue().rstrip()
 
 
 @app.command()

@@ -10,12 +10,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
@@ -27,6 +29,7 @@ from temporalio.service import RPCError
 from pizzeria import menu
 from pizzeria.models import (
     COMPENSATIONS,
+    ORDER_STATUS,
     TASK_QUEUE,
     OrderConfirmation,
     PizzaOrder,
@@ -86,10 +89,32 @@ def static_summary(order: PizzaOrder) -> str:
     )
 
 
+_order_status_registered: dict[str, bool] = {}
+
+
+async def order_status_registered(client: Client) -> bool:
+    """Whether the server knows the OrderStatus search attribute (asked once per namespace)."""
+    if client.namespace not in _order_status_registered:
+        try:
+            response = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=client.namespace)
+            )
+            known = ORDER_STATUS.name in response.custom_attributes
+        except RPCError:
+            known = False  # e.g. the time-skipping test server, or no operator rights
+        _order_status_registered[client.namespace] = known
+    return _order_status_registered[client.namespace]
+
+
 async def start_order(
     client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE
 ) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
     """Start an order; refused (and nothing charged) while the same order number runs."""
+    search_attributes = None
+    if await order_status_registered(client):
+        search_attributes = TypedSearchAttributes(
+            [SearchAttributePair(ORDER_STATUS, "IN_PROGRESS")]
+        )
     try:
         return await client.start_workflow(
             PizzaOrderWorkflow.order_pizza,
@@ -97,6 +122,8 @@ async def start_order(
             id=workflow_id_for(order.order_number),
             task_queue=task_queue,
             static_summary=static_summary(order),
+            search_attributes=search_attributes,
+            memo={"amount": menu.billed_amount(menu.order_total(order.items))},
         )
     except WorkflowAlreadyStartedError:
         raise OrderAlreadyRunning(order.order_number) from None

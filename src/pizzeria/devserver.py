@@ -56,6 +56,9 @@ def server_command(
         str(ui_port),
         "--log-level",
         "error",
+        # The custom search attribute `pizzeria orders` filters on (see models.ORDER_STATUS).
+        "--search-attribute",
+        "OrderStatus=Keyword",
     ]
     if history_file is not None:
         history_file.parent.mkdir(parents=True, exist_ok=True)

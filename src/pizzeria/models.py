@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from temporalio.common import SearchAttributeKey
+
 TASK_QUEUE = "pizza-tasks"
 WORKFLOW_TYPE = "PizzaOrderWorkflow"
 WORKFLOW_ID_PREFIX = "pizza-workflow-order-"
@@ -37,6 +39,21 @@ STATUS_SUCCESS = "SUCCESS"
 STATUS_DELIVERY_FAILURE = "DELIVERY FAILURE"
 
 MAX_DELIVERY_KILOMETERS = 25
+
+#: Custom search attribute (Keyword) the workflow keeps up to date, for `pizzeria orders`.
+#: Tracked only when the order was started with it (our own commands do so when the server
+#: has it registered), so orders never fail on a server without it.
+ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
+ORDER_STATUSES = (
+    "IN_PROGRESS",
+    "COMPENSATING",
+    "NEEDS_ATTENTION",
+    "COMPLETED",
+    "DELIVERY_FAILURE",
+    "FAILED",
+    "CANCELLED",
+    "REJECTED",
+)
 
 
 def workflow_id_for(order_number: str) -> str:

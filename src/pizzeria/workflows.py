@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         INVALID_CHARGE_AMOUNT_ERROR,
         MAX_DELIVERY_KILOMETERS,
         ORDER_CANCELLED_ERROR,
+        ORDER_STATUS,
         OUTSIDE_SERVICE_AREA_ERROR,
         STATUS_DELIVERY_FAILURE,
         WORKFLOW_TYPE,
@@ -76,7 +77,7 @@ CANCEL_REQUEST_GRACE = timedelta(minutes=1)
 @workflow.defn(name=WORKFLOW_TYPE, failure_exception_types=[TypeError])
 class PizzaOrderWorkflow:
     def __init__(self) -> None:
-        self.saga = Saga(wait_for_repair=True, on_progress=workflow.set_current_details)
+        self.saga = Saga(wait_for_repair=True, on_progress=self._compensation_progress)
         self.pivot_passed = False
         self.cancel_reason: str | None = None
         self.finished = False
@@ -284,6 +285,16 @@ class PizzaOrderWorkflow:
     def _details(self, text: str) -> None:
         workflow.set_current_details(text)
 
+    def _compensation_progress(self, text: str) -> None:
+        workflow.set_current_details(text)
+        self._status("NEEDS_ATTENTION" if text.startswith("Needs attention") else "COMPENSATING")
+
+    def _status(self, status: str) -> None:
+        """Keep the OrderStatus search attribute current, when the order carries it."""
+        current = workflow.info().typed_search_attributes.get(ORDER_STATUS)
+        if current is not None and current != status:
+            workflow.upsert_search_attributes([ORDER_STATUS.value_set(status)])
+
     def _finish(self, outcome: str) -> None:
         self.finished = True
         self.outcome = outcome
@@ -291,6 +302,13 @@ class PizzaOrderWorkflow:
             self.outcome += f" (repaired by hand: {self.saga.repaired_by})"
         details = {"rejected": "Rejected", "failed": "Failed", "cancelled": "Cancelled"}
         self._details(details.get(outcome, "Completed"))
+        statuses = {
+            "rejected": "REJECTED",
+            "failed": "FAILED",
+            "cancelled": "CANCELLED",
+            STATUS_DELIVERY_FAILURE: "DELIVERY_FAILURE",
+        }
+        self._status(statuses.get(outcome, "COMPLETED"))
 
     # -- what operators and clients can ask ----------------------------------------------
 

@@ -1,0 +1,139 @@
+"""An order's timeline, read from its workflow history: the record the Web UI shows.
+
+Each step and compensation with its start time, duration, attempts and outcome, so a
+person can see in the terminal where the card failed and what was undone, in what order.
+Reading history needs no worker, so it works for closed orders too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHandle
+
+from pizzeria.models import COMPENSATIONS
+
+STEP = "step"
+COMPENSATION = "compensation"
+TIMER = "timer"
+
+
+@dataclass
+class TimelineEntry:
+    kind: str
+    name: str
+    summary: str
+    started_at: datetime
+    duration_ms: float | None
+    attempts: int
+    outcome: str  # running, completed, failed, timed out, cancelled, fired
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        return data
+
+
+async def _summary(client: Client, event: HistoryEvent) -> str:
+    if not event.HasField("user_metadata") or not event.user_metadata.HasField("summary"):
+        return ""
+    payload: Payload = event.user_metadata.summary
+    try:
+        (value,) = await client.data_converter.decode([payload], [str])
+    except Exception:
+        return ""
+    return str(value)
+
+
+def _failure_text(failure: Any) -> str:
+    kind = (
+        failure.application_failure_info.type
+        if failure.HasField("application_failure_info")
+        else ""
+    )
+    message = failure.message
+    while not kind and failure.HasField("cause"):
+        failure = failure.cause
+        if failure.HasField("application_failure_info"):
+            kind, message = failure.application_failure_info.type, failure.message
+    return f"{kind}: {message}" if kind else message
+
+
+async def order_timeline(client: Client, handle: WorkflowHandle[Any, Any]) -> list[TimelineEntry]:
+    """Every activity and timer of the order's run, in the order they started."""
+    entries: dict[int, TimelineEntry] = {}
+    timers: dict[str, int] = {}
+    async for event in handle.fetch_history_events():
+        when = event.event_time.ToDatetime().replace(tzinfo=None)
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            entries[event.event_id] = TimelineEntry(
+                kind=COMPENSATION if name in COMPENSATIONS else STEP,
+                name=name,
+                summary=await _summary(client, event),
+                started_at=when,
+                duration_ms=None,
+                attempts=0,
+                outcome="running",
+            )
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attributes = event.activity_task_started_event_attributes
+            entries[attributes.scheduled_event_id].attempts = attributes.attempt
+        elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
+            attributes_timer = event.timer_started_event_attributes
+            timers[attributes_timer.timer_id] = event.event_id
+            entries[event.event_id] = TimelineEntry(
+                kind=TIMER,
+                name="timer",
+                summary=await _summary(client, event),
+                started_at=when,
+                duration_ms=None,
+                attempts=1,
+                outcome="running",
+            )
+        elif kind in (EventType.EVENT_TYPE_TIMER_FIRED, EventType.EVENT_TYPE_TIMER_CANCELED):
+            attributes_end = (
+                event.timer_fired_event_attributes
+                if kind == EventType.EVENT_TYPE_TIMER_FIRED
+                else event.timer_canceled_event_attributes
+            )
+            entry = entries[timers[attributes_end.timer_id]]
+            entry.outcome = "fired" if kind == EventType.EVENT_TYPE_TIMER_FIRED else "cancelled"
+            entry.duration_ms = (when - entry.started_at).total_seconds() * 1000
+        else:
+            _close_activity(entries, event, when)
+    return sorted(entries.values(), key=lambda entry: entry.started_at)
+
+
+def _close_activity(entries: dict[int, TimelineEntry], event: HistoryEvent, when: datetime) -> None:
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        scheduled, outcome, error = (
+            event.activity_task_completed_event_attributes.scheduled_event_id,
+            "completed",
+            "",
+        )
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+        attributes = event.activity_task_failed_event_attributes
+        scheduled, outcome = attributes.scheduled_event_id, "failed"
+        error = _failure_text(attributes.failure)
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+        timed_out = event.activity_task_timed_out_event_attributes
+        scheduled, outcome = timed_out.scheduled_event_id, "timed out"
+        error = _failure_text(timed_out.failure)
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+        scheduled = event.activity_task_canceled_event_attributes.scheduled_event_id
+        outcome, error = "cancelled", ""
+    else:
+        return
+    entry = entries[scheduled]
+    entry.outcome = outcome
+    entry.error = error
+    entry.duration_ms = (when - entry.started_at).total_seconds() * 1000
