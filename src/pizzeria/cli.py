@@ -325,6 +325,11 @@ def outcome_json(outcome: OrderOutcome) -> dict[str, Any]:
     type=click.IntRange(min=1),
     help="Attempts per compensation before the order asks for repair [default: 10]",
 )
+@click.option(
+    "--step-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per step before the order gives up and compensates [default: 10]",
+)
 @ADDRESS
 @AS_JSON
 def order(
@@ -334,14 +339,17 @@ def order(
     order_number: str,
     prep_seconds: float | None,
     compensation_attempts: int | None,
+    step_attempts: int | None,
     address: str | None,
     as_json: bool,
 ) -> None:
     """Place an order (the exercise's three pizzas by default) and wait for its outcome."""
     placed = build_order(order_number, card, pickup, list(items) or None, prep_seconds)
+    assert placed.settings is not None
     if compensation_attempts is not None:
-        assert placed.settings is not None
         placed.settings.compensation_attempts = compensation_attempts
+    if step_attempts is not None:
+        placed.settings.step_attempts = step_attempts
 
     async def go() -> OrderOutcome:
         client = await client_or_fail(address)
@@ -635,6 +643,9 @@ def demo(as_json: bool, keep_running: bool | None) -> None:
 
 # -- commands that live in their own modules ----------------------------------------------
 # (each module defines one click command; add one line per command here)
+from pizzeria.bench import bench as bench_command  # noqa: E402
+
+app.add_command(bench_command)
 
 # -- entry point ------------------------------------------------------------------------
 
