@@ -30,6 +30,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from pizzeria import __version__, config
@@ -45,8 +46,13 @@ from pizzeria.demo import run_demo
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
 from pizzeria.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
 from pizzeria.ledger import Ledger
+from pizzeria.metrics import prometheus_runtime
 from pizzeria.models import (
+    ORDER_STATUS,
+    ORDER_STATUSES,
     TASK_QUEUE,
+    WORKFLOW_ID_PREFIX,
+    WORKFLOW_TYPE,
     CancelResult,
     OrderConfirmation,
     OrderSettings,
@@ -96,9 +102,9 @@ def run(coroutine: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-async def client_or_fail(address: str | None = None) -> Client:
+async def client_or_fail(address: str | None = None, runtime: Runtime | None = None) -> Client:
     try:
-        return await connect(address)
+        return await connect(address, runtime=runtime)
     except RuntimeError as error:
         target = address or os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
@@ -182,7 +188,14 @@ AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON o
 @ADDRESS
 @LEDGER
 @click.option("--task-queue", default=TASK_QUEUE, show_default=True, help="Task queue to poll")
-def worker(address: str | None, ledger_file: Path | None, task_queue: str) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics (the SDK's and ours) on 127.0.0.1:PORT/metrics",
+)
+def worker(
+    address: str | None, ledger_file: Path | None, task_queue: str, metrics_port: int | None
+) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     ledger = ledger_or_fail(ledger_file)
@@ -193,7 +206,8 @@ def worker(address: str | None, ledger_file: Path | None, task_queue: str) -> No
     )
 
     async def serve() -> None:
-        client = await client_or_fail(address)
+        runtime = prometheus_runtime(metrics_port) if metrics_port else None
+        client = await client_or_fail(address, runtime)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -202,6 +216,8 @@ def worker(address: str | None, ledger_file: Path | None, task_queue: str) -> No
             out.print(
                 f"Worker polling task queue {task_queue!r}, ledger {ledger.path}. Ctrl-C stops."
             )
+            if metrics_port:
+                out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()
         out.print("Worker stopped.")
 
@@ -414,6 +430,62 @@ def ledger_snapshot(book: Ledger) -> dict[str, Any]:
 
 
 # -- operating on one order -------------------------------------------------------------
+
+
+@app.command()
+@click.option(
+    "--status",
+    "order_status",
+    type=click.Choice(ORDER_STATUSES, case_sensitive=False),
+    help="Only orders whose OrderStatus is this",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@ADDRESS
+@AS_JSON
+def orders(order_status: str | None, limit: int, address: str | None, as_json: bool) -> None:
+    """Recent orders from Temporal's visibility: status, amount, compensation outcome."""
+
+    async def go() -> list[dict[str, Any]]:
+        client = await client_or_fail(address)
+        query = f"WorkflowType = '{WORKFLOW_TYPE}'"
+        if order_status:
+            query += f" AND {ORDER_STATUS.name} = '{order_status.upper()}'"
+        found: list[dict[str, Any]] = []
+        async for execution in client.list_workflows(query, limit=limit):
+            memo = await execution.memo()
+            found.append(
+                {
+                    "workflow_id": execution.id,
+                    "run_id": execution.run_id,
+                    "order_number": execution.id.removeprefix(WORKFLOW_ID_PREFIX),
+                    "started": execution.start_time.isoformat(),
+                    "status": STATUS_NAMES.get(execution.status, "UNKNOWN")
+                    if execution.status
+                    else "UNKNOWN",
+                    "order_status": execution.typed_search_attributes.get(ORDER_STATUS),
+                    "amount": memo.get("amount"),
+                    "compensation": memo.get("compensation"),
+                }
+            )
+        return found
+
+    rows = run(go())
+    if as_json:
+        out.print_json(json.dumps({"orders": rows}))
+        return
+    table = Table("order", "started", "status", "OrderStatus", "amount", "compensation")
+    for row in rows:
+        table.add_row(
+            row["order_number"],
+            row["started"][5:19].replace("T", " "),
+            row["status"],
+            row["order_status"] or "-",
+            dollars(row["amount"]),
+            row["compensation"] or "-",
+        )
+    out.print(table)
+    if not rows:
+        out.print("No orders found.")
 
 
 @app.command()

@@ -8,16 +8,22 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from pizzeria.activities import PizzaOrderActivities
+from pizzeria.metrics import MetricsInterceptor
 from pizzeria.models import TASK_QUEUE
 from pizzeria.workflows import PizzaOrderWorkflow
 
 DEFAULT_ADDRESS = "localhost:7233"
 
 
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+async def connect(
+    address: str | None = None,
+    namespace: str | None = None,
+    runtime: Runtime | None = None,
+) -> Client:
     """A client from the SDK's env config (TEMPORAL_ADDRESS, profiles, TLS, API key).
 
     Only when nothing is configured does the address default to localhost:7233, so the same
@@ -29,7 +35,7 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
     config.setdefault("target_host", DEFAULT_ADDRESS)
     if namespace:
         config["namespace"] = namespace
-    return await Client.connect(**config)
+    return await Client.connect(**config, runtime=runtime)
 
 
 def activities_of(implementation: PizzaOrderActivities) -> Sequence[Any]:
@@ -56,5 +62,6 @@ def build_worker(
         workflows=[PizzaOrderWorkflow],
         activities=activities_of(activities),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        interceptors=[MetricsInterceptor(), *options.pop("interceptors", [])],
         **options,
     )

@@ -309,6 +309,18 @@ class PizzaOrderWorkflow:
             STATUS_DELIVERY_FAILURE: "DELIVERY_FAILURE",
         }
         self._status(statuses.get(outcome, "COMPLETED"))
+        if self.saga.repaired_by:
+            compensation = f"repaired by hand ({self.saga.repaired_by})"
+        elif self.saga.compensating:
+            compensation = "compensated"
+        else:
+            compensation = "none"
+        workflow.metric_meter().create_counter("pizzeria_orders", "Orders closed, by outcome").add(
+            1, {"outcome": statuses.get(outcome, "COMPLETED").lower()}
+        )
+        # Added after histories were recorded: the patch keeps those replaying unchanged.
+        if workflow.patched("order-outcome-memo"):
+            workflow.upsert_memo({"compensation": compensation, "outcome": self.outcome})
 
     # -- what operators and clients can ask ----------------------------------------------
 
