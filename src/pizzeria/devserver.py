@@ -42,7 +42,11 @@ def port_open(port: int, host: str = HOST) -> bool:
 
 
 def server_command(
-    history_file: Path | None, port: int = GRPC_PORT, ui_port: int = UI_PORT, headless: bool = False
+    history_file: Path | None,
+    port: int = GRPC_PORT,
+    ui_port: int = UI_PORT,
+    headless: bool = False,
+    codec_endpoint: str | None = None,
 ) -> list[str]:
     command = [
         temporal_binary(),
@@ -65,6 +69,8 @@ def server_command(
         command += ["--db-filename", str(history_file)]
     if headless:
         command.append("--headless")
+    elif codec_endpoint:
+        command += ["--ui-codec-endpoint", codec_endpoint]
     return command
 
 
@@ -78,12 +84,14 @@ class DevServer:
         ui_port: int = UI_PORT,
         log_file: Path | None = None,
         headless: bool = False,
+        codec_endpoint: str | None = None,
     ) -> None:
         self.history_file = history_file
         self.port = port
         self.ui_port = ui_port
         self.log_file = log_file
         self.headless = headless
+        self.codec_endpoint = codec_endpoint
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +103,9 @@ class DevServer:
             raise DevServerError(f"port {self.port} is already in use on {HOST}")
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            server_command(self.history_file, self.port, self.ui_port, self.headless),
+            server_command(
+                self.history_file, self.port, self.ui_port, self.headless, self.codec_endpoint
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -12,6 +12,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from pizzeria.activities import PizzaOrderActivities
+from pizzeria.codec import data_converter
 from pizzeria.metrics import MetricsInterceptor
 from pizzeria.models import TASK_QUEUE
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -23,11 +24,14 @@ async def connect(
     address: str | None = None,
     namespace: str | None = None,
     runtime: Runtime | None = None,
+    encrypt: bool = True,
 ) -> Client:
     """A client from the SDK's env config (TEMPORAL_ADDRESS, profiles, TLS, API key).
 
     Only when nothing is configured does the address default to localhost:7233, so the same
-    command runs against a dev server here and a Temporal cluster elsewhere.
+    command runs against a dev server here and a Temporal cluster elsewhere. Payloads are
+    encrypted (see codec.py); with ``encrypt=False`` they are sent plain but encrypted ones
+    are still decrypted.
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if address:
@@ -35,6 +39,7 @@ async def connect(
     config.setdefault("target_host", DEFAULT_ADDRESS)
     if namespace:
         config["namespace"] = namespace
+    config["data_converter"] = data_converter(encrypt=encrypt)
     return await Client.connect(**config, runtime=runtime)
 
 

@@ -1,0 +1,121 @@
+"""Encrypted payloads: card numbers and names never reach the Temporal server in clear.
+
+Every payload (order, activity inputs and results, summaries) is encrypted with AES-GCM
+before it leaves the process, and tagged with the id of its key so keys can be rotated:
+the newest key encrypts, every known key decrypts. Plain payloads are decoded as they are,
+so a worker still serves clients that send plain JSON (the exercise's starter, the
+``temporal`` CLI); ``pizzeria worker --plain-payloads`` also answers them in plain JSON.
+
+Keys come from ``PIZZERIA_CODEC_KEY`` (base64 of 32 bytes), else from the key file
+``$PIZZERIA_DATA_DIR/codec.key`` (created with owner-only permissions on first use; one
+``id:base64`` per line, newest first). ``pizzeria codec-server`` lets the Web UI decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import DataConverter, PayloadCodec
+
+from pizzeria import config
+
+ENCODING = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+NONCE_BYTES = 12
+
+
+class CodecKeyError(RuntimeError):
+    pass
+
+
+def key_id_of(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:12]
+
+
+def key_file() -> Path:
+    return Path(os.environ.get("PIZZERIA_CODEC_KEY_FILE", str(config.data_dir() / "codec.key")))
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise CodecKeyError(f"{where}: the key is not valid base64") from None
+    if len(key) != 32:
+        raise CodecKeyError(f"{where}: the key must be 32 bytes (AES-256), got {len(key)}")
+    return key
+
+
+def load_keys(create: bool = True) -> list[tuple[str, bytes]]:
+    """(key id, key) pairs, newest first. Creates the key file when there is no key."""
+    from_env = os.environ.get("PIZZERIA_CODEC_KEY")
+    if from_env:
+        key = _decode_key(from_env, "PIZZERIA_CODEC_KEY")
+        return [(key_id_of(key), key)]
+    path = key_file()
+    if not path.exists():
+        if not create:
+            raise CodecKeyError(f"no key: set PIZZERIA_CODEC_KEY or create {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = AESGCM.generate_key(bit_length=256)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{key_id_of(key)}:{base64.b64encode(key).decode()}\n")
+    keys = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            key_id, _, text = line.strip().partition(":")
+            keys.append((key_id, _decode_key(text, f"{path} line {number}")))
+    if not keys:
+        raise CodecKeyError(f"{path} holds no key")
+    return keys
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-GCM over whole payloads; the key id travels in the payload's metadata."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]], encrypt: bool = True) -> None:
+        self.current_id, current = keys[0]
+        self.cipher = AESGCM(current)
+        self.ciphers = {key_id: AESGCM(key) for key_id, key in keys}
+        self.encrypt = encrypt
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if not self.encrypt:
+            return list(payloads)
+        return [self._encrypt(payload) for payload in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self._decrypt(payload) for payload in payloads]
+
+    def _encrypt(self, payload: Payload) -> Payload:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self.cipher.encrypt(nonce, payload.SerializeToString(), None)
+        return Payload(
+            metadata={"encoding": ENCODING, KEY_ID: self.current_id.encode()},
+            data=nonce + sealed,
+        )
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload  # plain: from a client without the codec
+        key_id = payload.metadata.get(KEY_ID, b"").decode()
+        cipher = self.ciphers.get(key_id)
+        if cipher is None:
+            raise CodecKeyError(f"payload encrypted with unknown key {key_id!r}")
+        data = payload.data
+        return Payload.FromString(cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None))
+
+
+def data_converter(encrypt: bool = True) -> DataConverter:
+    """The default converter with our codec: encrypting (or, plain, only decrypting)."""
+    return dataclasses.replace(
+        DataConverter.default, payload_codec=EncryptionCodec(load_keys(), encrypt=encrypt)
+    )
