@@ -141,6 +141,15 @@ def update_refusal(error: WorkflowUpdateFailedError) -> str:
     return str(getattr(cause, "message", None) or cause or error)
 
 
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so `finally` blocks stop what this command started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def dollars(cents: int | None) -> str:
     return "-" if cents is None else f"${cents / 100:,.2f}"
 
@@ -173,6 +182,7 @@ def server(
     no_codec: bool,
 ) -> None:
     """Run the Temporal dev server (with its Web UI) until Ctrl-C."""
+    stop_on_sigterm()
     history = None if in_memory else (data_dir or config.data_dir()) / "temporal.db"
     codec_server = None
     if not no_codec:
@@ -224,6 +234,7 @@ def start_codec_server(port: int, ui_port: int) -> CodecServer:
 )
 def codec_server_command(port: int, origins: tuple[str, ...]) -> None:
     """Serve the codec endpoint (localhost only) so the Web UI can decrypt payloads."""
+    stop_on_sigterm()
     allowed = origins or DEFAULT_ORIGINS
     try:
         codec_server = CodecServer(EncryptionCodec(load_keys()), port=port, origins=allowed)
@@ -760,6 +771,7 @@ def faults_show() -> None:
 )
 def demo(as_json: bool, keep_running: bool | None) -> None:
     """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
+    stop_on_sigterm()
     if keep_running is None:
         keep_running = sys.stdin.isatty() and not as_json
 
@@ -795,8 +807,10 @@ from pizzeria.bench import bench as bench_command  # noqa: E402
 
 app.add_command(bench_command)
 
+from pizzeria.chaos import chaos as chaos_command  # noqa: E402
 from pizzeria.check import check as check_command  # noqa: E402
 
+app.add_command(chaos_command)
 app.add_command(check_command)
 
 # -- entry point ------------------------------------------------------------------------
