@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
@@ -17,6 +18,7 @@ from pizzeria.faults import (
     Fault,
     FaultPlan,
     FaultSyntaxError,
+    draw,
     parse_faults,
     write_faults,
 )
@@ -231,3 +233,189 @@ async def test_inject_timeout_hangs_past_the_start_to_close_timeout_then_raises(
     started = time.monotonic()
     assert await run_x(plan, environment(2, timeout=0.05)) == "done"
     assert time.monotonic() - started < 0.5
+
+
+# -- rates, verdicts and late writes ---------------------------------------------------------
+
+CARD = "process_credit_card"
+
+
+def order_environment(workflow_id: str, attempt: int = 1, timeout: float = 1.0):
+    env = environment(attempt, timeout)
+    env.info = dataclasses.replace(env.info, workflow_id=workflow_id)
+    return env
+
+
+async def run_step(plan: FaultPlan, env: ActivityEnvironment, step: str = CARD) -> str:
+    async def activity_body() -> str:
+        await plan.inject(step)
+        return "took effect"
+
+    return await env.run(activity_body)
+
+
+def test_parse_faults_reads_the_new_modes_with_limits_and_rates() -> None:
+    faults = parse_faults(
+        "process_credit_card=fail:3@0.2,process_credit_card=decline@0.05,"
+        "process_credit_card=late:1@0.1,update_inventory=out_of_stock@0.03"
+    )
+    assert set(faults.values()) == {
+        Fault(CARD, "fail", 3, 0.2),
+        Fault(CARD, "decline", None, 0.05),
+        Fault(CARD, "late", 1, 0.1),
+        Fault("update_inventory", "out_of_stock", None, 0.03),
+    }
+
+
+def test_a_step_keeps_one_fail_or_timeout_and_adds_the_other_modes() -> None:
+    faults = parse_faults(f"{CARD}=fail,{CARD}=late:1,{CARD}=timeout:2,{CARD}=decline")
+    assert sorted(str(fault) for fault in faults.values()) == [
+        f"{CARD}=decline",
+        f"{CARD}=late:1",
+        f"{CARD}=timeout:2",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{CARD}=fail:3@0.2",
+        f"{CARD}=decline@0.05",
+        "update_inventory=late:1",
+        "update_inventory=out_of_stock@1.0",
+        f"{CARD}=fail@0.3333333333333333",
+    ],
+)
+def test_new_faults_print_as_they_are_parsed(text: str) -> None:
+    (fault,) = parse_faults(text).values()
+    assert parse_faults(str(fault)) == {fault.key: fault}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{CARD}=fail@0",  # a rate of nothing
+        f"{CARD}=fail@1.5",
+        f"{CARD}=fail@-0.1",
+        f"{CARD}=fail@nan",
+        f"{CARD}=fail@inf",
+        f"{CARD}=fail@",
+        f"{CARD}=fail@x",
+        f"{CARD}=fail@\u0660.5",  # an Arabic-Indic zero that float() would read
+        "refund_customer=decline",  # a verdict of another step
+        f"{CARD}=out_of_stock",
+        f"{CARD}=late:0",
+        f"{CARD}=decline:x@0.1",
+    ],
+)
+def test_parse_faults_rejects_bad_rates_and_misplaced_verdicts(text: str) -> None:
+    with pytest.raises(FaultSyntaxError):
+        parse_faults(text)
+
+
+def test_draw_is_fixed_by_its_inputs_and_changes_with_each_of_them() -> None:
+    base = draw("7", "pizza-workflow-order-A1", CARD, "fail", 1)
+    assert 0 <= base < 1
+    assert draw("7", "pizza-workflow-order-A1", CARD, "fail", 1) == base
+    others = {
+        draw("8", "pizza-workflow-order-A1", CARD, "fail", 1),
+        draw("7", "pizza-workflow-order-A2", CARD, "fail", 1),
+        draw("7", "pizza-workflow-order-A1", "send_bill", "fail", 1),
+        draw("7", "pizza-workflow-order-A1", CARD, "late", 1),
+        draw("7", "pizza-workflow-order-A1", CARD, "fail", 2),
+    }
+    assert base not in others and len(others) == 5
+
+
+def test_a_rate_strikes_about_that_share_of_orders_and_always_the_same_ones() -> None:
+    plan = FaultPlan(None, env_value="", seed="42")
+    (fault,) = parse_faults(f"{CARD}=fail@0.2").values()
+    struck = [plan.strikes(fault, f"wf-{n}", 1) for n in range(2000)]
+    assert 0.17 < sum(struck) / len(struck) < 0.23
+    assert struck == [plan.strikes(fault, f"wf-{n}", 1) for n in range(2000)]
+    other_seed = FaultPlan(None, env_value="", seed="43")
+    assert struck != [other_seed.strikes(fault, f"wf-{n}", 1) for n in range(2000)]
+
+
+def test_the_seed_comes_from_pizzeria_faults_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIZZERIA_FAULTS_SEED", "1234")
+    assert FaultPlan(None, env_value="").seed == "1234"
+    monkeypatch.delenv("PIZZERIA_FAULTS_SEED")
+    assert FaultPlan(None, env_value="").seed == "0"
+
+
+def test_a_transient_fault_strikes_some_attempts_and_a_retry_can_pass() -> None:
+    plan = FaultPlan(None, env_value="", seed="1")
+    (fault,) = parse_faults(f"{CARD}=fail:3@0.5").values()
+    hits = [
+        [plan.strikes(fault, f"wf-{n}", attempt) for attempt in (1, 2, 3, 4)] for n in range(200)
+    ]
+    assert any(row[0] and not row[1] for row in hits)  # failed once, then passed
+    assert any(not row[0] for row in hits)
+    assert not any(row[3] for row in hits)  # :3 -- never past the third attempt
+
+
+async def test_a_rated_transient_fault_raises_a_retryable_injected_fault() -> None:
+    plan = FaultPlan(None, env_value=f"{CARD}=fail@0.5", seed="3")
+    (fault,) = plan.current().values()
+    struck = next(n for n in range(100) if plan.strikes(fault, f"wf-{n}", 1))
+    spared = next(n for n in range(100) if not plan.strikes(fault, f"wf-{n}", 1))
+    with pytest.raises(ApplicationError) as raised:
+        await run_step(plan, order_environment(f"wf-{struck}"))
+    assert raised.value.type == INJECTED_FAULT_ERROR and raised.value.non_retryable is False
+    assert await run_step(plan, order_environment(f"wf-{spared}")) == "took effect"
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 7])
+async def test_a_declined_card_is_a_non_retryable_card_error_on_every_attempt(
+    attempt: int,
+) -> None:
+    plan = FaultPlan(None, env_value=f"{CARD}=decline@0.5", seed="5")
+    (fault,) = plan.current().values()
+    declined = next(n for n in range(100) if plan.strikes(fault, f"wf-{n}", 1))
+    with pytest.raises(ApplicationError) as raised:
+        await run_step(plan, order_environment(f"wf-{declined}", attempt))
+    assert raised.value.type == "CreditCardProcessingError"
+    assert raised.value.message == "Card declined"
+    assert raised.value.non_retryable is True
+
+
+async def test_an_out_of_stock_fault_is_a_non_retryable_out_of_stock_error() -> None:
+    plan = FaultPlan(None, env_value="update_inventory=out_of_stock")
+    with pytest.raises(ApplicationError) as raised:
+        await run_step(plan, order_environment("wf-1"), "update_inventory")
+    assert raised.value.type == "OutOfStockError"
+    assert raised.value.non_retryable is True
+    assert await run_step(plan, order_environment("wf-1"), "revert_inventory") == "took effect"
+
+
+async def test_a_transient_fault_comes_before_a_decline() -> None:
+    plan = FaultPlan(None, env_value=f"{CARD}=fail:1,{CARD}=decline")
+    with pytest.raises(ApplicationError) as first:
+        await run_step(plan, order_environment("wf-1", attempt=1))
+    assert first.value.type == INJECTED_FAULT_ERROR
+    with pytest.raises(ApplicationError) as second:
+        await run_step(plan, order_environment("wf-1", attempt=2))
+    assert second.value.type == "CreditCardProcessingError"
+
+
+async def test_a_late_step_takes_effect_only_after_its_timeout() -> None:
+    plan = FaultPlan(None, env_value=f"{CARD}=late:1", late_margin=0.1)
+    started = time.monotonic()
+    assert await run_step(plan, order_environment("wf-1", timeout=0.2)) == "took effect"
+    assert time.monotonic() - started >= 0.3  # the timeout, then the margin
+    started = time.monotonic()
+    assert await run_step(plan, order_environment("wf-1", attempt=2, timeout=0.2)) == "took effect"
+    assert time.monotonic() - started < 0.2  # past :1 the step answers at once
+
+
+async def test_a_late_step_takes_effect_even_when_temporal_cancels_it() -> None:
+    """Temporal cancels an attempt that outlived its timeout; the late write happens anyway."""
+    plan = FaultPlan(None, env_value=f"{CARD}=late", late_margin=0.2)
+    env = order_environment("wf-1", timeout=0.1)
+    started = time.monotonic()
+    running = asyncio.create_task(run_step(plan, env))
+    await asyncio.sleep(0.1)
+    env.cancel()
+    assert await running == "took effect"
+    assert time.monotonic() - started >= 0.3

@@ -421,3 +421,89 @@ def test_tombstone_rows_are_marked(ledger: Ledger) -> None:
     rows = ledger.effects(RUN_1)
     assert {row["step"] for row in rows} == {REFUND, PUT_BACK}
     assert all(row["tombstone"] == 1 for row in rows)
+
+
+# -- late steps and snapshots --------------------------------------------------------------
+
+
+def test_a_bill_arriving_after_the_refund_is_refused_and_bills_nothing(ledger: Ledger) -> None:
+    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    ledger.refund(RUN_1, ORDER)
+    with pytest.raises(LateStepRefused):
+        ledger.bill(RUN_1, ORDER, 3500, "P1")
+    order = summary(ledger)[RUN_1]
+    assert (order.charged, order.refunded, order.billed) == (3500, 3500, 0)
+
+
+def test_a_bill_after_a_refund_tombstone_is_refused_too(ledger: Ledger) -> None:
+    ledger.refund(RUN_1, ORDER)  # compensated before anything was charged
+    with pytest.raises(LateStepRefused):
+        ledger.bill(RUN_1, ORDER, 3500, "P1")
+    assert steps(ledger, RUN_1) == [REFUND]
+
+
+def test_a_repeated_bill_is_still_answered_after_a_refund(ledger: Ledger) -> None:
+    """Not a late step: the bill was written first, so its retry finds it."""
+    ledger.bill(RUN_1, ORDER, 3500, "P1")
+    ledger.refund(RUN_1, ORDER)
+    assert ledger.bill(RUN_1, ORDER, 3500, "P1").applied is False
+
+
+def test_a_late_take_and_a_late_charge_after_tombstones_leave_every_balance_alone(
+    ledger: Ledger,
+) -> None:
+    before = quantities(ledger)
+    ledger.put_back_stock(RUN_1, ORDER)
+    ledger.refund(RUN_1, ORDER)
+    rows = ledger.effects()
+    late_steps: list[Callable[[], Effect]] = [
+        lambda: ledger.take_stock(RUN_1, ORDER, LARGE),
+        lambda: ledger.charge(RUN_1, ORDER, 3500, "4242"),
+    ]
+    for late_step in late_steps:
+        with pytest.raises(LateStepRefused):
+            late_step()
+    assert quantities(ledger) == before
+    assert ledger.effects() == rows
+
+
+def test_snapshot_holds_the_stock_and_every_effect(ledger: Ledger) -> None:
+    ledger.take_stock(RUN_1, ORDER, LARGE)
+    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    ledger.refund(RUN_2, ORDER)
+    snapshot = ledger.snapshot()
+    assert snapshot.stock == ledger.stock()
+    assert snapshot.effects == ledger.effects()
+    assert snapshot.orders() == ledger.orders()
+
+
+def test_snapshot_is_consistent_while_another_process_writes(tmp_path: Path) -> None:
+    """Stock conservation holds in every snapshot taken while takes and put-backs run."""
+    path = tmp_path / "shared.db"
+    reader, writer = Ledger(path, initial_stock=500), Ledger(path)
+    stop = threading.Event()
+
+    def write() -> None:
+        for run in range(60):
+            ref = f"run-{run}"
+            writer.take_stock(ref, ORDER, {"cheese": 3, "ham": 1})
+            if run % 2:
+                writer.put_back_stock(ref, ORDER)
+        stop.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        checked = 0
+        while not stop.is_set() and checked < 2000:
+            snapshot = reader.snapshot()
+            held: Counter[str] = Counter()
+            for order in snapshot.orders():
+                held.update(order.stock_held)
+            for name, row in snapshot.stock.items():
+                assert row["quantity"] + held[name] == row["initial"], (name, checked)
+            checked += 1
+    finally:
+        thread.join(timeout=30)
+        reader.close()
+        writer.close()

@@ -147,9 +147,12 @@ class PizzaOrderActivities:
         if amount < 0:
             raise business_error(f"Invalid charge amount: {amount}", INVALID_CHARGE_AMOUNT_ERROR)
         confirmation = confirmation_number(bill.order_ref, "P")
-        effect = await asyncio.to_thread(
-            self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
-        )
+        try:
+            effect = await asyncio.to_thread(
+                self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
+            )
+        except LateStepRefused as error:
+            raise business_error(str(error), LATE_STEP_REFUSED_ERROR) from None
         return OrderConfirmation(
             order_number=bill.order_number,
             status=STATUS_SUCCESS,

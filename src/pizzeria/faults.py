@@ -5,32 +5,71 @@ The worker reads the faults before every activity, from the environment variable
 ``<data dir>/faults.json``, written by ``pizzeria faults set``). Editing or clearing the
 file takes effect at the next attempt, without restarting the worker.
 
-A fault is ``STEP=MODE`` or ``STEP=MODE:N``, several separated by commas, where ``STEP``
-is an activity name (``refund_customer``, ``process_credit_card``, ...) and ``MODE`` is:
+A fault is ``STEP=MODE``, optionally followed by ``:N`` and ``@RATE``
+(``STEP=MODE[:N][@RATE]``), several separated by commas, where ``STEP`` is an activity
+name (``refund_customer``, ``process_credit_card``, ...) and ``MODE`` is:
 
-* ``fail``: the attempt raises a retryable error;
+* ``fail``: the attempt raises a retryable error (a card gateway or a stock service
+  having a bad moment);
 * ``timeout``: the attempt hangs past its start-to-close timeout (a gateway that does not
-  answer), then raises.
+  answer), then raises;
+* ``decline`` (``process_credit_card`` only): the card is declined, a non-retryable
+  ``CreditCardProcessingError`` ("Card declined"), before anything is charged;
+* ``out_of_stock`` (``update_inventory`` only): a non-retryable ``OutOfStockError``
+  before anything is taken;
+* ``late``: the attempt takes effect only *after* its start-to-close timeout, even when
+  Temporal cancels it: by then Temporal has retried the step (the late write finds the
+  retry's row and changes nothing) or compensated it (the late write finds the
+  compensation's tombstone and is refused).
 
 ``:N`` limits the fault to the first N attempts of each activity; without it the fault
-lasts until cleared. Examples: ``refund_customer=fail`` (refunds fail),
-``process_credit_card=timeout:2`` (the card gateway times out twice, then answers).
+lasts until cleared. ``@RATE`` (a fraction, ``0 < RATE <= 1``) makes it strike only that
+share of the attempts, or, for ``decline`` and ``out_of_stock``, of the orders (a declined
+card stays declined). Whether it strikes is not random: it is derived from a hash of the
+seed ``PIZZERIA_FAULTS_SEED`` (default 0), the workflow id, the step, the mode and the
+attempt, so the same orders meet the same faults when a run is repeated.
+
+A step holds at most one ``fail`` or ``timeout`` fault (the last one given wins); the other
+modes add to it. Examples: ``refund_customer=fail`` (refunds fail),
+``process_credit_card=timeout:2`` (the card gateway times out twice, then answers),
+``process_credit_card=fail:3@0.2,process_credit_card=decline@0.05`` (a flaky gateway that
+also declines one card in twenty), ``update_inventory=late:1@0.1``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-MODES = ("fail", "timeout")
+from pizzeria.models import (
+    CREDIT_CARD_PROCESSING_ERROR,
+    OUT_OF_STOCK_ERROR,
+    STEP_PROCESS_CREDIT_CARD,
+    STEP_UPDATE_INVENTORY,
+)
+
+FAIL = "fail"
+TIMEOUT = "timeout"
+DECLINE = "decline"
+OUT_OF_STOCK = "out_of_stock"
+LATE = "late"
+MODES = (FAIL, TIMEOUT, DECLINE, OUT_OF_STOCK, LATE)
+# Verdicts are business answers about an order, so they belong to one step each.
+VERDICT_STEPS = {DECLINE: STEP_PROCESS_CREDIT_CARD, OUT_OF_STOCK: STEP_UPDATE_INVENTORY}
 INJECTED_FAULT_ERROR = "InjectedFault"
+SEED_VARIABLE = "PIZZERIA_FAULTS_SEED"
+# How long after its timeout a late attempt writes: long enough for Temporal's retry
+# (1 s later) or the compensation to have run first.
+LATE_MARGIN_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -38,17 +77,53 @@ class Fault:
     step: str
     mode: str
     attempts: int | None = None  # None: until cleared
+    rate: float | None = None  # None: every attempt (within ``attempts``)
+
+    @property
+    def key(self) -> str:
+        """One ``fail``/``timeout`` fault per step; each other mode has its own slot."""
+        return self.step if self.mode in (FAIL, TIMEOUT) else f"{self.step}={self.mode}"
 
     def __str__(self) -> str:
-        return f"{self.step}={self.mode}" + (f":{self.attempts}" if self.attempts else "")
+        return (
+            f"{self.step}={self.mode}"
+            + (f":{self.attempts}" if self.attempts else "")
+            + (f"@{self.rate!r}" if self.rate is not None else "")
+        )
 
 
 class FaultSyntaxError(ValueError):
     pass
 
 
+def _parse_entry(entry: str) -> Fault:
+    step, sep, rule = entry.partition("=")
+    step = step.strip()
+    head, at, rate_text = rule.partition("@")
+    mode, colon, count = head.partition(":")
+    if not sep or not step or mode not in MODES:
+        raise FaultSyntaxError(
+            f"bad fault {entry!r}: expected STEP=MODE[:N][@RATE] with MODE one of "
+            + ", ".join(MODES)
+        )
+    if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):
+        raise FaultSyntaxError(f"bad fault {entry!r}: N must be a positive number")
+    rate: float | None = None
+    if at:
+        try:
+            rate = float(rate_text) if rate_text.isascii() else math.nan
+        except ValueError:
+            rate = math.nan
+        if not 0 < rate <= 1:  # also refuses nan
+            raise FaultSyntaxError(f"bad fault {entry!r}: RATE must be a fraction in (0, 1]")
+    verdict_step = VERDICT_STEPS.get(mode)
+    if verdict_step is not None and step != verdict_step:
+        raise FaultSyntaxError(f"bad fault {entry!r}: {mode} applies to {verdict_step} only")
+    return Fault(step, mode, int(count) if count else None, rate)
+
+
 def parse_faults(text: str) -> dict[str, Fault]:
-    """Parse ``STEP=MODE[:N],...`` (or a JSON list of such strings)."""
+    """Parse ``STEP=MODE[:N][@RATE],...`` (or a JSON list of such strings)."""
     text = text.strip()
     if not text:
         return {}
@@ -65,25 +140,37 @@ def parse_faults(text: str) -> dict[str, Fault]:
         entries = [part for part in text.split(",") if part.strip()]
     faults: dict[str, Fault] = {}
     for entry in entries:
-        step, sep, rule = entry.strip().partition("=")
-        mode, colon, count = rule.partition(":")
-        if not sep or not step or mode not in MODES:
-            raise FaultSyntaxError(
-                f"bad fault {entry.strip()!r}: expected STEP=fail or STEP=timeout, "
-                "optionally followed by :N attempts"
-            )
-        if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):
-            raise FaultSyntaxError(f"bad fault {entry.strip()!r}: N must be a positive number")
-        faults[step.strip()] = Fault(step.strip(), mode, int(count) if count else None)
+        fault = _parse_entry(entry.strip())
+        faults[fault.key] = fault
     return faults
+
+
+def draw(seed: str, workflow_id: str, step: str, mode: str, attempt: int) -> float:
+    """A number in [0, 1) fixed by its inputs: which orders a rated fault strikes.
+
+    A hash rather than ``random``: several worker processes, restarted at any moment,
+    must agree on it, and a rerun with the same seed meets the same faults.
+    """
+    text = "\x1f".join((seed, workflow_id, step, mode, str(attempt)))
+    digest = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class FaultPlan:
     """The faults in force, re-read from the environment and the file on each check."""
 
-    def __init__(self, file: Path | None, env_value: str | None = None) -> None:
+    def __init__(
+        self,
+        file: Path | None,
+        env_value: str | None = None,
+        *,
+        seed: str | None = None,
+        late_margin: float = LATE_MARGIN_SECONDS,
+    ) -> None:
         self.file = file
         self.env_value = os.environ.get("PIZZERIA_FAULTS", "") if env_value is None else env_value
+        self.seed = os.environ.get(SEED_VARIABLE, "0") if seed is None else seed
+        self.late_margin = late_margin
         self._cache: tuple[float, dict[str, Fault]] | None = None
 
     def current(self) -> dict[str, Fault]:
@@ -95,23 +182,77 @@ class FaultPlan:
             faults.update(self._cache[1])
         return faults
 
+    def strikes(self, fault: Fault, workflow_id: str, attempt: int) -> bool:
+        """Whether ``fault`` hits this attempt of this order."""
+        if fault.attempts is not None and attempt > fault.attempts:
+            return False
+        if fault.rate is None:
+            return True
+        # A verdict is about the order, not the attempt: the same answer every time.
+        which = 0 if fault.mode in VERDICT_STEPS else attempt
+        return draw(self.seed, workflow_id, fault.step, fault.mode, which) < fault.rate
+
     async def inject(self, step: str) -> None:
-        """Called by each activity first: fail or hang this attempt when a fault says so."""
-        fault = self.current().get(step)
-        if fault is None:
+        """Called by each activity first: fail, refuse, hang or delay this attempt.
+
+        Returns when the activity should go on and take effect (at once, or late).
+        """
+        faults = [fault for fault in self.current().values() if fault.step == step]
+        if not faults:
             return
         info = activity.info()
-        if fault.attempts is not None and info.attempt > fault.attempts:
-            return
-        if fault.mode == "timeout":
-            timeout = info.start_to_close_timeout or timedelta(seconds=5)
+        striking = {
+            fault.mode: fault
+            for fault in faults
+            if self.strikes(fault, info.workflow_id or "", info.attempt)
+        }
+        timeout = info.start_to_close_timeout or timedelta(seconds=5)
+        if TIMEOUT in striking:
             activity.logger.warning("Injected fault: %s hangs past its timeout", step)
             await asyncio.sleep(timeout.total_seconds() + 1)
             raise ApplicationError(f"Injected fault: {step} timed out", type=INJECTED_FAULT_ERROR)
-        activity.logger.warning("Injected fault: %s fails (attempt %d)", step, info.attempt)
-        raise ApplicationError(
-            f"Injected fault: {step} failed (attempt {info.attempt})", type=INJECTED_FAULT_ERROR
-        )
+        if FAIL in striking:
+            activity.logger.warning("Injected fault: %s fails (attempt %d)", step, info.attempt)
+            raise ApplicationError(
+                f"Injected fault: {step} failed (attempt {info.attempt})",
+                type=INJECTED_FAULT_ERROR,
+            )
+        if DECLINE in striking:
+            raise _verdict("Card declined", CREDIT_CARD_PROCESSING_ERROR)
+        if OUT_OF_STOCK in striking:
+            raise _verdict("Out of stock (injected fault)", OUT_OF_STOCK_ERROR)
+        if LATE in striking:
+            delay = timeout.total_seconds() + self.late_margin
+            activity.logger.warning(
+                "Injected fault: %s takes effect late, in %.1f s (attempt %d)",
+                step,
+                delay,
+                info.attempt,
+            )
+            await _sleep_through_cancellation(delay)
+
+
+def _verdict(message: str, kind: str) -> ApplicationError:
+    return ApplicationError(
+        message, type=kind, non_retryable=True, category=ApplicationErrorCategory.BENIGN
+    )
+
+
+async def _sleep_through_cancellation(seconds: float) -> None:
+    """Wait, ignoring cancellation: the request already reached the (simulated) provider.
+
+    Temporal cancels an attempt that outlived its timeout; a real gateway that received
+    the request does not care and processes it anyway. That is the late write.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
 
 
 def write_faults(file: Path, faults: dict[str, Fault]) -> None:

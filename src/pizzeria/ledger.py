@@ -4,7 +4,8 @@ Every row is keyed by an idempotency key ``<workflow id>/<run id>/<step>``. Acti
 at least once, so a repeated call finds its key and changes nothing; a later run of the
 same order number has another run id and so never touches this run's rows. A compensation
 that finds nothing to undo leaves a *tombstone* under its own key, so a step that arrives
-late (after its compensation) is refused instead of taking effect with nobody to undo it.
+late (after its compensation) is refused instead of taking effect with nobody to undo it;
+so is a bill arriving after the run's refund (the order is being undone, not billed).
 
 SQLite by default (one file, WAL mode, ``BEGIN IMMEDIATE`` so several worker processes on
 one machine serialise their writes). The SQL is plain and portable so that PostgreSQL can
@@ -86,6 +87,41 @@ class OrderLedger:
     refunded: int
     billed: int
     stock_held: dict[str, int]
+
+
+def summarise(effects: list[dict[str, Any]]) -> list[OrderLedger]:
+    """Per run: charged, refunded and billed amounts, and the stock it still holds."""
+    summary: dict[str, OrderLedger] = {}
+    reverted: set[str] = set()
+    for effect in effects:
+        ref = effect["order_ref"]
+        order = summary.setdefault(ref, OrderLedger(ref, effect["order_number"], 0, 0, 0, {}))
+        if effect["tombstone"]:
+            continue
+        if effect["step"] == CHARGE:
+            order.charged += effect["amount"]
+        elif effect["step"] == REFUND:
+            order.refunded += effect["amount"]
+        elif effect["step"] == BILL:
+            order.billed += effect["amount"]
+        elif effect["step"] == TAKE:
+            order.stock_held = dict(effect["ingredients"])
+        elif effect["step"] == PUT_BACK:
+            reverted.add(ref)
+    for ref in reverted:
+        summary[ref].stock_held = {}
+    return list(summary.values())
+
+
+@dataclass
+class LedgerSnapshot:
+    """Everything the ledger holds at one moment (see `Ledger.snapshot`)."""
+
+    stock: dict[str, dict[str, int]]
+    effects: list[dict[str, Any]]
+
+    def orders(self) -> list[OrderLedger]:
+        return summarise(self.effects)
 
 
 class Ledger:
@@ -191,26 +227,26 @@ class Ledger:
 
     def orders(self) -> list[OrderLedger]:
         """Per run of an order: charged, refunded and billed amounts, stock still held."""
-        summary: dict[str, OrderLedger] = {}
-        reverted: set[str] = set()
-        for effect in self.effects():
-            ref = effect["order_ref"]
-            order = summary.setdefault(ref, OrderLedger(ref, effect["order_number"], 0, 0, 0, {}))
-            if effect["tombstone"]:
-                continue
-            if effect["step"] == CHARGE:
-                order.charged += effect["amount"]
-            elif effect["step"] == REFUND:
-                order.refunded += effect["amount"]
-            elif effect["step"] == BILL:
-                order.billed += effect["amount"]
-            elif effect["step"] == TAKE:
-                order.stock_held = dict(effect["ingredients"])
-            elif effect["step"] == PUT_BACK:
-                reverted.add(ref)
-        for ref in reverted:
-            summary[ref].stock_held = {}
-        return list(summary.values())
+        return summarise(self.effects())
+
+    def snapshot(self) -> LedgerSnapshot:
+        """Stock and every effect read in one transaction: a consistent picture even while
+        workers write, so that stock conservation can be checked at any moment."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                stock = self._db.execute("SELECT * FROM stock ORDER BY ingredient").fetchall()
+                effects = self._db.execute("SELECT * FROM effects ORDER BY created_at").fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        return LedgerSnapshot(
+            stock={
+                r["ingredient"]: {"initial": r["initial"], "quantity": r["quantity"]} for r in stock
+            },
+            effects=[
+                {**dict(row), "ingredients": json.loads(row["ingredients"])} for row in effects
+            ],
+        )
 
     # -- inventory ---------------------------------------------------------------------
 
@@ -282,11 +318,17 @@ class Ledger:
             return self._write(db, order_ref, order_number, REFUND, amount=charged.amount)
 
     def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
-        """Record the bill once."""
+        """Record the bill once; refused when the run's charge was already compensated.
+
+        The bill is the pivot: once the refund ran, the order is being undone, and a bill
+        arriving late (an attempt that outlived its timeout) would bill an undone order.
+        """
         with self._transaction() as db:
             done = self._find(db, idempotency_key(order_ref, BILL))
             if done is not None:
                 return done
+            if self._find(db, idempotency_key(order_ref, REFUND)) is not None:
+                raise LateStepRefused(f"{order_ref} was already refunded; not billing now")
             return self._write(
                 db, order_ref, order_number, BILL, amount=amount, reference=confirmation
             )

@@ -1,0 +1,249 @@
+"""Late steps lose: a step that takes effect after its timeout never doubles or resurrects.
+
+The ``late`` fault makes an attempt write only after its start-to-close timeout, even
+though Temporal cancelled it. By then Temporal has either retried the step (the late write
+finds the retry's row: a no-op) or compensated it (the late write finds the compensation's
+tombstone: refused). First each activity on its own, then the real workflow on a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.config import DriverSimulation
+from pizzeria.faults import FaultPlan, parse_faults, write_faults
+from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Effect, LateStepRefused, Ledger
+from pizzeria.models import Bill, CreditCardCharge, CreditCardInfo, Pizza, StockRequest
+from pizzeria.samples import EXERCISE_ITEMS, GOOD_CARD, sample_order
+
+pytestmark = pytest.mark.timeout(120)
+
+REF = "pizza-workflow-order-LATE/run-1"
+ITEMS = [Pizza(description, price) for description, price in EXERCISE_ITEMS]
+
+
+class RecordingLedger(Ledger):
+    """A ledger that remembers how each take, charge and bill call ended, in order."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.calls: list[tuple[str, str]] = []  # (step, "applied" | "repeat" | "refused")
+
+    def _record(self, step: str, call: Callable[[], Effect]) -> Effect:
+        try:
+            effect = call()
+        except LateStepRefused:
+            self.calls.append((step, "refused"))
+            raise
+        self.calls.append((step, "applied" if effect.applied else "repeat"))
+        return effect
+
+    def take_stock(self, order_ref: str, order_number: str, ingredients: dict[str, int]) -> Effect:
+        return self._record(
+            TAKE,
+            lambda: super(RecordingLedger, self).take_stock(order_ref, order_number, ingredients),
+        )
+
+    def charge(self, order_ref: str, order_number: str, amount: int, card_last4: str) -> Effect:
+        return self._record(
+            CHARGE,
+            lambda: super(RecordingLedger, self).charge(
+                order_ref, order_number, amount, card_last4
+            ),
+        )
+
+    def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
+        return self._record(
+            BILL,
+            lambda: super(RecordingLedger, self).bill(
+                order_ref, order_number, amount, confirmation
+            ),
+        )
+
+    def calls_of(self, step: str) -> list[str]:
+        return [outcome for name, outcome in self.calls if name == step]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[RecordingLedger]:
+    opened = RecordingLedger(tmp_path / "ledger.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def late_margin() -> float:
+    return 0.5
+
+
+@pytest.fixture
+def activities(ledger: Ledger, faults_file: Path, late_margin: float) -> PizzaOrderActivities:
+    return PizzaOrderActivities(
+        ledger,
+        faults=FaultPlan(faults_file, env_value="", late_margin=late_margin),
+        driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=1.0),
+    )
+
+
+def late(faults_file: Path, spec: str) -> None:
+    write_faults(faults_file, parse_faults(spec))
+
+
+def attempt_of(attempt: int) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=attempt,
+        workflow_id=REF.split("/")[0],
+        start_to_close_timeout=timedelta(seconds=0.2),
+    )
+    return env
+
+
+def stock_request() -> StockRequest:
+    return StockRequest(order_ref=REF, order_number="LATE", items=ITEMS)
+
+
+def card_charge() -> CreditCardCharge:
+    bill = Bill(8675309, "LATE", "Pizza order", 4000, REF)
+    return CreditCardCharge(bill, CreditCardInfo("Lisa Anderson", GOOD_CARD), 3500, REF)
+
+
+async def refused(call: Any) -> ApplicationError:
+    with pytest.raises(ApplicationError) as raised:
+        await call
+    return raised.value
+
+
+# -- one activity at a time ----------------------------------------------------------------
+
+
+async def test_inventory_taken_late_after_its_revert_is_refused_and_stock_unchanged(
+    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+) -> None:
+    late(faults_file, "update_inventory=late:1")
+    before = ledger.stock()
+    taking = asyncio.create_task(attempt_of(1).run(activities.update_inventory, stock_request()))
+    await asyncio.sleep(0.05)
+    # The attempt timed out; the saga compensated: nothing taken yet, so a tombstone.
+    reverted = await attempt_of(1).run(activities.revert_inventory, stock_request())
+    assert reverted.applied is False
+    error = await refused(taking)
+    assert error.type == "LateStepRefusedError" and error.non_retryable is True
+    assert ledger.stock() == before
+    assert [(row["step"], row["tombstone"]) for row in ledger.effects()] == [(PUT_BACK, 1)]
+
+
+async def test_a_charge_made_late_after_its_refund_is_refused_and_nothing_is_charged(
+    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+) -> None:
+    late(faults_file, "process_credit_card=late:1")
+    charging = asyncio.create_task(attempt_of(1).run(activities.process_credit_card, card_charge()))
+    await asyncio.sleep(0.05)
+    refund = await attempt_of(1).run(activities.refund_customer, card_charge())
+    assert (refund.amount, refund.applied) == (0, False)
+    error = await refused(charging)
+    assert error.type == "LateStepRefusedError"
+    (order,) = ledger.orders()
+    assert (order.charged, order.refunded, order.billed) == (0, 0, 0)
+    assert ledger.calls_of(CHARGE) == ["refused"]
+
+
+async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
+    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+) -> None:
+    late(faults_file, "process_credit_card=late:1,update_inventory=late:1")
+    first_charge = asyncio.create_task(
+        attempt_of(1).run(activities.process_credit_card, card_charge())
+    )
+    first_take = asyncio.create_task(
+        attempt_of(1).run(activities.update_inventory, stock_request())
+    )
+    await asyncio.sleep(0.05)
+    retried_charge = await attempt_of(2).run(activities.process_credit_card, card_charge())
+    retried_take = await attempt_of(2).run(activities.update_inventory, stock_request())
+    after_retries = ledger.stock(), ledger.effects()
+    assert await first_charge == retried_charge
+    late_take = await first_take
+    assert (late_take.applied, retried_take.applied) == (False, True)
+    assert (ledger.stock(), ledger.effects()) == after_retries
+    assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
+    assert ledger.calls_of(TAKE) == ["applied", "repeat"]
+
+
+async def test_a_bill_sent_late_after_the_refund_is_refused(
+    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+) -> None:
+    late(faults_file, "send_bill=late:1")
+    await attempt_of(1).run(activities.process_credit_card, card_charge())
+    billing = asyncio.create_task(attempt_of(1).run(activities.send_bill, card_charge().bill))
+    await asyncio.sleep(0.05)
+    await attempt_of(1).run(activities.refund_customer, card_charge())
+    assert (await refused(billing)).type == "LateStepRefusedError"
+    (order,) = ledger.orders()
+    assert (order.charged, order.refunded, order.billed) == (3500, 3500, 0)
+
+
+# -- the real workflow ---------------------------------------------------------------------
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the late write never came"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("spec", "step", "compensation"),
+    [
+        ("update_inventory=late:1", TAKE, PUT_BACK),
+        ("process_credit_card=late:1", CHARGE, REFUND),
+    ],
+    ids=["inventory-late-after-revert", "charge-late-after-refund"],
+)
+async def test_a_step_writing_after_its_timeout_finds_the_tombstone_of_its_compensation(
+    worker, start, ledger: RecordingLedger, faults_file, spec, step, compensation
+):
+    """One attempt only: the timed-out step fails the order, the saga compensates (nothing
+    to undo yet: a tombstone), then the step's late write arrives and is refused."""
+    late(faults_file, spec)
+    before = ledger.stock()
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        await wait_for(lambda: "refused" in ledger.calls_of(step))
+    assert ledger.calls_of(step) == ["refused"]
+    assert ledger.stock() == before
+    rows = {row["step"]: row["tombstone"] for row in ledger.effects()}
+    assert rows[compensation] == 1 and step not in rows
+    (order,) = ledger.orders()
+    assert (order.charged, order.refunded, order.stock_held) == (0, 0, {})
+
+
+@pytest.mark.parametrize("late_margin", [3.0])  # write after Temporal's retry (1 s later)
+async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_completes(
+    worker, start, ledger: RecordingLedger, faults_file, late_margin
+):
+    late(faults_file, "process_credit_card=late:1")
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        confirmation = await handle.result()
+        await wait_for(lambda: len(ledger.calls_of(CHARGE)) == 2)
+    assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
+    (order,) = ledger.orders()
+    assert order.charged == order.billed == confirmation.amount == 3500
+    assert order.refunded == 0
