@@ -9,35 +9,22 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pizzeria.codec import EncryptionCodec, key_id_of
 from pizzeria.codec_server import CodecServer
-from pizzeria.devserver import DevServer
 from pizzeria.samples import BAD_CARD, GOOD_CARD
+from tests.stack import PIZZERIA, TEMPORAL, dev_server, free_port, stack_env, worker_process
 from tests.test_workflow import exercise_json
-
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
-TEMPORAL = str(Path(sys.executable).parent / "temporal")
 
 pytestmark = pytest.mark.timeout(180)
 
 CODEC_KEY = base64.b64encode(bytes(range(32))).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +34,10 @@ def stack(
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
     data = tmp_path_factory.mktemp("pizzeria-data")
-    port = free_port()
-    server = DevServer(data / "temporal.db", port=port, ui_port=free_port(), headless=True)
-    server.start()
-    env = {
-        **os.environ,
-        "PIZZERIA_CODEC_KEY": CODEC_KEY,
-        "PIZZERIA_DATA_DIR": str(data),
-        "TEMPORAL_ADDRESS": server.address,
-        "PIZZERIA_DRIVER_SECONDS": "0",
-        "PIZZERIA_DRIVER_PROBABILITY": "1",
-    }
-    log = open(data / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([PIZZERIA, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield {"env": env, "data": data, "address": server.address}
-    finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
-        server.stop()
+    with dev_server(history_file=data / "temporal.db", headless=True) as server:
+        env = stack_env(data, PIZZERIA_CODEC_KEY=CODEC_KEY, TEMPORAL_ADDRESS=server.address)
+        with worker_process(env, log=data / "worker.log"):
+            yield {"env": env, "data": data, "address": server.address}
 
 
 def pizzeria(

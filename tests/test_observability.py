@@ -8,11 +8,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,20 +24,13 @@ from temporalio.client import Client, WorkflowFailureError
 
 from pizzeria.codec import ENCODING, CodecKeyError, EncryptionCodec, key_id_of, load_keys
 from pizzeria.codec_server import CodecServer
-from pizzeria.devserver import DevServer
 from pizzeria.samples import BAD_CARD, GOOD_CARD
+from tests.stack import PIZZERIA, dev_server, free_port, stack_env, worker_process
 from tests.test_workflow import exercise_json
 
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY = bytes(range(32))
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "web-ui-failed-order.png"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def plain(text: str) -> Payload:
@@ -132,7 +122,7 @@ def test_codec_endpoint_round_trips_for_the_web_ui_origin(codec_endpoint):
 
 
 def test_codec_endpoint_refuses_other_origins(codec_endpoint):
-    body = {"payloads": []}
+    body: dict[str, Any] = {"payloads": []}
     status, _, headers = post(codec_endpoint.url + "/decode", body, "http://evil.example")
     assert status == 403
     assert "Access-Control-Allow-Origin" not in headers
@@ -156,33 +146,12 @@ def plain_stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
     data = tmp_path_factory.mktemp("plain")
-    server = DevServer(None, port=free_port(), ui_port=free_port(), headless=True)
-    server.start()
     metrics_port = free_port()
-    env = {
-        **os.environ,
-        "PIZZERIA_DATA_DIR": str(data),
-        "TEMPORAL_ADDRESS": server.address,
-        "PIZZERIA_DRIVER_SECONDS": "0",
-        "PIZZERIA_DRIVER_PROBABILITY": "1",
-    }
-    log = open(data / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [PIZZERIA, "worker", "--plain-payloads", "--metrics-port", str(metrics_port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield {"env": env, "address": server.address, "metrics": metrics_port}
-    finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
-        server.stop()
+    with dev_server(headless=True) as server:
+        env = stack_env(data, TEMPORAL_ADDRESS=server.address)
+        plain_worker = ("--plain-payloads", "--metrics-port", str(metrics_port))
+        with worker_process(env, *plain_worker, log=data / "worker.log"):
+            yield {"env": env, "address": server.address, "metrics": metrics_port}
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -308,64 +277,47 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
 def test_the_web_ui_shows_the_failed_order_and_its_compensations(tmp_path, request):
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
-    key = base64.b64encode(KEY).decode()
-    env = {
-        **os.environ,
-        "PIZZERIA_DATA_DIR": str(tmp_path),
-        "PIZZERIA_CODEC_KEY": key,
-        "PIZZERIA_DRIVER_SECONDS": "0",
-    }
-    port, ui_port = free_port(), free_port()
+    ui_port = free_port()
     codec = CodecServer(
         EncryptionCodec([(key_id_of(KEY), KEY)]),
         port=0,
         origins=[f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}"],
     )
     codec.start()
-    server = DevServer(None, port=port, ui_port=ui_port, codec_endpoint=codec.url)
-    server.start()
-    env["TEMPORAL_ADDRESS"] = server.address
-    worker = subprocess.Popen(
-        [PIZZERIA, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     try:
-        placed = subprocess.run(
-            [
-                PIZZERIA,
-                "order",
-                "--order-number",
-                "UI-1",
-                "--card",
-                BAD_CARD,
-                "--prep-seconds",
-                "0",
-                "--json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        outcome = json.loads(placed.stdout)
-        url = (
-            f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/"
-            f"{outcome['workflow_id']}/{outcome['run_id']}/history"
-        )
-        dom = chromium("--dump-dom", url)
-        assert "refund_customer" in dom.stdout, dom.stderr[-2000:]
-        assert "revert_inventory" in dom.stdout
-        assert "could not connect" not in dom.stdout  # the UI reached the codec endpoint
-        assert "Invalid credit card number" in dom.stdout
-        shot = tmp_path / "web-ui.png"
-        taken = chromium(f"--screenshot={shot}", "--window-size=1400,1100", url)
-        assert shot.exists() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
-        if os.environ.get("PIZZERIA_UPDATE_SCREENSHOT"):
-            shutil.copy(shot, SCREENSHOT)
+        with dev_server(ui_port=ui_port, codec_endpoint=codec.url) as server:
+            env = stack_env(
+                tmp_path,
+                PIZZERIA_CODEC_KEY=base64.b64encode(KEY).decode(),
+                TEMPORAL_ADDRESS=server.address,
+            )
+            with worker_process(env):
+                look_at_the_failed_order(env, ui_port, tmp_path)
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        server.stop()
         codec.stop()
+
+
+def look_at_the_failed_order(env: dict[str, str], ui_port: int, tmp_path: Path) -> None:
+    order = ("--order-number", "UI-1", "--card", BAD_CARD, "--prep-seconds", "0", "--json")
+    placed = subprocess.run(
+        [PIZZERIA, "order", *order],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    outcome = json.loads(placed.stdout)
+    url = (
+        f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/"
+        f"{outcome['workflow_id']}/{outcome['run_id']}/history"
+    )
+    dom = chromium("--dump-dom", url)
+    assert "refund_customer" in dom.stdout, dom.stderr[-2000:]
+    assert "revert_inventory" in dom.stdout
+    assert "could not connect" not in dom.stdout  # the UI reached the codec endpoint
+    assert "Invalid credit card number" in dom.stdout
+    shot = tmp_path / "web-ui.png"
+    taken = chromium(f"--screenshot={shot}", "--window-size=1400,1100", url)
+    assert shot.exists() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+    if os.environ.get("PIZZERIA_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, SCREENSHOT)

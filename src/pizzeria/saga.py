@@ -275,7 +275,10 @@ class Saga:
     async def _run(self, compensations: list[_Compensation]) -> None:
         self._round = (0, len(compensations))
         if self.parallel:
-            await asyncio.gather(*(self._run_one(c) for c in compensations))
+            # One task at a time: should creating one fail (the SDK refuses new tasks while
+            # evicting the workflow), no coroutine is left behind never awaited.
+            tasks = [asyncio.create_task(self._run_one(c)) for c in compensations]
+            await asyncio.gather(*tasks)
             return
         for compensation in reversed(compensations):
             ok = await self._run_one(compensation)
@@ -330,7 +333,9 @@ class Saga:
         return self
 
     async def __aexit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> bool:
-        if error is None:
+        if error is None or not isinstance(error, (Exception, asyncio.CancelledError)):
+            # Not a failure: continue-as-new, or the SDK evicting the workflow from its cache
+            # (the workflow goes on elsewhere): nothing to compensate, let it through.
             return False
         await self.compensate(cause=error)
         if isinstance(error, (FailureError, asyncio.CancelledError)):
