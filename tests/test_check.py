@@ -1,0 +1,359 @@
+"""``pizzeria check``: the ledger against Temporal's record, and every violation named.
+
+First the comparison itself, on a real ledger with Temporal's side written by hand (each
+invariant broken on purpose, by SQL, since the ledger's own methods refuse to); then the
+command against a real dev server and worker, before and after tampering with the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    RetryState,
+    TimeoutError,
+    TimeoutType,
+)
+
+from pizzeria.check import OrderRecord, failure_type, reconcile
+from pizzeria.devserver import DevServer
+from pizzeria.ledger import Ledger
+from pizzeria.samples import BAD_CARD
+
+PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
+LARGE = {"dough": 3, "tomato sauce": 3, "cheese": 3, "ham": 3}
+
+
+def wf(order: str) -> str:
+    return f"pizza-workflow-order-{order}"
+
+
+def ref(order: str, run: str = "r1") -> str:
+    return f"{wf(order)}/{run}"
+
+
+def record(order: str, status: str, run: str = "r1", **fields: Any) -> OrderRecord:
+    return OrderRecord(wf(order), run, status, **fields)
+
+
+def tamper(ledger: Ledger, sql: str, *params: Any) -> None:
+    """Write what the ledger's own methods would refuse to."""
+    with sqlite3.connect(ledger.path) as db:
+        db.execute(sql, params)
+
+
+def insert_row(ledger: Ledger, order_ref: str, step: str, amount: int = 0, **extra: Any) -> None:
+    tamper(
+        ledger,
+        "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
+        " ingredients, tombstone, reference, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, '', ?)",
+        f"{order_ref}/{step}",
+        order_ref,
+        order_ref.split("/")[0].removeprefix("pizza-workflow-order-"),
+        step,
+        amount,
+        json.dumps(extra.get("ingredients", {})),
+        time.time(),
+    )
+
+
+@pytest.fixture
+def book(ledger: Ledger) -> Ledger:
+    """A ledger with one order of each outcome, all of them consistent."""
+    ledger.take_stock(ref("DONE"), "DONE", LARGE)
+    ledger.charge(ref("DONE"), "DONE", 3500, "4242")
+    ledger.bill(ref("DONE"), "DONE", 3500, "P1")
+
+    ledger.take_stock(ref("FAIL"), "FAIL", LARGE)
+    ledger.charge(ref("FAIL"), "FAIL", 1200, "4242")
+    ledger.refund(ref("FAIL"), "FAIL")
+    ledger.put_back_stock(ref("FAIL"), "FAIL")
+
+    ledger.refund(ref("CANCEL"), "CANCEL")  # cancelled before any effect: tombstones
+    ledger.put_back_stock(ref("CANCEL"), "CANCEL")
+
+    ledger.take_stock(ref("OPEN"), "OPEN", {"ham": 2})
+    return ledger
+
+
+def records() -> list[OrderRecord]:
+    return [
+        record("DONE", "COMPLETED", amount=3500),
+        record("FAIL", "FAILED", error_type="CreditCardProcessingError"),
+        record("CANCEL", "CANCELLED", error_type="CancelledError"),
+        record("OPEN", "RUNNING", details="Charging card"),
+        record("EARLY", "FAILED", error_type="InvalidOrderError"),  # no ledger rows at all
+    ]
+
+
+def kinds(report: Any) -> list[tuple[str, str]]:
+    return [(violation.kind, violation.order) for violation in report.violations]
+
+
+# -- the comparison --------------------------------------------------------------------------
+
+
+def test_a_consistent_ledger_has_no_violations_and_counts_every_outcome(book: Ledger) -> None:
+    report = reconcile(records(), book.snapshot())
+    assert report.ok and report.violations == []
+    assert report.orders == {
+        "total": 5,
+        "completed": 1,
+        "failed": 2,
+        "cancelled": 1,
+        "terminated": 0,
+        "timed_out": 0,
+        "open": 1,
+    }
+    assert report.failures == {"CreditCardProcessingError": 1, "InvalidOrderError": 1}
+    assert report.open_orders == ["OPEN"]
+    assert report.money == {
+        "charged": 4700,
+        "refunded": 1200,
+        "net": 3500,
+        "billed_completed": 3500,
+    }
+    assert (report.double_effects, report.refunds_above_charges) == (0, 0)
+    ham = report.stock["ham"]
+    assert (ham["consumed"], ham["held_open"], ham["held_undone"]) == (3, 2, 0)
+    assert ham["initial"] == ham["in_stock"] + 5 and ham["conserved"] is True
+
+
+def test_an_open_order_is_a_violation_only_when_every_order_must_be_closed(book: Ledger) -> None:
+    report = reconcile(records(), book.snapshot(), require_closed=True)
+    assert kinds(report) == [("still open", "OPEN")]
+    assert "Charging card" in report.violations[0].detail
+
+
+def test_a_failed_order_that_kept_the_money_is_named(book: Ledger) -> None:
+    tamper(book, "DELETE FROM effects WHERE idempotency_key = ?", f"{ref('FAIL')}/refund_customer")
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [("effects kept by an undone order", "FAIL")]
+    assert "charged 1200 - refunded 0 = 1200" in report.violations[0].detail
+    assert report.violations[0].run_id == "r1"
+
+
+def test_a_cancelled_order_still_holding_stock_is_named(book: Ledger) -> None:
+    book.take_stock(ref("CANCEL", "r2"), "CANCEL", {"basil": 4})
+    report = reconcile([*records(), record("CANCEL", "CANCELLED", "r2")], book.snapshot())
+    assert kinds(report) == [("effects kept by an undone order", "CANCEL")]
+    assert "holds 4 portions" in report.violations[0].detail
+    assert report.stock["basil"]["held_undone"] == 4
+    assert report.stock["basil"]["conserved"] is True  # conserved, but held by the wrong order
+
+
+def test_a_completed_order_billed_other_than_its_confirmation_is_named(book: Ledger) -> None:
+    changed = [record("DONE", "COMPLETED", amount=3000), *records()[1:]]
+    report = reconcile(changed, book.snapshot())
+    assert kinds(report) == [("bill differs from confirmation", "DONE")]
+
+
+def test_a_completed_order_charged_other_than_its_bill_is_named(book: Ledger) -> None:
+    tamper(
+        book,
+        "UPDATE effects SET amount = 4000 WHERE step = 'process_credit_card' AND order_ref = ?",
+        ref("DONE"),
+    )
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [("charge differs from bill", "DONE")]
+
+
+def test_a_refund_above_the_charge_is_counted_and_named(book: Ledger) -> None:
+    tamper(
+        book,
+        "UPDATE effects SET amount = 9999 WHERE step = 'refund_customer' AND order_ref = ?",
+        ref("FAIL"),
+    )
+    report = reconcile(records(), book.snapshot())
+    assert report.refunds_above_charges == 1
+    assert ("refund above charge", "FAIL") in kinds(report)
+
+
+@pytest.mark.parametrize(
+    ("step", "amount"), [("update_inventory", 0), ("process_credit_card", 1500)]
+)
+def test_a_step_written_after_its_compensations_tombstone_is_a_double_effect(
+    book: Ledger, step: str, amount: int
+) -> None:
+    insert_row(book, ref("CANCEL"), step, amount, ingredients={"ham": 1} if amount == 0 else {})
+    report = reconcile(records(), book.snapshot())
+    assert report.double_effects == 1
+    assert ("late effect after tombstone", "CANCEL") in kinds(report)
+
+
+def test_a_bill_on_a_failed_order_is_named(book: Ledger) -> None:
+    insert_row(book, ref("FAIL"), "send_bill", 1200)
+    report = reconcile(records(), book.snapshot())
+    assert ("effects kept by an undone order", "FAIL") in kinds(report)
+    assert ("late effect after tombstone", "FAIL") in kinds(report)  # billed after refund
+
+
+def test_effects_of_a_run_temporal_does_not_know_are_named(book: Ledger) -> None:
+    book.charge(ref("GHOST", "r9"), "GHOST", 800, "4242")
+    book.refund(ref("NOTHING", "r9"), "NOTHING")  # a tombstone alone is harmless
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [("unknown run", "GHOST")]
+
+
+def test_stock_that_does_not_add_up_is_named_by_ingredient(book: Ledger) -> None:
+    tamper(book, "UPDATE stock SET quantity = quantity - 1 WHERE ingredient = 'olives'")
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [("stock not conserved", "olives")]
+    assert report.stock["olives"]["conserved"] is False
+
+
+def test_a_compensation_resolved_by_hand_is_a_warning_not_a_violation(book: Ledger) -> None:
+    tamper(book, "DELETE FROM effects WHERE idempotency_key = ?", f"{ref('FAIL')}/refund_customer")
+    resolved = [
+        *(r for r in records() if r.workflow_id != wf("FAIL")),
+        record("FAIL", "FAILED", settled_by_hand="refunded by phone"),
+    ]
+    report = reconcile(resolved, book.snapshot())
+    assert report.ok
+    (warning,) = report.warnings
+    assert warning.order == "FAIL" and "refunded by phone" in warning.detail
+
+
+def test_a_terminated_order_must_have_been_undone_like_a_failed_one(book: Ledger) -> None:
+    changed = [record("DONE", "TERMINATED"), *records()[1:]]
+    report = reconcile(changed, book.snapshot())
+    assert kinds(report) == [("effects kept by an undone order", "DONE")]
+    assert report.orders["terminated"] == 1
+
+
+def test_failure_type_names_a_typed_error_or_else_the_innermost_cause() -> None:
+    assert failure_type(ApplicationError("no", type="OutOfStockError")) == "OutOfStockError"
+    timeout = ActivityError(
+        "activity timed out",
+        scheduled_event_id=1,
+        started_event_id=2,
+        identity="w",
+        activity_type="update_inventory",
+        activity_id="2",
+        retry_state=RetryState.MAXIMUM_ATTEMPTS_REACHED,
+    )
+    timeout.__cause__ = TimeoutError(
+        "timed out", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[]
+    )
+    assert failure_type(timeout) == "TimeoutError"
+    assert failure_type(None) == "unknown"
+
+
+# -- the command against a real server ---------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    data = tmp_path_factory.mktemp("check-data")
+    server = DevServer(data / "temporal.db", port=free_port(), ui_port=free_port(), headless=True)
+    server.start()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")},
+        "PIZZERIA_DATA_DIR": str(data),
+        "TEMPORAL_ADDRESS": server.address,
+        "TEMPORAL_CONFIG_FILE": str(data / "none.toml"),
+        "PIZZERIA_DRIVER_SECONDS": "0",
+    }
+    env.pop("PIZZERIA_LEDGER", None)
+    log = open(data / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([PIZZERIA, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield {"env": env, "data": data}
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+        server.stop()
+
+
+def pizzeria(stack: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PIZZERIA, *args],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tampered(stack):
+    for number, card in (("CHK-1", "4242424242424242"), ("CHK-2", BAD_CARD)):
+        placed = pizzeria(
+            stack, "order", "--order-number", number, "--card", card, "--prep-seconds", "0"
+        )
+        assert "Traceback" not in placed.stderr
+    pickup = pizzeria(stack, "order", "--order-number", "CHK-3", "--pickup", "--prep-seconds", "0")
+    assert pickup.returncode == 0, pickup.stderr
+
+    done = pizzeria(stack, "check", "--json", "--closed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["violations"] == []
+    assert report["orders"]["total"] == 3
+    assert (report["orders"]["completed"], report["orders"]["failed"]) == (2, 1)
+    assert report["failures"] == {"CreditCardProcessingError": 1}
+    assert all(row["conserved"] for row in report["stock"].values())
+
+    text = pizzeria(stack, "check")
+    assert text.returncode == 0 and "No violations" in text.stdout
+
+    # The bad-card order was never charged: its refund is a tombstone. Charge it anyway.
+    with sqlite3.connect(stack["data"] / "ledger.db") as db:
+        (order_ref,) = db.execute(
+            "SELECT order_ref FROM effects WHERE order_number = 'CHK-2' LIMIT 1"
+        ).fetchone()
+        db.execute(
+            "INSERT INTO effects VALUES (?, ?, 'CHK-2', 'process_credit_card', 3500, '{}', 0,"
+            " '4242', ?)",
+            (f"{order_ref}/process_credit_card", order_ref, time.time()),
+        )
+    broken = pizzeria(stack, "check", "--json")
+    assert broken.returncode == 1
+    violations = json.loads(broken.stdout)["violations"]
+    assert {(v["kind"], v["order"]) for v in violations} == {
+        ("late effect after tombstone", "CHK-2"),
+        ("effects kept by an undone order", "CHK-2"),
+    }
+    human = pizzeria(stack, "check")
+    assert human.returncode == 1
+    assert "CHK-2" in human.stdout and "2 violations" in human.stdout
+
+
+def test_check_without_a_ledger_or_a_server_is_a_one_line_error(tmp_path, stack):
+    missing = pizzeria(stack, "check", "--ledger", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.startswith("error: no ledger at") and len(missing.stderr.splitlines()) == 1
+    )
+    nowhere = pizzeria(stack, "check", "--address", f"127.0.0.1:{free_port()}")
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.startswith("error: cannot reach Temporal")
+    assert len(nowhere.stderr.splitlines()) == 1
