@@ -1,0 +1,202 @@
+"""``pizzeria chaos``: orders through worker kills and a server restart, nothing lost.
+
+The CI-sized run starts its own dev server and worker processes, so this module runs once,
+in the default (time-skipping) pass of ``make test``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pizzeria.chaos import ChaosRun, ChaosSettings, plan_orders
+from pizzeria.samples import GOOD_CARD
+
+PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
+
+
+@pytest.fixture(autouse=True)
+def default_pass_only(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server and workers: runs once, in the default pass")
+
+
+def environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PIZZERIA_")}
+
+
+def processes_using(folder: Path) -> list[int]:
+    """Our user's processes whose command line or environment mentions ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if str(folder).encode() in text:
+            found.append(int(entry.name))
+    return found
+
+
+def run_chaos(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [PIZZERIA, "chaos", *args],
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)  # so that it stops its server and workers
+        out, err = process.communicate(timeout=60)
+        raise AssertionError(f"chaos took longer than {timeout} s:\n{err[-3000:]}") from None
+    done = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done, time.monotonic() - started
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+def test_the_same_seed_plans_the_same_orders_and_another_seed_others() -> None:
+    first = plan_orders(ChaosSettings(orders=50, seed=3))
+    assert first == plan_orders(ChaosSettings(orders=50, seed=3))
+    assert first != plan_orders(ChaosSettings(orders=50, seed=4))
+
+
+def test_the_plan_mixes_cards_pickups_cancels_and_short_waits() -> None:
+    planned = plan_orders(ChaosSettings(orders=300, seed=5))
+    orders = [p.order for p in planned]
+    assert len({o.order_number for o in orders}) == 300
+    bad = sum(
+        o.credit_card_info.number != GOOD_CARD and len(o.credit_card_info.number) != 16
+        for o in orders
+    )
+    assert 0 < bad < 100
+    assert 30 < sum(not o.is_delivery for o in orders) < 150
+    assert 10 < sum(p.cancel_after is not None for p in planned) < 60
+    assert all(o.settings is not None and o.settings.prep_seconds <= 1.5 for o in orders)
+    assert {o.settings.step_attempts for o in orders if o.settings} == {1, 3, 10}
+    assert all(o.settings is not None and o.settings.compensation_attempts == 10 for o in orders)
+
+
+def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way(tmp_path: Path) -> None:
+    run = ChaosRun(ChaosSettings(orders=100, worker_kills=3, server_restarts=1), tmp_path)
+    assert run._events() == [(20, "kill"), (40, "restart"), (60, "kill"), (80, "kill")]
+    few = ChaosRun(ChaosSettings(orders=2, worker_kills=3, server_restarts=1), tmp_path)
+    assert all(1 <= threshold <= 2 for threshold, _ in few._events())
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(330)
+def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_nothing(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "chaos"
+    done, seconds = run_chaos(
+        "--orders", "100", "--seed", "11", "--json", "--data-dir", str(folder), timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(done.stdout)  # stdout is the JSON object alone
+    assert summary["violations"] == 0
+    assert summary["orders"] == 100 and summary["open"] == 0
+    assert summary["completed"] + summary["failed"] + summary["cancelled"] == 100
+    assert summary["completed"] > 50 and summary["failed"] > 0 and summary["cancelled"] > 0
+    assert summary["worker_kills"] >= 3 and summary["server_restarts"] >= 1
+    assert set(summary) >= {
+        "orders",
+        "completed",
+        "failed",
+        "cancelled",
+        "worker_kills",
+        "server_restarts",
+        "violations",
+        "seconds",
+    }
+    assert summary["seconds"] <= seconds
+    assert "killed worker" in done.stderr and "restarted the Temporal dev server" in done.stderr
+    # The proof is on disk, and nothing it started is left running.
+    assert (folder / "temporal.db").exists() and (folder / "ledger.db").exists()
+    assert processes_using(folder) == []
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> None:
+    folder = tmp_path / "chaos"
+    process = subprocess.Popen(
+        [PIZZERIA, "chaos", "--orders", "200", "--data-dir", str(folder), "--json"],
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(processes_using(folder)) < 3:  # the server and two workers are up
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "chaos never started its processes"
+            time.sleep(0.2)
+        time.sleep(2)  # orders in flight
+        started = processes_using(folder)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert out == ""  # no summary for an interrupted run
+    assert "Traceback" not in err
+    assert processes_using(folder) == []
+    assert all(not Path(f"/proc/{pid}").exists() for pid in started)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--orders", "0"], "--orders"),
+        (["--concurrency", "x"], "--concurrency"),
+        (["--faults", "refund_customer=explode"], "bad fault"),
+        (["--faults", "refund_customer=decline@0.1"], "applies to process_credit_card only"),
+        (["--cancel-rate", "2"], "--cancel-rate"),
+    ],
+)
+def test_bad_options_get_one_line_and_exit_2(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [PIZZERIA, "chaos", *args],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr
+
+
+def test_a_data_dir_that_is_not_empty_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ledger.db").write_text("someone else's")
+    done = subprocess.run(
+        [PIZZERIA, "chaos", "--data-dir", str(tmp_path)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "is not empty" in done.stderr
+    assert (tmp_path / "ledger.db").read_text() == "someone else's"
