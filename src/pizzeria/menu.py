@@ -7,16 +7,19 @@ reject a bad order before any effect, and the activities call them to move stock
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-from pizzeria.models import Pizza, PizzaOrder
+from pizzeria.models import Address, CreditCardInfo, Customer, Pizza, PizzaOrder
 
 DISCOUNT_THRESHOLD = 3000  # cents: larger totals get DISCOUNT off (the exercise's rule)
 DISCOUNT = 500
 MAX_ITEMS = 50
 MAX_ITEM_PRICE = 100_000  # cents
 MAX_TEXT = 200
+MAX_PREP = 3600.0  # seconds
+MAX_ATTEMPTS = 1000
 CARD_LENGTH = 16
 
 SIZES = {"small": 1, "medium": 2, "large": 3}
@@ -114,41 +117,74 @@ def describe_items(items: Iterable[Pizza]) -> str:
     return "; ".join(item.description for item in items)
 
 
+def _printable(value: str) -> bool:
+    """No control characters (newlines, NUL...) and no lone surrogates, which no UTF-8
+    payload can carry. Accents, other scripts and emoji are welcome."""
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+
+
+def _whole(value: object) -> bool:
+    """An int that is not a bool (the JSON decoder also lets 12.5 through as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate_order(order: PizzaOrder) -> None:
     """Refuse an order that could never be fulfilled, before any effect.
 
-    The card is deliberately not checked here: as in the exercise, a bad card is the card
-    gateway's verdict, so it fails at ``process_credit_card`` and the saga undoes the
-    inventory update. That is the behaviour the exercise teaches.
+    Whether the card can be charged is deliberately not decided here: as in the exercise, a
+    bad card (the 15-digit one, a failed checksum) is the card gateway's verdict, so it fails
+    at ``process_credit_card`` and the saga undoes the inventory update. That is the
+    behaviour the exercise teaches. Only a number that is not a card number at all (spaces,
+    letters, fewer than 12 or more than 19 digits) is refused here, before any effect.
     """
 
-    def text(value: object, name: str) -> str:
-        if not isinstance(value, str) or not value.strip():
+    def text(value: object, name: str, *, required: bool = True) -> str:
+        if not isinstance(value, str) or (required and not value.strip()):
             raise OrderRejected("InvalidOrderError", f"{name} must be a non-empty string")
         if len(value) > MAX_TEXT:
             raise OrderRejected("InvalidOrderError", f"{name} is longer than {MAX_TEXT}")
+        if not _printable(value):
+            raise OrderRejected("InvalidOrderError", f"{name} holds control characters")
         return value
 
+    # JSON null (or another shape) can reach the workflow where an order should be.
+    parts = {"customer": Customer, "address": Address, "credit_card_info": CreditCardInfo}
+    if not isinstance(order, PizzaOrder) or not all(
+        isinstance(getattr(order, name), kind) for name, kind in parts.items()
+    ):
+        raise OrderRejected("InvalidOrderError", "the order must be a JSON object of the contract")
     text(order.order_number, "order_number")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order.order_number):
         raise OrderRejected(
             "InvalidOrderError", "order_number may hold only letters, digits, '.', '_' and '-'"
         )
+    if not _whole(order.customer.customer_id) or not 0 <= order.customer.customer_id < 2**63:
+        raise OrderRejected("InvalidOrderError", "customer.customer_id must be a whole number")
     text(order.customer.name, "customer.name")
+    text(order.customer.email, "customer.email", required=False)
+    text(order.customer.phone, "customer.phone", required=False)
     text(order.credit_card_info.holderName, "credit_card_info.holderName")
-    if not isinstance(order.credit_card_info.number, str):
-        raise OrderRejected("InvalidOrderError", "credit_card_info.number must be a string")
+    number = order.credit_card_info.number
+    if not isinstance(number, str) or not re.fullmatch(r"[0-9]{12,19}", number):
+        raise OrderRejected(
+            "InvalidOrderError", "credit_card_info.number must be 12 to 19 digits, nothing else"
+        )
     if not isinstance(order.is_delivery, bool):
         raise OrderRejected("InvalidOrderError", "is_delivery must be true or false")
+    address = order.address
+    for name in ("line1", "line2", "city", "state", "postal_code"):
+        text(getattr(address, name), f"address.{name}", required=False)
     if order.is_delivery:
-        text(order.address.line1, "address.line1")
+        text(address.line1, "address.line1")
     if not isinstance(order.items, list) or not order.items:
         raise OrderRejected("InvalidOrderError", "an order needs at least one item")
     if len(order.items) > MAX_ITEMS:
         raise OrderRejected("InvalidOrderError", f"an order holds at most {MAX_ITEMS} items")
     for item in order.items:
+        if not isinstance(item, Pizza):
+            raise OrderRejected("InvalidOrderError", "each item must be a pizza")
         text(item.description, "item description")
-        if isinstance(item.price, bool) or not isinstance(item.price, int):
+        if not _whole(item.price):
             raise OrderRejected("InvalidOrderError", "item price must be whole cents")
         if item.price < 0:
             raise OrderRejected("InvalidChargeAmountError", f"Invalid charge amount: {item.price}")
@@ -158,3 +194,22 @@ def validate_order(order: PizzaOrder) -> None:
                 f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {item.price}",
             )
         recipe(item.description)
+    if order.settings is not None:
+        validate_settings(order)
+
+
+def validate_settings(order: PizzaOrder) -> None:
+    """The optional knobs: a wait the workflow can sleep, attempts a retry policy can hold."""
+    settings = order.settings
+    assert settings is not None
+    wait = settings.prep_seconds
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_PREP:
+        raise OrderRejected(
+            "InvalidOrderError", f"settings.prep_seconds must be between 0 and {MAX_PREP}"
+        )
+    for name in ("compensation_attempts", "step_attempts"):
+        attempts = getattr(settings, name)
+        if not _whole(attempts) or not 1 <= attempts <= MAX_ATTEMPTS:
+            raise OrderRejected(
+                "InvalidOrderError", f"settings.{name} must be between 1 and {MAX_ATTEMPTS}"
+            )
