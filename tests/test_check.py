@@ -123,6 +123,8 @@ def test_a_consistent_ledger_has_no_violations_and_counts_every_outcome(book: Le
         "refunded": 1200,
         "net": 3500,
         "billed_completed": 3500,
+        "completed_orders_settled": 1,
+        "undone_orders_settled": 3,  # FAIL, CANCEL and EARLY
     }
     assert (report.double_effects, report.refunds_above_charges) == (0, 0)
     ham = report.stock["ham"]
@@ -141,6 +143,7 @@ def test_a_failed_order_that_kept_the_money_is_named(book: Ledger) -> None:
     report = reconcile(records(), book.snapshot())
     assert kinds(report) == [("effects kept by an undone order", "FAIL")]
     assert "charged 1200 - refunded 0 = 1200" in report.violations[0].detail
+    assert report.money["undone_orders_settled"] == 2
     assert report.violations[0].run_id == "r1"
 
 

@@ -44,6 +44,12 @@ def business_error(message: str, kind: str) -> ApplicationError:
     )
 
 
+def late_step_refused(error: LateStepRefused) -> ApplicationError:
+    """Logged: usually nobody hears this answer (Temporal gave up on the attempt)."""
+    activity.logger.warning("Late step refused: %s", error)
+    return business_error(str(error), LATE_STEP_REFUSED_ERROR)
+
+
 def confirmation_number(order_ref: str, prefix: str) -> str:
     return prefix + hashlib.sha256(order_ref.encode()).hexdigest()[:8].upper()
 
@@ -79,7 +85,7 @@ class PizzaOrderActivities:
         except OutOfStock as error:
             raise business_error(str(error), OUT_OF_STOCK_ERROR) from None
         except LateStepRefused as error:
-            raise business_error(str(error), LATE_STEP_REFUSED_ERROR) from None
+            raise late_step_refused(error) from None
         activity.logger.info("Took %s for order %s", effect.ingredients, request.order_number)
         return StockChange(ingredients=effect.ingredients, applied=effect.applied)
 
@@ -116,7 +122,7 @@ class PizzaOrderActivities:
                 last4,
             )
         except LateStepRefused as error:
-            raise business_error(str(error), LATE_STEP_REFUSED_ERROR) from None
+            raise late_step_refused(error) from None
         activity.logger.info(
             "Charged %d to card %s for order %s",
             effect.amount,
@@ -152,7 +158,7 @@ class PizzaOrderActivities:
                 self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
             )
         except LateStepRefused as error:
-            raise business_error(str(error), LATE_STEP_REFUSED_ERROR) from None
+            raise late_step_refused(error) from None
         return OrderConfirmation(
             order_number=bill.order_number,
             status=STATUS_SUCCESS,

@@ -153,6 +153,8 @@ class ChaosResult:
     report: CheckReport | None
     data_dir: Path | None
     notes: list[str] = field(default_factory=list)
+    late_writes: int = 0  # attempts that wrote after their timeout (from the worker logs)
+    late_writes_refused: int = 0  # ... and found their compensation's tombstone
 
     @property
     def open(self) -> int:
@@ -181,6 +183,8 @@ class ChaosResult:
             "seconds": round(self.seconds, 1),
             "open": self.open,
             "repaired": self.repaired,
+            "late_writes": self.late_writes,
+            "late_writes_refused": self.late_writes_refused,
             "seed": self.seed,
             "failures": self.report.failures if self.report else {},
             "data_dir": str(self.data_dir) if self.data_dir else None,
@@ -588,10 +592,13 @@ class ChaosRun:
 
             closing = asyncio.create_task(every_order())
             try:
-                # The supervisor only ends by raising (workers that keep dying).
-                await asyncio.wait([closing, supervisor], return_when=asyncio.FIRST_COMPLETED)
-                if supervisor.done():
-                    supervisor.result()
+                # A monkey or a supervisor that fails (a server that will not start again,
+                # workers that keep dying) ends the run at once, instead of at the deadline.
+                pending: set[asyncio.Task[None]] = {closing, supervisor, monkey}
+                while closing in pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
                 await asyncio.wait_for(monkey, timeout=max(1.0, self.deadline - time.monotonic()))
             finally:
                 for task in (monkey, supervisor, closing, *orders):
@@ -604,7 +611,10 @@ class ChaosRun:
                 report = await check_orders(self.client, ledger, require_closed=True)
             finally:
                 ledger.close()
+        late, refused = self._late_writes()
         return ChaosResult(
+            late_writes=late,
+            late_writes_refused=refused,
             orders=self.settings.orders,
             outcomes=self.outcomes,
             worker_kills=self.worker_kills,
@@ -616,6 +626,16 @@ class ChaosRun:
             data_dir=self.data_dir,
             notes=self.notes,
         )
+
+    def _late_writes(self) -> tuple[int, int]:
+        """How many late writes the workers made, and how many were refused, by their logs."""
+        late = refused = 0
+        for log in self.data_dir.glob("worker-*.log"):
+            with open(log, errors="replace") as lines:
+                for line in lines:
+                    late += "takes effect late" in line
+                    refused += "Late step refused" in line
+        return late, refused
 
     def _environment(self) -> dict[str, str]:
         data = str(self.data_dir)
@@ -643,7 +663,8 @@ def print_summary(result: ChaosResult, console: Console) -> None:
         f"completed {result.outcomes['COMPLETED']}, failed {result.outcomes['FAILED']}, "
         f"cancelled {result.outcomes['CANCELLED']}, still open {result.open}; "
         f"{result.worker_kills} worker kills, {result.server_restarts} server restarts, "
-        f"{result.repaired} orders repaired"
+        f"{result.repaired} orders repaired; {result.late_writes} late writes, "
+        f"{result.late_writes_refused} of them refused"
     )
     verdict = "[green]nothing lost, nothing doubled[/green]" if result.ok else "[red]FAILED[/red]"
     console.print(f"Verdict: {verdict} ({result.violations} violations)")

@@ -224,6 +224,7 @@ def reconcile(
     outcomes: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     held_by: dict[str, Counter[str]] = defaultdict(Counter)
+    settled: Counter[str] = Counter()  # orders whose charged - refunded is as it must be
     open_orders: list[str] = []
     known = {record.order_ref for record in records}
     for record in records:
@@ -241,6 +242,8 @@ def reconcile(
                     record.run_id,
                     f"billed {run.billed}, confirmed {record.amount}",
                 )
+            confirmed = run.billed if record.amount is None else record.amount
+            settled["completed"] += run.net == run.billed == confirmed
             if run.net != run.billed:
                 violation(
                     "charge differs from bill",
@@ -255,6 +258,7 @@ def reconcile(
                 violation("still open", order, record.run_id, record.details or "running")
         else:
             held_by["undone"].update(run.held)
+            settled["undone"] += run.net == 0
             kept = []
             if run.net:
                 kept.append(f"charged {run.charged} - refunded {run.refunded} = {run.net}")
@@ -323,6 +327,9 @@ def reconcile(
             "refunded": refunded,
             "net": charged - refunded,
             "billed_completed": completed_billed,
+            # per order: charged - refunded is the bill (completed) or 0 (undone)
+            "completed_orders_settled": settled["completed"],
+            "undone_orders_settled": settled["undone"],
         },
         double_effects=double_effects,
         refunds_above_charges=refunds_above_charges,
@@ -464,6 +471,12 @@ def print_report(report: CheckReport, console: Console) -> None:
         f"Money: charged {dollars(money['charged'])}, refunded {dollars(money['refunded'])}, "
         f"net {dollars(money['net'])}; billed by completed orders "
         f"{dollars(money['billed_completed'])}"
+    )
+    undone = sum(orders[s.lower()] for s in UNDONE)
+    console.print(
+        f"Per order, charged - refunded: the bill for {money['completed_orders_settled']} of "
+        f"{orders['completed']} completed, 0 for {money['undone_orders_settled']} of {undone} "
+        "failed, cancelled or terminated"
     )
     console.print(
         f"Double effects: {report.double_effects}; refunds above charges: "
