@@ -33,7 +33,7 @@ from temporalio.client import (
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
-from pizzeria import __version__, config
+from pizzeria import __version__, config, menu
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.client import (
     STATUS_NAMES,
@@ -321,7 +321,7 @@ def parse_item(text: str) -> Pizza:
     if not description:
         raise UserError("--item needs a description such as 'Large, with mushrooms'")
     if sep:
-        if not price_text.strip().isdigit():
+        if not (price_text.strip().isascii() and price_text.strip().isdigit()):
             raise UserError(f"--item price must be whole cents, got {price_text.strip()!r}")
         price = int(price_text)
     else:
@@ -353,13 +353,18 @@ def build_order(
         raise UserError("--order-number may hold only letters, digits, '.', '_' and '-'")
     pizzas = [parse_item(item) for item in items] if items else None
     defaults = OrderSettings()
-    return sample_order(
+    placed = sample_order(
         order_number,
         card=check_card(card),
         is_delivery=not pickup,
         items=pizzas,
         prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
     )
+    try:  # the workflow checks the same, but a user deserves the answer before connecting
+        menu.validate_order(placed)
+    except menu.OrderRejected as rejected:
+        raise UserError(str(rejected)) from None
+    return placed
 
 
 def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
