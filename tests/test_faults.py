@@ -419,3 +419,21 @@ async def test_a_late_step_takes_effect_even_when_temporal_cancels_it() -> None:
     env.cancel()
     assert await running == "took effect"
     assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.parametrize("attempt", [1, 4])
+async def test_a_refusal_fails_the_step_for_good_on_any_step(attempt: int) -> None:
+    plan = FaultPlan(None, env_value="send_bill=refuse")
+    with pytest.raises(ApplicationError) as raised:
+        await run_step(plan, order_environment("wf-1", attempt), "send_bill")
+    assert raised.value.type == INJECTED_FAULT_ERROR
+    assert raised.value.non_retryable is True
+    assert "refused" in raised.value.message
+
+
+def test_a_rated_refusal_is_decided_per_order_not_per_attempt() -> None:
+    plan = FaultPlan(None, env_value="", seed="9")
+    (fault,) = parse_faults("send_bill=refuse@0.3").values()
+    for n in range(200):
+        assert plan.strikes(fault, f"wf-{n}", 1) == plan.strikes(fault, f"wf-{n}", 5)
+    assert 30 < sum(plan.strikes(fault, f"wf-{n}", 1) for n in range(200)) < 90

@@ -81,7 +81,8 @@ DEFAULT_FAULTS = ",".join(
         "process_credit_card=fail:3@0.2",
         "process_credit_card=decline@0.05",
         "process_credit_card=late:1@0.04",
-        "send_bill=fail:3@0.3",
+        "send_bill=fail:2@0.2",
+        "send_bill=refuse@0.03",
         "revert_inventory=fail:2@0.3",
         "refund_customer=fail:3@0.3",
     ]

@@ -13,6 +13,8 @@ name (``refund_customer``, ``process_credit_card``, ...) and ``MODE`` is:
   having a bad moment);
 * ``timeout``: the attempt hangs past its start-to-close timeout (a gateway that does not
   answer), then raises;
+* ``refuse``: the attempt fails for good (a non-retryable error) before any effect, so
+  the order fails at that step and the saga compensates what came before;
 * ``decline`` (``process_credit_card`` only): the card is declined, a non-retryable
   ``CreditCardProcessingError`` ("Card declined"), before anything is charged;
 * ``out_of_stock`` (``update_inventory`` only): a non-retryable ``OutOfStockError``
@@ -24,8 +26,8 @@ name (``refund_customer``, ``process_credit_card``, ...) and ``MODE`` is:
 
 ``:N`` limits the fault to the first N attempts of each activity; without it the fault
 lasts until cleared. ``@RATE`` (a fraction, ``0 < RATE <= 1``) makes it strike only that
-share of the attempts, or, for ``decline`` and ``out_of_stock``, of the orders (a declined
-card stays declined). Whether it strikes is not random: it is derived from a hash of the
+share of the attempts, or, for ``refuse``, ``decline`` and ``out_of_stock``, of the orders
+(a declined card stays declined). Whether it strikes is not random: it is derived from a hash of the
 seed ``PIZZERIA_FAULTS_SEED`` (default 0), the workflow id, the step, the mode and the
 attempt, so the same orders meet the same faults when a run is repeated.
 
@@ -59,11 +61,14 @@ from pizzeria.models import (
 
 FAIL = "fail"
 TIMEOUT = "timeout"
+REFUSE = "refuse"
 DECLINE = "decline"
 OUT_OF_STOCK = "out_of_stock"
 LATE = "late"
-MODES = (FAIL, TIMEOUT, DECLINE, OUT_OF_STOCK, LATE)
-# Verdicts are business answers about an order, so they belong to one step each.
+MODES = (FAIL, TIMEOUT, REFUSE, DECLINE, OUT_OF_STOCK, LATE)
+# Verdicts answer for the order, not for one attempt: the same answer every time.
+VERDICTS = (REFUSE, DECLINE, OUT_OF_STOCK)
+# Business verdicts belong to one step each.
 VERDICT_STEPS = {DECLINE: STEP_PROCESS_CREDIT_CARD, OUT_OF_STOCK: STEP_UPDATE_INVENTORY}
 INJECTED_FAULT_ERROR = "InjectedFault"
 SEED_VARIABLE = "PIZZERIA_FAULTS_SEED"
@@ -189,7 +194,7 @@ class FaultPlan:
         if fault.rate is None:
             return True
         # A verdict is about the order, not the attempt: the same answer every time.
-        which = 0 if fault.mode in VERDICT_STEPS else attempt
+        which = 0 if fault.mode in VERDICTS else attempt
         return draw(self.seed, workflow_id, fault.step, fault.mode, which) < fault.rate
 
     async def inject(self, step: str) -> None:
@@ -216,6 +221,11 @@ class FaultPlan:
             raise ApplicationError(
                 f"Injected fault: {step} failed (attempt {info.attempt})",
                 type=INJECTED_FAULT_ERROR,
+            )
+        if REFUSE in striking:
+            activity.logger.warning("Injected fault: %s refuses for good", step)
+            raise ApplicationError(
+                f"Injected fault: {step} refused", type=INJECTED_FAULT_ERROR, non_retryable=True
             )
         if DECLINE in striking:
             raise _verdict("Card declined", CREDIT_CARD_PROCESSING_ERROR)
