@@ -1,0 +1,171 @@
+"""``pizzeria bench``: the machinery, not the numbers.
+
+Performance is measured by running the benchmark (see BENCHMARKS.md), never asserted here:
+these tests pin the shape of the report and that every ratio is computed from the figures
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pizzeria.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
+from pizzeria.bench import (
+    CASES,
+    Batch,
+    HistoryFacts,
+    Settings,
+    StackFacts,
+    parse_worker_option,
+    percentile,
+    summarise,
+)
+
+PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
+TWO_LEVELS = ("--concurrency", "1", "--concurrency", "2")
+
+
+def batch(case: str, concurrency: int, seconds: float, cpu: float, run: int = 0) -> Batch:
+    return Batch(
+        run=run,
+        case=case,
+        concurrency=concurrency,
+        workflows=10,
+        seconds=seconds,
+        latencies=[seconds / 10] * 10,
+        server_cpu=cpu,
+        worker_cpu=cpu / 2,
+        client_cpu=0.01,
+        peak_rss=100 * 2**20 + concurrency * 2**20,
+    )
+
+
+def test_baseline_shapes_run_as_many_activities_as_the_orders_they_stand_for():
+    assert GOOD_ORDER_SHAPE.activity_count == 5 and GOOD_ORDER_SHAPE.failing_step is None
+    assert BAD_CARD_SHAPE.activity_count == 5
+    assert BAD_CARD_SHAPE.failing_step == "process_credit_card"
+    assert BAD_CARD_SHAPE.compensations == ["refund_customer", "revert_inventory"]
+
+
+def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run():
+    settings = Settings(repeat=1, concurrency=(1, 4))
+    batches = [
+        batch(
+            case.name, concurrency, seconds=2.0 if case.saga else 1.0, cpu=0.6 if case.saga else 0.5
+        )
+        for concurrency in (1, 4)
+        for case in CASES
+        for _ in range(2)
+    ]
+    stacks = [
+        StackFacts(
+            0,
+            ("baseline-good", "good"),
+            {"good": [HistoryFacts(39, 9000, None)]},
+            30,
+            7000,
+            15000,
+            10,
+            80 * 2**20,
+        ),
+        StackFacts(
+            0,
+            ("baseline-bad", "bad"),
+            {"bad": [HistoryFacts(40, 12000, 0.25)]},
+            30,
+            8000,
+            16000,
+            10,
+            80 * 2**20,
+        ),
+    ]
+    report = summarise(settings, batches, stacks)
+    assert [(c["case"], c["concurrency"]) for c in report["cases"]] == [
+        (case.name, concurrency) for case in CASES for concurrency in (1, 4)
+    ]
+    good = next(r for r in report["ratios"] if r["case"] == "good" and r["concurrency"] == 4)
+    assert good["baseline"] == "baseline-good"
+    assert good["throughput"] == pytest.approx(0.5)
+    assert good["cpu"] == pytest.approx(1.2)
+    assert good["p99"] == pytest.approx(2.0)
+    assert good["meets"] == {"throughput": False, "cpu": False}
+    bad = next(c for c in report["cases"] if c["case"] == "bad" and c["concurrency"] == 1)
+    assert bad["compensation_ms_p50"] == pytest.approx(250)
+    assert report["growth"]["ledger_rows_per_order"] == {"good": 3.0, "bad": 3.0}
+    assert report["growth"]["worker_rss_kb_per_inflight_workflow"]["good"] == pytest.approx(1024)
+
+
+def test_figures_are_the_median_over_runs():
+    settings = Settings(repeat=3, concurrency=(2,))
+    batches = [
+        batch(case.name, 2, seconds=seconds, cpu=0.5, run=run)
+        for run, seconds in enumerate((1.0, 4.0, 2.0))
+        for case in CASES
+    ]
+    report = summarise(settings, batches, [])
+    row = report["cases"][0]
+    assert row["throughput"] == pytest.approx(5.0)  # 10 workflows in 2 s, the middle run
+    assert len(row["runs"]) == 3
+
+
+def test_percentile_interpolates_between_ranks():
+    assert percentile([1, 2, 3, 4], 0.5) == pytest.approx(2.5)
+    assert percentile([5], 0.99) == 5
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_worker_options_parse_numbers_and_flags():
+    assert parse_worker_option("max_cached_workflows=100") == ("max_cached_workflows", 100)
+    assert parse_worker_option("nonsticky_to_sticky_poll_ratio=0.5") == (
+        "nonsticky_to_sticky_poll_ratio",
+        0.5,
+    )
+    assert parse_worker_option("disable_eager_activity_execution=true")[1] is True
+
+
+@pytest.mark.timeout(150)
+def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [PIZZERIA, "bench", "--json", "--repeat", "1", "--workflows", "3", *TWO_LEVELS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "prep_seconds=0" in done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert report["settings"]["prep_seconds"] == 0
+    assert report["settings"]["worker_environment"] == {
+        "PIZZERIA_DRIVER_SECONDS": "0",
+        "PIZZERIA_DRIVER_PROBABILITY": "1",
+    }
+    rows = {(row["case"], row["concurrency"]): row for row in report["cases"]}
+    assert set(rows) == {(case.name, c) for case in CASES for c in (1, 2)}
+    for row in rows.values():
+        assert row["workflows"] == 6  # two batches of three
+        assert row["throughput"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["server_cpu_ms"] >= 0 and row["worker_cpu_ms"] >= 0
+    assert rows[("bad", 1)]["compensation_ms_p50"] > 0
+    assert rows[("good", 1)]["history_events"] > 0
+    assert len(report["ratios"]) == 4
+    for ratio in report["ratios"]:
+        saga = rows[(ratio["case"], ratio["concurrency"])]
+        bare = rows[(ratio["baseline"], ratio["concurrency"])]
+        assert ratio["throughput"] == pytest.approx(saga["throughput"] / bare["throughput"], 0.01)
+        assert ratio["p99"] == pytest.approx(saga["p99_ms"] / bare["p99_ms"], 0.01)
+    assert report["growth"]["ledger_rows_per_order"] == {"good": 3.0, "bad": 3.0}
