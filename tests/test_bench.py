@@ -69,7 +69,7 @@ def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run(
         StackFacts(
             0,
             ("baseline-good", "good"),
-            {"good": [HistoryFacts(39, 9000, None)]},
+            {"good": [HistoryFacts(4, 39, 9000, None)]},
             30,
             7000,
             15000,
@@ -79,7 +79,7 @@ def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run(
         StackFacts(
             0,
             ("baseline-bad", "bad"),
-            {"bad": [HistoryFacts(40, 12000, 0.25)]},
+            {"bad": [HistoryFacts(1, 40, 12000, 0.25)]},
             30,
             8000,
             16000,
@@ -99,6 +99,10 @@ def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run(
     assert good["meets"] == {"throughput": False, "cpu": False}
     bad = next(c for c in report["cases"] if c["case"] == "bad" and c["concurrency"] == 1)
     assert bad["compensation_ms_p50"] == pytest.approx(250)
+    sampled_elsewhere = next(
+        c for c in report["cases"] if c["case"] == "bad" and c["concurrency"] == 4
+    )
+    assert "compensation_ms_p50" not in sampled_elsewhere  # per concurrency, not pooled
     assert report["growth"]["ledger_rows_per_order"] == {"good": 3.0, "bad": 3.0}
     assert report["growth"]["worker_rss_kb_per_inflight_workflow"]["good"] == pytest.approx(1024)
 

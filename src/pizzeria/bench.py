@@ -74,8 +74,8 @@ from pizzeria.worker import build_worker, connect
 BASE_CONCURRENCY = (1, 10, 50)
 FULL_CONCURRENCY = (*BASE_CONCURRENCY, 200)
 # Workflows per batch; each case runs two batches per concurrency and run. Sized so that a
-# default run (three runs, concurrency 1, 10 and 50) takes about six minutes here and no
-# server holds more than about 2,500 workflows even with --full.
+# default run (three runs, concurrency 1, 10 and 50) takes about six and a half minutes
+# here and no server holds more than about 2,700 workflows even with --full.
 WORKFLOWS_PER_BATCH = {1: 12, 10: 100, 50: 150, 200: 400}
 WARMUP_WORKFLOWS = 6  # per case, on a fresh stack, before anything is measured
 HISTORY_SAMPLES = 4  # histories read per batch for event counts and compensation time
@@ -383,12 +383,13 @@ async def run_batch(
 
 @dataclass
 class HistoryFacts:
+    concurrency: int
     events: int
     bytes: int
     compensation_seconds: float | None  # failing step to last compensation done
 
 
-async def history_facts(client: Client, workflow_id: str) -> HistoryFacts:
+async def history_facts(client: Client, workflow_id: str, concurrency: int) -> HistoryFacts:
     """Events and bytes of one history; for a failed order, how long undoing it took.
 
     The compensation time runs from the failing step's ActivityTaskFailed event to the last
@@ -404,6 +405,7 @@ async def history_facts(client: Client, workflow_id: str) -> HistoryFacts:
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and failed_at:
             last_done = stamp
     return HistoryFacts(
+        concurrency=concurrency,
         events=len(history.events),
         bytes=sum(event.ByteSize() for event in history.events),
         compensation_seconds=(last_done - failed_at) if failed_at and last_done else None,
@@ -477,7 +479,9 @@ async def measure_pair(
                 if case.saga:
                     orders += count
                 for workflow_id in batch.workflow_ids[:HISTORY_SAMPLES]:
-                    histories[case.name].append(await history_facts(client, workflow_id))
+                    histories[case.name].append(
+                        await history_facts(client, workflow_id, concurrency)
+                    )
         for process in stack.workers:
             stop_process(process)
         rows, payload, file_bytes = ledger_size(ledger_file)
@@ -595,7 +599,7 @@ def summarise(
             for key in runs[0]:
                 row[key] = statistics.median(r[key] for r in runs)
             row["workflows"] = int(sum(r["workflows"] for r in runs))
-            row.update(history_figures(case, stacks))
+            row.update(history_figures(case, concurrency, stacks))
             row["runs"] = [{k: round(v, 3) for k, v in r.items()} for r in runs]
             cases.append(row)
             by_key[(case.name, concurrency)] = row
@@ -634,8 +638,13 @@ def summarise(
     }
 
 
-def history_figures(case: Case, stacks: Sequence[StackFacts]) -> dict[str, Any]:
-    facts = [f for stack in stacks for f in stack.histories.get(case.name, [])]
+def history_figures(case: Case, concurrency: int, stacks: Sequence[StackFacts]) -> dict[str, Any]:
+    facts = [
+        f
+        for stack in stacks
+        for f in stack.histories.get(case.name, [])
+        if f.concurrency == concurrency
+    ]
     if not facts:
         return {}
     figures: dict[str, Any] = {
@@ -779,7 +788,8 @@ def print_report(report: dict[str, Any]) -> None:
             mark("p99", f"{ratio['p99']:.2f}") if ratio else "",
             mark("cpu", f"{ratio['cpu']:.2f}") if ratio else "",
         )
-    out.print(table)
+    # Wide enough for every column when stdout is a file or a pipe (rich assumes 80).
+    Console(highlight=False, width=max(out.width, 132)).print(table)
     undo = [r for r in report["cases"] if "compensation_ms_p50" in r]
     for row in undo:
         out.print(
