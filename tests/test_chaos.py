@@ -119,6 +119,7 @@ def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_no
     assert summary["completed"] > 50 and summary["failed"] > 0 and summary["cancelled"] > 0
     assert summary["worker_kills"] >= 3 and summary["server_restarts"] >= 1
     assert summary["late_writes"] > 0  # steps that wrote after their timeout, and lost
+    assert summary["lost_answers"] > 0  # steps that took effect unheard, then retried or undone
     assert set(summary) >= {
         "orders",
         "completed",

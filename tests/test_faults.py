@@ -437,3 +437,36 @@ def test_a_rated_refusal_is_decided_per_order_not_per_attempt() -> None:
     for n in range(200):
         assert plan.strikes(fault, f"wf-{n}", 1) == plan.strikes(fault, f"wf-{n}", 5)
     assert 30 < sum(plan.strikes(fault, f"wf-{n}", 1) for n in range(200)) < 90
+
+
+async def test_a_lost_answer_hangs_past_the_timeout_after_the_effect_then_raises() -> None:
+    plan = FaultPlan(None, env_value="send_bill=lost:1", late_margin=0.1)
+    env = order_environment("wf-1", timeout=0.1)
+    effects: list[str] = []
+
+    async def send_bill() -> str:
+        await plan.inject("send_bill")
+        effects.append("billed")
+        await plan.answer("send_bill")
+        return "answered"
+
+    started = time.monotonic()
+    running = asyncio.create_task(env.run(send_bill))
+    await asyncio.sleep(0.05)
+    env.cancel()  # Temporal gives up on the attempt: the answer never arrives anyway
+    with pytest.raises(ApplicationError) as raised:
+        await running
+    assert raised.value.type == INJECTED_FAULT_ERROR and "answer lost" in raised.value.message
+    assert effects == ["billed"] and time.monotonic() - started >= 0.2
+    retry = order_environment("wf-1", attempt=2, timeout=0.1)
+    assert await retry.run(send_bill) == "answered"  # :1 -- the retry is answered
+
+
+async def test_answer_does_nothing_without_a_lost_fault() -> None:
+    plan = FaultPlan(None, env_value="send_bill=fail,send_bill=late")
+
+    async def body() -> str:
+        await plan.answer("send_bill")
+        return "answered"
+
+    assert await order_environment("wf-1").run(body) == "answered"

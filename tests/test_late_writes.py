@@ -247,3 +247,64 @@ async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_comp
     (order,) = ledger.orders()
     assert order.charged == order.billed == confirmation.amount == 3500
     assert order.refunded == 0
+
+
+# -- lost answers: the step took effect, the workflow never heard -------------------------------
+
+PIVOT_FIX = (
+    "workflows.py limits the bill's attempts and lets a cancel interrupt it, so a bill whose "
+    "answer was lost reads as 'not billed' and the billed order is undone (see report)"
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "step", "compensation"),
+    [
+        ("update_inventory=lost:1", TAKE, PUT_BACK),
+        ("process_credit_card=lost:1", CHARGE, REFUND),
+    ],
+    ids=["inventory-answer-lost", "charge-answer-lost"],
+)
+async def test_a_step_whose_answer_was_lost_is_undone_by_its_compensation(
+    worker, start, ledger: RecordingLedger, faults_file, spec, step, compensation
+):
+    """Why compensations are registered before their step: out of attempts, the step
+    'failed', yet it took effect, and only its compensation undoes it."""
+    late(faults_file, spec)
+    before = ledger.stock()
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    rows = {row["step"]: row["tombstone"] for row in ledger.effects()}
+    assert rows[step] == 0 and rows[compensation] == 0  # taken effect, then truly undone
+    assert ledger.stock() == before
+    (order,) = ledger.orders()
+    assert order.charged - order.refunded == 0 and order.stock_held == {}
+
+
+async def test_a_step_whose_answer_was_lost_is_retried_once_more_and_changes_nothing(
+    worker, start, ledger: RecordingLedger, faults_file
+):
+    late(faults_file, "process_credit_card=lost:1")
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        confirmation = await handle.result()
+    assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
+    (order,) = ledger.orders()
+    assert order.charged == order.billed == confirmation.amount and order.refunded == 0
+
+
+@pytest.mark.xfail(strict=True, reason=PIVOT_FIX)
+async def test_a_bill_whose_answer_was_lost_still_goes_forward(
+    worker, start, ledger: RecordingLedger, faults_file
+):
+    """The bill is the pivot: billed means the order goes forward, answer or not."""
+    late(faults_file, "send_bill=lost:1")
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
+        try:
+            confirmation = await handle.result()
+        finally:
+            (order,) = ledger.orders()
+    assert order.billed == confirmation.amount == order.charged - order.refunded

@@ -87,6 +87,7 @@ class PizzaOrderActivities:
         except LateStepRefused as error:
             raise late_step_refused(error) from None
         activity.logger.info("Took %s for order %s", effect.ingredients, request.order_number)
+        await self.faults.answer("update_inventory")
         return StockChange(ingredients=effect.ingredients, applied=effect.applied)
 
     @activity.defn
@@ -97,6 +98,7 @@ class PizzaOrderActivities:
             self.ledger.put_back_stock, request.order_ref, request.order_number
         )
         activity.logger.info("Put back %s for order %s", effect.ingredients, request.order_number)
+        await self.faults.answer("revert_inventory")
         return StockChange(
             ingredients=effect.ingredients, applied=effect.applied and not effect.tombstone
         )
@@ -129,6 +131,7 @@ class PizzaOrderActivities:
             charge.credit_card.masked,
             charge.bill.order_number,
         )
+        await self.faults.answer("process_credit_card")
         return CreditCardConfirmation(
             card_last4=last4,
             confirmation_number=confirmation_number(charge.order_ref, "PAYME-"),
@@ -144,6 +147,7 @@ class PizzaOrderActivities:
             self.ledger.refund, charge.order_ref, charge.bill.order_number
         )
         activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
+        await self.faults.answer("refund_customer")
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn
@@ -159,6 +163,7 @@ class PizzaOrderActivities:
             )
         except LateStepRefused as error:
             raise late_step_refused(error) from None
+        await self.faults.answer("send_bill")
         return OrderConfirmation(
             order_number=bill.order_number,
             status=STATUS_SUCCESS,

@@ -19,6 +19,9 @@ name (``refund_customer``, ``process_credit_card``, ...) and ``MODE`` is:
   ``CreditCardProcessingError`` ("Card declined"), before anything is charged;
 * ``out_of_stock`` (``update_inventory`` only): a non-retryable ``OutOfStockError``
   before anything is taken;
+* ``lost``: the attempt takes effect, then its answer is lost: it hangs past its timeout
+  (as when its worker dies right after writing), so Temporal retries a step that already
+  took effect, or, out of attempts, compensates it;
 * ``late``: the attempt takes effect only *after* its start-to-close timeout, even when
   Temporal cancels it: by then Temporal has retried the step (the late write finds the
   retry's row and changes nothing) or compensated it (the late write finds the
@@ -65,7 +68,8 @@ REFUSE = "refuse"
 DECLINE = "decline"
 OUT_OF_STOCK = "out_of_stock"
 LATE = "late"
-MODES = (FAIL, TIMEOUT, REFUSE, DECLINE, OUT_OF_STOCK, LATE)
+LOST = "lost"
+MODES = (FAIL, TIMEOUT, REFUSE, DECLINE, OUT_OF_STOCK, LATE, LOST)
 # Verdicts answer for the order, not for one attempt: the same answer every time.
 VERDICTS = (REFUSE, DECLINE, OUT_OF_STOCK)
 # Business verdicts belong to one step each.
@@ -240,6 +244,21 @@ class FaultPlan:
                 info.attempt,
             )
             await _sleep_through_cancellation(delay)
+
+    async def answer(self, step: str) -> None:
+        """Called by each activity after its effect: lose the answer when a fault says so."""
+        fault = self.current().get(f"{step}={LOST}")
+        if fault is None:
+            return
+        info = activity.info()
+        if not self.strikes(fault, info.workflow_id or "", info.attempt):
+            return
+        timeout = info.start_to_close_timeout or timedelta(seconds=5)
+        activity.logger.warning(
+            "Injected fault: %s took effect, its answer is lost (attempt %d)", step, info.attempt
+        )
+        await _sleep_through_cancellation(timeout.total_seconds() + self.late_margin)
+        raise ApplicationError(f"Injected fault: {step} answer lost", type=INJECTED_FAULT_ERROR)
 
 
 def _verdict(message: str, kind: str) -> ApplicationError:
