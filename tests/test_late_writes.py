@@ -295,7 +295,6 @@ async def test_a_step_whose_answer_was_lost_is_retried_once_more_and_changes_not
     assert order.charged == order.billed == confirmation.amount and order.refunded == 0
 
 
-@pytest.mark.xfail(strict=True, reason=PIVOT_FIX)
 async def test_a_bill_whose_answer_was_lost_still_goes_forward(
     worker, start, ledger: RecordingLedger, faults_file
 ):

@@ -344,8 +344,8 @@ async def wait_for_attention(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]
 async def test_a_refund_failing_for_good_parks_the_order_until_an_operator_answers(
     worker, start, ledger, faults_file, answer
 ):
-    # Charged, then the bill fails: the refund must happen, but the refund provider is down.
-    write_faults(faults_file, parse_faults("send_bill=fail,refund_customer=fail"))
+    # Charged, then the bill is refused: the refund must happen, but the refunds are down.
+    write_faults(faults_file, parse_faults("send_bill=refuse,refund_customer=fail"))
     placed = sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1, compensation_attempts=2)
     async with worker():
         handle = await start(placed)
@@ -356,7 +356,7 @@ async def test_a_refund_failing_for_good_parks_the_order_until_an_operator_answe
         assert state["details"].startswith("Needs attention: refund_customer failed")
         assert description.status == WorkflowExecutionStatus.RUNNING
         assert ledger.orders()[0].charged == 3500  # nothing refunded yet, nothing lost
-        write_faults(faults_file, parse_faults("send_bill=fail"))  # the provider is back
+        write_faults(faults_file, parse_faults("send_bill=refuse"))  # the provider is back
         if answer == "retry":
             repaired = await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
             assert repaired.outcome == "compensated"

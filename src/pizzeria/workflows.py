@@ -58,7 +58,9 @@ STEP_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=[CREDIT_CARD_PROCESSING_ERROR, INVALID_CHARGE_AMOUNT_ERROR],
 )
-# Past the pivot the order must finish: retry without limit rather than give up.
+# The pivot (the bill) and what follows it must finish: retry without limit rather than
+# give up. Business errors (a negative amount) still fail the bill before it takes effect.
+PIVOT_RETRY = dataclasses.replace(STEP_RETRY, maximum_attempts=0)
 FORWARD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -203,7 +205,10 @@ class PizzaOrderWorkflow:
                     pivot=True,
                 )
 
-        return await self._go_forward(self._deliver(order, confirmation))
+        delivered: OrderConfirmation = await self._uncancellable(
+            self._deliver(order, confirmation), "the order is past its pivot"
+        )
+        return delivered
 
     async def _deliver(
         self, order: PizzaOrder, confirmation: OrderConfirmation
@@ -229,20 +234,30 @@ class PizzaOrderWorkflow:
     ) -> Any:
         if self._cancelling():
             raise asyncio.CancelledError("order cancelled")
-        # A cancel waits for the step in flight to finish, so that its compensation can
-        # never overtake it (and undo nothing while the step still takes effect). Whatever
-        # the step's outcome, a cancelled order then goes back, never forward.
+        options: dict[str, Any] = {"start_to_close_timeout": STEP_TIMEOUT, "summary": summary}
         try:
-            result = await workflow.execute_activity_method(
-                activity,
-                argument,
-                start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=self._step_retry,
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=summary,
-            )
+            if pivot:
+                # The pivot is neither interrupted nor given up while it may have taken
+                # effect: a bill whose answer was lost must be retried until it answers,
+                # never read as "not billed" and undone.
+                result = await self._uncancellable(
+                    workflow.execute_activity_method(
+                        activity, argument, retry_policy=PIVOT_RETRY, **options
+                    ),
+                    "the bill is being sent",
+                )
+            else:
+                # A cancel waits for the step in flight to finish, so that its compensation
+                # can never overtake it (and undo nothing while the step still takes effect).
+                result = await workflow.execute_activity_method(
+                    activity,
+                    argument,
+                    retry_policy=self._step_retry,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    **options,
+                )
         except Exception:
-            if self._cancelling():
+            if self._cancelling():  # whatever the step did, a cancelled order goes back
                 raise asyncio.CancelledError("order cancelled") from None
             raise
         if pivot:
@@ -254,15 +269,15 @@ class PizzaOrderWorkflow:
         return result
 
     @staticmethod
-    async def _go_forward(work: Any) -> OrderConfirmation:
-        """Past the pivot a cancellation is refused: finish the work whatever happens."""
-        task: asyncio.Task[OrderConfirmation] = asyncio.create_task(work)
+    async def _uncancellable(work: Any, why: str) -> Any:
+        """Finish the work whatever happens: a cancellation meanwhile is ignored."""
+        task: asyncio.Task[Any] = asyncio.create_task(work)
         while not task.done():
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
                 if not task.done():
-                    workflow.logger.info("Cancellation ignored: the order is past its pivot")
+                    workflow.logger.info("Cancellation ignored: %s", why)
         return task.result()
 
     async def _end_cancelled(self) -> OrderConfirmation:
