@@ -74,10 +74,9 @@ CLI_CORPUS: dict[str, list[str]] = {
     "extra argument": ["extra"],
 }
 
-# The CLI builds these orders without asking menu.validate_order, so they reach the server
-# (and without one, fail with exit 1). They pass once `pizzeria order` validates locally.
-# Refused by menu.validate_order, which `pizzeria order` calls before connecting.
-CLI_CORPUS_UNVALIDATED: dict[str, list[str]] = {
+# Well-formed flags, but an order the menu refuses: menu.validate_order, which
+# `pizzeria order` calls before connecting, answers them.
+CLI_CORPUS_MENU: dict[str, list[str]] = {
     "card of full-width digits": ["--card", FULL_WIDTH_CARD],
     "item zero price": ["--item", "Large=0"],
     "item huge price": ["--item", "Large=99999999999"],
@@ -137,9 +136,7 @@ def test_a_bad_order_from_the_cli_is_one_error_line_and_exit_2(cli_env, args):
     assert_one_line_error(order_from_cli(cli_env, args))
 
 
-@pytest.mark.parametrize(
-    "args", list(CLI_CORPUS_UNVALIDATED.values()), ids=list(CLI_CORPUS_UNVALIDATED)
-)
+@pytest.mark.parametrize("args", list(CLI_CORPUS_MENU.values()), ids=list(CLI_CORPUS_MENU))
 def test_an_order_the_menu_refuses_is_refused_by_the_cli_before_connecting(cli_env, args):
     assert_one_line_error(order_from_cli(cli_env, args))
 
@@ -184,7 +181,7 @@ def item(description: str = "Large, with ham", price: Any = 1500) -> dict[str, A
 
 
 LONG = "x" * 10_000
-DECODE = "TypeError"  # does not decode into a PizzaOrder (missing field, wrong type)
+DECODE = "InvalidOrderError"  # does not decode into a PizzaOrder (missing field, wrong type)
 INVALID = "InvalidOrderError"
 RAW_CORPUS: dict[str, tuple[Any, str]] = {
     # missing fields
@@ -278,7 +275,7 @@ def raw_payload(data: bytes, encoding: bytes = b"json/plain") -> RawValue:
 # Not JSON at all: the SDK's converter raises something other than TypeError for these, so
 # PizzaOrderWorkflow (failure_exception_types=[TypeError]) fails its first workflow task
 # over and over instead of failing the order. Needs a change in workflows.py / worker.py.
-NOT_DECODABLE = "undecodable payloads fail the workflow task, not the workflow (see report)"
+# Not JSON an order can be read from: the worker's StrictPayloadConverter fails the order.
 UNDECODABLE_CORPUS: dict[str, RawValue] = {
     "broken JSON": raw_payload(b'{"order_number": "XD001", '),
     "invalid UTF-8": raw_payload(b'{"order_number": "\xff\xfe"}'),
@@ -328,8 +325,7 @@ async def assert_refused_before_any_effect(
     assert isinstance(cause, ApplicationError), repr(cause)
     if kind is not None:
         assert cause.type == kind, (cause.type, cause.message)
-    if kind != DECODE:  # see test_an_order_that_does_not_decode_fails_non_retryably
-        assert cause.non_retryable is True
+    assert cause.non_retryable is True
     history = await events_of(handle)
     assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED not in history  # never stuck retrying
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in history  # before any effect
@@ -343,7 +339,6 @@ async def test_raw_malformed_json_fails_the_order_at_once_before_any_effect(
     await assert_refused_before_any_effect(client, worker, ledger, task_queue, raw, kind)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_DECODABLE)
 @pytest.mark.parametrize("raw", list(UNDECODABLE_CORPUS.values()), ids=list(UNDECODABLE_CORPUS))
 async def test_a_payload_that_is_not_json_fails_the_order_at_once(
     client, worker, ledger, task_queue, raw
@@ -359,7 +354,6 @@ async def test_a_number_that_is_not_a_whole_number_is_refused(
     await assert_refused_before_any_effect(client, worker, ledger, task_queue, raw, DECODE)
 
 
-@pytest.mark.xfail(strict=True, reason="TypeError as a failure type fails the order retryably")
 async def test_an_order_that_does_not_decode_fails_non_retryably(client, worker, task_queue):
     """Matters when a client starts the order with a retry policy: each retry fails again."""
     async with worker():

@@ -251,11 +251,6 @@ async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_comp
 
 # -- lost answers: the step took effect, the workflow never heard -------------------------------
 
-PIVOT_FIX = (
-    "workflows.py limits the bill's attempts and lets a cancel interrupt it, so a bill whose "
-    "answer was lost reads as 'not billed' and the billed order is undone (see report)"
-)
-
 
 @pytest.mark.parametrize(
     ("spec", "step", "compensation"),

@@ -71,8 +71,7 @@ from pizzeria.workflows import PizzaOrderWorkflow
 T = TypeVar("T")
 
 # Compensation faults strike at most 3 attempts, below the 10 compensation attempts an
-# order has, so every order can undo itself without an operator. No lost answer on
-# send_bill yet: workflows.py would undo a billed order (the xfail in test_late_writes.py).
+# order has, so every order can undo itself without an operator.
 DEFAULT_FAULTS = ",".join(
     [
         "get_distance=fail:1@0.05",
@@ -86,6 +85,7 @@ DEFAULT_FAULTS = ",".join(
         "process_credit_card=lost:1@0.03",
         "send_bill=fail:2@0.2",
         "send_bill=refuse@0.03",
+        "send_bill=lost:1@0.03",
         "revert_inventory=fail:2@0.3",
         "refund_customer=fail:3@0.3",
     ]
