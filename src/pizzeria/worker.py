@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from temporalio.worker import Worker
 
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.codec import data_converter
+from pizzeria.converter import StrictPayloadConverter
 from pizzeria.metrics import MetricsInterceptor
 from pizzeria.models import TASK_QUEUE
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -61,6 +63,13 @@ def build_worker(
     task_queue: str = TASK_QUEUE,
     **options: Any,
 ) -> Worker:
+    """The order worker. Whatever converter the client has, the worker decodes strictly."""
+    strict = dataclasses.replace(
+        client.data_converter, payload_converter_class=StrictPayloadConverter
+    )
+    config = client.config()
+    config["data_converter"] = strict
+    client = Client(**config)
     return Worker(
         client,
         task_queue=task_queue,

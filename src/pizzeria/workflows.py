@@ -73,10 +73,10 @@ TOO_LATE_TO_CANCEL = "the order is already billed and on its way; it can no long
 CANCEL_REQUEST_GRACE = timedelta(minutes=1)
 
 
-# Input that does not decode into a PizzaOrder (missing fields, wrong types, not JSON
-# object) raises TypeError while the SDK decodes it. As a failure type it fails the order
-# at once, before any effect, instead of failing the workflow task over and over.
-@workflow.defn(name=WORKFLOW_TYPE, failure_exception_types=[TypeError])
+# Input that does not decode into a PizzaOrder fails the order at once, before any effect,
+# with a non-retryable InvalidOrderError: the worker decodes through
+# converter.StrictPayloadConverter (see worker.build_worker).
+@workflow.defn(name=WORKFLOW_TYPE)
 class PizzaOrderWorkflow:
     def __init__(self) -> None:
         self.saga = Saga(wait_for_repair=True, on_progress=self._compensation_progress)
