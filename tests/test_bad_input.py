@@ -257,10 +257,8 @@ RAW_CORPUS: dict[str, tuple[Any, str]] = {
     "JSON null": (None, INVALID),  # the SDK hands the workflow None: validate_order refuses it
 }
 
-# The SDK's JSON decoder turns 12.5 into 12 and true into 1 for an ``int`` field, so these
-# orders arrive looking valid (and are charged the truncated amount). Needs a strict decoder
-# in the worker's data converter (see report).
-# The JSON decoder would truncate these into int fields; the strict converter refuses them.
+# The SDK's JSON decoder would turn 1500.5 into 1500 and true into 1 for an ``int`` field
+# (an order charged a truncated amount); the worker's strict converter refuses them.
 TRUNCATED_CORPUS: dict[str, Any] = {
     "price with a fraction of a cent": setting(("items", 0, "price"), 1500.5),
     "price as true": setting(("items", 0, "price"), True),
@@ -272,10 +270,8 @@ def raw_payload(data: bytes, encoding: bytes = b"json/plain") -> RawValue:
     return RawValue(Payload(metadata={"encoding": encoding}, data=data))
 
 
-# Not JSON at all: the SDK's converter raises something other than TypeError for these, so
-# PizzaOrderWorkflow (failure_exception_types=[TypeError]) fails its first workflow task
-# over and over instead of failing the order. Needs a change in workflows.py / worker.py.
-# Not JSON an order can be read from: the worker's StrictPayloadConverter fails the order.
+# Not JSON an order can be read from: left to the SDK, these fail the workflow *task* over
+# and over; the worker's StrictPayloadConverter fails the order instead.
 UNDECODABLE_CORPUS: dict[str, RawValue] = {
     "broken JSON": raw_payload(b'{"order_number": "XD001", '),
     "invalid UTF-8": raw_payload(b'{"order_number": "\xff\xfe"}'),
