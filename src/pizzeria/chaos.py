@@ -4,10 +4,10 @@ One command starts a private Temporal dev server (history in a file) and worker 
 on 127.0.0.1, places N orders with a seeded random mix of good and bad cards, pickups,
 pizzas and faults (a flaky and declining card gateway, out-of-stock ingredients, refused
 bills, steps that write after their timeout or whose answer is lost, compensations that
-fail a few times), cancels some of
-them, kills a worker with SIGKILL and starts it again at intervals, restarts the server
-on the same history file, waits (bounded) for every order to close, and then runs
-``pizzeria check`` against the ledger. Only processes it started are ever signalled.
+fail a few times), cancels some of them, kills a worker with SIGKILL and starts it again
+at intervals, restarts the server on the same history file, waits (bounded) for every
+order to close, and then runs ``pizzeria check`` against the ledger. Only processes it
+started are ever signalled.
 
 Faults on compensations are limited to fewer attempts than an order's
 ``compensation_attempts``, so orders never have to park as "needs attention". Should one
