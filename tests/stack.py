@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pizzeria.devserver import DevServer
+from pizzeria.devserver import DevServer, stop_process
 
 PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
@@ -44,12 +44,7 @@ def worker_process(env: dict[str, str], *args: str, log: Path | None = None) -> 
     try:
         yield
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=5)
+        stop_process(worker, timeout=20, signum=signal.SIGINT)
         if log:
             output.close()  # type: ignore[union-attr]
 

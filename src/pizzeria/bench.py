@@ -64,7 +64,7 @@ from pizzeria.baseline import (
     BaselineWorkflow,
 )
 from pizzeria.client import error_type_of, start_order
-from pizzeria.devserver import DevServer, DevServerError
+from pizzeria.devserver import DevServer, DevServerError, stop_process
 from pizzeria.faults import FaultPlan
 from pizzeria.ledger import Ledger
 from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, TASK_QUEUE
@@ -264,17 +264,6 @@ def wait_until_ready(stack: Stack, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise BenchError(f"worker {number} did not start within {timeout:.0f} s")
             time.sleep(0.1)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 # -- one batch: a bounded number of workflows at a fixed number in flight ------------------

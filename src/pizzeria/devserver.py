@@ -7,6 +7,7 @@ restart of the server, as in the exercise.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -123,11 +124,19 @@ class DevServer:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], timeout: float = 15, signum: int = signal.SIGTERM
+) -> None:
+    """Stop a process this program started: ask with ``signum``, kill after ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
