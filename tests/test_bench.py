@@ -136,6 +136,7 @@ def test_worker_options_parse_numbers_and_flags():
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.slow
 def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

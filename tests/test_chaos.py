@@ -104,6 +104,7 @@ def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way(tmp_pat
 
 
 @pytest.mark.timeout(330)
+@pytest.mark.slow
 def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_nothing(
     tmp_path: Path,
 ) -> None:

@@ -736,7 +736,10 @@ def repair(order_number: str, retry: bool, resolve: str | None, address: str | N
 @faults_app.command("set")
 @click.argument("spec")
 def faults_set(spec: str) -> None:
-    """Turn faults on: SPEC is STEP=fail|timeout[:N], several separated by commas."""
+    """Turn faults on: SPEC is STEP=MODE[:N][@RATE], several separated by commas.
+
+    MODE is fail, timeout, refuse, decline, out_of_stock, lost or late (see the README).
+    """
     try:
         new = parse_faults(spec)
     except FaultSyntaxError as error:
