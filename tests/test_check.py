@@ -11,10 +11,8 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +25,10 @@ from temporalio.exceptions import (
 )
 
 from pizzeria.check import OrderRecord, failure_type, reconcile
-from pizzeria.devserver import DevServer
 from pizzeria.ledger import Ledger
 from pizzeria.samples import BAD_CARD
+from tests.stack import PIZZERIA, dev_server, free_port, stack_env, worker_process
 
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
 LARGE = {"dough": 3, "tomato sauce": 3, "cheese": 3, "ham": 3}
 
 
@@ -256,14 +253,6 @@ def test_failure_type_names_a_typed_error_or_else_the_innermost_cause() -> None:
 # -- the command against a real server ---------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -271,28 +260,21 @@ def stack(
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
     data = tmp_path_factory.mktemp("check-data")
-    server = DevServer(data / "temporal.db", port=free_port(), ui_port=free_port(), headless=True)
-    server.start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")},
-        "PIZZERIA_DATA_DIR": str(data),
-        "TEMPORAL_ADDRESS": server.address,
-        "TEMPORAL_CONFIG_FILE": str(data / "none.toml"),
-        "PIZZERIA_DRIVER_SECONDS": "0",
-    }
-    env.pop("PIZZERIA_LEDGER", None)
-    log = open(data / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([PIZZERIA, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield {"env": env, "data": data}
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
-        server.stop()
+    with dev_server(history_file=data / "temporal.db", headless=True) as server:
+        # No user Temporal settings, own ledger; the driver search as configured (not forced).
+        env = {
+            key: value
+            for key, value in stack_env(data).items()
+            if not key.startswith("TEMPORAL_") and key != "PIZZERIA_LEDGER"
+        }
+        if "PIZZERIA_DRIVER_PROBABILITY" in os.environ:
+            env["PIZZERIA_DRIVER_PROBABILITY"] = os.environ["PIZZERIA_DRIVER_PROBABILITY"]
+        else:
+            del env["PIZZERIA_DRIVER_PROBABILITY"]
+        env["TEMPORAL_ADDRESS"] = server.address
+        env["TEMPORAL_CONFIG_FILE"] = str(data / "none.toml")
+        with worker_process(env, log=data / "worker.log"):
+            yield {"env": env, "data": data}
 
 
 def pizzeria(stack: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
