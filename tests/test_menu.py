@@ -15,7 +15,7 @@ from pizzeria.menu import (
     DISCOUNT_THRESHOLD,
     MAX_ITEM_PRICE,
     MAX_ITEMS,
-    SIZES,
+    PORTIONS_BY_SIZE,
     TOPPINGS,
     OrderRejected,
     billed_amount,
@@ -237,7 +237,7 @@ def test_validate_order_rejects_an_unknown_size() -> None:
 
 @st.composite
 def pizzas(draw: st.DrawFn) -> Pizza:
-    size = draw(st.sampled_from(sorted(SIZES)))
+    size = draw(st.sampled_from(sorted(PORTIONS_BY_SIZE)))
     size = draw(st.sampled_from([size, size.upper(), size.capitalize()]))
     toppings = draw(st.lists(st.sampled_from(sorted(TOPPINGS)), max_size=4))
     if toppings:
@@ -256,7 +256,7 @@ def pizzas(draw: st.DrawFn) -> Pizza:
 def expected_portions(pizza: Pizza) -> Counter[str]:
     """The recipe rule written out again, independently of the parser."""
     size_word, _, rest = pizza.description.lower().partition(",")
-    size = SIZES[size_word.strip()]
+    size = PORTIONS_BY_SIZE[size_word.strip()]
     portions = Counter(dict.fromkeys(BASE, size))
     if rest:
         names = rest.strip().removeprefix("with").replace(" and ", ",").split(",")

@@ -22,7 +22,10 @@ MAX_PREP = 3600.0  # seconds
 MAX_ATTEMPTS = 1000
 CARD_LENGTH = 16
 
-SIZES = {"small": 1, "medium": 2, "large": 3}
+#: The one price table: what a pizza of each size costs, in cents (toppings included).
+PRICE_BY_SIZE = {"small": 1200, "medium": 1300, "large": 1500}
+#: How many portions of each ingredient a pizza of each size takes.
+PORTIONS_BY_SIZE = {"small": 1, "medium": 2, "large": 3}
 BASE = ("dough", "tomato sauce", "cheese")
 TOPPINGS = {
     "mushrooms": "mushrooms",
@@ -64,7 +67,7 @@ def recipe(description: str) -> Counter[str]:
             "InvalidOrderError",
             f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large",
         )
-    size = SIZES[match.group(1)]
+    size = PORTIONS_BY_SIZE[match.group(1)]
     portions: Counter[str] = Counter({ingredient: size for ingredient in BASE})
     toppings = match.group(2)
     if toppings:

@@ -24,6 +24,20 @@ STEP_NOTIFY_DELIVERY_DRIVER = "notify_delivery_driver"
 COMPENSATE_REVERT_INVENTORY = "revert_inventory"
 COMPENSATE_REFUND_CUSTOMER = "refund_customer"
 COMPENSATIONS = (COMPENSATE_REVERT_INVENTORY, COMPENSATE_REFUND_CUSTOMER)
+#: The steps in the order they run; the single spelling of each name for the workflow,
+#: activities, ledger rows, fault settings and reports.
+STEPS = (
+    STEP_GET_DISTANCE,
+    STEP_UPDATE_INVENTORY,
+    STEP_PROCESS_CREDIT_CARD,
+    STEP_SEND_BILL,
+    STEP_NOTIFY_DELIVERY_DRIVER,
+)
+#: Each compensatable step and the compensation that undoes it.
+COMPENSATION_OF = {
+    STEP_UPDATE_INVENTORY: COMPENSATE_REVERT_INVENTORY,
+    STEP_PROCESS_CREDIT_CARD: COMPENSATE_REFUND_CUSTOMER,
+}
 
 # Error types (ApplicationError.type) a client can rely on.
 CREDIT_CARD_PROCESSING_ERROR = "CreditCardProcessingError"
@@ -59,6 +73,34 @@ ORDER_STATUSES = (
 def workflow_id_for(order_number: str) -> str:
     """The workflow id of an order: one running order per order number."""
     return f"{WORKFLOW_ID_PREFIX}{order_number}"
+
+
+def order_ref(workflow_id: str, run_id: str) -> str:
+    """The reference of one run of one order: the prefix of every ledger key it writes.
+
+    The run id is in it so that a later run of the same order number never shares a key
+    (nor undoes a row) with an earlier one.
+    """
+    return f"{workflow_id}/{run_id}"
+
+
+def split_order_ref(ref: str) -> tuple[str, str]:
+    """``(workflow id, run id)`` of an order reference (the run id never holds a slash)."""
+    workflow_id, _, run_id = ref.rpartition("/")
+    return workflow_id, run_id
+
+
+def order_number_of(workflow_id: str) -> str:
+    """The order number a workflow id was made from (the id itself when not ours)."""
+    return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+
+
+def dollars(cents: int | None) -> str:
+    """Money as people read it: ``$1,234.50``; ``-`` when there is no amount."""
+    if cents is None:
+        return "-"
+    sign = "-" if cents < 0 else ""
+    return f"{sign}${abs(cents) / 100:,.2f}"
 
 
 def mask_card_number(number: str) -> str:
