@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pizzeria.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
-from pizzeria.bench import (
+from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
+from pizzeria.ops.bench import (
     CASES,
     Batch,
     HistoryFacts,

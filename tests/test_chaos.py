@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pizzeria.chaos import ChaosRun, ChaosSettings, plan_orders
+from pizzeria.ops.chaos import ChaosRun, ChaosSettings, plan_orders
 from pizzeria.samples import GOOD_CARD
 
 PIZZERIA = str(Path(sys.executable).parent / "pizzeria")

@@ -24,8 +24,8 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
-from pizzeria.check import OrderRecord, failure_type, reconcile
 from pizzeria.ledger import Ledger
+from pizzeria.ops.check import OrderRecord, failure_type, reconcile
 from pizzeria.samples import BAD_CARD
 from tests.stack import PIZZERIA, dev_server, free_port, stack_env, worker_process
 

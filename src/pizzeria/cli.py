@@ -811,12 +811,12 @@ def demo(as_json: bool, keep_running: bool | None) -> None:
 
 # -- commands that live in their own modules ----------------------------------------------
 # (each module defines one click command; add one line per command here)
-from pizzeria.bench import bench as bench_command  # noqa: E402
+from pizzeria.ops.bench import bench as bench_command  # noqa: E402
 
 app.add_command(bench_command)
 
-from pizzeria.chaos import chaos as chaos_command  # noqa: E402
-from pizzeria.check import check as check_command  # noqa: E402
+from pizzeria.ops.chaos import chaos as chaos_command  # noqa: E402
+from pizzeria.ops.check import check as check_command  # noqa: E402
 
 app.add_command(chaos_command)
 app.add_command(check_command)

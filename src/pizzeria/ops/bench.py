@@ -4,7 +4,7 @@ The benchmark starts its own in-memory dev server and worker process(es) on 127.
 (free ports, never 7233), with the order's timer and the driver search at zero, and runs
 four cases on the same worker:
 
-* ``baseline-good``: the bare engine, five no-op activities (`pizzeria.baseline`);
+* ``baseline-good``: the bare engine, five no-op activities (`pizzeria.ops.baseline`);
 * ``good``: the good order through the saga and the ledger;
 * ``baseline-bad``: two no-ops, one non-retryable failure, two no-op compensations;
 * ``bad``: the bad-card order, compensations included.
@@ -17,7 +17,7 @@ p99 latency (start to result), and CPU milliseconds per workflow of the server a
 worker, read from ``/proc/<pid>/stat``: on a noisy machine CPU per workflow holds when
 throughput wobbles. The ratios to the baseline are the figures that matter.
 
-The worker is a separate process (``python -m pizzeria.bench worker``) built with
+The worker is a separate process (``python -m pizzeria.ops.bench``) built with
 `pizzeria.worker.build_worker`, the same wiring as ``pizzeria worker``; the baseline
 workflow is added to it with a plugin, so both share one worker, its pollers and its slots.
 """
@@ -53,9 +53,15 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.plugin import SimplePlugin
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+import pizzeria
 from pizzeria import config
 from pizzeria.activities import PizzaOrderActivities
-from pizzeria.baseline import (
+from pizzeria.client import error_type_of, start_order
+from pizzeria.devserver import DevServer, DevServerError, stop_process
+from pizzeria.faults import FaultPlan
+from pizzeria.ledger import Ledger
+from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, TASK_QUEUE
+from pizzeria.ops.baseline import (
     BAD_CARD_SHAPE,
     BASELINE_ACTIVITIES,
     BASELINE_FAILURE_ERROR,
@@ -63,11 +69,6 @@ from pizzeria.baseline import (
     BaselineShape,
     BaselineWorkflow,
 )
-from pizzeria.client import error_type_of, start_order
-from pizzeria.devserver import DevServer, DevServerError, stop_process
-from pizzeria.faults import FaultPlan
-from pizzeria.ledger import Ledger
-from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, TASK_QUEUE
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import build_worker, connect
 
@@ -229,7 +230,7 @@ def start_worker(
     command = [
         sys.executable,
         "-m",
-        "pizzeria.bench",
+        "pizzeria.ops.bench",
         "--address",
         stack.server.address,
         "--task-queue",
@@ -946,7 +947,7 @@ def compile_package() -> None:
     9 ms of worker CPU per order here, which no deployed worker pays. A package that cannot
     be written to is left as it is.
     """
-    compileall.compile_dir(Path(__file__).parent, quiet=2, maxlevels=0)
+    compileall.compile_dir(Path(pizzeria.__file__).parent, quiet=2)
 
 
 def draw_plot_check() -> None:

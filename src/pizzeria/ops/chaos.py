@@ -50,7 +50,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria.check import CheckReport, check_orders, print_report
 from pizzeria.client import STATUS_NAMES, static_summary
 from pizzeria.devserver import DevServer, DevServerError
 from pizzeria.faults import SEED_VARIABLE, FaultSyntaxError, parse_faults
@@ -66,6 +65,7 @@ from pizzeria.models import (
     PizzaOrder,
     workflow_id_for,
 )
+from pizzeria.ops.check import CheckReport, check_orders, print_report
 from pizzeria.worker import connect
 from pizzeria.workflows import PizzaOrderWorkflow
 
