@@ -6,8 +6,6 @@ downloaded at run time.
 
 from __future__ import annotations
 
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -27,16 +25,8 @@ from pizzeria.models import ORDER_STATUS, PizzaOrder
 from pizzeria.samples import sample_order
 from pizzeria.worker import build_worker
 from pizzeria.workflows import PizzaOrderWorkflow
-
-
-def binary(name: str) -> str:
-    found = Path(sys.executable).parent / name
-    if found.exists():
-        return str(found)
-    located = shutil.which(name)
-    if located is None:
-        raise RuntimeError(f"{name} not found: install the dev extras (pip install -e '.[dev]')")
-    return located
+from tests.helpers import binary
+from tests.stack import Stack, StackOptions, open_stack
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -130,6 +120,26 @@ def start(client: Client, task_queue: str) -> Callable[..., Any]:
         )
 
     return starting
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    """How a module's `stack` is set up: a test module overrides this fixture to change it."""
+    return StackOptions()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    stack_options: StackOptions, tmp_path_factory: pytest.TempPathFactory, environment_kind: str
+) -> Iterator[Stack]:
+    """A dev server of its own and a `pizzeria worker` polling it, shared by a module's tests.
+
+    It needs no test server, so it runs once, in the default (time-skipping) pass.
+    """
+    if environment_kind == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    with open_stack(tmp_path_factory.mktemp("stack"), stack_options) as opened:
+        yield opened
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,20 +25,19 @@ from pizzeria.ledger import Ledger
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import build_worker
 from pizzeria.workflows import PizzaOrderWorkflow
-from tests.conftest import binary
+from tests.helpers import binary, eventually
 
 HISTORIES = Path(__file__).parent / "histories"
 TASK_QUEUE = "pizza-record"
 
 
 async def wait_for(ledger: Ledger, handle: WorkflowHandle[Any, Any], step: str) -> None:
-    for _ in range(400):
-        if any(
+    def happened() -> bool:
+        return any(
             e["step"] == step and e["order_ref"].startswith(handle.id) for e in ledger.effects()
-        ):
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"{step} never happened")
+        )
+
+    await eventually(happened, f"{step} to happen", seconds=20)
 
 
 async def settle(handle: WorkflowHandle[Any, Any]) -> None:

@@ -1,62 +1,68 @@
-"""A real stack for end-to-end tests: a dev server and `pizzeria worker` processes."""
+"""A real stack for end-to-end tests: a dev server and a `pizzeria worker` process.
+
+The processes are started and stopped by `pizzeria.ops.processes`, as chaos and bench
+start theirs. Most test modules take the `stack` fixture of conftest.py (one per module)
+and tune it by overriding the `stack_options` fixture.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
-from pizzeria.devserver import DevServer, stop_process
-
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
-TEMPORAL = str(Path(sys.executable).parent / "temporal")
+from pizzeria.ops.processes import dev_server, free_port, worker_process
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Stack(TypedDict):
+    env: dict[str, str]  # the CLI's environment against this stack
+    data: Path  # its data folder: ledger, faults file, history file, worker.log
+    address: str
+    metrics_port: int | None
 
 
-def stack_env(data: Path, **extra: str) -> dict[str, str]:
-    """The environment of the CLI against a test stack: own data folder, no waits."""
-    return {
-        **os.environ,
+@dataclass(frozen=True)
+class StackOptions:
+    history: bool = True  # the server keeps its history in data/temporal.db
+    worker_args: tuple[str, ...] = ()
+    metrics: bool = False  # the worker serves metrics on a free port
+    env: Mapping[str, str | None] = field(default_factory=dict)  # None: unset
+
+
+def stack_env(data: Path, **extra: str | None) -> dict[str, str]:
+    """The CLI's environment against a test stack: its own data folder, no waits, and none
+    of the user's Temporal or pizzeria settings. An ``extra`` of None unsets a variable."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "PIZZERIA_"))},
+        "TEMPORAL_CONFIG_FILE": str(data / "no-temporal-profile.toml"),
         "PIZZERIA_DATA_DIR": str(data),
         "PIZZERIA_DRIVER_SECONDS": "0",
         "PIZZERIA_DRIVER_PROBABILITY": "1",
-        **extra,
     }
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 @contextmanager
-def worker_process(env: dict[str, str], *args: str, log: Path | None = None) -> Iterator[None]:
-    """`pizzeria worker ARGS` for the duration of the block, stopped like Ctrl-C would."""
-    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    worker = subprocess.Popen(
-        [PIZZERIA, "worker", *args], env=env, stdout=output, stderr=subprocess.STDOUT
-    )
-    try:
-        yield
-    finally:
-        stop_process(worker, timeout=20, signum=signal.SIGINT)
-        if log:
-            output.close()  # type: ignore[union-attr]
-
-
-@contextmanager
-def dev_server(**options: object) -> Iterator[DevServer]:
-    """A dev server on free ports of 127.0.0.1 (in memory unless given a history file)."""
-    options.setdefault("port", free_port())
-    options.setdefault("ui_port", free_port())
-    server = DevServer(options.pop("history_file", None), **options)  # type: ignore[arg-type]
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def open_stack(
+    data: Path, options: StackOptions | None = None, **server_options: Any
+) -> Iterator[Stack]:
+    """A headless dev server on free ports and a worker polling it, for the block."""
+    options = options or StackOptions()
+    server_options.setdefault("headless", True)
+    history = data / "temporal.db" if options.history else None
+    metrics_port = free_port() if options.metrics else None
+    worker_args = [*options.worker_args]
+    if metrics_port is not None:
+        worker_args += ["--metrics-port", str(metrics_port)]
+    with dev_server(history, **server_options) as server:
+        env = stack_env(data, TEMPORAL_ADDRESS=server.address, **options.env)
+        with worker_process(env, *worker_args, log=data / "worker.log"):
+            yield Stack(env=env, data=data, address=server.address, metrics_port=metrics_port)

@@ -17,29 +17,27 @@ import asyncio
 import copy
 import json
 import math
-import os
-import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from pizzeria import menu
 from pizzeria.ledger import Ledger
 from pizzeria.models import Address
+from pizzeria.ops.processes import free_port
 from pizzeria.samples import GOOD_CARD, sample_order
+from tests.helpers import event_types, failure_of, run_pizzeria
+from tests.stack import stack_env
 from tests.test_workflow import exercise_json
 
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
 # Full-width digits: digits to str.isdigit() and to the regex \d, not to a card gateway.
 FULL_WIDTH_CARD = "\uff14\uff12" * 8
 
@@ -88,12 +86,6 @@ CLI_CORPUS_MENU: dict[str, list[str]] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cli_env(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -102,25 +94,14 @@ def cli_env(
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("no server involved: runs once, in the default pass")
     data = tmp_path_factory.mktemp("bad-input")
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "PIZZERIA_"))},
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "TEMPORAL_CONFIG_FILE": str(data / "none.toml"),
-        "PIZZERIA_DATA_DIR": str(data),
-    }
+    return stack_env(data, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
 
 
 def order_from_cli(cli_env: dict[str, str], args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PIZZERIA, "order", "--order-number", "BAD-1", "--prep-seconds", "0", *args]
-        if args and args[0] not in ("--order-number", "--prep-seconds")
-        else [PIZZERIA, "order", *args],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    defaults = ["--order-number", "BAD-1", "--prep-seconds", "0"]
+    if args and args[0] in ("--order-number", "--prep-seconds"):
+        defaults = []
+    return run_pizzeria("order", *defaults, *args, env=cli_env, timeout=60)
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str]) -> None:
@@ -279,10 +260,6 @@ UNDECODABLE_CORPUS: dict[str, RawValue] = {
 }
 
 
-async def events_of(handle: WorkflowHandle[Any, Any]) -> list[int]:
-    return [event.event_type async for event in handle.fetch_history_events()]
-
-
 async def send_raw(client: Client, task_queue: str, raw: Any) -> WorkflowHandle[Any, Any]:
     return await client.start_workflow(
         "PizzaOrderWorkflow",
@@ -292,37 +269,18 @@ async def send_raw(client: Client, task_queue: str, raw: Any) -> WorkflowHandle[
     )
 
 
-async def failure_of(handle: WorkflowHandle[Any, Any]) -> BaseException:
-    """The order's failure, within seconds. A workflow task that failed means the order is
-    stuck retrying it: terminated at once (so it stops), and a failure of ours."""
-    for _ in range(100):  # 10 s
-        try:
-            result = await asyncio.wait_for(handle.result(), timeout=0.1)
-        except WorkflowFailureError as failed:
-            assert failed.cause is not None
-            return failed.cause
-        except TimeoutError:
-            if EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in await events_of(handle):
-                await handle.terminate("test: stuck retrying its workflow task")
-                raise AssertionError("stuck: the workflow task fails and retries") from None
-            continue
-        raise AssertionError(f"a malformed order completed: {result}")
-    await handle.terminate("test: the order never failed")
-    raise AssertionError(f"still running after 10 s; history: {await events_of(handle)}")
-
-
 async def assert_refused_before_any_effect(
     client: Client, worker: Any, ledger: Ledger, task_queue: str, raw: Any, kind: str | None
 ) -> None:
     before = ledger.stock()
     async with worker():
         handle = await send_raw(client, task_queue, raw)
-        cause = await failure_of(handle)
+        cause = await failure_of(handle, seconds=10)
     assert isinstance(cause, ApplicationError), repr(cause)
     if kind is not None:
         assert cause.type == kind, (cause.type, cause.message)
     assert cause.non_retryable is True
-    history = await events_of(handle)
+    history = await event_types(handle)
     assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED not in history  # never stuck retrying
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in history  # before any effect
     assert ledger.effects() == [] and ledger.stock() == before
@@ -352,7 +310,7 @@ async def test_a_number_that_is_not_a_whole_number_is_refused(
 async def test_an_order_that_does_not_decode_fails_non_retryably(client, worker, task_queue):
     """Matters when a client starts the order with a retry policy: each retry fails again."""
     async with worker():
-        cause = await failure_of(await send_raw(client, task_queue, without("address")))
+        cause = await failure_of(await send_raw(client, task_queue, without("address")), 10)
     assert isinstance(cause, ApplicationError) and cause.non_retryable is True
 
 

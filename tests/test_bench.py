@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,8 @@ from pizzeria.ops.bench import (
     percentile,
     summarise,
 )
+from tests.helpers import run_pizzeria
 
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
 TWO_LEVELS = ("--concurrency", "1", "--concurrency", "2")
 
 
@@ -143,13 +141,8 @@ def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [PIZZERIA, "bench", "--json", "--repeat", "1", "--workflows", "3", *TWO_LEVELS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=140,
-        stdin=subprocess.DEVNULL,
+    done = run_pizzeria(
+        "bench", "--json", "--repeat", "1", "--workflows", "3", *TWO_LEVELS, env=env, timeout=140
     )
     assert done.returncode == 0, done.stderr
     assert "prep_seconds=0" in done.stderr

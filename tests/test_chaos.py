@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ import pytest
 
 from pizzeria.ops.chaos import ChaosRun, ChaosSettings, plan_orders
 from pizzeria.samples import GOOD_CARD
-
-PIZZERIA = str(Path(sys.executable).parent / "pizzeria")
+from tests.helpers import PIZZERIA, run_pizzeria, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -150,11 +148,12 @@ def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> 
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while len(processes_using(folder)) < 3:  # the server and two workers are up
+
+        def server_and_two_workers_up() -> bool:
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "chaos never started its processes"
-            time.sleep(0.2)
+            return len(processes_using(folder)) >= 3
+
+        wait_until(server_and_two_workers_up, "chaos to start its processes", seconds=60)
         time.sleep(2)  # orders in flight
         started = processes_using(folder)
         process.send_signal(signal.SIGINT)
@@ -180,13 +179,7 @@ def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> 
     ],
 )
 def test_bad_options_get_one_line_and_exit_2(args: list[str], message: str) -> None:
-    done = subprocess.run(
-        [PIZZERIA, "chaos", *args],
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_pizzeria("chaos", *args, env=environment(), timeout=60)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
     assert message in done.stderr
@@ -194,12 +187,6 @@ def test_bad_options_get_one_line_and_exit_2(args: list[str], message: str) -> N
 
 def test_a_data_dir_that_is_not_empty_is_refused(tmp_path: Path) -> None:
     (tmp_path / "ledger.db").write_text("someone else's")
-    done = subprocess.run(
-        [PIZZERIA, "chaos", "--data-dir", str(tmp_path)],
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_pizzeria("chaos", "--data-dir", str(tmp_path), env=environment(), timeout=60)
     assert done.returncode == 2 and "is not empty" in done.stderr
     assert (tmp_path / "ledger.db").read_text() == "someone else's"

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,8 +24,10 @@ from temporalio.exceptions import (
 
 from pizzeria.ledger import Ledger
 from pizzeria.ops.check import OrderRecord, failure_type, reconcile
+from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD
-from tests.stack import PIZZERIA, dev_server, free_port, stack_env, worker_process
+from tests.helpers import pizzeria
+from tests.stack import StackOptions
 
 LARGE = {"dough": 3, "tomato sauce": 3, "cheese": 3, "ham": 3}
 
@@ -254,37 +254,10 @@ def test_failure_type_names_a_typed_error_or_else_the_innermost_cause() -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[dict[str, Any]]:
-    if request.config.getoption("--workflow-environment") == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
-    data = tmp_path_factory.mktemp("check-data")
-    with dev_server(history_file=data / "temporal.db", headless=True) as server:
-        # No user Temporal settings, own ledger; the driver search as configured (not forced).
-        env = {
-            key: value
-            for key, value in stack_env(data).items()
-            if not key.startswith("TEMPORAL_") and key != "PIZZERIA_LEDGER"
-        }
-        if "PIZZERIA_DRIVER_PROBABILITY" in os.environ:
-            env["PIZZERIA_DRIVER_PROBABILITY"] = os.environ["PIZZERIA_DRIVER_PROBABILITY"]
-        else:
-            del env["PIZZERIA_DRIVER_PROBABILITY"]
-        env["TEMPORAL_ADDRESS"] = server.address
-        env["TEMPORAL_CONFIG_FILE"] = str(data / "none.toml")
-        with worker_process(env, log=data / "worker.log"):
-            yield {"env": env, "data": data}
-
-
-def pizzeria(stack: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PIZZERIA, *args],
-        env=stack["env"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
+def stack_options() -> StackOptions:
+    # The driver search as configured, not forced.
+    return StackOptions(
+        env={"PIZZERIA_DRIVER_PROBABILITY": os.environ.get("PIZZERIA_DRIVER_PROBABILITY")}
     )
 
 

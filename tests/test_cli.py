@@ -18,8 +18,10 @@ import pytest
 
 from pizzeria.codec import EncryptionCodec, key_id_of
 from pizzeria.codec_server import CodecServer
+from pizzeria.ops.processes import dev_server, free_port, worker_process
 from pizzeria.samples import BAD_CARD, GOOD_CARD
-from tests.stack import PIZZERIA, TEMPORAL, dev_server, free_port, stack_env, worker_process
+from tests.helpers import PIZZERIA, TEMPORAL
+from tests.stack import stack_env
 from tests.test_workflow import exercise_json
 
 pytestmark = pytest.mark.timeout(180)

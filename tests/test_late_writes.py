@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from pizzeria.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Effect, LateStepRefused, Ledger
 from pizzeria.models import Bill, CreditCardCharge, CreditCardInfo, Pizza, StockRequest
 from pizzeria.samples import EXERCISE_ITEMS, GOOD_CARD, sample_order
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -199,13 +199,6 @@ async def test_a_bill_sent_late_after_the_refund_is_refused(
 # -- the real workflow ---------------------------------------------------------------------
 
 
-async def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the late write never came"
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.parametrize(
     ("spec", "step", "compensation"),
     [
@@ -225,7 +218,7 @@ async def test_a_step_writing_after_its_timeout_finds_the_tombstone_of_its_compe
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-        await wait_for(lambda: "refused" in ledger.calls_of(step))
+        await eventually(lambda: "refused" in ledger.calls_of(step), "the late write")
     assert ledger.calls_of(step) == ["refused"]
     assert ledger.stock() == before
     rows = {row["step"]: row["tombstone"] for row in ledger.effects()}
@@ -242,7 +235,7 @@ async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_comp
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
         confirmation = await handle.result()
-        await wait_for(lambda: len(ledger.calls_of(CHARGE)) == 2)
+        await eventually(lambda: len(ledger.calls_of(CHARGE)) == 2, "the late write")
     assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
     (order,) = ledger.orders()
     assert order.charged == order.billed == confirmation.amount == 3500

@@ -24,8 +24,10 @@ from temporalio.client import Client, WorkflowFailureError
 
 from pizzeria.codec import ENCODING, CodecKeyError, EncryptionCodec, key_id_of, load_keys
 from pizzeria.codec_server import CodecServer
+from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
-from tests.stack import PIZZERIA, dev_server, free_port, stack_env, worker_process
+from tests.helpers import pizzeria, wait_until
+from tests.stack import Stack, StackOptions, open_stack
 from tests.test_workflow import exercise_json
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -142,29 +144,21 @@ def test_codec_endpoint_listens_on_localhost_only(codec_endpoint):
 
 
 @pytest.fixture(scope="module")
-def plain_stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    if request.config.getoption("--workflow-environment") == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
-    data = tmp_path_factory.mktemp("plain")
-    metrics_port = free_port()
-    with dev_server(headless=True) as server:
-        env = stack_env(data, TEMPORAL_ADDRESS=server.address)
-        plain_worker = ("--plain-payloads", "--metrics-port", str(metrics_port))
-        with worker_process(env, *plain_worker, log=data / "worker.log"):
-            yield {"env": env, "address": server.address, "metrics": metrics_port}
+def stack_options() -> StackOptions:
+    """A worker for plain clients, with metrics."""
+    return StackOptions(history=False, worker_args=("--plain-payloads",), metrics=True)
+
+
+def metrics_page(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            return str(page.read().decode())
+    except OSError:
+        return ""
 
 
 def scrape(port: int) -> dict[str, float]:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
-                text = page.read().decode()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    text = wait_until(lambda: metrics_page(port), "the metrics page", seconds=20)
     totals: dict[str, float] = {}
     for line in text.splitlines():
         match = re.match(r"^(pizzeria_\w+)(\{[^}]*\})? ([0-9.e+]+)$", line)
@@ -180,10 +174,10 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def test_a_plain_json_client_completes_an_order_against_plain_payloads_and_metrics_move(
-    plain_stack,
+    stack,
 ):
-    client = await Client.connect(plain_stack["address"])  # no codec at all
-    before = scrape(plain_stack["metrics"])
+    client = await Client.connect(stack["address"])  # no codec at all
+    before = scrape(stack["metrics_port"])
     good = exercise_json(GOOD_CARD)
     good["order_number"] = f"PLAIN-{uuid.uuid4().hex[:6]}"
     handle = await client.start_workflow(
@@ -206,7 +200,7 @@ async def test_a_plain_json_client_completes_an_order_against_plain_payloads_and
     with pytest.raises(WorkflowFailureError):
         await failing.result()
     time.sleep(1.5)  # the exporter refreshes on scrape; give the last counters a moment
-    after = scrape(plain_stack["metrics"])
+    after = scrape(stack["metrics_port"])
 
     def moved(key: str) -> float:
         return after.get(key, 0) - before.get(key, 0)
@@ -219,32 +213,27 @@ async def test_a_plain_json_client_completes_an_order_against_plain_payloads_and
     assert any(key.startswith("temporal_") for key in after) or "pizzeria_orders:completed" in after
 
 
-def test_orders_lists_by_order_status_from_visibility(plain_stack):
-    env = plain_stack["env"]
-
-    def pizzeria(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PIZZERIA, *args], env=env, capture_output=True, text=True, timeout=90
-        )
-
+def test_orders_lists_by_order_status_from_visibility(stack):
     ok = f"LIST-{uuid.uuid4().hex[:6]}"
     ko = f"LIST-{uuid.uuid4().hex[:6]}"
-    assert pizzeria("order", "--order-number", ok, "--prep-seconds", "0").returncode == 0
-    failed = pizzeria("order", "--order-number", ko, "--prep-seconds", "0", "--card", BAD_CARD)
+    assert pizzeria(stack, "order", "--order-number", ok, "--prep-seconds", "0").returncode == 0
+    failed = pizzeria(
+        stack, "order", "--order-number", ko, "--prep-seconds", "0", "--card", BAD_CARD
+    )
     assert failed.returncode == 1
-    deadline = time.monotonic() + 30
-    while True:  # visibility is eventually consistent
-        listing = pizzeria("orders", "--status", "failed", "--json")
+
+    def failed_orders() -> dict[str, Any]:
+        listing = pizzeria(stack, "orders", "--status", "failed", "--json")
         rows = {row["order_number"]: row for row in json.loads(listing.stdout)["orders"]}
-        if ko in rows or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        return rows if ko in rows else {}
+
+    rows = wait_until(failed_orders, "visibility to list the failed order")
     assert rows[ko]["order_status"] == "FAILED" and rows[ko]["compensation"] == "compensated"
     assert ok not in rows
-    everything = json.loads(pizzeria("orders", "--json").stdout)["orders"]
+    everything = json.loads(pizzeria(stack, "orders", "--json").stdout)["orders"]
     row = next(r for r in everything if r["order_number"] == ok)
     assert row["order_status"] == "COMPLETED" and row["amount"] == 3500
-    assert pizzeria("orders", "--status", "bogus").returncode == 2
+    assert pizzeria(stack, "orders", "--status", "bogus").returncode == 2
 
 
 # -- the Web UI in headless Chromium ----------------------------------------------------
@@ -285,27 +274,20 @@ def test_the_web_ui_shows_the_failed_order_and_its_compensations(tmp_path, reque
     )
     codec.start()
     try:
-        with dev_server(ui_port=ui_port, codec_endpoint=codec.url) as server:
-            env = stack_env(
-                tmp_path,
-                PIZZERIA_CODEC_KEY=base64.b64encode(KEY).decode(),
-                TEMPORAL_ADDRESS=server.address,
-            )
-            with worker_process(env):
-                look_at_the_failed_order(env, ui_port, tmp_path)
+        options = StackOptions(
+            history=False, env={"PIZZERIA_CODEC_KEY": base64.b64encode(KEY).decode()}
+        )
+        with open_stack(
+            tmp_path, options, headless=False, ui_port=ui_port, codec_endpoint=codec.url
+        ) as stack:
+            look_at_the_failed_order(stack, ui_port, tmp_path)
     finally:
         codec.stop()
 
 
-def look_at_the_failed_order(env: dict[str, str], ui_port: int, tmp_path: Path) -> None:
+def look_at_the_failed_order(stack: Stack, ui_port: int, tmp_path: Path) -> None:
     order = ("--order-number", "UI-1", "--card", BAD_CARD, "--prep-seconds", "0", "--json")
-    placed = subprocess.run(
-        [PIZZERIA, "order", *order],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    placed = pizzeria(stack, "order", *order)
     outcome = json.loads(placed.stdout)
     url = (
         f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/"

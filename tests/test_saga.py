@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -25,7 +25,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
-    WorkflowFailureError,
     WorkflowHandle,
 )
 from temporalio.common import RetryPolicy
@@ -34,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from pizzeria.saga import Saga
+from tests.helpers import eventually, failure_of
 
 STEP_FAILED = "StepFailed"
 UNDO_FAILED = "UndoFailed"
@@ -273,30 +273,13 @@ async def completed(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
 async def failure(handle: WorkflowHandle[Any, Any]) -> BaseException:
     """The workflow's failure (the cause of the WorkflowFailureError its result raises), once
     its history is checked to replay."""
-    with pytest.raises(WorkflowFailureError) as raised:
-        await handle.result()
-    assert raised.value.cause is not None
+    cause = await failure_of(handle)
     await replays(handle)
-    return raised.value.cause
+    return cause
 
 
 async def status(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
     return (await handle.describe()).status
-
-
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str) -> None:
-    """Poll ``check`` until it is true, for up to `WAIT` seconds."""
-    try:
-        async with asyncio.timeout(WAIT):
-            while True:
-                outcome = check()
-                if isinstance(outcome, Awaitable):
-                    outcome = await outcome
-                if outcome:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
 
 
 async def paused(handle: WorkflowHandle[Any, Any]) -> None:

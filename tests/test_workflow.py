@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -25,6 +24,7 @@ from pizzeria.ledger import Ledger
 from pizzeria.models import Pizza, PizzaOrder
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.workflows import PizzaOrderWorkflow
+from tests.helpers import eventually, failure_of
 from tests.history import activity_timeline, finished
 
 RECIPE_OF_EXERCISE = {
@@ -45,13 +45,6 @@ def run_of(ledger: Ledger, handle: WorkflowHandle[Any, Any], run_id: str) -> Any
     matches = [o for o in ledger.orders() if o.order_ref == f"{handle.id}/{run_id}"]
     assert len(matches) <= 1
     return matches[0] if matches else None
-
-
-async def failure_of(handle: WorkflowHandle[Any, Any]) -> BaseException:
-    with pytest.raises(WorkflowFailureError) as raised:
-        await handle.result()
-    assert raised.value.cause is not None
-    return raised.value.cause
 
 
 async def test_good_order_completes_and_the_ledger_balances(worker, start, order, ledger):
@@ -193,11 +186,10 @@ async def test_a_new_run_of_a_closed_order_never_touches_the_first_runs_rows(
 
 
 async def wait_for_step(ledger: Ledger, step: str, seconds: float = 20) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if any(e["step"] == step for e in ledger.effects()):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{step} never took effect")
+    def taken() -> bool:
+        return any(e["step"] == step for e in ledger.effects())
+
+    await eventually(taken, f"{step} to take effect", seconds)
 
 
 @pytest.mark.dev_server_only
@@ -332,12 +324,12 @@ def test_exercise_json_matches_the_dataclasses():
 
 
 async def wait_for_attention(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
-    for _ in range(600):
+    async def attention() -> dict[str, Any] | None:
         state: dict[str, Any] = await handle.query(PizzaOrderWorkflow.saga_state)
-        if state["needs_attention"]:
-            return state
-        await asyncio.sleep(0.1)
-    raise AssertionError("the order never asked for attention")
+        return state if state["needs_attention"] else None
+
+    state: dict[str, Any] = await eventually(attention, "the order to ask for attention", 60)
+    return state
 
 
 @pytest.mark.parametrize("answer", ["retry", "resolve"])
