@@ -17,8 +17,9 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 
 from pizzeria import menu
-from pizzeria.client import OrderAlreadyRunning, error_type_of, start_order
+from pizzeria.client import OrderAlreadyRunning, start_order
 from pizzeria.config import DriverSimulation
+from pizzeria.failures import error_type_of
 from pizzeria.faults import parse_faults, write_faults
 from pizzeria.ledger import Ledger
 from pizzeria.models import Pizza, PizzaOrder

@@ -1,4 +1,4 @@
-"""Placing orders and reading their outcome, for the CLI, the demo and tests.
+"""Placing orders, reading their outcome, and acting on a running one, for every client.
 
 The outcome of a failed order includes the compensations that ran, read from the
 workflow's history (the same record the Web UI shows), so it needs no worker.
@@ -16,23 +16,25 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import (
-    ApplicationError,
-    CancelledError,
-    FailureError,
-    WorkflowAlreadyStartedError,
-)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from pizzeria import menu
+from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.models import (
     COMPENSATIONS,
     ORDER_STATUS,
     TASK_QUEUE,
+    WORKFLOW_TYPE,
+    CancelResult,
     OrderConfirmation,
     PizzaOrder,
+    RepairResult,
+    dollars,
+    order_number_of,
     workflow_id_for,
 )
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -50,11 +52,23 @@ STATUS_NAMES = {
 }
 
 
+def status_name(status: WorkflowExecutionStatus | None) -> str:
+    """How we name a run's status (``CANCELLED``, as the order's own status spells it)."""
+    return STATUS_NAMES.get(status, "UNKNOWN") if status else "UNKNOWN"
+
+
 class OrderAlreadyRunning(Exception):
     def __init__(self, order_number: str) -> None:
         super().__init__(
             f"order {order_number} is already being processed: a second submission is refused"
         )
+
+
+class OrderRefused(Exception):
+    """The order said no to a cancel or a repair (or is closed): the reason is the message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"refused: {reason}")
 
 
 @dataclass
@@ -72,7 +86,18 @@ class OrderOutcome:
     web_ui: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """What clients are shown of an outcome (the confirmation's own fields aside)."""
+        return {
+            "order_number": self.order_number,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "amount": self.amount,
+            "error_type": self.error_type,
+            "error": self.error,
+            "compensations": self.compensations,
+            "web_ui": self.web_ui,
+        }
 
 
 def web_ui_link(workflow_id: str, run_id: str, namespace: str = "default") -> str:
@@ -85,7 +110,7 @@ def static_summary(order: PizzaOrder) -> str:
     kind = "delivery" if order.is_delivery else "pickup"
     return (
         f"Pizza order {order.order_number} for {order.customer.name}: "
-        f"{count} pizza{'s' if count != 1 else ''}, ${amount / 100:,.2f}, {kind}"
+        f"{count} pizza{'s' if count != 1 else ''}, {dollars(amount)}, {kind}"
     )
 
 
@@ -127,28 +152,6 @@ async def start_order(
         )
     except WorkflowAlreadyStartedError:
         raise OrderAlreadyRunning(order.order_number) from None
-
-
-def error_type_of(error: BaseException | None) -> str | None:
-    """The first typed application error in a failure chain (what the client reports)."""
-    while error is not None:
-        if isinstance(error, ApplicationError) and error.type:
-            return error.type
-        if isinstance(error, CancelledError):
-            return "CancelledError"
-        error = error.__cause__
-    return None
-
-
-def error_message_of(error: BaseException | None) -> str | None:
-    while error is not None:
-        if isinstance(error, ApplicationError):
-            return error.message
-        nested = error.__cause__
-        if nested is None and isinstance(error, FailureError):
-            return error.message
-        error = nested
-    return None
 
 
 async def compensations_from_history(
@@ -194,7 +197,6 @@ async def outcome_of(client: Client, workflow_id: str, order_number: str) -> Ord
         failure = error.cause
     description = await handle.describe()
     run_id = description.run_id
-    status = STATUS_NAMES.get(description.status, "UNKNOWN") if description.status else "UNKNOWN"
     compensations, failed = await compensations_from_history(
         client.get_workflow_handle(handle.id, run_id=run_id)
     )
@@ -202,7 +204,7 @@ async def outcome_of(client: Client, workflow_id: str, order_number: str) -> Ord
         order_number=order_number,
         workflow_id=handle.id,
         run_id=run_id,
-        status=status,
+        status=status_name(description.status),
         compensations=compensations,
         failed_compensations=failed,
         web_ui=web_ui_link(handle.id, run_id, client.namespace),
@@ -233,3 +235,87 @@ async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any,
             raise LookupError(f"no order {order_number} on this Temporal server") from None
         raise
     return handle
+
+
+# -- acting on a running order -----------------------------------------------------------
+
+
+async def running_order(
+    client: Client, order_number: str
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    """The order's latest run, refused when it is already closed."""
+    await order_handle(client, order_number)
+    handle = client.get_workflow_handle_for(
+        PizzaOrderWorkflow.order_pizza, workflow_id_for(order_number)
+    )
+    description = await handle.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        state = description.status.name if description.status else "closed"
+        raise OrderRefused(f"order {order_number} is already closed ({state})")
+    return handle
+
+
+def _update_refusal(error: WorkflowUpdateFailedError) -> OrderRefused:
+    cause = error.cause
+    return OrderRefused(str(getattr(cause, "message", None) or cause or error))
+
+
+async def cancel_order(client: Client, order_number: str, reason: str) -> CancelResult:
+    """Cancel an order before its pivot: its effects are undone and it ends Cancelled."""
+    handle = await running_order(client, order_number)
+    try:
+        result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, reason)
+    except WorkflowUpdateFailedError as error:
+        raise _update_refusal(error) from None
+    if not result.accepted:
+        raise OrderRefused(result.reason)
+    # The order is already undone; the request makes it end Cancelled (not Failed).
+    await handle.cancel()
+    return result
+
+
+async def retry_compensations(client: Client, order_number: str) -> RepairResult:
+    """Run the order's failed compensations again."""
+    handle = await running_order(client, order_number)
+    try:
+        return await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
+    except WorkflowUpdateFailedError as error:
+        raise _update_refusal(error) from None
+
+
+async def resolve_by_hand(client: Client, order_number: str, note: str) -> RepairResult:
+    """Mark the order's failed compensations as handled outside the system, with a note."""
+    handle = await running_order(client, order_number)
+    try:
+        return await handle.execute_update(PizzaOrderWorkflow.resolve_manually, note)
+    except WorkflowUpdateFailedError as error:
+        raise _update_refusal(error) from None
+
+
+# -- the list of orders ------------------------------------------------------------------
+
+
+async def recent_orders(
+    client: Client, order_status: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Orders from Temporal's visibility, newest first; ``order_status`` filters on
+    the OrderStatus search attribute."""
+    query = f"WorkflowType = '{WORKFLOW_TYPE}'"
+    if order_status:
+        query += f" AND {ORDER_STATUS.name} = '{order_status.upper()}'"
+    found: list[dict[str, Any]] = []
+    async for execution in client.list_workflows(query, limit=limit):
+        memo = await execution.memo()
+        found.append(
+            {
+                "workflow_id": execution.id,
+                "run_id": execution.run_id,
+                "order_number": order_number_of(execution.id),
+                "started": execution.start_time.isoformat(),
+                "status": status_name(execution.status),
+                "order_status": execution.typed_search_attributes.get(ORDER_STATUS),
+                "amount": memo.get("amount"),
+                "compensation": memo.get("compensation"),
+            }
+        )
+    return found

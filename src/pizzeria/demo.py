@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from temporalio.client import Client
 
 from pizzeria import config
 from pizzeria.activities import PizzaOrderActivities
@@ -20,9 +21,10 @@ from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.codec_server import serve_for_web_ui
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
 from pizzeria.faults import FaultPlan
-from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Ledger
+from pizzeria.ledger import Ledger, RunRows, runs_of
+from pizzeria.models import order_ref
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.worker import build_worker, connect
+from pizzeria.worker import build_worker, connect, stop_requested
 
 GOOD_ORDER_NUMBER = "XD001"
 BAD_ORDER_NUMBER = "XD002"
@@ -40,23 +42,16 @@ def ledger_change(
 
 def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
     """What one run did to the ledger: money, and portions of stock taken and put back."""
-    totals = {"charged": 0, "refunded": 0, "billed": 0, "stock_taken": 0, "stock_put_back": 0}
-    for effect in ledger.effects(f"{outcome.workflow_id}/{outcome.run_id}"):
-        if effect["tombstone"]:
-            continue
-        portions = sum(effect["ingredients"].values())
-        if effect["step"] == TAKE:
-            totals["stock_taken"] += portions
-        elif effect["step"] == PUT_BACK:
-            totals["stock_put_back"] += portions
-        elif effect["step"] == CHARGE:
-            totals["charged"] += effect["amount"]
-        elif effect["step"] == REFUND:
-            totals["refunded"] += effect["amount"]
-        elif effect["step"] == BILL:
-            totals["billed"] += effect["amount"]
-    totals["net"] = totals["charged"] - totals["refunded"]
-    return totals
+    ref = order_ref(outcome.workflow_id, outcome.run_id)
+    run = runs_of(ledger.effects(ref)).get(ref, RunRows(ref))
+    return {
+        "charged": run.charged,
+        "refunded": run.refunded,
+        "billed": run.billed,
+        "stock_taken": sum(run.taken.values()),
+        "stock_put_back": sum(run.put_back.values()),
+        "net": run.net,
+    }
 
 
 @contextlib.asynccontextmanager
@@ -91,6 +86,22 @@ async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer 
         say("Stopped the Temporal dev server this demo started")
 
 
+async def place_both_orders(client: Client, say: Callable[[str], None]) -> list[OrderOutcome]:
+    outcomes = []
+    for number, card, label in (
+        (GOOD_ORDER_NUMBER, GOOD_CARD, "good card"),
+        (BAD_ORDER_NUMBER, BAD_CARD, "bad card, 15 digits"),
+    ):
+        say(
+            f"Placing order {number} ({label}): 3 s preparation"
+            + (", then a driver search of up to 10 s..." if card == GOOD_CARD else "...")
+        )
+        outcome = await place_order(client, sample_order(number, card=card))
+        say(f"Order {number}: {outcome.status}")
+        outcomes.append(outcome)
+    return outcomes
+
+
 async def run_demo(
     say: Callable[[str], None],
     show: Callable[[dict[str, Any], list[OrderOutcome]], None],
@@ -108,49 +119,16 @@ async def run_demo(
         async with build_worker(client, activities):
             say(f"Worker running in this process (ledger {ledger.path})")
             stock_before = ledger.stock()
-            outcomes = []
-            for number, card, label in (
-                (GOOD_ORDER_NUMBER, GOOD_CARD, "good card"),
-                (BAD_ORDER_NUMBER, BAD_CARD, "bad card, 15 digits"),
-            ):
-                say(
-                    f"Placing order {number} ({label}): 3 s preparation"
-                    + (", then a driver search of up to 10 s..." if card == GOOD_CARD else "...")
-                )
-                outcome = await place_order(client, sample_order(number, card=card))
-                say(f"Order {number}: {outcome.status}")
-                outcomes.append(outcome)
-            stock_after = ledger.stock()
+            outcomes = await place_both_orders(client, say)
             report: dict[str, Any] = {
                 "web_ui": WEB_UI,
-                "orders": [
-                    {
-                        "order_number": o.order_number,
-                        "workflow_id": o.workflow_id,
-                        "run_id": o.run_id,
-                        "status": o.status,
-                        "amount": o.amount,
-                        "error_type": o.error_type,
-                        "error": o.error,
-                        "compensations": o.compensations,
-                        "web_ui": o.web_ui,
-                        "ledger": ledger_of(ledger, o),
-                    }
-                    for o in outcomes
-                ],
-                "stock_change": ledger_change(stock_before, stock_after),
+                "orders": [{**o.to_json(), "ledger": ledger_of(ledger, o)} for o in outcomes],
+                "stock_change": ledger_change(stock_before, ledger.stock()),
             }
             show(report, outcomes)
             if keep_running:
+                stop = stop_requested()
                 say(f"Server and worker keep running: open {WEB_UI} . Press Ctrl-C to stop them.")
-                await wait_for_interrupt()
+                await stop.wait()
         ledger.close()
     return report
-
-
-async def wait_for_interrupt() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()

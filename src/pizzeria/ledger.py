@@ -18,13 +18,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pizzeria.menu import INGREDIENTS, INITIAL_STOCK
+from pizzeria.models import split_order_ref
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -80,6 +82,60 @@ class Effect:
 
 
 @dataclass
+class RunRows:
+    """One run's rows added up per step: the one reading of the effects by run, which the
+    ledger summary, the demo and the checker all build on."""
+
+    order_ref: str
+    order_number: str = ""
+    charged: int = 0
+    refunded: int = 0
+    billed: int = 0
+    taken: Counter[str] = field(default_factory=Counter)  # portions, by update_inventory
+    put_back: Counter[str] = field(default_factory=Counter)  # portions, by revert_inventory
+    rows: Counter[str] = field(default_factory=Counter)  # written (not tombstone) per step
+    tombstones: set[str] = field(default_factory=set)
+    refund_at: float | None = None  # when the refund (or its tombstone) was written
+    bill_at: float | None = None
+
+    @property
+    def net(self) -> int:
+        return self.charged - self.refunded
+
+    @property
+    def held(self) -> Counter[str]:
+        """The stock the run still holds: what it took, unless that was put back."""
+        return Counter() if self.rows[PUT_BACK] else Counter(self.taken)
+
+
+def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
+    """Per order_ref (in the order the runs first wrote), its rows added up."""
+    runs: dict[str, RunRows] = {}
+    for effect in effects:
+        run = runs.setdefault(effect["order_ref"], RunRows(effect["order_ref"]))
+        run.order_number = effect["order_number"]
+        step = effect["step"]
+        if step == REFUND:
+            run.refund_at = effect["created_at"]
+        if effect["tombstone"]:
+            run.tombstones.add(step)
+            continue
+        run.rows[step] += 1
+        if step == CHARGE:
+            run.charged += effect["amount"]
+        elif step == REFUND:
+            run.refunded += effect["amount"]
+        elif step == BILL:
+            run.billed += effect["amount"]
+            run.bill_at = effect["created_at"]
+        elif step == TAKE:
+            run.taken.update(effect["ingredients"])
+        elif step == PUT_BACK:
+            run.put_back.update(effect["ingredients"])
+    return runs
+
+
+@dataclass
 class OrderLedger:
     order_ref: str
     order_number: str
@@ -88,29 +144,27 @@ class OrderLedger:
     billed: int
     stock_held: dict[str, int]
 
+    def to_json(self) -> dict[str, Any]:
+        workflow_id, run_id = split_order_ref(self.order_ref)
+        return {
+            "order_number": self.order_number,
+            "workflow_id": workflow_id,
+            "run_id": run_id,
+            "charged": self.charged,
+            "refunded": self.refunded,
+            "billed": self.billed,
+            "stock_held": self.stock_held,
+        }
+
 
 def summarise(effects: list[dict[str, Any]]) -> list[OrderLedger]:
     """Per run: charged, refunded and billed amounts, and the stock it still holds."""
-    summary: dict[str, OrderLedger] = {}
-    reverted: set[str] = set()
-    for effect in effects:
-        ref = effect["order_ref"]
-        order = summary.setdefault(ref, OrderLedger(ref, effect["order_number"], 0, 0, 0, {}))
-        if effect["tombstone"]:
-            continue
-        if effect["step"] == CHARGE:
-            order.charged += effect["amount"]
-        elif effect["step"] == REFUND:
-            order.refunded += effect["amount"]
-        elif effect["step"] == BILL:
-            order.billed += effect["amount"]
-        elif effect["step"] == TAKE:
-            order.stock_held = dict(effect["ingredients"])
-        elif effect["step"] == PUT_BACK:
-            reverted.add(ref)
-    for ref in reverted:
-        summary[ref].stock_held = {}
-    return list(summary.values())
+    return [
+        OrderLedger(
+            run.order_ref, run.order_number, run.charged, run.refunded, run.billed, dict(run.held)
+        )
+        for run in runs_of(effects).values()
+    ]
 
 
 @dataclass
@@ -122,6 +176,10 @@ class LedgerSnapshot:
 
     def orders(self) -> list[OrderLedger]:
         return summarise(self.effects)
+
+    def to_json(self) -> dict[str, Any]:
+        """Stock per ingredient and, per run, what it charged, refunded, billed and holds."""
+        return {"stock": self.stock, "orders": [order.to_json() for order in self.orders()]}
 
 
 class Ledger:

@@ -7,16 +7,21 @@ Reading history needs no worker, so it works for closed orders too.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
-from pizzeria.models import COMPENSATIONS
+from pizzeria.client import status_name
+from pizzeria.models import COMPENSATIONS, order_number_of
+from pizzeria.workflows import PizzaOrderWorkflow
 
 STEP = "step"
 COMPENSATION = "compensation"
@@ -137,3 +142,39 @@ def _close_activity(entries: dict[int, TimelineEntry], event: HistoryEvent, when
     entry.outcome = outcome
     entry.error = error
     entry.duration_ms = (when - entry.started_at).total_seconds() * 1000
+
+
+def _show_pending(entries: list[TimelineEntry], pending: list[PendingActivityInfo]) -> None:
+    """A running activity's attempts and last failure are not in the history yet."""
+    by_name = {activity.activity_type.name: activity for activity in pending}
+    for entry in entries:
+        if entry.outcome == "running" and entry.name in by_name:
+            activity = by_name[entry.name]
+            entry.attempts = activity.attempt
+            if activity.HasField("last_failure"):
+                entry.error = f"last attempt: {activity.last_failure.message}"
+
+
+async def order_report(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """The order's latest run: status, summary, timeline, and the saga's own state."""
+    description = await handle.describe()
+    run_handle = client.get_workflow_handle(handle.id, run_id=description.run_id)
+    entries = await order_timeline(client, run_handle)
+    _show_pending(entries, list(description.raw_description.pending_activities))
+    state: dict[str, Any] = {}
+    # The query needs a worker; an order without one still has its history.
+    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+        state = await run_handle.query(
+            PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=3)
+        )
+    return {
+        "order_number": order_number_of(handle.id),
+        "workflow_id": handle.id,
+        "run_id": description.run_id,
+        "status": status_name(description.status),
+        "summary": await description.static_summary(),
+        "details": state.get("details", ""),
+        "needs_attention": bool(state.get("needs_attention")),
+        "timeline": [entry.to_json() for entry in entries],
+        **{key: value for key, value in state.items() if key not in ("details", "needs_attention")},
+    }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,3 +81,13 @@ def build_worker(
         interceptors=[MetricsInterceptor(), *options.pop("interceptors", [])],
         **options,
     )
+
+
+def stop_requested() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM from now on: whoever serves a worker waits on it,
+    then leaves the worker's ``async with`` so that the worker stops cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

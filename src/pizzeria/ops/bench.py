@@ -56,8 +56,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import pizzeria
 from pizzeria import config
 from pizzeria.activities import PizzaOrderActivities
-from pizzeria.client import error_type_of, start_order
+from pizzeria.client import start_order
 from pizzeria.devserver import DevServer, DevServerError, stop_process
+from pizzeria.failures import error_type_of
 from pizzeria.faults import FaultPlan
 from pizzeria.ledger import Ledger
 from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, TASK_QUEUE

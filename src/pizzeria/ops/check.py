@@ -37,7 +37,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import config
-from pizzeria.client import STATUS_NAMES, error_type_of
+from pizzeria.client import STATUS_NAMES
+from pizzeria.failures import error_type_of
 from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Ledger, LedgerSnapshot
 from pizzeria.models import WORKFLOW_ID_PREFIX, WORKFLOW_TYPE, OrderConfirmation
 from pizzeria.worker import connect

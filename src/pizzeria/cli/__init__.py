@@ -1,0 +1,102 @@
+"""``pizzeria``: run the server and the worker, place and inspect orders, run the demo.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit (2 for bad
+input, 1 for everything else), never a traceback. Card numbers are shown masked. Each
+module of this package holds a few commands; this one gathers them under one group.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from temporalio.service import RPCError
+
+from pizzeria import __version__
+from pizzeria.cli.common import UserError, err, error_line
+from pizzeria.cli.faults import faults
+from pizzeria.cli.ledger import ledger
+from pizzeria.cli.orders import cancel, order, orders, repair, status
+from pizzeria.cli.service import codec_server_command, demo, server, worker
+from pizzeria.client import OrderAlreadyRunning, OrderRefused
+from pizzeria.codec import CodecKeyError
+from pizzeria.devserver import DevServerError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pizzeria")
+def app() -> None:
+    """pizzeria: the pizza-order Saga of the exercise on Temporal, with a real ledger."""
+
+
+for command in (
+    server,
+    codec_server_command,
+    worker,
+    order,
+    orders,
+    status,
+    cancel,
+    repair,
+    ledger,
+):
+    app.add_command(command)
+app.add_command(faults)
+app.add_command(demo)
+
+# -- commands of the tools that prove and measure the service ------------------------------
+from pizzeria.ops.bench import bench as bench_command  # noqa: E402
+from pizzeria.ops.chaos import chaos as chaos_command  # noqa: E402
+from pizzeria.ops.check import check as check_command  # noqa: E402
+
+app.add_command(bench_command)
+app.add_command(chaos_command)
+app.add_command(check_command)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, exit 2 for bad input, never a traceback."""
+    code = _run_app()
+    # The SDK's Rust threads can outlive the event loop and abort the interpreter while it
+    # finalizes ("PyGILState_Release ... finalizing", sdk-python#300), which would turn a
+    # finished command into a crash. Nothing is left to clean up here: flush and leave.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_app() -> int:
+    try:
+        app.main(prog_name="pizzeria", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "pizzeria"
+        message = error.format_message().replace("\n", " ")
+        error_line(f"{message} (see `{command} --help`)")
+        return 2
+    except (UserError, OrderRefused) as error:
+        error_line(str(error))
+        return 2
+    except (
+        OrderAlreadyRunning,
+        LookupError,
+        ConnectionError,
+        DevServerError,
+        CodecKeyError,
+    ) as error:
+        error_line(str(error))
+        return 1
+    except RPCError as error:
+        error_line(f"Temporal refused the request: {error}")
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0

@@ -1,0 +1,81 @@
+"""What every command shares: its consoles, its options, one-line errors, opening things."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from temporalio.client import Client
+from temporalio.runtime import Runtime
+
+from pizzeria import config
+from pizzeria.ledger import Ledger
+from pizzeria.worker import connect
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+address_option = click.option(
+    "--address", help="Temporal address [default: SDK env config, else localhost:7233]"
+)
+ledger_option = click.option(
+    "--ledger",
+    "ledger_file",
+    type=click.Path(path_type=Path),
+    help="Ledger file [default: .pizzeria/ledger.db]",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: one line, exit code 2."""
+
+
+def error_line(message: str) -> None:
+    err.print(f"error: {message}", markup=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    error_line(message)
+    raise SystemExit(code)
+
+
+def run(coroutine: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coroutine
+
+    return asyncio.run(main())
+
+
+async def client_or_fail(
+    address: str | None = None, runtime: Runtime | None = None, encrypt: bool = True
+) -> Client:
+    try:
+        return await connect(address, runtime=runtime, encrypt=encrypt)
+    except RuntimeError as error:
+        target = address or os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+        reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
+        raise ConnectionError(
+            f"cannot reach Temporal at {target} ({reason}); start it with `pizzeria server`"
+        ) from None
+
+
+def open_ledger(path: Path | None) -> Ledger:
+    """The ledger file given, else the configured one (created when missing)."""
+    return Ledger(path or config.ledger_path())
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so `finally` blocks stop what this command started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -1,0 +1,48 @@
+"""``pizzeria faults``: make steps or compensations fail on purpose."""
+
+from __future__ import annotations
+
+import click
+
+from pizzeria import config
+from pizzeria.cli.common import UserError, out
+from pizzeria.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
+
+
+@click.group(name="faults")
+def faults() -> None:
+    """Make steps or compensations fail on purpose (read by workers at each attempt)."""
+
+
+@faults.command("set")
+@click.argument("spec")
+def faults_set(spec: str) -> None:
+    """Turn faults on: SPEC is STEP=MODE[:N][@RATE], several separated by commas.
+
+    MODE is fail, timeout, refuse, decline, out_of_stock, lost or late (see the README).
+    """
+    try:
+        new = parse_faults(spec)
+    except FaultSyntaxError as error:
+        raise UserError(str(error)) from None
+    plan = FaultPlan(config.faults_file(), env_value="")
+    merged = {**plan.current(), **new}
+    write_faults(config.faults_file(), merged)
+    out.print("Faults: " + ", ".join(str(f) for f in merged.values()))
+
+
+@faults.command("clear")
+def faults_clear() -> None:
+    """Turn every fault off."""
+    write_faults(config.faults_file(), {})
+    out.print("Faults cleared.")
+
+
+@faults.command("show")
+def faults_show() -> None:
+    """List the faults in force (file and PIZZERIA_FAULTS)."""
+    try:
+        current = FaultPlan(config.faults_file()).current()
+    except FaultSyntaxError as error:
+        raise UserError(str(error)) from None
+    out.print("Faults: " + (", ".join(str(f) for f in current.values()) or "none"))

@@ -1,0 +1,326 @@
+"""Placing an order, listing orders, and following or acting on one: order, orders,
+status, cancel, repair."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pizzeria import menu
+from pizzeria.cli.common import (
+    UserError,
+    address_option,
+    client_or_fail,
+    err,
+    json_option,
+    out,
+    run,
+)
+from pizzeria.client import (
+    OrderOutcome,
+    cancel_order,
+    order_handle,
+    place_order,
+    recent_orders,
+    resolve_by_hand,
+    retry_compensations,
+)
+from pizzeria.models import (
+    ORDER_STATUSES,
+    CancelResult,
+    OrderSettings,
+    Pizza,
+    PizzaOrder,
+    RepairResult,
+    dollars,
+    mask_card_number,
+)
+from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.timeline import order_report
+
+#: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
+#: the user is shown the flag they typed.
+FLAG_OF_FIELD = {"order_number": "--order-number", "credit_card_info.number": "--card"}
+
+
+# -- order -------------------------------------------------------------------------------
+
+
+def parse_item(text: str) -> Pizza:
+    """``DESCRIPTION`` or ``DESCRIPTION=CENTS``; the price defaults by size."""
+    description, sep, price_text = text.rpartition("=") if "=" in text else (text, "", "")
+    description = description.strip()
+    if not description:
+        raise UserError("--item needs a description such as 'Large, with mushrooms'")
+    if sep:
+        if not (price_text.strip().isascii() and price_text.strip().isdigit()):
+            raise UserError(f"--item price must be whole cents, got {price_text.strip()!r}")
+        return Pizza(description=description, price=int(price_text))
+    size = description.split(",")[0].split()[0].lower()
+    if size not in menu.PRICE_BY_SIZE:
+        raise UserError(f"--item {description!r}: start with Small, Medium or Large")
+    return Pizza(description=description, price=menu.PRICE_BY_SIZE[size])
+
+
+def build_order(
+    order_number: str,
+    card: str,
+    pickup: bool,
+    items: tuple[str, ...],
+    settings: OrderSettings,
+) -> PizzaOrder:
+    """The exercise's order with what the flags changed, refused here as the workflow would
+    refuse it: a user deserves the answer before connecting."""
+    if settings.prep_seconds < 0:
+        raise UserError("--prep-seconds cannot be negative")
+    pizzas = [parse_item(item) for item in items] if items else None
+    placed = sample_order(order_number, card=card, is_delivery=not pickup, items=pizzas)
+    placed.settings = settings
+    try:
+        menu.validate_order(placed)
+    except menu.OrderRejected as rejected:
+        field, _, rest = str(rejected).partition(" ")
+        flag = FLAG_OF_FIELD.get(field)
+        raise UserError(f"{flag} {rest}" if flag else str(rejected)) from None
+    return placed
+
+
+def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
+    color = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(outcome.status, "")
+    out.print(
+        f"Order {outcome.order_number}: [{color}]{outcome.status}[/{color}]"
+        if color
+        else f"Order {outcome.order_number}: {outcome.status}"
+    )
+    if card:
+        out.print(f"  card:          {mask_card_number(card)}")
+    if outcome.confirmation:
+        out.print(f"  amount:        {dollars(outcome.amount)}")
+        out.print(f"  delivery:      {outcome.confirmation['status']}")
+        out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")
+    if outcome.error_type:
+        out.print(f"  error:         {outcome.error_type}: {outcome.error}", markup=False)
+    if outcome.compensations or outcome.status != "COMPLETED":
+        ran = " -> ".join(outcome.compensations) or "none"
+        out.print(f"  compensations: {ran}")
+    if outcome.failed_compensations:
+        out.print(f"  failed compensation attempts: {', '.join(outcome.failed_compensations)}")
+    out.print(f"  Web UI:        {outcome.web_ui}")
+
+
+@click.command()
+@click.option(
+    "--card",
+    default=GOOD_CARD,
+    show_default=True,
+    help=f"Card number (the exercise's bad card: {BAD_CARD})",
+)
+@click.option("--pickup", is_flag=True, help="Pick up instead of delivery (no driver)")
+@click.option(
+    "--item",
+    "items",
+    multiple=True,
+    help="A pizza, 'DESCRIPTION' or 'DESCRIPTION=CENTS'; repeat for more "
+    "[default: the exercise's three]",
+)
+@click.option(
+    "--order-number",
+    default="XD001",
+    show_default=True,
+    help="Order number (one running order each)",
+)
+@click.option(
+    "--prep-seconds", type=float, help="The short wait after the distance check [default: 3]"
+)
+@click.option(
+    "--compensation-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per compensation before the order asks for repair [default: 10]",
+)
+@click.option(
+    "--step-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per step before the order gives up and compensates [default: 10]",
+)
+@address_option
+@json_option
+def order(
+    card: str,
+    pickup: bool,
+    items: tuple[str, ...],
+    order_number: str,
+    prep_seconds: float | None,
+    compensation_attempts: int | None,
+    step_attempts: int | None,
+    address: str | None,
+    as_json: bool,
+) -> None:
+    """Place an order (the exercise's three pizzas by default) and wait for its outcome."""
+    defaults = OrderSettings()
+    settings = OrderSettings(
+        prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
+        compensation_attempts=compensation_attempts or defaults.compensation_attempts,
+        step_attempts=step_attempts or defaults.step_attempts,
+    )
+    placed = build_order(order_number, card, pickup, items, settings)
+
+    async def place() -> OrderOutcome:
+        client = await client_or_fail(address)
+        if not as_json:
+            err.print(f"Placing order {order_number} (card {mask_card_number(card)})...")
+        return await place_order(client, placed)
+
+    outcome = run(place())
+    if as_json:
+        out.print_json(json.dumps(outcome.to_json()))
+    else:
+        print_outcome(outcome, card)
+    if outcome.status != "COMPLETED":
+        raise SystemExit(1)
+
+
+# -- orders ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--status",
+    "order_status",
+    type=click.Choice(ORDER_STATUSES, case_sensitive=False),
+    help="Only orders whose OrderStatus is this",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@address_option
+@json_option
+def orders(order_status: str | None, limit: int, address: str | None, as_json: bool) -> None:
+    """Recent orders from Temporal's visibility: status, amount, compensation outcome."""
+
+    async def listed() -> list[dict[str, Any]]:
+        return await recent_orders(await client_or_fail(address), order_status, limit)
+
+    rows = run(listed())
+    if as_json:
+        out.print_json(json.dumps({"orders": rows}))
+        return
+    table = Table("order", "started", "status", "OrderStatus", "amount", "compensation")
+    for row in rows:
+        table.add_row(
+            row["order_number"],
+            row["started"][5:19].replace("T", " "),
+            row["status"],
+            row["order_status"] or "-",
+            dollars(row["amount"]),
+            row["compensation"] or "-",
+        )
+    out.print(table)
+    if not rows:
+        out.print("No orders found.")
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("order_number")
+@click.option("--watch", is_flag=True, help="Keep refreshing until the order closes (Ctrl-C stops)")
+@address_option
+@json_option
+def status(order_number: str, watch: bool, address: str | None, as_json: bool) -> None:
+    """An order's timeline: each step and compensation with start, duration, attempts, outcome."""
+
+    async def follow() -> None:
+        client = await client_or_fail(address)
+        handle = await order_handle(client, order_number)
+        last = ""
+        while True:
+            report = await order_report(client, handle)
+            if as_json:
+                out.print_json(json.dumps(report))
+            else:
+                rendered = render_report(report)
+                if rendered != last:
+                    out.print(rendered)
+                    last = rendered
+            if not watch or report["status"] != "RUNNING":
+                return
+            await asyncio.sleep(1.0)
+
+    run(follow())
+
+
+def render_report(report: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, highlight=False, soft_wrap=True, width=140)
+    now = f" - {report['details']}" if report["details"] else ""
+    console.print(f"Order {report['order_number']}: {report['status']}{now}", markup=False)
+    if report["summary"]:
+        console.print(f"  {report['summary']}", markup=False)
+    if report["needs_attention"]:
+        console.print(
+            "NEEDS ATTENTION: a compensation failed for good; fix the cause, then "
+            f"`pizzeria repair {report['order_number']} --retry` or `--resolve NOTE`",
+            markup=False,
+        )
+    table = Table("started", "kind", "name", "took", "attempts", "outcome", "detail")
+    for entry in report["timeline"]:
+        took = "" if entry["duration_ms"] is None else f"{entry['duration_ms']:,.0f} ms"
+        table.add_row(
+            entry["started_at"][11:23],
+            entry["kind"],
+            entry["name"],
+            took,
+            str(entry["attempts"]),
+            entry["outcome"],
+            entry["error"] or entry["summary"],
+        )
+    console.print(table)
+    if report.get("repaired_by"):
+        note = report.get("resolution_note") or ""
+        console.print(f"Repaired by hand: {report['repaired_by']} {note}", markup=False)
+    return buffer.getvalue().rstrip()
+
+
+# -- cancel and repair -------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("order_number")
+@click.option("--reason", default="cancelled by the customer", show_default=True, help="Why")
+@address_option
+def cancel(order_number: str, reason: str, address: str | None) -> None:
+    """Cancel an order before it is billed: its effects are undone and it ends Cancelled."""
+
+    async def cancelled() -> CancelResult:
+        return await cancel_order(await client_or_fail(address), order_number, reason)
+
+    result = run(cancelled())
+    undone = ", ".join(result.compensations) or "nothing to undo"
+    out.print(f"Order {order_number}: cancel accepted ({result.reason}); compensations: {undone}")
+
+
+@click.command()
+@click.argument("order_number")
+@click.option("--retry", is_flag=True, help="Run the failed compensations again")
+@click.option("--resolve", metavar="NOTE", help="Mark them handled by hand, with a note")
+@address_option
+def repair(order_number: str, retry: bool, resolve: str | None, address: str | None) -> None:
+    """Finish an order whose compensation failed for good ("needs attention")."""
+    if retry == (resolve is not None):
+        raise UserError("choose one: --retry or --resolve NOTE")
+
+    async def repaired() -> RepairResult:
+        client = await client_or_fail(address)
+        if resolve is None:
+            return await retry_compensations(client, order_number)
+        return await resolve_by_hand(client, order_number, resolve)
+
+    result = run(repaired())
+    out.print(f"Order {order_number}: {result.action} -> {result.outcome}")
+    if result.outcome == "needs attention":
+        raise SystemExit(1)

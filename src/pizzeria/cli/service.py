@@ -1,0 +1,225 @@
+"""Running the service: the dev server, the codec endpoint, a worker, and the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pizzeria import config
+from pizzeria.activities import PizzaOrderActivities
+from pizzeria.cli.common import (
+    UserError,
+    address_option,
+    client_or_fail,
+    err,
+    fail,
+    json_option,
+    ledger_option,
+    open_ledger,
+    out,
+    run,
+    stop_on_sigterm,
+)
+from pizzeria.cli.orders import print_outcome
+from pizzeria.client import OrderOutcome
+from pizzeria.codec import EncryptionCodec, load_keys
+from pizzeria.codec_server import DEFAULT_ORIGINS, CodecServer, serve_for_web_ui
+from pizzeria.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
+from pizzeria.demo import run_demo
+from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
+from pizzeria.faults import FaultPlan
+from pizzeria.metrics import prometheus_runtime
+from pizzeria.models import TASK_QUEUE, dollars
+from pizzeria.worker import build_worker, stop_requested
+
+# -- server ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder of the history file [default: .pizzeria]",
+)
+@click.option("--port", default=GRPC_PORT, show_default=True, help="gRPC port on 127.0.0.1")
+@click.option("--ui-port", default=UI_PORT, show_default=True, help="Web UI port on 127.0.0.1")
+@click.option("--in-memory", is_flag=True, help="Keep no history file (lost on exit)")
+@click.option(
+    "--codec-port",
+    default=DEFAULT_CODEC_PORT,
+    show_default=True,
+    help="Also serve the codec endpoint here, so the Web UI shows decrypted payloads",
+)
+@click.option("--no-codec", is_flag=True, help="No codec endpoint: the Web UI shows ciphertext")
+def server(
+    data_dir: Path | None,
+    port: int,
+    ui_port: int,
+    in_memory: bool,
+    codec_port: int,
+    no_codec: bool,
+) -> None:
+    """Run the Temporal dev server (with its Web UI) until Ctrl-C."""
+    stop_on_sigterm()
+    history = None if in_memory else (data_dir or config.data_dir()) / "temporal.db"
+    codec_server = None if no_codec else start_codec_server(codec_port, ui_port)
+    dev = DevServer(
+        history,
+        port=port,
+        ui_port=ui_port,
+        codec_endpoint=codec_server.url if codec_server else None,
+    )
+    try:
+        dev.start()
+    except DevServerError as error:
+        if codec_server:
+            codec_server.stop()
+        fail(str(error))
+    out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
+    out.print(f"History file: {history}" if history else "History: in memory")
+    if codec_server:
+        out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads")
+    out.print("Press Ctrl-C to stop.")
+    try:
+        assert dev.process is not None
+        dev.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()
+        if codec_server:
+            codec_server.stop()
+
+
+def start_codec_server(port: int, ui_port: int) -> CodecServer:
+    try:
+        return serve_for_web_ui(ui_port, port)
+    except OSError as error:
+        raise UserError(
+            f"cannot serve the codec endpoint on 127.0.0.1:{port}: {error.strerror}"
+        ) from None
+
+
+@click.command(name="codec-server")
+@click.option("--port", default=DEFAULT_CODEC_PORT, show_default=True, help="Port on 127.0.0.1")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    help="Browser origin allowed to call it [default: the local Web UI, port 8233]",
+)
+def codec_server_command(port: int, origins: tuple[str, ...]) -> None:
+    """Serve the codec endpoint (localhost only) so the Web UI can decrypt payloads."""
+    stop_on_sigterm()
+    allowed = origins or DEFAULT_ORIGINS
+    try:
+        endpoint = CodecServer(EncryptionCodec(load_keys()), port=port, origins=allowed)
+    except OSError as error:
+        raise UserError(f"cannot serve on 127.0.0.1:{port}: {error.strerror}") from None
+    out.print(f"Codec endpoint on {endpoint.url} for {', '.join(allowed)}. Ctrl-C stops.")
+    out.print(f"Start the dev server with --ui-codec-endpoint {endpoint.url}")
+    try:
+        endpoint.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        endpoint.httpd.server_close()
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+@click.command()
+@address_option
+@ledger_option
+@click.option("--task-queue", default=TASK_QUEUE, show_default=True, help="Task queue to poll")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics (the SDK's and ours) on 127.0.0.1:PORT/metrics",
+)
+@click.option(
+    "--plain-payloads",
+    is_flag=True,
+    help="Answer in plain JSON, for clients without the codec (the exercise's, `temporal`)",
+)
+def worker(
+    address: str | None,
+    ledger_file: Path | None,
+    task_queue: str,
+    metrics_port: int | None,
+    plain_payloads: bool,
+) -> None:
+    """Run the worker: the order workflow and its activities, against the ledger."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    ledger = open_ledger(ledger_file)
+    activities = PizzaOrderActivities(
+        ledger,
+        faults=FaultPlan(config.faults_file()),
+        driver=config.DriverSimulation.from_env(),
+    )
+
+    async def serve() -> None:
+        runtime = prometheus_runtime(metrics_port) if metrics_port else None
+        client = await client_or_fail(address, runtime, encrypt=not plain_payloads)
+        stop = stop_requested()
+        async with build_worker(client, activities, task_queue=task_queue):
+            out.print(
+                f"Worker polling task queue {task_queue!r}, ledger {ledger.path}. Ctrl-C stops."
+            )
+            if metrics_port:
+                out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
+            await stop.wait()
+        out.print("Worker stopped.")
+
+    run(serve())
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
+    out.print()
+    for outcome, row in zip(outcomes, report["orders"], strict=True):
+        print_outcome(outcome)
+        book = row["ledger"]
+        out.print(
+            f"  ledger:        charged {dollars(book['charged'])}, refunded "
+            f"{dollars(book['refunded'])}, billed {dollars(book['billed'])}, "
+            f"net {dollars(book['net'])}; stock: {book['stock_taken']} portions taken, "
+            f"{book['stock_put_back']} put back"
+        )
+        out.print()
+    change = ", ".join(f"{name} {delta:+d}" for name, delta in report["stock_change"].items())
+    out.print(f"Stock change over both orders: {change or 'none'}")
+    out.print(f"Web UI: {report['web_ui']}")
+
+
+@click.command()
+@json_option
+@click.option(
+    "--keep-running/--no-keep-running",
+    default=None,
+    help="Keep server and worker up afterwards [default: only in a terminal]",
+)
+def demo(as_json: bool, keep_running: bool | None) -> None:
+    """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
+    stop_on_sigterm()
+    if keep_running is None:
+        keep_running = sys.stdin.isatty() and not as_json
+
+    def say(text: str) -> None:
+        err.print(f"[dim]>[/dim] {text}")
+
+    def show(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
+        if not as_json:
+            print_demo(report, outcomes)
+
+    report = run(run_demo(say, show, keep_running))
+    if as_json:
+        out.print_json(json.dumps(report))
