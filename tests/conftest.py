@@ -105,7 +105,7 @@ def worker(client: Client, activities: PizzaOrderActivities, task_queue: str) ->
 @pytest.fixture
 def order() -> PizzaOrder:
     """The exercise's order with a good card and no waits."""
-    return sample_order(card="4242424242424242", prep_seconds=0)
+    return sample_order(prep_seconds=0)
 
 
 @pytest.fixture

@@ -23,8 +23,19 @@ from temporalio.testing import ActivityEnvironment
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultPlan, parse_faults, write_faults
-from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Effect, LateStepRefused, Ledger
-from pizzeria.models import Bill, CreditCardCharge, CreditCardInfo, Pizza, StockRequest
+from pizzeria.ledger import Effect, LateStepRefused, Ledger
+from pizzeria.models import (
+    COMPENSATE_REFUND_CUSTOMER,
+    COMPENSATE_REVERT_INVENTORY,
+    STEP_PROCESS_CREDIT_CARD,
+    STEP_SEND_BILL,
+    STEP_UPDATE_INVENTORY,
+    Bill,
+    CreditCardCharge,
+    CreditCardInfo,
+    Pizza,
+    StockRequest,
+)
 from pizzeria.samples import EXERCISE_ITEMS, GOOD_CARD, sample_order
 from tests.helpers import eventually
 
@@ -52,13 +63,13 @@ class RecordingLedger(Ledger):
 
     def take_stock(self, order_ref: str, order_number: str, ingredients: dict[str, int]) -> Effect:
         return self._record(
-            TAKE,
+            STEP_UPDATE_INVENTORY,
             lambda: super(RecordingLedger, self).take_stock(order_ref, order_number, ingredients),
         )
 
     def charge(self, order_ref: str, order_number: str, amount: int, card_last4: str) -> Effect:
         return self._record(
-            CHARGE,
+            STEP_PROCESS_CREDIT_CARD,
             lambda: super(RecordingLedger, self).charge(
                 order_ref, order_number, amount, card_last4
             ),
@@ -66,7 +77,7 @@ class RecordingLedger(Ledger):
 
     def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
         return self._record(
-            BILL,
+            STEP_SEND_BILL,
             lambda: super(RecordingLedger, self).bill(
                 order_ref, order_number, amount, confirmation
             ),
@@ -143,7 +154,9 @@ async def test_inventory_taken_late_after_its_revert_is_refused_and_stock_unchan
     error = await refused(taking)
     assert error.type == "LateStepRefusedError" and error.non_retryable is True
     assert ledger.stock() == before
-    assert [(row["step"], row["tombstone"]) for row in ledger.effects()] == [(PUT_BACK, 1)]
+    assert [(row["step"], row["tombstone"]) for row in ledger.effects()] == [
+        (COMPENSATE_REVERT_INVENTORY, 1)
+    ]
 
 
 async def test_a_charge_made_late_after_its_refund_is_refused_and_nothing_is_charged(
@@ -158,7 +171,7 @@ async def test_a_charge_made_late_after_its_refund_is_refused_and_nothing_is_cha
     assert error.type == "LateStepRefusedError"
     (order,) = ledger.orders()
     assert (order.charged, order.refunded, order.billed) == (0, 0, 0)
-    assert ledger.calls_of(CHARGE) == ["refused"]
+    assert ledger.calls_of(STEP_PROCESS_CREDIT_CARD) == ["refused"]
 
 
 async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
@@ -179,8 +192,8 @@ async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
     late_take = await first_take
     assert (late_take.applied, retried_take.applied) == (False, True)
     assert (ledger.stock(), ledger.effects()) == after_retries
-    assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
-    assert ledger.calls_of(TAKE) == ["applied", "repeat"]
+    assert ledger.calls_of(STEP_PROCESS_CREDIT_CARD) == ["applied", "repeat"]
+    assert ledger.calls_of(STEP_UPDATE_INVENTORY) == ["applied", "repeat"]
 
 
 async def test_a_bill_sent_late_after_the_refund_is_refused(
@@ -202,8 +215,8 @@ async def test_a_bill_sent_late_after_the_refund_is_refused(
 @pytest.mark.parametrize(
     ("spec", "step", "compensation"),
     [
-        ("update_inventory=late:1", TAKE, PUT_BACK),
-        ("process_credit_card=late:1", CHARGE, REFUND),
+        ("update_inventory=late:1", STEP_UPDATE_INVENTORY, COMPENSATE_REVERT_INVENTORY),
+        ("process_credit_card=late:1", STEP_PROCESS_CREDIT_CARD, COMPENSATE_REFUND_CUSTOMER),
     ],
     ids=["inventory-late-after-revert", "charge-late-after-refund"],
 )
@@ -235,8 +248,10 @@ async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_comp
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
         confirmation = await handle.result()
-        await eventually(lambda: len(ledger.calls_of(CHARGE)) == 2, "the late write")
-    assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
+        await eventually(
+            lambda: len(ledger.calls_of(STEP_PROCESS_CREDIT_CARD)) == 2, "the late write"
+        )
+    assert ledger.calls_of(STEP_PROCESS_CREDIT_CARD) == ["applied", "repeat"]
     (order,) = ledger.orders()
     assert order.charged == order.billed == confirmation.amount == 3500
     assert order.refunded == 0
@@ -248,8 +263,8 @@ async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_comp
 @pytest.mark.parametrize(
     ("spec", "step", "compensation"),
     [
-        ("update_inventory=lost:1", TAKE, PUT_BACK),
-        ("process_credit_card=lost:1", CHARGE, REFUND),
+        ("update_inventory=lost:1", STEP_UPDATE_INVENTORY, COMPENSATE_REVERT_INVENTORY),
+        ("process_credit_card=lost:1", STEP_PROCESS_CREDIT_CARD, COMPENSATE_REFUND_CUSTOMER),
     ],
     ids=["inventory-answer-lost", "charge-answer-lost"],
 )
@@ -278,7 +293,7 @@ async def test_a_step_whose_answer_was_lost_is_retried_once_more_and_changes_not
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
         confirmation = await handle.result()
-    assert ledger.calls_of(CHARGE) == ["applied", "repeat"]
+    assert ledger.calls_of(STEP_PROCESS_CREDIT_CARD) == ["applied", "repeat"]
     (order,) = ledger.orders()
     assert order.charged == order.billed == confirmation.amount and order.refunded == 0
 

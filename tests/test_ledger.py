@@ -16,10 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pizzeria.ledger import (
-    CHARGE,
-    PUT_BACK,
-    REFUND,
-    TAKE,
     Effect,
     LateStepRefused,
     Ledger,
@@ -28,6 +24,12 @@ from pizzeria.ledger import (
     idempotency_key,
 )
 from pizzeria.menu import INGREDIENTS, INITIAL_STOCK
+from pizzeria.models import (
+    COMPENSATE_REFUND_CUSTOMER,
+    COMPENSATE_REVERT_INVENTORY,
+    STEP_PROCESS_CREDIT_CARD,
+    STEP_UPDATE_INVENTORY,
+)
 
 ORDER = "XD001"
 RUN_1 = "pizza-workflow-order-XD001/run-1"
@@ -80,7 +82,7 @@ def test_take_stock_lowers_stock_by_the_ingredients(ledger: Ledger) -> None:
     before = quantities(ledger)
     effect = ledger.take_stock(RUN_1, ORDER, LARGE)
     assert effect.applied is True
-    assert effect.step == TAKE
+    assert effect.step == STEP_UPDATE_INVENTORY
     assert effect.ingredients == LARGE
     assert effect.tombstone is False
     assert quantities(ledger) == minus(before, LARGE)
@@ -93,7 +95,7 @@ def test_take_stock_repeated_with_the_same_order_ref_changes_nothing(ledger: Led
     assert again.applied is False
     assert again.ingredients == LARGE
     assert quantities(ledger) == after_first
-    assert steps(ledger, RUN_1) == [TAKE]
+    assert steps(ledger, RUN_1) == [STEP_UPDATE_INVENTORY]
 
 
 def test_take_stock_repeat_with_other_ingredients_keeps_the_first_take(ledger: Ledger) -> None:
@@ -117,7 +119,7 @@ def test_put_back_stock_restores_exactly_and_a_repeat_is_a_noop(ledger: Ledger) 
     again = ledger.put_back_stock(RUN_1, ORDER)
     assert again.applied is False
     assert quantities(ledger) == before
-    assert steps(ledger, RUN_1) == sorted([TAKE, PUT_BACK])
+    assert steps(ledger, RUN_1) == sorted([STEP_UPDATE_INVENTORY, COMPENSATE_REVERT_INVENTORY])
 
 
 def test_take_after_put_back_of_the_same_run_changes_nothing(ledger: Ledger) -> None:
@@ -139,7 +141,7 @@ def test_put_back_before_take_leaves_a_tombstone_and_refuses_a_late_take(ledger:
     with pytest.raises(LateStepRefused):
         ledger.take_stock(RUN_1, ORDER, LARGE)
     assert quantities(ledger) == before
-    assert steps(ledger, RUN_1) == [PUT_BACK]
+    assert steps(ledger, RUN_1) == [COMPENSATE_REVERT_INVENTORY]
     assert summary(ledger)[RUN_1].stock_held == {}
 
 
@@ -217,11 +219,11 @@ def test_stock_equals_initial_minus_what_runs_still_hold(
 def test_charge_is_written_once_per_order_ref(ledger: Ledger) -> None:
     first = ledger.charge(RUN_1, ORDER, 3500, "4242")
     assert first.applied is True
-    assert (first.step, first.amount, first.reference) == (CHARGE, 3500, "4242")
+    assert (first.step, first.amount, first.reference) == (STEP_PROCESS_CREDIT_CARD, 3500, "4242")
     again = ledger.charge(RUN_1, ORDER, 9999, "0000")
     assert again.applied is False
     assert (again.amount, again.reference) == (3500, "4242")
-    assert steps(ledger, RUN_1) == [CHARGE]
+    assert steps(ledger, RUN_1) == [STEP_PROCESS_CREDIT_CARD]
     assert summary(ledger)[RUN_1].charged == 3500
 
 
@@ -230,13 +232,13 @@ def test_refund_refunds_exactly_the_charged_amount_once(ledger: Ledger) -> None:
     refund = ledger.refund(RUN_1, ORDER)
     assert refund.applied is True
     assert refund.tombstone is False
-    assert (refund.step, refund.amount) == (REFUND, 3500)
+    assert (refund.step, refund.amount) == (COMPENSATE_REFUND_CUSTOMER, 3500)
     again = ledger.refund(RUN_1, ORDER)
     assert again.applied is False
     assert again.amount == 3500
     order = summary(ledger)[RUN_1]
     assert (order.charged, order.refunded) == (3500, 3500)
-    assert steps(ledger, RUN_1) == sorted([CHARGE, REFUND])
+    assert steps(ledger, RUN_1) == sorted([STEP_PROCESS_CREDIT_CARD, COMPENSATE_REFUND_CUSTOMER])
 
 
 def test_refund_before_charge_leaves_a_tombstone_and_refuses_a_late_charge(
@@ -247,7 +249,7 @@ def test_refund_before_charge_leaves_a_tombstone_and_refuses_a_late_charge(
     assert tombstone.amount == 0
     with pytest.raises(LateStepRefused):
         ledger.charge(RUN_1, ORDER, 3500, "4242")
-    assert steps(ledger, RUN_1) == [REFUND]
+    assert steps(ledger, RUN_1) == [COMPENSATE_REFUND_CUSTOMER]
     order = summary(ledger)[RUN_1]
     assert (order.charged, order.refunded) == (0, 0)
     # A repeated refund still finds its tombstone.
@@ -295,7 +297,11 @@ def test_a_different_run_of_the_same_order_never_touches_the_first_runs_rows(
 def test_idempotency_keys_are_order_ref_and_step(ledger: Ledger) -> None:
     ledger.charge(RUN_1, ORDER, 100, "4242")
     (row,) = ledger.effects(RUN_1)
-    assert row["idempotency_key"] == idempotency_key(RUN_1, CHARGE) == f"{RUN_1}/{CHARGE}"
+    assert (
+        row["idempotency_key"]
+        == idempotency_key(RUN_1, STEP_PROCESS_CREDIT_CARD)
+        == f"{RUN_1}/{STEP_PROCESS_CREDIT_CARD}"
+    )
 
 
 def test_orders_summarises_charged_refunded_billed_and_stock_held_per_run(
@@ -419,7 +425,10 @@ def test_tombstone_rows_are_marked(ledger: Ledger) -> None:
     ledger.refund(RUN_1, ORDER)
     ledger.put_back_stock(RUN_1, ORDER)
     rows = ledger.effects(RUN_1)
-    assert {row["step"] for row in rows} == {REFUND, PUT_BACK}
+    assert {row["step"] for row in rows} == {
+        COMPENSATE_REFUND_CUSTOMER,
+        COMPENSATE_REVERT_INVENTORY,
+    }
     assert all(row["tombstone"] == 1 for row in rows)
 
 
@@ -439,7 +448,7 @@ def test_a_bill_after_a_refund_tombstone_is_refused_too(ledger: Ledger) -> None:
     ledger.refund(RUN_1, ORDER)  # compensated before anything was charged
     with pytest.raises(LateStepRefused):
         ledger.bill(RUN_1, ORDER, 3500, "P1")
-    assert steps(ledger, RUN_1) == [REFUND]
+    assert steps(ledger, RUN_1) == [COMPENSATE_REFUND_CUSTOMER]
 
 
 def test_a_repeated_bill_is_still_answered_after_a_refund(ledger: Ledger) -> None:

@@ -159,7 +159,7 @@ def test_card_numbers_with_the_wrong_length_letters_or_spaces_are_rejected(numbe
 
 
 def test_validate_order_accepts_the_sample_order() -> None:
-    validate_order(sample_order())  # the bad card is the gateway's verdict, not ours
+    validate_order(sample_order(card=BAD_CARD))  # the bad card is the gateway's verdict, not ours
     validate_order(sample_order(card=GOOD_CARD, is_delivery=False))
 
 

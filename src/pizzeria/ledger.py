@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from pizzeria.menu import INGREDIENTS, INITIAL_STOCK
-from pizzeria.models import split_order_ref
+from pizzeria.models import (
+    COMPENSATE_REFUND_CUSTOMER,
+    COMPENSATE_REVERT_INVENTORY,
+    STEP_PROCESS_CREDIT_CARD,
+    STEP_SEND_BILL,
+    STEP_UPDATE_INVENTORY,
+    split_order_ref,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -47,12 +54,6 @@ CREATE TABLE IF NOT EXISTS effects (
 );
 CREATE INDEX IF NOT EXISTS effects_by_order ON effects (order_ref);
 """
-
-TAKE = "update_inventory"
-PUT_BACK = "revert_inventory"
-CHARGE = "process_credit_card"
-REFUND = "refund_customer"
-BILL = "send_bill"
 
 
 class OutOfStock(Exception):
@@ -105,7 +106,7 @@ class RunRows:
     @property
     def held(self) -> Counter[str]:
         """The stock the run still holds: what it took, unless that was put back."""
-        return Counter() if self.rows[PUT_BACK] else Counter(self.taken)
+        return Counter() if self.rows[COMPENSATE_REVERT_INVENTORY] else Counter(self.taken)
 
 
 def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
@@ -115,22 +116,22 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
         run = runs.setdefault(effect["order_ref"], RunRows(effect["order_ref"]))
         run.order_number = effect["order_number"]
         step = effect["step"]
-        if step == REFUND:
+        if step == COMPENSATE_REFUND_CUSTOMER:
             run.refund_at = effect["created_at"]
         if effect["tombstone"]:
             run.tombstones.add(step)
             continue
         run.rows[step] += 1
-        if step == CHARGE:
+        if step == STEP_PROCESS_CREDIT_CARD:
             run.charged += effect["amount"]
-        elif step == REFUND:
+        elif step == COMPENSATE_REFUND_CUSTOMER:
             run.refunded += effect["amount"]
-        elif step == BILL:
+        elif step == STEP_SEND_BILL:
             run.billed += effect["amount"]
             run.bill_at = effect["created_at"]
-        elif step == TAKE:
+        elif step == STEP_UPDATE_INVENTORY:
             run.taken.update(effect["ingredients"])
-        elif step == PUT_BACK:
+        elif step == COMPENSATE_REVERT_INVENTORY:
             run.put_back.update(effect["ingredients"])
     return runs
 
@@ -157,7 +158,7 @@ class OrderLedger:
         }
 
 
-def summarise(effects: list[dict[str, Any]]) -> list[OrderLedger]:
+def per_order_totals(effects: list[dict[str, Any]]) -> list[OrderLedger]:
     """Per run: charged, refunded and billed amounts, and the stock it still holds."""
     return [
         OrderLedger(
@@ -175,7 +176,7 @@ class LedgerSnapshot:
     effects: list[dict[str, Any]]
 
     def orders(self) -> list[OrderLedger]:
-        return summarise(self.effects)
+        return per_order_totals(self.effects)
 
     def to_json(self) -> dict[str, Any]:
         """Stock per ingredient and, per run, what it charged, refunded, billed and holds."""
@@ -285,7 +286,7 @@ class Ledger:
 
     def orders(self) -> list[OrderLedger]:
         """Per run of an order: charged, refunded and billed amounts, stock still held."""
-        return summarise(self.effects())
+        return per_order_totals(self.effects())
 
     def snapshot(self) -> LedgerSnapshot:
         """Stock and every effect read in one transaction: a consistent picture even while
@@ -311,10 +312,10 @@ class Ledger:
     def take_stock(self, order_ref: str, order_number: str, ingredients: dict[str, int]) -> Effect:
         """Take an order's ingredients out of stock, once per run."""
         with self._transaction() as db:
-            done = self._find(db, idempotency_key(order_ref, TAKE))
+            done = self._find(db, idempotency_key(order_ref, STEP_UPDATE_INVENTORY))
             if done is not None:
                 return done
-            if self._find(db, idempotency_key(order_ref, PUT_BACK)) is not None:
+            if self._find(db, idempotency_key(order_ref, COMPENSATE_REVERT_INVENTORY)) is not None:
                 raise LateStepRefused(
                     f"inventory for {order_ref} was already reverted; not taking stock now"
                 )
@@ -333,47 +334,66 @@ class Ledger:
                 "UPDATE stock SET quantity = quantity - ? WHERE ingredient = ?",
                 [(count, name) for name, count in ingredients.items()],
             )
-            return self._write(db, order_ref, order_number, TAKE, ingredients=ingredients)
+            return self._write(
+                db, order_ref, order_number, STEP_UPDATE_INVENTORY, ingredients=ingredients
+            )
 
     def put_back_stock(self, order_ref: str, order_number: str) -> Effect:
         """Undo `take_stock` of this run; a tombstone when nothing was taken."""
         with self._transaction() as db:
-            done = self._find(db, idempotency_key(order_ref, PUT_BACK))
+            done = self._find(db, idempotency_key(order_ref, COMPENSATE_REVERT_INVENTORY))
             if done is not None:
                 return done
-            taken = self._find(db, idempotency_key(order_ref, TAKE))
+            taken = self._find(db, idempotency_key(order_ref, STEP_UPDATE_INVENTORY))
             if taken is None:
-                return self._write(db, order_ref, order_number, PUT_BACK, tombstone=True)
+                return self._write(
+                    db, order_ref, order_number, COMPENSATE_REVERT_INVENTORY, tombstone=True
+                )
             db.executemany(
                 "UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?",
                 [(count, name) for name, count in taken.ingredients.items()],
             )
-            return self._write(db, order_ref, order_number, PUT_BACK, ingredients=taken.ingredients)
+            return self._write(
+                db,
+                order_ref,
+                order_number,
+                COMPENSATE_REVERT_INVENTORY,
+                ingredients=taken.ingredients,
+            )
 
     # -- money -------------------------------------------------------------------------
 
     def charge(self, order_ref: str, order_number: str, amount: int, card_last4: str) -> Effect:
         """Charge a run's amount once; refused when its refund already ran."""
         with self._transaction() as db:
-            done = self._find(db, idempotency_key(order_ref, CHARGE))
+            done = self._find(db, idempotency_key(order_ref, STEP_PROCESS_CREDIT_CARD))
             if done is not None:
                 return done
-            if self._find(db, idempotency_key(order_ref, REFUND)) is not None:
+            if self._find(db, idempotency_key(order_ref, COMPENSATE_REFUND_CUSTOMER)) is not None:
                 raise LateStepRefused(f"{order_ref} was already refunded; not charging now")
             return self._write(
-                db, order_ref, order_number, CHARGE, amount=amount, reference=card_last4
+                db,
+                order_ref,
+                order_number,
+                STEP_PROCESS_CREDIT_CARD,
+                amount=amount,
+                reference=card_last4,
             )
 
     def refund(self, order_ref: str, order_number: str) -> Effect:
         """Refund exactly what this run charged; a tombstone when nothing was charged."""
         with self._transaction() as db:
-            done = self._find(db, idempotency_key(order_ref, REFUND))
+            done = self._find(db, idempotency_key(order_ref, COMPENSATE_REFUND_CUSTOMER))
             if done is not None:
                 return done
-            charged = self._find(db, idempotency_key(order_ref, CHARGE))
+            charged = self._find(db, idempotency_key(order_ref, STEP_PROCESS_CREDIT_CARD))
             if charged is None:
-                return self._write(db, order_ref, order_number, REFUND, tombstone=True)
-            return self._write(db, order_ref, order_number, REFUND, amount=charged.amount)
+                return self._write(
+                    db, order_ref, order_number, COMPENSATE_REFUND_CUSTOMER, tombstone=True
+                )
+            return self._write(
+                db, order_ref, order_number, COMPENSATE_REFUND_CUSTOMER, amount=charged.amount
+            )
 
     def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
         """Record the bill once; refused when the run's charge was already compensated.
@@ -382,11 +402,11 @@ class Ledger:
         arriving late (an attempt that outlived its timeout) would bill an undone order.
         """
         with self._transaction() as db:
-            done = self._find(db, idempotency_key(order_ref, BILL))
+            done = self._find(db, idempotency_key(order_ref, STEP_SEND_BILL))
             if done is not None:
                 return done
-            if self._find(db, idempotency_key(order_ref, REFUND)) is not None:
+            if self._find(db, idempotency_key(order_ref, COMPENSATE_REFUND_CUSTOMER)) is not None:
                 raise LateStepRefused(f"{order_ref} was already refunded; not billing now")
             return self._write(
-                db, order_ref, order_number, BILL, amount=amount, reference=confirmation
+                db, order_ref, order_number, STEP_SEND_BILL, amount=amount, reference=confirmation
             )

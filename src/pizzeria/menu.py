@@ -11,7 +11,16 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-from pizzeria.models import Address, CreditCardInfo, Customer, Pizza, PizzaOrder
+from pizzeria.models import (
+    INVALID_CHARGE_AMOUNT_ERROR,
+    INVALID_ORDER_ERROR,
+    UNKNOWN_TOPPING_ERROR,
+    Address,
+    CreditCardInfo,
+    Customer,
+    Pizza,
+    PizzaOrder,
+)
 
 DISCOUNT_THRESHOLD = 3000  # cents: larger totals get DISCOUNT off (the exercise's rule)
 DISCOUNT = 500
@@ -54,6 +63,10 @@ class OrderRejected(ValueError):
         self.kind = kind
 
 
+def _invalid(message: str) -> OrderRejected:
+    return OrderRejected(INVALID_ORDER_ERROR, message)
+
+
 def recipe(description: str) -> Counter[str]:
     """Portions of each ingredient in one pizza, from a description like the exercise's.
 
@@ -63,10 +76,7 @@ def recipe(description: str) -> Counter[str]:
     text = description.strip().lower()
     match = re.fullmatch(r"(small|medium|large)\s*(?:,?\s*with\s+(.+))?", text)
     if match is None:
-        raise OrderRejected(
-            "InvalidOrderError",
-            f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large",
-        )
+        raise _invalid(f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large")
     size = PORTIONS_BY_SIZE[match.group(1)]
     portions: Counter[str] = Counter({ingredient: size for ingredient in BASE})
     toppings = match.group(2)
@@ -76,7 +86,7 @@ def recipe(description: str) -> Counter[str]:
                 continue
             ingredient = TOPPINGS.get(name.strip())
             if ingredient is None:
-                raise OrderRejected("UnknownToppingError", f"Unknown topping {name[:40]!r}")
+                raise OrderRejected(UNKNOWN_TOPPING_ERROR, f"Unknown topping {name[:40]!r}")
             portions[ingredient] += size
     return portions
 
@@ -131,6 +141,17 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _text(value: object, name: str, *, required: bool = True) -> str:
+    """A printable string of at most MAX_TEXT characters (and not blank, when required)."""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise _invalid(f"{name} must be a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise _invalid(f"{name} is longer than {MAX_TEXT}")
+    if not _printable(value):
+        raise _invalid(f"{name} holds control characters")
+    return value
+
+
 def validate_order(order: PizzaOrder) -> None:
     """Refuse an order that could never be fulfilled, before any effect.
 
@@ -140,65 +161,64 @@ def validate_order(order: PizzaOrder) -> None:
     behaviour the exercise teaches. Only a number that is not a card number at all (spaces,
     letters, fewer than 12 or more than 19 digits) is refused here, before any effect.
     """
-
-    def text(value: object, name: str, *, required: bool = True) -> str:
-        if not isinstance(value, str) or (required and not value.strip()):
-            raise OrderRejected("InvalidOrderError", f"{name} must be a non-empty string")
-        if len(value) > MAX_TEXT:
-            raise OrderRejected("InvalidOrderError", f"{name} is longer than {MAX_TEXT}")
-        if not _printable(value):
-            raise OrderRejected("InvalidOrderError", f"{name} holds control characters")
-        return value
-
     # JSON null (or another shape) can reach the workflow where an order should be.
     parts = {"customer": Customer, "address": Address, "credit_card_info": CreditCardInfo}
     if not isinstance(order, PizzaOrder) or not all(
         isinstance(getattr(order, name), kind) for name, kind in parts.items()
     ):
-        raise OrderRejected("InvalidOrderError", "the order must be a JSON object of the contract")
-    text(order.order_number, "order_number")
+        raise _invalid("the order must be a JSON object of the contract")
+    _text(order.order_number, "order_number")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order.order_number):
-        raise OrderRejected(
-            "InvalidOrderError", "order_number may hold only letters, digits, '.', '_' and '-'"
-        )
-    if not _whole(order.customer.customer_id) or not 0 <= order.customer.customer_id < 2**63:
-        raise OrderRejected("InvalidOrderError", "customer.customer_id must be a whole number")
-    text(order.customer.name, "customer.name")
-    text(order.customer.email, "customer.email", required=False)
-    text(order.customer.phone, "customer.phone", required=False)
-    text(order.credit_card_info.holderName, "credit_card_info.holderName")
-    number = order.credit_card_info.number
-    if not isinstance(number, str) or not re.fullmatch(r"[0-9]{12,19}", number):
-        raise OrderRejected(
-            "InvalidOrderError", "credit_card_info.number must be 12 to 19 digits, nothing else"
-        )
-    if not isinstance(order.is_delivery, bool):
-        raise OrderRejected("InvalidOrderError", "is_delivery must be true or false")
-    address = order.address
-    for name in ("line1", "line2", "city", "state", "postal_code"):
-        text(getattr(address, name), f"address.{name}", required=False)
-    if order.is_delivery:
-        text(address.line1, "address.line1")
-    if not isinstance(order.items, list) or not order.items:
-        raise OrderRejected("InvalidOrderError", "an order needs at least one item")
-    if len(order.items) > MAX_ITEMS:
-        raise OrderRejected("InvalidOrderError", f"an order holds at most {MAX_ITEMS} items")
-    for item in order.items:
-        if not isinstance(item, Pizza):
-            raise OrderRejected("InvalidOrderError", "each item must be a pizza")
-        text(item.description, "item description")
-        if not _whole(item.price):
-            raise OrderRejected("InvalidOrderError", "item price must be whole cents")
-        if item.price < 0:
-            raise OrderRejected("InvalidChargeAmountError", f"Invalid charge amount: {item.price}")
-        if item.price == 0 or item.price > MAX_ITEM_PRICE:
-            raise OrderRejected(
-                "InvalidOrderError",
-                f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {item.price}",
-            )
-        recipe(item.description)
+        raise _invalid("order_number may hold only letters, digits, '.', '_' and '-'")
+    _validate_customer(order.customer)
+    _validate_card(order.credit_card_info)
+    _validate_delivery(order)
+    _validate_items(order.items)
     if order.settings is not None:
         validate_settings(order)
+
+
+def _validate_customer(customer: Customer) -> None:
+    if not _whole(customer.customer_id) or not 0 <= customer.customer_id < 2**63:
+        raise _invalid("customer.customer_id must be a whole number")
+    _text(customer.name, "customer.name")
+    _text(customer.email, "customer.email", required=False)
+    _text(customer.phone, "customer.phone", required=False)
+
+
+def _validate_card(card: CreditCardInfo) -> None:
+    _text(card.holderName, "credit_card_info.holderName")
+    if not isinstance(card.number, str) or not re.fullmatch(r"[0-9]{12,19}", card.number):
+        raise _invalid("credit_card_info.number must be 12 to 19 digits, nothing else")
+
+
+def _validate_delivery(order: PizzaOrder) -> None:
+    if not isinstance(order.is_delivery, bool):
+        raise _invalid("is_delivery must be true or false")
+    for name in ("line1", "line2", "city", "state", "postal_code"):
+        _text(getattr(order.address, name), f"address.{name}", required=False)
+    if order.is_delivery:
+        _text(order.address.line1, "address.line1")
+
+
+def _validate_items(items: object) -> None:
+    if not isinstance(items, list) or not items:
+        raise _invalid("an order needs at least one item")
+    if len(items) > MAX_ITEMS:
+        raise _invalid(f"an order holds at most {MAX_ITEMS} items")
+    for item in items:
+        if not isinstance(item, Pizza):
+            raise _invalid("each item must be a pizza")
+        _text(item.description, "item description")
+        if not _whole(item.price):
+            raise _invalid("item price must be whole cents")
+        if item.price < 0:
+            raise OrderRejected(INVALID_CHARGE_AMOUNT_ERROR, f"Invalid charge amount: {item.price}")
+        if item.price == 0 or item.price > MAX_ITEM_PRICE:
+            raise _invalid(
+                f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {item.price}"
+            )
+        recipe(item.description)
 
 
 def validate_settings(order: PizzaOrder) -> None:
@@ -207,12 +227,8 @@ def validate_settings(order: PizzaOrder) -> None:
     assert settings is not None
     wait = settings.prep_seconds
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_PREP:
-        raise OrderRejected(
-            "InvalidOrderError", f"settings.prep_seconds must be between 0 and {MAX_PREP}"
-        )
+        raise _invalid(f"settings.prep_seconds must be between 0 and {MAX_PREP}")
     for name in ("compensation_attempts", "step_attempts"):
         attempts = getattr(settings, name)
         if not _whole(attempts) or not 1 <= attempts <= MAX_ATTEMPTS:
-            raise OrderRejected(
-                "InvalidOrderError", f"settings.{name} must be between 1 and {MAX_ATTEMPTS}"
-            )
+            raise _invalid(f"settings.{name} must be between 1 and {MAX_ATTEMPTS}")

@@ -23,14 +23,16 @@ EXERCISE_ITEMS = (
 def sample_order(
     order_number: str = "XD001",
     *,
-    card: str = BAD_CARD,
+    card: str = GOOD_CARD,
     is_delivery: bool = True,
     items: list[Pizza] | None = None,
     prep_seconds: float | None = None,
     compensation_attempts: int | None = None,
     step_attempts: int | None = None,
 ) -> PizzaOrder:
-    """The exercise's order; any setting given adds the optional ``settings`` field."""
+    """The exercise's order, with a card the gateway accepts unless ``card`` says otherwise
+    (``BAD_CARD`` is the exercise's failing one); any setting given adds the optional
+    ``settings`` field."""
     settings = None
     chosen = {
         "prep_seconds": prep_seconds,

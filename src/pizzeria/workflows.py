@@ -1,4 +1,5 @@
-"""PizzaOrderWorkflow: the exercise's order saga, read top to bottom like DESIGN.md's table.
+"""PizzaOrderWorkflow: the exercise's order saga, read top to bottom like the step table
+of docs/design.md.
 
     get_distance            no effect; too far for a delivery fails the order
     (short timer)           no effect
@@ -28,6 +29,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from pizzeria import menu
     from pizzeria.activities import PizzaOrderActivities
+    from pizzeria.failures import error_type_of
     from pizzeria.models import (
         CREDIT_CARD_PROCESSING_ERROR,
         INVALID_CHARGE_AMOUNT_ERROR,
@@ -36,6 +38,11 @@ with workflow.unsafe.imports_passed_through():
         ORDER_STATUS,
         OUTSIDE_SERVICE_AREA_ERROR,
         STATUS_DELIVERY_FAILURE,
+        STEP_GET_DISTANCE,
+        STEP_NOTIFY_DELIVERY_DRIVER,
+        STEP_PROCESS_CREDIT_CARD,
+        STEP_SEND_BILL,
+        STEP_UPDATE_INVENTORY,
         WORKFLOW_TYPE,
         Bill,
         CancelResult,
@@ -45,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
         PizzaOrder,
         RepairResult,
         StockRequest,
+        dollars,
+        order_ref,
     )
     from pizzeria.saga import Saga
 
@@ -92,7 +101,7 @@ class PizzaOrderWorkflow:
         try:
             menu.validate_order(order)
         except menu.OrderRejected as rejected:
-            self._finish("rejected")
+            await self._close("rejected")
             raise ApplicationError(str(rejected), type=rejected.kind, non_retryable=True) from None
         settings = order.settings or OrderSettings()
         self._step_retry = dataclasses.replace(
@@ -112,7 +121,7 @@ class PizzaOrderWorkflow:
         except BaseException as error:
             if self._cancelling():
                 return await self._end_cancelled()
-            self._finish("failed")
+            await self._close("failed")
             if self.saga.repaired_by is None or not isinstance(error, Exception):
                 raise
             # Same outcome, but the record says an operator had to step in.
@@ -121,10 +130,10 @@ class PizzaOrderWorkflow:
                 f"{self.saga.original_error} (compensation repaired by hand: "
                 f"{self.saga.repaired_by}{note})",
                 {"repaired_by": self.saga.repaired_by, "note": self.saga.resolution_note},
-                type=_error_type(error),
+                type=error_type_of(error) or "OrderFailed",
                 non_retryable=True,
             ) from error
-        self._finish(confirmation.status)
+        await self._close(confirmation.status)
         return confirmation
 
     def _cancelling(self) -> bool:
@@ -132,10 +141,19 @@ class PizzaOrderWorkflow:
         return self.cancel_reason is not None or workflow.cancellation_reason() is not None
 
     async def _place_order(self, order: PizzaOrder, settings: OrderSettings) -> OrderConfirmation:
-        order_ref = f"{workflow.info().workflow_id}/{workflow.info().run_id}"
+        await self._check_distance(order)
+        if settings.prep_seconds > 0:
+            self._details("Preparing the order")
+            await workflow.sleep(settings.prep_seconds, summary="Preparing the order")
+        confirmation = await self._bill(order)
+        delivered: OrderConfirmation = await self._uncancellable(
+            self._deliver(order, confirmation), "the order is past its pivot"
+        )
+        return delivered
 
+    async def _check_distance(self, order: PizzaOrder) -> None:
         self._details("Checking the delivery distance")
-        with self.saga.step("get_distance"):
+        with self.saga.step(STEP_GET_DISTANCE):
             distance = await workflow.execute_activity_method(
                 PizzaOrderActivities.get_distance,
                 order.address,
@@ -150,10 +168,10 @@ class PizzaOrderWorkflow:
                 non_retryable=True,
             )
 
-        if settings.prep_seconds > 0:
-            self._details("Preparing the order")
-            await workflow.sleep(settings.prep_seconds, summary="Preparing the order")
-
+    async def _bill(self, order: PizzaOrder) -> OrderConfirmation:
+        """Take the stock, charge the card, send the bill: what fails before the bill is
+        undone, in reverse order."""
+        ref = order_ref(workflow.info().workflow_id, workflow.info().run_id)
         total = menu.order_total(order.items)
         amount = menu.billed_amount(total)  # the bill's amount, charged before billing
         bill = Bill(
@@ -161,54 +179,45 @@ class PizzaOrderWorkflow:
             order_number=order.order_number,
             description="Pizza order",
             amount=total,
-            order_ref=order_ref,
+            order_ref=ref,
         )
-        stock = StockRequest(order_ref, order.order_number, order.items)
-        charge = CreditCardCharge(bill, order.credit_card_info, amount, order_ref)
-        ingredients = menu.ingredients_for(order.items)
-        card = order.credit_card_info.masked
-
         async with self.saga:
-            self.saga.add_compensation(
-                PizzaOrderActivities.revert_inventory,
-                stock,
-                summary="Compensate: put back " + _portions(ingredients),
-            )
-            self._details("Updating inventory")
-            with self.saga.step("update_inventory"):
-                await self._step(
-                    PizzaOrderActivities.update_inventory,
-                    stock,
-                    summary="Take " + _portions(ingredients),
-                )
-
-            self.saga.add_compensation(
-                PizzaOrderActivities.refund_customer,
-                charge,
-                summary=f"Compensate: refund {_dollars(amount)}",
-            )
-            self._details("Charging card")
-            with self.saga.step("process_credit_card"):
-                await self._step(
-                    PizzaOrderActivities.process_credit_card,
-                    charge,
-                    summary=f"Charge {_dollars(amount)} to card ending {card[-4:]}",
-                )
-
+            await self._take_stock(StockRequest(ref, order.order_number, order.items))
+            await self._charge(CreditCardCharge(bill, order.credit_card_info, amount, ref))
             self._details("Sending the bill")
-            with self.saga.step("send_bill"):
+            with self.saga.step(STEP_SEND_BILL):
                 # PIVOT: once billed, the order only goes forward (see _step).
                 confirmation: OrderConfirmation = await self._step(
                     PizzaOrderActivities.send_bill,
                     bill,
-                    summary=f"Bill {_dollars(amount)}",
+                    summary=f"Bill {dollars(amount)}",
                     pivot=True,
                 )
+        return confirmation
 
-        delivered: OrderConfirmation = await self._uncancellable(
-            self._deliver(order, confirmation), "the order is past its pivot"
+    async def _take_stock(self, stock: StockRequest) -> None:
+        portions = _portions(menu.ingredients_for(stock.items))
+        self.saga.add_compensation(
+            PizzaOrderActivities.revert_inventory, stock, summary="Compensate: put back " + portions
         )
-        return delivered
+        self._details("Updating inventory")
+        with self.saga.step(STEP_UPDATE_INVENTORY):
+            await self._step(
+                PizzaOrderActivities.update_inventory, stock, summary="Take " + portions
+            )
+
+    async def _charge(self, charge: CreditCardCharge) -> None:
+        amount = dollars(charge.amount)
+        self.saga.add_compensation(
+            PizzaOrderActivities.refund_customer, charge, summary=f"Compensate: refund {amount}"
+        )
+        self._details("Charging card")
+        with self.saga.step(STEP_PROCESS_CREDIT_CARD):
+            await self._step(
+                PizzaOrderActivities.process_credit_card,
+                charge,
+                summary=f"Charge {amount} to card ending {charge.credit_card.masked[-4:]}",
+            )
 
     async def _deliver(
         self, order: PizzaOrder, confirmation: OrderConfirmation
@@ -216,7 +225,7 @@ class PizzaOrderWorkflow:
         if not order.is_delivery:
             return confirmation  # a pickup needs no driver
         self._details("Looking for a delivery driver")
-        with self.saga.step("notify_delivery_driver"):
+        with self.saga.step(STEP_NOTIFY_DELIVERY_DRIVER):
             driver_found = await workflow.execute_activity_method(
                 PizzaOrderActivities.notify_delivery_driver,
                 confirmation,
@@ -282,7 +291,7 @@ class PizzaOrderWorkflow:
 
     async def _end_cancelled(self) -> OrderConfirmation:
         """End Cancelled. After the cancel_order Update, first wait for the request."""
-        self._finish("cancelled")
+        await self._close("cancelled")
         if workflow.cancellation_reason() is not None:
             raise asyncio.CancelledError(self.cancel_reason)
         with contextlib.suppress(TimeoutError):
@@ -309,6 +318,21 @@ class PizzaOrderWorkflow:
         current = workflow.info().typed_search_attributes.get(ORDER_STATUS)
         if current is not None and current != status:
             workflow.upsert_search_attributes([ORDER_STATUS.value_set(status)])
+
+    async def _close(self, outcome: str) -> None:
+        """Record the outcome, then let every Update still running answer its caller.
+
+        An Update waiting on the order (cancel_order, a repair) can still be running when
+        the order closes; closing under it would cut off its answer. Once finished, the
+        validators refuse new Updates, so the wait ends.
+        """
+        self._finish(outcome)
+        # Added after histories were recorded, where an Update could still be running at
+        # the close: the patch keeps those replaying unchanged.
+        if not workflow.all_handlers_finished() and workflow.patched("close-after-handlers"):
+            await self._uncancellable(
+                workflow.wait_condition(workflow.all_handlers_finished), "the order is closing"
+            )
 
     def _finish(self, outcome: str) -> None:
         self.finished = True
@@ -405,18 +429,6 @@ class PizzaOrderWorkflow:
     def _require_attention(self) -> None:
         if not self.saga.needs_attention:
             raise ValueError("the order does not need attention: no compensation has failed")
-
-
-def _error_type(error: BaseException) -> str:
-    while error is not None:
-        if isinstance(error, ApplicationError) and error.type:
-            return error.type
-        error = error.__cause__  # type: ignore[assignment]
-    return "OrderFailed"
-
-
-def _dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
 
 
 def _portions(ingredients: dict[str, int]) -> str:

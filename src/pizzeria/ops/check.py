@@ -39,7 +39,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria import config
 from pizzeria.client import STATUS_NAMES
 from pizzeria.failures import error_type_of
-from pizzeria.ledger import BILL, CHARGE, PUT_BACK, REFUND, TAKE, Ledger, LedgerSnapshot
+from pizzeria.ledger import Ledger, LedgerSnapshot
+from pizzeria.models import COMPENSATE_REFUND_CUSTOMER as REFUND
+from pizzeria.models import COMPENSATE_REVERT_INVENTORY as PUT_BACK
+from pizzeria.models import STEP_PROCESS_CREDIT_CARD as CHARGE
+from pizzeria.models import STEP_SEND_BILL as BILL
+from pizzeria.models import STEP_UPDATE_INVENTORY as TAKE
 from pizzeria.models import WORKFLOW_ID_PREFIX, WORKFLOW_TYPE, OrderConfirmation
 from pizzeria.worker import connect
 from pizzeria.workflows import PizzaOrderWorkflow
