@@ -6,24 +6,25 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Worker
 
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
-from pizzeria.faults import FaultPlan
+from pizzeria.faults import FaultInterceptor, FaultPlan
 from pizzeria.ledger import Ledger
 from pizzeria.models import ORDER_STATUS, PizzaOrder
 from pizzeria.samples import sample_order
-from pizzeria.worker import build_worker
+from pizzeria.worker import ServedActivities, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary
 from tests.stack import Stack, StackOptions, open_stack
@@ -77,12 +78,48 @@ def faults_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def activities(ledger: Ledger, faults_file: Path) -> PizzaOrderActivities:
-    return PizzaOrderActivities(
+def fault_plan(faults_file: Path) -> FaultPlan:
+    """The faults of this test's faults file only (``PIZZERIA_FAULTS`` is not read)."""
+    return FaultPlan(faults_file, env_value="")
+
+
+@pytest.fixture
+def served(ledger: Ledger, fault_plan: FaultPlan) -> ServedActivities:
+    """What the test worker serves: a driver is always found, at once."""
+    return served_activities(
         ledger,
-        faults=FaultPlan(faults_file, env_value=""),
+        faults=fault_plan,
         driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=1.0),
     )
+
+
+@pytest.fixture
+def activities(served: ServedActivities) -> PizzaOrderActivities:
+    return served.implementation
+
+
+class _CallActivity(ActivityInboundInterceptor):
+    """The innermost link of an interceptor chain: the activity itself."""
+
+    def __init__(self) -> None:
+        pass  # nothing further in: there is no next interceptor
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        return await input.fn(*input.args)
+
+
+@pytest.fixture
+def run_activity(fault_plan: FaultPlan) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``await run_activity(env, activities.step, argument)``: one activity in an
+    ActivityEnvironment as a worker runs it, through the fault interceptor."""
+
+    async def running(env: ActivityEnvironment, fn: Callable[..., Any], *args: Any) -> Any:
+        env.info = dataclasses.replace(env.info, activity_type=fn.__name__)
+        chain = FaultInterceptor(fault_plan).intercept_activity(_CallActivity())
+        call = ExecuteActivityInput(fn=fn, args=args, executor=None, headers={})
+        return await env.run(chain.execute_activity, call)
+
+    return running
 
 
 @pytest.fixture
@@ -91,12 +128,12 @@ def task_queue() -> str:
 
 
 @pytest.fixture
-def worker(client: Client, activities: PizzaOrderActivities, task_queue: str) -> Callable[..., Any]:
+def worker(client: Client, served: ServedActivities, task_queue: str) -> Callable[..., Any]:
     """``async with worker():`` runs the real workflow and activities on this test's queue."""
 
     @asynccontextmanager
     async def running(**options: Any) -> AsyncIterator[Worker]:
-        async with build_worker(client, activities, task_queue=task_queue, **options) as w:
+        async with build_worker(client, served, task_queue=task_queue, **options) as w:
             yield w
 
     return running

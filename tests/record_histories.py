@@ -18,12 +18,11 @@ from typing import Any
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.ledger import Ledger
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.worker import build_worker
+from pizzeria.worker import build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary, eventually
 
@@ -54,7 +53,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         ledger = Ledger(Path(folder) / "ledger.db")
         faults = Path(folder) / "faults.json"
-        activities = PizzaOrderActivities(
+        activities = served_activities(
             ledger,
             faults=FaultPlan(faults, env_value=""),
             driver=DriverSimulation(rounds=2, seconds_per_round=0, found_probability=1),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +303,7 @@ async def test_update_inventory_out_of_stock_fails_for_good_and_takes_nothing(
 ) -> None:
     small = Ledger(tmp_path / "small.db", initial_stock=5)
     try:
-        activities = PizzaOrderActivities(small, faults=FaultPlan(None, env_value=""))
+        activities = PizzaOrderActivities(small)
         before = small.stock()
         error = await application_error(
             ActivityEnvironment().run(activities.update_inventory, stock_request())
@@ -360,7 +362,6 @@ async def test_notify_delivery_driver_finds_a_driver_when_one_always_answers(
 async def test_notify_delivery_driver_gives_up_when_nobody_answers(ledger: Ledger) -> None:
     activities = PizzaOrderActivities(
         ledger,
-        faults=FaultPlan(None, env_value=""),
         driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=0.0),
     )
     env = ActivityEnvironment()
@@ -387,13 +388,38 @@ async def test_get_distance_is_the_same_for_the_same_address(
 
 
 async def test_an_injected_fault_fails_the_step_before_any_effect(
-    activities: PizzaOrderActivities, ledger: Ledger, faults_file: Path
+    activities: PizzaOrderActivities,
+    ledger: Ledger,
+    faults_file: Path,
+    run_activity: Callable[..., Coroutine[Any, Any, Any]],
 ) -> None:
     write_faults(faults_file, parse_faults("process_credit_card=fail:1"))
     env = ActivityEnvironment()
-    error = await application_error(env.run(activities.process_credit_card, card_charge()))
+    error = await application_error(
+        run_activity(env, activities.process_credit_card, card_charge())
+    )
     assert error.type == INJECTED_FAULT_ERROR
     assert error.non_retryable is False
     assert ledger.effects() == []
     env.info = dataclasses.replace(env.info, attempt=2)
-    assert (await env.run(activities.process_credit_card, card_charge())).amount == BILLED
+    assert (await run_activity(env, activities.process_credit_card, card_charge())).amount == BILLED
+
+
+async def test_a_lost_answer_comes_after_the_effect_of_the_step_it_names(
+    activities: PizzaOrderActivities,
+    ledger: Ledger,
+    fault_plan: FaultPlan,
+    faults_file: Path,
+    run_activity: Callable[..., Coroutine[Any, Any, Any]],
+) -> None:
+    """The interceptor names the step by its activity type: only the refund loses its
+    answer, and only after it refunded."""
+    fault_plan.late_margin = 0
+    write_faults(faults_file, parse_faults("refund_customer=lost:1"))
+    await run_activity(ActivityEnvironment(), activities.process_credit_card, card_charge())
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(milliseconds=10))
+    error = await application_error(run_activity(env, activities.refund_customer, card_charge()))
+    assert error.type == INJECTED_FAULT_ERROR and "refund_customer answer lost" in error.message
+    (order,) = ledger.orders()
+    assert (order.charged, order.refunded) == (BILLED, BILLED)

@@ -8,6 +8,7 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -161,6 +162,46 @@ def test_the_file_overrides_the_environment_for_the_same_step(faults_file: Path)
         "send_bill": Fault("send_bill", "timeout", 1),
         "refund_customer": Fault("refund_customer", "fail"),
     }
+
+
+def test_the_plan_parses_the_file_again_only_when_it_changed(
+    faults_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = FaultPlan(faults_file, env_value="")
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> str:
+        reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    rewrite(faults_file, '["x=fail:1"]', 5_000_000)
+    for _ in range(5):
+        assert plan.current() == {"x": Fault("x", "fail", 1)}
+    assert len(reads) == 1  # one read, then only a stat per attempt
+    # The same file, the same mtime, written in place with the same size: not read again.
+    rewrite(faults_file, '["x=fail:2"]', 5_000_000)
+    assert plan.current() == {"x": Fault("x", "fail", 1)} and len(reads) == 1
+    # Another size with the same mtime is a change.
+    rewrite(faults_file, '["x=fail:12"]', 5_000_000)
+    assert plan.current() == {"x": Fault("x", "fail", 12)} and len(reads) == 2
+    # So is a replaced file (what `pizzeria faults set` writes), even of the same mtime.
+    write_faults(faults_file, parse_faults("x=fail:34"))
+    os.utime(faults_file, (5_000_000, 5_000_000))
+    assert plan.current() == {"x": Fault("x", "fail", 34)} and len(reads) == 3
+
+
+def test_a_file_that_does_not_parse_fails_every_attempt_until_it_is_fixed(
+    faults_file: Path,
+) -> None:
+    plan = FaultPlan(faults_file, env_value="")
+    rewrite(faults_file, "x=explode", 6_000_000)
+    for _ in range(2):
+        with pytest.raises(FaultSyntaxError, match="explode"):
+            plan.current()
+    rewrite(faults_file, "x=fail", 6_000_001)
+    assert plan.current() == {"x": Fault("x", "fail")}
 
 
 # -- inject --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from pizzeria.activities import PizzaOrderActivities
-from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.ledger import Effect, LateStepRefused, Ledger
 from pizzeria.models import (
@@ -100,12 +99,8 @@ def late_margin() -> float:
 
 
 @pytest.fixture
-def activities(ledger: Ledger, faults_file: Path, late_margin: float) -> PizzaOrderActivities:
-    return PizzaOrderActivities(
-        ledger,
-        faults=FaultPlan(faults_file, env_value="", late_margin=late_margin),
-        driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=1.0),
-    )
+def fault_plan(faults_file: Path, late_margin: float) -> FaultPlan:
+    return FaultPlan(faults_file, env_value="", late_margin=late_margin)
 
 
 def late(faults_file: Path, spec: str) -> None:
@@ -142,14 +137,19 @@ async def refused(call: Any) -> ApplicationError:
 
 
 async def test_inventory_taken_late_after_its_revert_is_refused_and_stock_unchanged(
-    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+    activities: PizzaOrderActivities,
+    ledger: RecordingLedger,
+    faults_file: Path,
+    run_activity: Callable[..., Coroutine[Any, Any, Any]],
 ) -> None:
     late(faults_file, "update_inventory=late:1")
     before = ledger.stock()
-    taking = asyncio.create_task(attempt_of(1).run(activities.update_inventory, stock_request()))
+    taking = asyncio.create_task(
+        run_activity(attempt_of(1), activities.update_inventory, stock_request())
+    )
     await asyncio.sleep(0.05)
     # The attempt timed out; the saga compensated: nothing taken yet, so a tombstone.
-    reverted = await attempt_of(1).run(activities.revert_inventory, stock_request())
+    reverted = await run_activity(attempt_of(1), activities.revert_inventory, stock_request())
     assert reverted.applied is False
     error = await refused(taking)
     assert error.type == "LateStepRefusedError" and error.non_retryable is True
@@ -160,12 +160,17 @@ async def test_inventory_taken_late_after_its_revert_is_refused_and_stock_unchan
 
 
 async def test_a_charge_made_late_after_its_refund_is_refused_and_nothing_is_charged(
-    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+    activities: PizzaOrderActivities,
+    ledger: RecordingLedger,
+    faults_file: Path,
+    run_activity: Callable[..., Coroutine[Any, Any, Any]],
 ) -> None:
     late(faults_file, "process_credit_card=late:1")
-    charging = asyncio.create_task(attempt_of(1).run(activities.process_credit_card, card_charge()))
+    charging = asyncio.create_task(
+        run_activity(attempt_of(1), activities.process_credit_card, card_charge())
+    )
     await asyncio.sleep(0.05)
-    refund = await attempt_of(1).run(activities.refund_customer, card_charge())
+    refund = await run_activity(attempt_of(1), activities.refund_customer, card_charge())
     assert (refund.amount, refund.applied) == (0, False)
     error = await refused(charging)
     assert error.type == "LateStepRefusedError"
@@ -175,18 +180,23 @@ async def test_a_charge_made_late_after_its_refund_is_refused_and_nothing_is_cha
 
 
 async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
-    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+    activities: PizzaOrderActivities,
+    ledger: RecordingLedger,
+    faults_file: Path,
+    run_activity: Callable[..., Coroutine[Any, Any, Any]],
 ) -> None:
     late(faults_file, "process_credit_card=late:1,update_inventory=late:1")
     first_charge = asyncio.create_task(
-        attempt_of(1).run(activities.process_credit_card, card_charge())
+        run_activity(attempt_of(1), activities.process_credit_card, card_charge())
     )
     first_take = asyncio.create_task(
-        attempt_of(1).run(activities.update_inventory, stock_request())
+        run_activity(attempt_of(1), activities.update_inventory, stock_request())
     )
     await asyncio.sleep(0.05)
-    retried_charge = await attempt_of(2).run(activities.process_credit_card, card_charge())
-    retried_take = await attempt_of(2).run(activities.update_inventory, stock_request())
+    retried_charge = await run_activity(
+        attempt_of(2), activities.process_credit_card, card_charge()
+    )
+    retried_take = await run_activity(attempt_of(2), activities.update_inventory, stock_request())
     after_retries = ledger.stock(), ledger.effects()
     assert await first_charge == retried_charge
     late_take = await first_take
@@ -197,13 +207,18 @@ async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
 
 
 async def test_a_bill_sent_late_after_the_refund_is_refused(
-    activities: PizzaOrderActivities, ledger: RecordingLedger, faults_file: Path
+    activities: PizzaOrderActivities,
+    ledger: RecordingLedger,
+    faults_file: Path,
+    run_activity: Callable[..., Coroutine[Any, Any, Any]],
 ) -> None:
     late(faults_file, "send_bill=late:1")
-    await attempt_of(1).run(activities.process_credit_card, card_charge())
-    billing = asyncio.create_task(attempt_of(1).run(activities.send_bill, card_charge().bill))
+    await run_activity(attempt_of(1), activities.process_credit_card, card_charge())
+    billing = asyncio.create_task(
+        run_activity(attempt_of(1), activities.send_bill, card_charge().bill)
+    )
     await asyncio.sleep(0.05)
-    await attempt_of(1).run(activities.refund_customer, card_charge())
+    await run_activity(attempt_of(1), activities.refund_customer, card_charge())
     assert (await refused(billing)).type == "LateStepRefusedError"
     (order,) = ledger.orders()
     assert (order.charged, order.refunded, order.billed) == (3500, 3500, 0)

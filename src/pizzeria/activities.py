@@ -4,6 +4,8 @@ One class holds the ledger (as the money-transfer template holds its bank client
 tests hand it another ledger. Every effect is keyed by ``order_ref`` + step, which the
 workflow derives from its own workflow id and run id: retries share a key, a new run never
 does. Blocking database work runs in a thread so the worker's event loop stays free.
+Faults on demand are not in here: the worker injects them around every activity
+(`pizzeria.faults.FaultInterceptor`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from pizzeria import menu
 from pizzeria.config import DriverSimulation
-from pizzeria.faults import FaultPlan
 from pizzeria.ledger import LateStepRefused, Ledger, OutOfStock
 from pizzeria.models import (
     CREDIT_CARD_PROCESSING_ERROR,
@@ -55,26 +56,18 @@ def confirmation_number(order_ref: str, prefix: str) -> str:
 
 
 class PizzaOrderActivities:
-    def __init__(
-        self,
-        ledger: Ledger,
-        faults: FaultPlan | None = None,
-        driver: DriverSimulation | None = None,
-    ) -> None:
+    def __init__(self, ledger: Ledger, driver: DriverSimulation | None = None) -> None:
         self.ledger = ledger
-        self.faults = faults or FaultPlan(None, env_value="")
         self.driver = driver or DriverSimulation()
 
     @activity.defn
     async def get_distance(self, address: Address) -> Distance:
         """The exercise's simulated distance: consistent for an address, no effect."""
-        await self.faults.inject("get_distance")
         kilometers = len(address.line1) + len(address.line2) - 10
         return Distance(kilometers=kilometers if kilometers >= 1 else 5)
 
     @activity.defn
     async def update_inventory(self, request: StockRequest) -> StockChange:
-        await self.faults.inject("update_inventory")
         try:
             ingredients = menu.ingredients_for(request.items)
             effect = await asyncio.to_thread(
@@ -87,25 +80,21 @@ class PizzaOrderActivities:
         except LateStepRefused as error:
             raise late_step_refused(error) from None
         activity.logger.info("Took %s for order %s", effect.ingredients, request.order_number)
-        await self.faults.answer("update_inventory")
         return StockChange(ingredients=effect.ingredients, applied=effect.applied)
 
     @activity.defn
     async def revert_inventory(self, request: StockRequest) -> StockChange:
         """Put back what this run took; a no-op (and a tombstone) when it took nothing."""
-        await self.faults.inject("revert_inventory")
         effect = await asyncio.to_thread(
             self.ledger.put_back_stock, request.order_ref, request.order_number
         )
         activity.logger.info("Put back %s for order %s", effect.ingredients, request.order_number)
-        await self.faults.answer("revert_inventory")
         return StockChange(
             ingredients=effect.ingredients, applied=effect.applied and not effect.tombstone
         )
 
     @activity.defn
     async def process_credit_card(self, charge: CreditCardCharge) -> CreditCardConfirmation:
-        await self.faults.inject("process_credit_card")
         problem = menu.card_problem(charge.credit_card.number)
         if problem is not None:
             # Not retryable: asking the gateway again cannot fix the number.
@@ -131,7 +120,6 @@ class PizzaOrderActivities:
             charge.credit_card.masked,
             charge.bill.order_number,
         )
-        await self.faults.answer("process_credit_card")
         return CreditCardConfirmation(
             card_last4=last4,
             confirmation_number=confirmation_number(charge.order_ref, "PAYME-"),
@@ -142,17 +130,14 @@ class PizzaOrderActivities:
     @activity.defn
     async def refund_customer(self, charge: CreditCardCharge) -> Refund:
         """Refund what this run charged: never more, and nothing when nothing was charged."""
-        await self.faults.inject("refund_customer")
         effect = await asyncio.to_thread(
             self.ledger.refund, charge.order_ref, charge.bill.order_number
         )
         activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
-        await self.faults.answer("refund_customer")
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn
     async def send_bill(self, bill: Bill) -> OrderConfirmation:
-        await self.faults.inject("send_bill")
         amount = menu.billed_amount(bill.amount)
         if amount < 0:
             raise business_error(f"Invalid charge amount: {amount}", INVALID_CHARGE_AMOUNT_ERROR)
@@ -163,7 +148,6 @@ class PizzaOrderActivities:
             )
         except LateStepRefused as error:
             raise late_step_refused(error) from None
-        await self.faults.answer("send_bill")
         return OrderConfirmation(
             order_number=bill.order_number,
             status=STATUS_SUCCESS,
@@ -175,7 +159,6 @@ class PizzaOrderActivities:
     @activity.defn
     async def notify_delivery_driver(self, confirmation: OrderConfirmation) -> bool:
         """Look for a driver, heartbeating each round so a stuck search is noticed."""
-        await self.faults.inject("notify_delivery_driver")
         simulation = self.driver
         found = random.random() < simulation.found_probability
         answering_round = random.randrange(simulation.rounds) if found else -1

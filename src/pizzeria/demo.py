@@ -16,15 +16,13 @@ from typing import Any
 from temporalio.client import Client
 
 from pizzeria import config
-from pizzeria.activities import PizzaOrderActivities
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.codec_server import serve_for_web_ui
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
-from pizzeria.faults import FaultPlan
 from pizzeria.ledger import Ledger, RunRows, runs_of
 from pizzeria.models import order_ref
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.worker import build_worker, connect, stop_requested
+from pizzeria.worker import build_worker, connect, served_activities, stop_requested
 
 GOOD_ORDER_NUMBER = "XD001"
 BAD_ORDER_NUMBER = "XD002"
@@ -111,11 +109,7 @@ async def run_demo(
     async with running_server(say):
         client = await connect()
         ledger = Ledger(config.ledger_path())
-        activities = PizzaOrderActivities(
-            ledger,
-            faults=FaultPlan(config.faults_file()),
-            driver=config.DriverSimulation.from_env(),
-        )
+        activities = served_activities(ledger)
         async with build_worker(client, activities):
             say(f"Worker running in this process (ledger {ledger.path})")
             stock_before = ledger.stock()

@@ -1,9 +1,10 @@
 """Faults on demand: make a step or a compensation fail, so people can watch the saga work.
 
-The worker reads the faults before every activity, from the environment variable
-``PIZZERIA_FAULTS`` and from the file named by ``PIZZERIA_FAULTS_FILE`` (default
-``<data dir>/faults.json``, written by ``pizzeria faults set``). Editing or clearing the
-file takes effect at the next attempt, without restarting the worker.
+The worker injects them around every activity (`FaultInterceptor`, installed by
+``pizzeria.worker.build_worker``), from the environment variable ``PIZZERIA_FAULTS`` and
+from the file named by ``PIZZERIA_FAULTS_FILE`` (default ``<data dir>/faults.json``,
+written by ``pizzeria faults set``). Editing or clearing the file takes effect at the next
+attempt, without restarting the worker: the file is parsed again whenever it changed.
 
 A fault is ``STEP=MODE``, optionally followed by ``:N`` and ``@RATE``
 (``STEP=MODE[:N][@RATE]``), several separated by commas, where ``STEP`` is an activity
@@ -51,9 +52,11 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from pizzeria.models import (
     CREDIT_CARD_PROCESSING_ERROR,
@@ -166,7 +169,7 @@ def draw(seed: str, workflow_id: str, step: str, mode: str, attempt: int) -> flo
 
 
 class FaultPlan:
-    """The faults in force, re-read from the environment and the file on each check."""
+    """The faults in force: the environment's, then the file's, re-read when it changes."""
 
     def __init__(
         self,
@@ -180,15 +183,40 @@ class FaultPlan:
         self.env_value = os.environ.get("PIZZERIA_FAULTS", "") if env_value is None else env_value
         self.seed = os.environ.get(SEED_VARIABLE, "0") if seed is None else seed
         self.late_margin = late_margin
-        self._cache: tuple[float, dict[str, Fault]] | None = None
+        self._env_faults: dict[str, Fault] | None = None
+        # (inode, mtime, size) of the file when last parsed, and what it held.
+        self._file_cache: tuple[tuple[int, int, int], dict[str, Fault] | str] | None = None
 
     def current(self) -> dict[str, Fault]:
-        faults = parse_faults(self.env_value)
-        if self.file is not None and self.file.exists():
-            mtime = self.file.stat().st_mtime
-            if self._cache is None or self._cache[0] != mtime:
-                self._cache = (mtime, parse_faults(self.file.read_text()))
-            faults.update(self._cache[1])
+        if self._env_faults is None:
+            self._env_faults = parse_faults(self.env_value)
+        return {**self._env_faults, **self._file_faults()}
+
+    def _file_faults(self) -> dict[str, Fault]:
+        """The file's faults, parsed only when it changed: a stat per attempt, not a read.
+
+        ``write_faults`` replaces the file, so a new inode tells a rewrite even within the
+        file system's timestamp resolution. A file that does not parse keeps failing the
+        attempts, with the same message, until it is fixed.
+        """
+        if self.file is None:
+            return {}
+        try:
+            stat = self.file.stat()
+        except FileNotFoundError:
+            return {}
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._file_cache is None or self._file_cache[0] != version:
+            try:
+                parsed: dict[str, Fault] | str = parse_faults(self.file.read_text())
+            except FaultSyntaxError as error:
+                parsed = str(error)
+            except FileNotFoundError:  # cleared between the stat and the read
+                return {}
+            self._file_cache = (version, parsed)
+        faults = self._file_cache[1]
+        if isinstance(faults, str):
+            raise FaultSyntaxError(faults)
         return faults
 
     def strikes(self, fault: Fault, workflow_id: str, attempt: int) -> bool:
@@ -202,7 +230,7 @@ class FaultPlan:
         return draw(self.seed, workflow_id, fault.step, fault.mode, which) < fault.rate
 
     async def inject(self, step: str) -> None:
-        """Called by each activity first: fail, refuse, hang or delay this attempt.
+        """Before the step: fail, refuse, hang or delay this attempt.
 
         Returns when the activity should go on and take effect (at once, or late).
         """
@@ -246,7 +274,7 @@ class FaultPlan:
             await _sleep_through_cancellation(delay)
 
     async def answer(self, step: str) -> None:
-        """Called by each activity after its effect: lose the answer when a fault says so."""
+        """After the step took effect: lose its answer when a fault says so."""
         fault = self.current().get(f"{step}={LOST}")
         if fault is None:
             return
@@ -259,6 +287,33 @@ class FaultPlan:
         )
         await _sleep_through_cancellation(timeout.total_seconds() + self.late_margin)
         raise ApplicationError(f"Injected fault: {step} answer lost", type=INJECTED_FAULT_ERROR)
+
+
+class FaultInterceptor(Interceptor):
+    """Injects a plan's faults around every activity, the step named by its activity type.
+
+    Faults run inside the metrics interceptor (see ``pizzeria.worker.build_worker``), so an
+    injected failure counts as the activity's failure.
+    """
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _FaultyActivity(next, self.plan)
+
+
+class _FaultyActivity(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, plan: FaultPlan) -> None:
+        super().__init__(next)
+        self.plan = plan
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        step = activity.info().activity_type
+        await self.plan.inject(step)
+        result = await super().execute_activity(input)
+        await self.plan.answer(step)
+        return result
 
 
 def _verdict(message: str, kind: str) -> ApplicationError:

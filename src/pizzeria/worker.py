@@ -1,4 +1,10 @@
-"""Worker wiring: connect to Temporal the SDK's way and serve the order workflow."""
+"""Worker wiring: connect to Temporal the SDK's way and serve the order workflow.
+
+`served_activities` builds what a worker serves (the activities, the faults injected
+around them, the driver simulation); `build_worker` wires it, with the metrics and fault
+interceptors, into a Worker. Every worker (``pizzeria worker``, the bench, the demo, the
+tests) is built these two ways.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import concurrent.futures
 import dataclasses
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client
@@ -14,11 +21,15 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
+from pizzeria import config
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.codec import data_converter
+from pizzeria.config import DriverSimulation
 from pizzeria.converter import StrictPayloadConverter
+from pizzeria.faults import FaultInterceptor, FaultPlan
+from pizzeria.ledger import Ledger
 from pizzeria.metrics import MetricsInterceptor
-from pizzeria.models import TASK_QUEUE
+from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.workflows import PizzaOrderWorkflow
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -47,38 +58,64 @@ async def connect(
     return await Client.connect(**config, runtime=runtime)
 
 
+@dataclass(frozen=True)
+class ServedActivities:
+    """What an order worker serves: the activities and the faults injected around them."""
+
+    implementation: PizzaOrderActivities
+    faults: FaultPlan
+
+
+def served_activities(
+    ledger: Ledger,
+    *,
+    faults: FaultPlan | None = None,
+    driver: DriverSimulation | None = None,
+) -> ServedActivities:
+    """The order's activities against ``ledger``, as ``pizzeria worker`` serves them.
+
+    Unless given, the faults are those of ``PIZZERIA_FAULTS`` and the faults file of the
+    data folder, and the driver simulation is read from the environment.
+    """
+    return ServedActivities(
+        PizzaOrderActivities(ledger, driver or DriverSimulation.from_env()),
+        faults or FaultPlan(config.faults_file()),
+    )
+
+
 def activities_of(implementation: PizzaOrderActivities) -> Sequence[Any]:
-    return [
-        implementation.get_distance,
-        implementation.update_inventory,
-        implementation.revert_inventory,
-        implementation.process_credit_card,
-        implementation.refund_customer,
-        implementation.send_bill,
-        implementation.notify_delivery_driver,
-    ]
+    """Every step and compensation, registered under its name of the wire contract."""
+    return [getattr(implementation, name) for name in (*STEPS, *COMPENSATIONS)]
 
 
 def build_worker(
     client: Client,
-    activities: PizzaOrderActivities,
+    activities: ServedActivities,
     task_queue: str = TASK_QUEUE,
     **options: Any,
 ) -> Worker:
-    """The order worker. Whatever converter the client has, the worker decodes strictly."""
+    """The order worker. Whatever converter the client has, the worker decodes strictly.
+
+    Interceptors given in ``options`` run inside ours; faults run inside the metrics, so an
+    injected failure is counted like a real one.
+    """
     strict = dataclasses.replace(
         client.data_converter, payload_converter_class=StrictPayloadConverter
     )
-    config = client.config()
-    config["data_converter"] = strict
-    client = Client(**config)
+    client_config = client.config()
+    client_config["data_converter"] = strict
+    client = Client(**client_config)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[PizzaOrderWorkflow],
-        activities=activities_of(activities),
+        activities=activities_of(activities.implementation),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
-        interceptors=[MetricsInterceptor(), *options.pop("interceptors", [])],
+        interceptors=[
+            MetricsInterceptor(),
+            FaultInterceptor(activities.faults),
+            *options.pop("interceptors", []),
+        ],
         **options,
     )
 

@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from pizzeria import config
-from pizzeria.activities import PizzaOrderActivities
 from pizzeria.cli.common import (
     UserError,
     address_option,
@@ -32,10 +31,9 @@ from pizzeria.codec_server import DEFAULT_ORIGINS, CodecServer, serve_for_web_ui
 from pizzeria.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.demo import run_demo
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
-from pizzeria.faults import FaultPlan
 from pizzeria.metrics import prometheus_runtime
 from pizzeria.models import TASK_QUEUE, dollars
-from pizzeria.worker import build_worker, stop_requested
+from pizzeria.worker import build_worker, served_activities, stop_requested
 
 # -- server ------------------------------------------------------------------------------
 
@@ -158,11 +156,7 @@ def worker(
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     ledger = open_ledger(ledger_file)
-    activities = PizzaOrderActivities(
-        ledger,
-        faults=FaultPlan(config.faults_file()),
-        driver=config.DriverSimulation.from_env(),
-    )
+    activities = served_activities(ledger)
 
     async def serve() -> None:
         runtime = prometheus_runtime(metrics_port) if metrics_port else None

@@ -55,11 +55,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import pizzeria
 from pizzeria import config
-from pizzeria.activities import PizzaOrderActivities
 from pizzeria.client import start_order
 from pizzeria.devserver import DevServer, DevServerError, stop_process
 from pizzeria.failures import error_type_of
-from pizzeria.faults import FaultPlan
 from pizzeria.ledger import Ledger
 from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, TASK_QUEUE
 from pizzeria.ops.baseline import (
@@ -71,7 +69,7 @@ from pizzeria.ops.baseline import (
     BaselineWorkflow,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.worker import build_worker, connect
+from pizzeria.worker import build_worker, connect, served_activities
 
 BASE_CONCURRENCY = (1, 10, 50)
 FULL_CONCURRENCY = (*BASE_CONCURRENCY, 200)
@@ -989,11 +987,7 @@ def parse_worker_option(text: str) -> tuple[str, Any]:
 
 async def serve(address: str, task_queue: str, ready_file: Path, options: dict[str, Any]) -> None:
     # As `pizzeria worker` builds it: the ledger and faults file of the data folder.
-    activities = PizzaOrderActivities(
-        Ledger(config.ledger_path(), initial_stock=BENCH_STOCK),
-        faults=FaultPlan(config.faults_file()),
-        driver=config.DriverSimulation.from_env(),
-    )
+    activities = served_activities(Ledger(config.ledger_path(), initial_stock=BENCH_STOCK))
     client = await connect(address)
     baseline = SimplePlugin(
         "pizzeria.bench.baseline",
