@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Worker
+from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdateHandlersWarning
 
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
@@ -37,6 +40,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["time-skipping", "local"],
         help="time-skipping: the Java test server; local: the real Temporal dev server",
     )
+
+
+UNFINISHED_HANDLERS = (UnfinishedUpdateHandlersWarning, UnfinishedSignalHandlersWarning)
+
+
+@pytest.fixture(autouse=True)
+def unfinished_handlers_fail_the_workflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow that closes while an Update or Signal handler still runs fails the test.
+
+    Under the suite's ``filterwarnings = error`` the SDK's warning would fail only the
+    workflow task, which the server retries forever: the test would hang until its
+    timeout. Raised as a non-retryable ApplicationError, it fails the workflow itself, so
+    the test fails at once with the SDK's message.
+    """
+    show = warnings.showwarning
+
+    def fail_on_unfinished_handlers(
+        message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+    ) -> None:
+        if issubclass(category, UNFINISHED_HANDLERS):
+            raise ApplicationError(str(message), type=category.__name__, non_retryable=True)
+        show(message, category, *args, **kwargs)
+
+    for category in UNFINISHED_HANDLERS:
+        warnings.filterwarnings("always", category=category)
+    monkeypatch.setattr(warnings, "showwarning", fail_on_unfinished_handlers)
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,23 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from temporalio import workflow
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    Interceptor,
+    Worker,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
 from pizzeria import menu
 from pizzeria.client import OrderAlreadyRunning, start_order
@@ -256,6 +265,93 @@ async def test_cancel_order_is_refused_after_the_pivot_and_the_order_completes(
     assert confirmation.status == "DELIVERY FAILURE"  # no driver: forward, never back
     (row,) = ledger.orders()
     assert (row.charged, row.refunded, row.billed) == (3500, 0, 3500)
+
+
+class HandlersAtClose(Interceptor):
+    """Notes, each time an order's run returns, whether every Update handler had finished."""
+
+    def __init__(self) -> None:
+        self.finished: list[bool] = []
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        noted = self.finished
+
+        class Noting(WorkflowInboundInterceptor):
+            async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+                try:
+                    return await super().execute_workflow(input)
+                finally:
+                    noted.append(workflow.all_handlers_finished())
+
+        return Noting
+
+
+async def wait_for_details(handle: WorkflowHandle[Any, Any], details: str) -> None:
+    for _ in range(400):
+        state = await handle.query(PizzaOrderWorkflow.saga_state)
+        if state["details"] == details:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the order never showed {details!r}")
+
+
+async def test_an_update_still_running_when_the_order_closes_is_answered_first(
+    worker, start, ledger, faults_file
+):
+    """cancel_order, accepted while the bill is retried, is still waiting when a pickup
+    order completes right after the bill: the order waits for it, so its caller gets
+    the answer (too late) instead of an error, and no handler is cut off."""
+    write_faults(faults_file, parse_faults("send_bill=fail"))  # the bill retries until cleared
+    handlers = HandlersAtClose()
+    async with worker(interceptors=[handlers]):
+        handle = await start(sample_order(prep_seconds=0, is_delivery=False))
+        await wait_for_details(handle, "Sending the bill")
+        update = await handle.start_update(
+            PizzaOrderWorkflow.cancel_order,
+            "changed my mind",
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        write_faults(faults_file, {})
+        confirmation = await handle.result()
+        answer = await update.result()
+    assert confirmation.status == "SUCCESS"
+    assert not answer.accepted and "already billed" in answer.reason
+    assert handlers.finished and all(handlers.finished)
+    (row,) = ledger.orders()
+    assert (row.charged, row.refunded, row.billed) == (3500, 0, 3500)
+
+
+@workflow.defn(sandboxed=False)
+class ClosesUnderItsSignal:
+    """Returns while its signal handler still waits: a handler cut off by the close."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: self.signalled)
+
+    @workflow.signal
+    async def hold(self) -> None:
+        self.signalled = True
+        await workflow.wait_condition(lambda: False)
+
+
+async def test_a_handler_cut_off_by_the_close_fails_the_workflow_under_test(client, task_queue):
+    """The guard of conftest.py: the SDK's unfinished-handler warning is not swallowed,
+    it fails the workflow (and so the test) at once."""
+    async with Worker(client, task_queue=task_queue, workflows=[ClosesUnderItsSignal]):
+        handle = await client.start_workflow(
+            ClosesUnderItsSignal.run,
+            id=f"cut-off-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            start_signal="hold",
+        )
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "UnfinishedSignalHandlersWarning"
 
 
 def exercise_json(card: str = BAD_CARD) -> dict[str, Any]:
