@@ -288,13 +288,9 @@ class HandlersAtClose(Interceptor):
         return Noting
 
 
-async def wait_for_details(handle: WorkflowHandle[Any, Any], details: str) -> None:
-    for _ in range(400):
-        state = await handle.query(PizzaOrderWorkflow.saga_state)
-        if state["details"] == details:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the order never showed {details!r}")
+async def showing(handle: WorkflowHandle[Any, Any], details: str) -> bool:
+    state = await handle.query(PizzaOrderWorkflow.saga_state)
+    return bool(state["details"] == details)
 
 
 async def test_an_update_still_running_when_the_order_closes_is_answered_first(
@@ -307,7 +303,7 @@ async def test_an_update_still_running_when_the_order_closes_is_answered_first(
     handlers = HandlersAtClose()
     async with worker(interceptors=[handlers]):
         handle = await start(sample_order(prep_seconds=0, is_delivery=False))
-        await wait_for_details(handle, "Sending the bill")
+        await eventually(lambda: showing(handle, "Sending the bill"), "the bill to be retried")
         update = await handle.start_update(
             PizzaOrderWorkflow.cancel_order,
             "changed my mind",
