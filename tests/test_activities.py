@@ -16,7 +16,7 @@ from temporalio.testing import ActivityEnvironment
 from pizzeria.activities import PizzaOrderActivities, confirmation_number
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import INJECTED_FAULT_ERROR, FaultPlan, parse_faults, write_faults
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.menu import ingredients_for
 from pizzeria.models import (
     STATUS_SUCCESS,
@@ -299,9 +299,9 @@ async def test_update_inventory_with_an_unknown_topping_fails_for_good(
 
 
 async def test_update_inventory_out_of_stock_fails_for_good_and_takes_nothing(
-    tmp_path: Path,
+    ledger_location: str,
 ) -> None:
-    small = Ledger(tmp_path / "small.db", initial_stock=5)
+    small = open_ledger(ledger_location, initial_stock=5)
     try:
         activities = PizzaOrderActivities(small)
         before = small.stock()

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.client import WorkflowFailureError
@@ -22,7 +22,8 @@ from temporalio.testing import ActivityEnvironment
 
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.faults import FaultPlan, parse_faults, write_faults
-from pizzeria.ledger import Effect, LateStepRefused, Ledger
+from pizzeria.ledger import Effect, LateStepRefused, Ledger, open_ledger
+from pizzeria.ledger.book import Tx
 from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
     COMPENSATE_REVERT_INVENTORY,
@@ -40,16 +41,30 @@ from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
+T = TypeVar("T")
+
 REF = "pizza-workflow-order-LATE/run-1"
 ITEMS = [Pizza(description, price) for description, price in EXERCISE_ITEMS]
 
 
 class RecordingLedger(Ledger):
-    """A ledger that remembers how each take, charge and bill call ended, in order."""
+    """A ledger that remembers how each take, charge and bill call ended, in order.
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    It runs the ledger's own logic on the transactions of the backend under test."""
+
+    def __init__(self, backend: Ledger) -> None:
+        super().__init__(backend.location, read_only=backend.read_only)
+        self.backend = backend
         self.calls: list[tuple[str, str]] = []  # (step, "applied" | "repeat" | "refused")
+
+    def _transaction(self, body: Callable[[Tx], T], **options: Any) -> T:
+        return self.backend._transaction(body, **options)
+
+    def _table_names(self, tx: Tx) -> set[str]:
+        return self.backend._table_names(tx)
+
+    def close(self) -> None:
+        self.backend.close()
 
     def _record(self, step: str, call: Callable[[], Effect]) -> Effect:
         try:
@@ -87,8 +102,8 @@ class RecordingLedger(Ledger):
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[RecordingLedger]:
-    opened = RecordingLedger(tmp_path / "ledger.db")
+def ledger(ledger_location: str) -> Iterator[RecordingLedger]:
+    opened = RecordingLedger(open_ledger(ledger_location))
     yield opened
     opened.close()
 

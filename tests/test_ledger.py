@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pizzeria.ledger import (
@@ -22,6 +21,7 @@ from pizzeria.ledger import (
     OrderLedger,
     OutOfStock,
     idempotency_key,
+    open_ledger,
 )
 from pizzeria.menu import INGREDIENTS, INITIAL_STOCK
 from pizzeria.models import (
@@ -67,11 +67,11 @@ def test_new_ledger_seeds_stock_for_every_ingredient(ledger: Ledger) -> None:
     assert ledger.orders() == []
 
 
-def test_reopening_a_ledger_keeps_its_stock(tmp_path: Path) -> None:
-    first = Ledger(tmp_path / "l.db", initial_stock=5)
+def test_reopening_a_ledger_keeps_its_stock(ledger_location: str) -> None:
+    first = open_ledger(ledger_location, initial_stock=5)
     first.take_stock(RUN_1, ORDER, {"cheese": 2})
     first.close()
-    again = Ledger(tmp_path / "l.db", initial_stock=1000)
+    again = open_ledger(ledger_location, initial_stock=1000)
     try:
         assert again.stock()["cheese"] == {"initial": 5, "quantity": 3}
     finally:
@@ -145,8 +145,8 @@ def test_put_back_before_take_leaves_a_tombstone_and_refuses_a_late_take(ledger:
     assert summary(ledger)[RUN_1].stock_held == {}
 
 
-def test_out_of_stock_raises_and_changes_nothing(tmp_path: Path) -> None:
-    small = Ledger(tmp_path / "small.db", initial_stock=5)
+def test_out_of_stock_raises_and_changes_nothing(ledger_location: str) -> None:
+    small = open_ledger(ledger_location, initial_stock=5)
     try:
         before = quantities(small)
         with pytest.raises(OutOfStock) as raised:
@@ -162,8 +162,8 @@ def test_out_of_stock_raises_and_changes_nothing(tmp_path: Path) -> None:
         small.close()
 
 
-def test_stock_never_goes_negative(tmp_path: Path) -> None:
-    small = Ledger(tmp_path / "small.db", initial_stock=5)
+def test_stock_never_goes_negative(ledger_location: str) -> None:
+    small = open_ledger(ledger_location, initial_stock=5)
     try:
         small.take_stock("run-a", ORDER, {"cheese": 5})
         with pytest.raises(OutOfStock):
@@ -188,13 +188,20 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, database=None)
-@given(operations)
+# Each example opens its own fresh ledger from the fixture's factory.
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=operations)
 def test_stock_equals_initial_minus_what_runs_still_hold(
+    fresh_location: Callable[[], AbstractContextManager[str]],
     ops: list[tuple[str, int, dict[str, int]]],
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        small = Ledger(Path(folder) / "l.db", initial_stock=6)
+    with fresh_location() as location:
+        small = open_ledger(location, initial_stock=6)
         try:
             for op, run, ingredients in ops:
                 ref = f"run-{run}"
@@ -330,11 +337,10 @@ def test_orders_summarises_charged_refunded_billed_and_stock_held_per_run(
 # -- several processes ---------------------------------------------------------------------
 
 
-def test_two_ledgers_on_one_file_see_each_others_writes_and_stay_idempotent(
-    tmp_path: Path,
+def test_two_ledgers_on_one_location_see_each_others_writes_and_stay_idempotent(
+    ledger_location: str,
 ) -> None:
-    path = tmp_path / "shared.db"
-    first, second = Ledger(path), Ledger(path)
+    first, second = open_ledger(ledger_location), open_ledger(ledger_location)
     try:
         before = quantities(first)
         assert first.take_stock(RUN_1, ORDER, LARGE).applied is True
@@ -373,10 +379,9 @@ def hammer(ledgers: list[Ledger], calls: list[Callable[[Ledger], Effect]]) -> li
 
 
 def test_concurrent_takes_and_put_backs_with_one_key_take_effect_exactly_once(
-    tmp_path: Path,
+    ledger_location: str,
 ) -> None:
-    path = tmp_path / "shared.db"
-    ledgers = [Ledger(path) for _ in range(4)]
+    ledgers = [open_ledger(ledger_location) for _ in range(4)]
     try:
         before = quantities(ledgers[0])
 
@@ -404,9 +409,8 @@ def test_concurrent_takes_and_put_backs_with_one_key_take_effect_exactly_once(
             opened.close()
 
 
-def test_concurrent_runs_each_take_their_own_stock(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    ledgers = [Ledger(path, initial_stock=100) for _ in range(3)]
+def test_concurrent_runs_each_take_their_own_stock(ledger_location: str) -> None:
+    ledgers = [open_ledger(ledger_location, initial_stock=100) for _ in range(3)]
     try:
 
         def take_for(ref: str) -> Callable[[Ledger], Effect]:
@@ -486,10 +490,10 @@ def test_snapshot_holds_the_stock_and_every_effect(ledger: Ledger) -> None:
     assert snapshot.orders() == ledger.orders()
 
 
-def test_snapshot_is_consistent_while_another_process_writes(tmp_path: Path) -> None:
+def test_snapshot_is_consistent_while_another_process_writes(ledger_location: str) -> None:
     """Stock conservation holds in every snapshot taken while takes and put-backs run."""
-    path = tmp_path / "shared.db"
-    reader, writer = Ledger(path, initial_stock=500), Ledger(path)
+    reader = open_ledger(ledger_location, initial_stock=500)
+    writer = open_ledger(ledger_location)
     stop = threading.Event()
 
     def write() -> None:

@@ -1,0 +1,137 @@
+"""The shared backend: one PostgreSQL database for workers on several machines.
+
+Imported only when a ``postgresql://`` location is opened, so the embedded default never
+loads psycopg. Each process keeps a small pool of connections. What differs from SQLite:
+
+- Writers run at READ COMMITTED, side by side. The steps of one run serialise on a
+  transaction-scoped advisory lock keyed by the run (a compensation must not race the step
+  it undoes); different runs only meet on stock rows, which the conditional updates of
+  the shared logic guard.
+- A transaction that fails on a serialization failure, a deadlock or a lost connection is
+  retried whole, a bounded number of times with backoff. A retry never doubles an
+  effect: if the lost attempt did commit, the retry finds its row under the key.
+- Snapshots read at REPEATABLE READ: stock and effects as of one instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pizzeria.ledger.book import Ledger, Tx
+from pizzeria.ledger.records import LedgerUnavailable
+from pizzeria.menu import INITIAL_STOCK
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+POOL_SIZE = 10
+CONNECT_TIMEOUT_SECONDS = 10
+ATTEMPTS = 6
+FIRST_BACKOFF_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 2.0
+
+
+def without_password(url: str) -> str:
+    """The URL as it may be printed: a password in it becomes ``***``."""
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1-based): doubling, capped, with jitter."""
+    ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+class PostgresLedger(Ledger):
+    """One database; a pool of connections shared by the process's threads."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        initial_stock: int = INITIAL_STOCK,
+        read_only: bool = False,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        super().__init__(without_password(url), read_only=read_only)
+        options = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if read_only:
+            # The server then refuses any write, whatever this code does.
+            options["options"] = "-c default_transaction_read_only=on"
+        try:
+            # One connection first, for a precise reason when the server or the URL is wrong
+            # (the pool would only time out).
+            psycopg.connect(url, **options).close()
+        except psycopg.Error as error:
+            raise LedgerUnavailable(
+                f"cannot reach the ledger at {self.location}: {one_line(error)}"
+            ) from None
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={**options, "row_factory": dict_row},
+            # A connection the server dropped while idle is replaced, not handed out.
+            check=ConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            name="pizzeria-ledger",
+            open=True,
+        )
+        try:
+            self._prepare(initial_stock)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _transaction(
+        self, body: Callable[[Tx], T], *, lock: str | None = None, writes: bool = True
+    ) -> T:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._attempt(body, lock=lock, writes=writes)
+            except PoolTimeout as error:
+                raise LedgerUnavailable(
+                    f"no connection to the ledger at {self.location}: {one_line(error)}"
+                ) from error
+            except psycopg.OperationalError as error:
+                if attempt == ATTEMPTS:
+                    raise LedgerUnavailable(
+                        f"the ledger at {self.location} failed {ATTEMPTS} times: {one_line(error)}"
+                    ) from error
+                log.warning("Ledger transaction failed (%s); retrying", one_line(error))
+                time.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _attempt(self, body: Callable[[Tx], T], *, lock: str | None, writes: bool) -> T:
+        with self._pool.connection() as conn, conn.transaction():
+            if not writes:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if lock is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+            return body(Tx(lambda sql, params: conn.execute(placeholders(sql), params)))
+
+    def _table_names(self, tx: Tx) -> set[str]:
+        rows = tx.all("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        return {row["tablename"] for row in rows}
+
+
+def placeholders(sql: str) -> str:
+    """The shared SQL's ``?`` in psycopg's style."""
+    return sql.replace("?", "%s")

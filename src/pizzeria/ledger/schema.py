@@ -1,0 +1,105 @@
+"""Schema versions: ordered plain-SQL migrations, applied when a ledger is opened for writing.
+
+Version *n* is reached by running ``MIGRATIONS[n - 1]``. Each applied version is recorded
+in ``schema_version`` with the time it was applied. Ledgers created before versions were
+recorded (the first release's SQLite files) hold version 1's tables and no
+``schema_version`` table: they count as version 1 and gain the table on their next open.
+
+The SQL is written once for both backends: ``DOUBLE PRECISION`` is a REAL column in SQLite
+and an 8-byte float in PostgreSQL (whose ``REAL`` would round timestamps to minutes).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from pizzeria.ledger.records import SchemaTooNew, SchemaTooOld
+
+if TYPE_CHECKING:
+    from pizzeria.ledger.book import Tx
+
+MIGRATIONS: list[str] = [
+    # 1: stock per ingredient, and one row per effect under its idempotency key.
+    """
+    CREATE TABLE IF NOT EXISTS stock (
+        ingredient TEXT PRIMARY KEY,
+        initial INTEGER NOT NULL,
+        quantity INTEGER NOT NULL CHECK (quantity >= 0)
+    );
+    CREATE TABLE IF NOT EXISTS effects (
+        idempotency_key TEXT PRIMARY KEY,
+        order_ref TEXT NOT NULL,
+        order_number TEXT NOT NULL,
+        step TEXT NOT NULL,
+        amount INTEGER NOT NULL DEFAULT 0,
+        ingredients TEXT NOT NULL DEFAULT '{}',
+        tombstone INTEGER NOT NULL DEFAULT 0,
+        reference TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS effects_by_order ON effects (order_ref);
+    """,
+]
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    applied_at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+def latest_version() -> int:
+    return len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    return [statement for statement in script.split(";") if statement.strip()]
+
+
+def recorded_version(tx: Tx, tables: set[str]) -> int:
+    """0 for an empty database, 1 for a ledger from before versions were recorded."""
+    if "schema_version" in tables:
+        row = tx.one("SELECT MAX(version) AS version FROM schema_version")
+        return int(row["version"]) if row and row["version"] is not None else 0
+    return 1 if "effects" in tables else 0
+
+
+def refuse_newer(version: int, location: str) -> None:
+    if version > latest_version():
+        raise SchemaTooNew(
+            f"the ledger at {location} has schema version {version}, newer than this "
+            f"pizzeria knows ({latest_version()}): upgrade pizzeria before using it"
+        )
+
+
+def refuse_other_than_latest(version: int, location: str) -> None:
+    """For read-only opens, which cannot upgrade."""
+    refuse_newer(version, location)
+    if version < latest_version():
+        raise SchemaTooOld(
+            f"the ledger at {location} has schema version {version}, older than "
+            f"{latest_version()}: start a worker on it once to upgrade it"
+        )
+
+
+def upgrade(tx: Tx, version: int, location: str) -> None:
+    """Run every migration above ``version`` in order, in the caller's transaction."""
+    refuse_newer(version, location)
+    tx.run(VERSION_TABLE)
+    # A version only inferred (a first-release file) gets its row; a recorded one keeps it.
+    if version >= 1:
+        record(tx, version)
+    for target in range(version + 1, latest_version() + 1):
+        for statement in statements(MIGRATIONS[target - 1]):
+            tx.run(statement)
+        record(tx, target)
+
+
+def record(tx: Tx, version: int) -> None:
+    tx.run(
+        "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"
+        " ON CONFLICT (version) DO NOTHING",
+        (version, time.time()),
+    )

@@ -1,0 +1,90 @@
+"""The embedded backend: one SQLite file, for workers on one machine.
+
+WAL mode lets readers go on while one writer writes; ``BEGIN IMMEDIATE`` takes the file's
+write lock at the start of every write, so the writes of several worker processes
+serialise whole (which also serialises the steps of one run: no finer lock is needed).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pizzeria.ledger.book import Ledger, Tx
+from pizzeria.ledger.records import LedgerNotFound, LedgerUnavailable
+from pizzeria.menu import INITIAL_STOCK
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class SqliteLedger(Ledger):
+    """One file; one connection shared by the process's threads, one at a time."""
+
+    def __init__(
+        self, path: str | Path, *, initial_stock: int = INITIAL_STOCK, read_only: bool = False
+    ) -> None:
+        self.path = Path(path)
+        super().__init__(str(self.path), read_only=read_only)
+        self._lock = threading.Lock()
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as error:
+            raise LedgerUnavailable(f"cannot open the ledger at {self.path}: {error}") from None
+        try:
+            self._prepare(initial_stock)
+        except sqlite3.DatabaseError as error:  # not a database, or a damaged one
+            self._db.close()
+            raise LedgerUnavailable(f"cannot use the ledger at {self.path}: {error}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            if not self.path.is_file():
+                raise LedgerNotFound(f"no ledger at {self.path}: a worker creates it")
+            # mode=ro: never creates the file, never writes to it.
+            target, uri = self.path.resolve().as_uri() + "?mode=ro", True
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            target, uri = str(self.path), False
+        db = sqlite3.connect(
+            target,
+            uri=uri,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_SECONDS,
+        )
+        db.row_factory = sqlite3.Row
+        if not self.read_only:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _transaction(
+        self, body: Callable[[Tx], T], *, lock: str | None = None, writes: bool = True
+    ) -> T:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+            try:
+                result = body(Tx(self._db.execute))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+
+    def _table_names(self, tx: Tx) -> set[str]:
+        return {
+            row["name"] for row in tx.all("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
