@@ -27,10 +27,16 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-# One suite, both servers: the time-skipping test server, then the real dev server.
+# Tests that touch the ledger, run a third time on PostgreSQL (a private server they start).
+LEDGER_TESTS := tests/test_ledger.py tests/test_ledger_versions.py tests/test_ledger_postgres.py \
+	tests/test_activities.py tests/test_late_writes.py tests/test_workflow.py
+
+# One suite, both servers: the time-skipping test server, then the real dev server, both
+# on the SQLite ledger; then the ledger's tests again on the PostgreSQL ledger.
 unit: $(STAMP)
 	$(BIN)/pytest --workflow-environment=time-skipping
 	$(BIN)/pytest --workflow-environment=local
+	$(BIN)/pytest --workflow-environment=time-skipping --ledger-backend=postgres $(LEDGER_TESTS)
 
 clean:
 	rm -rf $(VENV) .pizzeria .pytest_cache .mypy_cache .ruff_cache

@@ -70,13 +70,13 @@ class PostgresServer:
 
     def start(self, seconds: float = 60) -> None:
         data = self.folder / "data"
-        initdb = [self.bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"]
+        initdb: list[str | Path] = [self.bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"]
         subprocess.run([*initdb, *INITDB_FLAGS], check=True, capture_output=True, **self.user)
         listen = ["-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.folder)]
         settings = [f"--{name}={value}" for name, value in SERVER_SETTINGS.items()]
         with open(self.folder / "server.log", "wb") as log:
             self.process = subprocess.Popen(
-                [self.bin_dir / "postgres", "-D", data, *listen, *settings],
+                [str(self.bin_dir / "postgres"), "-D", str(data), *listen, *settings],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 **self.user,

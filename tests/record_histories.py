@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultPlan, parse_faults, write_faults
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -51,7 +51,7 @@ async def main() -> None:
         dev_server_extra_args=["--log-level", "error"],
     )
     with tempfile.TemporaryDirectory() as folder:
-        ledger = Ledger(Path(folder) / "ledger.db")
+        ledger = open_ledger(Path(folder) / "ledger.db")
         faults = Path(folder) / "faults.json"
         activities = served_activities(
             ledger,

@@ -46,7 +46,7 @@ def record(order: str, status: str, run: str = "r1", **fields: Any) -> OrderReco
 
 def tamper(ledger: Ledger, sql: str, *params: Any) -> None:
     """Write what the ledger's own methods would refuse to."""
-    with sqlite3.connect(ledger.path) as db:
+    with sqlite3.connect(ledger.location) as db:
         db.execute(sql, params)
 
 

@@ -371,7 +371,7 @@ def hammer(ledgers: list[Ledger], calls: list[Callable[[Ledger], Effect]]) -> li
         start.wait()
         try:
             return calls[index](ledgers[index % len(ledgers)])
-        except LateStepRefused as refused:
+        except (LateStepRefused, OutOfStock) as refused:
             return refused
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
@@ -420,6 +420,51 @@ def test_concurrent_runs_each_take_their_own_stock(ledger_location: str) -> None
         results = hammer(ledgers, calls)
         assert sum(effect.applied for effect in results) == 10
         assert ledgers[1].stock()["cheese"]["quantity"] == 100 - 30
+    finally:
+        for opened in ledgers:
+            opened.close()
+
+
+def test_concurrent_charges_with_one_key_leave_one_row_and_every_caller_sees_it(
+    ledger_location: str,
+) -> None:
+    ledgers = [open_ledger(ledger_location) for _ in range(3)]
+    try:
+
+        def charge(amount: int) -> Callable[[Ledger], Effect]:
+            return lambda lg: lg.charge(RUN_1, ORDER, amount, "4242")
+
+        results = hammer(ledgers, [charge(100 * n) for n in range(1, 13)])
+        (applied,) = [effect for effect in results if effect.applied]
+        assert {effect.amount for effect in results} == {applied.amount}
+        (row,) = ledgers[0].effects()
+        assert row["amount"] == applied.amount
+        assert summary(ledgers[1])[RUN_1].charged == applied.amount
+    finally:
+        for opened in ledgers:
+            opened.close()
+
+
+def test_many_orders_racing_for_the_last_portions_never_take_more_than_there_is(
+    ledger_location: str,
+) -> None:
+    """21 cheese and 40 orders of 2: exactly 10 get theirs, whatever the interleaving;
+    ingredients listed in either order must not deadlock each other."""
+    ledgers = [open_ledger(ledger_location, initial_stock=21) for _ in range(4)]
+    try:
+
+        def order(n: int) -> Callable[[Ledger], Effect]:
+            wanted = {"cheese": 2, "ham": 1} if n % 2 else {"ham": 1, "cheese": 2}
+            return lambda lg: lg.take_stock(f"run-{n}", f"N{n}", wanted)
+
+        results = hammer(ledgers, [order(n) for n in range(40)])
+        taken = [result for result in results if isinstance(result, Effect)]
+        short = [result for result in results if isinstance(result, OutOfStock)]
+        assert (len(taken), len(short)) == (10, 30)
+        assert all(effect.applied for effect in taken)
+        stock = ledgers[0].stock()
+        assert (stock["cheese"]["quantity"], stock["ham"]["quantity"]) == (1, 11)
+        assert len(ledgers[0].effects()) == 10
     finally:
         for opened in ledgers:
             opened.close()

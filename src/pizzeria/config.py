@@ -1,7 +1,8 @@
 """Where pizzeria keeps its files, and the worker's simulation settings.
 
 Everything lives in one data folder: ``$PIZZERIA_DATA_DIR``, by default ``.pizzeria`` in
-the current directory (the Temporal history file, the ledger, the faults file).
+the current directory (the Temporal history file, the ledger, the faults file), unless
+``$PIZZERIA_LEDGER`` puts the ledger elsewhere (another file, or a PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ def data_dir() -> Path:
     return Path(os.environ.get("PIZZERIA_DATA_DIR", ".pizzeria"))
 
 
-def ledger_path() -> Path:
-    return Path(os.environ.get("PIZZERIA_LEDGER", str(data_dir() / "ledger.db")))
+def ledger_location() -> str:
+    """A SQLite file path or a ``postgresql://`` URL (see `pizzeria.ledger.open_ledger`)."""
+    return os.environ.get("PIZZERIA_LEDGER", str(data_dir() / "ledger.db"))
 
 
 def faults_file() -> Path:

@@ -19,7 +19,7 @@ from pizzeria import config
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.codec_server import serve_for_web_ui
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
-from pizzeria.ledger import Ledger, RunRows, runs_of
+from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import order_ref
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import build_worker, connect, served_activities, stop_requested
@@ -108,10 +108,10 @@ async def run_demo(
     """Run the demo; ``say`` reports progress, ``show`` prints the outcome."""
     async with running_server(say):
         client = await connect()
-        ledger = Ledger(config.ledger_path())
+        ledger = open_ledger(config.ledger_location())
         activities = served_activities(ledger)
         async with build_worker(client, activities):
-            say(f"Worker running in this process (ledger {ledger.path})")
+            say(f"Worker running in this process (ledger {ledger.location})")
             stock_before = ledger.stock()
             outcomes = await place_both_orders(client, say)
             report: dict[str, Any] = {

@@ -68,7 +68,7 @@ class PostgresLedger(Ledger):
         pool_size: int = POOL_SIZE,
     ) -> None:
         super().__init__(without_password(url), read_only=read_only)
-        options = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        options: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
         if read_only:
             # The server then refuses any write, whatever this code does.
             options["options"] = "-c default_transaction_read_only=on"

@@ -58,7 +58,7 @@ from pizzeria import config
 from pizzeria.client import start_order
 from pizzeria.devserver import DevServer, DevServerError, stop_process
 from pizzeria.failures import error_type_of
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import open_ledger
 from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, TASK_QUEUE
 from pizzeria.ops.baseline import (
     BAD_CARD_SHAPE,
@@ -987,7 +987,7 @@ def parse_worker_option(text: str) -> tuple[str, Any]:
 
 async def serve(address: str, task_queue: str, ready_file: Path, options: dict[str, Any]) -> None:
     # As `pizzeria worker` builds it: the ledger and faults file of the data folder.
-    activities = served_activities(Ledger(config.ledger_path(), initial_stock=BENCH_STOCK))
+    activities = served_activities(open_ledger(config.ledger_location(), initial_stock=BENCH_STOCK))
     client = await connect(address)
     baseline = SimplePlugin(
         "pizzeria.bench.baseline",

@@ -53,7 +53,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria.client import STATUS_NAMES, static_summary
 from pizzeria.devserver import DevServer, DevServerError
 from pizzeria.faults import SEED_VARIABLE, FaultSyntaxError, parse_faults
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import open_ledger
 from pizzeria.menu import INITIAL_STOCK
 from pizzeria.models import (
     TASK_QUEUE,
@@ -578,7 +578,7 @@ class ChaosRun:
     async def run(self) -> ChaosResult:
         started = time.monotonic()
         planned = plan_orders(self.settings)
-        Ledger(self.data_dir / "ledger.db", initial_stock=self.settings.stock).close()
+        open_ledger(self.data_dir / "ledger.db", initial_stock=self.settings.stock).close()
         await asyncio.to_thread(self.processes.start_server)
         self.say(f"Temporal dev server on {self.processes.server.address}, data in {self.data_dir}")
         report: CheckReport | None = None
@@ -613,7 +613,7 @@ class ChaosRun:
                 await asyncio.gather(monkey, supervisor, closing, *orders, return_exceptions=True)
             self.say("orders done; stopping the workers (a late write in flight still lands)")
             await asyncio.to_thread(self.processes.stop_workers)
-            ledger = Ledger(self.data_dir / "ledger.db")
+            ledger = open_ledger(self.data_dir / "ledger.db", read_only=True)
             try:
                 report = await check_orders(self.client, ledger, require_closed=True)
             finally:

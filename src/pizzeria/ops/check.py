@@ -26,7 +26,6 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import click
@@ -39,7 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria import config
 from pizzeria.client import STATUS_NAMES
 from pizzeria.failures import error_type_of
-from pizzeria.ledger import Ledger, LedgerSnapshot
+from pizzeria.ledger import Ledger, LedgerNotFound, LedgerSnapshot, open_ledger
 from pizzeria.models import COMPENSATE_REFUND_CUSTOMER as REFUND
 from pizzeria.models import COMPENSATE_REVERT_INVENTORY as PUT_BACK
 from pizzeria.models import STEP_PROCESS_CREDIT_CARD as CHARGE
@@ -518,10 +517,9 @@ async def connect_or_fail(address: str | None) -> Client:
 
 
 async def run_check(
-    address: str | None, ledger_path: Path, *, require_closed: bool = False
+    address: str | None, ledger: Ledger, *, require_closed: bool = False
 ) -> CheckReport:
     client = await connect_or_fail(address)
-    ledger = Ledger(ledger_path)
     try:
         return await check_orders(client, ledger, require_closed=require_closed)
     finally:
@@ -532,20 +530,20 @@ async def run_check(
 @click.option("--address", help="Temporal address [default: SDK env config, else localhost:7233]")
 @click.option(
     "--ledger",
-    "ledger_file",
-    type=click.Path(path_type=Path),
-    help="Ledger file [default: .pizzeria/ledger.db]",
+    "ledger_location",
+    help="Ledger file or postgresql:// URL [default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]",
 )
 @click.option("--closed", "require_closed", is_flag=True, help="An order still open is a violation")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 def check(
-    address: str | None, ledger_file: Path | None, require_closed: bool, as_json: bool
+    address: str | None, ledger_location: str | None, require_closed: bool, as_json: bool
 ) -> None:
     """Compare the ledger with Temporal's record of every order; exit 1 on any violation."""
-    path = ledger_file or config.ledger_path()
-    if not path.exists():
-        raise click.UsageError(f"no ledger at {path}")
-    report = asyncio.run(run_check(address, path, require_closed=require_closed))
+    try:
+        ledger = open_ledger(ledger_location or config.ledger_location(), read_only=True)
+    except LedgerNotFound as error:
+        raise click.UsageError(str(error)) from None
+    report = asyncio.run(run_check(address, ledger, require_closed=require_closed))
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
