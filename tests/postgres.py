@@ -70,7 +70,7 @@ class PostgresServer:
 
     def start(self, seconds: float = 60) -> None:
         data = self.folder / "data"
-        initdb: list[str | Path] = [self.bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"]
+        initdb = [str(self.bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
         subprocess.run([*initdb, *INITDB_FLAGS], check=True, capture_output=True, **self.user)
         listen = ["-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.folder)]
         settings = [f"--{name}={value}" for name, value in SERVER_SETTINGS.items()]

@@ -19,8 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pizzeria.ledger import Effect, Ledger, LedgerUnavailable, open_ledger
-from pizzeria.ledger import book, postgres
+from pizzeria.ledger import Effect, Ledger, LedgerUnavailable, book, open_ledger, postgres
 from pizzeria.ledger.book import Claim, Tx, claim
 from pizzeria.models import STEP_PROCESS_CREDIT_CARD, STEP_UPDATE_INVENTORY
 

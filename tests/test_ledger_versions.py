@@ -23,8 +23,8 @@ from pizzeria.ledger import (
     SchemaTooOld,
     latest_version,
     open_ledger,
+    schema,
 )
-from pizzeria.ledger import schema
 from pizzeria.ledger.book import Tx
 
 RUN = "pizza-workflow-order-V1/run-1"
@@ -226,7 +226,7 @@ def test_a_read_only_ledger_reads_everything_and_writes_nothing(written: str) ->
         with pytest.raises(LedgerReadOnly):
             reader.take_stock("another/run", "V2", {"ham": 1})
         # Below the ledger's own guard, the database refuses the write too.
-        with pytest.raises(Exception, match="(?i)read-only|readonly"):
+        with pytest.raises(Exception, match=r"(?i)read-only|readonly"):
             execute(reader, "UPDATE stock SET quantity = 0")
         assert reader.snapshot() == writer.snapshot()
         assert writer.stock()["ham"]["quantity"] == 5
