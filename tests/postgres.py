@@ -27,12 +27,13 @@ INSTALL_HINT = (
     "(or run without --ledger-backend=postgres)"
 )
 INITDB_FLAGS = ("--encoding=UTF8", "--locale=C", "--no-sync")
-SERVER_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "max_connections": "200",
-}
+# Durability off (the cluster dies with the session); room for many pools at once.
+SERVER_SETTINGS = (
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=200",
+)
 
 
 def postgres_bin() -> Path | None:
@@ -73,7 +74,7 @@ class PostgresServer:
         initdb = [str(self.bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
         subprocess.run([*initdb, *INITDB_FLAGS], check=True, capture_output=True, **self.user)
         listen = ["-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.folder)]
-        settings = [f"--{name}={value}" for name, value in SERVER_SETTINGS.items()]
+        settings = [f"--{setting}" for setting in SERVER_SETTINGS]
         with open(self.folder / "server.log", "wb") as log:
             self.process = subprocess.Popen(
                 [str(self.bin_dir / "postgres"), "-D", str(data), *listen, *settings],

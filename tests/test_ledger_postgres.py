@@ -8,11 +8,12 @@ pass); the location checks and the import check need none and always run.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ import pytest
 from pizzeria.ledger import Effect, Ledger, LedgerUnavailable, book, open_ledger, postgres
 from pizzeria.ledger.book import Claim, Tx, claim
 from pizzeria.models import STEP_PROCESS_CREDIT_CARD, STEP_UPDATE_INVENTORY
+from pizzeria.samples import BAD_CARD
+from tests.helpers import pizzeria, run_pizzeria
+from tests.postgres import PostgresServer
+from tests.stack import Stack, StackOptions
 
 RUN = "pizza-workflow-order-PG1/run-1"
 server_only = pytest.mark.postgres_only
@@ -203,3 +208,79 @@ def test_the_embedded_ledger_never_imports_psycopg(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert shown.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("ledger", "--ledger", "postgresql://pizzeria:s3cret@127.0.0.1:1/ledger"),
+        ("worker", "--ledger", "postgresql://pizzeria:s3cret@127.0.0.1:1/ledger"),
+        ("ledger", "--ledger", "postgresql://127.0.0.1:notaport/ledger"),
+        ("worker", "--ledger", "sqlserver://127.0.0.1/ledger"),
+    ],
+    ids=["ledger-unreachable", "worker-unreachable", "malformed", "other-database"],
+)
+def test_the_cli_says_in_one_line_when_the_ledger_cannot_be_used(command: tuple[str, ...]) -> None:
+    done = run_pizzeria(*command, timeout=60)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "ledger" in line
+    assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+# -- a worker and the CLI on a PostgreSQL ledger -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack_database(postgres_server: PostgresServer) -> Iterator[str]:
+    with postgres_server.database() as location:
+        yield location
+
+
+@pytest.fixture(scope="module")
+def stack_options(stack_database: str) -> StackOptions:
+    """The module's stack runs `pizzeria worker` with its ledger on PostgreSQL."""
+    return StackOptions(worker_args=("--ledger", stack_database))
+
+
+@server_only
+def test_a_worker_on_a_postgresql_ledger_serves_orders_that_the_cli_then_reads(
+    stack: Stack, stack_database: str
+) -> None:
+    for number, card in (("PG-OK", None), ("PG-KO", BAD_CARD)):
+        placed = pizzeria(
+            stack,
+            "order",
+            "--json",
+            "--prep-seconds",
+            "0",
+            "--order-number",
+            number,
+            *(("--card", card) if card else ()),
+        )
+        assert placed.stderr == "", placed.stderr
+    shown = pizzeria(stack, "ledger", "--json", "--ledger", stack_database)
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["order_number"]: row for row in json.loads(shown.stdout)["orders"]}
+    assert (rows["PG-OK"]["charged"], rows["PG-OK"]["billed"]) == (3500, 3500)
+    assert rows["PG-KO"]["charged"] == rows["PG-KO"]["refunded"]
+    assert rows["PG-KO"]["stock_held"] == {}
+    # The data folder's SQLite file was never used: the worker wrote to PostgreSQL only.
+    assert not (stack["data"] / "ledger.db").exists()
+
+    checked = pizzeria(stack, "check", "--closed", "--json", "--ledger", stack_database)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] is True and report["violations"] == []
+
+
+@server_only
+def test_check_on_an_empty_database_says_there_is_no_ledger_and_creates_none(
+    ledger_location: str,
+) -> None:
+    done = run_pizzeria("check", "--ledger", ledger_location, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no ledger at postgresql://")
+    with psycopg.connect(ledger_location) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)

@@ -28,26 +28,9 @@ from pizzeria.ledger import (
 from pizzeria.ledger.book import Tx
 
 RUN = "pizza-workflow-order-V1/run-1"
-# The first release's tables exactly as it created them: no version recorded anywhere.
-FIRST_RELEASE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS stock (
-    ingredient TEXT PRIMARY KEY,
-    initial INTEGER NOT NULL,
-    quantity INTEGER NOT NULL CHECK (quantity >= 0)
-);
-CREATE TABLE IF NOT EXISTS effects (
-    idempotency_key TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    order_number TEXT NOT NULL,
-    step TEXT NOT NULL,
-    amount INTEGER NOT NULL DEFAULT 0,
-    ingredients TEXT NOT NULL DEFAULT '{}',
-    tombstone INTEGER NOT NULL DEFAULT 0,
-    reference TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS effects_by_order ON effects (order_ref);
-"""
+# The first release created version 1's tables with no version recorded, and its
+# timestamps as REAL (SQLite's 8-byte float, as DOUBLE PRECISION is there).
+FIRST_RELEASE_SCHEMA = schema.MIGRATIONS[0].replace("DOUBLE PRECISION", "REAL")
 
 
 def execute(ledger: Ledger, sql: str, *params: Any) -> None:

@@ -22,6 +22,7 @@ from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.codec import CodecKeyError
 from pizzeria.devserver import DevServerError
+from pizzeria.ledger import LedgerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,6 +91,7 @@ def _run_app() -> int:
         ConnectionError,
         DevServerError,
         CodecKeyError,
+        LedgerError,
     ) as error:
         error_line(str(error))
         return 1

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import click
@@ -15,7 +14,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from pizzeria import config
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.worker import connect
 
 out = Console(highlight=False, soft_wrap=True)
@@ -27,9 +26,10 @@ address_option = click.option(
 )
 ledger_option = click.option(
     "--ledger",
-    "ledger_file",
-    type=click.Path(path_type=Path),
-    help="Ledger file [default: .pizzeria/ledger.db]",
+    "ledger_location",
+    metavar="FILE|URL",
+    help="The ledger: a SQLite file or a postgresql:// URL "
+    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 
@@ -67,9 +67,10 @@ async def client_or_fail(
         ) from None
 
 
-def open_ledger(path: Path | None) -> Ledger:
-    """The ledger file given, else the configured one (created when missing)."""
-    return Ledger(path or config.ledger_path())
+def ledger_at(location: str | None) -> Ledger:
+    """The ledger given, else the configured one (created when missing); a `LedgerError`
+    (unreachable, too new) is one line for `main`."""
+    return open_ledger(location or config.ledger_location())
 
 
 def stop_on_sigterm() -> None:

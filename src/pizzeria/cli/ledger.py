@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from rich.table import Table
 
-from pizzeria.cli.common import json_option, ledger_option, open_ledger, out
+from pizzeria.cli.common import json_option, ledger_at, ledger_option, out
 from pizzeria.models import dollars
 
 
 @click.command()
 @ledger_option
 @json_option
-def ledger(ledger_file: Path | None, as_json: bool) -> None:
+def ledger(ledger_location: str | None, as_json: bool) -> None:
     """Stock per ingredient, and per order the amounts charged, refunded and billed."""
-    book = open_ledger(ledger_file)
+    book = ledger_at(ledger_location)
     snapshot = book.snapshot().to_json()
     book.close()
     if as_json:

@@ -18,8 +18,8 @@ from pizzeria.cli.common import (
     err,
     fail,
     json_option,
+    ledger_at,
     ledger_option,
-    open_ledger,
     out,
     run,
     stop_on_sigterm,
@@ -148,14 +148,14 @@ def codec_server_command(port: int, origins: tuple[str, ...]) -> None:
 )
 def worker(
     address: str | None,
-    ledger_file: Path | None,
+    ledger_location: str | None,
     task_queue: str,
     metrics_port: int | None,
     plain_payloads: bool,
 ) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    ledger = open_ledger(ledger_file)
+    ledger = ledger_at(ledger_location)
     activities = served_activities(ledger)
 
     async def serve() -> None:
@@ -164,7 +164,7 @@ def worker(
         stop = stop_requested()
         async with build_worker(client, activities, task_queue=task_queue):
             out.print(
-                f"Worker polling task queue {task_queue!r}, ledger {ledger.path}. Ctrl-C stops."
+                f"Worker polling task queue {task_queue!r}, ledger {ledger.location}. Ctrl-C stops."
             )
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")

@@ -52,7 +52,7 @@ def one_line(error: BaseException) -> str:
 
 def backoff(attempt: int) -> float:
     """Seconds before retry ``attempt`` (1-based): doubling, capped, with jitter."""
-    ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** (attempt - 1))
     return ceiling * random.uniform(0.5, 1.0)
 
 

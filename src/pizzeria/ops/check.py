@@ -531,7 +531,9 @@ async def run_check(
 @click.option(
     "--ledger",
     "ledger_location",
-    help="Ledger file or postgresql:// URL [default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]",
+    metavar="FILE|URL",
+    help="The ledger: a SQLite file or a postgresql:// URL "
+    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]",
 )
 @click.option("--closed", "require_closed", is_flag=True, help="An order still open is a violation")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
