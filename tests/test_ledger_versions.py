@@ -26,6 +26,7 @@ from pizzeria.ledger import (
     schema,
 )
 from pizzeria.ledger.book import Tx
+from tests.helpers import run_pizzeria
 
 RUN = "pizza-workflow-order-V1/run-1"
 # The first release created version 1's tables with no version recorded, and its
@@ -121,6 +122,17 @@ def test_a_ledger_newer_than_the_code_is_refused_in_one_line(written: str) -> No
         message = str(refused.value)
         assert f"schema version {latest_version() + 1}" in message
         assert "upgrade pizzeria" in message and "\n" not in message
+
+
+def test_the_cli_refuses_a_newer_ledger_in_one_line_and_exit_1(written: str) -> None:
+    ledger = open_ledger(written)
+    execute(ledger, "INSERT INTO schema_version VALUES (?, 0)", latest_version() + 1)
+    ledger.close()
+    for command in ("ledger", "worker"):
+        done = run_pizzeria(command, "--ledger", written, timeout=60)
+        assert done.returncode == 1
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: the ledger at ") and "upgrade pizzeria" in line
 
 
 def test_opening_runs_the_missing_migrations_in_order(
