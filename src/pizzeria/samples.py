@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pizzeria.menu import PRICE_BY_SIZE
 from pizzeria.models import (
     Address,
     CreditCardInfo,
@@ -14,9 +15,9 @@ from pizzeria.models import (
 GOOD_CARD = "4242424242424242"
 BAD_CARD = "424242424242424"  # 15 digits: the exercise's bad card
 EXERCISE_ITEMS = (
-    ("Large, with mushrooms and onions", 1500),
-    ("Small, with pepperoni", 1200),
-    ("Medium, with extra cheese", 1300),
+    ("Large, with mushrooms and onions", PRICE_BY_SIZE["large"]),
+    ("Small, with pepperoni", PRICE_BY_SIZE["small"]),
+    ("Medium, with extra cheese", PRICE_BY_SIZE["medium"]),
 )
 
 

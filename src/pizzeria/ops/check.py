@@ -2,7 +2,7 @@
 
 Temporal knows how each order ended (the visibility list of ``PizzaOrderWorkflow`` runs,
 then ``describe`` and the result of each); the ledger knows what each run did (its rows
-are keyed by ``<workflow id>/<run id>/<step>``). The invariants of DESIGN.md must hold
+are keyed by ``<workflow id>/<run id>/<step>``). The invariants of docs/design.md must hold
 between the two, at any moment:
 
 * stock is never negative and is conserved: per ingredient, initial = in stock + what the
