@@ -202,6 +202,16 @@ async def wait_for_step(ledger: Ledger, step: str, seconds: float = 20) -> None:
     await eventually(taken, f"{step} to take effect", seconds)
 
 
+async def showing(handle: WorkflowHandle[Any, Any], details: str) -> bool:
+    state = await handle.query(PizzaOrderWorkflow.saga_state)
+    return bool(state["details"] == details)
+
+
+async def charging(handle: WorkflowHandle[Any, Any]) -> None:
+    """Wait until the stock is taken (and known to be) and the card gateway is called."""
+    await eventually(lambda: showing(handle, "Charging card"), "the order to charge the card")
+
+
 @pytest.mark.dev_server_only
 async def test_cancelling_a_running_order_runs_the_compensations_and_restores_the_ledger(
     worker, start, ledger, faults_file
@@ -211,7 +221,7 @@ async def test_cancelling_a_running_order_runs_the_compensations_and_restores_th
     before = quantities(ledger)
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
-        await wait_for_step(ledger, "update_inventory")
+        await charging(handle)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -232,7 +242,7 @@ async def test_cancel_order_update_compensates_and_the_order_ends_cancelled(
     before = quantities(ledger)
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
-        await wait_for_step(ledger, "update_inventory")
+        await charging(handle)
         result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, "changed my mind")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
@@ -286,11 +296,6 @@ class HandlersAtClose(Interceptor):
                     noted.append(workflow.all_handlers_finished())
 
         return Noting
-
-
-async def showing(handle: WorkflowHandle[Any, Any], details: str) -> bool:
-    state = await handle.query(PizzaOrderWorkflow.saga_state)
-    return bool(state["details"] == details)
 
 
 async def test_an_update_still_running_when_the_order_closes_is_answered_first(
