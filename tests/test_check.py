@@ -23,7 +23,8 @@ from temporalio.exceptions import (
 )
 
 from pizzeria.ledger import Ledger
-from pizzeria.ops.check import OrderRecord, failure_type, reconcile
+from pizzeria.ops.check.reconcile import reconcile
+from pizzeria.ops.check.records import OrderRecord, failure_type
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD
 from tests.helpers import pizzeria

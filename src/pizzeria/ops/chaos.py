@@ -65,7 +65,8 @@ from pizzeria.models import (
     PizzaOrder,
     workflow_id_for,
 )
-from pizzeria.ops.check import CheckReport, check_orders, print_report
+from pizzeria.ops.check.reconcile import check_orders
+from pizzeria.ops.check.report import CheckReport, print_check_report
 from pizzeria.worker import connect
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -666,7 +667,7 @@ class ChaosRun:
 
 def print_summary(result: ChaosResult, console: Console) -> None:
     if result.report is not None:
-        print_report(result.report, console)
+        print_check_report(result.report, console)
     console.print(
         f"Chaos: {result.orders} orders in {result.seconds:.1f} s (seed {result.seed}): "
         f"completed {result.outcomes['COMPLETED']}, failed {result.outcomes['FAILED']}, "

@@ -1,0 +1,127 @@
+"""What the check found, as JSON or as tables for people."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pizzeria.models import dollars
+
+# Order counts printed on their own; any other outcome (terminated, ...) is listed after.
+NAMED_COUNTS = ("total", "completed", "failed", "cancelled", "open")
+UNDONE_COUNTS = ("failed", "cancelled", "terminated", "timed_out")
+
+
+@dataclass
+class Violation:
+    kind: str
+    order: str  # the order number (or ingredient, for stock)
+    run_id: str
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    orders: dict[str, int]
+    failures: dict[str, int]
+    stock: dict[str, dict[str, Any]]
+    money: dict[str, int]
+    double_effects: int
+    refunds_above_charges: int
+    open_orders: list[str]
+    violations: list[Violation]
+    warnings: list[Violation]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "orders": self.orders,
+            "failures": self.failures,
+            "stock": self.stock,
+            "money": self.money,
+            "double_effects": self.double_effects,
+            "refunds_above_charges": self.refunds_above_charges,
+            "open_orders": self.open_orders,
+            "violations": [asdict(v) for v in self.violations],
+            "warnings": [asdict(w) for w in self.warnings],
+        }
+
+
+def print_check_report(report: CheckReport, console: Console) -> None:
+    print_orders(report, console)
+    console.print(stock_table(report))
+    print_money(report, console)
+    console.print(
+        f"Double effects: {report.double_effects}; refunds above charges: "
+        f"{report.refunds_above_charges}; orders still open: {len(report.open_orders)}"
+        + (f" ({', '.join(report.open_orders[:20])})" if report.open_orders else "")
+    )
+    for warning in report.warnings:
+        console.print(
+            f"[yellow]warning[/yellow]: {warning.kind}: order {warning.order}: {warning.detail}"
+        )
+    if report.ok:
+        console.print("[green]No violations[/green]: the ledger agrees with Temporal.")
+        return
+    table = Table(
+        "violation", "order", "run", "detail", title=f"{len(report.violations)} violations"
+    )
+    for item in report.violations:
+        table.add_row(item.kind, item.order, item.run_id[:8], item.detail)
+    console.print(table)
+
+
+def print_orders(report: CheckReport, console: Console) -> None:
+    orders = report.orders
+    others = "".join(
+        f", {name.replace('_', ' ')} {count}"
+        for name, count in orders.items()
+        if name not in NAMED_COUNTS and count
+    )
+    console.print(
+        f"Orders: {orders['total']} - completed {orders['completed']}, failed "
+        f"{orders['failed']}, cancelled {orders['cancelled']}{others}, "
+        f"still open {orders['open']}"
+    )
+    if report.failures:
+        console.print(
+            "  failed by error: "
+            + ", ".join(f"{kind} {count}" for kind, count in report.failures.items())
+        )
+
+
+def stock_table(report: CheckReport) -> Table:
+    stock = Table("ingredient", "initial", "in stock", "consumed", "open", "undone", "ok")
+    for name, row in report.stock.items():
+        stock.add_row(
+            name,
+            str(row["initial"]),
+            str(row["in_stock"]),
+            str(row["consumed"]),
+            str(row["held_open"]),
+            str(row["held_undone"] + row["held_unknown"]),
+            "yes" if row["conserved"] else "[red]NO[/red]",
+        )
+    return stock
+
+
+def print_money(report: CheckReport, console: Console) -> None:
+    money, orders = report.money, report.orders
+    console.print(
+        f"Money: charged {dollars(money['charged'])}, refunded {dollars(money['refunded'])}, "
+        f"net {dollars(money['net'])}; billed by completed orders "
+        f"{dollars(money['billed_completed'])}"
+    )
+    undone = sum(orders[name] for name in UNDONE_COUNTS)
+    console.print(
+        f"Per order, charged - refunded: the bill for {money['completed_orders_settled']} of "
+        f"{orders['completed']} completed, 0 for {money['undone_orders_settled']} of {undone} "
+        "failed, cancelled or terminated"
+    )
