@@ -16,16 +16,10 @@ from typing import Any
 import pytest
 
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
-from pizzeria.ops.bench import (
-    CASES,
-    Batch,
-    HistoryFacts,
-    Settings,
-    StackFacts,
-    parse_worker_option,
-    percentile,
-    summarise,
-)
+from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
+from pizzeria.ops.bench.cases import CASES, Settings
+from pizzeria.ops.bench.figures import bench_report, percentile
+from pizzeria.ops.bench.worker import parse_worker_option
 from tests.helpers import run_pizzeria
 
 TWO_LEVELS = ("--concurrency", "1", "--concurrency", "2")
@@ -85,7 +79,7 @@ def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run(
             80 * 2**20,
         ),
     ]
-    report = summarise(settings, batches, stacks)
+    report = bench_report(settings, batches, stacks)
     assert [(c["case"], c["concurrency"]) for c in report["cases"]] == [
         (case.name, concurrency) for case in CASES for concurrency in (1, 4)
     ]
@@ -112,7 +106,7 @@ def test_figures_are_the_median_over_runs():
         for run, seconds in enumerate((1.0, 4.0, 2.0))
         for case in CASES
     ]
-    report = summarise(settings, batches, [])
+    report = bench_report(settings, batches, [])
     row = report["cases"][0]
     assert row["throughput"] == pytest.approx(5.0)  # 10 workflows in 2 s, the middle run
     assert len(row["runs"]) == 3

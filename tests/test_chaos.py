@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from pizzeria.ops.chaos import ChaosRun, ChaosSettings, plan_orders
+from pizzeria.ops.chaos.monkey import breakdown_schedule
+from pizzeria.ops.chaos.plan import ChaosSettings, plan_orders
 from pizzeria.samples import GOOD_CARD
 from tests.helpers import PIZZERIA, run_pizzeria, wait_until
 
@@ -91,11 +92,11 @@ def test_the_plan_mixes_cards_pickups_cancels_and_short_waits() -> None:
     assert all(o.settings is not None and o.settings.compensation_attempts == 10 for o in orders)
 
 
-def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way(tmp_path: Path) -> None:
-    run = ChaosRun(ChaosSettings(orders=100, worker_kills=3, server_restarts=1), tmp_path)
-    assert run._events() == [(20, "kill"), (40, "restart"), (60, "kill"), (80, "kill")]
-    few = ChaosRun(ChaosSettings(orders=2, worker_kills=3, server_restarts=1), tmp_path)
-    assert all(1 <= threshold <= 2 for threshold, _ in few._events())
+def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way() -> None:
+    schedule = breakdown_schedule(ChaosSettings(orders=100, worker_kills=3, server_restarts=1))
+    assert schedule == [(20, "kill"), (40, "restart"), (60, "kill"), (80, "kill")]
+    few = breakdown_schedule(ChaosSettings(orders=2, worker_kills=3, server_restarts=1))
+    assert all(1 <= threshold <= 2 for threshold, _ in few)
 
 
 # -- the command ------------------------------------------------------------------------------

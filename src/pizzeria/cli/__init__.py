@@ -47,8 +47,8 @@ app.add_command(faults)
 app.add_command(demo)
 
 # -- commands of the tools that prove and measure the service ------------------------------
-from pizzeria.ops.bench import bench as bench_command  # noqa: E402
-from pizzeria.ops.chaos import chaos as chaos_command  # noqa: E402
+from pizzeria.ops.bench.command import bench as bench_command  # noqa: E402
+from pizzeria.ops.chaos.command import chaos as chaos_command  # noqa: E402
 from pizzeria.ops.check.command import check as check_command  # noqa: E402
 
 app.add_command(bench_command)

@@ -1,0 +1,61 @@
+"""What the benchmark measures: four cases, in pairs of a baseline and its saga."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR
+from pizzeria.ops.baseline import BASELINE_FAILURE_ERROR
+
+BASE_CONCURRENCY = (1, 10, 50)
+FULL_CONCURRENCY = (*BASE_CONCURRENCY, 200)
+# Workflows per batch; each case runs two batches per concurrency and run. Sized so that a
+# default run (three runs, concurrency 1, 10 and 50) takes about six and a half minutes
+# here and no server holds more than about 2,700 workflows even with --full.
+WORKFLOWS_PER_BATCH = {1: 12, 10: 100, 50: 150, 200: 400}
+WARMUP_WORKFLOWS = 6  # per case, on a fresh stack, before anything is measured
+HISTORY_SAMPLES = 4  # histories read per batch for event counts and compensation time
+# Zero waits, a driver always found: what is measured is the engine and our code, not sleep.
+WORKER_ENVIRONMENT = {
+    "PIZZERIA_DRIVER_SECONDS": "0",
+    "PIZZERIA_DRIVER_PROBABILITY": "1",
+    "PIZZERIA_FAULTS": "",
+}
+PREP_SECONDS = 0.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    saga: bool  # False: the bare-engine baseline
+    bad_card: bool
+    baseline: str | None = None  # the case this one is compared with
+
+    @property
+    def expected_error(self) -> str | None:
+        if not self.bad_card:
+            return None
+        return CREDIT_CARD_PROCESSING_ERROR if self.saga else BASELINE_FAILURE_ERROR
+
+
+BASELINE_GOOD = Case("baseline-good", saga=False, bad_card=False)
+GOOD = Case("good", saga=True, bad_card=False, baseline="baseline-good")
+BASELINE_BAD = Case("baseline-bad", saga=False, bad_card=True)
+BAD = Case("bad", saga=True, bad_card=True, baseline="baseline-bad")
+CASES = (BASELINE_GOOD, GOOD, BASELINE_BAD, BAD)
+PAIRS = ((BASELINE_GOOD, GOOD), (BASELINE_BAD, BAD))
+
+
+@dataclass
+class Settings:
+    repeat: int = 3
+    concurrency: tuple[int, ...] = BASE_CONCURRENCY
+    workflows: int | None = None  # per batch; None: WORKFLOWS_PER_BATCH
+    workers: int = 1
+    worker_options: tuple[str, ...] = ()
+    sandbox_passthrough: tuple[str, ...] = ()
+
+    def batch_size(self, concurrency: int) -> int:
+        if self.workflows is not None:
+            return self.workflows
+        return WORKFLOWS_PER_BATCH.get(concurrency, max(12, 2 * concurrency))

@@ -1,0 +1,174 @@
+"""The ``pizzeria bench`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import compileall
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import pizzeria
+from pizzeria.devserver import DevServerError
+from pizzeria.ops.bench.cases import BASE_CONCURRENCY, FULL_CONCURRENCY, PAIRS, Settings
+from pizzeria.ops.bench.measure import run_benchmark
+from pizzeria.ops.bench.report import PlotUnavailable, draw_plot, print_bench_report, pyplot
+from pizzeria.ops.bench.stack import BenchError
+from pizzeria.ops.bench.worker import parse_worker_option
+from pizzeria.ops.processes import WorkerProcessError
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and an exit code, as every pizzeria command fails."""
+    err.print(f"error: {message}", markup=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw throughput and p99 against concurrency to this PNG (needs matplotlib)",
+)
+@click.option("--full", is_flag=True, help="Also 200 workflows in flight")
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 9),
+    default=3,
+    show_default=True,
+    help="Runs; every figure is the median over them",
+)
+@click.option(
+    "--concurrency",
+    "concurrency",
+    type=click.IntRange(1, 500),
+    multiple=True,
+    help="Workflows in flight; repeat for several [default: 1, 10, 50 (and 200 with --full)]",
+)
+@click.option(
+    "--workflows",
+    type=click.IntRange(1, 2000),
+    help="Workflows per batch (two batches per case) [default: 12, 100, 150, 400 by concurrency]",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 4), default=1, show_default=True, help="Worker processes"
+)
+@click.option(
+    "--worker-option",
+    "worker_options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A Worker option passed to build_worker, e.g. max_cached_workflows=100; repeatable",
+)
+@click.option(
+    "--sandbox-passthrough",
+    multiple=True,
+    metavar="MODULE",
+    help="Pass this module (and its children) through the workflow sandbox; repeatable",
+)
+def bench(
+    as_json: bool,
+    plot: Path | None,
+    full: bool,
+    repeat: int,
+    concurrency: tuple[int, ...],
+    workflows: int | None,
+    workers: int,
+    worker_options: tuple[str, ...],
+    sandbox_passthrough: tuple[str, ...],
+) -> None:
+    """Measure what the order saga costs on top of the bare engine, in one run.
+
+    Starts its own in-memory dev server and worker on 127.0.0.1 (free ports), with the
+    order's timer and the driver search at zero, and compares the good and the bad-card
+    order with bare workflows of as many no-op activities.
+    """
+    for option in worker_options:
+        parse_worker_option(option)
+    if plot is not None:
+        plot_or_fail(None, plot)  # before a long run, not after it
+    chosen = tuple(sorted(set(concurrency))) or (FULL_CONCURRENCY if full else BASE_CONCURRENCY)
+    settings = Settings(
+        repeat=repeat,
+        concurrency=chosen,
+        workflows=workflows,
+        workers=workers,
+        worker_options=worker_options,
+        sandbox_passthrough=sandbox_passthrough,
+    )
+    compile_package()
+    report = run_with_progress(settings)
+    if plot is not None:
+        plot_or_fail(report, plot)
+        err.print(f"Plot written to {plot}")
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        print_bench_report(report, out)
+
+
+def run_with_progress(settings: Settings) -> dict[str, Any]:
+    """The benchmark, with a progress bar on stderr; one line and exit 1 if it fails."""
+    total = settings.repeat * len(PAIRS) * len(settings.concurrency) * 4
+    err.print(
+        "Timer and driver search at zero: order settings prep_seconds=0, "
+        "PIZZERIA_DRIVER_SECONDS=0, PIZZERIA_DRIVER_PROBABILITY=1. "
+        f"{settings.repeat} run(s), {len(settings.concurrency)} concurrency level(s), "
+        f"{total} batches, a fresh in-memory dev server per pair."
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=total)
+        first = True
+
+        def step(description: str) -> None:
+            nonlocal first
+            if not first:
+                progress.advance(task)
+            first = False
+            progress.update(task, description=description)
+
+        try:
+            report = asyncio.run(run_benchmark(settings, step))
+        except (BenchError, DevServerError, WorkerProcessError) as error:
+            progress.stop()
+            fail(str(error))
+        progress.advance(task)
+    return report
+
+
+def plot_or_fail(report: dict[str, Any] | None, path: Path) -> None:
+    """Draw the report's plot to ``path``; without a report, only check that it can be."""
+    try:
+        if report is None:
+            pyplot()
+        else:
+            draw_plot(report, path)
+    except PlotUnavailable as error:
+        fail(str(error), 2)
+
+
+def compile_package() -> None:
+    """Write the package's bytecode files, as ``pip install`` does, when they are missing.
+
+    The workflow sandbox imports the workflow's module (and its package) afresh for every
+    new workflow. With ``PYTHONDONTWRITEBYTECODE`` set (as on our machines) and an editable
+    install, no ``.pyc`` exists, so each of those imports compiles the source again: about
+    9 ms of worker CPU per order here, which no deployed worker pays. A package that cannot
+    be written to is left as it is.
+    """
+    compileall.compile_dir(Path(pizzeria.__file__).parent, quiet=2)

@@ -1,0 +1,111 @@
+"""The benchmark's report for people: a table of figures and ratios, and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pizzeria.ops.bench.cases import CASES
+
+PLOT_NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install -e '.[bench]'"
+
+
+class PlotUnavailable(RuntimeError):
+    """No matplotlib: the plot cannot be drawn."""
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only."""
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise PlotUnavailable(PLOT_NEEDS_MATPLOTLIB) from None
+    return plt
+
+
+def print_bench_report(report: dict[str, Any], out: Console) -> None:
+    # Wide enough for every column when stdout is a file or a pipe (rich assumes 80).
+    Console(highlight=False, width=max(out.width, 132)).print(bench_table(report))
+    undo = [r for r in report["cases"] if "compensation_ms_p50" in r]
+    for row in undo:
+        out.print(
+            f"{row['case']} at {row['concurrency']} in flight: failing step to last "
+            f"compensation done {row['compensation_ms_p50']:.0f} ms (median of samples)"
+        )
+    out.print("growth: " + json.dumps(report["growth"]))
+    out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
+
+
+def bench_table(report: dict[str, Any]) -> Table:
+    """Per case and concurrency its figures, and its ratios to the baseline (green when
+    they meet the target, red when not)."""
+    ratios = {(r["case"], r["concurrency"]): r for r in report["ratios"]}
+    table = Table(
+        "case",
+        "in flight",
+        "wf/s",
+        "p50 ms",
+        "p99 ms",
+        "server CPU ms/wf",
+        "worker CPU ms/wf",
+        "wf/s ratio",
+        "p99 ratio",
+        "CPU ratio",
+        title=f"pizzeria bench: median of {report['settings']['repeat']} run(s)",
+    )
+    for row in report["cases"]:
+        ratio = ratios.get((row["case"], row["concurrency"]))
+
+        def mark(name: str, text: str, ratio: dict[str, Any] | None = ratio) -> str:
+            if ratio is None or name not in ratio["meets"]:
+                return text
+            return f"[green]{text}[/green]" if ratio["meets"][name] else f"[red]{text}[/red]"
+
+        table.add_row(
+            row["case"],
+            str(row["concurrency"]),
+            f"{row['throughput']:.1f}",
+            f"{row['p50_ms']:.0f}",
+            f"{row['p99_ms']:.0f}",
+            f"{row['server_cpu_ms']:.1f}",
+            f"{row['worker_cpu_ms']:.1f}",
+            mark("throughput", f"{ratio['throughput']:.2f}") if ratio else "",
+            mark("p99", f"{ratio['p99']:.2f}") if ratio else "",
+            mark("cpu", f"{ratio['cpu']:.2f}") if ratio else "",
+        )
+    return table
+
+
+def draw_plot(report: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for case in CASES:
+        rows = sorted(
+            (r for r in report["cases"] if r["case"] == case.name), key=lambda r: r["concurrency"]
+        )
+        if not rows:
+            continue
+        style = "-" if case.saga else "--"
+        x = [r["concurrency"] for r in rows]
+        left.plot(x, [r["throughput"] for r in rows], style, marker="o", label=case.name)
+        right.plot(x, [r["p99_ms"] for r in rows], style, marker="o", label=case.name)
+    levels = sorted({r["concurrency"] for r in report["cases"]})
+    for axes, label in ((left, "workflows per second"), (right, "p99 latency (ms)")):
+        axes.set_xscale("log")
+        axes.set_xticks(levels, [str(level) for level in levels])
+        axes.minorticks_off()
+        axes.set_xlabel("workflows in flight")
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.suptitle(f"pizzeria bench (median of {report['settings']['repeat']} runs)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

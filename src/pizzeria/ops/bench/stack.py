@@ -1,0 +1,110 @@
+"""The stack one baseline/saga pair runs on: a fresh dev server and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+
+from pizzeria.devserver import DevServer
+from pizzeria.models import TASK_QUEUE
+from pizzeria.ops.bench.cases import WORKER_ENVIRONMENT
+from pizzeria.ops.bench.sampling import cpu_seconds, rss_bytes
+from pizzeria.ops.processes import WorkerProcess, dev_server, stop_workers
+from pizzeria.worker import connect
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to (a process died, a wrong outcome)."""
+
+
+@dataclass
+class Stack:
+    server: DevServer
+    workers: list[WorkerProcess]
+    data_dir: Path
+    task_queue: str
+
+    @property
+    def server_pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def worker_cpu(self) -> float:
+        return sum(cpu_seconds(worker.pid) for worker in self.workers)
+
+    def worker_rss(self) -> int:
+        return sum(rss_bytes(worker.pid) for worker in self.workers)
+
+    def check_alive(self) -> None:
+        for worker in self.workers:
+            worker.raise_if_exited()
+
+
+@asynccontextmanager
+async def running_stack(
+    workers: int, worker_options: Sequence[str], passthrough: Sequence[str] = ()
+) -> AsyncIterator[tuple[Stack, Client]]:
+    """A fresh in-memory dev server, a client and ``workers`` worker processes polling it.
+
+    The client comes from `pizzeria.worker.connect`, as ``pizzeria order``'s does, so the
+    benchmark uses the same data converter as the worker; it connects before the workers
+    start, so that whatever it sets up on first use is there before they look for it.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="pizzeria-bench-") as folder,
+        dev_server(None, log_file=Path(folder) / "server.log", headless=True) as server,
+    ):
+        data_dir = Path(folder)
+        stack = Stack(server, [], data_dir, f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}")
+        try:
+            client = await connect(server.address)
+            command = worker_command(stack, worker_options, passthrough)
+            for number in range(workers):
+                log = data_dir / f"worker-{number}.log"
+                stack.workers.append(WorkerProcess(command, log, worker_environment(data_dir)))
+                stack.workers[-1].start()
+            for worker in stack.workers:
+                await asyncio.to_thread(worker.wait_until_polling)
+            yield stack, client
+        finally:
+            stop_workers(stack.workers, grace=15.0)
+
+
+def worker_command(
+    stack: Stack, worker_options: Sequence[str], passthrough: Sequence[str]
+) -> list[str]:
+    """The benchmark's own worker (`pizzeria.ops.bench.worker`), against this stack."""
+    command = [
+        sys.executable,
+        "-m",
+        "pizzeria.ops.bench.worker",
+        "--address",
+        stack.server.address,
+        "--task-queue",
+        stack.task_queue,
+    ]
+    for option in worker_options:
+        command += ["--option", option]
+    for module in passthrough:
+        command += ["--passthrough", module]
+    return command
+
+
+def worker_environment(data_dir: Path) -> dict[str, str]:
+    # A ledger and a faults file of its own; everything else (the data folder, and with it
+    # whatever key the data converter uses) as the user's own worker has it.
+    return {
+        **os.environ,
+        **WORKER_ENVIRONMENT,
+        "PIZZERIA_LEDGER": str(data_dir / "ledger.db"),
+        "PIZZERIA_FAULTS_FILE": str(data_dir / "faults.json"),
+    }

@@ -1,0 +1,178 @@
+"""The ``pizzeria chaos`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pizzeria.devserver import DevServerError
+from pizzeria.faults import FaultSyntaxError, parse_faults
+from pizzeria.menu import INITIAL_STOCK
+from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, ChaosSettings
+from pizzeria.ops.chaos.result import ChaosResult, print_chaos_summary
+from pizzeria.ops.chaos.run import ChaosRun
+
+
+@click.command()
+@click.option("--orders", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--concurrency",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 500),
+    help="Orders open at once",
+)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--worker-kills", default=3, show_default=True, type=click.IntRange(0, 1000))
+@click.option("--server-restarts", default=1, show_default=True, type=click.IntRange(0, 100))
+@click.option(
+    "--cancel-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share"
+)
+@click.option("--bad-card-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", type=int, help="Seed of orders, faults and timing [default: random]")
+@click.option(
+    "--faults",
+    default=DEFAULT_FAULTS,
+    help="Faults for the workers, STEP=MODE[:N][@RATE],... [default: a mix of every kind]",
+)
+@click.option(
+    "--stock",
+    default=INITIAL_STOCK,
+    show_default=True,
+    type=click.IntRange(0, 10**9),
+    help="Portions of each ingredient at the start",
+)
+@click.option(
+    "--timeout",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(10, 24 * 3600),
+    help="Seconds before giving up on orders still open",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Keep the history, ledger and logs here (new or empty) [default: a temporary folder]",
+)
+@click.option("--keep-data", is_flag=True, help="Keep the temporary folder afterwards")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+def chaos(
+    orders: int,
+    concurrency: int,
+    workers: int,
+    worker_kills: int,
+    server_restarts: int,
+    cancel_rate: float,
+    bad_card_rate: float,
+    seed: int | None,
+    faults: str,
+    stock: int,
+    timeout: float,
+    data_dir: Path | None,
+    keep_data: bool,
+    as_json: bool,
+) -> None:
+    """Place orders while killing workers and restarting the server, then check the ledger."""
+    check_options(faults, data_dir)
+    settings = ChaosSettings(
+        orders=orders,
+        concurrency=concurrency,
+        workers=workers,
+        worker_kills=worker_kills,
+        server_restarts=server_restarts,
+        cancel_rate=cancel_rate,
+        bad_card_rate=bad_card_rate,
+        seed=seed if seed is not None else random.SystemRandom().randrange(1_000_000),
+        faults=faults,
+        stock=stock,
+        timeout=timeout,
+        data_dir=data_dir,
+        keep_data=keep_data,
+    )
+    folder = data_dir or Path(tempfile.mkdtemp(prefix="pizzeria-chaos-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_or_explain(settings, folder)
+    keep = keep_data or data_dir is not None or not result.ok
+    show_result(result, folder, keep, as_json)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def check_options(faults: str, data_dir: Path | None) -> None:
+    """What click cannot check by itself, before anything starts."""
+    try:
+        parse_faults(faults)
+    except FaultSyntaxError as error:
+        raise click.BadParameter(str(error), param_hint="--faults") from None
+    if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
+        raise click.BadParameter(f"{data_dir} is not empty", param_hint="--data-dir")
+
+
+def run_or_explain(settings: ChaosSettings, folder: Path) -> ChaosResult:
+    """The run; should it stop early, one line on why and where its evidence is."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return run_with_progress(settings, folder, err)
+    except (KeyboardInterrupt, DevServerError):
+        raise
+    except Exception as error:
+        reason = (str(error).splitlines() or [""])[0]
+        err.print(f"error: chaos stopped: {type(error).__name__}: {reason}", markup=False)
+        err.print(f"History, ledger and logs kept in {folder}", markup=False)
+        raise SystemExit(1) from None
+
+
+def show_result(result: ChaosResult, folder: Path, keep: bool, as_json: bool) -> None:
+    """The summary (or one JSON object) on stdout; the folder removed unless kept."""
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        result.data_dir = None
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    print_chaos_summary(result, out)
+    if keep:
+        out.print(f"History, ledger and logs kept in {folder}")
+
+
+def run_with_progress(settings: ChaosSettings, folder: Path, console: Console) -> ChaosResult:
+    """Run with a progress bar on stderr; stop everything started, whatever happens."""
+    progress = Progress(
+        TextColumn("[bold]chaos[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    run = ChaosRun(settings, folder, progress, say=lambda text: progress.console.print(text))
+
+    async def main() -> ChaosResult:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run.run()
+
+    try:
+        with progress:
+            return asyncio.run(main())
+    except asyncio.CancelledError:  # SIGTERM: stopped like a Ctrl-C
+        raise KeyboardInterrupt from None
+    finally:
+        # Also after Ctrl-C: a second Ctrl-C must not leave a worker or the server behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            run.fleet.stop_all(grace=10.0)
+        finally:
+            signal.signal(signal.SIGINT, previous)

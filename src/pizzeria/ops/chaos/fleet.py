@@ -1,0 +1,76 @@
+"""The dev server and the workers one chaos run started: the only processes it signals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pizzeria.devserver import DevServerError
+from pizzeria.ops.processes import (
+    WorkerProcess,
+    pizzeria_command,
+    private_dev_server,
+    stop_workers,
+)
+
+
+class ChaosFleet:
+    """A dev server with its history in ``data_dir`` and ``workers`` `pizzeria worker`s."""
+
+    def __init__(self, data_dir: Path, workers: int) -> None:
+        self.server = private_dev_server(
+            data_dir / "temporal.db", log_file=data_dir / "server.log", headless=True
+        )
+        # Each in a session of its own: a Ctrl-C in the terminal reaches chaos, which stops
+        # the workers itself, in order.
+        self.workers = [
+            WorkerProcess(
+                [*pizzeria_command(), "worker"], data_dir / f"worker-{index}.log", own_session=True
+            )
+            for index in range(workers)
+        ]
+        self.resting: set[int] = set()  # workers killed on purpose, not yet started again
+        self.unexpected_exits = 0
+
+    def start_server(self) -> None:
+        for attempt in range(10):  # the port may take a moment to be free again
+            try:
+                self.server.start()
+                return
+            except DevServerError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
+
+    def start_workers(self) -> None:
+        """Every worker, and back once each of them polls."""
+        for index in range(len(self.workers)):
+            self.start_worker(index)
+        for worker in self.workers:
+            worker.wait_until_polling()
+
+    def start_worker(self, index: int) -> None:
+        self.resting.discard(index)
+        self.workers[index].start()
+
+    def kill_worker(self, index: int) -> int:
+        """SIGKILL, its activities die mid-flight; started again by the caller. Its PID."""
+        self.resting.add(index)
+        return self.workers[index].kill()
+
+    def restart_dead_workers(self) -> None:
+        for index, worker in enumerate(self.workers):
+            if index in self.resting or worker.process is None or worker.running:
+                continue
+            self.unexpected_exits += 1
+            self.start_worker(index)
+
+    def stop_workers(self, grace: float = 20.0) -> None:
+        """SIGTERM first (a late write in flight still lands), SIGKILL after ``grace``."""
+        stop_workers(self.workers, grace)
+
+    def stop_all(self, grace: float = 20.0) -> None:
+        try:
+            self.stop_workers(grace)
+        finally:
+            self.server.stop()

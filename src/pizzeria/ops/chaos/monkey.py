@@ -1,0 +1,112 @@
+"""The monkey: kills workers and restarts the server while the orders run, as scheduled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+
+from pizzeria.ops.chaos.fleet import ChaosFleet
+from pizzeria.ops.chaos.plan import ChaosSettings
+
+KILL = "kill"
+RESTART = "restart"
+MAX_UNEXPECTED_EXITS = 20
+
+
+def breakdown_schedule(settings: ChaosSettings) -> list[tuple[int, str]]:
+    """(orders started, what to break): spread over the run, the server restart mid-way."""
+    kinds = [KILL] * settings.worker_kills
+    kinds[len(kinds) // 2 : len(kinds) // 2] = [RESTART] * settings.server_restarts
+    count = len(kinds)
+    return [
+        (max(1, round(settings.orders * (n + 1) / (count + 1))), kind)
+        for n, kind in enumerate(kinds)
+    ]
+
+
+class Monkey:
+    """Breaks what the fleet runs once enough orders started; keeps the workers up between.
+
+    Args:
+        deadline: `time.monotonic` after which it breaks nothing more.
+        say: tells the user what it broke.
+        changed: called after each breakdown (the progress bar shows the counts).
+    """
+
+    def __init__(
+        self,
+        settings: ChaosSettings,
+        fleet: ChaosFleet,
+        deadline: float,
+        say: Callable[[str], None],
+        changed: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.fleet = fleet
+        self.deadline = deadline
+        self.say = say
+        self.changed = changed
+        self.started = 0
+        self.worker_kills = 0
+        self.server_restarts = 0
+        self.server_down = asyncio.Event()
+        self._started_more = asyncio.Event()
+
+    def order_started(self) -> None:
+        self.started += 1
+        self._started_more.set()
+
+    async def run(self) -> None:
+        rng = random.Random(self.settings.seed + 1)
+        for threshold, kind in breakdown_schedule(self.settings):
+            if not await self._orders_started(threshold):
+                return
+            await asyncio.sleep(rng.uniform(0, 1.0))  # not always at a tidy moment
+            if kind == KILL:
+                await self._kill_a_worker(rng)
+            else:
+                await self._restart_the_server(rng)
+            self.changed()
+
+    async def _orders_started(self, threshold: int) -> bool:
+        """Wait until ``threshold`` orders started; False at the deadline."""
+        while self.started < threshold:
+            self._started_more.clear()
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._started_more.wait(), timeout=left)
+        return True
+
+    async def _kill_a_worker(self, rng: random.Random) -> None:
+        index = self.worker_kills % len(self.fleet.workers)
+        pid = self.fleet.kill_worker(index)
+        self.worker_kills += 1
+        self.say(f"killed worker {index} (pid {pid}) with SIGKILL")
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        self.fleet.start_worker(index)
+
+    async def _restart_the_server(self, rng: random.Random) -> None:
+        self.server_down.set()
+        try:
+            await asyncio.to_thread(self.fleet.server.stop)
+            self.say("stopped the Temporal dev server")
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            await asyncio.to_thread(self.fleet.start_server)
+        finally:
+            self.server_down.clear()
+        self.server_restarts += 1
+        self.say("restarted the Temporal dev server on the same history file")
+
+    async def supervise(self) -> None:
+        """A worker that died without being killed (it should not) is started again."""
+        while time.monotonic() < self.deadline:
+            if not self.server_down.is_set():
+                self.fleet.restart_dead_workers()
+                if self.fleet.unexpected_exits > MAX_UNEXPECTED_EXITS:
+                    raise RuntimeError("workers keep exiting on their own: see worker-*.log")
+            await asyncio.sleep(0.5)

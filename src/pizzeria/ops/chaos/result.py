@@ -1,0 +1,93 @@
+"""What a chaos run ends with: the outcomes, the breakdowns, the check, and the verdict."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pizzeria.ops.check.report import CheckReport, print_check_report
+
+CLOSED = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
+
+
+@dataclass
+class ChaosResult:
+    orders: int
+    outcomes: Counter[str]
+    worker_kills: int
+    server_restarts: int
+    repaired: int
+    seconds: float
+    seed: int
+    report: CheckReport | None
+    data_dir: Path | None
+    notes: list[str] = field(default_factory=list)
+    late_writes: int = 0  # attempts that wrote after their timeout (from the worker logs)
+    late_writes_refused: int = 0  # ... and found their compensation's tombstone
+    lost_answers: int = 0  # steps that took effect while their answer was lost
+
+    @property
+    def open(self) -> int:
+        """Orders not seen closed: still running, or lost track of (see ``notes``)."""
+        return self.orders - sum(self.outcomes[status] for status in CLOSED)
+
+    @property
+    def violations(self) -> int:
+        if self.report is None:
+            return self.orders  # never checked: nothing is proven
+        return len(self.report.violations)
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0 and self.open == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "orders": self.orders,
+            "completed": self.outcomes["COMPLETED"],
+            "failed": self.outcomes["FAILED"],
+            "cancelled": self.outcomes["CANCELLED"],
+            "worker_kills": self.worker_kills,
+            "server_restarts": self.server_restarts,
+            "violations": self.violations,
+            "seconds": round(self.seconds, 1),
+            "open": self.open,
+            "repaired": self.repaired,
+            "late_writes": self.late_writes,
+            "late_writes_refused": self.late_writes_refused,
+            "lost_answers": self.lost_answers,
+            "seed": self.seed,
+            "failures": self.report.failures if self.report else {},
+            "data_dir": str(self.data_dir) if self.data_dir else None,
+        }
+
+
+def worker_log_counts(data_dir: Path) -> tuple[int, int, int]:
+    """Late writes, late writes refused, lost answers: what the workers logged."""
+    late = refused = lost = 0
+    for log in data_dir.glob("worker-*.log"):
+        with open(log, errors="replace") as lines:
+            for line in lines:
+                late += "takes effect late" in line
+                refused += "Late step refused" in line
+                lost += "its answer is lost" in line
+    return late, refused, lost
+
+
+def print_chaos_summary(result: ChaosResult, console: Console) -> None:
+    if result.report is not None:
+        print_check_report(result.report, console)
+    console.print(
+        f"Chaos: {result.orders} orders in {result.seconds:.1f} s (seed {result.seed}): "
+        f"completed {result.outcomes['COMPLETED']}, failed {result.outcomes['FAILED']}, "
+        f"cancelled {result.outcomes['CANCELLED']}, still open {result.open}; "
+        f"{result.worker_kills} worker kills, {result.server_restarts} server restarts, "
+        f"{result.repaired} orders repaired; {result.late_writes} late writes, "
+        f"{result.late_writes_refused} of them refused; {result.lost_answers} lost answers"
+    )
+    verdict = "[green]nothing lost, nothing doubled[/green]" if result.ok else "[red]FAILED[/red]"
+    console.print(f"Verdict: {verdict} ({result.violations} violations)")

@@ -1,0 +1,163 @@
+"""One chaos run: the fleet up, the orders placed while the monkey breaks things, the check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+from temporalio.client import Client
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+from pizzeria.faults import SEED_VARIABLE
+from pizzeria.ledger import open_ledger
+from pizzeria.ops.chaos.fleet import ChaosFleet
+from pizzeria.ops.chaos.monkey import Monkey
+from pizzeria.ops.chaos.orders import ChaosOrders
+from pizzeria.ops.chaos.plan import ChaosSettings, PlannedOrder, plan_orders
+from pizzeria.ops.chaos.result import CLOSED, ChaosResult, worker_log_counts
+from pizzeria.ops.check.reconcile import check_orders
+from pizzeria.ops.check.report import CheckReport
+from pizzeria.worker import connect
+
+
+def quiet_runtime() -> Runtime:
+    """The SDK warns on every call retried while the server is down: here that is the plan."""
+    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
+
+
+@contextlib.contextmanager
+def private_environment(variables: dict[str, str]) -> Iterator[None]:
+    """This run's settings for us and our workers; none of the caller's Temporal ones."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith("TEMPORAL_"):
+            del os.environ[name]
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class ChaosRun:
+    def __init__(
+        self,
+        settings: ChaosSettings,
+        data_dir: Path,
+        progress: Progress | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.fleet = ChaosFleet(data_dir, settings.workers)
+        self.progress = progress
+        self.say = say or (lambda text: None)
+        self.deadline = time.monotonic() + settings.timeout
+        self.monkey = Monkey(settings, self.fleet, self.deadline, self.say, self._show)
+        self.orders: ChaosOrders | None = None
+        self._task_id: Any = None
+
+    def _show(self, advance: int = 0) -> None:
+        if self.progress is None:
+            return
+        if self._task_id is None:
+            self._task_id = self.progress.add_task("chaos", total=self.settings.orders, status="")
+        outcomes = self.orders.outcomes if self.orders else {}
+        status = (
+            f"ok {outcomes.get('COMPLETED', 0)} failed {outcomes.get('FAILED', 0)} cancelled "
+            f"{outcomes.get('CANCELLED', 0)} | kills {self.monkey.worker_kills} restarts "
+            f"{self.monkey.server_restarts}"
+        )
+        self.progress.update(self._task_id, advance=advance, status=status)
+
+    def _order_started(self) -> None:
+        self.monkey.order_started()
+        self._show()
+
+    def _order_closed(self, status: str) -> None:
+        self._show(advance=1 if status in CLOSED else 0)
+
+    async def run(self) -> ChaosResult:
+        started = time.monotonic()
+        planned = plan_orders(self.settings)
+        open_ledger(self.data_dir / "ledger.db", initial_stock=self.settings.stock).close()
+        await asyncio.to_thread(self.fleet.start_server)
+        self.say(f"Temporal dev server on {self.fleet.server.address}, data in {self.data_dir}")
+        with private_environment(self._environment()):
+            client = await connect(self.fleet.server.address, "default", runtime=quiet_runtime())
+            self.orders = ChaosOrders(
+                client, self.deadline, self.say, self._order_started, self._order_closed
+            )
+            await asyncio.to_thread(self.fleet.start_workers)
+            self._show()
+            await self._order_through_breakdowns(self.orders, planned)
+            self.say("orders done; stopping the workers (a late write in flight still lands)")
+            await asyncio.to_thread(self.fleet.stop_workers)
+            report = await self._check(client)
+        return self._result(self.orders, report, time.monotonic() - started)
+
+    async def _order_through_breakdowns(
+        self, orders: ChaosOrders, planned: list[PlannedOrder]
+    ) -> None:
+        supervisor = asyncio.create_task(self.monkey.supervise())
+        monkey = asyncio.create_task(self.monkey.run())
+        closing = asyncio.create_task(orders.place_all(planned, self.settings.concurrency))
+        try:
+            # A monkey or a supervisor that fails (a server that will not start again,
+            # workers that keep dying) ends the run at once, instead of at the deadline.
+            pending: set[asyncio.Task[None]] = {closing, supervisor, monkey}
+            while closing in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            await asyncio.wait_for(monkey, timeout=max(1.0, self.deadline - time.monotonic()))
+        finally:
+            for task in (monkey, supervisor, closing):
+                task.cancel()
+            await asyncio.gather(monkey, supervisor, closing, return_exceptions=True)
+
+    async def _check(self, client: Client) -> CheckReport:
+        ledger = open_ledger(self.data_dir / "ledger.db", read_only=True)
+        try:
+            return await check_orders(client, ledger, require_closed=True)
+        finally:
+            ledger.close()
+
+    def _result(self, orders: ChaosOrders, report: CheckReport, seconds: float) -> ChaosResult:
+        late, refused, lost = worker_log_counts(self.data_dir)
+        return ChaosResult(
+            orders=self.settings.orders,
+            outcomes=orders.outcomes,
+            worker_kills=self.monkey.worker_kills,
+            server_restarts=self.monkey.server_restarts,
+            repaired=orders.repaired,
+            seconds=seconds,
+            seed=self.settings.seed,
+            report=report,
+            data_dir=self.data_dir,
+            notes=orders.notes,
+            late_writes=late,
+            late_writes_refused=refused,
+            lost_answers=lost,
+        )
+
+    def _environment(self) -> dict[str, str]:
+        return {
+            "TEMPORAL_ADDRESS": self.fleet.server.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "TEMPORAL_CONFIG_FILE": str(self.data_dir / "no-temporal-profile.toml"),
+            "PIZZERIA_DATA_DIR": str(self.data_dir),
+            "PIZZERIA_LEDGER": str(self.data_dir / "ledger.db"),
+            "PIZZERIA_FAULTS_FILE": str(self.data_dir / "faults.json"),
+            "PIZZERIA_FAULTS": self.settings.faults,
+            SEED_VARIABLE: str(self.settings.seed),
+            "PIZZERIA_DRIVER_SECONDS": "0",
+        }
