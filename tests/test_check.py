@@ -23,6 +23,7 @@ from temporalio.exceptions import (
 )
 
 from pizzeria.ledger import Ledger
+from pizzeria.models import order_number_of, order_ref, split_order_ref, workflow_id_for
 from pizzeria.ops.check.reconcile import reconcile
 from pizzeria.ops.check.records import OrderRecord, failure_type
 from pizzeria.ops.processes import free_port
@@ -34,11 +35,11 @@ LARGE = {"dough": 3, "tomato sauce": 3, "cheese": 3, "ham": 3}
 
 
 def wf(order: str) -> str:
-    return f"pizza-workflow-order-{order}"
+    return workflow_id_for(order)
 
 
 def ref(order: str, run: str = "r1") -> str:
-    return f"{wf(order)}/{run}"
+    return order_ref(wf(order), run)
 
 
 def record(order: str, status: str, run: str = "r1", **fields: Any) -> OrderRecord:
@@ -51,14 +52,14 @@ def tamper(ledger: Ledger, sql: str, *params: Any) -> None:
         db.execute(sql, params)
 
 
-def insert_row(ledger: Ledger, order_ref: str, step: str, amount: int = 0, **extra: Any) -> None:
+def insert_row(ledger: Ledger, run_ref: str, step: str, amount: int = 0, **extra: Any) -> None:
     tamper(
         ledger,
         "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
         " ingredients, tombstone, reference, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, '', ?)",
-        f"{order_ref}/{step}",
-        order_ref,
-        order_ref.split("/")[0].removeprefix("pizza-workflow-order-"),
+        f"{run_ref}/{step}",
+        run_ref,
+        order_number_of(split_order_ref(run_ref)[0]),
         step,
         amount,
         json.dumps(extra.get("ingredients", {})),
@@ -286,13 +287,13 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
 
     # The bad-card order was never charged: its refund is a tombstone. Charge it anyway.
     with sqlite3.connect(stack["data"] / "ledger.db") as db:
-        (order_ref,) = db.execute(
+        (run_ref,) = db.execute(
             "SELECT order_ref FROM effects WHERE order_number = 'CHK-2' LIMIT 1"
         ).fetchone()
         db.execute(
             "INSERT INTO effects VALUES (?, ?, 'CHK-2', 'process_credit_card', 3500, '{}', 0,"
             " '4242', ?)",
-            (f"{order_ref}/process_credit_card", order_ref, time.time()),
+            (f"{run_ref}/process_credit_card", run_ref, time.time()),
         )
     broken = pizzeria(stack, "check", "--json")
     assert broken.returncode == 1
