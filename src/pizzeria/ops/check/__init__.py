@@ -2,8 +2,9 @@
 
 Temporal knows how each order ended (the visibility list of ``PizzaOrderWorkflow`` runs,
 then ``describe`` and the result of each: `records`); the ledger knows what each run did
-(its rows are keyed by ``<workflow id>/<run id>/<step>``: `runs`). The saga's invariants
-(see docs/design.md) must hold between the two, at any moment (`rules`):
+(its rows are keyed by ``<workflow id>/<run id>/<step>``, added up per run by
+`pizzeria.ledger.runs_of`). The saga's invariants (see docs/design.md) must hold between
+the two, at any moment (`rules`):
 
 * stock is never negative and is conserved: per ingredient, initial = in stock + what the
   runs still hold (consumed by completed orders, held by open ones, nothing by undone ones);

@@ -7,7 +7,7 @@ from collections import Counter
 
 from temporalio.client import Client
 
-from pizzeria.ledger import Ledger, LedgerSnapshot
+from pizzeria.ledger import Ledger, LedgerSnapshot, runs_of
 from pizzeria.models import split_order_ref
 from pizzeria.ops.check.records import (
     DEFAULT_QUERY,
@@ -27,15 +27,13 @@ from pizzeria.ops.check.rules import (
     run_views,
     stock_conserved,
 )
-from pizzeria.ops.check.runs import runs_in
 
 
 def reconcile(
     records: list[OrderRecord], snapshot: LedgerSnapshot, *, require_closed: bool = False
 ) -> CheckReport:
     """Every invariant between Temporal's records and one ledger snapshot."""
-    runs, duplicate_keys = runs_in(snapshot)
-    views = run_views(records, runs)
+    views = run_views(records, runs_of(snapshot.effects))
     found = Findings(require_closed=require_closed)
     for rule in RUN_RULES:
         for view in views:
@@ -43,7 +41,7 @@ def reconcile(
     for tally in RUN_TALLIES:
         for view in views:
             tally(view, found)
-    no_key_written_twice(duplicate_keys, found)
+    no_key_written_twice(snapshot, found)
     stock = stock_conserved(snapshot, found)
     known = [view.record for view in views if view.record is not None]
     return CheckReport(

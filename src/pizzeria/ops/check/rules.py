@@ -1,10 +1,10 @@
 """The invariants, one small function each, over one shared record per run.
 
 Every run either side knows becomes a `RunView`: what Temporal says it became (its
-`OrderRecord`, or None for a run Temporal does not know) beside what the ledger shows
-(its `RunLedger`). A rule reads one view and writes what it finds into `Findings`; a new
-invariant is a new function added to `RUN_RULES`. Tallies (`RUN_TALLIES`) add up what the
-report shows without judging it.
+`OrderRecord`, or None for a run Temporal does not know) beside what the ledger shows (its
+rows added up, a `pizzeria.ledger.RunRows`). A rule reads one view and writes what it finds
+into `Findings`; a new invariant is a new function added to `RUN_RULES`. Tallies
+(`RUN_TALLIES`) add up what the report shows without judging it.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pizzeria.ledger import LedgerSnapshot
+from pizzeria.ledger import LedgerSnapshot, RunRows
 from pizzeria.models import COMPENSATION_OF, order_number_of, split_order_ref
 from pizzeria.ops.check.records import COMPLETED, OPEN, OrderRecord
 from pizzeria.ops.check.report import Violation
-from pizzeria.ops.check.runs import RunLedger
 
 # Who holds stock taken by a run that did not put it back, by what the run became.
 HOLDERS = ("consumed", "open", "undone", "unknown")
@@ -32,11 +31,17 @@ class RunView:
     order_number: str
     run_id: str
     record: OrderRecord | None  # None: the ledger has rows of a run Temporal does not know
-    ledger: RunLedger
+    ledger: RunRows
 
     @property
     def status(self) -> str | None:
         return self.record.status if self.record else None
+
+    @property
+    def touches_ledger(self) -> bool:
+        """Holds money, a bill or stock (a tombstone alone is harmless)."""
+        money = self.ledger
+        return bool(money.charged or money.refunded or money.billed or +money.held)
 
     @property
     def undone(self) -> bool:
@@ -71,13 +76,13 @@ class Findings:
 RunRule = Callable[[RunView, Findings], None]
 
 
-def run_views(records: list[OrderRecord], runs: dict[str, RunLedger]) -> list[RunView]:
+def run_views(records: list[OrderRecord], runs: dict[str, RunRows]) -> list[RunView]:
     """Every run Temporal knows (in its order), then every other run the ledger holds."""
     views: dict[str, RunView] = {}
     for record in records:
         ref = record.order_ref
         number = order_number_of(record.workflow_id)
-        ledger = runs.get(ref, RunLedger())
+        ledger = runs.get(ref) or RunRows(ref)
         views.setdefault(ref, RunView(ref, number, record.run_id, record, ledger))
     for ref, ledger in runs.items():
         if ref not in views:
@@ -173,7 +178,7 @@ def undone_order_kept_nothing(run: RunView, found: Findings) -> None:
 
 
 def no_effects_of_an_unknown_run(run: RunView, found: Findings) -> None:
-    if run.record is None and run.ledger.touches_anything:
+    if run.record is None and run.touches_ledger:
         found.violation(
             "unknown run",
             run,
@@ -223,7 +228,9 @@ RUN_TALLIES: tuple[RunRule, ...] = (tally_stock_held, tally_settled, tally_open_
 # -- rules over the whole ledger ---------------------------------------------------------------
 
 
-def no_key_written_twice(duplicate_keys: int, found: Findings) -> None:
+def no_key_written_twice(snapshot: LedgerSnapshot, found: Findings) -> None:
+    keys = Counter(effect["idempotency_key"] for effect in snapshot.effects)
+    duplicate_keys = sum(1 for count in keys.values() if count > 1)
     found.double_effects += duplicate_keys
     if duplicate_keys:
         found.violations.append(
