@@ -11,17 +11,16 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pizzeria.codec import EncryptionCodec, key_id_of
 from pizzeria.codec_server import CodecServer
-from pizzeria.ops.processes import dev_server, free_port, worker_process
+from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
-from tests.helpers import PIZZERIA, TEMPORAL
-from tests.stack import stack_env
+from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, wait_until
+from tests.stack import StackOptions
 from tests.test_workflow import exercise_json
 
 pytestmark = pytest.mark.timeout(180)
@@ -30,29 +29,9 @@ CODEC_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[dict[str, Any]]:
-    if request.config.getoption("--workflow-environment") == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
-    data = tmp_path_factory.mktemp("pizzeria-data")
-    with dev_server(history_file=data / "temporal.db", headless=True) as server:
-        env = stack_env(data, PIZZERIA_CODEC_KEY=CODEC_KEY, TEMPORAL_ADDRESS=server.address)
-        with worker_process(env, log=data / "worker.log"):
-            yield {"env": env, "data": data, "address": server.address}
-
-
-def pizzeria(
-    stack: dict[str, Any], *args: str, timeout: float = 90
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PIZZERIA, *args],
-        env=stack["env"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+def stack_options() -> StackOptions:
+    """A fixed codec key, so the tests can decrypt what the CLI stored."""
+    return StackOptions(env={"PIZZERIA_CODEC_KEY": CODEC_KEY})
 
 
 def order_json(stack: dict[str, Any], *args: str) -> tuple[int, dict[str, Any]]:
@@ -172,7 +151,11 @@ def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
         text=True,
     )
     try:
-        wait_until(lambda: pizzeria(stack, "status", "CLI-CANCEL").returncode == 0)
+        wait_until(
+            lambda: pizzeria(stack, "status", "CLI-CANCEL").returncode == 0,
+            "the order to start",
+            60,
+        )
         done = pizzeria(stack, "cancel", "CLI-CANCEL", "--reason", "wrong address")
         assert done.returncode == 0, done.stderr
         assert "cancel accepted (wrong address)" in done.stdout
@@ -182,14 +165,6 @@ def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
     assert json.loads(out)["status"] == "CANCELLED"
     ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
     assert "CLI-CANCEL" not in {row["order_number"] for row in ledger["orders"]}
-
-
-def wait_until(condition: Any, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.3)
 
 
 def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(stack):
@@ -219,7 +194,7 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
             done = pizzeria(stack, "status", "CLI-REPAIR", "--json")
             return done.returncode == 0 and json.loads(done.stdout)["needs_attention"]
 
-        wait_until(needs_attention)
+        wait_until(needs_attention, "the refund to need attention", 60)
         text = pizzeria(stack, "status", "CLI-REPAIR").stdout
         assert "NEEDS ATTENTION" in text and "Needs attention" in text
         early = pizzeria(stack, "order", "--order-number", "CLI-REPAIR", "--prep-seconds", "0")

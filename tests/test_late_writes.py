@@ -35,6 +35,7 @@ from pizzeria.models import (
     CreditCardInfo,
     Pizza,
     StockRequest,
+    split_order_ref,
 )
 from pizzeria.samples import EXERCISE_ITEMS, GOOD_CARD, sample_order
 from tests.helpers import eventually
@@ -127,7 +128,7 @@ def attempt_of(attempt: int) -> ActivityEnvironment:
     env.info = dataclasses.replace(
         env.info,
         attempt=attempt,
-        workflow_id=REF.split("/")[0],
+        workflow_id=split_order_ref(REF)[0],
         start_to_close_timeout=timedelta(seconds=0.2),
     )
     return env

@@ -33,6 +33,9 @@ from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.workflows import PizzaOrderWorkflow
 
 DEFAULT_ADDRESS = "localhost:7233"
+#: What a worker prints once it polls its task queue (``pizzeria worker`` and the
+#: benchmark's worker): the sign that orders placed now will be picked up.
+READY_LINE = "Worker polling task queue"
 
 
 async def connect(

@@ -33,7 +33,7 @@ from pizzeria.demo import run_demo
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
 from pizzeria.metrics import prometheus_runtime
 from pizzeria.models import TASK_QUEUE, dollars
-from pizzeria.worker import build_worker, served_activities, stop_requested
+from pizzeria.worker import READY_LINE, build_worker, served_activities, stop_requested
 
 # -- server ------------------------------------------------------------------------------
 
@@ -163,9 +163,7 @@ def worker(
         client = await client_or_fail(address, runtime, encrypt=not plain_payloads)
         stop = stop_requested()
         async with build_worker(client, activities, task_queue=task_queue):
-            out.print(
-                f"Worker polling task queue {task_queue!r}, ledger {ledger.location}. Ctrl-C stops."
-            )
+            out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pizzeria.devserver import HOST, DevServer, stop_process
+from pizzeria.worker import READY_LINE
 
-#: What a worker prints once it polls its task queue (``pizzeria worker`` and the
-#: benchmark's worker): the sign that orders placed now will be picked up.
-READY_LINE = "Worker polling task queue"
 LOG_TAIL_CHARS = 2000
 
 

@@ -20,8 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from pizzeria import config
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow
-from pizzeria.ops.processes import READY_LINE
-from pizzeria.worker import build_worker, connect, served_activities
+from pizzeria.worker import READY_LINE, build_worker, connect, served_activities
 
 # A fresh ledger holds 1,000 portions of each ingredient: about 160 exercise orders.
 BENCH_STOCK = 10**9
