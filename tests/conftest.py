@@ -32,11 +32,11 @@ from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.faults import FaultInterceptor, FaultPlan
 from pizzeria.ledger import Ledger, open_ledger
-from pizzeria.models import ORDER_STATUS, PizzaOrder
+from pizzeria.models import ORDER_STATUS, PizzaOrder, workflow_id_for
 from pizzeria.samples import sample_order
 from pizzeria.worker import ServedActivities, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
-from tests.helpers import binary
+from tests.helpers import binary, unique_number
 from tests.postgres import INSTALL_HINT, PostgresServer, postgres_bin
 from tests.stack import Stack, StackOptions, open_stack
 
@@ -233,11 +233,14 @@ def order() -> PizzaOrder:
 
 @pytest.fixture
 def start(client: Client, task_queue: str) -> Callable[..., Any]:
+    """``await start(order)``: the order under a unique order number, as its workflow."""
+
     async def starting(placed: PizzaOrder, **options: Any) -> WorkflowHandle[Any, Any]:
+        placed = dataclasses.replace(placed, order_number=unique_number(placed.order_number))
         return await client.start_workflow(
             PizzaOrderWorkflow.order_pizza,
             placed,
-            id=f"pizza-workflow-order-{placed.order_number}-{uuid.uuid4().hex[:8]}",
+            id=workflow_id_for(placed.order_number),
             task_queue=task_queue,
             **options,
         )

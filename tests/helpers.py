@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +53,11 @@ def pizzeria(
 ) -> subprocess.CompletedProcess[str]:
     """``pizzeria ARGS`` against a test stack (see tests.stack)."""
     return run_pizzeria(*args, env=stack["env"], timeout=timeout)
+
+
+def unique_number(order_number: str) -> str:
+    """An order number no other test uses: one order number is one order (one workflow)."""
+    return f"{order_number}-{uuid.uuid4().hex[:8]}"
 
 
 async def event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:

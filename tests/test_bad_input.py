@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import subprocess
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +30,10 @@ from temporalio.exceptions import ApplicationError
 
 from pizzeria import menu
 from pizzeria.ledger import Ledger
-from pizzeria.models import Address
+from pizzeria.models import Address, workflow_id_for
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import GOOD_CARD, sample_order
-from tests.helpers import event_types, failure_of, run_pizzeria
+from tests.helpers import event_types, failure_of, run_pizzeria, unique_number
 from tests.stack import stack_env
 from tests.test_workflow import exercise_json
 
@@ -260,12 +259,20 @@ UNDECODABLE_CORPUS: dict[str, RawValue] = {
 }
 
 
+def numbered(raw: Any) -> tuple[Any, str]:
+    """The raw order under an order number of its own, and the workflow id that number
+    gives (one order number, one order); input without a usable number gets a fresh id."""
+    number = unique_number("RAW")
+    if isinstance(raw, dict) and raw.get("order_number") == good()["order_number"]:
+        raw = {**raw, "order_number": number}
+    given = raw.get("order_number") if isinstance(raw, dict) else None
+    return raw, workflow_id_for(given if isinstance(given, str) and given else number)
+
+
 async def send_raw(client: Client, task_queue: str, raw: Any) -> WorkflowHandle[Any, Any]:
+    raw, workflow_id = numbered(raw)
     return await client.start_workflow(
-        "PizzaOrderWorkflow",
-        raw,
-        id=f"pizza-workflow-order-bad-{uuid.uuid4().hex[:10]}",
-        task_queue=task_queue,
+        "PizzaOrderWorkflow", raw, id=workflow_id, task_queue=task_queue
     )
 
 

@@ -64,6 +64,29 @@ def test_bad_card_from_the_cli_fails_and_lists_the_compensations_in_order(stack)
     assert outcome["compensations"] == ["refund_customer", "revert_inventory"]
 
 
+def test_a_fault_on_an_unknown_step_is_refused_naming_the_steps_and_modes(stack):
+    done = pizzeria(stack, "faults", "set", "bogus=fail")
+    assert done.returncode == 2
+    assert "unknown step 'bogus'" in done.stderr
+    assert "refund_customer" in done.stderr and "out_of_stock" in done.stderr
+    assert "bogus" not in pizzeria(stack, "faults", "show").stdout
+
+
+def test_a_pickup_says_it_is_ready_not_delivered(stack):
+    done = pizzeria(
+        stack, "order", "--order-number", "CLI-PICKUP", "--pickup", "--prep-seconds", "0"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "delivery:" not in done.stdout
+    assert "pickup:        ready at the counter" in done.stdout
+
+
+def test_status_of_a_failed_order_says_why_it_failed(stack):
+    order_json(stack, "--order-number", "CLI-WHY", "--card", BAD_CARD)
+    first = pizzeria(stack, "status", "CLI-WHY").stdout.splitlines()[0]
+    assert first == "Order CLI-WHY: FAILED - CreditCardProcessingError: Invalid credit card number"
+
+
 def test_human_output_masks_the_card_and_names_the_compensations(stack):
     done = pizzeria(
         stack, "order", "--order-number", "CLI-TEXT", "--card", BAD_CARD, "--prep-seconds", "0"
@@ -113,7 +136,9 @@ def test_status_shows_each_step_and_compensation(stack):
         ["order", "--prep-seconds", "soon"],
         ["order", "--bogus"],
         ["repair", "X1"],
+        ["repair", "X1", "--retry", "--abandon"],
         ["faults", "set", "refund_customer=explode"],
+        ["faults", "set", "bogus=fail"],
         ["nonsense"],
     ],
 )
@@ -211,6 +236,8 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
     assert outcome["status"] == "FAILED"
     assert outcome["error_type"] == "CreditCardProcessingError"
     assert "repaired by hand" in outcome["error"]
+    # The type is printed in front of the message: the message does not repeat it.
+    assert outcome["error"].startswith("Invalid credit card number"), outcome["error"]
     ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
     (row,) = [r for r in ledger["orders"] if r["order_number"] == "CLI-REPAIR"]
     assert row["charged"] == row["refunded"] and row["stock_held"] == {}

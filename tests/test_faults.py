@@ -176,32 +176,32 @@ def test_the_plan_parses_the_file_again_only_when_it_changed(
         return read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", counting)
-    rewrite(faults_file, '["x=fail:1"]', 5_000_000)
+    rewrite(faults_file, '["get_distance=fail:1"]', 5_000_000)
     for _ in range(5):
-        assert plan.current() == {"x": Fault("x", "fail", 1)}
+        assert plan.current() == {"get_distance": Fault("get_distance", "fail", 1)}
     assert len(reads) == 1  # one read, then only a stat per attempt
     # The same file, the same mtime, written in place with the same size: not read again.
-    rewrite(faults_file, '["x=fail:2"]', 5_000_000)
-    assert plan.current() == {"x": Fault("x", "fail", 1)} and len(reads) == 1
+    rewrite(faults_file, '["get_distance=fail:2"]', 5_000_000)
+    assert plan.current() == {"get_distance": Fault("get_distance", "fail", 1)} and len(reads) == 1
     # Another size with the same mtime is a change.
-    rewrite(faults_file, '["x=fail:12"]', 5_000_000)
-    assert plan.current() == {"x": Fault("x", "fail", 12)} and len(reads) == 2
+    rewrite(faults_file, '["get_distance=fail:12"]', 5_000_000)
+    assert plan.current() == {"get_distance": Fault("get_distance", "fail", 12)} and len(reads) == 2
     # So is a replaced file (what `pizzeria faults set` writes), even of the same mtime.
-    write_faults(faults_file, parse_faults("x=fail:34"))
+    write_faults(faults_file, parse_faults("get_distance=fail:34"))
     os.utime(faults_file, (5_000_000, 5_000_000))
-    assert plan.current() == {"x": Fault("x", "fail", 34)} and len(reads) == 3
+    assert plan.current() == {"get_distance": Fault("get_distance", "fail", 34)} and len(reads) == 3
 
 
 def test_a_file_that_does_not_parse_fails_every_attempt_until_it_is_fixed(
     faults_file: Path,
 ) -> None:
     plan = FaultPlan(faults_file, env_value="")
-    rewrite(faults_file, "x=explode", 6_000_000)
+    rewrite(faults_file, "get_distance=explode", 6_000_000)
     for _ in range(2):
         with pytest.raises(FaultSyntaxError, match="explode"):
             plan.current()
-    rewrite(faults_file, "x=fail", 6_000_001)
-    assert plan.current() == {"x": Fault("x", "fail")}
+    rewrite(faults_file, "get_distance=fail", 6_000_001)
+    assert plan.current() == {"get_distance": Fault("get_distance", "fail")}
 
 
 # -- inject --------------------------------------------------------------------------------
@@ -217,20 +217,20 @@ def environment(attempt: int = 1, timeout: float | None = None) -> ActivityEnvir
 
 async def run_x(plan: FaultPlan, env: ActivityEnvironment) -> str:
     async def x() -> str:
-        await plan.inject("x")
+        await plan.inject("get_distance")
         return "done"
 
     return await env.run(x)
 
 
 async def test_inject_without_a_fault_does_nothing() -> None:
-    plan = FaultPlan(None, env_value="y=fail")
+    plan = FaultPlan(None, env_value="send_bill=fail")
     assert await run_x(plan, environment()) == "done"
 
 
 @pytest.mark.parametrize("attempt", [1, 2])
 async def test_inject_fails_within_the_attempt_limit(attempt: int) -> None:
-    plan = FaultPlan(None, env_value="x=fail:2")
+    plan = FaultPlan(None, env_value="get_distance=fail:2")
     with pytest.raises(ApplicationError) as raised:
         await run_x(plan, environment(attempt))
     assert raised.value.type == INJECTED_FAULT_ERROR
@@ -240,12 +240,12 @@ async def test_inject_fails_within_the_attempt_limit(attempt: int) -> None:
 
 @pytest.mark.parametrize("attempt", [3, 10])
 async def test_inject_does_nothing_past_the_attempt_limit(attempt: int) -> None:
-    plan = FaultPlan(None, env_value="x=fail:2")
+    plan = FaultPlan(None, env_value="get_distance=fail:2")
     assert await run_x(plan, environment(attempt)) == "done"
 
 
 async def test_inject_without_a_limit_fails_every_attempt() -> None:
-    plan = FaultPlan(None, env_value="x=fail")
+    plan = FaultPlan(None, env_value="get_distance=fail")
     for attempt in (1, 5, 100):
         with pytest.raises(ApplicationError) as raised:
             await run_x(plan, environment(attempt))
@@ -254,7 +254,7 @@ async def test_inject_without_a_limit_fails_every_attempt() -> None:
 
 async def test_inject_follows_the_file_between_attempts(faults_file: Path) -> None:
     plan = FaultPlan(faults_file, env_value="")
-    rewrite(faults_file, '["x=fail"]', 4_000_000)
+    rewrite(faults_file, '["get_distance=fail"]', 4_000_000)
     with pytest.raises(ApplicationError):
         await run_x(plan, environment(1))
     rewrite(faults_file, "[]", 4_000_001)
@@ -262,7 +262,7 @@ async def test_inject_follows_the_file_between_attempts(faults_file: Path) -> No
 
 
 async def test_inject_timeout_hangs_past_the_start_to_close_timeout_then_raises() -> None:
-    plan = FaultPlan(None, env_value="x=timeout:1")
+    plan = FaultPlan(None, env_value="get_distance=timeout:1")
     started = time.monotonic()
     with pytest.raises(ApplicationError) as raised:
         await run_x(plan, environment(1, timeout=0.05))

@@ -185,6 +185,34 @@ def test_validate_order_rejects_a_price_that_is_not_whole_cents() -> None:
     assert rejected_kind(order) == "InvalidOrderError"
 
 
+def rejection(order: PizzaOrder) -> str:
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    return str(raised.value)
+
+
+def test_a_missing_price_is_called_missing_not_a_fraction_of_a_cent() -> None:
+    order = sample_order(items=[Pizza("Small", None)])  # type: ignore[arg-type]
+    assert rejection(order) == "item price is missing"
+    assert rejection(sample_order(items=[Pizza("Small", 12.5)])) == (  # type: ignore[arg-type]
+        "item price must be whole cents"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("Lisa\x00", "customer.name holds control characters"),
+        ("Lisa\nAnderson", "customer.name holds control characters"),
+        ("Lisa \ud800", "customer.name holds a lone surrogate (half of a character, not text)"),
+    ],
+)
+def test_a_lone_surrogate_is_not_called_a_control_character(name: str, said: str) -> None:
+    order = sample_order()
+    order = replace(order, customer=replace(order.customer, name=name))
+    assert rejection(order) == said
+
+
 def test_validate_order_rejects_a_negative_price_as_an_invalid_charge() -> None:
     order = sample_order(items=[Pizza("Small", -1)])
     assert rejected_kind(order) == "InvalidChargeAmountError"

@@ -31,10 +31,10 @@ from pizzeria.config import DriverSimulation
 from pizzeria.failures import error_type_of
 from pizzeria.faults import parse_faults, write_faults
 from pizzeria.ledger import Ledger
-from pizzeria.models import Pizza, PizzaOrder
+from pizzeria.models import Pizza, PizzaOrder, workflow_id_for
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.workflows import PizzaOrderWorkflow
-from tests.helpers import eventually, failure_of
+from tests.helpers import eventually, failure_of, unique_number
 from tests.history import activity_timeline, finished
 
 RECIPE_OF_EXERCISE = {
@@ -387,19 +387,21 @@ async def test_a_client_knowing_only_the_wire_contract_gets_the_same_outcomes(
 ):
     if environment_kind == "local":
         pytest.skip("waits the exercise's 3 s timer; the time-skipping run covers it")
+    good_order = {**exercise_json(GOOD_CARD), "order_number": unique_number("WIRE")}
+    bad_order = {**exercise_json(BAD_CARD), "order_number": unique_number("WIRE")}
     async with worker():
         good = await client.start_workflow(
             "PizzaOrderWorkflow",
-            exercise_json(GOOD_CARD),
-            id=f"pizza-workflow-order-wire-{uuid.uuid4().hex[:6]}",
+            good_order,
+            id=workflow_id_for(good_order["order_number"]),
             task_queue=task_queue,
             result_type=dict,
         )
         result = await good.result()
         bad = await client.start_workflow(
             "PizzaOrderWorkflow",
-            exercise_json(BAD_CARD),
-            id=f"pizza-workflow-order-wire-{uuid.uuid4().hex[:6]}",
+            bad_order,
+            id=workflow_id_for(bad_order["order_number"]),
             task_queue=task_queue,
         )
         failure = await failure_of(bad)

@@ -6,6 +6,8 @@ workflow's history (the same record the Web UI shows), so it needs no worker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ from temporalio.service import RPCError
 
 from pizzeria import menu
 from pizzeria.failures import error_message_of, error_type_of
+from pizzeria.ledger import AlreadyBilled, Ledger
 from pizzeria.models import (
     COMPENSATIONS,
     ORDER_STATUS,
@@ -35,6 +38,7 @@ from pizzeria.models import (
     RepairResult,
     dollars,
     order_number_of,
+    order_ref,
     workflow_id_for,
 )
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -255,41 +259,102 @@ async def running_order(
     return handle
 
 
-def _update_refusal(error: WorkflowUpdateFailedError) -> OrderRefused:
-    cause = error.cause
-    return OrderRefused(str(getattr(cause, "message", None) or cause or error))
+def stuck_advice(order_number: str) -> str:
+    return (
+        f"order {order_number} is stuck: its workflow task keeps failing (see `pizzeria "
+        f"status {order_number}`); fix the workers, or end it with `pizzeria repair "
+        f"{order_number} --abandon`"
+    )
+
+
+async def _ask(client: Client, order_number: str, update: Any, *args: Any) -> Any:
+    """Run an Update on the order's latest run; a refusal, or an order that cannot answer
+    because its workflow task keeps failing, is an `OrderRefused` saying what to do."""
+    handle = await running_order(client, order_number)
+    try:
+        return await handle.execute_update(update, *args)
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
+    except RPCError as error:
+        if "workflow task in failed state" not in str(error).lower():
+            raise
+        raise OrderRefused(stuck_advice(order_number)) from None
 
 
 async def cancel_order(client: Client, order_number: str, reason: str) -> CancelResult:
     """Cancel an order before its pivot: its effects are undone and it ends Cancelled."""
-    handle = await running_order(client, order_number)
-    try:
-        result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, reason)
-    except WorkflowUpdateFailedError as error:
-        raise _update_refusal(error) from None
+    result: CancelResult = await _ask(client, order_number, PizzaOrderWorkflow.cancel_order, reason)
     if not result.accepted:
         raise OrderRefused(result.reason)
     # The order is already undone; the request makes it end Cancelled (not Failed).
-    await handle.cancel()
+    await client.get_workflow_handle(workflow_id_for(order_number)).cancel()
     return result
 
 
 async def retry_compensations(client: Client, order_number: str) -> RepairResult:
     """Run the order's failed compensations again."""
-    handle = await running_order(client, order_number)
-    try:
-        return await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
-    except WorkflowUpdateFailedError as error:
-        raise _update_refusal(error) from None
+    result: RepairResult = await _ask(client, order_number, PizzaOrderWorkflow.retry_compensations)
+    return result
 
 
 async def resolve_by_hand(client: Client, order_number: str, note: str) -> RepairResult:
     """Mark the order's failed compensations as handled outside the system, with a note."""
-    handle = await running_order(client, order_number)
+    result: RepairResult = await _ask(
+        client, order_number, PizzaOrderWorkflow.resolve_manually, note
+    )
+    return result
+
+
+@dataclass
+class Abandoned:
+    """What `abandon_order` did to one run of an order."""
+
+    order_number: str
+    workflow_id: str
+    run_id: str
+    status: str  # the run's status when it was abandoned
+    put_back: dict[str, int]
+    refunded: int
+
+
+async def abandon_order(
+    client: Client, ledger: Ledger, order_number: str, reason: str = "abandoned by an operator"
+) -> Abandoned:
+    """End an order that cannot finish (a workflow task failing for good: a bug, a bad
+    deploy, a key no worker has) and undo what the ledger holds for its latest run.
+
+    The ledger goes first, in one transaction with the compensations' own logic, and
+    leaves tombstones: from then on no step of the run can take effect, even one already
+    in flight. Then the run is terminated. A billed order is refused (it only goes
+    forward), and so is one that closed by itself (its saga settled it).
+    """
+    description = await (await order_handle(client, order_number)).describe()
+    status = status_name(description.status)
+    if status not in ("RUNNING", "TERMINATED", "TIMED_OUT"):
+        raise OrderRefused(
+            f"order {order_number} is already closed ({status}): its saga settled it"
+        )
+    workflow_id, run_id = workflow_id_for(order_number), description.run_id
     try:
-        return await handle.execute_update(PizzaOrderWorkflow.resolve_manually, note)
-    except WorkflowUpdateFailedError as error:
-        raise _update_refusal(error) from None
+        put_back, refund = await asyncio.to_thread(
+            ledger.abandon_run, order_ref(workflow_id, run_id), order_number
+        )
+    except AlreadyBilled as billed:
+        raise OrderRefused(f"order {order_number} cannot be abandoned: {billed}") from None
+    if status == "RUNNING":
+        run = client.get_workflow_handle(workflow_id, run_id=run_id)
+        # A run that closed meanwhile (its next step refused) needs no terminating.
+        with contextlib.suppress(RPCError):
+            await run.terminate(reason=reason)
+    return Abandoned(
+        order_number,
+        workflow_id,
+        run_id,
+        status,
+        put_back.ingredients if put_back.applied and not put_back.tombstone else {},
+        refund.amount if refund.applied else 0,
+    )
 
 
 # -- the list of orders ------------------------------------------------------------------

@@ -9,6 +9,14 @@ so a worker still serves clients that send plain JSON (the exercise's starter, t
 Keys come from ``PIZZERIA_CODEC_KEY`` (base64 of 32 bytes), else from the key file
 ``$PIZZERIA_DATA_DIR/codec.key`` (created with owner-only permissions on first use; one
 ``id:base64`` per line, newest first). ``pizzeria codec-server`` lets the Web UI decrypt.
+
+Ciphertext that cannot be opened is told apart by whose fault it is. Garbage, a payload
+naming no key, or one that fails authentication under a key this process has, is bad
+input: it is handed on as an *unreadable* payload, which the worker's strict converter
+turns into a failed order (raising here, outside the workflow, would fail the workflow
+task forever instead). A well-formed payload under a key id this process lacks is a
+deploy without the right key (a rotation half done): decoding raises `CodecKeyError`,
+so the workflow task fails, visibly and retried, until a worker with the key takes it.
 """
 
 from __future__ import annotations
@@ -17,18 +25,25 @@ import base64
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, PayloadCodec
 
 from pizzeria import config
+from pizzeria.converter import unreadable_payload
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16  # AES-GCM's authentication tag, at the end of the ciphertext
+#: What a key id may be (ours are 12 hex digits): a payload naming anything else names no key.
+KEY_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 
 
 class CodecKeyError(RuntimeError):
@@ -72,7 +87,10 @@ def load_keys(create: bool = True) -> list[tuple[str, bytes]]:
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():
             key_id, _, text = line.strip().partition(":")
-            keys.append((key_id, _decode_key(text, f"{path} line {number}")))
+            where = f"{path} line {number}"
+            if not KEY_ID_PATTERN.fullmatch(key_id):
+                raise CodecKeyError(f"{where}: the key id must be 1 to 128 visible characters")
+            keys.append((key_id, _decode_key(text, where)))
     if not keys:
         raise CodecKeyError(f"{path} holds no key")
     return keys
@@ -106,12 +124,27 @@ class EncryptionCodec(PayloadCodec):
     def _decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
             return payload  # plain: from a client without the codec
-        key_id = payload.metadata.get(KEY_ID, b"").decode()
+        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
+        data = payload.data
+        if not KEY_ID_PATTERN.fullmatch(key_id):
+            return unreadable_payload("encrypted payload names no valid key id")
+        if len(data) < NONCE_BYTES + TAG_BYTES:
+            return unreadable_payload("encrypted payload too short to be AES-GCM ciphertext")
         cipher = self.ciphers.get(key_id)
         if cipher is None:
-            raise CodecKeyError(f"payload encrypted with unknown key {key_id!r}")
-        data = payload.data
-        return Payload.FromString(cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None))
+            raise CodecKeyError(
+                f"payload encrypted with key {key_id!r}, which this process does not have "
+                f"(it has {', '.join(map(repr, self.ciphers))}): add that key to "
+                "PIZZERIA_CODEC_KEY or the key file; the order waits for a worker that has it"
+            )
+        try:
+            sealed = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)
+        except InvalidTag:
+            return unreadable_payload(f"encrypted payload fails authentication under key {key_id}")
+        try:
+            return Payload.FromString(sealed)
+        except DecodeError:
+            return unreadable_payload("decrypted payload is not a Temporal payload")
 
 
 def data_converter(encrypt: bool = True) -> DataConverter:

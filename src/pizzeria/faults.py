@@ -59,10 +59,12 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from pizzeria.models import (
+    COMPENSATIONS,
     CREDIT_CARD_PROCESSING_ERROR,
     OUT_OF_STOCK_ERROR,
     STEP_PROCESS_CREDIT_CARD,
     STEP_UPDATE_INVENTORY,
+    STEPS,
 )
 
 FAIL = "fail"
@@ -73,6 +75,8 @@ OUT_OF_STOCK = "out_of_stock"
 LATE = "late"
 LOST = "lost"
 MODES = (FAIL, TIMEOUT, REFUSE, DECLINE, OUT_OF_STOCK, LATE, LOST)
+#: What a fault can strike: every activity (a typo would make a fault that never fires).
+FAULTABLE_STEPS = (*STEPS, *COMPENSATIONS)
 # Verdicts answer for the order, not for one attempt: the same answer every time.
 VERDICTS = (REFUSE, DECLINE, OUT_OF_STOCK)
 # Business verdicts belong to one step each.
@@ -113,9 +117,12 @@ def _parse_entry(entry: str) -> Fault:
     step = step.strip()
     head, at, rate_text = rule.partition("@")
     mode, colon, count = head.partition(":")
-    if not sep or not step or mode not in MODES:
+    if not sep or not step or mode not in MODES or step not in FAULTABLE_STEPS:
+        what = f"unknown step {step!r}" if sep and step not in FAULTABLE_STEPS else "bad fault"
         raise FaultSyntaxError(
-            f"bad fault {entry!r}: expected STEP=MODE[:N][@RATE] with MODE one of "
+            f"{what} in {entry!r}: expected STEP=MODE[:N][@RATE] with STEP one of "
+            + ", ".join(FAULTABLE_STEPS)
+            + " and MODE one of "
             + ", ".join(MODES)
         )
     if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):

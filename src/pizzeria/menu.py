@@ -130,10 +130,16 @@ def describe_items(items: Iterable[Pizza]) -> str:
     return "; ".join(item.description for item in items)
 
 
-def _printable(value: str) -> bool:
-    """No control characters (newlines, NUL...) and no lone surrogates, which no UTF-8
-    payload can carry. Accents, other scripts and emoji are welcome."""
-    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+def _unprintable(value: str) -> str | None:
+    """What is wrong with the text's characters, if anything: control characters
+    (newlines, NUL...), or lone surrogates, which no UTF-8 payload can carry. Accents,
+    other scripts and emoji are welcome."""
+    categories = {unicodedata.category(ch) for ch in value}
+    if "Cc" in categories:
+        return "holds control characters"
+    if "Cs" in categories:
+        return "holds a lone surrogate (half of a character, not text)"
+    return None
 
 
 def _whole(value: object) -> bool:
@@ -147,8 +153,9 @@ def _text(value: object, name: str, *, required: bool = True) -> str:
         raise _invalid(f"{name} must be a non-empty string")
     if len(value) > MAX_TEXT:
         raise _invalid(f"{name} is longer than {MAX_TEXT}")
-    if not _printable(value):
-        raise _invalid(f"{name} holds control characters")
+    problem = _unprintable(value)
+    if problem:
+        raise _invalid(f"{name} {problem}")
     return value
 
 
@@ -210,6 +217,8 @@ def _validate_items(items: object) -> None:
         if not isinstance(item, Pizza):
             raise _invalid("each item must be a pizza")
         _text(item.description, "item description")
+        if item.price is None:
+            raise _invalid("item price is missing")
         if not _whole(item.price):
             raise _invalid("item price must be whole cents")
         if item.price < 0:

@@ -15,7 +15,7 @@ from typing import Any
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.api.workflow.v1 import PendingActivityInfo, PendingWorkflowTaskInfo
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
@@ -72,9 +72,14 @@ def _failure_text(failure: Any) -> str:
 
 async def order_timeline(client: Client, handle: WorkflowHandle[Any, Any]) -> list[TimelineEntry]:
     """Every activity and timer of the order's run, in the order they started."""
+    return await timeline_of(client, [event async for event in handle.fetch_history_events()])
+
+
+async def timeline_of(client: Client, events: list[HistoryEvent]) -> list[TimelineEntry]:
+    """`order_timeline` of history events already read."""
     entries: dict[int, TimelineEntry] = {}
     timers: dict[str, int] = {}
-    async for event in handle.fetch_history_events():
+    for event in events:
         when = event.event_time.ToDatetime().replace(tzinfo=None)
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -155,26 +160,70 @@ def _show_pending(entries: list[TimelineEntry], pending: list[PendingActivityInf
                 entry.error = f"last attempt: {activity.last_failure.message}"
 
 
+def failing_workflow_task(
+    events: list[HistoryEvent], pending: PendingWorkflowTaskInfo | None
+) -> dict[str, Any] | None:
+    """The workflow task that keeps failing, when the last one in the history failed.
+
+    Temporal records only the first failure of a series (the retries are not written to
+    the history until one succeeds); how many attempts were made is the pending task's.
+    """
+    failed: HistoryEvent | None = None
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            failed = event
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            failed = None
+    if failed is None:
+        return None
+    attributes = failed.workflow_task_failed_event_attributes
+    return {
+        "attempts": max(1, pending.attempt if pending is not None else 1),
+        "since": failed.event_time.ToDatetime().isoformat(),
+        "error": _failure_text(attributes.failure),
+    }
+
+
+def closing_error(events: list[HistoryEvent]) -> str:
+    """Why a run that did not complete ended: its failure, or who terminated it."""
+    for event in reversed(events):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            return _failure_text(event.workflow_execution_failed_event_attributes.failure)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            return "terminated: " + event.workflow_execution_terminated_event_attributes.reason
+    return ""
+
+
 async def order_report(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
-    """The order's latest run: status, summary, timeline, and the saga's own state."""
+    """The order's latest run: status, summary, timeline, and the saga's own state; for a
+    run whose workflow task keeps failing, that task; for a closed one, why it ended."""
     description = await handle.describe()
     run_handle = client.get_workflow_handle(handle.id, run_id=description.run_id)
-    entries = await order_timeline(client, run_handle)
+    events = [event async for event in run_handle.fetch_history_events()]
+    entries = await timeline_of(client, events)
     _show_pending(entries, list(description.raw_description.pending_activities))
+    status = status_name(description.status)
+    raw = description.raw_description
+    pending = raw.pending_workflow_task if raw.HasField("pending_workflow_task") else None
+    stuck = failing_workflow_task(events, pending) if status == "RUNNING" else None
     state: dict[str, Any] = {}
-    # The query needs a worker; an order without one still has its history.
+    # The query needs a worker (and a workflow task that succeeds); an order without one
+    # still has its history.
     with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-        state = await run_handle.query(
-            PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=3)
-        )
+        if stuck is None:
+            state = await run_handle.query(
+                PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=3)
+            )
     return {
         "order_number": order_number_of(handle.id),
         "workflow_id": handle.id,
         "run_id": description.run_id,
-        "status": status_name(description.status),
+        "status": status,
         "summary": await description.static_summary(),
         "details": state.get("details", ""),
         "needs_attention": bool(state.get("needs_attention")),
+        "failing_workflow_task": stuck,
+        "error": closing_error(events),
         "timeline": [entry.to_json() for entry in entries],
         **{key: value for key, value in state.items() if key not in ("details", "needs_attention")},
     }

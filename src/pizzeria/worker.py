@@ -25,7 +25,7 @@ from pizzeria import config
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.codec import data_converter
 from pizzeria.config import DriverSimulation
-from pizzeria.converter import StrictPayloadConverter
+from pizzeria.converter import OneOrderPerStart, StrictPayloadConverter
 from pizzeria.faults import FaultInterceptor, FaultPlan
 from pizzeria.ledger import Ledger
 from pizzeria.metrics import MetricsInterceptor
@@ -97,7 +97,8 @@ def build_worker(
     task_queue: str = TASK_QUEUE,
     **options: Any,
 ) -> Worker:
-    """The order worker. Whatever converter the client has, the worker decodes strictly.
+    """The order worker. Whatever converter the client has, the worker decodes strictly,
+    and an order started with another number of arguments than one fails at once.
 
     Interceptors given in ``options`` run inside ours; faults run inside the metrics, so an
     injected failure is counted like a real one.
@@ -115,6 +116,7 @@ def build_worker(
         activities=activities_of(activities.implementation),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
         interceptors=[
+            OneOrderPerStart(),
             MetricsInterceptor(),
             FaultInterceptor(activities.faults),
             *options.pop("interceptors", []),

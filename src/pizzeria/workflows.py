@@ -29,10 +29,11 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from pizzeria import menu
     from pizzeria.activities import PizzaOrderActivities
-    from pizzeria.failures import error_type_of
+    from pizzeria.failures import error_message_of, error_type_of
     from pizzeria.models import (
         CREDIT_CARD_PROCESSING_ERROR,
         INVALID_CHARGE_AMOUNT_ERROR,
+        INVALID_ORDER_ERROR,
         MAX_DELIVERY_KILOMETERS,
         ORDER_CANCELLED_ERROR,
         ORDER_STATUS,
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         StockRequest,
         dollars,
         order_ref,
+        workflow_id_for,
     )
     from pizzeria.saga import Saga
 
@@ -100,6 +102,7 @@ class PizzaOrderWorkflow:
     async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
         try:
             menu.validate_order(order)
+            self._check_one_order_per_number(order)
         except menu.OrderRejected as rejected:
             await self._close("rejected")
             raise ApplicationError(str(rejected), type=rejected.kind, non_retryable=True) from None
@@ -126,15 +129,31 @@ class PizzaOrderWorkflow:
                 raise
             # Same outcome, but the record says an operator had to step in.
             note = f": {self.saga.resolution_note}" if self.saga.resolution_note else ""
+            # The message without its type: clients print the type in front of it.
             raise ApplicationError(
-                f"{self.saga.original_error} (compensation repaired by hand: "
-                f"{self.saga.repaired_by}{note})",
+                f"{error_message_of(error) or self.saga.original_error} (compensation "
+                f"repaired by hand: {self.saga.repaired_by}{note})",
                 {"repaired_by": self.saga.repaired_by, "note": self.saga.resolution_note},
                 type=error_type_of(error) or "OrderFailed",
                 non_retryable=True,
             ) from error
         await self._close(confirmation.status)
         return confirmation
+
+    @staticmethod
+    def _check_one_order_per_number(order: PizzaOrder) -> None:
+        """The order number is the business key: under any other workflow id, the same
+        order could run (and be charged) twice at once."""
+        expected = workflow_id_for(order.order_number)
+        actual = workflow.info().workflow_id
+        # Added after histories were recorded under other ids: the patch keeps those
+        # replaying unchanged.
+        if actual != expected and workflow.patched("one-order-per-number"):
+            raise menu.OrderRejected(
+                INVALID_ORDER_ERROR,
+                f"order {order.order_number} must run as workflow {expected}, not "
+                f"{actual[:80]}: one order number, one order",
+            )
 
     def _cancelling(self) -> bool:
         """Asked to cancel, by the cancel_order Update or by a cancellation request."""
@@ -208,8 +227,11 @@ class PizzaOrderWorkflow:
 
     async def _charge(self, charge: CreditCardCharge) -> None:
         amount = dollars(charge.amount)
+        # Registered before the charge: it refunds what was charged, which may be nothing.
         self.saga.add_compensation(
-            PizzaOrderActivities.refund_customer, charge, summary=f"Compensate: refund {amount}"
+            PizzaOrderActivities.refund_customer,
+            charge,
+            summary="Compensate: refund the charge, if any",
         )
         self._details("Charging card")
         with self.saga.step(STEP_PROCESS_CREDIT_CARD):

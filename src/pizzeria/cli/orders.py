@@ -19,11 +19,15 @@ from pizzeria.cli.common import (
     client_or_fail,
     err,
     json_option,
+    ledger_at,
+    ledger_option,
     out,
     run,
 )
 from pizzeria.client import (
+    Abandoned,
     OrderOutcome,
+    abandon_order,
     cancel_order,
     order_handle,
     place_order,
@@ -91,7 +95,7 @@ def build_order(
     return placed
 
 
-def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
+def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: bool = True) -> None:
     color = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(outcome.status, "")
     out.print(
         f"Order {outcome.order_number}: [{color}]{outcome.status}[/{color}]"
@@ -102,7 +106,10 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
         out.print(f"  card:          {mask_card_number(card)}")
     if outcome.confirmation:
         out.print(f"  amount:        {dollars(outcome.amount)}")
-        out.print(f"  delivery:      {outcome.confirmation['status']}")
+        if delivery:
+            out.print(f"  delivery:      {outcome.confirmation['status']}")
+        else:
+            out.print("  pickup:        ready at the counter (no delivery)")
         out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")
     if outcome.error_type:
         out.print(f"  error:         {outcome.error_type}: {outcome.error}", markup=False)
@@ -180,7 +187,7 @@ def order(
     if as_json:
         out.print_json(json.dumps(outcome.to_json()))
     else:
-        print_outcome(outcome, card)
+        print_outcome(outcome, card, delivery=not pickup)
     if outcome.status != "COMPLETED":
         raise SystemExit(1)
 
@@ -257,10 +264,22 @@ def status(order_number: str, watch: bool, address: str | None, as_json: bool) -
 def render_report(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, highlight=False, soft_wrap=True, width=140)
-    now = f" - {report['details']}" if report["details"] else ""
-    console.print(f"Order {report['order_number']}: {report['status']}{now}", markup=False)
+    order_number, stuck = report["order_number"], report.get("failing_workflow_task")
+    # A closed order says why it ended; an open one, what it is doing.
+    now = report.get("error") or report["details"]
+    if stuck:
+        now = f"STUCK: its workflow task keeps failing ({stuck['attempts']} attempts)"
+    now = f" - {now}" if now and now.lower() != report["status"].lower() else ""
+    console.print(f"Order {order_number}: {report['status']}{now}", markup=False)
     if report["summary"]:
         console.print(f"  {report['summary']}", markup=False)
+    if stuck:
+        console.print(f"  failing since {stuck['since'][:19]}: {stuck['error']}", markup=False)
+        console.print(
+            "  It resumes once a worker can run it (the right code, the right key); or "
+            f"`pizzeria repair {order_number} --abandon` ends it and undoes its effects.",
+            markup=False,
+        )
     if report["needs_attention"]:
         console.print(
             "NEEDS ATTENTION: a compensation failed for good; fix the cause, then "
@@ -308,11 +327,29 @@ def cancel(order_number: str, reason: str, address: str | None) -> None:
 @click.argument("order_number")
 @click.option("--retry", is_flag=True, help="Run the failed compensations again")
 @click.option("--resolve", metavar="NOTE", help="Mark them handled by hand, with a note")
+@click.option(
+    "--abandon",
+    is_flag=True,
+    help="End an order that cannot finish (see `pizzeria status`): undo what the ledger "
+    "holds for it, then terminate it",
+)
 @address_option
-def repair(order_number: str, retry: bool, resolve: str | None, address: str | None) -> None:
-    """Finish an order whose compensation failed for good ("needs attention")."""
-    if retry == (resolve is not None):
-        raise UserError("choose one: --retry or --resolve NOTE")
+@ledger_option
+def repair(
+    order_number: str,
+    retry: bool,
+    resolve: str | None,
+    abandon: bool,
+    address: str | None,
+    ledger_location: str | None,
+) -> None:
+    """Finish an order whose compensation failed for good ("needs attention"), or abandon
+    one that cannot go on (a workflow task failing for good)."""
+    if retry + (resolve is not None) + abandon != 1:
+        raise UserError("choose one: --retry, --resolve NOTE or --abandon")
+    if abandon:
+        abandon_and_report(order_number, address, ledger_location)
+        return
 
     async def repaired() -> RepairResult:
         client = await client_or_fail(address)
@@ -324,3 +361,25 @@ def repair(order_number: str, retry: bool, resolve: str | None, address: str | N
     out.print(f"Order {order_number}: {result.action} -> {result.outcome}")
     if result.outcome == "needs attention":
         raise SystemExit(1)
+
+
+def abandon_and_report(order_number: str, address: str | None, location: str | None) -> None:
+    book = ledger_at(location)
+
+    async def abandoned() -> Abandoned:
+        client = await client_or_fail(address)
+        return await abandon_order(
+            client, book, order_number, "abandoned by an operator (pizzeria repair --abandon)"
+        )
+
+    try:
+        result = run(abandoned())
+    finally:
+        book.close()
+    ended = "terminated" if result.status == "RUNNING" else f"already {result.status}"
+    portions = sum(result.put_back.values())
+    out.print(
+        f"Order {order_number}: abandoned (run {result.run_id[:8]} {ended}); "
+        f"put back {portions} portions of stock, refunded {dollars(result.refunded)}; "
+        "any late step of that run is refused"
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import (
+    AlreadyBilled,
     Effect,
     LateStepRefused,
     LedgerError,
@@ -40,6 +41,7 @@ from pizzeria.ledger.schema import latest_version
 from pizzeria.menu import INITIAL_STOCK
 
 __all__ = [
+    "AlreadyBilled",
     "Effect",
     "LateStepRefused",
     "Ledger",

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from pizzeria.ledger import schema
 from pizzeria.ledger.records import (
+    AlreadyBilled,
     Effect,
     LateStepRefused,
     LedgerNotFound,
@@ -122,7 +123,7 @@ class Ledger(ABC):
             lambda tx: schema.recorded_version(tx, self._table_names(tx)), writes=False
         )
 
-    def _write(self, order_ref: str, body: Callable[[Tx], Effect]) -> Effect:
+    def _write(self, order_ref: str, body: Callable[[Tx], T]) -> T:
         if self.read_only:
             raise LedgerReadOnly(f"the ledger at {self.location} was opened read-only")
         return self._transaction(body, lock=order_ref)
@@ -167,28 +168,7 @@ class Ledger(ABC):
 
     def put_back_stock(self, order_ref: str, order_number: str) -> Effect:
         """Undo `take_stock` of this run; a tombstone when nothing was taken."""
-
-        def body(tx: Tx) -> Effect:
-            taken = find(tx, order_ref, STEP_UPDATE_INVENTORY)
-            claimed = claim(
-                tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    COMPENSATE_REVERT_INVENTORY,
-                    ingredients=taken.ingredients if taken else {},
-                    tombstone=taken is None,
-                ),
-            )
-            if claimed.applied and taken is not None:
-                for name, count in sorted(taken.ingredients.items()):
-                    tx.run(
-                        "UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?",
-                        (count, name),
-                    )
-            return claimed
-
-        return self._write(order_ref, body)
+        return self._write(order_ref, lambda tx: put_back(tx, order_ref, order_number))
 
     # -- money -------------------------------------------------------------------------
 
@@ -212,21 +192,7 @@ class Ledger(ABC):
 
     def refund(self, order_ref: str, order_number: str) -> Effect:
         """Refund exactly what this run charged; a tombstone when nothing was charged."""
-
-        def body(tx: Tx) -> Effect:
-            charged = find(tx, order_ref, STEP_PROCESS_CREDIT_CARD)
-            return claim(
-                tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    COMPENSATE_REFUND_CUSTOMER,
-                    amount=charged.amount if charged else 0,
-                    tombstone=charged is None,
-                ),
-            )
-
-        return self._write(order_ref, body)
+        return self._write(order_ref, lambda tx: refund(tx, order_ref, order_number))
 
     def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
         """Record the bill once; refused when the run's charge was already compensated.
@@ -246,8 +212,65 @@ class Ledger(ABC):
             ),
         )
 
+    # -- an operator's way out ---------------------------------------------------------
+
+    def abandon_run(self, order_ref: str, order_number: str) -> tuple[Effect, Effect]:
+        """Both compensations of a run at once, for a run an operator gives up on: the
+        stock put back, the charge refunded, each a tombstone when there was nothing, so
+        that no step of the run can take effect afterwards (the bill neither: it is refused
+        once the refund is written). Refused for a billed run, which only goes forward.
+        """
+
+        def body(tx: Tx) -> tuple[Effect, Effect]:
+            billed = find(tx, order_ref, STEP_SEND_BILL)
+            if billed is not None:
+                raise AlreadyBilled(
+                    f"{order_ref} was billed {billed.amount} cents: past its pivot an order "
+                    "only goes forward, so there is nothing the ledger may undo"
+                )
+            return put_back(tx, order_ref, order_number), refund(tx, order_ref, order_number)
+
+        return self._write(order_ref, body)
+
 
 # -- the SQL, shared by both backends ------------------------------------------------------
+
+
+def put_back(tx: Tx, order_ref: str, order_number: str) -> Effect:
+    """revert_inventory: what the run took goes back to stock, once."""
+    taken = find(tx, order_ref, STEP_UPDATE_INVENTORY)
+    claimed = claim(
+        tx,
+        Claim(
+            order_ref,
+            order_number,
+            COMPENSATE_REVERT_INVENTORY,
+            ingredients=taken.ingredients if taken else {},
+            tombstone=taken is None,
+        ),
+    )
+    if claimed.applied and taken is not None:
+        for name, count in sorted(taken.ingredients.items()):
+            tx.run(
+                "UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?",
+                (count, name),
+            )
+    return claimed
+
+
+def refund(tx: Tx, order_ref: str, order_number: str) -> Effect:
+    """refund_customer: exactly what the run charged, once."""
+    charged = find(tx, order_ref, STEP_PROCESS_CREDIT_CARD)
+    return claim(
+        tx,
+        Claim(
+            order_ref,
+            order_number,
+            COMPENSATE_REFUND_CUSTOMER,
+            amount=charged.amount if charged else 0,
+            tombstone=charged is None,
+        ),
+    )
 
 
 @dataclass

@@ -32,6 +32,10 @@ class LedgerError(Exception):
     """The ledger cannot be used as asked; the message is one line meant for the user."""
 
 
+class AlreadyBilled(LedgerError):
+    """A billed run cannot be abandoned: the bill is the pivot, after it only forward."""
+
+
 class LedgerUnavailable(LedgerError):
     """The location is malformed, or the file or server cannot be reached."""
 
