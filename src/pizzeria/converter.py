@@ -81,11 +81,17 @@ class StrictPayloadConverter(DefaultPayloadConverter):
         try:
             if type_hints and PizzaOrder in type_hints:
                 self._check_order_numbers(payloads, type_hints)
-            return super().from_payloads(payloads, type_hints)
+            values = super().from_payloads(payloads, type_hints)
         except FailureError:
             raise
         except Exception as error:  # RecursionError included: JSON nested too deep
             raise _refusal(str(error.__cause__ or error), is_order) from None
+        for value, hint in zip(values, type_hints or [], strict=False):
+            # Binary and protobuf encodings ignore the type hint: an order is JSON. (JSON
+            # null is left to the workflow, which refuses it with the other bad orders.)
+            if hint is PizzaOrder and not isinstance(value, PizzaOrder | None):
+                raise _refusal(f"expected a JSON object, got {type(value).__name__}", True)
+        return values
 
     @staticmethod
     def _check_order_numbers(payloads: Sequence[Payload], type_hints: list[type]) -> None:
