@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -33,6 +35,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from pizzeria import menu
+from pizzeria.cli.orders import render_report
+from pizzeria.client import OrderRefused, abandon_order
 from pizzeria.codec import (
     ENCODING,
     KEY_ID,
@@ -42,12 +46,14 @@ from pizzeria.codec import (
     key_id_of,
 )
 from pizzeria.converter import StrictPayloadConverter
-from pizzeria.ledger import Ledger
-from pizzeria.models import PizzaOrder, workflow_id_for
-from pizzeria.samples import GOOD_CARD
+from pizzeria.faults import parse_faults, write_faults
+from pizzeria.ledger import LateStepRefused, Ledger, open_ledger
+from pizzeria.models import STEPS, PizzaOrder, order_number_of, order_ref, workflow_id_for
+from pizzeria.ops.check import order_record, reconcile
+from pizzeria.samples import GOOD_CARD, sample_order
 from pizzeria.timeline import order_report
 from pizzeria.worker import ServedActivities, build_worker
-from tests.helpers import eventually, failure_of, unique_number
+from tests.helpers import eventually, failure_of, pizzeria, unique_number
 from tests.test_workflow import exercise_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -360,3 +366,149 @@ def test_json_nested_to_any_depth_decodes_into_an_order_or_a_refusal(
     deep = opener * depth + "1" + closer * depth
     assert_read_or_refused(json_payload(deep))
     assert_read_or_refused(json_payload(with_field(field, deep)))
+
+
+# -- an order stuck anyway: status shows why, repair --abandon ends it safely -------------
+
+
+@workflow.defn(name="PizzaOrderWorkflow", sandboxed=False)
+class BadDeploy:
+    """A deploy that changed the order's steps without a patch: replaying an order the
+    real code started fails (nondeterminism) on every attempt of its workflow task."""
+
+    @workflow.run
+    async def run(self, order: Any) -> None:
+        await workflow.sleep(3600)  # a timer, where the history holds an activity
+
+
+async def stuck_after(
+    client: Client, worker: Any, start: Any, ledger: Ledger, faults_file: Any, step: str
+) -> WorkflowHandle[Any, Any]:
+    """An order whose ``step`` keeps failing (retried), then a bad deploy: stuck for good,
+    holding what the steps before ``step`` did."""
+    write_faults(faults_file, parse_faults(f"{step}=fail"))
+    before = STEPS[STEPS.index(step) - 1]
+    # No workflow cache: the next workflow task goes to the task queue, not to this
+    # worker's sticky queue, so the bad deploy gets it once this worker is gone.
+    async with worker(max_cached_workflows=0) as serving:
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+
+        def reached() -> bool:
+            return any(effect["step"] == before for effect in ledger.effects())
+
+        await eventually(reached, f"the order to reach {step}")
+        task_queue = serving.task_queue
+    async with Worker(client, task_queue=task_queue, workflows=[BadDeploy]):
+        await handle.signal("nudge")  # a workflow task: the bad deploy replays the order
+        await stuck_report(client, handle)
+    stuck: WorkflowHandle[Any, Any] = handle
+    return stuck
+
+
+async def stuck_report(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    async def stuck() -> Any:
+        report = await order_report(client, handle)
+        return report if report["failing_workflow_task"] else None
+
+    report: dict[str, Any] = await eventually(stuck, "the workflow task to keep failing")
+    return report
+
+
+async def test_a_stuck_order_shows_its_failing_task_and_abandon_undoes_its_effects(
+    client, worker, start, ledger, faults_file
+):
+    stock = ledger.stock()
+    handle = await stuck_after(client, worker, start, ledger, faults_file, "send_bill")
+    number = order_number_of(handle.id)
+    report = await order_report(client, handle)
+    # Stuck with the stock taken and the card charged.
+    (held,) = ledger.orders()
+    assert (held.charged, held.billed) == (3500, 0) and held.stock_held
+    assert "nondetermin" in report["failing_workflow_task"]["error"].lower(), report
+    shown = render_report(report)
+    assert shown.startswith(f"Order {number}: RUNNING - STUCK: its workflow task keeps failing")
+    assert f"repair {number} --abandon" in shown
+    abandoned = await abandon_order(client, ledger, number)
+    assert (abandoned.status, abandoned.refunded) == ("RUNNING", 3500)
+    assert abandoned.put_back == held.stock_held
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.TERMINATED
+    (row,) = ledger.orders()
+    assert (row.charged - row.refunded, row.billed, row.stock_held) == (0, 0, {})
+    assert ledger.stock() == stock
+    # What `pizzeria check` finds for this run: nothing wrong.
+    record = await order_record(client, handle.id, description.run_id)
+    assert record is not None and record.status == "TERMINATED"
+    assert reconcile([record], ledger.snapshot()).violations == []
+    # A step of that run arriving late changes nothing: a repeat finds its row, the bill
+    # (which never ran) is refused.
+    ref = order_ref(handle.id, description.run_id)
+    assert ledger.charge(ref, number, 3500, "4242").applied is False
+    assert ledger.take_stock(ref, number, held.stock_held).applied is False
+    with pytest.raises(LateStepRefused):
+        ledger.bill(ref, number, 3500, "P1")
+    assert ledger.stock() == stock and ledger.orders() == [row]
+    again = await abandon_order(client, ledger, number)  # nothing left to undo
+    assert (again.status, again.refunded, again.put_back) == ("TERMINATED", 0, {})
+
+
+async def test_a_billed_order_is_not_abandoned_and_a_closed_one_neither(
+    client, worker, start, ledger, faults_file
+):
+    stuck = await stuck_after(client, worker, start, ledger, faults_file, "notify_delivery_driver")
+    with pytest.raises(OrderRefused, match="billed"):
+        await abandon_order(client, ledger, order_number_of(stuck.id))
+    assert (await stuck.describe()).status == WorkflowExecutionStatus.RUNNING
+    await stuck.terminate("test: done")
+    write_faults(faults_file, {})
+    async with worker():
+        done = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        await done.result()
+    with pytest.raises(OrderRefused, match=r"already closed \(COMPLETED\)"):
+        await abandon_order(client, ledger, order_number_of(done.id))
+    assert [(row.charged, row.refunded, row.billed) for row in ledger.orders()] == [
+        (3500, 0, 3500),
+        (3500, 0, 3500),
+    ]
+
+
+async def test_from_the_cli_a_stuck_order_is_shown_abandoned_and_checked(stack):
+    """The operator's way, end to end: `pizzeria status` names the failing task,
+    `pizzeria repair --abandon` ends the order, `pizzeria check` finds nothing wrong."""
+    number = unique_number("STUCK")
+    order = good_order(number)
+    plain = await Client.connect(stack["address"])
+    handle = await start_raw(
+        plain, "pizza-tasks", [good_sealed(OTHER_KEY, order)], workflow_id_for(number)
+    )
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return pizzeria(stack, "status", number)
+
+    def stuck() -> str | None:
+        shown = status().stdout
+        return shown if "STUCK" in shown else None
+
+    shown = await eventually(stuck, "the order to be stuck", interval=0.5)
+    assert shown.startswith(f"Order {number}: RUNNING - STUCK: its workflow task keeps failing")
+    assert key_id_of(OTHER_KEY) in shown and f"repair {number} --abandon" in shown
+    cancel = pizzeria(stack, "cancel", number)
+    assert cancel.returncode == 2 and "is stuck" in cancel.stderr, cancel.stderr
+    abandon = pizzeria(stack, "repair", number, "--abandon")
+    assert abandon.returncode == 0, abandon.stderr
+    assert f"Order {number}: abandoned" in abandon.stdout
+    assert "put back 0 portions of stock, refunded $0.00" in abandon.stdout
+    assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+    assert status().stdout.startswith(f"Order {number}: TERMINATED - terminated: abandoned")
+    check = pizzeria(stack, "check", "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["ok"] is True, check.stdout
+    # Nothing was taken, so tombstones stand in: any late step of that run is refused.
+    ledger = open_ledger(stack["data"] / "ledger.db")
+    ref = order_ref(handle.id, (await handle.describe()).run_id)
+    with pytest.raises(LateStepRefused):
+        ledger.take_stock(ref, number, {"dough": 3})
+    with pytest.raises(LateStepRefused):
+        ledger.charge(ref, number, 3500, "4242")
+    with pytest.raises(LateStepRefused):
+        ledger.bill(ref, number, 3500, "P1")
+    ledger.close()
