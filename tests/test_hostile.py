@@ -49,7 +49,8 @@ from pizzeria.converter import StrictPayloadConverter
 from pizzeria.faults import parse_faults, write_faults
 from pizzeria.ledger import LateStepRefused, Ledger, open_ledger
 from pizzeria.models import STEPS, PizzaOrder, order_number_of, order_ref, workflow_id_for
-from pizzeria.ops.check import order_record, reconcile
+from pizzeria.ops.check.reconcile import reconcile
+from pizzeria.ops.check.records import order_record
 from pizzeria.samples import GOOD_CARD, sample_order
 from pizzeria.timeline import order_report
 from pizzeria.worker import ServedActivities, build_worker
