@@ -266,7 +266,10 @@ def numbered(raw: Any) -> tuple[Any, str]:
     if isinstance(raw, dict) and raw.get("order_number") == good()["order_number"]:
         raw = {**raw, "order_number": number}
     given = raw.get("order_number") if isinstance(raw, dict) else None
-    return raw, workflow_id_for(given if isinstance(given, str) and given else number)
+    # A number the workflow refuses anyway (too long for an id, say) needs no id of its own.
+    if isinstance(given, str) and 0 < len(given) <= 64:
+        return raw, workflow_id_for(given)
+    return raw, workflow_id_for(number)
 
 
 async def send_raw(client: Client, task_queue: str, raw: Any) -> WorkflowHandle[Any, Any]:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pizzeria.ledger import (
+    AlreadyBilled,
     Effect,
     LateStepRefused,
     Ledger,
@@ -299,6 +300,53 @@ def test_a_different_run_of_the_same_order_never_touches_the_first_runs_rows(
     with pytest.raises(LateStepRefused):
         ledger.take_stock(RUN_2, ORDER, LARGE)
     assert ledger.take_stock("pizza-workflow-order-XD001/run-3", ORDER, LARGE).applied is True
+
+
+# -- an operator abandoning a run -----------------------------------------------------------
+
+
+def test_abandoning_a_run_puts_back_its_stock_refunds_its_charge_and_refuses_the_bill(
+    ledger: Ledger,
+) -> None:
+    before = quantities(ledger)
+    ledger.take_stock(RUN_1, ORDER, LARGE)
+    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    put_back, refund = ledger.abandon_run(RUN_1, ORDER)
+    assert (put_back.applied, put_back.tombstone, put_back.ingredients) == (True, False, LARGE)
+    assert (refund.applied, refund.tombstone, refund.amount) == (True, False, 3500)
+    assert quantities(ledger) == before
+    with pytest.raises(LateStepRefused):
+        ledger.bill(RUN_1, ORDER, 3500, "P1")
+    again = ledger.abandon_run(RUN_1, ORDER)  # a repeat finds the rows: nothing twice
+    assert [effect.applied for effect in again] == [False, False]
+    (row,) = ledger.orders()
+    assert (row.charged, row.refunded, row.billed, row.stock_held) == (3500, 3500, 0, {})
+
+
+def test_abandoning_a_run_that_did_nothing_leaves_tombstones_refusing_every_late_step(
+    ledger: Ledger,
+) -> None:
+    before = quantities(ledger)
+    put_back, refund = ledger.abandon_run(RUN_1, ORDER)
+    assert put_back.tombstone and refund.tombstone and refund.amount == 0
+    with pytest.raises(LateStepRefused):
+        ledger.take_stock(RUN_1, ORDER, LARGE)
+    with pytest.raises(LateStepRefused):
+        ledger.charge(RUN_1, ORDER, 3500, "4242")
+    with pytest.raises(LateStepRefused):
+        ledger.bill(RUN_1, ORDER, 3500, "P1")
+    assert quantities(ledger) == before
+    assert (summary(ledger)[RUN_1].charged, summary(ledger)[RUN_1].billed) == (0, 0)
+
+
+def test_a_billed_run_is_not_abandoned_and_keeps_every_row(ledger: Ledger) -> None:
+    ledger.take_stock(RUN_1, ORDER, LARGE)
+    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    ledger.bill(RUN_1, ORDER, 3500, "P1")
+    rows = ledger.effects(RUN_1)
+    with pytest.raises(AlreadyBilled, match="only goes forward"):
+        ledger.abandon_run(RUN_1, ORDER)
+    assert ledger.effects(RUN_1) == rows  # nothing put back, nothing refunded
 
 
 def test_idempotency_keys_are_order_ref_and_step(ledger: Ledger) -> None:
