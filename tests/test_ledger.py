@@ -51,6 +51,14 @@ def summary(ledger: Ledger) -> dict[str, OrderLedger]:
     return {order.order_ref: order for order in ledger.orders()}
 
 
+def took_and_charged(ledger: Ledger) -> dict[str, int]:
+    """RUN_1 takes a large pizza's stock and charges $35; the quantities before it."""
+    before = quantities(ledger)
+    ledger.take_stock(RUN_1, ORDER, LARGE)
+    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    return before
+
+
 def steps(ledger: Ledger, order_ref: str) -> list[str]:
     return sorted(effect["step"] for effect in ledger.effects(order_ref))
 
@@ -278,9 +286,7 @@ def test_bill_is_written_once_per_order_ref(ledger: Ledger) -> None:
 def test_a_different_run_of_the_same_order_never_touches_the_first_runs_rows(
     ledger: Ledger,
 ) -> None:
-    before = quantities(ledger)
-    ledger.take_stock(RUN_1, ORDER, LARGE)
-    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    before = took_and_charged(ledger)
     first_rows = ledger.effects(RUN_1)
 
     # The second run compensates what it never did: tombstones under its own keys.
@@ -308,9 +314,7 @@ def test_a_different_run_of_the_same_order_never_touches_the_first_runs_rows(
 def test_abandoning_a_run_puts_back_its_stock_refunds_its_charge_and_refuses_the_bill(
     ledger: Ledger,
 ) -> None:
-    before = quantities(ledger)
-    ledger.take_stock(RUN_1, ORDER, LARGE)
-    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    before = took_and_charged(ledger)
     put_back, refund = ledger.abandon_run(RUN_1, ORDER)
     assert (put_back.applied, put_back.tombstone, put_back.ingredients) == (True, False, LARGE)
     assert (refund.applied, refund.tombstone, refund.amount) == (True, False, 3500)
@@ -340,8 +344,7 @@ def test_abandoning_a_run_that_did_nothing_leaves_tombstones_refusing_every_late
 
 
 def test_a_billed_run_is_not_abandoned_and_keeps_every_row(ledger: Ledger) -> None:
-    ledger.take_stock(RUN_1, ORDER, LARGE)
-    ledger.charge(RUN_1, ORDER, 3500, "4242")
+    took_and_charged(ledger)
     ledger.bill(RUN_1, ORDER, 3500, "P1")
     rows = ledger.effects(RUN_1)
     with pytest.raises(AlreadyBilled, match="only goes forward"):
