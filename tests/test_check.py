@@ -1,8 +1,9 @@
 """``pizzeria check``: the ledger against Temporal's record, and every violation named.
 
-First the comparison itself, on a real ledger with Temporal's side written by hand (each
-invariant broken on purpose, by SQL, since the ledger's own methods refuse to); then the
-command against a real dev server and worker, before and after tampering with the ledger.
+First the comparison itself, on a real ledger with Temporal's side written by hand (the
+order each run was given, how it ended; each invariant broken on purpose, by SQL, since the
+ledger's own methods refuse to); then the command against a real dev server and worker.
+tests/test_check_mutations.py damages copies of a real ledger in every way we know.
 """
 
 from __future__ import annotations
@@ -22,16 +23,30 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
+from pizzeria import menu
 from pizzeria.ledger import Ledger
-from pizzeria.models import order_number_of, order_ref, split_order_ref, workflow_id_for
+from pizzeria.models import (
+    OrderConfirmation,
+    PizzaOrder,
+    order_number_of,
+    order_ref,
+    split_order_ref,
+    workflow_id_for,
+)
 from pizzeria.ops.check.reconcile import reconcile
 from pizzeria.ops.check.records import OrderRecord, failure_type
 from pizzeria.ops.processes import free_port
-from pizzeria.samples import BAD_CARD
+from pizzeria.samples import BAD_CARD, sample_order
 from tests.helpers import pizzeria
 from tests.stack import StackOptions
 
-LARGE = {"dough": 3, "tomato sauce": 3, "cheese": 3, "ham": 3}
+
+def placed(number: str) -> PizzaOrder:
+    return sample_order(number, prep_seconds=0)
+
+
+RECIPE = menu.ingredients_for(placed("X").items)  # the exercise's three pizzas
+AMOUNT = menu.billed_amount(menu.order_total(placed("X").items))  # $35.00 after the discount
 
 
 def wf(order: str) -> str:
@@ -43,7 +58,12 @@ def ref(order: str, run: str = "r1") -> str:
 
 
 def record(order: str, status: str, run: str = "r1", **fields: Any) -> OrderRecord:
-    return OrderRecord(wf(order), run, status, **fields)
+    """A run of the exercise's order; a completed one returned its bill's confirmation."""
+    if status == "COMPLETED" and "confirmation" not in fields:
+        fields["confirmation"] = OrderConfirmation(order, "SUCCESS", f"P-{order}", 0, AMOUNT)
+    if "confirmation" in fields:
+        fields.setdefault("amount", fields["confirmation"].amount)
+    return OrderRecord(wf(order), run, status, order=placed(order), **fields)
 
 
 def tamper(ledger: Ledger, sql: str, *params: Any) -> None:
@@ -70,25 +90,25 @@ def insert_row(ledger: Ledger, run_ref: str, step: str, amount: int = 0, **extra
 @pytest.fixture
 def book(ledger: Ledger) -> Ledger:
     """A ledger with one order of each outcome, all of them consistent."""
-    ledger.take_stock(ref("DONE"), "DONE", LARGE)
-    ledger.charge(ref("DONE"), "DONE", 3500, "4242")
-    ledger.bill(ref("DONE"), "DONE", 3500, "P1")
+    ledger.take_stock(ref("DONE"), "DONE", RECIPE)
+    ledger.charge(ref("DONE"), "DONE", AMOUNT, "4242")
+    ledger.bill(ref("DONE"), "DONE", AMOUNT, "P-DONE")
 
-    ledger.take_stock(ref("FAIL"), "FAIL", LARGE)
-    ledger.charge(ref("FAIL"), "FAIL", 1200, "4242")
+    ledger.take_stock(ref("FAIL"), "FAIL", RECIPE)
+    ledger.charge(ref("FAIL"), "FAIL", AMOUNT, "4242")
     ledger.refund(ref("FAIL"), "FAIL")
     ledger.put_back_stock(ref("FAIL"), "FAIL")
 
     ledger.refund(ref("CANCEL"), "CANCEL")  # cancelled before any effect: tombstones
     ledger.put_back_stock(ref("CANCEL"), "CANCEL")
 
-    ledger.take_stock(ref("OPEN"), "OPEN", {"ham": 2})
+    ledger.take_stock(ref("OPEN"), "OPEN", RECIPE)
     return ledger
 
 
 def records() -> list[OrderRecord]:
     return [
-        record("DONE", "COMPLETED", amount=3500),
+        record("DONE", "COMPLETED"),
         record("FAIL", "FAILED", error_type="CreditCardProcessingError"),
         record("CANCEL", "CANCELLED", error_type="CancelledError"),
         record("OPEN", "RUNNING", details="Charging card"),
@@ -118,17 +138,17 @@ def test_a_consistent_ledger_has_no_violations_and_counts_every_outcome(book: Le
     assert report.failures == {"CreditCardProcessingError": 1, "InvalidOrderError": 1}
     assert report.open_orders == ["OPEN"]
     assert report.money == {
-        "charged": 4700,
-        "refunded": 1200,
-        "net": 3500,
-        "billed_completed": 3500,
+        "charged": 2 * AMOUNT,
+        "refunded": AMOUNT,
+        "net": AMOUNT,
+        "billed_completed": AMOUNT,
         "completed_orders_settled": 1,
         "undone_orders_settled": 3,  # FAIL, CANCEL and EARLY
     }
     assert (report.double_effects, report.refunds_above_charges) == (0, 0)
-    ham = report.stock["ham"]
-    assert (ham["consumed"], ham["held_open"], ham["held_undone"]) == (3, 2, 0)
-    assert ham["initial"] == ham["in_stock"] + 5 and ham["conserved"] is True
+    cheese = report.stock["cheese"]
+    assert (cheese["consumed"], cheese["held_open"], cheese["held_undone"]) == (8, 8, 0)
+    assert cheese["initial"] == cheese["in_stock"] + 16 and cheese["conserved"] is True
 
 
 def test_an_open_order_is_a_violation_only_when_every_order_must_be_closed(book: Ledger) -> None:
@@ -141,24 +161,32 @@ def test_a_failed_order_that_kept_the_money_is_named(book: Ledger) -> None:
     tamper(book, "DELETE FROM effects WHERE idempotency_key = ?", f"{ref('FAIL')}/refund_customer")
     report = reconcile(records(), book.snapshot())
     assert kinds(report) == [("effects kept by an undone order", "FAIL")]
-    assert "charged 1200 - refunded 0 = 1200" in report.violations[0].detail
+    assert f"charged {AMOUNT} - refunded 0 = {AMOUNT}" in report.violations[0].detail
     assert report.money["undone_orders_settled"] == 2
     assert report.violations[0].run_id == "r1"
 
 
 def test_a_cancelled_order_still_holding_stock_is_named(book: Ledger) -> None:
-    book.take_stock(ref("CANCEL", "r2"), "CANCEL", {"basil": 4})
+    book.take_stock(ref("CANCEL", "r2"), "CANCEL", RECIPE)
     report = reconcile([*records(), record("CANCEL", "CANCELLED", "r2")], book.snapshot())
     assert kinds(report) == [("effects kept by an undone order", "CANCEL")]
-    assert "holds 4 portions" in report.violations[0].detail
-    assert report.stock["basil"]["held_undone"] == 4
-    assert report.stock["basil"]["conserved"] is True  # conserved, but held by the wrong order
+    assert f"holds {sum(RECIPE.values())} portions" in report.violations[0].detail
+    assert report.stock["cheese"]["held_undone"] == 8
+    assert report.stock["cheese"]["conserved"] is True  # conserved, but held by the wrong order
 
 
 def test_a_completed_order_billed_other_than_its_confirmation_is_named(book: Ledger) -> None:
-    changed = [record("DONE", "COMPLETED", amount=3000), *records()[1:]]
+    other = OrderConfirmation("DONE", "SUCCESS", "P-DONE", 0, 3000)
+    changed = [record("DONE", "COMPLETED", confirmation=other), *records()[1:]]
     report = reconcile(changed, book.snapshot())
     assert kinds(report) == [("bill differs from confirmation", "DONE")]
+    assert "Temporal returned $30.00 as P-DONE" in report.violations[0].detail
+
+    renumbered = OrderConfirmation("DONE", "SUCCESS", "P-ELSE", 0, AMOUNT)
+    changed = [record("DONE", "COMPLETED", confirmation=renumbered), *records()[1:]]
+    report = reconcile(changed, book.snapshot())
+    assert kinds(report) == [("bill differs from confirmation", "DONE")]
+    assert "billed $35.00 as P-DONE" in report.violations[0].detail
 
 
 def test_a_completed_order_charged_other_than_its_bill_is_named(book: Ledger) -> None:
@@ -168,7 +196,10 @@ def test_a_completed_order_charged_other_than_its_bill_is_named(book: Ledger) ->
         ref("DONE"),
     )
     report = reconcile(records(), book.snapshot())
-    assert kinds(report) == [("charge differs from bill", "DONE")]
+    assert kinds(report) == [
+        ("charge differs from the order", "DONE"),
+        ("charge differs from bill", "DONE"),
+    ]
 
 
 def test_a_refund_above_the_charge_is_counted_and_named(book: Ledger) -> None:
@@ -201,11 +232,14 @@ def test_a_bill_on_a_failed_order_is_named(book: Ledger) -> None:
     assert ("late effect after tombstone", "FAIL") in kinds(report)  # billed after refund
 
 
-def test_effects_of_a_run_temporal_does_not_know_are_named(book: Ledger) -> None:
+def test_every_row_of_a_run_temporal_does_not_know_is_named_a_tombstone_too(
+    book: Ledger,
+) -> None:
     book.charge(ref("GHOST", "r9"), "GHOST", 800, "4242")
-    book.refund(ref("NOTHING", "r9"), "NOTHING")  # a tombstone alone is harmless
+    book.refund(ref("NOTHING", "r9"), "NOTHING")  # a tombstone alone
     report = reconcile(records(), book.snapshot())
-    assert kinds(report) == [("unknown run", "GHOST")]
+    assert kinds(report) == [("unknown run", "GHOST"), ("unknown run", "NOTHING")]
+    assert "holds rows of" in report.violations[1].detail
 
 
 def test_stock_that_does_not_add_up_is_named_by_ingredient(book: Ledger) -> None:
@@ -301,19 +335,21 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     assert {(v["kind"], v["order"]) for v in violations} == {
         ("late effect after tombstone", "CHK-2"),
         ("effects kept by an undone order", "CHK-2"),
+        ("charged to another card", "CHK-2"),  # the bad card ends 2424, not 4242
     }
     human = pizzeria(stack, "check")
     assert human.returncode == 1
-    assert "CHK-2" in human.stdout and "2 violations" in human.stdout
+    assert "CHK-2" in human.stdout and "3 violations" in human.stdout
 
 
-def test_check_without_a_ledger_or_a_server_is_a_one_line_error(tmp_path, stack):
+def test_check_without_a_ledger_or_a_server_says_it_cannot_check_exit_2(tmp_path, stack):
     missing = pizzeria(stack, "check", "--ledger", str(tmp_path / "nope.db"))
     assert missing.returncode == 2
     assert (
         missing.stderr.startswith("error: no ledger at") and len(missing.stderr.splitlines()) == 1
     )
+    assert not (tmp_path / "nope.db").exists()  # the check created nothing
     nowhere = pizzeria(stack, "check", "--address", f"127.0.0.1:{free_port()}")
-    assert nowhere.returncode == 1
+    assert nowhere.returncode == 2  # 1 is "violations found"
     assert nowhere.stderr.startswith("error: cannot reach Temporal")
     assert len(nowhere.stderr.splitlines()) == 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
@@ -43,13 +44,15 @@ async def connect(
     namespace: str | None = None,
     runtime: Runtime | None = None,
     encrypt: bool = True,
+    converter: DataConverter | None = None,
 ) -> Client:
     """A client from the SDK's env config (TEMPORAL_ADDRESS, profiles, TLS, API key).
 
     Only when nothing is configured does the address default to localhost:7233, so the same
     command runs against a dev server here and a Temporal cluster elsewhere. Payloads are
     encrypted (see codec.py); with ``encrypt=False`` they are sent plain but encrypted ones
-    are still decrypted.
+    are still decrypted. ``converter`` replaces the codec's converter (a reader that must
+    not create a key file brings its own).
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if address:
@@ -57,7 +60,7 @@ async def connect(
     config.setdefault("target_host", DEFAULT_ADDRESS)
     if namespace:
         config["namespace"] = namespace
-    config["data_converter"] = data_converter(encrypt=encrypt)
+    config["data_converter"] = converter or data_converter(encrypt=encrypt)
     return await Client.connect(**config, runtime=runtime)
 
 

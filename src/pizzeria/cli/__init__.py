@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 from pizzeria import __version__
 from pizzeria.cli.common import UserError, err, error_line
 from pizzeria.cli.faults import faults
-from pizzeria.cli.ledger import ledger
+from pizzeria.cli.ledger import ledger, stock
 from pizzeria.cli.orders import cancel, order, orders, repair, status
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
@@ -41,6 +41,7 @@ for command in (
     cancel,
     repair,
     ledger,
+    stock,
 ):
     app.add_command(command)
 app.add_command(faults)

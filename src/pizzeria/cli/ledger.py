@@ -1,14 +1,26 @@
-"""``pizzeria ledger``: the stock, and what each run of an order charged, refunded, billed."""
+"""``pizzeria ledger`` and ``pizzeria stock``: what the ledger holds, and deliveries into it.
+
+``ledger`` shows the stock and what each run of an order charged, refunded and billed;
+``stock`` shows where each ingredient's portions went, and ``stock add`` records a
+delivery, once per delivery key.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 
 import click
 from rich.table import Table
 
-from pizzeria.cli.common import json_option, ledger_at, ledger_option, out
+from pizzeria import config
+from pizzeria.cli.common import UserError, json_option, ledger_at, ledger_option, out
+from pizzeria.ledger import DeliveryKeyReused, open_ledger
+from pizzeria.menu import INGREDIENTS
 from pizzeria.models import dollars
+
+#: The most portions one delivery may bring (a typo of a few zeros is refused).
+MAX_DELIVERY = 1_000_000
 
 
 @click.command()
@@ -22,9 +34,9 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(snapshot))
         return
-    stock = Table("ingredient", "initial", "in stock", title="Stock")
+    stock = Table("ingredient", "initial", "received", "in stock", title="Stock")
     for name, row in snapshot["stock"].items():
-        stock.add_row(name, str(row["initial"]), str(row["quantity"]))
+        stock.add_row(name, str(row["initial"]), str(row["received"]), str(row["quantity"]))
     out.print(stock)
     orders = Table("order", "run", "charged", "refunded", "billed", "stock held", title="Orders")
     for row in snapshot["orders"]:
@@ -38,3 +50,83 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
             str(held),
         )
     out.print(orders)
+
+
+@click.group(invoke_without_command=True)
+@ledger_option
+@json_option
+@click.pass_context
+def stock(ctx: click.Context, ledger_location: str | None, as_json: bool) -> None:
+    """Stock per ingredient: initial, received, in stock, held by open orders, consumed.
+
+    initial + received = in stock + consumed + held, for every ingredient.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    book = open_ledger(ledger_location or config.ledger_location(), read_only=True)
+    try:
+        flow = book.snapshot().stock_flow()
+    finally:
+        book.close()
+    if as_json:
+        out.print_json(json.dumps({"stock": flow}))
+        return
+    table = Table("ingredient", "initial", "received", "in stock", "held", "consumed", "adds up")
+    for name, row in flow.items():
+        figures = (row[column] for column in ("initial", "received", "in_stock", "held"))
+        table.add_row(
+            name,
+            *map(str, figures),
+            str(row["consumed"]),
+            "yes" if row["conserved"] else "[red]NO[/red]",
+        )
+    out.print(table)
+
+
+@stock.command("add")
+@click.argument(
+    "ingredient", metavar="INGREDIENT", type=click.Choice(INGREDIENTS, case_sensitive=False)
+)
+@click.argument("count", metavar="COUNT", type=click.IntRange(1, MAX_DELIVERY))
+@click.option(
+    "--key",
+    help="The delivery's key (say, the supplier's delivery note): recording the same key "
+    "again adds nothing [default: a new key, printed]",
+)
+@ledger_option
+@json_option
+def add_stock(
+    ingredient: str, count: int, key: str | None, ledger_location: str | None, as_json: bool
+) -> None:
+    """Receive a delivery: COUNT portions of INGREDIENT into stock, once per delivery key."""
+    if key is not None and not key.strip():
+        raise UserError("--key cannot be blank")
+    delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
+    book = ledger_at(ledger_location)
+    try:
+        delivery = book.receive(delivery_key, ingredient.lower(), count)
+        in_stock = book.stock()[delivery.ingredient]["quantity"]
+    except DeliveryKeyReused as reused:
+        raise UserError(str(reused)) from None
+    finally:
+        book.close()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "key": delivery.key,
+                    "ingredient": delivery.ingredient,
+                    "portions": delivery.portions,
+                    "counted": delivery.applied,
+                    "in_stock": in_stock,
+                }
+            )
+        )
+        return
+    what = f"{delivery.portions} {delivery.ingredient}"
+    if delivery.applied:
+        out.print(f"Received {what} (delivery key {delivery.key}); in stock: {in_stock}")
+        if key is None:
+            out.print(f"  to record it again without counting it twice: --key {delivery.key}")
+    else:
+        out.print(f"Delivery {delivery.key} ({what}) was already received: not counted again")

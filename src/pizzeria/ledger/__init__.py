@@ -21,6 +21,8 @@ from pathlib import Path
 from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import (
     AlreadyBilled,
+    Delivery,
+    DeliveryKeyReused,
     Effect,
     LateStepRefused,
     LedgerError,
@@ -42,6 +44,8 @@ from pizzeria.menu import INITIAL_STOCK
 
 __all__ = [
     "AlreadyBilled",
+    "Delivery",
+    "DeliveryKeyReused",
     "Effect",
     "LateStepRefused",
     "Ledger",

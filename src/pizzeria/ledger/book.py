@@ -25,8 +25,11 @@ from typing import Any, TypeVar
 from pizzeria.ledger import schema
 from pizzeria.ledger.records import (
     AlreadyBilled,
+    Delivery,
+    DeliveryKeyReused,
     Effect,
     LateStepRefused,
+    LedgerError,
     LedgerNotFound,
     LedgerReadOnly,
     LedgerSnapshot,
@@ -144,9 +147,39 @@ class Ledger(ABC):
         """Stock and every effect read in one transaction: a consistent picture even while
         workers write, so that stock conservation can be checked at any moment."""
         return self._transaction(
-            lambda tx: LedgerSnapshot(stock=read_stock(tx), effects=read_effects(tx, None)),
+            lambda tx: LedgerSnapshot(
+                stock=read_stock(tx), effects=read_effects(tx, None), deliveries=read_deliveries(tx)
+            ),
             writes=False,
         )
+
+    # -- deliveries --------------------------------------------------------------------
+
+    def receive(self, key: str, ingredient: str, portions: int) -> Delivery:
+        """Add a delivery to stock, once per key: a delivery recorded again (a retry after
+        a lost answer) finds its row and adds nothing. `DeliveryKeyReused` when the key
+        names another delivery; `LedgerError` for an ingredient the ledger does not stock."""
+        if self.read_only:
+            raise LedgerReadOnly(f"the ledger at {self.location} was opened read-only")
+
+        def body(tx: Tx) -> Delivery:
+            now = time.time()
+            inserted = tx.run(
+                "INSERT INTO deliveries (delivery_key, ingredient, portions, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (delivery_key) DO NOTHING",
+                (key, ingredient, portions, now),
+            )
+            if not inserted:
+                return already_received(tx, key, ingredient, portions)
+            if not tx.run(
+                "UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?",
+                (portions, ingredient),
+            ):
+                # Raised inside the transaction: the delivery row is rolled back with it.
+                raise LedgerError(f"the ledger at {self.location} stocks no {ingredient!r}")
+            return Delivery(key, ingredient, portions, now, applied=True)
+
+        return self._transaction(body)
 
     # -- inventory ---------------------------------------------------------------------
 
@@ -370,6 +403,21 @@ def take(tx: Tx, ingredients: dict[str, int]) -> None:
 def read_stock(tx: Tx) -> dict[str, dict[str, int]]:
     rows = tx.all("SELECT ingredient, initial, quantity FROM stock ORDER BY ingredient")
     return {r["ingredient"]: {"initial": r["initial"], "quantity": r["quantity"]} for r in rows}
+
+
+def already_received(tx: Tx, key: str, ingredient: str, portions: int) -> Delivery:
+    row = tx.one("SELECT * FROM deliveries WHERE delivery_key = ?", (key,))
+    assert row is not None  # the insert found it
+    if (row["ingredient"], row["portions"]) != (ingredient, portions):
+        raise DeliveryKeyReused(
+            f"delivery key {key!r} was already used for {row['portions']} {row['ingredient']};"
+            " give a new key for another delivery"
+        )
+    return Delivery(key, ingredient, portions, row["created_at"], applied=False)
+
+
+def read_deliveries(tx: Tx) -> list[dict[str, Any]]:
+    return tx.all("SELECT * FROM deliveries ORDER BY created_at, delivery_key")
 
 
 def read_effects(tx: Tx, order_ref: str | None) -> list[dict[str, Any]]:

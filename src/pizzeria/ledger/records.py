@@ -10,9 +10,11 @@ from typing import Any
 from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
     COMPENSATE_REVERT_INVENTORY,
+    COMPENSATIONS,
     STEP_PROCESS_CREDIT_CARD,
     STEP_SEND_BILL,
     STEP_UPDATE_INVENTORY,
+    STEPS,
     split_order_ref,
 )
 
@@ -56,6 +58,10 @@ class SchemaTooOld(LedgerError):
     """Opened read-only below the current version: only a writable open upgrades it."""
 
 
+class DeliveryKeyReused(LedgerError):
+    """A delivery key already names another delivery (another ingredient or count)."""
+
+
 def idempotency_key(order_ref: str, step: str) -> str:
     return f"{order_ref}/{step}"
 
@@ -69,6 +75,15 @@ class Effect:
     reference: str
     created_at: float
     applied: bool  # False when this call found the effect already written
+
+
+@dataclass
+class Delivery:
+    key: str
+    ingredient: str
+    portions: int
+    created_at: float
+    applied: bool  # False when this key was already received: nothing was added
 
 
 @dataclass
@@ -87,6 +102,10 @@ class RunRows:
     tombstones: set[str] = field(default_factory=set)
     refund_at: float | None = None  # when the refund (or its tombstone) was written
     bill_at: float | None = None
+    cards: list[str] = field(default_factory=list)  # last four of each charge row
+    confirmations: list[str] = field(default_factory=list)  # of each bill row
+    # Keys other than "<order_ref>/<step>" of a step we know: rows a step never writes.
+    misfiled: list[str] = field(default_factory=list)
 
     @property
     def net(self) -> int:
@@ -98,6 +117,9 @@ class RunRows:
         return Counter() if self.rows[COMPENSATE_REVERT_INVENTORY] else Counter(self.taken)
 
 
+KNOWN_STEPS = frozenset((*STEPS, *COMPENSATIONS))
+
+
 def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
     """Per order_ref (in the order the runs first wrote), its rows added up."""
     runs: dict[str, RunRows] = {}
@@ -105,6 +127,10 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
         run = runs.setdefault(effect["order_ref"], RunRows(effect["order_ref"]))
         run.order_number = effect["order_number"]
         step = effect["step"]
+        if step not in KNOWN_STEPS or effect["idempotency_key"] != idempotency_key(
+            run.order_ref, step
+        ):
+            run.misfiled.append(effect["idempotency_key"])
         if step == COMPENSATE_REFUND_CUSTOMER:
             run.refund_at = effect["created_at"]
         if effect["tombstone"]:
@@ -113,11 +139,13 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
         run.rows[step] += 1
         if step == STEP_PROCESS_CREDIT_CARD:
             run.charged += effect["amount"]
+            run.cards.append(effect["reference"])
         elif step == COMPENSATE_REFUND_CUSTOMER:
             run.refunded += effect["amount"]
         elif step == STEP_SEND_BILL:
             run.billed += effect["amount"]
             run.bill_at = effect["created_at"]
+            run.confirmations.append(effect["reference"])
         elif step == STEP_UPDATE_INVENTORY:
             run.taken.update(effect["ingredients"])
         elif step == COMPENSATE_REVERT_INVENTORY:
@@ -163,10 +191,50 @@ class LedgerSnapshot:
 
     stock: dict[str, dict[str, int]]
     effects: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
 
     def orders(self) -> list[OrderLedger]:
         return per_order_totals(self.effects)
 
+    def received(self) -> Counter[str]:
+        """Portions received per ingredient, delivery by delivery."""
+        total: Counter[str] = Counter()
+        for delivery in self.deliveries:
+            total[delivery["ingredient"]] += delivery["portions"]
+        return total
+
+    def stock_flow(self) -> dict[str, dict[str, Any]]:
+        """Per ingredient, where its portions went, from the ledger alone: consumed by
+        billed orders (past the pivot, never undone), held by the others that took stock
+        and did not put it back. ``conserved``: initial + received = in stock + consumed
+        + held."""
+        consumed: Counter[str] = Counter()
+        held: Counter[str] = Counter()
+        for run in runs_of(self.effects).values():
+            (consumed if run.rows[STEP_SEND_BILL] else held).update(run.held)
+        received = self.received()
+        flow = {}
+        for name, row in self.stock.items():
+            figures = {
+                "initial": row["initial"],
+                "received": received[name],
+                "in_stock": row["quantity"],
+                "consumed": consumed[name],
+                "held": held[name],
+            }
+            figures["conserved"] = (
+                row["initial"] + received[name] == row["quantity"] + consumed[name] + held[name]
+            )
+            flow[name] = figures
+        return flow
+
     def to_json(self) -> dict[str, Any]:
-        """Stock per ingredient and, per run, what it charged, refunded, billed and holds."""
-        return {"stock": self.stock, "orders": [order.to_json() for order in self.orders()]}
+        """Stock per ingredient (with what deliveries brought) and, per run, what it
+        charged, refunded, billed and holds."""
+        received = self.received()
+        return {
+            "stock": {
+                name: {**row, "received": received[name]} for name, row in self.stock.items()
+            },
+            "orders": [order.to_json() for order in self.orders()],
+        }

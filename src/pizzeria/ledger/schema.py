@@ -40,6 +40,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS effects_by_order ON effects (order_ref);
     """,
+    # 2: deliveries received into stock, each once under its delivery key, so that
+    # conservation reads initial + received = in stock + consumed + held.
+    """
+    CREATE TABLE IF NOT EXISTS deliveries (
+        delivery_key TEXT PRIMARY KEY,
+        ingredient TEXT NOT NULL,
+        portions INTEGER NOT NULL CHECK (portions > 0),
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 VERSION_TABLE = """

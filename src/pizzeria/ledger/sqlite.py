@@ -20,6 +20,9 @@ from pizzeria.menu import INITIAL_STOCK
 T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
+# A reader (pizzeria check, pizzeria stock) says at once that another process holds the
+# file, instead of waiting as long as a worker would for its turn to write.
+READ_BUSY_TIMEOUT_SECONDS = 2.0
 
 
 class SqliteLedger(Ledger):
@@ -53,18 +56,15 @@ class SqliteLedger(Ledger):
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target, uri = str(self.path), False
+        busy_timeout = READ_BUSY_TIMEOUT_SECONDS if self.read_only else BUSY_TIMEOUT_SECONDS
         db = sqlite3.connect(
-            target,
-            uri=uri,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=BUSY_TIMEOUT_SECONDS,
+            target, uri=uri, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
         db.row_factory = sqlite3.Row
         if not self.read_only:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         return db
 
     def close(self) -> None:
@@ -75,16 +75,33 @@ class SqliteLedger(Ledger):
         self, body: Callable[[Tx], T], *, lock: str | None = None, writes: bool = True
     ) -> T:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
             try:
-                result = body(Tx(self._db.execute))
-            except BaseException:
+                return self._attempt(body, writes)
+            except sqlite3.OperationalError as error:
+                if not locked(error):
+                    raise
+                raise LedgerUnavailable(
+                    f"the ledger at {self.path} is locked by another process ({error}):"
+                    " try again once it is released"
+                ) from None
+
+    def _attempt(self, body: Callable[[Tx], T], writes: bool) -> T:
+        self._db.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+        try:
+            result = body(Tx(self._db.execute))
+        except BaseException:
+            if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
+            raise
+        self._db.execute("COMMIT")
+        return result
 
     def _table_names(self, tx: Tx) -> set[str]:
         return {
             row["name"] for row in tx.all("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
+
+
+def locked(error: sqlite3.OperationalError) -> bool:
+    """SQLite's busy or locked answer, once its busy timeout ran out."""
+    return "locked" in str(error) or "busy" in str(error)

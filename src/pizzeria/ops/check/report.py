@@ -98,11 +98,14 @@ def print_orders(report: CheckReport, console: Console) -> None:
 
 
 def stock_table(report: CheckReport) -> Table:
-    stock = Table("ingredient", "initial", "in stock", "consumed", "open", "undone", "ok")
+    stock = Table(
+        "ingredient", "initial", "received", "in stock", "consumed", "open", "undone", "ok"
+    )
     for name, row in report.stock.items():
         stock.add_row(
             name,
             str(row["initial"]),
+            str(row["received"]),
             str(row["in_stock"]),
             str(row["consumed"]),
             str(row["held_open"]),

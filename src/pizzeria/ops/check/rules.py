@@ -1,10 +1,12 @@
 """The invariants, one small function each, over one shared record per run.
 
 Every run either side knows becomes a `RunView`: what Temporal says it became (its
-`OrderRecord`, or None for a run Temporal does not know) beside what the ledger shows (its
-rows added up, a `pizzeria.ledger.RunRows`). A rule reads one view and writes what it finds
-into `Findings`; a new invariant is a new function added to `RUN_RULES`. Tallies
-(`RUN_TALLIES`) add up what the report shows without judging it.
+`OrderRecord`, or None for a run Temporal does not know), what its order asked for
+(`Asked`: the recipe, the billed amount and the card, computed from the order's items with
+the menu, never read from the ledger), and what the ledger shows (its rows added up, a
+`pizzeria.ledger.RunRows`). A rule reads one view and writes what it finds into
+`Findings`; a new invariant is a new function added to `RUN_RULES`. Tallies (`RUN_TALLIES`)
+add up what the report shows without judging it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,43 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pizzeria import menu
 from pizzeria.ledger import LedgerSnapshot, RunRows
-from pizzeria.models import COMPENSATION_OF, order_number_of, split_order_ref
+from pizzeria.models import (
+    COMPENSATE_REVERT_INVENTORY,
+    COMPENSATION_OF,
+    STEP_PROCESS_CREDIT_CARD,
+    STEP_UPDATE_INVENTORY,
+    PizzaOrder,
+    dollars,
+    order_number_of,
+    split_order_ref,
+)
 from pizzeria.ops.check.records import COMPLETED, OPEN, OrderRecord
 from pizzeria.ops.check.report import Violation
 
 # Who holds stock taken by a run that did not put it back, by what the run became.
 HOLDERS = ("consumed", "open", "undone", "unknown")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a run's order asks of the ledger, from its items and the menu alone."""
+
+    recipe: dict[str, int]  # portions to take out of stock
+    amount: int  # cents to charge and bill, the discount included
+    card: str  # the last four digits of the card to charge (as the ledger stores them)
+
+
+def asked_of(order: PizzaOrder) -> Asked | str:
+    """What the order asks for, or why the menu refuses it (then it may take no effect)."""
+    try:
+        menu.validate_order(order)
+        recipe = menu.ingredients_for(order.items)
+    except menu.OrderRejected as rejected:
+        return f"the menu refuses its order: {rejected}"
+    amount = menu.billed_amount(menu.order_total(order.items))
+    return Asked(recipe, amount, order.credit_card_info.number[-4:])
 
 
 @dataclass
@@ -32,10 +64,17 @@ class RunView:
     run_id: str
     record: OrderRecord | None  # None: the ledger has rows of a run Temporal does not know
     ledger: RunRows
+    asked: Asked | None = None  # None: Temporal does not know the run, or its order is unread
+    order_problem: str = ""  # why ``asked`` is None for a run Temporal knows
 
     @property
     def status(self) -> str | None:
         return self.record.status if self.record else None
+
+    @property
+    def wrote(self) -> bool:
+        """Wrote a row that is not a tombstone."""
+        return sum(self.ledger.rows.values()) > 0
 
     @property
     def touches_ledger(self) -> bool:
@@ -72,6 +111,10 @@ class Findings:
     def violation(self, kind: str, run: RunView, detail: str) -> None:
         self.violations.append(Violation(kind, run.order_number, run.run_id, detail))
 
+    def double_effect(self, run: RunView, detail: str) -> None:
+        self.double_effects += 1
+        self.violation("double effect", run, detail)
+
 
 RunRule = Callable[[RunView, Findings], None]
 
@@ -83,7 +126,12 @@ def run_views(records: list[OrderRecord], runs: dict[str, RunRows]) -> list[RunV
         ref = record.order_ref
         number = order_number_of(record.workflow_id)
         ledger = runs.get(ref) or RunRows(ref)
-        views.setdefault(ref, RunView(ref, number, record.run_id, record, ledger))
+        view = views.setdefault(ref, RunView(ref, number, record.run_id, record, ledger))
+        asked = asked_of(record.order) if record.order is not None else record.unreadable
+        if isinstance(asked, Asked):
+            view.asked = asked
+        else:
+            view.order_problem = asked or record.undecryptable or "its history holds no order"
     for ref, ledger in runs.items():
         if ref not in views:
             workflow_id, run_id = split_order_ref(ref)
@@ -116,7 +164,16 @@ def no_bill_after_the_refund(run: RunView, found: Findings) -> None:
 def no_step_written_twice(run: RunView, found: Findings) -> None:
     for step, count in run.ledger.rows.items():
         if count > 1:
-            found.violation("double effect", run, f"{step} written {count}x")
+            found.double_effect(run, f"{step} written {count}x")
+        elif count and step in run.ledger.tombstones:
+            found.double_effect(run, f"{step} written both as a row and as a tombstone")
+
+
+def rows_under_their_own_keys(run: RunView, found: Findings) -> None:
+    """A step writes under ``<order ref>/<step>`` and nowhere else: any other key is a
+    row the primary key could not stop from doubling an effect."""
+    for key in run.ledger.misfiled:
+        found.violation("row under a foreign key", run, f"{key} is not the key of its run and step")
 
 
 def no_refund_above_the_charge(run: RunView, found: Findings) -> None:
@@ -129,13 +186,82 @@ def no_refund_above_the_charge(run: RunView, found: Findings) -> None:
         )
 
 
+def order_readable(run: RunView, found: Findings) -> None:
+    """A run that took effect, or completed, had an order the menu accepts."""
+    if run.record is None or run.asked is not None:
+        return
+    if run.wrote or run.status == COMPLETED:
+        done = "completed" if run.status == COMPLETED else "wrote to the ledger"
+        found.violation("order unreadable", run, f"{run.order_problem}; yet the run {done}")
+
+
+def stock_taken_is_the_recipe(run: RunView, found: Findings) -> None:
+    asked, rows = run.asked, run.ledger
+    if asked is None or not (rows.rows[STEP_UPDATE_INVENTORY] or run.status == COMPLETED):
+        return
+    if dict(rows.taken) != asked.recipe:
+        found.violation(
+            "stock taken differs from the order",
+            run,
+            f"took {portions(rows.taken)}; its items need {portions(asked.recipe)}",
+        )
+
+
+def put_back_what_was_taken(run: RunView, found: Findings) -> None:
+    rows = run.ledger
+    if rows.rows[COMPENSATE_REVERT_INVENTORY] and rows.put_back != rows.taken:
+        found.violation(
+            "put back differs from stock taken",
+            run,
+            f"put back {portions(rows.put_back)}; took {portions(rows.taken)}",
+        )
+
+
+def charged_the_order_to_its_card(run: RunView, found: Findings) -> None:
+    asked, money = run.asked, run.ledger
+    if asked is None or not (money.rows[STEP_PROCESS_CREDIT_CARD] or run.status == COMPLETED):
+        return
+    if money.charged != asked.amount:
+        found.violation(
+            "charge differs from the order",
+            run,
+            f"charged {dollars(money.charged)}; its items come to {dollars(asked.amount)}",
+        )
+    other_cards = sorted({card for card in money.cards if card != asked.card})
+    if other_cards:
+        found.violation(
+            "charged to another card",
+            run,
+            f"charged card ending {', '.join(other_cards)}; the order's card ends {asked.card}",
+        )
+
+
+def completed_order_billed_its_items(run: RunView, found: Findings) -> None:
+    asked, money = run.asked, run.ledger
+    if run.status == COMPLETED and asked is not None and money.billed != asked.amount:
+        found.violation(
+            "bill differs from the order",
+            run,
+            f"billed {dollars(money.billed)}; its items come to {dollars(asked.amount)}",
+        )
+
+
 def completed_order_billed_its_confirmation(run: RunView, found: Findings) -> None:
-    confirmed = run.record.amount if run.record else None
-    if run.status == COMPLETED and confirmed is not None and run.ledger.billed != confirmed:
+    """The bill row is what Temporal returned: its amount and its confirmation number."""
+    if run.status != COMPLETED or run.record is None:
+        return
+    confirmation, money = run.record.confirmation, run.ledger
+    if confirmation is None:
+        found.violation("bill differs from confirmation", run, "its result cannot be read")
+        return
+    wanted = (confirmation.amount, [confirmation.confirmation_number])
+    if (money.billed, money.confirmations) != wanted:
+        billed_as = ", ".join(money.confirmations) or "no bill"
         found.violation(
             "bill differs from confirmation",
             run,
-            f"billed {run.ledger.billed}, confirmed {confirmed}",
+            f"billed {dollars(money.billed)} as {billed_as}; Temporal returned "
+            f"{dollars(confirmation.amount)} as {confirmation.confirmation_number}",
         )
 
 
@@ -177,26 +303,36 @@ def undone_order_kept_nothing(run: RunView, found: Findings) -> None:
         found.violation("effects kept by an undone order", run, detail)
 
 
-def no_effects_of_an_unknown_run(run: RunView, found: Findings) -> None:
-    if run.record is None and run.touches_ledger:
-        found.violation(
-            "unknown run",
-            run,
-            f"the ledger holds effects of {run.ref}, which Temporal does not know",
-        )
+def no_rows_of_an_unknown_run(run: RunView, found: Findings) -> None:
+    """Every row, a tombstone included, belongs to a run Temporal knows."""
+    if run.record is None:
+        what = "effects" if run.touches_ledger else "rows"
+        detail = f"the ledger holds {what} of {run.ref}, which Temporal does not know"
+        found.violation("unknown run", run, detail)
 
 
 RUN_RULES: tuple[RunRule, ...] = (
     no_step_after_its_compensations_tombstone,
     no_bill_after_the_refund,
     no_step_written_twice,
+    rows_under_their_own_keys,
     no_refund_above_the_charge,
+    order_readable,
+    stock_taken_is_the_recipe,
+    put_back_what_was_taken,
+    charged_the_order_to_its_card,
+    completed_order_billed_its_items,
     completed_order_billed_its_confirmation,
     completed_order_charged_its_bill,
     open_order_only_when_allowed,
     undone_order_kept_nothing,
-    no_effects_of_an_unknown_run,
+    no_rows_of_an_unknown_run,
 )
+
+
+def portions(ingredients: dict[str, int]) -> str:
+    listed = ", ".join(f"{count} {name}" for name, count in sorted(ingredients.items()) if count)
+    return listed or "nothing"
 
 
 # -- tallies: what the report adds up ----------------------------------------------------------
@@ -228,24 +364,21 @@ RUN_TALLIES: tuple[RunRule, ...] = (tally_stock_held, tally_settled, tally_open_
 # -- rules over the whole ledger ---------------------------------------------------------------
 
 
-def no_key_written_twice(snapshot: LedgerSnapshot, found: Findings) -> None:
-    keys = Counter(effect["idempotency_key"] for effect in snapshot.effects)
-    duplicate_keys = sum(1 for count in keys.values() if count > 1)
-    found.double_effects += duplicate_keys
-    if duplicate_keys:
-        found.violations.append(
-            Violation("double effect", "-", "-", f"{duplicate_keys} idempotency keys hold 2+ rows")
-        )
-
-
 def stock_conserved(snapshot: LedgerSnapshot, found: Findings) -> dict[str, dict[str, Any]]:
-    """Per ingredient: never negative, and initial = in stock + what the runs hold."""
+    """Per ingredient: never negative, and initial + received = in stock + what the runs
+    hold (the deliveries counted row by row, so an edited delivery shows)."""
     stock: dict[str, dict[str, Any]] = {}
+    received = snapshot.received()
+    for name in sorted(set(received) - set(snapshot.stock)):
+        found.violations.append(
+            Violation("delivery of an unknown ingredient", name, "-", f"{received[name]} received")
+        )
     for name, row in snapshot.stock.items():
         held = {holder: found.held_by[holder][name] for holder in HOLDERS}
-        conserved = row["initial"] == row["quantity"] + sum(held.values())
+        conserved = row["initial"] + received[name] == row["quantity"] + sum(held.values())
         stock[name] = {
             "initial": row["initial"],
+            "received": received[name],
             "in_stock": row["quantity"],
             **{f"held_{h}" if h != "consumed" else h: n for h, n in held.items()},
             "conserved": conserved,
@@ -256,8 +389,8 @@ def stock_conserved(snapshot: LedgerSnapshot, found: Findings) -> dict[str, dict
             )
         if not conserved:
             detail = (
-                f"initial {row['initial']} != in stock {row['quantity']} + held "
-                f"{sum(held.values())}"
+                f"initial {row['initial']} + received {received[name]} != in stock "
+                f"{row['quantity']} + held {sum(held.values())}"
             )
             found.violations.append(Violation("stock not conserved", name, "-", detail))
     return stock
