@@ -369,9 +369,10 @@ def stock_conserved(snapshot: LedgerSnapshot, found: Findings) -> dict[str, dict
     hold (the deliveries counted row by row, so an edited delivery shows)."""
     stock: dict[str, dict[str, Any]] = {}
     received = snapshot.received()
-    for name in sorted(set(received) - set(snapshot.stock)):
+    held_anywhere = {name for holder in HOLDERS for name in +found.held_by[holder]}
+    for name in sorted({*menu.INGREDIENTS, *received, *held_anywhere} - set(snapshot.stock)):
         found.violations.append(
-            Violation("delivery of an unknown ingredient", name, "-", f"{received[name]} received")
+            Violation("ingredient missing from stock", name, "-", "the ledger has no stock row")
         )
     for name, row in snapshot.stock.items():
         held = {holder: found.held_by[holder][name] for holder in HOLDERS}

@@ -1,0 +1,401 @@
+"""The checker is trusted only as far as these tests go: a real ledger, damaged on purpose.
+
+Real orders (a good one, a bad card, a pickup, one cancelled after it took stock) and a
+delivery go through a dev server and a `pizzeria worker` once for the module. Each test
+then damages a COPY of that ledger in one way (the hand edits of an independent review, and
+more) and runs `pizzeria check` on it as a user would: it must exit 1 naming the order (or
+the ingredient) and the rule, and leave the file byte for byte as it found it. The
+undamaged copy passes. A check that cannot be made (a locked ledger, a codec key that is
+not the orders') exits 2 in one line.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pizzeria.ops.processes import stop_process
+from pizzeria.samples import BAD_CARD
+from tests.helpers import PIZZERIA, pizzeria, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+Mutation = Callable[[sqlite3.Connection], None]
+
+
+# -- the real ledger, built once -------------------------------------------------------------
+
+
+def place(stack: dict[str, Any], number: str, *flags: str) -> dict[str, Any]:
+    flags = ("--json", "--prep-seconds", "0", "--order-number", number, *flags)
+    done = pizzeria(stack, "order", *flags)
+    assert "Traceback" not in done.stderr, done.stderr
+    outcome: dict[str, Any] = json.loads(done.stdout)
+    return outcome
+
+
+def took_stock(ledger: Path, number: str) -> bool:
+    with sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True) as db:
+        row = db.execute(
+            "SELECT 1 FROM effects WHERE order_number = ? AND step = 'update_inventory'",
+            (number,),
+        ).fetchone()
+    db.close()
+    return row is not None
+
+
+def cancel_after_it_took_stock(stack: dict[str, Any], number: str) -> dict[str, Any]:
+    """An order cancelled while its charge fails: its stock was taken, then put back."""
+    assert pizzeria(stack, "faults", "set", "process_credit_card=fail").returncode == 0
+    placing = subprocess.Popen(
+        [PIZZERIA, "order", "--json", "--order-number", number, "--prep-seconds", "0"],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: took_stock(stack["data"] / "ledger.db", number), "the stock taken", 60)
+        cancelled = pizzeria(stack, "cancel", number)
+        assert cancelled.returncode == 0, cancelled.stderr
+        out, _ = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+        pizzeria(stack, "faults", "clear")
+    outcome: dict[str, Any] = json.loads(out)
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def pristine(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A consistent copy of a real ledger: one order of each kind, and a delivery."""
+    statuses = {
+        "MUT-GOOD": place(stack, "MUT-GOOD")["status"],
+        "MUT-BAD": place(stack, "MUT-BAD", "--card", BAD_CARD)["status"],
+        "MUT-PICKUP": place(stack, "MUT-PICKUP", "--pickup")["status"],
+        "MUT-CANCEL": cancel_after_it_took_stock(stack, "MUT-CANCEL")["status"],
+    }
+    assert statuses == {
+        "MUT-GOOD": "COMPLETED",
+        "MUT-BAD": "FAILED",
+        "MUT-PICKUP": "COMPLETED",
+        "MUT-CANCEL": "CANCELLED",
+    }
+    delivered = pizzeria(stack, "stock", "add", "dough", "10", "--key", "MUT-DELIVERY")
+    assert delivered.returncode == 0, delivered.stderr
+    copy = tmp_path_factory.mktemp("pristine") / "ledger.db"
+    live = sqlite3.connect(stack["data"] / "ledger.db")
+    target = sqlite3.connect(copy)
+    live.backup(target)
+    live.close()
+    target.close()
+    return copy
+
+
+@pytest.fixture
+def damaged(pristine: Path, tmp_path: Path) -> Callable[[Mutation], Path]:
+    """``damaged(mutation)``: a fresh copy of the real ledger, changed by ``mutation``."""
+
+    def copy_with(mutation: Mutation) -> Path:
+        path = tmp_path / "ledger.db"
+        shutil.copy(pristine, path)
+        db = sqlite3.connect(path)
+        with db:
+            mutation(db)
+        db.close()
+        return path
+
+    return copy_with
+
+
+def fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check(stack: dict[str, Any], ledger: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`pizzeria check --json` on ``ledger``, which it must leave byte for byte."""
+    before = fingerprint(ledger)
+    done = subprocess.run(
+        [PIZZERIA, "check", "--json", "--ledger", str(ledger)],
+        env={**stack["env"], **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert fingerprint(ledger) == before, "the check changed the ledger"
+    return done
+
+
+def found(done: subprocess.CompletedProcess[str]) -> set[tuple[str, str]]:
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    return {(violation["kind"], violation["order"]) for violation in report["violations"]}
+
+
+# -- ways to damage a ledger -------------------------------------------------------------------
+
+
+def row_of(db: sqlite3.Connection, number: str, step: str) -> dict[str, Any]:
+    db.row_factory = sqlite3.Row
+    row = db.execute(
+        "SELECT * FROM effects WHERE order_number = ? AND step = ?", (number, step)
+    ).fetchone()
+    assert row is not None, f"{number} has no {step} row"
+    return dict(row)
+
+
+def restock(db: sqlite3.Connection, portions: dict[str, int]) -> None:
+    """Move stock so that conservation still adds up after an edit (as a careful forger)."""
+    for name, count in portions.items():
+        db.execute("UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?", (count, name))
+
+
+def insert(db: sqlite3.Connection, key: str, ref: str, number: str, step: str, **row: Any) -> None:
+    db.execute(
+        "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
+        " ingredients, tombstone, reference, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            key,
+            ref,
+            number,
+            step,
+            row.get("amount", 0),
+            json.dumps(row.get("ingredients", {})),
+            row.get("tombstone", 0),
+            row.get("reference", ""),
+            time.time(),
+        ),
+    )
+
+
+def stock_take_deleted_and_put_back(db: sqlite3.Connection) -> None:
+    taken = row_of(db, "MUT-GOOD", "update_inventory")
+    db.execute("DELETE FROM effects WHERE idempotency_key = ?", (taken["idempotency_key"],))
+    restock(db, json.loads(taken["ingredients"]))
+
+
+def stock_take_made_one_dough(db: sqlite3.Connection) -> None:
+    taken = row_of(db, "MUT-GOOD", "update_inventory")
+    recipe: dict[str, int] = json.loads(taken["ingredients"])
+    db.execute(
+        "UPDATE effects SET ingredients = ? WHERE idempotency_key = ?",
+        (json.dumps({"dough": 1}), taken["idempotency_key"]),
+    )
+    restock(db, {name: count - (name == "dough") for name, count in recipe.items()})
+
+
+def tombstone_of_an_unknown_run(db: sqlite3.Connection) -> None:
+    ref = f"pizza-workflow-order-MUT-GHOST/{uuid.uuid4()}"
+    insert(db, f"{ref}/revert_inventory", ref, "MUT-GHOST", "revert_inventory", tombstone=1)
+
+
+def charge_to_another_card(db: sqlite3.Connection) -> None:
+    db.execute(
+        "UPDATE effects SET reference = '1881' WHERE order_number = 'MUT-GOOD'"
+        " AND step = 'process_credit_card'"
+    )
+
+
+def charge_doubled_under_another_key(db: sqlite3.Connection) -> None:
+    charge = row_of(db, "MUT-GOOD", "process_credit_card")
+    insert(
+        db,
+        charge["idempotency_key"] + "/again",
+        charge["order_ref"],
+        "MUT-GOOD",
+        "process_credit_card",
+        amount=charge["amount"],
+        reference=charge["reference"],
+    )
+
+
+def refund_above_its_charge(db: sqlite3.Connection) -> None:
+    # The bad card was never charged: its refund is a tombstone. Make it a refund.
+    db.execute(
+        "UPDATE effects SET tombstone = 0, amount = 500 WHERE order_number = 'MUT-BAD'"
+        " AND step = 'refund_customer'"
+    )
+
+
+def stock_row_edited(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE stock SET quantity = quantity - 3 WHERE ingredient = 'cheese'")
+
+
+def initial_stock_edited(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE stock SET initial = initial + 50 WHERE ingredient = 'onions'")
+
+
+def ingredient_row_deleted(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM stock WHERE ingredient = 'basil'")
+
+
+def bill_of_a_completed_order_removed(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM effects WHERE order_number = 'MUT-PICKUP' AND step = 'send_bill'")
+
+
+def charge_and_bill_lowered_together(db: sqlite3.Connection) -> None:
+    db.execute(
+        "UPDATE effects SET amount = 3000 WHERE order_number = 'MUT-GOOD'"
+        " AND step IN ('process_credit_card', 'send_bill')"
+    )
+
+
+def confirmation_number_changed(db: sqlite3.Connection) -> None:
+    db.execute(
+        "UPDATE effects SET reference = 'P00000000' WHERE order_number = 'MUT-PICKUP'"
+        " AND step = 'send_bill'"
+    )
+
+
+def charge_of_an_unknown_run(db: sqlite3.Connection) -> None:
+    ref = f"pizza-workflow-order-MUT-NOBODY/{uuid.uuid4()}"
+    insert(db, f"{ref}/process_credit_card", ref, "MUT-NOBODY", "process_credit_card", amount=3500)
+
+
+def put_back_edited(db: sqlite3.Connection) -> None:
+    put_back = row_of(db, "MUT-CANCEL", "revert_inventory")
+    returned: dict[str, int] = json.loads(put_back["ingredients"])
+    db.execute(
+        "UPDATE effects SET ingredients = ? WHERE idempotency_key = ?",
+        (json.dumps({"dough": 1}), put_back["idempotency_key"]),
+    )
+    restock(db, {name: (name == "dough") - count for name, count in returned.items()})
+
+
+def delivery_edited(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE deliveries SET portions = 20 WHERE delivery_key = 'MUT-DELIVERY'")
+
+
+def delivery_deleted(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM deliveries WHERE delivery_key = 'MUT-DELIVERY'")
+
+
+def charge_moved_to_another_key(db: sqlite3.Connection) -> None:
+    db.execute(
+        "UPDATE effects SET idempotency_key = idempotency_key || '-2'"
+        " WHERE order_number = 'MUT-PICKUP' AND step = 'process_credit_card'"
+    )
+
+
+MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
+    # The review's four hand edits, each of which an earlier check passed.
+    (stock_take_deleted_and_put_back, ("stock taken differs from the order", "MUT-GOOD")),
+    (stock_take_made_one_dough, ("stock taken differs from the order", "MUT-GOOD")),
+    (tombstone_of_an_unknown_run, ("unknown run", "MUT-GHOST")),
+    (charge_to_another_card, ("charged to another card", "MUT-GOOD")),
+    # And more.
+    (charge_doubled_under_another_key, ("double effect", "MUT-GOOD")),
+    (refund_above_its_charge, ("refund above charge", "MUT-BAD")),
+    (stock_row_edited, ("stock not conserved", "cheese")),
+    (initial_stock_edited, ("stock not conserved", "onions")),
+    (ingredient_row_deleted, ("ingredient missing from stock", "basil")),
+    (bill_of_a_completed_order_removed, ("bill differs from confirmation", "MUT-PICKUP")),
+    (charge_and_bill_lowered_together, ("bill differs from the order", "MUT-GOOD")),
+    (confirmation_number_changed, ("bill differs from confirmation", "MUT-PICKUP")),
+    (charge_of_an_unknown_run, ("unknown run", "MUT-NOBODY")),
+    (put_back_edited, ("put back differs from stock taken", "MUT-CANCEL")),
+    (delivery_edited, ("stock not conserved", "dough")),
+    (delivery_deleted, ("stock not conserved", "dough")),
+    (charge_moved_to_another_key, ("row under a foreign key", "MUT-PICKUP")),
+]
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_the_undamaged_copy_passes_and_is_left_as_it_was(stack, damaged) -> None:
+    done = check(stack, damaged(lambda db: None))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["orders"]["completed"] == 2
+    assert (report["orders"]["failed"], report["orders"]["cancelled"]) == (1, 1)
+    assert report["stock"]["dough"]["received"] == 10
+    assert all(row["conserved"] for row in report["stock"].values())
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"), MUTATIONS, ids=[mutation.__name__ for mutation, _ in MUTATIONS]
+)
+def test_each_damage_is_named_by_order_and_rule(
+    stack, damaged, mutation: Mutation, expected: tuple[str, str]
+) -> None:
+    assert expected in found(check(stack, damaged(mutation)))
+
+
+def test_a_charge_doubled_under_another_key_is_a_double_effect_and_a_foreign_key(
+    stack, damaged
+) -> None:
+    violations = found(check(stack, damaged(charge_doubled_under_another_key)))
+    assert {
+        ("double effect", "MUT-GOOD"),
+        ("row under a foreign key", "MUT-GOOD"),
+        ("charge differs from the order", "MUT-GOOD"),
+    } <= violations
+
+
+def test_a_codec_key_that_is_not_the_orders_cannot_check_exit_2(stack, damaged) -> None:
+    other_key = base64.b64encode(bytes(32)).decode()
+    done = check(stack, damaged(lambda db: None), PIZZERIA_CODEC_KEY=other_key)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: cannot decrypt order MUT-") and "key" in line
+    assert done.stdout == ""
+
+
+def test_a_locked_ledger_cannot_be_checked_in_a_few_seconds_exit_2(stack, damaged) -> None:
+    path = damaged(lambda db: None)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('PRAGMA locking_mode=EXCLUSIVE')\n"
+            "db.execute('BEGIN EXCLUSIVE')\n"
+            "db.execute('UPDATE stock SET quantity = quantity')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        done = check(stack, path)
+        took = time.monotonic() - started
+    finally:
+        stop_process(holder, timeout=5)  # type: ignore[arg-type]
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: the ledger at") and "locked" in line
+    assert took < 20
+
+
+@pytest.fixture(autouse=True)
+def no_stray_ledger(tmp_path: Path) -> Iterator[None]:
+    """The check creates no ledger where there was none (a missing one is exit 2)."""
+    yield
+    assert not (tmp_path / "nowhere.db").exists()
+
+
+def test_a_missing_ledger_is_exit_2_and_stays_missing(stack, tmp_path: Path) -> None:
+    done = pizzeria(stack, "check", "--ledger", str(tmp_path / "nowhere.db"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no ledger at")
