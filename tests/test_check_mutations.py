@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pizzeria.ops.processes import stop_process
+from pizzeria.devserver import stop_process
 from pizzeria.samples import BAD_CARD
 from tests.helpers import PIZZERIA, pizzeria, wait_until
 

@@ -183,7 +183,7 @@ async def test_a_new_run_of_a_closed_order_never_touches_the_first_runs_rows(
         await first.result()
         first_run = (await first.describe()).run_id
         second = await start_order(
-            client, sample_order(number, card=BAD_CARD, prep_seconds=0), task_queue
+            client, sample_order(number, card=BAD_CARD, prep_seconds=0), task_queue, again=True
         )
         await failure_of(second)
         second_run = (await second.describe()).run_id

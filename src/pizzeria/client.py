@@ -1,13 +1,23 @@
 """Placing orders, reading their outcome, and acting on a running one, for every client.
 
 The outcome of a failed order includes the compensations that ran, read from the
-workflow's history (the same record the Web UI shows), so it needs no worker.
+workflow's history (the same record the Web UI shows), so it needs no worker. Waiting for
+it survives connection drops and server restarts: the order carries on without us, so a
+client that stops hearing the server keeps asking, with backoff, and never calls an order
+failed while it runs.
+
+Our clients never charge a customer twice by accident: an order number whose last run
+completed is not started again unless asked (``again``), while a failed or cancelled one
+may be. The server's own policy is unchanged, so the exercise's clients keep theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,9 +30,9 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import menu
 from pizzeria.failures import error_message_of, error_type_of
@@ -66,6 +76,30 @@ class OrderAlreadyRunning(Exception):
         super().__init__(
             f"order {order_number} is already being processed: a second submission is refused"
         )
+
+
+class OrderAlreadyCompleted(Exception):
+    """The order number's last run completed: starting it again would charge again."""
+
+    def __init__(self, order_number: str, run_id: str) -> None:
+        super().__init__(
+            f"order {order_number} was already placed and completed (run {run_id[:8]}): "
+            "nothing new was started"
+        )
+        self.order_number = order_number
+        self.run_id = run_id
+
+
+class OrderStillRunning(Exception):
+    """No outcome within the time the client would wait: the order carries on."""
+
+    def __init__(self, order_number: str, seconds: float, unreachable: str | None) -> None:
+        why = f"; Temporal did not answer at the end ({unreachable})" if unreachable else ""
+        super().__init__(
+            f"order {order_number} has no outcome after {seconds:.0f} s and is still running"
+            f"{why}: follow it with `pizzeria status {order_number} --watch`"
+        )
+        self.order_number = order_number
 
 
 class OrderRefused(Exception):
@@ -136,9 +170,12 @@ async def order_status_registered(client: Client) -> bool:
 
 
 async def start_order(
-    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE
+    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE, *, again: bool = False
 ) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
-    """Start an order; refused (and nothing charged) while the same order number runs."""
+    """Start an order; refused (and nothing charged) while the same order number runs
+    (`OrderAlreadyRunning`) and, unless ``again``, once its last run completed
+    (`OrderAlreadyCompleted`). The server enforces it, so two clients racing cannot both
+    start a second run."""
     search_attributes = None
     if await order_status_registered(client):
         search_attributes = TypedSearchAttributes(
@@ -153,9 +190,22 @@ async def start_order(
             static_summary=static_summary(order),
             search_attributes=search_attributes,
             memo={"amount": menu.billed_amount(menu.order_total(order.items))},
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if again
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            ),
         )
     except WorkflowAlreadyStartedError:
-        raise OrderAlreadyRunning(order.order_number) from None
+        raise await why_not_started(client, order.order_number) from None
+
+
+async def why_not_started(client: Client, order_number: str) -> Exception:
+    """The order number's last run: still running, or completed."""
+    description = await client.get_workflow_handle(workflow_id_for(order_number)).describe()
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        return OrderAlreadyCompleted(order_number, description.run_id)
+    return OrderAlreadyRunning(order_number)
 
 
 async def compensations_from_history(
@@ -190,9 +240,66 @@ async def compensations_from_history(
     return completed, failed
 
 
-async def outcome_of(client: Client, workflow_id: str, order_number: str) -> OrderOutcome:
-    """Wait for an order's latest run to close and describe how it ended."""
-    handle = client.get_workflow_handle(workflow_id, result_type=OrderConfirmation)
+#: gRPC answers that mean the server is away or overloaded, not that it said no.
+UNANSWERED = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.CANCELLED,
+    }
+)
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 5.0
+
+#: ``on_unanswered(error, attempt)``: told each time the server did not answer.
+Unanswered = Callable[[RPCError, int], None]
+
+
+async def outcome_of(
+    client: Client,
+    workflow_id: str,
+    order_number: str,
+    *,
+    run_id: str | None = None,
+    patience: float | None = None,
+    on_unanswered: Unanswered | None = None,
+) -> OrderOutcome:
+    """Wait for an order's run (``run_id``, else the latest) to close; how it ended.
+
+    Keeps waiting across connection drops and server restarts, with backoff. After
+    ``patience`` seconds (None: no limit) without an outcome: `OrderStillRunning`.
+    """
+    deadline = None if patience is None else time.monotonic() + patience
+    attempt, unreachable = 0, None
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(left):
+                return await read_outcome(client, workflow_id, order_number, run_id)
+        except TimeoutError:
+            raise OrderStillRunning(order_number, patience or 0, unreachable) from None
+        except RPCError as error:
+            if error.status not in UNANSWERED:
+                raise
+            attempt, unreachable = attempt + 1, str(error) or error.status.name
+            if on_unanswered is not None:
+                on_unanswered(error, attempt)
+        pause = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempt - 1))
+        pause *= random.uniform(0.5, 1.0)
+        if deadline is not None and time.monotonic() + pause >= deadline:
+            raise OrderStillRunning(order_number, patience or 0, unreachable)
+        await asyncio.sleep(pause)
+
+
+async def read_outcome(
+    client: Client, workflow_id: str, order_number: str, run_id: str | None = None
+) -> OrderOutcome:
+    """Wait for the run to close and describe how it ended: one try, no retry."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id, result_type=OrderConfirmation)
     confirmation: OrderConfirmation | None = None
     failure: BaseException | None = None
     try:
@@ -223,10 +330,25 @@ async def outcome_of(client: Client, workflow_id: str, order_number: str) -> Ord
 
 
 async def place_order(
-    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE
+    client: Client,
+    order: PizzaOrder,
+    task_queue: str = TASK_QUEUE,
+    *,
+    again: bool = False,
+    patience: float | None = None,
+    on_unanswered: Unanswered | None = None,
 ) -> OrderOutcome:
-    handle = await start_order(client, order, task_queue)
-    return await outcome_of(client, handle.id, order.order_number)
+    """Start the order and wait for the outcome of the run started (see `start_order`
+    and `outcome_of`)."""
+    handle = await start_order(client, order, task_queue, again=again)
+    return await outcome_of(
+        client,
+        handle.id,
+        order.order_number,
+        run_id=handle.result_run_id,
+        patience=patience,
+        on_unanswered=on_unanswered,
+    )
 
 
 async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any, Any]:

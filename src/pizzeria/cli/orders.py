@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from temporalio.service import RPCError
 
 from pizzeria import menu
 from pizzeria.cli.common import (
@@ -18,18 +20,23 @@ from pizzeria.cli.common import (
     address_option,
     client_or_fail,
     err,
+    fail,
     json_option,
     ledger_at,
     ledger_option,
     out,
+    quiet_runtime,
     run,
 )
 from pizzeria.client import (
     Abandoned,
+    OrderAlreadyCompleted,
     OrderOutcome,
+    OrderStillRunning,
     abandon_order,
     cancel_order,
     order_handle,
+    outcome_of,
     place_order,
     recent_orders,
     resolve_by_hand,
@@ -44,6 +51,7 @@ from pizzeria.models import (
     RepairResult,
     dollars,
     mask_card_number,
+    workflow_id_for,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.timeline import order_report
@@ -51,6 +59,9 @@ from pizzeria.timeline import order_report
 #: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
 #: the user is shown the flag they typed.
 FLAG_OF_FIELD = {"order_number": "--order-number", "credit_card_info.number": "--card"}
+#: How long `order` waits for an outcome by default, and its exit code when it gives up.
+DEFAULT_PATIENCE = 300.0
+STILL_RUNNING = 3
 
 
 # -- order -------------------------------------------------------------------------------
@@ -155,6 +166,20 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: b
     type=click.IntRange(min=1),
     help="Attempts per step before the order gives up and compensates [default: 10]",
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Start a new run even if this order number already completed (charges again)",
+)
+@click.option(
+    "--timeout",
+    "patience",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_PATIENCE,
+    show_default=True,
+    help="Seconds to wait for the outcome, through server restarts; then the order is "
+    f"still running (exit {STILL_RUNNING})",
+)
 @address_option
 @json_option
 def order(
@@ -165,10 +190,17 @@ def order(
     prep_seconds: float | None,
     compensation_attempts: int | None,
     step_attempts: int | None,
+    again: bool,
+    patience: float,
     address: str | None,
     as_json: bool,
 ) -> None:
-    """Place an order (the exercise's three pizzas by default) and wait for its outcome."""
+    """Place an order (the exercise's three pizzas by default) and wait for its outcome.
+
+    An order number whose last run completed is not placed again (its confirmation is
+    shown) unless --again; a failed or cancelled one may be. Exit 0 completed, 1 failed or
+    cancelled, 2 bad input, 3 still running after --timeout.
+    """
     defaults = OrderSettings()
     settings = OrderSettings(
         prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
@@ -176,20 +208,62 @@ def order(
         step_attempts=step_attempts or defaults.step_attempts,
     )
     placed = build_order(order_number, card, pickup, items, settings)
-
-    async def place() -> OrderOutcome:
-        client = await client_or_fail(address)
-        if not as_json:
-            err.print(f"Placing order {order_number} (card {mask_card_number(card)})...")
-        return await place_order(client, placed)
-
-    outcome = run(place())
+    try:
+        outcome, placed_before = run(place_or_show(placed, again, patience, address, as_json))
+    except OrderStillRunning as running:
+        if as_json:
+            still = {"order_number": order_number, "status": "RUNNING", "message": str(running)}
+            out.print_json(json.dumps(still))
+        fail(str(running), STILL_RUNNING)
     if as_json:
-        out.print_json(json.dumps(outcome.to_json()))
+        out.print_json(json.dumps({**outcome.to_json(), "already_completed": placed_before}))
     else:
         print_outcome(outcome, card, delivery=not pickup)
     if outcome.status != "COMPLETED":
         raise SystemExit(1)
+
+
+async def place_or_show(
+    placed: PizzaOrder, again: bool, patience: float, address: str | None, as_json: bool
+) -> tuple[OrderOutcome, bool]:
+    """The outcome of the run started now, or of the completed run already there (True)."""
+    client = await client_or_fail(address, runtime=quiet_runtime())
+    number = placed.order_number
+    if not as_json:
+        card = mask_card_number(placed.credit_card_info.number)
+        err.print(f"Placing order {number} (card {card})...")
+    notice = waiting_notice(number, patience)
+    try:
+        outcome = await place_order(
+            client, placed, again=again, patience=patience, on_unanswered=notice
+        )
+        return outcome, False
+    except OrderAlreadyCompleted as completed:
+        if not as_json:
+            err.print(f"{completed}; its confirmation follows (--again places it again)")
+        shown = await outcome_of(
+            client,
+            workflow_id_for(number),
+            number,
+            run_id=completed.run_id,
+            patience=patience,
+            on_unanswered=notice,
+        )
+        return shown, True
+
+
+def waiting_notice(order_number: str, patience: float) -> Callable[[RPCError, int], None]:
+    """Say once per outage that the server does not answer and that we keep waiting."""
+
+    def notice(error: RPCError, attempt: int) -> None:
+        if attempt == 1 or attempt % 10 == 0:
+            err.print(
+                f"Temporal is not answering ({error}); still waiting for order "
+                f"{order_number} (up to {patience:.0f} s in all)...",
+                markup=False,
+            )
+
+    return notice
 
 
 # -- orders ------------------------------------------------------------------------------
