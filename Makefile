@@ -29,6 +29,7 @@ types: $(STAMP)
 
 # Tests that touch the ledger, run a third time on PostgreSQL (a private server they start).
 LEDGER_TESTS := tests/test_ledger.py tests/test_ledger_versions.py tests/test_ledger_postgres.py \
+	tests/test_stock.py \
 	tests/test_activities.py tests/test_late_writes.py tests/test_workflow.py
 
 # One suite, both servers: the time-skipping test server, then the real dev server, both

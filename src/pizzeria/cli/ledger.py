@@ -83,7 +83,8 @@ def stock(ctx: click.Context, ledger_location: str | None, as_json: bool) -> Non
     out.print(table)
 
 
-@stock.command("add")
+# A count of "-4" is a count the user got wrong, not an option: let IntRange say so.
+@stock.command("add", context_settings={"ignore_unknown_options": True})
 @click.argument(
     "ingredient", metavar="INGREDIENT", type=click.Choice(INGREDIENTS, case_sensitive=False)
 )
