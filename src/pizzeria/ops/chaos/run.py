@@ -127,7 +127,12 @@ class ChaosRun:
     async def _check(self, client: Client) -> CheckReport:
         ledger = open_ledger(self.data_dir / "ledger.db", read_only=True)
         try:
-            return await check_orders(client, ledger, require_closed=True)
+            return await check_orders(
+                client,
+                ledger,
+                require_closed=True,
+                progress=lambda done, total: self.say(f"check: read {done} of {total} histories"),
+            )
         finally:
             ledger.close()
 
