@@ -353,3 +353,23 @@ def test_check_without_a_ledger_or_a_server_says_it_cannot_check_exit_2(tmp_path
     assert nowhere.returncode == 2  # 1 is "violations found"
     assert nowhere.stderr.startswith("error: cannot reach Temporal")
     assert len(nowhere.stderr.splitlines()) == 1
+
+
+def test_a_run_whose_order_cannot_be_read_may_take_no_effect(book: Ledger) -> None:
+    unreadable = OrderRecord(wf("DONE"), "r1", "COMPLETED", unreadable="not a PizzaOrder: bad JSON")
+    report = reconcile([unreadable, *records()[1:]], book.snapshot())
+    assert ("order unreadable", "DONE") in kinds(report)
+    assert "not a PizzaOrder" in report.violations[0].detail
+
+    # A rejected order that wrote nothing is what the workflow does with it: no violation.
+    quiet = OrderRecord(wf("EARLY"), "r1", "FAILED", unreadable="not a PizzaOrder")
+    assert reconcile([*records()[:4], quiet], book.snapshot()).ok
+
+
+def test_an_order_the_menu_refuses_that_took_stock_is_named(book: Ledger) -> None:
+    odd = placed("FAIL")
+    odd.items[0].description = "Large, with anchovies"
+    changed = [OrderRecord(wf("FAIL"), "r1", "FAILED", order=odd), *records()[2:]]
+    report = reconcile([records()[0], *changed], book.snapshot())
+    assert kinds(report) == [("order unreadable", "FAIL")]
+    assert "Unknown topping 'anchovies'" in report.violations[0].detail

@@ -187,26 +187,25 @@ def stock_take_deleted_and_put_back(db: sqlite3.Connection) -> None:
     restock(db, json.loads(taken["ingredients"]))
 
 
-def stock_take_made_one_dough(db: sqlite3.Connection) -> None:
-    taken = row_of(db, "MUT-GOOD", "update_inventory")
-    recipe: dict[str, int] = json.loads(taken["ingredients"])
+def one_dough_instead(db: sqlite3.Connection, number: str, step: str) -> dict[str, int]:
+    """The row's ingredients made one portion of dough; what they were."""
+    row = row_of(db, number, step)
     db.execute(
         "UPDATE effects SET ingredients = ? WHERE idempotency_key = ?",
-        (json.dumps({"dough": 1}), taken["idempotency_key"]),
+        (json.dumps({"dough": 1}), row["idempotency_key"]),
     )
+    was: dict[str, int] = json.loads(row["ingredients"])
+    return was
+
+
+def stock_take_made_one_dough(db: sqlite3.Connection) -> None:
+    recipe = one_dough_instead(db, "MUT-GOOD", "update_inventory")
     restock(db, {name: count - (name == "dough") for name, count in recipe.items()})
 
 
 def tombstone_of_an_unknown_run(db: sqlite3.Connection) -> None:
     ref = f"pizza-workflow-order-MUT-GHOST/{uuid.uuid4()}"
     insert(db, f"{ref}/revert_inventory", ref, "MUT-GHOST", "revert_inventory", tombstone=1)
-
-
-def charge_to_another_card(db: sqlite3.Connection) -> None:
-    db.execute(
-        "UPDATE effects SET reference = '1881' WHERE order_number = 'MUT-GOOD'"
-        " AND step = 'process_credit_card'"
-    )
 
 
 def charge_doubled_under_another_key(db: sqlite3.Connection) -> None:
@@ -222,72 +221,24 @@ def charge_doubled_under_another_key(db: sqlite3.Connection) -> None:
     )
 
 
-def refund_above_its_charge(db: sqlite3.Connection) -> None:
-    # The bad card was never charged: its refund is a tombstone. Make it a refund.
-    db.execute(
-        "UPDATE effects SET tombstone = 0, amount = 500 WHERE order_number = 'MUT-BAD'"
-        " AND step = 'refund_customer'"
-    )
-
-
-def stock_row_edited(db: sqlite3.Connection) -> None:
-    db.execute("UPDATE stock SET quantity = quantity - 3 WHERE ingredient = 'cheese'")
-
-
-def initial_stock_edited(db: sqlite3.Connection) -> None:
-    db.execute("UPDATE stock SET initial = initial + 50 WHERE ingredient = 'onions'")
-
-
-def ingredient_row_deleted(db: sqlite3.Connection) -> None:
-    db.execute("DELETE FROM stock WHERE ingredient = 'basil'")
-
-
-def bill_of_a_completed_order_removed(db: sqlite3.Connection) -> None:
-    db.execute("DELETE FROM effects WHERE order_number = 'MUT-PICKUP' AND step = 'send_bill'")
-
-
-def charge_and_bill_lowered_together(db: sqlite3.Connection) -> None:
-    db.execute(
-        "UPDATE effects SET amount = 3000 WHERE order_number = 'MUT-GOOD'"
-        " AND step IN ('process_credit_card', 'send_bill')"
-    )
-
-
-def confirmation_number_changed(db: sqlite3.Connection) -> None:
-    db.execute(
-        "UPDATE effects SET reference = 'P00000000' WHERE order_number = 'MUT-PICKUP'"
-        " AND step = 'send_bill'"
-    )
-
-
 def charge_of_an_unknown_run(db: sqlite3.Connection) -> None:
     ref = f"pizza-workflow-order-MUT-NOBODY/{uuid.uuid4()}"
     insert(db, f"{ref}/process_credit_card", ref, "MUT-NOBODY", "process_credit_card", amount=3500)
 
 
 def put_back_edited(db: sqlite3.Connection) -> None:
-    put_back = row_of(db, "MUT-CANCEL", "revert_inventory")
-    returned: dict[str, int] = json.loads(put_back["ingredients"])
-    db.execute(
-        "UPDATE effects SET ingredients = ? WHERE idempotency_key = ?",
-        (json.dumps({"dough": 1}), put_back["idempotency_key"]),
-    )
+    returned = one_dough_instead(db, "MUT-CANCEL", "revert_inventory")
     restock(db, {name: (name == "dough") - count for name, count in returned.items()})
 
 
-def delivery_edited(db: sqlite3.Connection) -> None:
-    db.execute("UPDATE deliveries SET portions = 20 WHERE delivery_key = 'MUT-DELIVERY'")
+def sql(name: str, statement: str) -> Mutation:
+    """A damage that is one SQL statement, named for the test ids."""
 
+    def mutate(db: sqlite3.Connection) -> None:
+        db.execute(statement)
 
-def delivery_deleted(db: sqlite3.Connection) -> None:
-    db.execute("DELETE FROM deliveries WHERE delivery_key = 'MUT-DELIVERY'")
-
-
-def charge_moved_to_another_key(db: sqlite3.Connection) -> None:
-    db.execute(
-        "UPDATE effects SET idempotency_key = idempotency_key || '-2'"
-        " WHERE order_number = 'MUT-PICKUP' AND step = 'process_credit_card'"
-    )
+    mutate.__name__ = name
+    return mutate
 
 
 MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
@@ -295,21 +246,93 @@ MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
     (stock_take_deleted_and_put_back, ("stock taken differs from the order", "MUT-GOOD")),
     (stock_take_made_one_dough, ("stock taken differs from the order", "MUT-GOOD")),
     (tombstone_of_an_unknown_run, ("unknown run", "MUT-GHOST")),
-    (charge_to_another_card, ("charged to another card", "MUT-GOOD")),
+    (
+        sql(
+            "charge_to_another_card",
+            "UPDATE effects SET reference = '1881' WHERE order_number = 'MUT-GOOD'"
+            " AND step = 'process_credit_card'",
+        ),
+        ("charged to another card", "MUT-GOOD"),
+    ),
     # And more.
     (charge_doubled_under_another_key, ("double effect", "MUT-GOOD")),
-    (refund_above_its_charge, ("refund above charge", "MUT-BAD")),
-    (stock_row_edited, ("stock not conserved", "cheese")),
-    (initial_stock_edited, ("stock not conserved", "onions")),
-    (ingredient_row_deleted, ("ingredient missing from stock", "basil")),
-    (bill_of_a_completed_order_removed, ("bill differs from confirmation", "MUT-PICKUP")),
-    (charge_and_bill_lowered_together, ("bill differs from the order", "MUT-GOOD")),
-    (confirmation_number_changed, ("bill differs from confirmation", "MUT-PICKUP")),
+    # The bad card was never charged: its refund is a tombstone. Make it a refund.
+    (
+        sql(
+            "refund_above_its_charge",
+            "UPDATE effects SET tombstone = 0, amount = 500 WHERE order_number = 'MUT-BAD'"
+            " AND step = 'refund_customer'",
+        ),
+        ("refund above charge", "MUT-BAD"),
+    ),
+    (
+        sql(
+            "stock_row_edited",
+            "UPDATE stock SET quantity = quantity - 3 WHERE ingredient = 'cheese'",
+        ),
+        ("stock not conserved", "cheese"),
+    ),
+    (
+        sql(
+            "initial_stock_edited",
+            "UPDATE stock SET initial = initial + 50 WHERE ingredient = 'onions'",
+        ),
+        ("stock not conserved", "onions"),
+    ),
+    (
+        sql(
+            "ingredient_row_deleted",
+            "DELETE FROM stock WHERE ingredient = 'basil'",
+        ),
+        ("ingredient missing from stock", "basil"),
+    ),
+    (
+        sql(
+            "bill_of_a_completed_order_removed",
+            "DELETE FROM effects WHERE order_number = 'MUT-PICKUP' AND step = 'send_bill'",
+        ),
+        ("bill differs from confirmation", "MUT-PICKUP"),
+    ),
+    (
+        sql(
+            "charge_and_bill_lowered_together",
+            "UPDATE effects SET amount = 3000 WHERE order_number = 'MUT-GOOD'"
+            " AND step IN ('process_credit_card', 'send_bill')",
+        ),
+        ("bill differs from the order", "MUT-GOOD"),
+    ),
+    (
+        sql(
+            "confirmation_number_changed",
+            "UPDATE effects SET reference = 'P00000000' WHERE order_number = 'MUT-PICKUP'"
+            " AND step = 'send_bill'",
+        ),
+        ("bill differs from confirmation", "MUT-PICKUP"),
+    ),
     (charge_of_an_unknown_run, ("unknown run", "MUT-NOBODY")),
     (put_back_edited, ("put back differs from stock taken", "MUT-CANCEL")),
-    (delivery_edited, ("stock not conserved", "dough")),
-    (delivery_deleted, ("stock not conserved", "dough")),
-    (charge_moved_to_another_key, ("row under a foreign key", "MUT-PICKUP")),
+    (
+        sql(
+            "delivery_edited",
+            "UPDATE deliveries SET portions = 20 WHERE delivery_key = 'MUT-DELIVERY'",
+        ),
+        ("stock not conserved", "dough"),
+    ),
+    (
+        sql(
+            "delivery_deleted",
+            "DELETE FROM deliveries WHERE delivery_key = 'MUT-DELIVERY'",
+        ),
+        ("stock not conserved", "dough"),
+    ),
+    (
+        sql(
+            "charge_moved_to_another_key",
+            "UPDATE effects SET idempotency_key = idempotency_key || '-2'"
+            " WHERE order_number = 'MUT-PICKUP' AND step = 'process_credit_card'",
+        ),
+        ("row under a foreign key", "MUT-PICKUP"),
+    ),
 ]
 
 
