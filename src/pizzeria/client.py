@@ -94,7 +94,11 @@ class OrderStillRunning(Exception):
     """No outcome within the time the client would wait: the order carries on."""
 
     def __init__(self, order_number: str, seconds: float, unreachable: str | None) -> None:
-        why = f"; Temporal did not answer at the end ({unreachable})" if unreachable else ""
+        why = (
+            f" as far as we know (Temporal did not answer at the end: {unreachable})"
+            if unreachable
+            else ""
+        )
         super().__init__(
             f"order {order_number} has no outcome after {seconds:.0f} s and is still running"
             f"{why}: follow it with `pizzeria status {order_number} --watch`"

@@ -253,7 +253,7 @@ async def place_or_show(
 
 
 def waiting_notice(order_number: str, patience: float) -> Callable[[RPCError, int], None]:
-    """Say once per outage that the server does not answer and that we keep waiting."""
+    """Say when the server stops answering that we keep waiting (again every tenth try)."""
 
     def notice(error: RPCError, attempt: int) -> None:
         if attempt == 1 or attempt % 10 == 0:
