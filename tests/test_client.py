@@ -21,10 +21,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import client as orders
+from pizzeria import waiting
 from pizzeria.client import (
     OrderAlreadyCompleted,
     OrderOutcome,
-    OrderStillRunning,
     outcome_of,
     place_order,
     start_order,
@@ -100,7 +100,7 @@ async def test_waiting_keeps_asking_while_the_server_does_not_answer(
         return outcome
 
     monkeypatch.setattr(orders, "read_outcome", read)
-    monkeypatch.setattr(orders, "FIRST_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(waiting, "FIRST_RETRY_SECONDS", 0.01)
     heard: list[int] = []
     got = await outcome_of(
         None,  # type: ignore[arg-type]
@@ -119,9 +119,9 @@ async def test_after_its_patience_the_wait_says_the_order_still_runs(
         raise unanswered()
 
     monkeypatch.setattr(orders, "read_outcome", never)
-    monkeypatch.setattr(orders, "FIRST_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(waiting, "FIRST_RETRY_SECONDS", 0.05)
     started = time.monotonic()
-    with pytest.raises(OrderStillRunning) as gave_up:
+    with pytest.raises(waiting.OrderStillRunning) as gave_up:
         await outcome_of(None, workflow_id_for("W2"), "W2", patience=1)  # type: ignore[arg-type]
     assert time.monotonic() - started < 5
     message = str(gave_up.value)

@@ -488,7 +488,7 @@ async def test_from_the_cli_a_stuck_order_is_shown_abandoned_and_checked(stack):
 
     def stuck() -> str | None:
         shown = status().stdout
-        return shown if "STUCK" in shown else None
+        return shown if "RUNNING - STUCK" in shown else None  # the number says STUCK too
 
     shown = await eventually(stuck, "the order to be stuck", interval=0.5)
     assert shown.startswith(f"Order {number}: RUNNING - STUCK: its workflow task keeps failing")

@@ -2,9 +2,7 @@
 
 The outcome of a failed order includes the compensations that ran, read from the
 workflow's history (the same record the Web UI shows), so it needs no worker. Waiting for
-it survives connection drops and server restarts: the order carries on without us, so a
-client that stops hearing the server keeps asking, with backoff, and never calls an order
-failed while it runs.
+it survives connection drops and server restarts (`pizzeria.waiting`).
 
 Our clients never charge a customer twice by accident: an order number whose last run
 completed is not started again unless asked (``again``), while a failed or cancelled one
@@ -15,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +27,7 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from pizzeria import menu
 from pizzeria.failures import error_message_of, error_type_of
@@ -51,6 +46,7 @@ from pizzeria.models import (
     order_ref,
     workflow_id_for,
 )
+from pizzeria.waiting import Unanswered, patiently
 from pizzeria.workflows import PizzaOrderWorkflow
 
 WEB_UI = "http://localhost:8233"
@@ -88,22 +84,6 @@ class OrderAlreadyCompleted(Exception):
         )
         self.order_number = order_number
         self.run_id = run_id
-
-
-class OrderStillRunning(Exception):
-    """No outcome within the time the client would wait: the order carries on."""
-
-    def __init__(self, order_number: str, seconds: float, unreachable: str | None) -> None:
-        why = (
-            f" as far as we know (Temporal did not answer at the end: {unreachable})"
-            if unreachable
-            else ""
-        )
-        super().__init__(
-            f"order {order_number} has no outcome after {seconds:.0f} s and is still running"
-            f"{why}: follow it with `pizzeria status {order_number} --watch`"
-        )
-        self.order_number = order_number
 
 
 class OrderRefused(Exception):
@@ -244,25 +224,6 @@ async def compensations_from_history(
     return completed, failed
 
 
-#: gRPC answers that mean the server is away or overloaded, not that it said no.
-UNANSWERED = frozenset(
-    {
-        RPCStatusCode.UNAVAILABLE,
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.RESOURCE_EXHAUSTED,
-        RPCStatusCode.ABORTED,
-        RPCStatusCode.INTERNAL,
-        RPCStatusCode.UNKNOWN,
-        RPCStatusCode.CANCELLED,
-    }
-)
-FIRST_RETRY_SECONDS = 0.5
-MAX_RETRY_SECONDS = 5.0
-
-#: ``on_unanswered(error, attempt)``: told each time the server did not answer.
-Unanswered = Callable[[RPCError, int], None]
-
-
 async def outcome_of(
     client: Client,
     workflow_id: str,
@@ -277,26 +238,12 @@ async def outcome_of(
     Keeps waiting across connection drops and server restarts, with backoff. After
     ``patience`` seconds (None: no limit) without an outcome: `OrderStillRunning`.
     """
-    deadline = None if patience is None else time.monotonic() + patience
-    attempt, unreachable = 0, None
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            async with asyncio.timeout(left):
-                return await read_outcome(client, workflow_id, order_number, run_id)
-        except TimeoutError:
-            raise OrderStillRunning(order_number, patience or 0, unreachable) from None
-        except RPCError as error:
-            if error.status not in UNANSWERED:
-                raise
-            attempt, unreachable = attempt + 1, str(error) or error.status.name
-            if on_unanswered is not None:
-                on_unanswered(error, attempt)
-        pause = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempt - 1))
-        pause *= random.uniform(0.5, 1.0)
-        if deadline is not None and time.monotonic() + pause >= deadline:
-            raise OrderStillRunning(order_number, patience or 0, unreachable)
-        await asyncio.sleep(pause)
+    return await patiently(
+        lambda: read_outcome(client, workflow_id, order_number, run_id),
+        order_number,
+        patience=patience,
+        on_unanswered=on_unanswered,
+    )
 
 
 async def read_outcome(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -32,7 +31,6 @@ from pizzeria.client import (
     Abandoned,
     OrderAlreadyCompleted,
     OrderOutcome,
-    OrderStillRunning,
     abandon_order,
     cancel_order,
     order_handle,
@@ -55,6 +53,7 @@ from pizzeria.models import (
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.timeline import order_report
+from pizzeria.waiting import OrderStillRunning, Unanswered
 
 #: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
 #: the user is shown the flag they typed.
@@ -252,7 +251,7 @@ async def place_or_show(
         return shown, True
 
 
-def waiting_notice(order_number: str, patience: float) -> Callable[[RPCError, int], None]:
+def waiting_notice(order_number: str, patience: float) -> Unanswered:
     """Say when the server stops answering that we keep waiting (again every tenth try)."""
 
     def notice(error: RPCError, attempt: int) -> None:

@@ -104,14 +104,17 @@ async def check_orders(
     listed = {record.order_ref for record in records}
     missing = sorted({effect["order_ref"] for effect in snapshot.effects} - listed)
     records += await describe_all(client, [split_order_ref(ref) for ref in missing if "/" in ref])
-    refuse_undecryptable(records, {effect["order_ref"] for effect in snapshot.effects})
+    refuse_undecryptable(
+        records, {effect["order_ref"] for effect in snapshot.effects if not effect["tombstone"]}
+    )
     return reconcile(records, snapshot, require_closed=require_closed)
 
 
-def refuse_undecryptable(records: list[OrderRecord], in_ledger: set[str]) -> None:
-    """A run with rows in the ledger, or a completed one, must be read to be judged."""
+def refuse_undecryptable(records: list[OrderRecord], wrote: set[str]) -> None:
+    """A run that wrote to the ledger, or completed, must be read to be judged (a run
+    with tombstones only is judged by its status alone)."""
     for record in records:
-        if record.undecryptable and (record.status == COMPLETED or record.order_ref in in_ledger):
+        if record.undecryptable and (record.status == COMPLETED or record.order_ref in wrote):
             raise CannotCheck(
                 f"cannot decrypt order {order_number_of(record.workflow_id)} "
                 f"(run {record.run_id}): {record.undecryptable}; run the check with the key "
