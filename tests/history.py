@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 async def activity_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
@@ -45,3 +48,25 @@ async def activity_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str,
 def finished(timeline: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Only the final outcomes, in order (drops 'scheduled')."""
     return [entry for entry in timeline if entry[1] != "scheduled"]
+
+
+async def local_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+    """(local activity name, outcome) in history order, read from the markers that stand
+    for local activities: completed / failed / cancelled (one marker per activity, written
+    when it is over, whatever number of attempts the worker made)."""
+    timeline: list[tuple[str, str]] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name != LOCAL_ACTIVITY_MARKER:
+            continue
+        data = json.loads(marker.details["data"].payloads[0].data)
+        if not marker.HasField("failure"):
+            outcome = "completed"
+        elif marker.failure.HasField("canceled_failure_info"):
+            outcome = "cancelled"
+        else:
+            outcome = "failed"
+        timeline.append((data["activity_type"], outcome))
+    return timeline

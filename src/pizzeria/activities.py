@@ -11,8 +11,11 @@ Faults on demand are not in here: the worker injects them around every activity
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -36,6 +39,26 @@ from pizzeria.models import (
     StockChange,
     StockRequest,
 )
+
+
+T = TypeVar("T")
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking ledger work in a thread, and see it through even when cancelled.
+
+    Cancelling the activity cannot stop a thread that is writing. A local activity is
+    cancelled at once on its worker (a cancelled order), and the workflow compensates as
+    soon as the activity answers: answering only after the write ended keeps the
+    compensation from overtaking it.
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
 
 
 def business_error(message: str, kind: str) -> ApplicationError:
@@ -70,7 +93,7 @@ class PizzaOrderActivities:
     async def update_inventory(self, request: StockRequest) -> StockChange:
         try:
             ingredients = menu.ingredients_for(request.items)
-            effect = await asyncio.to_thread(
+            effect = await in_thread(
                 self.ledger.take_stock, request.order_ref, request.order_number, ingredients
             )
         except menu.OrderRejected as error:
@@ -85,7 +108,7 @@ class PizzaOrderActivities:
     @activity.defn
     async def revert_inventory(self, request: StockRequest) -> StockChange:
         """Put back what this run took; a no-op (and a tombstone) when it took nothing."""
-        effect = await asyncio.to_thread(
+        effect = await in_thread(
             self.ledger.put_back_stock, request.order_ref, request.order_number
         )
         activity.logger.info("Put back %s for order %s", effect.ingredients, request.order_number)
@@ -105,7 +128,7 @@ class PizzaOrderActivities:
             )
         last4 = charge.credit_card.number[-4:]
         try:
-            effect = await asyncio.to_thread(
+            effect = await in_thread(
                 self.ledger.charge,
                 charge.order_ref,
                 charge.bill.order_number,
@@ -130,7 +153,7 @@ class PizzaOrderActivities:
     @activity.defn
     async def refund_customer(self, charge: CreditCardCharge) -> Refund:
         """Refund what this run charged: never more, and nothing when nothing was charged."""
-        effect = await asyncio.to_thread(
+        effect = await in_thread(
             self.ledger.refund, charge.order_ref, charge.bill.order_number
         )
         activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
@@ -143,7 +166,7 @@ class PizzaOrderActivities:
             raise business_error(f"Invalid charge amount: {amount}", INVALID_CHARGE_AMOUNT_ERROR)
         confirmation = confirmation_number(bill.order_ref, "P")
         try:
-            effect = await asyncio.to_thread(
+            effect = await in_thread(
                 self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
             )
         except LateStepRefused as error:

@@ -154,11 +154,15 @@ class OrderSettings:
         compensation_attempts: attempts per compensation before the order asks an operator
             for help ("needs attention") instead of failing with its effects half undone.
         step_attempts: attempts per step before the order gives up and compensates.
+        fast_path: run the distance check, the ledger steps and their compensations as
+            local activities, on the worker that runs the order (see the README's "fast
+            path"); the driver search stays a regular activity.
     """
 
     prep_seconds: float = 3.0
     compensation_attempts: int = 10
     step_attempts: int = 10
+    fast_path: bool = False
 
 
 @dataclass

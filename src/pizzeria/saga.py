@@ -15,7 +15,8 @@ original error again. When a compensation fails for good the block raises `SagaE
 whose cause is the original failure and whose details list every compensation's outcome.
 
 Everything here runs inside the workflow, so it only uses deterministic primitives: the
-workflow's own event loop, ``workflow.execute_activity`` and ``workflow.wait_condition``.
+workflow's own event loop, ``workflow.execute_activity`` (or ``execute_local_activity``, for a
+compensation registered with ``local=True``) and ``workflow.wait_condition``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class _Compensation:
     args: tuple[Any, ...]
     options: dict[str, Any] = field(default_factory=dict)
     is_activity: bool = True
+    local: bool = False
 
 
 def _describe(error: BaseException) -> str:
@@ -158,6 +160,7 @@ class Saga:
         activity_function: Callable[..., Any],
         *args: Any,
         summary: str | None = None,
+        local: bool = False,
         **activity_options: Any,
     ) -> None:
         """Register the undo of a step, before running the step.
@@ -167,6 +170,9 @@ class Saga:
                 plain ``async def`` of the workflow.
             args: the arguments it is called with.
             summary: shown as the activity's summary in the Web UI.
+            local: run it as a local activity (``workflow.execute_local_activity``), on the
+                worker that runs the workflow; the saga's options must then be ones a local
+                activity takes (no ``heartbeat_timeout`` or ``task_queue``).
             activity_options: ``workflow.execute_activity`` options for this compensation.
         """
         definition = activity._Definition.from_callable(activity_function)
@@ -178,6 +184,7 @@ class Saga:
                 args=args,
                 options=activity_options,
                 is_activity=definition is not None,
+                local=local,
             )
         )
 
@@ -313,6 +320,10 @@ class Saga:
         options = {**self.compensation_options, **compensation.options}
         if compensation.state.summary is not None:
             options.setdefault("summary", compensation.state.summary)
+        if compensation.local:
+            return workflow.execute_local_activity(
+                compensation.function, args=list(compensation.args), **options
+            )
         return workflow.execute_activity(
             compensation.function, args=list(compensation.args), **options
         )

@@ -30,6 +30,7 @@ def sample_order(
     prep_seconds: float | None = None,
     compensation_attempts: int | None = None,
     step_attempts: int | None = None,
+    fast_path: bool | None = None,
 ) -> PizzaOrder:
     """The exercise's order, with a card the gateway accepts unless ``card`` says otherwise
     (``BAD_CARD`` is the exercise's failing one); any setting given adds the optional
@@ -39,6 +40,7 @@ def sample_order(
         "prep_seconds": prep_seconds,
         "compensation_attempts": compensation_attempts,
         "step_attempts": step_attempts,
+        "fast_path": fast_path,
     }
     if any(value is not None for value in chosen.values()):
         settings = OrderSettings(**{k: v for k, v in chosen.items() if v is not None})  # type: ignore[arg-type]

@@ -97,6 +97,7 @@ class PizzaOrderWorkflow:
         self.outcome = "running"
         self._order_task: asyncio.Task[OrderConfirmation] | None = None
         self._step_retry = STEP_RETRY
+        self._fast_path = False
 
     @workflow.run
     async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
@@ -107,6 +108,7 @@ class PizzaOrderWorkflow:
             await self._close("rejected")
             raise ApplicationError(str(rejected), type=rejected.kind, non_retryable=True) from None
         settings = order.settings or OrderSettings()
+        self._fast_path = settings.fast_path
         self._step_retry = dataclasses.replace(
             STEP_RETRY, maximum_attempts=max(1, settings.step_attempts)
         )
@@ -173,7 +175,7 @@ class PizzaOrderWorkflow:
     async def _check_distance(self, order: PizzaOrder) -> None:
         self._details("Checking the delivery distance")
         with self.saga.step(STEP_GET_DISTANCE):
-            distance = await workflow.execute_activity_method(
+            distance = await self._activity(
                 PizzaOrderActivities.get_distance,
                 order.address,
                 start_to_close_timeout=STEP_TIMEOUT,
@@ -217,7 +219,10 @@ class PizzaOrderWorkflow:
     async def _take_stock(self, stock: StockRequest) -> None:
         portions = _portions(menu.ingredients_for(stock.items))
         self.saga.add_compensation(
-            PizzaOrderActivities.revert_inventory, stock, summary="Compensate: put back " + portions
+            PizzaOrderActivities.revert_inventory,
+            stock,
+            summary="Compensate: put back " + portions,
+            local=self._fast_path,
         )
         self._details("Updating inventory")
         with self.saga.step(STEP_UPDATE_INVENTORY):
@@ -232,6 +237,7 @@ class PizzaOrderWorkflow:
             PizzaOrderActivities.refund_customer,
             charge,
             summary="Compensate: refund the charge, if any",
+            local=self._fast_path,
         )
         self._details("Charging card")
         with self.saga.step(STEP_PROCESS_CREDIT_CARD):
@@ -272,15 +278,15 @@ class PizzaOrderWorkflow:
                 # effect: a bill whose answer was lost must be retried until it answers,
                 # never read as "not billed" and undone.
                 result = await self._uncancellable(
-                    workflow.execute_activity_method(
-                        activity, argument, retry_policy=PIVOT_RETRY, **options
-                    ),
+                    self._activity(activity, argument, retry_policy=PIVOT_RETRY, **options),
                     "the bill is being sent",
                 )
             else:
                 # A cancel waits for the step in flight to finish, so that its compensation
                 # can never overtake it (and undo nothing while the step still takes effect).
-                result = await workflow.execute_activity_method(
+                # A local step is cancelled on its worker at once, but the activity sees its
+                # ledger write through before it answers "cancelled" (activities.in_thread).
+                result = await self._activity(
                     activity,
                     argument,
                     retry_policy=self._step_retry,
@@ -298,6 +304,13 @@ class PizzaOrderWorkflow:
         if self._cancelling():
             raise asyncio.CancelledError("order cancelled")
         return result
+
+    def _activity(self, activity: Any, argument: Any, **options: Any) -> Any:
+        """Run a step: on the fast path as a local activity, held (and retried) by the
+        worker that runs the order, otherwise as a regular one."""
+        if self._fast_path:
+            return workflow.execute_local_activity_method(activity, argument, **options)
+        return workflow.execute_activity_method(activity, argument, **options)
 
     @staticmethod
     async def _uncancellable(work: Any, why: str) -> Any:

@@ -179,6 +179,12 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: b
     help="Seconds to wait for the outcome, through server restarts; then the order is "
     f"still running (exit {STILL_RUNNING})",
 )
+@click.option(
+    "--fast-path",
+    is_flag=True,
+    help="Run the ledger steps and their compensations as local activities (faster; "
+    "they show as markers in the Web UI, see the README)",
+)
 @address_option
 @json_option
 def order(
@@ -191,6 +197,7 @@ def order(
     step_attempts: int | None,
     again: bool,
     patience: float,
+    fast_path: bool,
     address: str | None,
     as_json: bool,
 ) -> None:
@@ -205,6 +212,7 @@ def order(
         prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
         compensation_attempts=compensation_attempts or defaults.compensation_attempts,
         step_attempts=step_attempts or defaults.step_attempts,
+        fast_path=fast_path,
     )
     placed = build_order(order_number, card, pickup, items, settings)
     try:
