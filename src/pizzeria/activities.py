@@ -153,9 +153,7 @@ class PizzaOrderActivities:
     @activity.defn
     async def refund_customer(self, charge: CreditCardCharge) -> Refund:
         """Refund what this run charged: never more, and nothing when nothing was charged."""
-        effect = await in_thread(
-            self.ledger.refund, charge.order_ref, charge.bill.order_number
-        )
+        effect = await in_thread(self.ledger.refund, charge.order_ref, charge.bill.order_number)
         activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
