@@ -6,6 +6,7 @@ the markers (`local_timeline`) where test_workflow.py reads activity events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -24,7 +25,7 @@ from pizzeria.models import PizzaOrder
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.workflows import PizzaOrderWorkflow
-from tests.helpers import PIZZERIA, eventually, failure_of, run_pizzeria, wait_until
+from tests.helpers import PIZZERIA, failure_of, run_pizzeria, wait_until
 from tests.history import activity_timeline, finished, local_timeline
 from tests.stack import stack_env
 from tests.test_workflow import RECIPE_OF_EXERCISE, charging, quantities
@@ -151,7 +152,7 @@ async def event_counts(address: str, workflow_id: str) -> Counter[str]:
 
 
 @pytest.mark.timeout(180)
-async def test_a_worker_killed_in_a_local_charge_leaves_the_order_to_another_charged_once(
+def test_a_worker_killed_in_a_local_charge_leaves_the_order_to_another_charged_once(
     tmp_path: Path, environment_kind: str
 ):
     """Worker A charges, then holds the answer (a lost-answer fault) and is SIGKILLed.
@@ -194,7 +195,7 @@ async def test_a_worker_killed_in_a_local_charge_leaves_the_order_to_another_cha
             second.stop()
         assert placing.returncode == 0, out + errors
         assert json.loads(out)["status"] == "COMPLETED"
-        counts = await event_counts(server.address, f"pizza-workflow-order-{number}")
+        counts = asyncio.run(event_counts(server.address, f"pizza-workflow-order-{number}"))
         check = run_pizzeria("check", "--json", "--closed", env=env)
     assert counts["EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT"] >= 1  # A died holding the task
     assert counts["scheduled notify_delivery_driver"] == 1

@@ -40,7 +40,6 @@ from pizzeria.models import (
     StockRequest,
 )
 
-
 T = TypeVar("T")
 
 

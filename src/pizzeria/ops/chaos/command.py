@@ -64,6 +64,9 @@ from pizzeria.ops.chaos.run import ChaosRun
     help="Keep the history, ledger and logs here (new or empty) [default: a temporary folder]",
 )
 @click.option("--keep-data", is_flag=True, help="Keep the temporary folder afterwards")
+@click.option(
+    "--fast-path", is_flag=True, help="Every order runs its ledger steps as local activities"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 def chaos(
     orders: int,
@@ -79,6 +82,7 @@ def chaos(
     timeout: float,
     data_dir: Path | None,
     keep_data: bool,
+    fast_path: bool,
     as_json: bool,
 ) -> None:
     """Place orders while killing workers and restarting the server, then check the ledger."""
@@ -97,6 +101,7 @@ def chaos(
         timeout=timeout,
         data_dir=data_dir,
         keep_data=keep_data,
+        fast_path=fast_path,
     )
     folder = data_dir or Path(tempfile.mkdtemp(prefix="pizzeria-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)

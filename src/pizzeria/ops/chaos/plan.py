@@ -63,6 +63,7 @@ class ChaosSettings:
     timeout: float = 900.0
     data_dir: Path | None = None
     keep_data: bool = False
+    fast_path: bool = False  # every order runs its ledger steps as local activities
 
 
 @dataclass
@@ -110,6 +111,7 @@ def plan_order(rng: random.Random, settings: ChaosSettings, number: int) -> Plan
             # and a late step meets its compensation's tombstone.
             step_attempts=rng.choices((1, 3, 10), weights=(10, 20, 70))[0],
             compensation_attempts=10,
+            fast_path=settings.fast_path,
         ),
     )
     return PlannedOrder(

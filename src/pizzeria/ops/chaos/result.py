@@ -29,6 +29,7 @@ class ChaosResult:
     late_writes: int = 0  # attempts that wrote after their timeout (from the worker logs)
     late_writes_refused: int = 0  # ... and found their compensation's tombstone
     lost_answers: int = 0  # steps that took effect while their answer was lost
+    fast_path: bool = False  # the orders ran their ledger steps as local activities
 
     @property
     def open(self) -> int:
@@ -61,6 +62,7 @@ class ChaosResult:
             "late_writes_refused": self.late_writes_refused,
             "lost_answers": self.lost_answers,
             "seed": self.seed,
+            "fast_path": self.fast_path,
             "failures": self.report.failures if self.report else {},
             "data_dir": str(self.data_dir) if self.data_dir else None,
         }

@@ -152,6 +152,7 @@ class ChaosRun:
             late_writes=late,
             late_writes_refused=refused,
             lost_answers=lost,
+            fast_path=self.settings.fast_path,
         )
 
     def _environment(self) -> dict[str, str]:
