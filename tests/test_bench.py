@@ -17,7 +17,7 @@ import pytest
 
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
-from pizzeria.ops.bench.cases import CASES, Settings
+from pizzeria.ops.bench.cases import CASES, FAST_PATH_GROUPS, Settings
 from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.worker import parse_worker_option
 from tests.helpers import run_pizzeria
@@ -99,6 +99,31 @@ def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run(
     assert report["growth"]["worker_rss_kb_per_inflight_workflow"]["good"] == pytest.approx(1024)
 
 
+def test_the_fast_path_is_compared_with_the_regular_path_of_the_same_run():
+    settings = Settings(repeat=1, concurrency=(1, 50), groups=FAST_PATH_GROUPS)
+    seconds = {"baseline-good": 1.0, "good": 2.0, "fast-good": 0.8, "baseline-local-good": 0.4}
+    batches = [
+        batch(name, concurrency, seconds=seconds[name], cpu=seconds[name] / 2)
+        for concurrency in (1, 50)
+        for name in seconds
+        for _ in range(2)
+    ]
+    report = bench_report(settings, batches, [])
+    first, second = report["fast_path"]
+    assert first["concurrency"] == 1 and first["p50"] == pytest.approx(0.4)
+    assert first["meets_half_latency"] is True
+    assert second["throughput"] == pytest.approx(2.5) and "meets_half_latency" not in second
+    fast = next(r for r in report["ratios"] if r["case"] == "fast-good" and r["concurrency"] == 1)
+    assert fast["baseline"] == "baseline-local-good" and fast["p50"] == pytest.approx(2.0)
+    assert report["settings"]["groups"] == [
+        ["baseline-good", "good", "fast-good", "baseline-local-good"]
+    ]
+    assert (
+        "send_bill (local), notify_delivery_driver"
+        in (report["settings"]["baseline_shapes"]["baseline-local-good"])
+    )
+
+
 def test_figures_are_the_median_over_runs():
     settings = Settings(repeat=3, concurrency=(2,))
     batches = [
@@ -161,3 +186,26 @@ def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
         assert ratio["throughput"] == pytest.approx(saga["throughput"] / bare["throughput"], 0.01)
         assert ratio["p99"] == pytest.approx(saga["p99_ms"] / bare["p99_ms"], 0.01)
     assert report["growth"]["ledger_rows_per_order"] == {"good": 3.0, "bad": 3.0}
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.slow
+def test_a_tiny_fast_path_comparison_reports_both_paths_and_both_bare_shapes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
+    done = run_pizzeria(
+        "bench", "--compare-fast-path", "--json", "--repeat", "1", "--workflows", "3",
+        "--concurrency", "1", env=env, timeout=140,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    rows = {row["case"]: row for row in report["cases"]}
+    assert set(rows) == {"baseline-good", "good", "fast-good", "baseline-local-good"}
+    # Local activities are markers: fewer events than the regular path's activity events.
+    assert rows["fast-good"]["history_events"] < rows["good"]["history_events"]
+    (fast,) = report["fast_path"]
+    assert fast["p50"] == pytest.approx(rows["fast-good"]["p50_ms"] / rows["good"]["p50_ms"], 0.01)
+    assert report["growth"]["ledger_rows_per_order"] == {"good+fast-good": 3.0}

@@ -13,7 +13,13 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from pizzeria.client import start_order
 from pizzeria.failures import error_type_of
-from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE, BaselineShape, BaselineWorkflow
+from pizzeria.ops.baseline import (
+    BAD_CARD_SHAPE,
+    GOOD_ORDER_SHAPE,
+    BaselineShape,
+    BaselineWorkflow,
+    LocalBaselineWorkflow,
+)
 from pizzeria.ops.bench.cases import PREP_SECONDS, Case
 from pizzeria.ops.bench.sampling import cpu_seconds, own_cpu_seconds
 from pizzeria.ops.bench.stack import BenchError, Stack
@@ -45,12 +51,12 @@ async def start_case(
             workflow_id,
             card=BAD_CARD if case.bad_card else GOOD_CARD,
             prep_seconds=PREP_SECONDS,
+            fast_path=case.fast_path or None,
         )
         return await start_order(client, order, task_queue)
     shape: BaselineShape = BAD_CARD_SHAPE if case.bad_card else GOOD_ORDER_SHAPE
-    return await client.start_workflow(
-        BaselineWorkflow.run, shape, id=workflow_id, task_queue=task_queue
-    )
+    run = LocalBaselineWorkflow.run if case.fast_path else BaselineWorkflow.run
+    return await client.start_workflow(run, shape, id=workflow_id, task_queue=task_queue)
 
 
 async def run_one(client: Client, case: Case, workflow_id: str, task_queue: str) -> str:

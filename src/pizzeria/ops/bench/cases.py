@@ -1,4 +1,5 @@
-"""What the benchmark measures: four cases, in pairs of a baseline and its saga."""
+"""What the benchmark measures: four cases, in pairs of a baseline and its saga; and, with
+``--compare-fast-path``, the order's regular and fast paths next to their bare shapes."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class Case:
     saga: bool  # False: the bare-engine baseline
     bad_card: bool
     baseline: str | None = None  # the case this one is compared with
+    # The order's fast path (local ledger steps); for a baseline, its local-activity shape.
+    fast_path: bool = False
 
     @property
     def expected_error(self) -> str | None:
@@ -42,8 +45,18 @@ BASELINE_GOOD = Case("baseline-good", saga=False, bad_card=False)
 GOOD = Case("good", saga=True, bad_card=False, baseline="baseline-good")
 BASELINE_BAD = Case("baseline-bad", saga=False, bad_card=True)
 BAD = Case("bad", saga=True, bad_card=True, baseline="baseline-bad")
-CASES = (BASELINE_GOOD, GOOD, BASELINE_BAD, BAD)
-PAIRS = ((BASELINE_GOOD, GOOD), (BASELINE_BAD, BAD))
+BASELINE_LOCAL_GOOD = Case("baseline-local-good", saga=False, bad_card=False, fast_path=True)
+FAST_GOOD = Case(
+    "fast-good", saga=True, bad_card=False, baseline=BASELINE_LOCAL_GOOD.name, fast_path=True
+)
+CASES = (BASELINE_GOOD, GOOD, BASELINE_BAD, BAD)  # a default run's
+ALL_CASES = (*CASES, BASELINE_LOCAL_GOOD, FAST_GOOD)
+PAIRS: tuple[tuple[Case, ...], ...] = ((BASELINE_GOOD, GOOD), (BASELINE_BAD, BAD))
+# The fast path against the regular path and both bare shapes, on one stack, in one run.
+FAST_PATH_GROUPS: tuple[tuple[Case, ...], ...] = (
+    (BASELINE_GOOD, GOOD, FAST_GOOD, BASELINE_LOCAL_GOOD),
+)
+FAST_PATH_CONCURRENCY = (1, 50)
 
 
 @dataclass
@@ -54,6 +67,12 @@ class Settings:
     workers: int = 1
     worker_options: tuple[str, ...] = ()
     sandbox_passthrough: tuple[str, ...] = ()
+    # Cases measured together on one stack, in batches ordered forth and back.
+    groups: tuple[tuple[Case, ...], ...] = PAIRS
+
+    @property
+    def batches_per_run(self) -> int:
+        return sum(2 * len(group) for group in self.groups) * len(self.concurrency)
 
     def batch_size(self, concurrency: int) -> int:
         if self.workflows is not None:

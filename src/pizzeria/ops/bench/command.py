@@ -14,7 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import pizzeria
 from pizzeria.devserver import DevServerError
-from pizzeria.ops.bench.cases import BASE_CONCURRENCY, FULL_CONCURRENCY, PAIRS, Settings
+from pizzeria.ops.bench.cases import (
+    BASE_CONCURRENCY,
+    FAST_PATH_CONCURRENCY,
+    FAST_PATH_GROUPS,
+    FULL_CONCURRENCY,
+    PAIRS,
+    Settings,
+)
 from pizzeria.ops.bench.measure import run_benchmark
 from pizzeria.ops.bench.report import PlotUnavailable, draw_plot, print_bench_report, pyplot
 from pizzeria.ops.bench.stack import BenchError
@@ -74,6 +81,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     metavar="MODULE",
     help="Pass this module (and its children) through the workflow sandbox; repeatable",
 )
+@click.option(
+    "--compare-fast-path",
+    is_flag=True,
+    help="Measure the good order's fast path (local activities) against its regular path "
+    "and both bare shapes, instead of the usual pairs [default concurrency: 1, 50]",
+)
 def bench(
     as_json: bool,
     plot: Path | None,
@@ -84,6 +97,7 @@ def bench(
     workers: int,
     worker_options: tuple[str, ...],
     sandbox_passthrough: tuple[str, ...],
+    compare_fast_path: bool,
 ) -> None:
     """Measure what the order saga costs on top of the bare engine, in one run.
 
@@ -95,7 +109,10 @@ def bench(
         parse_worker_option(option)
     if plot is not None:
         plot_or_fail(None, plot)  # before a long run, not after it
-    chosen = tuple(sorted(set(concurrency))) or (FULL_CONCURRENCY if full else BASE_CONCURRENCY)
+    default: tuple[int, ...] = FULL_CONCURRENCY if full else BASE_CONCURRENCY
+    if compare_fast_path:
+        default = FAST_PATH_CONCURRENCY
+    chosen = tuple(sorted(set(concurrency))) or default
     settings = Settings(
         repeat=repeat,
         concurrency=chosen,
@@ -103,6 +120,7 @@ def bench(
         workers=workers,
         worker_options=worker_options,
         sandbox_passthrough=sandbox_passthrough,
+        groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
     compile_package()
     report = run_with_progress(settings)
@@ -117,12 +135,12 @@ def bench(
 
 def run_with_progress(settings: Settings) -> dict[str, Any]:
     """The benchmark, with a progress bar on stderr; one line and exit 1 if it fails."""
-    total = settings.repeat * len(PAIRS) * len(settings.concurrency) * 4
+    total = settings.repeat * settings.batches_per_run
     err.print(
         "Timer and driver search at zero: order settings prep_seconds=0, "
         "PIZZERIA_DRIVER_SECONDS=0, PIZZERIA_DRIVER_PROBABILITY=1. "
         f"{settings.repeat} run(s), {len(settings.concurrency)} concurrency level(s), "
-        f"{total} batches, a fresh in-memory dev server per pair."
+        f"{total} batches, a fresh in-memory dev server per group of cases."
     )
     with Progress(
         TextColumn("{task.description}"),

@@ -9,9 +9,17 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE, BaselineShape
+from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE, LOCAL_STEPS, BaselineShape
 from pizzeria.ops.bench.batches import Batch, StackFacts
-from pizzeria.ops.bench.cases import CASES, PREP_SECONDS, WORKER_ENVIRONMENT, Case, Settings
+from pizzeria.ops.bench.cases import (
+    ALL_CASES,
+    FAST_GOOD,
+    GOOD,
+    PREP_SECONDS,
+    WORKER_ENVIRONMENT,
+    Case,
+    Settings,
+)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -56,6 +64,8 @@ TARGET_THROUGHPUT = 0.9
 TARGET_CPU = 1.1
 TARGET_P99 = 1.2
 TARGET_P99_CONCURRENCY = 50
+# The fast path's promise: a good order at 1 in flight in at most half the regular time.
+TARGET_FAST_PATH_LATENCY = 0.5
 
 
 def bench_report(
@@ -63,14 +73,39 @@ def bench_report(
 ) -> dict[str, Any]:
     """Per case and concurrency the median over runs; ratios from those medians."""
     cases = case_rows(settings, batches, stacks)
-    ratios = ratio_rows(settings, {(row["case"], row["concurrency"]): row for row in cases})
-    return {
+    by_key = {(row["case"], row["concurrency"]): row for row in cases}
+    report = {
         "settings": settings_json(settings),
         "machine": machine_json(),
         "cases": [rounded(row) for row in cases],
-        "ratios": [rounded(ratio) for ratio in ratios],
+        "ratios": [rounded(ratio) for ratio in ratio_rows(settings, by_key)],
         "growth": growth(settings, batches, stacks),
     }
+    fast_path = fast_path_rows(settings, by_key)
+    if fast_path:
+        report["fast_path"] = [rounded(row) for row in fast_path]
+    return report
+
+
+def fast_path_rows(
+    settings: Settings, by_key: dict[tuple[str, int], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The fast path's good order over the regular one's, at each concurrency measured."""
+    rows = []
+    for concurrency in settings.concurrency:
+        fast = by_key.get((FAST_GOOD.name, concurrency))
+        regular = by_key.get((GOOD.name, concurrency))
+        if fast is None or regular is None:
+            continue
+        row: dict[str, Any] = {"concurrency": concurrency}
+        for name, key in RATIO_FIGURES.items():
+            row[name] = fast[key] / regular[key] if regular[key] else None
+        if concurrency == 1:
+            row["meets_half_latency"] = (
+                row["p50"] is not None and row["p50"] <= TARGET_FAST_PATH_LATENCY
+            )
+        rows.append(row)
+    return rows
 
 
 def case_rows(
@@ -78,7 +113,7 @@ def case_rows(
 ) -> list[dict[str, Any]]:
     """One row per case and concurrency measured: each figure the median over the runs."""
     rows: list[dict[str, Any]] = []
-    for case in CASES:
+    for case in ALL_CASES:
         for concurrency in settings.concurrency:
             runs = []
             for run in range(settings.repeat):
@@ -107,7 +142,7 @@ def ratio_rows(
     """Each saga case over its baseline at the same concurrency, and whether it meets the
     targets."""
     ratios = []
-    for case in CASES:
+    for case in ALL_CASES:
         for concurrency in settings.concurrency:
             saga = by_key.get((case.name, concurrency))
             bare = by_key.get((case.baseline or "", concurrency))
@@ -160,7 +195,7 @@ def growth(
 ) -> dict[str, Any]:
     """How cost grows: per order (history, ledger) and per order in flight (memory)."""
     result: dict[str, Any] = {}
-    for case in CASES:
+    for case in ALL_CASES:
         facts = [f for stack in stacks for f in stack.histories.get(case.name, [])]
         if facts:
             result.setdefault("history_events_per_workflow", {})[case.name] = statistics.median(
@@ -181,7 +216,7 @@ def growth(
             )
     low, high = min(settings.concurrency), max(settings.concurrency)
     if high > low:
-        for case in CASES:
+        for case in ALL_CASES:
             peaks = {
                 c: statistics.median(
                     b.peak_rss for b in batches if b.case == case.name and b.concurrency == c
@@ -214,7 +249,8 @@ def settings_json(settings: Settings) -> dict[str, Any]:
         "concurrency": list(settings.concurrency),
         "workflows_per_batch": {str(c): settings.batch_size(c) for c in settings.concurrency},
         "batches_per_case": 2,
-        "batch_order": "baseline, saga, saga, baseline (a fresh server and worker per pair)",
+        "batch_order": "each group's cases forth and back, e.g. baseline, saga, saga, baseline "
+        "(a fresh server and worker per group)",
         "workers": settings.workers,
         "worker_options": list(settings.worker_options),
         "sandbox_passthrough": list(settings.sandbox_passthrough),
@@ -223,16 +259,18 @@ def settings_json(settings: Settings) -> dict[str, Any]:
         "baseline_shapes": {
             "baseline-good": describe_shape(GOOD_ORDER_SHAPE),
             "baseline-bad": describe_shape(BAD_CARD_SHAPE),
+            "baseline-local-good": describe_shape(GOOD_ORDER_SHAPE, local=LOCAL_STEPS),
         },
+        "groups": [[case.name for case in group] for group in settings.groups],
     }
 
 
-def describe_shape(shape: BaselineShape) -> str:
+def describe_shape(shape: BaselineShape, local: frozenset[str] = frozenset()) -> str:
     parts = [*shape.steps]
     if shape.failing_step:
         parts.append(f"{shape.failing_step} (fails)")
     parts += [f"{name} (compensation)" for name in shape.compensations]
-    return ", ".join(parts)
+    return ", ".join(part + (" (local)" if part.split()[0] in local else "") for part in parts)
 
 
 def machine_json() -> dict[str, Any]:

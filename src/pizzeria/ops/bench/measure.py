@@ -20,7 +20,7 @@ from pizzeria.ops.bench.batches import (
     run_batch,
     run_one,
 )
-from pizzeria.ops.bench.cases import HISTORY_SAMPLES, PAIRS, WARMUP_WORKFLOWS, Case, Settings
+from pizzeria.ops.bench.cases import HISTORY_SAMPLES, WARMUP_WORKFLOWS, Case, Settings
 from pizzeria.ops.bench.figures import bench_report
 from pizzeria.ops.bench.stack import Stack, running_stack
 from pizzeria.ops.processes import stop_workers
@@ -28,8 +28,8 @@ from pizzeria.ops.processes import stop_workers
 StepReporter = Callable[[str], None]
 
 
-async def warm_up(client: Client, stack: Stack, pair: tuple[Case, Case], prefix: str) -> None:
-    for case in pair:
+async def warm_up(client: Client, stack: Stack, group: tuple[Case, ...], prefix: str) -> None:
+    for case in group:
         await asyncio.gather(
             *(
                 run_one(client, case, f"{prefix}-{case.name}-warm-{index}", stack.task_queue)
@@ -38,23 +38,25 @@ async def warm_up(client: Client, stack: Stack, pair: tuple[Case, Case], prefix:
         )
 
 
-async def measure_pair(
-    settings: Settings, run: int, pair: tuple[Case, Case], step: StepReporter
+async def measure_group(
+    settings: Settings, run: int, group: tuple[Case, ...], step: StepReporter
 ) -> tuple[list[Batch], StackFacts]:
-    baseline, saga = pair
+    """The cases of a group (a baseline and its saga) on one fresh stack, in batches
+    ordered forth and back (baseline, saga, saga, baseline) so that drift hits all alike."""
+    sagas = [case.name for case in group if case.saga]
     batches: list[Batch] = []
-    histories: dict[str, list[HistoryFacts]] = {baseline.name: [], saga.name: []}
+    histories: dict[str, list[HistoryFacts]] = {case.name: [] for case in group}
     async with running_stack(
         settings.workers, settings.worker_options, settings.sandbox_passthrough
     ) as (stack, client):
         prefix = f"b{run}-{uuid.uuid4().hex[:6]}"
         ledger_file = stack.data_dir / "ledger.db"
         empty_file_bytes = ledger_size(ledger_file)[2]
-        await warm_up(client, stack, pair, prefix)
+        await warm_up(client, stack, group, prefix)
         idle_rss = stack.worker_rss()
         for concurrency in settings.concurrency:
             count = settings.batch_size(concurrency)
-            for number, case in enumerate((baseline, saga, saga, baseline)):
+            for number, case in enumerate((*group, *reversed(group))):
                 step(f"run {run + 1}/{settings.repeat}: {case.name}, {concurrency} in flight")
                 tag = f"{prefix}-{case.name}-c{concurrency}-{number}"
                 batch = await run_batch(client, stack, case, concurrency, count, tag, run)
@@ -65,10 +67,13 @@ async def measure_pair(
                     )
         stop_workers(stack.workers, grace=15.0)
         rows, payload, file_bytes = ledger_size(ledger_file)
-    orders = WARMUP_WORKFLOWS + sum(b.workflows for b in batches if b.case == saga.name)
+    orders = WARMUP_WORKFLOWS * len(sagas) + sum(b.workflows for b in batches if b.case in sagas)
     facts = StackFacts(
         run=run,
-        pair=(baseline.name, saga.name),
+        pair=(
+            "+".join(case.name for case in group if not case.saga),
+            "+".join(sagas),
+        ),
         histories=histories,
         ledger_rows=rows,
         ledger_payload_bytes=payload,
@@ -101,8 +106,8 @@ async def run_benchmark(settings: Settings, step: StepReporter) -> dict[str, Any
     batches: list[Batch] = []
     stacks: list[StackFacts] = []
     for run in range(settings.repeat):
-        for pair in PAIRS:
-            pair_batches, facts = await measure_pair(settings, run, pair, step)
+        for group in settings.groups:
+            pair_batches, facts = await measure_group(settings, run, group, step)
             batches += pair_batches
             stacks.append(facts)
     report = bench_report(settings, batches, stacks)

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pizzeria.ops.bench.cases import CASES
+from pizzeria.ops.bench.cases import ALL_CASES
 
 PLOT_NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install -e '.[bench]'"
 
@@ -38,6 +38,15 @@ def print_bench_report(report: dict[str, Any], out: Console) -> None:
         out.print(
             f"{row['case']} at {row['concurrency']} in flight: failing step to last "
             f"compensation done {row['compensation_ms_p50']:.0f} ms (median of samples)"
+        )
+    for row in report.get("fast_path", []):
+        verdict = ""
+        if "meets_half_latency" in row:
+            verdict = " (target <= 0.5: " + ("met)" if row["meets_half_latency"] else "missed)")
+        out.print(
+            f"fast path over regular path at {row['concurrency']} in flight: "
+            f"p50 latency x{row['p50']:.2f}{verdict}, throughput x{row['throughput']:.2f}, "
+            f"CPU per order x{row['cpu']:.2f}"
         )
     out.print("growth: " + json.dumps(report["growth"]))
     out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
@@ -86,7 +95,7 @@ def bench_table(report: dict[str, Any]) -> Table:
 def draw_plot(report: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for case in CASES:
+    for case in ALL_CASES:
         rows = sorted(
             (r for r in report["cases"] if r["case"] == case.name), key=lambda r: r["concurrency"]
         )

@@ -19,7 +19,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from pizzeria import config
 from pizzeria.ledger import open_ledger
-from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow
+from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow, LocalBaselineWorkflow
 from pizzeria.worker import READY_LINE, build_worker, connect, served_activities
 
 # A fresh ledger holds 1,000 portions of each ingredient: about 160 exercise orders.
@@ -52,7 +52,7 @@ async def serve(address: str, task_queue: str, options: dict[str, Any]) -> None:
     client = await connect(address)
     baseline = SimplePlugin(
         "pizzeria.ops.bench.baseline",
-        workflows=[BaselineWorkflow],
+        workflows=[BaselineWorkflow, LocalBaselineWorkflow],
         activities=list(BASELINE_ACTIVITIES),
     )
     stop = asyncio.Event()
