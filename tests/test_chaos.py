@@ -137,6 +137,36 @@ def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_no
     assert processes_using(folder) == []
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.slow
+def test_sixty_fast_path_orders_through_kills_and_a_restart_lose_nothing_and_double_nothing(
+    tmp_path: Path,
+) -> None:
+    """The fast path's local activities, retried by the worker that holds them and run again
+    by another worker after a kill, keep the same promises as the regular path."""
+    folder = tmp_path / "chaos"
+    done, _ = run_chaos(
+        "--fast-path", "--orders", "60", "--seed", "14", "--json", "--data-dir", str(folder),
+        timeout=200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(done.stdout)
+    assert summary["fast_path"] is True
+    assert summary["violations"] == 0 and summary["open"] == 0
+    assert summary["completed"] + summary["failed"] + summary["cancelled"] == 60
+    assert summary["completed"] > 30 and summary["failed"] > 0
+    assert summary["worker_kills"] >= 3 and summary["server_restarts"] >= 1
+    assert processes_using(folder) == []
+
+
+def test_chaos_orders_carry_the_fast_path_setting_when_asked() -> None:
+    assert not any(p.order.settings and p.order.settings.fast_path for p in plan_orders(
+        ChaosSettings(orders=5)
+    ))  # fmt: skip
+    planned = plan_orders(ChaosSettings(orders=5, fast_path=True))
+    assert all(p.order.settings and p.order.settings.fast_path for p in planned)
+
+
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> None:
     folder = tmp_path / "chaos"
