@@ -54,19 +54,23 @@ async def local_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, st
     """(local activity name, outcome) in history order, read from the markers that stand
     for local activities: completed / failed / cancelled (one marker per activity, written
     when it is over, whatever number of attempts the worker made)."""
-    timeline: list[tuple[str, str]] = []
+    return [(data["activity_type"], outcome) for data, outcome in await local_markers(handle)]
+
+
+async def local_markers(handle: WorkflowHandle[Any, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Each local activity marker's data (activity_type, attempt, ...) and outcome."""
+    markers: list[tuple[dict[str, Any], str]] = []
     async for event in handle.fetch_history_events():
         if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
             continue
         marker = event.marker_recorded_event_attributes
         if marker.marker_name != LOCAL_ACTIVITY_MARKER:
             continue
-        data = json.loads(marker.details["data"].payloads[0].data)
         if not marker.HasField("failure"):
             outcome = "completed"
         elif marker.failure.HasField("canceled_failure_info"):
             outcome = "cancelled"
         else:
             outcome = "failed"
-        timeline.append((data["activity_type"], outcome))
-    return timeline
+        markers.append((json.loads(marker.details["data"].payloads[0].data), outcome))
+    return markers

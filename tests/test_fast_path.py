@@ -26,7 +26,7 @@ from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import PIZZERIA, failure_of, run_pizzeria, wait_until
-from tests.history import activity_timeline, finished, local_timeline
+from tests.history import activity_timeline, finished, local_markers, local_timeline
 from tests.stack import stack_env
 from tests.test_workflow import RECIPE_OF_EXERCISE, charging, quantities
 
@@ -109,10 +109,15 @@ async def test_cancel_order_before_the_pivot_waits_for_the_local_step_then_compe
 
 
 @pytest.mark.parametrize(
-    "spec", ["process_credit_card=lost:1", "update_inventory=late:1"], ids=["lost", "late"]
+    ("spec", "step"),
+    [
+        ("process_credit_card=lost:1", "process_credit_card"),
+        ("update_inventory=late:1", "update_inventory"),
+    ],
+    ids=["lost", "late"],
 )
 async def test_a_lost_answer_or_a_late_write_on_a_local_step_changes_nothing(
-    worker, start, ledger, faults_file, spec
+    worker, start, ledger, faults_file, spec, step
 ):
     """The worker retries the local step after its timeout: the same idempotency key
     makes the retry (or the late first attempt) a no-op."""
@@ -127,6 +132,10 @@ async def test_a_lost_answer_or_a_late_write_on_a_local_step_changes_nothing(
         "process_credit_card": 1,
         "send_bill": 1,
     }
+    # The fault struck the local attempt (the worker's fault interceptor sees local
+    # activities too), and the worker made a second one.
+    attempts = {data["activity_type"]: data["attempt"] for data, _ in await local_markers(handle)}
+    assert attempts[step] == 2
 
 
 # -- a worker killed in the middle of a local activity ------------------------------------------
