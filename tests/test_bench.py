@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -154,18 +155,25 @@ def test_worker_options_parse_numbers_and_flags():
 
 @pytest.mark.timeout(150)
 @pytest.mark.slow
-def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def tiny_bench(
+    tmp_path: Path, request: pytest.FixtureRequest, *args: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``pizzeria bench --json ARGS`` with one run of batches of three; and its report."""
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
     done = run_pizzeria(
-        "bench", "--json", "--repeat", "1", "--workflows", "3", *TWO_LEVELS, env=env, timeout=140
+        "bench", "--json", "--repeat", "1", "--workflows", "3", *args, env=env, timeout=140
     )
     assert done.returncode == 0, done.stderr
+    return done, json.loads(done.stdout)
+
+
+def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    done, report = tiny_bench(tmp_path, request, *TWO_LEVELS)
     assert "prep_seconds=0" in done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
     assert report["settings"]["prep_seconds"] == 0
     assert report["settings"]["worker_environment"] == {
         "PIZZERIA_DRIVER_SECONDS": "0",
@@ -193,15 +201,7 @@ def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
 def test_a_tiny_fast_path_comparison_reports_both_paths_and_both_bare_shapes(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if request.config.getoption("--workflow-environment") == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
-    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
-    done = run_pizzeria(
-        "bench", "--compare-fast-path", "--json", "--repeat", "1", "--workflows", "3",
-        "--concurrency", "1", env=env, timeout=140,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
+    _, report = tiny_bench(tmp_path, request, "--compare-fast-path", "--concurrency", "1")
     rows = {row["case"]: row for row in report["cases"]}
     assert set(rows) == {"baseline-good", "good", "fast-good", "baseline-local-good"}
     # Local activities are markers: fewer events than the regular path's activity events.
