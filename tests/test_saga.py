@@ -147,6 +147,7 @@ class Plan:
     compensate_in_body: bool = False  # on a step failure, compensate() before re-raising
     compensate_after: int = 0  # when every step succeeded, call compensate() this often
     continue_as_new: bool = False  # after the steps, continue as new (with no steps)
+    local_compensations: bool = False  # the undos run as local activities
 
 
 @workflow.defn
@@ -169,7 +170,12 @@ class SagaTestWorkflow:
                 if plan.workflow_compensation_at == index:
                     saga.add_compensation(self.undo_in_workflow, index)
                 else:
-                    saga.add_compensation(undo_step, call, summary=f"undo step {index}")
+                    saga.add_compensation(
+                        undo_step,
+                        call,
+                        summary=f"undo step {index}",
+                        local=plan.local_compensations,
+                    )
                 if plan.pause_before == index:
                     await workflow.sleep(PAUSE)
                 with saga.step(f"step {index}"):
@@ -463,6 +469,28 @@ async def test_compensation_failing_once_is_retried_and_original_error_kept(
     state = await handle.query(SagaTestWorkflow.state)
     assert statuses(state["compensations"]) == ["done"] * 3
     assert [c["attempts"] for c in state["compensations"]] == [1, 1, 1]
+
+
+async def test_local_compensations_run_in_reverse_retried_by_the_worker(
+    saga_worker: SagaWorker,
+) -> None:
+    """``local=True``: the same order and retries, as local activities (markers in the
+    history, no activity events for the undos)."""
+    run_id, script = new_script(fail_step=2, undo_fail_once={1})
+    handle = await saga_worker.start(Plan(run_id, local_compensations=True))
+    error = await failure(handle)
+    assert chain_types(error) == ["ActivityError", STEP_FAILED]
+    assert script.calls("undo") == [2, 1, 1, 0]
+    assert script.effects == set()
+    events = [event async for event in handle.fetch_history_events()]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled == ["do_step"] * 3
+    markers = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert len(markers) == 3
 
 
 async def test_compensation_failing_always_raises_saga_error_with_cause_and_outcomes(
