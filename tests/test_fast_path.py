@@ -18,12 +18,14 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
+from pizzeria.client import outcome_of
 from pizzeria.failures import error_type_of
 from pizzeria.faults import parse_faults, write_faults
 from pizzeria.ledger import open_ledger
 from pizzeria.models import PizzaOrder
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.timeline import order_timeline
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import PIZZERIA, failure_of, run_pizzeria, wait_until
 from tests.history import activity_timeline, finished, local_markers, local_timeline
@@ -60,7 +62,7 @@ async def test_a_good_order_on_the_fast_path_runs_its_ledger_steps_locally_and_b
 
 
 async def test_a_bad_card_on_the_fast_path_fails_and_compensates_in_reverse_order(
-    worker, start, ledger
+    worker, start, ledger, client
 ):
     before = quantities(ledger)
     async with worker():
@@ -75,6 +77,19 @@ async def test_a_bad_card_on_the_fast_path_fails_and_compensates_in_reverse_orde
         ("revert_inventory", "completed"),
     ]
     assert await activity_timeline(handle) == []
+    # What `pizzeria order` and `pizzeria status` tell the user, read from the markers.
+    outcome = await outcome_of(client, handle.id, "")
+    assert outcome.compensations == ["refund_customer", "revert_inventory"]
+    entries = await order_timeline(client, handle)
+    assert [(e.kind, e.name, e.outcome) for e in entries] == [
+        ("step", "get_distance", "completed"),
+        ("step", "update_inventory", "completed"),
+        ("step", "process_credit_card", "failed"),
+        ("compensation", "refund_customer", "completed"),
+        ("compensation", "revert_inventory", "completed"),
+    ]
+    assert "CreditCardProcessingError" in entries[2].error
+    assert entries[3].summary == "Compensate: refund the charge, if any"
     assert quantities(ledger) == before
     (row,) = ledger.orders()
     assert row.charged - row.refunded == 0 and row.billed == 0
@@ -204,8 +219,14 @@ def test_a_worker_killed_in_a_local_charge_leaves_the_order_to_another_charged_o
             second.stop()
         assert placing.returncode == 0, out + errors
         assert json.loads(out)["status"] == "COMPLETED"
+        status = run_pizzeria("status", number, "--json", env=env)
         counts = asyncio.run(event_counts(server.address, f"pizza-workflow-order-{number}"))
         check = run_pizzeria("check", "--json", "--closed", env=env)
+    timeline = [(e["name"], e["outcome"]) for e in json.loads(status.stdout)["timeline"]]
+    assert timeline == [
+        *((name, "completed") for name in LEDGER_STEPS),
+        ("notify_delivery_driver", "completed"),
+    ]
     assert counts["EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT"] >= 1  # A died holding the task
     assert counts["scheduled notify_delivery_driver"] == 1
     assert counts["scheduled process_credit_card"] == 0  # the charge stayed local

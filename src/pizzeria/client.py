@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import (
     Client,
@@ -192,6 +195,38 @@ async def why_not_started(client: Client, order_number: str) -> Exception:
     return OrderAlreadyRunning(order_number)
 
 
+# The marker the SDK records for each local activity (the fast path's steps), when it ends.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
+@dataclass
+class LocalActivityRecord:
+    name: str
+    attempts: int
+    outcome: str  # completed, failed, cancelled
+    failure: Failure | None
+
+
+def local_activity_of(event: HistoryEvent) -> LocalActivityRecord | None:
+    """The local activity a marker event records, or None for any other event."""
+    if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+        return None
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return None
+    try:  # written by the SDK's core as plain JSON, never through our codec
+        data = json.loads(marker.details["data"].payloads[0].data)
+        name, attempts = str(data["activity_type"]), int(data["attempt"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    if not marker.HasField("failure"):
+        return LocalActivityRecord(name, attempts, "completed", None)
+    cancelled = marker.failure.HasField("canceled_failure_info")
+    return LocalActivityRecord(
+        name, attempts, "cancelled" if cancelled else "failed", marker.failure
+    )
+
+
 async def compensations_from_history(
     handle: WorkflowHandle[Any, Any],
 ) -> tuple[list[str], list[str]]:
@@ -200,7 +235,10 @@ async def compensations_from_history(
     completed: list[str] = []
     failed: list[str] = []
     async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        local = local_activity_of(event)
+        if local is not None and local.name in COMPENSATIONS:
+            (completed if local.outcome == "completed" else failed).append(local.name)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             name = event.activity_task_scheduled_event_attributes.activity_type.name
             scheduled[event.event_id] = name
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:

@@ -19,7 +19,7 @@ from temporalio.api.workflow.v1 import PendingActivityInfo, PendingWorkflowTaskI
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from pizzeria.client import status_name
+from pizzeria.client import local_activity_of, status_name
 from pizzeria.models import COMPENSATIONS, order_number_of
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -117,9 +117,29 @@ async def timeline_of(client: Client, events: list[HistoryEvent]) -> list[Timeli
             entry = entries[timers[attributes_end.timer_id]]
             entry.outcome = "fired" if kind == EventType.EVENT_TYPE_TIMER_FIRED else "cancelled"
             entry.duration_ms = (when - entry.started_at).total_seconds() * 1000
+        elif (local := await _local_entry(client, event, when)) is not None:
+            entries[event.event_id] = local
         else:
             _close_activity(entries, event, when)
     return sorted(entries.values(), key=lambda entry: entry.started_at)
+
+
+async def _local_entry(client: Client, event: HistoryEvent, when: datetime) -> TimelineEntry | None:
+    """A local activity (the fast path), from its marker: recorded once it is over, with
+    its attempts; its duration is not in the history."""
+    local = local_activity_of(event)
+    if local is None:
+        return None
+    return TimelineEntry(
+        kind=COMPENSATION if local.name in COMPENSATIONS else STEP,
+        name=local.name,
+        summary=await _summary(client, event),
+        started_at=when,
+        duration_ms=None,
+        attempts=local.attempts,
+        outcome=local.outcome,
+        error=_failure_text(local.failure) if local.failure is not None else "",
+    )
 
 
 def _close_activity(entries: dict[int, TimelineEntry], event: HistoryEvent, when: datetime) -> None:
