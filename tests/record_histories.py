@@ -1,4 +1,5 @@
-"""Record the histories that test_replay.py replays: ``python -m tests.record_histories``.
+"""Record the histories that test_replay.py replays: ``python -m tests.record_histories``
+(every scenario), or ``python -m tests.record_histories NAME...`` (only those).
 
 Runs each scenario on the real dev server and writes ``tests/histories/<name>.json``.
 Re-record only on purpose: a replay failure after a workflow change means that change
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,7 +46,13 @@ async def settle(handle: WorkflowHandle[Any, Any]) -> None:
         await handle.result()
 
 
-async def main() -> None:
+async def settled(started: Awaitable[WorkflowHandle[Any, Any]]) -> WorkflowHandle[Any, Any]:
+    handle = await started
+    await settle(handle)
+    return handle
+
+
+async def main(only: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
@@ -132,9 +140,13 @@ async def main() -> None:
             "cancel_update": cancel_update,
             "repaired_by_retry": lambda: repaired(False),
             "resolved_manually": lambda: repaired(True),
+            "fast_good_order": lambda: settled(start(fast_path=True)),
+            "fast_bad_card": lambda: settled(start(BAD_CARD, fast_path=True)),
         }
         async with build_worker(client, activities, task_queue=TASK_QUEUE):
             for name, scenario in scenarios.items():
+                if only and name not in only:
+                    continue
                 handle = await scenario()
                 history = await handle.fetch_history()
                 (HISTORIES / f"{name}.json").write_text(history.to_json())
@@ -144,4 +156,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

@@ -28,6 +28,8 @@ def test_every_scenario_has_a_recorded_history():
         "cancel_update",
         "repaired_by_retry",
         "resolved_manually",
+        "fast_good_order",
+        "fast_bad_card",
     }
 
 
