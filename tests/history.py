@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
+from pizzeria.local_activities import LocalActivityRecord, local_activity_of
 
 
 async def activity_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
@@ -54,23 +53,9 @@ async def local_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, st
     """(local activity name, outcome) in history order, read from the markers that stand
     for local activities: completed / failed / cancelled (one marker per activity, written
     when it is over, whatever number of attempts the worker made)."""
-    return [(data["activity_type"], outcome) for data, outcome in await local_markers(handle)]
+    return [(record.name, record.outcome) for record in await local_records(handle)]
 
 
-async def local_markers(handle: WorkflowHandle[Any, Any]) -> list[tuple[dict[str, Any], str]]:
-    """Each local activity marker's data (activity_type, attempt, ...) and outcome."""
-    markers: list[tuple[dict[str, Any], str]] = []
-    async for event in handle.fetch_history_events():
-        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
-            continue
-        marker = event.marker_recorded_event_attributes
-        if marker.marker_name != LOCAL_ACTIVITY_MARKER:
-            continue
-        if not marker.HasField("failure"):
-            outcome = "completed"
-        elif marker.failure.HasField("canceled_failure_info"):
-            outcome = "cancelled"
-        else:
-            outcome = "failed"
-        markers.append((json.loads(marker.details["data"].payloads[0].data), outcome))
-    return markers
+async def local_records(handle: WorkflowHandle[Any, Any]) -> list[LocalActivityRecord]:
+    records = [local_activity_of(event) async for event in handle.fetch_history_events()]
+    return [record for record in records if record is not None]

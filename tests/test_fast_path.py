@@ -28,7 +28,7 @@ from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.timeline import order_timeline
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import PIZZERIA, failure_of, run_pizzeria, wait_until
-from tests.history import activity_timeline, finished, local_markers, local_timeline
+from tests.history import activity_timeline, finished, local_records, local_timeline
 from tests.stack import stack_env
 from tests.test_workflow import RECIPE_OF_EXERCISE, charging, quantities
 
@@ -149,7 +149,7 @@ async def test_a_lost_answer_or_a_late_write_on_a_local_step_changes_nothing(
     }
     # The fault struck the local attempt (the worker's fault interceptor sees local
     # activities too), and the worker made a second one.
-    attempts = {data["activity_type"]: data["attempt"] for data, _ in await local_markers(handle)}
+    attempts = {record.name: record.attempts for record in await local_records(handle)}
     assert attempts[step] == 2
 
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.failure.v1 import Failure
-from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import (
     Client,
@@ -35,6 +32,7 @@ from temporalio.service import RPCError
 from pizzeria import menu
 from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.ledger import AlreadyBilled, Ledger
+from pizzeria.local_activities import local_activity_of
 from pizzeria.models import (
     COMPENSATIONS,
     ORDER_STATUS,
@@ -193,38 +191,6 @@ async def why_not_started(client: Client, order_number: str) -> Exception:
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return OrderAlreadyCompleted(order_number, description.run_id)
     return OrderAlreadyRunning(order_number)
-
-
-# The marker the SDK records for each local activity (the fast path's steps), when it ends.
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
-
-
-@dataclass
-class LocalActivityRecord:
-    name: str
-    attempts: int
-    outcome: str  # completed, failed, cancelled
-    failure: Failure | None
-
-
-def local_activity_of(event: HistoryEvent) -> LocalActivityRecord | None:
-    """The local activity a marker event records, or None for any other event."""
-    if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
-        return None
-    marker = event.marker_recorded_event_attributes
-    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
-        return None
-    try:  # written by the SDK's core as plain JSON, never through our codec
-        data = json.loads(marker.details["data"].payloads[0].data)
-        name, attempts = str(data["activity_type"]), int(data["attempt"])
-    except (IndexError, KeyError, TypeError, ValueError):
-        return None
-    if not marker.HasField("failure"):
-        return LocalActivityRecord(name, attempts, "completed", None)
-    cancelled = marker.failure.HasField("canceled_failure_info")
-    return LocalActivityRecord(
-        name, attempts, "cancelled" if cancelled else "failed", marker.failure
-    )
 
 
 async def compensations_from_history(

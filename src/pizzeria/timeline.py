@@ -19,7 +19,8 @@ from temporalio.api.workflow.v1 import PendingActivityInfo, PendingWorkflowTaskI
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from pizzeria.client import local_activity_of, status_name
+from pizzeria.client import status_name
+from pizzeria.local_activities import local_activity_of
 from pizzeria.models import COMPENSATIONS, order_number_of
 from pizzeria.workflows import PizzaOrderWorkflow
 
