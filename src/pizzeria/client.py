@@ -155,12 +155,22 @@ async def order_status_registered(client: Client) -> bool:
 
 
 async def start_order(
-    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE, *, again: bool = False
+    client: Client,
+    order: PizzaOrder,
+    task_queue: str = TASK_QUEUE,
+    *,
+    again: bool = False,
+    memo: dict[str, Any] | None = None,
+    id_reuse_policy: WorkflowIDReusePolicy | None = None,
 ) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
     """Start an order; refused (and nothing charged) while the same order number runs
     (`OrderAlreadyRunning`) and, unless ``again``, once its last run completed
     (`OrderAlreadyCompleted`). The server enforces it, so two clients racing cannot both
-    start a second run."""
+    start a second run.
+
+    ``memo`` adds to the order's memo (the API records there which request started it);
+    ``id_reuse_policy`` replaces the rule above (the API never reuses an order number).
+    """
     search_attributes = None
     if await order_status_registered(client):
         search_attributes = TypedSearchAttributes(
@@ -174,8 +184,9 @@ async def start_order(
             task_queue=task_queue,
             static_summary=static_summary(order),
             search_attributes=search_attributes,
-            memo={"amount": menu.billed_amount(menu.order_total(order.items))},
-            id_reuse_policy=(
+            memo={**(memo or {}), "amount": menu.billed_amount(menu.order_total(order.items))},
+            id_reuse_policy=id_reuse_policy
+            or (
                 WorkflowIDReusePolicy.ALLOW_DUPLICATE
                 if again
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY

@@ -45,6 +45,7 @@ async def connect(
     runtime: Runtime | None = None,
     encrypt: bool = True,
     converter: DataConverter | None = None,
+    lazy: bool = False,
 ) -> Client:
     """A client from the SDK's env config (TEMPORAL_ADDRESS, profiles, TLS, API key).
 
@@ -52,7 +53,8 @@ async def connect(
     command runs against a dev server here and a Temporal cluster elsewhere. Payloads are
     encrypted (see codec.py); with ``encrypt=False`` they are sent plain but encrypted ones
     are still decrypted. ``converter`` replaces the codec's converter (a reader that must
-    not create a key file brings its own).
+    not create a key file brings its own). A ``lazy`` client connects at its first call
+    (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if address:
@@ -61,7 +63,7 @@ async def connect(
     if namespace:
         config["namespace"] = namespace
     config["data_converter"] = converter or data_converter(encrypt=encrypt)
-    return await Client.connect(**config, runtime=runtime)
+    return await Client.connect(**config, runtime=runtime, lazy=lazy)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""The app factory: routes, error answers, the page's files, and what each request needs.
+
+The app holds a Temporal client, the ledger and the keys, nothing else: every answer is
+read from Temporal and the ledger when it is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+
+from pizzeria import __version__, config
+from pizzeria.api import orders, public
+from pizzeria.api.auth import Keys
+from pizzeria.api.problems import install_problem_handlers
+from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody
+from pizzeria.ledger import Ledger
+from pizzeria.worker import connect
+
+DESCRIPTION = """\
+Order pizzas, follow them and cancel them over HTTP: the exercise's order saga behind a
+front door. `POST /orders` takes the exercise's order JSON and answers with an order
+token; reading, following (server-sent events) and cancelling an order need that token
+(or the staff key), as `Authorization: Bearer <token>` or `?token=<token>`. Every error
+is `application/problem+json` (RFC 9457).
+"""
+
+# The page and everything it loads come from this app: nothing from elsewhere may run.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@dataclass
+class ApiSettings:
+    keys: Keys
+    address: str | None = None
+    ledger_path: Path | None = None
+    #: A client to share (the demo's); else the app connects when it starts.
+    client: Client | None = None
+
+
+class SecurityHeaders:
+    """Headers on every answer: no sniffing, no caching of tokens, the page's policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"content-security-policy", PAGE_POLICY.encode()),
+                ]
+                if not scope["path"].startswith("/static/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # lazy: the API starts (and /readyz says why it is not ready) while Temporal is down.
+        client = settings.client or await connect(settings.address, lazy=True)
+        ledger = Ledger(settings.ledger_path or config.ledger_path())
+        app.state.client = client
+        app.state.ledger = ledger
+        app.state.keys = settings.keys
+        try:
+            yield
+        finally:
+            ledger.close()
+
+    app = FastAPI(
+        title="pizzeria",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # The interactive docs load their scripts from a CDN; the page loads nothing.
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    app.include_router(public.router)
+    app.include_router(orders.router)
+    app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+    return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the bodies the routes read themselves and the problem."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        models: tuple[type[BaseModel], ...] = (OrderBody, CancelBody, RepairBody, Problem)
+        for model in models:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
+        app.openapi_schema = document
+    return app.openapi_schema

@@ -1,0 +1,125 @@
+"""Server-sent events of one order, read from its workflow history as it grows.
+
+Each event's id is the id of the history event it comes from. History only ever grows
+and its ids never change, so a client that reconnects with ``Last-Event-ID: N`` gets
+exactly the events after N: none missed, none twice. The stream ends with the outcome;
+a reconnect after that gets 204, which tells an EventSource to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from temporalio.client import WorkflowExecutionStatus as RunStatus
+
+from pizzeria.api.views import closed_outcome, run_handle
+from pizzeria.client import STATUS_NAMES
+from pizzeria.models import COMPENSATIONS
+from pizzeria.timeline import COMPENSATION, STEP, failure_text
+
+KEEP_ALIVE_SECONDS = 15.0
+RECONNECT_MILLISECONDS = 1000
+
+# The event that closes a run, and the status it closes it with.
+CLOSES = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: RunStatus.COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: RunStatus.FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: RunStatus.CANCELED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: RunStatus.TERMINATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: RunStatus.TIMED_OUT,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: RunStatus.CONTINUED_AS_NEW,
+}
+
+
+@dataclass
+class Change:
+    """A step or compensation that started or ended."""
+
+    kind: str
+    name: str
+    state: str
+    error: str
+    at: str
+
+
+def change_of(event: HistoryEvent, scheduled: dict[int, str]) -> Change | None:
+    kind = event.event_type
+    at = event.event_time.ToDatetime().isoformat() + "Z"
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        name = event.activity_task_scheduled_event_attributes.activity_type.name
+        scheduled[event.event_id] = name
+        return Change(_kind(name), name, "running", "", at)
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        attributes: Any = event.activity_task_completed_event_attributes
+        state, error = "completed", ""
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+        attributes = event.activity_task_failed_event_attributes
+        state, error = "failed", failure_text(attributes.failure)
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+        attributes = event.activity_task_timed_out_event_attributes
+        state, error = "timed out", failure_text(attributes.failure)
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+        attributes = event.activity_task_canceled_event_attributes
+        state, error = "cancelled", ""
+    else:
+        return None
+    name = scheduled.get(attributes.scheduled_event_id, "")
+    return Change(_kind(name), name, state, error, at)
+
+
+def _kind(name: str) -> str:
+    return COMPENSATION if name in COMPENSATIONS else STEP
+
+
+def sse(event_id: int, event: str, data: dict[str, Any]) -> str:
+    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+async def order_events(
+    client: Client, workflow_id: str, run_id: str, after: int, *, follow: bool
+) -> AsyncIterator[str]:
+    """The run's events after ``after``, then its outcome; ``follow`` waits for new ones."""
+    handle = run_handle(client, workflow_id, run_id)
+    scheduled: dict[int, str] = {}
+    async for event in handle.fetch_history_events(wait_new_event=follow):
+        change = change_of(event, scheduled)
+        if change is not None and event.event_id > after:
+            yield sse(event.event_id, change.kind, asdict(change))
+        closed = CLOSES.get(event.event_type)
+        if closed is not None:
+            if event.event_id > after:
+                outcome = await closed_outcome(handle, STATUS_NAMES[closed])
+                yield sse(event.event_id, "outcome", outcome.model_dump())
+            return
+
+
+async def with_keep_alive(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The events, with a comment line whenever none came for a while: proxies and
+    browsers close a connection that stays silent."""
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
+    iterator = aiter(events)
+    pending: asyncio.Future[str] = asyncio.ensure_future(anext(iterator))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=KEEP_ALIVE_SECONDS)
+            if not done:
+                yield ": still cooking\n\n"
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(anext(iterator))
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending

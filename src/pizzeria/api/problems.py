@@ -1,0 +1,214 @@
+"""Every error as ``application/problem+json`` (RFC 9457), and the body checks that come first.
+
+An answer never echoes what the client sent (a value may hold a card number, or text that
+cannot even be encoded back): it names the field and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+PROBLEM_JSON = "application/problem+json"
+MAX_BODY_BYTES = 64 * 1024  # an order of 50 pizzas is about 6 KB
+UNAVAILABLE = (
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+class ApiProblem(Exception):
+    """An error the client can act on; ``slug`` names its kind in the problem's type."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        errors: Sequence[tuple[str, str]] = (),
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.slug = slug
+        self.errors = list(errors)
+        self.error_type = error_type
+        self.headers = headers
+
+
+def invalid(field: str, reason: str, *, status: int = 422, error_type: str | None = None) -> ApiProblem:
+    return ApiProblem(
+        status,
+        f"{field}: {reason}",
+        slug="invalid-request",
+        errors=[(field, reason)],
+        error_type=error_type,
+    )
+
+
+def problem_response(
+    request: Request | None,
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: Sequence[tuple[str, str]] = (),
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:pizzeria:problem:{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    if errors:
+        body["errors"] = [{"field": field, "reason": reason} for field, reason in errors]
+    if error_type:
+        body["error_type"] = error_type
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """``("customer", "name")`` as ``customer.name``, ``("items", 0, "price")`` as
+    ``items[0].price``: the spelling menu.py uses in its own messages."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def validation_errors(errors: Sequence[Any], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Field and reason of each pydantic error, without the offending value."""
+    found = []
+    for error in errors:
+        location = [part for part in error.get("loc", ()) if part not in skip]
+        found.append((field_path(location), str(error.get("msg", "invalid"))))
+    return found
+
+
+def refuse_invalid_body(error: ValidationError) -> ApiProblem:
+    errors = validation_errors(error.errors(include_input=False, include_url=False))
+    first_field, first_reason = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ApiProblem(
+        422, f"{first_field}: {first_reason}{more}", slug="invalid-order", errors=errors
+    )
+
+
+async def read_json_body(request: Request, *, required: bool = True) -> Any:
+    """The body as JSON, refused with a 4xx before anything starts when it is not."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    body = await limited_body(request)
+    if not body and not required:
+        return None
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiProblem(
+            415,
+            "send the body as application/json",
+            slug="unsupported-media-type",
+            headers={"Accept-Post": "application/json"},
+        )
+    try:
+        return json.loads(body)
+    # RecursionError: nesting too deep for the decoder; ValueError: broken JSON, bad
+    # UTF-8, or an integer with more digits than Python agrees to read.
+    except (ValueError, RecursionError) as error:
+        where = f" at byte {error.pos}" if isinstance(error, json.JSONDecodeError) else ""
+        raise ApiProblem(400, f"the body is not valid JSON{where}", slug="malformed-json") from None
+
+
+async def limited_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large() -> ApiProblem:
+    return ApiProblem(
+        413, f"the body is larger than {MAX_BODY_BYTES} bytes", slug="body-too-large"
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, problem: Exception) -> JSONResponse:
+        assert isinstance(problem, ApiProblem)
+        return problem_response(
+            request,
+            problem.status,
+            problem.detail,
+            slug=problem.slug,
+            errors=problem.errors,
+            error_type=problem.error_type,
+            headers=problem.headers,
+        )
+
+    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+        return problem_response(request, error.status_code, detail, headers=error.headers)
+
+    async def on_request_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        # FastAPI prefixes where the value came from ("query", "path", "header").
+        errors = validation_errors(error.errors(), skip=("query", "path", "header", "body"))
+        first_field, first_reason = errors[0] if errors else ("request", "invalid")
+        return problem_response(
+            request, 422, f"{first_field}: {first_reason}", slug="invalid-request", errors=errors
+        )
+
+    async def on_temporal_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RPCError)
+        if error.status in UNAVAILABLE:
+            return problem_response(
+                request,
+                503,
+                "Temporal did not answer; try again shortly",
+                slug="temporal-unavailable",
+                headers={"Retry-After": "2"},
+            )
+        return problem_response(
+            request, 502, "Temporal refused the request", slug="temporal-refused"
+        )
+
+    app.add_exception_handler(ApiProblem, on_problem)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_request_error)
+    app.add_exception_handler(RPCError, on_temporal_error)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of the problems a route can answer with."""
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": content}
+        for status in statuses
+    }
+

@@ -1,0 +1,91 @@
+"""Serving the app with uvicorn: as ``pizzeria api``, or inside the demo.
+
+The socket is bound before uvicorn starts, so a port in use is one clear line (and the
+demo can fall back to a free port) rather than uvicorn's log and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+
+from pizzeria.api.app import ApiSettings, create_app
+
+# Open event streams would hold a shutdown forever: after this, they are cut.
+GRACEFUL_SECONDS = 2
+
+
+class PortInUse(OSError):
+    pass
+
+
+class HideTokens(logging.Filter):
+    """Access log lines show ``?token=...`` as ``?token=***``: a token opens an order."""
+
+    TOKEN = re.compile(r"(token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise PortInUse(f"cannot serve on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+def server_for(settings: ApiSettings, *, access_log: bool) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        lifespan="on",
+    )
+    logging.getLogger("uvicorn.access").addFilter(HideTokens())
+    return uvicorn.Server(config)
+
+
+def run_api(settings: ApiSettings, sock: socket.socket, *, access_log: bool = True) -> None:
+    """Serve until Ctrl-C (uvicorn handles the signals)."""
+    server = server_for(settings, access_log=access_log)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+class _Embedded(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the program around it (the demo) handles Ctrl-C itself
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: ApiSettings, sock: socket.socket) -> AsyncIterator[None]:
+    """The API in this event loop for the duration of the block."""
+    plain = server_for(settings, access_log=False)
+    server = _Embedded(plain.config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if task.done():
+            task.result()  # raises why it could not start
+        yield
+    finally:
+        server.should_exit = True
+        await task

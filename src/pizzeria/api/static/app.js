@@ -1,0 +1,331 @@
+// The order page: build an order from the menu, post it, follow it through its events.
+// No framework and nothing loaded from elsewhere. The card number is sent once, in the
+// order, and only ever shown masked.
+"use strict";
+
+const STEP_LABELS = {
+  get_distance: "Check the delivery distance",
+  update_inventory: "Take the ingredients from stock",
+  process_credit_card: "Charge the card",
+  send_bill: "Send the bill (after this, no way back)",
+  notify_delivery_driver: "Find a delivery driver",
+};
+const COMPENSATION_LABELS = {
+  refund_customer: "Refund the card",
+  revert_inventory: "Put the ingredients back",
+};
+const PIVOT = "send_bill";
+
+const $ = (selector) => document.querySelector(selector);
+let menu = null;
+let cart = [];
+let current = null; // {number, token, source}
+
+function dollars(cents) {
+  return "$" + (cents / 100).toFixed(2);
+}
+
+function masked(number) {
+  const digits = number.replace(/\D/g, "");
+  return digits.length >= 4 ? "**** " + digits.slice(-4) : "****";
+}
+
+function randomKey() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function describe(size, toppings) {
+  const name = size[0].toUpperCase() + size.slice(1);
+  if (!toppings.length) return name;
+  const last = toppings[toppings.length - 1];
+  const rest = toppings.slice(0, -1);
+  return `${name}, with ${rest.length ? rest.join(", ") + " and " : ""}${last}`;
+}
+
+// -- building the order ------------------------------------------------------------------
+
+async function loadMenu() {
+  const answer = await fetch("/menu");
+  menu = await answer.json();
+  const sizes = $("#size");
+  for (const size of menu.sizes) {
+    const option = document.createElement("option");
+    option.value = size.size;
+    option.textContent = `${size.size} ${dollars(size.price)}`;
+    sizes.append(option);
+  }
+  const box = $("#toppings");
+  for (const topping of menu.toppings) {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    input.type = "checkbox";
+    input.value = topping;
+    label.append(input, " " + topping);
+    box.append(label);
+  }
+  // The exercise's three pizzas, to start from.
+  addPizza("large", ["mushrooms", "onions"]);
+  addPizza("small", ["pepperoni"]);
+  addPizza("medium", ["extra cheese"]);
+}
+
+function priceOf(size) {
+  return menu.sizes.find((entry) => entry.size === size).price;
+}
+
+function addPizza(size, toppings) {
+  cart.push({ description: describe(size, toppings), price: priceOf(size) });
+  renderCart();
+}
+
+function renderCart() {
+  const list = $("#cart");
+  list.replaceChildren();
+  cart.forEach((pizza, index) => {
+    const item = document.createElement("li");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link";
+    remove.textContent = "remove";
+    remove.addEventListener("click", () => {
+      cart.splice(index, 1);
+      renderCart();
+    });
+    item.append(`${pizza.description}: ${dollars(pizza.price)} `, remove);
+    list.append(item);
+  });
+  const total = cart.reduce((sum, pizza) => sum + pizza.price, 0);
+  const billed = total > menu.discount_over ? total - menu.discount : total;
+  $("#total").textContent = cart.length
+    ? `Total ${dollars(billed)}` + (billed < total ? ` (${dollars(menu.discount)} off)` : "")
+    : "No pizza yet.";
+}
+
+function field(name) {
+  return document.querySelector(`[name="${name}"]`).value;
+}
+
+function orderBody() {
+  return {
+    order_number: "WEB-" + Date.now().toString(36).toUpperCase() + "-" + randomKey().slice(0, 4),
+    customer: {
+      customer_id: Math.floor(Math.random() * 1e9),
+      name: field("customer.name"),
+      email: field("customer.email"),
+      phone: field("customer.phone"),
+    },
+    items: cart,
+    is_delivery: document.querySelector('[name="delivery"]:checked').value === "delivery",
+    address: {
+      line1: field("address.line1"),
+      line2: field("address.line2"),
+      city: field("address.city"),
+      state: field("address.state"),
+      postal_code: field("address.postal_code"),
+    },
+    credit_card_info: {
+      holderName: field("credit_card_info.holderName"),
+      number: field("credit_card_info.number").replace(/\s/g, ""),
+    },
+  };
+}
+
+function showFormError(problem) {
+  document.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
+  const box = $("#form-error");
+  box.textContent = problem ? problem.detail || problem.title : "";
+  box.hidden = !problem;
+  for (const error of (problem && problem.errors) || []) {
+    const name = error.field.replace(/\[\d+\].*/, "");
+    const input = document.querySelector(`[data-field="${name}"]`);
+    if (input) input.classList.add("invalid");
+  }
+}
+
+// A network hiccup retries with the same Idempotency-Key: never two orders.
+async function postOrder(body) {
+  const key = randomKey();
+  let lastError = null;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const answer = await fetch("/orders", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+        body: JSON.stringify(body),
+      });
+      if (answer.status < 500) return answer;
+      lastError = await answer.json();
+    } catch (error) {
+      lastError = { detail: "The network failed; trying again..." };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500 * (attempt + 1)));
+  }
+  return { ok: false, status: 503, json: async () => lastError };
+}
+
+async function placeOrder(event) {
+  event.preventDefault();
+  showFormError(null);
+  const body = orderBody();
+  $("#place").disabled = true;
+  try {
+    const answer = await postOrder(body);
+    const result = await answer.json();
+    if (answer.status !== 202) {
+      showFormError(result);
+      return;
+    }
+    const card = masked(body.credit_card_info.number);
+    $("#card").value = ""; // the number stays nowhere on the page
+    location.hash = new URLSearchParams({ order: result.order_number, token: result.order_token });
+    follow(result.order_number, result.order_token, card);
+  } finally {
+    $("#place").disabled = false;
+  }
+}
+
+// -- following the order -----------------------------------------------------------------
+
+function stepItem(name, label) {
+  const item = document.createElement("li");
+  item.dataset.name = name;
+  item.className = "state-pending";
+  const title = document.createElement("span");
+  title.className = "label";
+  title.textContent = label;
+  const state = document.createElement("span");
+  state.className = "state";
+  state.textContent = "pending";
+  const error = document.createElement("span");
+  error.className = "error-text";
+  item.append(title, state, error);
+  return item;
+}
+
+function setState(item, state, error) {
+  item.className = "state-" + state.replace(/\s/g, "-");
+  item.querySelector(".state").textContent = state;
+  item.querySelector(".error-text").textContent = error || "";
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${current.token}`, ...(options.headers || {}) };
+  const answer = await fetch(path, { ...options, headers });
+  return { status: answer.status, body: answer.status === 204 ? null : await answer.json() };
+}
+
+async function showSummary() {
+  const { status, body } = await api(`/orders/${current.number}`);
+  if (status !== 200) {
+    $("#summary").textContent = body.detail;
+    return null;
+  }
+  const parts = [`${dollars(body.amount || 0)} on card ${body.card || "****"}`];
+  if (body.ledger && body.ledger.refunded) parts.push(`refunded ${dollars(body.ledger.refunded)}`);
+  $("#summary").textContent = parts.join(", ");
+  $("#details").textContent = body.details;
+  $("#status").textContent = body.status;
+  $("#status").className = "badge status-" + body.status;
+  $("#cancel").hidden = !body.cancellable;
+  return body;
+}
+
+function follow(number, token, card) {
+  if (current && current.source) current.source.close();
+  current = { number, token, source: null };
+  $("#order-form").hidden = true;
+  $("#tracker").hidden = false;
+  $("#new-order").hidden = true;
+  $("#order-number").textContent = number;
+  $("#summary").textContent = card ? `Card ${card}` : "";
+  $("#outcome").textContent = "";
+  $("#cancel-error").hidden = true;
+  const steps = $("#steps");
+  steps.replaceChildren(...Object.entries(STEP_LABELS).map(([n, l]) => stepItem(n, l)));
+  $("#compensations").replaceChildren();
+  $("#compensations-box").hidden = true;
+  showSummary();
+  const source = new EventSource(`/orders/${encodeURIComponent(number)}/events?token=${encodeURIComponent(token)}`);
+  current.source = source;
+  source.addEventListener("step", (event) => onStep(JSON.parse(event.data)));
+  source.addEventListener("compensation", (event) => onCompensation(JSON.parse(event.data)));
+  source.addEventListener("outcome", (event) => onOutcome(JSON.parse(event.data)));
+}
+
+function onStep(change) {
+  const item = document.querySelector(`#steps li[data-name="${change.name}"]`);
+  if (item) setState(item, change.state, change.error);
+  if (change.name === PIVOT) $("#cancel").hidden = true;
+}
+
+function onCompensation(change) {
+  $("#cancel").hidden = true;
+  $("#compensations-box").hidden = false;
+  let item = document.querySelector(`#compensations li[data-name="${change.name}"]`);
+  if (!item) {
+    item = stepItem(change.name, COMPENSATION_LABELS[change.name] || change.name);
+    $("#compensations").append(item);
+  }
+  setState(item, change.state, change.error);
+}
+
+function onOutcome(outcome) {
+  current.source.close(); // the stream is over: no reconnect
+  $("#cancel").hidden = true;
+  $("#new-order").hidden = false;
+  $("#status").textContent = outcome.status;
+  $("#status").className = "badge status-" + outcome.status;
+  for (const item of document.querySelectorAll("#steps li.state-pending")) setState(item, "not run");
+  const text = {
+    COMPLETED: `Done: confirmation ${outcome.confirmation_number} (${outcome.delivery}).`,
+    FAILED: `Failed: ${outcome.error || outcome.error_type}. Everything done was undone.`,
+    CANCELLED: "Cancelled: everything done was undone.",
+  };
+  $("#outcome").textContent = text[outcome.status] || outcome.status;
+  showSummary();
+}
+
+async function cancelOrder() {
+  $("#cancel").disabled = true;
+  try {
+    const { status, body } = await api(`/orders/${current.number}/cancel`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ reason: "cancelled on the order page" }),
+    });
+    if (status !== 200) {
+      $("#cancel-error").textContent = body.detail;
+      $("#cancel-error").hidden = false;
+    }
+    $("#cancel").hidden = true;
+  } finally {
+    $("#cancel").disabled = false;
+  }
+}
+
+function newOrder() {
+  if (current && current.source) current.source.close();
+  current = null;
+  history.replaceState(null, "", location.pathname);
+  $("#tracker").hidden = true;
+  $("#order-form").hidden = false;
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  await loadMenu();
+  $("#add-pizza").addEventListener("click", () => {
+    const toppings = Array.from(document.querySelectorAll("#toppings input:checked"), (i) => i.value);
+    addPizza($("#size").value, toppings);
+  });
+  for (const button of document.querySelectorAll("[data-card]")) {
+    button.addEventListener("click", () => ($("#card").value = button.dataset.card));
+  }
+  $("#order-form").addEventListener("submit", placeOrder);
+  $("#cancel").addEventListener("click", cancelOrder);
+  $("#new-order").addEventListener("click", newOrder);
+  // A reload goes on following the order in the address (#order=...&token=...).
+  const saved = new URLSearchParams(location.hash.slice(1));
+  if (saved.get("order") && saved.get("token")) follow(saved.get("order"), saved.get("token"));
+});

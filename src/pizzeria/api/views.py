@@ -1,0 +1,158 @@
+"""An order as the API shows it, read each time from Temporal and the ledger.
+
+Steps and compensations come from the workflow's history (the timeline: it needs no
+worker and outlives the order), what the saga is doing now from its ``saga_state`` query,
+the card and the amount from the order the workflow was started with, and the money
+from the ledger rows of that run. Nothing is cached: a restarted API shows the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+from pizzeria import menu
+from pizzeria.api.schemas import LedgerView, OrderOutcomeView, OrderView, StepView
+from pizzeria.client import order_handle
+from pizzeria.failures import error_message_of, error_type_of
+from pizzeria.ledger import Ledger, summarise
+from pizzeria.models import (
+    STEP_SEND_BILL,
+    STEPS,
+    OrderConfirmation,
+    PizzaOrder,
+    order_ref,
+)
+from pizzeria.timeline import COMPENSATION, STEP, order_report
+from pizzeria.workflows import PizzaOrderWorkflow
+
+RUNNING = "RUNNING"
+
+
+def run_handle(
+    client: Client, workflow_id: str, run_id: str
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    return client.get_workflow_handle_for(
+        PizzaOrderWorkflow.order_pizza, workflow_id, run_id=run_id
+    )
+
+
+def step_view(entry: dict[str, Any] | None, name: str, closed: bool) -> StepView:
+    if entry is None:
+        return StepView(
+            name=name,
+            state="not run" if closed else "pending",
+            attempts=0,
+            started_at=None,
+            duration_ms=None,
+            error="",
+        )
+    return StepView(
+        name=entry["name"],
+        state=entry["outcome"],
+        attempts=entry["attempts"],
+        started_at=entry["started_at"],
+        duration_ms=entry["duration_ms"],
+        error=entry["error"],
+    )
+
+
+def steps_of(
+    timeline: list[dict[str, Any]], closed: bool
+) -> tuple[list[StepView], list[StepView]]:
+    """Every step of the saga in its order, and the compensations in the order they ran."""
+    ran = {entry["name"]: entry for entry in timeline if entry["kind"] == STEP}
+    steps = [step_view(ran.get(name), name, closed) for name in STEPS]
+    compensations = [
+        step_view(entry, entry["name"], closed)
+        for entry in timeline
+        if entry["kind"] == COMPENSATION
+    ]
+    return steps, compensations
+
+
+async def closed_outcome(
+    handle: WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation], status: str
+) -> OrderOutcomeView:
+    """How a closed run ended: the confirmation, or the error that failed it."""
+    try:
+        confirmation = await handle.result(follow_runs=False)
+    except WorkflowFailureError as failure:
+        return OrderOutcomeView(
+            status=status,
+            error_type=error_type_of(failure.cause),
+            error=error_message_of(failure.cause),
+            confirmation_number=None,
+            delivery=None,
+        )
+    return OrderOutcomeView(
+        status=status,
+        error_type=None,
+        error=None,
+        confirmation_number=confirmation.confirmation_number,
+        delivery=confirmation.status,
+    )
+
+
+async def placed_order(client: Client, handle: WorkflowHandle[Any, Any]) -> PizzaOrder | None:
+    """The order the run was started with (None when it never decoded into one)."""
+    async for event in handle.fetch_history_events(page_size=1):
+        if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            return None
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            (order,) = await client.data_converter.decode(payloads, [PizzaOrder])
+        except Exception:  # the worker refused it as undecodable: nothing to show
+            return None
+        return order if isinstance(order, PizzaOrder) else None
+    return None
+
+
+def ledger_view(ledger: Ledger, ref: str) -> LedgerView | None:
+    try:
+        runs = summarise(ledger.effects(ref))
+    except sqlite3.Error:
+        return None
+    if not runs:
+        return LedgerView(charged=0, refunded=0, billed=0)
+    return LedgerView(charged=runs[0].charged, refunded=runs[0].refunded, billed=runs[0].billed)
+
+
+def cancellable(report: dict[str, Any]) -> bool:
+    """Until the pivot, and only while nothing is being undone already."""
+    if report["status"] != RUNNING or report.get("cancel_reason") or report.get("compensating"):
+        return False
+    if report.get("pivot_passed"):
+        return False
+    # Without a worker the query has no answer: the history still says whether the
+    # bill was sent or anything undone.
+    return not any(
+        entry["name"] == STEP_SEND_BILL or entry["kind"] == COMPENSATION
+        for entry in report["timeline"]
+    )
+
+
+async def read_order(client: Client, ledger: Ledger, order_number: str) -> OrderView:
+    handle = await order_handle(client, order_number)
+    report = await order_report(client, handle)
+    run = run_handle(client, handle.id, report["run_id"])
+    closed = report["status"] != RUNNING
+    steps, compensations = steps_of(report["timeline"], closed)
+    order = await placed_order(client, run)
+    return OrderView(
+        order_number=order_number,
+        status=report["status"],
+        details=report["details"] or "",
+        amount=menu.billed_amount(menu.order_total(order.items)) if order else None,
+        card=order.credit_card_info.masked if order else None,
+        cancellable=cancellable(report),
+        needs_attention=report["needs_attention"],
+        steps=steps,
+        compensations=compensations,
+        ledger=await asyncio.to_thread(ledger_view, ledger, order_ref(handle.id, report["run_id"])),
+        outcome=await closed_outcome(run, report["status"]) if closed else None,
+    )
