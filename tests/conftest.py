@@ -36,6 +36,7 @@ from pizzeria.models import ORDER_STATUS, PizzaOrder, workflow_id_for
 from pizzeria.samples import sample_order
 from pizzeria.worker import ServedActivities, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
+from tests.api_stack import Api, api_process
 from tests.helpers import binary, unique_number
 from tests.postgres import INSTALL_HINT, PostgresServer, postgres_bin
 from tests.stack import Stack, StackOptions, open_stack
@@ -284,3 +285,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, skip in skips:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[Api]:
+    """`pizzeria api` in front of the module's stack (its dev server and worker)."""
+    with api_process(stack) as running:
+        yield running

@@ -1,0 +1,69 @@
+"""`pizzeria api` beside a test stack (dev server and worker), as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pizzeria.ledger import Ledger
+from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command
+from pizzeria.samples import GOOD_CARD, sample_order
+from tests.stack import Stack
+
+STAFF_KEY = "staff-key-of-the-api-tests-0123456789"
+
+
+@dataclass(frozen=True)
+class Api:
+    url: str
+    env: dict[str, str]
+    data: Path
+    process: WorkerProcess
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.data / "ledger.db")
+
+    @property
+    def staff(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {STAFF_KEY}"}
+
+
+def order_body(number: str, card: str = GOOD_CARD, **settings: Any) -> dict[str, Any]:
+    """The exercise's order JSON (the wire contract), with no waits unless given."""
+    settings.setdefault("prep_seconds", 0)
+    return asdict(sample_order(number, card=card, **settings))
+
+
+@contextmanager
+def api_process(stack: Stack, *args: str, timeout: float = 60) -> Iterator[Api]:
+    """``pizzeria api`` on a free port, answering /healthz, for the block; then Ctrl-C."""
+    port = free_port()
+    env = {**stack["env"], "PIZZERIA_API_KEY": STAFF_KEY}
+    command = [*pizzeria_command(), "api", "--port", str(port), *args]
+    process = WorkerProcess(command, stack["data"] / "api.log", env)
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _answers(url):
+            process.raise_if_exited()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pizzeria api did not answer:\n{process.output()[-2000:]}")
+            time.sleep(0.1)
+        yield Api(url=url, env=env, data=stack["data"], process=process)
+    finally:
+        process.stop(timeout=15, signum=signal.SIGINT)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
