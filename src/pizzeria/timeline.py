@@ -57,7 +57,7 @@ async def _summary(client: Client, event: HistoryEvent) -> str:
     return str(value)
 
 
-def _failure_text(failure: Any) -> str:
+def failure_text(failure: Any) -> str:
     kind = (
         failure.application_failure_info.type
         if failure.HasField("application_failure_info")
@@ -154,11 +154,11 @@ def _close_activity(entries: dict[int, TimelineEntry], event: HistoryEvent, when
     elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
         attributes = event.activity_task_failed_event_attributes
         scheduled, outcome = attributes.scheduled_event_id, "failed"
-        error = _failure_text(attributes.failure)
+        error = failure_text(attributes.failure)
     elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
         timed_out = event.activity_task_timed_out_event_attributes
         scheduled, outcome = timed_out.scheduled_event_id, "timed out"
-        error = _failure_text(timed_out.failure)
+        error = failure_text(timed_out.failure)
     elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
         scheduled = event.activity_task_canceled_event_attributes.scheduled_event_id
         outcome, error = "cancelled", ""

@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.client import WorkflowExecutionStatus as RunStatus
 
 from pizzeria.api.views import closed_outcome, run_handle
-from pizzeria.client import STATUS_NAMES
+from pizzeria.client import status_name
 from pizzeria.models import COMPENSATIONS
 from pizzeria.timeline import COMPENSATION, STEP, failure_text
 
@@ -96,7 +96,7 @@ async def order_events(
         closed = CLOSES.get(event.event_type)
         if closed is not None:
             if event.event_id > after:
-                outcome = await closed_outcome(handle, STATUS_NAMES[closed])
+                outcome = await closed_outcome(handle, status_name(closed))
                 yield sse(event.event_id, "outcome", outcome.model_dump())
             return
 

@@ -103,8 +103,9 @@ def checked_order(body: Any) -> PizzaOrder:
     try:
         menu.validate_order(order)
     except menu.OrderRejected as rejected:
+        field = rejected_field(order, str(rejected))
         raise invalid(
-            rejected_field(order, str(rejected)), str(rejected), error_type=rejected.kind
+            field, str(rejected), slug="invalid-order", error_type=rejected.kind
         ) from None
     return order
 
@@ -128,9 +129,7 @@ async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerp
             slug="order-number-taken",
         )
     if first.get("body_sha256") != fingerprint:
-        raise invalid(
-            "Idempotency-Key", "already used for another body: nothing was changed"
-        )
+        raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
 
 
 @router.post(
@@ -271,7 +270,9 @@ async def _replay(events: list[str]) -> Any:
         **SECURED,
         "requestBody": {
             "required": False,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}
+            },
         },
     },
 )
@@ -301,7 +302,9 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
         **SECURED,
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RepairBody"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RepairBody"}}
+            },
         },
     },
 )

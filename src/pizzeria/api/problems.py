@@ -7,7 +7,7 @@ cannot even be encoded back): it names the field and says what is wrong with it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -49,11 +49,14 @@ class ApiProblem(Exception):
         self.headers = headers
 
 
-def invalid(field: str, reason: str, *, status: int = 422, error_type: str | None = None) -> ApiProblem:
+def invalid(
+    field: str, reason: str, *, slug: str = "invalid-request", error_type: str | None = None
+) -> ApiProblem:
+    """422 about one field (menu.py's reasons mostly name their field already)."""
     return ApiProblem(
-        status,
-        f"{field}: {reason}",
-        slug="invalid-request",
+        422,
+        reason if reason.startswith(field) else f"{field}: {reason}",
+        slug=slug,
         errors=[(field, reason)],
         error_type=error_type,
     )
@@ -67,7 +70,7 @@ def problem_response(
     slug: str | None = None,
     errors: Sequence[tuple[str, str]] = (),
     error_type: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"urn:pizzeria:problem:{slug}" if slug else "about:blank",
@@ -152,9 +155,7 @@ async def limited_body(request: Request) -> bytes:
 
 
 def too_large() -> ApiProblem:
-    return ApiProblem(
-        413, f"the body is larger than {MAX_BODY_BYTES} bytes", slug="body-too-large"
-    )
+    return ApiProblem(413, f"the body is larger than {MAX_BODY_BYTES} bytes", slug="body-too-large")
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -172,7 +173,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+        detail = (
+            error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+        )
         return problem_response(request, error.status_code, detail, headers=error.headers)
 
     async def on_request_error(request: Request, error: Exception) -> JSONResponse:
@@ -211,4 +214,3 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"description": HTTPStatus(status).phrase, "content": content}
         for status in statuses
     }
-

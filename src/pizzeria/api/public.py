@@ -72,9 +72,7 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Readiness:
     temporal, ledger = await asyncio.gather(temporal_answer(request), ledger_answer(request))
     if temporal != "ok" or ledger != "ok":
-        raise ApiProblem(
-            503, f"not ready: Temporal {temporal}, ledger {ledger}", slug="not-ready"
-        )
+        raise ApiProblem(503, f"not ready: Temporal {temporal}, ledger {ledger}", slug="not-ready")
     return Readiness(status="ready", temporal=temporal, ledger=ledger)
 
 

@@ -19,6 +19,7 @@ from pizzeria.api.app import ApiSettings, create_app
 
 # Open event streams would hold a shutdown forever: after this, they are cut.
 GRACEFUL_SECONDS = 2
+STARTUP_CHECKS = 200  # of 50 ms: 10 s
 
 
 class PortInUse(OSError):
@@ -81,10 +82,14 @@ async def serving(settings: ApiSettings, sock: socket.socket) -> AsyncIterator[N
     server = _Embedded(plain.config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started and not task.done():
+        for _ in range(STARTUP_CHECKS):
+            if server.started or task.done():
+                break
             await asyncio.sleep(0.05)
         if task.done():
             task.result()  # raises why it could not start
+        if not server.started:
+            raise RuntimeError("the order API did not start within 10 s")
         yield
     finally:
         server.should_exit = True

@@ -61,9 +61,7 @@ def step_view(entry: dict[str, Any] | None, name: str, closed: bool) -> StepView
     )
 
 
-def steps_of(
-    timeline: list[dict[str, Any]], closed: bool
-) -> tuple[list[StepView], list[StepView]]:
+def steps_of(timeline: list[dict[str, Any]], closed: bool) -> tuple[list[StepView], list[StepView]]:
     """Every step of the saga in its order, and the compensations in the order they ran."""
     ran = {entry["name"]: entry for entry in timeline if entry["kind"] == STEP}
     steps = [step_view(ran.get(name), name, closed) for name in STEPS]

@@ -14,6 +14,7 @@ import click
 from temporalio.service import RPCError
 
 from pizzeria import __version__
+from pizzeria.cli.api import api
 from pizzeria.cli.common import UserError, err, error_line
 from pizzeria.cli.faults import faults
 from pizzeria.cli.ledger import ledger, stock
@@ -42,6 +43,7 @@ for command in (
     repair,
     ledger,
     stock,
+    api,
 ):
     app.add_command(command)
 app.add_command(faults)

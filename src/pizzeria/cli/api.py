@@ -1,0 +1,49 @@
+"""``pizzeria api``: the order API and the live order page, in front of Temporal.
+
+FastAPI and uvicorn are imported when the command runs, not when the CLI loads: the
+worker and every other command start without them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pizzeria.cli.common import UserError, address_option, fail, ledger_option, out
+
+DEFAULT_PORT = 8000
+
+
+@click.command(name="api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@address_option
+@ledger_option
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log each request (order tokens hidden)",
+)
+def api(
+    host: str, port: int, address: str | None, ledger_file: Path | None, access_log: bool
+) -> None:
+    """Serve the order API and the order page until Ctrl-C (with `server` and `worker`)."""
+    from pizzeria.api.app import ApiSettings
+    from pizzeria.api.auth import Keys, SecretError, load_secret, load_staff_key
+    from pizzeria.api.serve import PortInUse, bind, run_api
+
+    try:
+        keys = Keys(load_secret(), load_staff_key())
+    except SecretError as error:
+        raise UserError(str(error)) from None
+    try:
+        sock = bind(host, port)
+    except PortInUse as error:
+        fail(str(error))
+    url = f"http://{host}:{port}"
+    out.print(f"Order page {url}/  API {url}/orders  OpenAPI {url}/openapi.json")
+    staff = "on" if keys.staff_key else "off (set PIZZERIA_API_KEY to list and repair orders)"
+    out.print(f"Staff routes: {staff}. Ctrl-C stops.")
+    run_api(ApiSettings(keys, address, ledger_file), sock, access_log=access_log)
