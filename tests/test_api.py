@@ -186,13 +186,13 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
     tampered = my_token[:-1] + ("B" if my_token[-1] != "B" else "C")
     for wrong in (their_token, "not-a-token", tampered):
         answer = await http.get(f"/orders/{mine}", headers=bearer(wrong))
-        assert answer.status_code == 404
+        assert answer.status_code == 401
         assert {**answer.json(), "instance": None} == {**ghost, "instance": None}
     assert (await http.get(f"/orders/{mine}", params={"token": my_token})).status_code == 200
     assert (await http.get(f"/orders/{mine}", headers=api.staff)).status_code == 200
     cancel = await http.post(f"/orders/{theirs}/cancel", headers=bearer(my_token))
-    assert cancel.status_code == 404
-    assert (await events_of(http, theirs, my_token))[0] == 404
+    assert cancel.status_code == 401
+    assert (await events_of(http, theirs, my_token))[0] == 401
     assert (await http.get(f"/orders/NO-SUCH-{mine}", headers=api.staff)).status_code == 404
     for credential in ({}, bearer(my_token)):
         assert (await http.get("/orders", headers=credential)).status_code == 401

@@ -23,7 +23,7 @@ from pizzeria import __version__, config
 from pizzeria.api import orders, public
 from pizzeria.api.auth import Keys
 from pizzeria.api.problems import install_problem_handlers
-from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody
+from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
 from pizzeria.ledger import Ledger
 from pizzeria.worker import connect
 
@@ -120,7 +120,13 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             routes=app.routes,
         )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        models: tuple[type[BaseModel], ...] = (OrderBody, CancelBody, RepairBody, Problem)
+        models: tuple[type[BaseModel], ...] = (
+            OrderBody,
+            CancelBody,
+            RepairBody,
+            Problem,
+            StepChange,
+        )
         for model in models:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))

@@ -133,12 +133,13 @@ def unauthorized(what: str) -> ApiProblem:
 
 
 def require_order_access(request: Request, order_number: str, given: str | None) -> None:
-    """The order's own token or the staff key; anything else learns nothing of the order."""
-    if given is None:
-        raise unauthorized("the order token")
-    if not keys_of(request).may_see(given, order_number):
-        # 404, not 403: a wrong token must not tell whether the order exists.
-        raise ApiProblem(404, "no such order for this token", slug="order-not-found")
+    """The order's own token or the staff key; anything else learns nothing of the order.
+
+    A token that does not open this order number gets the same 401 whether the order
+    exists or not; only a credential that does open it can get a 404.
+    """
+    if given is None or not keys_of(request).may_see(given, order_number):
+        raise unauthorized("this order's token")
 
 
 def require_staff(request: Request, given: str | None) -> None:

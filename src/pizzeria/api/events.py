@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -20,12 +19,14 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.client import WorkflowExecutionStatus as RunStatus
 
+from pizzeria.api.schemas import OrderOutcomeView, StepChange
 from pizzeria.api.views import closed_outcome, run_handle
 from pizzeria.client import status_name
 from pizzeria.models import COMPENSATIONS
 from pizzeria.timeline import COMPENSATION, STEP, failure_text
 
 KEEP_ALIVE_SECONDS = 15.0
+EVENT_KINDS = ("step", "compensation", "outcome")
 RECONNECT_MILLISECONDS = 1000
 
 # The event that closes a run, and the status it closes it with.
@@ -39,24 +40,13 @@ CLOSES = {
 }
 
 
-@dataclass
-class Change:
-    """A step or compensation that started or ended."""
-
-    kind: str
-    name: str
-    state: str
-    error: str
-    at: str
-
-
-def change_of(event: HistoryEvent, scheduled: dict[int, str]) -> Change | None:
+def change_of(event: HistoryEvent, scheduled: dict[int, str]) -> StepChange | None:
     kind = event.event_type
     at = event.event_time.ToDatetime().isoformat() + "Z"
     if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
         name = event.activity_task_scheduled_event_attributes.activity_type.name
         scheduled[event.event_id] = name
-        return Change(_kind(name), name, "running", "", at)
+        return StepChange(kind=_kind(name), name=name, state="running", error="", at=at)
     if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
         attributes: Any = event.activity_task_completed_event_attributes
         state, error = "completed", ""
@@ -72,7 +62,29 @@ def change_of(event: HistoryEvent, scheduled: dict[int, str]) -> Change | None:
     else:
         return None
     name = scheduled.get(attributes.scheduled_event_id, "")
-    return Change(_kind(name), name, state, error, at)
+    return StepChange(kind=_kind(name), name=name, state=state, error=error, at=at)
+
+
+def event_schema() -> dict[str, Any]:
+    """One event of the stream, for the OpenAPI document."""
+    data = {"oneOf": [_ref(StepChange), _ref(OrderOutcomeView)]}
+    return {
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "Resume after it"},
+            "event": {"enum": list(EVENT_KINDS)},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+def _ref(model: type[Any]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _kind(name: str) -> str:
@@ -92,7 +104,7 @@ async def order_events(
     async for event in handle.fetch_history_events(wait_new_event=follow):
         change = change_of(event, scheduled)
         if change is not None and event.event_id > after:
-            yield sse(event.event_id, change.kind, asdict(change))
+            yield sse(event.event_id, change.kind, change.model_dump())
         closed = CLOSES.get(event.event_type)
         if closed is not None:
             if event.event_id > after:

@@ -21,7 +21,7 @@ from temporalio.common import WorkflowIDReusePolicy
 
 from pizzeria import menu
 from pizzeria.api.auth import credential, require_order_access, require_staff
-from pizzeria.api.events import order_events, with_keep_alive
+from pizzeria.api.events import event_schema, order_events, with_keep_alive
 from pizzeria.api.problems import (
     ApiProblem,
     invalid,
@@ -30,6 +30,7 @@ from pizzeria.api.problems import (
     refuse_invalid_body,
 )
 from pizzeria.api.schemas import (
+    ORDER_NUMBER_PATTERN,
     CancelAccepted,
     CancelBody,
     OrderAccepted,
@@ -60,11 +61,18 @@ router = APIRouter(tags=["orders"])
 #: The memo entry that says which request started an order.
 API_MEMO = "api_request"
 ORDER_NUMBER = Path(
-    pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The order number of the order's body"
+    pattern=ORDER_NUMBER_PATTERN, description="The order number of the order's body"
 )
 STATUS_FILTER = "^(" + "|".join(ORDER_STATUSES) + ")$"
-SECURED: dict[str, Any] = {"security": [{"HTTPBearer": []}, {"APIKeyQuery": []}]}
 Credential = Annotated[str | None, Depends(credential)]
+# OpenAPI links: what a client can do next with the order number POST /orders answers.
+FOLLOW_UPS = {
+    name: {
+        "operationId": name,
+        "parameters": {"order_number": "$response.body#/order_number"},
+    }
+    for name in ("get_order", "cancel_order")
+}
 OrderNumber = Annotated[str, ORDER_NUMBER]
 
 
@@ -135,9 +143,10 @@ async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerp
 @router.post(
     "/orders",
     status_code=202,
+    operation_id="place_order",
     summary="Place an order (the exercise's order JSON)",
     responses={
-        202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+        202: {"headers": {"Location": {"schema": {"type": "string"}}}, "links": FOLLOW_UPS},
         **problem_responses(400, 409, 413, 415, 422, 502, 503),
     },
     openapi_extra={
@@ -173,9 +182,9 @@ async def place(
 
 @router.get(
     "/orders",
+    operation_id="list_orders",
     summary="Recent orders (staff)",
     responses=problem_responses(401, 422, 502, 503),
-    openapi_extra=SECURED,
 )
 async def list_orders(
     request: Request,
@@ -204,9 +213,9 @@ async def list_orders(
 
 @router.get(
     "/orders/{order_number}",
+    operation_id="get_order",
     summary="An order: status, amount, steps, compensations, outcome",
     responses=problem_responses(401, 404, 422, 502, 503),
-    openapi_extra=SECURED,
 )
 async def get_order(request: Request, order_number: OrderNumber, given: Credential) -> OrderView:
     require_order_access(request, order_number, given)
@@ -222,14 +231,14 @@ class EventStream(StreamingResponse):
 
 @router.get(
     "/orders/{order_number}/events",
+    operation_id="follow_order",
     summary="Server-sent events: each step and compensation as it changes, then the outcome",
     response_class=EventStream,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": event_schema()}}},
         204: {"description": "Nothing after Last-Event-ID, and the order is closed"},
         **problem_responses(401, 404, 422, 502, 503),
     },
-    openapi_extra=SECURED,
 )
 async def follow_order(
     request: Request,
@@ -264,10 +273,10 @@ async def _replay(events: list[str]) -> Any:
 
 @router.post(
     "/orders/{order_number}/cancel",
+    operation_id="cancel_order",
     summary="Cancel before the pivot: what was done is undone and the order ends Cancelled",
-    responses=problem_responses(401, 404, 409, 413, 415, 422, 502, 503),
+    responses=problem_responses(400, 401, 404, 409, 413, 415, 422, 502, 503),
     openapi_extra={
-        **SECURED,
         "requestBody": {
             "required": False,
             "content": {
@@ -296,10 +305,10 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
 
 @router.post(
     "/orders/{order_number}/repair",
+    operation_id="repair_order",
     summary="Finish an order whose compensation failed for good (staff)",
-    responses=problem_responses(401, 404, 409, 413, 415, 422, 502, 503),
+    responses=problem_responses(400, 401, 404, 409, 413, 415, 422, 502, 503),
     openapi_extra={
-        **SECURED,
         "requestBody": {
             "required": True,
             "content": {

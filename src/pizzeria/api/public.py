@@ -26,6 +26,7 @@ class HtmlFile(FileResponse):
 
 @router.get(
     "/",
+    operation_id="order_page",
     summary="The order page",
     response_class=HtmlFile,
     responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
@@ -43,7 +44,9 @@ def toppings() -> list[str]:
     return list(first.values())
 
 
-@router.get("/menu", summary="Sizes, prices and toppings", tags=["service"])
+@router.get(
+    "/menu", operation_id="get_menu", summary="Sizes, prices and toppings", tags=["service"]
+)
 async def get_menu() -> Menu:
     return Menu(
         sizes=[
@@ -58,13 +61,14 @@ async def get_menu() -> Menu:
     )
 
 
-@router.get("/healthz", summary="The process is up", tags=["service"])
+@router.get("/healthz", operation_id="healthz", summary="The process is up", tags=["service"])
 async def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     summary="Temporal and the ledger answer",
     responses=problem_responses(503),
     tags=["service"],

@@ -9,6 +9,7 @@ never disagree about which orders exist.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,65 +23,84 @@ from pizzeria.models import (
     Pizza,
     PizzaOrder,
 )
+from pizzeria.samples import GOOD_CARD, sample_order
 
 STRICT = ConfigDict(strict=True)
+ORDER_NUMBER_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
+# The limits menu.validate_order enforces, shown in the document. They are not checked
+# here a second time: menu.py is the one judge, here as in the workflow.
+TEXT: dict[str, Any] = {"maxLength": menu.MAX_TEXT}
+REQUIRED_TEXT: dict[str, Any] = {"minLength": 1, "maxLength": menu.MAX_TEXT}
+ATTEMPTS: dict[str, Any] = {"minimum": 1, "maximum": menu.MAX_ATTEMPTS}
+_TOPPING = "(" + "|".join(sorted(menu.TOPPINGS)) + ")"
+#: How the page and the exercise write a pizza; menu.recipe also reads other spellings.
+PIZZA_PATTERN = f"^(Small|Medium|Large)(, with {_TOPPING}((, {_TOPPING})* and {_TOPPING})?)?$"
+EXERCISE_ORDER: dict[str, Any] = {
+    **asdict(sample_order("XD001", prep_seconds=0)),
+    "credit_card_info": {"holderName": "Lisa Anderson", "number": GOOD_CARD},
+}
 
 
 class AddressBody(BaseModel):
     model_config = STRICT
-    line1: str = Field(description="Required for a delivery")
-    line2: str
-    city: str
-    state: str
-    postal_code: str
+    line1: str = Field(description="Required for a delivery", json_schema_extra=TEXT)
+    line2: str = Field(json_schema_extra=TEXT)
+    city: str = Field(json_schema_extra=TEXT)
+    state: str = Field(json_schema_extra=TEXT)
+    postal_code: str = Field(json_schema_extra=TEXT)
 
 
 class CustomerBody(BaseModel):
     model_config = STRICT
-    customer_id: int = Field(description="A whole number from 0 to 2^63 - 1")
-    name: str
-    email: str
-    phone: str
+    customer_id: int = Field(json_schema_extra={"minimum": 0, "maximum": 2**63 - 1})
+    name: str = Field(json_schema_extra=REQUIRED_TEXT)
+    email: str = Field(json_schema_extra=TEXT)
+    phone: str = Field(json_schema_extra=TEXT)
 
 
 class PizzaBody(BaseModel):
     model_config = STRICT
     description: str = Field(
         description="A size and toppings from GET /menu, e.g. 'Large, with mushrooms and onions'"
+        " (the size and the toppings in any case, toppings also separated by commas)",
+        json_schema_extra={**REQUIRED_TEXT, "pattern": PIZZA_PATTERN},
     )
     price: int = Field(
-        description=f"Whole cents, from 1 to {menu.MAX_ITEM_PRICE} (GET /menu has the prices)"
+        description="Whole cents (GET /menu has the prices)",
+        json_schema_extra={"minimum": 1, "maximum": menu.MAX_ITEM_PRICE},
     )
 
 
 class CardBody(BaseModel):
     model_config = STRICT
-    holderName: str
-    number: str = Field(description="12 to 19 digits; never shown back in full")
+    holderName: str = Field(json_schema_extra=REQUIRED_TEXT)
+    number: str = Field(
+        description="Never shown back in full", json_schema_extra={"pattern": "^[0-9]{12,19}$"}
+    )
 
 
 class SettingsBody(BaseModel):
     model_config = STRICT
     prep_seconds: float = Field(
-        default=OrderSettings.prep_seconds, description=f"0 to {menu.MAX_PREP}"
+        default=OrderSettings.prep_seconds,
+        json_schema_extra={"minimum": 0, "maximum": menu.MAX_PREP},
     )
     compensation_attempts: int = Field(
-        default=OrderSettings.compensation_attempts, description=f"1 to {menu.MAX_ATTEMPTS}"
+        default=OrderSettings.compensation_attempts, json_schema_extra=ATTEMPTS
     )
-    step_attempts: int = Field(
-        default=OrderSettings.step_attempts, description=f"1 to {menu.MAX_ATTEMPTS}"
-    )
+    step_attempts: int = Field(default=OrderSettings.step_attempts, json_schema_extra=ATTEMPTS)
 
 
 class OrderBody(BaseModel):
     """The exercise's order JSON; unknown fields are ignored, as the workflow ignores them."""
 
-    model_config = STRICT
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [EXERCISE_ORDER]})
     order_number: str = Field(
-        description="Letters, digits, '.', '_' and '-' (1 to 64); decides the order's identity"
+        description="Decides the order's identity: one order per order number",
+        json_schema_extra={"pattern": ORDER_NUMBER_PATTERN},
     )
     customer: CustomerBody
-    items: list[PizzaBody] = Field(description=f"1 to {menu.MAX_ITEMS} pizzas")
+    items: list[PizzaBody] = Field(json_schema_extra={"minItems": 1, "maxItems": menu.MAX_ITEMS})
     is_delivery: bool
     address: AddressBody
     credit_card_info: CardBody
@@ -120,6 +140,16 @@ class StepView(BaseModel):
     started_at: str | None
     duration_ms: float | None
     error: str
+
+
+class StepChange(BaseModel):
+    """An event of the stream: a step or compensation started or ended."""
+
+    kind: str = Field(description="step or compensation")
+    name: str
+    state: str = Field(description="running, completed, failed, timed out or cancelled")
+    error: str
+    at: str = Field(description="When, in UTC (ISO 8601)")
 
 
 class OrderOutcomeView(BaseModel):
@@ -226,7 +256,3 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[ProblemError] | None = None
     error_type: str | None = Field(default=None, description="The workflow's error type")
-
-
-def schema_extra(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(ref_template="#/components/schemas/{model}")
