@@ -222,10 +222,13 @@ async function showSummary() {
     $("#summary").textContent = body.detail;
     return null;
   }
-  const parts = [`${dollars(body.amount || 0)} on card ${body.card || "****"}`];
-  if (body.ledger && body.ledger.refunded) parts.push(`refunded ${dollars(body.ledger.refunded)}`);
-  $("#summary").textContent = parts.join(", ");
-  $("#details").textContent = body.details;
+  const parts = [`Total ${dollars(body.amount || 0)}`, `card ${body.card || "****"}`];
+  if (body.ledger) {
+    const money = body.ledger;
+    parts.push(`charged ${dollars(money.charged)}, refunded ${dollars(money.refunded)}`);
+  }
+  $("#summary").textContent = parts.join(" · ");
+  $("#details").textContent = body.status === "RUNNING" ? body.details : "";
   $("#status").textContent = body.status;
   $("#status").className = "badge status-" + body.status;
   $("#cancel").hidden = !body.cancellable;
