@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from pizzeria.ledger import Ledger
+from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command
 from pizzeria.samples import GOOD_CARD, sample_order
 from tests.stack import Stack
@@ -28,7 +28,7 @@ class Api:
     process: WorkerProcess
 
     def ledger(self) -> Ledger:
-        return Ledger(self.data / "ledger.db")
+        return open_ledger(self.env.get("PIZZERIA_LEDGER", str(self.data / "ledger.db")))
 
     @property
     def staff(self) -> dict[str, str]:

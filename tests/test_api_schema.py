@@ -55,6 +55,7 @@ def schemathesis(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=540,
         env={**api.env, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
         stdin=subprocess.DEVNULL,
+        cwd=api.data,  # where it leaves its cache (.schemathesis/)
     )
     print(done.stdout[-3000:])
     return done

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,7 +23,7 @@ from pizzeria.api import orders, public
 from pizzeria.api.auth import Keys
 from pizzeria.api.problems import install_problem_handlers
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
-from pizzeria.ledger import Ledger
+from pizzeria.api.views import LedgerReader
 from pizzeria.worker import connect
 
 DESCRIPTION = """\
@@ -46,7 +45,7 @@ PAGE_POLICY = (
 class ApiSettings:
     keys: Keys
     address: str | None = None
-    ledger_path: Path | None = None
+    ledger_location: str | None = None
     #: A client to share (the demo's); else the app connects when it starts.
     client: Client | None = None
 
@@ -83,7 +82,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # lazy: the API starts (and /readyz says why it is not ready) while Temporal is down.
         client = settings.client or await connect(settings.address, lazy=True)
-        ledger = Ledger(settings.ledger_path or config.ledger_path())
+        ledger = LedgerReader(settings.ledger_location or config.ledger_location())
         app.state.client = client
         app.state.ledger = ledger
         app.state.keys = settings.keys

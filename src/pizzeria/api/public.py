@@ -93,7 +93,7 @@ async def temporal_answer(request: Request) -> str:
 async def ledger_answer(request: Request) -> str:
     try:
         await asyncio.wait_for(
-            asyncio.to_thread(request.app.state.ledger.stock), timeout=CHECK_SECONDS
+            asyncio.to_thread(lambda: request.app.state.ledger.get().stock()), timeout=CHECK_SECONDS
         )
     except Exception as error:  # locked, gone, unreadable: all mean not ready
         return f"does not answer ({type(error).__name__})"

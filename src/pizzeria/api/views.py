@@ -9,7 +9,7 @@ from the ledger rows of that run. Nothing is cached: a restarted API shows the s
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import threading
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -19,7 +19,7 @@ from pizzeria import menu
 from pizzeria.api.schemas import LedgerView, OrderOutcomeView, OrderView, StepView
 from pizzeria.client import order_handle
 from pizzeria.failures import error_message_of, error_type_of
-from pizzeria.ledger import Ledger, summarise
+from pizzeria.ledger import Ledger, LedgerError, RunRows, open_ledger, runs_of
 from pizzeria.models import (
     STEP_SEND_BILL,
     STEPS,
@@ -110,14 +110,34 @@ async def placed_order(client: Client, handle: WorkflowHandle[Any, Any]) -> Pizz
     return None
 
 
-def ledger_view(ledger: Ledger, ref: str) -> LedgerView | None:
+class LedgerReader:
+    """The ledger, opened read-only when first asked for: the API never writes to it, and
+    it starts (saying it is not ready) before the first worker has created the ledger."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._ledger: Ledger | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = open_ledger(self.location, read_only=True)
+            return self._ledger
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ledger is not None:
+                self._ledger.close()
+
+
+def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
+    """What this run charged, refunded and billed; None while the ledger cannot be read."""
     try:
-        runs = summarise(ledger.effects(ref))
-    except sqlite3.Error:
+        run = runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref))
+    except LedgerError:
         return None
-    if not runs:
-        return LedgerView(charged=0, refunded=0, billed=0)
-    return LedgerView(charged=runs[0].charged, refunded=runs[0].refunded, billed=runs[0].billed)
+    return LedgerView(charged=run.charged, refunded=run.refunded, billed=run.billed)
 
 
 def cancellable(report: dict[str, Any]) -> bool:
@@ -134,7 +154,7 @@ def cancellable(report: dict[str, Any]) -> bool:
     )
 
 
-async def read_order(client: Client, ledger: Ledger, order_number: str) -> OrderView:
+async def read_order(client: Client, ledger: LedgerReader, order_number: str) -> OrderView:
     handle = await order_handle(client, order_number)
     report = await order_report(client, handle)
     run = run_handle(client, handle.id, report["run_id"])

@@ -6,8 +6,6 @@ worker and every other command start without them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from pizzeria.cli.common import UserError, address_option, fail, ledger_option, out
@@ -27,7 +25,7 @@ DEFAULT_PORT = 8000
     help="Log each request (order tokens hidden)",
 )
 def api(
-    host: str, port: int, address: str | None, ledger_file: Path | None, access_log: bool
+    host: str, port: int, address: str | None, ledger_location: str | None, access_log: bool
 ) -> None:
     """Serve the order API and the order page until Ctrl-C (with `server` and `worker`)."""
     from pizzeria.api.app import ApiSettings
@@ -46,4 +44,4 @@ def api(
     out.print(f"Order page {url}/  API {url}/orders  OpenAPI {url}/openapi.json")
     staff = "on" if keys.staff_key else "off (set PIZZERIA_API_KEY to list and repair orders)"
     out.print(f"Staff routes: {staff}. Ctrl-C stops.")
-    run_api(ApiSettings(keys, address, ledger_file), sock, access_log=access_log)
+    run_api(ApiSettings(keys, address, ledger_location), sock, access_log=access_log)
