@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from pizzeria.codec import EncryptionCodec, key_id_of
@@ -329,16 +330,26 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_DRIVER_SECONDS": "0"}
     env.pop("TEMPORAL_ADDRESS", None)
     started = time.monotonic()
-    done = subprocess.run(
+    demo = subprocess.Popen(
         [PIZZERIA, "demo", "--json"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=150,
         stdin=subprocess.DEVNULL,
     )
+    assert demo.stderr is not None
+    # While it runs, it serves the order page and says where.
+    said: list[str] = []
+    while len(said) < 20 and not (said and said[-1].startswith(("> Order page", "error"))):
+        said.append(demo.stderr.readline())
+    page = said[-1].split()[3]
+    assert httpx.get(page + "menu", timeout=10).json()["sizes"][0]["price"] == 1200
+    stdout, stderr = demo.communicate(timeout=150)
+    done = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, "".join(said) + stderr)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["order_page"] == page
     good, bad = report["orders"]
     assert good["status"] == "COMPLETED" and good["amount"] == 3500
     assert bad["status"] == "FAILED" and bad["error_type"] == "CreditCardProcessingError"

@@ -53,6 +53,17 @@ def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
 
 
 @contextlib.asynccontextmanager
+async def order_page(
+    client: Client, ledger_location: str, say: Callable[[str], None]
+) -> AsyncIterator[str | None]:
+    # Imported here: FastAPI loads only when the demo runs, never with the CLI or a worker.
+    from pizzeria.api.serve import order_page as serve_order_page
+
+    async with serve_order_page(client, ledger_location, say) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
 async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer | None]:
     if port_open(GRPC_PORT):
         say("Using the Temporal server already answering on 127.0.0.1:7233")
@@ -109,21 +120,25 @@ async def run_demo(
     """Run the demo; ``say`` reports progress, ``show`` prints the outcome."""
     async with running_server(say):
         client = await connect()
-        ledger = open_ledger(config.ledger_location())
+        location = config.ledger_location()
+        ledger = open_ledger(location)
         activities = served_activities(ledger)
         async with build_worker(client, activities):
             say(f"Worker running in this process (ledger {ledger.location})")
-            stock_before = ledger.stock()
-            outcomes = await place_both_orders(client, say)
-            report: dict[str, Any] = {
-                "web_ui": WEB_UI,
-                "orders": [{**o.to_json(), "ledger": ledger_of(ledger, o)} for o in outcomes],
-                "stock_change": ledger_change(stock_before, ledger.stock()),
-            }
-            show(report, outcomes)
-            if keep_running:
-                stop = stop_requested()
-                say(f"Server and worker keep running: open {WEB_UI} . Press Ctrl-C to stop them.")
-                await stop.wait()
+            async with order_page(client, location, say) as page:
+                stock_before = ledger.stock()
+                outcomes = await place_both_orders(client, say)
+                report: dict[str, Any] = {
+                    "web_ui": WEB_UI,
+                    "order_page": page,
+                    "orders": [{**o.to_json(), "ledger": ledger_of(ledger, o)} for o in outcomes],
+                    "stock_change": ledger_change(stock_before, ledger.stock()),
+                }
+                show(report, outcomes)
+                if keep_running:
+                    stop = stop_requested()
+                    running = f"open {WEB_UI}" + (f" or the order page {page}" if page else "")
+                    say(f"Server and worker keep running: {running} . Press Ctrl-C to stop them.")
+                    await stop.wait()
         ledger.close()
     return report

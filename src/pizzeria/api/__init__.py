@@ -6,3 +6,6 @@
 Nothing outside this package imports it except the ``api`` and ``demo`` commands, and
 those only when they run: the worker and the other commands never load FastAPI.
 """
+
+#: Where `pizzeria api` and the demo serve the page (the demo takes a free port if taken).
+DEFAULT_PORT = 8000

@@ -11,11 +11,14 @@ import contextlib
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
+from temporalio.client import Client
 
+from pizzeria.api import DEFAULT_PORT
 from pizzeria.api.app import ApiSettings, create_app
+from pizzeria.api.auth import Keys, SecretError, load_secret, load_staff_key
 
 # Open event streams would hold a shutdown forever: after this, they are cut.
 GRACEFUL_SECONDS = 2
@@ -94,3 +97,28 @@ async def serving(settings: ApiSettings, sock: socket.socket) -> AsyncIterator[N
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def order_page(
+    client: Client, ledger_location: str, say: Callable[[str], None], host: str = "127.0.0.1"
+) -> AsyncIterator[str | None]:
+    """The page and the API beside a program that has a client (the demo), on port 8000 or,
+    when that is taken, a free one. Yields the page's address; None when it cannot serve
+    (the program goes on without it)."""
+    try:
+        keys = Keys(load_secret(), load_staff_key())
+    except SecretError as error:
+        say(f"No order page: {error}")
+        yield None
+        return
+    try:
+        sock = bind(host, DEFAULT_PORT)
+    except PortInUse:
+        sock = bind(host, 0)
+        say(f"Port {DEFAULT_PORT} is taken: the order page takes another")
+    url = f"http://{host}:{sock.getsockname()[1]}/"
+    settings = ApiSettings(keys, ledger_location=ledger_location, client=client)
+    async with serving(settings, sock):
+        say(f"Order page {url} : order from a browser and watch every step")
+        yield url

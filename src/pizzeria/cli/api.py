@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import click
 
+from pizzeria.api import DEFAULT_PORT
 from pizzeria.cli.common import UserError, address_option, fail, ledger_option, out
-
-DEFAULT_PORT = 8000
 
 
 @click.command(name="api")

@@ -190,6 +190,8 @@ def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
     change = ", ".join(f"{name} {delta:+d}" for name, delta in report["stock_change"].items())
     out.print(f"Stock change over both orders: {change or 'none'}")
     out.print(f"Web UI: {report['web_ui']}")
+    if report["order_page"]:
+        out.print(f"Order page: {report['order_page']}")
 
 
 @click.command()
