@@ -201,7 +201,7 @@ def failing_workflow_task(
     return {
         "attempts": max(1, pending.attempt if pending is not None else 1),
         "since": failed.event_time.ToDatetime().isoformat(),
-        "error": _failure_text(attributes.failure),
+        "error": failure_text(attributes.failure),
     }
 
 
@@ -209,15 +209,22 @@ def closing_error(events: list[HistoryEvent]) -> str:
     """Why a run that did not complete ended: its failure, or who terminated it."""
     for event in reversed(events):
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            return _failure_text(event.workflow_execution_failed_event_attributes.failure)
+            return failure_text(event.workflow_execution_failed_event_attributes.failure)
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
             return "terminated: " + event.workflow_execution_terminated_event_attributes.reason
     return ""
 
 
-async def order_report(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+async def order_report(
+    client: Client, handle: WorkflowHandle[Any, Any], *, query_closed: bool = True
+) -> dict[str, Any]:
     """The order's latest run: status, summary, timeline, and the saga's own state; for a
-    run whose workflow task keeps failing, that task; for a closed one, why it ended."""
+    run whose workflow task keeps failing, that task; for a closed one, why it ended.
+
+    Querying a closed order makes a worker replay its whole history: with
+    ``query_closed=False`` only a running order is asked (the API reads closed orders
+    often, and shows nothing of a closed order that only the query knows).
+    """
     description = await handle.describe()
     run_handle = client.get_workflow_handle(handle.id, run_id=description.run_id)
     events = [event async for event in run_handle.fetch_history_events()]
@@ -231,7 +238,7 @@ async def order_report(client: Client, handle: WorkflowHandle[Any, Any]) -> dict
     # The query needs a worker (and a workflow task that succeeds); an order without one
     # still has its history.
     with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-        if stuck is None:
+        if stuck is None and (query_closed or status == "RUNNING"):
             state = await run_handle.query(
                 PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=3)
             )

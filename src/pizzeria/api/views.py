@@ -156,7 +156,7 @@ def cancellable(report: dict[str, Any]) -> bool:
 
 async def read_order(client: Client, ledger: LedgerReader, order_number: str) -> OrderView:
     handle = await order_handle(client, order_number)
-    report = await order_report(client, handle)
+    report = await order_report(client, handle, query_closed=False)
     run = run_handle(client, handle.id, report["run_id"])
     closed = report["status"] != RUNNING
     steps, compensations = steps_of(report["timeline"], closed)
