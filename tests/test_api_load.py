@@ -18,12 +18,16 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+from pizzeria.api.schemas import OrderBody
+from pizzeria.client import outcome_of, start_order
 from pizzeria.samples import BAD_CARD, GOOD_CARD
+from pizzeria.worker import connect
 from tests.api_stack import Api, api_process, order_body
 from tests.stack import Stack
 
@@ -55,10 +59,12 @@ class Tally:
         self.statuses[status] += 1
 
     def figures(self, seconds: float) -> dict[str, object]:
-        requests = sum(len(self.latency[kind]) for kind in ("post", "events", "get"))
+        requests = sum(self.statuses.values())
 
-        def ms(kind: str, share: int) -> float:
+        def ms(kind: str, share: int) -> float | None:
             values = self.latency[kind]
+            if len(values) < 2:
+                return None
             return round(1000 * statistics.quantiles(values, n=100)[share - 1], 1)
 
         return {
@@ -76,11 +82,9 @@ class Tally:
 
 
 async def one_order(http: httpx.AsyncClient, index: int, tally: Tally) -> None:
-    number = f"LOAD-{index:04d}-{uuid.uuid4().hex[:6]}"
-    card = BAD_CARD if index % BAD_EVERY == 0 else GOOD_CARD
+    number, body = order_of(index)
     started = time.perf_counter()
     headers = {"Idempotency-Key": str(uuid.uuid4())}
-    body = {**order_body(number, card=card), "items": ITEMS}
     answer = await http.post("/orders", json=body, headers=headers)
     tally.record("post", started, answer.status_code)
     token = answer.json()["order_token"]
@@ -99,35 +103,75 @@ async def one_order(http: httpx.AsyncClient, index: int, tally: Tally) -> None:
     tally.outcomes[number] = view.json()["status"]
 
 
-async def test_500_orders_20_in_flight_no_5xx_and_every_order_closed(api):
-    tally = Tally()
+def order_of(index: int) -> tuple[str, dict[str, Any]]:
+    number = f"LOAD-{index:04d}-{uuid.uuid4().hex[:6]}"
+    card = BAD_CARD if index % BAD_EVERY == 0 else GOOD_CARD
+    return number, {**order_body(number, card=card), "items": ITEMS}
+
+
+async def drive(place: Callable[[int], Awaitable[None]]) -> float:
+    """Place ORDERS orders, IN_FLIGHT at a time; the seconds it took."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(ORDERS):
         queue.put_nowait(index)
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         while not queue.empty():
-            await one_order(http, queue.get_nowait(), tally)
+            await place(queue.get_nowait())
 
-    limits = httpx.Limits(max_connections=IN_FLIGHT * 2)
-    async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(IN_FLIGHT)))
-        seconds = time.perf_counter() - started
-    figures = tally.figures(seconds)
-    print("\n" + json.dumps(figures))
-    assert not [status for status in tally.statuses if status >= 500], figures
-    bad = {n for n in tally.outcomes if int(n.split("-")[1]) % BAD_EVERY == 0}
-    assert {n: s for n, s in tally.outcomes.items() if n in bad} == dict.fromkeys(bad, "FAILED")
-    good = set(tally.outcomes) - bad
-    assert {n: s for n, s in tally.outcomes.items() if n in good} == dict.fromkeys(
-        good, "COMPLETED"
-    )
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(IN_FLIGHT)))
+    return time.perf_counter() - started
+
+
+def check(api: Api, tally: Tally) -> None:
+    """Every order closed as its card says; one charge per good order, none for the rest."""
+    assert len(tally.outcomes) == ORDERS
+    expected = {
+        number: "FAILED" if int(number.split("-")[1]) % BAD_EVERY == 0 else "COMPLETED"
+        for number in tally.outcomes
+    }
+    assert tally.outcomes == expected
     ledger = api.ledger()
     try:
         charges = Counter(
-            row["order_number"] for row in ledger.effects() if row["step"] == "process_credit_card"
+            row["order_number"]
+            for row in ledger.effects()
+            if row["step"] == "process_credit_card" and row["order_number"] in expected
         )
     finally:
         ledger.close()
-    assert charges == Counter(good)
+    assert charges == Counter(n for n, status in expected.items() if status == "COMPLETED")
+
+
+async def test_500_orders_20_in_flight_no_5xx_and_every_order_closed(api):
+    tally = Tally()
+    limits = httpx.Limits(max_connections=IN_FLIGHT * 2)
+    async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as http:
+        seconds = await drive(lambda index: one_order(http, index, tally))
+    figures = tally.figures(seconds)
+    print("\n" + json.dumps(figures))
+    assert not [status for status in tally.statuses if status >= 500], figures
+    check(api, tally)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PIZZERIA_LOAD_DIRECT"), reason="the baseline runs when asked for"
+)
+async def test_the_same_orders_without_the_api(api, monkeypatch):
+    """The baseline: the same orders started and awaited with the client, no HTTP."""
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(api.data))  # the stack's codec key
+    client = await connect(api.env["TEMPORAL_ADDRESS"])
+    tally = Tally()
+
+    async def place(index: int) -> None:
+        number, body = order_of(index)
+        started = time.perf_counter()
+        handle = await start_order(client, OrderBody.model_validate(body).to_order())
+        tally.latency["post"].append(time.perf_counter() - started)
+        tally.outcomes[number] = (await outcome_of(client, handle.id, number)).status
+        tally.latency["order"].append(time.perf_counter() - started)
+
+    seconds = await drive(place)
+    print("\n" + json.dumps(tally.figures(seconds)))
+    check(api, tally)
