@@ -8,14 +8,16 @@ order number decides the workflow id, so a retry finds the first run with ``desc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
@@ -57,6 +59,10 @@ from pizzeria.client import (
 from pizzeria.models import ORDER_STATUSES, PizzaOrder, workflow_id_for
 
 router = APIRouter(tags=["orders"])
+JSON = "application/json"
+Body = TypeVar("Body", bound=BaseModel)
+# What a POST on an order can answer besides success: its body, its credential, the order.
+ACTING_ON_AN_ORDER = problem_responses(400, 401, 404, 409, 413, 415, 422, 502, 503)
 
 #: The memo entry that says which request started an order.
 API_MEMO = "api_request"
@@ -79,6 +85,32 @@ OrderNumber = Annotated[str, ORDER_NUMBER]
 def client_of(request: Request) -> Client:
     client: Client = request.app.state.client
     return client
+
+
+def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
+    """The OpenAPI entry of a body a route reads itself (to refuse it before anything)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {JSON: {"schema": schema}}}}
+
+
+@contextlib.contextmanager
+def order_errors() -> Iterator[None]:
+    """An order that does not exist is a 404; one that refuses what was asked, a 409."""
+    try:
+        yield
+    except LookupError:
+        raise ApiProblem(404, "no such order", slug="order-not-found") from None
+    except OrderRefused as refused:
+        raise ApiProblem(409, str(refused), slug="refused") from None
+
+
+async def read_model(request: Request, model: type[Body], *, required: bool) -> Body:
+    """A small JSON body read into its model; a missing optional one is all defaults."""
+    body = await read_json_body(request, required=required)
+    try:
+        return model.model_validate(body if body is not None else {})
+    except ValidationError as error:
+        raise refuse_invalid_body(error) from None
 
 
 def body_fingerprint(body: Any) -> str:
@@ -149,12 +181,7 @@ async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerp
         202: {"headers": {"Location": {"schema": {"type": "string"}}}, "links": FOLLOW_UPS},
         **problem_responses(400, 409, 413, 415, 422, 502, 503),
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrderBody"}}},
-        }
-    },
+    openapi_extra=json_body(OrderBody, required=True),
 )
 async def place(
     request: Request,
@@ -196,19 +223,7 @@ async def list_orders(
 ) -> OrderList:
     require_staff(request, given)
     rows = await recent_orders(client_of(request), status, limit)
-    return OrderList(
-        orders=[
-            OrderRow(
-                order_number=row["order_number"],
-                started=row["started"],
-                status=row["status"],
-                order_status=row["order_status"],
-                amount=row["amount"],
-                compensation=row["compensation"],
-            )
-            for row in rows
-        ]
-    )
+    return OrderList(orders=[OrderRow.model_validate(row) for row in rows])
 
 
 @router.get(
@@ -219,10 +234,8 @@ async def list_orders(
 )
 async def get_order(request: Request, order_number: OrderNumber, given: Credential) -> OrderView:
     require_order_access(request, order_number, given)
-    try:
+    with order_errors():
         return await read_order(client_of(request), request.app.state.ledger, order_number)
-    except LookupError:
-        raise ApiProblem(404, "no such order", slug="order-not-found") from None
 
 
 class EventStream(StreamingResponse):
@@ -251,10 +264,8 @@ async def follow_order(
 ) -> Response:
     require_order_access(request, order_number, given)
     client = client_of(request)
-    try:
+    with order_errors():
         description = await (await order_handle(client, order_number)).describe()
-    except LookupError:
-        raise ApiProblem(404, "no such order", slug="order-not-found") from None
     after = int(last_event_id or 0)
     args = (client, description.id, description.run_id, after)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -275,29 +286,14 @@ async def _replay(events: list[str]) -> Any:
     "/orders/{order_number}/cancel",
     operation_id="cancel_order",
     summary="Cancel before the pivot: what was done is undone and the order ends Cancelled",
-    responses=problem_responses(400, 401, 404, 409, 413, 415, 422, 502, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}
-            },
-        },
-    },
+    responses=ACTING_ON_AN_ORDER,
+    openapi_extra=json_body(CancelBody, required=False),
 )
 async def cancel(request: Request, order_number: OrderNumber, given: Credential) -> CancelAccepted:
     require_order_access(request, order_number, given)
-    body = await read_json_body(request, required=False)
-    try:
-        reason = CancelBody.model_validate(body if body is not None else {}).reason
-    except ValidationError as error:
-        raise refuse_invalid_body(error) from None
-    try:
+    reason = (await read_model(request, CancelBody, required=False)).reason
+    with order_errors():
         result = await cancel_order(client_of(request), order_number, reason)
-    except LookupError:
-        raise ApiProblem(404, "no such order", slug="order-not-found") from None
-    except OrderRefused as refused:
-        raise ApiProblem(409, str(refused), slug="cancel-refused") from None
     return CancelAccepted(
         order_number=order_number, reason=result.reason, compensations=result.compensations
     )
@@ -307,32 +303,20 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
     "/orders/{order_number}/repair",
     operation_id="repair_order",
     summary="Finish an order whose compensation failed for good (staff)",
-    responses=problem_responses(400, 401, 404, 409, 413, 415, 422, 502, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/RepairBody"}}
-            },
-        },
-    },
+    responses=ACTING_ON_AN_ORDER,
+    openapi_extra=json_body(RepairBody, required=True),
 )
 async def repair(request: Request, order_number: OrderNumber, given: Credential) -> RepairDone:
     require_staff(request, given)
-    try:
-        wanted = RepairBody.model_validate(await read_json_body(request))
-    except ValidationError as error:
-        raise refuse_invalid_body(error) from None
+    wanted = await read_model(request, RepairBody, required=True)
     client = client_of(request)
-    try:
+    if wanted.action not in ("retry", "resolve") or (
+        wanted.action == "resolve" and not wanted.note.strip()
+    ):
+        raise invalid("action", "'retry', or 'resolve' with a note saying what was done")
+    with order_errors():
         if wanted.action == "retry":
             result = await retry_compensations(client, order_number)
-        elif wanted.action == "resolve" and wanted.note.strip():
-            result = await resolve_by_hand(client, order_number, wanted.note)
         else:
-            raise invalid("action", "'retry', or 'resolve' with a note saying what was done")
-    except LookupError:
-        raise ApiProblem(404, "no such order", slug="order-not-found") from None
-    except OrderRefused as refused:
-        raise ApiProblem(409, str(refused), slug="repair-refused") from None
+            result = await resolve_by_hand(client, order_number, wanted.note)
     return RepairDone(order_number=order_number, action=result.action, outcome=result.outcome)

@@ -38,7 +38,7 @@ class ApiProblem(Exception):
         slug: str | None = None,
         errors: Sequence[tuple[str, str]] = (),
         error_type: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -62,29 +62,21 @@ def invalid(
     )
 
 
-def problem_response(
-    request: Request | None,
-    status: int,
-    detail: str,
-    *,
-    slug: str | None = None,
-    errors: Sequence[tuple[str, str]] = (),
-    error_type: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
+def problem_response(request: Request, problem: ApiProblem) -> JSONResponse:
     body: dict[str, Any] = {
-        "type": f"urn:pizzeria:problem:{slug}" if slug else "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
+        "type": f"urn:pizzeria:problem:{problem.slug}" if problem.slug else "about:blank",
+        "title": HTTPStatus(problem.status).phrase,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
     }
-    if request is not None:
-        body["instance"] = request.url.path
-    if errors:
-        body["errors"] = [{"field": field, "reason": reason} for field, reason in errors]
-    if error_type:
-        body["error_type"] = error_type
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    if problem.errors:
+        body["errors"] = [{"field": field, "reason": reason} for field, reason in problem.errors]
+    if problem.error_type:
+        body["error_type"] = problem.error_type
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
 
 
 def field_path(location: Sequence[int | str]) -> str:
@@ -161,45 +153,36 @@ def too_large() -> ApiProblem:
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, problem: Exception) -> JSONResponse:
         assert isinstance(problem, ApiProblem)
-        return problem_response(
-            request,
-            problem.status,
-            problem.detail,
-            slug=problem.slug,
-            errors=problem.errors,
-            error_type=problem.error_type,
-            headers=problem.headers,
-        )
+        return problem_response(request, problem)
 
     async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        detail = (
-            error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
-        )
-        return problem_response(request, error.status_code, detail, headers=error.headers)
+        status = error.status_code
+        detail = error.detail if isinstance(error.detail, str) else HTTPStatus(status).phrase
+        return problem_response(request, ApiProblem(status, detail, headers=error.headers))
 
     async def on_request_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
         # FastAPI prefixes where the value came from ("query", "path", "header").
         errors = validation_errors(error.errors(), skip=("query", "path", "header", "body"))
         first_field, first_reason = errors[0] if errors else ("request", "invalid")
+        detail = f"{first_field}: {first_reason}"
         return problem_response(
-            request, 422, f"{first_field}: {first_reason}", slug="invalid-request", errors=errors
+            request, ApiProblem(422, detail, slug="invalid-request", errors=errors)
         )
 
     async def on_temporal_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RPCError)
         if error.status in UNAVAILABLE:
-            return problem_response(
-                request,
+            problem = ApiProblem(
                 503,
                 "Temporal did not answer; try again shortly",
                 slug="temporal-unavailable",
                 headers={"Retry-After": "2"},
             )
-        return problem_response(
-            request, 502, "Temporal refused the request", slug="temporal-refused"
-        )
+        else:
+            problem = ApiProblem(502, "Temporal refused the request", slug="temporal-refused")
+        return problem_response(request, problem)
 
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -14,15 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pizzeria import menu
-from pizzeria.models import (
-    Address,
-    CreditCardInfo,
-    Customer,
-    OrderSettings,
-    Pizza,
-    PizzaOrder,
-)
+from pizzeria import menu, models
+from pizzeria.models import OrderSettings
 from pizzeria.samples import GOOD_CARD, sample_order
 
 STRICT = ConfigDict(strict=True)
@@ -106,14 +99,14 @@ class OrderBody(BaseModel):
     credit_card_info: CardBody
     settings: SettingsBody | None = None
 
-    def to_order(self) -> PizzaOrder:
-        return PizzaOrder(
+    def to_order(self) -> models.PizzaOrder:
+        return models.PizzaOrder(
             order_number=self.order_number,
-            customer=Customer(**self.customer.model_dump()),
-            items=[Pizza(**item.model_dump()) for item in self.items],
+            customer=models.Customer(**self.customer.model_dump()),
+            items=[models.Pizza(**item.model_dump()) for item in self.items],
             is_delivery=self.is_delivery,
-            address=Address(**self.address.model_dump()),
-            credit_card_info=CreditCardInfo(**self.credit_card_info.model_dump()),
+            address=models.Address(**self.address.model_dump()),
+            credit_card_info=models.CreditCardInfo(**self.credit_card_info.model_dump()),
             settings=OrderSettings(**self.settings.model_dump()) if self.settings else None,
         )
 
