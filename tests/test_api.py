@@ -17,9 +17,11 @@ import pytest
 
 from pizzeria import menu
 from pizzeria.models import STEPS
+from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
-from tests.api_stack import STAFF_KEY, Api, order_body
+from tests.api_stack import STAFF_KEY, Api, api_process, order_body
 from tests.helpers import eventually, run_pizzeria
+from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
 PROBLEM = "application/problem+json"
@@ -420,3 +422,20 @@ async def test_menu_health_readiness_openapi_and_the_page(http):
     for asset in ("/", "/static/app.js", "/static/style.css"):
         text = (await http.get(asset)).text
         assert "http://" not in text and "https://" not in text  # nothing from elsewhere
+
+
+def test_without_temporal_the_api_starts_and_answers_503_not_500(api, tmp_path):
+    nothing_there = free_port()
+    down = Stack(
+        env={**api.env, "TEMPORAL_ADDRESS": f"127.0.0.1:{nothing_there}"},
+        data=tmp_path,
+        address=f"127.0.0.1:{nothing_there}",
+        metrics_port=None,
+    )
+    with api_process(down) as lonely:
+        ready = httpx.get(f"{lonely.url}/readyz", timeout=30)
+        assert ready.status_code == 503 and "Temporal does not answer" in ready.json()["detail"]
+        placed = httpx.post(f"{lonely.url}/orders", json=order_body("API-DOWN"), timeout=30)
+        assert placed.status_code == 503 and placed.headers["content-type"] == PROBLEM
+        assert placed.headers["retry-after"] == "2"
+        assert httpx.get(f"{lonely.url}/menu", timeout=30).status_code == 200

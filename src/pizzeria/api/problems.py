@@ -174,20 +174,32 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_temporal_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RPCError)
         if error.status in UNAVAILABLE:
-            problem = ApiProblem(
-                503,
-                "Temporal did not answer; try again shortly",
-                slug="temporal-unavailable",
-                headers={"Retry-After": "2"},
-            )
-        else:
-            problem = ApiProblem(502, "Temporal refused the request", slug="temporal-refused")
+            return problem_response(request, temporal_unavailable())
+        problem = ApiProblem(502, "Temporal refused the request", slug="temporal-refused")
+        return problem_response(request, problem)
+
+    async def on_anything_else(request: Request, error: Exception) -> JSONResponse:
+        # A client that connects when first used (see app.py) raises this while Temporal
+        # is down; anything else is our bug, logged with its traceback by the server.
+        if isinstance(error, RuntimeError) and str(error).startswith("Failed client connect"):
+            return problem_response(request, temporal_unavailable())
+        problem = ApiProblem(500, "the order API failed: its log says why", slug="internal")
         return problem_response(request, problem)
 
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_request_error)
     app.add_exception_handler(RPCError, on_temporal_error)
+    app.add_exception_handler(Exception, on_anything_else)
+
+
+def temporal_unavailable() -> ApiProblem:
+    return ApiProblem(
+        503,
+        "Temporal did not answer; try again shortly",
+        slug="temporal-unavailable",
+        headers={"Retry-After": "2"},
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
