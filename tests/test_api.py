@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -439,3 +441,19 @@ def test_without_temporal_the_api_starts_and_answers_503_not_500(api, tmp_path):
         assert placed.status_code == 503 and placed.headers["content-type"] == PROBLEM
         assert placed.headers["retry-after"] == "2"
         assert httpx.get(f"{lonely.url}/menu", timeout=30).status_code == 200
+
+
+def test_the_worker_and_the_other_commands_never_load_fastapi():
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pizzeria.cli, pizzeria.worker, pizzeria.demo;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"

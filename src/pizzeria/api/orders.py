@@ -129,7 +129,8 @@ def rejected_field(order: PizzaOrder, message: str) -> str:
         try:
             menu.validate_order(dataclasses.replace(order, items=[item]))
         except menu.OrderRejected as alone:
-            part = "price" if "price" in str(alone) or "amount" in str(alone) else "description"
+            about_price = str(alone).startswith(("item price", "Invalid charge amount"))
+            part = "price" if about_price else "description"
             return f"items[{index}].{part}"
     return "body"
 
