@@ -289,6 +289,21 @@ async def test_the_events_of_a_failed_order_list_the_compensations_in_order_then
     assert events[-1][2]["error_type"] == "CreditCardProcessingError"
 
 
+async def test_an_order_on_the_fast_path_shows_its_local_steps_and_compensations(http):
+    order_number = number("API-FAST")
+    body = order_body(order_number, card=BAD_CARD, fast_path=True)
+    token = (await place(http, body)).json()["order_token"]
+    _, events = await events_of(http, order_number, token)
+    changes = [(kind, data.get("name"), data.get("state")) for _, kind, data in events]
+    assert ("step", "process_credit_card", "failed") in changes
+    assert changes[-3:-1] == [
+        ("compensation", "refund_customer", "completed"),
+        ("compensation", "revert_inventory", "completed"),
+    ]
+    view = await closed(http, order_number, token)
+    assert [c["name"] for c in view["compensations"]] == ["refund_customer", "revert_inventory"]
+
+
 async def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(http):
     order_number = number("API-RESUME")
     body = order_body(order_number, card=BAD_CARD, prep_seconds=2)

@@ -139,7 +139,7 @@ async def _local_entry(client: Client, event: HistoryEvent, when: datetime) -> T
         duration_ms=None,
         attempts=local.attempts,
         outcome=local.outcome,
-        error=_failure_text(local.failure) if local.failure is not None else "",
+        error=failure_text(local.failure) if local.failure is not None else "",
     )
 
 

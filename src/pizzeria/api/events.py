@@ -22,6 +22,7 @@ from temporalio.client import WorkflowExecutionStatus as RunStatus
 from pizzeria.api.schemas import OrderOutcomeView, StepChange
 from pizzeria.api.views import closed_outcome, run_handle
 from pizzeria.client import status_name
+from pizzeria.local_activities import local_activity_of
 from pizzeria.models import COMPENSATIONS
 from pizzeria.timeline import COMPENSATION, STEP, failure_text
 
@@ -63,7 +64,7 @@ def change_of(event: HistoryEvent, scheduled: dict[int, str]) -> StepChange | No
         attributes = event.activity_task_canceled_event_attributes
         state, error = "cancelled", ""
     else:
-        return None
+        return local_change(event, at)
     name = scheduled.get(attributes.scheduled_event_id, "")
     return StepChange(kind=_kind(name), name=name, state=state, error=error, at=at)
 
@@ -88,6 +89,17 @@ def event_schema() -> dict[str, Any]:
 
 def _ref(model: type[Any]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def local_change(event: HistoryEvent, at: str) -> StepChange | None:
+    """A local activity (an order on the fast path): its marker, written once it is over."""
+    local = local_activity_of(event)
+    if local is None:
+        return None
+    error = failure_text(local.failure) if local.failure is not None else ""
+    return StepChange(
+        kind=_kind(local.name), name=local.name, state=local.outcome, error=error, at=at
+    )
 
 
 def _kind(name: str) -> str:

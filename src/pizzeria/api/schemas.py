@@ -82,6 +82,11 @@ class SettingsBody(BaseModel):
         default=OrderSettings.compensation_attempts, json_schema_extra=ATTEMPTS
     )
     step_attempts: int = Field(default=OrderSettings.step_attempts, json_schema_extra=ATTEMPTS)
+    fast_path: bool = Field(
+        default=OrderSettings.fast_path,
+        description="Run the distance check, the ledger steps and their compensations as "
+        "local activities (see the README)",
+    )
 
 
 class OrderBody(BaseModel):
