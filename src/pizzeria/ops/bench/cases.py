@@ -20,6 +20,7 @@ HISTORY_SAMPLES = 4  # histories read per batch for event counts and compensatio
 WORKER_ENVIRONMENT = {
     "PIZZERIA_DRIVER_SECONDS": "0",
     "PIZZERIA_DRIVER_PROBABILITY": "1",
+    "PIZZERIA_DRIVER_ROUNDS": "1",  # found in the first round: no heartbeat, same history
     "PIZZERIA_FAULTS": "",
 }
 PREP_SECONDS = 0.0

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 import pizzeria
 from pizzeria.devserver import DevServerError
@@ -22,9 +23,10 @@ from pizzeria.ops.bench.cases import (
     PAIRS,
     Settings,
 )
+from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
 from pizzeria.ops.bench.measure import run_benchmark
 from pizzeria.ops.bench.report import PlotUnavailable, draw_plot, print_bench_report, pyplot
-from pizzeria.ops.bench.stack import BenchError
+from pizzeria.ops.bench.stack import BenchError, running_stack
 from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.ops.processes import WorkerProcessError
 
@@ -46,6 +48,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     help="Draw throughput and p99 against concurrency to this PNG (needs matplotlib)",
 )
 @click.option("--full", is_flag=True, help="Also 200 workflows in flight")
+@click.option(
+    "--costs",
+    is_flag=True,
+    help="Instead: history events, payload bytes and billable actions of one workflow per shape",
+)
 @click.option(
     "--repeat",
     type=click.IntRange(1, 9),
@@ -91,6 +98,7 @@ def bench(
     as_json: bool,
     plot: Path | None,
     full: bool,
+    costs: bool,
     repeat: int,
     concurrency: tuple[int, ...],
     workflows: int | None,
@@ -123,6 +131,9 @@ def bench(
         groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
     compile_package()
+    if costs:
+        print_costs(run_costs(settings), as_json)
+        return
     report = run_with_progress(settings)
     if plot is not None:
         plot_or_fail(report, plot)
@@ -167,6 +178,33 @@ def run_with_progress(settings: Settings) -> dict[str, Any]:
             fail(str(error))
         progress.advance(task)
     return report
+
+
+def run_costs(settings: Settings) -> list[ShapeCost]:
+    """One workflow per shape on a fresh stack; one line and exit 1 if it fails."""
+    err.print(f"Costs: one workflow of each shape ({', '.join(SHAPES)}) on a fresh stack.")
+
+    async def measuring() -> list[ShapeCost]:
+        async with running_stack(1, settings.worker_options, settings.sandbox_passthrough) as (
+            stack,
+            client,
+        ):
+            return await measure_costs(client, stack.task_queue)
+
+    try:
+        return asyncio.run(measuring())
+    except (BenchError, DevServerError, WorkerProcessError) as error:
+        fail(str(error))
+
+
+def print_costs(costs: list[ShapeCost], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(costs_report(costs)))
+        return
+    table = Table("shape", "events", "payload bytes", "actions")
+    for cost in costs:
+        table.add_row(cost.shape, str(cost.events), f"{cost.payload_bytes:,}", str(cost.actions))
+    out.print(table)
 
 
 def plot_or_fail(report: dict[str, Any] | None, path: Path) -> None:
