@@ -31,11 +31,13 @@ from pizzeria.models import (
     STATUS_SUCCESS,
     Address,
     Bill,
+    CardCharge,
     CreditCardCharge,
     CreditCardConfirmation,
     Distance,
     OrderConfirmation,
     Refund,
+    RunRef,
     StockChange,
     StockRequest,
 )
@@ -73,6 +75,20 @@ def late_step_refused(error: LateStepRefused) -> ApplicationError:
     return business_error(str(error), LATE_STEP_REFUSED_ERROR)
 
 
+def lean_charge(charge: CardCharge | CreditCardCharge) -> CardCharge:
+    """The charge as this code reads it, from either shape an order may have sent."""
+    if isinstance(charge, CardCharge):
+        return charge
+    return CardCharge(charge.order_ref, charge.bill.order_number, charge.amount, charge.credit_card)
+
+
+def run_of(request: RunRef | CreditCardCharge) -> RunRef:
+    """The run to undo, from a compensation's input of either shape."""
+    if isinstance(request, RunRef):
+        return request
+    return RunRef(request.order_ref, request.bill.order_number)
+
+
 def confirmation_number(order_ref: str, prefix: str) -> str:
     return prefix + hashlib.sha256(order_ref.encode()).hexdigest()[:8].upper()
 
@@ -105,7 +121,7 @@ class PizzaOrderActivities:
         return StockChange(ingredients=effect.ingredients, applied=effect.applied)
 
     @activity.defn
-    async def revert_inventory(self, request: StockRequest) -> StockChange:
+    async def revert_inventory(self, request: RunRef) -> StockChange:
         """Put back what this run took; a no-op (and a tombstone) when it took nothing."""
         effect = await in_thread(
             self.ledger.put_back_stock, request.order_ref, request.order_number
@@ -116,7 +132,10 @@ class PizzaOrderActivities:
         )
 
     @activity.defn
-    async def process_credit_card(self, charge: CreditCardCharge) -> CreditCardConfirmation:
+    async def process_credit_card(
+        self, requested: CardCharge | CreditCardCharge
+    ) -> CreditCardConfirmation:
+        charge = lean_charge(requested)
         problem = menu.card_problem(charge.credit_card.number)
         if problem is not None:
             # Not retryable: asking the gateway again cannot fix the number.
@@ -130,7 +149,7 @@ class PizzaOrderActivities:
             effect = await in_thread(
                 self.ledger.charge,
                 charge.order_ref,
-                charge.bill.order_number,
+                charge.order_number,
                 charge.amount,
                 last4,
             )
@@ -140,7 +159,7 @@ class PizzaOrderActivities:
             "Charged %d to card %s for order %s",
             effect.amount,
             charge.credit_card.masked,
-            charge.bill.order_number,
+            charge.order_number,
         )
         return CreditCardConfirmation(
             card_last4=last4,
@@ -150,10 +169,11 @@ class PizzaOrderActivities:
         )
 
     @activity.defn
-    async def refund_customer(self, charge: CreditCardCharge) -> Refund:
+    async def refund_customer(self, requested: RunRef | CreditCardCharge) -> Refund:
         """Refund what this run charged: never more, and nothing when nothing was charged."""
-        effect = await in_thread(self.ledger.refund, charge.order_ref, charge.bill.order_number)
-        activity.logger.info("Refunded %d for order %s", effect.amount, charge.bill.order_number)
+        run = run_of(requested)
+        effect = await in_thread(self.ledger.refund, run.order_ref, run.order_number)
+        activity.logger.info("Refunded %d for order %s", effect.amount, run.order_number)
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn

@@ -208,6 +208,28 @@ class CreditCardCharge:
 
 
 @dataclass
+class CardCharge:
+    """What the charge needs: the run, the order number, the amount and the card.
+
+    Orders started before it existed send the larger `CreditCardCharge` (the whole bill
+    with it); the activity takes both."""
+
+    order_ref: str
+    order_number: str
+    amount: int  # cents, the billed amount, discount included
+    credit_card: CreditCardInfo
+
+
+@dataclass
+class RunRef:
+    """What a compensation needs: which run of which order to undo. A `StockRequest`
+    decodes as one too (its items are not needed to put back what the run took)."""
+
+    order_ref: str
+    order_number: str
+
+
+@dataclass
 class CreditCardConfirmation:
     card_last4: str
     confirmation_number: str

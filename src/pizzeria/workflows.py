@@ -47,11 +47,12 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_TYPE,
         Bill,
         CancelResult,
-        CreditCardCharge,
+        CardCharge,
         OrderConfirmation,
         OrderSettings,
         PizzaOrder,
         RepairResult,
+        RunRef,
         StockRequest,
         dollars,
         order_ref,
@@ -82,6 +83,9 @@ TOO_LATE_TO_CANCEL = "the order is already billed and on its way; it can no long
 # How long an order cancelled by the cancel_order Update waits for the matching
 # cancellation request (which `pizzeria cancel` sends right after) before it fails instead.
 CANCEL_REQUEST_GRACE = timedelta(minutes=1)
+# Orders started with this patch write OrderStatus only when it lasts (at the close, and
+# when an order needs an operator), and record no other patch marker: see _status.
+LEAN_ORDER_PATCH = "lean-order"
 
 
 # Input that does not decode into a PizzaOrder fails the order at once, before any effect,
@@ -98,9 +102,11 @@ class PizzaOrderWorkflow:
         self._order_task: asyncio.Task[OrderConfirmation] | None = None
         self._step_retry = STEP_RETRY
         self._fast_path = False
+        self._lean = False
 
     @workflow.run
     async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
+        self._lean = workflow.patched(LEAN_ORDER_PATCH)
         try:
             menu.validate_order(order)
             self._check_one_order_per_number(order)
@@ -204,7 +210,7 @@ class PizzaOrderWorkflow:
         )
         async with self.saga:
             await self._take_stock(StockRequest(ref, order.order_number, order.items))
-            await self._charge(CreditCardCharge(bill, order.credit_card_info, amount, ref))
+            await self._charge(CardCharge(ref, order.order_number, amount, order.credit_card_info))
             self._details("Sending the bill")
             with self.saga.step(STEP_SEND_BILL):
                 # PIVOT: once billed, the order only goes forward (see _step).
@@ -220,7 +226,7 @@ class PizzaOrderWorkflow:
         portions = _portions(menu.ingredients_for(stock.items))
         self.saga.add_compensation(
             PizzaOrderActivities.revert_inventory,
-            stock,
+            RunRef(stock.order_ref, stock.order_number),
             summary="Compensate: put back " + portions,
             local=self._fast_path,
         )
@@ -230,12 +236,12 @@ class PizzaOrderWorkflow:
                 PizzaOrderActivities.update_inventory, stock, summary="Take " + portions
             )
 
-    async def _charge(self, charge: CreditCardCharge) -> None:
+    async def _charge(self, charge: CardCharge) -> None:
         amount = dollars(charge.amount)
         # Registered before the charge: it refunds what was charged, which may be nothing.
         self.saga.add_compensation(
             PizzaOrderActivities.refund_customer,
-            charge,
+            RunRef(charge.order_ref, charge.order_number),
             summary="Compensate: refund the charge, if any",
             local=self._fast_path,
         )
@@ -346,7 +352,11 @@ class PizzaOrderWorkflow:
 
     def _compensation_progress(self, text: str) -> None:
         workflow.set_current_details(text)
-        self._status("NEEDS_ATTENTION" if text.startswith("Needs attention") else "COMPENSATING")
+        if text.startswith("Needs attention"):
+            self._status("NEEDS_ATTENTION")  # operators list these: pizzeria orders --status
+        elif not self._lean:
+            # Lasts milliseconds, and nobody filters on it: the current details say it.
+            self._status("COMPENSATING")
 
     def _status(self, status: str) -> None:
         """Keep the OrderStatus search attribute current, when the order carries it."""
@@ -364,7 +374,9 @@ class PizzaOrderWorkflow:
         self._finish(outcome)
         # Added after histories were recorded, where an Update could still be running at
         # the close: the patch keeps those replaying unchanged.
-        if not workflow.all_handlers_finished() and workflow.patched("close-after-handlers"):
+        if not workflow.all_handlers_finished() and (
+            self._lean or workflow.patched("close-after-handlers")
+        ):
             await self._uncancellable(
                 workflow.wait_condition(workflow.all_handlers_finished), "the order is closing"
             )
@@ -393,7 +405,7 @@ class PizzaOrderWorkflow:
             1, {"outcome": statuses.get(outcome, "COMPLETED").lower()}
         )
         # Added after histories were recorded: the patch keeps those replaying unchanged.
-        if workflow.patched("order-outcome-memo"):
+        if self._lean or workflow.patched("order-outcome-memo"):
             workflow.upsert_memo({"compensation": compensation, "outcome": self.outcome})
 
     # -- what operators and clients can ask ----------------------------------------------

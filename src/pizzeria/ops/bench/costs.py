@@ -81,10 +81,11 @@ def payload_bytes(message: Message) -> int:
         return len(message.data) + metadata
     total = 0
     for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+        kind = field.message_type
+        if kind is None:
+            continue  # a scalar
+        if kind.GetOptions().map_entry:
+            if kind.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
                 total += sum(payload_bytes(item) for item in value.values())
         elif field.is_repeated:
             total += sum(payload_bytes(item) for item in value)
