@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
+from pizzeria.ops.bench.ablation import VARIANTS, variant_row
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
 from pizzeria.ops.bench.cases import CASES, FAST_PATH_GROUPS, Settings
 from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.worker import parse_worker_option
+from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
 
 TWO_LEVELS = ("--concurrency", "1", "--concurrency", "2")
@@ -178,6 +180,7 @@ def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
     assert report["settings"]["worker_environment"] == {
         "PIZZERIA_DRIVER_SECONDS": "0",
         "PIZZERIA_DRIVER_PROBABILITY": "1",
+        "PIZZERIA_DRIVER_ROUNDS": "1",
     }
     rows = {(row["case"], row["concurrency"]): row for row in report["cases"]}
     assert set(rows) == {(case.name, c) for case in CASES for c in (1, 2)}
@@ -209,3 +212,22 @@ def test_a_tiny_fast_path_comparison_reports_both_paths_and_both_bare_shapes(
     (fast,) = report["fast_path"]
     assert fast["p50"] == pytest.approx(rows["fast-good"]["p50_ms"] / rows["good"]["p50_ms"], 0.01)
     assert report["growth"]["ledger_rows_per_order"] == {"good+fast-good": 3.0}
+
+
+def test_ablation_rows_take_the_median_over_runs_and_divide_by_the_bare_shape_of_the_same_variant():
+    runs = [
+        [batch("good", 50, seconds=2.0, cpu=cpu, run=run), batch("baseline-good", 50, 1.0, 0.5)]
+        for run, cpu in enumerate((0.6, 0.9, 0.75))
+    ]
+    row = variant_row("without faults", 50, runs)
+    assert row["order_throughput"] == 5.0 and row["baseline_throughput"] == 10.0
+    assert row["throughput_ratio"] == 0.5
+    # CPU per workflow: server + worker (half of it) over 10 workflows, the median run
+    assert row["order_cpu_ms"] == pytest.approx(1000 * 0.75 * 1.5 / 10)
+    assert row["cpu_ratio"] == pytest.approx(0.75 / 0.5)
+
+
+def test_every_optional_piece_has_its_variant_and_unknown_pieces_are_refused():
+    assert [name for name, _ in VARIANTS] == ["everything on"] + [f"without {p}" for p in PIECES]
+    with pytest.raises(ValueError, match="unknown pieces"):
+        switch_off({"encryption", "speed"})

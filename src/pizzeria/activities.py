@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from pizzeria import menu
+from pizzeria import menu, tuning
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import LateStepRefused, Ledger, OutOfStock
 from pizzeria.models import (
@@ -97,6 +97,14 @@ class PizzaOrderActivities:
     def __init__(self, ledger: Ledger, driver: DriverSimulation | None = None) -> None:
         self.ledger = ledger
         self.driver = driver or DriverSimulation()
+        self.ledger_in_thread = tuning.is_on("thread")
+
+    async def _ledger_call(self, call: Callable[..., T], *args: Any) -> T:
+        """A ledger call, on a thread (`in_thread`) so that a slow database never stalls the
+        worker's event loop (a benchmark can switch the hop off to weigh it)."""
+        if self.ledger_in_thread:
+            return await in_thread(call, *args)
+        return call(*args)
 
     @activity.defn
     async def get_distance(self, address: Address) -> Distance:
@@ -108,7 +116,7 @@ class PizzaOrderActivities:
     async def update_inventory(self, request: StockRequest) -> StockChange:
         try:
             ingredients = menu.ingredients_for(request.items)
-            effect = await in_thread(
+            effect = await self._ledger_call(
                 self.ledger.take_stock, request.order_ref, request.order_number, ingredients
             )
         except menu.OrderRejected as error:
@@ -123,7 +131,7 @@ class PizzaOrderActivities:
     @activity.defn
     async def revert_inventory(self, request: RunRef) -> StockChange:
         """Put back what this run took; a no-op (and a tombstone) when it took nothing."""
-        effect = await in_thread(
+        effect = await self._ledger_call(
             self.ledger.put_back_stock, request.order_ref, request.order_number
         )
         activity.logger.info("Put back %s for order %s", effect.ingredients, request.order_number)
@@ -146,7 +154,7 @@ class PizzaOrderActivities:
             )
         last4 = charge.credit_card.number[-4:]
         try:
-            effect = await in_thread(
+            effect = await self._ledger_call(
                 self.ledger.charge,
                 charge.order_ref,
                 charge.order_number,
@@ -172,7 +180,7 @@ class PizzaOrderActivities:
     async def refund_customer(self, requested: RunRef | CreditCardCharge) -> Refund:
         """Refund what this run charged: never more, and nothing when nothing was charged."""
         run = run_of(requested)
-        effect = await in_thread(self.ledger.refund, run.order_ref, run.order_number)
+        effect = await self._ledger_call(self.ledger.refund, run.order_ref, run.order_number)
         activity.logger.info("Refunded %d for order %s", effect.amount, run.order_number)
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
@@ -183,7 +191,7 @@ class PizzaOrderActivities:
             raise business_error(f"Invalid charge amount: {amount}", INVALID_CHARGE_AMOUNT_ERROR)
         confirmation = confirmation_number(bill.order_ref, "P")
         try:
-            effect = await in_thread(
+            effect = await self._ledger_call(
                 self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
             )
         except LateStepRefused as error:

@@ -22,7 +22,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
-from pizzeria import config
+from pizzeria import config, tuning
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.codec import data_converter
 from pizzeria.config import DriverSimulation
@@ -122,8 +122,8 @@ def build_worker(
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
         interceptors=[
             OneOrderPerStart(),
-            MetricsInterceptor(),
-            FaultInterceptor(activities.faults),
+            *([MetricsInterceptor()] if tuning.is_on("metrics") else []),
+            *([FaultInterceptor(activities.faults)] if tuning.is_on("faults") else []),
             *options.pop("interceptors", []),
         ],
         **options,

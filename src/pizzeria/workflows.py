@@ -27,7 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pizzeria import menu
+    from pizzeria import menu, tuning
     from pizzeria.activities import PizzaOrderActivities
     from pizzeria.failures import error_message_of, error_type_of
     from pizzeria.models import (
@@ -171,7 +171,7 @@ class PizzaOrderWorkflow:
         await self._check_distance(order)
         if settings.prep_seconds > 0:
             self._details("Preparing the order")
-            await workflow.sleep(settings.prep_seconds, summary="Preparing the order")
+            await workflow.sleep(settings.prep_seconds, summary=_said("Preparing the order"))
         confirmation = await self._bill(order)
         delivered: OrderConfirmation = await self._uncancellable(
             self._deliver(order, confirmation), "the order is past its pivot"
@@ -186,7 +186,7 @@ class PizzaOrderWorkflow:
                 order.address,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=self._step_retry,
-                summary=f"Distance to {order.address.line1[:40]}",
+                summary=_said(f"Distance to {order.address.line1[:40]}"),
             )
         if order.is_delivery and distance.kilometers > MAX_DELIVERY_KILOMETERS:
             raise ApplicationError(
@@ -227,7 +227,7 @@ class PizzaOrderWorkflow:
         self.saga.add_compensation(
             PizzaOrderActivities.revert_inventory,
             RunRef(stock.order_ref, stock.order_number),
-            summary="Compensate: put back " + portions,
+            summary=_said("Compensate: put back " + portions),
             local=self._fast_path,
         )
         self._details("Updating inventory")
@@ -242,7 +242,7 @@ class PizzaOrderWorkflow:
         self.saga.add_compensation(
             PizzaOrderActivities.refund_customer,
             RunRef(charge.order_ref, charge.order_number),
-            summary="Compensate: refund the charge, if any",
+            summary=_said("Compensate: refund the charge, if any"),
             local=self._fast_path,
         )
         self._details("Charging card")
@@ -266,7 +266,7 @@ class PizzaOrderWorkflow:
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=FORWARD_RETRY,
-                summary="Find a delivery driver",
+                summary=_said("Find a delivery driver"),
             )
         if not driver_found:
             confirmation.status = STATUS_DELIVERY_FAILURE
@@ -277,7 +277,10 @@ class PizzaOrderWorkflow:
     ) -> Any:
         if self._cancelling():
             raise asyncio.CancelledError("order cancelled")
-        options: dict[str, Any] = {"start_to_close_timeout": STEP_TIMEOUT, "summary": summary}
+        options: dict[str, Any] = {
+            "start_to_close_timeout": STEP_TIMEOUT,
+            "summary": _said(summary),
+        }
         try:
             if pivot:
                 # The pivot is neither interrupted nor given up while it may have taken
@@ -348,10 +351,11 @@ class PizzaOrderWorkflow:
         )
 
     def _details(self, text: str) -> None:
-        workflow.set_current_details(text)
+        if tuning.is_on("summaries"):
+            workflow.set_current_details(text)
 
     def _compensation_progress(self, text: str) -> None:
-        workflow.set_current_details(text)
+        self._details(text)
         if text.startswith("Needs attention"):
             self._status("NEEDS_ATTENTION")  # operators list these: pizzeria orders --status
         elif not self._lean:
@@ -361,7 +365,7 @@ class PizzaOrderWorkflow:
     def _status(self, status: str) -> None:
         """Keep the OrderStatus search attribute current, when the order carries it."""
         current = workflow.info().typed_search_attributes.get(ORDER_STATUS)
-        if current is not None and current != status:
+        if tuning.is_on("visibility") and current is not None and current != status:
             workflow.upsert_search_attributes([ORDER_STATUS.value_set(status)])
 
     async def _close(self, outcome: str) -> None:
@@ -401,11 +405,12 @@ class PizzaOrderWorkflow:
             compensation = "compensated"
         else:
             compensation = "none"
-        workflow.metric_meter().create_counter("pizzeria_orders", "Orders closed, by outcome").add(
-            1, {"outcome": statuses.get(outcome, "COMPLETED").lower()}
-        )
+        if tuning.is_on("metrics"):
+            workflow.metric_meter().create_counter(
+                "pizzeria_orders", "Orders closed, by outcome"
+            ).add(1, {"outcome": statuses.get(outcome, "COMPLETED").lower()})
         # Added after histories were recorded: the patch keeps those replaying unchanged.
-        if self._lean or workflow.patched("order-outcome-memo"):
+        if tuning.is_on("visibility") and (self._lean or workflow.patched("order-outcome-memo")):
             workflow.upsert_memo({"compensation": compensation, "outcome": self.outcome})
 
     # -- what operators and clients can ask ----------------------------------------------
@@ -476,6 +481,11 @@ class PizzaOrderWorkflow:
     def _require_attention(self) -> None:
         if not self.saga.needs_attention:
             raise ValueError("the order does not need attention: no compensation has failed")
+
+
+def _said(text: str) -> str | None:
+    """A summary for the Web UI, unless a benchmark switched summaries off."""
+    return text if tuning.is_on("summaries") else None
 
 
 def _portions(ingredients: dict[str, int]) -> str:

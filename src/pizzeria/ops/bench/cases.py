@@ -75,6 +75,8 @@ class Settings:
     def batches_per_run(self) -> int:
         return sum(2 * len(group) for group in self.groups) * len(self.concurrency)
 
+    without: tuple[str, ...] = ()  # optional pieces switched off (pizzeria.tuning)
+
     def batch_size(self, concurrency: int) -> int:
         if self.workflows is not None:
             return self.workflows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,6 +16,7 @@ from rich.table import Table
 
 import pizzeria
 from pizzeria.devserver import DevServerError
+from pizzeria.ops.bench.ablation import VARIANTS, run_ablation
 from pizzeria.ops.bench.cases import (
     BASE_CONCURRENCY,
     FAST_PATH_CONCURRENCY,
@@ -30,6 +32,7 @@ from pizzeria.ops.bench.stack import BenchError, running_stack
 from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.ops.processes import WorkerProcessError
 
+ABLATION_CONCURRENCY = 50
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -48,6 +51,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     help="Draw throughput and p99 against concurrency to this PNG (needs matplotlib)",
 )
 @click.option("--full", is_flag=True, help="Also 200 workflows in flight")
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="Instead: the good order with each optional piece switched off in turn (default: 50 "
+    "in flight)",
+)
 @click.option(
     "--costs",
     is_flag=True,
@@ -98,6 +107,7 @@ def bench(
     as_json: bool,
     plot: Path | None,
     full: bool,
+    ablation: bool,
     costs: bool,
     repeat: int,
     concurrency: tuple[int, ...],
@@ -121,6 +131,8 @@ def bench(
     if compare_fast_path:
         default = FAST_PATH_CONCURRENCY
     chosen = tuple(sorted(set(concurrency))) or default
+    if ablation and not concurrency:
+        chosen = (ABLATION_CONCURRENCY,)
     settings = Settings(
         repeat=repeat,
         concurrency=chosen,
@@ -133,6 +145,9 @@ def bench(
     compile_package()
     if costs:
         print_costs(run_costs(settings), as_json)
+        return
+    if ablation:
+        print_ablation(run_ablation_with_progress(settings), as_json)
         return
     report = run_with_progress(settings)
     if plot is not None:
@@ -153,6 +168,22 @@ def run_with_progress(settings: Settings) -> dict[str, Any]:
         f"{settings.repeat} run(s), {len(settings.concurrency)} concurrency level(s), "
         f"{total} batches, a fresh in-memory dev server per group of cases."
     )
+    return with_progress(total, lambda step: run_benchmark(settings, step))
+
+
+def run_ablation_with_progress(settings: Settings) -> dict[str, Any]:
+    total = settings.repeat * len(VARIANTS) * len(settings.concurrency) * 4
+    err.print(
+        f"Ablation: {len(VARIANTS)} variants (everything on, then each optional piece off), "
+        f"{settings.repeat} run(s), {total} batches, a fresh dev server per variant and run."
+    )
+    return with_progress(total, lambda step: run_ablation(settings, step))
+
+
+def with_progress(
+    total: int, work: Callable[[Callable[[str], None]], Coroutine[Any, Any, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Run the work with a progress bar on stderr; one line and exit 1 if it fails."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -172,7 +203,7 @@ def run_with_progress(settings: Settings) -> dict[str, Any]:
             progress.update(task, description=description)
 
         try:
-            report = asyncio.run(run_benchmark(settings, step))
+            report = asyncio.run(work(step))
         except (BenchError, DevServerError, WorkerProcessError) as error:
             progress.stop()
             fail(str(error))
@@ -204,6 +235,26 @@ def print_costs(costs: list[ShapeCost], as_json: bool) -> None:
     table = Table("shape", "events", "payload bytes", "actions")
     for cost in costs:
         table.add_row(cost.shape, str(cost.events), f"{cost.payload_bytes:,}", str(cost.actions))
+    out.print(table)
+
+
+def print_ablation(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table("in flight", "order wf/s", "bare wf/s", "ratio", "order CPU", "bare CPU", "ratio")
+    table.add_column("variant", no_wrap=True)
+    for row in report["variants"]:
+        table.add_row(
+            str(row["concurrency"]),
+            f"{row['order_throughput']:.1f}",
+            f"{row['baseline_throughput']:.1f}",
+            f"{row['throughput_ratio']:.2f}",
+            f"{row['order_cpu_ms']:.1f}",
+            f"{row['baseline_cpu_ms']:.1f}",
+            f"{row['cpu_ratio']:.2f}",
+            row["variant"],
+        )
     out.print(table)
 
 

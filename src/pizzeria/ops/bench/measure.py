@@ -47,7 +47,7 @@ async def measure_group(
     batches: list[Batch] = []
     histories: dict[str, list[HistoryFacts]] = {case.name: [] for case in group}
     async with running_stack(
-        settings.workers, settings.worker_options, settings.sandbox_passthrough
+        settings.workers, settings.worker_options, settings.sandbox_passthrough, settings.without
     ) as (stack, client):
         prefix = f"b{run}-{uuid.uuid4().hex[:6]}"
         ledger_file = stack.data_dir / "ledger.db"

@@ -51,13 +51,18 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    workers: int, worker_options: Sequence[str], passthrough: Sequence[str] = ()
+    workers: int,
+    worker_options: Sequence[str],
+    passthrough: Sequence[str] = (),
+    without: Sequence[str] = (),
 ) -> AsyncIterator[tuple[Stack, Client]]:
     """A fresh in-memory dev server, a client and ``workers`` worker processes polling it.
 
     The client comes from `pizzeria.worker.connect`, as ``pizzeria order``'s does, so the
     benchmark uses the same data converter as the worker; it connects before the workers
     start, so that whatever it sets up on first use is there before they look for it.
+    ``without`` names the optional pieces (`pizzeria.tuning`) the workers switch off; without
+    encryption the client sends plain payloads too.
     """
     with (
         tempfile.TemporaryDirectory(prefix="pizzeria-bench-") as folder,
@@ -66,8 +71,8 @@ async def running_stack(
         data_dir = Path(folder)
         stack = Stack(server, [], data_dir, f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}")
         try:
-            client = await connect(server.address)
-            command = worker_command(stack, worker_options, passthrough)
+            client = await connect(server.address, encrypt="encryption" not in without)
+            command = worker_command(stack, worker_options, passthrough, without)
             for number in range(workers):
                 log = data_dir / f"worker-{number}.log"
                 stack.workers.append(WorkerProcess(command, log, worker_environment(data_dir)))
@@ -80,7 +85,10 @@ async def running_stack(
 
 
 def worker_command(
-    stack: Stack, worker_options: Sequence[str], passthrough: Sequence[str]
+    stack: Stack,
+    worker_options: Sequence[str],
+    passthrough: Sequence[str],
+    without: Sequence[str] = (),
 ) -> list[str]:
     """The benchmark's own worker (`pizzeria.ops.bench.worker`), against this stack."""
     command = [
@@ -96,6 +104,8 @@ def worker_command(
         command += ["--option", option]
     for module in passthrough:
         command += ["--passthrough", module]
+    for piece in without:
+        command += ["--without", piece]
     return command
 
 

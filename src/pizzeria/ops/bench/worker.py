@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 from temporalio.plugin import SimplePlugin
+from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from pizzeria import config
+from pizzeria import config, tuning
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow, LocalBaselineWorkflow
 from pizzeria.worker import READY_LINE, build_worker, connect, served_activities
@@ -46,10 +47,12 @@ def parse_worker_option(text: str) -> tuple[str, Any]:
     )
 
 
-async def serve(address: str, task_queue: str, options: dict[str, Any]) -> None:
+async def serve(
+    address: str, task_queue: str, options: dict[str, Any], encrypt: bool = True
+) -> None:
     # As `pizzeria worker` builds it: the ledger and faults file of the data folder.
     activities = served_activities(open_ledger(config.ledger_location(), initial_stock=BENCH_STOCK))
-    client = await connect(address)
+    client = await connect(address, encrypt=encrypt)
     baseline = SimplePlugin(
         "pizzeria.ops.bench.baseline",
         workflows=[BaselineWorkflow, LocalBaselineWorkflow],
@@ -70,16 +73,24 @@ async def serve(address: str, task_queue: str, options: dict[str, Any]) -> None:
 @click.option("--task-queue", required=True)
 @click.option("--option", "options", multiple=True)
 @click.option("--passthrough", "passthrough", multiple=True)
+@click.option("--without", "without", multiple=True, type=click.Choice(list(tuning.PIECES)))
 def worker_main(
-    address: str, task_queue: str, options: tuple[str, ...], passthrough: tuple[str, ...]
+    address: str,
+    task_queue: str,
+    options: tuple[str, ...],
+    passthrough: tuple[str, ...],
+    without: tuple[str, ...],
 ) -> None:
     """The benchmark's worker process: the order workflow, its activities and the baseline."""
     chosen = dict(map(parse_worker_option, options))
-    if passthrough:
+    tuning.switch_off(set(without))  # before anything is built: see pizzeria.tuning
+    if not tuning.is_on("sandbox"):
+        chosen["workflow_runner"] = UnsandboxedWorkflowRunner()
+    elif passthrough:
         chosen["workflow_runner"] = SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*passthrough)
         )
-    asyncio.run(serve(address, task_queue, chosen))
+    asyncio.run(serve(address, task_queue, chosen, encrypt=tuning.is_on("encryption")))
 
 
 if __name__ == "__main__":
