@@ -129,7 +129,7 @@ class PizzaOrderActivities:
         return StockChange(ingredients=effect.ingredients, applied=effect.applied)
 
     @activity.defn
-    async def revert_inventory(self, request: RunRef) -> StockChange:
+    async def revert_inventory(self, request: RunRef | StockRequest) -> StockChange:
         """Put back what this run took; a no-op (and a tombstone) when it took nothing."""
         effect = await self._ledger_call(
             self.ledger.put_back_stock, request.order_ref, request.order_number
