@@ -14,13 +14,14 @@ import dataclasses
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from pizzeria import config, tuning
 from pizzeria.activities import PizzaOrderActivities
@@ -37,6 +38,26 @@ DEFAULT_ADDRESS = "localhost:7233"
 #: What a worker prints once it polls its task queue (``pizzeria worker`` and the
 #: benchmark's worker): the sign that orders placed now will be picked up.
 READY_LINE = "Worker polling task queue"
+# Long enough for the longest step to finish after a SIGTERM: the driver search runs up to
+# 10 rounds of 1 s; every other step has 5 s.
+DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 15.0
+ACTIVITY_THREADS = 8
+
+
+def connect_config(address: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """What `connect` hands the SDK: the env config (TEMPORAL_ADDRESS, TEMPORAL_PROFILE and
+    TEMPORAL_CONFIG_FILE, TLS, TEMPORAL_API_KEY), with ``address`` and ``namespace`` on top.
+
+    Only when nothing is configured does the address default to localhost:7233.
+    """
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if namespace:
+        config["namespace"] = namespace
+    config.setdefault("namespace", "default")
+    return config
 
 
 async def connect(
@@ -47,21 +68,14 @@ async def connect(
     converter: DataConverter | None = None,
     lazy: bool = False,
 ) -> Client:
-    """A client from the SDK's env config (TEMPORAL_ADDRESS, profiles, TLS, API key).
-
-    Only when nothing is configured does the address default to localhost:7233, so the same
-    command runs against a dev server here and a Temporal cluster elsewhere. Payloads are
-    encrypted (see codec.py); with ``encrypt=False`` they are sent plain but encrypted ones
-    are still decrypted. ``converter`` replaces the codec's converter (a reader that must
-    not create a key file brings its own). A ``lazy`` client connects at its first call
+    """A client from the SDK's env config (see `connect_config`), so the same command runs
+    against a dev server here and a Temporal cluster elsewhere. Payloads are encrypted (see
+    codec.py); with ``encrypt=False`` they are sent plain but encrypted ones are still
+    decrypted. ``converter`` replaces the codec's converter (a reader that must not create
+    a key file brings its own). A ``lazy`` client connects at its first call
     (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
     """
-    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    if address:
-        config["target_host"] = address
-    config.setdefault("target_host", DEFAULT_ADDRESS)
-    if namespace:
-        config["namespace"] = namespace
+    config = connect_config(address, namespace)
     config["data_converter"] = converter or data_converter(encrypt=encrypt)
     return await Client.connect(**config, runtime=runtime, lazy=lazy)
 
@@ -96,6 +110,56 @@ def activities_of(implementation: PizzaOrderActivities) -> Sequence[Any]:
     return [getattr(implementation, name) for name in (*STEPS, *COMPENSATIONS)]
 
 
+@dataclass(frozen=True)
+class WorkerScale:
+    """How much one worker takes on at once, and how it stops (``pizzeria worker``'s options).
+
+    None leaves the SDK's default: 100 activity slots, 100 workflow task slots, 5 pollers
+    of each kind. Autoscaled pollers start at 5 (fewer if ``max_pollers`` is lower) and
+    follow the server's hints between 1 and ``max_pollers`` (default 100).
+    """
+
+    max_concurrent_activities: int | None = None
+    max_concurrent_workflow_tasks: int | None = None
+    poller_autoscaling: bool = False
+    max_pollers: int | None = None
+    graceful_shutdown_seconds: float = 0.0
+
+    def worker_options(self) -> dict[str, Any]:
+        """The keyword arguments of `build_worker` (and so of the SDK's Worker)."""
+        options: dict[str, Any] = {
+            "graceful_shutdown_timeout": timedelta(seconds=self.graceful_shutdown_seconds)
+        }
+        if self.max_concurrent_activities is not None:
+            options["max_concurrent_activities"] = self.max_concurrent_activities
+        if self.max_concurrent_workflow_tasks is not None:
+            options["max_concurrent_workflow_tasks"] = self.max_concurrent_workflow_tasks
+        if self.poller_autoscaling:
+            maximum = self.max_pollers or 100
+            behavior: Any = PollerBehaviorAutoscaling(maximum=maximum, initial=min(5, maximum))
+            options["workflow_task_poller_behavior"] = behavior
+            options["activity_task_poller_behavior"] = behavior
+        elif self.max_pollers is not None:
+            # The sticky queue and the shared one each need a workflow poller.
+            workflow_pollers = max(2, self.max_pollers)
+            options["workflow_task_poller_behavior"] = PollerBehaviorSimpleMaximum(workflow_pollers)
+            options["activity_task_poller_behavior"] = PollerBehaviorSimpleMaximum(self.max_pollers)
+        return options
+
+    def describe(self) -> str:
+        """One line for the worker's banner."""
+        activities = self.max_concurrent_activities or 100
+        tasks = self.max_concurrent_workflow_tasks or 100
+        if self.poller_autoscaling:
+            pollers = f"autoscaled up to {self.max_pollers or 100}"
+        else:
+            pollers = f"{self.max_pollers or 5} of each kind"
+        return (
+            f"Slots: {activities} activities, {tasks} workflow tasks; pollers: {pollers}; "
+            f"SIGTERM lets activities in flight finish for {self.graceful_shutdown_seconds:g} s"
+        )
+
+
 def build_worker(
     client: Client,
     activities: ServedActivities,
@@ -119,7 +183,10 @@ def build_worker(
         task_queue=task_queue,
         workflows=[PizzaOrderWorkflow],
         activities=activities_of(activities.implementation),
-        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        # Every activity is async today; a blocking one would run here, one slot per thread.
+        activity_executor=concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(ACTIVITY_THREADS, options.get("max_concurrent_activities") or 0)
+        ),
         interceptors=[
             OneOrderPerStart(),
             *([MetricsInterceptor()] if tuning.is_on("metrics") else []),

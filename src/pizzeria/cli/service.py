@@ -33,7 +33,14 @@ from pizzeria.demo import run_demo
 from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
 from pizzeria.metrics import prometheus_runtime
 from pizzeria.models import TASK_QUEUE, dollars
-from pizzeria.worker import READY_LINE, build_worker, served_activities, stop_requested
+from pizzeria.worker import (
+    DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
+    READY_LINE,
+    WorkerScale,
+    build_worker,
+    served_activities,
+    stop_requested,
+)
 
 # -- server ------------------------------------------------------------------------------
 
@@ -146,15 +153,58 @@ def codec_server_command(port: int, origins: tuple[str, ...]) -> None:
     is_flag=True,
     help="Answer in plain JSON, for clients without the codec (the exercise's, `temporal`)",
 )
+@click.option(
+    "--max-concurrent-activities",
+    type=click.IntRange(1, 10_000),
+    help="Steps this worker runs at once; more wait on the server [default: 100]",
+)
+@click.option(
+    "--max-concurrent-workflow-tasks",
+    type=click.IntRange(2, 10_000),
+    help="Workflow tasks this worker handles at once [default: 100]",
+)
+@click.option(
+    "--poller-autoscaling",
+    is_flag=True,
+    help="Let the server's hints scale the pollers, up to --max-pollers [default: fixed 5]",
+)
+@click.option(
+    "--max-pollers",
+    type=click.IntRange(1, 1000),
+    help="Pollers of each kind (workflow, activity): fixed, or the autoscaling ceiling "
+    "[default: 5, or 100 with --poller-autoscaling]",
+)
+@click.option(
+    "--graceful-shutdown",
+    "graceful_shutdown_seconds",
+    type=click.FloatRange(0, 3600),
+    default=DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM or Ctrl-C, how long steps in flight may finish before they are "
+    "cancelled and handed back to Temporal",
+)
 def worker(
     address: str | None,
     ledger_location: str | None,
     task_queue: str,
     metrics_port: int | None,
     plain_payloads: bool,
+    max_concurrent_activities: int | None,
+    max_concurrent_workflow_tasks: int | None,
+    poller_autoscaling: bool,
+    max_pollers: int | None,
+    graceful_shutdown_seconds: float,
 ) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    scale = WorkerScale(
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        poller_autoscaling=poller_autoscaling,
+        max_pollers=max_pollers,
+        graceful_shutdown_seconds=graceful_shutdown_seconds,
+    )
     ledger = ledger_at(ledger_location)
     activities = served_activities(ledger)
 
@@ -162,11 +212,17 @@ def worker(
         runtime = prometheus_runtime(metrics_port) if metrics_port else None
         client = await client_or_fail(address, runtime, encrypt=not plain_payloads)
         stop = stop_requested()
-        async with build_worker(client, activities, task_queue=task_queue):
+        options = scale.worker_options()
+        async with build_worker(client, activities, task_queue=task_queue, **options):
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
+            out.print(scale.describe())
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()
+            out.print(
+                f"Stopping: no new work; steps in flight get up to {graceful_shutdown_seconds:g} s"
+                " to finish, then are handed back to Temporal."
+            )
         out.print("Worker stopped.")
 
     run(serve())

@@ -1,0 +1,146 @@
+"""Many workers, one ledger: a worker stopped with SIGTERM hands over cleanly, and orders
+placed at once against three workers on PostgreSQL share the stock without a slip.
+
+These tests start their own dev server and ``pizzeria worker`` processes, so they run once,
+in the default (time-skipping) pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from pizzeria.models import STEP_NOTIFY_DELIVERY_DRIVER, workflow_id_for
+from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
+from tests.helpers import PIZZERIA, eventually, run_pizzeria
+from tests.stack import stack_env
+
+
+@pytest.fixture(autouse=True)
+def default_pass_only(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server and workers: runs once, in the default pass")
+
+
+def started_worker(env: dict[str, str], log: Path, *args: str) -> WorkerProcess:
+    worker = WorkerProcess([*pizzeria_command(), "worker", *args], log, env)
+    worker.start()
+    worker.wait_until_polling()
+    return worker
+
+
+async def step_running(handle: WorkflowHandle[Any, Any], step: str) -> bool:
+    try:
+        description = await handle.describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:  # not started yet
+            return False
+        raise
+    return any(
+        pending.activity_type.name == step
+        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        for pending in description.raw_description.pending_activities
+    )
+
+
+async def activity_events(handle: WorkflowHandle[Any, Any], step: str) -> list[Any]:
+    """The step's started and closing events, in order (scheduled ids tie them to it)."""
+    scheduled: set[int] = set()
+    found = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            if event.activity_task_scheduled_event_attributes.activity_type.name == step:
+                scheduled.add(event.event_id)
+            continue
+        kind = event.WhichOneof("attributes") or ""
+        name = kind.removeprefix("activity_task_").removesuffix("_event_attributes")
+        if name in ("started", "completed", "failed", "timed_out"):
+            attributes = getattr(event, kind)
+            if attributes.scheduled_event_id in scheduled:
+                found.append((name, attributes))
+    return found
+
+
+@pytest.mark.timeout(180)
+async def test_a_worker_stopped_with_sigterm_finishes_its_step_and_the_order_completes(
+    tmp_path: Path,
+) -> None:
+    # The driver search takes 4 one-second rounds (and finds nobody: a deterministic
+    # length), so the worker is stopped while the step runs.
+    with dev_server(None, headless=True) as server:
+        env = stack_env(
+            tmp_path,
+            TEMPORAL_ADDRESS=server.address,
+            PIZZERIA_DRIVER_SECONDS="1",
+            PIZZERIA_DRIVER_ROUNDS="4",
+            PIZZERIA_DRIVER_PROBABILITY="0",
+        )
+        first = started_worker(env, tmp_path / "worker-1.log", "--graceful-shutdown", "20")
+        second: WorkerProcess | None = None
+        placing = await asyncio.create_subprocess_exec(
+            *(PIZZERIA, "order", "--order-number", "GRACE-1", "--prep-seconds", "0", "--json"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            client = await Client.connect(server.address)
+            handle = client.get_workflow_handle(workflow_id_for("GRACE-1"))
+            await eventually(
+                lambda: step_running(handle, STEP_NOTIFY_DELIVERY_DRIVER),
+                "the driver search to run",
+                seconds=60,
+                interval=0.1,
+            )
+            first.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            # A rolling restart: the next worker comes up while the first one drains.
+            second = started_worker(env, tmp_path / "worker-2.log")
+            code = await asyncio.to_thread(first.process.wait, 40)  # type: ignore[union-attr]
+            out, err = await asyncio.wait_for(placing.communicate(), timeout=60)
+        finally:
+            if placing.returncode is None:
+                placing.kill()
+                await placing.wait()
+            first.stop()
+            if second is not None:
+                second.stop()
+        assert code == 0, first.output()
+        assert "Stopping: no new work" in first.output()
+        assert "Worker stopped." in first.output()
+        outcome = json.loads(out)
+        assert placing.returncode == 0, err.decode()
+        assert outcome["status"] == "COMPLETED" and outcome["amount"] == 3500
+        # The step ran once, on the stopped worker, and that worker reported its end.
+        events = await activity_events(handle, STEP_NOTIFY_DELIVERY_DRIVER)
+        assert [name for name, _ in events] == ["started", "completed"], events
+        started, completed = events[0][1], events[1][1]
+        assert started.attempt == 1
+        assert started.identity.startswith(f"{first.pid}@")
+        assert completed.identity.startswith(f"{first.pid}@")
+        check = run_pizzeria("check", "--closed", "--json", "--address", server.address, env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert json.loads(check.stdout)["violations"] == []
+
+
+def test_worker_scale_options_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1")
+    for args in (
+        ("--max-concurrent-activities", "0"),
+        ("--max-concurrent-workflow-tasks", "1"),
+        ("--max-pollers", "0"),
+        ("--graceful-shutdown", "-1"),
+    ):
+        done = run_pizzeria("worker", *args, env=env, timeout=30)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+        assert "Traceback" not in done.stderr
