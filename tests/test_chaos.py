@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from pizzeria.ledger import open_ledger
 from pizzeria.ops.chaos.monkey import breakdown_schedule
 from pizzeria.ops.chaos.plan import ChaosSettings, plan_orders
 from pizzeria.samples import GOOD_CARD
 from tests.helpers import PIZZERIA, run_pizzeria, wait_until
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(autouse=True)
@@ -93,10 +95,19 @@ def test_the_plan_mixes_cards_pickups_cancels_and_short_waits() -> None:
 
 
 def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way() -> None:
-    schedule = breakdown_schedule(ChaosSettings(orders=100, worker_kills=3, server_restarts=1))
+    schedule = breakdown_schedule(
+        ChaosSettings(orders=100, worker_kills=3, server_restarts=1, rolling_restarts=0)
+    )
     assert schedule == [(20, "kill"), (40, "restart"), (60, "kill"), (80, "kill")]
     few = breakdown_schedule(ChaosSettings(orders=2, worker_kills=3, server_restarts=1))
     assert all(1 <= threshold <= 2 for threshold, _ in few)
+
+
+def test_the_rolling_restart_comes_late_in_the_run_after_the_server_restart() -> None:
+    schedule = breakdown_schedule(ChaosSettings(orders=100, worker_kills=3, server_restarts=1))
+    kinds = [kind for _, kind in schedule]
+    assert kinds == ["kill", "restart", "kill", "rolling restart", "kill"]
+    assert [threshold for threshold, _ in schedule] == [17, 33, 50, 67, 83]
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -118,6 +129,8 @@ def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_no
     assert summary["completed"] + summary["failed"] + summary["cancelled"] == 100
     assert summary["completed"] > 50 and summary["failed"] > 0 and summary["cancelled"] > 0
     assert summary["worker_kills"] >= 3 and summary["server_restarts"] >= 1
+    assert summary["rolling_restarts"] == 1 and summary["workers"] == 2
+    assert summary["ledger"] == str(folder / "ledger.db")
     assert summary["late_writes"] > 0  # steps that wrote after their timeout, and lost
     assert summary["lost_answers"] > 0  # steps that took effect unheard, then retried or undone
     assert set(summary) >= {
@@ -132,6 +145,7 @@ def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_no
     }
     assert summary["seconds"] <= seconds
     assert "killed worker" in done.stderr and "restarted the Temporal dev server" in done.stderr
+    assert "rolling restart: worker 1" in done.stderr
     # The proof is on disk, and nothing it started is left running.
     assert (folder / "temporal.db").exists() and (folder / "ledger.db").exists()
     assert processes_using(folder) == []
@@ -165,6 +179,46 @@ def test_chaos_orders_carry_the_fast_path_setting_when_asked() -> None:
     ))  # fmt: skip
     planned = plan_orders(ChaosSettings(orders=5, fast_path=True))
     assert all(p.order.settings and p.order.settings.fast_path for p in planned)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.slow
+def test_three_workers_on_one_postgresql_ledger_through_kills_and_restarts_lose_nothing(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    with postgres_server.database() as url:
+        done, _ = run_chaos(
+            *("--orders", "100", "--workers", "3", "--seed", "12", "--json"),
+            *("--ledger", url, "--data-dir", str(tmp_path / "chaos")),
+            timeout=360,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        summary: dict[str, Any] = json.loads(done.stdout)
+        assert summary["violations"] == 0 and summary["open"] == 0
+        assert summary["completed"] + summary["failed"] + summary["cancelled"] == 100
+        assert summary["workers"] == 3 and summary["ledger"] == url
+        assert summary["worker_kills"] >= 3 and summary["rolling_restarts"] == 1
+        # Every worker was killed or restarted, and all three wrote to the one ledger.
+        assert all(f"rolling restart: worker {index}" in done.stderr for index in range(3))
+        assert not (tmp_path / "chaos" / "ledger.db").exists()
+        ledger = open_ledger(url, read_only=True)
+        try:
+            assert len({effect["order_ref"] for effect in ledger.effects()}) > 50
+        finally:
+            ledger.close()
+        logs = [(tmp_path / "chaos" / f"worker-{index}.log").read_text() for index in range(3)]
+        assert all("Charged" in log for log in logs)
+
+
+def test_a_ledger_that_already_holds_orders_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    used = tmp_path / "used.db"
+    open_ledger(used).close()
+    done = run_pizzeria("chaos", "--ledger", str(used), env=environment(), timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert "already holds a ledger" in done.stderr
 
 
 @pytest.mark.timeout(120)

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pizzeria.devserver import DevServerError
 from pizzeria.faults import FaultSyntaxError, parse_faults
+from pizzeria.ledger import LedgerNotFound, SchemaTooNew, SchemaTooOld, open_ledger
 from pizzeria.menu import INITIAL_STOCK
 from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, ChaosSettings
 from pizzeria.ops.chaos.result import ChaosResult, print_chaos_summary
@@ -34,6 +35,20 @@ from pizzeria.ops.chaos.run import ChaosRun
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--worker-kills", default=3, show_default=True, type=click.IntRange(0, 1000))
 @click.option("--server-restarts", default=1, show_default=True, type=click.IntRange(0, 100))
+@click.option(
+    "--rolling-restarts",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Times every worker is stopped with SIGTERM in turn and started again",
+)
+@click.option(
+    "--ledger",
+    "ledger_location",
+    metavar="FILE|URL",
+    help="The workers' shared ledger: a new SQLite file or an empty PostgreSQL database "
+    "(postgresql://...) [default: ledger.db in the data folder]",
+)
 @click.option(
     "--cancel-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share"
 )
@@ -74,6 +89,8 @@ def chaos(
     workers: int,
     worker_kills: int,
     server_restarts: int,
+    rolling_restarts: int,
+    ledger_location: str | None,
     cancel_rate: float,
     bad_card_rate: float,
     seed: int | None,
@@ -87,12 +104,16 @@ def chaos(
 ) -> None:
     """Place orders while killing workers and restarting the server, then check the ledger."""
     check_options(faults, data_dir)
+    if ledger_location is not None:
+        refuse_a_used_ledger(ledger_location)
     settings = ChaosSettings(
         orders=orders,
         concurrency=concurrency,
         workers=workers,
         worker_kills=worker_kills,
         server_restarts=server_restarts,
+        rolling_restarts=rolling_restarts,
+        ledger=ledger_location,
         cancel_rate=cancel_rate,
         bad_card_rate=bad_card_rate,
         seed=seed if seed is not None else random.SystemRandom().randrange(1_000_000),
@@ -120,6 +141,27 @@ def check_options(faults: str, data_dir: Path | None) -> None:
         raise click.BadParameter(str(error), param_hint="--faults") from None
     if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
         raise click.BadParameter(f"{data_dir} is not empty", param_hint="--data-dir")
+
+
+def refuse_a_used_ledger(location: str) -> None:
+    """The check compares the ledger with the orders of chaos's own new server: any row
+    from before would be a run that server never heard of."""
+    try:
+        existing = open_ledger(location, read_only=True)
+    except LedgerNotFound:
+        return
+    except (SchemaTooNew, SchemaTooOld) as error:
+        raise click.BadParameter(
+            f"{error}; chaos needs a new ledger (a new file or an empty database)",
+            param_hint="--ledger",
+        ) from None
+    shown = existing.location
+    existing.close()
+    raise click.BadParameter(
+        f"{shown} already holds a ledger: chaos checks it against the orders of its own "
+        "new server, so give it a new file or an empty database",
+        param_hint="--ledger",
+    )
 
 
 def run_or_explain(settings: ChaosSettings, folder: Path) -> ChaosResult:

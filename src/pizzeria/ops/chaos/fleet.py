@@ -12,6 +12,7 @@ from pizzeria.ops.processes import (
     private_dev_server,
     stop_workers,
 )
+from pizzeria.worker import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS
 
 
 class ChaosFleet:
@@ -52,6 +53,17 @@ class ChaosFleet:
     def start_worker(self, index: int) -> None:
         self.resting.discard(index)
         self.workers[index].start()
+
+    def restart_worker_gracefully(self, index: int) -> int:
+        """SIGTERM, wait for it to finish its steps and exit, start it again, wait until it
+        polls: one step of a rolling restart. Its old PID."""
+        self.resting.add(index)
+        worker = self.workers[index]
+        pid = worker.pid
+        worker.stop(timeout=DEFAULT_GRACEFUL_SHUTDOWN_SECONDS + 10)
+        self.start_worker(index)
+        worker.wait_until_polling()
+        return pid
 
     def kill_worker(self, index: int) -> int:
         """SIGKILL, its activities die mid-flight; started again by the caller. Its PID."""

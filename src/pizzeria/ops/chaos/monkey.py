@@ -13,13 +13,17 @@ from pizzeria.ops.chaos.plan import ChaosSettings
 
 KILL = "kill"
 RESTART = "restart"
+ROLLING = "rolling restart"
 MAX_UNEXPECTED_EXITS = 20
 
 
 def breakdown_schedule(settings: ChaosSettings) -> list[tuple[int, str]]:
-    """(orders started, what to break): spread over the run, the server restart mid-way."""
+    """(orders started, what to break): spread over the run, the server restart mid-way,
+    the rolling restart of the workers three quarters of the way."""
     kinds = [KILL] * settings.worker_kills
     kinds[len(kinds) // 2 : len(kinds) // 2] = [RESTART] * settings.server_restarts
+    late = (3 * len(kinds) + 3) // 4
+    kinds[late:late] = [ROLLING] * settings.rolling_restarts
     count = len(kinds)
     return [
         (max(1, round(settings.orders * (n + 1) / (count + 1))), kind)
@@ -52,6 +56,7 @@ class Monkey:
         self.started = 0
         self.worker_kills = 0
         self.server_restarts = 0
+        self.rolling_restarts = 0
         self.server_down = asyncio.Event()
         self._started_more = asyncio.Event()
 
@@ -67,6 +72,8 @@ class Monkey:
             await asyncio.sleep(rng.uniform(0, 1.0))  # not always at a tidy moment
             if kind == KILL:
                 await self._kill_a_worker(rng)
+            elif kind == ROLLING:
+                await self._restart_every_worker_in_turn()
             else:
                 await self._restart_the_server(rng)
             self.changed()
@@ -83,12 +90,20 @@ class Monkey:
         return True
 
     async def _kill_a_worker(self, rng: random.Random) -> None:
-        index = self.worker_kills % len(self.fleet.workers)
+        index = rng.randrange(len(self.fleet.workers))
         pid = self.fleet.kill_worker(index)
         self.worker_kills += 1
         self.say(f"killed worker {index} (pid {pid}) with SIGKILL")
         await asyncio.sleep(rng.uniform(0.5, 2.0))
         self.fleet.start_worker(index)
+
+    async def _restart_every_worker_in_turn(self) -> None:
+        """SIGTERM one worker at a time, as a deployment does: each finishes its steps in
+        flight, exits, and polls again before the next one stops."""
+        for index in range(len(self.fleet.workers)):
+            pid = await asyncio.to_thread(self.fleet.restart_worker_gracefully, index)
+            self.say(f"rolling restart: worker {index} (pid {pid}) stopped with SIGTERM, back")
+        self.rolling_restarts += 1
 
     async def _restart_the_server(self, rng: random.Random) -> None:
         self.server_down.set()

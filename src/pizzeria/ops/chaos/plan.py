@@ -55,6 +55,7 @@ class ChaosSettings:
     workers: int = 2
     worker_kills: int = 3
     server_restarts: int = 1
+    rolling_restarts: int = 1
     cancel_rate: float = 0.1
     bad_card_rate: float = 0.1
     seed: int = 0
@@ -64,6 +65,7 @@ class ChaosSettings:
     data_dir: Path | None = None
     keep_data: bool = False
     fast_path: bool = False  # every order runs its ledger steps as local activities
+    ledger: str | None = None  # a file or a postgresql:// URL; None: ledger.db in the data dir
 
 
 @dataclass

@@ -26,6 +26,9 @@ class ChaosResult:
     report: CheckReport | None
     data_dir: Path | None
     notes: list[str] = field(default_factory=list)
+    rolling_restarts: int = 0
+    workers: int = 0
+    ledger: str = ""  # where the ledger was, a password shown as ***
     late_writes: int = 0  # attempts that wrote after their timeout (from the worker logs)
     late_writes_refused: int = 0  # ... and found their compensation's tombstone
     lost_answers: int = 0  # steps that took effect while their answer was lost
@@ -54,6 +57,9 @@ class ChaosResult:
             "cancelled": self.outcomes["CANCELLED"],
             "worker_kills": self.worker_kills,
             "server_restarts": self.server_restarts,
+            "rolling_restarts": self.rolling_restarts,
+            "workers": self.workers,
+            "ledger": self.ledger,
             "violations": self.violations,
             "seconds": round(self.seconds, 1),
             "open": self.open,
@@ -87,7 +93,8 @@ def print_chaos_summary(result: ChaosResult, console: Console) -> None:
         f"Chaos: {result.orders} orders in {result.seconds:.1f} s (seed {result.seed}): "
         f"completed {result.outcomes['COMPLETED']}, failed {result.outcomes['FAILED']}, "
         f"cancelled {result.outcomes['CANCELLED']}, still open {result.open}; "
-        f"{result.worker_kills} worker kills, {result.server_restarts} server restarts, "
+        f"{result.workers} workers on {result.ledger}: {result.worker_kills} worker kills, "
+        f"{result.rolling_restarts} rolling restarts, {result.server_restarts} server restarts, "
         f"{result.repaired} orders repaired; {result.late_writes} late writes, "
         f"{result.late_writes_refused} of them refused; {result.lost_answers} lost answers"
     )

@@ -57,6 +57,9 @@ class ChaosRun:
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
+        # The full location, password included: the workers need it to log in.
+        self.ledger_location = settings.ledger or str(data_dir / "ledger.db")
+        self.ledger_shown = self.ledger_location
         self.fleet = ChaosFleet(data_dir, settings.workers)
         self.progress = progress
         self.say = say or (lambda text: None)
@@ -74,7 +77,7 @@ class ChaosRun:
         status = (
             f"ok {outcomes.get('COMPLETED', 0)} failed {outcomes.get('FAILED', 0)} cancelled "
             f"{outcomes.get('CANCELLED', 0)} | kills {self.monkey.worker_kills} restarts "
-            f"{self.monkey.server_restarts}"
+            f"{self.monkey.server_restarts} rolling {self.monkey.rolling_restarts}"
         )
         self.progress.update(self._task_id, advance=advance, status=status)
 
@@ -88,9 +91,14 @@ class ChaosRun:
     async def run(self) -> ChaosResult:
         started = time.monotonic()
         planned = plan_orders(self.settings)
-        open_ledger(self.data_dir / "ledger.db", initial_stock=self.settings.stock).close()
+        ledger = open_ledger(self.ledger_location, initial_stock=self.settings.stock)
+        self.ledger_shown = ledger.location
+        ledger.close()
         await asyncio.to_thread(self.fleet.start_server)
-        self.say(f"Temporal dev server on {self.fleet.server.address}, data in {self.data_dir}")
+        self.say(
+            f"Temporal dev server on {self.fleet.server.address}, data in {self.data_dir}, "
+            f"{self.settings.workers} workers on the ledger {self.ledger_shown}"
+        )
         with private_environment(self._environment()):
             client = await connect(self.fleet.server.address, "default", runtime=quiet_runtime())
             self.orders = ChaosOrders(
@@ -125,7 +133,7 @@ class ChaosRun:
             await asyncio.gather(monkey, supervisor, closing, return_exceptions=True)
 
     async def _check(self, client: Client) -> CheckReport:
-        ledger = open_ledger(self.data_dir / "ledger.db", read_only=True)
+        ledger = open_ledger(self.ledger_location, read_only=True)
         try:
             return await check_orders(
                 client,
@@ -143,6 +151,9 @@ class ChaosRun:
             outcomes=orders.outcomes,
             worker_kills=self.monkey.worker_kills,
             server_restarts=self.monkey.server_restarts,
+            rolling_restarts=self.monkey.rolling_restarts,
+            workers=self.settings.workers,
+            ledger=self.ledger_shown,
             repaired=orders.repaired,
             seconds=seconds,
             seed=self.settings.seed,
@@ -161,7 +172,7 @@ class ChaosRun:
             "TEMPORAL_NAMESPACE": "default",
             "TEMPORAL_CONFIG_FILE": str(self.data_dir / "no-temporal-profile.toml"),
             "PIZZERIA_DATA_DIR": str(self.data_dir),
-            "PIZZERIA_LEDGER": str(self.data_dir / "ledger.db"),
+            "PIZZERIA_LEDGER": self.ledger_location,
             "PIZZERIA_FAULTS_FILE": str(self.data_dir / "faults.json"),
             "PIZZERIA_FAULTS": self.settings.faults,
             SEED_VARIABLE: str(self.settings.seed),
