@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -48,6 +49,8 @@ def server_command(
     ui_port: int = UI_PORT,
     headless: bool = False,
     codec_endpoint: str | None = None,
+    namespaces: Sequence[str] = (),
+    order_status: bool = True,
 ) -> list[str]:
     command = [
         temporal_binary(),
@@ -61,10 +64,12 @@ def server_command(
         str(ui_port),
         "--log-level",
         "error",
-        # The custom search attribute `pizzeria orders` filters on (see models.ORDER_STATUS).
-        "--search-attribute",
-        "OrderStatus=Keyword",
     ]
+    if order_status:
+        # The custom search attribute `pizzeria orders` filters on (see models.ORDER_STATUS).
+        command += ["--search-attribute", "OrderStatus=Keyword"]
+    for namespace in namespaces:  # besides "default", which always exists
+        command += ["--namespace", namespace]
     if history_file is not None:
         history_file.parent.mkdir(parents=True, exist_ok=True)
         command += ["--db-filename", str(history_file)]
@@ -86,8 +91,12 @@ class DevServer:
         log_file: Path | None = None,
         headless: bool = False,
         codec_endpoint: str | None = None,
+        namespaces: Sequence[str] = (),
+        order_status: bool = True,
     ) -> None:
         self.history_file = history_file
+        self.namespaces = tuple(namespaces)
+        self.order_status = order_status
         self.port = port
         self.ui_port = ui_port
         self.log_file = log_file
@@ -105,7 +114,13 @@ class DevServer:
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             server_command(
-                self.history_file, self.port, self.ui_port, self.headless, self.codec_endpoint
+                self.history_file,
+                self.port,
+                self.ui_port,
+                self.headless,
+                self.codec_endpoint,
+                self.namespaces,
+                self.order_status,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

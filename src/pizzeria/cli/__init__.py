@@ -53,10 +53,12 @@ app.add_command(demo)
 from pizzeria.ops.bench.command import bench as bench_command  # noqa: E402
 from pizzeria.ops.chaos.command import chaos as chaos_command  # noqa: E402
 from pizzeria.ops.check.command import check as check_command  # noqa: E402
+from pizzeria.ops.doctor.command import doctor as doctor_command  # noqa: E402
 
 app.add_command(bench_command)
 app.add_command(chaos_command)
 app.add_command(check_command)
+app.add_command(doctor_command)
 
 
 def main() -> None:

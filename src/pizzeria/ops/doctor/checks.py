@@ -1,0 +1,256 @@
+"""The checks of ``pizzeria doctor``: each answers one question about a deployment.
+
+Every check returns a `Verdict`; none of them changes anything: the ledger is opened
+read-only (never created or upgraded), the codec key is read, never created, and the
+orders' payloads are decrypted in memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from pizzeria.codec import ENCODING, KEY_ID, CodecKeyError, EncryptionCodec, key_file, load_keys
+from pizzeria.ledger import LedgerError, open_ledger
+from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
+from pizzeria.worker import connect_config
+
+CONNECT_SECONDS = 15.0
+CALL_TIMEOUT = timedelta(seconds=10)
+RECENT_ORDERS = 5
+REGISTER_ORDER_STATUS = (
+    f"temporal operator search-attribute create --name {ORDER_STATUS.name} --type Keyword"
+)
+
+OK = "ok"
+FAIL = "FAIL"
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    check: str
+    verdict: str  # OK, FAIL, or SKIP when a check it needs failed
+    detail: str
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict != OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check, "verdict": self.verdict, "detail": self.detail}
+
+
+def skipped(check: str, because: str) -> Verdict:
+    return Verdict(check, SKIP, f"not checked: {because}")
+
+
+def rpc_reason(error: RPCError) -> str:
+    hints = {
+        RPCStatusCode.UNAUTHENTICATED: " (check TEMPORAL_API_KEY or the client certificate)",
+        RPCStatusCode.PERMISSION_DENIED: " (this API key or certificate may not do that)",
+    }
+    return f"{error.status.name}: {error.message}{hints.get(error.status, '')}"
+
+
+# -- Temporal ------------------------------------------------------------------------------
+
+
+async def check_temporal(address: str | None) -> tuple[Verdict, Client | None]:
+    """Connect as every command does (the SDK's env config), then look up the namespace."""
+    config = connect_config(address)
+    target, namespace = config["target_host"], config["namespace"]
+    security = ["TLS" if config.get("tls") else "no TLS"]
+    if config.get("api_key"):
+        security.append("API key set")
+    where = f"{target}, namespace {namespace} ({', '.join(security)})"
+    try:
+        # No codec: the payloads check decrypts by hand, to say which key an order needs.
+        client = await asyncio.wait_for(Client.connect(**config), CONNECT_SECONDS)
+    except TimeoutError:
+        return Verdict("temporal", FAIL, f"no answer from {where} in {CONNECT_SECONDS:g} s"), None
+    except RuntimeError as error:
+        reason = "connection refused" if "refused" in str(error).lower() else str(error)[:200]
+        return Verdict("temporal", FAIL, f"cannot reach {where}: {reason}"), None
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), timeout=CALL_TIMEOUT
+        )
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            detail = (
+                f"{target} has no namespace {namespace!r}: create it "
+                f"(`temporal operator namespace create --namespace {namespace}`) or set "
+                "TEMPORAL_NAMESPACE"
+            )
+        else:
+            detail = f"{where} refused: {rpc_reason(error)}"
+        return Verdict("temporal", FAIL, detail), None
+    return Verdict("temporal", OK, where), client
+
+
+async def check_search_attribute(client: Client) -> Verdict:
+    try:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace), timeout=CALL_TIMEOUT
+        )
+    except RPCError as error:
+        return Verdict("search attribute", FAIL, f"cannot list them: {rpc_reason(error)}")
+    kind = response.custom_attributes.get(ORDER_STATUS.name)
+    if kind is None:
+        return Verdict(
+            "search attribute",
+            FAIL,
+            f"{ORDER_STATUS.name} is not registered in namespace {client.namespace}: orders "
+            f"run untracked and `pizzeria orders --status` finds none; register it with "
+            f"`{REGISTER_ORDER_STATUS}`",
+        )
+    if kind != IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD:
+        return Verdict(
+            "search attribute",
+            FAIL,
+            f"{ORDER_STATUS.name} is registered as {IndexedValueType.Name(kind)}, not Keyword",
+        )
+    return Verdict("search attribute", OK, f"{ORDER_STATUS.name} (Keyword) is registered")
+
+
+async def check_pollers(client: Client, task_queue: str) -> Verdict:
+    """Workers seen polling the queue recently, for workflow tasks and for activities."""
+    seen: dict[str, set[str]] = {}
+    latest: datetime | None = None
+    for kind, label in (
+        (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow"),
+        (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity"),
+    ):
+        try:
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=kind,
+                ),
+                timeout=CALL_TIMEOUT,
+            )
+        except RPCError as error:
+            return Verdict("pollers", FAIL, f"cannot describe {task_queue}: {rpc_reason(error)}")
+        seen[label] = {poller.identity for poller in response.pollers}
+        for poller in response.pollers:
+            at = poller.last_access_time.ToDatetime(tzinfo=UTC)
+            latest = at if latest is None or at > latest else latest
+    missing = [label for label, identities in seen.items() if not identities]
+    if missing:
+        return Verdict(
+            "pollers",
+            FAIL,
+            f"no worker polls {task_queue} for {' or '.join(missing)} tasks: orders wait "
+            "until one does; start `pizzeria worker`",
+        )
+    workers = sorted(seen["workflow"] | seen["activity"])
+    ago = (datetime.now(UTC) - latest).total_seconds() if latest else 0.0
+    return Verdict(
+        "pollers",
+        OK,
+        f"{len(workers)} worker(s) poll {task_queue} ({', '.join(workers[:5])}"
+        f"{', ...' if len(workers) > 5 else ''}), last poll {max(0.0, ago):.0f} s ago",
+    )
+
+
+# -- the ledger and the codec key ----------------------------------------------------------
+
+
+def check_ledger(location: str) -> Verdict:
+    """Read-only: a ledger that is missing, too old or too new fails, and stays as it is."""
+    try:
+        ledger = open_ledger(location, read_only=True)
+    except LedgerError as error:  # not found, unreachable, too old, too new
+        return Verdict("ledger", FAIL, str(error))
+    try:
+        version = ledger.schema_version()
+        ingredients = len(ledger.stock())
+    except LedgerError as error:
+        return Verdict("ledger", FAIL, str(error))
+    finally:
+        ledger.close()
+    return Verdict(
+        "ledger",
+        OK,
+        f"{ledger.location}: schema version {version} (current), {ingredients} ingredients",
+    )
+
+
+def check_codec_key() -> tuple[Verdict, list[tuple[str, bytes]] | None]:
+    where = "PIZZERIA_CODEC_KEY" if os.environ.get("PIZZERIA_CODEC_KEY") else str(key_file())
+    try:
+        keys = load_keys(create=False)
+    except CodecKeyError as error:
+        return Verdict(
+            "codec key", FAIL, f"{error}; copy the key every worker shares (see the README)"
+        ), None
+    ids = ", ".join(key_id for key_id, _ in keys)
+    return Verdict("codec key", OK, f"{len(keys)} key(s) from {where}, ids {ids}"), keys
+
+
+# -- the latest orders' payloads -----------------------------------------------------------
+
+
+async def first_input(client: Client, workflow_id: str, run_id: str) -> list[Any]:
+    """The payloads the order was started with (its first history event)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        return list(event.workflow_execution_started_event_attributes.input.payloads)
+    return []
+
+
+async def unreadable_key(codec: EncryptionCodec, payloads: list[Any]) -> str | None:
+    """The key id of the first payload this codec cannot decrypt, else None."""
+    for payload in payloads:
+        if payload.metadata.get("encoding") != ENCODING:
+            continue  # plain JSON, from a client without the codec
+        try:
+            await codec.decode([payload])
+        except (CodecKeyError, InvalidTag):
+            return payload.metadata.get(KEY_ID, b"").decode() or "(none)"
+    return None
+
+
+async def check_payloads(client: Client, keys: list[tuple[str, bytes]]) -> Verdict:
+    """The latest orders decrypt with this machine's key: the trap of a worker (or client)
+    with another key is orders nobody here can read."""
+    codec = EncryptionCodec(keys)
+    checked: list[str] = []
+    foreign: dict[str, str] = {}  # order number -> the key id it needs
+    try:
+        query = f"WorkflowType = '{WORKFLOW_TYPE}'"
+        async for execution in client.list_workflows(query, limit=RECENT_ORDERS):
+            number = order_number_of(execution.id)
+            checked.append(number)
+            needed = await unreadable_key(
+                codec, await first_input(client, execution.id, execution.run_id)
+            )
+            if needed is not None:
+                foreign[number] = needed
+    except RPCError as error:
+        return Verdict("payloads", FAIL, f"cannot read the latest orders: {rpc_reason(error)}")
+    if not checked:
+        return Verdict("payloads", OK, "no orders yet: nothing to decrypt")
+    if foreign:
+        orders = ", ".join(f"{number} (key {key})" for number, key in foreign.items())
+        return Verdict(
+            "payloads",
+            FAIL,
+            f"{len(foreign)} of the latest {len(checked)} orders do not decrypt with this "
+            f"key: {orders}; a worker or client with another key wrote them: give every "
+            "worker the same key file",
+        )
+    return Verdict("payloads", OK, f"the latest {len(checked)} orders decrypt with this key")
