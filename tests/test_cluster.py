@@ -20,7 +20,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.models import STEP_NOTIFY_DELIVERY_DRIVER, workflow_id_for
-from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
+from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command, worker_process
+from pizzeria.worker import connect_config
 from tests.helpers import PIZZERIA, eventually, run_pizzeria
 from tests.stack import stack_env
 
@@ -130,6 +131,95 @@ async def test_a_worker_stopped_with_sigterm_finishes_its_step_and_the_order_com
         check = run_pizzeria("check", "--closed", "--json", "--address", server.address, env=env)
         assert check.returncode == 0, check.stdout + check.stderr
         assert json.loads(check.stdout)["violations"] == []
+
+
+PROFILE = """
+[profile.cluster]
+address = "{address}"
+namespace = "other"
+
+[profile.cluster.tls]
+# A Temporal cluster would have TLS (an API key turns it on by default); the dev server
+# has none, and ignores the key.
+disabled = true
+"""
+API_KEY = "key-of-the-pizzeria-chain"
+
+
+def cluster_env(folder: Path, address: str) -> dict[str, str]:
+    """A user's environment with a TOML profile and an API key, and no TEMPORAL_ADDRESS."""
+    profile = folder / "temporal.toml"
+    profile.write_text(PROFILE.format(address=address))
+    return stack_env(
+        folder,
+        TEMPORAL_CONFIG_FILE=str(profile),
+        TEMPORAL_PROFILE="cluster",
+        TEMPORAL_API_KEY=API_KEY,
+    )
+
+
+def test_the_profile_and_the_api_key_reach_the_client_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in cluster_env(tmp_path, "temporal.example:7233").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    assert connect_config() == {
+        "target_host": "temporal.example:7233",
+        "namespace": "other",
+        "api_key": API_KEY,
+        "tls": False,
+    }
+    # Without the profile's TLS section, an API key turns TLS on, as Temporal Cloud needs.
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("TEMPORAL_PROFILE")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "cloud.example:7233")
+    assert connect_config()["tls"] is True and connect_config()["api_key"] == API_KEY
+
+
+@pytest.mark.timeout(240)
+async def test_every_command_connects_through_a_profile_to_another_namespace(
+    tmp_path: Path,
+) -> None:
+    with dev_server(None, headless=True, namespaces=["other"]) as server:
+        env = cluster_env(tmp_path, server.address)
+        assert "TEMPORAL_ADDRESS" not in env
+        with worker_process(env, log=tmp_path / "worker.log"):
+
+            def pizzeria(*args: str) -> subprocess.CompletedProcess[str]:
+                return run_pizzeria(*args, env=env, timeout=90)
+
+            placed = pizzeria("order", "--order-number", "PROFILE-1", "--prep-seconds", "0")
+            assert placed.returncode == 0 and "COMPLETED" in placed.stdout, placed.stderr
+            listed = pizzeria("orders", "--json")
+            rows = json.loads(listed.stdout)["orders"]
+            assert [row["order_number"] for row in rows] == ["PROFILE-1"]
+            timeline = pizzeria("status", "PROFILE-1")
+            assert timeline.returncode == 0 and "send_bill" in timeline.stdout
+            cancel = pizzeria("cancel", "PROFILE-1")
+            assert "already closed" in cancel.stderr  # found it, in namespace other
+            check = pizzeria("check", "--closed", "--json")
+            assert check.returncode == 0 and json.loads(check.stdout)["orders"]["completed"] == 1
+            doctor = pizzeria("doctor", "--json")
+            assert doctor.returncode == 0, doctor.stdout
+            temporal = json.loads(doctor.stdout)["checks"][0]["detail"]
+            assert temporal == f"{server.address}, namespace other (no TLS, API key set)"
+        client = await Client.connect(server.address, namespace="other")
+        await client.get_workflow_handle(workflow_id_for("PROFILE-1")).describe()
+        elsewhere = await Client.connect(server.address, namespace="default")
+        with pytest.raises(RPCError) as not_there:
+            await elsewhere.get_workflow_handle(workflow_id_for("PROFILE-1")).describe()
+        assert not_there.value.status == RPCStatusCode.NOT_FOUND
+
+
+def test_a_broken_profile_is_one_line_for_every_command(tmp_path: Path) -> None:
+    env = cluster_env(tmp_path, "127.0.0.1:1")
+    env["TEMPORAL_PROFILE"] = "nowhere"
+    for args in (("orders",), ("worker",), ("status", "X1"), ("check",)):
+        done = run_pizzeria(*args, env=env, timeout=60)
+        assert done.returncode in (1, 2), (args, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert "profile nowhere" in line and "Profile 'nowhere' not found" in line, args
 
 
 def test_worker_scale_options_are_checked_before_anything_starts(tmp_path: Path) -> None:

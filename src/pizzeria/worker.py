@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,13 +45,25 @@ DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 15.0
 ACTIVITY_THREADS = 8
 
 
+class TemporalConfigError(ConnectionError):
+    """The SDK's env config cannot be read (a broken TOML file, an unknown profile)."""
+
+
 def connect_config(address: str | None = None, namespace: str | None = None) -> dict[str, Any]:
     """What `connect` hands the SDK: the env config (TEMPORAL_ADDRESS, TEMPORAL_PROFILE and
     TEMPORAL_CONFIG_FILE, TLS, TEMPORAL_API_KEY), with ``address`` and ``namespace`` on top.
 
     Only when nothing is configured does the address default to localhost:7233.
     """
-    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    try:
+        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    except RuntimeError as error:  # the SDK's ConfigError
+        where = os.environ.get("TEMPORAL_CONFIG_FILE", "the default config file")
+        profile = os.environ.get("TEMPORAL_PROFILE", "default")
+        reason = " ".join(str(error).split())
+        raise TemporalConfigError(
+            f"cannot read the Temporal client config ({where}, profile {profile}): {reason}"
+        ) from None
     if address:
         config["target_host"] = address
     config.setdefault("target_host", DEFAULT_ADDRESS)

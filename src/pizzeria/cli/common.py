@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import Awaitable
 from typing import NoReturn, TypeVar
@@ -15,7 +14,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 
 from pizzeria import config
 from pizzeria.ledger import Ledger, open_ledger
-from pizzeria.worker import connect
+from pizzeria.worker import connect, connect_config
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -60,7 +59,7 @@ async def client_or_fail(
     try:
         return await connect(address, runtime=runtime, encrypt=encrypt)
     except RuntimeError as error:
-        target = address or os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+        target = connect_config(address)["target_host"]
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
         raise ConnectionError(
             f"cannot reach Temporal at {target} ({reason}); start it with `pizzeria server`"

@@ -25,7 +25,7 @@ from pizzeria.ledger import Ledger, LedgerError, open_ledger
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.records import CannotCheck
 from pizzeria.ops.check.report import CheckReport, print_check_report
-from pizzeria.worker import connect
+from pizzeria.worker import connect, connect_config
 
 CANNOT_CHECK = 2
 
@@ -47,7 +47,7 @@ async def connect_or_fail(address: str | None) -> Client:
     except RuntimeError as error:
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
         raise ConnectionError(
-            f"cannot reach Temporal at {address or 'the configured address'} ({reason})"
+            f"cannot reach Temporal at {connect_config(address)['target_host']} ({reason})"
         ) from None
 
 

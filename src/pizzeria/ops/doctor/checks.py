@@ -24,7 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria.codec import ENCODING, KEY_ID, CodecKeyError, EncryptionCodec, key_file, load_keys
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
-from pizzeria.worker import connect_config
+from pizzeria.worker import TemporalConfigError, connect_config
 
 CONNECT_SECONDS = 15.0
 CALL_TIMEOUT = timedelta(seconds=10)
@@ -69,7 +69,10 @@ def rpc_reason(error: RPCError) -> str:
 
 async def check_temporal(address: str | None) -> tuple[Verdict, Client | None]:
     """Connect as every command does (the SDK's env config), then look up the namespace."""
-    config = connect_config(address)
+    try:
+        config = connect_config(address)
+    except TemporalConfigError as error:
+        return Verdict("temporal", FAIL, str(error)), None
     target, namespace = config["target_host"], config["namespace"]
     security = ["TLS" if config.get("tls") else "no TLS"]
     if config.get("api_key"):
