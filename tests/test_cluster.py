@@ -8,9 +8,12 @@ in the default (time-skipping) pass.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import signal
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,24 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria.models import STEP_NOTIFY_DELIVERY_DRIVER, workflow_id_for
+from pizzeria import menu
+from pizzeria.client import outcome_of, start_order
+from pizzeria.ledger import open_ledger
+from pizzeria.models import (
+    COMPENSATE_REVERT_INVENTORY,
+    OUT_OF_STOCK_ERROR,
+    STEP_NOTIFY_DELIVERY_DRIVER,
+    STEP_PROCESS_CREDIT_CARD,
+    workflow_id_for,
+)
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command, worker_process
-from pizzeria.worker import connect_config
+from pizzeria.samples import sample_order
+from pizzeria.worker import connect, connect_config
 from tests.helpers import PIZZERIA, eventually, run_pizzeria
+from tests.postgres import PostgresServer
 from tests.stack import stack_env
+
+CODEC_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 
 
 @pytest.fixture(autouse=True)
@@ -234,3 +250,79 @@ def test_worker_scale_options_are_checked_before_anything_starts(tmp_path: Path)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
         assert "Traceback" not in done.stderr
+
+
+# -- two hundred orders at once, three workers, one PostgreSQL ledger ----------------------
+
+RUSH_ORDERS = 200
+RUSH_CAPACITY = 80  # orders the stock can serve
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_two_hundred_orders_at_once_on_three_workers_share_the_stock_exactly(
+    tmp_path: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need = menu.ingredients_for(sample_order().items)
+    # Enough of the scarcest ingredient for RUSH_CAPACITY orders, and not one more.
+    stock = RUSH_CAPACITY * max(need.values())
+    capacity = min(stock // portions for portions in need.values())
+    assert capacity == RUSH_CAPACITY
+    monkeypatch.setenv("PIZZERIA_CODEC_KEY", CODEC_KEY)
+    with postgres_server.database() as url, dev_server(None, headless=True) as server:
+        open_ledger(url, initial_stock=stock).close()
+        env = stack_env(
+            tmp_path,
+            TEMPORAL_ADDRESS=server.address,
+            PIZZERIA_LEDGER=url,
+            PIZZERIA_CODEC_KEY=CODEC_KEY,
+        )
+        with contextlib.ExitStack() as workers:
+            for index in range(3):
+                log = tmp_path / f"worker-{index}.log"
+                workers.enter_context(worker_process(env, log=log))
+            client = await connect(server.address)
+            orders = [sample_order(f"RUSH-{n:03d}", prep_seconds=0) for n in range(RUSH_ORDERS)]
+            handles = await asyncio.gather(*(start_order(client, order) for order in orders))
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        outcome_of(client, handle.id, order.order_number)
+                        for handle, order in zip(handles, orders, strict=True)
+                    )
+                ),
+                timeout=300,
+            )
+            check = run_pizzeria("check", "--closed", "--json", env=env, timeout=120)
+        logs = [(tmp_path / f"worker-{index}.log").read_text() for index in range(3)]
+        ledger = open_ledger(url, read_only=True)
+        try:
+            snapshot = ledger.snapshot()
+        finally:
+            ledger.close()
+    completed = [o for o in outcomes if o.status == "COMPLETED"]
+    failed = [o for o in outcomes if o.status == "FAILED"]
+    # Every order the stock could serve was served; every other one failed for want of
+    # stock, and undid its inventory step (the compensation finds nothing to put back).
+    assert len(completed) == capacity and len(failed) == RUSH_ORDERS - capacity
+    assert {o.error_type for o in failed} == {OUT_OF_STOCK_ERROR}
+    assert all(o.compensations == [COMPENSATE_REVERT_INVENTORY] for o in failed)
+    for ingredient, portions in need.items():
+        row = snapshot.stock[ingredient]
+        assert row["quantity"] == stock - capacity * portions >= 0
+    assert all(row["quantity"] >= 0 for row in snapshot.stock.values())
+    charges = Counter(
+        effect["order_number"]
+        for effect in snapshot.effects
+        if effect["step"] == STEP_PROCESS_CREDIT_CARD and not effect["tombstone"]
+    )
+    assert charges == Counter({o.order_number: 1 for o in completed})  # once, and only them
+    runs = {run.order_number: run for run in snapshot.orders()}
+    assert all(runs[o.order_number].charged == 3500 for o in completed)
+    for outcome in failed:  # nothing kept: no money, no stock
+        run = runs.get(outcome.order_number)
+        assert run is None or (run.charged == 0 and not any(run.stock_held.values()))
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = json.loads(check.stdout)
+    assert report["violations"] == [] and report["orders"]["completed"] == capacity
+    assert all("Took" in log for log in logs)  # all three workers took stock
