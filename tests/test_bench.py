@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
@@ -24,6 +25,7 @@ from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
+from tests.postgres import PostgresServer
 
 TWO_LEVELS = ("--concurrency", "1", "--concurrency", "2")
 
@@ -231,3 +233,50 @@ def test_every_optional_piece_has_its_variant_and_unknown_pieces_are_refused():
     assert [name for name, _ in VARIANTS] == ["everything on"] + [f"without {p}" for p in PIECES]
     with pytest.raises(ValueError, match="unknown pieces"):
         switch_off({"encryption", "speed"})
+
+
+def test_an_unknown_ledger_is_refused_before_anything_starts() -> None:
+    done = run_pizzeria("bench", "--ledger", "mysql://db/x", timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "give sqlite or a postgresql:// URL" in done.stderr
+    plot = run_pizzeria("bench", "--workers", "1", "--workers", "2", "--plot", "x.png", timeout=60)
+    assert plot.returncode == 2 and "--plot draws one setup" in plot.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.slow
+def test_sqlite_and_postgresql_side_by_side_each_on_its_own_ledger(
+    tmp_path: Path, request: pytest.FixtureRequest, postgres_server: PostgresServer
+) -> None:
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
+    with postgres_server.database() as url:
+        done = run_pizzeria(
+            *("bench", "--json", "--repeat", "1", "--workflows", "2", "--concurrency", "2"),
+            *("--ledger", "sqlite", "--ledger", url, "--workers", "2"),
+            env=env,
+            timeout=280,
+        )
+        assert done.returncode == 0, done.stderr
+        with psycopg.connect(url) as conn:
+            schemas = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'pizzeria_bench%'"
+            ).fetchall()
+    assert schemas == []  # each stack's schema dropped after it
+    result: dict[str, Any] = json.loads(done.stdout)
+    setups = [(r["settings"]["ledger"], r["settings"]["workers"]) for r in result["setups"]]
+    assert setups == [("sqlite", 2), ("postgresql", 2)]
+    for report in result["setups"]:
+        # Three rows per order in either ledger: the stock, the charge, the bill.
+        assert report["growth"]["ledger_rows_per_order"] == {"good": 3.0, "bad": 3.0}
+        assert report["growth"]["ledger_file_bytes_per_order"]["good"] > 0
+    assert [
+        (row["ledger"], row["workers"], row["concurrency"]) for row in result["comparison"]
+    ] == [
+        ("sqlite", 2, 2),
+        ("postgresql", 2, 2),
+    ]
+    for row, report in zip(result["comparison"], result["setups"], strict=True):
+        good = next(case for case in report["cases"] if case["case"] == "good")
+        assert row["good_throughput"] == good["throughput"] > 0

@@ -20,9 +20,9 @@ from pizzeria.ops.baseline import (
     BaselineWorkflow,
     LocalBaselineWorkflow,
 )
-from pizzeria.ops.bench.cases import PREP_SECONDS, Case
+from pizzeria.ops.bench.cases import PREP_SECONDS, BenchError, Case
 from pizzeria.ops.bench.sampling import cpu_seconds, own_cpu_seconds
-from pizzeria.ops.bench.stack import BenchError, Stack
+from pizzeria.ops.bench.stack import Stack
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 
 RSS_SAMPLE_SECONDS = 0.2

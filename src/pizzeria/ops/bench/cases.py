@@ -24,6 +24,12 @@ WORKER_ENVIRONMENT = {
     "PIZZERIA_FAULTS": "",
 }
 PREP_SECONDS = 0.0
+#: ``--ledger sqlite``: a fresh SQLite file per stack (the default).
+SQLITE = "sqlite"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to (a process died, a wrong outcome)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,22 @@ class Settings:
     sandbox_passthrough: tuple[str, ...] = ()
     # Cases measured together on one stack, in batches ordered forth and back.
     groups: tuple[tuple[Case, ...], ...] = PAIRS
+    without: tuple[str, ...] = ()  # optional pieces switched off (pizzeria.tuning)
+    # SQLITE, or a postgresql:// URL whose database gets a fresh schema per stack
+    ledger: str = SQLITE
 
     @property
     def batches_per_run(self) -> int:
         return sum(2 * len(group) for group in self.groups) * len(self.concurrency)
 
-    without: tuple[str, ...] = ()  # optional pieces switched off (pizzeria.tuning)
+    @property
+    def ledger_kind(self) -> str:
+        return SQLITE if self.ledger == SQLITE else "postgresql"
+
+    @property
+    def setup(self) -> str:
+        """The ledger and the worker count, as the comparison of setups names them."""
+        return f"{self.ledger_kind}, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
     def batch_size(self, concurrency: int) -> int:
         if self.workflows is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import compileall
+import dataclasses
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 
 import pizzeria
 from pizzeria.devserver import DevServerError
+from pizzeria.ledger import is_postgres_location
 from pizzeria.ops.bench.ablation import VARIANTS, run_ablation
 from pizzeria.ops.bench.cases import (
     BASE_CONCURRENCY,
@@ -23,12 +25,21 @@ from pizzeria.ops.bench.cases import (
     FAST_PATH_GROUPS,
     FULL_CONCURRENCY,
     PAIRS,
+    SQLITE,
+    BenchError,
     Settings,
 )
 from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
-from pizzeria.ops.bench.measure import run_benchmark
-from pizzeria.ops.bench.report import PlotUnavailable, draw_plot, print_bench_report, pyplot
-from pizzeria.ops.bench.stack import BenchError, running_stack
+from pizzeria.ops.bench.ledgers import run_sql
+from pizzeria.ops.bench.measure import run_benchmark, run_side_by_side
+from pizzeria.ops.bench.report import (
+    PlotUnavailable,
+    draw_plot,
+    print_bench_report,
+    print_side_by_side,
+    pyplot,
+)
+from pizzeria.ops.bench.stack import running_stack
 from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.ops.processes import WorkerProcessError
 
@@ -82,7 +93,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
     help="Workflows per batch (two batches per case) [default: 12, 100, 150, 400 by concurrency]",
 )
 @click.option(
-    "--workers", type=click.IntRange(1, 4), default=1, show_default=True, help="Worker processes"
+    "--workers",
+    type=click.IntRange(1, 4),
+    multiple=True,
+    help="Worker processes; repeat to compare several counts side by side [default: 1]",
+)
+@click.option(
+    "--ledger",
+    "ledgers",
+    multiple=True,
+    metavar="sqlite|URL",
+    help="The workers' ledger: sqlite (a new file per stack) or a postgresql:// URL (a new "
+    "schema in that database per stack, dropped after); repeat to compare [default: sqlite]",
 )
 @click.option(
     "--worker-option",
@@ -112,7 +134,8 @@ def bench(
     repeat: int,
     concurrency: tuple[int, ...],
     workflows: int | None,
-    workers: int,
+    workers: tuple[int, ...],
+    ledgers: tuple[str, ...],
     worker_options: tuple[str, ...],
     sandbox_passthrough: tuple[str, ...],
     compare_fast_path: bool,
@@ -121,12 +144,13 @@ def bench(
 
     Starts its own in-memory dev server and worker on 127.0.0.1 (free ports), with the
     order's timer and the driver search at zero, and compares the good and the bad-card
-    order with bare workflows of as many no-op activities.
+    order with bare workflows of as many no-op activities. Several --ledger or --workers
+    values run each setup in turn, within each run, and compare their throughput.
     """
     for option in worker_options:
         parse_worker_option(option)
-    if plot is not None:
-        plot_or_fail(None, plot)  # before a long run, not after it
+    for ledger in ledgers:
+        check_ledger_option(ledger)
     default: tuple[int, ...] = FULL_CONCURRENCY if full else BASE_CONCURRENCY
     if compare_fast_path:
         default = FAST_PATH_CONCURRENCY
@@ -137,37 +161,65 @@ def bench(
         repeat=repeat,
         concurrency=chosen,
         workflows=workflows,
-        workers=workers,
         worker_options=worker_options,
         sandbox_passthrough=sandbox_passthrough,
         groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
+    setups = [
+        dataclasses.replace(settings, ledger=ledger, workers=count)
+        for ledger in dict.fromkeys(ledgers or (SQLITE,))
+        for count in sorted(set(workers or (1,)))
+    ]
+    if plot is not None:
+        if len(setups) > 1:
+            raise click.UsageError("--plot draws one setup: give one --ledger and one --workers")
+        plot_or_fail(None, plot)  # before a long run, not after it
     compile_package()
     if costs:
-        print_costs(run_costs(settings), as_json)
+        print_costs(run_costs(setups[0]), as_json)
         return
     if ablation:
-        print_ablation(run_ablation_with_progress(settings), as_json)
+        print_ablation(run_ablation_with_progress(setups[0]), as_json)
         return
-    report = run_with_progress(settings)
+    report = run_with_progress(setups)
     if plot is not None:
         plot_or_fail(report, plot)
         err.print(f"Plot written to {plot}")
     if as_json:
         out.print_json(json.dumps(report))
+    elif len(setups) > 1:
+        print_side_by_side(report, out)
     else:
         print_bench_report(report, out)
 
 
-def run_with_progress(settings: Settings) -> dict[str, Any]:
+def check_ledger_option(ledger: str) -> None:
+    """``sqlite`` or a PostgreSQL URL we can reach, before anything starts."""
+    if ledger == SQLITE:
+        return
+    if not is_postgres_location(ledger):
+        raise click.BadParameter(
+            f"{ledger!r}: give sqlite or a postgresql:// URL", param_hint="--ledger"
+        )
+    try:
+        run_sql(ledger, "SELECT 1")
+    except BenchError as error:
+        fail(str(error))
+
+
+def run_with_progress(setups: list[Settings]) -> dict[str, Any]:
     """The benchmark, with a progress bar on stderr; one line and exit 1 if it fails."""
-    total = settings.repeat * settings.batches_per_run
+    settings = setups[0]
+    total = settings.repeat * settings.batches_per_run * len(setups)
     err.print(
         "Timer and driver search at zero: order settings prep_seconds=0, "
         "PIZZERIA_DRIVER_SECONDS=0, PIZZERIA_DRIVER_PROBABILITY=1. "
         f"{settings.repeat} run(s), {len(settings.concurrency)} concurrency level(s), "
-        f"{total} batches, a fresh in-memory dev server per group of cases."
+        f"{total} batches, a fresh in-memory dev server per group of cases"
+        + (f", {len(setups)} setups side by side." if len(setups) > 1 else ".")
     )
+    if len(setups) > 1:
+        return with_progress(total, lambda step: run_side_by_side(setups, step))
     return with_progress(total, lambda step: run_benchmark(settings, step))
 
 

@@ -46,7 +46,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from pizzeria.client import cancel_order, start_order
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE, BaselineWorkflow
-from pizzeria.ops.bench.stack import BenchError
+from pizzeria.ops.bench.cases import BenchError
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 
 SHAPES = ("good", "bad", "cancelled", "pickup", "baseline-good", "baseline-bad")

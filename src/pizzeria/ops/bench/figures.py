@@ -13,6 +13,7 @@ from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE, LOCAL_STEPS,
 from pizzeria.ops.bench.batches import Batch, StackFacts
 from pizzeria.ops.bench.cases import (
     ALL_CASES,
+    CASES,
     FAST_GOOD,
     GOOD,
     PREP_SECONDS,
@@ -233,6 +234,29 @@ def growth(
     return {key: rounded(value) for key, value in result.items()}
 
 
+def comparison(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setup and concurrency: each case's throughput, and the good order's latency and
+    CPU per workflow (the server's, the workers' together)."""
+    rows = []
+    for report in reports:
+        settings = report["settings"]
+        by_key = {(row["case"], row["concurrency"]): row for row in report["cases"]}
+        for concurrency in settings["concurrency"]:
+            row: dict[str, Any] = {
+                "ledger": settings["ledger"],
+                "workers": settings["workers"],
+                "concurrency": concurrency,
+            }
+            for case in CASES:
+                figures = by_key.get((case.name, concurrency))
+                row[f"{case.name}_throughput"] = figures["throughput"] if figures else None
+            good = by_key.get(("good", concurrency), {})
+            for key in ("p50_ms", "p99_ms", "server_cpu_ms", "worker_cpu_ms"):
+                row[f"good_{key}"] = good.get(key)
+            rows.append(rounded(row))
+    return rows
+
+
 def rounded(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 3)
@@ -252,6 +276,7 @@ def settings_json(settings: Settings) -> dict[str, Any]:
         "batch_order": "each group's cases forth and back, e.g. baseline, saga, saga, baseline "
         "(a fresh server and worker per group)",
         "workers": settings.workers,
+        "ledger": settings.ledger_kind,
         "worker_options": list(settings.worker_options),
         "sandbox_passthrough": list(settings.sandbox_passthrough),
         "prep_seconds": PREP_SECONDS,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
@@ -21,7 +19,8 @@ from pizzeria.ops.bench.batches import (
     run_one,
 )
 from pizzeria.ops.bench.cases import HISTORY_SAMPLES, WARMUP_WORKFLOWS, Case, Settings
-from pizzeria.ops.bench.figures import bench_report
+from pizzeria.ops.bench.figures import bench_report, comparison
+from pizzeria.ops.bench.ledgers import ledger_size
 from pizzeria.ops.bench.stack import Stack, running_stack
 from pizzeria.ops.processes import stop_workers
 
@@ -47,11 +46,14 @@ async def measure_group(
     batches: list[Batch] = []
     histories: dict[str, list[HistoryFacts]] = {case.name: [] for case in group}
     async with running_stack(
-        settings.workers, settings.worker_options, settings.sandbox_passthrough, settings.without
+        settings.workers,
+        settings.worker_options,
+        settings.sandbox_passthrough,
+        settings.without,
+        settings.ledger,
     ) as (stack, client):
         prefix = f"b{run}-{uuid.uuid4().hex[:6]}"
-        ledger_file = stack.data_dir / "ledger.db"
-        empty_file_bytes = ledger_size(ledger_file)[2]
+        empty_file_bytes = ledger_size(stack.ledger)[2]
         await warm_up(client, stack, group, prefix)
         idle_rss = stack.worker_rss()
         for concurrency in settings.concurrency:
@@ -66,7 +68,7 @@ async def measure_group(
                         await history_facts(client, workflow_id, concurrency)
                     )
         stop_workers(stack.workers, grace=15.0)
-        rows, payload, file_bytes = ledger_size(ledger_file)
+        rows, payload, file_bytes = ledger_size(stack.ledger)
     orders = WARMUP_WORKFLOWS * len(sagas) + sum(b.workflows for b in batches if b.case in sagas)
     facts = StackFacts(
         run=run,
@@ -84,32 +86,44 @@ async def measure_group(
     return batches, facts
 
 
-def ledger_size(path: Path) -> tuple[int, int, int]:
-    """Rows of the effects table, their text payload bytes, and the file's bytes."""
-    if not path.exists():
-        return 0, 0, 0
-    db = sqlite3.connect(path)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        rows, payload = db.execute(
-            "SELECT count(*), coalesce(sum(length(idempotency_key) + length(order_ref)"
-            " + length(order_number) + length(step) + length(ingredients)"
-            " + length(reference)), 0) FROM effects"
-        ).fetchone()
-    finally:
-        db.close()
-    return int(rows), int(payload), path.stat().st_size
+def labelled_steps(step: StepReporter, label: str) -> StepReporter:
+    def labelled(text: str) -> None:
+        step(label + text)
+
+    return labelled
+
+
+async def run_setups(setups: Sequence[Settings], step: StepReporter) -> list[dict[str, Any]]:
+    """One report per setup (ledger and worker count). The setups take turns within each
+    run, so the machine's load drifts over all of them alike."""
+    started = time.monotonic()
+    batches: list[list[Batch]] = [[] for _ in setups]
+    stacks: list[list[StackFacts]] = [[] for _ in setups]
+    for run in range(setups[0].repeat):
+        for index, settings in enumerate(setups):
+            labelled = labelled_steps(step, f"{settings.setup}: " if len(setups) > 1 else "")
+            for group in settings.groups:
+                group_batches, facts = await measure_group(settings, run, group, labelled)
+                batches[index] += group_batches
+                stacks[index].append(facts)
+    elapsed = round(time.monotonic() - started, 1)
+    reports = [bench_report(s, b, f) for s, b, f in zip(setups, batches, stacks, strict=True)]
+    for report in reports:
+        report["elapsed_seconds"] = elapsed
+    return reports
 
 
 async def run_benchmark(settings: Settings, step: StepReporter) -> dict[str, Any]:
-    started = time.monotonic()
-    batches: list[Batch] = []
-    stacks: list[StackFacts] = []
-    for run in range(settings.repeat):
-        for group in settings.groups:
-            pair_batches, facts = await measure_group(settings, run, group, step)
-            batches += pair_batches
-            stacks.append(facts)
-    report = bench_report(settings, batches, stacks)
-    report["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    """One setup's report."""
+    (report,) = await run_setups([settings], step)
     return report
+
+
+async def run_side_by_side(setups: Sequence[Settings], step: StepReporter) -> dict[str, Any]:
+    """Several setups' reports, and their throughput side by side."""
+    reports = await run_setups(setups, step)
+    return {
+        "setups": reports,
+        "comparison": comparison(reports),
+        "elapsed_seconds": reports[0]["elapsed_seconds"],
+    }

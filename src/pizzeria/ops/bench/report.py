@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pizzeria.ops.bench.cases import ALL_CASES
+from pizzeria.ops.bench.cases import ALL_CASES, CASES
 
 PLOT_NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install -e '.[bench]'"
 
@@ -50,6 +50,40 @@ def print_bench_report(report: dict[str, Any], out: Console) -> None:
         )
     out.print("growth: " + json.dumps(report["growth"]))
     out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
+
+
+def print_side_by_side(result: dict[str, Any], out: Console) -> None:
+    """Each setup's table, then their throughput and the good order's costs side by side."""
+    for report in result["setups"]:
+        settings = report["settings"]
+        out.print(f"[bold]{settings['ledger']} ledger, {settings['workers']} worker(s)[/bold]")
+        Console(highlight=False, width=max(out.width, 132)).print(bench_table(report))
+    table = Table(
+        "ledger",
+        "workers",
+        "in flight",
+        *(f"{case.name} wf/s" for case in CASES),
+        "good p99 ms",
+        "good server CPU ms/wf",
+        "good worker CPU ms/wf",
+        title="Setups side by side (median of the runs)",
+    )
+    for row in result["comparison"]:
+        table.add_row(
+            row["ledger"],
+            str(row["workers"]),
+            str(row["concurrency"]),
+            *(figure(row[f"{case.name}_throughput"], ".1f") for case in CASES),
+            figure(row["good_p99_ms"], ".0f"),
+            figure(row["good_server_cpu_ms"], ".1f"),
+            figure(row["good_worker_cpu_ms"], ".1f"),
+        )
+    Console(highlight=False, width=max(out.width, 132)).print(table)
+    out.print(f"elapsed: {result['elapsed_seconds']:.0f} s")
+
+
+def figure(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def bench_table(report: dict[str, Any]) -> Table:

@@ -16,14 +16,11 @@ from temporalio.client import Client
 
 from pizzeria.devserver import DevServer
 from pizzeria.models import TASK_QUEUE
-from pizzeria.ops.bench.cases import WORKER_ENVIRONMENT
+from pizzeria.ops.bench.cases import SQLITE, WORKER_ENVIRONMENT
+from pizzeria.ops.bench.ledgers import stack_ledger
 from pizzeria.ops.bench.sampling import cpu_seconds, rss_bytes
 from pizzeria.ops.processes import WorkerProcess, dev_server, stop_workers
 from pizzeria.worker import connect
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure what it set out to (a process died, a wrong outcome)."""
 
 
 @dataclass
@@ -32,6 +29,7 @@ class Stack:
     workers: list[WorkerProcess]
     data_dir: Path
     task_queue: str
+    ledger: str  # the workers' PIZZERIA_LEDGER
 
     @property
     def server_pid(self) -> int:
@@ -55,8 +53,10 @@ async def running_stack(
     worker_options: Sequence[str],
     passthrough: Sequence[str] = (),
     without: Sequence[str] = (),
+    ledger: str = SQLITE,
 ) -> AsyncIterator[tuple[Stack, Client]]:
-    """A fresh in-memory dev server, a client and ``workers`` worker processes polling it.
+    """A fresh in-memory dev server, a client and ``workers`` worker processes polling it,
+    on a fresh ledger (`pizzeria.ops.bench.ledgers.stack_ledger`).
 
     The client comes from `pizzeria.worker.connect`, as ``pizzeria order``'s does, so the
     benchmark uses the same data converter as the worker; it connects before the workers
@@ -66,16 +66,19 @@ async def running_stack(
     """
     with (
         tempfile.TemporaryDirectory(prefix="pizzeria-bench-") as folder,
+        stack_ledger(ledger, Path(folder)) as location,
         dev_server(None, log_file=Path(folder) / "server.log", headless=True) as server,
     ):
         data_dir = Path(folder)
-        stack = Stack(server, [], data_dir, f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}")
+        task_queue = f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}"
+        stack = Stack(server, [], data_dir, task_queue, location)
         try:
             client = await connect(server.address, encrypt="encryption" not in without)
             command = worker_command(stack, worker_options, passthrough, without)
             for number in range(workers):
                 log = data_dir / f"worker-{number}.log"
-                stack.workers.append(WorkerProcess(command, log, worker_environment(data_dir)))
+                environment = worker_environment(data_dir, location)
+                stack.workers.append(WorkerProcess(command, log, environment))
                 stack.workers[-1].start()
             for worker in stack.workers:
                 await asyncio.to_thread(worker.wait_until_polling)
@@ -109,12 +112,12 @@ def worker_command(
     return command
 
 
-def worker_environment(data_dir: Path) -> dict[str, str]:
+def worker_environment(data_dir: Path, ledger: str) -> dict[str, str]:
     # A ledger and a faults file of its own; everything else (the data folder, and with it
     # whatever key the data converter uses) as the user's own worker has it.
     return {
         **os.environ,
         **WORKER_ENVIRONMENT,
-        "PIZZERIA_LEDGER": str(data_dir / "ledger.db"),
+        "PIZZERIA_LEDGER": ledger,
         "PIZZERIA_FAULTS_FILE": str(data_dir / "faults.json"),
     }
