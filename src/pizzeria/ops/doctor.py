@@ -1,8 +1,14 @@
-"""The checks of ``pizzeria doctor``: each answers one question about a deployment.
+"""``pizzeria doctor``: is this machine's setup one that orders can run on?
 
-Every check returns a `Verdict`; none of them changes anything: the ledger is opened
-read-only (never created or upgraded), the codec key is read, never created, and the
-orders' payloads are decrypted in memory only.
+Each check answers one question with a `Verdict` (ok, or FAIL and why, in one line): can
+we reach Temporal and its namespace, is the ``OrderStatus`` search attribute registered,
+do workers poll ``pizza-tasks``, is the ledger there with the schema version this code
+expects, is there a codec key, and do the latest orders decrypt with it. `diagnose` runs
+them all; a check that needs a failed one is skipped, saying which.
+
+None of them changes anything: the ledger is opened read-only (never created or
+upgraded), the codec key is read, never created, and the orders' payloads are decrypted
+in memory only. The command is ``pizzeria.cli.doctor``.
 """
 
 from __future__ import annotations
@@ -257,3 +263,30 @@ async def check_payloads(client: Client, keys: list[tuple[str, bytes]]) -> Verdi
             "worker the same key file",
         )
     return Verdict("payloads", OK, f"the latest {len(checked)} orders decrypt with this key")
+
+
+# -- all of them ---------------------------------------------------------------------------
+
+
+async def diagnose(address: str | None, ledger_location: str, task_queue: str) -> list[Verdict]:
+    """Every check in order; one that needs a failed one is skipped, saying which."""
+    temporal, client = await check_temporal(address)
+    verdicts = [temporal]
+    if client is not None:
+        verdicts.append(await check_search_attribute(client))
+        verdicts.append(await check_pollers(client, task_queue))
+    else:
+        verdicts += [
+            skipped("search attribute", "no connection to Temporal"),
+            skipped("pollers", "no connection to Temporal"),
+        ]
+    verdicts.append(await asyncio.to_thread(check_ledger, ledger_location))
+    key, keys = check_codec_key()
+    verdicts.append(key)
+    if client is None:
+        verdicts.append(skipped("payloads", "no connection to Temporal"))
+    elif keys is None:
+        verdicts.append(skipped("payloads", "no codec key"))
+    else:
+        verdicts.append(await check_payloads(client, keys))
+    return verdicts
