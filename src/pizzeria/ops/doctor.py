@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -28,6 +27,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.codec import ENCODING, KEY_ID, CodecKeyError, EncryptionCodec, key_file, load_keys
+from pizzeria.converter import UNREADABLE_ENCODING
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
 from pizzeria.worker import TemporalConfigError, connect_config
@@ -222,14 +222,18 @@ async def first_input(client: Client, workflow_id: str, run_id: str) -> list[Any
 
 
 async def unreadable_key(codec: EncryptionCodec, payloads: list[Any]) -> str | None:
-    """The key id of the first payload this codec cannot decrypt, else None."""
+    """The key id of the first payload this codec cannot decrypt, else None: a key it does
+    not hold, or one that does not authenticate the ciphertext."""
     for payload in payloads:
         if payload.metadata.get("encoding") != ENCODING:
             continue  # plain JSON, from a client without the codec
+        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace") or "(none)"
         try:
-            await codec.decode([payload])
-        except (CodecKeyError, InvalidTag):
-            return payload.metadata.get(KEY_ID, b"").decode() or "(none)"
+            (decoded,) = await codec.decode([payload])
+        except CodecKeyError:
+            return key_id
+        if decoded.metadata.get("encoding") == UNREADABLE_ENCODING:
+            return key_id
     return None
 
 
