@@ -149,8 +149,6 @@ def bench(
     """
     for option in worker_options:
         parse_worker_option(option)
-    for ledger in ledgers:
-        check_ledger_option(ledger)
     default: tuple[int, ...] = FULL_CONCURRENCY if full else BASE_CONCURRENCY
     if compare_fast_path:
         default = FAST_PATH_CONCURRENCY
@@ -165,11 +163,7 @@ def bench(
         sandbox_passthrough=sandbox_passthrough,
         groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
-    setups = [
-        dataclasses.replace(settings, ledger=ledger, workers=count)
-        for ledger in dict.fromkeys(ledgers or (SQLITE,))
-        for count in sorted(set(workers or (1,)))
-    ]
+    setups = setups_of(settings, ledgers, workers)
     if plot is not None:
         if len(setups) > 1:
             raise click.UsageError("--plot draws one setup: give one --ledger and one --workers")
@@ -191,6 +185,19 @@ def bench(
         print_side_by_side(report, out)
     else:
         print_bench_report(report, out)
+
+
+def setups_of(
+    settings: Settings, ledgers: tuple[str, ...], workers: tuple[int, ...]
+) -> list[Settings]:
+    """Each ledger with each worker count (checked before anything starts)."""
+    for ledger in ledgers:
+        check_ledger_option(ledger)
+    return [
+        dataclasses.replace(settings, ledger=ledger, workers=count)
+        for ledger in dict.fromkeys(ledgers or (SQLITE,))
+        for count in sorted(set(workers or (1,)))
+    ]
 
 
 def check_ledger_option(ledger: str) -> None:
