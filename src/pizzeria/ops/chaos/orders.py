@@ -20,7 +20,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria.client import STATUS_NAMES, static_summary
+from pizzeria.client import static_summary, status_name
 from pizzeria.models import TASK_QUEUE, PizzaOrder, workflow_id_for
 from pizzeria.ops.chaos.plan import PlannedOrder
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -182,5 +182,4 @@ class ChaosOrders:
                     raise
                 await asyncio.sleep(0.5)
         description = await retrying(handle.describe, self.deadline + 30)
-        status = description.status
-        return STATUS_NAMES.get(status, "UNKNOWN") if status else "UNKNOWN"
+        return status_name(description.status)
