@@ -6,6 +6,9 @@ restart of the server, as in the exercise.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import shutil
 import signal
 import socket
@@ -14,6 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import RPCError
 
 HOST = "127.0.0.1"
 GRPC_PORT = 7233
@@ -41,6 +49,33 @@ def port_open(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+@functools.cache
+def quiet_runtime() -> Runtime:
+    """The SDK warns on every call it retries while the server is away: a command that
+    waits through a restart says so once, in its own words, instead."""
+    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
+
+
+def serving(address: str, namespaces: Sequence[str] = ("default",)) -> bool:
+    """Whether the server at ``address`` answers for each namespace (an open port is not
+    enough: the server opens it a moment before it serves)."""
+
+    async def probe() -> bool:
+        try:
+            client = await Client.connect(address, runtime=quiet_runtime())
+            for namespace in namespaces:
+                request = DescribeNamespaceRequest(namespace=namespace)
+                await client.workflow_service.describe_namespace(request)
+        except (RuntimeError, RPCError):  # a failed connect, or a namespace not there yet
+            return False
+        return True
+
+    # Its own thread and event loop: the caller may be inside a running loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, probe()).result()
 
 
 def server_command(
@@ -127,7 +162,7 @@ class DevServer:
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not port_open(self.port):
+        while not (port_open(self.port) and serving(self.address, ("default", *self.namespaces))):
             if self.process.poll() is not None:
                 raise DevServerError(
                     f"the Temporal dev server exited with code {self.process.returncode}"

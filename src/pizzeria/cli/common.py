@@ -10,7 +10,7 @@ from typing import NoReturn, TypeVar
 import click
 from rich.console import Console
 from temporalio.client import Client
-from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import Runtime
 
 from pizzeria import config
 from pizzeria.ledger import Ledger, open_ledger
@@ -64,13 +64,6 @@ async def client_or_fail(
         raise ConnectionError(
             f"cannot reach Temporal at {target} ({reason}); start it with `pizzeria server`"
         ) from None
-
-
-def quiet_runtime() -> Runtime:
-    """The SDK warns on every call it retries while the server is away: a command that
-    waits through a restart says so once, in its own words, instead."""
-    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
-    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
 
 
 def ledger_at(location: str | None) -> Ledger:

@@ -24,7 +24,6 @@ from pizzeria.cli.common import (
     ledger_at,
     ledger_option,
     out,
-    quiet_runtime,
     run,
 )
 from pizzeria.client import (
@@ -40,6 +39,7 @@ from pizzeria.client import (
     resolve_by_hand,
     retry_compensations,
 )
+from pizzeria.devserver import quiet_runtime
 from pizzeria.models import (
     ORDER_STATUSES,
     CancelResult,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -57,14 +58,31 @@ class SqliteLedger(Ledger):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target, uri = str(self.path), False
         busy_timeout = READ_BUSY_TIMEOUT_SECONDS if self.read_only else BUSY_TIMEOUT_SECONDS
+        # Workers that create a new file at the same moment race to switch it to WAL; the
+        # loser may be told "locked" at once, without SQLite's busy wait: it tries again.
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                return self._open(target, uri, busy_timeout)
+            except sqlite3.OperationalError as error:
+                if not locked(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _open(self, target: str, uri: bool, busy_timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(
             target, uri=uri, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
-        db.row_factory = sqlite3.Row
-        if not self.read_only:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            if not self.read_only and db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            if not self.read_only:
+                db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def close(self) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.progress import Progress
 from temporalio.client import Client
-from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
+from pizzeria.devserver import quiet_runtime
 from pizzeria.faults import SEED_VARIABLE
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.chaos.fleet import ChaosFleet
@@ -24,12 +24,6 @@ from pizzeria.ops.chaos.result import CLOSED, ChaosResult, worker_log_counts
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.report import CheckReport
 from pizzeria.worker import connect
-
-
-def quiet_runtime() -> Runtime:
-    """The SDK warns on every call retried while the server is down: here that is the plan."""
-    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
-    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
 
 
 @contextlib.contextmanager
