@@ -252,14 +252,16 @@ def with_progress(
         transient=True,
     ) as progress:
         task = progress.add_task("starting", total=total)
-        first = True
+        started = 0
 
         def step(description: str) -> None:
-            nonlocal first
-            if not first:
+            nonlocal started
+            if started:
                 progress.advance(task)
-            first = False
+            started += 1
             progress.update(task, description=description)
+            if not err.is_terminal:  # no bar is drawn: one line per batch instead
+                err.print(f"[{started}/{total}] {description}", markup=False)
 
         try:
             report = asyncio.run(work(step))

@@ -74,6 +74,11 @@ class ChaosRun:
             f"{self.monkey.server_restarts} rolling {self.monkey.rolling_restarts}"
         )
         self.progress.update(self._task_id, advance=advance, status=status)
+        closed = sum(outcomes.get(name, 0) for name in CLOSED)
+        every = max(1, self.settings.orders // 20)
+        # Without a terminal the bar is not drawn: a line every twentieth of the orders.
+        if advance and not self.progress.console.is_terminal and closed % every == 0:
+            self.say(f"chaos: {closed}/{self.settings.orders} orders closed | {status}")
 
     def _order_started(self) -> None:
         self.monkey.order_started()
