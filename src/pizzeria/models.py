@@ -5,8 +5,9 @@ The wire contract (field names, types, the workflow and task queue names) is fix
 client that knows only the exercise's JSON keeps working.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the SDK reads a dataclass's field types
+# (typing.get_type_hints) on every payload it decodes, and string annotations would be
+# compiled and evaluated again each time.
 from dataclasses import dataclass, field
 
 from temporalio.common import SearchAttributeKey
