@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from pizzeria.ops.bench.ablation import VARIANTS, variant_row
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
 from pizzeria.ops.bench.cases import CASES, FAST_PATH_GROUPS, Settings
 from pizzeria.ops.bench.figures import bench_report, percentile
+from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
+from pizzeria.ops.bench.profile import samples_by_piece
 from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
@@ -280,3 +284,65 @@ def test_sqlite_and_postgresql_side_by_side_each_on_its_own_ledger(
     for row, report in zip(result["comparison"], result["setups"], strict=True):
         good = next(case for case in report["cases"] if case["case"] == "good")
         assert row["good_throughput"] == good["throughput"] > 0
+
+
+# -- the profile ---------------------------------------------------------------------------
+
+WORKER = 'process 7:"python -m pizzeria.ops.bench.worker"'
+THREAD = ("_worker (concurrent/futures/thread.py:83)", "run (concurrent/futures/thread.py:58)")
+LOOP = ("_run_once (asyncio/base_events.py:1922)",)
+
+
+def sample(count: int, *frames: str) -> str:
+    """One line of py-spy's raw output: the frames from the root, then the count."""
+    return ";".join((WORKER, *frames)) + f" {count}"
+
+
+RAW_PROFILE = "\n".join(
+    (
+        sample(7, *THREAD, "take_stock (pizzeria/ledger/book.py:120)"),
+        sample(2, *THREAD),
+        sample(
+            3,
+            *LOOP,
+            "_handle_activation (temporalio/worker/_workflow.py:394)",
+            "get_serialization_context (temporalio/worker/workflow_sandbox/_runner.py:101)",
+            "encrypt (pizzeria/codec.py:80)",
+        ),
+        sample(5, *LOOP, "select (selectors.py:468)"),
+        "a line that is not a sample",
+    )
+)
+
+
+def test_each_sample_goes_to_the_first_piece_one_of_its_frames_belongs_to() -> None:
+    counts = samples_by_piece(RAW_PROFILE)
+    # A ledger transaction on a thread is the ledger's; the bare hop is the thread's.
+    assert counts["ledger"] == 7 and counts["thread hops"] == 2
+    # The codec comes before the serialization context in the order of the pieces.
+    assert counts["encryption"] == 3 and counts["serialization context"] == 0
+    assert counts["other"] == 5
+    assert sum(counts.values()) == 17
+
+
+def test_a_tiny_profile_shows_every_piece_for_both_shapes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        if os.environ.get("PIZZERIA_CI"):
+            pytest.fail("PIZZERIA_CI=1 needs py-spy (pip install -e '.[dev]')", pytrace=False)
+        pytest.skip("needs py-spy: pip install -e '.[dev]'")
+    done, report = tiny_bench(tmp_path, request, "--profile", "--workflows", "40")
+    assert "py-spy samples the worker" in done.stderr
+    assert report["settings"]["workflows_per_batch"] == 40
+    rows = {row["piece"]: row for row in report["pieces"]}
+    assert list(rows) != [] and set(rows) == {piece.name for piece in PIECES_PROFILED}
+    # The bare shape has no ledger and no order activities: nothing of its time is theirs.
+    assert rows["ledger"]["baseline_ms"] == 0 and rows["activity code"]["baseline_ms"] == 0
+    for shape, key in (("baseline-good", "baseline_ms"), ("good", "order_ms")):
+        assert report["totals_ms"][shape] > 0
+        assert report["totals_ms"][shape] == pytest.approx(
+            sum(row[key] for row in rows.values()), abs=0.1
+        )
+    for row in rows.values():
+        assert row["difference_ms"] == pytest.approx(row["order_ms"] - row["baseline_ms"], abs=0.01)

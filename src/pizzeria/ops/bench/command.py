@@ -32,6 +32,13 @@ from pizzeria.ops.bench.cases import (
 from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
 from pizzeria.ops.bench.ledgers import run_sql
 from pizzeria.ops.bench.measure import run_benchmark, run_side_by_side
+from pizzeria.ops.bench.profile import (
+    PROFILE_CASES,
+    PROFILE_CONCURRENCY,
+    PROFILE_WORKFLOWS,
+    RATE_HZ,
+    run_profile,
+)
 from pizzeria.ops.bench.report import (
     PlotUnavailable,
     draw_plot,
@@ -72,6 +79,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     "--costs",
     is_flag=True,
     help="Instead: history events, payload bytes and billable actions of one workflow per shape",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Instead: sample the worker with py-spy while it runs the good order and its bare "
+    "shape (50 in flight), and show the worker's time per workflow, piece by piece",
 )
 @click.option(
     "--repeat",
@@ -131,6 +144,7 @@ def bench(
     full: bool,
     ablation: bool,
     costs: bool,
+    profile: bool,
     repeat: int,
     concurrency: tuple[int, ...],
     workflows: int | None,
@@ -172,8 +186,9 @@ def bench(
     if costs:
         print_costs(run_costs(setups[0]), as_json)
         return
-    if ablation:
-        print_ablation(run_ablation_with_progress(setups[0]), as_json)
+    if ablation or profile:
+        instead = print_ablation if ablation else print_profile
+        instead(run_instead_with_progress(setups[0], ablation), as_json)
         return
     report = run_with_progress(setups)
     if plot is not None:
@@ -230,13 +245,23 @@ def run_with_progress(setups: list[Settings]) -> dict[str, Any]:
     return with_progress(total, lambda step: run_benchmark(settings, step))
 
 
-def run_ablation_with_progress(settings: Settings) -> dict[str, Any]:
-    total = settings.repeat * len(VARIANTS) * len(settings.concurrency) * 4
+def run_instead_with_progress(settings: Settings, ablation: bool) -> dict[str, Any]:
+    """The ablation, or else the profile, with a progress bar."""
+    if ablation:
+        total = settings.repeat * len(VARIANTS) * len(settings.concurrency) * 4
+        err.print(
+            f"Ablation: {len(VARIANTS)} variants (everything on, then each optional piece "
+            f"off), {settings.repeat} run(s), {total} batches, a fresh dev server per variant "
+            "and run."
+        )
+        return with_progress(total, lambda step: run_ablation(settings, step))
+    total = settings.repeat * len(PROFILE_CASES)
     err.print(
-        f"Ablation: {len(VARIANTS)} variants (everything on, then each optional piece off), "
-        f"{settings.repeat} run(s), {total} batches, a fresh dev server per variant and run."
+        f"Profile: py-spy samples the worker at {RATE_HZ} Hz (the thread holding the GIL) "
+        f"through {total} batches of {settings.workflows or PROFILE_WORKFLOWS} workflows, "
+        f"{PROFILE_CONCURRENCY} in flight, on one stack."
     )
-    return with_progress(total, lambda step: run_ablation(settings, step))
+    return with_progress(total, lambda step: run_profile(settings, step))
 
 
 def with_progress(
@@ -316,6 +341,25 @@ def print_ablation(report: dict[str, Any], as_json: bool) -> None:
             f"{row['cpu_ratio']:.2f}",
             row["variant"],
         )
+    out.print(table)
+
+
+def print_profile(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table("piece", "bare ms/wf", "order ms/wf", "difference", "what it is")
+    for row in report["pieces"]:
+        table.add_row(
+            row["piece"],
+            f"{row['baseline_ms']:.2f}",
+            f"{row['order_ms']:.2f}",
+            f"{row['difference_ms']:+.2f}",
+            row["what"],
+        )
+    totals = report["totals_ms"]
+    bare, order = totals["baseline-good"], totals["good"]
+    table.add_row("all", f"{bare:.2f}", f"{order:.2f}", f"{order - bare:+.2f}", "")
     out.print(table)
 
 
