@@ -37,6 +37,7 @@ from pizzeria.ops.bench.profile import (
     PROFILE_CONCURRENCY,
     PROFILE_WORKFLOWS,
     RATE_HZ,
+    py_spy,
     run_profile,
 )
 from pizzeria.ops.bench.report import (
@@ -255,6 +256,10 @@ def run_instead_with_progress(settings: Settings, ablation: bool) -> dict[str, A
             "and run."
         )
         return with_progress(total, lambda step: run_ablation(settings, step))
+    try:
+        py_spy()  # before anything starts
+    except BenchError as error:
+        fail(str(error))
     total = settings.repeat * len(PROFILE_CASES)
     err.print(
         f"Profile: py-spy samples the worker at {RATE_HZ} Hz (the thread holding the GIL) "
