@@ -310,6 +310,19 @@ RAW_PROFILE = "\n".join(
             "encrypt (pizzeria/codec.py:80)",
         ),
         sample(5, *LOOP, "select (selectors.py:468)"),
+        sample(
+            4,
+            *LOOP,
+            "execute_activity (pizzeria/metrics.py:40)",
+            "execute_activity (pizzeria/faults.py:90)",
+            "update_inventory (pizzeria/activities.py:60)",
+        ),
+        sample(
+            6,
+            *LOOP,
+            "execute_workflow (pizzeria/converter.py:130)",
+            "order_pizza (pizzeria/workflows.py:120)",
+        ),
         "a line that is not a sample",
     )
 )
@@ -322,7 +335,11 @@ def test_each_sample_goes_to_the_first_piece_one_of_its_frames_belongs_to() -> N
     # The codec comes before the serialization context in the order of the pieces.
     assert counts["encryption"] == 3 and counts["serialization context"] == 0
     assert counts["other"] == 5
-    assert sum(counts.values()) == 17
+    # Inside the interceptors, the innermost frame decides: the activity's own code; the
+    # order's code, though its start passes through the converter's interceptor.
+    assert counts["activity code"] == 4 and counts["metrics"] == counts["fault hooks"] == 0
+    assert counts["workflow code"] == 6 and counts["payload conversion"] == 0
+    assert sum(counts.values()) == 27
 
 
 def test_a_tiny_profile_shows_every_piece_for_both_shapes(

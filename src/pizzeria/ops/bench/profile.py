@@ -7,8 +7,9 @@ the worker process from outside (no change to the code that runs), and with ``--
 records only the thread that holds the GIL: the Python time the worker spends, without the
 threads that wait. The SDK's Rust core runs outside the GIL and is not counted.
 
-Each sample is put in the first piece (`PIECES`, in order) that one of its frames belongs
-to: a ledger transaction run on a thread counts as the ledger, not as the thread hop.
+Each sample goes to one piece (`piece_of`): a ledger transaction run on a thread counts as
+the ledger, not as the thread hop; an activity run inside the metrics interceptor counts as
+the activity.
 """
 
 from __future__ import annotations
@@ -41,27 +42,34 @@ class Piece:
     name: str
     what: str
     markers: tuple[str, ...]  # a frame containing one of these belongs to the piece
+    # A whole piece takes every sample with one of its frames, whatever runs inside it (the
+    # sqlite3 calls of a ledger transaction, the imports of a module run again). The others
+    # compete: the innermost frame that belongs to one decides (an activity run inside the
+    # metrics interceptor is the activity's).
+    whole: bool = False
 
 
 PIECES = (
-    Piece("ledger", "the ledger's transactions", ("pizzeria/ledger/",)),
-    Piece("encryption", "the payload codec (AES-GCM)", ("pizzeria/codec.py",)),
-    Piece("metrics", "the metrics interceptor", ("pizzeria/metrics.py",)),
-    Piece("fault hooks", "the fault interceptor", ("pizzeria/faults.py",)),
+    Piece("ledger", "the ledger's transactions", ("pizzeria/ledger/",), whole=True),
+    Piece("encryption", "the payload codec (AES-GCM)", ("pizzeria/codec.py",), whole=True),
     Piece(
         "serialization context",
         "the SDK enters the sandbox to find each payload's serialization context",
         ("get_serialization_context",),
+        whole=True,
     ),
     Piece(
         "new workflow instance",
         "the sandbox runs the workflow's module again for each workflow",
         ("_create_workflow_instance",),
+        whole=True,
     ),
+    Piece("metrics", "the metrics interceptor", ("pizzeria/metrics.py",)),
+    Piece("fault hooks", "the fault interceptor", ("pizzeria/faults.py",)),
     Piece(
         "payload conversion",
         "values to and from JSON payloads (dataclasses, the strict converter)",
-        ("pizzeria/converter.py", "temporalio/converter/"),
+        ("StrictPayloadConverter.", "temporalio/converter/"),
     ),
     Piece(
         "payload visitor",
@@ -70,7 +78,8 @@ PIECES = (
     ),
     Piece(
         "workflow code",
-        "the workflow's own code (for the order: the saga, menu and models)",
+        "the workflow's own code (for the order: the saga, menu and models; for the bare "
+        "shape, also its no-op activities)",
         (
             "pizzeria/workflows.py",
             "pizzeria/saga.py",
@@ -100,10 +109,16 @@ PIECES = (
 
 
 def piece_of(stack: str) -> str:
-    """The piece a sampled stack (py-spy's raw format: frames joined by ``;``) belongs to."""
+    """The piece a sampled stack (py-spy's raw format: frames from the root, joined by
+    ``;``) belongs to: the first whole piece with a frame in it, else the piece of the
+    innermost frame that belongs to one."""
     for piece in PIECES:
-        if any(marker in stack for marker in piece.markers):
+        if piece.whole and any(marker in stack for marker in piece.markers):
             return piece.name
+    for frame in reversed(stack.split(";")):
+        for piece in PIECES:
+            if any(marker in frame for marker in piece.markers):
+                return piece.name
     return PIECES[-1].name
 
 
