@@ -265,15 +265,16 @@ async def test_inject_timeout_hangs_past_the_start_to_close_timeout_then_raises(
     plan = FaultPlan(None, env_value="get_distance=timeout:1")
     started = time.monotonic()
     with pytest.raises(ApplicationError) as raised:
-        await run_x(plan, environment(1, timeout=0.05))
+        await run_x(plan, environment(1, timeout=1.0))
     elapsed = time.monotonic() - started
     assert raised.value.type == INJECTED_FAULT_ERROR
     assert "timed out" in raised.value.message
-    assert elapsed >= 0.05  # it slept at least past the timeout before raising
-    # The next attempt is past the limit and answers at once.
+    assert elapsed >= 1.0  # it slept at least past the timeout before raising
+    # The next attempt is past the limit and answers at once (a timeout would take 1 s:
+    # the margin leaves room for a loaded machine).
     started = time.monotonic()
-    assert await run_x(plan, environment(2, timeout=0.05)) == "done"
-    assert time.monotonic() - started < 0.5
+    assert await run_x(plan, environment(2, timeout=1.0)) == "done"
+    assert time.monotonic() - started < 1.0
 
 
 # -- rates, verdicts and late writes ---------------------------------------------------------
@@ -441,13 +442,14 @@ async def test_a_transient_fault_comes_before_a_decline() -> None:
 
 
 async def test_a_late_step_takes_effect_only_after_its_timeout() -> None:
-    plan = FaultPlan(None, env_value=f"{CARD}=late:1", late_margin=0.1)
+    plan = FaultPlan(None, env_value=f"{CARD}=late:1", late_margin=0.5)
     started = time.monotonic()
-    assert await run_step(plan, order_environment("wf-1", timeout=0.2)) == "took effect"
-    assert time.monotonic() - started >= 0.3  # the timeout, then the margin
+    assert await run_step(plan, order_environment("wf-1", timeout=1.0)) == "took effect"
+    assert time.monotonic() - started >= 1.5  # the timeout, then the margin
     started = time.monotonic()
-    assert await run_step(plan, order_environment("wf-1", attempt=2, timeout=0.2)) == "took effect"
-    assert time.monotonic() - started < 0.2  # past :1 the step answers at once
+    assert await run_step(plan, order_environment("wf-1", attempt=2, timeout=1.0)) == "took effect"
+    # Past :1 the step answers at once: a late one would take 1.5 s.
+    assert time.monotonic() - started < 1.0
 
 
 async def test_a_late_step_takes_effect_even_when_temporal_cancels_it() -> None:
