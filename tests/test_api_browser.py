@@ -107,6 +107,10 @@ async def test_the_bad_card_shows_the_refund_then_the_stock_put_back_then_failed
         shutil.copy(shot, SCREENSHOT)
     await page.reload()  # a customer who reloads the page still sees the order
     await expect(page.locator("#status")).to_have_text("FAILED", timeout=10_000)
+    # The status comes with the order's summary at once; the steps and compensations come
+    # again through the event stream, whose last event is the outcome.
+    outcome = page.locator("#outcome")
+    await expect(outcome).to_contain_text("Invalid credit card number", timeout=30_000)
     assert [name for name, _ in await states(page, "compensations")] == [
         "refund_customer",
         "revert_inventory",
