@@ -284,7 +284,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         for marker, skip in skips:
             if marker in item.keywords:
-                item.add_marker(skip)
+                # A test may say why it needs the dev server: @pytest.mark.dev_server_only("...")
+                given = item.get_closest_marker(marker)
+                why = given.args[0] if given is not None and given.args else None
+                item.add_marker(pytest.mark.skip(reason=why) if why else skip)
 
 
 @pytest.fixture(scope="module")
