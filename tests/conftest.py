@@ -30,10 +30,10 @@ from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdat
 
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
-from pizzeria.faults import FaultInterceptor, FaultPlan
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.models import ORDER_STATUS, PizzaOrder, workflow_id_for
 from pizzeria.samples import sample_order
+from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
 from pizzeria.worker import ServedActivities, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.api_stack import Api, api_process

@@ -7,7 +7,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
-from pizzeria.local_activities import LocalActivityRecord, local_activity_of
+from pizzeria.history.markers import LocalActivityRecord, local_activity_of
 
 
 async def activity_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:

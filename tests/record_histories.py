@@ -21,9 +21,9 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from pizzeria.config import DriverSimulation
-from pizzeria.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.worker import build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary, eventually

@@ -15,7 +15,6 @@ from temporalio.testing import ActivityEnvironment
 
 from pizzeria.activities import PizzaOrderActivities, confirmation_number
 from pizzeria.config import DriverSimulation
-from pizzeria.faults import INJECTED_FAULT_ERROR, FaultPlan, parse_faults, write_faults
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.menu import ingredients_for
 from pizzeria.models import (
@@ -29,6 +28,7 @@ from pizzeria.models import (
     StockRequest,
 )
 from pizzeria.samples import BAD_CARD, EXERCISE_ITEMS, GOOD_CARD
+from pizzeria.temporal.faults import INJECTED_FAULT_ERROR, FaultPlan, parse_faults, write_faults
 
 ORDER = "XD001"
 REF = "pizza-workflow-order-XD001/run-1"

@@ -27,7 +27,7 @@ import pytest
 from pizzeria.api.schemas import OrderBody
 from pizzeria.client import outcome_of, start_order
 from pizzeria.samples import BAD_CARD, GOOD_CARD
-from pizzeria.worker import connect
+from pizzeria.temporal.connection import connect
 from tests.api_stack import Api, api_process, order_body
 from tests.stack import Stack
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from pizzeria.devserver import stop_process
 from pizzeria.samples import BAD_CARD
+from pizzeria.temporal.devserver import stop_process
 from tests.helpers import PIZZERIA, pizzeria, wait_until
 
 pytestmark = pytest.mark.timeout(240)

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pizzeria.codec import EncryptionCodec, key_id_of
-from pizzeria.codec_server import CodecServer
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
+from pizzeria.temporal.codec import EncryptionCodec, key_id_of
+from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, wait_until
 from tests.stack import StackOptions
 from tests.test_workflow import exercise_json

@@ -21,7 +21,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import client as orders
-from pizzeria import waiting
 from pizzeria.client import (
     OrderAlreadyCompleted,
     OrderOutcome,
@@ -33,6 +32,7 @@ from pizzeria.ledger import Ledger
 from pizzeria.models import workflow_id_for
 from pizzeria.ops.processes import private_dev_server, worker_process
 from pizzeria.samples import BAD_CARD, sample_order
+from pizzeria.temporal import waiting
 from tests.helpers import PIZZERIA, pizzeria, wait_until
 from tests.stack import stack_env
 

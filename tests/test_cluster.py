@@ -34,7 +34,7 @@ from pizzeria.models import (
 )
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command, worker_process
 from pizzeria.samples import sample_order
-from pizzeria.worker import connect, connect_config
+from pizzeria.temporal.connection import connect, connect_config
 from tests.helpers import PIZZERIA, eventually, run_pizzeria
 from tests.postgres import PostgresServer
 from tests.stack import stack_env

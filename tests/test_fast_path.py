@@ -20,12 +20,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from pizzeria.client import outcome_of
 from pizzeria.failures import error_type_of
-from pizzeria.faults import parse_faults, write_faults
+from pizzeria.history.timeline import order_timeline
 from pizzeria.ledger import open_ledger
 from pizzeria.models import PizzaOrder
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.timeline import order_timeline
+from pizzeria.temporal.faults import parse_faults, write_faults
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import PIZZERIA, failure_of, run_pizzeria, wait_until
 from tests.history import activity_timeline, finished, local_records, local_timeline

@@ -14,7 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from pizzeria.faults import (
+from pizzeria.temporal.faults import (
     INJECTED_FAULT_ERROR,
     Fault,
     FaultPlan,

@@ -37,7 +37,13 @@ from temporalio.worker import Worker
 from pizzeria import menu
 from pizzeria.cli.orders import render_report
 from pizzeria.client import OrderRefused, abandon_order
-from pizzeria.codec import (
+from pizzeria.history.timeline import order_report
+from pizzeria.ledger import LateStepRefused, Ledger, open_ledger
+from pizzeria.models import STEPS, PizzaOrder, order_number_of, order_ref, workflow_id_for
+from pizzeria.ops.check.reconcile import reconcile
+from pizzeria.ops.check.records import order_record
+from pizzeria.samples import GOOD_CARD, sample_order
+from pizzeria.temporal.codec import (
     ENCODING,
     KEY_ID,
     NONCE_BYTES,
@@ -45,14 +51,8 @@ from pizzeria.codec import (
     EncryptionCodec,
     key_id_of,
 )
-from pizzeria.converter import StrictPayloadConverter
-from pizzeria.faults import parse_faults, write_faults
-from pizzeria.ledger import LateStepRefused, Ledger, open_ledger
-from pizzeria.models import STEPS, PizzaOrder, order_number_of, order_ref, workflow_id_for
-from pizzeria.ops.check.reconcile import reconcile
-from pizzeria.ops.check.records import order_record
-from pizzeria.samples import GOOD_CARD, sample_order
-from pizzeria.timeline import order_report
+from pizzeria.temporal.converter import StrictPayloadConverter
+from pizzeria.temporal.faults import parse_faults, write_faults
 from pizzeria.worker import ServedActivities, build_worker
 from tests.helpers import eventually, failure_of, pizzeria, unique_number
 from tests.test_workflow import exercise_json

@@ -21,7 +21,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from pizzeria.activities import PizzaOrderActivities
-from pizzeria.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.ledger import Effect, LateStepRefused, Ledger, open_ledger
 from pizzeria.ledger.book import Tx
 from pizzeria.models import (
@@ -38,6 +37,7 @@ from pizzeria.models import (
     split_order_ref,
 )
 from pizzeria.samples import EXERCISE_ITEMS, GOOD_CARD, sample_order
+from pizzeria.temporal.faults import FaultPlan, parse_faults, write_faults
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)

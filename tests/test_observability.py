@@ -22,10 +22,10 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
 
-from pizzeria.codec import ENCODING, CodecKeyError, EncryptionCodec, key_id_of, load_keys
-from pizzeria.codec_server import CodecServer
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
+from pizzeria.temporal.codec import ENCODING, CodecKeyError, EncryptionCodec, key_id_of, load_keys
+from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import pizzeria, wait_until
 from tests.stack import Stack, StackOptions, open_stack
 from tests.test_workflow import exercise_json

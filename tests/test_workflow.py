@@ -29,10 +29,10 @@ from pizzeria import menu
 from pizzeria.client import OrderAlreadyRunning, start_order
 from pizzeria.config import DriverSimulation
 from pizzeria.failures import error_type_of
-from pizzeria.faults import parse_faults, write_faults
 from pizzeria.ledger import Ledger
 from pizzeria.models import Pizza, PizzaOrder, workflow_id_for
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal.faults import parse_faults, write_faults
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import eventually, failure_of, unique_number
 from tests.history import activity_timeline, finished

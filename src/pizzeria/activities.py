@@ -5,7 +5,7 @@ tests hand it another ledger. Every effect is keyed by ``order_ref`` + step, whi
 workflow derives from its own workflow id and run id: retries share a key, a new run never
 does. Blocking database work runs in a thread so the worker's event loop stays free.
 Faults on demand are not in here: the worker injects them around every activity
-(`pizzeria.faults.FaultInterceptor`).
+(`pizzeria.temporal.faults.FaultInterceptor`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The outcome of a failed order includes the compensations that ran, read from the
 workflow's history (the same record the Web UI shows), so it needs no worker. Waiting for
-it survives connection drops and server restarts (`pizzeria.waiting`).
+it survives connection drops and server restarts (`pizzeria.temporal.waiting`).
 
 Our clients never charge a customer twice by accident: an order number whose last run
 completed is not started again unless asked (``again``), while a failed or cancelled one
@@ -31,8 +31,8 @@ from temporalio.service import RPCError
 
 from pizzeria import menu
 from pizzeria.failures import error_message_of, error_type_of
+from pizzeria.history.markers import local_activity_of
 from pizzeria.ledger import AlreadyBilled, Ledger
-from pizzeria.local_activities import local_activity_of
 from pizzeria.models import (
     COMPENSATIONS,
     ORDER_STATUS,
@@ -47,7 +47,7 @@ from pizzeria.models import (
     order_ref,
     workflow_id_for,
 )
-from pizzeria.waiting import Unanswered, patiently
+from pizzeria.temporal.waiting import Unanswered, patiently
 from pizzeria.workflows import PizzaOrderWorkflow
 
 WEB_UI = "http://localhost:8233"

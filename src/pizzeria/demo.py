@@ -17,12 +17,13 @@ from temporalio.client import Client
 
 from pizzeria import config
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
-from pizzeria.codec_server import serve_for_web_ui
-from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import order_ref
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.worker import build_worker, connect, served_activities, stop_requested
+from pizzeria.temporal.codec_server import serve_for_web_ui
+from pizzeria.temporal.connection import connect
+from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
+from pizzeria.worker import build_worker, served_activities, stop_requested
 
 GOOD_ORDER_NUMBER = "XD001"
 BAD_ORDER_NUMBER = "XD002"

@@ -1,4 +1,4 @@
-"""Worker wiring: connect to Temporal the SDK's way and serve the order workflow.
+"""Worker wiring: serve the order workflow and its activities on ``pizza-tasks``.
 
 `served_activities` builds what a worker serves (the activities, the faults injected
 around them, the driver simulation); `build_worker` wires it, with the metrics and fault
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,23 +18,18 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.converter import DataConverter
-from temporalio.envconfig import ClientConfig
-from temporalio.runtime import Runtime
 from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from pizzeria import config, tuning
 from pizzeria.activities import PizzaOrderActivities
-from pizzeria.codec import data_converter
 from pizzeria.config import DriverSimulation
-from pizzeria.converter import OneOrderPerStart, StrictPayloadConverter
-from pizzeria.faults import FaultInterceptor, FaultPlan
 from pizzeria.ledger import Ledger
-from pizzeria.metrics import MetricsInterceptor
 from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
+from pizzeria.temporal.converter import OneOrderPerStart, StrictPayloadConverter
+from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
+from pizzeria.temporal.metrics import MetricsInterceptor
 from pizzeria.workflows import PizzaOrderWorkflow
 
-DEFAULT_ADDRESS = "localhost:7233"
 #: What a worker prints once it polls its task queue (``pizzeria worker`` and the
 #: benchmark's worker): the sign that orders placed now will be picked up.
 READY_LINE = "Worker polling task queue"
@@ -43,54 +37,6 @@ READY_LINE = "Worker polling task queue"
 # 10 rounds of 1 s; every other step has 5 s.
 DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 15.0
 ACTIVITY_THREADS = 8
-
-
-class TemporalConfigError(ConnectionError):
-    """The SDK's env config cannot be read (a broken TOML file, an unknown profile)."""
-
-
-def connect_config(address: str | None = None, namespace: str | None = None) -> dict[str, Any]:
-    """What `connect` hands the SDK: the env config (TEMPORAL_ADDRESS, TEMPORAL_PROFILE and
-    TEMPORAL_CONFIG_FILE, TLS, TEMPORAL_API_KEY), with ``address`` and ``namespace`` on top.
-
-    Only when nothing is configured does the address default to localhost:7233.
-    """
-    try:
-        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    except RuntimeError as error:  # the SDK's ConfigError
-        where = os.environ.get("TEMPORAL_CONFIG_FILE", "the default config file")
-        profile = os.environ.get("TEMPORAL_PROFILE", "default")
-        reason = " ".join(str(error).split())
-        raise TemporalConfigError(
-            f"cannot read the Temporal client config ({where}, profile {profile}): {reason}"
-        ) from None
-    if address:
-        config["target_host"] = address
-    config.setdefault("target_host", DEFAULT_ADDRESS)
-    if namespace:
-        config["namespace"] = namespace
-    config.setdefault("namespace", "default")
-    return config
-
-
-async def connect(
-    address: str | None = None,
-    namespace: str | None = None,
-    runtime: Runtime | None = None,
-    encrypt: bool = True,
-    converter: DataConverter | None = None,
-    lazy: bool = False,
-) -> Client:
-    """A client from the SDK's env config (see `connect_config`), so the same command runs
-    against a dev server here and a Temporal cluster elsewhere. Payloads are encrypted (see
-    codec.py); with ``encrypt=False`` they are sent plain but encrypted ones are still
-    decrypted. ``converter`` replaces the codec's converter (a reader that must not create
-    a key file brings its own). A ``lazy`` client connects at its first call
-    (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
-    """
-    config = connect_config(address, namespace)
-    config["data_converter"] = converter or data_converter(encrypt=encrypt)
-    return await Client.connect(**config, runtime=runtime, lazy=lazy)
 
 
 @dataclass(frozen=True)

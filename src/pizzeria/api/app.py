@@ -24,7 +24,7 @@ from pizzeria.api.auth import Keys
 from pizzeria.api.problems import install_problem_handlers
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
 from pizzeria.api.views import LedgerReader
-from pizzeria.worker import connect
+from pizzeria.temporal.connection import connect
 
 DESCRIPTION = """\
 Order pizzas, follow them and cancel them over HTTP: the exercise's order saga behind a

@@ -22,9 +22,9 @@ from temporalio.client import WorkflowExecutionStatus as RunStatus
 from pizzeria.api.schemas import OrderOutcomeView, StepChange
 from pizzeria.api.views import closed_outcome, run_handle
 from pizzeria.client import status_name
-from pizzeria.local_activities import local_activity_of
+from pizzeria.history.markers import local_activity_of
+from pizzeria.history.timeline import COMPENSATION, STEP, failure_text
 from pizzeria.models import COMPENSATIONS
-from pizzeria.timeline import COMPENSATION, STEP, failure_text
 
 KEEP_ALIVE_SECONDS = 15.0
 FOLLOW_PAUSE_SECONDS = 0.25

@@ -19,6 +19,7 @@ from pizzeria import menu
 from pizzeria.api.schemas import LedgerView, OrderOutcomeView, OrderView, StepView
 from pizzeria.client import order_handle
 from pizzeria.failures import error_message_of, error_type_of
+from pizzeria.history.timeline import COMPENSATION, STEP, order_report
 from pizzeria.ledger import Ledger, LedgerError, RunRows, open_ledger, runs_of
 from pizzeria.models import (
     STEP_SEND_BILL,
@@ -27,7 +28,6 @@ from pizzeria.models import (
     PizzaOrder,
     order_ref,
 )
-from pizzeria.timeline import COMPENSATION, STEP, order_report
 from pizzeria.workflows import PizzaOrderWorkflow
 
 RUNNING = "RUNNING"

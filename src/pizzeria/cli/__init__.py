@@ -22,9 +22,9 @@ from pizzeria.cli.ledger import ledger, stock
 from pizzeria.cli.orders import cancel, order, orders, repair, status
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
-from pizzeria.codec import CodecKeyError
-from pizzeria.devserver import DevServerError
 from pizzeria.ledger import LedgerError
+from pizzeria.temporal.codec import CodecKeyError
+from pizzeria.temporal.devserver import DevServerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ from temporalio.runtime import Runtime
 
 from pizzeria import config
 from pizzeria.ledger import Ledger, open_ledger
-from pizzeria.worker import connect, connect_config
+from pizzeria.temporal.connection import connect, connect_config
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -6,7 +6,7 @@ import click
 
 from pizzeria import config
 from pizzeria.cli.common import UserError, out
-from pizzeria.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
+from pizzeria.temporal.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
 
 
 @click.group(name="faults")

@@ -39,7 +39,7 @@ from pizzeria.client import (
     resolve_by_hand,
     retry_compensations,
 )
-from pizzeria.devserver import quiet_runtime
+from pizzeria.history.timeline import order_report
 from pizzeria.models import (
     ORDER_STATUSES,
     CancelResult,
@@ -52,8 +52,8 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.timeline import order_report
-from pizzeria.waiting import OrderStillRunning, Unanswered
+from pizzeria.temporal.devserver import quiet_runtime
+from pizzeria.temporal.waiting import OrderStillRunning, Unanswered
 
 #: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
 #: the user is shown the flag they typed.

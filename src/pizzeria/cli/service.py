@@ -26,13 +26,13 @@ from pizzeria.cli.common import (
 )
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
-from pizzeria.codec import EncryptionCodec, load_keys
-from pizzeria.codec_server import DEFAULT_ORIGINS, CodecServer, serve_for_web_ui
-from pizzeria.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.demo import run_demo
-from pizzeria.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
-from pizzeria.metrics import prometheus_runtime
 from pizzeria.models import TASK_QUEUE, dollars
+from pizzeria.temporal.codec import EncryptionCodec, load_keys
+from pizzeria.temporal.codec_server import DEFAULT_ORIGINS, CodecServer, serve_for_web_ui
+from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
+from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
+from pizzeria.temporal.metrics import prometheus_runtime
 from pizzeria.worker import (
     DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
     READY_LINE,

@@ -26,11 +26,18 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria.codec import ENCODING, KEY_ID, CodecKeyError, EncryptionCodec, key_file, load_keys
-from pizzeria.converter import UNREADABLE_ENCODING
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
-from pizzeria.worker import TemporalConfigError, connect_config
+from pizzeria.temporal.codec import (
+    ENCODING,
+    KEY_ID,
+    CodecKeyError,
+    EncryptionCodec,
+    key_file,
+    load_keys,
+)
+from pizzeria.temporal.connection import TemporalConfigError, connect_config
+from pizzeria.temporal.converter import UNREADABLE_ENCODING
 
 CONNECT_SECONDS = 15.0
 CALL_TIMEOUT = timedelta(seconds=10)

@@ -4,7 +4,7 @@
 of their own on 127.0.0.1 and worker processes beside it. They start them here, and stop
 them here: only a process started by this program is ever signalled, by its PID.
 
-The dev server itself (`pizzeria.devserver`) belongs to the service: ``pizzeria server``
+The dev server itself (`pizzeria.temporal.devserver`) belongs to the service: ``pizzeria server``
 and ``pizzeria demo`` run it for a user on the well-known ports. What is added here is what
 only the tools need: free ports, a worker process that can be waited for, killed and
 started again, and stopping many at once.
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pizzeria.devserver import HOST, DevServer, stop_process
+from pizzeria.temporal.devserver import HOST, DevServer, stop_process
 from pizzeria.worker import READY_LINE
 
 LOG_TAIL_CHARS = 2000

@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import pizzeria
-from pizzeria.devserver import DevServerError
 from pizzeria.ledger import is_postgres_location
 from pizzeria.ops.bench.ablation import VARIANTS, run_ablation
 from pizzeria.ops.bench.cases import (
@@ -50,6 +49,7 @@ from pizzeria.ops.bench.report import (
 from pizzeria.ops.bench.stack import running_stack
 from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.ops.processes import WorkerProcessError
+from pizzeria.temporal.devserver import DevServerError
 
 ABLATION_CONCURRENCY = 50
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from pizzeria.devserver import DevServer
 from pizzeria.models import TASK_QUEUE
 from pizzeria.ops.bench.cases import SQLITE, WORKER_ENVIRONMENT
 from pizzeria.ops.bench.ledgers import stack_ledger
 from pizzeria.ops.bench.sampling import cpu_seconds, rss_bytes
 from pizzeria.ops.processes import WorkerProcess, dev_server, stop_workers
-from pizzeria.worker import connect
+from pizzeria.temporal.connection import connect
+from pizzeria.temporal.devserver import DevServer
 
 
 @dataclass
@@ -58,9 +58,9 @@ async def running_stack(
     """A fresh in-memory dev server, a client and ``workers`` worker processes polling it,
     on a fresh ledger (`pizzeria.ops.bench.ledgers.stack_ledger`).
 
-    The client comes from `pizzeria.worker.connect`, as ``pizzeria order``'s does, so the
-    benchmark uses the same data converter as the worker; it connects before the workers
-    start, so that whatever it sets up on first use is there before they look for it.
+    The client comes from `pizzeria.temporal.connection.connect`, as ``pizzeria order``'s
+    does, so the benchmark uses the same data converter as the worker; it connects before
+    the workers start, so that whatever it sets up on first use is there before they look for it.
     ``without`` names the optional pieces (`pizzeria.tuning`) the workers switch off; without
     encryption the client sends plain payloads too.
     """

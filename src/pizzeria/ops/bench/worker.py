@@ -21,7 +21,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from pizzeria import config, tuning
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow, LocalBaselineWorkflow
-from pizzeria.worker import READY_LINE, build_worker, connect, served_activities
+from pizzeria.temporal.connection import connect
+from pizzeria.worker import READY_LINE, build_worker, served_activities
 
 # A fresh ledger holds 1,000 portions of each ingredient: about 160 exercise orders.
 BENCH_STOCK = 10**9

@@ -14,13 +14,13 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pizzeria.devserver import DevServerError
-from pizzeria.faults import FaultSyntaxError, parse_faults
 from pizzeria.ledger import LedgerNotFound, SchemaTooNew, SchemaTooOld, open_ledger
 from pizzeria.menu import INITIAL_STOCK
 from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, ChaosSettings
 from pizzeria.ops.chaos.result import ChaosResult, print_chaos_summary
 from pizzeria.ops.chaos.run import ChaosRun
+from pizzeria.temporal.devserver import DevServerError
+from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 
 
 @click.command()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pizzeria.devserver import DevServerError
 from pizzeria.ops.processes import (
     WorkerProcess,
     pizzeria_command,
     private_dev_server,
     stop_workers,
 )
+from pizzeria.temporal.devserver import DevServerError
 from pizzeria.worker import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS
 
 

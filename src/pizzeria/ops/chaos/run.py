@@ -13,8 +13,6 @@ from typing import Any
 from rich.progress import Progress
 from temporalio.client import Client
 
-from pizzeria.devserver import quiet_runtime
-from pizzeria.faults import SEED_VARIABLE
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.chaos.fleet import ChaosFleet
 from pizzeria.ops.chaos.monkey import Monkey
@@ -23,7 +21,9 @@ from pizzeria.ops.chaos.plan import ChaosSettings, PlannedOrder, plan_orders
 from pizzeria.ops.chaos.result import CLOSED, ChaosResult, worker_log_counts
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.report import CheckReport
-from pizzeria.worker import connect
+from pizzeria.temporal.connection import connect
+from pizzeria.temporal.devserver import quiet_runtime
+from pizzeria.temporal.faults import SEED_VARIABLE
 
 
 @contextlib.contextmanager

@@ -20,12 +20,12 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from pizzeria import config
-from pizzeria.codec import CodecKeyError, EncryptionCodec, key_file, load_keys
 from pizzeria.ledger import Ledger, LedgerError, open_ledger
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.records import CannotCheck
 from pizzeria.ops.check.report import CheckReport, print_check_report
-from pizzeria.worker import connect, connect_config
+from pizzeria.temporal.codec import CodecKeyError, EncryptionCodec, key_file, load_keys
+from pizzeria.temporal.connection import connect, connect_config
 
 CANNOT_CHECK = 2
 

@@ -22,9 +22,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria.codec import CodecKeyError
 from pizzeria.failures import cause_chain, error_type_of, innermost
 from pizzeria.models import WORKFLOW_TYPE, OrderConfirmation, PizzaOrder, order_ref
+from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.workflows import PizzaOrderWorkflow
 
 DEFAULT_QUERY = f'WorkflowType = "{WORKFLOW_TYPE}"'

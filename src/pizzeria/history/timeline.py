@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from pizzeria.client import status_name
-from pizzeria.local_activities import local_activity_of
+from pizzeria.history.markers import local_activity_of
 from pizzeria.models import COMPENSATIONS, order_number_of
 from pizzeria.workflows import PizzaOrderWorkflow
 

@@ -36,7 +36,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, PayloadCodec
 
 from pizzeria import config
-from pizzeria.converter import unreadable_payload
+from pizzeria.temporal.converter import unreadable_payload
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from pizzeria.codec import EncryptionCodec, load_keys
+from pizzeria.temporal.codec import EncryptionCodec, load_keys
 
 DEFAULT_PORT = 8081
 DEFAULT_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")

@@ -1,0 +1,1 @@
+"""Reading orders back from their workflow history."""

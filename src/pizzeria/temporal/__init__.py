@@ -1,0 +1,1 @@
+"""Temporal plumbing: connecting, serving, encoding, counting, injecting faults."""

@@ -1,0 +1,65 @@
+"""Connecting to Temporal the SDK's way: one place for every client (the worker, the CLI,
+the API, check, doctor, chaos and bench), so nothing imports the worker only to connect.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.converter import DataConverter
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
+
+from pizzeria.temporal.codec import data_converter
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+class TemporalConfigError(ConnectionError):
+    """The SDK's env config cannot be read (a broken TOML file, an unknown profile)."""
+
+
+def connect_config(address: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """What `connect` hands the SDK: the env config (TEMPORAL_ADDRESS, TEMPORAL_PROFILE and
+    TEMPORAL_CONFIG_FILE, TLS, TEMPORAL_API_KEY), with ``address`` and ``namespace`` on top.
+
+    Only when nothing is configured does the address default to localhost:7233.
+    """
+    try:
+        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    except RuntimeError as error:  # the SDK's ConfigError
+        where = os.environ.get("TEMPORAL_CONFIG_FILE", "the default config file")
+        profile = os.environ.get("TEMPORAL_PROFILE", "default")
+        reason = " ".join(str(error).split())
+        raise TemporalConfigError(
+            f"cannot read the Temporal client config ({where}, profile {profile}): {reason}"
+        ) from None
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if namespace:
+        config["namespace"] = namespace
+    config.setdefault("namespace", "default")
+    return config
+
+
+async def connect(
+    address: str | None = None,
+    namespace: str | None = None,
+    runtime: Runtime | None = None,
+    encrypt: bool = True,
+    converter: DataConverter | None = None,
+    lazy: bool = False,
+) -> Client:
+    """A client from the SDK's env config (see `connect_config`), so the same command runs
+    against a dev server here and a Temporal cluster elsewhere. Payloads are encrypted (see
+    codec.py); with ``encrypt=False`` they are sent plain but encrypted ones are still
+    decrypted. ``converter`` replaces the codec's converter (a reader that must not create
+    a key file brings its own). A ``lazy`` client connects at its first call
+    (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
+    """
+    config = connect_config(address, namespace)
+    config["data_converter"] = converter or data_converter(encrypt=encrypt)
+    return await Client.connect(**config, runtime=runtime, lazy=lazy)
