@@ -6,20 +6,25 @@ in the default (time-skipping) pass of ``make test``.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client, WorkflowHandle
 
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.chaos.monkey import breakdown_schedule
-from pizzeria.ops.chaos.plan import ChaosSettings, plan_orders
-from pizzeria.samples import GOOD_CARD
+from pizzeria.ops.chaos.orders import ChaosOrders
+from pizzeria.ops.chaos.plan import ChaosSettings, PlannedOrder, plan_orders
+from pizzeria.samples import GOOD_CARD, sample_order
 from tests.helpers import PIZZERIA, run_pizzeria, wait_until
 from tests.postgres import PostgresServer
 
@@ -108,6 +113,123 @@ def test_the_rolling_restart_comes_late_in_the_run_after_the_server_restart() ->
     kinds = [kind for _, kind in schedule]
     assert kinds == ["kill", "restart", "kill", "rolling restart", "kill"]
     assert [threshold for threshold, _ in schedule] == [17, 33, 50, 67, 83]
+
+
+# -- torn down with a cancel Update in flight -------------------------------------------------
+
+
+class UpdateInFlight:
+    """Chaos's orders on a client whose Update calls reach the wire and never get an answer
+    (as while the server restarts): the SDK's own Update code runs, up to the call that
+    hangs. No server is needed: the client is lazy and nothing else is asked of it."""
+
+    def __init__(self, client: Client) -> None:
+        self.sent = asyncio.Event()  # an Update is in flight
+        self.handle: WorkflowHandle[Any, Any] = client.get_workflow_handle("chaos-teardown")
+        self.orders = ChaosOrders(
+            client, time.monotonic() + 600, lambda text: None, lambda: None, lambda s: None
+        )
+
+    async def never_answered(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent.set()
+        await asyncio.Event().wait()
+
+
+@pytest.fixture
+async def in_flight(monkeypatch: pytest.MonkeyPatch) -> UpdateInFlight:
+    client = await Client.connect("127.0.0.1:1", lazy=True)
+    harness = UpdateInFlight(client)
+    service = client.workflow_service
+    monkeypatch.setattr(service, "update_workflow_execution", harness.never_answered)
+
+    async def started(order: Any) -> WorkflowHandle[Any, Any]:
+        return harness.handle
+
+    monkeypatch.setattr(harness.orders, "_start", started)
+    return harness
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What asyncio reports instead of raising (a task whose error nobody retrieved: the
+    traceback an interrupted run printed), collected for the test."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+    try:
+        yield reported
+    finally:
+        loop.set_exception_handler(previous)
+
+
+def cancelled_at_once(order_number: str) -> PlannedOrder:
+    return PlannedOrder(sample_order(order_number), cancel_after=0.0, cancel_by_update=True)
+
+
+async def torn_down(placing: asyncio.Task[None]) -> None:
+    """As chaos's run stops its orders on Ctrl-C: cancel, wait, and let go of every task."""
+    placing.cancel()
+    await asyncio.gather(placing, return_exceptions=True)
+    del placing
+    gc.collect()  # a task nobody retrieved reports itself as it is collected
+
+
+async def test_ctrl_c_after_an_order_closed_under_its_cancel_update_leaves_no_task_behind(
+    in_flight: UpdateInFlight, loop_errors: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order closes while its cancel Update is in flight, and Ctrl-C comes while chaos
+    waits for that Update's answer: the Update's task must end cancelled, not with an error
+    nobody retrieves (printed as a traceback after Ctrl-C)."""
+    closed = asyncio.Event()
+
+    async def closed_under_the_update(handle: Any) -> str:
+        await in_flight.sent.wait()
+        closed.set()  # from here on, in the same step, chaos waits for the Update's answer
+        return "COMPLETED"
+
+    monkeypatch.setattr(in_flight.orders, "_wait_closed", closed_under_the_update)
+    placing = asyncio.create_task(in_flight.orders.place_all([cancelled_at_once("TD-1")], 1))
+    await closed.wait()
+    await torn_down(placing)
+    assert loop_errors == []
+    assert in_flight.orders.notes == []  # an interrupted Update is no failed cancel
+
+
+async def test_ctrl_c_while_an_order_is_open_stops_its_cancel_update_too(
+    in_flight: UpdateInFlight, loop_errors: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the order is still open: its cancel Update in flight is stopped with it,
+    not awaited (the server may be down for good) and not reported as a failed cancel."""
+
+    async def still_open(handle: Any) -> str:
+        await asyncio.Event().wait()
+        raise AssertionError("never closes")
+
+    monkeypatch.setattr(in_flight.orders, "_wait_closed", still_open)
+    placing = asyncio.create_task(in_flight.orders.place_all([cancelled_at_once("TD-2")], 1))
+    await in_flight.sent.wait()
+    await torn_down(placing)
+    assert loop_errors == []
+    assert in_flight.orders.notes == [] and in_flight.orders.outcomes == {}
+
+
+async def test_a_repair_update_in_flight_does_not_swallow_the_ctrl_c(
+    in_flight: UpdateInFlight, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parked order's repair Update in flight at Ctrl-C: the repair stops (it must not
+    take the interruption for a failed repair and follow the order on)."""
+
+    async def parked(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"needs_attention": True}
+
+    monkeypatch.setattr(in_flight.handle, "query", parked)
+    repairing = asyncio.create_task(in_flight.orders._repair_if_parked(in_flight.handle))
+    await in_flight.sent.wait()
+    repairing.cancel()
+    await asyncio.gather(repairing, return_exceptions=True)
+    assert repairing.cancelled()
+    assert in_flight.orders.notes == [] and in_flight.orders.repaired == 0
 
 
 # -- the command ------------------------------------------------------------------------------

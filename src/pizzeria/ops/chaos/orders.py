@@ -15,6 +15,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -49,6 +50,30 @@ async def retrying(call: Callable[[], Awaitable[T]], until: float) -> T:
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def interruptible(update: Awaitable[T]) -> T:
+    """An Update's call, cancelled as any other call is.
+
+    The SDK turns the cancellation of a call waiting for an Update into a
+    ``WorkflowUpdateRPCTimeoutOrCancelledError``. A task stopped there (Ctrl-C) would then
+    end with that error instead of cancelled: its waiter, cancelled first, never reads it,
+    so asyncio prints it as a traceback ("exception was never retrieved"), and a caller
+    catching ``Exception`` would take the interruption for a failed call and carry on.
+    """
+    try:
+        return await update
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+        raise
+
+
+async def stopped(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for its end, whatever it is (so nothing is left unread)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 class ChaosOrders:
@@ -95,10 +120,13 @@ class ChaosOrders:
                 canceller = asyncio.create_task(self._cancel(handle, planned))
             try:
                 status = await self._wait_closed(handle)
-            finally:
+            except BaseException:  # Ctrl-C, or the order lost track of: its cancel stops
                 if canceller is not None:
-                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                        await asyncio.wait_for(canceller, timeout=30)
+                    await stopped(canceller)
+                raise
+            if canceller is not None:  # closed: the cancel's answer is on its way
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(canceller, timeout=30)
             self.outcomes[status] += 1
             self.closed(status)
 
@@ -139,10 +167,12 @@ class ChaosOrders:
     async def _cancel_accepted(self, handle: WorkflowHandle[Any, Any], until: float) -> bool:
         try:
             result = await retrying(
-                lambda: handle.execute_update(
-                    PizzaOrderWorkflow.cancel_order,
-                    "chaos: the customer changed their mind",
-                    id="chaos-cancel",  # a retried Update is the same Update
+                lambda: interruptible(
+                    handle.execute_update(
+                        PizzaOrderWorkflow.cancel_order,
+                        "chaos: the customer changed their mind",
+                        id="chaos-cancel",  # a retried Update is the same Update
+                    )
                 ),
                 until,
             )
@@ -157,10 +187,12 @@ class ChaosOrders:
             )
             if not state.get("needs_attention"):
                 return
-            await handle.execute_update(
-                PizzaOrderWorkflow.retry_compensations,
-                id=f"chaos-repair-{self.repaired}",
-                rpc_timeout=timedelta(seconds=60),
+            await interruptible(
+                handle.execute_update(
+                    PizzaOrderWorkflow.retry_compensations,
+                    id=f"chaos-repair-{self.repaired}",
+                    rpc_timeout=timedelta(seconds=60),
+                )
             )
             self.repaired += 1
             self.say(f"{handle.id} needed attention: compensations retried")
