@@ -22,11 +22,16 @@ import pytest
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
 from pizzeria.ops.bench.ablation import VARIANTS, variant_row
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
-from pizzeria.ops.bench.cases import CASES, FAST_PATH_GROUPS, Settings
+from pizzeria.ops.bench.cases import (
+    CASES,
+    FAST_PATH_GROUPS,
+    Settings,
+    WorkerOptionError,
+    parse_worker_option,
+)
 from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import samples_by_piece
-from pizzeria.ops.bench.worker import parse_worker_option
 from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
 from tests.postgres import PostgresServer
@@ -159,6 +164,17 @@ def test_worker_options_parse_numbers_and_flags():
         0.5,
     )
     assert parse_worker_option("disable_eager_activity_execution=true")[1] is True
+    assert parse_worker_option("max_cached_workflows=none") == ("max_cached_workflows", None)
+    for wrong in ("max_cached_workflows", "max cached=1", "max_cached_workflows=lots"):
+        with pytest.raises(WorkerOptionError, match=r"NAME=VALUE|VALUE must be"):
+            parse_worker_option(wrong)
+
+
+def test_a_bad_worker_option_is_refused_before_anything_starts() -> None:
+    done = run_pizzeria("bench", "--worker-option", "max_cached_workflows=lots", timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert "--worker-option" in done.stderr and "VALUE must be a number" in done.stderr
 
 
 @pytest.mark.timeout(150)

@@ -4,6 +4,10 @@ The core of the service (models, menu, saga, workflows, activities, ledger) must
 depend on the tools' wing (`pizzeria.ops`) or the command line (`pizzeria.cli`), directly
 or through another module of ours: the workflow sandbox imports what the workflow
 imports, and a worker deployed without the tools must still run every order.
+
+Every command is in `pizzeria.cli`: the tools' wing is a library (no click in it). The
+worker's wiring (`pizzeria.worker`, and with it the workflow) is imported only by what
+runs a worker: ``pizzeria worker``, the demo, the benchmark's worker process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import pizzeria
 PACKAGE = Path(pizzeria.__file__).parent
 CORE = ("models", "menu", "saga", "workflows", "activities", "ledger")
 FORBIDDEN = ("pizzeria.ops", "pizzeria.cli")
+#: Whoever imports `pizzeria.worker`: the worker command, the demo, the bench's worker.
+WORKER_IMPORTERS = {"pizzeria.cli.service", "pizzeria.demo", "pizzeria.ops.bench.worker"}
 
 
 def source_of(module: str) -> Path | None:
@@ -32,8 +38,17 @@ def source_of(module: str) -> Path | None:
     return None
 
 
-def imports_of(module: str) -> set[str]:
-    """The modules of ours that ``module`` imports, anywhere in its code."""
+def all_modules() -> list[str]:
+    """Every module of the package, by its dotted name."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return found
+
+
+def imports_of(module: str, ours: bool = True) -> set[str]:
+    """The modules of ours (else every module) that ``module`` imports, anywhere in it."""
     path = source_of(module)
     if path is None:
         return set()
@@ -49,6 +64,8 @@ def imports_of(module: str) -> set[str]:
                 base = ".".join([*parts, base] if base else parts)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
+    if not ours:
+        return found
     return {name for name in found if name.split(".")[0] == "pizzeria" and source_of(name)}
 
 
@@ -81,8 +98,32 @@ def test_the_core_never_imports_the_tools_wing_or_the_cli(name: str) -> None:
 def test_the_walk_sees_what_a_module_imports() -> None:
     """Guard: the walker finds imports at all (a broken walker would pass the test above)."""
     assert "pizzeria.models" in reachable_from("pizzeria.workflows")
-    assert "pizzeria.ops.processes" in reachable_from("pizzeria.ops.chaos.command")
+    assert "pizzeria.ops.processes" in reachable_from("pizzeria.cli.chaos")
     assert "pizzeria.ops.check.reconcile" in reachable_from("pizzeria.cli")
+    assert {"pizzeria.cli.check", "pizzeria.ops.bench.worker"} <= set(all_modules())
+    assert "click" in imports_of("pizzeria.cli.check", ours=False)
+
+
+def test_every_command_is_in_the_cli_and_the_tools_wing_is_a_library() -> None:
+    """No click outside `pizzeria.cli`: no command is defined anywhere else, and nothing
+    but the CLI turns the tools' errors into exit codes."""
+    with_click = {
+        module
+        for module in all_modules()
+        if any(name.split(".")[0] == "click" for name in imports_of(module, ours=False))
+    }
+    outside = {module for module in with_click if not module.startswith("pizzeria.cli")}
+    assert outside == set(), f"click outside pizzeria.cli: {sorted(outside)}"
+
+
+def test_only_what_runs_a_worker_imports_the_worker_wiring() -> None:
+    """Waiting for a worker (the tools' processes, chaos's fleet) needs its ready line and
+    its grace period, not the workflow: those live in `pizzeria.config`."""
+    importers = {module for module in all_modules() if "pizzeria.worker" in imports_of(module)}
+    assert importers == WORKER_IMPORTERS
+    for module in ("pizzeria.ops.processes", "pizzeria.ops.chaos.fleet"):
+        reached = reachable_from(module)
+        assert "pizzeria.worker" not in reached and "pizzeria.workflows" not in reached, module
 
 
 def test_the_benchmark_baseline_imports_nothing_of_ours() -> None:

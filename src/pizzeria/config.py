@@ -1,4 +1,4 @@
-"""Where pizzeria keeps its files, and the worker's simulation settings.
+"""Where pizzeria keeps its files, how a worker says it is up, its simulation settings.
 
 Everything lives in one data folder: ``$PIZZERIA_DATA_DIR``, by default ``.pizzeria`` in
 the current directory (the Temporal history file, the ledger, the faults file), unless
@@ -10,6 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+#: What a worker prints once it polls its task queue (``pizzeria worker`` and the
+#: benchmark's worker): the sign that orders placed now will be picked up. Here, not in
+#: `pizzeria.worker`, so that whoever waits for a worker need not import the workflow.
+READY_LINE = "Worker polling task queue"
+# Long enough for the longest step to finish after a SIGTERM: the driver search runs up to
+# 10 rounds of 1 s; every other step has 5 s.
+DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 15.0
 
 
 def data_dir() -> Path:

@@ -30,12 +30,6 @@ from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
 from pizzeria.temporal.metrics import MetricsInterceptor
 from pizzeria.workflows import PizzaOrderWorkflow
 
-#: What a worker prints once it polls its task queue (``pizzeria worker`` and the
-#: benchmark's worker): the sign that orders placed now will be picked up.
-READY_LINE = "Worker polling task queue"
-# Long enough for the longest step to finish after a SIGTERM: the driver search runs up to
-# 10 rounds of 1 s; every other step has 5 s.
-DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 15.0
 ACTIVITY_THREADS = 8
 
 

@@ -15,6 +15,9 @@ from temporalio.service import RPCError
 
 from pizzeria import __version__
 from pizzeria.cli.api import api
+from pizzeria.cli.bench import bench
+from pizzeria.cli.chaos import chaos
+from pizzeria.cli.check import check
 from pizzeria.cli.common import UserError, err, error_line
 from pizzeria.cli.doctor import doctor
 from pizzeria.cli.faults import faults
@@ -50,15 +53,10 @@ for command in (
 app.add_command(faults)
 app.add_command(doctor)
 app.add_command(demo)
-
-# -- commands of the tools that prove and measure the service ------------------------------
-from pizzeria.ops.bench.command import bench as bench_command  # noqa: E402
-from pizzeria.ops.chaos.command import chaos as chaos_command  # noqa: E402
-from pizzeria.ops.check.command import check as check_command  # noqa: E402
-
-app.add_command(bench_command)
-app.add_command(chaos_command)
-app.add_command(check_command)
+# The tools that prove and measure the service.
+app.add_command(bench)
+app.add_command(chaos)
+app.add_command(check)
 
 
 def main() -> None:

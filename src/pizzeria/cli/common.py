@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 from pizzeria import config
@@ -20,16 +21,24 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+LEDGER_HELP = (
+    "The ledger: a SQLite file or a postgresql:// URL "
+    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]"
+)
+
+
+def ledger_option_of(
+    help: str = LEDGER_HELP, name: str = "ledger_location", metavar: str = "FILE|URL", **more: Any
+) -> Decorator:
+    """``--ledger``; a command whose ledger means something else says so in its help."""
+    return click.option("--ledger", name, metavar=metavar, help=help, **more)
+
+
 address_option = click.option(
     "--address", help="Temporal address [default: SDK env config, else localhost:7233]"
 )
-ledger_option = click.option(
-    "--ledger",
-    "ledger_location",
-    metavar="FILE|URL",
-    help="The ledger: a SQLite file or a postgresql:// URL "
-    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]",
-)
+ledger_option = ledger_option_of()
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 
 
@@ -38,7 +47,7 @@ class UserError(Exception):
 
 
 def error_line(message: str) -> None:
-    err.print(f"error: {message}", markup=False, soft_wrap=True)
+    err.print(f"error: {message}", markup=False, emoji=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -54,15 +63,21 @@ def run(coroutine: Awaitable[T]) -> T:
 
 
 async def client_or_fail(
-    address: str | None = None, runtime: Runtime | None = None, encrypt: bool = True
+    address: str | None = None,
+    runtime: Runtime | None = None,
+    encrypt: bool = True,
+    *,
+    converter: DataConverter | None = None,
+    advice: str | None = "start it with `pizzeria server`",
 ) -> Client:
+    """A client, else a `ConnectionError` naming the address (one line for `main`)."""
     try:
-        return await connect(address, runtime=runtime, encrypt=encrypt)
+        return await connect(address, runtime=runtime, encrypt=encrypt, converter=converter)
     except RuntimeError as error:
         target = connect_config(address)["target_host"]
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
         raise ConnectionError(
-            f"cannot reach Temporal at {target} ({reason}); start it with `pizzeria server`"
+            f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
         ) from None
 
 

@@ -26,6 +26,7 @@ from pizzeria.cli.common import (
 )
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
+from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE
 from pizzeria.demo import run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
@@ -34,8 +35,6 @@ from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
 from pizzeria.temporal.metrics import prometheus_runtime
 from pizzeria.worker import (
-    DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
-    READY_LINE,
     WorkerScale,
     build_worker,
     served_activities,

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pizzeria.config import READY_LINE
 from pizzeria.temporal.devserver import HOST, DevServer, stop_process
-from pizzeria.worker import READY_LINE
 
 LOG_TAIL_CHARS = 2000
 

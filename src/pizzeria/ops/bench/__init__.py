@@ -17,11 +17,12 @@ p99 latency (start to result), and CPU milliseconds per workflow of the server a
 worker, read from ``/proc/<pid>/stat``: on a noisy machine CPU per workflow holds when
 throughput wobbles. The ratios to the baseline are the figures that matter.
 
-The worker is a separate process (``python -m pizzeria.ops.bench.worker``) built with
+The worker is a separate process (``python -m pizzeria.cli.bench_worker``) built with
 `pizzeria.worker.build_worker`, the same wiring as ``pizzeria worker``; the baseline
 workflow is added to it with a plugin, so both share one worker, its pollers and its slots.
 
 The modules, by job: `cases` (what is measured), `stack` (the server and workers),
 `sampling` (CPU and memory from /proc), `batches` (running workflows), `measure` (a run),
-`figures` (statistics and ratios), `report` (table and plot), `command` and `worker`.
+`figures` (statistics and ratios), `report` (tables and plot), `worker` (what the worker
+process serves). The command itself is `pizzeria.cli.bench`.
 """

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR
 from pizzeria.ops.baseline import BASELINE_FAILURE_ERROR
@@ -30,6 +31,28 @@ SQLITE = "sqlite"
 
 class BenchError(RuntimeError):
     """The benchmark could not measure what it set out to (a process died, a wrong outcome)."""
+
+
+class WorkerOptionError(ValueError):
+    """A ``--worker-option`` that is not ``NAME=VALUE`` with a value we can read."""
+
+
+def parse_worker_option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` with VALUE an int, a float, true/false or none."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise WorkerOptionError(f"{text!r}: expected NAME=VALUE")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    if lowered == "none":
+        return name, None
+    for number in (int, float):
+        try:
+            return name, number(raw)
+        except ValueError:
+            continue
+    raise WorkerOptionError(f"{text!r}: VALUE must be a number, true, false or none")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pizzeria.ops.bench.cases import ALL_CASES, CASES
+from pizzeria.ops.bench.costs import ShapeCost
 
 PLOT_NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install -e '.[bench]'"
 
@@ -84,6 +85,49 @@ def print_side_by_side(result: dict[str, Any], out: Console) -> None:
 
 def figure(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def costs_table(costs: list[ShapeCost]) -> Table:
+    """``--costs``: one row per shape."""
+    table = Table("shape", "events", "payload bytes", "actions")
+    for cost in costs:
+        table.add_row(cost.shape, str(cost.events), f"{cost.payload_bytes:,}", str(cost.actions))
+    return table
+
+
+def ablation_table(report: dict[str, Any]) -> Table:
+    """``--ablation``: each variant against its bare shape."""
+    table = Table("in flight", "order wf/s", "bare wf/s", "ratio", "order CPU", "bare CPU", "ratio")
+    table.add_column("variant", no_wrap=True)
+    for row in report["variants"]:
+        table.add_row(
+            str(row["concurrency"]),
+            f"{row['order_throughput']:.1f}",
+            f"{row['baseline_throughput']:.1f}",
+            f"{row['throughput_ratio']:.2f}",
+            f"{row['order_cpu_ms']:.1f}",
+            f"{row['baseline_cpu_ms']:.1f}",
+            f"{row['cpu_ratio']:.2f}",
+            row["variant"],
+        )
+    return table
+
+
+def profile_table(report: dict[str, Any]) -> Table:
+    """``--profile``: the worker's time per workflow, piece by piece, and in all."""
+    table = Table("piece", "bare ms/wf", "order ms/wf", "difference", "what it is")
+    for row in report["pieces"]:
+        table.add_row(
+            row["piece"],
+            f"{row['baseline_ms']:.2f}",
+            f"{row['order_ms']:.2f}",
+            f"{row['difference_ms']:+.2f}",
+            row["what"],
+        )
+    totals = report["totals_ms"]
+    bare, order = totals["baseline-good"], totals["good"]
+    table.add_row("all", f"{bare:.2f}", f"{order:.2f}", f"{order - bare:+.2f}", "")
+    return table
 
 
 def bench_table(report: dict[str, Any]) -> Table:

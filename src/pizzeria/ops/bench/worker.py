@@ -1,51 +1,48 @@
 """The benchmark's worker process: the order workflow, its activities and the baseline.
 
-Run as ``python -m pizzeria.ops.bench.worker`` by `pizzeria.ops.bench.stack`. It is built
-with `pizzeria.worker.build_worker`, the same wiring as ``pizzeria worker``; the baseline
-workflow is added with a plugin, so both share one worker, its pollers and its slots.
+Started as ``python -m pizzeria.cli.bench_worker`` by `pizzeria.ops.bench.stack`, it is
+built with `pizzeria.worker.build_worker`, the same wiring as ``pizzeria worker``; the
+baseline workflow is added with a plugin, so both share one worker, its pollers and slots.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
+from collections.abc import Iterable
 from typing import Any
 
-import click
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from pizzeria import config, tuning
+from pizzeria.config import READY_LINE
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow, LocalBaselineWorkflow
+from pizzeria.ops.bench.cases import parse_worker_option
 from pizzeria.temporal.connection import connect
-from pizzeria.worker import READY_LINE, build_worker, served_activities
+from pizzeria.worker import build_worker, served_activities
 
 # A fresh ledger holds 1,000 portions of each ingredient: about 160 exercise orders.
 BENCH_STOCK = 10**9
 
 
-def parse_worker_option(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` with VALUE an int, a float, true/false or none."""
-    name, sep, raw = text.partition("=")
-    if not sep or not name.isidentifier():
-        raise click.BadParameter(f"{text!r}: expected NAME=VALUE", param_hint="--worker-option")
-    lowered = raw.strip().lower()
-    if lowered in ("true", "false"):
-        return name, lowered == "true"
-    if lowered == "none":
-        return name, None
-    for number in (int, float):
-        try:
-            return name, number(raw)
-        except ValueError:
-            continue
-    raise click.BadParameter(
-        f"{text!r}: VALUE must be a number, true, false or none", param_hint="--worker-option"
-    )
+def worker_settings(
+    options: Iterable[str], passthrough: Iterable[str], without: Iterable[str]
+) -> dict[str, Any]:
+    """The Worker options the benchmark asked for; the pieces ``without`` switched off
+    first (before anything is built: see `pizzeria.tuning`)."""
+    chosen = dict(map(parse_worker_option, options))
+    tuning.switch_off(set(without))
+    modules = tuple(passthrough)
+    if not tuning.is_on("sandbox"):
+        chosen["workflow_runner"] = UnsandboxedWorkflowRunner()
+    elif modules:
+        chosen["workflow_runner"] = SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
+        )
+    return chosen
 
 
 async def serve(
@@ -67,41 +64,3 @@ async def serve(
     async with worker:
         print(f"{READY_LINE} {task_queue!r}", flush=True)
         await stop.wait()
-
-
-@click.command()
-@click.option("--address", required=True)
-@click.option("--task-queue", required=True)
-@click.option("--option", "options", multiple=True)
-@click.option("--passthrough", "passthrough", multiple=True)
-@click.option("--without", "without", multiple=True, type=click.Choice(list(tuning.PIECES)))
-def worker_main(
-    address: str,
-    task_queue: str,
-    options: tuple[str, ...],
-    passthrough: tuple[str, ...],
-    without: tuple[str, ...],
-) -> None:
-    """The benchmark's worker process: the order workflow, its activities and the baseline."""
-    chosen = dict(map(parse_worker_option, options))
-    tuning.switch_off(set(without))  # before anything is built: see pizzeria.tuning
-    if not tuning.is_on("sandbox"):
-        chosen["workflow_runner"] = UnsandboxedWorkflowRunner()
-    elif passthrough:
-        chosen["workflow_runner"] = SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*passthrough)
-        )
-    asyncio.run(serve(address, task_queue, chosen, encrypt=tuning.is_on("encryption")))
-
-
-if __name__ == "__main__":
-    try:
-        worker_main.main(standalone_mode=False)
-        code = 0
-    except Exception as error:
-        print(f"bench worker: {type(error).__name__}: {error}", file=sys.stderr)
-        code = 1
-    # See pizzeria.cli.main: the SDK's threads can abort the interpreter while it finalizes.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS
 from pizzeria.ops.processes import (
     WorkerProcess,
     pizzeria_command,
@@ -12,7 +13,6 @@ from pizzeria.ops.processes import (
     stop_workers,
 )
 from pizzeria.temporal.devserver import DevServerError
-from pizzeria.worker import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS
 
 
 class ChaosFleet:

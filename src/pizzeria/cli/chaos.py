@@ -1,4 +1,4 @@
-"""The ``pizzeria chaos`` command."""
+"""The ``pizzeria chaos`` command: a run of `pizzeria.ops.chaos`, its progress and summary."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pizzeria.cli.common import err, json_option, ledger_option_of, out
 from pizzeria.ledger import LedgerNotFound, SchemaTooNew, SchemaTooOld, open_ledger
 from pizzeria.menu import INITIAL_STOCK
 from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, ChaosSettings
@@ -42,12 +43,9 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
     type=click.IntRange(0, 100),
     help="Times every worker is stopped with SIGTERM in turn and started again",
 )
-@click.option(
-    "--ledger",
-    "ledger_location",
-    metavar="FILE|URL",
-    help="The workers' shared ledger: a new SQLite file or an empty PostgreSQL database "
-    "(postgresql://...) [default: ledger.db in the data folder]",
+@ledger_option_of(
+    "The workers' shared ledger: a new SQLite file or an empty PostgreSQL database "
+    "(postgresql://...) [default: ledger.db in the data folder]"
 )
 @click.option(
     "--cancel-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share"
@@ -82,7 +80,7 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 @click.option(
     "--fast-path", is_flag=True, help="Every order runs its ledger steps as local activities"
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@json_option
 def chaos(
     orders: int,
     concurrency: int,
@@ -166,7 +164,6 @@ def refuse_a_used_ledger(location: str) -> None:
 
 def run_or_explain(settings: ChaosSettings, folder: Path) -> ChaosResult:
     """The run; should it stop early, one line on why and where its evidence is."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return run_with_progress(settings, folder, err)
     except (KeyboardInterrupt, DevServerError):
@@ -186,7 +183,6 @@ def show_result(result: ChaosResult, folder: Path, keep: bool, as_json: bool) ->
     if as_json:
         click.echo(json.dumps(result.to_json()))
         return
-    out = Console(highlight=False, soft_wrap=True)
     print_chaos_summary(result, out)
     if keep:
         out.print(f"History, ledger and logs kept in {folder}")

@@ -1,21 +1,18 @@
-"""The ``pizzeria bench`` command."""
+"""The ``pizzeria bench`` command: a run of `pizzeria.ops.bench`, its progress and report."""
 
 from __future__ import annotations
 
 import asyncio
-import compileall
 import dataclasses
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-import pizzeria
+from pizzeria.cli.common import err, fail, json_option, ledger_option_of, out
 from pizzeria.ledger import is_postgres_location
 from pizzeria.ops.bench.ablation import VARIANTS, run_ablation
 from pizzeria.ops.bench.cases import (
@@ -27,6 +24,8 @@ from pizzeria.ops.bench.cases import (
     SQLITE,
     BenchError,
     Settings,
+    WorkerOptionError,
+    parse_worker_option,
 )
 from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
 from pizzeria.ops.bench.ledgers import run_sql
@@ -41,29 +40,23 @@ from pizzeria.ops.bench.profile import (
 )
 from pizzeria.ops.bench.report import (
     PlotUnavailable,
+    ablation_table,
+    costs_table,
     draw_plot,
     print_bench_report,
     print_side_by_side,
+    profile_table,
     pyplot,
 )
-from pizzeria.ops.bench.stack import running_stack
-from pizzeria.ops.bench.worker import parse_worker_option
+from pizzeria.ops.bench.stack import compile_package, running_stack
 from pizzeria.ops.processes import WorkerProcessError
 from pizzeria.temporal.devserver import DevServerError
 
 ABLATION_CONCURRENCY = 50
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr and an exit code, as every pizzeria command fails."""
-    err.print(f"error: {message}", markup=False, soft_wrap=True)
-    raise SystemExit(code)
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+@json_option
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -112,13 +105,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     multiple=True,
     help="Worker processes; repeat to compare several counts side by side [default: 1]",
 )
-@click.option(
-    "--ledger",
-    "ledgers",
-    multiple=True,
-    metavar="sqlite|URL",
-    help="The workers' ledger: sqlite (a new file per stack) or a postgresql:// URL (a new "
+@ledger_option_of(
+    "The workers' ledger: sqlite (a new file per stack) or a postgresql:// URL (a new "
     "schema in that database per stack, dropped after); repeat to compare [default: sqlite]",
+    "ledgers",
+    "sqlite|URL",
+    multiple=True,
 )
 @click.option(
     "--worker-option",
@@ -163,7 +155,10 @@ def bench(
     values run each setup in turn, within each run, and compare their throughput.
     """
     for option in worker_options:
-        parse_worker_option(option)
+        try:
+            parse_worker_option(option)
+        except WorkerOptionError as error:
+            raise click.BadParameter(str(error), param_hint="--worker-option") from None
     default: tuple[int, ...] = FULL_CONCURRENCY if full else BASE_CONCURRENCY
     if compare_fast_path:
         default = FAST_PATH_CONCURRENCY
@@ -322,50 +317,22 @@ def run_costs(settings: Settings) -> list[ShapeCost]:
 def print_costs(costs: list[ShapeCost], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(costs_report(costs)))
-        return
-    table = Table("shape", "events", "payload bytes", "actions")
-    for cost in costs:
-        table.add_row(cost.shape, str(cost.events), f"{cost.payload_bytes:,}", str(cost.actions))
-    out.print(table)
+    else:
+        out.print(costs_table(costs))
 
 
 def print_ablation(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report))
-        return
-    table = Table("in flight", "order wf/s", "bare wf/s", "ratio", "order CPU", "bare CPU", "ratio")
-    table.add_column("variant", no_wrap=True)
-    for row in report["variants"]:
-        table.add_row(
-            str(row["concurrency"]),
-            f"{row['order_throughput']:.1f}",
-            f"{row['baseline_throughput']:.1f}",
-            f"{row['throughput_ratio']:.2f}",
-            f"{row['order_cpu_ms']:.1f}",
-            f"{row['baseline_cpu_ms']:.1f}",
-            f"{row['cpu_ratio']:.2f}",
-            row["variant"],
-        )
-    out.print(table)
+    else:
+        out.print(ablation_table(report))
 
 
 def print_profile(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report))
-        return
-    table = Table("piece", "bare ms/wf", "order ms/wf", "difference", "what it is")
-    for row in report["pieces"]:
-        table.add_row(
-            row["piece"],
-            f"{row['baseline_ms']:.2f}",
-            f"{row['order_ms']:.2f}",
-            f"{row['difference_ms']:+.2f}",
-            row["what"],
-        )
-    totals = report["totals_ms"]
-    bare, order = totals["baseline-good"], totals["good"]
-    table.add_row("all", f"{bare:.2f}", f"{order:.2f}", f"{order - bare:+.2f}", "")
-    out.print(table)
+    else:
+        out.print(profile_table(report))
 
 
 def plot_or_fail(report: dict[str, Any] | None, path: Path) -> None:
@@ -377,15 +344,3 @@ def plot_or_fail(report: dict[str, Any] | None, path: Path) -> None:
             draw_plot(report, path)
     except PlotUnavailable as error:
         fail(str(error), 2)
-
-
-def compile_package() -> None:
-    """Write the package's bytecode files, as ``pip install`` does, when they are missing.
-
-    The workflow sandbox imports the workflow's module (and its package) afresh for every
-    new workflow. With ``PYTHONDONTWRITEBYTECODE`` set (as on our machines) and an editable
-    install, no ``.pyc`` exists, so each of those imports compiles the source again: about
-    9 ms of worker CPU per order here, which no deployed worker pays. A package that cannot
-    be written to is left as it is.
-    """
-    compileall.compile_dir(Path(pizzeria.__file__).parent, quiet=2)

@@ -1,0 +1,77 @@
+"""The ``pizzeria check`` command: the checks of `pizzeria.ops.check`, and their report.
+
+Exit codes: 0 no violation, 1 violations found, 2 the check could not be made (no ledger,
+a locked or unusable one, no server, payloads it cannot decrypt). The check only reads: the
+ledger is opened read-only and no codec key file is created.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NoReturn
+
+import click
+from temporalio.service import RPCError
+
+from pizzeria import config
+from pizzeria.cli.common import (
+    address_option,
+    client_or_fail,
+    fail,
+    json_option,
+    ledger_option,
+    out,
+    run,
+)
+from pizzeria.ledger import Ledger, LedgerError, open_ledger
+from pizzeria.ops.check.reading import reading_converter
+from pizzeria.ops.check.reconcile import check_orders
+from pizzeria.ops.check.records import CannotCheck
+from pizzeria.ops.check.report import CheckReport, print_check_report
+from pizzeria.temporal.codec import CodecKeyError
+
+CANNOT_CHECK = 2
+
+
+async def run_check(address: str | None, ledger: Ledger, *, require_closed: bool) -> CheckReport:
+    """Temporal's record of every order against the ledger, which is closed afterwards."""
+    try:
+        client = await client_or_fail(address, converter=reading_converter(), advice=None)
+        return await check_orders(
+            client, ledger, require_closed=require_closed, progress=say_progress
+        )
+    finally:
+        ledger.close()
+
+
+def say_progress(done: int, total: int) -> None:
+    click.echo(f"check: read {done} of {total} order histories", err=True)
+
+
+def cannot_check(message: str) -> NoReturn:
+    fail(" ".join(message.split()), CANNOT_CHECK)
+
+
+@click.command()
+@address_option
+@ledger_option
+@click.option("--closed", "require_closed", is_flag=True, help="An order still open is a violation")
+@json_option
+def check(
+    address: str | None, ledger_location: str | None, require_closed: bool, as_json: bool
+) -> None:
+    """Compare the ledger with Temporal's record of every order (what each was asked, how it
+    ended). Exit 1 on any violation, 2 when the check cannot be made."""
+    try:
+        ledger = open_ledger(ledger_location or config.ledger_location(), read_only=True)
+        report = run(run_check(address, ledger, require_closed=require_closed))
+    except (LedgerError, ConnectionError, CannotCheck, CodecKeyError) as error:
+        cannot_check(str(error))
+    except RPCError as error:
+        cannot_check(f"Temporal failed while the check read it: {error}")
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        print_check_report(report, out)
+    if not report.ok:
+        raise SystemExit(1)
