@@ -25,6 +25,7 @@ from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger
 from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
+from pizzeria.temporal import tracing
 from pizzeria.temporal.converter import OneOrderPerStart, StrictPayloadConverter
 from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
 from pizzeria.temporal.metrics import MetricsInterceptor
@@ -141,6 +142,7 @@ def build_worker(
             max_workers=max(ACTIVITY_THREADS, options.get("max_concurrent_activities") or 0)
         ),
         interceptors=[
+            *tracing.worker_interceptors(client),  # none unless OTEL_* asks
             OneOrderPerStart(),
             *([MetricsInterceptor()] if tuning.is_on("metrics") else []),
             *([FaultInterceptor(activities.faults)] if tuning.is_on("faults") else []),

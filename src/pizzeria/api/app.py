@@ -24,6 +24,7 @@ from pizzeria.api.auth import Keys
 from pizzeria.api.problems import install_problem_handlers
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
 from pizzeria.api.views import LedgerReader
+from pizzeria.temporal import tracing
 from pizzeria.temporal.connection import connect
 
 DESCRIPTION = """\
@@ -105,6 +106,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(orders.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.add_middleware(SecurityHeaders)
+    if tracing.enabled():  # a span per request: the root of the trace of the order it places
+        app.add_middleware(tracing.RequestSpans)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

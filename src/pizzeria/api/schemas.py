@@ -176,6 +176,7 @@ class OrderView(BaseModel):
     compensations: list[StepView] = Field(description="In the order they ran")
     ledger: LedgerView | None
     outcome: OrderOutcomeView | None = Field(description="Once the order is closed")
+    trace_id: str | None = Field(None, description="Its OpenTelemetry trace, when traced")
 
 
 class OrderRow(BaseModel):

@@ -173,4 +173,5 @@ async def read_order(client: Client, ledger: LedgerReader, order_number: str) ->
         compensations=compensations,
         ledger=await asyncio.to_thread(ledger_view, ledger, order_ref(handle.id, report["run_id"])),
         outcome=await closed_outcome(run, report["status"]) if closed else None,
+        trace_id=report.get("trace_id"),
     )

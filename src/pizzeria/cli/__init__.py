@@ -26,6 +26,7 @@ from pizzeria.cli.orders import cancel, order, orders, repair, status
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError
+from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.devserver import DevServerError
 
@@ -65,6 +66,7 @@ def main() -> None:
     # The SDK's Rust threads can outlive the event loop and abort the interpreter while it
     # finalizes ("PyGILState_Release ... finalizing", sdk-python#300), which would turn a
     # finished command into a crash. Nothing is left to clean up here: flush and leave.
+    tracing.flush()  # os._exit runs no atexit hook: the last batched spans leave here
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

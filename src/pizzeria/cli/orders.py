@@ -354,6 +354,8 @@ def render_report(report: dict[str, Any]) -> str:
     console.print(f"Order {order_number}: {report['status']}{now}", markup=False)
     if report["summary"]:
         console.print(f"  {report['summary']}", markup=False)
+    if report.get("trace_id"):
+        console.print(f"  trace {report['trace_id']}", markup=False)
     if stuck:
         console.print(f"  failing since {stuck['since'][:19]}: {stuck['error']}", markup=False)
         console.print(

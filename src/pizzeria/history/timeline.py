@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 from pizzeria.client import status_name
 from pizzeria.history.markers import local_activity_of
 from pizzeria.models import COMPENSATIONS, order_number_of
+from pizzeria.temporal.tracing import TRACE_MEMO
 from pizzeria.workflows import PizzaOrderWorkflow
 
 STEP = "step"
@@ -248,6 +249,7 @@ async def order_report(
         "run_id": description.run_id,
         "status": status,
         "summary": await description.static_summary(),
+        "trace_id": await description.memo_value(TRACE_MEMO, None),  # when traced (OTEL_*)
         "details": state.get("details", ""),
         "needs_attention": bool(state.get("needs_attention")),
         "failing_workflow_task": stuck,

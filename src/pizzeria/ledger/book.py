@@ -46,6 +46,7 @@ from pizzeria.models import (
     STEP_SEND_BILL,
     STEP_UPDATE_INVENTORY,
 )
+from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
 
@@ -129,7 +130,8 @@ class Ledger(ABC):
     def _write(self, order_ref: str, body: Callable[[Tx], T]) -> T:
         if self.read_only:
             raise LedgerReadOnly(f"the ledger at {self.location} was opened read-only")
-        return self._transaction(body, lock=order_ref)
+        with span("ledger transaction", order_ref=order_ref, ledger=type(self).__name__):
+            return self._transaction(body, lock=order_ref)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
+from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -62,4 +63,5 @@ async def connect(
     """
     config = connect_config(address, namespace)
     config["data_converter"] = converter or data_converter(encrypt=encrypt)
+    config["interceptors"] = tracing.client_interceptors()  # none unless OTEL_* asks
     return await Client.connect(**config, runtime=runtime, lazy=lazy)

@@ -1,0 +1,296 @@
+"""Where the time of an order goes: one OpenTelemetry trace per order, from the API request
+through the workflow start, the workflow, each activity, down to the ledger's transactions.
+
+Off unless configured, with the standard variables (docs/tracing.md):
+
+- ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf), ``console`` (stdout), or
+  ``none``; unset, tracing is on only when an OTLP endpoint is given.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (and the other
+  ``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``, ``OTEL_TRACES_SAMPLER*`` variables, which the SDK
+  reads itself), ``OTEL_SERVICE_NAME`` (default ``pizzeria``), ``OTEL_SDK_DISABLED=true``.
+
+Nothing here imports OpenTelemetry until tracing is on: unconfigured, `client_interceptors`
+and `worker_interceptors` are empty, `span` yields at once and the API gets no middleware,
+so the default path costs nothing (and histories get no tracing header).
+
+The Temporal part is the SDK's `TracingInterceptor` (on the client: the start; on the
+worker: the workflow and the activities), which carries the context in Temporal headers.
+The trace id is written in the order's memo at the start (`TRACE_MEMO`), so
+``pizzeria status`` and ``GET /orders/{n}`` can name the order's trace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
+    from temporalio import client as temporal_client
+    from temporalio import worker as temporal_worker
+
+#: The memo entry holding the order's trace id (32 hex digits).
+TRACE_MEMO = "trace_id"
+DEFAULT_SERVICE_NAME = "pizzeria"
+TRACER_NAME = "pizzeria"
+EXPORTERS = ("otlp", "console")
+#: How long the last spans may take to leave when a command ends.
+FLUSH_MILLIS = 5000
+
+
+class TracingConfigError(ConnectionError):
+    """The ``OTEL_*`` variables ask for something pizzeria cannot do (one line for the user;
+    a ConnectionError, like Temporal's config errors: it keeps a command from connecting)."""
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.read_env = False
+        self.provider: TracerProvider | None = None
+        self.tracer: Tracer | None = None
+
+
+_state = _State()
+
+
+def exporters_from_env(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """The exporters the environment asks for; empty when tracing is off."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    named = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not named:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        return ["otlp"] if endpoint else []
+    names = [name.strip() for name in named.split(",") if name.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER={named}: pizzeria exports traces with "
+            f"{' or '.join(EXPORTERS)} (or none), not {', '.join(unknown)}"
+        )
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if "otlp" in names and protocol != "http/protobuf":
+        raise TracingConfigError(
+            f"OTLP protocol {protocol}: pizzeria sends traces as http/protobuf "
+            "(point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port, usually 4318)"
+        )
+    return names
+
+
+def _exporter(name: str) -> SpanExporter:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    # Reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT... itself.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def provider_from_env() -> TracerProvider | None:
+    """A tracer provider exporting as the environment says, or None when tracing is off."""
+    names = exporters_from_env()
+    if not names:
+        return None
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; what is given
+    # here would win over them, so the default is given only when they name no service.
+    resource = Resource.create({} if named else {SERVICE_NAME: DEFAULT_SERVICE_NAME})
+    provider = TracerProvider(resource=resource)
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+    return provider
+
+
+def tracer() -> Tracer | None:
+    """The tracer of this process, set up from the environment on the first call; None
+    while tracing is off."""
+    if not _state.read_env:
+        with _state.lock:
+            if not _state.read_env:
+                provider = provider_from_env()
+                if provider is not None:
+                    from opentelemetry import trace
+
+                    # Global too, so that other instrumentation joins the same traces.
+                    trace.set_tracer_provider(provider)
+                    _install(provider)
+                _state.read_env = True
+    return _state.tracer
+
+
+def enabled() -> bool:
+    return tracer() is not None
+
+
+def _install(provider: TracerProvider | None) -> None:
+    _state.provider = provider
+    _state.tracer = provider.get_tracer(TRACER_NAME) if provider is not None else None
+
+
+def use_tracer_provider(provider: TracerProvider | None) -> None:
+    """Trace into ``provider`` from now on, whatever the environment says (None: off).
+    For tests (an in-memory exporter) and programs that set up OpenTelemetry themselves.
+    Clients and workers built before keep what they had."""
+    with _state.lock:
+        _state.read_env = True
+        _install(provider)
+
+
+def flush() -> None:
+    """Send the spans still batched (a command about to exit); nothing when tracing is off."""
+    provider = _state.provider
+    if provider is not None:
+        provider.force_flush(FLUSH_MILLIS)
+
+
+# -- Temporal ---------------------------------------------------------------------------
+
+
+def client_interceptors() -> list[temporal_client.Interceptor]:
+    """For `connect`: the SDK's tracing interceptor (it also applies to the workers built
+    on the client) and the trace id in the memo of every start; empty when off."""
+    active = tracer()
+    if active is None:
+        return []
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    return [TracingInterceptor(active), _trace_id_in_memo()]
+
+
+def worker_interceptors(client: temporal_client.Client) -> list[temporal_worker.Interceptor]:
+    """For `build_worker`: the tracing interceptor, unless the client brings one already
+    (a client from `connect`); empty when off."""
+    active = tracer()
+    if active is None:
+        return []
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    if any(isinstance(each, TracingInterceptor) for each in client.config()["interceptors"]):
+        return []
+    return [TracingInterceptor(active)]
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the current span (32 hex digits), None outside a recorded trace."""
+    if tracer() is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def _trace_id_in_memo() -> temporal_client.Interceptor:
+    """A client interceptor, inside the tracing one (so that its start span is current):
+    writes the trace id in the memo of every workflow the client starts."""
+    from temporalio.client import (
+        Interceptor,
+        OutboundInterceptor,
+        StartWorkflowInput,
+        WorkflowHandle,
+    )
+
+    class TraceIdOnStart(OutboundInterceptor):
+        async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+            trace_id = current_trace_id()
+            if trace_id is not None:
+                input.memo = {**(input.memo or {}), TRACE_MEMO: trace_id}
+            return await super().start_workflow(input)
+
+    class TraceIdInMemo(Interceptor):
+        def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+            return TraceIdOnStart(next)
+
+    return TraceIdInMemo()
+
+
+# -- spans of our own -------------------------------------------------------------------
+
+
+@contextmanager
+def span(name: str, **attributes: str | int | float | bool) -> Iterator[Span | None]:
+    """A span around a piece of work (a ledger transaction, a call to the payment
+    provider), child of the current one; yields None, at no cost, when tracing is off.
+    An exception leaves through it recorded, with the span's status set to error."""
+    active = tracer()
+    if active is None:
+        yield None
+        return
+    named = {f"pizzeria.{key}": value for key, value in attributes.items()}
+    with active.start_as_current_span(name, attributes=named) as current:
+        yield current
+
+
+class RequestSpans:
+    """ASGI middleware: one server span per HTTP request (``POST /orders``), so the order
+    it starts is one trace with the request as its root; a ``traceparent`` header sent by
+    the caller is honoured. The query string (it may carry an order token) and the headers
+    are never recorded."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        active = tracer()
+        if scope["type"] != "http" or active is None:
+            await self.app(scope, receive, send)
+            return
+        from opentelemetry import propagate, trace
+
+        carrier = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        method = scope["method"]
+        answered: list[int] = []
+
+        async def noting_status(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answered.append(int(message["status"]))
+            await send(message)
+
+        with active.start_as_current_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": scope["path"]},
+        ) as current:
+            try:
+                await self.app(scope, receive, noting_status)
+            finally:
+                _name_request(current, scope, answered)
+
+
+def _name_request(current: Span, scope: MutableMapping[str, Any], answered: list[int]) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        current.update_name(f"{scope['method']} {route}")
+        current.set_attribute("http.route", route)
+    if answered:
+        current.set_attribute("http.response.status_code", answered[0])
+        if answered[0] >= 500:
+            current.set_status(Status(StatusCode.ERROR))
