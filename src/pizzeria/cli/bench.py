@@ -154,20 +154,10 @@ def bench(
     order with bare workflows of as many no-op activities. Several --ledger or --workers
     values run each setup in turn, within each run, and compare their throughput.
     """
-    for option in worker_options:
-        try:
-            parse_worker_option(option)
-        except WorkerOptionError as error:
-            raise click.BadParameter(str(error), param_hint="--worker-option") from None
-    default: tuple[int, ...] = FULL_CONCURRENCY if full else BASE_CONCURRENCY
-    if compare_fast_path:
-        default = FAST_PATH_CONCURRENCY
-    chosen = tuple(sorted(set(concurrency))) or default
-    if ablation and not concurrency:
-        chosen = (ABLATION_CONCURRENCY,)
+    check_worker_options(worker_options)
     settings = Settings(
         repeat=repeat,
-        concurrency=chosen,
+        concurrency=concurrency_of(concurrency, full, ablation, compare_fast_path),
         workflows=workflows,
         worker_options=worker_options,
         sandbox_passthrough=sandbox_passthrough,
@@ -196,6 +186,27 @@ def bench(
         print_side_by_side(report, out)
     else:
         print_bench_report(report, out)
+
+
+def check_worker_options(worker_options: tuple[str, ...]) -> None:
+    for option in worker_options:
+        try:
+            parse_worker_option(option)
+        except WorkerOptionError as error:
+            raise click.BadParameter(str(error), param_hint="--worker-option") from None
+
+
+def concurrency_of(
+    given: tuple[int, ...], full: bool, ablation: bool, compare_fast_path: bool
+) -> tuple[int, ...]:
+    """The levels asked for, else the default of the kind of run."""
+    if given:
+        return tuple(sorted(set(given)))
+    if ablation:
+        return (ABLATION_CONCURRENCY,)
+    if compare_fast_path:
+        return FAST_PATH_CONCURRENCY
+    return FULL_CONCURRENCY if full else BASE_CONCURRENCY
 
 
 def setups_of(
