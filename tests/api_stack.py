@@ -36,18 +36,29 @@ class Api:
 
 
 def order_body(number: str, card: str = GOOD_CARD, **settings: Any) -> dict[str, Any]:
-    """The exercise's order JSON (the wire contract), with no waits unless given."""
+    """The exercise's order JSON (the wire contract) as staff send it: with its order
+    number, and no waits unless given (only staff may choose either)."""
     settings.setdefault("prep_seconds", 0)
     return asdict(sample_order(number, card=card, **settings))
 
 
+def customer_body(card: str = GOOD_CARD) -> dict[str, Any]:
+    """The order as anyone sends it: no order number (the API chooses), no settings."""
+    body = asdict(sample_order(card=card))
+    del body["order_number"], body["settings"]
+    return body
+
+
 @contextmanager
-def api_process(stack: Stack, *args: str, timeout: float = 60) -> Iterator[Api]:
-    """``pizzeria api`` on a free port, answering /healthz, for the block; then Ctrl-C."""
+def api_process(
+    stack: Stack, *args: str, timeout: float = 60, log: str = "api.log"
+) -> Iterator[Api]:
+    """``pizzeria api`` on a free port, answering /healthz, for the block; then Ctrl-C.
+    Its output goes to ``log`` in the stack's data folder."""
     port = free_port()
     env = {**stack["env"], "PIZZERIA_API_KEY": STAFF_KEY}
     command = [*pizzeria_command(), "api", "--port", str(port), *args]
-    process = WorkerProcess(command, stack["data"] / "api.log", env)
+    process = WorkerProcess(command, stack["data"] / log, env)
     process.start()
     url = f"http://127.0.0.1:{port}"
     try:

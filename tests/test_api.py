@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,12 +24,14 @@ from pizzeria import menu
 from pizzeria.models import STEPS
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
-from tests.api_stack import STAFF_KEY, Api, api_process, order_body
+from tests.api_stack import STAFF_KEY, Api, api_process, customer_body, order_body
 from tests.helpers import eventually, run_pizzeria
 from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
 PROBLEM = "application/problem+json"
+# What the API gives anyone who does not choose: 80 random bits in base32.
+CHOSEN_NUMBER = re.compile(r"WEB-[A-Z2-7]{16}")
 
 
 @pytest.fixture
@@ -40,10 +45,28 @@ def number(prefix: str) -> str:
 
 
 async def place(
-    http: httpx.AsyncClient, body: dict[str, Any], key: str | None = None
+    http: httpx.AsyncClient,
+    body: dict[str, Any],
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    headers = {"Idempotency-Key": key} if key else {}
-    return await http.post("/orders", json=body, headers=headers)
+    sent = {**(headers or {}), **({"Idempotency-Key": key} if key else {})}
+    return await http.post("/orders", json=body, headers=sent)
+
+
+async def customer_order(http: httpx.AsyncClient, card: str = GOOD_CARD) -> tuple[str, str]:
+    """An order placed as anyone places it: (the number the API chose, its token)."""
+    answer = await place(http, customer_body(card))
+    assert answer.status_code == 202, answer.text
+    return answer.json()["order_number"], answer.json()["order_token"]
+
+
+async def staff_order(http: httpx.AsyncClient, api: Api, body: dict[str, Any]) -> str:
+    """An order staff place with their own number and settings: its token."""
+    answer = await place(http, body, headers=api.staff)
+    assert answer.status_code == 202, answer.text
+    token: str = answer.json()["order_token"]
+    return token
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -98,12 +121,15 @@ def parse_events(text: str) -> list[tuple[int, str, dict[str, Any]]]:
 
 
 async def test_the_good_order_completes_with_its_amount_and_a_masked_card(http, api):
-    order_number = number("API-GOOD")
-    answer = await place(http, order_body(order_number))
+    answer = await place(http, customer_body())
     assert answer.status_code == 202, answer.text
-    assert answer.headers["location"] == f"/orders/{order_number}"
     accepted = answer.json()
-    assert accepted["order_number"] == order_number and len(accepted["order_token"]) >= 40
+    order_number = accepted["order_number"]
+    assert CHOSEN_NUMBER.fullmatch(order_number), order_number
+    assert answer.headers["location"] == f"/orders/{order_number}"
+    assert len(accepted["order_token"]) >= 40
+    expires = datetime.fromisoformat(accepted["token_expires_at"]).timestamp()
+    assert 23.9 * 3600 < expires - time.time() <= 24 * 3600  # the default lifetime
     view = await closed(http, order_number, accepted["order_token"])
     assert view["status"] == "COMPLETED"
     assert view["amount"] == 3500 and view["card"] == "**** 4242"
@@ -117,9 +143,8 @@ async def test_the_good_order_completes_with_its_amount_and_a_masked_card(http, 
 
 
 async def test_the_bad_card_fails_then_refunds_and_puts_the_stock_back_in_that_order(http, api):
-    order_number = number("API-BAD")
-    accepted = (await place(http, order_body(order_number, card=BAD_CARD))).json()
-    view = await closed(http, order_number, accepted["order_token"])
+    order_number, token = await customer_order(http, card=BAD_CARD)
+    view = await closed(http, order_number, token)
     assert view["status"] == "FAILED"
     assert view["outcome"]["error_type"] == "CreditCardProcessingError"
     assert [(c["name"], c["state"]) for c in view["compensations"]] == [
@@ -139,11 +164,13 @@ async def test_the_bad_card_fails_then_refunds_and_puts_the_stock_back_in_that_o
 
 
 async def test_ten_posts_at_once_with_one_key_make_one_order_and_one_charge(http, api):
-    order_number = number("API-TWICE")
-    body, key = order_body(order_number), str(uuid.uuid4())
+    body, key = customer_body(), str(uuid.uuid4())
     answers = await asyncio.gather(*(place(http, body, key) for _ in range(10)))
     assert [a.status_code for a in answers] == [202] * 10, [a.text for a in answers]
+    # The API chose the number once: every answer has it, and the same token.
+    assert len({a.json()["order_number"] for a in answers}) == 1
     assert len({a.json()["order_token"] for a in answers}) == 1
+    order_number = answers[0].json()["order_number"]
     view = await closed(http, order_number, answers[0].json()["order_token"])
     assert view["status"] == "COMPLETED"
     rows = ledger_rows(api, order_number)
@@ -156,18 +183,24 @@ async def test_ten_posts_at_once_with_one_key_make_one_order_and_one_charge(http
 
 
 async def test_one_key_with_another_body_is_refused_and_changes_nothing(http, api):
-    order_number = number("API-KEY")
-    body, key = order_body(order_number), str(uuid.uuid4())
+    body, key = customer_body(), str(uuid.uuid4())
     first = await place(http, body, key)
     assert first.status_code == 202
-    changed = order_body(order_number)
+    order_number = first.json()["order_number"]
+    changed = customer_body()
     changed["items"] = [{"description": "Large, with ham", "price": 1500}]
     refused = await place(http, changed, key)
     assert refused.status_code == 422 and refused.headers["content-type"] == PROBLEM
     assert refused.json()["errors"][0]["field"] == "Idempotency-Key"
-    taken = await place(http, body, str(uuid.uuid4()))  # same order number, another request
+    # Staff choose numbers: a key is bound to its number too, and a number is one order.
+    staff_key, staff_number = str(uuid.uuid4()), number("API-KEY")
+    assert (await place(http, order_body(staff_number), staff_key, api.staff)).status_code == 202
+    other_number = await place(http, order_body(number("API-KEY")), staff_key, api.staff)
+    assert other_number.status_code == 422
+    assert other_number.json()["errors"][0]["field"] == "Idempotency-Key"
+    taken = await place(http, order_body(staff_number), str(uuid.uuid4()), api.staff)
     assert taken.status_code == 409 and "already taken" in taken.json()["detail"]
-    assert (await place(http, body)).status_code == 409
+    assert (await place(http, order_body(staff_number), headers=api.staff)).status_code == 409
     view = await closed(http, order_number, first.json()["order_token"])
     assert view["status"] == "COMPLETED" and view["amount"] == 3500
     takes = [r for r in ledger_rows(api, order_number) if r["step"] == "update_inventory"]
@@ -178,9 +211,8 @@ async def test_one_key_with_another_body_is_refused_and_changes_nothing(http, ap
 
 
 async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(http, api):
-    mine, theirs = number("API-MINE"), number("API-THEIRS")
-    my_token = (await place(http, order_body(mine))).json()["order_token"]
-    their_token = (await place(http, order_body(theirs))).json()["order_token"]
+    mine, my_token = await customer_order(http)
+    theirs, their_token = await customer_order(http)
     await closed(http, mine, my_token)
     anonymous = await http.get(f"/orders/{mine}")
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
@@ -192,7 +224,7 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
         answer = await http.get(f"/orders/{mine}", headers=bearer(wrong))
         assert answer.status_code == 401
         assert {**answer.json(), "instance": None} == {**ghost, "instance": None}
-    assert (await http.get(f"/orders/{mine}", params={"token": my_token})).status_code == 200
+    assert (await http.get(f"/orders/{mine}", headers=bearer(my_token))).status_code == 200
     assert (await http.get(f"/orders/{mine}", headers=api.staff)).status_code == 200
     cancel = await http.post(f"/orders/{theirs}/cancel", headers=bearer(my_token))
     assert cancel.status_code == 401
@@ -209,16 +241,89 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
     assert STAFF_KEY not in listed.text
 
 
+async def test_anyone_gets_a_number_chosen_by_the_api_and_only_staff_choose_or_set_more(http, api):
+    wanted = number("XD")  # a number a stranger would like to claim first
+    claimed = await place(http, {**customer_body(), "order_number": wanted})
+    assert claimed.status_code == 422 and claimed.headers["content-type"] == PROBLEM
+    assert claimed.json()["errors"][0]["field"] == "order_number"
+    assert (await http.get(f"/orders/{wanted}", headers=api.staff)).status_code == 404
+    tuned = await place(http, {**customer_body(), "settings": {"step_attempts": 1000}})
+    assert tuned.status_code == 403 and tuned.json()["errors"][0]["field"] == "settings"
+    # Two orders: two numbers nobody could have guessed, none of them the one asked for.
+    first, second = await customer_order(http), await customer_order(http)
+    assert first[0] != second[0] and all(CHOSEN_NUMBER.fullmatch(n) for n, _ in (first, second))
+    # Staff choose: their number and their settings are taken as given.
+    token = await staff_order(http, api, order_body(wanted, prep_seconds=0, step_attempts=2))
+    assert (await closed(http, wanted, token))["status"] == "COMPLETED"
+    # A credential that is not the staff key is refused, not taken for anyone's.
+    forged = await place(http, order_body(number("XD")), headers=bearer(first[1]))
+    assert forged.status_code == 401
+
+
+async def test_a_token_opens_the_run_it_was_issued_for_not_a_later_run_of_the_number(http, api):
+    order_number = number("API-AGAIN")
+    token = await staff_order(http, api, order_body(order_number))
+    first = await closed(http, order_number, token)
+    assert first["status"] == "COMPLETED"
+    # The operator places the same number again (the CLI's --again): a new run.
+    again = run_pizzeria(
+        "order", "--order-number", order_number, "--prep-seconds", "0", "--again", env=api.env
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    latest = (await http.get(f"/orders/{order_number}", headers=api.staff)).json()
+    assert latest["outcome"]["confirmation_number"] != first["outcome"]["confirmation_number"]
+    # The first run's token opens nothing of the new run, in any route.
+    assert (await http.get(f"/orders/{order_number}", headers=bearer(token))).status_code == 401
+    assert (await events_of(http, order_number, token))[0] == 401
+    cancel = await http.post(f"/orders/{order_number}/cancel", headers=bearer(token))
+    assert cancel.status_code == 401
+
+
+async def test_a_token_in_the_address_opens_only_the_event_stream_and_never_as_staff(http, api):
+    order_number, token = await customer_order(http)
+    await closed(http, order_number, token)
+    for url in (
+        f"/orders/{order_number}?token={token}",
+        f"/orders/{order_number}?%74oken={token}",  # the name percent-encoded
+        f"/orders?token={STAFF_KEY}",
+        f"/orders/{order_number}?token={STAFF_KEY}",
+        f"/orders/{order_number}/events?token={STAFF_KEY}",
+    ):
+        answer = await http.get(url)
+        assert answer.status_code == 401, (url, answer.text)
+    cancel = await http.post(f"/orders/{order_number}/cancel?token={token}")
+    assert cancel.status_code == 401
+    status, events = await events_of(http, order_number, token)  # ?token= on the stream
+    assert status == 200 and events[-1][1] == "outcome"
+    staff_stream = await http.get(f"/orders/{order_number}/events", headers=api.staff)
+    assert staff_stream.status_code == 200
+
+
+async def test_the_access_log_holds_no_query_string(http, api):
+    order_number, token = await customer_order(http)
+    for url in (f"/orders/{order_number}/events?%74oken={token}", f"/menu?token={token}"):
+        await http.get(url)
+    log = api.data / "api.log"
+
+    def logged() -> bool:
+        text = log.read_text(errors="replace")
+        return f"/orders/{order_number}/events" in text and "GET /menu " in text
+
+    await eventually(logged, "the requests in the access log", 30, 0.2)
+    text = log.read_text(errors="replace")
+    assert token not in text and "oken=" not in text
+    assert not [line for line in text.splitlines() if '"GET /' in line and "?" in line]
+
+
 # -- cancel -------------------------------------------------------------------------------
 
 
 async def test_cancel_before_the_pivot_undoes_the_order(http, api):
-    order_number = number("API-CANCEL")
     run_pizzeria(
         "faults", "set", "process_credit_card=fail", env=api.env
     )  # the card gateway hangs on
     try:
-        token = (await place(http, order_body(order_number))).json()["order_token"]
+        order_number, token = await customer_order(http)
 
         async def charging():
             view = (await http.get(f"/orders/{order_number}", headers=bearer(token))).json()
@@ -246,12 +351,11 @@ async def test_cancel_before_the_pivot_undoes_the_order(http, api):
 
 
 async def test_cancel_after_the_pivot_is_refused_with_the_reason(http, api):
-    order_number = number("API-LATE")
     run_pizzeria(
         "faults", "set", "notify_delivery_driver=fail", env=api.env
     )  # no driver answers yet
     try:
-        token = (await place(http, order_body(order_number))).json()["order_token"]
+        order_number, token = await customer_order(http)
 
         async def billed():
             view = (await http.get(f"/orders/{order_number}", headers=bearer(token))).json()
@@ -271,8 +375,7 @@ async def test_cancel_after_the_pivot_is_refused_with_the_reason(http, api):
 
 
 async def test_the_events_of_a_failed_order_list_the_compensations_in_order_then_end(http):
-    order_number = number("API-EVENTS")
-    token = (await place(http, order_body(order_number, card=BAD_CARD))).json()["order_token"]
+    order_number, token = await customer_order(http, card=BAD_CARD)
     status, events = await events_of(http, order_number, token)  # follows it live
     assert status == 200
     ids = [event_id for event_id, _, _ in events]
@@ -289,10 +392,10 @@ async def test_the_events_of_a_failed_order_list_the_compensations_in_order_then
     assert events[-1][2]["error_type"] == "CreditCardProcessingError"
 
 
-async def test_an_order_on_the_fast_path_shows_its_local_steps_and_compensations(http):
+async def test_an_order_on_the_fast_path_shows_its_local_steps_and_compensations(http, api):
     order_number = number("API-FAST")
-    body = order_body(order_number, card=BAD_CARD, fast_path=True)
-    token = (await place(http, body)).json()["order_token"]
+    body = order_body(order_number, card=BAD_CARD, fast_path=True)  # settings: staff's
+    token = await staff_order(http, api, body)
     _, events = await events_of(http, order_number, token)
     changes = [(kind, data.get("name"), data.get("state")) for _, kind, data in events]
     assert ("step", "process_credit_card", "failed") in changes
@@ -305,9 +408,7 @@ async def test_an_order_on_the_fast_path_shows_its_local_steps_and_compensations
 
 
 async def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing(http):
-    order_number = number("API-RESUME")
-    body = order_body(order_number, card=BAD_CARD, prep_seconds=2)
-    token = (await place(http, body)).json()["order_token"]
+    order_number, token = await customer_order(http, card=BAD_CARD)  # 3 s of preparation
     url = f"/orders/{order_number}/events?token={token}"
     seen: list[tuple[int, str, dict[str, Any]]] = []
     async with http.stream("GET", url) as answer:  # live: leave after the first step
@@ -371,8 +472,8 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
     for path, value, field, error_type in cases:
         order_number = number("API-INVALID")
         body = json.dumps(mutated(order_number, path, value), allow_nan=True).encode()
-        answer = await http.post(
-            "/orders", content=body, headers={"Content-Type": "application/json"}
+        answer = await http.post(  # as staff, who choose the number (to look it up after)
+            "/orders", content=body, headers={"Content-Type": "application/json", **api.staff}
         )
         problem = answer.json()
         assert answer.status_code == 422, (path, answer.text)
@@ -385,7 +486,7 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
 
 async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
     json_type = {"Content-Type": "application/json"}
-    good = json.dumps(order_body(number("API-RAW")))
+    good = json.dumps(customer_body())
     cases = [
         (b'{"order_number": "X", ', json_type, 400),  # broken JSON
         (b"[" * 50_000 + b"]" * 50_000, json_type, 413),  # over the size limit
@@ -432,7 +533,10 @@ async def test_menu_health_readiness_openapi_and_the_page(http):
         "/healthz",
         "/readyz",
     }
-    assert "OrderBody" in document["components"]["schemas"]
+    order_body_schema = document["components"]["schemas"]["OrderBody"]
+    assert "order_number" not in order_body_schema["required"]
+    assert "Staff only" in order_body_schema["properties"]["order_number"]["description"]
+    assert {} in document["paths"]["/orders"]["post"]["security"]  # anyone may place
     page = await http.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -452,7 +556,7 @@ def test_without_temporal_the_api_starts_and_answers_503_not_500(api, tmp_path):
     with api_process(down) as lonely:
         ready = httpx.get(f"{lonely.url}/readyz", timeout=30)
         assert ready.status_code == 503 and "Temporal does not answer" in ready.json()["detail"]
-        placed = httpx.post(f"{lonely.url}/orders", json=order_body("API-DOWN"), timeout=30)
+        placed = httpx.post(f"{lonely.url}/orders", json=customer_body(), timeout=30)
         assert placed.status_code == 503 and placed.headers["content-type"] == PROBLEM
         assert placed.headers["retry-after"] == "2"
         assert httpx.get(f"{lonely.url}/menu", timeout=30).status_code == 200

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,18 +21,26 @@ from temporalio.client import Client
 from pizzeria import __version__, config
 from pizzeria.api import orders, public
 from pizzeria.api.auth import Keys
+from pizzeria.api.events import order_events
+from pizzeria.api.guard import BodyDeadline
+from pizzeria.api.idempotency import KeyTable
+from pizzeria.api.limits import ApiLimits
 from pizzeria.api.problems import install_problem_handlers
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
+from pizzeria.api.streams import Streams
 from pizzeria.api.views import LedgerReader
 from pizzeria.temporal import tracing
 from pizzeria.temporal.connection import connect
 
 DESCRIPTION = """\
 Order pizzas, follow them and cancel them over HTTP: the exercise's order saga behind a
-front door. `POST /orders` takes the exercise's order JSON and answers with an order
-token; reading, following (server-sent events) and cancelling an order need that token
-(or the staff key), as `Authorization: Bearer <token>` or `?token=<token>`. Every error
-is `application/problem+json` (RFC 9457).
+front door. `POST /orders` takes the exercise's order JSON (without an order number: the
+API chooses one) and answers with the order's number and token; reading, following
+(server-sent events) and cancelling an order need that token (or the staff key), as
+`Authorization: Bearer <token>`; only the event stream also takes `?token=<token>`, and
+only an order token. A token opens one run of one order and expires. Every error is
+`application/problem+json` (RFC 9457); past a limit (connections, event streams) the
+answer is 429 or 503 with `Retry-After`.
 """
 
 # The page and everything it loads come from this app: nothing from elsewhere may run.
@@ -49,6 +57,7 @@ class ApiSettings:
     ledger_location: str | None = None
     #: A client to share (the demo's); else the app connects when it starts.
     client: Client | None = None
+    limits: ApiLimits = field(default_factory=ApiLimits)
 
 
 class SecurityHeaders:
@@ -87,10 +96,18 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.client = client
         app.state.ledger = ledger
         app.state.keys = settings.keys
+        app.state.key_table = keys = KeyTable(ledger.location)
+        app.state.streams = Streams(
+            lambda workflow_id, run_id: order_events(client, workflow_id, run_id, 0, follow=True),
+            total=settings.limits.max_streams,
+            per_holder=settings.limits.streams_per_token,
+            lifetime=settings.limits.stream_seconds,
+        )
         try:
             yield
         finally:
             ledger.close()
+            keys.close()
 
     app = FastAPI(
         title="pizzeria",
@@ -106,6 +123,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(orders.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
         app.add_middleware(tracing.RequestSpans)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

@@ -1,9 +1,16 @@
 """Who may see what: each order's token, and the staff key for everything.
 
-An order token is an HMAC of the order's workflow id under a server secret. Nobody can
-derive another customer's token from an order number, the API keeps no table of tokens
-(a restart loses nothing, and several API processes sharing the secret agree), and a
-retried order gets the same token back.
+An order token opens one run of one order until it expires: it is
+``<expiry>.<run id>.<HMAC>``, the HMAC under the server's secret of the order's workflow
+id, that run id and that expiry. Nobody can derive another customer's token from an order
+number; a later run of the same order number (the CLI's ``--again``, or a number used
+again once Temporal forgot the first) has another run id, which an earlier token does
+not open; and after its expiry a token opens nothing. The API keeps no table of tokens
+(a restart loses nothing, and API processes sharing the secret accept each other's).
+
+Credentials travel in the ``Authorization`` header. Only the event stream also reads
+``?token=`` (an ``EventSource`` cannot set headers), and only for an order token: the
+staff key is never taken from an address, which ends up in logs and browser histories.
 """
 
 from __future__ import annotations
@@ -12,15 +19,21 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import config
+from pizzeria.api.limits import ApiLimits
 from pizzeria.api.problems import ApiProblem
+from pizzeria.client import status_name
 from pizzeria.models import workflow_id_for
 
 SECRET_ENV = "PIZZERIA_API_SECRET"
@@ -81,21 +94,53 @@ def _same(given: str, expected: str) -> bool:
     )
 
 
+TOKEN_SHAPE = re.compile(r"([0-9a-f]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})")
+TOKEN_CONTEXT = b"pizzeria order token v2"
+
+
 @dataclass(frozen=True)
 class Keys:
     secret: bytes
     staff_key: str | None
+    token_seconds: float = ApiLimits().token_seconds
 
-    def order_token(self, order_number: str) -> str:
-        message = workflow_id_for(order_number).encode()
+    def expiry(self, now: float | None = None) -> int:
+        """When a token issued now stops opening its order (Unix seconds)."""
+        return int((time.time() if now is None else now) + self.token_seconds)
+
+    def order_token(self, order_number: str, run_id: str, expires: int) -> str:
+        return f"{expires:x}.{run_id}.{self._mac(order_number, run_id, expires)}"
+
+    def _mac(self, order_number: str, run_id: str, expires: int) -> str:
+        message = b"\0".join(
+            [
+                TOKEN_CONTEXT,
+                workflow_id_for(order_number).encode(),
+                run_id.encode(),
+                b"%d" % expires,
+            ]
+        )
         digest = hmac.new(self.secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
+    def opened_run(
+        self, credential: str, order_number: str, now: float | None = None
+    ) -> str | None:
+        """The run of ``order_number`` this order token opens; None when it opens none
+        (not a token, not this order's, tampered with, or expired)."""
+        shape = TOKEN_SHAPE.fullmatch(credential)
+        if shape is None:
+            return None
+        expiry, run_id, mac = shape.groups()
+        expires = int(expiry, 16)
+        if not _same(mac, self._mac(order_number, run_id, expires)):
+            return None
+        if expires <= (time.time() if now is None else now):
+            return None
+        return run_id
+
     def is_staff(self, credential: str) -> bool:
         return self.staff_key is not None and _same(credential, self.staff_key)
-
-    def may_see(self, credential: str, order_number: str) -> bool:
-        return self.is_staff(credential) or _same(credential, self.order_token(order_number))
 
 
 bearer = HTTPBearer(
@@ -105,17 +150,30 @@ bearer = HTTPBearer(
 query_token = APIKeyQuery(
     name="token",
     auto_error=False,
-    description="The same, for clients that cannot set headers (EventSource)",
+    description="The order token, for clients that cannot set headers (EventSource); "
+    "only the event stream reads it, and never as the staff key",
 )
 
 
-def credential(
+def credential(header: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+    """The credential of the Authorization header (the only place most routes read)."""
+    return header.credentials if header is not None and header.credentials else None
+
+
+@dataclass(frozen=True)
+class StreamCredential:
+    value: str | None
+    from_query: bool
+
+
+def stream_credential(
     header: HTTPAuthorizationCredentials | None = Depends(bearer),
     token: str | None = Depends(query_token),
-) -> str | None:
+) -> StreamCredential:
+    """The event stream's credential: the header's, else ``?token=``."""
     if header is not None and header.credentials:
-        return header.credentials
-    return token or None
+        return StreamCredential(header.credentials, from_query=False)
+    return StreamCredential(token or None, from_query=True)
 
 
 def keys_of(request: Request) -> Keys:
@@ -123,23 +181,57 @@ def keys_of(request: Request) -> Keys:
     return keys
 
 
-def unauthorized(what: str) -> ApiProblem:
+def unauthorized(what: str, *, query: bool = False) -> ApiProblem:
+    how = "'Authorization: Bearer <token>'" + (" or '?token=<token>'" if query else "")
     return ApiProblem(
         401,
-        f"send {what} as 'Authorization: Bearer <token>' or '?token=<token>'",
+        f"send {what} as {how}",
         slug="unauthorized",
         headers={"WWW-Authenticate": "Bearer"},
     )
 
 
-def require_order_access(request: Request, order_number: str, given: str | None) -> None:
-    """The order's own token or the staff key; anything else learns nothing of the order.
+def no_such_order() -> ApiProblem:
+    return ApiProblem(404, "no such order", slug="order-not-found")
 
-    A token that does not open this order number gets the same 401 whether the order
-    exists or not; only a credential that does open it can get a 404.
+
+@dataclass(frozen=True)
+class OrderAccess:
+    """The run a credential opens: the token's own, or for staff the latest."""
+
+    run_id: str
+    status: str
+    staff: bool
+
+
+async def open_order(
+    request: Request, order_number: str, given: str | None, *, from_query: bool = False
+) -> OrderAccess:
+    """The order's token (for its run, while it is the order's latest) or the staff key;
+    anything else learns nothing of the order.
+
+    A credential that does not open this order number gets the same 401 whether the order
+    exists or not; only the staff key can get a 404. Temporal is asked only once the
+    token's HMAC holds, so a made-up token costs the server nothing but a hash.
     """
-    if given is None or not keys_of(request).may_see(given, order_number):
-        raise unauthorized("this order's token")
+    keys = keys_of(request)
+    refused = unauthorized("this order's token", query=from_query)
+    if given is None:
+        raise refused
+    staff = not from_query and keys.is_staff(given)
+    bound = None if staff else keys.opened_run(given, order_number)
+    if not staff and bound is None:
+        raise refused
+    client: Client = request.app.state.client
+    try:
+        description = await client.get_workflow_handle(workflow_id_for(order_number)).describe()
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise no_such_order() if staff else refused from None
+    if bound is not None and description.run_id != bound:
+        raise refused
+    return OrderAccess(description.run_id, status_name(description.status), staff)
 
 
 def require_staff(request: Request, given: str | None) -> None:

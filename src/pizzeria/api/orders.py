@@ -1,28 +1,36 @@
 """The order routes: place, read, follow, cancel; and, for staff, list and repair.
 
-Placing goes through the CLI's own client code (``client.start_order``), acting on an
-order through its Updates (``client.cancel_order``...). The API keeps nothing: what an
-``Idempotency-Key`` was used for is written in the order's memo when it starts, and the
-order number decides the workflow id, so a retry finds the first run with ``describe``.
+Placing goes through the CLI's own client code (``client.start_order``; who chooses the
+number, and retries with an ``Idempotency-Key``, are placing.py's), acting on an order
+through its Updates (``client.cancel_order``...). An order token opens the one run it was
+issued for (auth.py); event streams are capped and share one history reader per run
+(streams.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
 
 from pizzeria import menu
-from pizzeria.api.auth import credential, require_order_access, require_staff
+from pizzeria.api import placing
+from pizzeria.api.auth import (
+    StreamCredential,
+    credential,
+    no_such_order,
+    open_order,
+    require_staff,
+    stream_credential,
+)
 from pizzeria.api.events import event_schema, order_events, with_keep_alive
 from pizzeria.api.problems import (
     ApiProblem,
@@ -43,18 +51,14 @@ from pizzeria.api.schemas import (
     RepairBody,
     RepairDone,
 )
+from pizzeria.api.streams import Streams
 from pizzeria.api.views import RUNNING, read_order
 from pizzeria.client import (
-    OrderAlreadyCompleted,
-    OrderAlreadyRunning,
     OrderRefused,
     cancel_order,
-    order_handle,
     recent_orders,
     resolve_by_hand,
     retry_compensations,
-    start_order,
-    status_name,
 )
 from pizzeria.models import ORDER_STATUSES, PizzaOrder, workflow_id_for
 
@@ -62,15 +66,14 @@ router = APIRouter(tags=["orders"])
 JSON = "application/json"
 Body = TypeVar("Body", bound=BaseModel)
 # What a POST on an order can answer besides success: its body, its credential, the order.
-ACTING_ON_AN_ORDER = problem_responses(400, 401, 404, 409, 413, 415, 422, 502, 503)
+ACTING_ON_AN_ORDER = problem_responses(400, 401, 404, 408, 409, 413, 415, 422, 502, 503)
 
-#: The memo entry that says which request started an order.
-API_MEMO = "api_request"
 ORDER_NUMBER = Path(
     pattern=ORDER_NUMBER_PATTERN, description="The order number of the order's body"
 )
 STATUS_FILTER = "^(" + "|".join(ORDER_STATUSES) + ")$"
 Credential = Annotated[str | None, Depends(credential)]
+FromStream = Annotated[StreamCredential, Depends(stream_credential)]
 # OpenAPI links: what a client can do next with the order number POST /orders answers.
 FOLLOW_UPS = {
     name: {
@@ -99,7 +102,7 @@ def order_errors() -> Iterator[None]:
     try:
         yield
     except LookupError:
-        raise ApiProblem(404, "no such order", slug="order-not-found") from None
+        raise no_such_order() from None
     except OrderRefused as refused:
         raise ApiProblem(409, str(refused), slug="refused") from None
 
@@ -111,11 +114,6 @@ async def read_model(request: Request, model: type[Body], *, required: bool) -> 
         return model.model_validate(body if body is not None else {})
     except ValidationError as error:
         raise refuse_invalid_body(error) from None
-
-
-def body_fingerprint(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def rejected_field(order: PizzaOrder, message: str) -> str:
@@ -151,42 +149,27 @@ def checked_order(body: Any) -> PizzaOrder:
     return order
 
 
-async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerprint: str) -> None:
-    """Start the order, unless this very request (same key, same body) already did."""
-    memo = {API_MEMO: {"idempotency_key": key, "body_sha256": fingerprint}}
-    try:
-        await start_order(
-            client, order, memo=memo, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
-        )
-        return
-    except (OrderAlreadyRunning, OrderAlreadyCompleted):
-        pass  # a retry, a concurrent twin of this request, or another order's number
-    description = await client.get_workflow_handle(workflow_id_for(order.order_number)).describe()
-    first = (await description.memo()).get(API_MEMO) or {}
-    if key is None or first.get("idempotency_key") != key:
-        raise ApiProblem(
-            409,
-            f"order number {order.order_number} is already taken: choose another",
-            slug="order-number-taken",
-        )
-    if first.get("body_sha256") != fingerprint:
-        raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
-
-
 @router.post(
     "/orders",
     status_code=202,
     operation_id="place_order",
-    summary="Place an order (the exercise's order JSON)",
+    summary="Place an order (the exercise's order JSON; the API chooses its number)",
+    description="Anyone may place an order; the API chooses its order number (a body "
+    "naming one is refused with 422, field `order_number`), and only staff (the API key) "
+    "may choose one or send `settings` (403 otherwise). With an `Idempotency-Key`, a retry "
+    "of the same body gets the same order number and token back; the same key with "
+    "another body is refused with 422.",
     responses={
         202: {"headers": {"Location": {"schema": {"type": "string"}}}, "links": FOLLOW_UPS},
-        **problem_responses(400, 409, 413, 415, 422, 502, 503),
+        **problem_responses(400, 401, 403, 408, 409, 413, 415, 422, 502, 503),
     },
-    openapi_extra=json_body(OrderBody, required=True),
+    # Anonymous or staff: the staff key is optional here.
+    openapi_extra={**json_body(OrderBody, required=True), "security": [{}]},
 )
 async def place(
     request: Request,
     response: Response,
+    given: Credential,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -195,14 +178,21 @@ async def place(
         ),
     ] = None,
 ) -> OrderAccepted:
+    if given is not None:
+        require_staff(request, given)
+    staff = given is not None
     body = await read_json_body(request)
-    order = checked_order(body)
-    await start_once(client_of(request), order, idempotency_key, body_fingerprint(body))
-    number = order.order_number
+    if not staff:
+        placing.refuse_staff_fields(body)
+    fingerprint = placing.body_fingerprint(body)
+    order = checked_order(placing.numbered(body, staff))
+    placed = await placing.place(request, order, idempotency_key, fingerprint)
+    number = placed.order_number
     response.headers["Location"] = f"/orders/{number}"
     return OrderAccepted(
         order_number=number,
-        order_token=request.app.state.keys.order_token(number),
+        order_token=placed.token,
+        token_expires_at=datetime.fromtimestamp(placed.expires, UTC).isoformat(),
         status_url=f"/orders/{number}",
         events_url=f"/orders/{number}/events",
     )
@@ -234,13 +224,35 @@ async def list_orders(
     responses=problem_responses(401, 404, 422, 502, 503),
 )
 async def get_order(request: Request, order_number: OrderNumber, given: Credential) -> OrderView:
-    require_order_access(request, order_number, given)
+    access = await open_order(request, order_number, given)
     with order_errors():
-        return await read_order(client_of(request), request.app.state.ledger, order_number)
+        return await read_order(
+            client_of(request), request.app.state.ledger, order_number, access.run_id
+        )
 
 
 class EventStream(StreamingResponse):
+    """An event stream that, however it ends, calls ``on_close`` (its place under the caps
+    is given back, its feed left)."""
+
     media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        *,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(content, status_code, headers)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 @router.get(
@@ -251,31 +263,41 @@ class EventStream(StreamingResponse):
     responses={
         200: {"content": {"text/event-stream": {"schema": event_schema()}}},
         204: {"description": "Nothing after Last-Event-ID, and the order is closed"},
-        **problem_responses(401, 404, 422, 502, 503),
+        **problem_responses(401, 404, 422, 429, 502, 503),
     },
 )
 async def follow_order(
     request: Request,
     order_number: OrderNumber,
-    given: Credential,
+    given: FromStream,
     last_event_id: Annotated[
         str | None,
         Header(alias="Last-Event-ID", pattern=r"^[0-9]{1,18}$", description="Resume after it"),
     ] = None,
 ) -> Response:
-    require_order_access(request, order_number, given)
-    client = client_of(request)
-    with order_errors():
-        description = await (await order_handle(client, order_number)).describe()
+    """Ends by itself after the stream lifetime (an EventSource reconnects and resumes);
+    at most a few streams per token and so many in all (429, 503 with Retry-After)."""
+    access = await open_order(request, order_number, given.value, from_query=given.from_query)
+    assert given.value is not None  # open_order refuses no credential
+    streams: Streams = request.app.state.streams
+    slot = streams.admit(given.value)
     after = int(last_event_id or 0)
-    args = (client, description.id, description.run_id, after)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    if status_name(description.status) == RUNNING:
-        return EventStream(with_keep_alive(order_events(*args, follow=True)), headers=headers)
-    remaining = [event async for event in order_events(*args, follow=False)]
+    workflow_id = workflow_id_for(order_number)
+    try:
+        if access.status == RUNNING:
+            follower = streams.follow(slot, workflow_id, access.run_id)
+            events = with_keep_alive(follower.events(after))
+            return EventStream(events, headers=headers, on_close=follower.close)
+        args = (client_of(request), workflow_id, access.run_id, after)
+        remaining = [event async for event in order_events(*args, follow=False)]
+    except BaseException:
+        slot.release()
+        raise
     if not remaining:
+        slot.release()
         return Response(status_code=204, headers=headers)
-    return EventStream(with_keep_alive(_replay(remaining)), headers=headers)
+    return EventStream(with_keep_alive(_replay(remaining)), headers=headers, on_close=slot.release)
 
 
 async def _replay(events: list[str]) -> Any:
@@ -291,7 +313,7 @@ async def _replay(events: list[str]) -> Any:
     openapi_extra=json_body(CancelBody, required=False),
 )
 async def cancel(request: Request, order_number: OrderNumber, given: Credential) -> CancelAccepted:
-    require_order_access(request, order_number, given)
+    await open_order(request, order_number, given)
     reason = (await read_model(request, CancelBody, required=False)).reason
     with order_errors():
         result = await cancel_order(client_of(request), order_number, reason)

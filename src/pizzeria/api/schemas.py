@@ -28,8 +28,13 @@ ATTEMPTS: dict[str, Any] = {"minimum": 1, "maximum": menu.MAX_ATTEMPTS}
 _TOPPING = "(" + "|".join(sorted(menu.TOPPINGS)) + ")"
 #: How the page and the exercise write a pizza; menu.recipe also reads other spellings.
 PIZZA_PATTERN = f"^(Small|Medium|Large)(, with {_TOPPING}((, {_TOPPING})* and {_TOPPING})?)?$"
+# As anyone sends it: the API chooses the order number, and settings are for staff.
 EXERCISE_ORDER: dict[str, Any] = {
-    **asdict(sample_order("XD001", prep_seconds=0)),
+    **{
+        name: value
+        for name, value in asdict(sample_order("XD001")).items()
+        if name not in ("order_number", "settings")
+    },
     "credit_card_info": {"holderName": "Lisa Anderson", "number": GOOD_CARD},
 }
 
@@ -93,8 +98,11 @@ class OrderBody(BaseModel):
     """The exercise's order JSON; unknown fields are ignored, as the workflow ignores them."""
 
     model_config = ConfigDict(strict=True, json_schema_extra={"examples": [EXERCISE_ORDER]})
-    order_number: str = Field(
-        description="Decides the order's identity: one order per order number",
+    order_number: str | None = Field(
+        default=None,
+        description="Staff only (with the API key): the order number to give the order, "
+        "one order per number. Anyone else leaves it out (422 otherwise): the API chooses "
+        "an unguessable one and answers with it",
         json_schema_extra={"pattern": ORDER_NUMBER_PATTERN},
     )
     customer: CustomerBody
@@ -102,11 +110,13 @@ class OrderBody(BaseModel):
     is_delivery: bool
     address: AddressBody
     credit_card_info: CardBody
-    settings: SettingsBody | None = None
+    settings: SettingsBody | None = Field(
+        default=None, description="Staff only (with the API key): 403 for anyone else"
+    )
 
     def to_order(self) -> models.PizzaOrder:
         return models.PizzaOrder(
-            order_number=self.order_number,
+            order_number=self.order_number or "",
             customer=models.Customer(**self.customer.model_dump()),
             items=[models.Pizza(**item.model_dump()) for item in self.items],
             is_delivery=self.is_delivery,
@@ -120,11 +130,13 @@ class OrderBody(BaseModel):
 
 
 class OrderAccepted(BaseModel):
-    order_number: str
+    order_number: str = Field(description="Chosen by the API (or by staff)")
     order_token: str = Field(
-        description="Send it as 'Authorization: Bearer <token>' (or ?token=) to read, "
-        "follow and cancel this order"
+        description="Send it as 'Authorization: Bearer <token>' to read, follow and cancel "
+        "this order (the event stream also takes ?token=). It opens this run of this order "
+        "only, until token_expires_at"
     )
+    token_expires_at: str = Field(description="When the token stops opening it (UTC)")
     status_url: str
     events_url: str
 

@@ -1,7 +1,10 @@
 """Serving the app with uvicorn: as ``pizzeria api``, or inside the demo.
 
 The socket is bound before uvicorn starts, so a port in use is one clear line (and the
-demo can fall back to a free port) rather than uvicorn's log and exit.
+demo can fall back to a free port) rather than uvicorn's log and exit. uvicorn speaks
+HTTP through guard.py's protocol (a cap on connections, deadlines for a request's head
+and body); the process may open enough files for its connections; the access log shows
+no query string (a token may travel in one, under any spelling of its name).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
+import resource
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -19,6 +22,7 @@ from temporalio.client import Client
 from pizzeria.api import DEFAULT_PORT
 from pizzeria.api.app import ApiSettings, create_app
 from pizzeria.api.auth import Keys, SecretError, load_secret, load_staff_key
+from pizzeria.api.guard import guarded_protocol
 
 # Open event streams would hold a shutdown forever: after this, they are cut.
 GRACEFUL_SECONDS = 2
@@ -29,18 +33,29 @@ class PortInUse(OSError):
     pass
 
 
-class HideTokens(logging.Filter):
-    """Access log lines show ``?token=...`` as ``?token=***``: a token opens an order."""
+#: Files the process keeps for itself beyond one per connection (Temporal, the ledger...).
+SPARE_FILES = 256
 
-    TOKEN = re.compile(r"(token=)[^&\s]+")
+
+class NoQueryStrings(logging.Filter):
+    """Access log lines show the path without its query: ``?token=`` may be spelled
+    ``?%74oken=`` or hide in any other parameter, so no query string is logged at all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                self.TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in record.args
             )
         return True
+
+
+def allow_open_files(connections: int) -> None:
+    """Raise the process's open-file limit (up to its hard limit) to hold ``connections``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -55,14 +70,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def server_for(settings: ApiSettings, *, access_log: bool) -> uvicorn.Server:
+    allow_open_files(settings.limits.max_connections)
     config = uvicorn.Config(
         create_app(settings),
+        http=guarded_protocol(settings.limits),
         log_level="info" if access_log else "warning",
         access_log=access_log,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         lifespan="on",
     )
-    logging.getLogger("uvicorn.access").addFilter(HideTokens())
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(kept, NoQueryStrings) for kept in access.filters):
+        access.addFilter(NoQueryStrings())
     return uvicorn.Server(config)
 
 

@@ -27,6 +27,7 @@ from pizzeria.models import (
     OrderConfirmation,
     PizzaOrder,
     order_ref,
+    workflow_id_for,
 )
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -154,8 +155,14 @@ def cancellable(report: dict[str, Any]) -> bool:
     )
 
 
-async def read_order(client: Client, ledger: LedgerReader, order_number: str) -> OrderView:
-    handle = await order_handle(client, order_number)
+async def read_order(
+    client: Client, ledger: LedgerReader, order_number: str, run_id: str | None = None
+) -> OrderView:
+    """The order's run ``run_id`` (the one its token opens), else its latest run."""
+    if run_id is None:
+        handle = await order_handle(client, order_number)
+    else:
+        handle = client.get_workflow_handle(workflow_id_for(order_number), run_id=run_id)
     report = await order_report(client, handle, query_closed=False)
     run = run_handle(client, handle.id, report["run_id"])
     closed = report["status"] != RUNNING

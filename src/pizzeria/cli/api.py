@@ -6,10 +6,37 @@ worker and every other command start without them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from pizzeria.api import DEFAULT_PORT
+from pizzeria.api.limits import LIMIT_OPTIONS, ApiLimits
 from pizzeria.cli.common import UserError, address_option, fail, ledger_option, out
+
+
+def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """An option (and an environment variable) per limit of limits.py."""
+    defaults = ApiLimits()
+    for option in reversed(LIMIT_OPTIONS):
+        default = getattr(defaults, option.field)
+        kind = (
+            click.IntRange(min=1, max=int(option.maximum))
+            if isinstance(default, int)
+            else click.FloatRange(min=0, min_open=True, max=option.maximum)
+        )
+        command = click.option(
+            option.flag,
+            option.field,
+            envvar=option.env,
+            show_envvar=True,
+            default=default,
+            show_default=True,
+            type=kind,
+            help=option.help,
+        )(command)
+    return command
 
 
 @click.command(name="api")
@@ -21,10 +48,16 @@ from pizzeria.cli.common import UserError, address_option, fail, ledger_option, 
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
-    help="Log each request (order tokens hidden)",
+    help="Log each request (without query strings)",
 )
+@limit_options
 def api(
-    host: str, port: int, address: str | None, ledger_location: str | None, access_log: bool
+    host: str,
+    port: int,
+    address: str | None,
+    ledger_location: str | None,
+    access_log: bool,
+    **limits: Any,
 ) -> None:
     """Serve the order API and the order page until Ctrl-C (with `server` and `worker`)."""
     from pizzeria.api.app import ApiSettings
@@ -32,7 +65,8 @@ def api(
     from pizzeria.api.serve import PortInUse, bind, run_api
 
     try:
-        keys = Keys(load_secret(), load_staff_key())
+        settings = ApiLimits(**limits)
+        keys = Keys(load_secret(), load_staff_key(), token_seconds=settings.token_seconds)
     except SecretError as error:
         raise UserError(str(error)) from None
     try:
@@ -43,4 +77,6 @@ def api(
     out.print(f"Order page {url}/  API {url}/orders  OpenAPI {url}/openapi.json")
     staff = "on" if keys.staff_key else "off (set PIZZERIA_API_KEY to list and repair orders)"
     out.print(f"Staff routes: {staff}. Ctrl-C stops.")
-    run_api(ApiSettings(keys, address, ledger_location), sock, access_log=access_log)
+    run_api(
+        ApiSettings(keys, address, ledger_location, limits=settings), sock, access_log=access_log
+    )

@@ -107,9 +107,9 @@ function field(name) {
   return document.querySelector(`[name="${name}"]`).value;
 }
 
+// No order number: the API chooses it (an unguessable one) and answers with it.
 function orderBody() {
   return {
-    order_number: "WEB-" + Date.now().toString(36).toUpperCase() + "-" + randomKey().slice(0, 4),
     customer: {
       customer_id: Math.floor(Math.random() * 1e9),
       name: field("customer.name"),
@@ -144,7 +144,8 @@ function showFormError(problem) {
   }
 }
 
-// A network hiccup retries with the same Idempotency-Key: never two orders.
+// A network hiccup retries with the same Idempotency-Key and body: never two orders, and
+// a retry whose first answer was lost gets the same order number and token back.
 async function postOrder(body) {
   const key = randomKey();
   let lastError = null;

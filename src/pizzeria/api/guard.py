@@ -1,0 +1,176 @@
+"""The connection guard: a cap on connections, and deadlines for a request's head and body.
+
+uvicorn reads requests with h11 and waits as long as a client likes: a connection that
+sends half its headers, or 7 bytes of a 1,000-byte body, is held open for ever, with no
+token needed (slow loris). Here:
+
+- ``GuardedH11`` (uvicorn's h11 protocol, subclassed) closes a connection whose request
+  head is not complete within ``head_seconds`` of the connection being ready for it (when
+  it opens, and after each answer), and one whose body is not complete within
+  ``body_seconds`` plus a little (a backstop: normally the app has answered 408 by then).
+  Past ``max_connections`` open connections, a new one is answered 503 with
+  ``Retry-After`` and closed; far past it, closed at once.
+- ``BodyDeadline`` (ASGI middleware) gives ``receive`` a deadline, so a route reading a
+  body that does not come in time answers 408 (and closes the connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, ClassVar
+
+import h11
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from pizzeria.api.limits import ApiLimits
+from pizzeria.api.problems import PROBLEM_JSON, ApiProblem
+from pizzeria.api.streams import RETRY_AFTER_SECONDS
+
+log = logging.getLogger(__name__)
+
+#: Connections over the cap that still get a 503 answer; past these they are just closed.
+OVERFLOW = 64
+#: The protocol's body backstop comes this long after the app's own deadline.
+BACKSTOP_SECONDS = 2.0
+
+FULL = (
+    b'{"type":"urn:pizzeria:problem:connections-full","title":"Service Unavailable",'
+    b'"status":503,"detail":"the order API holds as many connections as it can: '
+    b'try again shortly"}'
+)
+
+
+async def connections_full(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer of a connection over the cap (then the connection closes)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(FULL)).encode()),
+                (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": FULL})
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with the cap and the deadlines (``guarded_protocol``)."""
+
+    limits: ClassVar[ApiLimits] = ApiLimits()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.guard_timer: asyncio.TimerHandle | None = None
+        self.guard_phase: Any = None
+        over = len(self.connections) - self.limits.max_connections
+        if over > OVERFLOW:
+            self.transport.close()
+            return
+        if over > 0:
+            self.app = connections_full
+        self.watch()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_timer()
+        super().connection_lost(exc)
+
+    def watch(self) -> None:
+        """Arm the deadline of what the connection waits for from the client, if anything."""
+        if self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            phase, seconds = "head", self.limits.head_seconds
+        elif state is h11.SEND_BODY:
+            phase, seconds = "body", self.limits.body_seconds + BACKSTOP_SECONDS
+        else:
+            phase, seconds = None, 0.0
+        if phase == self.guard_phase:
+            return
+        self.stop_timer()
+        self.guard_phase = phase
+        if phase is not None:
+            self.guard_timer = self.loop.call_later(seconds, self.too_slow, phase)
+
+    def stop_timer(self) -> None:
+        timer = getattr(self, "guard_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self.guard_timer = None
+
+    def too_slow(self, phase: str) -> None:
+        self.guard_timer = None
+        if not self.transport.is_closing():
+            log.info("closing a connection whose request %s did not arrive in time", phase)
+            self.transport.close()
+
+
+def guarded_protocol(limits: ApiLimits) -> type[GuardedH11]:
+    """The protocol class for uvicorn's ``http`` setting, with these limits."""
+    return type("GuardedH11", (GuardedH11,), {"limits": limits})
+
+
+class BodyTooSlow(ApiProblem):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            f"the request body did not arrive within {seconds:g} s",
+            slug="body-timeout",
+            headers={"Connection": "close"},
+        )
+
+
+class BodyDeadline:
+    """``receive`` with a deadline until the request body is complete: a route reading a
+    body that does not come in time answers 408 and the connection closes."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        complete = answering = False
+
+        async def receive_in_time() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - loop.time())
+            except TimeoutError:
+                if answering:  # a stream that never read its body: it ends here
+                    return {"type": "http.disconnect"}
+                raise BodyTooSlow(self.seconds) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        # A client that went away while sending its body: nobody is left to answer.
+        with contextlib.suppress(ClientDisconnect):
+            await self.app(scope, receive_in_time, send_noting_start)

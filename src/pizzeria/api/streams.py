@@ -1,0 +1,184 @@
+"""Open event streams: how many there may be, and one history reader per run for them all.
+
+A stream is admitted only under two caps, one per credential (429 beyond it) and one in
+all (503 beyond it), both answered with ``Retry-After``; it holds its place until it ends,
+which it does by itself after the stream lifetime (a browser's ``EventSource`` then
+reconnects with ``Last-Event-ID`` and misses nothing).
+
+However many clients follow one order, the API long-polls its history once: the first
+stream of a run starts a `Feed`, which reads the run's events (``events.order_events``)
+into a list and wakes its followers at each new one; each follower sends the events after
+its own ``Last-Event-ID`` from that list. When the last follower leaves, the feed's poll
+is cancelled and the feed forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from pizzeria.api.problems import ApiProblem
+
+log = logging.getLogger(__name__)
+
+#: What a client is told to wait before trying again once a cap is reached.
+RETRY_AFTER_SECONDS = 5
+
+#: A run's events, as server-sent event texts each starting with ``id: <event id>``.
+Source = Callable[[str, str], AsyncIterator[str]]
+
+
+def event_id_of(text: str) -> int:
+    """The id of one event text of ``events.sse`` (its first line is ``id: N``)."""
+    first = text.split("\n", 1)[0]
+    return int(first.removeprefix("id: "))
+
+
+@dataclass
+class Slot:
+    """One admitted stream's place under the caps; released once, when it ends."""
+
+    streams: Streams
+    holder: str
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.streams.leave(self.holder)
+
+
+@dataclass
+class Feed:
+    """One run's events, read once, for every stream that follows the run."""
+
+    events: list[tuple[int, str]] = field(default_factory=list)
+    done: bool = False
+    failed: bool = False
+    followers: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def read(self, source: AsyncIterator[str]) -> None:
+        try:
+            async for text in source:
+                self.events.append((event_id_of(text), text))
+                self.wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # Temporal went away: the followers end, clients retry
+            self.failed = True
+            log.warning("reading an order's history for its streams failed: %r", error)
+        finally:
+            self.done = True
+            self.wake()
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Streams:
+    """The caps on open streams, and the feeds they read."""
+
+    def __init__(self, source: Source, *, total: int, per_holder: int, lifetime: float) -> None:
+        self.source = source
+        self.total = total
+        self.per_holder = per_holder
+        self.lifetime = lifetime
+        self.open: Counter[str] = Counter()
+        self.feeds: dict[tuple[str, str], Feed] = {}
+
+    @property
+    def open_streams(self) -> int:
+        return sum(self.open.values())
+
+    def admit(self, credential: str) -> Slot:
+        """A place for one more stream with this credential, else a 429 or a 503."""
+        holder = hashlib.sha256(credential.encode("utf-8", "replace")).hexdigest()
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if self.open[holder] >= self.per_holder:
+            raise ApiProblem(
+                429,
+                f"at most {self.per_holder} event streams at once per token: close one",
+                slug="too-many-streams",
+                headers=retry,
+            )
+        if self.open_streams >= self.total:
+            raise ApiProblem(
+                503,
+                "the order API follows as many orders as it can: try again shortly",
+                slug="streams-full",
+                headers=retry,
+            )
+        self.open[holder] += 1
+        return Slot(self, holder)
+
+    def leave(self, holder: str) -> None:
+        self.open[holder] -= 1
+        if self.open[holder] <= 0:
+            del self.open[holder]
+
+    def follow(self, slot: Slot, workflow_id: str, run_id: str) -> Follower:
+        """A follower of the run (its feed started if none reads it yet), in ``slot``."""
+        key = (workflow_id, run_id)
+        feed = self.feeds.get(key)
+        if feed is None or feed.failed:
+            feed = Feed()
+            feed.task = asyncio.create_task(feed.read(self.source(workflow_id, run_id)))
+            self.feeds[key] = feed
+        feed.followers += 1
+        return Follower(self, key, feed, slot)
+
+    def unfollow(self, key: tuple[str, str], feed: Feed) -> None:
+        feed.followers -= 1
+        if feed.followers == 0 and self.feeds.get(key) is feed:
+            del self.feeds[key]
+            if feed.task is not None:
+                feed.task.cancel()  # its long poll on Temporal goes with it
+
+
+class Follower:
+    """One stream's view of a feed. ``close`` (once, whatever ended the stream) gives back
+    its place and, if it was the feed's last follower, stops the feed."""
+
+    def __init__(self, streams: Streams, key: tuple[str, str], feed: Feed, slot: Slot) -> None:
+        self.streams = streams
+        self.key = key
+        self.feed = feed
+        self.slot = slot
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.streams.unfollow(self.key, self.feed)
+            self.slot.release()
+
+    async def events(self, after: int) -> AsyncIterator[str]:
+        """The run's events after ``after`` as they come, until the run closes or the
+        stream's lifetime is over."""
+        feed = self.feed
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.streams.lifetime
+        seen = 0
+        while True:
+            changed = feed.changed  # taken before looking: a wake after this is not missed
+            while seen < len(feed.events):
+                event_id, text = feed.events[seen]
+                seen += 1
+                if event_id > after:
+                    yield text
+            if feed.done:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return
