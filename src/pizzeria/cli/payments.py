@@ -1,0 +1,100 @@
+"""``pizzeria payments``: the local payment provider (Stripe's API, the part we use)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+
+import click
+
+from pizzeria.cli.common import UserError, out, stop_on_sigterm
+from pizzeria.payments.process import (
+    DEFAULT_HOLD_SECONDS,
+    DEFAULT_PORT,
+    HOST,
+    READY_PREFIX,
+    default_data_file,
+)
+from pizzeria.payments.provider.engine import Provider
+from pizzeria.payments.provider.faults import FaultFileError, ProviderFaults
+from pizzeria.payments.provider.server import PortInUse, ProviderServer, bind
+
+
+@click.command("payments")
+@click.option("--host", default=HOST, show_default=True, help="Address to listen on")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port (0, or taken: a free one)",
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file of its state [default: <data dir>/payments.db]",
+)
+@click.option(
+    "--hold-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HOLD_SECONDS,
+    show_default=True,
+    help="How long an uncaptured hold lasts before it expires",
+)
+@click.option(
+    "--faults-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Faults to inject, OPERATION=MODE[/ARG][:N][@RATE],... (re-read when it changes)",
+)
+def payments(
+    host: str, port: int, data_file: Path | None, hold_seconds: float, faults_file: Path | None
+) -> None:
+    """Run the local payment provider: Stripe's PaymentIntents, Refunds and PaymentMethods
+    API (the part pizzeria uses), for any sk_test_... key; state kept across restarts.
+
+    Test cards as in Stripe: 4000000000000002 declined, 4000000000009995 insufficient
+    funds, 4000000000000069 expired; a number that is not 16 digits is invalid.
+    """
+    if faults_file is not None:
+        try:
+            ProviderFaults(faults_file).current()
+        except FaultFileError as error:
+            raise UserError(f"{faults_file}: {error}") from None
+    data_file = data_file or default_data_file()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True
+    )
+    try:
+        provider = Provider(data_file, hold_seconds=hold_seconds, faults_file=faults_file)
+    except (sqlite3.Error, OSError) as error:
+        raise UserError(f"cannot open the payments data file {data_file}: {error}") from None
+    try:
+        server = _bind(provider, host, port)
+        _serve(server, data_file)
+    finally:
+        provider.close()
+
+
+def _bind(provider: Provider, host: str, port: int) -> ProviderServer:
+    try:
+        return bind(provider, port, host)
+    except PortInUse:
+        out.print(f"Port {port} is taken: the payment provider takes a free one")
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return bind(provider, 0, host)
+
+
+def _serve(server: ProviderServer, data_file: Path) -> None:
+    stop_on_sigterm()
+    print(f"{READY_PREFIX}{server.url} (data {data_file})", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        print("Payments provider stopped", flush=True)

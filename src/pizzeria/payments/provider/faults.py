@@ -1,0 +1,216 @@
+"""Faults of the provider on demand: what a real card gateway does on a bad day.
+
+The file named by ``pizzeria payments --faults-file`` holds them, in the syntax of the
+worker's faults (`pizzeria.temporal.faults`), comma-separated or as a JSON list of
+strings: ``OPERATION=MODE[/ARG][:N][@RATE]``. The file is read again whenever it
+changes (a new plan starts its counts afresh); a missing or empty file means no fault.
+The worker's parser is not reused: its steps are activities, these are API operations.
+
+``OPERATION`` is ``authorize`` (create a PaymentIntent), ``capture``, ``void`` (cancel),
+``refund``, ``retrieve`` (any GET of one object), ``list``, ``search``,
+``payment_method`` (create a PaymentMethod), or ``*`` (every request). ``MODE``:
+
+* ``error``: answer a 5xx (``ARG``, default 500) ``api_error`` before doing anything; no
+  answer is stored for the idempotency key, so a retry with it does the work;
+* ``slow``: wait ``ARG`` seconds (default 2) before handling the request;
+* ``lost``: do the work (and store its answer under the idempotency key), then close the
+  connection without answering: the caller cannot tell it happened;
+* ``refuse``: drop the connection (a reset) before doing anything, as a gateway that
+  refuses connections does from the caller's side.
+
+``:N`` limits the fault to the first N requests it matches; ``@RATE`` (``0 < RATE <= 1``)
+makes it strike only that share of them, drawn from a hash of the seed, the operation, the
+idempotency key (or the path) and how many times that key came, so a retry draws again
+and a rerun meets the same faults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+OPERATIONS = (
+    "authorize",
+    "capture",
+    "void",
+    "refund",
+    "retrieve",
+    "list",
+    "search",
+    "payment_method",
+)
+ANY = "*"
+ERROR, SLOW, LOST, REFUSE = "error", "slow", "lost", "refuse"
+MODES = (ERROR, SLOW, LOST, REFUSE)
+DEFAULT_ARGUMENT = {ERROR: 500.0, SLOW: 2.0}
+MAX_TRACKED = 100_000
+
+
+class FaultFileError(ValueError):
+    """The faults file does not parse: one line saying where."""
+
+
+@dataclass(frozen=True)
+class ProviderFault:
+    operation: str
+    mode: str
+    argument: float | None = None  # error: the HTTP status; slow: seconds
+    times: int | None = None  # None: until the file changes
+    rate: float | None = None  # None: every request it matches
+
+    def __str__(self) -> str:
+        return (
+            f"{self.operation}={self.mode}"
+            + (f"/{self.argument:g}" if self.argument is not None else "")
+            + (f":{self.times}" if self.times else "")
+            + (f"@{self.rate!r}" if self.rate is not None else "")
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the faults do to one request."""
+
+    refuse: bool = False
+    error_status: int | None = None
+    delay: float = 0.0
+    lose_answer: bool = False
+
+
+def _number(text: str, entry: str, what: str) -> float:
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise FaultFileError(f"bad fault {entry!r}: {what} must be a number")
+    return value
+
+
+def parse_entry(entry: str) -> ProviderFault:
+    operation, sep, rule = entry.partition("=")
+    operation = operation.strip()
+    head, at, rate_text = rule.partition("@")
+    head, colon, count = head.partition(":")
+    mode, slash, argument_text = head.partition("/")
+    if not sep or operation not in (*OPERATIONS, ANY) or mode not in MODES:
+        raise FaultFileError(
+            f"bad fault {entry!r}: expected OPERATION=MODE[/ARG][:N][@RATE] with OPERATION "
+            f"one of {', '.join((*OPERATIONS, ANY))} and MODE one of {', '.join(MODES)}"
+        )
+    argument = None
+    if slash:
+        if mode not in DEFAULT_ARGUMENT:
+            raise FaultFileError(f"bad fault {entry!r}: {mode} takes no /ARG")
+        argument = _number(argument_text, entry, "ARG")
+        if mode == ERROR and not (argument.is_integer() and 500 <= argument <= 599):
+            raise FaultFileError(f"bad fault {entry!r}: error/ARG must be a 5xx status")
+        if mode == SLOW and not 0 <= argument <= 3600:
+            raise FaultFileError(f"bad fault {entry!r}: slow/ARG must be 0 to 3600 seconds")
+    if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):
+        raise FaultFileError(f"bad fault {entry!r}: N must be a positive number")
+    rate = None
+    if at:
+        rate = _number(rate_text, entry, "RATE")
+        if not 0 < rate <= 1:
+            raise FaultFileError(f"bad fault {entry!r}: RATE must be a fraction in (0, 1]")
+    return ProviderFault(operation, mode, argument, int(count) if colon else None, rate)
+
+
+def parse_faults(text: str) -> list[ProviderFault]:
+    """``OPERATION=MODE[/ARG][:N][@RATE],...`` or a JSON list of such strings."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise FaultFileError(f"the faults file is not valid JSON: {error}") from None
+        if not isinstance(loaded, list) or not all(isinstance(e, str) for e in loaded):
+            raise FaultFileError("the faults file must hold a JSON list of strings")
+        entries = loaded
+    else:
+        entries = [part for part in text.split(",") if part.strip()]
+    return [parse_entry(entry.strip()) for entry in entries]
+
+
+def draw(seed: str, operation: str, mode: str, key: str, attempt: int) -> float:
+    text = "\x1f".join((seed, operation, mode, key, str(attempt)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+class ProviderFaults:
+    """The faults in force, from the file, re-read when it changes (a stat per request)."""
+
+    def __init__(self, file: Path | None, seed: str = "0") -> None:
+        self.file = file
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._version: tuple[int, int, int] | None = None
+        self._faults: list[ProviderFault] | str = []
+        self._struck: dict[ProviderFault, int] = {}
+        self._seen: dict[tuple[ProviderFault, str], int] = {}
+
+    def current(self) -> list[ProviderFault]:
+        """The faults in force; raises `FaultFileError` while the file does not parse."""
+        with self._lock:
+            self._reload()
+            if isinstance(self._faults, str):
+                raise FaultFileError(self._faults)
+            return list(self._faults)
+
+    def _reload(self) -> None:
+        if self.file is None:
+            return
+        try:
+            stat = self.file.stat()
+            version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if version == self._version:
+                return
+            text = self.file.read_text()
+        except FileNotFoundError:
+            version, text = (0, 0, 0), ""
+        if version == self._version:
+            return
+        self._version = version
+        self._struck.clear()
+        self._seen.clear()
+        try:
+            self._faults = parse_faults(text)
+        except FaultFileError as error:
+            self._faults = str(error)
+
+    def decide(self, operation: str, key: str) -> Decision:
+        """What happens to this request (``key``: its idempotency key, else its path)."""
+        faults = [f for f in self.current() if f.operation in (operation, ANY)]
+        if not faults:
+            return Decision()
+        with self._lock:
+            striking = [fault for fault in faults if self._strikes(fault, operation, key)]
+        modes = {fault.mode: fault for fault in striking}
+        if REFUSE in modes:
+            return Decision(refuse=True)
+        if ERROR in modes:
+            status = modes[ERROR].argument or DEFAULT_ARGUMENT[ERROR]
+            return Decision(error_status=int(status))
+        slow = modes.get(SLOW)
+        delay = 0.0 if slow is None else (slow.argument or DEFAULT_ARGUMENT[SLOW])
+        return Decision(delay=delay, lose_answer=LOST in modes)
+
+    def _strikes(self, fault: ProviderFault, operation: str, key: str) -> bool:
+        if fault.times is not None and self._struck.get(fault, 0) >= fault.times:
+            return False
+        if fault.rate is not None:
+            if len(self._seen) > MAX_TRACKED:
+                self._seen.clear()
+            attempt = self._seen.get((fault, key), 0) + 1
+            self._seen[(fault, key)] = attempt
+            if draw(self.seed, operation, fault.mode, key, attempt) >= fault.rate:
+                return False
+        self._struck[fault] = self._struck.get(fault, 0) + 1
+        return True

@@ -1,0 +1,186 @@
+"""Stripe's objects as the provider builds them: ids, PaymentMethods, charges, refunds,
+lists. PaymentIntents are built in `intents`."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from pizzeria.payments import cards
+from pizzeria.payments.provider.store import Row, Store
+from pizzeria.payments.provider.wire import ApiError, Params, invalid, missing
+
+_ALPHABET = string.ascii_letters + string.digits
+PAYMENT_METHOD = "payment_method"
+CHARGE = "charge"
+PAYMENT_INTENT = "payment_intent"
+REFUND = "refund"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one request works with: the store (its lock held), the time, the settings."""
+
+    store: Store
+    now: float
+    hold_seconds: float
+
+
+def new_id(prefix: str) -> str:
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def list_object(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "url": url, "has_more": has_more, "data": data}
+
+
+# -- payment methods ------------------------------------------------------------------------
+
+
+def card_error(decline: cards.Decline, param: str | None = None, **extra: Any) -> ApiError:
+    return ApiError(
+        402,
+        "card_error",
+        decline.message,
+        code=decline.code,
+        decline_code=decline.decline_code,
+        param=param,
+        extra=extra,
+    )
+
+
+def create_payment_method(ctx: Context, data: Params, prefix: str = "") -> Row:
+    """A card PaymentMethod from ``type=card&card[number]=...`` (under ``prefix``, e.g.
+    ``payment_method_data``): its verdict (a test card's decline) is kept for the
+    confirmation; the number is not kept at all."""
+
+    type_param = f"{prefix}[type]" if prefix else "type"
+    number_param = f"{prefix}[card][number]" if prefix else "card[number]"
+    if data.get("type") != "card":
+        raise invalid("This provider only accepts type=card", param=type_param)
+    card = data.get("card")
+    if not isinstance(card, dict) or not isinstance(card.get("number"), str):
+        raise invalid(
+            "Missing required param: card[number].",
+            param=number_param,
+            code="parameter_missing",
+        )
+    number = cards.normalized(card["number"])
+    if not cards.number_valid(number):
+        raise card_error(cards.INVALID_NUMBER, param=number_param)
+    decline = cards.decline_of(number)
+    body: dict[str, Any] = {
+        "id": new_id("pm"),
+        "object": PAYMENT_METHOD,
+        "type": "card",
+        "created": int(ctx.now),
+        "livemode": False,
+        "customer": None,
+        "metadata": {},
+        "card": {
+            "brand": cards.brand_of(number),
+            "last4": number[-4:],
+            "exp_month": _month(card.get("exp_month")),
+            "exp_year": _year(card.get("exp_year")),
+            "fingerprint": cards.fingerprint(number),
+            "funding": "credit",
+            "country": "US",
+        },
+    }
+    internal = {"decline": decline.__dict__ if decline else None}
+    ctx.store.insert(PAYMENT_METHOD, body, created=ctx.now, internal=internal)
+    found = ctx.store.get(PAYMENT_METHOD, body["id"])
+    assert found is not None
+    return found
+
+
+def _month(value: Any) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) <= 2 else None
+
+
+def _year(value: Any) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) <= 4 else None
+
+
+def payment_method_of(ctx: Context, payment_method_id: str) -> Row:
+    """A stored PaymentMethod, or one of Stripe's test ids (``pm_card_visa``...)."""
+    found = ctx.store.get(PAYMENT_METHOD, payment_method_id)
+    if found is not None:
+        return found
+    known = cards.TEST_PAYMENT_METHODS.get(payment_method_id)
+    if known is None:
+        raise missing("PaymentMethod", payment_method_id, param="payment_method")
+    last4 = cards.TEST_PAYMENT_METHOD_LAST4[payment_method_id]
+    body = {
+        "id": payment_method_id,
+        "object": PAYMENT_METHOD,
+        "type": "card",
+        "created": int(ctx.now),
+        "livemode": False,
+        "customer": None,
+        "metadata": {},
+        "card": {"brand": known.brand, "last4": last4, "exp_month": 12, "exp_year": 2034},
+    }
+    decline = known.decline.__dict__ if known.decline else None
+    return Row(
+        0, payment_method_id, PAYMENT_METHOD, None, ctx.now, None, body, {"decline": decline}
+    )
+
+
+def decline_of(method: Row) -> cards.Decline | None:
+    stored = method.internal.get("decline")
+    return cards.Decline(**stored) if stored else None
+
+
+# -- charges ----------------------------------------------------------------------------------
+
+
+def new_charge(
+    ctx: Context,
+    intent_id: str,
+    amount: int,
+    method: Row,
+    *,
+    captured: bool,
+    decline: cards.Decline | None,
+    metadata: dict[str, str],
+) -> dict[str, Any]:
+    card = method.body["card"]
+    body: dict[str, Any] = {
+        "id": new_id("ch"),
+        "object": CHARGE,
+        "amount": amount,
+        "amount_captured": amount if captured and decline is None else 0,
+        "amount_refunded": 0,
+        "captured": captured and decline is None,
+        "refunded": False,
+        "currency": "usd",
+        "created": int(ctx.now),
+        "livemode": False,
+        "metadata": dict(metadata),
+        "paid": decline is None,
+        "payment_intent": intent_id,
+        "payment_method": method.id,
+        "payment_method_details": {
+            "type": "card",
+            "card": {key: card.get(key) for key in ("brand", "last4", "exp_month", "exp_year")},
+        },
+        "status": "failed" if decline else "succeeded",
+        "failure_code": decline.code if decline else None,
+        "failure_message": decline.message if decline else None,
+        "outcome": {
+            "type": "issuer_declined" if decline else "authorized",
+            "reason": decline.decline_code if decline else None,
+        },
+    }
+    ctx.store.insert(CHARGE, body, created=ctx.now, parent=intent_id)
+    return body
+
+
+def charge_of(ctx: Context, charge_id: str) -> dict[str, Any]:
+    found = ctx.store.get(CHARGE, charge_id)
+    if found is None:
+        raise missing("charge", charge_id)
+    return found.body
