@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import pizzeria
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
 from pizzeria.ops.bench.ablation import VARIANTS, variant_row
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
@@ -304,7 +305,7 @@ def test_sqlite_and_postgresql_side_by_side_each_on_its_own_ledger(
 
 # -- the profile ---------------------------------------------------------------------------
 
-WORKER = 'process 7:"python -m pizzeria.ops.bench.worker"'
+WORKER = 'process 7:"python -m pizzeria.cli.bench_worker"'
 THREAD = ("_worker (concurrent/futures/thread.py:83)", "run (concurrent/futures/thread.py:58)")
 LOOP = ("_run_once (asyncio/base_events.py:1922)",)
 
@@ -323,20 +324,20 @@ RAW_PROFILE = "\n".join(
             *LOOP,
             "_handle_activation (temporalio/worker/_workflow.py:394)",
             "get_serialization_context (temporalio/worker/workflow_sandbox/_runner.py:101)",
-            "encrypt (pizzeria/codec.py:80)",
+            "encrypt (pizzeria/temporal/codec.py:80)",
         ),
         sample(5, *LOOP, "select (selectors.py:468)"),
         sample(
             4,
             *LOOP,
-            "execute_activity (pizzeria/metrics.py:40)",
-            "execute_activity (pizzeria/faults.py:90)",
+            "execute_activity (pizzeria/temporal/metrics.py:40)",
+            "execute_activity (pizzeria/temporal/faults.py:90)",
             "update_inventory (pizzeria/activities.py:60)",
         ),
         sample(
             6,
             *LOOP,
-            "execute_workflow (pizzeria/converter.py:130)",
+            "execute_workflow (pizzeria/temporal/converter.py:130)",
             "order_pizza (pizzeria/workflows.py:120)",
         ),
         "a line that is not a sample",
@@ -356,6 +357,20 @@ def test_each_sample_goes_to_the_first_piece_one_of_its_frames_belongs_to() -> N
     assert counts["activity code"] == 4 and counts["metrics"] == counts["fault hooks"] == 0
     assert counts["workflow code"] == 6 and counts["payload conversion"] == 0
     assert sum(counts.values()) == 27
+
+
+def test_every_file_a_piece_is_named_by_is_one_of_ours() -> None:
+    """A piece finds its frames by file path: a file moved (pizzeria/codec.py went to
+    pizzeria/temporal/) would silently hand its samples to another piece."""
+    package = Path(pizzeria.__file__).parent.parent
+    paths = [
+        marker
+        for piece in PIECES_PROFILED
+        for marker in piece.markers
+        if marker.startswith("pizzeria/")
+    ]
+    assert len(paths) >= 8
+    assert [path for path in paths if not (package / path).exists()] == []
 
 
 def test_a_tiny_profile_shows_every_piece_for_both_shapes(

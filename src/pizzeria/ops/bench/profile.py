@@ -51,7 +51,7 @@ class Piece:
 
 PIECES = (
     Piece("ledger", "the ledger's transactions", ("pizzeria/ledger/",), whole=True),
-    Piece("encryption", "the payload codec (AES-GCM)", ("pizzeria/codec.py",), whole=True),
+    Piece("encryption", "the payload codec (AES-GCM)", ("pizzeria/temporal/codec.py",), whole=True),
     Piece(
         "serialization context",
         "the SDK enters the sandbox to find each payload's serialization context",
@@ -64,8 +64,8 @@ PIECES = (
         ("_create_workflow_instance",),
         whole=True,
     ),
-    Piece("metrics", "the metrics interceptor", ("pizzeria/metrics.py",)),
-    Piece("fault hooks", "the fault interceptor", ("pizzeria/faults.py",)),
+    Piece("metrics", "the metrics interceptor", ("pizzeria/temporal/metrics.py",)),
+    Piece("fault hooks", "the fault interceptor", ("pizzeria/temporal/faults.py",)),
     Piece(
         "payload conversion",
         "values to and from JSON payloads (dataclasses, the strict converter)",
@@ -91,7 +91,7 @@ PIECES = (
     Piece(
         "activity code",
         "the activities' own code",
-        ("pizzeria/activities.py", "pizzeria/local_activities.py"),
+        ("pizzeria/activities.py",),
     ),
     Piece(
         "workflow activations",
