@@ -23,6 +23,7 @@ from pizzeria.cli.doctor import doctor
 from pizzeria.cli.faults import faults
 from pizzeria.cli.ledger import ledger, stock
 from pizzeria.cli.orders import cancel, order, orders, repair, status
+from pizzeria.cli.payments import payments
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError
@@ -53,6 +54,7 @@ for command in (
     app.add_command(command)
 app.add_command(faults)
 app.add_command(doctor)
+app.add_command(payments)
 app.add_command(demo)
 # The tools that prove and measure the service.
 app.add_command(bench)
