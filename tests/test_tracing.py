@@ -171,6 +171,14 @@ async def test_an_order_placed_over_http_is_one_trace_from_the_request_to_the_le
     view = await api_http.get(f"/orders/{number}")
     assert view.status_code == 200, view.text
     assert view.json()["trace_id"] == format_trace_id(trace_id)
+    # A token in the query (the page's event stream) never reaches a span.
+    token = placed.json()["order_token"]
+    await api_http.get(f"/orders/{number}/events", params={"token": token})
+    followed = root_of(exported.get_finished_spans(), "GET /orders/{order_number}/events")
+    assert followed.attributes is not None
+    assert followed.attributes["url.path"] == f"/orders/{number}/events"
+    for span in exported.get_finished_spans():
+        assert not any(token in str(value) for value in (span.attributes or {}).values())
     report = await order_report(client, client.get_workflow_handle(workflow_id_for(number)))
     assert f"trace {format_trace_id(trace_id)}" in render_report(report)
 

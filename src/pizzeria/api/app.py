@@ -117,12 +117,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # The interactive docs load their scripts from a CDN; the page loads nothing.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own request spans record the query string, which may hold an order
+        # token: tracing.RequestSpans traces the requests instead.
+        telemetry={"tracing": False},
     )
     install_problem_handlers(app)
     app.include_router(public.router)
     app.include_router(orders.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.add_middleware(SecurityHeaders)
+    if tracing.enabled():  # a span per request: the root of the trace of the order it places
+        app.add_middleware(tracing.RequestSpans)
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
         app.add_middleware(tracing.RequestSpans)
