@@ -305,7 +305,7 @@ def test_sqlite_and_postgresql_side_by_side_each_on_its_own_ledger(
 
 # -- the profile ---------------------------------------------------------------------------
 
-WORKER = 'process 7:"python -m pizzeria.cli.bench_worker"'
+WORKER = 'process 7:"python -m pizzeria.ops.bench.worker"'
 THREAD = ("_worker (concurrent/futures/thread.py:83)", "run (concurrent/futures/thread.py:58)")
 LOOP = ("_run_once (asyncio/base_events.py:1922)",)
 

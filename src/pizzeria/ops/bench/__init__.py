@@ -17,7 +17,7 @@ p99 latency (start to result), and CPU milliseconds per workflow of the server a
 worker, read from ``/proc/<pid>/stat``: on a noisy machine CPU per workflow holds when
 throughput wobbles. The ratios to the baseline are the figures that matter.
 
-The worker is a separate process (``python -m pizzeria.cli.bench_worker``) built with
+The worker is a separate process (``python -m pizzeria.ops.bench.worker``) built with
 `pizzeria.worker.build_worker`, the same wiring as ``pizzeria worker``; the baseline
 workflow is added to it with a plugin, so both share one worker, its pollers and its slots.
 

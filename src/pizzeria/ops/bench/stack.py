@@ -95,11 +95,11 @@ def worker_command(
     passthrough: Sequence[str],
     without: Sequence[str] = (),
 ) -> list[str]:
-    """The benchmark's own worker process (`pizzeria.cli.bench_worker`), against this stack."""
+    """The benchmark's own worker process (`pizzeria.ops.bench.worker`), against this stack."""
     command = [
         sys.executable,
         "-m",
-        "pizzeria.cli.bench_worker",
+        "pizzeria.ops.bench.worker",
         "--address",
         stack.server.address,
         "--task-queue",

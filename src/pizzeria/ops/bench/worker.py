@@ -1,15 +1,20 @@
 """The benchmark's worker process: the order workflow, its activities and the baseline.
 
-Started as ``python -m pizzeria.cli.bench_worker`` by `pizzeria.ops.bench.stack`, it is
-built with `pizzeria.worker.build_worker`, the same wiring as ``pizzeria worker``; the
-baseline workflow is added with a plugin, so both share one worker, its pollers and slots.
+Run as ``python -m pizzeria.ops.bench.worker`` by `pizzeria.ops.bench.stack`, never by a
+user (so it is no command of `pizzeria.cli`, and imports none: what the benchmark weighs
+is a worker, not the command line). It is built with `pizzeria.worker.build_worker`, the
+same wiring as ``pizzeria worker``; the baseline workflow is added with a plugin, so both
+share one worker, its pollers and its slots.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import signal
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from temporalio.plugin import SimplePlugin
@@ -64,3 +69,30 @@ async def serve(
     async with worker:
         print(f"{READY_LINE} {task_queue!r}", flush=True)
         await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; 1 with one line on stderr if the worker cannot run."""
+    parser = argparse.ArgumentParser(prog="python -m pizzeria.ops.bench.worker")
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--option", dest="options", action="append", default=[])
+    parser.add_argument("--passthrough", action="append", default=[])
+    parser.add_argument("--without", action="append", default=[], choices=list(tuning.PIECES))
+    arguments = parser.parse_args(argv)
+    try:
+        chosen = worker_settings(arguments.options, arguments.passthrough, arguments.without)
+        encrypt = tuning.is_on("encryption")
+        asyncio.run(serve(arguments.address, arguments.task_queue, chosen, encrypt=encrypt))
+    except Exception as error:
+        print(f"bench worker: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    # See pizzeria.cli.main: the SDK's threads can abort the interpreter while it finalizes.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
