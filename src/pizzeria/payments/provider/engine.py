@@ -108,7 +108,11 @@ class Provider:
             return _api_error(decision.error_status, "An error occurred with our connection.")
         if decision.delay:
             self.sleep(decision.delay)
-        answer = self._execute(route, object_id, request)
+        try:
+            answer = self._execute(route, object_id, request)
+        except Exception:  # a bug of ours: rolled back, answered as Stripe answers its own
+            log.exception("%s %s failed inside the provider", request.method, request.path)
+            return _error(ApiError(500, "api_error", "The provider failed; nothing was done."))
         if decision.lose_answer:
             answer.action = Action.LOSE
             answer.note = f"{answer.note} (answer lost)".strip()
