@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -45,6 +46,9 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.ops.processes import free_port
+from pizzeria.payments import process as payments_process
+from pizzeria.payments.port import order_metadata
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import BAD_CARD, sample_order
 from pizzeria.temporal import tracing
 from pizzeria.temporal.converter import OneOrderPerStart
@@ -379,3 +383,39 @@ def test_an_otlp_endpoint_gets_the_spans_as_protobuf_named_by_the_service(
     assert [span.name for scope in resource_spans.scope_spans for span in scope.spans] == [
         "ledger transaction"
     ]
+
+
+# -- the payment provider's HTTP calls -------------------------------------------------------
+
+
+async def test_a_call_to_the_payment_provider_is_a_span_under_its_caller(
+    exported: InMemorySpanExporter, tmp_path: Path
+):
+    started = payments_process.start(tmp_path / "payments.db", faults_file=tmp_path / "f.json")
+    gateway = StripeGateway(payments_process.LOCAL_SECRET_KEY, started.url, timeout=30)
+    try:
+        tracer = tracing.tracer()
+        assert tracer is not None
+        with tracer.start_as_current_span("RunActivity:process_credit_card"):
+            held = await gateway.authorize(
+                2500,
+                idempotency_key=f"pizza-workflow-order-T1/{uuid.uuid4()}/process_credit_card",
+                metadata=order_metadata("pizza-workflow-order-T1/run-1", "T1"),
+                card_number="4242424242424242",
+            )
+    finally:
+        await gateway.close()
+        started.stop()
+    assert held.amount == 2500
+    spans = exported.get_finished_spans()
+    caller = root_of(spans, "RunActivity:process_credit_card")
+    assert caller.context is not None
+    assert edges(spans, caller.context.trace_id) == Counter(
+        {
+            (None, "RunActivity:process_credit_card"): 1,
+            ("RunActivity:process_credit_card", "payment provider call"): 1,
+        }
+    )
+    call = root_of(spans, "payment provider call")
+    assert call.attributes is not None and call.attributes["pizzeria.url"] == started.url
+    assert not any("4242424242424242" in str(value) for value in call.attributes.values())

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,7 @@ from pizzeria.payments.port import (
 )
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_errors import translate
+from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
 STRIPE_API = "https://api.stripe.com"
@@ -115,11 +117,14 @@ class StripeGateway(PaymentGateway):
 
         def guarded() -> T:
             try:
-                return call()
+                with span("payment provider call", url=self.base_url):  # docs/tracing.md
+                    return call()
             except stripe.StripeError as error:
                 raise translate(error) from None
 
-        work = asyncio.get_running_loop().run_in_executor(self._executor, guarded)
+        # In the caller's context, so that the call's span is a child of the activity's.
+        traced = contextvars.copy_context().run
+        work = asyncio.get_running_loop().run_in_executor(self._executor, traced, guarded)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
