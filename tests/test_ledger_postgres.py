@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pizzeria.ledger import Effect, Ledger, LedgerUnavailable, book, open_ledger, postgres
-from pizzeria.ledger.book import Claim, Tx, claim
+from pizzeria.ledger import Effect, Ledger, LedgerUnavailable, book, open_ledger, postgres, sql
+from pizzeria.ledger.sql import Claim, Tx, claim
 from pizzeria.models import STEP_PROCESS_CREDIT_CARD, STEP_UPDATE_INVENTORY
 from pizzeria.samples import BAD_CARD
 from tests.helpers import pizzeria, run_pizzeria
@@ -79,7 +79,7 @@ def test_a_take_whose_connection_dies_mid_way_is_retried_and_taken_once(
 ) -> None:
     before = ledger.stock()["cheese"]["quantity"]
     attempts: list[int] = []
-    real_take = book.take
+    real_take = sql.take
 
     def take_after_a_kill(tx: Tx, ingredients: dict[str, int]) -> None:
         attempts.append(1)
@@ -132,7 +132,7 @@ def test_a_charge_whose_commit_answer_is_lost_is_retried_and_charged_once(
 def test_a_transaction_rolled_back_by_the_server_is_retried(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch, failure: type[Exception]
 ) -> None:
-    real_take = book.take
+    real_take = sql.take
     raised: list[int] = []
 
     def take_once_refused(tx: Tx, ingredients: dict[str, int]) -> None:

@@ -25,7 +25,7 @@ from pizzeria.ledger import (
     open_ledger,
     schema,
 )
-from pizzeria.ledger.book import Tx
+from pizzeria.ledger.sql import Tx
 from tests.helpers import run_pizzeria
 
 RUN = "pizza-workflow-order-V1/run-1"

@@ -1,6 +1,6 @@
 """The ledger's logic, written once: each effect claimed under its key, stock taken only
 when it is there. A backend (sqlite.py, postgres.py) adds only how to reach the database,
-how to run one transaction, and what to lock.
+how to run one transaction, and what to lock; the SQL itself is in sql.py.
 
 Every step is one transaction that first *claims* its idempotency key: an insert that does
 nothing when the key exists, after which the existing row is read back and returned with
@@ -15,28 +15,35 @@ and then written, in a fixed ingredient order so that concurrent takes cannot de
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pizzeria.ledger import schema
 from pizzeria.ledger.records import (
     AlreadyBilled,
     Delivery,
-    DeliveryKeyReused,
     Effect,
-    LateStepRefused,
     LedgerError,
     LedgerNotFound,
     LedgerReadOnly,
     LedgerSnapshot,
     OrderLedger,
-    OutOfStock,
-    idempotency_key,
     per_order_totals,
+)
+from pizzeria.ledger.sql import (
+    Claim,
+    Tx,
+    already_received,
+    claim_unless_undone,
+    find,
+    put_back,
+    read_deliveries,
+    read_effects,
+    read_stock,
+    refund,
+    take,
 )
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import (
@@ -48,29 +55,13 @@ from pizzeria.models import (
 )
 from pizzeria.temporal.tracing import span
 
+__all__ = ["SCHEMA_LOCK", "Ledger", "Tx"]  # Tx: its home is sql.py, callers may find it here
+
 T = TypeVar("T")
 
 # Held while a ledger is created or upgraded, so that workers starting together do not
 # run the same migration twice.
 SCHEMA_LOCK = "pizzeria ledger schema"
-
-
-class Tx:
-    """One open transaction as the shared logic sees it: SQL with ``?`` placeholders."""
-
-    def __init__(self, execute: Callable[[str, Sequence[Any]], Any]) -> None:
-        self._execute = execute
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        row = self._execute(sql, params).fetchone()
-        return None if row is None else dict(row)
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._execute(sql, params).fetchall()]
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute; the number of rows changed."""
-        return int(self._execute(sql, params).rowcount)
 
 
 class Ledger(ABC):
@@ -266,165 +257,3 @@ class Ledger(ABC):
             return put_back(tx, order_ref, order_number), refund(tx, order_ref, order_number)
 
         return self._write(order_ref, body)
-
-
-# -- the SQL, shared by both backends ------------------------------------------------------
-
-
-def put_back(tx: Tx, order_ref: str, order_number: str) -> Effect:
-    """revert_inventory: what the run took goes back to stock, once."""
-    taken = find(tx, order_ref, STEP_UPDATE_INVENTORY)
-    claimed = claim(
-        tx,
-        Claim(
-            order_ref,
-            order_number,
-            COMPENSATE_REVERT_INVENTORY,
-            ingredients=taken.ingredients if taken else {},
-            tombstone=taken is None,
-        ),
-    )
-    if claimed.applied and taken is not None:
-        for name, count in sorted(taken.ingredients.items()):
-            tx.run(
-                "UPDATE stock SET quantity = quantity + ? WHERE ingredient = ?",
-                (count, name),
-            )
-    return claimed
-
-
-def refund(tx: Tx, order_ref: str, order_number: str) -> Effect:
-    """refund_customer: exactly what the run charged, once."""
-    charged = find(tx, order_ref, STEP_PROCESS_CREDIT_CARD)
-    return claim(
-        tx,
-        Claim(
-            order_ref,
-            order_number,
-            COMPENSATE_REFUND_CUSTOMER,
-            amount=charged.amount if charged else 0,
-            tombstone=charged is None,
-        ),
-    )
-
-
-@dataclass
-class Claim:
-    """The row a step writes under its idempotency key."""
-
-    order_ref: str
-    order_number: str
-    step: str
-    amount: int = 0
-    ingredients: dict[str, int] = field(default_factory=dict)
-    tombstone: bool = False
-    reference: str = ""
-
-
-def claim(tx: Tx, wanted: Claim) -> Effect:
-    """Insert the step's row, or read back the one already under its key."""
-    now = time.time()
-    inserted = tx.run(
-        "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
-        " ingredients, tombstone, reference, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (idempotency_key) DO NOTHING",
-        (
-            idempotency_key(wanted.order_ref, wanted.step),
-            wanted.order_ref,
-            wanted.order_number,
-            wanted.step,
-            wanted.amount,
-            json.dumps(wanted.ingredients, sort_keys=True),
-            int(wanted.tombstone),
-            wanted.reference,
-            now,
-        ),
-    )
-    if inserted:
-        return Effect(
-            wanted.step,
-            wanted.amount,
-            wanted.ingredients,
-            wanted.tombstone,
-            wanted.reference,
-            now,
-            applied=True,
-        )
-    existing = find(tx, wanted.order_ref, wanted.step)
-    if existing is None:  # only if rows were deleted behind the ledger's back
-        raise RuntimeError(f"{idempotency_key(wanted.order_ref, wanted.step)} vanished")
-    return existing
-
-
-def claim_unless_undone(tx: Tx, wanted: Claim, *, undone_by: str, refusal: str) -> Effect:
-    """Claim a step, refused (and rolled back) when its compensation already wrote."""
-    claimed = claim(tx, wanted)
-    if claimed.applied and find(tx, wanted.order_ref, undone_by) is not None:
-        raise LateStepRefused(refusal)
-    return claimed
-
-
-def find(tx: Tx, order_ref: str, step: str) -> Effect | None:
-    row = tx.one(
-        "SELECT * FROM effects WHERE idempotency_key = ?", (idempotency_key(order_ref, step),)
-    )
-    if row is None:
-        return None
-    return Effect(
-        step=row["step"],
-        amount=row["amount"],
-        ingredients=json.loads(row["ingredients"]),
-        tombstone=bool(row["tombstone"]),
-        reference=row["reference"],
-        created_at=row["created_at"],
-        applied=False,
-    )
-
-
-def take(tx: Tx, ingredients: dict[str, int]) -> None:
-    """Lower stock by ``ingredients``, or raise `OutOfStock` naming every shortage."""
-    short = {
-        name
-        for name, count in sorted(ingredients.items())
-        if not tx.run(
-            "UPDATE stock SET quantity = quantity - ? WHERE ingredient = ? AND quantity >= ?",
-            (count, name, count),
-        )
-    }
-    if short:
-        left = {name: row["quantity"] for name, row in read_stock(tx).items()}
-        raise OutOfStock(
-            {
-                name: count - left.get(name, 0)
-                for name, count in ingredients.items()
-                if name in short
-            }
-        )
-
-
-def read_stock(tx: Tx) -> dict[str, dict[str, int]]:
-    rows = tx.all("SELECT ingredient, initial, quantity FROM stock ORDER BY ingredient")
-    return {r["ingredient"]: {"initial": r["initial"], "quantity": r["quantity"]} for r in rows}
-
-
-def already_received(tx: Tx, key: str, ingredient: str, portions: int) -> Delivery:
-    row = tx.one("SELECT * FROM deliveries WHERE delivery_key = ?", (key,))
-    assert row is not None  # the insert found it
-    if (row["ingredient"], row["portions"]) != (ingredient, portions):
-        raise DeliveryKeyReused(
-            f"delivery key {key!r} was already used for {row['portions']} {row['ingredient']};"
-            " give a new key for another delivery"
-        )
-    return Delivery(key, ingredient, portions, row["created_at"], applied=False)
-
-
-def read_deliveries(tx: Tx) -> list[dict[str, Any]]:
-    return tx.all("SELECT * FROM deliveries ORDER BY created_at, delivery_key")
-
-
-def read_effects(tx: Tx, order_ref: str | None) -> list[dict[str, Any]]:
-    if order_ref is None:
-        rows = tx.all("SELECT * FROM effects ORDER BY created_at")
-    else:
-        rows = tx.all("SELECT * FROM effects WHERE order_ref = ? ORDER BY created_at", (order_ref,))
-    return [{**row, "ingredients": json.loads(row["ingredients"])} for row in rows]

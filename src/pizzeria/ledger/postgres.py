@@ -26,8 +26,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pizzeria.ledger.book import Ledger, Tx
+from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import LedgerUnavailable
+from pizzeria.ledger.sql import Tx
 from pizzeria.menu import INITIAL_STOCK
 
 T = TypeVar("T")

@@ -12,12 +12,9 @@ and an 8-byte float in PostgreSQL (whose ``REAL`` would round timestamps to minu
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from pizzeria.ledger.records import SchemaTooNew, SchemaTooOld
-
-if TYPE_CHECKING:
-    from pizzeria.ledger.book import Tx
+from pizzeria.ledger.sql import Tx
 
 MIGRATIONS: list[str] = [
     # 1: stock per ingredient, and one row per effect under its idempotency key.

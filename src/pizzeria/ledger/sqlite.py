@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from pizzeria.ledger.book import Ledger, Tx
+from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import LedgerNotFound, LedgerUnavailable
+from pizzeria.ledger.sql import Tx
 from pizzeria.menu import INITIAL_STOCK
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ class SqliteLedger(Ledger):
             # mode=ro: never creates the file, never writes to it.
             target, uri = self.path.resolve().as_uri() + "?mode=ro", True
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             target, uri = str(self.path), False
         busy_timeout = READ_BUSY_TIMEOUT_SECONDS if self.read_only else BUSY_TIMEOUT_SECONDS
         # Workers that create a new file at the same moment race to switch it to WAL; the
