@@ -22,8 +22,9 @@ from pizzeria.cli.common import UserError, err, error_line
 from pizzeria.cli.doctor import doctor
 from pizzeria.cli.faults import faults
 from pizzeria.cli.ledger import ledger, stock
-from pizzeria.cli.orders import cancel, order, orders, repair, status
+from pizzeria.cli.orders import cancel, orders, repair, status
 from pizzeria.cli.payments import payments
+from pizzeria.cli.place import order
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError

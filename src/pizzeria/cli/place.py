@@ -1,0 +1,220 @@
+"""Placing an order: the ``order`` command, which waits for the outcome and prints it."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from temporalio.service import RPCError
+
+from pizzeria import menu
+from pizzeria.cli.common import (
+    UserError,
+    address_option,
+    client_or_fail,
+    err,
+    fail,
+    json_option,
+    out,
+    run,
+)
+from pizzeria.cli.orders import print_outcome
+from pizzeria.client import OrderAlreadyCompleted, OrderOutcome, outcome_of, place_order
+from pizzeria.models import (
+    OrderSettings,
+    Pizza,
+    PizzaOrder,
+    mask_card_number,
+    workflow_id_for,
+)
+from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal.devserver import quiet_runtime
+from pizzeria.temporal.waiting import OrderStillRunning, Unanswered
+
+#: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
+#: the user is shown the flag they typed.
+FLAG_OF_FIELD = {"order_number": "--order-number", "credit_card_info.number": "--card"}
+#: How long `order` waits for an outcome by default, and its exit code when it gives up.
+DEFAULT_PATIENCE = 300.0
+STILL_RUNNING = 3
+
+
+def parse_item(text: str) -> Pizza:
+    """``DESCRIPTION`` or ``DESCRIPTION=CENTS``; the price defaults by size."""
+    description, sep, price_text = text.rpartition("=") if "=" in text else (text, "", "")
+    description = description.strip()
+    if not description:
+        raise UserError("--item needs a description such as 'Large, with mushrooms'")
+    if sep:
+        if not (price_text.strip().isascii() and price_text.strip().isdigit()):
+            raise UserError(f"--item price must be whole cents, got {price_text.strip()!r}")
+        return Pizza(description=description, price=int(price_text))
+    size = description.split(",")[0].split()[0].lower()
+    if size not in menu.PRICE_BY_SIZE:
+        raise UserError(f"--item {description!r}: start with Small, Medium or Large")
+    return Pizza(description=description, price=menu.PRICE_BY_SIZE[size])
+
+
+def build_order(
+    order_number: str,
+    card: str,
+    pickup: bool,
+    items: tuple[str, ...],
+    settings: OrderSettings,
+) -> PizzaOrder:
+    """The exercise's order with what the flags changed, refused here as the workflow would
+    refuse it: a user deserves the answer before connecting."""
+    if settings.prep_seconds < 0:
+        raise UserError("--prep-seconds cannot be negative")
+    pizzas = [parse_item(item) for item in items] if items else None
+    placed = sample_order(order_number, card=card, is_delivery=not pickup, items=pizzas)
+    placed.settings = settings
+    try:
+        menu.validate_order(placed)
+    except menu.OrderRejected as rejected:
+        field, _, rest = str(rejected).partition(" ")
+        flag = FLAG_OF_FIELD.get(field)
+        raise UserError(f"{flag} {rest}" if flag else str(rejected)) from None
+    return placed
+
+
+@click.command()
+@click.option(
+    "--card",
+    default=GOOD_CARD,
+    show_default=True,
+    help=f"Card number (the exercise's bad card: {BAD_CARD})",
+)
+@click.option("--pickup", is_flag=True, help="Pick up instead of delivery (no driver)")
+@click.option(
+    "--item",
+    "items",
+    multiple=True,
+    help="A pizza, 'DESCRIPTION' or 'DESCRIPTION=CENTS'; repeat for more "
+    "[default: the exercise's three]",
+)
+@click.option(
+    "--order-number",
+    default="XD001",
+    show_default=True,
+    help="Order number (one running order each)",
+)
+@click.option(
+    "--prep-seconds", type=float, help="The short wait after the distance check [default: 3]"
+)
+@click.option(
+    "--compensation-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per compensation before the order asks for repair [default: 10]",
+)
+@click.option(
+    "--step-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per step before the order gives up and compensates [default: 10]",
+)
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Start a new run even if this order number already completed (charges again)",
+)
+@click.option(
+    "--timeout",
+    "patience",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_PATIENCE,
+    show_default=True,
+    help="Seconds to wait for the outcome, through server restarts; then the order is "
+    f"still running (exit {STILL_RUNNING})",
+)
+@click.option(
+    "--fast-path",
+    is_flag=True,
+    help="Run the ledger steps and their compensations as local activities (faster; "
+    "they show as markers in the Web UI, see the README)",
+)
+@address_option
+@json_option
+def order(
+    card: str,
+    pickup: bool,
+    items: tuple[str, ...],
+    order_number: str,
+    prep_seconds: float | None,
+    compensation_attempts: int | None,
+    step_attempts: int | None,
+    again: bool,
+    patience: float,
+    fast_path: bool,
+    address: str | None,
+    as_json: bool,
+) -> None:
+    """Place an order (the exercise's three pizzas by default) and wait for its outcome.
+
+    An order number whose last run completed is not placed again (its confirmation is
+    shown) unless --again; a failed or cancelled one may be. Exit 0 completed, 1 failed or
+    cancelled, 2 bad input, 3 still running after --timeout.
+    """
+    defaults = OrderSettings()
+    settings = OrderSettings(
+        prep_seconds=defaults.prep_seconds if prep_seconds is None else prep_seconds,
+        compensation_attempts=compensation_attempts or defaults.compensation_attempts,
+        step_attempts=step_attempts or defaults.step_attempts,
+        fast_path=fast_path,
+    )
+    placed = build_order(order_number, card, pickup, items, settings)
+    try:
+        outcome, placed_before = run(place_or_show(placed, again, patience, address, as_json))
+    except OrderStillRunning as running:
+        if as_json:
+            still = {"order_number": order_number, "status": "RUNNING", "message": str(running)}
+            out.print_json(json.dumps(still))
+        fail(str(running), STILL_RUNNING)
+    if as_json:
+        out.print_json(json.dumps({**outcome.to_json(), "already_completed": placed_before}))
+    else:
+        print_outcome(outcome, card, delivery=not pickup)
+    if outcome.status != "COMPLETED":
+        raise SystemExit(1)
+
+
+async def place_or_show(
+    placed: PizzaOrder, again: bool, patience: float, address: str | None, as_json: bool
+) -> tuple[OrderOutcome, bool]:
+    """The outcome of the run started now, or of the completed run already there (True)."""
+    client = await client_or_fail(address, runtime=quiet_runtime())
+    number = placed.order_number
+    if not as_json:
+        card = mask_card_number(placed.credit_card_info.number)
+        err.print(f"Placing order {number} (card {card})...")
+    notice = waiting_notice(number, patience)
+    try:
+        outcome = await place_order(
+            client, placed, again=again, patience=patience, on_unanswered=notice
+        )
+        return outcome, False
+    except OrderAlreadyCompleted as completed:
+        if not as_json:
+            err.print(f"{completed}; its confirmation follows (--again places it again)")
+        shown = await outcome_of(
+            client,
+            workflow_id_for(number),
+            number,
+            run_id=completed.run_id,
+            patience=patience,
+            on_unanswered=notice,
+        )
+        return shown, True
+
+
+def waiting_notice(order_number: str, patience: float) -> Unanswered:
+    """Say when the server stops answering that we keep waiting (again every tenth try)."""
+
+    def notice(error: RPCError, attempt: int) -> None:
+        if attempt == 1 or attempt % 10 == 0:
+            err.print(
+                f"Temporal is not answering ({error}); still waiting for order "
+                f"{order_number} (up to {patience:.0f} s in all)...",
+                markup=False,
+            )
+
+    return notice
