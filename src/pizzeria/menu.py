@@ -7,10 +7,10 @@ reject a bad order before any effect, and the activities call them to move stock
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
+from pizzeria import text
 from pizzeria.models import (
     INVALID_CHARGE_AMOUNT_ERROR,
     INVALID_ORDER_ERROR,
@@ -131,15 +131,9 @@ def describe_items(items: Iterable[Pizza]) -> str:
 
 
 def _unprintable(value: str) -> str | None:
-    """What is wrong with the text's characters, if anything: control characters
-    (newlines, NUL...), or lone surrogates, which no UTF-8 payload can carry. Accents,
-    other scripts and emoji are welcome."""
-    categories = {unicodedata.category(ch) for ch in value}
-    if "Cc" in categories:
-        return "holds control characters"
-    if "Cs" in categories:
-        return "holds a lone surrogate (half of a character, not text)"
-    return None
+    """What is wrong with the text's characters, if anything: text.py's one rule for every
+    free-text field (controls, format characters, line separators, lone surrogates)."""
+    return text.text_problem(value)
 
 
 def _whole(value: object) -> bool:

@@ -27,7 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pizzeria import menu, tuning
+    from pizzeria import menu, text, tuning
     from pizzeria.activities import PizzaOrderActivities
     from pizzeria.failures import error_message_of, error_type_of
     from pizzeria.models import (
@@ -86,6 +86,9 @@ CANCEL_REQUEST_GRACE = timedelta(minutes=1)
 # Orders started with this patch write OrderStatus only when it lasts (at the close, and
 # when an order needs an operator), and record no other patch marker: see _status.
 LEAN_ORDER_PATCH = "lean-order"
+# Orders started with this patch refuse format characters and line separators in their
+# text (text.py); orders started before, with such text, replay under the old rule.
+TEXT_RULE_PATCH = "refuse-format-characters"
 
 
 # Input that does not decode into a PizzaOrder fails the order at once, before any effect,
@@ -108,7 +111,10 @@ class PizzaOrderWorkflow:
     async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
         self._lean = workflow.patched(LEAN_ORDER_PATCH)
         try:
-            menu.validate_order(order)
+            # Asked only of an order whose verdict differs: no marker for any other.
+            newer = not text.refused_characters_in(order) or workflow.patched(TEXT_RULE_PATCH)
+            with contextlib.nullcontext() if newer else text.old_rule():
+                menu.validate_order(order)
             self._check_one_order_per_number(order)
         except menu.OrderRejected as rejected:
             await self._close("rejected")
@@ -444,6 +450,7 @@ class PizzaOrderWorkflow:
 
     @cancel_order.validator
     def _validate_cancel(self, reason: str) -> None:
+        text.check_text("reason", reason)  # validators do not run on replay
         if self.pivot_passed:
             raise ValueError(TOO_LATE_TO_CANCEL)
         if self.finished:
@@ -474,6 +481,7 @@ class PizzaOrderWorkflow:
 
     @resolve_manually.validator
     def _validate_resolve(self, note: str) -> None:
+        text.check_text("note", note)
         self._require_attention()
         if not note.strip():
             raise ValueError("say what was done by hand: the note must not be empty")

@@ -10,13 +10,15 @@ never disagree about which orders exist.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from pizzeria import menu, models
 from pizzeria.models import OrderSettings
 from pizzeria.samples import GOOD_CARD, sample_order
+from pizzeria.text import text_problem
 
 STRICT = ConfigDict(strict=True)
 ORDER_NUMBER_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
@@ -39,26 +41,38 @@ EXERCISE_ORDER: dict[str, Any] = {
 }
 
 
+def _text_only(value: str) -> str:
+    """text.py's one rule for free text: a 422 naming the field, never echoing the value."""
+    problem = text_problem(value)
+    if problem:
+        raise PydanticCustomError("refused_characters", problem)
+    return value
+
+
+#: Free text (names, addresses, descriptions, reasons, notes): no control or format characters.
+FreeText = Annotated[str, AfterValidator(_text_only)]
+
+
 class AddressBody(BaseModel):
     model_config = STRICT
-    line1: str = Field(description="Required for a delivery", json_schema_extra=TEXT)
-    line2: str = Field(json_schema_extra=TEXT)
-    city: str = Field(json_schema_extra=TEXT)
-    state: str = Field(json_schema_extra=TEXT)
-    postal_code: str = Field(json_schema_extra=TEXT)
+    line1: FreeText = Field(description="Required for a delivery", json_schema_extra=TEXT)
+    line2: FreeText = Field(json_schema_extra=TEXT)
+    city: FreeText = Field(json_schema_extra=TEXT)
+    state: FreeText = Field(json_schema_extra=TEXT)
+    postal_code: FreeText = Field(json_schema_extra=TEXT)
 
 
 class CustomerBody(BaseModel):
     model_config = STRICT
     customer_id: int = Field(json_schema_extra={"minimum": 0, "maximum": 2**63 - 1})
-    name: str = Field(json_schema_extra=REQUIRED_TEXT)
-    email: str = Field(json_schema_extra=TEXT)
-    phone: str = Field(json_schema_extra=TEXT)
+    name: FreeText = Field(json_schema_extra=REQUIRED_TEXT)
+    email: FreeText = Field(json_schema_extra=TEXT)
+    phone: FreeText = Field(json_schema_extra=TEXT)
 
 
 class PizzaBody(BaseModel):
     model_config = STRICT
-    description: str = Field(
+    description: FreeText = Field(
         description="A size and toppings from GET /menu, e.g. 'Large, with mushrooms and onions'"
         " (the size and the toppings in any case, toppings also separated by commas)",
         json_schema_extra={**REQUIRED_TEXT, "pattern": PIZZA_PATTERN},
@@ -71,7 +85,7 @@ class PizzaBody(BaseModel):
 
 class CardBody(BaseModel):
     model_config = STRICT
-    holderName: str = Field(json_schema_extra=REQUIRED_TEXT)
+    holderName: FreeText = Field(json_schema_extra=REQUIRED_TEXT)
     number: str = Field(
         description="Never shown back in full", json_schema_extra={"pattern": "^[0-9]{12,19}$"}
     )
@@ -206,7 +220,7 @@ class OrderList(BaseModel):
 
 class CancelBody(BaseModel):
     model_config = STRICT
-    reason: str = Field(default="cancelled by the customer", max_length=menu.MAX_TEXT)
+    reason: FreeText = Field(default="cancelled by the customer", max_length=menu.MAX_TEXT)
 
 
 class CancelAccepted(BaseModel):
@@ -218,7 +232,7 @@ class CancelAccepted(BaseModel):
 class RepairBody(BaseModel):
     model_config = STRICT
     action: str = Field(description="'retry' the failed compensations, or 'resolve' by hand")
-    note: str = Field(default="", max_length=menu.MAX_TEXT, description="Needed to resolve")
+    note: FreeText = Field(default="", max_length=menu.MAX_TEXT, description="Needed to resolve")
 
 
 class RepairDone(BaseModel):

@@ -1,4 +1,9 @@
-"""What every command shares: its consoles, its options, one-line errors, opening things."""
+"""What every command shares: its consoles, its options, one-line errors, opening things.
+
+Text that comes from outside (an order, a history, the ledger, an error message) is
+printed through `shown` (or `cell`, for a table): text.for_terminal, the one escaping
+function, so a terminal is never sent an escape sequence or a bidi override to act on.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
@@ -16,6 +22,7 @@ from temporalio.runtime import Runtime
 from pizzeria import config
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.temporal.connection import connect, connect_config
+from pizzeria.text import TextRefused, check_text, for_terminal
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -46,8 +53,27 @@ class UserError(Exception):
     """A mistake in what the user asked for: one line, exit code 2."""
 
 
+#: Text from outside, as a terminal may be shown it (control and format characters escaped).
+shown = for_terminal
+
+
+def cell(value: object) -> Text:
+    """Text from outside as a table cell or a line: escaped, and never read as Rich markup
+    (``[link=...]`` in a cell would otherwise become a terminal hyperlink)."""
+    return Text(for_terminal(value))
+
+
+def checked_text(option: str, value: str) -> str:
+    """A free-text option (--reason, --resolve), refused as the API and the workflow refuse
+    it: one line and exit 2, before anything is sent."""
+    try:
+        return check_text(option, value)
+    except TextRefused as refused:
+        raise UserError(str(refused)) from None
+
+
 def error_line(message: str) -> None:
-    err.print(f"error: {message}", markup=False, emoji=False, soft_wrap=True)
+    err.print(f"error: {for_terminal(message)}", markup=False, emoji=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

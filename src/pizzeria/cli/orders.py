@@ -15,12 +15,15 @@ from rich.table import Table
 from pizzeria.cli.common import (
     UserError,
     address_option,
+    cell,
+    checked_text,
     client_or_fail,
     json_option,
     ledger_at,
     ledger_option,
     out,
     run,
+    shown,
 )
 from pizzeria.client import (
     Abandoned,
@@ -59,7 +62,8 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: b
             out.print("  pickup:        ready at the counter (no delivery)")
         out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")
     if outcome.error_type:
-        out.print(f"  error:         {outcome.error_type}: {outcome.error}", markup=False)
+        error = shown(f"{outcome.error_type}: {outcome.error}")
+        out.print(f"  error:         {error}", markup=False)
     if outcome.compensations or outcome.status != "COMPLETED":
         ran = " -> ".join(outcome.compensations) or "none"
         out.print(f"  compensations: {ran}")
@@ -94,12 +98,12 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
     table = Table("order", "started", "status", "OrderStatus", "amount", "compensation")
     for row in rows:
         table.add_row(
-            row["order_number"],
+            cell(row["order_number"]),
             row["started"][5:19].replace("T", " "),
-            row["status"],
-            row["order_status"] or "-",
+            cell(row["status"]),
+            cell(row["order_status"] or "-"),
             dollars(row["amount"]),
-            row["compensation"] or "-",
+            cell(row["compensation"] or "-"),
         )
     out.print(table)
     if not rows:
@@ -140,19 +144,21 @@ def status(order_number: str, watch: bool, address: str | None, as_json: bool) -
 def render_report(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, highlight=False, soft_wrap=True, width=140)
-    order_number, stuck = report["order_number"], report.get("failing_workflow_task")
+    # Everything in a report comes from the order's history: shown escaped, never acted on.
+    order_number, stuck = shown(report["order_number"]), report.get("failing_workflow_task")
     # A closed order says why it ended; an open one, what it is doing.
     now = report.get("error") or report["details"]
     if stuck:
         now = f"STUCK: its workflow task keeps failing ({stuck['attempts']} attempts)"
     now = f" - {now}" if now and now.lower() != report["status"].lower() else ""
-    console.print(f"Order {order_number}: {report['status']}{now}", markup=False)
+    console.print(shown(f"Order {order_number}: {report['status']}{now}"), markup=False)
     if report["summary"]:
-        console.print(f"  {report['summary']}", markup=False)
+        console.print(f"  {shown(report['summary'])}", markup=False)
     if report.get("trace_id"):
         console.print(f"  trace {report['trace_id']}", markup=False)
     if stuck:
-        console.print(f"  failing since {stuck['since'][:19]}: {stuck['error']}", markup=False)
+        failing = shown(f"failing since {stuck['since'][:19]}: {stuck['error']}")
+        console.print(f"  {failing}", markup=False)
         console.print(
             "  It resumes once a worker can run it (the right code, the right key); or "
             f"`pizzeria repair {order_number} --abandon` ends it and undoes its effects.",
@@ -161,25 +167,26 @@ def render_report(report: dict[str, Any]) -> str:
     if report["needs_attention"]:
         console.print(
             "NEEDS ATTENTION: a compensation failed for good; fix the cause, then "
-            f"`pizzeria repair {report['order_number']} --retry` or `--resolve NOTE`",
+            f"`pizzeria repair {order_number} --retry` or `--resolve NOTE`",
             markup=False,
         )
     table = Table("started", "kind", "name", "took", "attempts", "outcome", "detail")
     for entry in report["timeline"]:
         took = "" if entry["duration_ms"] is None else f"{entry['duration_ms']:,.0f} ms"
         table.add_row(
-            entry["started_at"][11:23],
-            entry["kind"],
-            entry["name"],
+            cell(entry["started_at"][11:23]),
+            cell(entry["kind"]),
+            cell(entry["name"]),
             took,
             str(entry["attempts"]),
-            entry["outcome"],
-            entry["error"] or entry["summary"],
+            cell(entry["outcome"]),
+            cell(entry["error"] or entry["summary"]),
         )
     console.print(table)
     if report.get("repaired_by"):
         note = report.get("resolution_note") or ""
-        console.print(f"Repaired by hand: {report['repaired_by']} {note}", markup=False)
+        repaired = shown(f"Repaired by hand: {report['repaired_by']} {note}")
+        console.print(repaired, markup=False)
     return buffer.getvalue().rstrip()
 
 
@@ -192,13 +199,15 @@ def render_report(report: dict[str, Any]) -> str:
 @address_option
 def cancel(order_number: str, reason: str, address: str | None) -> None:
     """Cancel an order before it is billed: its effects are undone and it ends Cancelled."""
+    checked_text("--reason", reason)
 
     async def cancelled() -> CancelResult:
         return await cancel_order(await client_or_fail(address), order_number, reason)
 
     result = run(cancelled())
     undone = ", ".join(result.compensations) or "nothing to undo"
-    out.print(f"Order {order_number}: cancel accepted ({result.reason}); compensations: {undone}")
+    accepted = f"Order {order_number}: cancel accepted ({result.reason}); compensations: {undone}"
+    out.print(shown(accepted), markup=False)
 
 
 @click.command()
@@ -225,6 +234,8 @@ def repair(
     one that cannot go on (a workflow task failing for good)."""
     if retry + (resolve is not None) + abandon != 1:
         raise UserError("choose one: --retry, --resolve NOTE or --abandon")
+    if resolve is not None:
+        checked_text("--resolve", resolve)
     if abandon:
         abandon_and_report(order_number, address, ledger_location)
         return

@@ -7,8 +7,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pizzeria.models import dollars
+from pizzeria.text import for_terminal
 
 # Order counts printed on their own; any other outcome (terminated, ...) is listed after.
 NAMED_COUNTS = ("total", "completed", "failed", "cancelled", "open")
@@ -58,15 +60,18 @@ def print_check_report(report: CheckReport, console: Console) -> None:
     print_orders(report, console)
     console.print(stock_table(report))
     print_money(report, console)
+    # Order numbers and details come from Temporal and the ledger: escaped, never markup.
     console.print(
-        f"Double effects: {report.double_effects}; refunds above charges: "
-        f"{report.refunds_above_charges}; orders still open: {len(report.open_orders)}"
-        + (f" ({', '.join(report.open_orders[:20])})" if report.open_orders else "")
+        for_terminal(
+            f"Double effects: {report.double_effects}; refunds above charges: "
+            f"{report.refunds_above_charges}; orders still open: {len(report.open_orders)}"
+            + (f" ({', '.join(report.open_orders[:20])})" if report.open_orders else "")
+        ),
+        markup=False,
     )
     for warning in report.warnings:
-        console.print(
-            f"[yellow]warning[/yellow]: {warning.kind}: order {warning.order}: {warning.detail}"
-        )
+        said = f": {warning.kind}: order {warning.order}: {warning.detail}"
+        console.print(Text.assemble(("warning", "yellow"), for_terminal(said)))
     if report.ok:
         console.print("[green]No violations[/green]: the ledger agrees with Temporal.")
         return
@@ -74,7 +79,8 @@ def print_check_report(report: CheckReport, console: Console) -> None:
         "violation", "order", "run", "detail", title=f"{len(report.violations)} violations"
     )
     for item in report.violations:
-        table.add_row(item.kind, item.order, item.run_id[:8], item.detail)
+        row = (item.kind, item.order, item.run_id[:8], item.detail)
+        table.add_row(*(Text(for_terminal(value)) for value in row))
     console.print(table)
 
 
