@@ -155,6 +155,7 @@ class SagaTestWorkflow:
     def __init__(self) -> None:
         self.saga = Saga()
         self.undone_in_workflow: list[int] = []
+        self.progress: list[tuple[str, str]] = []  # (phase, account) at each on_progress
 
     @workflow.run
     async def run(self, plan: Plan) -> dict[str, Any]:
@@ -163,6 +164,7 @@ class SagaTestWorkflow:
             plan.continue_on_error,
             COMPENSATION_OPTIONS,
             wait_for_repair=plan.wait_for_repair,
+            on_progress=lambda account: self.progress.append((self.saga.phase.value, account)),
         )
         async with self.saga as saga:
             for index in range(plan.steps):
@@ -205,7 +207,7 @@ class SagaTestWorkflow:
 
     @workflow.query
     def state(self) -> dict[str, Any]:
-        return self.saga.state()
+        return {**self.saga.state(), "progress": self.progress}
 
     @workflow.update
     def retry_compensations(self) -> None:
@@ -340,6 +342,7 @@ async def test_success_runs_no_compensation(saga_worker: SagaWorker) -> None:
     assert [s["status"] for s in state["steps"]] == ["done"] * 3
     assert [c["summary"] for c in state["compensations"]] == [f"undo step {i}" for i in range(3)]
     assert state["compensating"] is False
+    assert (state["phase"], state["progress"]) == ("running", [])
 
 
 async def test_compensate_called_twice_runs_each_compensation_once(
@@ -399,6 +402,8 @@ async def test_step_failure_compensates_started_steps_in_reverse_then_fails_with
     assert STEP_FAILED in state["steps"][-1]["last_error"]
     assert statuses(state["compensations"]) == ["done"] * (fail_at + 1)
     assert STEP_FAILED in state["original_error"]
+    assert state["phase"] == "compensated"
+    assert [phase for phase, _ in state["progress"]] == ["compensating"] * (fail_at + 1)
     assert await status(handle) == WorkflowExecutionStatus.FAILED
 
 
@@ -514,6 +519,7 @@ async def test_compensation_failing_always_raises_saga_error_with_cause_and_outc
     assert script.calls("undo") == [2, 1, 1, 0]  # 1: both attempts of its retry policy
     assert script.effects == {1}
     assert await status(handle) == WorkflowExecutionStatus.FAILED
+    assert (await handle.query(SagaTestWorkflow.state))["phase"] == "compensation failed"
 
 
 async def test_stop_on_error_skips_later_compensations(saga_worker: SagaWorker) -> None:
@@ -664,6 +670,10 @@ async def test_wait_for_repair_then_retry_failed_finishes_compensation(
     first = "done" if continue_on_error else "skipped"
     assert statuses(state["compensations"]) == [first, "failed", "done"]
     assert UNDO_FAILED in state["compensations"][1]["last_error"]
+    assert state["phase"] == "needs attention"
+    # The phase is current when on_progress is called, whatever its words.
+    phase, account = state["progress"][-1]
+    assert phase == "needs attention" and "undo_step" in account
     assert await status(handle) == WorkflowExecutionStatus.RUNNING
 
     await handle.execute_update(SagaTestWorkflow.retry_compensations)  # still broken
@@ -682,6 +692,9 @@ async def test_wait_for_repair_then_retry_failed_finishes_compensation(
     assert statuses(state["compensations"]) == ["done"] * 3
     assert [c["attempts"] for c in state["compensations"]] == [1, 3, 1]
     assert state["needs_attention"] is False
+    assert state["phase"] == "compensated"
+    phases = [phase for phase, _ in state["progress"]]
+    assert phases.count("needs attention") == 2 and phases[-1] == "compensating"
     assert state["repaired_by"] == "retry"
     assert script.calls("undone") == ([0, 1] if continue_on_error else [1, 0])
     assert script.calls("noop") == [2]
@@ -704,6 +717,7 @@ async def test_wait_for_repair_then_resolve_manually(saga_worker: SagaWorker) ->
     assert state["repaired_by"] == "resolved manually"
     assert state["resolution_note"] == "refunded by phone"
     assert state["needs_attention"] is False
+    assert state["phase"] == "compensated"
     assert script.undo_order() == [2, 1]  # nothing ran again
     assert script.effects == {0, 1}
 

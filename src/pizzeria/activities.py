@@ -3,7 +3,9 @@
 One class holds the ledger (as the money-transfer template holds its bank client), so
 tests hand it another ledger. Every effect is keyed by ``order_ref`` + step, which the
 workflow derives from its own workflow id and run id: retries share a key, a new run never
-does. Blocking database work runs in a thread so the worker's event loop stays free.
+does. Blocking database work runs in a thread so the worker's event loop stays free. A
+step's answer or verdict from a retry says which attempt gave it (attempts.py), so the
+order shows its real attempts.
 Faults on demand are not in here: the worker injects them around every activity
 (`pizzeria.temporal.faults.FaultInterceptor`).
 """
@@ -21,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from pizzeria import menu, tuning
+from pizzeria.attempts import attempt_details, reported
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import LateStepRefused, Ledger, OutOfStock
 from pizzeria.models import (
@@ -63,9 +66,14 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
 
 
 def business_error(message: str, kind: str) -> ApplicationError:
-    """A verdict, not a fault: never retried, and logged by the SDK without a traceback."""
+    """A verdict, not a fault: never retried, and logged by the SDK without a traceback.
+    Given on a retry, it says which attempt gave it (attempts.py)."""
     return ApplicationError(
-        message, type=kind, non_retryable=True, category=ApplicationErrorCategory.BENIGN
+        message,
+        *attempt_details(),
+        type=kind,
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 
@@ -110,7 +118,7 @@ class PizzaOrderActivities:
     async def get_distance(self, address: Address) -> Distance:
         """The exercise's simulated distance: consistent for an address, no effect."""
         kilometers = len(address.line1) + len(address.line2) - 10
-        return Distance(kilometers=kilometers if kilometers >= 1 else 5)
+        return reported(Distance(kilometers=kilometers if kilometers >= 1 else 5))
 
     @activity.defn
     async def update_inventory(self, request: StockRequest) -> StockChange:
@@ -126,7 +134,7 @@ class PizzaOrderActivities:
         except LateStepRefused as error:
             raise late_step_refused(error) from None
         activity.logger.info("Took %s for order %s", effect.ingredients, request.order_number)
-        return StockChange(ingredients=effect.ingredients, applied=effect.applied)
+        return reported(StockChange(ingredients=effect.ingredients, applied=effect.applied))
 
     @activity.defn
     async def revert_inventory(self, request: RunRef | StockRequest) -> StockChange:
@@ -169,11 +177,13 @@ class PizzaOrderActivities:
             charge.credit_card.masked,
             charge.order_number,
         )
-        return CreditCardConfirmation(
-            card_last4=last4,
-            confirmation_number=confirmation_number(charge.order_ref, "PAYME-"),
-            amount=effect.amount,
-            billing_timestamp=int(effect.created_at),
+        return reported(
+            CreditCardConfirmation(
+                card_last4=last4,
+                confirmation_number=confirmation_number(charge.order_ref, "PAYME-"),
+                amount=effect.amount,
+                billing_timestamp=int(effect.created_at),
+            )
         )
 
     @activity.defn
@@ -196,12 +206,14 @@ class PizzaOrderActivities:
             )
         except LateStepRefused as error:
             raise late_step_refused(error) from None
-        return OrderConfirmation(
-            order_number=bill.order_number,
-            status=STATUS_SUCCESS,
-            confirmation_number=effect.reference,
-            billing_timestamp=int(effect.created_at),
-            amount=effect.amount,
+        return reported(
+            OrderConfirmation(
+                order_number=bill.order_number,
+                status=STATUS_SUCCESS,
+                confirmation_number=effect.reference,
+                billing_timestamp=int(effect.created_at),
+                amount=effect.amount,
+            )
         )
 
     @activity.defn

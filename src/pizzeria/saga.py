@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,7 +33,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-__all__ = ["CompensationState", "Saga", "SagaError", "StepState"]
+__all__ = ["CompensationState", "Phase", "Saga", "SagaError", "StepState"]
 
 PENDING = "pending"
 RUNNING = "running"
@@ -46,13 +47,19 @@ RESOLVED = "resolved manually"
 DEFAULT_COMPENSATION_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=1),
     "schedule_to_close_timeout": timedelta(days=7),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(minutes=1),
-        maximum_attempts=0,
-    ),
+    # From 1 s, doubling (RetryPolicy's defaults), up to a minute between attempts.
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=0),
 }
+
+
+class Phase(enum.StrEnum):
+    """Where a saga is: what code reads to decide (never the text of `on_progress`)."""
+
+    RUNNING = "running"  # the steps run; nothing undone
+    COMPENSATING = "compensating"  # a step failed, or the workflow was cancelled
+    NEEDS_ATTENTION = "needs attention"  # waiting for retry_failed or resolve_manually
+    COMPENSATED = "compensated"  # every compensation done, or resolved by hand
+    COMPENSATION_FAILED = "compensation failed"  # for good, with no repair (SagaError)
 
 
 class SagaError(ApplicationError):
@@ -71,7 +78,7 @@ class SagaError(ApplicationError):
 class StepState:
     name: str
     status: str = RUNNING
-    attempts: int = 0
+    attempts: int | None = None  # None until the caller says (a saga cannot see retries)
     last_error: str | None = None
 
 
@@ -118,10 +125,12 @@ class Saga:
         compensation_options: default keyword options of ``workflow.execute_activity`` for
             every compensation; each compensation's own options override them.
         wait_for_repair: when a compensation failed for good, do not fail the workflow:
-            report "needs attention" and wait for `retry_failed` or `resolve_manually`
-            (an operator's Update) before finishing.
-        on_progress: called with a one-line account of the compensation ("Compensating 1
-            of 2: refund", "Needs attention: ..."), e.g. ``workflow.set_current_details``.
+            enter `Phase.NEEDS_ATTENTION` and wait for `retry_failed` or
+            `resolve_manually` (an operator's Update) before finishing.
+        on_progress: called with a one-line account of the compensation for people
+            ("Compensating 1 of 2: refund", "Needs attention: ..."), e.g.
+            ``workflow.set_current_details``; `phase` is already current when it is called.
+            Code decides on `phase`, never on the text.
     """
 
     def __init__(
@@ -148,7 +157,7 @@ class Saga:
         self._task: asyncio.Task[None] | None = None
         self._round = (0, 0)
         self._decision: tuple[str, str] | None = None
-        self.needs_attention = False
+        self.phase = Phase.RUNNING
         self.repaired_by: str | None = None
         self.resolution_note: str | None = None
         self.original_error: str | None = None
@@ -190,8 +199,9 @@ class Saga:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[StepState]:
-        """Track a step for `state`: running, then done or failed with its error."""
-        state = StepState(name=name, attempts=1)
+        """Track a step for `state`: running, then done or failed with its error. Set the
+        yielded state's ``attempts`` when the step's answer says how many it took."""
+        state = StepState(name=name)
         self.steps.append(state)
         try:
             yield state
@@ -206,6 +216,10 @@ class Saga:
     @property
     def compensating(self) -> bool:
         return self._task is not None
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.phase is Phase.NEEDS_ATTENTION
 
     @property
     def compensated(self) -> bool:
@@ -224,6 +238,7 @@ class Saga:
         if cause is not None and self.original_error is None:
             self.original_error = _describe(cause)
         if self._task is None:
+            self.phase = Phase.COMPENSATING
             self._task = asyncio.create_task(self._run_until_settled())
         cancelled = False
         while not self._task.done():
@@ -246,31 +261,26 @@ class Saga:
     async def _run_until_settled(self) -> None:
         await self._run(self._compensations)
         while self.wait_for_repair and self._failed():
-            self.needs_attention = True
+            self.phase = Phase.NEEDS_ATTENTION
             names = ", ".join(c.state.name for c in self._failed())
             self._progress(f"Needs attention: {names} failed; retry or resolve by hand")
             self._decision = None
             await workflow.wait_condition(lambda: self._decision is not None)
             assert self._decision is not None
             action, note = self._decision
-            self.needs_attention = False
+            self.phase = Phase.COMPENSATING
+            unsettled = [c for c in self._compensations if c.state.status in (FAILED, SKIPPED)]
             if action == "retry":
                 self.repaired_by = "retry"
-                retry = self._failed()
-                for compensation in retry:
+                for compensation in unsettled:
                     compensation.state.status = PENDING
-                for compensation in self._compensations:
-                    if compensation.state.status == SKIPPED:
-                        compensation.state.status = PENDING
                 await self._run([c for c in self._compensations if c.state.status == PENDING])
             else:
                 self.repaired_by = "resolved manually"
                 self.resolution_note = note
-                for compensation in self._failed():
+                for compensation in unsettled:
                     compensation.state.status = RESOLVED
-                for compensation in self._compensations:
-                    if compensation.state.status == SKIPPED:
-                        compensation.state.status = RESOLVED
+        self.phase = Phase.COMPENSATION_FAILED if self._failed() else Phase.COMPENSATED
 
     def _failed(self) -> list[_Compensation]:
         return [c for c in self._compensations if c.state.status == FAILED]
@@ -360,35 +370,30 @@ class Saga:
     # -- what a query shows ------------------------------------------------------------
 
     def outcomes(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": c.state.name,
-                "status": c.state.status,
-                "attempts": c.state.attempts,
-                "last_error": c.state.last_error,
-            }
-            for c in self._compensations
-        ]
+        return [_shown(c.state) for c in self._compensations]
 
     def state(self) -> dict[str, Any]:
-        """Steps and compensations with status, attempts and last error (for a query)."""
+        """The phase; steps and compensations with status, attempts and last error (for
+        a query)."""
         return {
-            "steps": [
-                {
-                    "name": s.name,
-                    "status": s.status,
-                    "attempts": s.attempts,
-                    "last_error": s.last_error,
-                }
-                for s in self.steps
-            ],
+            "steps": [_shown(step) for step in self.steps],
             "compensations": [
                 {**outcome, "summary": c.state.summary}
                 for outcome, c in zip(self.outcomes(), self._compensations, strict=True)
             ],
+            "phase": self.phase.value,
             "compensating": self.compensating,
             "needs_attention": self.needs_attention,
             "repaired_by": self.repaired_by,
             "resolution_note": self.resolution_note,
             "original_error": self.original_error,
         }
+
+
+def _shown(state: StepState | CompensationState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "status": state.status,
+        "attempts": state.attempts,
+        "last_error": state.last_error,
+    }

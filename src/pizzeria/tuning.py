@@ -2,10 +2,11 @@
 (``pizzeria bench --ablation``).
 
 Every piece is on unless the benchmark's worker switches it off when it starts, before it
-builds its worker; nothing here is read while a workflow runs. Switching off a piece the
-workflow uses (visibility, summaries, metrics) changes the commands it sends, so every
-worker serving the same orders must agree: it is for a benchmark's private stack, never
-for a deployment.
+builds its worker; nothing changes it afterwards. The workflow reads it while it runs
+(`is_on` for visibility, summaries and metrics, through the sandbox, which passes this
+module through), so a setting must hold for the life of the process. Switching off a
+piece the workflow uses changes the commands it sends, so every worker serving the same
+orders must agree: it is for a benchmark's private stack, never for a deployment.
 """
 
 from __future__ import annotations
