@@ -22,6 +22,7 @@ from pizzeria.temporal.codec import EncryptionCodec, key_id_of
 from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, wait_until
 from tests.stack import StackOptions
+from tests.test_security_codec import CODEC_SECRET
 from tests.test_workflow import exercise_json
 
 pytestmark = pytest.mark.timeout(180)
@@ -247,18 +248,20 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
 def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(stack):
     """`temporal workflow execute` with the exercise's JSON; results read via the codec."""
     key = base64.b64decode(CODEC_KEY)
-    codec = CodecServer(EncryptionCodec([(key_id_of(key), key)]), port=0)
+    codec = CodecServer(EncryptionCodec([(key_id_of(key), key)]), secret=CODEC_SECRET, port=0)
     codec.start()
+    # The CLI sends no Origin: the endpoint answers it only with its secret.
+    through_codec = ("--codec-endpoint", codec.url, "--codec-auth", f"Bearer {CODEC_SECRET}")
     try:
         good = exercise_json(GOOD_CARD)
         good["order_number"] = "WIRE-1"
-        done = temporal_execute(stack, good, "--codec-endpoint", codec.url, "-o", "json")
+        done = temporal_execute(stack, good, *through_codec, "-o", "json")
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout)["result"]
         assert result["amount"] == 3500 and result["status"] == "SUCCESS"
         bad = exercise_json(BAD_CARD)
         bad["order_number"] = "WIRE-2"
-        failed = temporal_execute(stack, bad, "--codec-endpoint", codec.url)
+        failed = temporal_execute(stack, bad, *through_codec)
         assert failed.returncode != 0
         assert "Invalid credit card number" in failed.stdout + failed.stderr
     finally:

@@ -28,6 +28,7 @@ from pizzeria.temporal.codec import ENCODING, CodecKeyError, EncryptionCodec, ke
 from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import pizzeria, wait_until
 from tests.stack import Stack, StackOptions, open_stack
+from tests.test_security_codec import CODEC_SECRET
 from tests.test_workflow import exercise_json
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -85,11 +86,15 @@ def test_a_bad_key_is_a_clear_error(monkeypatch):
 # -- the codec endpoint -----------------------------------------------------------------
 
 
-def post(url: str, body: dict[str, Any], origin: str | None = None) -> tuple[int, Any, Any]:
+def post(
+    url: str, body: dict[str, Any], origin: str | None = None, secret: str | None = None
+) -> tuple[int, Any, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
     request.add_header("Content-Type", "application/json")
     if origin:
         request.add_header("Origin", origin)
+    if secret:
+        request.add_header("Authorization", f"Bearer {secret}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read()), response.headers
@@ -100,7 +105,7 @@ def post(url: str, body: dict[str, Any], origin: str | None = None) -> tuple[int
 
 @pytest.fixture
 def codec_endpoint() -> Iterator[CodecServer]:
-    server = CodecServer(EncryptionCodec([(key_id_of(KEY), KEY)]), port=0)
+    server = CodecServer(EncryptionCodec([(key_id_of(KEY), KEY)]), secret=CODEC_SECRET, port=0)
     server.start()
     yield server
     server.stop()
@@ -275,6 +280,7 @@ def test_the_web_ui_shows_the_failed_order_and_its_compensations(tmp_path, reque
     ui_port = free_port()
     codec = CodecServer(
         EncryptionCodec([(key_id_of(KEY), KEY)]),
+        secret=CODEC_SECRET,
         port=0,
         origins=[f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}"],
     )

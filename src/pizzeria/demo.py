@@ -20,7 +20,7 @@ from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import order_ref
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.temporal.codec_server import serve_for_web_ui
+from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
 from pizzeria.worker import build_worker, served_activities, stop_requested
@@ -71,7 +71,7 @@ async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer 
         yield None
         return
     data = config.data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only: it holds the secrets
     codec_server = None
     try:
         codec_server = serve_for_web_ui(UI_PORT)
@@ -87,7 +87,8 @@ async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer 
         await asyncio.to_thread(server.start)
         say(f"Temporal dev server up: 127.0.0.1:7233, Web UI {WEB_UI}")
         if codec_server:
-            say(f"Codec endpoint {codec_server.url}: the Web UI decrypts the orders")
+            say(f"Codec endpoint {codec_server.url}: the Web UI decrypts the orders;")
+            say(cli_advice(codec_server))
         yield server
     finally:
         server.stop()

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from pizzeria.api.limits import ApiLimits
 from pizzeria.api.problems import ApiProblem
 from pizzeria.client import status_name
 from pizzeria.models import workflow_id_for
+from pizzeria.private import UnsafeSecret, check_secret_strength, private_secret
 
 SECRET_ENV = "PIZZERIA_API_SECRET"
 STAFF_KEY_ENV = "PIZZERIA_API_KEY"
@@ -50,35 +50,18 @@ def secret_file() -> Path:
 
 
 def load_secret() -> bytes:
-    """``$PIZZERIA_API_SECRET``, else the data folder's secret, made on first use (0600)."""
+    """``$PIZZERIA_API_SECRET``, else the data folder's secret, made on first use (0600).
+
+    Either must hold at least 32 random bytes, and the file must be private (see
+    pizzeria.private): whoever can write the secret can forge every order token.
+    """
     from_env = os.environ.get(SECRET_ENV)
-    if from_env is not None:
-        if len(from_env.strip()) < MIN_SECRET_LENGTH:
-            raise SecretError(f"{SECRET_ENV} must hold at least {MIN_SECRET_LENGTH} characters")
-        return from_env.strip().encode()
-    path = secret_file()
-    if not path.exists():
-        _create_secret(path)
-    text = path.read_text().strip()
-    if len(text) < MIN_SECRET_LENGTH:
-        raise SecretError(f"{path} holds no usable secret: delete it and a new one is made")
-    return text.encode()
-
-
-def _create_secret(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_urlsafe(32) + "\n")
-    # A link never replaces a file: when two processes start at once, the first secret
-    # stays and both read it, so no token is ever signed with a secret that is then lost.
     try:
-        os.link(draft, path)
-    except FileExistsError:
-        pass
-    finally:
-        draft.unlink()
+        if from_env is not None:
+            return check_secret_strength(from_env, SECRET_ENV).encode()
+        return private_secret(secret_file(), "API secret").encode()
+    except UnsafeSecret as unsafe:
+        raise SecretError(str(unsafe)) from None
 
 
 def load_staff_key() -> str | None:

@@ -30,7 +30,13 @@ from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE
 from pizzeria.demo import run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
-from pizzeria.temporal.codec_server import DEFAULT_ORIGINS, CodecServer, serve_for_web_ui
+from pizzeria.temporal.codec_server import (
+    DEFAULT_ORIGINS,
+    CodecServer,
+    cli_advice,
+    load_auth_secret,
+    serve_for_web_ui,
+)
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
 from pizzeria.temporal.metrics import prometheus_runtime
@@ -87,7 +93,8 @@ def server(
     out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
     out.print(f"History file: {history}" if history else "History: in memory")
     if codec_server:
-        out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads")
+        out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads;")
+        out.print(f"  {cli_advice(codec_server)}", markup=False)
     out.print("Press Ctrl-C to stop.")
     try:
         assert dev.process is not None
@@ -117,16 +124,32 @@ def start_codec_server(port: int, ui_port: int) -> CodecServer:
     multiple=True,
     help="Browser origin allowed to call it [default: the local Web UI, port 8233]",
 )
-def codec_server_command(port: int, origins: tuple[str, ...]) -> None:
-    """Serve the codec endpoint (localhost only) so the Web UI can decrypt payloads."""
+@click.option(
+    "--require-auth",
+    is_flag=True,
+    help="Browsers too must send the secret: behind a proxy that authenticates the Web "
+    "UI's users and adds the header (see docs/security.md)",
+)
+def codec_server_command(port: int, origins: tuple[str, ...], require_auth: bool) -> None:
+    """Serve the codec endpoint (localhost only) so the Web UI can decrypt payloads.
+
+    Browsers are served from the allowed origins only; any other caller must send
+    'Authorization: Bearer <secret>' (the secret in $PIZZERIA_CODEC_AUTH, else in
+    .pizzeria/codec.auth, made on first use).
+    """
     stop_on_sigterm()
     allowed = origins or DEFAULT_ORIGINS
+    codec, secret = EncryptionCodec(load_keys()), load_auth_secret()
     try:
-        endpoint = CodecServer(EncryptionCodec(load_keys()), port=port, origins=allowed)
+        endpoint = CodecServer(
+            codec, secret=secret, port=port, origins=allowed, require_auth=require_auth
+        )
     except OSError as error:
         raise UserError(f"cannot serve on 127.0.0.1:{port}: {error.strerror}") from None
-    out.print(f"Codec endpoint on {endpoint.url} for {', '.join(allowed)}. Ctrl-C stops.")
-    out.print(f"Start the dev server with --ui-codec-endpoint {endpoint.url}")
+    browsers = "browsers need the secret too" if require_auth else "without the secret"
+    out.print(f"Codec endpoint on {endpoint.url} for {', '.join(allowed)} ({browsers}).")
+    out.print(cli_advice(endpoint), markup=False)
+    out.print(f"Start the dev server with --ui-codec-endpoint {endpoint.url}. Ctrl-C stops.")
     try:
         endpoint.httpd.serve_forever()
     except KeyboardInterrupt:

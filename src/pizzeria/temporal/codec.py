@@ -8,7 +8,9 @@ so a worker still serves clients that send plain JSON (the exercise's starter, t
 
 Keys come from ``PIZZERIA_CODEC_KEY`` (base64 of 32 bytes), else from the key file
 ``$PIZZERIA_DATA_DIR/codec.key`` (created with owner-only permissions on first use; one
-``id:base64`` per line, newest first). ``pizzeria codec-server`` lets the Web UI decrypt.
+``id:base64`` per line, newest first). A key file another user owns or could write is
+refused (see pizzeria.private): whoever plants a key reads every order encrypted under it.
+``pizzeria codec-server`` lets the Web UI decrypt.
 
 Ciphertext that cannot be opened is told apart by whose fault it is. Garbage, a payload
 naming no key, or one that fails authentication under a key this process has, is bad
@@ -36,6 +38,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, PayloadCodec
 
 from pizzeria import config
+from pizzeria.private import UnsafeSecret, make_private_dir, read_private_file
 from pizzeria.temporal.converter import unreadable_payload
 
 ENCODING = b"binary/encrypted"
@@ -75,16 +78,16 @@ def load_keys(create: bool = True) -> list[tuple[str, bytes]]:
         key = _decode_key(from_env, "PIZZERIA_CODEC_KEY")
         return [(key_id_of(key), key)]
     path = key_file()
-    if not path.exists():
+    if not os.path.lexists(path):
         if not create:
             raise CodecKeyError(f"no key: set PIZZERIA_CODEC_KEY or create {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = AESGCM.generate_key(bit_length=256)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{key_id_of(key)}:{base64.b64encode(key).decode()}\n")
+        _create_key_file(path)
+    try:
+        text = read_private_file(path, "codec key")
+    except UnsafeSecret as unsafe:
+        raise CodecKeyError(str(unsafe)) from None
     keys = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             key_id, _, text = line.strip().partition(":")
             where = f"{path} line {number}"
@@ -94,6 +97,17 @@ def load_keys(create: bool = True) -> list[tuple[str, bytes]]:
     if not keys:
         raise CodecKeyError(f"{path} holds no key")
     return keys
+
+
+def _create_key_file(path: Path) -> None:
+    make_private_dir(path.parent)
+    key = AESGCM.generate_key(bit_length=256)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first: read theirs
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"{key_id_of(key)}:{base64.b64encode(key).decode()}\n")
 
 
 class EncryptionCodec(PayloadCodec):

@@ -106,7 +106,7 @@ def server_command(
     for namespace in namespaces:  # besides "default", which always exists
         command += ["--namespace", namespace]
     if history_file is not None:
-        history_file.parent.mkdir(parents=True, exist_ok=True)
+        history_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         command += ["--db-filename", str(history_file)]
     if headless:
         command.append("--headless")

@@ -347,7 +347,7 @@ async def _sleep_through_cancellation(seconds: float) -> None:
 
 
 def write_faults(file: Path, faults: dict[str, Fault]) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = file.with_suffix(".tmp")
     temporary.write_text(json.dumps([str(f) for f in faults.values()]))
     temporary.replace(file)

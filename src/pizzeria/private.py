@@ -1,0 +1,125 @@
+"""The data folder's private files: the API secret, the codec key, the codec endpoint's secret.
+
+The data folder (config.data_dir) is created owner-only (0700). A secret or key file is
+read only when nobody else could have written it: owned by this user (or root), not
+writable by group or others, in a folder no other user can write (a sticky folder such as
+/tmp aside), and not a link another user planted. Whoever could write it could forge every
+order token or plant a key of their own, so anything else is refused with one line saying
+what to fix. A secret must hold at least 32 random bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+
+#: The random bytes a secret must hold at least (HMAC-SHA256 keys, the codec endpoint's).
+SECRET_BYTES = 32
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+class UnsafeSecret(RuntimeError):
+    """A secret or key file others could have written, or a secret too short (one line)."""
+
+
+def make_private_dir(path: Path) -> Path:
+    """``path`` (and any missing parent), the folder itself created owner-only (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def read_private_file(path: Path, what: str) -> str:
+    """The text of a secret or key file, refused (`UnsafeSecret`) unless private.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+    """
+    _refuse_planted_link(path, what)
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(descriptor, encoding="utf-8", errors="replace") as handle:
+        _refuse_unless_private(os.fstat(descriptor), path, what, "file")
+        _refuse_unless_private(os.stat(path.absolute().parent), path.parent, what, "folder")
+        return handle.read()
+
+
+def _trusted_owner(uid: int) -> bool:
+    return uid in (os.geteuid(), 0)
+
+
+def _refuse_planted_link(path: Path, what: str) -> None:
+    with_link = os.lstat(path)
+    if stat.S_ISLNK(with_link.st_mode) and not _trusted_owner(with_link.st_uid):
+        raise UnsafeSecret(
+            f"{path} is a link made by another user (uid {with_link.st_uid}): refusing it "
+            f"as the {what}; remove it"
+        )
+
+
+def _refuse_unless_private(info: os.stat_result, path: Path, what: str, kind: str) -> None:
+    if not _trusted_owner(info.st_uid):
+        raise UnsafeSecret(
+            f"the {what} {kind} {path} belongs to another user (uid {info.st_uid}), who "
+            "could have written it: refusing it; make it yours (chown) or remove it"
+        )
+    sticky = kind == "folder" and info.st_mode & stat.S_ISVTX
+    if info.st_mode & 0o022 and not sticky:
+        mode = stat.S_IMODE(info.st_mode)
+        fix = "chmod 600" if kind == "file" else "chmod 700"
+        raise UnsafeSecret(
+            f"the {what} {kind} {path} can be written by others (mode {mode:o}): refusing "
+            f"it; run `{fix} {path}`"
+        )
+
+
+def secret_bytes(text: str) -> int:
+    """How many bytes a secret written as hex or as base64url holds (0: neither)."""
+    text = text.strip()
+    if _HEX.fullmatch(text) and len(text) % 2 == 0:
+        return len(text) // 2
+    if _BASE64URL.fullmatch(text):
+        try:
+            return len(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        except (binascii.Error, ValueError):
+            return 0
+    return 0
+
+
+def check_secret_strength(text: str, where: str) -> str:
+    """``text`` stripped, unless it holds fewer than SECRET_BYTES random bytes."""
+    if secret_bytes(text) < SECRET_BYTES:
+        raise UnsafeSecret(
+            f"{where} must hold at least {SECRET_BYTES} random bytes, written as "
+            f"{2 * SECRET_BYTES} hex digits or 43 base64url characters; make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return text.strip()
+
+
+def private_secret(path: Path, what: str) -> str:
+    """The secret kept in ``path``, made on first use (32 random bytes, base64url, 0600),
+    refused (`UnsafeSecret`) when others could have written it or it is too short."""
+    if not os.path.lexists(path):
+        _create_secret(path)
+    return check_secret_strength(read_private_file(path, what), str(path))
+
+
+def _create_secret(path: Path) -> None:
+    make_private_dir(path.parent)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
+    # A link never replaces a file: when two processes start at once, the first secret
+    # stays and both read it, so nothing is ever signed with a secret that is then lost.
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
