@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHandle, WorkflowHistory
 
 from pizzeria.history.markers import LocalActivityRecord, local_activity_of
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def recorded(name: str) -> list[HistoryEvent]:
+    """The events of a history recorded on the dev server (``tests/histories/<name>.json``,
+    see ``tests/record_histories.py``)."""
+    path = HISTORIES / f"{name}.json"
+    return list(WorkflowHistory.from_json(f"pizza-workflow-order-{name}", path.read_text()).events)
 
 
 async def activity_timeline(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:

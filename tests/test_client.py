@@ -17,23 +17,37 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesResponse
+from temporalio.client import (
+    CancelWorkflowInput,
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria import client as orders
 from pizzeria.client import (
     OrderAlreadyCompleted,
     OrderOutcome,
+    OrderRefused,
+    cancel_order,
+    order_status_registered,
     outcome_of,
+    outcomes,
     place_order,
+    retry_compensations,
     start_order,
 )
 from pizzeria.ledger import Ledger
-from pizzeria.models import workflow_id_for
+from pizzeria.models import ORDER_STATUS, order_number_of, workflow_id_for
 from pizzeria.ops.processes import private_dev_server, worker_process
 from pizzeria.samples import BAD_CARD, sample_order
 from pizzeria.temporal import waiting
-from tests.helpers import PIZZERIA, pizzeria, wait_until
+from tests.helpers import PIZZERIA, event_types, eventually, pizzeria, wait_until
 from tests.stack import stack_env
 
 
@@ -81,6 +95,122 @@ async def test_a_failed_order_number_may_be_placed_again(
     assert charges(ledger, number) == [3500]
 
 
+# -- acting on a running order -------------------------------------------------------------------
+
+
+async def test_a_closed_order_is_refused_with_its_status_spelled_as_everywhere_else(
+    client: Client, worker, task_queue: str
+) -> None:
+    number = f"CLOSED-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        handle = await start_order(client, sample_order(number, prep_seconds=30), task_queue)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        with pytest.raises(OrderRefused) as refused:
+            await retry_compensations(client, number)
+    assert str(refused.value) == f"refused: order {number} is already closed (CANCELLED)"
+
+
+async def preparing(handle: WorkflowHandle[Any, Any]) -> bool:
+    return EventType.EVENT_TYPE_TIMER_STARTED in await event_types(handle)
+
+
+class PlaceAgainBeforeTheCancelRequest(Interceptor):
+    """Between the cancel_order Update and the cancellation request: the run that accepted
+    the Update closes (terminated here; its wait for the request may run out as well) and
+    the order number is placed again, as `pizzeria order --again` may."""
+
+    def __init__(self, plain: Client, accepting: WorkflowHandle[Any, Any], task_queue: str) -> None:
+        self.plain, self.accepting, self.task_queue = plain, accepting, task_queue
+        self.newer: WorkflowHandle[Any, Any] | None = None
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        hook = self
+
+        class PlaceAgain(OutboundInterceptor):
+            async def cancel_workflow(self, input: CancelWorkflowInput) -> None:
+                if hook.newer is None:
+                    await hook.place_again()
+                await super().cancel_workflow(input)
+
+        return PlaceAgain(next)
+
+    async def place_again(self) -> None:
+        await self.accepting.terminate("test: the run closes before the request reaches it")
+        number = order_number_of(self.accepting.id)
+        again = sample_order(number, prep_seconds=30)
+        self.newer = await start_order(self.plain, again, self.task_queue, again=True)
+
+
+async def test_a_cancel_never_reaches_a_newer_run_of_the_order_number(
+    client: Client, worker, task_queue: str
+) -> None:
+    number = f"CANCEL-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        first = await start_order(client, sample_order(number, prep_seconds=30), task_queue)
+        await eventually(lambda: preparing(first), "the kitchen to prepare the order")
+        hook = PlaceAgainBeforeTheCancelRequest(client, first, task_queue)
+        config = client.config()
+        config["interceptors"] = [hook]
+        hooked = Client(**config)
+        result = await cancel_order(hooked, number, "changed my mind")
+        assert result.accepted and hook.newer is not None
+        assert hook.newer.result_run_id != first.result_run_id
+        confirmation = await hook.newer.result()  # not cancelled: it was not asked to be
+    assert confirmation.amount == 3500
+    assert (await hook.newer.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+# -- whether the server knows the OrderStatus search attribute ----------------------------------
+
+
+class Operator:
+    """An operator service that answers each lookup with the next of its answers."""
+
+    def __init__(self, *answers: bool | Exception) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def list_search_attributes(self, request: Any, **options: Any) -> Any:
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        known = {ORDER_STATUS.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+        return ListSearchAttributesResponse(custom_attributes=known if answer else {})
+
+
+class Connection:
+    """What `order_status_registered` uses of a client: its namespace and operator service."""
+
+    def __init__(self, namespace: str, *answers: bool | Exception) -> None:
+        self.namespace = namespace
+        self.operator_service = Operator(*answers)
+
+
+async def test_a_lookup_temporal_did_not_answer_is_asked_again() -> None:
+    connection = Connection(f"ns-{uuid.uuid4().hex[:6]}", unanswered(), True)
+    with pytest.raises(RPCError):  # no answer is not "not registered"
+        await order_status_registered(connection)  # type: ignore[arg-type]
+    assert await order_status_registered(connection) is True  # type: ignore[arg-type]
+    assert await order_status_registered(connection) is True  # type: ignore[arg-type]
+    assert connection.operator_service.asked == 2  # a definite answer is kept
+
+
+async def test_each_connection_has_its_own_answer_in_the_same_namespace() -> None:
+    namespace = f"ns-{uuid.uuid4().hex[:6]}"
+    without = Connection(namespace, False)
+    with_it = Connection(namespace, True)
+    unimplemented = RPCError("unimplemented", RPCStatusCode.UNIMPLEMENTED, b"")
+    test_server = Connection(namespace, unimplemented)
+    assert await order_status_registered(without) is False  # type: ignore[arg-type]
+    assert await order_status_registered(with_it) is True  # type: ignore[arg-type]
+    assert await order_status_registered(test_server) is False  # type: ignore[arg-type]
+    assert await order_status_registered(test_server) is False  # type: ignore[arg-type]
+    assert test_server.operator_service.asked == 1  # a server without it: a definite answer
+
+
 # -- waiting through a server that does not answer -----------------------------------------------
 
 
@@ -99,7 +229,7 @@ async def test_waiting_keeps_asking_while_the_server_does_not_answer(
             raise answers.pop(0)
         return outcome
 
-    monkeypatch.setattr(orders, "read_outcome", read)
+    monkeypatch.setattr(outcomes, "read_outcome", read)
     monkeypatch.setattr(waiting, "FIRST_RETRY_SECONDS", 0.01)
     heard: list[int] = []
     got = await outcome_of(
@@ -118,7 +248,7 @@ async def test_after_its_patience_the_wait_says_the_order_still_runs(
     async def never(*args: Any) -> OrderOutcome:
         raise unanswered()
 
-    monkeypatch.setattr(orders, "read_outcome", never)
+    monkeypatch.setattr(outcomes, "read_outcome", never)
     monkeypatch.setattr(waiting, "FIRST_RETRY_SECONDS", 0.05)
     started = time.monotonic()
     with pytest.raises(waiting.OrderStillRunning) as gave_up:
@@ -137,7 +267,7 @@ async def test_a_refusal_is_not_waited_through(monkeypatch: pytest.MonkeyPatch) 
         calls += 1
         raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
 
-    monkeypatch.setattr(orders, "read_outcome", refused)
+    monkeypatch.setattr(outcomes, "read_outcome", refused)
     with pytest.raises(RPCError):
         await outcome_of(None, workflow_id_for("W3"), "W3", patience=30)  # type: ignore[arg-type]
     assert calls == 1

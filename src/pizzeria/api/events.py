@@ -14,17 +14,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
-from temporalio.client import WorkflowExecutionStatus as RunStatus
 
 from pizzeria.api.schemas import OrderOutcomeView, StepChange
 from pizzeria.api.views import closed_outcome, run_handle
-from pizzeria.client import status_name
-from pizzeria.history.markers import local_activity_of
-from pizzeria.history.timeline import COMPENSATION, STEP, failure_text
-from pizzeria.models import COMPENSATIONS
+from pizzeria.history.reader import Change, HistoryReader
 
 KEEP_ALIVE_SECONDS = 15.0
 FOLLOW_PAUSE_SECONDS = 0.25
@@ -33,40 +28,17 @@ MAX_PAGES = 10_000
 EVENT_KINDS = ("step", "compensation", "outcome")
 RECONNECT_MILLISECONDS = 1000
 
-# The event that closes a run, and the status it closes it with.
-CLOSES = {
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: RunStatus.COMPLETED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: RunStatus.FAILED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: RunStatus.CANCELED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: RunStatus.TERMINATED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: RunStatus.TIMED_OUT,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: RunStatus.CONTINUED_AS_NEW,
-}
 
-
-def change_of(event: HistoryEvent, scheduled: dict[int, str]) -> StepChange | None:
-    kind = event.event_type
-    at = event.event_time.ToDatetime().isoformat() + "Z"
-    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-        name = event.activity_task_scheduled_event_attributes.activity_type.name
-        scheduled[event.event_id] = name
-        return StepChange(kind=_kind(name), name=name, state="running", error="", at=at)
-    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-        attributes: Any = event.activity_task_completed_event_attributes
-        state, error = "completed", ""
-    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-        attributes = event.activity_task_failed_event_attributes
-        state, error = "failed", failure_text(attributes.failure)
-    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-        attributes = event.activity_task_timed_out_event_attributes
-        state, error = "timed out", failure_text(attributes.failure)
-    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-        attributes = event.activity_task_canceled_event_attributes
-        state, error = "cancelled", ""
-    else:
-        return local_change(event, at)
-    name = scheduled.get(attributes.scheduled_event_id, "")
-    return StepChange(kind=_kind(name), name=name, state=state, error=error, at=at)
+def step_change(change: Change) -> StepChange:
+    """A step or compensation that started or ended (`pizzeria.history.reader` pairs each
+    activity, local or not, with the event that ended it)."""
+    return StepChange(
+        kind=change.kind,
+        name=change.name,
+        state=change.state,
+        error=change.error,
+        at=change.at.isoformat() + "Z",
+    )
 
 
 def event_schema() -> dict[str, Any]:
@@ -91,21 +63,6 @@ def _ref(model: type[Any]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def local_change(event: HistoryEvent, at: str) -> StepChange | None:
-    """A local activity (an order on the fast path): its marker, written once it is over."""
-    local = local_activity_of(event)
-    if local is None:
-        return None
-    error = failure_text(local.failure) if local.failure is not None else ""
-    return StepChange(
-        kind=_kind(local.name), name=local.name, state=local.outcome, error=error, at=at
-    )
-
-
-def _kind(name: str) -> str:
-    return COMPENSATION if name in COMPENSATIONS else STEP
-
-
 def sse(event_id: int, event: str, data: dict[str, Any]) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
 
@@ -115,15 +72,14 @@ async def order_events(
 ) -> AsyncIterator[str]:
     """The run's events after ``after``, then its outcome; ``follow`` waits for new ones."""
     handle = run_handle(client, workflow_id, run_id)
-    scheduled: dict[int, str] = {}
+    reader = HistoryReader()
     async for event in history(handle, follow):
-        change = change_of(event, scheduled)
+        change = reader.read(event)
         if change is not None and event.event_id > after:
-            yield sse(event.event_id, change.kind, change.model_dump())
-        closed = CLOSES.get(event.event_type)
-        if closed is not None:
+            yield sse(event.event_id, change.kind, step_change(change).model_dump())
+        if reader.status is not None:
             if event.event_id > after:
-                outcome = await closed_outcome(handle, status_name(closed))
+                outcome = await closed_outcome(handle, reader.status)
                 yield sse(event.event_id, "outcome", outcome.model_dump())
             return
 

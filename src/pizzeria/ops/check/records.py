@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.failures import cause_chain, error_type_of, innermost
+from pizzeria.history.reader import closed_status
 from pizzeria.models import WORKFLOW_TYPE, OrderConfirmation, PizzaOrder, order_ref
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -35,15 +36,6 @@ UNDONE = ("FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
 OUTCOMES = (COMPLETED, *UNDONE, OPEN)
 CONCURRENCY = 16  # histories read at once
 PROGRESS_SECONDS = 2.0  # at most one progress report this often
-
-STATUS_OF_CLOSE = {
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: COMPLETED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "FAILED",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "CANCELLED",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "TERMINATED",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "TIMED_OUT",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "CONTINUED_AS_NEW",
-}
 
 #: ``progress(done, total)``: called as histories are read.
 Progress = Callable[[int, int], None]
@@ -149,7 +141,7 @@ async def order_record(client: Client, workflow_id: str, run_id: str) -> OrderRe
         raise
     events = history.events
     close = events[-1] if events else None
-    status = STATUS_OF_CLOSE.get(close.event_type, OPEN) if close is not None else OPEN
+    status = (closed_status(close) if close is not None else None) or OPEN
     record = OrderRecord(workflow_id, run_id, status)
     if events:
         started = events[0].workflow_execution_started_event_attributes.input.payloads

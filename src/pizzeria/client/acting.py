@@ -1,0 +1,172 @@
+"""Acting on a running order: cancel it, repair it, or abandon it when it cannot finish.
+
+Each act goes to one run, the order number's latest when it is asked, and stays with that
+run: a cancellation request goes to the run that accepted the cancel, never to a newer run
+of the same order number (`pizzeria order --again` may start one meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from pizzeria import text
+from pizzeria.client.outcomes import order_handle
+from pizzeria.history.reader import status_name
+from pizzeria.ledger import AlreadyBilled, Ledger
+from pizzeria.models import (
+    CancelResult,
+    OrderConfirmation,
+    RepairResult,
+    order_ref,
+    workflow_id_for,
+)
+from pizzeria.workflows import PizzaOrderWorkflow
+
+
+class OrderRefused(Exception):
+    """The order said no to a cancel or a repair (or is closed): the reason is the message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"refused: {reason}")
+
+
+async def running_order(
+    client: Client, order_number: str
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    """The order's latest run (a handle on that run alone), refused when it is closed."""
+    await order_handle(client, order_number)
+    workflow_id = workflow_id_for(order_number)
+    latest = client.get_workflow_handle_for(PizzaOrderWorkflow.order_pizza, workflow_id)
+    description = await latest.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        state = status_name(description.status)
+        raise OrderRefused(f"order {order_number} is already closed ({state})")
+    return client.get_workflow_handle_for(
+        PizzaOrderWorkflow.order_pizza, workflow_id, run_id=description.run_id
+    )
+
+
+def stuck_advice(order_number: str) -> str:
+    return (
+        f"order {order_number} is stuck: its workflow task keeps failing (see `pizzeria "
+        f"status {order_number}`); fix the workers, or end it with `pizzeria repair "
+        f"{order_number} --abandon`"
+    )
+
+
+async def _ask(
+    client: Client, order_number: str, update: Any, *args: Any
+) -> tuple[Any, WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]]:
+    """Run an Update on the order's latest run: its answer, and a handle on the run that
+    accepted it (the Update goes to that run alone). A refusal, or an order that cannot
+    answer because its workflow task keeps failing, is an `OrderRefused` saying what to do."""
+    run = await running_order(client, order_number)
+    try:
+        return await run.execute_update(update, *args), run
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
+    except RPCError as error:
+        if "workflow task in failed state" not in str(error).lower():
+            raise
+        raise OrderRefused(stuck_advice(order_number)) from None
+
+
+async def cancel_order(client: Client, order_number: str, reason: str) -> CancelResult:
+    """Cancel an order before its pivot: its effects are undone and it ends Cancelled.
+
+    Raises:
+        text.TextRefused: the reason holds characters no text may hold (nothing is sent).
+    """
+    text.check_text("reason", reason)
+    answer, run = await _ask(client, order_number, PizzaOrderWorkflow.cancel_order, reason)
+    result: CancelResult = answer
+    if not result.accepted:
+        raise OrderRefused(result.reason)
+    # The order is already undone; the request makes it end Cancelled (not Failed). It
+    # goes to the run that accepted the cancel, which may have closed meanwhile (its wait
+    # for the request ran out; the order number may even run again since).
+    try:
+        await run.cancel()
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+    return result
+
+
+async def retry_compensations(client: Client, order_number: str) -> RepairResult:
+    """Run the order's failed compensations again."""
+    answer, _ = await _ask(client, order_number, PizzaOrderWorkflow.retry_compensations)
+    result: RepairResult = answer
+    return result
+
+
+async def resolve_by_hand(client: Client, order_number: str, note: str) -> RepairResult:
+    """Mark the order's failed compensations as handled outside the system, with a note
+    (refused with `text.TextRefused`, before anything is sent, as the workflow refuses it)."""
+    text.check_text("note", note)
+    answer, _ = await _ask(client, order_number, PizzaOrderWorkflow.resolve_manually, note)
+    result: RepairResult = answer
+    return result
+
+
+@dataclass
+class Abandoned:
+    """What `abandon_order` did to one run of an order."""
+
+    order_number: str
+    workflow_id: str
+    run_id: str
+    status: str  # the run's status when it was abandoned
+    put_back: dict[str, int]
+    refunded: int
+
+
+async def abandon_order(
+    client: Client, ledger: Ledger, order_number: str, reason: str = "abandoned by an operator"
+) -> Abandoned:
+    """End an order that cannot finish (a workflow task failing for good: a bug, a bad
+    deploy, a key no worker has) and undo what the ledger holds for its latest run.
+
+    The ledger goes first, in one transaction with the compensations' own logic, and
+    leaves tombstones: from then on no step of the run can take effect, even one already
+    in flight. Then the run is terminated. A billed order is refused (it only goes
+    forward), and so is one that closed by itself (its saga settled it).
+    """
+    description = await (await order_handle(client, order_number)).describe()
+    status = status_name(description.status)
+    if status not in ("RUNNING", "TERMINATED", "TIMED_OUT"):
+        raise OrderRefused(
+            f"order {order_number} is already closed ({status}): its saga settled it"
+        )
+    workflow_id, run_id = workflow_id_for(order_number), description.run_id
+    try:
+        put_back, refund = await asyncio.to_thread(
+            ledger.abandon_run, order_ref(workflow_id, run_id), order_number
+        )
+    except AlreadyBilled as billed:
+        raise OrderRefused(f"order {order_number} cannot be abandoned: {billed}") from None
+    if status == "RUNNING":
+        run = client.get_workflow_handle(workflow_id, run_id=run_id)
+        # A run that closed meanwhile (its next step refused) needs no terminating.
+        with contextlib.suppress(RPCError):
+            await run.terminate(reason=reason)
+    return Abandoned(
+        order_number,
+        workflow_id,
+        run_id,
+        status,
+        put_back.ingredients if put_back.applied and not put_back.tombstone else {},
+        refund.amount if refund.applied else 0,
+    )

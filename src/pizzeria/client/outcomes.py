@@ -1,0 +1,163 @@
+"""Reading orders back: how a run ended, which orders there are.
+
+The outcome of a failed order includes the compensations that ran, read from the
+workflow's history by `pizzeria.history.reader` (the same record the Web UI shows), so it
+needs no worker. Waiting for it survives connection drops and server restarts
+(`pizzeria.temporal.waiting`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
+
+from pizzeria.failures import error_message_of, error_type_of
+from pizzeria.history.reader import read_history, status_name
+from pizzeria.models import (
+    ORDER_STATUS,
+    WORKFLOW_TYPE,
+    OrderConfirmation,
+    order_number_of,
+    workflow_id_for,
+)
+from pizzeria.temporal.waiting import Unanswered, patiently
+
+WEB_UI = "http://localhost:8233"
+
+
+@dataclass
+class OrderOutcome:
+    order_number: str
+    workflow_id: str
+    run_id: str
+    status: str
+    amount: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+    compensations: list[str] = field(default_factory=list)
+    failed_compensations: list[str] = field(default_factory=list)
+    confirmation: dict[str, Any] | None = None
+    web_ui: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """What clients are shown of an outcome (the confirmation's own fields aside)."""
+        return {
+            "order_number": self.order_number,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "amount": self.amount,
+            "error_type": self.error_type,
+            "error": self.error,
+            "compensations": self.compensations,
+            "web_ui": self.web_ui,
+        }
+
+
+def web_ui_link(workflow_id: str, run_id: str, namespace: str = "default") -> str:
+    return f"{WEB_UI}/namespaces/{namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+async def compensations_from_history(
+    handle: WorkflowHandle[Any, Any],
+) -> tuple[list[str], list[str]]:
+    """Compensations that completed, in the order they completed; and those that failed."""
+    reader = read_history([event async for event in handle.fetch_history_events()])
+    return reader.compensations()
+
+
+async def outcome_of(
+    client: Client,
+    workflow_id: str,
+    order_number: str,
+    *,
+    run_id: str | None = None,
+    patience: float | None = None,
+    on_unanswered: Unanswered | None = None,
+) -> OrderOutcome:
+    """Wait for an order's run (``run_id``, else the latest) to close; how it ended.
+
+    Keeps waiting across connection drops and server restarts, with backoff. After
+    ``patience`` seconds (None: no limit) without an outcome: `OrderStillRunning`.
+    """
+    return await patiently(
+        lambda: read_outcome(client, workflow_id, order_number, run_id),
+        order_number,
+        patience=patience,
+        on_unanswered=on_unanswered,
+    )
+
+
+async def read_outcome(
+    client: Client, workflow_id: str, order_number: str, run_id: str | None = None
+) -> OrderOutcome:
+    """Wait for the run to close and describe how it ended: one try, no retry."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id, result_type=OrderConfirmation)
+    confirmation: OrderConfirmation | None = None
+    failure: BaseException | None = None
+    try:
+        confirmation = await handle.result()
+    except WorkflowFailureError as error:
+        failure = error.cause
+    description = await handle.describe()
+    run_id = description.run_id
+    compensations, failed = await compensations_from_history(
+        client.get_workflow_handle(handle.id, run_id=run_id)
+    )
+    outcome = OrderOutcome(
+        order_number=order_number,
+        workflow_id=handle.id,
+        run_id=run_id,
+        status=status_name(description.status),
+        compensations=compensations,
+        failed_compensations=failed,
+        web_ui=web_ui_link(handle.id, run_id, client.namespace),
+    )
+    if confirmation is not None:
+        outcome.amount = confirmation.amount
+        outcome.confirmation = asdict(confirmation)
+    else:
+        outcome.error_type = error_type_of(failure)
+        outcome.error = error_message_of(failure)
+    return outcome
+
+
+async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any, Any]:
+    """The latest run of an order, or a clear error when there is none."""
+    handle = client.get_workflow_handle(workflow_id_for(order_number))
+    try:
+        await handle.describe()
+    except RPCError as error:
+        if "not found" in str(error).lower():
+            raise LookupError(f"no order {order_number} on this Temporal server") from None
+        raise
+    return handle
+
+
+async def recent_orders(
+    client: Client, order_status: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Orders from Temporal's visibility, newest first; ``order_status`` filters on
+    the OrderStatus search attribute."""
+    query = f"WorkflowType = '{WORKFLOW_TYPE}'"
+    if order_status:
+        query += f" AND {ORDER_STATUS.name} = '{order_status.upper()}'"
+    found: list[dict[str, Any]] = []
+    async for execution in client.list_workflows(query, limit=limit):
+        memo = await execution.memo()
+        found.append(
+            {
+                "workflow_id": execution.id,
+                "run_id": execution.run_id,
+                "order_number": order_number_of(execution.id),
+                "started": execution.start_time.isoformat(),
+                "status": status_name(execution.status),
+                "order_status": execution.typed_search_attributes.get(ORDER_STATUS),
+                "amount": memo.get("amount"),
+                "compensation": memo.get("compensation"),
+            }
+        )
+    return found
