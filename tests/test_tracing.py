@@ -121,7 +121,9 @@ async def api_http(client: Client, ledger_location: str) -> AsyncIterator[httpx.
     )
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as http,
     ):
         # Staff: the test order has no waits (its settings), which only staff may ask for.
         http.headers["Authorization"] = f"Bearer {STAFF}"
