@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -21,7 +22,12 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_trace_id
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
@@ -421,3 +427,35 @@ async def test_a_call_to_the_payment_provider_is_a_span_under_its_caller(
     call = root_of(spans, "payment provider call")
     assert call.attributes is not None and call.attributes["pizzeria.url"] == started.url
     assert not any("4242424242424242" in str(value) for value in call.attributes.values())
+
+
+class _Stuck(SpanExporter):
+    """A collector that never answers, until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.called = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.called.set()
+        self.release.wait(60)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_command_exits_without_waiting_for_a_collector_that_does_not_answer():
+    stuck = _Stuck()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(stuck))
+    tracing.use_tracer_provider(provider)
+    try:
+        with tracing.span("ledger transaction", order_ref="x"):
+            pass
+        began = time.monotonic()
+        assert tracing.flush(0.5) is False
+        assert time.monotonic() - began < 30  # the exporter alone would wait 60 s
+        assert stuck.called.wait(30), "the span was handed to the exporter"
+    finally:
+        tracing.use_tracer_provider(None)
+        stuck.release.set()
+        provider.shutdown()
+    assert tracing.flush() is True  # off: nothing to send

@@ -39,8 +39,9 @@ TRACE_MEMO = "trace_id"
 DEFAULT_SERVICE_NAME = "pizzeria"
 TRACER_NAME = "pizzeria"
 EXPORTERS = ("otlp", "console")
-#: How long the last spans may take to leave when a command ends.
-FLUSH_MILLIS = 5000
+#: How long a command about to exit waits for its last spans to leave (a collector that
+#: is down would otherwise hold it for the exporter's retries, 10 s).
+FLUSH_SECONDS = 2.0
 
 
 class TracingConfigError(ConnectionError):
@@ -159,11 +160,17 @@ def use_tracer_provider(provider: TracerProvider | None) -> None:
         _install(provider)
 
 
-def flush() -> None:
-    """Send the spans still batched (a command about to exit); nothing when tracing is off."""
+def flush(seconds: float = FLUSH_SECONDS) -> bool:
+    """Send the spans still batched (a command about to exit), waiting ``seconds`` at most:
+    the SDK's own flush ignores its timeout and retries as long as the exporter does.
+    True when they left, or when there was nothing to send."""
     provider = _state.provider
-    if provider is not None:
-        provider.force_flush(FLUSH_MILLIS)
+    if provider is None:
+        return True
+    sending = threading.Thread(target=provider.force_flush, name="flush spans", daemon=True)
+    sending.start()
+    sending.join(seconds)
+    return not sending.is_alive()
 
 
 # -- Temporal ---------------------------------------------------------------------------
