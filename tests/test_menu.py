@@ -260,6 +260,75 @@ def test_validate_order_rejects_an_unknown_size() -> None:
     assert rejected_kind(order) == "InvalidOrderError"
 
 
+# -- which field a refusal is about ----------------------------------------------------------
+
+
+def rejected_field(order: PizzaOrder) -> tuple[str, str]:
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    return raised.value.field, raised.value.kind
+
+
+def with_items(*items: Pizza) -> PizzaOrder:
+    return sample_order(items=list(items))
+
+
+SMALL = Pizza("Small", 1200)
+
+
+@pytest.mark.parametrize(
+    ("order", "field", "kind"),
+    [
+        (
+            with_items(SMALL, SMALL, Pizza("Small", -5)),
+            "items[2].price",
+            "InvalidChargeAmountError",
+        ),
+        (with_items(SMALL, Pizza("Small", 12.5)), "items[1].price", "InvalidOrderError"),  # type: ignore[arg-type]
+        (with_items(Pizza("Small", None)), "items[0].price", "InvalidOrderError"),  # type: ignore[arg-type]
+        (
+            with_items(SMALL, Pizza("Small", MAX_ITEM_PRICE + 1)),
+            "items[1].price",
+            "InvalidOrderError",
+        ),
+        (
+            with_items(SMALL, Pizza("Small, with glue", 1200)),
+            "items[1].description",
+            "UnknownToppingError",
+        ),
+        (with_items(Pizza("Gigantic", 1200)), "items[0].description", "InvalidOrderError"),
+        (with_items(Pizza(" ", 1200)), "items[0].description", "InvalidOrderError"),
+        (with_items(), "items", "InvalidOrderError"),
+        (with_items(*[SMALL] * (MAX_ITEMS + 1)), "items", "InvalidOrderError"),
+        (sample_order("XD 001"), "order_number", "InvalidOrderError"),
+        (sample_order(card="4242 4242"), "credit_card_info.number", "InvalidOrderError"),
+        (sample_order(prep_seconds=-1), "settings.prep_seconds", "InvalidOrderError"),
+        (sample_order(step_attempts=0), "settings.step_attempts", "InvalidOrderError"),
+    ],
+)
+def test_a_refusal_names_the_field_it_is_about(order: PizzaOrder, field: str, kind: str) -> None:
+    """Clients (the API's 422) point at the field from the refusal, never from its words."""
+    assert rejected_field(order) == (field, kind)
+
+
+def test_a_refusal_of_a_customer_or_delivery_field_names_its_path() -> None:
+    order = sample_order()
+    nameless = replace(order, customer=replace(order.customer, name="Lisa\n"))
+    assert rejected_field(nameless) == ("customer.name", "InvalidOrderError")
+    homeless = replace(order, address=replace(order.address, line1=""))
+    assert rejected_field(homeless) == ("address.line1", "InvalidOrderError")
+    assert rejected_field(replace(order, is_delivery="yes")) == ("is_delivery", "InvalidOrderError")  # type: ignore[arg-type]
+
+
+def test_ingredients_for_names_the_item_it_cannot_read() -> None:
+    with pytest.raises(OrderRejected) as raised:
+        ingredients_for([SMALL, Pizza("Large, with anchovies", 1500)])
+    assert (raised.value.field, raised.value.kind) == (
+        "items[1].description",
+        "UnknownToppingError",
+    )
+
+
 # -- properties ----------------------------------------------------------------------------
 
 

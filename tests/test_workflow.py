@@ -446,6 +446,7 @@ async def test_a_refund_failing_for_good_parks_the_order_until_an_operator_answe
         refund = next(c for c in state["compensations"] if c["name"] == "refund_customer")
         assert refund["status"] == "failed" and "Injected fault" in refund["last_error"]
         assert state["details"].startswith("Needs attention: refund_customer failed")
+        assert state["phase"] == "needs attention"
         assert description.status == WorkflowExecutionStatus.RUNNING
         assert ledger.orders()[0].charged == 3500  # nothing refunded yet, nothing lost
         write_faults(faults_file, parse_faults("send_bill=refuse"))  # the provider is back
@@ -462,6 +463,7 @@ async def test_a_refund_failing_for_good_parks_the_order_until_an_operator_answe
     assert error_type_of(failure) == "InjectedFault"
     assert "repaired by hand" in str(failure)
     (row,) = ledger.orders()
+    assert final["phase"] == "compensated" and not final["needs_attention"]
     if answer == "retry":
         assert row.charged - row.refunded == 0 and final["repaired_by"] == "retry"
     else:
@@ -477,3 +479,90 @@ async def test_repair_is_refused_when_nothing_needs_attention(worker, start):
             await handle.execute_update(PizzaOrderWorkflow.retry_compensations)
         await handle.result()
     assert "does not need attention" in str(refused.value.cause)
+
+
+# -- attempts: what saga_state (pizzeria status, the API) says each step took ------------------
+
+
+async def step_attempts(handle: WorkflowHandle[Any, Any]) -> dict[str, tuple[str, int | None]]:
+    state = await handle.query(PizzaOrderWorkflow.saga_state)
+    return {step["name"]: (step["status"], step["attempts"]) for step in state["steps"]}
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["regular", "fast-path"])
+async def test_a_step_that_failed_twice_then_succeeded_shows_three_attempts(
+    client: Client, worker, start, ledger, faults_file, fast_path
+):
+    write_faults(faults_file, parse_faults("process_credit_card=fail:2,send_bill=fail:1"))
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, fast_path=fast_path))
+        confirmation = await handle.result()
+        attempts = await step_attempts(handle)
+        wire = await client.get_workflow_handle(handle.id, result_type=dict).result()
+    assert confirmation.status == "SUCCESS"
+    assert attempts == {
+        "get_distance": ("done", 1),
+        "update_inventory": ("done", 1),
+        "process_credit_card": ("done", 3),
+        "send_bill": ("done", 2),
+        # Its answer is a bare bool, which cannot say its attempt: unknown, not a guess.
+        "notify_delivery_driver": ("done", None),
+    }
+    # The bill's attempt never leaks into the exercise's confirmation.
+    assert set(wire) == {
+        "order_number",
+        "status",
+        "confirmation_number",
+        "billing_timestamp",
+        "amount",
+    }
+    (row,) = ledger.orders()
+    assert (row.charged, row.billed) == (3500, 3500)  # three attempts, one charge
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["regular", "fast-path"])
+async def test_a_step_out_of_attempts_shows_all_of_them_and_is_undone(
+    worker, start, ledger, faults_file, fast_path
+):
+    write_faults(faults_file, parse_faults("process_credit_card=fail"))
+    before = quantities(ledger)
+    placed = sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=2, fast_path=fast_path)
+    async with worker():
+        handle = await start(placed)
+        failure = await failure_of(handle)
+        attempts = await step_attempts(handle)
+        state = await handle.query(PizzaOrderWorkflow.saga_state)
+    assert error_type_of(failure) == "InjectedFault"
+    assert attempts == {
+        "get_distance": ("done", 1),
+        "update_inventory": ("done", 1),
+        "process_credit_card": ("failed", 2),
+    }
+    assert [(c["name"], c["status"]) for c in state["compensations"]] == [
+        ("revert_inventory", "done"),
+        ("refund_customer", "done"),
+    ]
+    assert state["phase"] == "compensated"
+    assert quantities(ledger) == before
+
+
+@pytest.mark.parametrize(
+    ("faults", "attempts", "fast_path"),
+    [
+        ("", 1, False),
+        ("process_credit_card=fail:1", 2, False),
+        ("process_credit_card=fail:1", 2, True),
+    ],
+)
+async def test_the_bad_card_verdict_says_on_which_attempt_it_came(
+    worker, start, ledger, faults_file, faults, attempts, fast_path
+):
+    write_faults(faults_file, parse_faults(faults))
+    async with worker():
+        handle = await start(sample_order(card=BAD_CARD, prep_seconds=0, fast_path=fast_path))
+        failure = await failure_of(handle)
+        steps = await step_attempts(handle)
+    assert error_type_of(failure) == "CreditCardProcessingError"
+    assert steps["process_credit_card"] == ("failed", attempts)
+    (row,) = ledger.orders()
+    assert row.charged - row.refunded == 0

@@ -55,28 +55,38 @@ INGREDIENTS = tuple(dict.fromkeys([*BASE, *TOPPINGS.values()]))
 INITIAL_STOCK = 1000  # portions of each ingredient in a new ledger
 
 
-class OrderRejected(ValueError):
-    """An order we refuse before doing anything. ``kind`` is the error type clients see."""
+#: The `OrderRejected.field` of a refusal about the order as a whole, not one of its fields.
+WHOLE_ORDER = ""
 
-    def __init__(self, kind: str, message: str) -> None:
+
+class OrderRejected(ValueError):
+    """An order we refuse before doing anything. ``kind`` is the error type clients see;
+    ``field`` names what is wrong as a path into the order's JSON (``items[2].price``,
+    ``customer.name``), or is `WHOLE_ORDER`."""
+
+    def __init__(self, kind: str, message: str, *, field: str) -> None:
         super().__init__(message)
         self.kind = kind
+        self.field = field
 
 
-def _invalid(message: str) -> OrderRejected:
-    return OrderRejected(INVALID_ORDER_ERROR, message)
+def _invalid(field: str, message: str) -> OrderRejected:
+    return OrderRejected(INVALID_ORDER_ERROR, message, field=field)
 
 
-def recipe(description: str) -> Counter[str]:
+def recipe(description: str, *, field: str = "description") -> Counter[str]:
     """Portions of each ingredient in one pizza, from a description like the exercise's.
 
     "Large, with mushrooms and onions" is three portions of dough, sauce and cheese plus
-    three of mushrooms and three of onions: a size multiplies every portion.
+    three of mushrooms and three of onions: a size multiplies every portion. ``field``
+    names the description in a refusal.
     """
     text = description.strip().lower()
     match = re.fullmatch(r"(small|medium|large)\s*(?:,?\s*with\s+(.+))?", text)
     if match is None:
-        raise _invalid(f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large")
+        raise _invalid(
+            field, f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large"
+        )
     size = PORTIONS_BY_SIZE[match.group(1)]
     portions: Counter[str] = Counter({ingredient: size for ingredient in BASE})
     toppings = match.group(2)
@@ -86,15 +96,17 @@ def recipe(description: str) -> Counter[str]:
                 continue
             ingredient = TOPPINGS.get(name.strip())
             if ingredient is None:
-                raise OrderRejected(UNKNOWN_TOPPING_ERROR, f"Unknown topping {name[:40]!r}")
+                raise OrderRejected(
+                    UNKNOWN_TOPPING_ERROR, f"Unknown topping {name[:40]!r}", field=field
+                )
             portions[ingredient] += size
     return portions
 
 
 def ingredients_for(items: Iterable[Pizza]) -> dict[str, int]:
     total: Counter[str] = Counter()
-    for item in items:
-        total.update(recipe(item.description))
+    for index, item in enumerate(items):
+        total.update(recipe(item.description, field=f"items[{index}].description"))
     return dict(sorted(total.items()))
 
 
@@ -144,12 +156,12 @@ def _whole(value: object) -> bool:
 def _text(value: object, name: str, *, required: bool = True) -> str:
     """A printable string of at most MAX_TEXT characters (and not blank, when required)."""
     if not isinstance(value, str) or (required and not value.strip()):
-        raise _invalid(f"{name} must be a non-empty string")
+        raise _invalid(name, f"{name} must be a non-empty string")
     if len(value) > MAX_TEXT:
-        raise _invalid(f"{name} is longer than {MAX_TEXT}")
+        raise _invalid(name, f"{name} is longer than {MAX_TEXT}")
     problem = _unprintable(value)
     if problem:
-        raise _invalid(f"{name} {problem}")
+        raise _invalid(name, f"{name} {problem}")
     return value
 
 
@@ -167,10 +179,12 @@ def validate_order(order: PizzaOrder) -> None:
     if not isinstance(order, PizzaOrder) or not all(
         isinstance(getattr(order, name), kind) for name, kind in parts.items()
     ):
-        raise _invalid("the order must be a JSON object of the contract")
+        raise _invalid(WHOLE_ORDER, "the order must be a JSON object of the contract")
     _text(order.order_number, "order_number")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order.order_number):
-        raise _invalid("order_number may hold only letters, digits, '.', '_' and '-'")
+        raise _invalid(
+            "order_number", "order_number may hold only letters, digits, '.', '_' and '-'"
+        )
     _validate_customer(order.customer)
     _validate_card(order.credit_card_info)
     _validate_delivery(order)
@@ -181,7 +195,7 @@ def validate_order(order: PizzaOrder) -> None:
 
 def _validate_customer(customer: Customer) -> None:
     if not _whole(customer.customer_id) or not 0 <= customer.customer_id < 2**63:
-        raise _invalid("customer.customer_id must be a whole number")
+        raise _invalid("customer.customer_id", "customer.customer_id must be a whole number")
     _text(customer.name, "customer.name")
     _text(customer.email, "customer.email", required=False)
     _text(customer.phone, "customer.phone", required=False)
@@ -190,12 +204,15 @@ def _validate_customer(customer: Customer) -> None:
 def _validate_card(card: CreditCardInfo) -> None:
     _text(card.holderName, "credit_card_info.holderName")
     if not isinstance(card.number, str) or not re.fullmatch(r"[0-9]{12,19}", card.number):
-        raise _invalid("credit_card_info.number must be 12 to 19 digits, nothing else")
+        raise _invalid(
+            "credit_card_info.number",
+            "credit_card_info.number must be 12 to 19 digits, nothing else",
+        )
 
 
 def _validate_delivery(order: PizzaOrder) -> None:
     if not isinstance(order.is_delivery, bool):
-        raise _invalid("is_delivery must be true or false")
+        raise _invalid("is_delivery", "is_delivery must be true or false")
     for name in ("line1", "line2", "city", "state", "postal_code"):
         _text(getattr(order.address, name), f"address.{name}", required=False)
     if order.is_delivery:
@@ -204,24 +221,32 @@ def _validate_delivery(order: PizzaOrder) -> None:
 
 def _validate_items(items: object) -> None:
     if not isinstance(items, list) or not items:
-        raise _invalid("an order needs at least one item")
+        raise _invalid("items", "an order needs at least one item")
     if len(items) > MAX_ITEMS:
-        raise _invalid(f"an order holds at most {MAX_ITEMS} items")
-    for item in items:
+        raise _invalid("items", f"an order holds at most {MAX_ITEMS} items")
+    for index, item in enumerate(items):
         if not isinstance(item, Pizza):
-            raise _invalid("each item must be a pizza")
-        _text(item.description, "item description")
-        if item.price is None:
-            raise _invalid("item price is missing")
-        if not _whole(item.price):
-            raise _invalid("item price must be whole cents")
-        if item.price < 0:
-            raise OrderRejected(INVALID_CHARGE_AMOUNT_ERROR, f"Invalid charge amount: {item.price}")
-        if item.price == 0 or item.price > MAX_ITEM_PRICE:
-            raise _invalid(
-                f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {item.price}"
-            )
-        recipe(item.description)
+            raise _invalid(f"items[{index}]", "each item must be a pizza")
+        description = f"items[{index}].description"
+        _text(item.description, description)
+        _validate_price(item.price, f"items[{index}].price")
+        recipe(item.description, field=description)
+
+
+def _validate_price(price: object, field: str) -> None:
+    if price is None:
+        raise _invalid(field, "item price is missing")
+    if not _whole(price):
+        raise _invalid(field, "item price must be whole cents")
+    assert isinstance(price, int)
+    if price < 0:
+        raise OrderRejected(
+            INVALID_CHARGE_AMOUNT_ERROR, f"Invalid charge amount: {price}", field=field
+        )
+    if price == 0 or price > MAX_ITEM_PRICE:
+        raise _invalid(
+            field, f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {price}"
+        )
 
 
 def validate_settings(order: PizzaOrder) -> None:
@@ -230,8 +255,12 @@ def validate_settings(order: PizzaOrder) -> None:
     assert settings is not None
     wait = settings.prep_seconds
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_PREP:
-        raise _invalid(f"settings.prep_seconds must be between 0 and {MAX_PREP}")
+        raise _invalid(
+            "settings.prep_seconds", f"settings.prep_seconds must be between 0 and {MAX_PREP}"
+        )
     for name in ("compensation_attempts", "step_attempts"):
         attempts = getattr(settings, name)
         if not _whole(attempts) or not 1 <= attempts <= MAX_ATTEMPTS:
-            raise _invalid(f"settings.{name} must be between 1 and {MAX_ATTEMPTS}")
+            raise _invalid(
+                f"settings.{name}", f"settings.{name} must be between 1 and {MAX_ATTEMPTS}"
+            )

@@ -10,7 +10,6 @@ issued for (auth.py); event streams are capped and share one history reader per 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -116,23 +115,6 @@ async def read_model(request: Request, model: type[Body], *, required: bool) -> 
         raise refuse_invalid_body(error) from None
 
 
-def rejected_field(order: PizzaOrder, message: str) -> str:
-    """Which field menu.py's verdict is about (its messages name all but the item)."""
-    head = message.split(" ", 1)[0]
-    if head in ("order_number", "is_delivery") or "." in head:
-        return head
-    if not order.items or "at most" in message:
-        return "items"
-    for index, item in enumerate(order.items):
-        try:
-            menu.validate_order(dataclasses.replace(order, items=[item]))
-        except menu.OrderRejected as alone:
-            about_price = str(alone).startswith(("item price", "Invalid charge amount"))
-            part = "price" if about_price else "description"
-            return f"items[{index}].{part}"
-    return "body"
-
-
 def checked_order(body: Any) -> PizzaOrder:
     """The body as an order, refused (422) by the same checks as the workflow's."""
     try:
@@ -142,9 +124,8 @@ def checked_order(body: Any) -> PizzaOrder:
     try:
         menu.validate_order(order)
     except menu.OrderRejected as rejected:
-        field = rejected_field(order, str(rejected))
         raise invalid(
-            field, str(rejected), slug="invalid-order", error_type=rejected.kind
+            rejected.field or "body", str(rejected), slug="invalid-order", error_type=rejected.kind
         ) from None
     return order
 
