@@ -126,8 +126,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(orders.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.add_middleware(SecurityHeaders)
-    if tracing.enabled():  # a span per request: the root of the trace of the order it places
-        app.add_middleware(tracing.RequestSpans)
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
         app.add_middleware(tracing.RequestSpans)
