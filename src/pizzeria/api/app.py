@@ -98,7 +98,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.keys = settings.keys
         app.state.key_table = keys = KeyTable(ledger.location)
         app.state.streams = Streams(
-            lambda workflow_id, run_id: order_events(client, workflow_id, run_id, 0, follow=True),
+            lambda workflow_id, run_id, after: order_events(
+                client, workflow_id, run_id, after, follow=True
+            ),
             total=settings.limits.max_streams,
             per_holder=settings.limits.streams_per_token,
             lifetime=settings.limits.stream_seconds,

@@ -8,8 +8,9 @@ reconnects with ``Last-Event-ID`` and misses nothing).
 However many clients follow one order, the API long-polls its history once: the first
 stream of a run starts a `Feed`, which reads the run's events (``events.order_events``)
 into a list and wakes its followers at each new one; each follower sends the events after
-its own ``Last-Event-ID`` from that list. When the last follower leaves, the feed's poll
-is cancelled and the feed forgotten.
+its own ``Last-Event-ID`` from that list. A read that fails (Temporal did not answer) goes
+on from its last event after a pause, a few times, before its streams end. When the last
+follower leaves, the feed's poll is cancelled and the feed forgotten.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ log = logging.getLogger(__name__)
 #: What a client is told to wait before trying again once a cap is reached.
 RETRY_AFTER_SECONDS = 5
 
-#: A run's events, as server-sent event texts each starting with ``id: <event id>``.
-Source = Callable[[str, str], AsyncIterator[str]]
+#: A run's events after an event id, as server-sent event texts each starting with
+#: ``id: <event id>``: ``source(workflow_id, run_id, after)``.
+Source = Callable[[str, str, int], AsyncIterator[str]]
+#: A read that fails (Temporal did not answer) is tried again from where it was, after
+#: these pauses; then the streams end (their clients reconnect).
+RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
 
 
 def event_id_of(text: str) -> int:
@@ -63,19 +68,33 @@ class Feed:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
-    async def read(self, source: AsyncIterator[str]) -> None:
+    async def read(self, source: Source, workflow_id: str, run_id: str) -> None:
         try:
-            async for text in source:
-                self.events.append((event_id_of(text), text))
-                self.wake()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # Temporal went away: the followers end, clients retry
-            self.failed = True
-            log.warning("reading an order's history for its streams failed: %r", error)
+            for pause in (*RETRY_PAUSES, None):
+                try:
+                    await self._read_on(source(workflow_id, run_id, self.last_id))
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # Temporal did not answer
+                    if pause is None:
+                        self.failed = True  # the followers end; their clients come back
+                        log.warning("reading %s for its event streams failed: %r", run_id, error)
+                        return
+                    log.info("reading %s for its event streams: %r; again", run_id, error)
+                    await asyncio.sleep(pause)
         finally:
             self.done = True
             self.wake()
+
+    async def _read_on(self, events: AsyncIterator[str]) -> None:
+        async for text in events:
+            self.events.append((event_id_of(text), text))
+            self.wake()
+
+    @property
+    def last_id(self) -> int:
+        return self.events[-1][0] if self.events else 0
 
     def wake(self) -> None:
         self.changed.set()
@@ -129,7 +148,7 @@ class Streams:
         feed = self.feeds.get(key)
         if feed is None or feed.failed:
             feed = Feed()
-            feed.task = asyncio.create_task(feed.read(self.source(workflow_id, run_id)))
+            feed.task = asyncio.create_task(feed.read(self.source, workflow_id, run_id))
             self.feeds[key] = feed
         feed.followers += 1
         return Follower(self, key, feed, slot)
