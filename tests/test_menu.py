@@ -16,6 +16,7 @@ from pizzeria.menu import (
     MAX_ITEM_PRICE,
     MAX_ITEMS,
     PORTIONS_BY_SIZE,
+    PRICE_BY_SIZE,
     TOPPINGS,
     OrderRejected,
     billed_amount,
@@ -23,6 +24,8 @@ from pizzeria.menu import (
     describe_items,
     ingredients_for,
     luhn_valid,
+    menu_price,
+    off_menu,
     order_total,
     recipe,
     validate_order,
@@ -168,8 +171,8 @@ def test_validate_order_rejects_an_order_without_items() -> None:
 
 
 def test_validate_order_rejects_too_many_items() -> None:
-    validate_order(sample_order(items=[Pizza("Small", 100)] * MAX_ITEMS))
-    too_many = [Pizza("Small", 100)] * (MAX_ITEMS + 1)
+    validate_order(sample_order(items=[Pizza("Small", 1200)] * MAX_ITEMS))
+    too_many = [Pizza("Small", 1200)] * (MAX_ITEMS + 1)
     assert rejected_kind(sample_order(items=too_many)) == "InvalidOrderError"
 
 
@@ -320,6 +323,62 @@ def test_a_refusal_of_a_customer_or_delivery_field_names_its_path() -> None:
     assert rejected_field(replace(order, is_delivery="yes")) == ("is_delivery", "InvalidOrderError")  # type: ignore[arg-type]
 
 
+# -- prices come from the menu ----------------------------------------------------------------
+
+
+def test_the_exercise_orders_prices_are_the_menus() -> None:
+    items = [Pizza(description, price) for description, price in EXERCISE_ITEMS]
+    assert [price for _, price in EXERCISE_ITEMS] == [1500, 1200, 1300]
+    assert [menu_price(item.description) for item in items] == [1500, 1200, 1300]
+    validate_order(sample_order(items=items))
+    assert not off_menu(sample_order(items=items))
+
+
+@pytest.mark.parametrize(
+    ("items", "field", "said"),
+    [
+        (
+            [Pizza("Large, with ham", 1000)],
+            "items[0].price",
+            "items[0] ('Large, with ham') costs 1500 cents on the menu ($15.00), not 1000",
+        ),
+        (
+            [SMALL, Pizza("medium", 1200)],
+            "items[1].price",
+            "items[1] ('medium') costs 1300 cents on the menu ($13.00), not 1200",
+        ),
+    ],
+)
+def test_a_price_other_than_the_menus_is_refused_naming_the_item_and_the_menus_price(
+    items: list[Pizza], field: str, said: str
+) -> None:
+    order = sample_order(items=items)
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    assert (raised.value.kind, raised.value.field, str(raised.value)) == (
+        "InvalidOrderError",
+        field,
+        said,
+    )
+    assert off_menu(order)
+    validate_order(order, menu_prices=False)  # the rule orders started before ran under
+
+
+def test_a_negative_price_is_still_an_invalid_charge_not_an_off_menu_price() -> None:
+    order = sample_order(items=[SMALL, Pizza("Large", -1500)])
+    assert rejected_field(order) == ("items[1].price", "InvalidChargeAmountError")
+
+
+@pytest.mark.parametrize(
+    "items",
+    [None, "pizzas", [None], [Pizza("Gigantic", 100)], [Pizza(None, 100)], [Pizza("Small", 12.5)]],  # type: ignore[arg-type]
+)
+def test_off_menu_never_raises_and_says_no_for_what_it_cannot_price(items: object) -> None:
+    order = sample_order()
+    order.items = items  # type: ignore[assignment]
+    assert off_menu(order) is False
+
+
 def test_ingredients_for_names_the_item_it_cannot_read() -> None:
     with pytest.raises(OrderRejected) as raised:
         ingredients_for([SMALL, Pizza("Large, with anchovies", 1500)])
@@ -346,8 +405,7 @@ def pizzas(draw: st.DrawFn) -> Pizza:
         )
     else:
         description = size
-    price = draw(st.integers(min_value=1, max_value=MAX_ITEM_PRICE))
-    return Pizza(description, price)
+    return Pizza(description, PRICE_BY_SIZE[size.lower()])
 
 
 def expected_portions(pizza: Pizza) -> Counter[str]:

@@ -124,13 +124,18 @@ async def test_the_same_far_address_is_fine_for_a_pickup_which_skips_the_driver(
 
 
 @pytest.mark.parametrize(
-    ("prices", "billed"),
-    [((1000, 1000, 1000), 3000), ((1000, 1000, 1001), 2501), ((1500, 1200, 1300), 3500)],
+    ("sizes", "billed"),
+    [
+        (("large", "large"), 3000),  # exactly 3000: no discount
+        (("large", "large", "small"), 3700),
+        (("large", "small", "medium"), 3500),
+        (("small", "small"), 2400),
+    ],
 )
 async def test_totals_over_3000_get_500_off_and_the_charge_equals_the_bill(
-    worker, start, ledger, prices, billed
+    worker, start, ledger, sizes, billed
 ):
-    items = [Pizza("Small, with ham", price) for price in prices]
+    items = [Pizza(f"{size}, with ham", menu.PRICE_BY_SIZE[size]) for size in sizes]
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
         confirmation = await handle.result()
@@ -147,6 +152,17 @@ async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effe
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
         failure = await failure_of(handle)
     assert error_type_of(failure) == "InvalidChargeAmountError"
+    assert ledger.effects() == []
+
+
+async def test_a_price_other_than_the_menus_is_refused_before_any_effect(worker, start, ledger):
+    items = [Pizza("Small, with ham", 1200), Pizza("Large, with ham", 1000)]
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "InvalidOrderError"
+    assert "items[1] ('Large, with ham') costs 1500 cents on the menu" in str(failure)
+    assert isinstance(failure, ApplicationError) and failure.non_retryable
     assert ledger.effects() == []
 
 

@@ -165,8 +165,12 @@ def _text(value: object, name: str, *, required: bool = True) -> str:
     return value
 
 
-def validate_order(order: PizzaOrder) -> None:
+def validate_order(order: PizzaOrder, *, menu_prices: bool = True) -> None:
     """Refuse an order that could never be fulfilled, before any effect.
+
+    Each item's price must be the menu's (`PRICE_BY_SIZE`): the customer pays what the
+    menu says, never what a client claims. ``menu_prices=False`` is the rule orders
+    started before it ran under (the workflow replays them so: see `off_menu`).
 
     Whether the card can be charged is deliberately not decided here: as in the exercise, a
     bad card (the 15-digit one, a failed checksum) is the card gateway's verdict, so it fails
@@ -188,7 +192,7 @@ def validate_order(order: PizzaOrder) -> None:
     _validate_customer(order.customer)
     _validate_card(order.credit_card_info)
     _validate_delivery(order)
-    _validate_items(order.items)
+    _validate_items(order.items, menu_prices=menu_prices)
     if order.settings is not None:
         validate_settings(order)
 
@@ -219,7 +223,7 @@ def _validate_delivery(order: PizzaOrder) -> None:
         _text(order.address.line1, "address.line1")
 
 
-def _validate_items(items: object) -> None:
+def _validate_items(items: object, *, menu_prices: bool = True) -> None:
     if not isinstance(items, list) or not items:
         raise _invalid("items", "an order needs at least one item")
     if len(items) > MAX_ITEMS:
@@ -231,6 +235,43 @@ def _validate_items(items: object) -> None:
         _text(item.description, description)
         _validate_price(item.price, f"items[{index}].price")
         recipe(item.description, field=description)
+        if menu_prices:
+            _validate_menu_price(item, index)
+
+
+def menu_price(description: str) -> int | None:
+    """What the menu charges for the pizza ``description`` names (its size decides), None
+    when the description names no size of the menu."""
+    if not isinstance(description, str):
+        return None
+    match = re.match(r"\s*(small|medium|large)\b", description.lower())
+    return PRICE_BY_SIZE[match.group(1)] if match else None
+
+
+def _validate_menu_price(item: Pizza, index: int) -> None:
+    """The item's price is the menu's, or the order is refused naming both."""
+    price = menu_price(item.description)
+    if price is not None and item.price != price:
+        raise _invalid(
+            f"items[{index}].price",
+            f"items[{index}] ({item.description[:60]!r}) costs {price} cents on the menu "
+            f"(${price / 100:.2f}), not {item.price}",
+        )
+
+
+def off_menu(order: object) -> bool:
+    """Whether any item of ``order`` claims a price other than the menu's: the only
+    orders whose verdict the menu-price rule changes (the workflow asks for its patch
+    only then). Never raises, whatever the order holds."""
+    items = getattr(order, "items", None)
+    if not isinstance(items, list):
+        return False
+    for item in items:
+        price = getattr(item, "price", None)
+        wanted = menu_price(getattr(item, "description", None))  # type: ignore[arg-type]
+        if _whole(price) and wanted is not None and price != wanted:
+            return True
+    return False
 
 
 def _validate_price(price: object, field: str) -> None:

@@ -76,6 +76,9 @@ LEAN_ORDER_PATCH = "lean-order"
 # Orders started with this patch refuse format characters and line separators in their
 # text (text.py); orders started before, with such text, replay under the old rule.
 TEXT_RULE_PATCH = "refuse-format-characters"
+# Orders started with this patch pay the menu's prices (menu.PRICE_BY_SIZE); orders started
+# before, with other prices, replay under the old rule. Asked only of such an order.
+MENU_PRICES_PATCH = "menu-prices"
 # Each added after histories were recorded without it; a lean order implies the last two.
 ONE_ORDER_PER_NUMBER_PATCH = "one-order-per-number"
 CLOSE_AFTER_HANDLERS_PATCH = "close-after-handlers"
@@ -129,8 +132,10 @@ class PizzaOrderWorkflow:
         """Refuse an order that can never be fulfilled: `menu.OrderRejected`."""
         # Asked only of an order whose verdict differs: no marker for any other.
         newer = not text.refused_characters_in(order) or workflow.patched(TEXT_RULE_PATCH)
+        # Likewise: orders started before the menu's prices were enforced keep their path.
+        menu_prices = not menu.off_menu(order) or workflow.patched(MENU_PRICES_PATCH)
         with contextlib.nullcontext() if newer else text.old_rule():
-            menu.validate_order(order)
+            menu.validate_order(order, menu_prices=menu_prices)
         # The order number is the business key: under any other workflow id, the same
         # order could run (and be charged) twice at once.
         expected = workflow_id_for(order.order_number)
