@@ -23,6 +23,7 @@ from pizzeria.api import orders, public
 from pizzeria.api.auth import Keys
 from pizzeria.api.events import order_events
 from pizzeria.api.guard import BodyDeadline
+from pizzeria.api.hosts import HostCheck, allowed_hosts
 from pizzeria.api.idempotency import KeyTable
 from pizzeria.api.limits import ApiLimits
 from pizzeria.api.problems import install_problem_handlers
@@ -58,10 +59,18 @@ class ApiSettings:
     #: A client to share (the demo's); else the app connects when it starts.
     client: Client | None = None
     limits: ApiLimits = field(default_factory=ApiLimits)
+    #: Host names answered besides 127.0.0.1, localhost and ::1 (see hosts.py): the
+    #: bound address, --allowed-host; $PIZZERIA_API_ALLOWED_HOSTS is added to them.
+    allowed_hosts: tuple[str, ...] = ()
+
+
+# No camera, microphone, location, payment... for the page or anything it could embed.
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 class SecurityHeaders:
-    """Headers on every answer: no sniffing, no caching of tokens, the page's policy."""
+    """Headers on every answer (a 500 included, see PizzeriaApi): no sniffing, no
+    caching of tokens, the page's policy, never in a frame, no powerful features."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -78,6 +87,8 @@ class SecurityHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
                     (b"content-security-policy", PAGE_POLICY.encode()),
+                    (b"x-frame-options", b"DENY"),
+                    (b"permissions-policy", PERMISSIONS_POLICY.encode()),
                 ]
                 if not scope["path"].startswith("/static/"):
                     headers.append((b"cache-control", b"no-store"))
@@ -85,6 +96,16 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class PizzeriaApi(FastAPI):
+    """FastAPI with our layers outermost: the security headers on every answer (those of
+    Starlette's error middleware, a 500, included), then the Host check."""
+
+    allowed_hosts: frozenset[str] = frozenset()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(HostCheck(super().build_middleware_stack(), self.allowed_hosts))
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -111,7 +132,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             ledger.close()
             keys.close()
 
-    app = FastAPI(
+    app = PizzeriaApi(
         title="pizzeria",
         version=__version__,
         description=DESCRIPTION,
@@ -127,7 +148,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(public.router)
     app.include_router(orders.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
-    app.add_middleware(SecurityHeaders)
+    app.allowed_hosts = allowed_hosts(settings.allowed_hosts)
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
         app.add_middleware(tracing.RequestSpans)

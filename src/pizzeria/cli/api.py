@@ -42,6 +42,14 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.command(name="api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A Host name the API answers to besides 127.0.0.1, localhost, ::1 and --host "
+    "(repeat for more; also $PIZZERIA_API_ALLOWED_HOSTS); others get 421",
+)
 @address_option
 @ledger_option
 @click.option(
@@ -54,6 +62,7 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def api(
     host: str,
     port: int,
+    allowed_hosts: tuple[str, ...],
     address: str | None,
     ledger_location: str | None,
     access_log: bool,
@@ -77,6 +86,11 @@ def api(
     out.print(f"Order page {url}/  API {url}/orders  OpenAPI {url}/openapi.json")
     staff = "on" if keys.staff_key else "off (set PIZZERIA_API_KEY to list and repair orders)"
     out.print(f"Staff routes: {staff}. Ctrl-C stops.")
+    if host in ("0.0.0.0", "::") and not allowed_hosts:
+        out.print("Only 127.0.0.1, localhost and ::1 are answered: add --allowed-host NAME.")
+    hosts = (host, *allowed_hosts)
     run_api(
-        ApiSettings(keys, address, ledger_location, limits=settings), sock, access_log=access_log
+        ApiSettings(keys, address, ledger_location, limits=settings, allowed_hosts=hosts),
+        sock,
+        access_log=access_log,
     )
