@@ -8,7 +8,7 @@ import click
 from rich.text import Text
 
 from pizzeria import config
-from pizzeria.cli.common import address_option, json_option, ledger_option, out, run
+from pizzeria.cli.common import address_option, json_option, ledger_option, out, run, shown
 from pizzeria.models import TASK_QUEUE
 from pizzeria.ops.doctor import FAIL, OK, SKIP, Verdict, diagnose
 
@@ -21,7 +21,7 @@ def print_verdicts(verdicts: list[Verdict]) -> None:
         out.print(
             Text.assemble(
                 (verdict.verdict.ljust(5), STYLES.get(verdict.verdict, "yellow")),
-                f"{verdict.check.ljust(width)}  {verdict.detail}",
+                f"{verdict.check.ljust(width)}  {shown(verdict.detail)}",
             )
         )
     failed = [verdict.check for verdict in verdicts if verdict.verdict == FAIL]

@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from pizzeria import config
-from pizzeria.cli.common import UserError, json_option, ledger_at, ledger_option, out
+from pizzeria.cli.common import UserError, cell, json_option, ledger_at, ledger_option, out
 from pizzeria.ledger import DeliveryKeyReused, open_ledger
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import dollars
@@ -42,7 +42,7 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
     for row in snapshot["orders"]:
         held = sum(row["stock_held"].values())
         orders.add_row(
-            row["order_number"],
+            cell(row["order_number"]),  # from a workflow id: any client chose it
             row["run_id"][:8],
             dollars(row["charged"]),
             dollars(row["refunded"]),
