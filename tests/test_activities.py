@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+import uuid
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
@@ -27,37 +29,59 @@ from pizzeria.models import (
     Pizza,
     StockRequest,
 )
+from pizzeria.money import payment_key
+from pizzeria.payments.port import MoneyState, Payment, PaymentGateway
 from pizzeria.samples import BAD_CARD, EXERCISE_ITEMS, GOOD_CARD
 from pizzeria.temporal.faults import INJECTED_FAULT_ERROR, FaultPlan, parse_faults, write_faults
 
 ORDER = "XD001"
+# Each test its own run (see `unique_run`): the payment provider is the session's, and it
+# remembers every idempotency key, which the run's reference is part of.
 REF = "pizza-workflow-order-XD001/run-1"
 ITEMS = [Pizza(description, price) for description, price in EXERCISE_ITEMS]
 TOTAL = sum(price for _, price in EXERCISE_ITEMS)  # 4000
 BILLED = 3500
 
 
-def stock_request(ref: str = REF, items: list[Pizza] | None = None) -> StockRequest:
-    return StockRequest(order_ref=ref, order_number=ORDER, items=ITEMS if items is None else items)
+@pytest.fixture(autouse=True)
+def unique_run(monkeypatch: pytest.MonkeyPatch) -> str:
+    ref = f"pizza-workflow-order-XD001/run-{uuid.uuid4().hex}"
+    monkeypatch.setattr(sys.modules[__name__], "REF", ref)
+    return ref
 
 
-def bill(ref: str = REF, amount: int = TOTAL) -> Bill:
+def stock_request(ref: str | None = None, items: list[Pizza] | None = None) -> StockRequest:
+    return StockRequest(
+        order_ref=ref or REF, order_number=ORDER, items=ITEMS if items is None else items
+    )
+
+
+def bill(ref: str | None = None, amount: int = TOTAL) -> Bill:
     return Bill(
         customer_id=8675309,
         order_number=ORDER,
         description="; ".join(d for d, _ in EXERCISE_ITEMS),
         amount=amount,
-        order_ref=ref,
+        order_ref=ref or REF,
     )
 
 
-def card_charge(card: str = GOOD_CARD, amount: int = BILLED, ref: str = REF) -> CreditCardCharge:
+def card_charge(
+    card: str = GOOD_CARD, amount: int = BILLED, ref: str | None = None
+) -> CreditCardCharge:
     return CreditCardCharge(
         bill=bill(ref),
         credit_card=CreditCardInfo(holderName="Lisa Anderson", number=card),
         amount=amount,
-        order_ref=ref,
+        order_ref=ref or REF,
     )
+
+
+async def payment_of(gateway: PaymentGateway, step: str = "process_credit_card") -> Payment:
+    """The provider's payment made under this run's key for ``step``."""
+    found = await gateway.find(payment_key(REF, step))
+    assert found is not None, f"no payment at the provider for {REF}/{step}"
+    return found
 
 
 def balances(ledger: Ledger) -> tuple[Any, ...]:
@@ -144,6 +168,7 @@ async def test_refund_customer_twice_refunds_once(
 
 async def test_send_bill_twice_bills_once(activities: PizzaOrderActivities, ledger: Ledger) -> None:
     env = ActivityEnvironment()
+    await env.run(activities.process_credit_card, card_charge())
     first = await env.run(activities.send_bill, bill())
     after_first = balances(ledger)
     second = await env.run(activities.send_bill, bill())
@@ -167,8 +192,8 @@ async def test_process_credit_card_with_the_15_digit_card_fails_for_good_without
     assert ledger.effects() == []
 
 
-async def test_process_credit_card_charges_the_amount_given(
-    activities: PizzaOrderActivities, ledger: Ledger
+async def test_process_credit_card_holds_the_amount_given_at_the_provider(
+    activities: PizzaOrderActivities, ledger: Ledger, gateway: PaymentGateway
 ) -> None:
     result = await ActivityEnvironment().run(
         activities.process_credit_card, card_charge(amount=1234)
@@ -176,8 +201,12 @@ async def test_process_credit_card_charges_the_amount_given(
     assert result.amount == 1234
     assert result.card_last4 == "4242"
     assert result.confirmation_number == confirmation_number(REF, "PAYME-")
+    held = await payment_of(gateway)
+    assert (held.state, held.amount, held.amount_captured) == (MoneyState.HELD, 1234, 0)
+    assert (result.payment_id, result.state) == (held.id, "held")
     (row,) = ledger.effects(REF)
     assert (row["step"], row["amount"], row["reference"]) == ("process_credit_card", 1234, "4242")
+    assert (row["payment_id"], row["money_state"]) == (held.id, "held")
 
 
 async def test_process_credit_card_refuses_a_negative_amount(
@@ -191,8 +220,8 @@ async def test_process_credit_card_refuses_a_negative_amount(
     assert ledger.effects() == []
 
 
-async def test_process_credit_card_after_its_refund_is_refused(
-    activities: PizzaOrderActivities, ledger: Ledger
+async def test_process_credit_card_after_its_refund_is_refused_before_the_provider(
+    activities: PizzaOrderActivities, ledger: Ledger, gateway: PaymentGateway
 ) -> None:
     env = ActivityEnvironment()
     refund = await env.run(activities.refund_customer, card_charge())
@@ -202,6 +231,7 @@ async def test_process_credit_card_after_its_refund_is_refused(
     assert error.non_retryable is True
     (order,) = ledger.orders()
     assert (order.charged, order.refunded) == (0, 0)
+    assert await gateway.find(payment_key(REF, "process_credit_card")) is None
 
 
 async def test_process_credit_card_never_logs_the_full_card_number(
@@ -229,15 +259,22 @@ async def test_a_refused_card_is_not_logged_either(
 # -- compensations -------------------------------------------------------------------------
 
 
-async def test_refund_customer_after_a_charge_refunds_it(
-    activities: PizzaOrderActivities, ledger: Ledger
+async def test_refund_customer_after_a_hold_releases_it_and_never_refunds(
+    activities: PizzaOrderActivities, ledger: Ledger, gateway: PaymentGateway
 ) -> None:
     env = ActivityEnvironment()
     charged = await env.run(activities.process_credit_card, card_charge(amount=2750))
     refund = await env.run(activities.refund_customer, card_charge(amount=9999))
     assert refund.amount == charged.amount == 2750
     (order,) = ledger.orders()
-    assert (order.charged, order.refunded) == (2750, 2750)
+    assert (order.charged, order.refunded, order.money) == (2750, 2750, "released")
+    released = await payment_of(gateway)
+    assert (released.state, released.amount_captured, released.amount_refunded) == (
+        MoneyState.RELEASED,
+        0,
+        0,
+    )
+    assert [r async for r in gateway.iter_refunds(payment_id=released.id)] == []
 
 
 async def test_refund_customer_without_a_charge_refunds_nothing(
@@ -299,11 +336,11 @@ async def test_update_inventory_with_an_unknown_topping_fails_for_good(
 
 
 async def test_update_inventory_out_of_stock_fails_for_good_and_takes_nothing(
-    ledger_location: str,
+    ledger_location: str, gateway: PaymentGateway
 ) -> None:
     small = open_ledger(ledger_location, initial_stock=5)
     try:
-        activities = PizzaOrderActivities(small)
+        activities = PizzaOrderActivities(small, payments=gateway)
         before = small.stock()
         error = await application_error(
             ActivityEnvironment().run(activities.update_inventory, stock_request())
@@ -320,10 +357,15 @@ async def test_update_inventory_out_of_stock_fails_for_good_and_takes_nothing(
 # -- bill ----------------------------------------------------------------------------------
 
 
-async def test_send_bill_applies_the_discount(
-    activities: PizzaOrderActivities, ledger: Ledger
+async def test_send_bill_applies_the_discount_and_captures_the_hold(
+    activities: PizzaOrderActivities, ledger: Ledger, gateway: PaymentGateway
 ) -> None:
-    result = await ActivityEnvironment().run(activities.send_bill, bill(amount=TOTAL))
+    env = ActivityEnvironment()
+    await env.run(activities.process_credit_card, card_charge(amount=BILLED))
+    result = await env.run(activities.send_bill, bill(amount=TOTAL))
+    captured = await payment_of(gateway)
+    assert (captured.state, captured.amount_captured) == (MoneyState.CAPTURED, BILLED)
+    assert ledger.orders()[0].money == "captured"
     assert result.amount == BILLED
     assert result.status == STATUS_SUCCESS
     assert result.order_number == ORDER
@@ -334,8 +376,19 @@ async def test_send_bill_applies_the_discount(
 async def test_send_bill_at_the_threshold_gets_no_discount(
     activities: PizzaOrderActivities,
 ) -> None:
-    result = await ActivityEnvironment().run(activities.send_bill, bill(amount=3000))
+    env = ActivityEnvironment()
+    await env.run(activities.process_credit_card, card_charge(amount=3000))
+    result = await env.run(activities.send_bill, bill(amount=3000))
     assert result.amount == 3000
+
+
+async def test_send_bill_without_a_hold_bills_nothing_and_fails_for_good(
+    activities: PizzaOrderActivities, ledger: Ledger
+) -> None:
+    error = await application_error(ActivityEnvironment().run(activities.send_bill, bill()))
+    assert (error.type, error.non_retryable) == ("CreditCardProcessingError", True)
+    assert "nothing was billed" in error.message
+    assert ledger.effects() == []
 
 
 async def test_send_bill_with_a_negative_amount_is_an_invalid_charge(
@@ -359,10 +412,13 @@ async def test_notify_delivery_driver_finds_a_driver_when_one_always_answers(
     assert await ActivityEnvironment().run(activities.notify_delivery_driver, confirmation())
 
 
-async def test_notify_delivery_driver_gives_up_when_nobody_answers(ledger: Ledger) -> None:
+async def test_notify_delivery_driver_gives_up_when_nobody_answers(
+    ledger: Ledger, gateway: PaymentGateway
+) -> None:
     activities = PizzaOrderActivities(
         ledger,
         driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=0.0),
+        payments=gateway,
     )
     env = ActivityEnvironment()
     beats: list[Any] = []

@@ -1,11 +1,12 @@
-"""The order's steps and compensations, with real effects in the ledger.
+"""The order's steps and compensations, with real effects: stock in the ledger, money at
+the payment provider (recorded in the ledger, money.py).
 
-One class holds the ledger (as the money-transfer template holds its bank client), so
-tests hand it another ledger. Every effect is keyed by ``order_ref`` + step, which the
-workflow derives from its own workflow id and run id: retries share a key, a new run never
-does. Blocking database work runs in a thread so the worker's event loop stays free. A
-step's answer or verdict from a retry says which attempt gave it (attempts.py), so the
-order shows its real attempts.
+One class holds the ledger and the payment gateway (as the money-transfer template holds
+its bank client), so tests hand it others. Every effect is keyed by ``order_ref`` + step,
+which the workflow derives from its own workflow id and run id: retries share a key (the
+provider's idempotency key too), a new run never does. Blocking database work runs in a
+thread so the worker's event loop stays free. A step's answer or verdict from a retry says
+which attempt gave it (attempts.py), so the order shows its real attempts.
 Faults on demand are not in here: the worker injects them around every activity
 (`pizzeria.temporal.faults.FaultInterceptor`).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import random
 from collections.abc import Callable
@@ -44,6 +46,8 @@ from pizzeria.models import (
     StockChange,
     StockRequest,
 )
+from pizzeria.money import CardRefused, OrderMoney
+from pizzeria.payments.port import PaymentGateway
 
 T = TypeVar("T")
 
@@ -65,16 +69,28 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
         raise
 
 
-def business_error(message: str, kind: str) -> ApplicationError:
+def business_error(
+    message: str, kind: str, details: dict[str, str | None] | None = None
+) -> ApplicationError:
     """A verdict, not a fault: never retried, and logged by the SDK without a traceback.
-    Given on a retry, it says which attempt gave it (attempts.py)."""
+    Given on a retry, it says which attempt gave it (attempts.py); ``details`` (a card's
+    decline code) go in the same first detail."""
+    said: list[dict[str, Any]] = list(attempt_details())
+    if details:
+        said = [{**details, **(said[0] if said else {})}]
     return ApplicationError(
         message,
-        *attempt_details(),
+        *said,
         type=kind,
         non_retryable=True,
         category=ApplicationErrorCategory.BENIGN,
     )
+
+
+def card_refused(refusal: CardRefused) -> ApplicationError:
+    """The card's verdict as the order's CreditCardProcessingError: for the exercise's
+    invalid number exactly what it always was."""
+    return business_error(refusal.message, CREDIT_CARD_PROCESSING_ERROR, refusal.details)
 
 
 def late_step_refused(error: LateStepRefused) -> ApplicationError:
@@ -102,14 +118,24 @@ def confirmation_number(order_ref: str, prefix: str) -> str:
 
 
 class PizzaOrderActivities:
-    def __init__(self, ledger: Ledger, driver: DriverSimulation | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        driver: DriverSimulation | None = None,
+        *,
+        payments: PaymentGateway,
+    ) -> None:
         self.ledger = ledger
         self.driver = driver or DriverSimulation()
         self.ledger_in_thread = tuning.is_on("thread")
+        self.payments = payments
+        self.money = OrderMoney(ledger, payments, self._ledger_call)
 
-    async def _ledger_call(self, call: Callable[..., T], *args: Any) -> T:
+    async def _ledger_call(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A ledger call, on a thread (`in_thread`) so that a slow database never stalls the
         worker's event loop (a benchmark can switch the hop off to weigh it)."""
+        if kwargs:
+            return await self._ledger_call(functools.partial(call, *args, **kwargs))
         if self.ledger_in_thread:
             return await in_thread(call, *args)
         return call(*args)
@@ -151,59 +177,60 @@ class PizzaOrderActivities:
     async def process_credit_card(
         self, requested: CardCharge | CreditCardCharge
     ) -> CreditCardConfirmation:
+        """Hold the billed amount on the card at the payment provider (the card number is
+        sent there, once, and kept nowhere: the ledger keeps its last four digits)."""
         charge = lean_charge(requested)
-        problem = menu.card_problem(charge.credit_card.number)
-        if problem is not None:
-            # Not retryable: asking the gateway again cannot fix the number.
-            raise business_error(problem, CREDIT_CARD_PROCESSING_ERROR)
         if charge.amount < 0:
             raise business_error(
                 f"Invalid charge amount: {charge.amount}", INVALID_CHARGE_AMOUNT_ERROR
             )
-        last4 = charge.credit_card.number[-4:]
         try:
-            effect = await self._ledger_call(
-                self.ledger.charge,
-                charge.order_ref,
-                charge.order_number,
-                charge.amount,
-                last4,
-            )
+            effect = await self.money.hold(charge)
+        except CardRefused as refusal:
+            raise card_refused(refusal) from None
         except LateStepRefused as error:
             raise late_step_refused(error) from None
         activity.logger.info(
-            "Charged %d to card %s for order %s",
+            "Held %d on card %s for order %s (%s)",
             effect.amount,
             charge.credit_card.masked,
             charge.order_number,
+            effect.payment_id or "ledger only",
         )
         return reported(
             CreditCardConfirmation(
-                card_last4=last4,
+                card_last4=effect.reference,
                 confirmation_number=confirmation_number(charge.order_ref, "PAYME-"),
                 amount=effect.amount,
                 billing_timestamp=int(effect.created_at),
+                payment_id=effect.payment_id,
+                state=effect.money_state,
             )
         )
 
     @activity.defn
     async def refund_customer(self, requested: RunRef | CreditCardCharge) -> Refund:
-        """Refund what this run charged: never more, and nothing when nothing was charged."""
+        """Before the pivot: release what this run holds (void the hold; a refund only if
+        money was captured), never more; a tombstone when nothing was held."""
         run = run_of(requested)
-        effect = await self._ledger_call(self.ledger.refund, run.order_ref, run.order_number)
-        activity.logger.info("Refunded %d for order %s", effect.amount, run.order_number)
+        effect = await self.money.release(run)
+        activity.logger.info(
+            "Released %d for order %s (%s)", effect.amount, run.order_number, effect.money_state
+        )
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn
     async def send_bill(self, bill: Bill) -> OrderConfirmation:
+        """The pivot: capture the hold and bill the order (a hold that expired is held
+        again once; when the card then refuses, nothing is billed and the order fails)."""
         amount = menu.billed_amount(bill.amount)
         if amount < 0:
             raise business_error(f"Invalid charge amount: {amount}", INVALID_CHARGE_AMOUNT_ERROR)
         confirmation = confirmation_number(bill.order_ref, "P")
         try:
-            effect = await self._ledger_call(
-                self.ledger.bill, bill.order_ref, bill.order_number, amount, confirmation
-            )
+            effect = await self.money.capture(bill, amount, confirmation)
+        except CardRefused as refusal:
+            raise card_refused(refusal) from None
         except LateStepRefused as error:
             raise late_step_refused(error) from None
         return reported(
@@ -215,6 +242,17 @@ class PizzaOrderActivities:
                 amount=effect.amount,
             )
         )
+
+    @activity.defn
+    async def refund_undelivered_order(self, run: RunRef) -> Refund:
+        """Past the pivot: a billed order no driver took gets all its money back (a step
+        forward of the order, not a compensation)."""
+        try:
+            effect = await self.money.refund_after_bill(run)
+        except LateStepRefused as error:
+            raise late_step_refused(error) from None
+        activity.logger.info("Refunded %d: order %s undelivered", effect.amount, run.order_number)
+        return reported(Refund(amount=effect.amount, applied=effect.applied))
 
     @activity.defn
     async def notify_delivery_driver(self, confirmation: OrderConfirmation) -> bool:

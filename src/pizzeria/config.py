@@ -1,7 +1,8 @@
 """Where pizzeria keeps its files, how a worker says it is up, its simulation settings.
 
 Everything lives in one data folder: ``$PIZZERIA_DATA_DIR``, by default ``.pizzeria`` in
-the current directory (the Temporal history file, the ledger, the faults file), unless
+the current directory (the Temporal history file, the ledger, the faults file, the local
+payment provider's file and URL), unless
 ``$PIZZERIA_LEDGER`` puts the ledger elsewhere (another file, or a PostgreSQL database).
 """
 
@@ -35,6 +36,25 @@ def faults_file() -> Path:
 
 def history_file() -> Path:
     return data_dir() / "temporal.db"
+
+
+#: Where the local payment provider listens unless told otherwise (`pizzeria payments`).
+LOCAL_PAYMENTS_URL = "http://127.0.0.1:8091"
+
+
+def payments_url_file() -> Path:
+    """Where whoever starts the local payment provider for this data folder (`pizzeria
+    server`, the demo) writes its URL, for the workers to find it."""
+    return data_dir() / "payments.url"
+
+
+def local_payments_url() -> str:
+    """The local provider of the data folder: the URL its starter wrote, else the usual."""
+    try:
+        written = payments_url_file().read_text().strip()
+    except OSError:
+        written = ""
+    return written if written.startswith("http://") else LOCAL_PAYMENTS_URL
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,21 @@ def _validate_customer(customer: Customer) -> None:
 
 
 def _validate_card(card: CreditCardInfo) -> None:
+    """A card number, or instead a payment provider's token for the card (``pm_...``)."""
     _text(card.holderName, "credit_card_info.holderName")
+    token = card.payment_method
+    if token is not None:
+        if not isinstance(token, str) or not re.fullmatch(r"pm_[A-Za-z0-9_]{1,200}", token):
+            raise _invalid(
+                "credit_card_info.payment_method",
+                "credit_card_info.payment_method must be a payment provider's token, pm_...",
+            )
+        if card.number != "":
+            raise _invalid(
+                "credit_card_info.number",
+                "send the card number or a payment_method token, not both",
+            )
+        return
     if not isinstance(card.number, str) or not re.fullmatch(r"[0-9]{12,19}", card.number):
         raise _invalid(
             "credit_card_info.number",

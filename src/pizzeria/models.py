@@ -22,6 +22,9 @@ STEP_UPDATE_INVENTORY = "update_inventory"
 STEP_PROCESS_CREDIT_CARD = "process_credit_card"
 STEP_SEND_BILL = "send_bill"
 STEP_NOTIFY_DELIVERY_DRIVER = "notify_delivery_driver"
+#: Past the pivot, a billed order no driver took is refunded in full (not a compensation:
+#: the order goes forward, and the refund is a step of it).
+STEP_REFUND_UNDELIVERED = "refund_undelivered_order"
 COMPENSATE_REVERT_INVENTORY = "revert_inventory"
 COMPENSATE_REFUND_CUSTOMER = "refund_customer"
 COMPENSATIONS = (COMPENSATE_REVERT_INVENTORY, COMPENSATE_REFUND_CUSTOMER)
@@ -33,6 +36,7 @@ STEPS = (
     STEP_PROCESS_CREDIT_CARD,
     STEP_SEND_BILL,
     STEP_NOTIFY_DELIVERY_DRIVER,
+    STEP_REFUND_UNDELIVERED,
 )
 #: Each compensatable step and the compensation that undoes it.
 COMPENSATION_OF = {
@@ -52,6 +56,14 @@ ORDER_CANCELLED_ERROR = "OrderCancelledError"
 
 STATUS_SUCCESS = "SUCCESS"
 STATUS_DELIVERY_FAILURE = "DELIVERY FAILURE"
+
+# Where an order's money is, as the ledger records it beside each payment id (the payment
+# provider's own words: pizzeria.payments.port.MoneyState).
+MONEY_HELD = "held"  # authorized: reserved on the card, not taken
+MONEY_CAPTURED = "captured"  # taken by the bill
+MONEY_RELEASED = "released"  # the hold was voided: nothing taken
+MONEY_EXPIRED = "expired"  # the hold ran out before it was captured: nothing taken
+MONEY_REFUNDED = "refunded"  # taken, then given back in full
 
 MAX_DELIVERY_KILOMETERS = 25
 
@@ -135,15 +147,28 @@ class Pizza:
 
 @dataclass
 class CreditCardInfo:
+    """The exercise's card: its ``number``, sent to the payment provider once, at the
+    hold, and never stored by us. Or, instead of the number, ``payment_method``: a token
+    (``pm_...``) the payment provider gave the customer's browser for the card."""
+
     holderName: str
-    number: str = field(repr=False)
+    number: str = field(default="", repr=False)
+    payment_method: str | None = None
 
     @property
     def masked(self) -> str:
+        if not self.number and self.payment_method:
+            return "card token"
         return mask_card_number(self.number)
 
+    @property
+    def last4(self) -> str:
+        """The last four digits, as the ledger keeps them ("" for a token)."""
+        return self.number[-4:] if self.number else ""
+
     def __repr__(self) -> str:
-        return f"CreditCardInfo(holderName={self.holderName!r}, number={self.masked!r})"
+        token = f", payment_method={self.payment_method!r}" if self.payment_method else ""
+        return f"CreditCardInfo(holderName={self.holderName!r}, number={self.masked!r}{token})"
 
 
 @dataclass
@@ -236,6 +261,10 @@ class CreditCardConfirmation:
     confirmation_number: str
     amount: int
     billing_timestamp: int
+    # The payment provider's hold: its payment id and where the money is (MONEY_HELD).
+    # Answers of workers from before payments went through a provider leave them empty.
+    payment_id: str = ""
+    state: str = ""
 
 
 @dataclass

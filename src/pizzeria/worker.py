@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,6 +26,9 @@ from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger
 from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
+from pizzeria.payments.port import PaymentGateway
+from pizzeria.payments.process import LOCAL_SECRET_KEY
+from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
 from pizzeria.temporal import tracing
 from pizzeria.temporal.converter import OneOrderPerStart, StrictPayloadConverter
 from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
@@ -32,6 +36,9 @@ from pizzeria.temporal.metrics import MetricsInterceptor
 from pizzeria.workflows import PizzaOrderWorkflow
 
 ACTIVITY_THREADS = 8
+# Below a step's 5 s: a provider that hangs is a failed attempt, retried with its key.
+PAYMENTS_TIMEOUT_SECONDS = 3.0
+PAYMENTS_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -42,19 +49,36 @@ class ServedActivities:
     faults: FaultPlan
 
 
+def payment_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
+    """The payment provider a worker moves money through: ``PIZZERIA_PAYMENTS_URL`` (with
+    ``STRIPE_API_KEY``, or the local provider's key), or ``STRIPE_API_KEY`` alone for
+    Stripe's test mode; with neither, the local provider of the data folder."""
+    env = os.environ if environ is None else environ
+    url = env.get(URL_VARIABLE) or None
+    key = env.get(KEY_VARIABLE) or None
+    if key is None:
+        url = url or config.local_payments_url()
+        key = LOCAL_SECRET_KEY
+    return StripeGateway(key, url, timeout=PAYMENTS_TIMEOUT_SECONDS, threads=PAYMENTS_THREADS)
+
+
 def served_activities(
     ledger: Ledger,
     *,
     faults: FaultPlan | None = None,
     driver: DriverSimulation | None = None,
+    payments: PaymentGateway | None = None,
 ) -> ServedActivities:
     """The order's activities against ``ledger``, as ``pizzeria worker`` serves them.
 
     Unless given, the faults are those of ``PIZZERIA_FAULTS`` and the faults file of the
-    data folder, and the driver simulation is read from the environment.
+    data folder, the driver simulation is read from the environment, and the payment
+    provider is `payment_gateway`'s.
     """
     return ServedActivities(
-        PizzaOrderActivities(ledger, driver or DriverSimulation.from_env()),
+        PizzaOrderActivities(
+            ledger, driver or DriverSimulation.from_env(), payments=payments or payment_gateway()
+        ),
         faults or FaultPlan(config.faults_file()),
     )
 

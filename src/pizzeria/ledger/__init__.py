@@ -20,10 +20,13 @@ from pathlib import Path
 
 from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import (
+    LATE_PAYMENT_UNDONE,
+    REAUTHORIZE_HOLD,
     AlreadyBilled,
     Delivery,
     DeliveryKeyReused,
     Effect,
+    HoldChanged,
     LateStepRefused,
     LedgerError,
     LedgerNotFound,
@@ -43,10 +46,13 @@ from pizzeria.ledger.schema import latest_version
 from pizzeria.menu import INITIAL_STOCK
 
 __all__ = [
+    "LATE_PAYMENT_UNDONE",
+    "REAUTHORIZE_HOLD",
     "AlreadyBilled",
     "Delivery",
     "DeliveryKeyReused",
     "Effect",
+    "HoldChanged",
     "LateStepRefused",
     "Ledger",
     "LedgerError",

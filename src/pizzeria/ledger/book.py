@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from pizzeria.ledger import schema
 from pizzeria.ledger.records import (
+    LATE_PAYMENT_UNDONE,
+    REAUTHORIZE_HOLD,
     AlreadyBilled,
     Delivery,
     Effect,
@@ -36,6 +38,7 @@ from pizzeria.ledger.sql import (
     Claim,
     Tx,
     already_received,
+    claim,
     claim_unless_undone,
     find,
     put_back,
@@ -43,13 +46,17 @@ from pizzeria.ledger.sql import (
     read_effects,
     read_stock,
     refund,
+    release,
     take,
 )
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
     COMPENSATE_REVERT_INVENTORY,
+    MONEY_HELD,
+    MONEY_REFUNDED,
     STEP_PROCESS_CREDIT_CARD,
+    STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
     STEP_UPDATE_INVENTORY,
 )
@@ -85,6 +92,9 @@ class Ledger(ABC):
     def _table_names(self, tx: Tx) -> set[str]: ...
 
     @abstractmethod
+    def _column_names(self, tx: Tx, table: str) -> set[str]: ...
+
+    @abstractmethod
     def close(self) -> None: ...
 
     # -- opening -----------------------------------------------------------------------
@@ -97,7 +107,8 @@ class Ledger(ABC):
             return
 
         def create_or_upgrade(tx: Tx) -> None:
-            schema.upgrade(tx, schema.recorded_version(tx, self._table_names(tx)), self.location)
+            version = schema.recorded_version(tx, self._table_names(tx))
+            schema.upgrade(tx, version, self.location, lambda t: self._column_names(tx, t))
             for name in INGREDIENTS:
                 tx.run(
                     "INSERT INTO stock (ingredient, initial, quantity) VALUES (?, ?, ?)"
@@ -131,6 +142,15 @@ class Ledger(ABC):
 
     def effects(self, order_ref: str | None = None) -> list[dict[str, Any]]:
         return self._transaction(lambda tx: read_effects(tx, order_ref), writes=False)
+
+    def run_rows(self, order_ref: str) -> dict[str, Effect]:
+        """The run's rows (tombstones included) by step, read in one transaction."""
+
+        def body(tx: Tx) -> dict[str, Effect]:
+            steps = {row["step"] for row in read_effects(tx, order_ref)}
+            return {step: effect for step in steps if (effect := find(tx, order_ref, step))}
+
+        return self._transaction(body, writes=False)
 
     def orders(self) -> list[OrderLedger]:
         """Per run of an order: charged, refunded and billed amounts, stock still held."""
@@ -198,8 +218,18 @@ class Ledger(ABC):
 
     # -- money -------------------------------------------------------------------------
 
-    def charge(self, order_ref: str, order_number: str, amount: int, card_last4: str) -> Effect:
-        """Charge a run's amount once; refused when its refund already ran."""
+    def charge(
+        self,
+        order_ref: str,
+        order_number: str,
+        amount: int,
+        card_last4: str,
+        *,
+        payment_id: str = "",
+        money_state: str = "",
+    ) -> Effect:
+        """Record the run's hold (``payment_id``, in ``money_state`` held) once; refused
+        when its refund already ran. Without a payment id: a charge in the ledger alone."""
         return self._write(
             order_ref,
             lambda tx: claim_unless_undone(
@@ -210,6 +240,8 @@ class Ledger(ABC):
                     STEP_PROCESS_CREDIT_CARD,
                     amount=amount,
                     reference=card_last4,
+                    payment_id=payment_id,
+                    money_state=money_state,
                 ),
                 undone_by=COMPENSATE_REFUND_CUSTOMER,
                 refusal=f"{order_ref} was already refunded; not charging now",
@@ -217,11 +249,61 @@ class Ledger(ABC):
         )
 
     def refund(self, order_ref: str, order_number: str) -> Effect:
-        """Refund exactly what this run charged; a tombstone when nothing was charged."""
+        """Refund exactly what this run charged in the ledger alone; a tombstone when
+        nothing was charged (see `release` for money at a payment provider)."""
         return self._write(order_ref, lambda tx: refund(tx, order_ref, order_number))
 
-    def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
-        """Record the bill once; refused when the run's charge was already compensated.
+    def release(
+        self,
+        order_ref: str,
+        order_number: str,
+        *,
+        seen_hold: tuple[str | None, str | None],
+        payment_id: str = "",
+        money_state: str = "",
+    ) -> Effect:
+        """refund_customer's row once the provider released (or refunded) the run's money:
+        the amount held, a tombstone when nothing was held. ``seen_hold``: the payment ids
+        of the run's hold and of its renewal as the caller saw them (None: none);
+        `HoldChanged` when either changed since: look again."""
+        wanted = Claim(order_ref, order_number, "", payment_id=payment_id, money_state=money_state)
+        return self._write(order_ref, lambda tx: release(tx, wanted, seen_hold))
+
+    def reauthorized(
+        self, order_ref: str, order_number: str, amount: int, payment_id: str, expired: str
+    ) -> Effect:
+        """The new hold the bill made when the run's first one (``expired``) ran out; once,
+        refused once the run's refund ran. Not a second charge: it replaces the first."""
+        return self._write(
+            order_ref,
+            lambda tx: claim_unless_undone(
+                tx,
+                Claim(
+                    order_ref,
+                    order_number,
+                    REAUTHORIZE_HOLD,
+                    amount=amount,
+                    reference=expired,
+                    payment_id=payment_id,
+                    money_state=MONEY_HELD,
+                ),
+                undone_by=COMPENSATE_REFUND_CUSTOMER,
+                refusal=f"{order_ref} was already refunded; not holding again now",
+            ),
+        )
+
+    def bill(
+        self,
+        order_ref: str,
+        order_number: str,
+        amount: int,
+        confirmation: str,
+        *,
+        payment_id: str = "",
+        money_state: str = "",
+    ) -> Effect:
+        """Record the bill (the capture ``payment_id``) once; refused when the run's
+        charge was already compensated.
 
         The bill is the pivot: once the refund ran, the order is being undone, and a bill
         arriving late (an attempt that outlived its timeout) would bill an undone order.
@@ -231,10 +313,55 @@ class Ledger(ABC):
             lambda tx: claim_unless_undone(
                 tx,
                 Claim(
-                    order_ref, order_number, STEP_SEND_BILL, amount=amount, reference=confirmation
+                    order_ref,
+                    order_number,
+                    STEP_SEND_BILL,
+                    amount=amount,
+                    reference=confirmation,
+                    payment_id=payment_id,
+                    money_state=money_state,
                 ),
                 undone_by=COMPENSATE_REFUND_CUSTOMER,
                 refusal=f"{order_ref} was already refunded; not billing now",
+            ),
+        )
+
+    def refund_after_bill(
+        self, order_ref: str, order_number: str, amount: int, payment_id: str, refund_id: str
+    ) -> Effect:
+        """A billed order given its money back (no driver took it): once per run."""
+        return self._write(
+            order_ref,
+            lambda tx: claim(
+                tx,
+                Claim(
+                    order_ref,
+                    order_number,
+                    STEP_REFUND_UNDELIVERED,
+                    amount=amount,
+                    reference=refund_id,
+                    payment_id=payment_id,
+                    money_state=MONEY_REFUNDED,
+                ),
+            ),
+        )
+
+    def late_payment_undone(
+        self, order_ref: str, order_number: str, amount: int, payment_id: str, money_state: str
+    ) -> Effect:
+        """A payment a late step made after its compensation ran, and undid at once."""
+        return self._write(
+            order_ref,
+            lambda tx: claim(
+                tx,
+                Claim(
+                    order_ref,
+                    order_number,
+                    LATE_PAYMENT_UNDONE,
+                    amount=amount,
+                    payment_id=payment_id,
+                    money_state=money_state,
+                ),
             ),
         )
 

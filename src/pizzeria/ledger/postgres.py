@@ -132,6 +132,14 @@ class PostgresLedger(Ledger):
         rows = tx.all("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         return {row["tablename"] for row in rows}
 
+    def _column_names(self, tx: Tx, table: str) -> set[str]:
+        rows = tx.all(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {row["column_name"] for row in rows}
+
 
 def placeholders(sql: str) -> str:
     """The shared SQL's ``?`` in psycopg's style."""

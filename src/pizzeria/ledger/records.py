@@ -11,12 +11,22 @@ from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
     COMPENSATE_REVERT_INVENTORY,
     COMPENSATIONS,
+    MONEY_CAPTURED,
+    MONEY_HELD,
+    MONEY_REFUNDED,
     STEP_PROCESS_CREDIT_CARD,
+    STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
     STEP_UPDATE_INVENTORY,
     STEPS,
     split_order_ref,
 )
+
+#: Rows the ledger writes beside the steps' own, each once per run under
+#: ``<order ref>/<name>``: a new hold made by the bill when the first one expired, and a
+#: payment a late step made and undid itself (its step's compensation had already run).
+REAUTHORIZE_HOLD = "reauthorize_hold"
+LATE_PAYMENT_UNDONE = "undo_late_payment"
 
 
 class OutOfStock(Exception):
@@ -28,6 +38,11 @@ class OutOfStock(Exception):
 
 class LateStepRefused(Exception):
     """The step's compensation already ran: taking effect now would never be undone."""
+
+
+class HoldChanged(Exception):
+    """The run's hold changed while a compensation asked the payment provider about it (a
+    late step recorded it meanwhile): the compensation must look again (a retry)."""
 
 
 class LedgerError(Exception):
@@ -75,6 +90,8 @@ class Effect:
     reference: str
     created_at: float
     applied: bool  # False when this call found the effect already written
+    payment_id: str = ""  # the payment provider's id of the money this row moved
+    money_state: str = ""  # where that money is after this row (models.MONEY_*)
 
 
 @dataclass
@@ -104,6 +121,10 @@ class RunRows:
     bill_at: float | None = None
     cards: list[str] = field(default_factory=list)  # last four of each charge row
     confirmations: list[str] = field(default_factory=list)  # of each bill row
+    # Refunded past the pivot (a billed order no driver took): not the saga's refund.
+    refunded_after_bill: int = 0
+    #: Each money row's payment id and the money's state after it, in the order written.
+    payments: list[tuple[str, str, str]] = field(default_factory=list)  # step, id, state
     # Keys other than "<order_ref>/<step>" of a step we know: rows a step never writes.
     misfiled: list[str] = field(default_factory=list)
 
@@ -116,8 +137,27 @@ class RunRows:
         """The stock the run still holds: what it took, unless that was put back."""
         return Counter() if self.rows[COMPENSATE_REVERT_INVENTORY] else Counter(self.taken)
 
+    @property
+    def money(self) -> str:
+        """Where the run's money is now at the payment provider (``models.MONEY_*``), as
+        its last money row says; "" when none of its rows named a payment (it never reached
+        the card, or was recorded before payments went through a provider)."""
+        return self.payments[-1][2] if self.payments else ""
 
-KNOWN_STEPS = frozenset((*STEPS, *COMPENSATIONS))
+    @property
+    def payment_ids(self) -> list[str]:
+        """The provider's payments of this run, each once, in the order they came."""
+        return list(dict.fromkeys(pid for _, pid, _ in self.payments if pid))
+
+
+KNOWN_STEPS = frozenset((*STEPS, *COMPENSATIONS, REAUTHORIZE_HOLD, LATE_PAYMENT_UNDONE))
+#: Where a row of each money step leaves the money when it does not say (legacy rows).
+MONEY_OF_STEP = {
+    STEP_PROCESS_CREDIT_CARD: MONEY_HELD,
+    REAUTHORIZE_HOLD: MONEY_HELD,
+    STEP_SEND_BILL: MONEY_CAPTURED,
+    STEP_REFUND_UNDELIVERED: MONEY_REFUNDED,
+}
 
 
 def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
@@ -137,6 +177,9 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
             run.tombstones.add(step)
             continue
         run.rows[step] += 1
+        if effect.get("payment_id"):
+            state = effect.get("money_state") or MONEY_OF_STEP.get(step, "")
+            run.payments.append((step, effect["payment_id"], state))
         if step == STEP_PROCESS_CREDIT_CARD:
             run.charged += effect["amount"]
             run.cards.append(effect["reference"])
@@ -150,17 +193,27 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
             run.taken.update(effect["ingredients"])
         elif step == COMPENSATE_REVERT_INVENTORY:
             run.put_back.update(effect["ingredients"])
+        elif step == STEP_REFUND_UNDELIVERED:
+            run.refunded_after_bill += effect["amount"]
     return runs
 
 
 @dataclass
 class OrderLedger:
+    """One run's money and stock. ``charged`` is what was put on the card (the hold, then
+    captured by the bill), ``refunded`` what the saga's compensation gave back (a released
+    hold, or a refund of what was captured), ``refunded_after_bill`` what a billed order
+    no driver took got back; ``money`` where the money is now."""
+
     order_ref: str
     order_number: str
     charged: int
     refunded: int
     billed: int
     stock_held: dict[str, int]
+    refunded_after_bill: int = 0
+    money: str = ""
+    payment_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         workflow_id, run_id = split_order_ref(self.order_ref)
@@ -171,6 +224,9 @@ class OrderLedger:
             "charged": self.charged,
             "refunded": self.refunded,
             "billed": self.billed,
+            "refunded_after_bill": self.refunded_after_bill,
+            "money": self.money,
+            "payment_ids": self.payment_ids,
             "stock_held": self.stock_held,
         }
 
@@ -179,7 +235,15 @@ def per_order_totals(effects: list[dict[str, Any]]) -> list[OrderLedger]:
     """Per run: charged, refunded and billed amounts, and the stock it still holds."""
     return [
         OrderLedger(
-            run.order_ref, run.order_number, run.charged, run.refunded, run.billed, dict(run.held)
+            run.order_ref,
+            run.order_number,
+            run.charged,
+            run.refunded,
+            run.billed,
+            dict(run.held),
+            run.refunded_after_bill,
+            run.money,
+            run.payment_ids,
         )
         for run in runs_of(effects).values()
     ]

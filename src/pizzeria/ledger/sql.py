@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pizzeria.ledger.records import (
+    REAUTHORIZE_HOLD,
     Delivery,
     DeliveryKeyReused,
     Effect,
+    HoldChanged,
     LateStepRefused,
     OutOfStock,
     idempotency_key,
@@ -69,8 +71,29 @@ def put_back(tx: Tx, order_ref: str, order_number: str) -> Effect:
     return claimed
 
 
+def release(tx: Tx, wanted: Claim, seen: tuple[str | None, str | None]) -> Effect:
+    """refund_customer's row after the payment provider released (or refunded) the run's
+    money: exactly the amount held, once; a tombstone when no hold was recorded.
+
+    ``seen`` holds the payment ids of the run's hold and of its renewal (the bill's new
+    hold after the first expired) as the caller found them (None: none) before it asked
+    the provider. A hold recorded since (a late step) refuses the claim with
+    `HoldChanged`, so that the caller looks again instead of leaving that hold behind.
+    """
+    held = find(tx, wanted.order_ref, STEP_PROCESS_CREDIT_CARD)
+    renewed = find(tx, wanted.order_ref, REAUTHORIZE_HOLD)
+    now = (held.payment_id if held else None, renewed.payment_id if renewed else None)
+    if now != seen:
+        raise HoldChanged(f"the hold of {wanted.order_ref} changed meanwhile; look again")
+    wanted.step = COMPENSATE_REFUND_CUSTOMER
+    wanted.amount = held.amount if held else 0
+    wanted.tombstone = held is None
+    return claim(tx, wanted)
+
+
 def refund(tx: Tx, order_ref: str, order_number: str) -> Effect:
-    """refund_customer: exactly what the run charged, once."""
+    """refund_customer in the ledger alone (an abandoned run, or a charge recorded before
+    payments went through a provider): exactly what the run charged, once."""
     charged = find(tx, order_ref, STEP_PROCESS_CREDIT_CARD)
     return claim(
         tx,
@@ -95,6 +118,8 @@ class Claim:
     ingredients: dict[str, int] = field(default_factory=dict)
     tombstone: bool = False
     reference: str = ""
+    payment_id: str = ""
+    money_state: str = ""
 
 
 def claim(tx: Tx, wanted: Claim) -> Effect:
@@ -102,8 +127,8 @@ def claim(tx: Tx, wanted: Claim) -> Effect:
     now = time.time()
     inserted = tx.run(
         "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
-        " ingredients, tombstone, reference, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (idempotency_key) DO NOTHING",
+        " ingredients, tombstone, reference, created_at, payment_id, money_state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
         (
             idempotency_key(wanted.order_ref, wanted.step),
             wanted.order_ref,
@@ -114,6 +139,8 @@ def claim(tx: Tx, wanted: Claim) -> Effect:
             int(wanted.tombstone),
             wanted.reference,
             now,
+            wanted.payment_id,
+            wanted.money_state,
         ),
     )
     if inserted:
@@ -125,6 +152,8 @@ def claim(tx: Tx, wanted: Claim) -> Effect:
             wanted.reference,
             now,
             applied=True,
+            payment_id=wanted.payment_id,
+            money_state=wanted.money_state,
         )
     existing = find(tx, wanted.order_ref, wanted.step)
     if existing is None:  # only if rows were deleted behind the ledger's back
@@ -154,6 +183,8 @@ def find(tx: Tx, order_ref: str, step: str) -> Effect | None:
         reference=row["reference"],
         created_at=row["created_at"],
         applied=False,
+        payment_id=row.get("payment_id") or "",
+        money_state=row.get("money_state") or "",
     )
 
 

@@ -120,6 +120,9 @@ class SqliteLedger(Ledger):
             row["name"] for row in tx.all("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
 
+    def _column_names(self, tx: Tx, table: str) -> set[str]:
+        return {row["name"] for row in tx.all("SELECT name FROM pragma_table_info(?)", (table,))}
+
 
 def locked(error: sqlite3.OperationalError) -> bool:
     """SQLite's busy or locked answer, once its busy timeout ran out."""

@@ -72,6 +72,9 @@ class Payment:
     card_last4: str | None = None
     cancellation_reason: str | None = None
     decline_code: str | None = None
+    #: The card as the provider keeps it (``pm_...``): what a new hold on the same card
+    #: is authorized with when this one expired (the number is never sent twice).
+    payment_method: str | None = None
 
     @property
     def idempotency_key(self) -> str | None:

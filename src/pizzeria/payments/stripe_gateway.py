@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,17 @@ from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
 STRIPE_API = "https://api.stripe.com"
+
+
+class _NoRequestDetails(logging.Filter):
+    """The stripe library logs each request's form body at DEBUG (``post_data=...``), a
+    raw card number in it: nothing of the library's below INFO is ever logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+logging.getLogger("stripe").addFilter(_NoRequestDetails())
 KEY_VARIABLE = "STRIPE_API_KEY"
 URL_VARIABLE = "PIZZERIA_PAYMENTS_URL"
 CHARGE = ["latest_charge"]
@@ -93,6 +105,8 @@ class StripeGateway(PaymentGateway):
     ) -> None:
         if api_key.startswith(("sk_live_", "rk_live_")) and not allow_live:
             raise PaymentRequestError("refusing a live Stripe key: use a test key, sk_test_...")
+        if os.environ.get("STRIPE_LOG") == "debug" or stripe.log == "debug":
+            stripe.log = "info"  # its debug lines, printed to stderr, hold the card number
         real = base_url is None or base_url.rstrip("/") == STRIPE_API
         self.base_url = (base_url or STRIPE_API).rstrip("/")
         self.test_payment_methods = real if test_payment_methods is None else test_payment_methods
@@ -288,7 +302,15 @@ def payment_of(intent: stripe.PaymentIntent | Mapping[str, Any]) -> Payment:
         card_last4=card.get("last4"),
         cancellation_reason=data.get("cancellation_reason"),
         decline_code=error.get("decline_code") or error.get("code"),
+        payment_method=_id_of(data.get("payment_method")),
     )
+
+
+def _id_of(value: Any) -> str | None:
+    """An object's id, whether Stripe answered it expanded (a dict) or as its id."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
 
 
 def _state(
