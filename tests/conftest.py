@@ -32,14 +32,28 @@ from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.models import ORDER_STATUS, PizzaOrder, workflow_id_for
+from pizzeria.payments import process
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import sample_order
 from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
-from pizzeria.worker import ServedActivities, build_worker, served_activities
+from pizzeria.worker import (
+    PAYMENTS_TIMEOUT_SECONDS,
+    ServedActivities,
+    build_worker,
+    served_activities,
+)
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.api_stack import Api, api_process
 from tests.helpers import binary, unique_number
 from tests.postgres import INSTALL_HINT, PostgresServer, postgres_bin
-from tests.stack import Stack, StackOptions, open_stack
+from tests.stack import (
+    Stack,
+    StackOptions,
+    open_stack,
+    payments_provider,
+    provider_faults_file,
+    stop_payments_provider,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -159,6 +173,38 @@ def ledger(ledger_location: str) -> Iterator[Ledger]:
     opened.close()
 
 
+@pytest.fixture(scope="session")
+def provider() -> Iterator[process.ProviderProcess]:
+    """The session's local payment provider (one `pizzeria payments` on a free port):
+    every worker of the tests, in-process or not, moves money through it."""
+    yield payments_provider()
+    stop_payments_provider()
+
+
+@pytest.fixture
+def provider_faults(provider: process.ProviderProcess) -> Iterator[Callable[[str], None]]:
+    """``provider_faults("capture=lost:1")``: the provider's faults from now on (its own
+    syntax, `pizzeria.payments.provider.faults`); none again after the test."""
+    path = provider_faults_file()
+
+    def setting(text: str) -> None:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text)
+        temporary.replace(path)  # a new inode: the provider sees the change at once
+
+    setting("")
+    yield setting
+    setting("")
+
+
+@pytest.fixture
+async def gateway(provider: process.ProviderProcess) -> AsyncIterator[StripeGateway]:
+    """The payment port over the session's provider, as a worker's (its timeout)."""
+    opened = StripeGateway(process.LOCAL_SECRET_KEY, provider.url, timeout=PAYMENTS_TIMEOUT_SECONDS)
+    yield opened
+    await opened.close()
+
+
 @pytest.fixture
 def faults_file(tmp_path: Path) -> Path:
     return tmp_path / "faults.json"
@@ -171,12 +217,14 @@ def fault_plan(faults_file: Path) -> FaultPlan:
 
 
 @pytest.fixture
-def served(ledger: Ledger, fault_plan: FaultPlan) -> ServedActivities:
-    """What the test worker serves: a driver is always found, at once."""
+def served(ledger: Ledger, fault_plan: FaultPlan, gateway: StripeGateway) -> ServedActivities:
+    """What the test worker serves: a driver is always found, at once; money through the
+    session's payment provider."""
     return served_activities(
         ledger,
         faults=fault_plan,
         driver=DriverSimulation(rounds=3, seconds_per_round=0, found_probability=1.0),
+        payments=gateway,
     )
 
 

@@ -7,7 +7,9 @@ and tune it by overriding the `stack_options` fixture.
 
 from __future__ import annotations
 
+import atexit
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,10 +17,38 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from pizzeria.ops.processes import dev_server, free_port, worker_process
+from pizzeria.payments import process
+from pizzeria.payments.stripe_gateway import URL_VARIABLE
+
+_provider: process.ProviderProcess | None = None
+
+
+def payments_provider() -> process.ProviderProcess:
+    """The test session's local payment provider (`pizzeria payments` on a free port),
+    started on first use and stopped at the session's end (conftest.py) or exit. Every
+    test worker moves money through it: `stack_env` gives workers its URL."""
+    global _provider
+    if _provider is None or not _provider.running:
+        folder = Path(tempfile.mkdtemp(prefix="pizzeria-test-payments-"))
+        _provider = process.start(folder / "payments.db", faults_file=provider_faults_file(folder))
+        atexit.register(_provider.stop)
+    return _provider
+
+
+def provider_faults_file(folder: Path | None = None) -> Path:
+    """The faults file the session's provider reads (`pizzeria.payments.provider.faults`)."""
+    if folder is None:
+        folder = payments_provider().log_file.parent
+    return folder / "provider-faults.json"
+
+
+def stop_payments_provider() -> None:
+    if _provider is not None:
+        _provider.stop()
 
 
 class Stack(TypedDict):
-    env: dict[str, str]  # the CLI's environment against this stack
+    env: dict[str, str]  # the CLI's environment against this stack (the provider's URL too)
     data: Path  # its data folder: ledger, faults file, history file, worker.log
     address: str
     metrics_port: int | None
@@ -33,15 +63,22 @@ class StackOptions:
 
 
 def stack_env(data: Path, **extra: str | None) -> dict[str, str]:
-    """The CLI's environment against a test stack: its own data folder, no waits, and none
-    of the user's Temporal or pizzeria settings. An ``extra`` of None unsets a variable."""
+    """The CLI's environment against a test stack: its own data folder, no waits, the
+    session's payment provider, and none of the user's Temporal, pizzeria or Stripe
+    settings. An ``extra`` of None unsets a variable."""
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "PIZZERIA_"))},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TEMPORAL_", "PIZZERIA_", "STRIPE_"))
+        },
         "TEMPORAL_CONFIG_FILE": str(data / "no-temporal-profile.toml"),
         "PIZZERIA_DATA_DIR": str(data),
         "PIZZERIA_DRIVER_SECONDS": "0",
         "PIZZERIA_DRIVER_PROBABILITY": "1",
     }
+    if URL_VARIABLE not in extra:  # money moves through the session's provider
+        env[URL_VARIABLE] = payments_provider().url
     for name, value in extra.items():
         if value is None:
             env.pop(name, None)
