@@ -1,32 +1,71 @@
 """The exercise from end to end: a good order, then the bad card, and what was undone.
 
 Starts the Temporal dev server when none answers on 127.0.0.1:7233 (with a history file,
-so the orders stay visible in the Web UI after a restart) and a worker in this process,
-places the two orders, and reports their outcomes and the ledger change. Whatever it
-started, it stops at the end (or, when asked to keep running, on Ctrl-C).
+so the orders stay visible in the Web UI after a restart), the local payment provider of
+the data folder when none answers there (`local_payments`), and a worker in this process,
+places the two orders, and reports their outcomes, where their money is and the ledger
+change. The demo's driver always answers, so its good order is delivered every time.
+Whatever it started, it stops at the end (or, when asked to keep running, on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
 from pizzeria import config
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
+from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import order_ref
+from pizzeria.payments import process as payments
+from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
-from pizzeria.worker import build_worker, served_activities, stop_requested
+from pizzeria.worker import build_worker, payment_gateway, served_activities, stop_requested
 
 GOOD_ORDER_NUMBER = "XD001"
 BAD_ORDER_NUMBER = "XD002"
+#: The demo's driver search: as the exercise's (10 rounds of 1 s), but a driver always
+#: answers, so the showcase order is delivered every time.
+DEMO_DRIVER = DriverSimulation(rounds=10, seconds_per_round=1.0, found_probability=1.0)
+
+
+@contextlib.contextmanager
+def local_payments(
+    say: Callable[[str], None], folder: Path | None = None, port: int = payments.DEFAULT_PORT
+) -> Iterator[str]:
+    """The data folder's local payment provider, for the block: the one already answering
+    at its URL (``payments.url``, else the usual port), or one started now on ``port`` (a
+    free one when taken), its URL written in ``payments.url`` for this folder's workers and
+    removed when it stops. Its payments live in the folder's ``payments.db``."""
+    folder = folder or config.data_dir()
+    url_file = folder / config.payments_url_file().name
+    known = config.local_payments_url() if folder == config.data_dir() else ""
+    if known and payments.answers(known):
+        say(f"Using the payment provider already answering at {known}")
+        yield known
+        return
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    provider = payments.start(folder / "payments.db", port=port, own_session=True)
+    try:
+        url_file.write_text(provider.url + "\n")
+        say(f"Local payment provider up: {provider.url} (payments in {folder / 'payments.db'})")
+        yield provider.url
+    finally:
+        provider.stop()
+        with contextlib.suppress(OSError):
+            if url_file.read_text().strip() == provider.url:
+                url_file.unlink()
+        say("Stopped the local payment provider")
 
 
 def ledger_change(
@@ -39,7 +78,7 @@ def ledger_change(
     }
 
 
-def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
+def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, Any]:
     """What one run did to the ledger: money, and portions of stock taken and put back."""
     ref = order_ref(outcome.workflow_id, outcome.run_id)
     run = runs_of(ledger.effects(ref)).get(ref, RunRows(ref))
@@ -47,9 +86,12 @@ def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, int]:
         "charged": run.charged,
         "refunded": run.refunded,
         "billed": run.billed,
+        "refunded_after_bill": run.refunded_after_bill,
+        "money": run.money,
+        "payment_ids": run.payment_ids,
         "stock_taken": sum(run.taken.values()),
         "stock_put_back": sum(run.put_back.values()),
-        "net": run.net,
+        "net": run.net - run.refunded_after_bill,
     }
 
 
@@ -119,12 +161,27 @@ async def run_demo(
     show: Callable[[dict[str, Any], list[OrderOutcome]], None],
     keep_running: bool,
 ) -> dict[str, Any]:
-    """Run the demo; ``say`` reports progress, ``show`` prints the outcome."""
+    """Run the demo; ``say`` reports progress, ``show`` prints the outcome. Money moves
+    through ``PIZZERIA_PAYMENTS_URL``/``STRIPE_API_KEY`` when set, else the data folder's
+    local provider (started if none answers)."""
     async with running_server(say):
-        client = await connect()
-        location = config.ledger_location()
-        ledger = open_ledger(location)
-        activities = served_activities(ledger)
+        with contextlib.ExitStack() as provider:
+            if not (os.environ.get(URL_VARIABLE) or os.environ.get(KEY_VARIABLE)):
+                provider.enter_context(local_payments(say))
+            return await _serve_and_place(say, show, keep_running)
+
+
+async def _serve_and_place(
+    say: Callable[[str], None],
+    show: Callable[[dict[str, Any], list[OrderOutcome]], None],
+    keep_running: bool,
+) -> dict[str, Any]:
+    client = await connect()
+    location = config.ledger_location()
+    ledger = open_ledger(location)
+    gateway = payment_gateway()
+    try:
+        activities = served_activities(ledger, driver=DEMO_DRIVER, payments=gateway)
         async with build_worker(client, activities):
             say(f"Worker running in this process (ledger {ledger.location})")
             async with order_page(client, location, say) as page:
@@ -142,5 +199,7 @@ async def run_demo(
                     running = f"open {WEB_UI}" + (f" or the order page {page}" if page else "")
                     say(f"Server and worker keep running: {running} . Press Ctrl-C to stop them.")
                     await stop.wait()
+    finally:
         ledger.close()
+        await gateway.close()
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -27,8 +28,10 @@ from pizzeria.cli.common import (
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
 from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE
-from pizzeria.demo import run_demo
+from pizzeria.demo import local_payments, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
+from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
+from pizzeria.payments.process import ProviderProcessError
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
 from pizzeria.temporal.codec_server import (
     DEFAULT_ORIGINS,
@@ -66,6 +69,16 @@ from pizzeria.worker import (
     help="Also serve the codec endpoint here, so the Web UI shows decrypted payloads",
 )
 @click.option("--no-codec", is_flag=True, help="No codec endpoint: the Web UI shows ciphertext")
+@click.option(
+    "--payments-port",
+    default=DEFAULT_PAYMENTS_PORT,
+    show_default=True,
+    help="Also run the local payment provider here (a free port when taken); the workers "
+    "of this data folder find it",
+)
+@click.option(
+    "--no-payments", is_flag=True, help="No local payment provider (Stripe, or one of your own)"
+)
 def server(
     data_dir: Path | None,
     port: int,
@@ -73,9 +86,25 @@ def server(
     in_memory: bool,
     codec_port: int,
     no_codec: bool,
+    payments_port: int,
+    no_payments: bool,
 ) -> None:
-    """Run the Temporal dev server (with its Web UI) until Ctrl-C."""
+    """Run the Temporal dev server (with its Web UI) and the local payment provider until
+    Ctrl-C."""
     stop_on_sigterm()
+    with contextlib.ExitStack() as payments:
+        if not no_payments:
+            folder = data_dir or config.data_dir()
+            try:
+                payments.enter_context(local_payments(out.print, folder, payments_port))
+            except ProviderProcessError as error:
+                fail(f"cannot start the local payment provider: {error}")
+        serve_dev_server(data_dir, port, ui_port, in_memory, codec_port, no_codec)
+
+
+def serve_dev_server(
+    data_dir: Path | None, port: int, ui_port: int, in_memory: bool, codec_port: int, no_codec: bool
+) -> None:
     history = None if in_memory else (data_dir or config.data_dir()) / "temporal.db"
     codec_server = None if no_codec else start_codec_server(codec_port, ui_port)
     dev = DevServer(
@@ -253,16 +282,37 @@ def worker(
 # -- demo --------------------------------------------------------------------------------
 
 
+#: What the customer's card shows, by where the order's money ended (ledger money state).
+CARD_SHOWS = {
+    "held": "hold {held}, not captured yet",
+    "captured": "hold {held}, captured {billed}",
+    "released": "hold {held}, released: nothing taken",
+    "expired": "hold {held} expired: nothing taken",
+    "refunded": "hold {held}, captured {billed}, refunded {back}",
+    "": "nothing held",
+}
+
+
+def money_line(book: dict[str, Any]) -> str:
+    """Where one order's money is, as its card statement shows it."""
+    shown = CARD_SHOWS.get(book.get("money", ""), "{held} ({money})")
+    return shown.format(
+        held=dollars(book["charged"]),
+        billed=dollars(book["billed"]),
+        back=dollars(book.get("refunded_after_bill") or book["refunded"]),
+        money=book.get("money", ""),
+    )
+
+
 def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
     out.print()
     for outcome, row in zip(outcomes, report["orders"], strict=True):
         print_outcome(outcome)
         book = row["ledger"]
+        out.print(f"  card:          {money_line(book)}")
         out.print(
-            f"  ledger:        charged {dollars(book['charged'])}, refunded "
-            f"{dollars(book['refunded'])}, billed {dollars(book['billed'])}, "
-            f"net {dollars(book['net'])}; stock: {book['stock_taken']} portions taken, "
-            f"{book['stock_put_back']} put back"
+            f"  ledger:        billed {dollars(book['billed'])}, kept {dollars(book['net'])}; "
+            f"stock: {book['stock_taken']} portions taken, {book['stock_put_back']} put back"
         )
         out.print()
     change = ", ".join(f"{name} {delta:+d}" for name, delta in report["stock_change"].items())

@@ -21,6 +21,7 @@ from pizzeria.ops.bench.cases import SQLITE, WORKER_ENVIRONMENT
 from pizzeria.ops.bench.ledgers import stack_ledger
 from pizzeria.ops.bench.sampling import cpu_seconds, rss_bytes
 from pizzeria.ops.processes import WorkerProcess, dev_server, stop_workers
+from pizzeria.payments import process as payments
 from pizzeria.temporal.connection import connect
 from pizzeria.temporal.devserver import DevServer
 
@@ -32,6 +33,7 @@ class Stack:
     data_dir: Path
     task_queue: str
     ledger: str  # the workers' PIZZERIA_LEDGER
+    payments_url: str  # the stack's local payment provider, the workers' PIZZERIA_PAYMENTS_URL
 
     @property
     def server_pid(self) -> int:
@@ -58,7 +60,8 @@ async def running_stack(
     ledger: str = SQLITE,
 ) -> AsyncIterator[tuple[Stack, Client]]:
     """A fresh in-memory dev server, a client and ``workers`` worker processes polling it,
-    on a fresh ledger (`pizzeria.ops.bench.ledgers.stack_ledger`).
+    on a fresh ledger (`pizzeria.ops.bench.ledgers.stack_ledger`), moving money through a
+    local payment provider of the stack's own.
 
     The client comes from `pizzeria.temporal.connection.connect`, as ``pizzeria order``'s
     does, so the benchmark uses the same data converter as the worker; it connects before
@@ -70,16 +73,17 @@ async def running_stack(
         tempfile.TemporaryDirectory(prefix="pizzeria-bench-") as folder,
         stack_ledger(ledger, Path(folder)) as location,
         dev_server(None, log_file=Path(folder) / "server.log", headless=True) as server,
+        payments.running(Path(folder) / "payments.db") as provider,
     ):
         data_dir = Path(folder)
         task_queue = f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}"
-        stack = Stack(server, [], data_dir, task_queue, location)
+        stack = Stack(server, [], data_dir, task_queue, location, provider.url)
         try:
             client = await connect(server.address, encrypt="encryption" not in without)
             command = worker_command(stack, worker_options, passthrough, without)
             for number in range(workers):
                 log = data_dir / f"worker-{number}.log"
-                environment = worker_environment(data_dir, location)
+                environment = worker_environment(data_dir, location, stack.payments_url)
                 stack.workers.append(WorkerProcess(command, log, environment))
                 stack.workers[-1].start()
             for worker in stack.workers:
@@ -114,14 +118,15 @@ def worker_command(
     return command
 
 
-def worker_environment(data_dir: Path, ledger: str) -> dict[str, str]:
-    # A ledger and a faults file of its own; everything else (the data folder, and with it
-    # whatever key the data converter uses) as the user's own worker has it.
+def worker_environment(data_dir: Path, ledger: str, payments_url: str) -> dict[str, str]:
+    # A ledger, a faults file and a payment provider of its own; everything else (the data
+    # folder, and with it whatever key the data converter uses) as the user's own worker has.
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "STRIPE_API_KEY"},
         **WORKER_ENVIRONMENT,
         "PIZZERIA_LEDGER": ledger,
         "PIZZERIA_FAULTS_FILE": str(data_dir / "faults.json"),
+        "PIZZERIA_PAYMENTS_URL": payments_url,
     }
 
 

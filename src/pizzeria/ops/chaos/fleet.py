@@ -1,4 +1,5 @@
-"""The dev server and the workers one chaos run started: the only processes it signals."""
+"""The dev server, the payment provider and the workers one chaos run started: the only
+processes it signals."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from pizzeria.ops.processes import (
     private_dev_server,
     stop_workers,
 )
+from pizzeria.payments import process as payments
 from pizzeria.temporal.devserver import DevServerError
 
 
 class ChaosFleet:
-    """A dev server with its history in ``data_dir`` and ``workers`` `pizzeria worker`s."""
+    """A dev server with its history in ``data_dir``, a local payment provider with its
+    payments there too, and ``workers`` `pizzeria worker`s."""
 
     def __init__(self, data_dir: Path, workers: int) -> None:
+        self.data_dir = data_dir
+        self.provider: payments.ProviderProcess | None = None
         self.server = private_dev_server(
             data_dir / "temporal.db", log_file=data_dir / "server.log", headless=True
         )
@@ -42,6 +47,11 @@ class ChaosFleet:
                 if attempt == 9:
                     raise
                 time.sleep(0.5)
+
+    def start_provider(self) -> str:
+        """The payment provider of this run (a free port, in a session of its own); its URL."""
+        self.provider = payments.start(self.data_dir / "payments.db", own_session=True)
+        return self.provider.url
 
     def start_workers(self) -> None:
         """Every worker, and back once each of them polls."""
@@ -86,3 +96,5 @@ class ChaosFleet:
             self.stop_workers(grace)
         finally:
             self.server.stop()
+            if self.provider is not None:
+                self.provider.stop()

@@ -31,7 +31,7 @@ def private_environment(variables: dict[str, str]) -> Iterator[None]:
     """This run's settings for us and our workers; none of the caller's Temporal ones."""
     saved = dict(os.environ)
     for name in list(os.environ):
-        if name.startswith("TEMPORAL_"):
+        if name.startswith("TEMPORAL_") or name == "STRIPE_API_KEY":
             del os.environ[name]
     os.environ.update(variables)
     try:
@@ -61,6 +61,7 @@ class ChaosRun:
         self.monkey = Monkey(settings, self.fleet, self.deadline, self.say, self._show)
         self.orders: ChaosOrders | None = None
         self._task_id: Any = None
+        self.payments_url = ""  # the run's local payment provider, once started
 
     def _show(self, advance: int = 0) -> None:
         if self.progress is None:
@@ -94,9 +95,11 @@ class ChaosRun:
         self.ledger_shown = ledger.location
         ledger.close()
         await asyncio.to_thread(self.fleet.start_server)
+        self.payments_url = await asyncio.to_thread(self.fleet.start_provider)
         self.say(
             f"Temporal dev server on {self.fleet.server.address}, data in {self.data_dir}, "
-            f"{self.settings.workers} workers on the ledger {self.ledger_shown}"
+            f"{self.settings.workers} workers on the ledger {self.ledger_shown}, payments "
+            f"at {self.payments_url}"
         )
         with private_environment(self._environment()):
             client = await connect(self.fleet.server.address, "default", runtime=quiet_runtime())
@@ -176,4 +179,5 @@ class ChaosRun:
             "PIZZERIA_FAULTS": self.settings.faults,
             SEED_VARIABLE: str(self.settings.seed),
             "PIZZERIA_DRIVER_SECONDS": "0",
+            "PIZZERIA_PAYMENTS_URL": self.payments_url,
         }
