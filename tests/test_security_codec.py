@@ -139,7 +139,7 @@ def test_a_negative_content_length_is_refused_at_once(endpoint):
     auth = f"Authorization: Bearer {CODEC_SECRET}\r\n".encode()
     head = b"POST /decode HTTP/1.1\r\n" + auth + b"Content-Length: -1\r\n\r\n"
     started = time.monotonic()
-    answer = raw(endpoint.port, head + b"{}")
+    answer = raw(endpoint.port, head)  # no body bytes: none left unread to reset the answer
     assert status_of(answer) == 400, answer[:200]
     assert time.monotonic() - started < 5  # answered, not read until the client closes
 
@@ -156,7 +156,7 @@ def test_an_oversized_content_length_is_refused_before_reading(endpoint):
 
 def test_a_body_without_a_length_is_refused(endpoint):
     auth = f"Authorization: Bearer {CODEC_SECRET}\r\n".encode()
-    chunked = b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n"  # its chunks would follow
     answer = raw(endpoint.port, b"POST /decode HTTP/1.1\r\n" + auth + chunked)
     assert status_of(answer) == 411, answer[:200]
 
