@@ -20,11 +20,14 @@ from typing import Any
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from pizzeria.client.placing import start_with_answer
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, open_ledger
+from pizzeria.payments import process
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import FaultPlan, parse_faults, write_faults
-from pizzeria.worker import build_worker, served_activities
+from pizzeria.worker import PAYMENTS_TIMEOUT_SECONDS, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary, eventually
 
@@ -58,13 +61,20 @@ async def main(only: list[str]) -> None:
         dev_server_existing_path=binary("temporal"),
         dev_server_extra_args=["--log-level", "error"],
     )
-    with tempfile.TemporaryDirectory() as folder:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        process.running(Path(folder) / "payments.db") as provider,
+    ):
         ledger = open_ledger(Path(folder) / "ledger.db")
         faults = Path(folder) / "faults.json"
+        gateway = StripeGateway(
+            process.LOCAL_SECRET_KEY, provider.url, timeout=PAYMENTS_TIMEOUT_SECONDS
+        )
         activities = served_activities(
             ledger,
             faults=FaultPlan(faults, env_value=""),
             driver=DriverSimulation(rounds=2, seconds_per_round=0, found_probability=1),
+            payments=gateway,
         )
         client = environment.client
 
@@ -132,6 +142,17 @@ async def main(only: list[str]) -> None:
             await settle(handle)
             return handle
 
+        async def early_answer(card: str) -> WorkflowHandle[Any, Any]:
+            """A pickup placed with its order_accepted Update (Update-with-Start): the
+            kitchen waits once the card is held (or the Update fails, for the bad card)."""
+            order = sample_order(
+                f"REC-{uuid.uuid4().hex[:6]}", card=card, prep_seconds=0.1, is_delivery=False
+            )
+            started = await start_with_answer(client, order, TASK_QUEUE)
+            await started.answer
+            await settle(started.handle)
+            return started.handle
+
         scenarios: dict[str, Callable[[], Awaitable[WorkflowHandle[Any, Any]]]] = {
             "good_order": good,
             "pickup": pickup,
@@ -142,6 +163,8 @@ async def main(only: list[str]) -> None:
             "resolved_manually": lambda: repaired(True),
             "fast_good_order": lambda: settled(start(fast_path=True)),
             "fast_bad_card": lambda: settled(start(BAD_CARD, fast_path=True)),
+            "early_hold": lambda: early_answer(GOOD_CARD),
+            "early_declined": lambda: early_answer(BAD_CARD),
         }
         async with build_worker(client, activities, task_queue=TASK_QUEUE):
             for name, scenario in scenarios.items():
@@ -152,6 +175,7 @@ async def main(only: list[str]) -> None:
                 (HISTORIES / f"{name}.json").write_text(history.to_json())
                 print(f"recorded {name}: {len(history.events)} events")
         ledger.close()
+        await gateway.close()
     await environment.shutdown()
 
 

@@ -2,9 +2,9 @@
 of docs/design.md (`_place_order`), one helper per row:
 
     get_distance            _distance  no effect; too far for a delivery fails the order
-    (short timer)           _wait      no effect
     update_inventory        _stock     compensated by revert_inventory
-    process_credit_card     _charge    compensated by refund_customer
+    process_credit_card     _charge    compensated by refund_customer; order_accepted answers
+    (short timer)           prepare    no effect: the kitchen, once the card is held
     send_bill               _bill      PIVOT: once billed, the order only goes forward
     notify_delivery_driver  _deliver   retried forward, never compensated
 
@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         order_ref,
         workflow_id_for,
     )
+    from pizzeria.order_hold import HoldFirst, hold_of
     from pizzeria.order_policy import (
         CANCEL_REQUEST_GRACE,
         DRIVER_HEARTBEAT,
@@ -89,7 +90,7 @@ ORDER_OUTCOME_MEMO_PATCH = "order-outcome-memo"
 # with a non-retryable InvalidOrderError: the worker decodes through
 # converter.StrictPayloadConverter (see worker.build_worker).
 @workflow.defn(name=WORKFLOW_TYPE)
-class PizzaOrderWorkflow:
+class PizzaOrderWorkflow(HoldFirst):
     def __init__(self) -> None:
         self.saga = Saga(wait_for_repair=True, on_progress=self._compensation_progress)
         self.steps = StepRunner(self.saga, self._cancelling)
@@ -168,11 +169,13 @@ class PizzaOrderWorkflow:
 
     async def _place_order(self, order: PizzaOrder, settings: OrderSettings) -> OrderConfirmation:
         run = order_ref(workflow.info().workflow_id, workflow.info().run_id)
+        self.choose_kitchen(settings)  # before the card is held, or (newer orders) after
         await self._distance(order)
-        await self._wait(settings)
+        await self.prepare(settings, held=False)
         async with self.saga:  # what fails before the bill is undone, in reverse order
             await self._stock(run, order)
-            await self._charge(run, order)
+            self.hold = hold_of(await self._charge(run, order))  # order_accepted answers
+            await self.prepare(settings, held=True)
             confirmation = await self._bill(run, order)
         delivered: OrderConfirmation = await uncancellable(
             self._deliver(order, confirmation), "the order is past its pivot"
@@ -195,12 +198,6 @@ class PizzaOrderWorkflow:
                 non_retryable=True,
             )
 
-    async def _wait(self, settings: OrderSettings) -> None:
-        """The kitchen prepares the order: a timer, no effect."""
-        if settings.prep_seconds > 0:
-            shown.show_details("Preparing the order")
-            await workflow.sleep(settings.prep_seconds, summary=shown.said("Preparing the order"))
-
     async def _stock(self, run: str, order: PizzaOrder) -> None:
         portions = _portions(menu.ingredients_for(order.items))
         self.saga.add_compensation(
@@ -219,7 +216,7 @@ class PizzaOrderWorkflow:
             summary="Take " + portions,
         )
 
-    async def _charge(self, run: str, order: PizzaOrder) -> None:
+    async def _charge(self, run: str, order: PizzaOrder) -> CreditCardConfirmation:
         amount = menu.billed_amount(menu.order_total(order.items))  # the bill's, discounted
         charge = CardCharge(run, order.order_number, amount, order.credit_card_info)
         # Registered before the charge: it refunds what was charged, which may be nothing.
@@ -230,7 +227,7 @@ class PizzaOrderWorkflow:
             local=self.steps.fast_path,
         )
         shown.show_details("Charging card")
-        await self.steps.undoable(
+        return await self.steps.undoable(
             STEP_PROCESS_CREDIT_CARD,
             Steps.process_credit_card,
             charge,

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from temporalio.client import Client
 
 from pizzeria import menu
-from pizzeria.api import placing
+from pizzeria.api import accepting, placing
 from pizzeria.api.auth import (
     StreamCredential,
     credential,
@@ -42,7 +42,6 @@ from pizzeria.api.schemas import (
     ORDER_NUMBER_PATTERN,
     CancelAccepted,
     CancelBody,
-    OrderAccepted,
     OrderBody,
     OrderList,
     OrderRow,
@@ -51,7 +50,7 @@ from pizzeria.api.schemas import (
     RepairDone,
 )
 from pizzeria.api.streams import Streams
-from pizzeria.api.views import RUNNING, read_order
+from pizzeria.api.views import RUNNING, OrderPlaced, hold_view, read_order
 from pizzeria.client import (
     OrderRefused,
     cancel_order,
@@ -82,6 +81,7 @@ FOLLOW_UPS = {
     for name in ("get_order", "cancel_order")
 }
 OrderNumber = Annotated[str, ORDER_NUMBER]
+LOCATION = {"Location": {"schema": {"type": "string"}}}
 
 
 def client_of(request: Request) -> Client:
@@ -132,17 +132,27 @@ def checked_order(body: Any) -> PizzaOrder:
 
 @router.post(
     "/orders",
-    status_code=202,
+    status_code=201,
     operation_id="place_order",
-    summary="Place an order (the exercise's order JSON; the API chooses its number)",
+    summary="Place an order, answered once its card is held (the exercise's order JSON)",
     description="Anyone may place an order; the API chooses its order number (a body "
     "naming one is refused with 422, field `order_number`), and only staff (the API key) "
-    "may choose one or send `settings` (403 otherwise). With an `Idempotency-Key`, a retry "
-    "of the same body gets the same order number and token back; the same key with "
-    "another body is refused with 422.",
+    "may choose one or send `settings` (403 otherwise). The answer comes once the order is "
+    "accepted, 201 with the card hold, while the kitchen prepares it; or refused, once "
+    "what it did is undone: 402 for a declined card, 409 out of stock, 422 outside the "
+    "delivery area. With `Prefer: respond-async`, or without an answer within 10 s, 202 "
+    "and the order goes on. With an `Idempotency-Key`, a retry of the same body gets the "
+    "same answer (number, token, hold or problem); the same key with another body is "
+    "refused with 422.",
     responses={
-        202: {"headers": {"Location": {"schema": {"type": "string"}}}, "links": FOLLOW_UPS},
-        **problem_responses(400, 401, 403, 408, 409, 413, 415, 422, 502, 503),
+        201: {"headers": LOCATION, "links": FOLLOW_UPS},
+        202: {
+            "description": "Placed; the hold is not known yet: follow the order",
+            "model": OrderPlaced,
+            "headers": {**LOCATION, "Preference-Applied": {"schema": {"type": "string"}}},
+            "links": FOLLOW_UPS,
+        },
+        **problem_responses(400, 401, 402, 403, 408, 409, 413, 415, 422, 502, 503),
     },
     # Anonymous or staff: the staff key is optional here.
     openapi_extra={**json_body(OrderBody, required=True), "security": [{}]},
@@ -158,7 +168,11 @@ async def place(
             description="Makes a retry safe: the same key and body answer as the first time",
         ),
     ] = None,
-) -> OrderAccepted:
+    prefer: Annotated[
+        str | None,
+        Header(description="'respond-async': answer 202 at once, without the card hold"),
+    ] = None,
+) -> OrderPlaced:
     if given is not None:
         require_staff(request, given)
     staff = given is not None
@@ -167,15 +181,26 @@ async def place(
         placing.refuse_staff_fields(body)
     fingerprint = placing.body_fingerprint(body)
     order = checked_order(placing.numbered(body, staff))
-    placed = await placing.place(request, order, idempotency_key, fingerprint)
+    answer = None
+    if accepting.wants_async(prefer):
+        placed = await placing.place(request, order, idempotency_key, fingerprint)
+        response.headers["Preference-Applied"] = "respond-async"
+    else:
+        accepted = await accepting.place_with_answer(request, order, idempotency_key, fingerprint)
+        placed, answer = accepted.placed, accepted.answer
+        if answer is not None and answer.refusal is not None:
+            raise accepting.refused(placed.order_number, answer.refusal)
+    if answer is None or answer.hold is None:
+        response.status_code = 202
     number = placed.order_number
     response.headers["Location"] = f"/orders/{number}"
-    return OrderAccepted(
+    return OrderPlaced(
         order_number=number,
         order_token=placed.token,
         token_expires_at=datetime.fromtimestamp(placed.expires, UTC).isoformat(),
         status_url=f"/orders/{number}",
         events_url=f"/orders/{number}/events",
+        hold=hold_view(answer.hold if answer is not None else None),
     )
 
 

@@ -12,11 +12,18 @@ import asyncio
 import threading
 from typing import Any
 
+from pydantic import BaseModel, Field
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from pizzeria import menu
-from pizzeria.api.schemas import LedgerView, OrderOutcomeView, OrderView, StepView
+from pizzeria.api.schemas import (
+    LedgerView,
+    OrderAccepted,
+    OrderOutcomeView,
+    OrderView,
+    StepView,
+)
 from pizzeria.client import order_handle
 from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.timeline import COMPENSATION, STEP, order_report
@@ -29,9 +36,46 @@ from pizzeria.models import (
     order_ref,
     workflow_id_for,
 )
+from pizzeria.order_hold import CardHold
 from pizzeria.workflows import PizzaOrderWorkflow
 
 RUNNING = "RUNNING"
+
+
+class HoldView(BaseModel):
+    """The card held for an order: what POST /orders answers once it is (never the card
+    number)."""
+
+    amount: int = Field(description="Cents held on the card, the discount included")
+    card_last4: str = Field(description="The card's last four digits")
+    state: str = Field(
+        description="'held': reserved on the card; taken when the order is billed, given "
+        "back if the order is undone"
+    )
+    payment_id: str | None = Field(
+        description="The payment provider's id of the hold, when a provider holds it"
+    )
+
+
+class OrderPlaced(OrderAccepted):
+    """POST /orders' answer: the order, its token and, once accepted (201), its hold."""
+
+    hold: HoldView | None = Field(
+        default=None,
+        description="201: the card held. 202 (Prefer: respond-async, or no answer in time): "
+        "null; follow the order at events_url",
+    )
+
+
+def hold_view(hold: CardHold | None) -> HoldView | None:
+    if hold is None:
+        return None
+    return HoldView(
+        amount=hold.amount,
+        card_last4=hold.card_last4,
+        state=hold.state,
+        payment_id=hold.payment_id,
+    )
 
 
 def run_handle(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict
 
 import click
 from temporalio.service import RPCError
@@ -19,14 +21,17 @@ from pizzeria.cli.common import (
     run,
 )
 from pizzeria.cli.orders import print_outcome
-from pizzeria.client import OrderAlreadyCompleted, OrderOutcome, outcome_of, place_order
+from pizzeria.client import OrderAlreadyCompleted, OrderOutcome, outcome_of
+from pizzeria.client.placing import answer_within, start_with_answer
 from pizzeria.models import (
     OrderSettings,
     Pizza,
     PizzaOrder,
+    dollars,
     mask_card_number,
     workflow_id_for,
 )
+from pizzeria.order_hold import CardHold
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.devserver import quiet_runtime
 from pizzeria.temporal.waiting import OrderStillRunning, Unanswered
@@ -163,14 +168,17 @@ def order(
     )
     placed = build_order(order_number, card, pickup, items, settings)
     try:
-        outcome, placed_before = run(place_or_show(placed, again, patience, address, as_json))
+        outcome, placed_before, hold = run(place_or_show(placed, again, patience, address, as_json))
     except OrderStillRunning as running:
         if as_json:
             still = {"order_number": order_number, "status": "RUNNING", "message": str(running)}
             out.print_json(json.dumps(still))
         fail(str(running), STILL_RUNNING)
     if as_json:
-        out.print_json(json.dumps({**outcome.to_json(), "already_completed": placed_before}))
+        held = asdict(hold) if hold is not None else None
+        out.print_json(
+            json.dumps({**outcome.to_json(), "already_completed": placed_before, "hold": held})
+        )
     else:
         print_outcome(outcome, card, delivery=not pickup)
     if outcome.status != "COMPLETED":
@@ -179,19 +187,32 @@ def order(
 
 async def place_or_show(
     placed: PizzaOrder, again: bool, patience: float, address: str | None, as_json: bool
-) -> tuple[OrderOutcome, bool]:
-    """The outcome of the run started now, or of the completed run already there (True)."""
+) -> tuple[OrderOutcome, bool, CardHold | None]:
+    """The outcome of the run started now, with its card hold as soon as it is held (the
+    order's Update, sent with the start), or of the completed run already there (True)."""
     client = await client_or_fail(address, runtime=quiet_runtime())
     number = placed.order_number
     if not as_json:
         card = mask_card_number(placed.credit_card_info.number)
         err.print(f"Placing order {number} (card {card})...")
     notice = waiting_notice(number, patience)
+    started_at = time.monotonic()
     try:
-        outcome = await place_order(
-            client, placed, again=again, patience=patience, on_unanswered=notice
+        started = await start_with_answer(client, placed, again=again)
+        answer = await answer_within(started.answer, patience)
+        hold = answer.hold if answer is not None else None
+        if hold is not None and not as_json:
+            err.print(held_line(hold), markup=False)
+        patience_left = max(1.0, patience - (time.monotonic() - started_at))
+        outcome = await outcome_of(
+            client,
+            started.handle.id,
+            number,
+            run_id=started.run_id,
+            patience=patience_left,
+            on_unanswered=notice,
         )
-        return outcome, False
+        return outcome, False, hold
     except OrderAlreadyCompleted as completed:
         if not as_json:
             err.print(f"{completed}; its confirmation follows (--again places it again)")
@@ -203,7 +224,15 @@ async def place_or_show(
             patience=patience,
             on_unanswered=notice,
         )
-        return shown, True
+        return shown, True, None
+
+
+def held_line(hold: CardHold) -> str:
+    payment = f", payment {hold.payment_id}" if hold.payment_id else ""
+    return (
+        f"Card ending {hold.card_last4} {hold.state}: {dollars(hold.amount)}{payment}; "
+        "the kitchen prepares the order..."
+    )
 
 
 def waiting_notice(order_number: str, patience: float) -> Unanswered:

@@ -3,17 +3,37 @@
 Our clients never charge a customer twice by accident: an order number whose last run
 completed is not started again unless asked (``again``), while a failed or cancelled one
 may be. The server's own policy is unchanged, so the exercise's clients keep theirs.
+
+`start_with_answer` starts an order with its ``order_accepted`` Update in one round trip
+(Update-with-Start): the caller hears that the card is held, or why the order was refused,
+as soon as the order knows (`EarlyAnswer`), and follows the order on from there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import menu
@@ -26,6 +46,7 @@ from pizzeria.models import (
     dollars,
     workflow_id_for,
 )
+from pizzeria.order_hold import REFUSED, CardHold
 from pizzeria.temporal.waiting import Unanswered
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -107,29 +128,43 @@ async def start_order(
     ``memo`` adds to the order's memo (the API records there which request started it);
     ``id_reuse_policy`` replaces the rule above (the API never reuses an order number).
     """
-    search_attributes = None
-    if await order_status_registered(client):
-        search_attributes = TypedSearchAttributes(
-            [SearchAttributePair(ORDER_STATUS, "IN_PROGRESS")]
-        )
+    options = await start_options(client, order, again, memo, id_reuse_policy)
     try:
         return await client.start_workflow(
             PizzaOrderWorkflow.order_pizza,
             order,
             id=workflow_id_for(order.order_number),
             task_queue=task_queue,
-            static_summary=static_summary(order),
-            search_attributes=search_attributes,
-            memo={**(memo or {}), "amount": menu.billed_amount(menu.order_total(order.items))},
-            id_reuse_policy=id_reuse_policy
-            or (
-                WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                if again
-                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-            ),
+            **options,
         )
     except WorkflowAlreadyStartedError:
         raise await why_not_started(client, order.order_number) from None
+
+
+async def start_options(
+    client: Client,
+    order: PizzaOrder,
+    again: bool,
+    memo: dict[str, Any] | None,
+    id_reuse_policy: WorkflowIDReusePolicy | None,
+) -> dict[str, Any]:
+    """How every client starts an order, however it starts it (see `start_order`)."""
+    search_attributes = None
+    if await order_status_registered(client):
+        search_attributes = TypedSearchAttributes(
+            [SearchAttributePair(ORDER_STATUS, "IN_PROGRESS")]
+        )
+    return {
+        "static_summary": static_summary(order),
+        "search_attributes": search_attributes,
+        "memo": {**(memo or {}), "amount": menu.billed_amount(menu.order_total(order.items))},
+        "id_reuse_policy": id_reuse_policy
+        or (
+            WorkflowIDReusePolicy.ALLOW_DUPLICATE
+            if again
+            else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+        ),
+    }
 
 
 async def why_not_started(client: Client, order_number: str) -> Exception:
@@ -159,4 +194,141 @@ async def place_order(
         run_id=handle.result_run_id,
         patience=patience,
         on_unanswered=on_unanswered,
+    )
+
+
+# -- the early answer: Update-with-Start ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the order was refused before its card was held, once what it did is undone."""
+
+    error_type: str
+    message: str
+    compensations: tuple[str, ...] = ()  # what was undone, in the order it ran
+    needs_attention: bool = False  # a compensation failed: an operator is asked
+
+
+@dataclass(frozen=True)
+class EarlyAnswer:
+    """What ``order_accepted`` answered: the card held, or the order's refusal. Neither
+    when there is no answer to have: the workers do not know the Update (a deploy older
+    than it), or the run closed without being asked."""
+
+    hold: CardHold | None = None
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """An order started with its Update: the run, and its early answer to come."""
+
+    handle: WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]
+    answer: asyncio.Future[EarlyAnswer]
+
+    @property
+    def run_id(self) -> str:
+        run_id = self.handle.result_run_id
+        assert run_id is not None  # a handle from a start always has it
+        return run_id
+
+
+async def start_with_answer(
+    client: Client,
+    order: PizzaOrder,
+    task_queue: str = TASK_QUEUE,
+    *,
+    again: bool = False,
+    memo: dict[str, Any] | None = None,
+    id_reuse_policy: WorkflowIDReusePolicy | None = None,
+    update_id: str | None = None,
+) -> Started:
+    """Start the order and send it ``order_accepted`` in one request (Update-with-Start):
+    the run as soon as it is started, its answer when the card is held or the order refused.
+
+    Refused as `start_order` refuses (a running or completed order number). The same
+    ``update_id`` sent again to the run gets the same answer (`early_answer`).
+    """
+    options = await start_options(client, order, again, memo, id_reuse_policy)
+    operation = WithStartWorkflowOperation(
+        PizzaOrderWorkflow.order_pizza,
+        order,
+        id=workflow_id_for(order.order_number),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        **options,
+    )
+    update = client.execute_update_with_start_workflow(
+        PizzaOrderWorkflow.order_accepted, start_workflow_operation=operation, id=update_id
+    )
+    answer = asyncio.ensure_future(answer_of(update))
+    try:
+        handle = await operation.workflow_handle()
+    except BaseException as error:
+        answer.cancel()
+        with contextlib.suppress(BaseException):
+            await answer  # it failed with the start: nothing left unread
+        if already_started(error):
+            raise await why_not_started(client, order.order_number) from None
+        raise
+    return Started(handle, answer)
+
+
+def already_started(error: BaseException) -> bool:
+    """The start was refused because the order number runs or ran (a time-skipping
+    test server says so as a bare ALREADY_EXISTS)."""
+    return isinstance(error, WorkflowAlreadyStartedError) or (
+        isinstance(error, RPCError) and error.status == RPCStatusCode.ALREADY_EXISTS
+    )
+
+
+async def early_answer(
+    client: Client, order_number: str, run_id: str, update_id: str | None = None
+) -> EarlyAnswer:
+    """``order_accepted`` asked of a run already started. With the ``update_id`` of an
+    earlier ask, the server answers what it answered then (even once the run closed)."""
+    handle = client.get_workflow_handle_for(
+        PizzaOrderWorkflow.order_pizza, workflow_id_for(order_number), run_id=run_id
+    )
+    try:
+        return await answer_of(
+            handle.execute_update(PizzaOrderWorkflow.order_accepted, id=update_id)
+        )
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:  # closed, never asked: nothing to say
+            return EarlyAnswer()
+        raise
+
+
+async def answer_within(answer: asyncio.Future[EarlyAnswer], seconds: float) -> EarlyAnswer | None:
+    """The early answer if it comes within ``seconds``; None when it does not (a step
+    retrying, no worker) or when Temporal fails to deliver it: the order goes on either
+    way, and its outcome tells the rest."""
+    try:
+        return await asyncio.wait_for(answer, seconds)
+    except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return None
+
+
+async def answer_of(update: Awaitable[CardHold]) -> EarlyAnswer:
+    try:
+        return EarlyAnswer(hold=await update)
+    except WorkflowUpdateFailedError as failed:
+        return EarlyAnswer(refusal=refusal_of(failed.cause))
+
+
+def refusal_of(cause: BaseException | None) -> Refusal | None:
+    """The order's refusal, from the Update's failure; None for any other failure (a worker
+    that does not know the Update refuses it)."""
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return None
+    undone = cause.details[0]
+    if not isinstance(undone, dict) or not undone.get(REFUSED):
+        return None
+    return Refusal(
+        error_type=cause.type or "OrderFailed",
+        message=cause.message,
+        compensations=tuple(str(name) for name in undone.get("compensations") or ()),
+        needs_attention=bool(undone.get("needs_attention")),
     )

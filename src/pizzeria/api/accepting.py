@@ -1,0 +1,165 @@
+"""Placing an order over HTTP with its early answer: ``201`` once the card is held.
+
+``POST /orders`` starts the order together with its ``order_accepted`` Update, in one
+request to Temporal (Update-with-Start: `pizzeria.client.placing.start_with_answer`), and
+answers once the order is accepted or refused: checked, its stock taken, its card held.
+
+- accepted: ``201`` with the hold (amount, last four digits, state, payment id) and the
+  token bound to the run just started, while the kitchen prepares the order;
+- refused: the problem, in the same round trip, once what the order did is undone: a
+  declined card ``402``, out of stock ``409``, outside the delivery area ``422``...;
+- no answer within ``ANSWER_SECONDS`` (a step retrying, no worker polling), or Temporal
+  failing after the start: ``202``, the answer ``Prefer: respond-async`` asks for at once.
+
+Who chooses the order number, the key table and a twin of the request are placing.py's
+rules, applied here the same way: a retry with the same ``Idempotency-Key`` and body asks
+the run again under the same Update id, and Temporal answers what it answered the first
+time (the same hold, the same refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+
+from fastapi import Request
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+
+from pizzeria.api import placing
+from pizzeria.api.auth import keys_of
+from pizzeria.api.idempotency import KeyUse, key_hash
+from pizzeria.api.problems import ApiProblem, invalid
+from pizzeria.client.placing import (
+    EarlyAnswer,
+    OrderAlreadyCompleted,
+    OrderAlreadyRunning,
+    Refusal,
+    answer_within,
+    early_answer,
+    start_with_answer,
+)
+from pizzeria.models import (
+    CREDIT_CARD_PROCESSING_ERROR,
+    INVALID_CHARGE_AMOUNT_ERROR,
+    INVALID_ORDER_ERROR,
+    ORDER_CANCELLED_ERROR,
+    OUT_OF_STOCK_ERROR,
+    OUTSIDE_SERVICE_AREA_ERROR,
+    UNKNOWN_TOPPING_ERROR,
+    PizzaOrder,
+)
+
+#: How long POST /orders waits for the card hold before it answers 202 instead.
+ANSWER_SECONDS = 10.0
+#: A refusal's status and problem type, by the order's error type; any other (a step that
+#: failed for good: the gateway down after every attempt...) is a 502.
+REFUSAL_STATUS = {
+    CREDIT_CARD_PROCESSING_ERROR: (402, "card-declined"),
+    OUT_OF_STOCK_ERROR: (409, "out-of-stock"),
+    ORDER_CANCELLED_ERROR: (409, "order-cancelled"),
+    OUTSIDE_SERVICE_AREA_ERROR: (422, "outside-service-area"),
+    INVALID_ORDER_ERROR: (422, "invalid-order"),
+    UNKNOWN_TOPPING_ERROR: (422, "invalid-order"),
+    INVALID_CHARGE_AMOUNT_ERROR: (422, "invalid-order"),
+}
+STEP_FAILED = (502, "order-failed")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    placed: placing.Placed
+    #: The early answer; None when there is none to give (answer 202).
+    answer: EarlyAnswer | None
+
+
+def wants_async(prefer: str | None) -> bool:
+    """``Prefer: respond-async`` (RFC 7240), among other preferences or alone."""
+    return any(
+        part.split(";")[0].strip().lower() == "respond-async" for part in (prefer or "").split(",")
+    )
+
+
+def answer_id(key: str | None, fingerprint: str) -> str | None:
+    """The Update id of a request with an Idempotency-Key: the same for its retries (the
+    server then answers what it answered first), another for any other request."""
+    if key is None:
+        return None
+    both = f"{key_hash(key)}/{fingerprint}".encode()
+    return "order-accepted-" + hashlib.sha256(both).hexdigest()[:40]
+
+
+async def place_with_answer(
+    request: Request, order: PizzaOrder, key: str | None, fingerprint: str
+) -> Accepted:
+    """Start ``order`` (its number chosen already) with its Update, unless ``key`` says it
+    was started: its number, a token for its run, and the early answer."""
+    keys = keys_of(request)
+    client: Client = request.app.state.client
+    now = time.time()
+    use = KeyUse(fingerprint, order.order_number, keys.expiry(now))
+    table = placing.key_table(request)
+    if key is not None:
+        use = await placing._table_call(table.claim, key, use, now)
+        if use.body_sha256 != fingerprint:
+            raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
+        order = dataclasses.replace(order, order_number=use.order_number)
+    update_id = answer_id(key, fingerprint)
+    answer: asyncio.Future[EarlyAnswer]
+    if use.run_id is not None:
+        run_id = use.run_id
+        answer = asyncio.ensure_future(early_answer(client, order.order_number, run_id, update_id))
+    else:
+        run_id, answer = await start(client, order, key, fingerprint, update_id)
+        if key is not None:
+            await placing._table_call(table.record_run, key, run_id)
+    token = keys.order_token(order.order_number, run_id, use.expires)
+    placed = placing.Placed(order.order_number, token, use.expires)
+    return Accepted(placed, await answer_within(answer, ANSWER_SECONDS))
+
+
+async def start(
+    client: Client, order: PizzaOrder, key: str | None, fingerprint: str, update_id: str | None
+) -> tuple[str, asyncio.Future[EarlyAnswer]]:
+    """Start the order with its Update: its run and its answer to come. A number taken
+    already is placing.py's twin check (this very request again, or 409 / 422)."""
+    memo = {
+        placing.API_MEMO: {
+            "idempotency_key_sha256": key_hash(key) if key is not None else None,
+            "body_sha256": fingerprint,
+        }
+    }
+    try:
+        started = await start_with_answer(
+            client,
+            order,
+            memo=memo,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            update_id=update_id,
+        )
+    except (OrderAlreadyRunning, OrderAlreadyCompleted):
+        run_id = await placing.start_once(client, order, key, fingerprint)
+        asked = early_answer(client, order.order_number, run_id, update_id)
+        return run_id, asyncio.ensure_future(asked)
+    return started.run_id, started.answer
+
+
+def refused(order_number: str, refusal: Refusal) -> ApiProblem:
+    """The order's refusal as a problem: its status by the error, what was undone."""
+    status, slug = REFUSAL_STATUS.get(refusal.error_type, STEP_FAILED)
+    if refusal.needs_attention:
+        undone = "; undoing it needs an operator, who has been asked"
+    elif refusal.compensations:
+        undone = "; undone: " + ", ".join(refusal.compensations)
+    else:
+        undone = "; nothing was taken"
+    return ApiProblem(
+        status,
+        f"order {order_number} was refused: {refusal.message}{undone}",
+        slug=slug,
+        error_type=refusal.error_type,
+        headers={"Location": f"/orders/{order_number}"},
+    )
