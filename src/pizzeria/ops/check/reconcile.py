@@ -21,14 +21,8 @@ from pizzeria.ops.check.records import (
     temporal_records,
 )
 from pizzeria.ops.check.report import CheckReport
-from pizzeria.ops.check.rules import (
-    RUN_RULES,
-    RUN_TALLIES,
-    Findings,
-    RunView,
-    run_views,
-    stock_conserved,
-)
+from pizzeria.ops.check.rules import RUN_RULES, RUN_TALLIES, Findings, RunView, run_views
+from pizzeria.ops.check.stock import stock_conserved
 
 
 def reconcile(

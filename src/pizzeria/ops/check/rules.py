@@ -6,7 +6,13 @@ Every run either side knows becomes a `RunView`: what Temporal says it became (i
 the menu, never read from the ledger), and what the ledger shows (its rows added up, a
 `pizzeria.ledger.RunRows`). A rule reads one view and writes what it finds into
 `Findings`; a new invariant is a new function added to `RUN_RULES`. Tallies (`RUN_TALLIES`)
-add up what the report shows without judging it.
+add up what the report shows without judging it; the rule over the whole stock, which needs
+every run's tally, is `stock.stock_conserved`.
+
+Another book joins the same way: a payment provider's records of each run's hold, capture
+and refund would be one more field of `RunView` beside ``ledger``, filled in by
+`run_views`, and each invariant between it and the other two one more function in
+`RUN_RULES`.
 """
 
 from __future__ import annotations
@@ -14,10 +20,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pizzeria import menu
-from pizzeria.ledger import LedgerSnapshot, RunRows
+from pizzeria.ledger import RunRows
 from pizzeria.models import (
     COMPENSATE_REVERT_INVENTORY,
     COMPENSATION_OF,
@@ -362,39 +367,3 @@ def tally_open_orders(run: RunView, found: Findings) -> None:
 
 
 RUN_TALLIES: tuple[RunRule, ...] = (tally_stock_held, tally_settled, tally_open_orders)
-
-
-# -- rules over the whole ledger ---------------------------------------------------------------
-
-
-def stock_conserved(snapshot: LedgerSnapshot, found: Findings) -> dict[str, dict[str, Any]]:
-    """Per ingredient: never negative, and initial + received = in stock + what the runs
-    hold (the deliveries counted row by row, so an edited delivery shows)."""
-    stock: dict[str, dict[str, Any]] = {}
-    received = snapshot.received()
-    held_anywhere = {name for holder in HOLDERS for name in +found.held_by[holder]}
-    for name in sorted({*menu.INGREDIENTS, *received, *held_anywhere} - set(snapshot.stock)):
-        found.violations.append(
-            Violation("ingredient missing from stock", name, "-", "the ledger has no stock row")
-        )
-    for name, row in snapshot.stock.items():
-        held = {holder: found.held_by[holder][name] for holder in HOLDERS}
-        conserved = row["initial"] + received[name] == row["quantity"] + sum(held.values())
-        stock[name] = {
-            "initial": row["initial"],
-            "received": received[name],
-            "in_stock": row["quantity"],
-            **{f"held_{h}" if h != "consumed" else h: n for h, n in held.items()},
-            "conserved": conserved,
-        }
-        if row["quantity"] < 0:
-            found.violations.append(
-                Violation("negative stock", name, "-", f"{row['quantity']} in stock")
-            )
-        if not conserved:
-            detail = (
-                f"initial {row['initial']} + received {received[name]} != in stock "
-                f"{row['quantity']} + held {sum(held.values())}"
-            )
-            found.violations.append(Violation("stock not conserved", name, "-", detail))
-    return stock
