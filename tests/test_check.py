@@ -2,7 +2,8 @@
 
 First the comparison itself, on a real ledger with Temporal's side written by hand (the
 order each run was given, how it ended; each invariant broken on purpose, by SQL, since the
-ledger's own methods refuse to); then the command against a real dev server and worker.
+ledger's own methods refuse to); a run Temporal really terminated, read from its history on
+either server; then the command against a real dev server and worker.
 tests/test_check_mutations.py damages copies of a real ledger in every way we know.
 """
 
@@ -24,6 +25,7 @@ from temporalio.exceptions import (
 )
 
 from pizzeria import menu
+from pizzeria.client import abandon_order
 from pizzeria.ledger import Ledger
 from pizzeria.models import (
     OrderConfirmation,
@@ -34,10 +36,11 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.ops.check.reconcile import reconcile
-from pizzeria.ops.check.records import OrderRecord, failure_type
+from pizzeria.ops.check.records import OrderRecord, failure_type, order_record
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, sample_order
-from tests.helpers import pizzeria
+from pizzeria.temporal.faults import parse_faults, write_faults
+from tests.helpers import eventually, pizzeria
 from tests.stack import StackOptions
 
 
@@ -202,6 +205,52 @@ def test_a_completed_order_charged_other_than_its_bill_is_named(book: Ledger) ->
     ]
 
 
+def test_a_completed_order_charged_less_than_its_bill_is_named(book: Ledger) -> None:
+    """Less as well as more: the shop billed $35.00 and kept less than that."""
+    tamper(
+        book,
+        "UPDATE effects SET amount = 3000 WHERE step = 'process_credit_card' AND order_ref = ?",
+        ref("DONE"),
+    )
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [
+        ("charge differs from the order", "DONE"),
+        ("charge differs from bill", "DONE"),
+    ]
+    assert report.violations[1].detail == f"charged 3000 - refunded 0 != billed {AMOUNT}"
+    assert report.money["completed_orders_settled"] == 0
+
+
+def test_a_completed_order_refunded_in_part_is_charged_less_than_its_bill(book: Ledger) -> None:
+    """The charge is the order's, but a refund beside it leaves the bill unpaid in part."""
+    insert_row(book, ref("DONE"), "refund_customer", 500)
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [("charge differs from bill", "DONE")]
+    assert report.violations[0].detail == f"charged {AMOUNT} - refunded 500 != billed {AMOUNT}"
+    assert report.money["completed_orders_settled"] == 0
+
+
+def test_a_compensation_row_beside_its_own_tombstone_is_a_double_effect(book: Ledger) -> None:
+    """CANCEL's revert_inventory found nothing to undo (a tombstone); a row of the same
+    compensation beside it (under another key: the primary key would refuse its own) is
+    the compensation taking effect twice."""
+    tamper(
+        book,
+        "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
+        " ingredients, tombstone, reference, created_at)"
+        " VALUES (?, ?, 'CANCEL', 'revert_inventory', 0, '{}', 0, '', ?)",
+        f"{ref('CANCEL')}/revert_inventory/again",
+        ref("CANCEL"),
+        time.time(),
+    )
+    report = reconcile(records(), book.snapshot())
+    assert kinds(report) == [("double effect", "CANCEL"), ("row under a foreign key", "CANCEL")]
+    assert report.violations[0].detail == (
+        "revert_inventory written both as a row and as a tombstone"
+    )
+    assert report.double_effects == 1
+
+
 def test_a_refund_above_the_charge_is_counted_and_named(book: Ledger) -> None:
     tamper(
         book,
@@ -286,6 +335,54 @@ def test_failure_type_names_a_typed_error_or_else_the_innermost_cause() -> None:
     assert failure_type(None) == "unknown"
 
 
+# -- a run Temporal really terminated, on either server ----------------------------------------
+
+
+async def test_a_truly_terminated_run_is_read_as_such_and_must_have_been_undone(
+    client, worker, start, ledger, faults_file
+) -> None:
+    """A run terminated by Temporal, read back from its history (not a record written by
+    hand): while the ledger holds its charge and stock that is a violation; once
+    `abandon_order` has undone them in the ledger, there is none.
+
+    test_hostile.py's stuck-order test also checks a terminated run, but only on the dev
+    server: it first makes a bad deploy's workflow task fail. Terminating an order held
+    before its bill needs no stuck task, so this runs on the time-skipping server too.
+    """
+    write_faults(faults_file, parse_faults("send_bill=fail"))  # retried: held before the pivot
+    async with worker():
+        handle = await start(placed("TERM"))
+
+        def charged() -> bool:
+            return any(row["step"] == "process_credit_card" for row in ledger.effects())
+
+        await eventually(charged, "the order to be charged")
+    await handle.terminate("test: terminated before its bill")
+    run_id = (await handle.describe()).run_id
+    number = order_number_of(handle.id)
+    record = await order_record(client, handle.id, run_id)
+    assert record is not None and (record.status, record.order) == ("TERMINATED", placed(number))
+
+    report = reconcile([record], ledger.snapshot())
+    assert kinds(report) == [("effects kept by an undone order", number)]
+    assert report.violations[0].detail == (
+        f"terminated but charged {AMOUNT} - refunded 0 = {AMOUNT}; "
+        f"holds {sum(RECIPE.values())} portions of stock"
+    )
+    assert (report.orders["terminated"], report.money["undone_orders_settled"]) == (1, 0)
+    assert report.stock["cheese"]["held_undone"] == RECIPE["cheese"]
+
+    abandoned = await abandon_order(client, ledger, number)
+    assert (abandoned.status, abandoned.refunded, abandoned.put_back) == (
+        "TERMINATED",
+        AMOUNT,
+        RECIPE,
+    )
+    report = reconcile([record], ledger.snapshot())
+    assert report.ok and report.money["undone_orders_settled"] == 1
+    assert all(row["conserved"] and not row["held_undone"] for row in report.stock.values())
+
+
 # -- the command against a real server ---------------------------------------------------------
 
 
@@ -325,8 +422,9 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
             "SELECT order_ref FROM effects WHERE order_number = 'CHK-2' LIMIT 1"
         ).fetchone()
         db.execute(
-            "INSERT INTO effects VALUES (?, ?, 'CHK-2', 'process_credit_card', 3500, '{}', 0,"
-            " '4242', ?)",
+            "INSERT INTO effects (idempotency_key, order_ref, order_number, step, amount,"
+            " ingredients, tombstone, reference, created_at)"
+            " VALUES (?, ?, 'CHK-2', 'process_credit_card', 3500, '{}', 0, '4242', ?)",
             (f"{run_ref}/process_credit_card", run_ref, time.time()),
         )
     broken = pizzeria(stack, "check", "--json")

@@ -6,7 +6,9 @@ then damages a COPY of that ledger in one way (the hand edits of an independent 
 more) and runs `pizzeria check` on it as a user would: it must exit 1 naming the order (or
 the ingredient) and the rule, and leave the file byte for byte as it found it. The
 undamaged copy passes. A check that cannot be made (a locked ledger, a codec key that is
-not the orders') exits 2 in one line.
+not the orders') exits 2 in one line; a second stack, whose orders all failed or were
+cancelled after writing to the ledger, shows that a run the check must judge and cannot
+decrypt stops it even when no completed order does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import pytest
 from pizzeria.samples import BAD_CARD
 from pizzeria.temporal.devserver import stop_process
 from tests.helpers import PIZZERIA, pizzeria, wait_until
+from tests.stack import Stack, open_stack
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -38,7 +41,7 @@ Mutation = Callable[[sqlite3.Connection], None]
 # -- the real ledger, built once -------------------------------------------------------------
 
 
-def place(stack: dict[str, Any], number: str, *flags: str) -> dict[str, Any]:
+def place(stack: Mapping[str, Any], number: str, *flags: str) -> dict[str, Any]:
     flags = ("--json", "--prep-seconds", "0", "--order-number", number, *flags)
     done = pizzeria(stack, "order", *flags)
     assert "Traceback" not in done.stderr, done.stderr
@@ -56,7 +59,7 @@ def took_stock(ledger: Path, number: str) -> bool:
     return row is not None
 
 
-def cancel_after_it_took_stock(stack: dict[str, Any], number: str) -> dict[str, Any]:
+def cancel_after_it_took_stock(stack: Mapping[str, Any], number: str) -> dict[str, Any]:
     """An order cancelled while its charge fails: its stock was taken, then put back."""
     assert pizzeria(stack, "faults", "set", "process_credit_card=fail").returncode == 0
     placing = subprocess.Popen(
@@ -124,7 +127,7 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check(stack: dict[str, Any], ledger: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def check(stack: Mapping[str, Any], ledger: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`pizzeria check --json` on ``ledger``, which it must leave byte for byte."""
     before = fingerprint(ledger)
     done = subprocess.run(
@@ -231,6 +234,15 @@ def put_back_edited(db: sqlite3.Connection) -> None:
     restock(db, {name: (name == "dough") - count for name, count in returned.items()})
 
 
+def refund_beside_its_tombstone(db: sqlite3.Connection) -> None:
+    """MUT-BAD's refund found nothing to refund (a tombstone); a refund row beside it, under
+    another key (the primary key refuses a second row under its own)."""
+    tombstone = row_of(db, "MUT-BAD", "refund_customer")
+    assert tombstone["tombstone"] == 1
+    ref = tombstone["order_ref"]
+    insert(db, f"{ref}/refund_customer/again", ref, "MUT-BAD", "refund_customer")
+
+
 def sql(name: str, statement: str) -> Mutation:
     """A damage that is one SQL statement, named for the test ids."""
 
@@ -309,6 +321,15 @@ MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
         ),
         ("bill differs from confirmation", "MUT-PICKUP"),
     ),
+    (
+        sql(
+            "charge_lowered_below_its_bill",
+            "UPDATE effects SET amount = amount - 500 WHERE order_number = 'MUT-GOOD'"
+            " AND step = 'process_credit_card'",
+        ),
+        ("charge differs from bill", "MUT-GOOD"),
+    ),
+    (refund_beside_its_tombstone, ("double effect", "MUT-BAD")),
     (charge_of_an_unknown_run, ("unknown run", "MUT-NOBODY")),
     (put_back_edited, ("put back differs from stock taken", "MUT-CANCEL")),
     (
@@ -409,6 +430,81 @@ def test_a_locked_ledger_cannot_be_checked_in_a_few_seconds_exit_2(stack, damage
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: the ledger at") and "locked" in line
     assert took < 20
+
+
+# -- runs that failed or were cancelled, and that the check cannot decrypt -------------------
+
+
+@pytest.fixture(scope="module")
+def undone_stack(
+    tmp_path_factory: pytest.TempPathFactory, environment_kind: str
+) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A stack of its own holding only undone orders, each of which wrote to the ledger (it
+    took stock and put it back): a failed one and a cancelled one. No completed order: a
+    completed run the check cannot decrypt stops it anyway. Their run ids by order number."""
+    if environment_kind == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    with open_stack(tmp_path_factory.mktemp("undone")) as stack:
+        outcomes = {
+            "UNDONE-BAD": place(stack, "UNDONE-BAD", "--card", BAD_CARD),
+            "UNDONE-CANCEL": cancel_after_it_took_stock(stack, "UNDONE-CANCEL"),
+        }
+        statuses = {number: outcome["status"] for number, outcome in outcomes.items()}
+        assert statuses == {"UNDONE-BAD": "FAILED", "UNDONE-CANCEL": "CANCELLED"}
+        yield stack, {number: outcome["run_id"] for number, outcome in outcomes.items()}
+
+
+def ledger_copy(stack: Stack, path: Path, delete: str = "", *params: str) -> Path:
+    """A copy of the stack's ledger at ``path``, without the effects ``delete`` selects."""
+    live, target = sqlite3.connect(stack["data"] / "ledger.db"), sqlite3.connect(path)
+    live.backup(target)
+    live.close()
+    with target:
+        if delete:
+            target.execute(f"DELETE FROM effects WHERE {delete}", params)
+    target.close()
+    return path
+
+
+def test_an_undone_run_that_wrote_and_cannot_be_decrypted_cannot_be_checked_exit_2(
+    undone_stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    """A failed or a cancelled run that wrote to the ledger is judged on what it was asked:
+    without its key (another key, another key under the id of its own, or none) the check
+    says it cannot judge it, naming the run, instead of a verdict."""
+    stack, runs = undone_stack
+    assert check(stack, ledger_copy(stack, tmp_path / "whole.db")).returncode == 0
+    other_key = {"PIZZERIA_CODEC_KEY": base64.b64encode(bytes(32)).decode()}
+    # A key file naming the orders' key id with other bytes (a rotation typed by hand).
+    key_id = (stack["data"] / "codec.key").read_text().partition(":")[0]
+    same_id = tmp_path / "same-id.key"
+    same_id.write_text(f"{key_id}:{base64.b64encode(bytes(32)).decode()}\n")
+    same_id.chmod(0o600)
+    other_key_under_its_id = {"PIZZERIA_CODEC_KEY_FILE": str(same_id)}
+    no_key = {"PIZZERIA_CODEC_KEY_FILE": str(tmp_path / "no-such.key")}
+    for number, run_id in runs.items():
+        # The other order's rows gone: this run is the only one that wrote.
+        alone = ledger_copy(stack, tmp_path / f"{number}.db", "order_number != ?", number)
+        for env in (other_key, other_key_under_its_id, no_key):
+            done = check(stack, alone, **env)
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert done.stdout == ""
+            (line,) = done.stderr.splitlines()
+            assert line.startswith(f"error: cannot decrypt order {number} (run {run_id}): ")
+            assert "key" in line
+
+
+def test_undone_runs_with_tombstones_only_are_judged_without_their_key(
+    undone_stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    """A run that left only tombstones holds nothing: its status is enough to judge it."""
+    stack, _ = undone_stack
+    tombstones = ledger_copy(stack, tmp_path / "tombstones.db", "tombstone = 0")
+    done = check(stack, tombstones, PIZZERIA_CODEC_KEY=base64.b64encode(bytes(32)).decode())
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["orders"]["failed"], report["orders"]["cancelled"]) == (1, 1)
+    assert report["money"]["undone_orders_settled"] == 2
 
 
 @pytest.fixture(autouse=True)
