@@ -5,8 +5,9 @@ of docs/design.md (`_place_order`), one helper per row:
     update_inventory        _stock     compensated by revert_inventory
     process_credit_card     _charge    compensated by refund_customer; order_accepted answers
     (short timer)           prepare    no effect: the kitchen, once the card is held
-    send_bill               _bill      PIVOT: once billed, the order only goes forward
+    send_bill               _bill      PIVOT: captures the hold; then only forward
     notify_delivery_driver  _deliver   retried forward, never compensated
+    refund_undelivered_order  (_deliver)  no driver: the whole amount back, order_refund.py
 
 Compensations are registered *before* their step, because a step can take effect and
 still fail (a timeout after the write): the compensation must then undo it, and when the
@@ -65,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         compensation_retry,
         step_retry,
     )
+    from pizzeria.order_refund import hold_summary, refund_undelivered
     from pizzeria.order_steps import StepRunner, uncancellable
     from pizzeria.saga import Phase, Saga
 
@@ -219,11 +221,11 @@ class PizzaOrderWorkflow(HoldFirst):
     async def _charge(self, run: str, order: PizzaOrder) -> CreditCardConfirmation:
         amount = menu.billed_amount(menu.order_total(order.items))  # the bill's, discounted
         charge = CardCharge(run, order.order_number, amount, order.credit_card_info)
-        # Registered before the charge: it refunds what was charged, which may be nothing.
+        # Registered before the hold: it releases what was held, which may be nothing.
         self.saga.add_compensation(
             Steps.refund_customer,
             RunRef(run, order.order_number),
-            summary=shown.said("Compensate: refund the charge, if any"),
+            summary=shown.said("Compensate: release the card hold, if any"),
             local=self.steps.fast_path,
         )
         shown.show_details("Charging card")
@@ -232,7 +234,7 @@ class PizzaOrderWorkflow(HoldFirst):
             Steps.process_credit_card,
             charge,
             CreditCardConfirmation,
-            summary=f"Charge {dollars(amount)} to card ending {charge.credit_card.masked[-4:]}",
+            summary=hold_summary(amount, order.credit_card_info),
         )
 
     async def _bill(self, run: str, order: PizzaOrder) -> OrderConfirmation:
@@ -244,7 +246,7 @@ class PizzaOrderWorkflow(HoldFirst):
             Steps.send_bill,
             bill,
             OrderConfirmation,
-            summary=f"Bill {dollars(menu.billed_amount(total))}",
+            summary=f"Capture the hold: bill {dollars(menu.billed_amount(total))}",
         )
 
     async def _deliver(self, order: PizzaOrder, billed: OrderConfirmation) -> OrderConfirmation:
@@ -262,6 +264,7 @@ class PizzaOrderWorkflow(HoldFirst):
         )
         if not driver_found:
             billed.status = STATUS_DELIVERY_FAILURE
+            await refund_undelivered(self.steps, order, billed)  # order_refund.py
         return billed
 
     # -- closing -------------------------------------------------------------------------
