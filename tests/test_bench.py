@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ from pizzeria.ops.bench.cases import (
 from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import samples_by_piece
+from pizzeria.ops.bench.versus import HOLD, PICKUP, Measured, versus_report
 from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
 from tests.postgres import PostgresServer
@@ -181,14 +183,14 @@ def test_a_bad_worker_option_is_refused_before_anything_starts() -> None:
 @pytest.mark.timeout(150)
 @pytest.mark.slow
 def tiny_bench(
-    tmp_path: Path, request: pytest.FixtureRequest, *args: str
+    tmp_path: Path, request: pytest.FixtureRequest, *args: str, timeout: float = 140
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """``pizzeria bench --json ARGS`` with one run of batches of three; and its report."""
     if request.config.getoption("--workflow-environment") == "local":
         pytest.skip("starts its own dev server: runs once, in the default pass")
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
     done = run_pizzeria(
-        "bench", "--json", "--repeat", "1", "--workflows", "3", *args, env=env, timeout=140
+        "bench", "--json", "--repeat", "1", "--workflows", "3", *args, env=env, timeout=timeout
     )
     assert done.returncode == 0, done.stderr
     return done, json.loads(done.stdout)
@@ -394,3 +396,70 @@ def test_a_tiny_profile_shows_every_piece_for_both_shapes(
         )
     for row in rows.values():
         assert row["difference_ms"] == pytest.approx(row["order_ms"] - row["baseline_ms"], abs=0.01)
+
+
+# -- a peer in the same run ------------------------------------------------------------------
+
+
+def peer_batch(kind: str, concurrency: int, p50: float, cpu: float) -> Measured:
+    return Measured(0, kind, concurrency, 10, 1.0, p50, 2 * p50, cpu)
+
+
+def test_peer_ratios_divide_our_medians_by_the_peers_and_say_which_targets_are_met() -> None:
+    batches = [
+        peer_batch(HOLD, 1, 40, 120),
+        peer_batch(HOLD, 1, 60, 140),  # the hold's median: 50
+        peer_batch(PICKUP, 1, 90, 80),
+        peer_batch(PICKUP, 1, 110, 100),  # the pickup's: 100
+        peer_batch("dbos", 1, 40, 30),
+        peer_batch("dbos", 1, 40, 30),
+        peer_batch(HOLD, 50, 900, 60),
+        peer_batch(PICKUP, 50, 800, 50),
+        peer_batch("dbos", 50, 1000, 20),
+    ]
+    report = versus_report(Settings(repeat=1, concurrency=(1, 50)), "dbos", batches, 9.0)
+    one, fifty = report["levels"]
+    assert (one["hold_p50_ms"], one["pickup_p50_ms"], one["peer_p50_ms"]) == (50, 100, 40)
+    assert (one["hold_ratio"], one["pickup_ratio"], one["cpu_ratio"]) == (1.25, 2.5, 3.0)
+    assert (fifty["hold_ratio"], fifty["pickup_ratio"], fifty["cpu_ratio"]) == (0.9, 0.8, 2.5)
+    verdicts = [(t["figure"].split()[0], t["concurrency"], t["met"]) for t in report["targets"]]
+    assert verdicts == [
+        ("hold", 1, True),  # 1.25 <= 1.5
+        ("fast-pickup", 1, False),  # 2.5 > 2
+        ("fast-pickup", 1, True),  # CPU: 3.0 <= 3
+        ("fast-pickup", 50, True),
+    ]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.slow
+def test_a_tiny_peer_run_reports_ours_beside_dbos_from_the_same_batches(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _, report = tiny_bench(tmp_path, request, "--peer", "dbos", *TWO_LEVELS, timeout=220)
+    assert report["peer"] == "dbos"
+    kinds = {(m["kind"], m["concurrency"]) for m in report["batches"]}
+    assert kinds == {(kind, c) for kind in (HOLD, PICKUP, "dbos") for c in (1, 2)}
+    assert len(report["batches"]) == 12 and {m["workflows"] for m in report["batches"]} == {3}
+    for level in report["levels"]:
+        c = level["concurrency"]
+        for prefix, kind in (("hold", HOLD), ("pickup", PICKUP), ("peer", "dbos")):
+            mine = [m for m in report["batches"] if m["kind"] == kind and m["concurrency"] == c]
+            assert level[f"{prefix}_p50_ms"] == pytest.approx(
+                statistics.median(m["p50_ms"] for m in mine), abs=0.01
+            )
+            assert level[f"{prefix}_p95_ms"] >= level[f"{prefix}_p50_ms"] > 0
+            assert level[f"{prefix}_cpu_ms"] > 0
+        assert level["hold_ratio"] == pytest.approx(
+            level["hold_p50_ms"] / level["peer_p50_ms"], rel=0.01
+        )
+        assert level["cpu_ratio"] == pytest.approx(
+            level["pickup_cpu_ms"] / level["peer_cpu_ms"], rel=0.01
+        )
+    assert [(t["concurrency"], t["target"]) for t in report["targets"]] == [
+        (1, 1.5),
+        (1, 2.0),
+        (1, 3.0),
+        (2, 3.0),
+    ]
+    assert all(t["met"] == (t["ratio"] <= t["target"]) for t in report["targets"])

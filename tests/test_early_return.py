@@ -20,6 +20,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
+from pizzeria.api import accepting
 from pizzeria.client import OrderAlreadyRunning, cancel_order
 from pizzeria.client.placing import (
     EarlyAnswer,
@@ -30,7 +31,13 @@ from pizzeria.client.placing import (
 )
 from pizzeria.failures import error_type_of
 from pizzeria.ledger import Ledger
-from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR, OUT_OF_STOCK_ERROR, PizzaOrder
+from pizzeria.models import (
+    CREDIT_CARD_PROCESSING_ERROR,
+    ORDER_CANCELLED_ERROR,
+    OUT_OF_STOCK_ERROR,
+    OUTSIDE_SERVICE_AREA_ERROR,
+    PizzaOrder,
+)
 from pizzeria.order_hold import HELD, HOLD_BEFORE_KITCHEN_PATCH
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
@@ -176,6 +183,46 @@ async def test_an_order_started_without_the_update_and_no_wait_records_nothing_n
     assert HOLD_BEFORE_KITCHEN_PATCH.encode() not in markers  # no wait: nothing to ask
 
 
+# -- how the API reads a request and answers a refusal -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefer", "wanted"),
+    [
+        ("respond-async", True),
+        ("wait=5, respond-async", True),
+        ("Respond-Async; foo=1", True),
+        ("return=minimal", False),
+        (None, False),
+    ],
+)
+def test_prefer_respond_async_is_read_among_other_preferences(prefer: str | None, wanted: bool):
+    assert accepting.wants_async(prefer) is wanted
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status"),
+    [
+        (CREDIT_CARD_PROCESSING_ERROR, 402),
+        (OUT_OF_STOCK_ERROR, 409),
+        (OUTSIDE_SERVICE_AREA_ERROR, 422),
+        (ORDER_CANCELLED_ERROR, 409),
+        ("PaymentUnavailable", 502),  # a step that failed for good: not the customer's doing
+    ],
+)
+def test_each_refusal_is_answered_with_its_own_status(error_type: str, status: int):
+    problem = accepting.refused("N1", Refusal(error_type, "why", UNDONE))
+    assert (problem.status, problem.error_type) == (status, error_type)
+    assert problem.detail == "order N1 was refused: why; undone: refund_customer, revert_inventory"
+
+
+def test_a_retry_shares_its_update_id_with_the_first_request_and_no_other():
+    first = accepting.answer_id("key-1", "body-a")
+    assert first == accepting.answer_id("key-1", "body-a") and first is not None
+    assert first != accepting.answer_id("key-1", "body-b") != accepting.answer_id("key-2", "body-a")
+    assert accepting.answer_id(None, "body-a") is None  # no key: a fresh id per request
+
+
 # -- through the API: its own stack ------------------------------------------------------------
 
 
@@ -206,6 +253,7 @@ async def test_a_pickup_is_answered_201_with_the_hold_while_it_is_still_prepared
         GOOD_CARD[-4:],
         "held",
     )
+    assert hold["payment_id"].startswith("pi_")  # the provider's hold, by its id
     assert GOOD_CARD not in answer.text
     # The token opens the run just started, which still runs: the card held, not billed.
     bearer = {"Authorization": f"Bearer {placed['order_token']}"}

@@ -30,6 +30,7 @@ from pizzeria.ops.bench.cases import (
 from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
 from pizzeria.ops.bench.ledgers import run_sql
 from pizzeria.ops.bench.measure import run_benchmark, run_side_by_side
+from pizzeria.ops.bench.peer import PEERS, PeerError, check_peer
 from pizzeria.ops.bench.profile import (
     PROFILE_CASES,
     PROFILE_CONCURRENCY,
@@ -45,10 +46,12 @@ from pizzeria.ops.bench.report import (
     draw_plot,
     print_bench_report,
     print_side_by_side,
+    print_versus,
     profile_table,
     pyplot,
 )
 from pizzeria.ops.bench.stack import compile_package, running_stack
+from pizzeria.ops.bench.versus import PEER_CONCURRENCY, run_versus
 from pizzeria.ops.processes import WorkerProcessError
 from pizzeria.temporal.devserver import DevServerError
 
@@ -131,6 +134,13 @@ ABLATION_CONCURRENCY = 50
     help="Measure the good order's fast path (local activities) against its regular path "
     "and both bare shapes, instead of the usual pairs [default concurrency: 1, 50]",
 )
+@click.option(
+    "--peer",
+    type=click.Choice(PEERS),
+    help="Instead: the card hold through the API and the fast-path pickup order beside this "
+    "peer's whole five-step workflow, in one run, with the ratios and their targets "
+    "[default concurrency: 1, 50] (DBOS comes with the bench extra)",
+)
 def bench(
     as_json: bool,
     plot: Path | None,
@@ -146,6 +156,7 @@ def bench(
     worker_options: tuple[str, ...],
     sandbox_passthrough: tuple[str, ...],
     compare_fast_path: bool,
+    peer: str | None,
 ) -> None:
     """Measure what the order saga costs on top of the bare engine, in one run.
 
@@ -157,7 +168,7 @@ def bench(
     check_worker_options(worker_options)
     settings = Settings(
         repeat=repeat,
-        concurrency=concurrency_of(concurrency, full, ablation, compare_fast_path),
+        concurrency=concurrency_of(concurrency, full, ablation, compare_fast_path, peer),
         workflows=workflows,
         worker_options=worker_options,
         sandbox_passthrough=sandbox_passthrough,
@@ -169,6 +180,9 @@ def bench(
             raise click.UsageError("--plot draws one setup: give one --ledger and one --workers")
         plot_or_fail(None, plot)  # before a long run, not after it
     compile_package()
+    if peer is not None:
+        print_peer(run_peer_with_progress(setups[0], peer), as_json)
+        return
     if costs:
         print_costs(run_costs(setups[0]), as_json)
         return
@@ -197,11 +211,17 @@ def check_worker_options(worker_options: tuple[str, ...]) -> None:
 
 
 def concurrency_of(
-    given: tuple[int, ...], full: bool, ablation: bool, compare_fast_path: bool
+    given: tuple[int, ...],
+    full: bool,
+    ablation: bool,
+    compare_fast_path: bool,
+    peer: str | None = None,
 ) -> tuple[int, ...]:
     """The levels asked for, else the default of the kind of run."""
     if given:
         return tuple(sorted(set(given)))
+    if peer:
+        return PEER_CONCURRENCY
     if ablation:
         return (ABLATION_CONCURRENCY,)
     if compare_fast_path:
@@ -250,6 +270,21 @@ def run_with_progress(setups: list[Settings]) -> dict[str, Any]:
     if len(setups) > 1:
         return with_progress(total, lambda step: run_side_by_side(setups, step))
     return with_progress(total, lambda step: run_benchmark(settings, step))
+
+
+def run_peer_with_progress(settings: Settings, peer: str) -> dict[str, Any]:
+    """``--peer``: ours beside the peer, with a progress bar; one line if it cannot run."""
+    try:
+        check_peer(peer)  # before anything starts
+    except PeerError as error:
+        fail(str(error))
+    total = settings.repeat * len(settings.concurrency) * 6
+    err.print(
+        f"Beside {peer}: the hold through pizzeria api, the fast-path pickup and {peer}'s "
+        f"five-step workflow, {settings.repeat} run(s), {total} batches, a fresh stack and "
+        "API per run."
+    )
+    return with_progress(total, lambda step: run_versus(settings, peer, step))
 
 
 def run_instead_with_progress(settings: Settings, ablation: bool) -> dict[str, Any]:
@@ -301,7 +336,7 @@ def with_progress(
 
         try:
             report = asyncio.run(work(step))
-        except (BenchError, DevServerError, WorkerProcessError) as error:
+        except (BenchError, DevServerError, WorkerProcessError, PeerError) as error:
             progress.stop()
             fail(str(error))
         progress.advance(task)
@@ -337,6 +372,13 @@ def print_ablation(report: dict[str, Any], as_json: bool) -> None:
         out.print_json(json.dumps(report))
     else:
         out.print(ablation_table(report))
+
+
+def print_peer(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        print_versus(report, out)
 
 
 def print_profile(report: dict[str, Any], as_json: bool) -> None:

@@ -52,6 +52,7 @@ async def start_case(
             card=BAD_CARD if case.bad_card else GOOD_CARD,
             prep_seconds=PREP_SECONDS,
             fast_path=case.fast_path or None,
+            is_delivery=not case.pickup,
         )
         return await start_order(client, order, task_queue)
     shape: BaselineShape = BAD_CARD_SHAPE if case.bad_card else GOOD_ORDER_SHAPE

@@ -63,6 +63,7 @@ class Case:
     baseline: str | None = None  # the case this one is compared with
     # The order's fast path (local ledger steps); for a baseline, its local-activity shape.
     fast_path: bool = False
+    pickup: bool = False  # an order picked up: no driver search
 
     @property
     def expected_error(self) -> str | None:
@@ -79,6 +80,8 @@ BASELINE_LOCAL_GOOD = Case("baseline-local-good", saga=False, bad_card=False, fa
 FAST_GOOD = Case(
     "fast-good", saga=True, bad_card=False, baseline=BASELINE_LOCAL_GOOD.name, fast_path=True
 )
+# The whole order of `--peer`: a pickup on the fast path, every step local, no driver.
+FAST_PICKUP = Case("fast-pickup", saga=True, bad_card=False, fast_path=True, pickup=True)
 CASES = (BASELINE_GOOD, GOOD, BASELINE_BAD, BAD)  # a default run's
 ALL_CASES = (*CASES, BASELINE_LOCAL_GOOD, FAST_GOOD)
 PAIRS: tuple[tuple[Case, ...], ...] = ((BASELINE_GOOD, GOOD), (BASELINE_BAD, BAD))

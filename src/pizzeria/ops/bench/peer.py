@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -151,6 +152,14 @@ async def measure_dbos(database: Path, batches: Sequence[tuple[int, int]]) -> li
         return results
     finally:
         DBOS.destroy()
+
+
+def check_peer(peer: str) -> None:
+    """Refuse, before anything starts, a peer that cannot be measured here."""
+    if peer not in PEERS:
+        raise PeerError(f"unknown peer {peer!r}: one of {', '.join(PEERS)}")
+    if importlib.util.find_spec("dbos") is None:
+        raise PeerError("DBOS is not installed: pip install -e '.[bench]' (the bench extra)")
 
 
 def run_peer(

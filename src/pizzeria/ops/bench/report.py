@@ -87,6 +87,43 @@ def figure(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def print_versus(report: dict[str, Any], out: Console) -> None:
+    """``--peer``: ours beside the peer's whole workflow, then each target and its ratio."""
+    peer = report["peer"]
+    table = Table(
+        "in flight",
+        "hold via API p50 ms",
+        "fast pickup p50 ms",
+        f"{peer} workflow p50 ms",
+        "hold / peer",
+        "pickup / peer",
+        "fast pickup CPU ms/order",
+        f"{peer} CPU ms/wf",
+        "CPU ratio",
+        title=f"Ours beside {peer}'s five-step workflow, in one run (median of the batches)",
+    )
+    for level in report["levels"]:
+        table.add_row(
+            str(level["concurrency"]),
+            figure(level["hold_p50_ms"], ".1f"),
+            figure(level["pickup_p50_ms"], ".1f"),
+            figure(level["peer_p50_ms"], ".1f"),
+            figure(level["hold_ratio"], ".2f"),
+            figure(level["pickup_ratio"], ".2f"),
+            figure(level["pickup_cpu_ms"], ".1f"),
+            figure(level["peer_cpu_ms"], ".1f"),
+            figure(level["cpu_ratio"], ".2f"),
+        )
+    Console(highlight=False, width=max(out.width, 132)).print(table)
+    for target in report["targets"]:
+        verdict = "met" if target["met"] else "missed"
+        out.print(
+            f"{target['figure']} at {target['concurrency']} in flight: "
+            f"x{target['ratio']:.2f} (target <= {target['target']:g}: {verdict})"
+        )
+    out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
+
+
 def costs_table(costs: list[ShapeCost]) -> Table:
     """``--costs``: one row per shape."""
     table = Table("shape", "events", "payload bytes", "actions")

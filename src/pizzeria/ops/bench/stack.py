@@ -58,6 +58,7 @@ async def running_stack(
     passthrough: Sequence[str] = (),
     without: Sequence[str] = (),
     ledger: str = SQLITE,
+    task_queue: str | None = None,
 ) -> AsyncIterator[tuple[Stack, Client]]:
     """A fresh in-memory dev server, a client and ``workers`` worker processes polling it,
     on a fresh ledger (`pizzeria.ops.bench.ledgers.stack_ledger`), moving money through a
@@ -67,7 +68,8 @@ async def running_stack(
     does, so the benchmark uses the same data converter as the worker; it connects before
     the workers start, so that whatever it sets up on first use is there before they look for it.
     ``without`` names the optional pieces (`pizzeria.tuning`) the workers switch off; without
-    encryption the client sends plain payloads too.
+    encryption the client sends plain payloads too. The workers poll ``task_queue``, else
+    one of the stack's own (the API of ``--peer`` places orders on the order's own queue).
     """
     with (
         tempfile.TemporaryDirectory(prefix="pizzeria-bench-") as folder,
@@ -76,8 +78,8 @@ async def running_stack(
         payments.running(Path(folder) / "payments.db") as provider,
     ):
         data_dir = Path(folder)
-        task_queue = f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}"
-        stack = Stack(server, [], data_dir, task_queue, location, provider.url)
+        queue = task_queue or f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}"
+        stack = Stack(server, [], data_dir, queue, location, provider.url)
         try:
             client = await connect(server.address, encrypt="encryption" not in without)
             command = worker_command(stack, worker_options, passthrough, without)
