@@ -18,6 +18,9 @@ from pizzeria.samples import GOOD_CARD, sample_order
 from tests.stack import Stack
 
 STAFF_KEY = "staff-key-of-the-api-tests-0123456789"
+#: What POST /orders answers when it placed the order: 201 with the card held, or 202
+#: (asked for with Prefer: respond-async, or no answer in time).
+PLACED = (201, 202)
 
 
 @dataclass(frozen=True)
