@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
+import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +50,12 @@ REF = "pizza-workflow-order-LATE/run-1"
 ITEMS = [Pizza(description, price) for description, price in EXERCISE_ITEMS]
 
 
+@pytest.fixture(autouse=True)
+def unique_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test a run of its own: the session's payment provider keeps every key."""
+    monkeypatch.setattr(sys.modules[__name__], "REF", f"pizza-workflow-order-LATE/{uuid.uuid4()}")
+
+
 class RecordingLedger(Ledger):
     """A ledger that remembers how each take, charge and bill call ended, in order.
 
@@ -82,19 +90,23 @@ class RecordingLedger(Ledger):
             lambda: super(RecordingLedger, self).take_stock(order_ref, order_number, ingredients),
         )
 
-    def charge(self, order_ref: str, order_number: str, amount: int, card_last4: str) -> Effect:
+    def charge(
+        self, order_ref: str, order_number: str, amount: int, card_last4: str, **money: str
+    ) -> Effect:
         return self._record(
             STEP_PROCESS_CREDIT_CARD,
             lambda: super(RecordingLedger, self).charge(
-                order_ref, order_number, amount, card_last4
+                order_ref, order_number, amount, card_last4, **money
             ),
         )
 
-    def bill(self, order_ref: str, order_number: str, amount: int, confirmation: str) -> Effect:
+    def bill(
+        self, order_ref: str, order_number: str, amount: int, confirmation: str, **money: str
+    ) -> Effect:
         return self._record(
             STEP_SEND_BILL,
             lambda: super(RecordingLedger, self).bill(
-                order_ref, order_number, amount, confirmation
+                order_ref, order_number, amount, confirmation, **money
             ),
         )
 
@@ -192,7 +204,9 @@ async def test_a_charge_made_late_after_its_refund_is_refused_and_nothing_is_cha
     assert error.type == "LateStepRefusedError"
     (order,) = ledger.orders()
     assert (order.charged, order.refunded, order.billed) == (0, 0, 0)
+    # Refused by the ledger before the card was asked for a hold: no payment either.
     assert ledger.calls_of(STEP_PROCESS_CREDIT_CARD) == ["refused"]
+    assert order.payment_ids == []
 
 
 async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
@@ -219,6 +233,7 @@ async def test_a_late_write_after_the_retry_already_wrote_is_a_no_op(
     assert (late_take.applied, retried_take.applied) == (False, True)
     assert (ledger.stock(), ledger.effects()) == after_retries
     assert ledger.calls_of(STEP_PROCESS_CREDIT_CARD) == ["applied", "repeat"]
+    assert len(ledger.orders()[0].payment_ids) == 1  # one hold, the same key
     assert ledger.calls_of(STEP_UPDATE_INVENTORY) == ["applied", "repeat"]
 
 

@@ -116,10 +116,11 @@ class OrderMoney:
         released at once)."""
         ref, number = charge.order_ref, charge.order_number
         rows = await self._rows(ref)
-        if STEP_PROCESS_CREDIT_CARD in rows:
-            return rows[STEP_PROCESS_CREDIT_CARD]  # a repeat: the hold is recorded
-        if COMPENSATE_REFUND_CUSTOMER in rows:
-            raise LateStepRefused(f"{ref} was already refunded; not holding money now")
+        held = rows.get(STEP_PROCESS_CREDIT_CARD)
+        if held is not None or COMPENSATE_REFUND_CUSTOMER in rows:
+            # A repeat finds the hold's row; a step after its refund is refused: both by
+            # the ledger itself, and neither asks the provider anything.
+            return await self._rewrite(self.ledger.charge, ref, number, charge.amount, held)
         card = charge.credit_card
         try:
             payment = await self.gateway.authorize(
@@ -143,6 +144,31 @@ class OrderMoney:
             payment_id=payment.id,
             money_state=MONEY_HELD,
         )
+
+    async def _rewrite(
+        self,
+        write: Callable[..., Effect],
+        ref: str,
+        number: str,
+        amount: int,
+        found: Effect | None,
+        reference: str = "",
+    ) -> Effect:
+        """The step's row written again as it is (the ledger answers the row: a repeat),
+        or, when there is none yet, refused by the ledger (the run's refund already ran)."""
+        if found is None:
+            await self.call(write, ref, number, amount, reference)  # raises LateStepRefused
+            raise LateStepRefused(f"{ref} was already refunded")
+        effect: Effect = await self.call(
+            write,
+            ref,
+            number,
+            found.amount,
+            found.reference,
+            payment_id=found.payment_id,
+            money_state=found.money_state,
+        )
+        return effect
 
     async def _record(
         self, step: str, payment: Payment, write: Callable[..., Effect], *args: Any, **kw: Any
@@ -180,10 +206,9 @@ class OrderMoney:
         charged."""
         ref, number = bill.order_ref, bill.order_number
         rows = await self._rows(ref)
-        if STEP_SEND_BILL in rows:
-            return rows[STEP_SEND_BILL]
-        if COMPENSATE_REFUND_CUSTOMER in rows:
-            raise LateStepRefused(f"{ref} was already refunded; not billing now")
+        billed = rows.get(STEP_SEND_BILL)
+        if billed is not None or COMPENSATE_REFUND_CUSTOMER in rows:
+            return await self._rewrite(self.ledger.bill, ref, number, amount, billed, confirmation)
         held = rows.get(STEP_PROCESS_CREDIT_CARD)
         if held is None:
             raise CardRefused(

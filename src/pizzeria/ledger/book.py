@@ -91,8 +91,9 @@ class Ledger(ABC):
     @abstractmethod
     def _table_names(self, tx: Tx) -> set[str]: ...
 
-    @abstractmethod
-    def _column_names(self, tx: Tx, table: str) -> set[str]: ...
+    def _column_names(self, tx: Tx, table: str) -> set[str]:
+        """The columns of ``table``: asked only while creating or upgrading the tables."""
+        raise NotImplementedError(f"{type(self).__name__} cannot upgrade a ledger")
 
     @abstractmethod
     def close(self) -> None: ...
