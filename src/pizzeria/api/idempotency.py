@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pizzeria.ledger import is_postgres_location
+from pizzeria.private import make_private_dir
 
 T = TypeVar("T")
 TABLE = "api_idempotency_keys"
@@ -132,7 +133,7 @@ class SqliteKeys:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS
             )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pizzeria import config
+from pizzeria.private import make_private_dir
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8091
@@ -127,7 +128,7 @@ def start(
 ) -> ProviderProcess:
     """Run ``pizzeria payments`` and wait until it answers. Its output is appended to
     ``log_file`` (default: beside the data file, ``.log``)."""
-    data_file.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_file.parent)
     log_file = log_file or data_file.with_suffix(".log")
     offset = log_file.stat().st_size if log_file.exists() else 0
     with open(log_file, "ab") as output:
