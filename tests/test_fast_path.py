@@ -89,7 +89,7 @@ async def test_a_bad_card_on_the_fast_path_fails_and_compensates_in_reverse_orde
         ("compensation", "revert_inventory", "completed"),
     ]
     assert "CreditCardProcessingError" in entries[2].error
-    assert entries[3].summary == "Compensate: refund the charge, if any"
+    assert entries[3].summary == "Compensate: release the card hold, if any"
     assert quantities(ledger) == before
     (row,) = ledger.orders()
     assert row.charged - row.refunded == 0 and row.billed == 0
