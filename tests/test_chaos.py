@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from pizzeria.ledger import open_ledger
 from pizzeria.ops.chaos.monkey import breakdown_schedule
 from pizzeria.ops.chaos.orders import ChaosOrders
 from pizzeria.ops.chaos.plan import ChaosSettings, PlannedOrder, plan_orders
+from pizzeria.ops.chaos.result import ChaosResult, provider_line, provider_log_counts
 from pizzeria.samples import GOOD_CARD, sample_order
 from tests.helpers import PIZZERIA, run_pizzeria, wait_until
 from tests.postgres import PostgresServer
@@ -101,7 +103,9 @@ def test_the_plan_mixes_cards_pickups_cancels_and_short_waits() -> None:
 
 def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way() -> None:
     schedule = breakdown_schedule(
-        ChaosSettings(orders=100, worker_kills=3, server_restarts=1, rolling_restarts=0)
+        ChaosSettings(
+            orders=100, worker_kills=3, server_restarts=1, rolling_restarts=0, provider_restarts=0
+        )
     )
     assert schedule == [(20, "kill"), (40, "restart"), (60, "kill"), (80, "kill")]
     few = breakdown_schedule(ChaosSettings(orders=2, worker_kills=3, server_restarts=1))
@@ -109,10 +113,56 @@ def test_the_breakdowns_are_spread_over_the_run_with_the_restart_mid_way() -> No
 
 
 def test_the_rolling_restart_comes_late_in_the_run_after_the_server_restart() -> None:
-    schedule = breakdown_schedule(ChaosSettings(orders=100, worker_kills=3, server_restarts=1))
+    schedule = breakdown_schedule(
+        ChaosSettings(orders=100, worker_kills=3, server_restarts=1, provider_restarts=0)
+    )
     kinds = [kind for _, kind in schedule]
     assert kinds == ["kill", "restart", "kill", "rolling restart", "kill"]
     assert [threshold for threshold, _ in schedule] == [17, 33, 50, 67, 83]
+
+
+def test_the_provider_restarts_come_on_their_own_schedule_and_leave_the_others_in_place() -> None:
+    without = breakdown_schedule(ChaosSettings(orders=100, provider_restarts=0))
+    once = breakdown_schedule(ChaosSettings(orders=100, provider_restarts=1))
+    assert [b for b in once if b[1] != "provider restart"] == without
+    assert [b for b in once if b[1] == "provider restart"] == [(25, "provider restart")]
+    twice = breakdown_schedule(ChaosSettings(orders=80, provider_restarts=2))
+    assert [b for b in twice if b[1] == "provider restart"] == [
+        (10, "provider restart"),
+        (50, "provider restart"),
+    ]
+    assert [threshold for threshold, _ in twice] == sorted(t for t, _ in twice)
+
+
+def test_the_provider_log_says_which_faults_struck_and_the_summary_shows_them(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "payments.log"
+    log.write_text(
+        "2026-01-01 10:00:00,001 POST /v1/payment_intents -> 200 created pi_1 requires_capture\n"
+        "2026-01-01 10:00:00,002 POST /v1/payment_intents -> 503 injected api_error\n"
+        "2026-01-01 10:00:00,003 POST /v1/payment_intents/pi_1/capture -> 200 captured pi_1 "
+        "succeeded, then the connection closed unanswered\n"
+        "2026-01-01 10:00:00,004 POST /v1/refunds -> connection reset (injected refuse)\n"
+        "2026-01-01 10:00:00,005 POST /v1/refunds -> 500 injected api_error\n"
+    )
+    met = provider_log_counts(log)
+    assert met == {"errors": 2, "lost_answers": 1, "refused_connections": 1}
+    assert provider_log_counts(tmp_path / "missing.log") == dict.fromkeys(met, 0)
+    result = ChaosResult(
+        orders=1, outcomes=Counter(COMPLETED=1), worker_kills=0, server_restarts=0,
+        repaired=0, seconds=1.0, seed=1, report=None, data_dir=None,
+        provider_faults="capture=lost", provider_restarts=2, provider_faults_met=met,
+    )  # fmt: skip
+    shown = provider_line(result)
+    assert "faults on (2 5xx answers, 1 answers lost, 1 connections refused)" in shown
+    assert "2 provider restarts" in shown
+    assert result.to_json()["provider_faults_met"] == met
+    off = ChaosResult(
+        orders=1, outcomes=Counter(), worker_kills=0, server_restarts=0, repaired=0,
+        seconds=1.0, seed=1, report=None, data_dir=None,
+    )  # fmt: skip
+    assert provider_line(off).startswith("Payment provider: faults off; 0 provider restarts")
 
 
 # -- torn down with a cancel Update in flight -------------------------------------------------
@@ -268,8 +318,15 @@ def test_a_hundred_orders_through_kills_and_a_restart_lose_nothing_and_double_no
     assert summary["seconds"] <= seconds
     assert "killed worker" in done.stderr and "restarted the Temporal dev server" in done.stderr
     assert "rolling restart: worker 1" in done.stderr
+    # The payment provider met its faults at random, and was killed and started again.
+    assert summary["provider_restarts"] == 1 and summary["provider_faults"]
+    assert "killed the payment provider" in done.stderr
+    assert "restarted the payment provider on the same port" in done.stderr
+    met = summary["provider_faults_met"]
+    assert met["errors"] > 0 and met["lost_answers"] + met["refused_connections"] > 0
     # The proof is on disk, and nothing it started is left running.
     assert (folder / "temporal.db").exists() and (folder / "ledger.db").exists()
+    assert (folder / "payments.db").exists()
     assert processes_using(folder) == []
 
 
@@ -383,6 +440,9 @@ def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> 
         (["--faults", "refund_customer=explode"], "bad fault"),
         (["--faults", "refund_customer=decline@0.1"], "applies to process_credit_card only"),
         (["--cancel-rate", "2"], "--cancel-rate"),
+        (["--provider-faults", "capture=explode"], "--provider-faults"),
+        (["--provider-faults", "capture=error/404"], "5xx status"),
+        (["--provider-restarts", "-1"], "--provider-restarts"),
     ],
 )
 def test_bad_options_get_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -17,9 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pizzeria.cli.common import err, json_option, ledger_option_of, out
 from pizzeria.ledger import LedgerNotFound, SchemaTooNew, SchemaTooOld, open_ledger
 from pizzeria.menu import INITIAL_STOCK
-from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, ChaosSettings
+from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, DEFAULT_PROVIDER_FAULTS, ChaosSettings
 from pizzeria.ops.chaos.result import ChaosResult, print_chaos_summary
 from pizzeria.ops.chaos.run import ChaosRun
+from pizzeria.payments.provider.faults import FaultFileError
+from pizzeria.payments.provider.faults import parse_faults as parse_provider_faults
 from pizzeria.temporal.devserver import DevServerError
 from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 
@@ -58,6 +60,20 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
     help="Faults for the workers, STEP=MODE[:N][@RATE],... [default: a mix of every kind]",
 )
 @click.option(
+    "--provider-faults",
+    default=DEFAULT_PROVIDER_FAULTS,
+    help="Faults for the payment provider, OPERATION=MODE[/ARG][:N][@RATE],... (see "
+    "docs/payments.md); 'none' switches them off [default: 5xx, lost answers, refused "
+    "connections and slow answers at random]",
+)
+@click.option(
+    "--provider-restarts",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Times the payment provider is killed with SIGKILL and started again",
+)
+@click.option(
     "--stock",
     default=INITIAL_STOCK,
     show_default=True,
@@ -93,6 +109,8 @@ def chaos(
     bad_card_rate: float,
     seed: int | None,
     faults: str,
+    provider_faults: str,
+    provider_restarts: int,
     stock: int,
     timeout: float,
     data_dir: Path | None,
@@ -100,7 +118,9 @@ def chaos(
     fast_path: bool,
     as_json: bool,
 ) -> None:
-    """Place orders while killing workers and restarting the server, then check the ledger."""
+    """Place orders while killing workers, restarting the server and the payment provider
+    and injecting faults into both, then check the ledger (and the provider's books)."""
+    provider_faults = checked_provider_faults(provider_faults)
     check_options(faults, data_dir)
     if ledger_location is not None:
         refuse_a_used_ledger(ledger_location)
@@ -116,6 +136,8 @@ def chaos(
         bad_card_rate=bad_card_rate,
         seed=seed if seed is not None else random.SystemRandom().randrange(1_000_000),
         faults=faults,
+        provider_faults=provider_faults,
+        provider_restarts=provider_restarts,
         stock=stock,
         timeout=timeout,
         data_dir=data_dir,
@@ -139,6 +161,17 @@ def check_options(faults: str, data_dir: Path | None) -> None:
         raise click.BadParameter(str(error), param_hint="--faults") from None
     if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
         raise click.BadParameter(f"{data_dir} is not empty", param_hint="--data-dir")
+
+
+def checked_provider_faults(text: str) -> str:
+    """The provider's faults as its faults file takes them; 'none' (or nothing): ""."""
+    if text.strip().lower() in ("", "none", "off"):
+        return ""
+    try:
+        parse_provider_faults(text)
+    except FaultFileError as error:
+        raise click.BadParameter(str(error), param_hint="--provider-faults") from None
+    return text.strip()
 
 
 def refuse_a_used_ledger(location: str) -> None:

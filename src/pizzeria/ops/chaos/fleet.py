@@ -16,6 +16,8 @@ from pizzeria.ops.processes import (
 from pizzeria.payments import process as payments
 from pizzeria.temporal.devserver import DevServerError
 
+PROVIDER_PORT_ATTEMPTS = 10
+
 
 class ChaosFleet:
     """A dev server with its history in ``data_dir``, a local payment provider with its
@@ -48,10 +50,59 @@ class ChaosFleet:
                     raise
                 time.sleep(0.5)
 
-    def start_provider(self) -> str:
-        """The payment provider of this run (a free port, in a session of its own); its URL."""
-        self.provider = payments.start(self.data_dir / "payments.db", own_session=True)
+    @property
+    def provider_faults_file(self) -> Path:
+        """The faults the payment provider meets (re-read whenever it changes)."""
+        return self.data_dir / "provider-faults.txt"
+
+    def start_provider(self, faults: str = "") -> str:
+        """The payment provider of this run (a free port, in a session of its own), meeting
+        ``faults`` (`pizzeria.payments.provider.faults`); its URL."""
+        self.set_provider_faults(faults)
+        self.provider = self._provider_on(port=0)
         return self.provider.url
+
+    def _provider_on(self, port: int) -> payments.ProviderProcess:
+        return payments.start(
+            self.data_dir / "payments.db",
+            port=port,
+            faults_file=self.provider_faults_file,
+            log_file=self.data_dir / "payments.log",
+            own_session=True,
+        )
+
+    def set_provider_faults(self, faults: str) -> None:
+        """Replace the provider's faults (a new file: the provider sees it at once)."""
+        temporary = self.provider_faults_file.with_suffix(".tmp")
+        temporary.write_text(faults)
+        temporary.replace(self.provider_faults_file)
+
+    def kill_provider(self) -> int:
+        """SIGKILL: the requests in flight die unanswered. Its PID."""
+        assert self.provider is not None
+        pid = self.provider.pid
+        self.provider.kill()
+        return pid
+
+    def restart_provider(self) -> None:
+        """The provider again, on the port the workers know (its URL is in their
+        environment), with the same data file and faults."""
+        assert self.provider is not None
+        url = self.provider.url
+        port = int(url.rsplit(":", 1)[1])
+        for attempt in range(PROVIDER_PORT_ATTEMPTS):
+            started = self._provider_on(port)
+            if started.url == url:
+                self.provider = started
+                return
+            started.stop()  # the port was taken meanwhile: it listened elsewhere
+            if attempt < PROVIDER_PORT_ATTEMPTS - 1:
+                time.sleep(0.5)
+        raise RuntimeError(f"the payment provider could not listen on {url} again")
+
+    def provider_died(self) -> bool:
+        """The provider exited though nobody killed it."""
+        return self.provider is not None and not self.provider.running
 
     def start_workers(self) -> None:
         """Every worker, and back once each of them polls."""

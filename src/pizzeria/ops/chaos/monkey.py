@@ -1,4 +1,5 @@
-"""The monkey: kills workers and restarts the server while the orders run, as scheduled."""
+"""The monkey: kills workers, restarts the server and kills the payment provider while the
+orders run, as scheduled."""
 
 from __future__ import annotations
 
@@ -14,21 +15,30 @@ from pizzeria.ops.chaos.plan import ChaosSettings
 KILL = "kill"
 RESTART = "restart"
 ROLLING = "rolling restart"
+PROVIDER = "provider restart"
 MAX_UNEXPECTED_EXITS = 20
 
 
 def breakdown_schedule(settings: ChaosSettings) -> list[tuple[int, str]]:
     """(orders started, what to break): spread over the run, the server restart mid-way,
-    the rolling restart of the workers three quarters of the way."""
+    the rolling restart of the workers three quarters of the way; the payment provider's
+    restarts on a schedule of their own (the first a quarter of the way), so that the
+    others keep their places with or without them."""
     kinds = [KILL] * settings.worker_kills
     kinds[len(kinds) // 2 : len(kinds) // 2] = [RESTART] * settings.server_restarts
     late = (3 * len(kinds) + 3) // 4
     kinds[late:late] = [ROLLING] * settings.rolling_restarts
     count = len(kinds)
-    return [
+    schedule = [
         (max(1, round(settings.orders * (n + 1) / (count + 1))), kind)
         for n, kind in enumerate(kinds)
     ]
+    restarts = settings.provider_restarts
+    schedule += [
+        (max(1, round(settings.orders * (4 * n + 1) / (4 * restarts))), PROVIDER)
+        for n in range(restarts)
+    ]
+    return sorted(schedule, key=lambda breakdown: breakdown[0])
 
 
 class Monkey:
@@ -57,7 +67,9 @@ class Monkey:
         self.worker_kills = 0
         self.server_restarts = 0
         self.rolling_restarts = 0
+        self.provider_restarts = 0
         self.server_down = asyncio.Event()
+        self.provider_down = asyncio.Event()
         self._started_more = asyncio.Event()
 
     def order_started(self) -> None:
@@ -74,6 +86,8 @@ class Monkey:
                 await self._kill_a_worker(rng)
             elif kind == ROLLING:
                 await self._restart_every_worker_in_turn()
+            elif kind == PROVIDER:
+                await self._restart_the_provider(rng)
             else:
                 await self._restart_the_server(rng)
             self.changed()
@@ -117,9 +131,27 @@ class Monkey:
         self.server_restarts += 1
         self.say("restarted the Temporal dev server on the same history file")
 
+    async def _restart_the_provider(self, rng: random.Random) -> None:
+        """SIGKILL the payment provider mid-request (its answers in flight are lost, its
+        work committed or not), then start it again on the same port and data file."""
+        self.provider_down.set()
+        try:
+            pid = self.fleet.kill_provider()
+            self.say(f"killed the payment provider (pid {pid}) with SIGKILL")
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            await asyncio.to_thread(self.fleet.restart_provider)
+        finally:
+            self.provider_down.clear()
+        self.provider_restarts += 1
+        self.say("restarted the payment provider on the same port and data file")
+
     async def supervise(self) -> None:
-        """A worker that died without being killed (it should not) is started again."""
+        """A worker or a payment provider that died without being killed (it should not)
+        is started again."""
         while time.monotonic() < self.deadline:
+            if not self.provider_down.is_set() and self.fleet.provider_died():
+                self.fleet.unexpected_exits += 1
+                await asyncio.to_thread(self.fleet.restart_provider)
             if not self.server_down.is_set():
                 self.fleet.restart_dead_workers()
                 if self.fleet.unexpected_exits > MAX_UNEXPECTED_EXITS:

@@ -29,6 +29,28 @@ DEFAULT_FAULTS = ",".join(
         "refund_customer=fail:3@0.3",
     ]
 )
+# The payment provider's bad days (its faults file, `pizzeria.payments.provider.faults`):
+# 5xx answers, answers lost after the work was done, refused connections, answers slower
+# than the worker's 3 s timeout; each drawn at random per request, a retry drawing again.
+# Listing (the check's reading) is never faulted, and the file is emptied before the check.
+DEFAULT_PROVIDER_FAULTS = ",".join(
+    [
+        "authorize=error/503@0.05",
+        "authorize=lost@0.03",
+        "authorize=refuse@0.02",
+        "capture=error@0.05",
+        "capture=lost@0.03",
+        "capture=refuse@0.02",
+        "void=error@0.05",
+        "void=lost@0.03",
+        "refund=error@0.05",
+        "refund=lost@0.05",
+        "retrieve=error@0.03",
+        "search=error@0.05",
+        "*=slow/0.5@0.03",
+        "*=slow/4@0.01",
+    ]
+)
 GOOD_CARDS = ("4242424242424242", "5555555555554444", "4000056655665556", "2223003122003222")
 # The exercise's 15 digits and a bad checksum (the provider: "Invalid credit card number"),
 # a generic decline and insufficient funds (Stripe's test cards).
@@ -62,6 +84,8 @@ class ChaosSettings:
     bad_card_rate: float = 0.1
     seed: int = 0
     faults: str = DEFAULT_FAULTS
+    provider_faults: str = DEFAULT_PROVIDER_FAULTS  # "": the provider answers every request
+    provider_restarts: int = 1  # times the payment provider is SIGKILLed and started again
     stock: int = INITIAL_STOCK
     timeout: float = 900.0
     data_dir: Path | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,10 @@ class ChaosResult:
     late_writes_refused: int = 0  # ... and found their compensation's tombstone
     lost_answers: int = 0  # steps that took effect while their answer was lost
     fast_path: bool = False  # the orders ran their ledger steps as local activities
+    provider_faults: str = ""  # the payment provider's faults ("": none)
+    provider_restarts: int = 0  # times the payment provider was SIGKILLed and started again
+    #: What the provider's log says it did to requests: 5xx answers, lost answers, resets.
+    provider_faults_met: dict[str, int] = field(default_factory=dict)
 
     @property
     def open(self) -> int:
@@ -69,6 +74,9 @@ class ChaosResult:
             "lost_answers": self.lost_answers,
             "seed": self.seed,
             "fast_path": self.fast_path,
+            "provider_faults": self.provider_faults,
+            "provider_restarts": self.provider_restarts,
+            "provider_faults_met": self.provider_faults_met,
             "failures": self.report.failures if self.report else {},
             "data_dir": str(self.data_dir) if self.data_dir else None,
         }
@@ -86,6 +94,27 @@ def worker_log_counts(data_dir: Path) -> tuple[int, int, int]:
     return late, refused, lost
 
 
+#: How the provider's log (`pizzeria.payments.provider.server`) says a fault struck.
+PROVIDER_LOG_FAULTS = {
+    "errors": re.compile(r" -> 5\d\d injected"),
+    "lost_answers": re.compile(r"then the connection closed unanswered"),
+    "refused_connections": re.compile(r" connection reset \(injected refuse\)"),
+}
+
+
+def provider_log_counts(log: Path) -> dict[str, int]:
+    """The faults the payment provider's requests met, from its log."""
+    counts = dict.fromkeys(PROVIDER_LOG_FAULTS, 0)
+    try:
+        with open(log, errors="replace") as lines:
+            for line in lines:
+                for name, pattern in PROVIDER_LOG_FAULTS.items():
+                    counts[name] += pattern.search(line) is not None
+    except FileNotFoundError:
+        pass
+    return counts
+
+
 def print_chaos_summary(result: ChaosResult, console: Console) -> None:
     if result.report is not None:
         print_check_report(result.report, console)
@@ -98,5 +127,19 @@ def print_chaos_summary(result: ChaosResult, console: Console) -> None:
         f"{result.repaired} orders repaired; {result.late_writes} late writes, "
         f"{result.late_writes_refused} of them refused; {result.lost_answers} lost answers"
     )
+    console.print(provider_line(result), markup=False)
     verdict = "[green]nothing lost, nothing doubled[/green]" if result.ok else "[red]FAILED[/red]"
     console.print(f"Verdict: {verdict} ({result.violations} violations)")
+
+
+def provider_line(result: ChaosResult) -> str:
+    """What the payment provider went through: its faults (on or off) and its restarts."""
+    met = result.provider_faults_met
+    if result.provider_faults:
+        faults = (
+            f"faults on ({met.get('errors', 0)} 5xx answers, {met.get('lost_answers', 0)} "
+            f"answers lost, {met.get('refused_connections', 0)} connections refused)"
+        )
+    else:
+        faults = "faults off"
+    return f"Payment provider: {faults}; {result.provider_restarts} provider restarts (SIGKILL)"

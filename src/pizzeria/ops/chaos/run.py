@@ -18,7 +18,12 @@ from pizzeria.ops.chaos.fleet import ChaosFleet
 from pizzeria.ops.chaos.monkey import Monkey
 from pizzeria.ops.chaos.orders import ChaosOrders
 from pizzeria.ops.chaos.plan import ChaosSettings, PlannedOrder, plan_orders
-from pizzeria.ops.chaos.result import CLOSED, ChaosResult, worker_log_counts
+from pizzeria.ops.chaos.result import (
+    CLOSED,
+    ChaosResult,
+    provider_log_counts,
+    worker_log_counts,
+)
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.report import CheckReport
 from pizzeria.temporal.connection import connect
@@ -72,7 +77,8 @@ class ChaosRun:
         status = (
             f"ok {outcomes.get('COMPLETED', 0)} failed {outcomes.get('FAILED', 0)} cancelled "
             f"{outcomes.get('CANCELLED', 0)} | kills {self.monkey.worker_kills} restarts "
-            f"{self.monkey.server_restarts} rolling {self.monkey.rolling_restarts}"
+            f"{self.monkey.server_restarts} rolling {self.monkey.rolling_restarts} "
+            f"provider {self.monkey.provider_restarts}"
         )
         self.progress.update(self._task_id, advance=advance, status=status)
         closed = sum(outcomes.get(name, 0) for name in CLOSED)
@@ -95,7 +101,9 @@ class ChaosRun:
         self.ledger_shown = ledger.location
         ledger.close()
         await asyncio.to_thread(self.fleet.start_server)
-        self.payments_url = await asyncio.to_thread(self.fleet.start_provider)
+        self.payments_url = await asyncio.to_thread(
+            self.fleet.start_provider, self.settings.provider_faults
+        )
         self.say(
             f"Temporal dev server on {self.fleet.server.address}, data in {self.data_dir}, "
             f"{self.settings.workers} workers on the ledger {self.ledger_shown}, payments "
@@ -111,6 +119,8 @@ class ChaosRun:
             await self._order_through_breakdowns(self.orders, planned)
             self.say("orders done; stopping the workers (a late write in flight still lands)")
             await asyncio.to_thread(self.fleet.stop_workers)
+            # The check reads the provider's records: it must see them, not its faults.
+            self.fleet.set_provider_faults("")
             report = await self._check(client)
         return self._result(self.orders, report, time.monotonic() - started)
 
@@ -148,6 +158,7 @@ class ChaosRun:
 
     def _result(self, orders: ChaosOrders, report: CheckReport, seconds: float) -> ChaosResult:
         late, refused, lost = worker_log_counts(self.data_dir)
+        provider = provider_log_counts(self.data_dir / "payments.log")
         return ChaosResult(
             orders=self.settings.orders,
             outcomes=orders.outcomes,
@@ -166,6 +177,9 @@ class ChaosRun:
             late_writes_refused=refused,
             lost_answers=lost,
             fast_path=self.settings.fast_path,
+            provider_faults=self.settings.provider_faults,
+            provider_restarts=self.monkey.provider_restarts,
+            provider_faults_met=provider,
         )
 
     def _environment(self) -> dict[str, str]:
