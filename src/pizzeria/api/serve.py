@@ -74,6 +74,7 @@ def server_for(settings: ApiSettings, *, access_log: bool) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(settings),
         http=guarded_protocol(settings.limits),
+        ws="none",  # no route speaks WebSocket: an Upgrade is an ordinary request
         log_level="info" if access_log else "warning",
         access_log=access_log,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
