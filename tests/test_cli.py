@@ -324,7 +324,7 @@ def test_status_and_summaries_mask_the_card(stack):
     order_json(stack, "--order-number", "MASK-1")
     report = json.loads(pizzeria(stack, "status", "MASK-1", "--json").stdout)
     text = json.dumps(report)
-    assert "Charge $35.00 to card ending 4242" in text
+    assert "Hold $35.00 on card ending 4242" in text
     assert "4242424242424242" not in text
     assert "4242424242424242" not in pizzeria(stack, "status", "MASK-1").stdout
 
