@@ -378,3 +378,26 @@ def test_placing_a_completed_order_number_again_shows_its_confirmation(restartab
     ledger = json.loads(pizzeria(restartable, "ledger", "--json").stdout)
     runs = [row for row in ledger["orders"] if row["order_number"] == "TWICE-1"]
     assert sorted(row["charged"] for row in runs) == [3500, 3500]  # two orders, as asked
+
+
+async def test_a_cancel_aborted_by_the_order_closing_is_a_refusal_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An order that closes while a cancel Update waits to be accepted: Temporal aborts
+    the Update; the caller hears that the order closed (the API's 409), not a server error."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from pizzeria.client import acting
+
+    class ClosingRun:
+        async def execute_update(self, *args: object) -> None:
+            raise RPCError(
+                "workflow update was aborted by closing workflow", RPCStatusCode.NOT_FOUND, b""
+            )
+
+    async def closing_run(client: object, order_number: str) -> ClosingRun:
+        return ClosingRun()
+
+    monkeypatch.setattr(acting, "running_order", closing_run)
+    with pytest.raises(acting.OrderRefused, match="closed before it could answer"):
+        await acting.cancel_order(None, "XD404", "changed my mind")  # type: ignore[arg-type]

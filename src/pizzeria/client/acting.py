@@ -78,7 +78,11 @@ async def _ask(
         cause = error.cause
         raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
     except RPCError as error:
-        if "workflow task in failed state" not in str(error).lower():
+        said = str(error).lower()
+        if "aborted by closing workflow" in said:
+            # The run closed (completed, failed) before the Update was accepted.
+            raise OrderRefused(f"order {order_number} closed before it could answer") from None
+        if "workflow task in failed state" not in said:
             raise
         raise OrderRefused(stuck_advice(order_number)) from None
 
