@@ -25,6 +25,7 @@ from pizzeria.cli.ledger import ledger, stock
 from pizzeria.cli.orders import cancel, orders, repair, status
 from pizzeria.cli.payments import payments
 from pizzeria.cli.place import order
+from pizzeria.cli.refund import refund
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError
@@ -56,6 +57,7 @@ for command in (
 app.add_command(faults)
 app.add_command(doctor)
 app.add_command(payments)
+app.add_command(refund)
 app.add_command(demo)
 # The tools that prove and measure the service.
 app.add_command(bench)

@@ -27,6 +27,13 @@ from pizzeria.models import (
 #: payment a late step made and undid itself (its step's compensation had already run).
 REAUTHORIZE_HOLD = "reauthorize_hold"
 LATE_PAYMENT_UNDONE = "undo_late_payment"
+#: A refund staff gave a completed order (`pizzeria refund`), once per caller's key: its
+#: rows are ``<order ref>/staff_refund/<digest of the key>`` (see ledger/refunds.py).
+STAFF_REFUND = "staff_refund"
+
+
+def is_staff_refund(step: str) -> bool:
+    return step.startswith(STAFF_REFUND + "/")
 
 
 class OutOfStock(Exception):
@@ -127,6 +134,10 @@ class RunRows:
     payments: list[tuple[str, str, str]] = field(default_factory=list)  # step, id, state
     # Keys other than "<order_ref>/<step>" of a step we know: rows a step never writes.
     misfiled: list[str] = field(default_factory=list)
+    # Given back by staff after the order completed (`pizzeria refund`): the refunds the
+    # provider made, and those claimed whose provider's answer is not recorded yet.
+    refunded_by_staff: int = 0
+    staff_refunds_pending: int = 0
 
     @property
     def net(self) -> int:
@@ -167,9 +178,8 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
         run = runs.setdefault(effect["order_ref"], RunRows(effect["order_ref"]))
         run.order_number = effect["order_number"]
         step = effect["step"]
-        if step not in KNOWN_STEPS or effect["idempotency_key"] != idempotency_key(
-            run.order_ref, step
-        ):
+        known = step in KNOWN_STEPS or is_staff_refund(step)
+        if not known or effect["idempotency_key"] != idempotency_key(run.order_ref, step):
             run.misfiled.append(effect["idempotency_key"])
         if step == COMPENSATE_REFUND_CUSTOMER:
             run.refund_at = effect["created_at"]
@@ -195,6 +205,11 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
             run.put_back.update(effect["ingredients"])
         elif step == STEP_REFUND_UNDELIVERED:
             run.refunded_after_bill += effect["amount"]
+        elif is_staff_refund(step):
+            if effect["reference"]:  # the provider's refund id: done
+                run.refunded_by_staff += effect["amount"]
+            else:
+                run.staff_refunds_pending += effect["amount"]
     return runs
 
 
@@ -214,6 +229,7 @@ class OrderLedger:
     refunded_after_bill: int = 0
     money: str = ""
     payment_ids: list[str] = field(default_factory=list)
+    refunded_by_staff: int = 0  # given back by staff after it completed (pizzeria refund)
 
     def to_json(self) -> dict[str, Any]:
         workflow_id, run_id = split_order_ref(self.order_ref)
@@ -225,6 +241,7 @@ class OrderLedger:
             "refunded": self.refunded,
             "billed": self.billed,
             "refunded_after_bill": self.refunded_after_bill,
+            "refunded_by_staff": self.refunded_by_staff,
             "money": self.money,
             "payment_ids": self.payment_ids,
             "stock_held": self.stock_held,
@@ -244,6 +261,7 @@ def per_order_totals(effects: list[dict[str, Any]]) -> list[OrderLedger]:
             run.refunded_after_bill,
             run.money,
             run.payment_ids,
+            run.refunded_by_staff,
         )
         for run in runs_of(effects).values()
     ]

@@ -1,0 +1,296 @@
+"""Staff refunds: part of a completed order's money given back, once per key.
+
+An order is closed once it completed, so a refund does not go through its workflow: staff
+ask `refund_order` (``pizzeria refund``, ``POST /orders/{n}/refunds``), which
+
+1. finds the order's latest run at Temporal and refuses it unless it completed (its bill
+   captured the card; a failed or cancelled order kept nothing, a running one is not
+   billed yet);
+2. claims the refund in the ledger under ``<order ref>/staff_refund/<digest of the key>``
+   (`pizzeria.ledger.refunds`), refused unless the amount fits in what the bill captured
+   minus every refund already given or pending;
+3. asks the payment provider to refund that amount of the bill's payment, with the
+   claim's key as its idempotency key, retrying a few times when it does not answer;
+4. records the provider's refund id on the claim.
+
+So the money moves exactly once per key: the same key again finds the claim and answers
+the same refund (a claim whose provider's answer was lost asks the provider again with
+the same key, which answers what it did); the same key with another amount is refused.
+What the caller can get wrong is a `RefundError`: one line, saying what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from temporalio.client import Client
+
+from pizzeria import config
+from pizzeria.client import order_handle, status_name
+from pizzeria.ledger import Ledger
+from pizzeria.ledger.refunds import (
+    RefundKeyReused,
+    RefundNotPossible,
+    StaffRefundClaim,
+    claim_staff_refund,
+    staff_refund_done,
+    staff_refund_refused,
+)
+from pizzeria.models import dollars, order_ref
+from pizzeria.payments.errors import (
+    IdempotencyKeyReused,
+    PaymentError,
+    PaymentUnavailable,
+)
+from pizzeria.payments.port import PaymentGateway, RefundRecord
+from pizzeria.payments.process import LOCAL_SECRET_KEY
+from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
+from pizzeria.text import TextRefused, check_text
+
+MAX_REASON = 200
+KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")  # as the API's Idempotency-Key header
+ATTEMPTS = 3
+RETRY_SECONDS = (0.2, 1.0)
+GATEWAY_TIMEOUT_SECONDS = 10.0
+#: Past this, a claim whose provider's answer was lost is not asked again with its key:
+#: the provider keeps idempotency keys 24 hours, and a forgotten key would refund twice.
+PENDING_LIMIT_SECONDS = 23 * 3600
+DOLLARS = re.compile(r"\$?([0-9]{1,7})\.([0-9]{2})")
+CENTS = re.compile(r"[0-9]{1,9}")
+
+
+class RefundError(Exception):
+    """What a caller got wrong, or what stands in the way: the message is one line."""
+
+
+class RefundInvalid(RefundError):
+    """The request itself is wrong (the amount, the reason, the key): nothing was asked."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+class RefundRefused(RefundError):
+    """The order cannot be refunded that (not completed, nothing captured, not that much
+    left, or the provider refused it): nothing moved."""
+
+
+class RefundKeyConflict(RefundError):
+    """The key already names another refund: nothing moved."""
+
+
+class RefundUnanswered(RefundError):
+    """The provider did not answer: the refund may or may not have been made. Retrying
+    with the same key finishes it, exactly once."""
+
+
+@dataclass(frozen=True)
+class StaffRefund:
+    """A refund made (or found made) under a caller's key."""
+
+    order_number: str
+    run_id: str
+    key: str  # the caller's key
+    amount: int
+    refund_id: str  # the provider's
+    payment_id: str  # the bill's payment it came out of
+    captured: int  # what the bill captured
+    refunded: int  # every refund of the order in all, this one included
+    replayed: bool  # the key's refund was already made: nothing moved now
+
+    @property
+    def left(self) -> int:
+        return self.captured - self.refunded
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "order_number": self.order_number,
+            "run_id": self.run_id,
+            "key": self.key,
+            "amount": self.amount,
+            "refund_id": self.refund_id,
+            "payment_id": self.payment_id,
+            "captured": self.captured,
+            "refunded": self.refunded,
+            "left": self.left,
+            "replayed": self.replayed,
+        }
+
+
+def staff_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
+    """The provider the workers move money through, by the same rule as theirs
+    (`pizzeria.worker.payment_gateway`, which only what runs a worker imports):
+    ``PIZZERIA_PAYMENTS_URL`` and/or ``STRIPE_API_KEY``, else the data folder's provider."""
+    env = os.environ if environ is None else environ
+    url = env.get(URL_VARIABLE) or None
+    key = env.get(KEY_VARIABLE) or None
+    if key is None:
+        url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
+    return StripeGateway(key, url, timeout=GATEWAY_TIMEOUT_SECONDS)
+
+
+def parse_amount(text: str) -> int:
+    """Cents from ``500`` (whole cents, as ``pizzeria order --item D=CENTS`` takes them)
+    or dollars with a point and two decimals (``5.00``, ``$5.00``)."""
+    given = text.strip().replace(",", "")
+    dollars_given = DOLLARS.fullmatch(given)
+    if dollars_given:
+        cents = int(Decimal(f"{dollars_given.group(1)}.{dollars_given.group(2)}") * 100)
+    elif CENTS.fullmatch(given):
+        cents = int(given)
+    else:
+        raise RefundInvalid(
+            "amount", "give whole cents (500) or dollars with two decimals (5.00 or $5.00)"
+        )
+    return checked_amount(cents)
+
+
+def checked_amount(cents: int) -> int:
+    if cents <= 0:
+        raise RefundInvalid("amount", "must be at least 1 cent")
+    return cents
+
+
+def dollars_to_cents(text: str) -> int:
+    """``"5.00"`` as cents, for the API's ``amount``."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise RefundInvalid("amount", "must be dollars, such as 5.00") from None
+    if not value.is_finite() or value != value.quantize(Decimal("0.01")) or value > 10**7:
+        raise RefundInvalid("amount", "must be dollars with at most two decimals, such as 5.00")
+    return checked_amount(int(value * 100))
+
+
+def check_request(amount: int, reason: str, key: str) -> None:
+    """Refuse what no refund can be, before anything is asked of anyone."""
+    checked_amount(amount)
+    try:
+        check_text("reason", reason)
+    except TextRefused as refused:
+        raise RefundInvalid("reason", refused.reason) from None
+    if not reason.strip():
+        raise RefundInvalid("reason", "say why the money goes back")
+    if len(reason) > MAX_REASON:
+        raise RefundInvalid("reason", f"at most {MAX_REASON} characters")
+    if not KEY_SHAPE.fullmatch(key):
+        raise RefundInvalid("key", "1 to 255 printable ASCII characters, no spaces")
+
+
+async def completed_run(client: Client, order_number: str) -> str:
+    """The order's latest run, as ``<workflow id>/<run id>``, if it completed."""
+    description = await (await order_handle(client, order_number)).describe()
+    status = status_name(description.status)
+    if status != "COMPLETED":
+        raise RefundRefused(
+            f"order {order_number} is {status}: only a completed order (its bill captured "
+            "the card) can be refunded"
+        )
+    return order_ref(description.id, description.run_id)
+
+
+async def refund_order(
+    client: Client,
+    ledger: Ledger,
+    gateway: PaymentGateway,
+    order_number: str,
+    amount: int,
+    reason: str,
+    key: str,
+    *,
+    attempts: int = ATTEMPTS,
+) -> StaffRefund:
+    """Refund ``amount`` cents of a completed order, once per ``key`` (see the module).
+
+    Raises `RefundInvalid`, `RefundRefused`, `RefundKeyConflict` (nothing moved),
+    `RefundUnanswered` (retry with the same key), `LookupError` (no such order).
+    """
+    check_request(amount, reason, key)
+    ref = await completed_run(client, order_number)
+    try:
+        claimed = await asyncio.to_thread(
+            claim_staff_refund, ledger, ref, order_number, key, amount
+        )
+    except RefundNotPossible as refused:
+        raise RefundRefused(f"order {order_number}: {refused}") from None
+    except RefundKeyReused as reused:
+        raise RefundKeyConflict(f"order {order_number}: {reused}") from None
+    row = claimed.row
+    if row.tombstone:
+        raise RefundRefused(
+            f"order {order_number}: this key's refund was refused: "
+            f"{row.reference.removeprefix('refused: ')}; nothing moved"
+        )
+    if not claimed.pending:
+        return made(order_number, key, claimed, row.reference, replayed=True)
+    if not row.applied and time.time() - row.created_at > PENDING_LIMIT_SECONDS:
+        raise RefundRefused(
+            f"order {order_number}: this key's refund was claimed over 23 hours ago and the "
+            "provider's answer never came; the provider no longer remembers the key: compare "
+            "its refunds with the ledger (pizzeria check) and settle it by hand"
+        )
+    record = await ask_provider(ledger, gateway, claimed, reason, attempts)
+    done = made(order_number, key, claimed, record.id, replayed=False)
+    await asyncio.to_thread(
+        staff_refund_done, ledger, ref, row.step, record.id, done.payment_id, done.left
+    )
+    return done
+
+
+def made(
+    order_number: str, key: str, claimed: StaffRefundClaim, refund_id: str, *, replayed: bool
+) -> StaffRefund:
+    billed = claimed.billed
+    return StaffRefund(
+        order_number=order_number,
+        run_id=claimed.order_ref.rpartition("/")[2],
+        key=key,
+        amount=claimed.row.amount,
+        refund_id=refund_id,
+        payment_id=billed.payment_id,
+        captured=billed.captured,
+        # A claim written now was not in the figures read before it; one found was.
+        refunded=billed.refunded + (claimed.row.amount if claimed.row.applied else 0),
+        replayed=replayed,
+    )
+
+
+async def ask_provider(
+    ledger: Ledger, gateway: PaymentGateway, claimed: StaffRefundClaim, reason: str, attempts: int
+) -> RefundRecord:
+    """The provider's refund, under the claim's key; a refusal settles the claim."""
+    payment_id, amount = claimed.billed.payment_id, claimed.row.amount
+    unanswered: PaymentUnavailable | None = None
+    for attempt in range(attempts):
+        try:
+            return await gateway.refund(
+                payment_id, amount, reason=reason, idempotency_key=claimed.key
+            )
+        except PaymentUnavailable as error:
+            unanswered = error
+            if attempt < attempts - 1:
+                await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+        except IdempotencyKeyReused:
+            raise RefundKeyConflict(
+                "this key's refund was first asked with another reason: give the same "
+                "reason to finish it"
+            ) from None
+        except PaymentError as refused:
+            why = refused.message or type(refused).__name__
+            await asyncio.to_thread(
+                staff_refund_refused, ledger, claimed.order_ref, claimed.row.step, why
+            )
+            raise RefundRefused(f"the payment provider refused the refund: {why}") from None
+    assert unanswered is not None
+    raise RefundUnanswered(
+        f"the payment provider did not answer ({unanswered.message}); the refund of "
+        f"{dollars(amount)} may or may not be made: retry with the same key to finish it "
+        "exactly once"
+    )
