@@ -89,7 +89,16 @@ class CardBody(BaseModel):
     model_config = STRICT
     holderName: str = Field(json_schema_extra=REQUIRED_TEXT)
     number: str = Field(
-        description="Never shown back in full", json_schema_extra={"pattern": "^[0-9]{12,19}$"}
+        default="",
+        description="Sent to the payment provider once, for the hold; never stored, never "
+        "shown back in full. Leave it out when sending payment_method",
+        json_schema_extra={"pattern": "^([0-9]{12,19})?$"},
+    )
+    payment_method: str | None = Field(
+        default=None,
+        description="Instead of the number: the payment provider's token for the card "
+        "(pm_..., e.g. from Stripe.js or POST /v1/payment_methods with a publishable key)",
+        json_schema_extra={"pattern": "^pm_[A-Za-z0-9_]{1,200}$"},
     )
 
 
@@ -187,9 +196,15 @@ class OrderOutcomeView(BaseModel):
 
 
 class LedgerView(BaseModel):
-    charged: int
-    refunded: int
+    charged: int = Field(description="Cents put on the card: held, then captured by the bill")
+    refunded: int = Field(description="Cents the undone order gave back (a released hold)")
     billed: int
+    refunded_after_bill: int = Field(0, description="Cents refunded after the bill (no driver)")
+    money: str = Field(
+        "",
+        description="Where the money is at the payment provider: held, captured, released, "
+        "expired, refunded ('' when the card was never held)",
+    )
 
 
 class OrderView(BaseModel):

@@ -29,6 +29,7 @@ from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.timeline import COMPENSATION, STEP, order_report
 from pizzeria.ledger import Ledger, LedgerError, RunRows, open_ledger, runs_of
 from pizzeria.models import (
+    STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
     STEPS,
     OrderConfirmation,
@@ -109,7 +110,9 @@ def step_view(entry: dict[str, Any] | None, name: str, closed: bool) -> StepView
 def steps_of(timeline: list[dict[str, Any]], closed: bool) -> tuple[list[StepView], list[StepView]]:
     """Every step of the saga in its order, and the compensations in the order they ran."""
     ran = {entry["name"]: entry for entry in timeline if entry["kind"] == STEP}
-    steps = [step_view(ran.get(name), name, closed) for name in STEPS]
+    # The refund of an order no driver took is shown only when it came.
+    shown = [name for name in STEPS if name != STEP_REFUND_UNDELIVERED or name in ran]
+    steps = [step_view(ran.get(name), name, closed) for name in shown]
     compensations = [
         step_view(entry, entry["name"], closed)
         for entry in timeline
@@ -182,7 +185,13 @@ def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
         run = runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref))
     except LedgerError:
         return None
-    return LedgerView(charged=run.charged, refunded=run.refunded, billed=run.billed)
+    return LedgerView(
+        charged=run.charged,
+        refunded=run.refunded,
+        billed=run.billed,
+        refunded_after_bill=run.refunded_after_bill,
+        money=run.money,
+    )
 
 
 def cancellable(report: dict[str, Any]) -> bool:

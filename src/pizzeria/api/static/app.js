@@ -1,17 +1,22 @@
 // The order page: build an order from the menu, post it, follow it through its events.
 // No framework and nothing loaded from elsewhere. The card number is sent once, in the
 // order, and only ever shown masked.
+// Still to do: trade the number for the payment provider's token in the browser (POST
+// /v1/payment_methods with a publishable key, or Stripe.js) and send
+// credit_card_info.payment_method instead, so that the number never reaches our API. The
+// API and the workflow already take the token (docs/payments.md).
 "use strict";
 
 const STEP_LABELS = {
   get_distance: "Check the delivery distance",
   update_inventory: "Take the ingredients from stock",
-  process_credit_card: "Charge the card",
-  send_bill: "Send the bill (after this, no way back)",
+  process_credit_card: "Hold the amount on the card",
+  send_bill: "Capture the hold and send the bill (after this, no way back)",
   notify_delivery_driver: "Find a delivery driver",
+  refund_undelivered_order: "No driver: refund the order",
 };
 const COMPENSATION_LABELS = {
-  refund_customer: "Refund the card",
+  refund_customer: "Release the card hold",
   revert_inventory: "Put the ingredients back",
 };
 const PIVOT = "send_bill";
@@ -223,6 +228,25 @@ async function api(path, options = {}) {
   return { status: answer.status, body: answer.status === 204 ? null : await answer.json() };
 }
 
+// Where the order's money is, as the card's statement shows it (ledger.money).
+function moneyShown(money) {
+  const held = dollars(money.charged);
+  switch (money.money) {
+    case "held":
+      return `hold ${held}`;
+    case "captured":
+      return `hold ${held}, captured ${dollars(money.billed)}`;
+    case "released":
+      return `hold ${held} released: nothing taken`;
+    case "expired":
+      return `hold ${held} expired: nothing taken`;
+    case "refunded":
+      return `captured ${dollars(money.billed)}, refunded ${dollars(money.refunded_after_bill || money.refunded)}`;
+    default:
+      return "nothing held on the card";
+  }
+}
+
 async function showSummary() {
   const { status, body } = await api(`/orders/${current.number}`);
   if (status !== 200) {
@@ -231,8 +255,7 @@ async function showSummary() {
   }
   const parts = [`Total ${dollars(body.amount || 0)}`, `card ${body.card || "****"}`];
   if (body.ledger) {
-    const money = body.ledger;
-    parts.push(`charged ${dollars(money.charged)}, refunded ${dollars(money.refunded)}`);
+    parts.push(moneyShown(body.ledger));
   }
   $("#summary").textContent = parts.join(" · ");
   $("#details").textContent = body.status === "RUNNING" ? body.details : "";
