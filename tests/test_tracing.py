@@ -66,6 +66,9 @@ from tests.helpers import run_pizzeria, unique_number
 WORKFLOW = "PizzaOrderWorkflow"
 START = f"StartWorkflow:{WORKFLOW}"
 LEDGER = "ledger transaction"
+PROVIDER_CALL = "payment provider call"
+# POST /orders starts the order with its order_accepted Update (answered at the card hold).
+UPDATE_WITH_START = f"StartUpdateWithStartWorkflow:{WORKFLOW}"
 STAFF = "staff-key-of-the-tracing-tests-0123456789"
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -103,13 +106,18 @@ def edges(spans: Sequence[ReadableSpan], trace_id: int) -> Counter[tuple[str | N
     )
 
 
-def activity_edges(name: str, ledger_writes: int) -> Counter[tuple[str | None, str]]:
-    """An activity as the workflow starts it: under the start, its run, its transactions."""
+def activity_edges(
+    name: str, ledger_writes: int, provider_calls: int = 0, start: str = START
+) -> Counter[tuple[str | None, str]]:
+    """An activity as the workflow starts it: under the start, its run, its transactions
+    and its calls to the payment provider."""
+    run = f"RunActivity:{name}"
     return Counter(
         {
-            (START, f"StartActivity:{name}"): 1,
-            (f"StartActivity:{name}", f"RunActivity:{name}"): 1,
-            **({(f"RunActivity:{name}", LEDGER): ledger_writes} if ledger_writes else {}),
+            (start, f"StartActivity:{name}"): 1,
+            (f"StartActivity:{name}", run): 1,
+            **({(run, LEDGER): ledger_writes} if ledger_writes else {}),
+            **({(run, PROVIDER_CALL): provider_calls} if provider_calls else {}),
         }
     )
 
@@ -147,31 +155,32 @@ async def test_an_order_placed_over_http_is_one_trace_from_the_request_to_the_le
     # `pizzeria worker` builds it, on a client from `connect` (tracing on it already).
     async with build_worker(traced(client), served, task_queue=TASK_QUEUE):
         placed = await api_http.post("/orders", json=body)
-        assert placed.status_code == 202, placed.text
+        assert placed.status_code == 201, placed.text  # answered at the card hold
         number = placed.json()["order_number"]
         await client.get_workflow_handle(workflow_id_for(number)).result()
 
     spans = exported.get_finished_spans()
     request = root_of(spans, "POST /orders")
     assert request.parent is None and request.context is not None
-    assert request.attributes is not None and request.attributes["http.response.status_code"] == 202
+    assert request.attributes is not None and request.attributes["http.response.status_code"] == 201
     trace_id = request.context.trace_id
     expected = Counter(
         {
             (None, "POST /orders"): 1,
-            ("POST /orders", START): 1,
-            (START, f"RunWorkflow:{WORKFLOW}"): 1,
-            (START, f"CompleteWorkflow:{WORKFLOW}"): 1,
+            ("POST /orders", UPDATE_WITH_START): 1,
+            (UPDATE_WITH_START, f"RunWorkflow:{WORKFLOW}"): 1,
+            (UPDATE_WITH_START, f"CompleteWorkflow:{WORKFLOW}"): 1,
+            (UPDATE_WITH_START, "HandleUpdate:order_accepted"): 1,
         }
     )
-    for step, writes in (
-        (STEP_GET_DISTANCE, 0),
-        (STEP_UPDATE_INVENTORY, 1),
-        (STEP_PROCESS_CREDIT_CARD, 1),
-        (STEP_SEND_BILL, 1),
-        (STEP_NOTIFY_DELIVERY_DRIVER, 0),
+    for step, writes, provider_calls in (
+        (STEP_GET_DISTANCE, 0, 0),
+        (STEP_UPDATE_INVENTORY, 1, 0),
+        (STEP_PROCESS_CREDIT_CARD, 1, 1),  # the hold
+        (STEP_SEND_BILL, 1, 1),  # its capture
+        (STEP_NOTIFY_DELIVERY_DRIVER, 0, 0),
     ):
-        expected += activity_edges(step, writes)
+        expected += activity_edges(step, writes, provider_calls, start=UPDATE_WITH_START)
     assert edges(spans, trace_id) == expected
     # Each ledger transaction names the run it wrote for.
     ledger_spans = [span for span in spans if span.name == LEDGER]
@@ -220,14 +229,16 @@ async def test_a_refused_card_traces_its_compensations_in_order_and_replays_untr
             (START, f"CompleteWorkflow:{WORKFLOW}"): 1,
         }
     )
-    for step, writes in (
-        (STEP_GET_DISTANCE, 0),
-        (STEP_UPDATE_INVENTORY, 1),
-        (STEP_PROCESS_CREDIT_CARD, 0),  # refused before the ledger: the number is bad
-        (COMPENSATE_REFUND_CUSTOMER, 1),
-        (COMPENSATE_REVERT_INVENTORY, 1),
+    for step, writes, provider_calls in (
+        (STEP_GET_DISTANCE, 0, 0),
+        (STEP_UPDATE_INVENTORY, 1, 0),
+        # The provider refuses the number: no hold, nothing in the ledger.
+        (STEP_PROCESS_CREDIT_CARD, 0, 1),
+        # One call: the provider finds no hold of the run to release.
+        (COMPENSATE_REFUND_CUSTOMER, 1, 1),
+        (COMPENSATE_REVERT_INVENTORY, 1, 0),
     ):
-        expected += activity_edges(step, writes)
+        expected += activity_edges(step, writes, provider_calls)
     assert edges(spans, start.context.trace_id) == expected
     refund = root_of(spans, f"RunActivity:{COMPENSATE_REFUND_CUSTOMER}")
     revert = root_of(spans, f"RunActivity:{COMPENSATE_REVERT_INVENTORY}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -217,15 +217,27 @@ def _trace_id_in_memo() -> temporal_client.Interceptor:
         Interceptor,
         OutboundInterceptor,
         StartWorkflowInput,
+        StartWorkflowUpdateWithStartInput,
         WorkflowHandle,
+        WorkflowUpdateHandle,
     )
+
+    def with_trace_id(memo: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        trace_id = current_trace_id()
+        return memo if trace_id is None else {**(memo or {}), TRACE_MEMO: trace_id}
 
     class TraceIdOnStart(OutboundInterceptor):
         async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
-            trace_id = current_trace_id()
-            if trace_id is not None:
-                input.memo = {**(input.memo or {}), TRACE_MEMO: trace_id}
+            input.memo = with_trace_id(input.memo)
             return await super().start_workflow(input)
+
+        async def start_update_with_start_workflow(
+            self, input: StartWorkflowUpdateWithStartInput
+        ) -> WorkflowUpdateHandle[Any]:
+            # POST /orders starts the order with its order_accepted Update.
+            start = input.start_workflow_input
+            start.memo = with_trace_id(start.memo)
+            return await super().start_update_with_start_workflow(input)
 
     class TraceIdInMemo(Interceptor):
         def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
