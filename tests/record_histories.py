@@ -32,6 +32,7 @@ from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary, eventually
 
 HISTORIES = Path(__file__).parent / "histories"
+DECLINED_CARD = "4000000000000002"  # Stripe's test card that is declined
 TASK_QUEUE = "pizza-record"
 
 
@@ -153,6 +154,16 @@ async def main(only: list[str]) -> None:
             await settle(started.handle)
             return started.handle
 
+        async def delivery_refunded() -> WorkflowHandle[Any, Any]:
+            """No driver: billed, then refunded in full (refund_undelivered_order)."""
+            served = activities.implementation
+            found = served.driver
+            served.driver = DriverSimulation(rounds=2, seconds_per_round=0, found_probability=0)
+            try:
+                return await settled(start())
+            finally:
+                served.driver = found
+
         scenarios: dict[str, Callable[[], Awaitable[WorkflowHandle[Any, Any]]]] = {
             "good_order": good,
             "pickup": pickup,
@@ -165,6 +176,8 @@ async def main(only: list[str]) -> None:
             "fast_bad_card": lambda: settled(start(BAD_CARD, fast_path=True)),
             "early_hold": lambda: early_answer(GOOD_CARD),
             "early_declined": lambda: early_answer(BAD_CARD),
+            "delivery_refunded": delivery_refunded,
+            "declined": lambda: settled(start(DECLINED_CARD)),
         }
         async with build_worker(client, activities, task_queue=TASK_QUEUE):
             for name, scenario in scenarios.items():

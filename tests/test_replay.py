@@ -30,6 +30,8 @@ def test_every_scenario_has_a_recorded_history():
         "resolved_manually",
         "fast_good_order",
         "fast_bad_card",
+        "delivery_refunded",
+        "declined",
     }
 
 
