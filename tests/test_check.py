@@ -1,18 +1,24 @@
-"""``pizzeria check``: the ledger against Temporal's record, and every violation named.
+"""``pizzeria check``: the ledger and the payment provider against Temporal's record, and
+every violation named.
 
 First the comparison itself, on a real ledger with Temporal's side written by hand (the
 order each run was given, how it ended; each invariant broken on purpose, by SQL, since the
-ledger's own methods refuse to); a run Temporal really terminated, read from its history on
-either server; then the command against a real dev server and worker.
-tests/test_check_mutations.py damages copies of a real ledger in every way we know.
+ledger's own methods refuse to), and the provider's side written by hand where real orders
+cannot make it (a hold that expired and was held again, a late bill undone); a run
+Temporal really terminated, read from its history on either server; the provider's records
+read page by page; then the command against a real dev server, worker and provider.
+tests/test_check_mutations.py damages copies of a real ledger, and of a real provider's
+records, in every way we know.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,12 +41,18 @@ from pizzeria.models import (
     split_order_ref,
     workflow_id_for,
 )
+from pizzeria.ops.check import provider as provider_book
+from pizzeria.ops.check.provider import ProviderBook, read_provider
 from pizzeria.ops.check.reconcile import reconcile
 from pizzeria.ops.check.records import OrderRecord, failure_type, order_record
 from pizzeria.ops.processes import free_port
+from pizzeria.order_refund import REFUND_UNDELIVERED_PATCH
+from pizzeria.payments import process
+from pizzeria.payments.port import MoneyState, Payment, RefundRecord, order_metadata
+from pizzeria.payments.stripe_gateway import URL_VARIABLE, StripeGateway
 from pizzeria.samples import BAD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
-from tests.helpers import eventually, pizzeria
+from tests.helpers import PIZZERIA, eventually, pizzeria, wait_until
 from tests.stack import StackOptions
 
 
@@ -383,19 +395,192 @@ async def test_a_truly_terminated_run_is_read_as_such_and_must_have_been_undone(
     assert all(row["conserved"] and not row["held_undone"] for row in report.stock.values())
 
 
-# -- the command against a real server ---------------------------------------------------------
+# -- the provider's side, written by hand -------------------------------------------------------
+
+STATUS_OF = {
+    MoneyState.HELD: "requires_capture",
+    MoneyState.CAPTURED: "succeeded",
+    MoneyState.REFUNDED: "succeeded",
+    MoneyState.RELEASED: "canceled",
+    MoneyState.EXPIRED: "canceled",
+}
 
 
-@pytest.fixture(scope="module")
-def stack_options() -> StackOptions:
-    # The driver search as configured, not forced.
-    return StackOptions(
-        env={"PIZZERIA_DRIVER_PROBABILITY": os.environ.get("PIZZERIA_DRIVER_PROBABILITY")}
+def payment(pid: str, order: str, state: MoneyState, *, captured: int = 0) -> Payment:
+    """A payment of the exercise's order (run r1) as the provider would show it."""
+    return Payment(
+        id=pid,
+        state=state,
+        amount=AMOUNT,
+        currency="usd",
+        amount_capturable=AMOUNT if state == MoneyState.HELD else 0,
+        amount_captured=captured,
+        amount_refunded=captured if state == MoneyState.REFUNDED else 0,
+        created=0,
+        provider_status=STATUS_OF[state],
+        metadata=order_metadata(ref(order), order),
     )
 
 
-@pytest.mark.timeout(180)
+def refund(payment_id: str, amount: int = AMOUNT) -> RefundRecord:
+    return RefundRecord(f"re_{payment_id}", payment_id, amount, "usd", "succeeded", 0)
+
+
+def provider_of(*payments: Payment, refunds: tuple[RefundRecord, ...] = ()) -> ProviderBook:
+    return ProviderBook({p.id: p for p in payments}, list(refunds))
+
+
+def test_a_hold_that_expired_and_was_held_again_agrees_once_the_second_is_captured(
+    ledger: Ledger,
+) -> None:
+    """The bill found its hold expired and held the card again: the first payment stays
+    expired and named by the ledger, the second is the one captured and billed."""
+    number = "RENEW"
+    ledger.take_stock(ref(number), number, RECIPE)
+    ledger.charge(ref(number), number, AMOUNT, "4242", payment_id="pi_1", money_state="held")
+    ledger.reauthorized(ref(number), number, AMOUNT, "pi_2", "pi_1")
+    bill = {"payment_id": "pi_2", "money_state": "captured"}
+    ledger.bill(ref(number), number, AMOUNT, f"P-{number}", **bill)
+    first = payment("pi_1", number, MoneyState.EXPIRED)
+    second = payment("pi_2", number, MoneyState.CAPTURED, captured=AMOUNT)
+    records = [record(number, "COMPLETED")]
+    report = reconcile(records, ledger.snapshot(), provider=provider_of(first, second))
+    assert report.ok, report.violations
+    assert report.payments is not None and report.payments["captured"] == AMOUNT
+
+    # Had the bill captured the expired one instead, both books would disagree.
+    wrong = payment("pi_1", number, MoneyState.CAPTURED, captured=AMOUNT)
+    second_held = payment("pi_2", number, MoneyState.HELD)
+    report = reconcile(records, ledger.snapshot(), provider=provider_of(wrong, second_held))
+    assert kinds(report) == [
+        ("captured without a bill", number),
+        ("capture differs from the bill", number),
+        ("orphan hold", number),
+    ]
+
+
+def test_a_late_bill_undone_by_the_compensation_is_refunded_in_full(ledger: Ledger) -> None:
+    """The bill captured the hold after its attempt timed out; the compensation found it
+    captured and refunded it, so the failed order keeps nothing: both books say so."""
+    number = "LATE"
+    ledger.charge(ref(number), number, AMOUNT, "4242", payment_id="pi_9", money_state="held")
+    ledger.release(
+        ref(number), number, seen_hold=("pi_9", None), payment_id="pi_9", money_state="refunded"
+    )
+    captured = payment("pi_9", number, MoneyState.REFUNDED, captured=AMOUNT)
+    records = [record(number, "FAILED", error_type="CreditCardProcessingError")]
+    books = provider_of(captured, refunds=(refund("pi_9"),))
+    report = reconcile(records, ledger.snapshot(), provider=books)
+    assert report.ok, report.violations
+    assert report.payments is not None and report.payments["undone_orders_settled"] == 1
+
+    report = reconcile(records, ledger.snapshot(), provider=provider_of(captured))
+    assert kinds(report) == [("refunds differ from the ledger", number)]
+    assert report.violations[0].detail == (
+        "payment pi_9 (refunded): refunded $0.00 at the provider; the ledger says $35.00"
+    )
+
+
+def test_a_delivery_that_failed_is_refunded_unless_the_order_predates_the_refund(
+    ledger: Ledger,
+) -> None:
+    number = "NODRIVER"
+    ledger.take_stock(ref(number), number, RECIPE)
+    ledger.charge(ref(number), number, AMOUNT, "4242")
+    ledger.bill(ref(number), number, AMOUNT, f"P-{number}")
+    failed = OrderConfirmation(number, "DELIVERY FAILURE", f"P-{number}", 0, AMOUNT)
+    older = record(number, "COMPLETED", confirmation=failed)
+    assert reconcile([older], ledger.snapshot()).ok  # billed before the refund step existed
+    newer = record(
+        number, "COMPLETED", confirmation=failed, patches=frozenset({REFUND_UNDELIVERED_PATCH})
+    )
+    report = reconcile([newer], ledger.snapshot())
+    assert kinds(report) == [("undelivered order not refunded in full", number)]
+    assert report.violations[0].detail == "no driver took it: refunded $0.00 of its bill $35.00"
+
+
+def test_without_the_providers_records_the_check_judges_two_books(book: Ledger) -> None:
+    report = reconcile(records(), book.snapshot())
+    assert report.ok and report.payments is None
+    assert "payments" in report.to_json() and report.to_json()["payments"] is None
+
+
+async def test_the_providers_records_are_read_page_by_page(
+    gateway: StripeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every payment and refund, however many pages they take (two per page here)."""
+    metadata = order_metadata(ref("PAGES", "r-pages"), "PAGES")
+    made = [
+        await gateway.authorize(
+            600 + n,
+            idempotency_key=f"pages-{n}-{time.time()}",
+            metadata=metadata,
+            card_number="4242424242424242",
+        )
+        for n in range(5)
+    ]
+    await gateway.capture(made[0].id, idempotency_key=f"pages-capture-{time.time()}")
+    for n in range(3):
+        key = f"pages-refund-{n}-{time.time()}"
+        await gateway.refund(made[0].id, 100, reason="pages", idempotency_key=key)
+    payments = [p.id async for p in gateway.iter_payments(100)]
+    refunds = [r.id async for r in gateway.iter_refunds(100)]
+    monkeypatch.setattr(provider_book, "PAGE_SIZE", 2)
+    book = await read_provider(gateway)
+    assert sorted(book.payments) == sorted(payments) and {p.id for p in made} <= set(payments)
+    assert sorted(r.id for r in book.refunds) == sorted(refunds)
+    assert [r.amount for r in book.refunds_by_payment()[made[0].id]] == [100, 100, 100]
+
+
+# -- the command against a real server ---------------------------------------------------------
+
+DECLINED_CARD = "4000000000000002"
+
+
+@pytest.fixture(scope="module")
+def own_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[process.ProviderProcess]:
+    """The module's own payment provider: its records hold this stack's orders alone."""
+    with process.running(tmp_path_factory.mktemp("payments") / "payments.db") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack_options(own_provider: process.ProviderProcess) -> StackOptions:
+    # No driver ever takes a delivery: a delivery is billed, then refunded in full.
+    return StackOptions(env={URL_VARIABLE: own_provider.url, "PIZZERIA_DRIVER_PROBABILITY": "0"})
+
+
+def held(ledger: Path, number: str) -> bool:
+    with sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True) as db:
+        row = db.execute(
+            "SELECT 1 FROM effects WHERE order_number = ? AND step = 'process_credit_card'",
+            (number,),
+        ).fetchone()
+    db.close()
+    return row is not None
+
+
+def cancelled_in_the_kitchen(stack: dict[str, Any], number: str) -> None:
+    """An order cancelled while it waits in the kitchen, after its card was held."""
+    placing = subprocess.Popen(
+        [PIZZERIA, "order", "--order-number", number, "--prep-seconds", "60"],
+        env=stack["env"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: held(stack["data"] / "ledger.db", number), "the card held", 60)
+        assert pizzeria(stack, "cancel", number).returncode == 0
+        placing.wait(timeout=60)
+    finally:
+        placing.kill()
+
+
+@pytest.mark.timeout(240)
 def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tampered(stack):
+    """A delivery no driver took (refunded in full), the exercise's bad card, a pickup, a
+    declined card and an order cancelled after its hold: Temporal, the ledger and the
+    provider agree. Then the ledger is tampered with."""
     for number, card in (("CHK-1", "4242424242424242"), ("CHK-2", BAD_CARD)):
         placed = pizzeria(
             stack, "order", "--order-number", number, "--card", card, "--prep-seconds", "0"
@@ -403,18 +588,37 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
         assert "Traceback" not in placed.stderr
     pickup = pizzeria(stack, "order", "--order-number", "CHK-3", "--pickup", "--prep-seconds", "0")
     assert pickup.returncode == 0, pickup.stderr
+    declined = pizzeria(
+        stack, "order", "--order-number", "CHK-4", "--card", DECLINED_CARD, "--prep-seconds", "0"
+    )
+    assert declined.returncode != 0 and "Traceback" not in declined.stderr
+    cancelled_in_the_kitchen(stack, "CHK-5")
 
-    done = pizzeria(stack, "check", "--json", "--closed")
+    done = pizzeria(stack, "check", "--json", "--closed", "--whole-account")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
-    assert report["ok"] is True and report["violations"] == []
-    assert report["orders"]["total"] == 3
-    assert (report["orders"]["completed"], report["orders"]["failed"]) == (2, 1)
-    assert report["failures"] == {"CreditCardProcessingError": 1}
+    assert report["ok"] is True and report["violations"] == [] and report["warnings"] == []
+    assert report["orders"]["total"] == 5
+    assert (report["orders"]["completed"], report["orders"]["failed"]) == (2, 2)
+    assert report["orders"]["cancelled"] == 1
+    assert report["failures"] == {"CreditCardProcessingError": 2}
     assert all(row["conserved"] for row in report["stock"].values())
+    # CHK-1 captured and refunded, CHK-3 captured, CHK-4 declined, CHK-5 voided.
+    assert report["payments"] == {
+        "payments": 4,
+        "refunds": 1,
+        "held": 0,
+        "captured": 2 * AMOUNT,
+        "refunded": AMOUNT,
+        "completed_orders_settled": 2,
+        "undone_orders_settled": 3,
+        "not_judged": 0,
+    }
 
     text = pizzeria(stack, "check")
     assert text.returncode == 0 and "No violations" in text.stdout
+    assert "the ledger, Temporal and the payment provider agree" in text.stdout
+    assert "Payment provider: 4 payments, 1 refunds; held $0.00, captured $70.00" in text.stdout
 
     # The bad-card order was never charged: its refund is a tombstone. Charge it anyway.
     with sqlite3.connect(stack["data"] / "ledger.db") as db:
@@ -438,6 +642,15 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     human = pizzeria(stack, "check")
     assert human.returncode == 1
     assert "CHK-2" in human.stdout and "3 violations" in human.stdout
+
+
+def test_check_says_it_cannot_judge_without_the_payment_provider_exit_2(stack) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    done = pizzeria(stack, "check", "--payments", nowhere)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: cannot read the payment provider at {nowhere}: ")
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 def test_check_without_a_ledger_or_a_server_says_it_cannot_check_exit_2(tmp_path, stack):

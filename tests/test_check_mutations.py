@@ -1,19 +1,22 @@
-"""The checker is trusted only as far as these tests go: a real ledger, damaged on purpose.
+"""The checker is trusted only as far as these tests go: real books, damaged on purpose.
 
-Real orders (a good one, a bad card, a pickup, one cancelled after it took stock) and a
-delivery go through a dev server and a `pizzeria worker` once for the module. Each test
-then damages a COPY of that ledger in one way (the hand edits of an independent review, and
-more) and runs `pizzeria check` on it as a user would: it must exit 1 naming the order (or
-the ingredient) and the rule, and leave the file byte for byte as it found it. The
-undamaged copy passes. A check that cannot be made (a locked ledger, a codec key that is
-not the orders') exits 2 in one line; a second stack, whose orders all failed or were
-cancelled after writing to the ledger, shows that a run the check must judge and cannot
-decrypt stops it even when no completed order does.
+Real orders (a delivery no driver took, refunded in full; a bad card; a declined card; a
+pickup; one cancelled after it took stock, one cancelled after its card was held) and a
+delivery of stock go through a dev server, a `pizzeria worker` and a payment provider of
+the module's own, once. Each test then damages a COPY of the ledger, or of the provider's
+records, in one way (the hand edits of an independent review, and more) and runs
+`pizzeria check` on it as a user would: it must exit 1 naming the order (or the ingredient)
+and the rule, and leave the ledger byte for byte as it found it. The undamaged copies pass.
+A check that cannot be made (a locked ledger, a codec key that is not the orders', a
+provider that does not answer) exits 2 in one line; a second stack, whose orders all
+failed or were cancelled after writing to the ledger, shows that a run the check must
+judge and cannot decrypt stops it even when no completed order does.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -28,14 +31,18 @@ from typing import Any
 
 import pytest
 
+from pizzeria.ops.processes import free_port
+from pizzeria.payments import process
+from pizzeria.payments.stripe_gateway import URL_VARIABLE
 from pizzeria.samples import BAD_CARD
 from pizzeria.temporal.devserver import stop_process
 from tests.helpers import PIZZERIA, pizzeria, wait_until
-from tests.stack import Stack, open_stack
+from tests.stack import Stack, StackOptions, open_stack
 
 pytestmark = pytest.mark.timeout(240)
 
 Mutation = Callable[[sqlite3.Connection], None]
+DECLINED_CARD = "4000000000000002"  # the provider's generic decline
 
 
 # -- the real ledger, built once -------------------------------------------------------------
@@ -49,62 +56,110 @@ def place(stack: Mapping[str, Any], number: str, *flags: str) -> dict[str, Any]:
     return outcome
 
 
-def took_stock(ledger: Path, number: str) -> bool:
+def wrote(ledger: Path, number: str, step: str) -> bool:
     with sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True) as db:
         row = db.execute(
-            "SELECT 1 FROM effects WHERE order_number = ? AND step = 'update_inventory'",
-            (number,),
+            "SELECT 1 FROM effects WHERE order_number = ? AND step = ?", (number, step)
         ).fetchone()
     db.close()
     return row is not None
 
 
-def cancel_after_it_took_stock(stack: Mapping[str, Any], number: str) -> dict[str, Any]:
-    """An order cancelled while its charge fails: its stock was taken, then put back."""
-    assert pizzeria(stack, "faults", "set", "process_credit_card=fail").returncode == 0
+def cancel_once_written(
+    stack: Mapping[str, Any], number: str, step: str, *flags: str
+) -> dict[str, Any]:
+    """An order cancelled once ``step`` wrote its row: what it did is undone."""
     placing = subprocess.Popen(
-        [PIZZERIA, "order", "--json", "--order-number", number, "--prep-seconds", "0"],
+        [PIZZERIA, "order", "--json", "--order-number", number, *flags],
         env=stack["env"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_until(lambda: took_stock(stack["data"] / "ledger.db", number), "the stock taken", 60)
+        ledger = stack["data"] / "ledger.db"
+        wait_until(lambda: wrote(ledger, number, step), f"{number}'s {step}", 60)
         cancelled = pizzeria(stack, "cancel", number)
         assert cancelled.returncode == 0, cancelled.stderr
         out, _ = placing.communicate(timeout=60)
     finally:
         placing.kill()
-        pizzeria(stack, "faults", "clear")
     outcome: dict[str, Any] = json.loads(out)
     return outcome
 
 
+def cancel_after_it_took_stock(stack: Mapping[str, Any], number: str) -> dict[str, Any]:
+    """An order cancelled while its charge fails: its stock was taken, then put back."""
+    assert pizzeria(stack, "faults", "set", "process_credit_card=fail").returncode == 0
+    try:
+        return cancel_once_written(stack, number, "update_inventory", "--prep-seconds", "0")
+    finally:
+        pizzeria(stack, "faults", "clear")
+
+
+def cancel_after_its_hold(stack: Mapping[str, Any], number: str) -> dict[str, Any]:
+    """An order cancelled in the kitchen, after its card was held: the hold is voided."""
+    return cancel_once_written(stack, number, "process_credit_card", "--prep-seconds", "60")
+
+
 @pytest.fixture(scope="module")
-def pristine(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A consistent copy of a real ledger: one order of each kind, and a delivery."""
-    statuses = {
-        "MUT-GOOD": place(stack, "MUT-GOOD")["status"],
-        "MUT-BAD": place(stack, "MUT-BAD", "--card", BAD_CARD)["status"],
-        "MUT-PICKUP": place(stack, "MUT-PICKUP", "--pickup")["status"],
-        "MUT-CANCEL": cancel_after_it_took_stock(stack, "MUT-CANCEL")["status"],
-    }
-    assert statuses == {
-        "MUT-GOOD": "COMPLETED",
-        "MUT-BAD": "FAILED",
-        "MUT-PICKUP": "COMPLETED",
-        "MUT-CANCEL": "CANCELLED",
-    }
-    delivered = pizzeria(stack, "stock", "add", "dough", "10", "--key", "MUT-DELIVERY")
-    assert delivered.returncode == 0, delivered.stderr
-    copy = tmp_path_factory.mktemp("pristine") / "ledger.db"
-    live = sqlite3.connect(stack["data"] / "ledger.db")
-    target = sqlite3.connect(copy)
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[process.ProviderProcess]:
+    """The module's own payment provider: its records hold these orders' money alone."""
+    with process.running(tmp_path_factory.mktemp("payments") / "payments.db") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack_options(provider: process.ProviderProcess) -> StackOptions:
+    # No driver ever takes a delivery: MUT-GOOD is billed, then refunded in full.
+    return StackOptions(env={URL_VARIABLE: provider.url, "PIZZERIA_DRIVER_PROBABILITY": "0"})
+
+
+def backup(live_file: Path, copy: Path) -> Path:
+    """A consistent copy of a SQLite file another process is using."""
+    live, target = sqlite3.connect(live_file), sqlite3.connect(copy)
     live.backup(target)
     live.close()
     target.close()
     return copy
+
+
+@pytest.fixture(scope="module")
+def books(
+    stack: dict[str, Any],
+    provider: process.ProviderProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path]:
+    """Consistent copies of a real ledger and of the provider's records: one order of each
+    kind, and a delivery of stock."""
+    outcomes = {
+        "MUT-GOOD": place(stack, "MUT-GOOD"),
+        "MUT-BAD": place(stack, "MUT-BAD", "--card", BAD_CARD),
+        "MUT-DECLINED": place(stack, "MUT-DECLINED", "--card", DECLINED_CARD),
+        "MUT-PICKUP": place(stack, "MUT-PICKUP", "--pickup"),
+        "MUT-CANCEL": cancel_after_it_took_stock(stack, "MUT-CANCEL"),
+        "MUT-RELEASED": cancel_after_its_hold(stack, "MUT-RELEASED"),
+    }
+    assert {number: outcome["status"] for number, outcome in outcomes.items()} == {
+        "MUT-GOOD": "COMPLETED",
+        "MUT-BAD": "FAILED",
+        "MUT-DECLINED": "FAILED",
+        "MUT-PICKUP": "COMPLETED",
+        "MUT-CANCEL": "CANCELLED",
+        "MUT-RELEASED": "CANCELLED",
+    }
+    delivered = pizzeria(stack, "stock", "add", "dough", "10", "--key", "MUT-DELIVERY")
+    assert delivered.returncode == 0, delivered.stderr
+    folder = tmp_path_factory.mktemp("pristine")
+    ledger = backup(stack["data"] / "ledger.db", folder / "ledger.db")
+    payments = backup(provider.log_file.with_suffix(".db"), folder / "payments.db")
+    return ledger, payments
+
+
+@pytest.fixture(scope="module")
+def pristine(books: tuple[Path, Path]) -> Path:
+    """The copy of the real ledger (the provider's live records are as consistent)."""
+    return books[0]
 
 
 @pytest.fixture
@@ -127,11 +182,13 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check(stack: Mapping[str, Any], ledger: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def check(
+    stack: Mapping[str, Any], ledger: Path, *flags: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     """`pizzeria check --json` on ``ledger``, which it must leave byte for byte."""
     before = fingerprint(ledger)
     done = subprocess.run(
-        [PIZZERIA, "check", "--json", "--ledger", str(ledger)],
+        [PIZZERIA, "check", "--json", "--ledger", str(ledger), *flags],
         env={**stack["env"], **env},
         capture_output=True,
         text=True,
@@ -346,6 +403,39 @@ MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
         ),
         ("stock not conserved", "dough"),
     ),
+    # The ledger's side of the money at the provider.
+    (
+        sql(
+            "hold_names_a_payment_the_provider_lacks",
+            "UPDATE effects SET payment_id = 'pi_forged' WHERE order_number = 'MUT-PICKUP'"
+            " AND step = 'process_credit_card'",
+        ),
+        ("payment missing at the provider", "MUT-PICKUP"),
+    ),
+    (
+        sql(
+            "bill_names_no_payment",
+            "UPDATE effects SET payment_id = '' WHERE order_number = 'MUT-PICKUP'"
+            " AND step = 'send_bill'",
+        ),
+        ("captured without a bill", "MUT-PICKUP"),
+    ),
+    (
+        sql(
+            "undelivered_refund_deleted",
+            "DELETE FROM effects WHERE order_number = 'MUT-GOOD'"
+            " AND step = 'refund_undelivered_order'",
+        ),
+        ("undelivered order not refunded in full", "MUT-GOOD"),
+    ),
+    (
+        sql(
+            "undelivered_refund_lowered",
+            "UPDATE effects SET amount = 1000 WHERE order_number = 'MUT-GOOD'"
+            " AND step = 'refund_undelivered_order'",
+        ),
+        ("refunds differ from the ledger", "MUT-GOOD"),
+    ),
     (
         sql(
             "charge_moved_to_another_key",
@@ -357,17 +447,251 @@ MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
 ]
 
 
+# -- ways to damage the provider's records -----------------------------------------------------
+
+
+def intent_of(db: sqlite3.Connection, number: str) -> dict[str, Any]:
+    """The order's one PaymentIntent, as the provider stores it (its JSON)."""
+    (body,) = db.execute(
+        "SELECT body FROM objects WHERE kind = 'payment_intent'"
+        " AND json_extract(body, '$.metadata.order_number') = ?",
+        (number,),
+    ).fetchone()
+    intent: dict[str, Any] = json.loads(body)
+    return intent
+
+
+def body_of(db: sqlite3.Connection, object_id: str) -> dict[str, Any]:
+    (body,) = db.execute("SELECT body FROM objects WHERE id = ?", (object_id,)).fetchone()
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def save(db: sqlite3.Connection, *bodies: dict[str, Any]) -> None:
+    for body in bodies:
+        db.execute("UPDATE objects SET body = ? WHERE id = ?", (json.dumps(body), body["id"]))
+
+
+def add(db: sqlite3.Connection, kind: str, body: dict[str, Any], parent: str | None) -> None:
+    db.execute(
+        "INSERT INTO objects (id, kind, parent, created, body) VALUES (?, ?, ?, ?, ?)",
+        (body["id"], kind, parent, time.time() - 60, json.dumps(body)),
+    )
+
+
+def captured_as(db: sqlite3.Connection, number: str, **changes: Any) -> None:
+    """The order's intent and its charge changed as one (what Stripe would show)."""
+    intent = intent_of(db, number)
+    charge = body_of(db, intent["latest_charge"])
+    intent.update({k: v for k, v in changes.items() if k in intent})
+    charge.update({k: v for k, v in changes.items() if k in charge})
+    save(db, intent, charge)
+
+
+def payment_dropped(db: sqlite3.Connection) -> None:
+    intent = intent_of(db, "MUT-PICKUP")
+    db.execute("DELETE FROM objects WHERE id IN (?, ?)", (intent["id"], intent["latest_charge"]))
+
+
+def captured_amount_lowered(db: sqlite3.Connection) -> None:
+    captured_as(db, "MUT-PICKUP", amount_received=3000, amount_captured=3000)
+
+
+def hold_left_uncaptured(db: sqlite3.Connection) -> None:
+    """The completed pickup's hold never captured: still requires_capture."""
+    intent = intent_of(db, "MUT-PICKUP")
+    captured_as(
+        db,
+        "MUT-PICKUP",
+        status="requires_capture",
+        amount_received=0,
+        amount_capturable=intent["amount"],
+        amount_captured=0,
+        captured=False,
+    )
+
+
+def completed_orders_payment_voided(db: sqlite3.Connection) -> None:
+    captured_as(
+        db,
+        "MUT-PICKUP",
+        status="canceled",
+        cancellation_reason="requested_by_customer",
+        amount_received=0,
+        amount_captured=0,
+        captured=False,
+    )
+
+
+def released_hold_captured(db: sqlite3.Connection) -> None:
+    """The cancelled order's voided hold shows captured instead."""
+    intent = intent_of(db, "MUT-RELEASED")
+    captured_as(
+        db,
+        "MUT-RELEASED",
+        status="succeeded",
+        cancellation_reason=None,
+        amount_received=intent["amount"],
+        amount_captured=intent["amount"],
+        captured=True,
+    )
+
+
+def hold_amount_changed(db: sqlite3.Connection) -> None:
+    captured_as(db, "MUT-RELEASED", amount=3000)
+
+
+def copy_of_intent(
+    db: sqlite3.Connection, number: str, metadata: dict[str, str] | None = None, **changes: Any
+) -> None:
+    """Another PaymentIntent like the order's (its own id), with other metadata or state."""
+    intent = intent_of(db, number)
+    intent.update(id=f"pi_{uuid.uuid4().hex[:24]}", latest_charge=None, **changes)
+    intent["metadata"] = {**intent["metadata"], **(metadata or {})}
+    add(db, "payment_intent", intent, None)
+
+
+def orphan_intent_of_a_known_order(db: sqlite3.Connection) -> None:
+    """A hold naming order MUT-PICKUP, under a run Temporal never had."""
+    intent = intent_of(db, "MUT-PICKUP")
+    run_id = str(uuid.uuid4())
+    workflow_id = intent["metadata"]["workflow_id"]
+    copy_of_intent(
+        db,
+        "MUT-PICKUP",
+        {"run_id": run_id, "order_ref": f"{workflow_id}/{run_id}"},
+        status="requires_capture",
+        amount_received=0,
+        amount_capturable=intent["amount"],
+    )
+
+
+def unrecorded_payment_of_a_run(db: sqlite3.Connection) -> None:
+    """A second payment naming MUT-PICKUP's run (voided), which no ledger row names."""
+    copy_of_intent(
+        db, "MUT-PICKUP", status="canceled", amount_received=0, cancellation_reason="abandoned"
+    )
+
+
+def payment_moved_to_another_run(db: sqlite3.Connection) -> None:
+    """MUT-PICKUP's payment says it belongs to MUT-GOOD's run."""
+    pickup, good = intent_of(db, "MUT-PICKUP"), intent_of(db, "MUT-GOOD")
+    pickup["metadata"] = dict(good["metadata"])
+    save(db, pickup)
+
+
+def refund_of(db: sqlite3.Connection, number: str) -> dict[str, Any]:
+    intent = intent_of(db, number)
+    (body,) = db.execute(
+        "SELECT body FROM objects WHERE kind = 'refund' AND parent = ?", (intent["id"],)
+    ).fetchone()
+    refund: dict[str, Any] = json.loads(body)
+    return refund
+
+
+def extra_refund(db: sqlite3.Connection) -> None:
+    """A refund of $5.00 on the pickup, which nobody recorded."""
+    intent = intent_of(db, "MUT-PICKUP")
+    charge = body_of(db, intent["latest_charge"])
+    refund = {
+        "id": f"re_{uuid.uuid4().hex[:24]}",
+        "object": "refund",
+        "amount": 500,
+        "currency": "usd",
+        "charge": charge["id"],
+        "payment_intent": intent["id"],
+        "created": int(time.time()) - 60,
+        "metadata": {},
+        "reason": "requested_by_customer",
+        "status": "succeeded",
+    }
+    charge["amount_refunded"] += 500
+    save(db, charge)
+    add(db, "refund", refund, intent["id"])
+
+
+def undelivered_refund_dropped(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM objects WHERE id = ?", (refund_of(db, "MUT-GOOD")["id"],))
+
+
+def undelivered_refund_raised(db: sqlite3.Connection) -> None:
+    refund = refund_of(db, "MUT-GOOD")
+    refund["amount"] = 9999
+    save(db, refund)
+
+
+def refund_of_no_payment(db: sqlite3.Connection) -> None:
+    refund = refund_of(db, "MUT-GOOD")
+    refund.update(id=f"re_{uuid.uuid4().hex[:24]}", payment_intent="pi_nowhere")
+    add(db, "refund", refund, "pi_nowhere")
+
+
+PROVIDER_MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
+    (payment_dropped, ("payment missing at the provider", "MUT-PICKUP")),
+    (captured_amount_lowered, ("capture differs from the bill", "MUT-PICKUP")),
+    (hold_left_uncaptured, ("orphan hold", "MUT-PICKUP")),
+    (completed_orders_payment_voided, ("released by a completed order", "MUT-PICKUP")),
+    (released_hold_captured, ("captured by an undone order", "MUT-RELEASED")),
+    (released_hold_captured, ("release differs from the ledger", "MUT-RELEASED")),
+    (hold_amount_changed, ("hold differs from the order", "MUT-RELEASED")),
+    (orphan_intent_of_a_known_order, ("payment of no known run", "MUT-PICKUP")),
+    (unrecorded_payment_of_a_run, ("payment the ledger does not record", "MUT-PICKUP")),
+    (payment_moved_to_another_run, ("payment of another run", "MUT-PICKUP")),
+    (extra_refund, ("refunds differ from the ledger", "MUT-PICKUP")),
+    (undelivered_refund_dropped, ("refunds differ from the ledger", "MUT-GOOD")),
+    (undelivered_refund_raised, ("refund above capture", "MUT-GOOD")),
+    (refund_of_no_payment, ("refund of no known payment", "-")),
+]
+
+
+@pytest.fixture
+def provider_damaged(
+    books: tuple[Path, Path], tmp_path: Path
+) -> Callable[[Mutation], contextlib.AbstractContextManager[str]]:
+    """``with provider_damaged(mutation) as url:`` a provider serving a fresh copy of the
+    real records, changed by ``mutation``."""
+
+    @contextlib.contextmanager
+    def serving(mutation: Mutation) -> Iterator[str]:
+        path = tmp_path / "payments.db"
+        shutil.copy(books[1], path)
+        db = sqlite3.connect(path)
+        with db:
+            mutation(db)
+        db.close()
+        with process.running(path) as running:
+            yield running.url
+
+    return serving
+
+
 # -- the tests ---------------------------------------------------------------------------------
 
 
-def test_the_undamaged_copy_passes_and_is_left_as_it_was(stack, damaged) -> None:
-    done = check(stack, damaged(lambda db: None))
+def test_the_undamaged_copies_pass_and_are_left_as_they_were(
+    stack, damaged, provider_damaged
+) -> None:
+    with provider_damaged(lambda db: None) as url:
+        done = check(stack, damaged(lambda db: None), "--payments", url, "--whole-account")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["orders"]["completed"] == 2
-    assert (report["orders"]["failed"], report["orders"]["cancelled"]) == (1, 1)
+    assert (report["orders"]["failed"], report["orders"]["cancelled"]) == (2, 2)
     assert report["stock"]["dough"]["received"] == 10
     assert all(row["conserved"] for row in report["stock"].values())
+    # MUT-GOOD, MUT-PICKUP captured; MUT-GOOD refunded (no driver); MUT-RELEASED's hold
+    # voided; MUT-DECLINED's card said no. The bad card and MUT-CANCEL reached no card.
+    assert report["payments"] == {
+        "payments": 4,
+        "refunds": 1,
+        "held": 0,
+        "captured": 7000,
+        "refunded": 3500,
+        "completed_orders_settled": 2,
+        "undone_orders_settled": 4,
+        "not_judged": 0,
+    }
+    assert report["warnings"] == []
 
 
 @pytest.mark.parametrize(
@@ -388,6 +712,55 @@ def test_a_charge_doubled_under_another_key_is_a_double_effect_and_a_foreign_key
         ("row under a foreign key", "MUT-GOOD"),
         ("charge differs from the order", "MUT-GOOD"),
     } <= violations
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    PROVIDER_MUTATIONS,
+    ids=[f"{mutation.__name__}-{kind}" for mutation, (kind, _) in PROVIDER_MUTATIONS],
+)
+def test_each_damage_to_the_providers_records_is_named_by_order_and_rule(
+    stack, damaged, provider_damaged, mutation: Mutation, expected: tuple[str, str]
+) -> None:
+    with provider_damaged(mutation) as url:
+        assert expected in found(check(stack, damaged(lambda db: None), "--payments", url))
+
+
+def test_a_payment_of_an_order_neither_book_knows_is_judged_with_the_whole_account(
+    stack, damaged, provider_damaged
+) -> None:
+    """Another deployment's payment (or a run Temporal no longer keeps) is a warning: the
+    account may be shared. With --whole-account the account is ours alone: a violation."""
+
+    def stranger(db: sqlite3.Connection) -> None:
+        ref = f"pizza-workflow-order-ELSEWHERE/{uuid.uuid4()}"
+        copy_of_intent(db, "MUT-PICKUP", {"order_ref": ref, "order_number": "ELSEWHERE"})
+
+    ledger = damaged(lambda db: None)
+    with provider_damaged(stranger) as url:
+        lenient = check(stack, ledger, "--payments", url)
+        strict = check(stack, ledger, "--payments", url, "--whole-account")
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    report = json.loads(lenient.stdout)
+    assert report["payments"]["not_judged"] == 1
+    (warning,) = report["warnings"]
+    assert warning["kind"] == "not judged" and "--whole-account" in warning["detail"]
+    assert found(strict) == {("payment of no known run", "ELSEWHERE")}
+
+
+def test_a_provider_that_does_not_answer_cannot_check_exit_2(stack, damaged) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = check(stack, damaged(lambda db: None), "--payments", url)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: cannot read the payment provider at {url}: ")
+    assert done.stdout == ""
+    bad = check(stack, damaged(lambda db: None), "--payments", "127.0.0.1:8091")
+    assert bad.returncode == 2
+    (line,) = bad.stderr.splitlines()
+    assert line == (
+        "error: the payment provider's URL must be http(s)://HOST[:PORT], not '127.0.0.1:8091'"
+    )
 
 
 def test_a_codec_key_that_is_not_the_orders_cannot_check_exit_2(stack, damaged) -> None:

@@ -1,8 +1,9 @@
 """The ``pizzeria check`` command: the checks of `pizzeria.ops.check`, and their report.
 
 Exit codes: 0 no violation, 1 violations found, 2 the check could not be made (no ledger,
-a locked or unusable one, no server, payloads it cannot decrypt). The check only reads: the
-ledger is opened read-only and no codec key file is created.
+a locked or unusable one, no server, payloads it cannot decrypt, a payment provider that
+does not answer). The check only reads: the ledger is opened read-only, no codec key file
+is created, and the payment provider is only listed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pizzeria.cli.common import (
     run,
 )
 from pizzeria.ledger import Ledger, LedgerError, open_ledger
+from pizzeria.ops.check.provider import check_gateway
 from pizzeria.ops.check.reading import reading_converter
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.records import CannotCheck
@@ -33,13 +35,30 @@ from pizzeria.temporal.codec import CodecKeyError
 CANNOT_CHECK = 2
 
 
-async def run_check(address: str | None, ledger: Ledger, *, require_closed: bool) -> CheckReport:
-    """Temporal's record of every order against the ledger, which is closed afterwards."""
+async def run_check(
+    address: str | None,
+    ledger: Ledger,
+    *,
+    require_closed: bool,
+    payments_url: str | None = None,
+    whole_account: bool = False,
+) -> CheckReport:
+    """Temporal's record of every order against the ledger and the payment provider's
+    records; the ledger is closed afterwards."""
     try:
-        client = await client_or_fail(address, converter=reading_converter(), advice=None)
-        return await check_orders(
-            client, ledger, require_closed=require_closed, progress=say_progress
-        )
+        gateway = check_gateway(payments_url)
+        try:
+            client = await client_or_fail(address, converter=reading_converter(), advice=None)
+            return await check_orders(
+                client,
+                ledger,
+                require_closed=require_closed,
+                progress=say_progress,
+                payments=gateway,
+                whole_account=whole_account,
+            )
+        finally:
+            await gateway.close()
     finally:
         ledger.close()
 
@@ -56,15 +75,43 @@ def cannot_check(message: str) -> NoReturn:
 @address_option
 @ledger_option
 @click.option("--closed", "require_closed", is_flag=True, help="An order still open is a violation")
+@click.option(
+    "--payments",
+    "payments_url",
+    metavar="URL",
+    help="The payment provider (a Stripe-compatible API) [default: as the workers find it: "
+    "PIZZERIA_PAYMENTS_URL, STRIPE_API_KEY alone for Stripe, else the data folder's "
+    "local provider]",
+)
+@click.option(
+    "--whole-account",
+    is_flag=True,
+    help="Every payment at the provider is this deployment's: one naming an order neither "
+    "Temporal nor the ledger knows is a violation, not a warning",
+)
 @json_option
 def check(
-    address: str | None, ledger_location: str | None, require_closed: bool, as_json: bool
+    address: str | None,
+    ledger_location: str | None,
+    require_closed: bool,
+    payments_url: str | None,
+    whole_account: bool,
+    as_json: bool,
 ) -> None:
-    """Compare the ledger with Temporal's record of every order (what each was asked, how it
-    ended). Exit 1 on any violation, 2 when the check cannot be made."""
+    """Compare the ledger and the payment provider's records with Temporal's record of
+    every order (what each was asked, how it ended). Exit 1 on any violation, 2 when the
+    check cannot be made."""
     try:
         ledger = open_ledger(ledger_location or config.ledger_location(), read_only=True)
-        report = run(run_check(address, ledger, require_closed=require_closed))
+        report = run(
+            run_check(
+                address,
+                ledger,
+                require_closed=require_closed,
+                payments_url=payments_url,
+                whole_account=whole_account,
+            )
+        )
     except (LedgerError, ConnectionError, CannotCheck, CodecKeyError) as error:
         cannot_check(str(error))
     except RPCError as error:

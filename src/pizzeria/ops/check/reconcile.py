@@ -1,4 +1,5 @@
-"""Temporal's records against one ledger snapshot: every rule, then the report."""
+"""Temporal's records against one ledger snapshot and the payment provider's records:
+every rule, then the report."""
 
 from __future__ import annotations
 
@@ -9,6 +10,17 @@ from temporalio.client import Client
 
 from pizzeria.ledger import Ledger, LedgerSnapshot, runs_of
 from pizzeria.models import order_number_of, split_order_ref
+from pizzeria.ops.check.money_rules import MONEY_RULES, payment_figures, unclaimed_objects
+from pizzeria.ops.check.provider import (
+    ProviderBook,
+    RunMoney,
+    attach,
+    check_gateway,
+    money_rows,
+    provider_refs,
+    read_provider,
+    run_of,
+)
 from pizzeria.ops.check.records import (
     COMPLETED,
     DEFAULT_QUERY,
@@ -20,23 +32,42 @@ from pizzeria.ops.check.records import (
     describe_all,
     temporal_records,
 )
-from pizzeria.ops.check.report import CheckReport
+from pizzeria.ops.check.report import CheckReport, Violation
 from pizzeria.ops.check.rules import RUN_RULES, RUN_TALLIES, Findings, RunView, run_views
 from pizzeria.ops.check.stock import stock_conserved
+from pizzeria.payments.port import MoneyState, Payment, PaymentGateway
 
 
 def reconcile(
-    records: list[OrderRecord], snapshot: LedgerSnapshot, *, require_closed: bool = False
+    records: list[OrderRecord],
+    snapshot: LedgerSnapshot,
+    *,
+    require_closed: bool = False,
+    provider: ProviderBook | None = None,
+    whole_account: bool = False,
 ) -> CheckReport:
-    """Every invariant between Temporal's records and one ledger snapshot."""
+    """Every invariant between Temporal's records, one ledger snapshot and, when given,
+    the payment provider's records (read after the snapshot)."""
     views = run_views(records, runs_of(snapshot.effects))
     found = Findings(require_closed=require_closed)
-    for rule in RUN_RULES:
+    unclaimed: list[Payment] = []
+    if provider is not None:
+        money = {view.ref: RunMoney() for view in views}
+        unclaimed = attach(money, provider, money_rows(snapshot.effects))
+        for view in views:
+            view.money = money[view.ref]
+    for rule in (*RUN_RULES, *MONEY_RULES):
         for view in views:
             rule(view, found)
     for tally in RUN_TALLIES:
         for view in views:
             tally(view, found)
+    payments = None
+    if provider is not None:
+        foreign = unclaimed_objects(views, provider, unclaimed, found, whole_account=whole_account)
+        payments = payment_figures(views, foreign)
+        if foreign:
+            found.warnings.append(other_orders_warning(foreign))
     stock = stock_conserved(snapshot, found)
     known = [view.record for view in views if view.record is not None]
     return CheckReport(
@@ -51,6 +82,18 @@ def reconcile(
         open_orders=sorted(found.open_orders),
         violations=found.violations,
         warnings=found.warnings,
+        payments=payments,
+    )
+
+
+def other_orders_warning(count: int) -> Violation:
+    return Violation(
+        "not judged",
+        "-",
+        "-",
+        f"{count} payments and refunds at the payment provider name no order Temporal or "
+        "the ledger knows (another deployment sharing the account, or runs Temporal no "
+        "longer keeps); --whole-account judges them",
     )
 
 
@@ -86,22 +129,48 @@ async def check_orders(
     query: str = DEFAULT_QUERY,
     require_closed: bool = False,
     progress: Progress | None = None,
+    payments: PaymentGateway | None = None,
+    whole_account: bool = False,
 ) -> CheckReport:
-    """Temporal first, then the ledger: see the package docstring for why.
+    """Temporal first, then the ledger, then the payment provider (``payments``, else the
+    one the workers use: `provider.check_gateway`): see the package docstring for why.
 
     Raises `CannotCheck` when a run that matters cannot be decrypted with this checker's
-    keys: a verdict on it would be a guess.
+    keys (a verdict on it would be a guess), or the provider cannot be read.
     """
-    records = await temporal_records(client, query, progress=progress)
-    snapshot = await asyncio.to_thread(ledger.snapshot)
+    gateway = payments or check_gateway()
+    try:
+        records = await temporal_records(client, query, progress=progress)
+        snapshot = await asyncio.to_thread(ledger.snapshot)
+        book = await read_provider(gateway)
+    finally:
+        if payments is None:
+            await gateway.close()
     # A run can be missing from the list while visibility catches up: ask for it directly.
     listed = {record.order_ref for record in records}
-    missing = sorted({effect["order_ref"] for effect in snapshot.effects} - listed)
+    ledger_refs = {effect["order_ref"] for effect in snapshot.effects}
+    known = {record.workflow_id for record in records} | {
+        split_order_ref(ref)[0] for ref in ledger_refs
+    }
+    judged = {
+        ref for ref in provider_refs(book) if whole_account or split_order_ref(ref)[0] in known
+    }
+    missing = sorted((ledger_refs | judged) - listed)
     records += await describe_all(client, [split_order_ref(ref) for ref in missing if "/" in ref])
-    refuse_undecryptable(
-        records, {effect["order_ref"] for effect in snapshot.effects if not effect["tombstone"]}
+    wrote = {effect["order_ref"] for effect in snapshot.effects if not effect["tombstone"]}
+    held = {
+        ref
+        for payment in book.payments.values()
+        if payment.state != MoneyState.DECLINED and (ref := run_of(payment)) in judged
+    }
+    refuse_undecryptable(records, wrote | held)
+    return reconcile(
+        records,
+        snapshot,
+        require_closed=require_closed,
+        provider=book,
+        whole_account=whole_account,
     )
-    return reconcile(records, snapshot, require_closed=require_closed)
 
 
 def refuse_undecryptable(records: list[OrderRecord], wrote: set[str]) -> None:

@@ -9,6 +9,7 @@ decoded here, on the client side, with the codec (the server only ever saw ciphe
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ OPEN = "RUNNING"
 # Closed without completing: every effect must have been undone.
 UNDONE = ("FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
 OUTCOMES = (COMPLETED, *UNDONE, OPEN)
+# How the SDK records a patch in the history: a marker holding {"id": <patch id>, ...}.
+PATCH_MARKER = "core_patch"
+PATCH_DATA = "patch-data"
 CONCURRENCY = 16  # histories read at once
 PROGRESS_SECONDS = 2.0  # at most one progress report this often
 
@@ -61,6 +65,7 @@ class OrderRecord:
     unreadable: str | None = None  # why its order or result could not be read
     undecryptable: str | None = None  # encrypted under a key this checker lacks
     confirmation: OrderConfirmation | None = None  # what a completed run returned
+    patches: frozenset[str] = frozenset()  # the patch ids its history records
 
     @property
     def order_ref(self) -> str:
@@ -142,7 +147,7 @@ async def order_record(client: Client, workflow_id: str, run_id: str) -> OrderRe
     events = history.events
     close = events[-1] if events else None
     status = (closed_status(close) if close is not None else None) or OPEN
-    record = OrderRecord(workflow_id, run_id, status)
+    record = OrderRecord(workflow_id, run_id, status, patches=patches_of(events))
     if events:
         started = events[0].workflow_execution_started_event_attributes.input.payloads
         record.order = await decoded(client, record, started, PizzaOrder)
@@ -151,6 +156,24 @@ async def order_record(client: Client, workflow_id: str, run_id: str) -> OrderRe
     if status == OPEN:
         record.details = await open_details(client, workflow_id, run_id)
     return record
+
+
+def patches_of(events: Sequence[HistoryEvent]) -> frozenset[str]:
+    """The patch ids a history records (the SDK's ``core_patch`` markers): which path of
+    the workflow's code the run took."""
+    found = set()
+    for event in events:
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name != PATCH_MARKER or PATCH_DATA not in marker.details:
+            continue
+        for payload in marker.details[PATCH_DATA].payloads[:1]:
+            try:
+                found.add(str(json.loads(payload.data)["id"]))
+            except (ValueError, KeyError, TypeError):  # not the SDK's marker: no patch
+                continue
+    return frozenset(found)
 
 
 async def open_details(client: Client, workflow_id: str, run_id: str) -> str:

@@ -36,6 +36,7 @@ class CheckReport:
     open_orders: list[str]
     violations: list[Violation]
     warnings: list[Violation]
+    payments: dict[str, int] | None = None  # the provider's figures; None: not read
 
     @property
     def ok(self) -> bool:
@@ -53,6 +54,7 @@ class CheckReport:
             "open_orders": self.open_orders,
             "violations": [asdict(v) for v in self.violations],
             "warnings": [asdict(w) for w in self.warnings],
+            "payments": self.payments,
         }
 
 
@@ -60,6 +62,7 @@ def print_check_report(report: CheckReport, console: Console) -> None:
     print_orders(report, console)
     console.print(stock_table(report))
     print_money(report, console)
+    print_payments(report, console)
     # Order numbers and details come from Temporal and the ledger: escaped, never markup.
     console.print(
         for_terminal(
@@ -70,10 +73,16 @@ def print_check_report(report: CheckReport, console: Console) -> None:
         markup=False,
     )
     for warning in report.warnings:
-        said = f": {warning.kind}: order {warning.order}: {warning.detail}"
+        order = f"order {warning.order}: " if warning.order != "-" else ""
+        said = f": {warning.kind}: {order}{warning.detail}"
         console.print(Text.assemble(("warning", "yellow"), for_terminal(said)))
     if report.ok:
-        console.print("[green]No violations[/green]: the ledger agrees with Temporal.")
+        agree = (
+            "the ledger agrees with Temporal"
+            if report.payments is None
+            else "the ledger, Temporal and the payment provider agree"
+        )
+        console.print(f"[green]No violations[/green]: {agree}.")
         return
     table = Table(
         "violation", "order", "run", "detail", title=f"{len(report.violations)} violations"
@@ -133,4 +142,22 @@ def print_money(report: CheckReport, console: Console) -> None:
         f"Per order, charged - refunded: the bill for {money['completed_orders_settled']} of "
         f"{orders['completed']} completed, 0 for {money['undone_orders_settled']} of {undone} "
         "failed, cancelled or terminated"
+    )
+
+
+def print_payments(report: CheckReport, console: Console) -> None:
+    payments, orders = report.payments, report.orders
+    if payments is None:
+        return
+    console.print(
+        f"Payment provider: {payments['payments']} payments, {payments['refunds']} refunds; "
+        f"held {dollars(payments['held'])}, captured {dollars(payments['captured'])}, "
+        f"refunded {dollars(payments['refunded'])}"
+        + (f"; {payments['not_judged']} objects of other orders" if payments["not_judged"] else "")
+    )
+    undone = sum(orders[name] for name in UNDONE_COUNTS)
+    console.print(
+        f"Per order at the provider, captured - refunded: the bill less its refunds for "
+        f"{payments['completed_orders_settled']} of {orders['completed']} completed, 0 for "
+        f"{payments['undone_orders_settled']} of {undone} failed, cancelled or terminated"
     )

@@ -9,10 +9,10 @@ the menu, never read from the ledger), and what the ledger shows (its rows added
 add up what the report shows without judging it; the rule over the whole stock, which needs
 every run's tally, is `stock.stock_conserved`.
 
-Another book joins the same way: a payment provider's records of each run's hold, capture
-and refund would be one more field of `RunView` beside ``ledger``, filled in by
-`run_views`, and each invariant between it and the other two one more function in
-`RUN_RULES`.
+The third book joined that way: the payment provider's records of each run's holds,
+captures and refunds are `RunView.money` beside ``ledger`` (`provider.RunMoney`, filled in
+by `provider.attach` when the provider was read), and each invariant between it and the
+other two is a function of `money_rules.MONEY_RULES`, which runs after `RUN_RULES`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pizzeria.models import (
     order_number_of,
     split_order_ref,
 )
+from pizzeria.ops.check.provider import RunMoney
 from pizzeria.ops.check.records import COMPLETED, OPEN, OrderRecord
 from pizzeria.ops.check.report import Violation
 
@@ -76,6 +77,7 @@ class RunView:
     ledger: RunRows
     asked: Asked | None = None  # None: Temporal does not know the run, or its order is unread
     order_problem: str = ""  # why ``asked`` is None for a run Temporal knows
+    money: RunMoney | None = None  # None: the payment provider was not read
 
     @property
     def status(self) -> str | None:

@@ -1,0 +1,331 @@
+"""The invariants of the third book: the payment provider's records against the ledger's
+and Temporal's, one small function each, over the same `RunView` as the other rules.
+
+A run's `RunView.money` (`provider.RunMoney`) holds the provider's payments and refunds of
+the run and the ledger's rows that name a payment. Per run:
+
+* every payment holds the charge amount, the bill with its discount
+  (`held_the_charge_amount`);
+* a payment is captured iff the ledger billed it, for the bill's amount
+  (`captured_as_billed`);
+* an undone order's payments were released (voided) or expired, never kept; a completed
+  order's never voided; each release the ledger records is one at the provider
+  (`released_as_compensated`);
+* refunds at the provider are those the ledger records, never beyond what was captured
+  (`refunds_as_recorded`), and a delivery that failed was refunded in full
+  (`undelivered_order_refunded_in_full`, which reads only the ledger and Temporal);
+* every payment the ledger names exists at the provider, for this run
+  (`payments_the_ledger_names_exist`); every payment of the run is one the ledger names
+  (`payments_recorded_in_the_ledger`);
+* no hold is left uncaptured once its run ended (`no_orphan_hold`).
+
+Moves in flight are not violations: a run still open is judged only on what the provider
+must already show (see `provider`'s docstring). And across the provider's whole account,
+`unclaimed_objects`: no payment or refund without a run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pizzeria.models import (
+    STATUS_DELIVERY_FAILURE,
+    STEP_REFUND_UNDELIVERED,
+    dollars,
+    order_number_of,
+    split_order_ref,
+)
+from pizzeria.ops.check.provider import (
+    UNDOING_STEPS,
+    ProviderBook,
+    RunMoney,
+    is_held,
+    run_of,
+)
+from pizzeria.ops.check.records import COMPLETED, OPEN
+from pizzeria.ops.check.report import Violation
+from pizzeria.ops.check.rules import Findings, RunRule, RunView
+from pizzeria.order_refund import REFUND_UNDELIVERED_PATCH
+from pizzeria.payments.port import ORDER_NUMBER, RUN_ID, MoneyState, Payment
+
+#: What the provider may say of a payment the ledger says was undone, by the ledger's word.
+UNDONE_AS = {
+    "released": (MoneyState.RELEASED, MoneyState.EXPIRED),
+    "expired": (MoneyState.EXPIRED,),
+    "refunded": (MoneyState.REFUNDED,),
+}
+
+
+def money_of(run: RunView) -> RunMoney | None:
+    """The run's money in both books, when the provider was read and either names it."""
+    return run.money if run.money is not None and run.money.touched else None
+
+
+def ended(run: RunView) -> bool:
+    """Closed, or a run Temporal does not know: no move of its money is still in flight."""
+    return run.status != OPEN
+
+
+def shown(payment: Payment, amount: bool = False) -> str:
+    """A payment as a violation names it: its id and state (and the amount it was for)."""
+    said = f"{payment.state}, {dollars(payment.amount)}" if amount else str(payment.state)
+    return f"payment {payment.id} ({said})"
+
+
+# -- rules: one invariant each ---------------------------------------------------------------
+
+
+def held_the_charge_amount(run: RunView, found: Findings) -> None:
+    money, asked = money_of(run), run.asked
+    if money is None or asked is None:
+        return
+    for payment in money.all_payments.values():
+        if payment.state != MoneyState.DECLINED and payment.amount != asked.amount:
+            found.violation(
+                "hold differs from the order",
+                run,
+                f"{shown(payment)} is for {dollars(payment.amount)}; its items come to "
+                f"{dollars(asked.amount)}",
+            )
+
+
+def captured_as_billed(run: RunView, found: Findings) -> None:
+    """Captured iff billed, for the bill: a capture nobody billed is money taken without a
+    sale (an undone order's is `released_as_compensated`'s)."""
+    money = money_of(run)
+    if money is None:
+        return
+    for payment_id, payment in money.all_payments.items():
+        billed, captured = money.billed(payment_id), payment.amount_captured
+        if billed and captured != billed:
+            found.violation(
+                "capture differs from the bill",
+                run,
+                f"{shown(payment)} captured {dollars(captured)}; the ledger billed "
+                f"{dollars(billed)} on it",
+            )
+        elif not billed and captured and ended(run) and not run.undone:
+            found.violation(
+                "captured without a bill",
+                run,
+                f"{shown(payment)} captured {dollars(captured)}; the ledger billed nothing on it",
+            )
+
+
+def released_as_compensated(run: RunView, found: Findings) -> None:
+    """Released (voided) iff compensated before the pivot."""
+    money = money_of(run)
+    if money is None or not ended(run):
+        return
+    for payment_id, payment in money.all_payments.items():
+        if run.status == COMPLETED and payment.state == MoneyState.RELEASED:
+            found.violation(
+                "released by a completed order",
+                run,
+                f"{shown(payment)} was voided; a completed order undoes nothing",
+            )
+        if run.undone and payment.amount_captured and not money.undone_in_full(payment_id):
+            assert run.record is not None
+            found.violation(
+                "captured by an undone order",
+                run,
+                f"{run.record.status.lower()} but {shown(payment)} captured "
+                f"{dollars(payment.amount_captured)}",
+            )
+        for row in money.rows_of(payment_id, *UNDOING_STEPS):
+            allowed = UNDONE_AS.get(row.state)
+            if allowed is not None and payment.state not in allowed:
+                found.violation(
+                    "release differs from the ledger",
+                    run,
+                    f"the ledger's {row.step} left {payment.id} {row.state}; the provider "
+                    f"says {payment.state}",
+                )
+
+
+def refunds_as_recorded(run: RunView, found: Findings) -> None:
+    """The provider's refunds of each payment are the ledger's: all it captured when a
+    compensation undid it, else the refunds the ledger records; never beyond the capture."""
+    money = money_of(run)
+    if money is None or not ended(run):
+        return
+    for payment_id, payment in money.all_payments.items():
+        given = money.provider_refunds(payment_id)
+        recorded = money.ledger_refunds(payment_id)
+        expected = payment.amount_captured if money.undone_in_full(payment_id) else recorded
+        if given != expected:
+            found.violation(
+                "refunds differ from the ledger",
+                run,
+                f"{shown(payment)}: refunded {dollars(given)} at the provider; the ledger "
+                f"says {dollars(expected)}",
+            )
+        limit = payment.amount_captured
+        if given > limit or recorded > money.billed(payment_id):
+            found.refunds_above_charges += 1
+            found.violation(
+                "refund above capture",
+                run,
+                f"{shown(payment)}: captured {dollars(limit)}, refunded {dollars(given)} at "
+                f"the provider, {dollars(recorded)} in the ledger",
+            )
+
+
+def undelivered_order_refunded_in_full(run: RunView, found: Findings) -> None:
+    """A billed order no driver took is refunded its whole bill (orders started before
+    the refund step existed keep theirs); a delivered one gets no such refund."""
+    if run.status != COMPLETED or run.record is None or run.record.confirmation is None:
+        return
+    undelivered = run.record.confirmation.status == STATUS_DELIVERY_FAILURE
+    rows, billed = run.ledger, run.ledger.billed
+    refunded = rows.refunded_after_bill
+    if not undelivered and rows.rows[STEP_REFUND_UNDELIVERED]:
+        detail = f"refunded {dollars(refunded)} as undelivered; the order was delivered"
+        found.violation("undelivered refund of a delivered order", run, detail)
+    elif undelivered and REFUND_UNDELIVERED_PATCH in run.record.patches and refunded != billed:
+        found.violation(
+            "undelivered order not refunded in full",
+            run,
+            f"no driver took it: refunded {dollars(refunded)} of its bill {dollars(billed)}",
+        )
+
+
+def payments_the_ledger_names_exist(run: RunView, found: Findings) -> None:
+    """No run's money without its provider object (the provider moves first, and is read
+    last: this holds for open runs too)."""
+    money = run.money
+    if money is None:
+        return
+    for row in {row.payment_id: row for row in money.rows}.values():
+        payment = money.named[row.payment_id]
+        if payment is None:
+            found.violation(
+                "payment missing at the provider",
+                run,
+                f"the ledger's {row.step} names {row.payment_id} ({row.state}, "
+                f"{dollars(row.amount)}); the provider has no such payment",
+            )
+        elif run_of(payment) != run.ref:
+            found.violation(
+                "payment of another run",
+                run,
+                f"the ledger's {row.step} names {shown(payment)}, which belongs to "
+                f"{run_of(payment) or 'no run'}",
+            )
+
+
+def payments_recorded_in_the_ledger(run: RunView, found: Findings) -> None:
+    """Every payment naming a run that ended is one its ledger rows name (a declined
+    card held nothing: the ledger has no row for it)."""
+    money = money_of(run)
+    if money is None or not ended(run):
+        return
+    for payment_id, payment in money.payments.items():
+        if payment.state != MoneyState.DECLINED and payment_id not in money.named:
+            found.violation(
+                "payment the ledger does not record",
+                run,
+                f"{shown(payment, amount=True)} names this run; no ledger row names it",
+            )
+
+
+def no_orphan_hold(run: RunView, found: Findings) -> None:
+    """A hold still waiting for its capture (``requires_capture``) once its run ended."""
+    money = money_of(run)
+    if money is None or not ended(run):
+        return
+    how = run.record.status.lower() if run.record is not None else "unknown to Temporal"
+    for payment in money.all_payments.values():
+        if is_held(payment):
+            found.violation(
+                "orphan hold",
+                run,
+                f"{shown(payment)} still holds {dollars(payment.amount_capturable)} "
+                f"uncaptured; the order is {how}",
+            )
+
+
+MONEY_RULES: tuple[RunRule, ...] = (
+    held_the_charge_amount,
+    captured_as_billed,
+    released_as_compensated,
+    refunds_as_recorded,
+    undelivered_order_refunded_in_full,
+    payments_the_ledger_names_exist,
+    payments_recorded_in_the_ledger,
+    no_orphan_hold,
+)
+
+
+# -- the provider's whole account --------------------------------------------------------------
+
+
+def unclaimed_objects(
+    views: list[RunView],
+    book: ProviderBook,
+    unclaimed: list[Payment],
+    found: Findings,
+    *,
+    whole_account: bool,
+) -> int:
+    """No provider object without a run: a payment naming no run, or a run that does not
+    exist, of an order we know (of any order, with ``whole_account``); a refund of a
+    payment the provider does not list. Returns how many objects were left unjudged:
+    those of orders neither Temporal nor the ledger knows (another deployment sharing the
+    account, or runs Temporal no longer keeps)."""
+    known = {split_order_ref(view.ref)[0] for view in views}
+    foreign: set[str] = set()
+    for payment in unclaimed:
+        ref = run_of(payment)
+        workflow_id, run_id = split_order_ref(ref) if ref else ("", "-")
+        if not whole_account and workflow_id not in known:
+            foreign.add(payment.id)
+            continue
+        number = payment.metadata.get(ORDER_NUMBER) or order_number_of(workflow_id) or "-"
+        if ref:
+            detail = (
+                f"names run {run_id} of order {number}, which neither Temporal nor the ledger knows"
+            )
+        else:
+            detail = "names no run in its metadata"
+        run_shown = run_id if ref else payment.metadata.get(RUN_ID) or "-"
+        found.violations.append(
+            Violation(
+                "payment of no known run", number, run_shown, f"{shown(payment, True)} {detail}"
+            )
+        )
+    for refund in book.refunds:
+        if refund.payment_id in foreign:
+            foreign.add(refund.id)
+        elif refund.payment_id not in book.payments:
+            detail = (
+                f"refund {refund.id} of {dollars(refund.amount)} names payment "
+                f"{refund.payment_id or '(none)'}, which the provider does not list"
+            )
+            found.violations.append(Violation("refund of no known payment", "-", "-", detail))
+    return len(foreign)
+
+
+def payment_figures(views: list[RunView], foreign: int) -> dict[str, int]:
+    """What the provider holds for the runs judged, and per order whether captured -
+    refunded is as it must be (the bill less the refunds the ledger records, or 0)."""
+    figures: Counter[str] = Counter(not_judged=foreign)
+    for view in views:
+        money = view.money or RunMoney()
+        payments = money.all_payments
+        captured = sum(p.amount_captured for p in payments.values())
+        refunded = sum(money.provider_refunds(pid) for pid in payments)
+        figures["payments"] += len(payments)
+        figures["refunds"] += sum(len(money.refunds.get(pid, [])) for pid in payments)
+        figures["held"] += sum(p.amount_capturable for p in payments.values() if is_held(p))
+        figures["captured"] += captured
+        figures["refunded"] += refunded
+        kept = view.ledger.billed - sum(money.ledger_refunds(pid) for pid in payments)
+        held = any(is_held(payment) for payment in payments.values())
+        if view.status == COMPLETED:
+            figures["completed_orders_settled"] += captured - refunded == kept and not held
+        elif view.undone:
+            figures["undone_orders_settled"] += captured == refunded and not held
+    keys = ("payments", "refunds", "held", "captured", "refunded")
+    settled = ("completed_orders_settled", "undone_orders_settled", "not_judged")
+    return {key: figures[key] for key in (*keys, *settled)}
