@@ -267,6 +267,8 @@ def worker(
         async with build_worker(client, activities, task_queue=task_queue, **options):
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
             out.print(scale.describe())
+            payments = activities.implementation.payments
+            out.print(f"Payments through {getattr(payments, 'base_url', type(payments).__name__)}")
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()
