@@ -10,10 +10,12 @@ provider; the command and the API route run against a stack of their own (a dev 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
@@ -33,10 +35,15 @@ from pizzeria.refunds import (
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.worker import PAYMENTS_TIMEOUT_SECONDS
-from tests.helpers import failure_of
+from tests.api_stack import Api, order_body
+from tests.helpers import eventually, failure_of, run_pizzeria
 from tests.money_books import CountingGateway, RunMoney, money_of, run_ref
 
+pytestmark = pytest.mark.timeout(240)
 BILLED = 3500  # the exercise's three pizzas, 500 off
+PROBLEM = "application/problem+json"
+AT_ONCE = {"Prefer": "respond-async"}
+KEYED = {"Idempotency-Key": "a-key-for-a-wrong-request"}
 
 
 @pytest.fixture
@@ -267,3 +274,170 @@ def test_amounts_are_whole_cents_or_dollars_with_two_decimals() -> None:
     for wrong in ("5.001", "-1", "0", "NaN", "lots"):
         with pytest.raises(RefundInvalid, match="amount"):
             dollars_to_cents(wrong)
+
+
+# -- the command and the API route, on a stack of their own -----------------------------------
+
+
+@pytest.fixture
+async def http(api: Api) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+        yield client
+
+
+async def staff_order(http: httpx.AsyncClient, api: Api, card: str = GOOD_CARD) -> tuple[str, str]:
+    """An order staff place with a number of their own, followed until it closed: (its
+    number, its customer's token)."""
+    number = f"REFUND-{uuid.uuid4().hex[:8]}"
+    answer = await http.post(
+        "/orders", json=order_body(number, card), headers={**api.staff, **AT_ONCE}
+    )
+    assert answer.status_code == 202, answer.text
+    token: str = answer.json()["order_token"]
+
+    async def closed() -> bool:
+        view = await http.get(f"/orders/{number}", headers=api.staff)
+        return bool(view.json()["status"] != "RUNNING")
+
+    await eventually(closed, f"order {number} to close", 90, 0.2)
+    return number, token
+
+
+def refund_post(
+    http: httpx.AsyncClient, number: str, body: dict[str, Any], headers: dict[str, str]
+) -> Any:
+    return http.post(f"/orders/{number}/refunds", json=body, headers=headers)
+
+
+async def test_staff_refund_an_order_once_per_key_over_http_and_its_view_shows_it(
+    http, api
+) -> None:
+    number, _ = await staff_order(http, api)
+    chosen = {**api.staff, "Idempotency-Key": key()}
+    body = {"amount": "5.00", "reason": "one pizza arrived cold"}
+    first = await refund_post(http, number, body, chosen)
+    assert first.status_code == 201, first.text
+    made = first.json()
+    assert (made["amount"], made["captured"], made["refunded"], made["left"]) == (
+        500,
+        BILLED,
+        500,
+        3000,
+    )
+    assert made["refund_id"].startswith("re_") and made["replayed"] is False
+    again = await refund_post(http, number, {"amount_cents": 500, "reason": "cold"}, chosen)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["refund_id"] == made["refund_id"]
+    other = await refund_post(http, number, {"amount_cents": 600, "reason": "cold"}, chosen)
+    assert other.status_code == 422 and other.headers["content-type"] == PROBLEM
+    assert other.json()["type"].endswith("idempotency-key-reused")
+    beyond = await refund_post(
+        http,
+        number,
+        {"amount_cents": 3001, "reason": "all"},
+        {**api.staff, "Idempotency-Key": key()},
+    )
+    assert beyond.status_code == 409 and beyond.headers["content-type"] == PROBLEM
+    assert "3000 is left" in beyond.json()["detail"]
+    view = (await http.get(f"/orders/{number}", headers=api.staff)).json()
+    assert [(r["amount"], r["state"], r["refund_id"]) for r in view["refunds"]] == [
+        (500, "refunded", made["refund_id"])
+    ]
+    assert view["ledger"]["billed"] == BILLED
+
+
+async def test_a_customers_token_cannot_refund_and_nothing_moves(http, api) -> None:
+    number, token = await staff_order(http, api)
+    body = {"amount_cents": 100, "reason": "I want my money"}
+    as_customer = {"Authorization": f"Bearer {token}", "Idempotency-Key": key()}
+    refused = await refund_post(http, number, body, as_customer)
+    assert refused.status_code == 403 and refused.headers["content-type"] == PROBLEM
+    anonymous = await refund_post(http, number, body, {"Idempotency-Key": key()})
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    forged = {"Authorization": "Bearer not-a-token", "Idempotency-Key": key()}
+    assert (await refund_post(http, number, body, forged)).status_code == 401
+    view = await http.get(f"/orders/{number}", headers={"Authorization": f"Bearer {token}"})
+    assert view.status_code == 200 and view.json()["refunds"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "field"),
+    [
+        ({"amount_cents": 100, "reason": "x"}, {}, 422, "Idempotency-Key"),
+        ({"amount_cents": 100, "amount": "1.00", "reason": "x"}, KEYED, 422, "amount_cents"),
+        ({"reason": "x"}, KEYED, 422, "amount_cents"),
+        ({"amount_cents": 0, "reason": "x"}, KEYED, 422, "amount"),
+        ({"amount": "1.005", "reason": "x"}, KEYED, 422, "amount"),
+        ({"amount_cents": "100", "reason": "x"}, KEYED, 422, "amount_cents"),
+        ({"amount_cents": 100, "reason": "cold\u202e"}, KEYED, 422, "reason"),
+        ({"amount_cents": 100}, KEYED, 422, "reason"),
+    ],
+)
+async def test_a_wrong_refund_request_is_a_problem_naming_its_field(
+    http, api, body, headers, status, field
+) -> None:
+    answer = await refund_post(http, "ANY-ORDER", body, {**api.staff, **headers})
+    assert answer.status_code == status and answer.headers["content-type"] == PROBLEM
+    assert field in json.dumps(answer.json()), answer.text
+
+
+async def test_refunds_of_an_unknown_or_a_failed_order_are_refused(http, api) -> None:
+    unknown = await refund_post(
+        http, "NO-SUCH-ORDER", {"amount_cents": 1, "reason": "x"}, {**api.staff, **KEYED}
+    )
+    assert unknown.status_code == 404
+    number, _ = await staff_order(http, api, card=BAD_CARD)
+    failed = await refund_post(
+        http, number, {"amount_cents": 1, "reason": "x"}, {**api.staff, "Idempotency-Key": key()}
+    )
+    assert failed.status_code == 409 and "FAILED" in failed.json()["detail"]
+
+
+async def test_the_command_refunds_once_per_key_and_status_shows_the_refunds(http, api) -> None:
+    number, _ = await staff_order(http, api)
+    chosen = key()
+    args = ("refund", number, "12.50", "--reason", "late delivery", "--key", chosen)
+    done = await asyncio.to_thread(run_pizzeria, *args, env=api.env)
+    assert done.returncode == 0, done.stderr
+    assert f"Order {number}: refunded $12.50 (refund re_" in done.stdout
+    assert "captured $35.00, refunded $12.50 in all, $22.50 left" in done.stdout
+    again = await asyncio.to_thread(run_pizzeria, *args, env=api.env)
+    assert again.returncode == 0 and "was already made" in again.stdout
+    beyond = await asyncio.to_thread(
+        run_pizzeria, "refund", number, "2251", "--reason", "all", env=api.env
+    )
+    assert beyond.returncode == 2, beyond.stdout + beyond.stderr
+    assert beyond.stderr.startswith("error: ") and len(beyond.stderr.strip().splitlines()) == 1
+    assert "2250 is left" in beyond.stderr
+    status = await asyncio.to_thread(run_pizzeria, "status", number, env=api.env)
+    assert status.returncode == 0, status.stderr
+    assert "Refunds by staff:" in status.stdout and "$12.50 refunded (refund re_" in status.stdout
+    as_json = await asyncio.to_thread(run_pizzeria, "status", number, "--json", env=api.env)
+    refunds = json.loads(as_json.stdout)["refunds"]
+    assert [(r["amount"], r["state"]) for r in refunds] == [(1250, "refunded")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ANY", "5.0", "--reason", "x"), "amount: give whole cents"),
+        (("ANY", "-5", "--reason", "x"), "amount"),
+        (("ANY", "500"), "Missing option '--reason'"),
+        (("ANY", "500", "--reason", "tab\there"), "reason: holds control characters"),
+        (("ANY", "500", "--reason", "x", "--key", "a key"), "key: 1 to 255"),
+    ],
+)
+def test_a_wrong_refund_command_is_one_line_and_exit_2(
+    stack, args: tuple[str, ...], message: str
+) -> None:
+    done = run_pizzeria("refund", *args, env=stack["env"])
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr
+
+
+def test_the_help_says_how_to_write_the_amount() -> None:
+    done = run_pizzeria("refund", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "whole cents (500) or dollars with two decimals (5.00 or $5.00)" in text

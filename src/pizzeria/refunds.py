@@ -75,6 +75,7 @@ class RefundInvalid(RefundError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+        self.reason = reason
 
 
 class RefundRefused(RefundError):

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from pizzeria import __version__, config
-from pizzeria.api import orders, public
+from pizzeria.api import orders, public, refunds
 from pizzeria.api.auth import Keys
 from pizzeria.api.events import order_events
 from pizzeria.api.guard import BodyDeadline
@@ -147,6 +147,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(public.router)
     app.include_router(orders.router)
+    app.include_router(refunds.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.allowed_hosts = allowed_hosts(settings.allowed_hosts)
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
@@ -172,6 +173,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             RepairBody,
             Problem,
             StepChange,
+            refunds.RefundBody,
         )
         for model in models:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

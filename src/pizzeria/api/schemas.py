@@ -207,6 +207,18 @@ class LedgerView(BaseModel):
     )
 
 
+class RefundView(BaseModel):
+    """A refund staff gave the order after it completed (POST /orders/{n}/refunds)."""
+
+    amount: int = Field(description="Cents given back")
+    state: str = Field(
+        description="'refunded'; 'pending': the payment provider's answer is not recorded yet "
+        "(a retry with the same Idempotency-Key finishes it); 'refused': nothing moved"
+    )
+    refund_id: str | None = Field(description="The payment provider's id of the refund")
+    claimed_at: str = Field(description="When it was asked for (UTC)")
+
+
 class OrderView(BaseModel):
     order_number: str
     status: str = Field(description="RUNNING, COMPLETED, FAILED, CANCELLED, TERMINATED...")
@@ -220,6 +232,9 @@ class OrderView(BaseModel):
     ledger: LedgerView | None
     outcome: OrderOutcomeView | None = Field(description="Once the order is closed")
     trace_id: str | None = Field(None, description="Its OpenTelemetry trace, when traced")
+    refunds: list[RefundView] = Field(
+        default_factory=list, description="Refunds staff gave it once it completed, oldest first"
+    )
 
 
 class OrderRow(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -22,12 +23,14 @@ from pizzeria.api.schemas import (
     OrderAccepted,
     OrderOutcomeView,
     OrderView,
+    RefundView,
     StepView,
 )
 from pizzeria.client import order_handle
 from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.timeline import COMPENSATION, STEP, order_report
 from pizzeria.ledger import Ledger, LedgerError, RunRows, open_ledger, runs_of
+from pizzeria.ledger.refunds import staff_refunds_in
 from pizzeria.models import (
     STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
@@ -194,6 +197,23 @@ def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
     )
 
 
+def refund_views(ledger: LedgerReader, ref: str) -> list[RefundView]:
+    """The refunds staff gave this run; none while the ledger cannot be read."""
+    try:
+        refunds = staff_refunds_in(ledger.get().effects(ref))
+    except LedgerError:
+        return []
+    return [
+        RefundView(
+            amount=refund["amount"],
+            state=refund["state"],
+            refund_id=refund["refund_id"],
+            claimed_at=datetime.fromtimestamp(refund["claimed_at"], UTC).isoformat(),
+        )
+        for refund in refunds
+    ]
+
+
 def cancellable(report: dict[str, Any]) -> bool:
     """Until the pivot, and only while nothing is being undone already."""
     if report["status"] != RUNNING or report.get("cancel_reason") or report.get("compensating"):
@@ -221,6 +241,7 @@ async def read_order(
     closed = report["status"] != RUNNING
     steps, compensations = steps_of(report["timeline"], closed)
     order = await placed_order(client, run)
+    ref = order_ref(handle.id, report["run_id"])
     return OrderView(
         order_number=order_number,
         status=report["status"],
@@ -231,7 +252,8 @@ async def read_order(
         needs_attention=report["needs_attention"],
         steps=steps,
         compensations=compensations,
-        ledger=await asyncio.to_thread(ledger_view, ledger, order_ref(handle.id, report["run_id"])),
+        ledger=await asyncio.to_thread(ledger_view, ledger, ref),
         outcome=await closed_outcome(run, report["status"]) if closed else None,
         trace_id=report.get("trace_id"),
+        refunds=await asyncio.to_thread(refund_views, ledger, ref) if closed else [],
     )

@@ -25,6 +25,7 @@ from pizzeria.cli.common import (
     run,
     shown,
 )
+from pizzeria.cli.refund import refund_lines, refunds_of_run
 from pizzeria.client import (
     Abandoned,
     OrderOutcome,
@@ -117,9 +118,13 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
 @click.argument("order_number")
 @click.option("--watch", is_flag=True, help="Keep refreshing until the order closes (Ctrl-C stops)")
 @address_option
+@ledger_option
 @json_option
-def status(order_number: str, watch: bool, address: str | None, as_json: bool) -> None:
-    """An order's timeline: each step and compensation with start, duration, attempts, outcome."""
+def status(
+    order_number: str, watch: bool, address: str | None, ledger_location: str | None, as_json: bool
+) -> None:
+    """An order's timeline: each step and compensation with start, duration, attempts,
+    outcome; and the refunds staff gave it once it completed (from the ledger)."""
 
     async def follow() -> None:
         client = await client_or_fail(address)
@@ -127,6 +132,10 @@ def status(order_number: str, watch: bool, address: str | None, as_json: bool) -
         last = ""
         while True:
             report = await order_report(client, handle)
+            if report["status"] != "RUNNING":  # refunds come once it completed
+                report["refunds"] = await asyncio.to_thread(
+                    refunds_of_run, ledger_location, order_number, report["run_id"]
+                )
             if as_json:
                 out.print_json(json.dumps(report))
             else:
@@ -187,6 +196,10 @@ def render_report(report: dict[str, Any]) -> str:
         note = report.get("resolution_note") or ""
         repaired = shown(f"Repaired by hand: {report['repaired_by']} {note}")
         console.print(repaired, markup=False)
+    if report.get("refunds"):
+        console.print("Refunds by staff:", markup=False)
+        for line in refund_lines(report["refunds"]):
+            console.print(line, markup=False)
     return buffer.getvalue().rstrip()
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from typing import Any
 
 import click
 
+from pizzeria import config
 from pizzeria.cli.common import (
     UserError,
     address_option,
@@ -18,18 +21,22 @@ from pizzeria.cli.common import (
     run,
     shown,
 )
-from pizzeria.models import dollars
+from pizzeria.ledger import LedgerError, open_ledger
+from pizzeria.ledger.refunds import staff_refunds
+from pizzeria.models import dollars, order_ref, workflow_id_for
 from pizzeria.refunds import (
     RefundError,
     RefundUnanswered,
     StaffRefund,
+    check_request,
     parse_amount,
     refund_order,
     staff_gateway,
 )
 
 
-@click.command()
+# An amount of "-5" is an amount the user got wrong, not an option: parse_amount says so.
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("order_number")
 @click.argument("amount")
 @click.option("--reason", required=True, help="Why the money goes back (kept by the provider)")
@@ -56,11 +63,12 @@ def refund(
     The refund goes through the payment provider (the workers' own: PIZZERIA_PAYMENTS_URL,
     STRIPE_API_KEY, else the data folder's) and is recorded in the ledger under its key.
     """
+    key = key if key is not None else f"refund-{uuid.uuid4().hex[:12]}"
     try:
         cents = parse_amount(amount)
+        check_request(cents, reason, key)  # before anything is opened or asked
     except RefundError as error:
         raise UserError(str(error)) from None
-    key = key if key is not None else f"refund-{uuid.uuid4().hex[:12]}"
     book = ledger_at(ledger_location)
     gateway = staff_gateway()
 
@@ -100,3 +108,32 @@ def print_refund(made: StaffRefund) -> None:
         f"{dollars(made.left)} left; key {shown(made.key)}",
         markup=False,
     )
+
+
+def refunds_of_run(location: str | None, order_number: str, run_id: str) -> list[dict[str, Any]]:
+    """The staff refunds the ledger holds for one run (for ``pizzeria status``); none when
+    the ledger cannot be read (status reads Temporal first, the ledger only for this)."""
+    try:
+        book = open_ledger(location or config.ledger_location(), read_only=True)
+    except LedgerError:
+        return []
+    try:
+        return staff_refunds(book, order_ref(workflow_id_for(order_number), run_id))
+    except LedgerError:
+        return []
+    finally:
+        book.close()
+
+
+def refund_lines(refunds: list[dict[str, Any]]) -> list[str]:
+    """One line per staff refund, as ``pizzeria status`` shows them."""
+    lines = []
+    for refund in refunds:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(refund["claimed_at"]))
+        what = {
+            "refunded": f"refunded (refund {refund['refund_id']})",
+            "pending": "pending: the provider's answer was lost; retry with the same --key",
+            "refused": f"refused, nothing moved: {shown(refund['note'])}",
+        }[refund["state"]]
+        lines.append(f"  {when}  {dollars(refund['amount'])} {what}")
+    return lines

@@ -21,7 +21,9 @@ moves so that the money moves exactly once across a lost answer:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import (
@@ -180,11 +182,17 @@ def _settle(ledger: Ledger, order_ref: str, step: str, sql: str, values: tuple[s
     return ledger._write(order_ref, body)
 
 
-def staff_refunds(ledger: Ledger, order_ref: str) -> list[dict[str, object]]:
-    """The run's staff refunds, oldest first: amount, state (refunded, pending, refused),
-    the provider's refund id, when it was claimed."""
-    refunds: list[dict[str, object]] = []
-    for row in ledger.effects(order_ref):
+def staff_refunds(ledger: Ledger, order_ref: str) -> list[dict[str, Any]]:
+    """The run's staff refunds, oldest first (see `staff_refunds_in`)."""
+    return staff_refunds_in(ledger.effects(order_ref))
+
+
+def staff_refunds_in(effects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The staff refunds among ledger rows, in their order: amount, state (refunded,
+    pending: the provider's answer is not recorded yet, refused: nothing moved), the
+    provider's refund id, when it was claimed (Unix seconds), why it was refused."""
+    refunds: list[dict[str, Any]] = []
+    for row in effects:
         if not is_staff_refund(row["step"]):
             continue
         reference: str = row["reference"]
