@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from rich.console import Console
 
 import pizzeria
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
@@ -34,7 +35,12 @@ from pizzeria.ops.bench.cases import (
 from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import samples_by_piece
+from pizzeria.ops.bench.provider import CallLog, TimedGateway
+from pizzeria.ops.bench.report import bench_table
 from pizzeria.ops.bench.versus import HOLD, PICKUP, Measured, versus_report
+from pizzeria.payments import process
+from pizzeria.payments.errors import PaymentRequestError
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
 from tests.postgres import PostgresServer
@@ -154,6 +160,70 @@ def test_figures_are_the_median_over_runs():
     assert len(row["runs"]) == 3
 
 
+def test_the_provider_round_trips_are_counted_and_timed_per_order_beside_the_other_figures():
+    settings = Settings(repeat=1, concurrency=(1,))
+    batches = [batch(case.name, 1, seconds=1.0, cpu=0.5) for case in CASES for _ in range(2)]
+    for b in batches:
+        if b.case in ("good", "bad"):  # ten orders a batch: two calls each, 4 ms each call
+            b.provider_calls, b.provider_seconds = 20, 20 * 0.004
+    report = bench_report(settings, batches, [])
+    rows = {row["case"]: row for row in report["cases"]}
+    assert rows["good"]["provider_calls_per_order"] == pytest.approx(2.0)
+    assert rows["good"]["provider_ms_per_order"] == pytest.approx(8.0)
+    assert rows["baseline-good"]["provider_calls_per_order"] == 0
+    table = Console(width=200, record=True)
+    table.print(bench_table(report))
+    text = table.export_text()
+    assert "provider calls/wf" in text and "provider ms/wf" in text
+    good_line = next(line for line in text.splitlines() if line.strip().startswith("│ good"))
+    assert "2.0" in good_line and "8.0" in good_line
+    bare_line = next(line for line in text.splitlines() if "baseline-good" in line)
+    assert bare_line.rstrip("│ ").endswith("-")
+
+
+async def test_every_call_through_the_timed_gateway_is_logged_once_answered_or_not(
+    tmp_path: Path, provider: process.ProviderProcess
+) -> None:
+    log_file = tmp_path / "calls.log"
+    log = CallLog(log_file)
+    timed = TimedGateway(StripeGateway(process.LOCAL_SECRET_KEY, provider.url), log_file)
+    try:
+        held = await timed.authorize(
+            1200,
+            idempotency_key=f"bench-{os.getpid()}-{tmp_path.name}",
+            metadata={"order_ref": "bench/test"},
+            card_number="4242424242424242",
+        )
+        await timed.capture(held.id, idempotency_key=f"bench-capture-{tmp_path.name}")
+        with pytest.raises(PaymentRequestError):
+            await timed.get("pi_does_not_exist")
+        calls = log.since()
+        assert (calls.count, calls.by_operation) == (3, {"authorize": 1, "capture": 1, "get": 1})
+        assert 0 < calls.seconds < 30
+        assert log.since().count == 0  # read once
+    finally:
+        await timed.close()
+
+
+def test_a_call_line_is_read_once_whole_and_never_before_the_mark(tmp_path: Path) -> None:
+    log_file = tmp_path / "calls.log"
+    log_file.write_bytes(b"authorize 0.25\n")  # before the mark: another batch's
+    log = CallLog(log_file)
+    with open(log_file, "ab") as partial:
+        partial.write(b"capture 0.5")  # a line still being written: not read yet
+    assert log.since().count == 0
+    with open(log_file, "ab") as rest:
+        rest.write(b"00\nvoid 0.125\n")
+    calls = log.since()
+    assert (calls.count, calls.by_operation) == (2, {"capture": 1, "void": 1})
+    assert calls.seconds == pytest.approx(0.625)
+    with open(log_file, "ab") as more:
+        more.write(b"get 1.0\n")
+    log.mark()
+    assert log.since().count == 0
+    assert CallLog(tmp_path / "none.log").since().count == 0
+
+
 def test_percentile_interpolates_between_ranks():
     assert percentile([1, 2, 3, 4], 0.5) == pytest.approx(2.5)
     assert percentile([5], 0.99) == 5
@@ -215,6 +285,13 @@ def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
         assert row["server_cpu_ms"] >= 0 and row["worker_cpu_ms"] >= 0
     assert rows[("bad", 1)]["compensation_ms_p50"] > 0
     assert rows[("good", 1)]["history_events"] > 0
+    # The payment provider per order: the good order's hold and capture; the bad card's
+    # refused hold and its compensation's search for a hold; the bare shapes none.
+    for level in (1, 2):
+        assert rows[("good", level)]["provider_calls_per_order"] == 2
+        assert rows[("bad", level)]["provider_calls_per_order"] == 2
+        assert rows[("good", level)]["provider_ms_per_order"] > 0
+        assert rows[("baseline-good", level)]["provider_calls_per_order"] == 0
     assert len(report["ratios"]) == 4
     for ratio in report["ratios"]:
         saga = rows[(ratio["case"], ratio["concurrency"])]

@@ -41,6 +41,8 @@ class Batch:
     client_cpu: float
     peak_rss: int
     workflow_ids: list[str] = field(default_factory=list)
+    provider_calls: int = 0  # the workers' calls to the payment provider (see .provider)
+    provider_seconds: float = 0.0  # their durations added up
 
 
 async def start_case(
@@ -105,6 +107,7 @@ async def run_batch(
             latencies.append(time.perf_counter() - started)
 
     sampler = asyncio.create_task(memory.sample())
+    stack.provider_calls.mark()
     server_before, worker_before = cpu_seconds(stack.server_pid), stack.worker_cpu()
     client_before, started = own_cpu_seconds(), time.perf_counter()
     try:
@@ -118,6 +121,7 @@ async def run_batch(
         ) from None
     finally:
         sampler.cancel()
+    calls = stack.provider_calls.since()
     return Batch(
         run=run,
         case=case.name,
@@ -130,6 +134,8 @@ async def run_batch(
         client_cpu=own_cpu_seconds() - client_before,
         peak_rss=max(memory.peak, stack.worker_rss()),
         workflow_ids=workflow_ids,
+        provider_calls=calls.count,
+        provider_seconds=calls.seconds,
     )
 
 

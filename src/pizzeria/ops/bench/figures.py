@@ -50,6 +50,10 @@ def case_figures(batches: Sequence[Batch]) -> dict[str, float]:
         "cpu_ms": server + worker,
         "client_cpu_ms": 1000 * sum(b.client_cpu for b in batches) / workflows,
         "worker_peak_rss_mb": max(b.peak_rss for b in batches) / 2**20,
+        # The payment provider's round trips, as the workers waited for them (bare shapes
+        # make none): how many per order, and their time per order added up.
+        "provider_calls_per_order": sum(b.provider_calls for b in batches) / workflows,
+        "provider_ms_per_order": 1000 * sum(b.provider_seconds for b in batches) / workflows,
     }
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from pizzeria.ops.bench.cases import ALL_CASES, CASES
 from pizzeria.ops.bench.costs import ShapeCost
 
+TABLE_WIDTH = 156  # the case table's columns, the provider's two included, unwrapped
 PLOT_NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install -e '.[bench]'"
 
 
@@ -33,7 +34,7 @@ def pyplot() -> Any:
 
 def print_bench_report(report: dict[str, Any], out: Console) -> None:
     # Wide enough for every column when stdout is a file or a pipe (rich assumes 80).
-    Console(highlight=False, width=max(out.width, 132)).print(bench_table(report))
+    Console(highlight=False, width=max(out.width, TABLE_WIDTH)).print(bench_table(report))
     undo = [r for r in report["cases"] if "compensation_ms_p50" in r]
     for row in undo:
         out.print(
@@ -49,6 +50,15 @@ def print_bench_report(report: dict[str, Any], out: Console) -> None:
             f"p50 latency x{row['p50']:.2f}{verdict}, throughput x{row['throughput']:.2f}, "
             f"CPU per order x{row['cpu']:.2f}"
         )
+    for row in report["cases"]:
+        calls = row.get("provider_calls_per_order")
+        if calls:
+            share = row["provider_ms_per_order"] / row["p50_ms"] if row["p50_ms"] else 0
+            out.print(
+                f"{row['case']} at {row['concurrency']} in flight: {calls:.1f} payment provider "
+                f"calls per order, {row['provider_ms_per_order']:.1f} ms in all "
+                f"({share:.0%} of its p50)"
+            )
     out.print("growth: " + json.dumps(report["growth"]))
     out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
 
@@ -58,7 +68,7 @@ def print_side_by_side(result: dict[str, Any], out: Console) -> None:
     for report in result["setups"]:
         settings = report["settings"]
         out.print(f"[bold]{settings['ledger']} ledger, {settings['workers']} worker(s)[/bold]")
-        Console(highlight=False, width=max(out.width, 132)).print(bench_table(report))
+        Console(highlight=False, width=max(out.width, TABLE_WIDTH)).print(bench_table(report))
     table = Table(
         "ledger",
         "workers",
@@ -182,6 +192,8 @@ def bench_table(report: dict[str, Any]) -> Table:
         "wf/s ratio",
         "p99 ratio",
         "CPU ratio",
+        "provider calls/wf",
+        "provider ms/wf",
         title=f"pizzeria bench: median of {report['settings']['repeat']} run(s)",
     )
     for row in report["cases"]:
@@ -203,8 +215,17 @@ def bench_table(report: dict[str, Any]) -> Table:
             mark("throughput", f"{ratio['throughput']:.2f}") if ratio else "",
             mark("p99", f"{ratio['p99']:.2f}") if ratio else "",
             mark("cpu", f"{ratio['cpu']:.2f}") if ratio else "",
+            *provider_cells(row),
         )
     return table
+
+
+def provider_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """The payment provider's round trips per order; "-" for a shape that makes none."""
+    calls = row.get("provider_calls_per_order")
+    if not calls:
+        return "-", "-"
+    return f"{calls:.1f}", f"{row['provider_ms_per_order']:.1f}"
 
 
 def draw_plot(report: dict[str, Any], path: Path) -> None:

@@ -19,6 +19,7 @@ import pizzeria
 from pizzeria.models import TASK_QUEUE
 from pizzeria.ops.bench.cases import SQLITE, WORKER_ENVIRONMENT
 from pizzeria.ops.bench.ledgers import stack_ledger
+from pizzeria.ops.bench.provider import CALLS_FILE, CALLS_VARIABLE, CallLog
 from pizzeria.ops.bench.sampling import cpu_seconds, rss_bytes
 from pizzeria.ops.processes import WorkerProcess, dev_server, stop_workers
 from pizzeria.payments import process as payments
@@ -34,6 +35,7 @@ class Stack:
     task_queue: str
     ledger: str  # the workers' PIZZERIA_LEDGER
     payments_url: str  # the stack's local payment provider, the workers' PIZZERIA_PAYMENTS_URL
+    provider_calls: CallLog  # each call the workers made to it, timed (see .provider)
 
     @property
     def server_pid(self) -> int:
@@ -79,7 +81,8 @@ async def running_stack(
     ):
         data_dir = Path(folder)
         queue = task_queue or f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}"
-        stack = Stack(server, [], data_dir, queue, location, provider.url)
+        calls = CallLog(data_dir / CALLS_FILE)
+        stack = Stack(server, [], data_dir, queue, location, provider.url, calls)
         try:
             client = await connect(server.address, encrypt="encryption" not in without)
             command = worker_command(stack, worker_options, passthrough, without)
@@ -129,6 +132,7 @@ def worker_environment(data_dir: Path, ledger: str, payments_url: str) -> dict[s
         "PIZZERIA_LEDGER": ledger,
         "PIZZERIA_FAULTS_FILE": str(data_dir / "faults.json"),
         "PIZZERIA_PAYMENTS_URL": payments_url,
+        CALLS_VARIABLE: str(data_dir / CALLS_FILE),
     }
 
 

@@ -26,8 +26,9 @@ from pizzeria.config import READY_LINE
 from pizzeria.ledger import open_ledger
 from pizzeria.ops.baseline import BASELINE_ACTIVITIES, BaselineWorkflow, LocalBaselineWorkflow
 from pizzeria.ops.bench.cases import parse_worker_option
+from pizzeria.ops.bench.provider import timed_gateway
 from pizzeria.temporal.connection import connect
-from pizzeria.worker import build_worker, served_activities
+from pizzeria.worker import build_worker, payment_gateway, served_activities
 
 # A fresh ledger holds 1,000 portions of each ingredient: about 160 exercise orders.
 BENCH_STOCK = 10**9
@@ -54,7 +55,11 @@ async def serve(
     address: str, task_queue: str, options: dict[str, Any], encrypt: bool = True
 ) -> None:
     # As `pizzeria worker` builds it: the ledger and faults file of the data folder.
-    activities = served_activities(open_ledger(config.ledger_location(), initial_stock=BENCH_STOCK))
+    # ... with the provider's round trips timed, when the benchmark asks (`.provider`).
+    activities = served_activities(
+        open_ledger(config.ledger_location(), initial_stock=BENCH_STOCK),
+        payments=timed_gateway(payment_gateway()),
+    )
     client = await connect(address, encrypt=encrypt)
     baseline = SimplePlugin(
         "pizzeria.ops.bench.baseline",
