@@ -395,3 +395,21 @@ async def test_a_cancelled_call_is_seen_through_before_the_caller_goes_on(
         await call
     made = await gateway.find(attempt)
     assert made is not None and made.state is MoneyState.HELD
+
+
+async def test_a_proxy_variable_does_not_stand_between_a_worker_and_the_local_provider(
+    provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens on port 9: a request sent through this "proxy" would fail.
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider.set_faults("")
+    gateway = StripeGateway(process.LOCAL_SECRET_KEY, provider.url, timeout=30)
+    try:
+        held = await hold(gateway, 1800)
+        assert (held.state, held.amount_capturable) == (MoneyState.HELD, 1800)
+        assert (await gateway.get(held.id)).state == MoneyState.HELD
+    finally:
+        await gateway.close()
