@@ -578,9 +578,10 @@ def cancelled_in_the_kitchen(stack: dict[str, Any], number: str) -> None:
 
 @pytest.mark.timeout(240)
 def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tampered(stack):
-    """A delivery no driver took (refunded in full), the exercise's bad card, a pickup, a
-    declined card and an order cancelled after its hold: Temporal, the ledger and the
-    provider agree. Then the ledger is tampered with."""
+    """A delivery no driver took (refunded in full), the exercise's bad card, a pickup
+    (then $5.00 of it refunded by staff), a declined card and an order cancelled after
+    its hold: Temporal, the ledger and the provider agree. Then the ledger is tampered
+    with."""
     for number, card in (("CHK-1", "4242424242424242"), ("CHK-2", BAD_CARD)):
         placed = pizzeria(
             stack, "order", "--order-number", number, "--card", card, "--prep-seconds", "0"
@@ -593,6 +594,8 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     )
     assert declined.returncode != 0 and "Traceback" not in declined.stderr
     cancelled_in_the_kitchen(stack, "CHK-5")
+    given = pizzeria(stack, "refund", "CHK-3", "5.00", "--reason", "late", "--key", "CHK-3-5")
+    assert given.returncode == 0, given.stdout + given.stderr
 
     done = pizzeria(stack, "check", "--json", "--closed", "--whole-account")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -603,13 +606,14 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     assert report["orders"]["cancelled"] == 1
     assert report["failures"] == {"CreditCardProcessingError": 2}
     assert all(row["conserved"] for row in report["stock"].values())
-    # CHK-1 captured and refunded, CHK-3 captured, CHK-4 declined, CHK-5 voided.
+    # CHK-1 captured and refunded, CHK-3 captured and $5.00 refunded, CHK-4 declined,
+    # CHK-5 voided.
     assert report["payments"] == {
         "payments": 4,
-        "refunds": 1,
+        "refunds": 2,
         "held": 0,
         "captured": 2 * AMOUNT,
-        "refunded": AMOUNT,
+        "refunded": AMOUNT + 500,
         "completed_orders_settled": 2,
         "undone_orders_settled": 3,
         "not_judged": 0,
@@ -618,7 +622,7 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     text = pizzeria(stack, "check")
     assert text.returncode == 0 and "No violations" in text.stdout
     assert "the ledger, Temporal and the payment provider agree" in text.stdout
-    assert "Payment provider: 4 payments, 1 refunds; held $0.00, captured $70.00" in text.stdout
+    assert "Payment provider: 4 payments, 2 refunds; held $0.00, captured $70.00" in text.stdout
 
     # The bad-card order was never charged: its refund is a tombstone. Charge it anyway.
     with sqlite3.connect(stack["data"] / "ledger.db") as db:

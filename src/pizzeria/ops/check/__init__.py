@@ -1,4 +1,5 @@
-"""``pizzeria check``: does the ledger agree with Temporal's record of every order?
+"""``pizzeria check``: do the ledger and the payment provider agree with Temporal's record
+of every order?
 
 Temporal knows what each order asked for and how it ended (the visibility list of
 ``PizzaOrderWorkflow`` runs, then each run's history: its order, decrypted here, and its
@@ -18,9 +19,18 @@ saga's invariants (see docs/design.md) must hold between the two, at any moment 
   tombstone;
 * every row, a tombstone included, belongs to a run Temporal knows.
 
-Temporal is read first and the ledger afterwards, in one read-only transaction
-(`reconcile`): an order closed in Temporal has finished writing, and a consistent
-snapshot keeps conservation exact while workers write. An order still open is only a
-violation with ``--closed``. When the check cannot be made (`records.CannotCheck`, a
-ledger or server it cannot reach) it says so instead of judging (exit 2, not 1).
+The third book is the payment provider's (`provider`: every payment and refund, listed
+through the payment port), judged against the other two by `money_rules`: each payment
+holds the charge amount, is captured iff billed, is released iff its run was compensated
+before the pivot, is refunded as the ledger records it (a failed delivery in full), and no
+hold outlives its run; no provider object without a run, no money of a run without its
+provider object.
+
+Temporal is read first, the ledger afterwards, in one read-only transaction, and the
+provider last (`reconcile`): an order closed in Temporal has finished writing, a
+consistent snapshot keeps conservation exact while workers write, and the provider, which
+each move of money reaches before the ledger records it, already holds every payment the
+snapshot names. An order still open is only a violation with ``--closed``. When the check
+cannot be made (`records.CannotCheck`, a ledger, server or provider it cannot reach) it
+says so instead of judging (exit 2, not 1).
 """

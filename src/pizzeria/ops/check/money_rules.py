@@ -11,9 +11,11 @@ the run and the ledger's rows that name a payment. Per run:
 * an undone order's payments were released (voided) or expired, never kept; a completed
   order's never voided; each release the ledger records is one at the provider
   (`released_as_compensated`);
-* refunds at the provider are those the ledger records, never beyond what was captured
-  (`refunds_as_recorded`), and a delivery that failed was refunded in full
-  (`undelivered_order_refunded_in_full`, which reads only the ledger and Temporal);
+* refunds at the provider are those the ledger records (the refund of an order no driver
+  took, staff refunds), never beyond what was captured (`refunds_as_recorded`), and a
+  delivery that failed was refunded in full (`undelivered_order_refunded_in_full`, which
+  reads only the ledger and Temporal); a staff refund claimed and never answered is a
+  warning (`staff_refunds_answered`);
 * every payment the ledger names exists at the provider, for this run
   (`payments_the_ledger_names_exist`); every payment of the run is one the ledger names
   (`payments_recorded_in_the_ledger`);
@@ -145,30 +147,49 @@ def released_as_compensated(run: RunView, found: Findings) -> None:
 
 def refunds_as_recorded(run: RunView, found: Findings) -> None:
     """The provider's refunds of each payment are the ledger's: all it captured when a
-    compensation undid it, else the refunds the ledger records; never beyond the capture."""
+    compensation undid it, else the refunds the ledger records (a staff refund claimed
+    and not yet answered may or may not be made); never beyond the capture."""
     money = money_of(run)
     if money is None or not ended(run):
         return
     for payment_id, payment in money.all_payments.items():
-        given = money.provider_refunds(payment_id)
-        recorded = money.ledger_refunds(payment_id)
-        expected = payment.amount_captured if money.undone_in_full(payment_id) else recorded
-        if given != expected:
+        given, recorded = money.provider_refunds(payment_id), money.ledger_refunds(payment_id)
+        billed = money.billed(payment_id)
+        pending = run.ledger.staff_refunds_pending if billed else 0
+        if money.undone_in_full(payment_id):
+            recorded = payment.amount_captured
+        if not recorded <= given <= recorded + pending:
+            also = f" (and {dollars(pending)} pending)" if pending else ""
             found.violation(
                 "refunds differ from the ledger",
                 run,
                 f"{shown(payment)}: refunded {dollars(given)} at the provider; the ledger "
-                f"says {dollars(expected)}",
+                f"says {dollars(recorded)}{also}",
             )
         limit = payment.amount_captured
-        if given > limit or recorded > money.billed(payment_id):
+        if given > limit or money.ledger_refunds(payment_id) + pending > billed:
             found.refunds_above_charges += 1
             found.violation(
                 "refund above capture",
                 run,
-                f"{shown(payment)}: captured {dollars(limit)}, refunded {dollars(given)} at "
-                f"the provider, {dollars(recorded)} in the ledger",
+                f"{shown(payment)}: captured {dollars(limit)}; refunded {dollars(given)} at "
+                f"the provider, {dollars(money.ledger_refunds(payment_id) + pending)} in the "
+                "ledger",
             )
+
+
+def staff_refunds_answered(run: RunView, found: Findings) -> None:
+    """A staff refund claimed whose provider's answer was never recorded is a warning:
+    the same `pizzeria refund` again (same key) finishes it, exactly once."""
+    pending = run.ledger.staff_refunds_pending
+    if pending:
+        detail = (
+            f"{dollars(pending)} of staff refunds claimed, the provider's answer not "
+            "recorded: give the same refund again with the same key to finish it"
+        )
+        found.warnings.append(
+            Violation("staff refund pending", run.order_number, run.run_id, detail)
+        )
 
 
 def undelivered_order_refunded_in_full(run: RunView, found: Findings) -> None:
@@ -251,6 +272,7 @@ MONEY_RULES: tuple[RunRule, ...] = (
     released_as_compensated,
     refunds_as_recorded,
     undelivered_order_refunded_in_full,
+    staff_refunds_answered,
     payments_the_ledger_names_exist,
     payments_recorded_in_the_ledger,
     no_orphan_hold,
@@ -306,6 +328,18 @@ def unclaimed_objects(
     return len(foreign)
 
 
+FIGURES = (
+    "payments",
+    "refunds",
+    "held",
+    "captured",
+    "refunded",
+    "completed_orders_settled",
+    "undone_orders_settled",
+    "not_judged",
+)
+
+
 def payment_figures(views: list[RunView], foreign: int) -> dict[str, int]:
     """What the provider holds for the runs judged, and per order whether captured -
     refunded is as it must be (the bill less the refunds the ledger records, or 0)."""
@@ -321,11 +355,11 @@ def payment_figures(views: list[RunView], foreign: int) -> dict[str, int]:
         figures["captured"] += captured
         figures["refunded"] += refunded
         kept = view.ledger.billed - sum(money.ledger_refunds(pid) for pid in payments)
+        pending = view.ledger.staff_refunds_pending
         held = any(is_held(payment) for payment in payments.values())
         if view.status == COMPLETED:
-            figures["completed_orders_settled"] += captured - refunded == kept and not held
+            settled = kept - pending <= captured - refunded <= kept
+            figures["completed_orders_settled"] += settled and not held
         elif view.undone:
             figures["undone_orders_settled"] += captured == refunded and not held
-    keys = ("payments", "refunds", "held", "captured", "refunded")
-    settled = ("completed_orders_settled", "undone_orders_settled", "not_judged")
-    return {key: figures[key] for key in (*keys, *settled)}
+    return {key: figures[key] for key in FIGURES}

@@ -29,6 +29,7 @@ from typing import Any
 
 from pizzeria import config
 from pizzeria.ledger import LATE_PAYMENT_UNDONE
+from pizzeria.ledger.records import is_staff_refund
 from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
     MONEY_REFUNDED,
@@ -57,8 +58,6 @@ READ_RETRIES = 2
 IN_EFFECT = ("succeeded", "pending")
 #: Rows that undo a payment in full: refunded when it had been captured (a late bill).
 UNDOING_STEPS = (COMPENSATE_REFUND_CUSTOMER, LATE_PAYMENT_UNDONE)
-#: Rows that give back part or all of a captured payment, their amount each.
-REFUND_STEPS = (STEP_REFUND_UNDELIVERED,)
 
 
 # -- reaching the provider --------------------------------------------------------------------
@@ -189,11 +188,19 @@ class RunMoney:
         return any(row.state == MONEY_REFUNDED for row in undoing)
 
     def ledger_refunds(self, payment_id: str) -> int:
-        """What the ledger says was refunded of this payment, row by row."""
-        return sum(row.amount for row in self.rows_of(payment_id, *REFUND_STEPS))
+        """What the ledger says was refunded of this payment, row by row: the refund of an
+        order no driver took, and staff refunds the provider made."""
+        return sum(
+            row.amount for row in self.rows if row.payment_id == payment_id and gives_back(row.step)
+        )
 
     def provider_refunds(self, payment_id: str) -> int:
         return sum(r.amount for r in self.refunds.get(payment_id, []) if r.status in IN_EFFECT)
+
+
+def gives_back(step: str) -> bool:
+    """A row that gives back part or all of a captured payment, its amount."""
+    return step == STEP_REFUND_UNDELIVERED or is_staff_refund(step)
 
 
 def run_of(payment: Payment) -> str | None:
