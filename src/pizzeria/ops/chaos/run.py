@@ -24,6 +24,7 @@ from pizzeria.ops.chaos.result import (
     provider_log_counts,
     worker_log_counts,
 )
+from pizzeria.ops.check.provider import check_gateway
 from pizzeria.ops.check.reconcile import check_orders
 from pizzeria.ops.check.report import CheckReport
 from pizzeria.temporal.connection import connect
@@ -145,15 +146,19 @@ class ChaosRun:
             await asyncio.gather(monkey, supervisor, closing, return_exceptions=True)
 
     async def _check(self, client: Client) -> CheckReport:
+        """Temporal, the ledger and this run's payment provider: the three books agree."""
         ledger = open_ledger(self.ledger_location, read_only=True)
+        payments = check_gateway(self.payments_url)
         try:
             return await check_orders(
                 client,
                 ledger,
                 require_closed=True,
                 progress=lambda done, total: self.say(f"check: read {done} of {total} histories"),
+                payments=payments,
             )
         finally:
+            await payments.close()
             ledger.close()
 
     def _result(self, orders: ChaosOrders, report: CheckReport, seconds: float) -> ChaosResult:
