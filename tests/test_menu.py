@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pizzeria.menu import (
@@ -421,7 +421,9 @@ def expected_portions(pizza: Pizza) -> Counter[str]:
     return portions
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(pizzas(), min_size=1, max_size=MAX_ITEMS))
 def test_ingredients_for_is_the_sum_of_the_recipes(items: list[Pizza]) -> None:
     total: Counter[str] = Counter()
@@ -434,7 +436,9 @@ def test_ingredients_for_is_the_sum_of_the_recipes(items: list[Pizza]) -> None:
     validate_order(sample_order(items=items))
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(pizzas(), min_size=1, max_size=MAX_ITEMS))
 def test_billed_amount_is_never_more_than_the_total_nor_negative(items: list[Pizza]) -> None:
     total = order_total(items)
