@@ -33,6 +33,9 @@ DEFAULT_FAULTS = ",".join(
 # 5xx answers, answers lost after the work was done, refused connections, answers slower
 # than the worker's 3 s timeout; each drawn at random per request, a retry drawing again.
 # Listing (the check's reading) is never faulted, and the file is emptied before the check.
+#: An answer slower than the worker's timeout: the provider does the work after the worker
+#: gave up on it (what a real provider may do too).
+SLOWER_THAN_THE_WORKER = "*=slow/4@0.01"
 DEFAULT_PROVIDER_FAULTS = ",".join(
     [
         "authorize=error/503@0.05",
@@ -48,7 +51,7 @@ DEFAULT_PROVIDER_FAULTS = ",".join(
         "retrieve=error@0.03",
         "search=error@0.05",
         "*=slow/0.5@0.03",
-        "*=slow/4@0.01",
+        SLOWER_THAN_THE_WORKER,
     ]
 )
 GOOD_CARDS = ("4242424242424242", "5555555555554444", "4000056655665556", "2223003122003222")

@@ -13,6 +13,7 @@ from rich.console import Console
 from pizzeria.ops.check.report import CheckReport, print_check_report
 
 CLOSED = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
+MAX_LISTED = 50  # violations listed in the JSON summary (all are counted)
 
 
 @dataclass
@@ -78,6 +79,11 @@ class ChaosResult:
             "provider_restarts": self.provider_restarts,
             "provider_faults_met": self.provider_faults_met,
             "failures": self.report.failures if self.report else {},
+            # What the check found, so that a failed run says why in its JSON too.
+            "violations_found": [
+                {"kind": v.kind, "order": v.order, "run_id": v.run_id, "detail": v.detail}
+                for v in (self.report.violations if self.report else [])[:MAX_LISTED]
+            ],
             "data_dir": str(self.data_dir) if self.data_dir else None,
         }
 
