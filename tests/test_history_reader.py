@@ -51,6 +51,10 @@ def activities(name: str) -> list[tuple[str, str, str]]:
         ("cancel_update", "CANCELLED"),
         ("repaired_by_retry", "FAILED"),
         ("resolved_manually", "FAILED"),
+        ("declined", "FAILED"),
+        ("early_declined", "FAILED"),
+        ("early_hold", "COMPLETED"),
+        ("delivery_refunded", "COMPLETED"),
     ],
 )
 def test_every_recorded_run_closes_with_its_status_named_as_everywhere(
@@ -63,7 +67,7 @@ def test_every_recorded_run_closes_with_its_status_named_as_everywhere(
 
 
 def test_recorded_histories_are_all_read() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) == 9  # a new one gets its status above
+    assert len(list(HISTORIES.glob("*.json"))) == 13  # a new one gets its status above
 
 
 def test_a_good_order_runs_every_step_once_and_undoes_nothing() -> None:
