@@ -163,7 +163,7 @@ def order_body(**changes: Any) -> dict[str, Any]:
     body.pop("order_number", None)  # anonymous callers: the API chooses the number
     body.pop("settings", None)
     for path, value in changes.items():
-        target = body
+        target: Any = body
         *parents, last = path.split("__")
         for part in parents:
             target = target[int(part)] if part.isdigit() else target[part]
