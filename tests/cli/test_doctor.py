@@ -1,0 +1,181 @@
+"""``pizzeria doctor``: a healthy setup passes; each broken piece is named, exit 1.
+
+The checks run against a real dev server and a ``pizzeria worker`` (the module's `stack`),
+so this module runs once, in the default pass. Each broken piece is broken in the
+command's environment only (another address, ledger or key), never in the stack itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pizzeria.ledger import latest_version, open_ledger
+from pizzeria.ops.processes import dev_server, free_port
+from tests.helpers import pizzeria, run_pizzeria
+from tests.helpers.postgres import PostgresServer
+from tests.helpers.stack import Stack, stack_env
+
+ANOTHER_KEY = base64.b64encode(bytes(range(100, 132))).decode()
+CHECKS = ["temporal", "search attribute", "pollers", "ledger", "codec key", "payloads"]
+
+
+@pytest.fixture(scope="module")
+def placed(stack: Stack) -> Stack:
+    """The stack after one order, so the payload check has an order to decrypt."""
+    done = pizzeria(stack, "order", "--order-number", "DOC-1", "--prep-seconds", "0")
+    assert done.returncode == 0, done.stderr
+    return stack
+
+
+def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    """Exit code and, per check, its verdict and detail (from ``--json``)."""
+    done = run_pizzeria("doctor", "--json", *args, env=env, timeout=90)
+    assert done.stderr == "", done.stderr
+    report = json.loads(done.stdout)
+    verdicts = {check["check"]: check for check in report["checks"]}
+    assert list(verdicts) == CHECKS
+    assert report["ok"] == (done.returncode == 0)
+    return done.returncode, verdicts
+
+
+def not_ok(verdicts: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The checks that did not pass, and their verdict (FAIL, or skip)."""
+    return {name: check["verdict"] for name, check in verdicts.items() if check["verdict"] != "ok"}
+
+
+def test_a_healthy_setup_passes_every_check(placed: Stack) -> None:
+    code, verdicts = doctor(placed["env"])
+    assert code == 0, verdicts
+    assert not_ok(verdicts) == {}
+    assert placed["address"] in verdicts["temporal"]["detail"]
+    assert "namespace default" in verdicts["temporal"]["detail"]
+    assert "1 worker(s) poll pizza-tasks" in verdicts["pollers"]["detail"]
+    assert f"schema version {latest_version()} (current)" in verdicts["ledger"]["detail"]
+    assert "decrypt with this key" in verdicts["payloads"]["detail"]
+    # The human form: one line per check, then the verdict.
+    done = pizzeria(placed, "doctor")
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and len(lines) == len(CHECKS) + 1
+    assert all(line.startswith("ok ") for line in lines[:-1])
+    assert lines[-1] == "All 6 checks passed."
+
+
+def test_a_server_that_is_down_fails_the_connection_and_skips_what_needs_it(
+    placed: Stack,
+) -> None:
+    env = dict(placed["env"], TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    code, verdicts = doctor(env)
+    assert code == 1
+    assert not_ok(verdicts) == {
+        "temporal": "FAIL",
+        "search attribute": "skip",
+        "pollers": "skip",
+        "payloads": "skip",
+    }
+    assert "cannot reach" in verdicts["temporal"]["detail"]
+    done = run_pizzeria("doctor", env=env, timeout=90)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("1 of 6 checks failed: temporal;")
+
+
+def test_a_missing_ledger_fails_and_is_not_created(placed: Stack, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    code, verdicts = doctor(placed["env"], "--ledger", str(missing))
+    assert code == 1 and verdicts["ledger"]["verdict"] == "FAIL"
+    assert f"no ledger at {missing}" in verdicts["ledger"]["detail"]
+    assert not missing.exists()
+    assert not_ok(verdicts) == {"ledger": "FAIL"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new ledger on either backend (PostgreSQL: a database of the private server)."""
+    if request.param == "sqlite":
+        location = str(tmp_path / "ledger.db")
+        open_ledger(location).close()
+        yield location
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database() as location:
+        open_ledger(location).close()
+        yield location
+
+
+def record_version(location: str, version: int) -> None:
+    """What a newer pizzeria would leave behind."""
+    sql = "INSERT INTO schema_version (version, applied_at) VALUES ({0}, 0)"
+    if location.startswith("postgresql://"):
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute(sql.format("%s"), (version,))
+        return
+    with contextlib.closing(sqlite3.connect(location)) as db, db:
+        db.execute(sql.format("?"), (version,))
+
+
+def test_a_ledger_of_another_schema_version_fails_on_either_backend(
+    placed: Stack, any_ledger: str
+) -> None:
+    code, verdicts = doctor(placed["env"], "--ledger", any_ledger)
+    assert code == 0 and verdicts["ledger"]["verdict"] == "ok"
+    record_version(any_ledger, latest_version() + 1)
+    code, verdicts = doctor(placed["env"], "--ledger", any_ledger)
+    assert code == 1 and verdicts["ledger"]["verdict"] == "FAIL"
+    detail = verdicts["ledger"]["detail"]
+    assert f"schema version {latest_version() + 1}, newer than this pizzeria knows" in detail
+
+
+def test_an_unreachable_postgresql_ledger_fails_without_showing_its_password(
+    placed: Stack,
+) -> None:
+    url = f"postgresql://pizzeria:s3cret@127.0.0.1:{free_port()}/pizzeria"
+    done = run_pizzeria("doctor", "--ledger", url, env=placed["env"], timeout=90)
+    assert done.returncode == 1
+    (line,) = [line for line in done.stdout.splitlines() if " ledger " in line]
+    assert line.startswith("FAIL") and "cannot reach the ledger at" in line
+    assert "pizzeria:***@127.0.0.1" in line and "s3cret" not in done.stdout
+
+
+def test_another_codec_key_fails_the_payloads_naming_the_orders_and_the_key(
+    placed: Stack,
+) -> None:
+    own_key_id = (placed["data"] / "codec.key").read_text().split(":")[0]
+    code, verdicts = doctor(dict(placed["env"], PIZZERIA_CODEC_KEY=ANOTHER_KEY))
+    assert code == 1
+    assert not_ok(verdicts) == {"payloads": "FAIL"}  # a key is there: the wrong one
+    assert f"DOC-1 (key {own_key_id})" in verdicts["payloads"]["detail"]
+
+
+def test_no_codec_key_fails_and_none_is_created(placed: Stack, tmp_path: Path) -> None:
+    key_file = tmp_path / "codec.key"
+    code, verdicts = doctor(dict(placed["env"], PIZZERIA_CODEC_KEY_FILE=str(key_file)))
+    assert code == 1
+    assert not_ok(verdicts) == {"codec key": "FAIL", "payloads": "skip"}
+    assert not key_file.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_server_without_the_search_attribute_and_without_workers_fails_both(
+    placed: Stack, tmp_path: Path
+) -> None:
+    with dev_server(None, headless=True, order_status=False) as bare:
+        env = stack_env(tmp_path, TEMPORAL_ADDRESS=bare.address)
+        env["PIZZERIA_LEDGER"] = str(placed["data"] / "ledger.db")
+        env["PIZZERIA_CODEC_KEY_FILE"] = str(placed["data"] / "codec.key")
+        code, verdicts = doctor(env)
+    assert code == 1
+    assert not_ok(verdicts) == {"search attribute": "FAIL", "pollers": "FAIL"}
+    assert (
+        "temporal operator search-attribute create --name OrderStatus --type Keyword"
+        in verdicts["search attribute"]["detail"]
+    )
+    assert "no worker polls pizza-tasks" in verdicts["pollers"]["detail"]
+    assert "no orders yet" in verdicts["payloads"]["detail"]

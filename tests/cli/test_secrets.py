@@ -1,0 +1,180 @@
+"""Secrets under attack: whoever can write a secret or a key forges tokens or plants a key.
+
+The data folder is made owner-only; the API secret and the codec key are read only when
+nobody else could have written them (owner, mode, folder, planted link), and a secret
+given in the environment must hold at least 32 random bytes. Each refusal is one line.
+The tests run as root, so "another user" is uid 65534 (nobody).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pizzeria.api.auth import SecretError, load_secret
+from pizzeria.ops.processes import free_port
+from pizzeria.private import SECRET_BYTES, secret_bytes
+from pizzeria.temporal.codec import CodecKeyError, load_keys
+from tests.helpers import run_pizzeria
+from tests.helpers.orders import GOOD_SECRET
+from tests.helpers.stack import stack_env
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder not made yet, with no secret or key from the environment."""
+    for name in ("PIZZERIA_API_SECRET", "PIZZERIA_CODEC_KEY", "PIZZERIA_CODEC_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "home" / ".pizzeria"
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(folder))
+    return folder
+
+
+def api_secret() -> bytes:
+    return load_secret()
+
+
+def codec_keys() -> object:
+    return load_keys()
+
+
+#: What reads each file, the file's name, and the error it refuses with.
+READERS: dict[str, tuple[Callable[[], object], str, type[Exception]]] = {
+    "API secret": (api_secret, "api.secret", SecretError),
+    "codec key": (codec_keys, "codec.key", CodecKeyError),
+}
+
+
+def made(data: Path, reader: str) -> Path:
+    """The file as its reader makes it on first use."""
+    read, name, _ = READERS[reader]
+    read()
+    return data / name
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_the_data_folder_and_the_file_are_made_owner_only(data, reader):
+    path = made(data, reader)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = READERS[reader][0]()
+    assert READERS[reader][0]() == first  # made once, then read
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_file_others_can_write_is_refused(data, reader):
+    path = made(data, reader)
+    read, _, error = READERS[reader]
+    for mode in (0o666, 0o620, 0o602):
+        path.chmod(mode)
+        with pytest.raises(error) as refused:
+            read()
+        message = str(refused.value)
+        assert "can be written by others" in message and f"chmod 600 {path}" in message
+        assert "\n" not in message
+    path.chmod(0o600)
+    read()
+    path.chmod(0o644)  # readable by others is not writable: a mount of read-only secrets
+    read()
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_file_another_user_owns_is_refused(data, reader):
+    path = made(data, reader)
+    read, _, error = READERS[reader]
+    os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(error, match=f"belongs to another user \\(uid {NOBODY}\\)"):
+        read()
+    os.chown(path, 0, 0)  # root's own (a mounted secret): trusted
+    read()
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_folder_others_can_write_is_refused_unless_sticky(data, reader):
+    made(data, reader)
+    read, _, error = READERS[reader]
+    data.chmod(0o777)
+    with pytest.raises(error, match=r"folder .* can be written by others"):
+        read()
+    data.chmod(0o1777)  # like /tmp: nobody may replace another user's file
+    read()
+    data.chmod(0o700)
+    os.chown(data, NOBODY, NOBODY)
+    with pytest.raises(error, match=r"folder .* belongs to another user"):
+        read()
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_link_another_user_planted_is_refused(data, reader, tmp_path):
+    read, name, error = READERS[reader]
+    data.mkdir(parents=True, mode=0o700)
+    # Planted before first use: a link to a file of ours whose content the attacker knows.
+    known = tmp_path / "known.txt"
+    known.write_text(GOOD_SECRET + "\n" if name == "api.secret" else "")
+    os.symlink(known, data / name)
+    os.lchown(data / name, NOBODY, NOBODY)
+    with pytest.raises(error, match="link made by another user"):
+        read()
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("0123456789abcdef" * 4, True),  # 64 hex digits: 32 bytes
+        (GOOD_SECRET, True),  # 43 base64url characters: 32 bytes
+        (base64.urlsafe_b64encode(bytes(range(48))).decode(), True),
+        ("0123456789abcdef" * 3, False),  # 48 hex digits: 24 bytes
+        (GOOD_SECRET[:42], False),  # 31 bytes
+        ("correct horse battery staple, really long!", False),  # not hex, not base64url
+        ("x" * 16, False),  # what was enough before: 16 characters
+    ],
+)
+def test_an_api_secret_from_the_environment_needs_32_random_bytes(
+    data, monkeypatch, value, accepted
+):
+    monkeypatch.setenv("PIZZERIA_API_SECRET", value)
+    if accepted:
+        assert load_secret() == value.encode()
+        assert secret_bytes(value) >= SECRET_BYTES
+        return
+    with pytest.raises(SecretError, match="PIZZERIA_API_SECRET must hold at least 32 random"):
+        load_secret()
+
+
+def test_pizzeria_api_refuses_an_unsafe_secret_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "api.secret").write_text(GOOD_SECRET + "\n")
+    (data / "api.secret").chmod(0o666)
+    done = run_pizzeria("api", "--port", str(free_port()), env=stack_env(data), timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "can be written by others" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_pizzeria_api_refuses_a_short_secret_in_one_line(tmp_path):
+    env = stack_env(tmp_path / "data", PIZZERIA_API_SECRET="sixteen-chars-ok")
+    done = run_pizzeria("api", "--port", str(free_port()), env=env, timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "at least 32 random bytes" in lines[0], done.stderr
+
+
+def test_a_worker_refuses_a_planted_codec_key_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    key = base64.b64encode(bytes(32)).decode()
+    (data / "codec.key").write_text(f"planted:{key}\n")
+    os.chown(data / "codec.key", NOBODY, NOBODY)
+    done = run_pizzeria("worker", env=stack_env(data, TEMPORAL_ADDRESS="127.0.0.1:1"), timeout=60)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "belongs to another user" in lines[0], done.stderr

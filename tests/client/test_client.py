@@ -1,0 +1,403 @@
+"""Our clients: never a second charge by accident, and a wait that outlasts a server restart.
+
+An order number whose last run completed is not started again unless asked (``again``);
+a failed one may be. Waiting for an outcome keeps asking while the server does not answer,
+and gives up only after its patience, saying the order still runs and how to follow it.
+The end-to-end tests kill and restart a dev server of their own (same port, same history
+file) while `pizzeria order` waits.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesResponse
+from temporalio.client import (
+    CancelWorkflowInput,
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from pizzeria.client import (
+    OrderAlreadyCompleted,
+    OrderOutcome,
+    OrderRefused,
+    cancel_order,
+    order_status_registered,
+    outcome_of,
+    outcomes,
+    place_order,
+    retry_compensations,
+    start_order,
+)
+from pizzeria.ledger import Ledger
+from pizzeria.models import ORDER_STATUS, order_number_of, workflow_id_for
+from pizzeria.ops.processes import private_dev_server, worker_process
+from pizzeria.samples import BAD_CARD, sample_order
+from pizzeria.temporal import waiting
+from tests.helpers import PIZZERIA, event_types, eventually, pizzeria, wait_until
+from tests.helpers.stack import stack_env
+
+
+def charges(ledger: Ledger, number: str) -> list[int]:
+    return [
+        row["amount"]
+        for row in ledger.effects()
+        if row["order_number"] == number and row["step"] == "process_credit_card"
+    ]
+
+
+# -- one order number, one charge ----------------------------------------------------------------
+
+
+async def test_a_completed_order_number_is_not_started_again_unless_asked(
+    client: Client, worker, ledger: Ledger, task_queue: str
+) -> None:
+    number = f"ONCE-{uuid.uuid4().hex[:6]}"
+    placed = sample_order(number, prep_seconds=0)
+    async with worker():
+        first = await place_order(client, placed, task_queue)
+        assert first.status == "COMPLETED"
+        with pytest.raises(OrderAlreadyCompleted) as refused:
+            await start_order(client, placed, task_queue)
+        assert refused.value.run_id == first.run_id
+        assert "already placed and completed" in str(refused.value)
+        assert charges(ledger, number) == [3500]  # nothing new started
+
+        again = await place_order(client, placed, task_queue, again=True)
+    assert again.status == "COMPLETED" and again.run_id != first.run_id
+    assert charges(ledger, number) == [3500, 3500]  # asked for: a second order
+
+
+async def test_a_failed_order_number_may_be_placed_again(
+    client: Client, worker, ledger: Ledger, task_queue: str
+) -> None:
+    number = f"RETRY-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        failed = await place_order(
+            client, sample_order(number, card=BAD_CARD, prep_seconds=0), task_queue
+        )
+        assert failed.status == "FAILED"
+        fixed = await place_order(client, sample_order(number, prep_seconds=0), task_queue)
+    assert fixed.status == "COMPLETED" and fixed.run_id != failed.run_id
+    assert charges(ledger, number) == [3500]
+
+
+# -- acting on a running order -------------------------------------------------------------------
+
+
+async def test_a_closed_order_is_refused_with_its_status_spelled_as_everywhere_else(
+    client: Client, worker, task_queue: str
+) -> None:
+    number = f"CLOSED-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        handle = await start_order(client, sample_order(number, prep_seconds=30), task_queue)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        with pytest.raises(OrderRefused) as refused:
+            await retry_compensations(client, number)
+    assert str(refused.value) == f"refused: order {number} is already closed (CANCELLED)"
+
+
+async def preparing(handle: WorkflowHandle[Any, Any]) -> bool:
+    return EventType.EVENT_TYPE_TIMER_STARTED in await event_types(handle)
+
+
+class PlaceAgainBeforeTheCancelRequest(Interceptor):
+    """Between the cancel_order Update and the cancellation request: the run that accepted
+    the Update closes (terminated here; its wait for the request may run out as well) and
+    the order number is placed again, as `pizzeria order --again` may."""
+
+    def __init__(self, plain: Client, accepting: WorkflowHandle[Any, Any], task_queue: str) -> None:
+        self.plain, self.accepting, self.task_queue = plain, accepting, task_queue
+        self.newer: WorkflowHandle[Any, Any] | None = None
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        hook = self
+
+        class PlaceAgain(OutboundInterceptor):
+            async def cancel_workflow(self, input: CancelWorkflowInput) -> None:
+                if hook.newer is None:
+                    await hook.place_again()
+                await super().cancel_workflow(input)
+
+        return PlaceAgain(next)
+
+    async def place_again(self) -> None:
+        await self.accepting.terminate("test: the run closes before the request reaches it")
+        number = order_number_of(self.accepting.id)
+        again = sample_order(number, prep_seconds=30)
+        self.newer = await start_order(self.plain, again, self.task_queue, again=True)
+
+
+async def test_a_cancel_never_reaches_a_newer_run_of_the_order_number(
+    client: Client, worker, task_queue: str
+) -> None:
+    number = f"CANCEL-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        first = await start_order(client, sample_order(number, prep_seconds=30), task_queue)
+        await eventually(lambda: preparing(first), "the kitchen to prepare the order")
+        hook = PlaceAgainBeforeTheCancelRequest(client, first, task_queue)
+        config = client.config()
+        config["interceptors"] = [hook]
+        hooked = Client(**config)
+        result = await cancel_order(hooked, number, "changed my mind")
+        assert result.accepted and hook.newer is not None
+        assert hook.newer.result_run_id != first.result_run_id
+        confirmation = await hook.newer.result()  # not cancelled: it was not asked to be
+    assert confirmation.amount == 3500
+    assert (await hook.newer.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+# -- whether the server knows the OrderStatus search attribute ----------------------------------
+
+
+class Operator:
+    """An operator service that answers each lookup with the next of its answers."""
+
+    def __init__(self, *answers: bool | Exception) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def list_search_attributes(self, request: Any, **options: Any) -> Any:
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        known = {ORDER_STATUS.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+        return ListSearchAttributesResponse(custom_attributes=known if answer else {})
+
+
+class Connection:
+    """What `order_status_registered` uses of a client: its namespace and operator service."""
+
+    def __init__(self, namespace: str, *answers: bool | Exception) -> None:
+        self.namespace = namespace
+        self.operator_service = Operator(*answers)
+
+
+async def test_a_lookup_temporal_did_not_answer_is_asked_again() -> None:
+    connection = Connection(f"ns-{uuid.uuid4().hex[:6]}", unanswered(), True)
+    with pytest.raises(RPCError):  # no answer is not "not registered"
+        await order_status_registered(connection)  # type: ignore[arg-type]
+    assert await order_status_registered(connection) is True  # type: ignore[arg-type]
+    assert await order_status_registered(connection) is True  # type: ignore[arg-type]
+    assert connection.operator_service.asked == 2  # a definite answer is kept
+
+
+async def test_each_connection_has_its_own_answer_in_the_same_namespace() -> None:
+    namespace = f"ns-{uuid.uuid4().hex[:6]}"
+    without = Connection(namespace, False)
+    with_it = Connection(namespace, True)
+    unimplemented = RPCError("unimplemented", RPCStatusCode.UNIMPLEMENTED, b"")
+    test_server = Connection(namespace, unimplemented)
+    assert await order_status_registered(without) is False  # type: ignore[arg-type]
+    assert await order_status_registered(with_it) is True  # type: ignore[arg-type]
+    assert await order_status_registered(test_server) is False  # type: ignore[arg-type]
+    assert await order_status_registered(test_server) is False  # type: ignore[arg-type]
+    assert test_server.operator_service.asked == 1  # a server without it: a definite answer
+
+
+# -- waiting through a server that does not answer -----------------------------------------------
+
+
+def unanswered() -> RPCError:
+    return RPCError("tcp connect error", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_waiting_keeps_asking_while_the_server_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: list[Any] = [unanswered(), unanswered(), unanswered()]
+    outcome = OrderOutcome("W1", workflow_id_for("W1"), "run", "COMPLETED", amount=3500)
+
+    async def read(*args: Any) -> OrderOutcome:
+        if answers:
+            raise answers.pop(0)
+        return outcome
+
+    monkeypatch.setattr(outcomes, "read_outcome", read)
+    monkeypatch.setattr(waiting, "FIRST_RETRY_SECONDS", 0.01)
+    heard: list[int] = []
+    got = await outcome_of(
+        None,  # type: ignore[arg-type]
+        workflow_id_for("W1"),
+        "W1",
+        patience=30,
+        on_unanswered=lambda error, attempt: heard.append(attempt),
+    )
+    assert got is outcome and heard == [1, 2, 3]
+
+
+async def test_after_its_patience_the_wait_says_the_order_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def never(*args: Any) -> OrderOutcome:
+        raise unanswered()
+
+    monkeypatch.setattr(outcomes, "read_outcome", never)
+    monkeypatch.setattr(waiting, "FIRST_RETRY_SECONDS", 0.05)
+    started = time.monotonic()
+    with pytest.raises(waiting.OrderStillRunning) as gave_up:
+        await outcome_of(None, workflow_id_for("W2"), "W2", patience=1)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 5
+    message = str(gave_up.value)
+    assert "still running" in message and "`pizzeria status W2 --watch`" in message
+    assert "tcp connect error" in message
+
+
+async def test_a_refusal_is_not_waited_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+
+    async def refused(*args: Any) -> OrderOutcome:
+        nonlocal calls
+        calls += 1
+        raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
+
+    monkeypatch.setattr(outcomes, "read_outcome", refused)
+    with pytest.raises(RPCError):
+        await outcome_of(None, workflow_id_for("W3"), "W3", patience=30)  # type: ignore[arg-type]
+    assert calls == 1
+
+
+# -- the command, against a server that goes away --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def restartable(
+    tmp_path_factory: pytest.TempPathFactory, environment_kind: str
+) -> Iterator[dict[str, Any]]:
+    """A dev server keeping its history in a file, which a test may stop and start again
+    on the same port, and a worker polling it."""
+    if environment_kind == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    data = tmp_path_factory.mktemp("restartable")
+    server = private_dev_server(data / "temporal.db", headless=True)
+    server.start()
+    try:
+        env = stack_env(data, TEMPORAL_ADDRESS=server.address)
+        with worker_process(env, log=data / "worker.log"):
+            yield {"env": env, "data": data, "server": server}
+    finally:
+        server.stop()
+
+
+def order_in_background(stack: dict[str, Any], *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PIZZERIA, "order", "--json", *flags],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_order_waits_through_a_server_restart_and_prints_the_real_outcome(restartable) -> None:
+    placing = order_in_background(restartable, "--order-number", "RESTART-1", "--prep-seconds", "8")
+    try:
+        wait_until(
+            lambda: pizzeria(restartable, "status", "RESTART-1").returncode == 0,
+            "the order to start",
+            60,
+        )
+        restartable["server"].stop()
+        # Longer than the SDK's own retries of one call: our wait must carry on by itself.
+        time.sleep(12)
+        restartable["server"].start()
+        out, errors = placing.communicate(timeout=120)
+    finally:
+        placing.kill()
+    assert placing.returncode == 0, out + errors
+    assert json.loads(out)["status"] == "COMPLETED"
+    assert "Temporal is not answering" in errors and "Traceback" not in errors
+    assert "WARN" not in errors  # the SDK's retry warnings are not the user's business
+
+
+@pytest.mark.timeout(120)
+def test_order_that_outlasts_its_timeout_is_still_running_exit_3(restartable) -> None:
+    done = pizzeria(
+        restartable,
+        "order",
+        "--order-number",
+        "SLOW-1",
+        "--prep-seconds",
+        "30",
+        "--timeout",
+        "2",
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: order SLOW-1 has no outcome after 2 s and is still running")
+    assert last.endswith("follow it with `pizzeria status SLOW-1 --watch`")
+    assert pizzeria(restartable, "cancel", "SLOW-1").returncode == 0  # tidy: nothing hangs on
+
+
+@pytest.mark.timeout(120)
+def test_placing_a_completed_order_number_again_shows_its_confirmation(restartable) -> None:
+    def order_json(*flags: str) -> tuple[int, dict[str, Any]]:
+        done = pizzeria(
+            restartable,
+            "order",
+            "--json",
+            "--prep-seconds",
+            "0",
+            "--order-number",
+            "TWICE-1",
+            *flags,
+        )
+        return done.returncode, json.loads(done.stdout)
+
+    code, first = order_json()
+    assert (code, first["status"], first["already_completed"]) == (0, "COMPLETED", False)
+    code, shown = order_json()
+    assert (code, shown["run_id"], shown["already_completed"]) == (0, first["run_id"], True)
+    assert shown["amount"] == first["amount"] == 3500
+
+    human = pizzeria(restartable, "order", "--prep-seconds", "0", "--order-number", "TWICE-1")
+    assert human.returncode == 0
+    assert "already placed and completed" in human.stderr and "--again" in human.stderr
+    assert "confirmation:" in human.stdout
+
+    code, again = order_json("--again")
+    assert code == 0 and again["run_id"] != first["run_id"]
+    assert again["already_completed"] is False
+    ledger = json.loads(pizzeria(restartable, "ledger", "--json").stdout)
+    runs = [row for row in ledger["orders"] if row["order_number"] == "TWICE-1"]
+    assert sorted(row["charged"] for row in runs) == [3500, 3500]  # two orders, as asked
+
+
+async def test_a_cancel_aborted_by_the_order_closing_is_a_refusal_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An order that closes while a cancel Update waits to be accepted: Temporal aborts
+    the Update; the caller hears that the order closed (the API's 409), not a server error."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from pizzeria.client import acting
+
+    class ClosingRun:
+        async def execute_update(self, *args: object) -> None:
+            raise RPCError(
+                "workflow update was aborted by closing workflow", RPCStatusCode.NOT_FOUND, b""
+            )
+
+    async def closing_run(client: object, order_number: str) -> ClosingRun:
+        return ClosingRun()
+
+    monkeypatch.setattr(acting, "running_order", closing_run)
+    with pytest.raises(acting.OrderRefused, match="closed before it could answer"):
+        await acting.cancel_order(None, "XD404", "changed my mind")  # type: ignore[arg-type]

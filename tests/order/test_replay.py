@@ -1,0 +1,43 @@
+"""Recorded histories replay without non-determinism: orders already running survive a deploy.
+
+The histories (good order, pickup, bad card, cancelled by request and by Update, repaired
+by retry and resolved by hand) were recorded on the real dev server by
+``python -m tests.helpers.record_histories``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from pizzeria.workflows import PizzaOrderWorkflow
+
+HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("*.json"))
+
+
+def test_every_scenario_has_a_recorded_history():
+    names = {path.stem for path in HISTORIES}
+    assert names >= {
+        "good_order",
+        "pickup",
+        "bad_card",
+        "cancelled",
+        "cancel_update",
+        "repaired_by_retry",
+        "resolved_manually",
+        "fast_good_order",
+        "fast_bad_card",
+        "delivery_refunded",
+        "declined",
+    }
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
+async def test_recorded_history_replays_deterministically(path: Path):
+    history = WorkflowHistory.from_json(f"pizza-workflow-order-{path.stem}", path.read_text())
+    replayer = Replayer(workflows=[PizzaOrderWorkflow])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"

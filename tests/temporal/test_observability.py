@@ -1,0 +1,316 @@
+"""Seeing orders and keeping cards secret: codec, codec endpoint, plain clients, metrics,
+the OrderStatus search attribute, and the Web UI itself in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowFailureError
+
+from pizzeria.ops.processes import free_port
+from pizzeria.samples import BAD_CARD, GOOD_CARD
+from pizzeria.temporal.codec import ENCODING, CodecKeyError, EncryptionCodec, key_id_of, load_keys
+from pizzeria.temporal.codec_server import CodecServer
+from tests.helpers import pizzeria, wait_until
+from tests.helpers.orders import CODEC_SECRET, exercise_json
+from tests.helpers.stack import Stack, StackOptions, open_stack
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+KEY = bytes(range(32))
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "web-ui-failed-order.png"
+
+
+def plain(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+
+
+# -- the codec, without a server --------------------------------------------------------
+
+
+async def test_codec_encrypts_with_the_key_id_and_round_trips():
+    codec = EncryptionCodec([(key_id_of(KEY), KEY)])
+    (sealed,) = await codec.encode([plain("4242424242424242")])
+    assert sealed.metadata["encoding"] == ENCODING
+    assert sealed.metadata["encryption-key-id"] == key_id_of(KEY).encode()
+    assert b"4242" not in sealed.data
+    (opened,) = await codec.decode([sealed])
+    assert opened == plain("4242424242424242")
+
+
+async def test_codec_decodes_plain_payloads_and_old_keys_after_rotation():
+    old, new = KEY, bytes(reversed(KEY))
+    (sealed_by_old,) = await EncryptionCodec([(key_id_of(old), old)]).encode([plain("x")])
+    rotated = EncryptionCodec([(key_id_of(new), new), (key_id_of(old), old)])
+    assert await rotated.decode([sealed_by_old, plain("y")]) == [plain("x"), plain("y")]
+    (sealed_by_new,) = await rotated.encode([plain("z")])
+    assert sealed_by_new.metadata["encryption-key-id"] == key_id_of(new).encode()
+    with pytest.raises(CodecKeyError):
+        await EncryptionCodec([(key_id_of(old), old)]).decode([sealed_by_new])
+
+
+async def test_plain_mode_only_decrypts():
+    codec = EncryptionCodec([(key_id_of(KEY), KEY)], encrypt=False)
+    assert await codec.encode([plain("x")]) == [plain("x")]
+
+
+def test_the_key_file_is_created_once_with_owner_only_permissions(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIZZERIA_CODEC_KEY", raising=False)
+    monkeypatch.setenv("PIZZERIA_CODEC_KEY_FILE", str(tmp_path / "codec.key"))
+    first = load_keys()
+    assert stat.S_IMODE((tmp_path / "codec.key").stat().st_mode) == 0o600
+    assert load_keys() == first and len(first[0][1]) == 32
+
+
+def test_a_bad_key_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PIZZERIA_CODEC_KEY", base64.b64encode(b"short").decode())
+    with pytest.raises(CodecKeyError, match="32 bytes"):
+        load_keys()
+
+
+# -- the codec endpoint -----------------------------------------------------------------
+
+
+def post(
+    url: str, body: dict[str, Any], origin: str | None = None, secret: str | None = None
+) -> tuple[int, Any, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    if origin:
+        request.add_header("Origin", origin)
+    if secret:
+        request.add_header("Authorization", f"Bearer {secret}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as error:
+        error.close()
+        return error.code, None, error.headers
+
+
+@pytest.fixture
+def codec_endpoint() -> Iterator[CodecServer]:
+    server = CodecServer(EncryptionCodec([(key_id_of(KEY), KEY)]), secret=CODEC_SECRET, port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_codec_endpoint_round_trips_for_the_web_ui_origin(codec_endpoint):
+    data = base64.b64encode(json.dumps("Lisa Anderson").encode()).decode()
+    body = {
+        "payloads": [
+            {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()}, "data": data}
+        ]
+    }
+    origin = "http://localhost:8233"
+    status, encoded, headers = post(codec_endpoint.url + "/encode", body, origin)
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
+    assert encoded["payloads"][0]["data"] != data
+    status, decoded, _ = post(
+        codec_endpoint.url + "/decode?preserveStorageRefs=true", encoded, origin
+    )
+    assert status == 200 and decoded["payloads"][0]["data"] == data
+
+
+def test_codec_endpoint_refuses_other_origins(codec_endpoint):
+    body: dict[str, Any] = {"payloads": []}
+    status, _, headers = post(codec_endpoint.url + "/decode", body, "http://evil.example")
+    assert status == 403
+    assert "Access-Control-Allow-Origin" not in headers
+    preflight = urllib.request.Request(codec_endpoint.url + "/decode", method="OPTIONS")
+    preflight.add_header("Origin", "http://evil.example")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(preflight, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 403
+
+
+def test_codec_endpoint_listens_on_localhost_only(codec_endpoint):
+    assert codec_endpoint.httpd.server_address[0] == "127.0.0.1"
+
+
+# -- a worker for plain clients, with metrics -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    """A worker for plain clients, with metrics."""
+    return StackOptions(history=False, worker_args=("--plain-payloads",), metrics=True)
+
+
+def metrics_page(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            return str(page.read().decode())
+    except OSError:
+        return ""
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = wait_until(lambda: metrics_page(port), "the metrics page", seconds=20)
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(pizzeria_\w+)(\{[^}]*\})? ([0-9.e+]+)$", line)
+        if match:
+            name, labels, value = match.groups()
+            key = name
+            for label in ("outcome", "compensation"):
+                found = re.search(rf'{label}="([^"]+)"', labels or "")
+                if found:
+                    key += f":{found.group(1)}"
+            totals[key] = totals.get(key, 0) + float(value)
+    return totals
+
+
+async def test_a_plain_json_client_completes_an_order_against_plain_payloads_and_metrics_move(
+    stack,
+):
+    client = await Client.connect(stack["address"])  # no codec at all
+    before = scrape(stack["metrics_port"])
+    good = exercise_json(GOOD_CARD)
+    good["order_number"] = f"PLAIN-{uuid.uuid4().hex[:6]}"
+    handle = await client.start_workflow(
+        "PizzaOrderWorkflow",
+        good,
+        id=f"pizza-workflow-order-{good['order_number']}",
+        task_queue="pizza-tasks",
+        result_type=dict,
+    )
+    result = await handle.result()
+    assert result["status"] == "SUCCESS" and result["amount"] == 3500
+    bad = exercise_json(BAD_CARD)
+    bad["order_number"] = f"PLAIN-{uuid.uuid4().hex[:6]}"
+    failing = await client.start_workflow(
+        "PizzaOrderWorkflow",
+        bad,
+        id=f"pizza-workflow-order-{bad['order_number']}",
+        task_queue="pizza-tasks",
+    )
+    with pytest.raises(WorkflowFailureError):
+        await failing.result()
+    time.sleep(1.5)  # the exporter refreshes on scrape; give the last counters a moment
+    after = scrape(stack["metrics_port"])
+
+    def moved(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("pizzeria_orders:completed") == 1
+    assert moved("pizzeria_orders:failed") == 1
+    assert moved("pizzeria_compensations:refund_customer") == 1
+    assert moved("pizzeria_compensations:revert_inventory") == 1
+    assert moved("pizzeria_charged_cents") == 3500
+    assert any(key.startswith("temporal_") for key in after) or "pizzeria_orders:completed" in after
+
+
+def test_orders_lists_by_order_status_from_visibility(stack):
+    ok = f"LIST-{uuid.uuid4().hex[:6]}"
+    ko = f"LIST-{uuid.uuid4().hex[:6]}"
+    assert pizzeria(stack, "order", "--order-number", ok, "--prep-seconds", "0").returncode == 0
+    failed = pizzeria(
+        stack, "order", "--order-number", ko, "--prep-seconds", "0", "--card", BAD_CARD
+    )
+    assert failed.returncode == 1
+
+    def failed_orders() -> dict[str, Any]:
+        listing = pizzeria(stack, "orders", "--status", "failed", "--json")
+        rows = {row["order_number"]: row for row in json.loads(listing.stdout)["orders"]}
+        return rows if ko in rows else {}
+
+    rows = wait_until(failed_orders, "visibility to list the failed order")
+    assert rows[ko]["order_status"] == "FAILED" and rows[ko]["compensation"] == "compensated"
+    assert ok not in rows
+    everything = json.loads(pizzeria(stack, "orders", "--json").stdout)["orders"]
+    row = next(r for r in everything if r["order_number"] == ok)
+    assert row["order_status"] == "COMPLETED" and row["amount"] == 3500
+    assert pizzeria(stack, "orders", "--status", "bogus").returncode == 2
+
+
+# -- the Web UI in headless Chromium ----------------------------------------------------
+
+
+def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={Path('/tmp') / ('chromium-' + uuid.uuid4().hex[:8])}",
+            "--virtual-time-budget=20000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+CHROMIUM_HINT = "the Web UI test needs Chromium: `apt-get install chromium`"
+
+
+def test_the_web_ui_shows_the_failed_order_and_its_compensations(tmp_path, request):
+    if request.config.getoption("--workflow-environment") == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    if CHROMIUM is None:  # CI installs it: there, a missing browser is a failure
+        if os.environ.get("PIZZERIA_CI") == "1":
+            pytest.fail(f"PIZZERIA_CI=1, and {CHROMIUM_HINT}", pytrace=False)
+        pytest.skip(CHROMIUM_HINT)
+    ui_port = free_port()
+    codec = CodecServer(
+        EncryptionCodec([(key_id_of(KEY), KEY)]),
+        secret=CODEC_SECRET,
+        port=0,
+        origins=[f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}"],
+    )
+    codec.start()
+    try:
+        options = StackOptions(
+            history=False, env={"PIZZERIA_CODEC_KEY": base64.b64encode(KEY).decode()}
+        )
+        with open_stack(
+            tmp_path, options, headless=False, ui_port=ui_port, codec_endpoint=codec.url
+        ) as stack:
+            look_at_the_failed_order(stack, ui_port, tmp_path)
+    finally:
+        codec.stop()
+
+
+def look_at_the_failed_order(stack: Stack, ui_port: int, tmp_path: Path) -> None:
+    order = ("--order-number", "UI-1", "--card", BAD_CARD, "--prep-seconds", "0", "--json")
+    placed = pizzeria(stack, "order", *order)
+    outcome = json.loads(placed.stdout)
+    url = (
+        f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/"
+        f"{outcome['workflow_id']}/{outcome['run_id']}/history"
+    )
+    dom = chromium("--dump-dom", url)
+    assert "refund_customer" in dom.stdout, dom.stderr[-2000:]
+    assert "revert_inventory" in dom.stdout
+    assert "could not connect" not in dom.stdout  # the UI reached the codec endpoint
+    assert "Invalid credit card number" in dom.stdout
+    shot = tmp_path / "web-ui.png"
+    taken = chromium(f"--screenshot={shot}", "--window-size=1400,1100", url)
+    assert shot.exists() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+    if os.environ.get("PIZZERIA_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, SCREENSHOT)
