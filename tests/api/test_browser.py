@@ -82,7 +82,9 @@ async def test_a_good_order_from_the_page_lights_every_step_and_completes(page):
     await place(page, GOOD_CARD)
     await expect(page.locator("#status")).to_have_text("COMPLETED", timeout=ORDER_SECONDS)
     assert {state for _, state in await states(page, "steps")} == {"state-completed"}
-    await expect(page.locator("#summary")).to_contain_text("card **** 4242 · charged $35.00")
+    await expect(page.locator("#summary")).to_contain_text(
+        "card **** 4242 · hold $35.00, captured $35.00"
+    )
     assert await card_shown_masked_only(page, GOOD_CARD)
     assert await page.locator("#compensations-box").is_hidden()
 
@@ -98,7 +100,9 @@ async def test_the_bad_card_shows_the_refund_then_the_stock_put_back_then_failed
     assert steps["process_credit_card"] == "state-failed"
     assert steps["send_bill"] == "state-not-run"
     await expect(page.locator("#outcome")).to_contain_text("Invalid credit card number")
-    await expect(page.locator("#summary")).to_contain_text("card **** 2424 · charged $0.00")
+    await expect(page.locator("#summary")).to_contain_text(
+        "card **** 2424 · nothing held on the card"
+    )
     assert await card_shown_masked_only(page, BAD_CARD)
     shot = tmp_path / "order-page.png"
     await page.screenshot(path=str(shot), full_page=True)

@@ -13,6 +13,9 @@ const STEP_LABELS = {
   process_credit_card: "Hold the amount on the card",
   send_bill: "Capture the hold and send the bill (after this, no way back)",
   notify_delivery_driver: "Find a delivery driver",
+};
+// Steps that run only in some orders: listed when they happen.
+const OPTIONAL_STEP_LABELS = {
   refund_undelivered_order: "No driver: refund the order",
 };
 const COMPENSATION_LABELS = {
@@ -288,7 +291,11 @@ function follow(number, token, card) {
 }
 
 function onStep(change) {
-  const item = document.querySelector(`#steps li[data-name="${change.name}"]`);
+  let item = document.querySelector(`#steps li[data-name="${change.name}"]`);
+  if (!item && OPTIONAL_STEP_LABELS[change.name]) {
+    item = stepItem(change.name, OPTIONAL_STEP_LABELS[change.name]);
+    $("#steps").append(item);
+  }
   if (item) setState(item, change.state, change.error);
   if (change.name === PIVOT) $("#cancel").hidden = true;
 }
