@@ -45,9 +45,7 @@ also declines one card in twenty), ``update_inventory=late:1@0.1``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,6 +56,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from pizzeria.fault_syntax import count_of, entries_of, hashed_fraction, rate_of, split_entry
 from pizzeria.models import (
     COMPENSATIONS,
     CREDIT_CARD_PROCESSING_ERROR,
@@ -113,66 +112,38 @@ class FaultSyntaxError(ValueError):
 
 
 def _parse_entry(entry: str) -> Fault:
-    step, sep, rule = entry.partition("=")
-    step = step.strip()
-    head, at, rate_text = rule.partition("@")
-    mode, colon, count = head.partition(":")
-    if not sep or not step or mode not in MODES or step not in FAULTABLE_STEPS:
-        what = f"unknown step {step!r}" if sep and step not in FAULTABLE_STEPS else "bad fault"
+    parts = split_entry(entry)
+    step, mode = parts.name, parts.head
+    if not parts.named or not step or mode not in MODES or step not in FAULTABLE_STEPS:
+        unknown = parts.named and step not in FAULTABLE_STEPS
+        what = f"unknown step {step!r}" if unknown else "bad fault"
         raise FaultSyntaxError(
             f"{what} in {entry!r}: expected STEP=MODE[:N][@RATE] with STEP one of "
             + ", ".join(FAULTABLE_STEPS)
             + " and MODE one of "
             + ", ".join(MODES)
         )
-    if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):
-        raise FaultSyntaxError(f"bad fault {entry!r}: N must be a positive number")
-    rate: float | None = None
-    if at:
-        try:
-            rate = float(rate_text) if rate_text.isascii() else math.nan
-        except ValueError:
-            rate = math.nan
-        if not 0 < rate <= 1:  # also refuses nan
-            raise FaultSyntaxError(f"bad fault {entry!r}: RATE must be a fraction in (0, 1]")
+    attempts = count_of(entry, parts.count, FaultSyntaxError)
+    rate = rate_of(entry, parts.rate, FaultSyntaxError)
     verdict_step = VERDICT_STEPS.get(mode)
     if verdict_step is not None and step != verdict_step:
         raise FaultSyntaxError(f"bad fault {entry!r}: {mode} applies to {verdict_step} only")
-    return Fault(step, mode, int(count) if count else None, rate)
+    return Fault(step, mode, attempts, rate)
 
 
 def parse_faults(text: str) -> dict[str, Fault]:
     """Parse ``STEP=MODE[:N][@RATE],...`` (or a JSON list of such strings)."""
-    text = text.strip()
-    if not text:
-        return {}
-    entries: list[str]
-    if text.startswith("["):
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise FaultSyntaxError(f"the faults file is not valid JSON: {error}") from None
-        if not isinstance(loaded, list) or not all(isinstance(e, str) for e in loaded):
-            raise FaultSyntaxError("the faults file must hold a JSON list of 'STEP=MODE[:N]'")
-        entries = loaded
-    else:
-        entries = [part for part in text.split(",") if part.strip()]
     faults: dict[str, Fault] = {}
-    for entry in entries:
-        fault = _parse_entry(entry.strip())
+    for entry in entries_of(text, FaultSyntaxError, "'STEP=MODE[:N]'"):
+        fault = _parse_entry(entry)
         faults[fault.key] = fault
     return faults
 
 
 def draw(seed: str, workflow_id: str, step: str, mode: str, attempt: int) -> float:
-    """A number in [0, 1) fixed by its inputs: which orders a rated fault strikes.
-
-    A hash rather than ``random``: several worker processes, restarted at any moment,
-    must agree on it, and a rerun with the same seed meets the same faults.
-    """
-    text = "\x1f".join((seed, workflow_id, step, mode, str(attempt)))
-    digest = hashlib.sha256(text.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    """A number in [0, 1) fixed by its inputs: which orders a rated fault strikes (the
+    same for every worker process and every rerun with the seed)."""
+    return hashed_fraction(seed, workflow_id, step, mode, str(attempt))
 
 
 class FaultPlan:
