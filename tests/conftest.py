@@ -45,6 +45,7 @@ from pizzeria.worker import (
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import binary, unique_number
 from tests.helpers.api_stack import Api, api_process
+from tests.helpers.money_books import CountingGateway
 from tests.helpers.postgres import INSTALL_HINT, PostgresServer, postgres_bin
 from tests.helpers.stack import (
     Stack,
@@ -198,9 +199,12 @@ def provider_faults(provider: process.ProviderProcess) -> Iterator[Callable[[str
 
 
 @pytest.fixture
-async def gateway(provider: process.ProviderProcess) -> AsyncIterator[StripeGateway]:
-    """The payment port over the session's provider, as a worker's (its timeout)."""
-    opened = StripeGateway(process.LOCAL_SECRET_KEY, provider.url, timeout=PAYMENTS_TIMEOUT_SECONDS)
+async def gateway(provider: process.ProviderProcess) -> AsyncIterator[CountingGateway]:
+    """The payment port over the session's provider, as a worker's (its timeout), counting
+    the calls that move money (the workers' and the test's own)."""
+    opened = CountingGateway(
+        process.LOCAL_SECRET_KEY, provider.url, timeout=PAYMENTS_TIMEOUT_SECONDS
+    )
     yield opened
     await opened.close()
 

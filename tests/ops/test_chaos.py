@@ -70,9 +70,9 @@ def processes_using(folder: Path) -> list[int]:
     return found
 
 
-def run_chaos(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
-    process = subprocess.Popen(
+def chaos_process(*args: str) -> subprocess.Popen[str]:
+    """`pizzeria chaos ARGS...` started, its output piped, nothing on its stdin."""
+    return subprocess.Popen(
         [PIZZERIA, "chaos", *args],
         env=environment(),
         stdout=subprocess.PIPE,
@@ -80,6 +80,11 @@ def run_chaos(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[s
         stdin=subprocess.DEVNULL,
         text=True,
     )
+
+
+def run_chaos(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    process = chaos_process(*args)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -184,12 +189,6 @@ def test_the_provider_log_says_which_faults_struck_and_the_summary_shows_them(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap of money.py: a hold the provider makes after the worker gave up on "
-    "its answer (3 s) and after the compensation looked for it (find) is never released; "
-    "chaos's *=slow/4 fault meets it (an 'orphan hold' of an undone order)",
-)
 async def test_a_hold_the_provider_makes_after_the_compensation_looked_is_released_too(
     worker: Any, start: Any, provider_faults: Any, gateway: Any, ledger: Any
 ) -> None:
@@ -451,14 +450,7 @@ def test_a_ledger_that_already_holds_orders_is_refused_before_anything_starts(
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> None:
     folder = tmp_path / "chaos"
-    process = subprocess.Popen(
-        [PIZZERIA, "chaos", "--orders", "200", "--data-dir", str(folder), "--json"],
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    process = chaos_process("--orders", "200", "--data-dir", str(folder), "--json")
     try:
 
         def server_and_two_workers_up() -> bool:

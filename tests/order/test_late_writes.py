@@ -136,6 +136,26 @@ def late(faults_file: Path, spec: str) -> None:
     write_faults(faults_file, parse_faults(spec))
 
 
+def each_undoable_step(mode: str, inventory_id: str, charge_id: str) -> pytest.MarkDecorator:
+    """The test once per step that has a compensation, with the fault ``mode`` on it."""
+    return pytest.mark.parametrize(
+        ("spec", "step", "compensation"),
+        [
+            (f"update_inventory={mode}:1", STEP_UPDATE_INVENTORY, COMPENSATE_REVERT_INVENTORY),
+            (f"process_credit_card={mode}:1", STEP_PROCESS_CREDIT_CARD, COMPENSATE_REFUND_CUSTOMER),
+        ],
+        ids=[inventory_id, charge_id],
+    )
+
+
+async def fails_with_one_attempt(start: Any, faults_file: Path, spec: str) -> None:
+    """A good order with one attempt per step, the fault ``spec`` on: it fails."""
+    late(faults_file, spec)
+    handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
 def attempt_of(attempt: int) -> ActivityEnvironment:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(
@@ -259,25 +279,15 @@ async def test_a_bill_sent_late_after_the_refund_is_refused(
 # -- the real workflow ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("spec", "step", "compensation"),
-    [
-        ("update_inventory=late:1", STEP_UPDATE_INVENTORY, COMPENSATE_REVERT_INVENTORY),
-        ("process_credit_card=late:1", STEP_PROCESS_CREDIT_CARD, COMPENSATE_REFUND_CUSTOMER),
-    ],
-    ids=["inventory-late-after-revert", "charge-late-after-refund"],
-)
+@each_undoable_step("late", "inventory-late-after-revert", "charge-late-after-refund")
 async def test_a_step_writing_after_its_timeout_finds_the_tombstone_of_its_compensation(
     worker, start, ledger: RecordingLedger, faults_file, spec, step, compensation
 ):
     """One attempt only: the timed-out step fails the order, the saga compensates (nothing
     to undo yet: a tombstone), then the step's late write arrives and is refused."""
-    late(faults_file, spec)
     before = ledger.stock()
     async with worker():
-        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        await fails_with_one_attempt(start, faults_file, spec)
         await eventually(lambda: "refused" in ledger.calls_of(step), "the late write")
     assert ledger.calls_of(step) == ["refused"]
     assert ledger.stock() == before
@@ -307,25 +317,15 @@ async def test_a_step_writing_after_its_retry_changes_nothing_and_the_order_comp
 # -- lost answers: the step took effect, the workflow never heard -------------------------------
 
 
-@pytest.mark.parametrize(
-    ("spec", "step", "compensation"),
-    [
-        ("update_inventory=lost:1", STEP_UPDATE_INVENTORY, COMPENSATE_REVERT_INVENTORY),
-        ("process_credit_card=lost:1", STEP_PROCESS_CREDIT_CARD, COMPENSATE_REFUND_CUSTOMER),
-    ],
-    ids=["inventory-answer-lost", "charge-answer-lost"],
-)
+@each_undoable_step("lost", "inventory-answer-lost", "charge-answer-lost")
 async def test_a_step_whose_answer_was_lost_is_undone_by_its_compensation(
     worker, start, ledger: RecordingLedger, faults_file, spec, step, compensation
 ):
     """Why compensations are registered before their step: out of attempts, the step
     'failed', yet it took effect, and only its compensation undoes it."""
-    late(faults_file, spec)
     before = ledger.stock()
     async with worker():
-        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, step_attempts=1))
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        await fails_with_one_attempt(start, faults_file, spec)
     rows = {row["step"]: row["tombstone"] for row in ledger.effects()}
     assert rows[step] == 0 and rows[compensation] == 0  # taken effect, then truly undone
     assert ledger.stock() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,16 +210,21 @@ async def wait_for_step(ledger: Ledger, step: str, seconds: float = 20) -> None:
     await eventually(taken, f"{step} to take effect", seconds)
 
 
+async def stuck_charging(start: Any, faults_file: Path) -> WorkflowHandle[Any, Any]:
+    """A good order mid-flight: its stock taken, its card call hanging."""
+    write_faults(faults_file, parse_faults("process_credit_card=timeout"))
+    handle: WorkflowHandle[Any, Any] = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+    await charging(handle)
+    return handle
+
+
 @pytest.mark.dev_server_only
 async def test_cancelling_a_running_order_runs_the_compensations_and_restores_the_ledger(
     worker, start, ledger, faults_file
 ):
-    # The card gateway hangs, so the order is mid-flight with its stock taken.
-    write_faults(faults_file, parse_faults("process_credit_card=timeout"))
     before = quantities(ledger)
     async with worker():
-        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
-        await charging(handle)
+        handle = await stuck_charging(start, faults_file)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -235,11 +241,9 @@ async def test_cancelling_a_running_order_runs_the_compensations_and_restores_th
 async def test_cancel_order_update_compensates_and_the_order_ends_cancelled(
     worker, start, ledger, faults_file
 ):
-    write_faults(faults_file, parse_faults("process_credit_card=timeout"))
     before = quantities(ledger)
     async with worker():
-        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
-        await charging(handle)
+        handle = await stuck_charging(start, faults_file)
         result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, "changed my mind")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):

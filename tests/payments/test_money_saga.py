@@ -6,11 +6,11 @@ captured or refunded twice, and no hold outlives its order."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from pizzeria.activities import PizzaOrderActivities
@@ -18,27 +18,15 @@ from pizzeria.config import DriverSimulation
 from pizzeria.failures import error_type_of
 from pizzeria.history.timeline import order_report
 from pizzeria.ledger import Ledger
-from pizzeria.payments import process
 from pizzeria.payments.port import MoneyState
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
-from pizzeria.worker import PAYMENTS_TIMEOUT_SECONDS
 from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import failure_of
 from tests.helpers.history import activity_timeline, finished
 from tests.helpers.money_books import CountingGateway, money_of, run_ref
 
 BILLED = 3500  # the exercise's three pizzas, 500 off
-
-
-@pytest.fixture
-async def gateway(provider: process.ProviderProcess) -> AsyncIterator[CountingGateway]:
-    """The worker's gateway over the session's provider, counting its money calls."""
-    counting = CountingGateway(
-        process.LOCAL_SECRET_KEY, provider.url, timeout=PAYMENTS_TIMEOUT_SECONDS
-    )
-    yield counting
-    await counting.close()
 
 
 def no_driver(activities: PizzaOrderActivities) -> None:
@@ -75,15 +63,23 @@ async def test_a_good_order_holds_then_captures_one_payment(
     assert state["details"] == "Completed"
 
 
-async def test_the_exercises_bad_card_fails_exactly_as_before_and_holds_nothing(
-    worker, start, ledger: Ledger, gateway: CountingGateway
-) -> None:
+async def card_refused(
+    worker: Any, start: Any, card: str
+) -> tuple[WorkflowHandle[Any, Any], ApplicationError]:
+    """A good order paid with ``card``, failed for its card: the handle and the cause."""
     async with worker():
-        handle = await start(sample_order(card=BAD_CARD, prep_seconds=0))
+        handle = await start(sample_order(card=card, prep_seconds=0))
         failure = await failure_of(handle)
     assert error_type_of(failure) == "CreditCardProcessingError"
     cause = failure.__cause__
     assert isinstance(cause, ApplicationError)
+    return handle, cause
+
+
+async def test_the_exercises_bad_card_fails_exactly_as_before_and_holds_nothing(
+    worker, start, ledger: Ledger, gateway: CountingGateway
+) -> None:
+    handle, cause = await card_refused(worker, start, BAD_CARD)
     assert (cause.message, cause.non_retryable, cause.details) == (
         "Invalid credit card number",
         True,
@@ -118,12 +114,8 @@ async def test_the_exercises_bad_card_fails_exactly_as_before_and_holds_nothing(
 async def test_a_declined_card_fails_the_order_with_its_reason_and_holds_nothing(
     worker, start, ledger: Ledger, gateway: CountingGateway, card, message, code, decline_code
 ) -> None:
-    async with worker():
-        handle = await start(sample_order(card=card, prep_seconds=0))
-        failure = await failure_of(handle)
-    assert error_type_of(failure) == "CreditCardProcessingError"
-    cause = failure.__cause__
-    assert isinstance(cause, ApplicationError) and cause.non_retryable
+    handle, cause = await card_refused(worker, start, card)
+    assert cause.non_retryable
     assert cause.message == message
     assert cause.details[0] == {"code": code, "decline_code": decline_code}
     assert [name for name, _ in finished(await activity_timeline(handle))][-2:] == [
@@ -201,12 +193,12 @@ STEP_OF = {
     ],
 )
 async def test_a_provider_down_or_losing_its_answer_never_moves_money_twice(
+    activities: PizzaOrderActivities,
     client: Client,
     worker,
     start,
     ledger: Ledger,
     gateway: CountingGateway,
-    activities: PizzaOrderActivities,
     faults_file,
     provider_faults: Callable[[str], None],
     provider_fault: str,

@@ -21,7 +21,6 @@ from temporalio.client import Client, WorkflowHandle
 
 from pizzeria.ledger import Ledger
 from pizzeria.ledger.refunds import staff_refunds
-from pizzeria.payments import process
 from pizzeria.payments.port import MoneyState
 from pizzeria.refunds import (
     RefundInvalid,
@@ -34,7 +33,6 @@ from pizzeria.refunds import (
     refund_order,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.worker import PAYMENTS_TIMEOUT_SECONDS
 from tests.helpers import eventually, failure_of, run_pizzeria
 from tests.helpers.api_stack import Api, order_body
 from tests.helpers.money_books import CountingGateway, RunMoney, money_of, run_ref
@@ -44,16 +42,6 @@ BILLED = 3500  # the exercise's three pizzas, 500 off
 PROBLEM = "application/problem+json"
 AT_ONCE = {"Prefer": "respond-async"}
 KEYED = {"Idempotency-Key": "a-key-for-a-wrong-request"}
-
-
-@pytest.fixture
-async def gateway(provider: process.ProviderProcess) -> AsyncIterator[CountingGateway]:
-    """The session's provider, counting the calls that move money (the workers' and ours)."""
-    counting = CountingGateway(
-        process.LOCAL_SECRET_KEY, provider.url, timeout=PAYMENTS_TIMEOUT_SECONDS
-    )
-    yield counting
-    await counting.close()
 
 
 @pytest.fixture
