@@ -505,10 +505,23 @@ def test_without_the_providers_records_the_check_judges_two_books(book: Ledger) 
     assert "payments" in report.to_json() and report.to_json()["payments"] is None
 
 
+@pytest.fixture
+async def quiet_gateway(tmp_path: Path) -> Any:
+    """A provider of the test's own: its records are the test's alone (the session's
+    provider also holds the money of orders other tests' workers are still closing)."""
+    with process.running(tmp_path / "payments.db") as running:
+        opened = StripeGateway(process.LOCAL_SECRET_KEY, running.url)
+        try:
+            yield opened
+        finally:
+            await opened.close()
+
+
 async def test_the_providers_records_are_read_page_by_page(
-    gateway: StripeGateway, monkeypatch: pytest.MonkeyPatch
+    quiet_gateway: StripeGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every payment and refund, however many pages they take (two per page here)."""
+    gateway = quiet_gateway
     metadata = order_metadata(ref("PAGES", "r-pages"), "PAGES")
     made = [
         await gateway.authorize(
