@@ -13,7 +13,8 @@ import click
 
 from pizzeria.api import DEFAULT_PORT
 from pizzeria.api.limits import LIMIT_OPTIONS, ApiLimits
-from pizzeria.cli.common import UserError, address_option, fail, ledger_option, out
+from pizzeria.cli.common import UserError, fail, out
+from pizzeria.cli.options import address_option, int_option, ledger_option
 
 
 def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,7 +42,7 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command(name="api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@int_option("--port", 1, 65535, default=DEFAULT_PORT)
 @click.option(
     "--allowed-host",
     "allowed_hosts",

@@ -12,7 +12,8 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pizzeria.cli.common import err, fail, json_option, ledger_option_of, out
+from pizzeria.cli.common import err, fail, out
+from pizzeria.cli.options import flag_option, int_option, json_option, ledger_option_of
 from pizzeria.ledger import is_postgres_location
 from pizzeria.ops.bench.ablation import VARIANTS, run_ablation
 from pizzeria.ops.bench.cases import (
@@ -65,46 +66,39 @@ ABLATION_CONCURRENCY = 50
     type=click.Path(dir_okay=False, path_type=Path),
     help="Draw throughput and p99 against concurrency to this PNG (needs matplotlib)",
 )
-@click.option("--full", is_flag=True, help="Also 200 workflows in flight")
-@click.option(
+@flag_option("--full", help="Also 200 workflows in flight")
+@flag_option(
     "--ablation",
-    is_flag=True,
     help="Instead: the good order with each optional piece switched off in turn (default: 50 "
     "in flight)",
 )
-@click.option(
+@flag_option(
     "--costs",
-    is_flag=True,
     help="Instead: history events, payload bytes and billable actions of one workflow per shape",
 )
-@click.option(
+@flag_option(
     "--profile",
-    is_flag=True,
     help="Instead: sample the worker with py-spy while it runs the good order and its bare "
     "shape (50 in flight), and show the worker's time per workflow, piece by piece",
 )
-@click.option(
-    "--repeat",
-    type=click.IntRange(1, 9),
-    default=3,
-    show_default=True,
-    help="Runs; every figure is the median over them",
-)
-@click.option(
+@int_option("--repeat", 1, 9, default=3, help="Runs; every figure is the median over them")
+@int_option(
     "--concurrency",
-    "concurrency",
-    type=click.IntRange(1, 500),
+    1,
+    500,
     multiple=True,
     help="Workflows in flight; repeat for several [default: 1, 10, 50 (and 200 with --full)]",
 )
-@click.option(
+@int_option(
     "--workflows",
-    type=click.IntRange(1, 2000),
+    1,
+    2000,
     help="Workflows per batch (two batches per case) [default: 12, 100, 150, 400 by concurrency]",
 )
-@click.option(
+@int_option(
     "--workers",
-    type=click.IntRange(1, 4),
+    1,
+    4,
     multiple=True,
     help="Worker processes; repeat to compare several counts side by side [default: 1]",
 )
@@ -128,9 +122,8 @@ ABLATION_CONCURRENCY = 50
     metavar="MODULE",
     help="Pass this module (and its children) through the workflow sandbox; repeatable",
 )
-@click.option(
+@flag_option(
     "--compare-fast-path",
-    is_flag=True,
     help="Measure the good order's fast path (local activities) against its regular path "
     "and both bare shapes, instead of the usual pairs [default concurrency: 1, 50]",
 )

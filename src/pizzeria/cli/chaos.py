@@ -9,12 +9,20 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pizzeria.cli.common import err, json_option, ledger_option_of, out
+from pizzeria.cli.common import err, out
+from pizzeria.cli.options import (
+    flag_option,
+    float_option,
+    int_option,
+    json_option,
+    ledger_option_of,
+)
 from pizzeria.ledger import LedgerNotFound, SchemaTooNew, SchemaTooOld, open_ledger
 from pizzeria.menu import INITIAL_STOCK
 from pizzeria.ops.chaos.plan import DEFAULT_FAULTS, DEFAULT_PROVIDER_FAULTS, ChaosSettings
@@ -27,32 +35,24 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 
 
 @click.command()
-@click.option("--orders", default=300, show_default=True, type=click.IntRange(1, 100_000))
-@click.option(
-    "--concurrency",
-    default=20,
-    show_default=True,
-    type=click.IntRange(1, 500),
-    help="Orders open at once",
-)
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--worker-kills", default=3, show_default=True, type=click.IntRange(0, 1000))
-@click.option("--server-restarts", default=1, show_default=True, type=click.IntRange(0, 100))
-@click.option(
+@int_option("--orders", 1, 100_000, default=300)
+@int_option("--concurrency", 1, 500, default=20, help="Orders open at once")
+@int_option("--workers", 1, 16, default=2)
+@int_option("--worker-kills", 0, 1000, default=3)
+@int_option("--server-restarts", 0, 100, default=1)
+@int_option(
     "--rolling-restarts",
+    0,
+    100,
     default=1,
-    show_default=True,
-    type=click.IntRange(0, 100),
     help="Times every worker is stopped with SIGTERM in turn and started again",
 )
 @ledger_option_of(
     "The workers' shared ledger: a new SQLite file or an empty PostgreSQL database "
     "(postgresql://...) [default: ledger.db in the data folder]"
 )
-@click.option(
-    "--cancel-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share"
-)
-@click.option("--bad-card-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@float_option("--cancel-rate", 0, 1, default=0.1, help="Share")
+@float_option("--bad-card-rate", 0, 1, default=0.1)
 @click.option("--seed", type=int, help="Seed of orders, faults and timing [default: random]")
 @click.option(
     "--faults",
@@ -66,25 +66,21 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
     "docs/payments.md); 'none' switches them off [default: 5xx, lost answers, refused "
     "connections and slow answers at random]",
 )
-@click.option(
+@int_option(
     "--provider-restarts",
+    0,
+    100,
     default=1,
-    show_default=True,
-    type=click.IntRange(0, 100),
     help="Times the payment provider is killed with SIGKILL and started again",
 )
-@click.option(
-    "--stock",
-    default=INITIAL_STOCK,
-    show_default=True,
-    type=click.IntRange(0, 10**9),
-    help="Portions of each ingredient at the start",
+@int_option(
+    "--stock", 0, 10**9, default=INITIAL_STOCK, help="Portions of each ingredient at the start"
 )
-@click.option(
+@float_option(
     "--timeout",
+    10,
+    24 * 3600,
     default=900.0,
-    show_default=True,
-    type=click.FloatRange(10, 24 * 3600),
     help="Seconds before giving up on orders still open",
 )
 @click.option(
@@ -92,62 +88,26 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
     type=click.Path(path_type=Path, file_okay=False),
     help="Keep the history, ledger and logs here (new or empty) [default: a temporary folder]",
 )
-@click.option("--keep-data", is_flag=True, help="Keep the temporary folder afterwards")
-@click.option(
-    "--fast-path", is_flag=True, help="Every order runs its ledger steps as local activities"
-)
+@flag_option("--keep-data", help="Keep the temporary folder afterwards")
+@flag_option("--fast-path", help="Every order runs its ledger steps as local activities")
 @json_option
-def chaos(
-    orders: int,
-    concurrency: int,
-    workers: int,
-    worker_kills: int,
-    server_restarts: int,
-    rolling_restarts: int,
-    ledger_location: str | None,
-    cancel_rate: float,
-    bad_card_rate: float,
-    seed: int | None,
-    faults: str,
-    provider_faults: str,
-    provider_restarts: int,
-    stock: int,
-    timeout: float,
-    data_dir: Path | None,
-    keep_data: bool,
-    fast_path: bool,
-    as_json: bool,
-) -> None:
+def chaos(ledger_location: str | None, seed: int | None, as_json: bool, **options: Any) -> None:
     """Place orders while killing workers, restarting the server and the payment provider
     and injecting faults into both, then check the ledger (and the provider's books)."""
-    provider_faults = checked_provider_faults(provider_faults)
-    check_options(faults, data_dir)
+    # The other options are ChaosSettings' fields, by name.
+    options["provider_faults"] = checked_provider_faults(options["provider_faults"])
+    check_options(options["faults"], options["data_dir"])
     if ledger_location is not None:
         refuse_a_used_ledger(ledger_location)
     settings = ChaosSettings(
-        orders=orders,
-        concurrency=concurrency,
-        workers=workers,
-        worker_kills=worker_kills,
-        server_restarts=server_restarts,
-        rolling_restarts=rolling_restarts,
+        **options,
         ledger=ledger_location,
-        cancel_rate=cancel_rate,
-        bad_card_rate=bad_card_rate,
         seed=seed if seed is not None else random.SystemRandom().randrange(1_000_000),
-        faults=faults,
-        provider_faults=provider_faults,
-        provider_restarts=provider_restarts,
-        stock=stock,
-        timeout=timeout,
-        data_dir=data_dir,
-        keep_data=keep_data,
-        fast_path=fast_path,
     )
-    folder = data_dir or Path(tempfile.mkdtemp(prefix="pizzeria-chaos-"))
+    folder = settings.data_dir or Path(tempfile.mkdtemp(prefix="pizzeria-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = run_or_explain(settings, folder)
-    keep = keep_data or data_dir is not None or not result.ok
+    keep = settings.keep_data or settings.data_dir is not None or not result.ok
     show_result(result, folder, keep, as_json)
     if not result.ok:
         raise SystemExit(1)

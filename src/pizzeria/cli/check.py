@@ -15,15 +15,8 @@ import click
 from temporalio.service import RPCError
 
 from pizzeria import config
-from pizzeria.cli.common import (
-    address_option,
-    client_or_fail,
-    fail,
-    json_option,
-    ledger_option,
-    out,
-    run,
-)
+from pizzeria.cli.common import client_or_fail, fail, out, run
+from pizzeria.cli.options import address_option, flag_option, json_option, ledger_option
 from pizzeria.ledger import Ledger, LedgerError, open_ledger
 from pizzeria.ops.check.provider import check_gateway
 from pizzeria.ops.check.reading import reading_converter
@@ -74,7 +67,7 @@ def cannot_check(message: str) -> NoReturn:
 @click.command()
 @address_option
 @ledger_option
-@click.option("--closed", "require_closed", is_flag=True, help="An order still open is a violation")
+@flag_option("--closed", "require_closed", help="An order still open is a violation")
 @click.option(
     "--payments",
     "payments_url",
@@ -83,9 +76,8 @@ def cannot_check(message: str) -> NoReturn:
     "PIZZERIA_PAYMENTS_URL, STRIPE_API_KEY alone for Stripe, else the data folder's "
     "local provider]",
 )
-@click.option(
+@flag_option(
     "--whole-account",
-    is_flag=True,
     help="Every payment at the provider is this deployment's: one naming an order neither "
     "Temporal nor the ledger knows is a violation, not a warning",
 )

@@ -1,4 +1,5 @@
-"""What every command shares: its consoles, its options, one-line errors, opening things.
+"""What every command shares: its consoles, one-line errors, opening things (its options
+are `pizzeria.cli.options`).
 
 Text that comes from outside (an order, a history, the ledger, an error message) is
 printed through `shown` (or `cell`, for a table): text.for_terminal, the one escaping
@@ -10,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
-import click
 from rich.console import Console
 from rich.text import Text
 from temporalio.client import Client
@@ -27,26 +27,6 @@ from pizzeria.text import TextRefused, check_text, for_terminal
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
-
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-LEDGER_HELP = (
-    "The ledger: a SQLite file or a postgresql:// URL "
-    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]"
-)
-
-
-def ledger_option_of(
-    help: str = LEDGER_HELP, name: str = "ledger_location", metavar: str = "FILE|URL", **more: Any
-) -> Decorator:
-    """``--ledger``; a command whose ledger means something else says so in its help."""
-    return click.option("--ledger", name, metavar=metavar, help=help, **more)
-
-
-address_option = click.option(
-    "--address", help="Temporal address [default: SDK env config, else localhost:7233]"
-)
-ledger_option = ledger_option_of()
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
 
 
 class UserError(Exception):
@@ -111,6 +91,16 @@ def ledger_at(location: str | None) -> Ledger:
     """The ledger given, else the configured one (created when missing); a `LedgerError`
     (unreachable, too new) is one line for `main`."""
     return open_ledger(location or config.ledger_location())
+
+
+def run_with_ledger(location: str | None, work: Callable[[Ledger], Awaitable[T]]) -> T:
+    """Run ``work`` on the ledger given (else the configured one, as `ledger_at` opens
+    it), closed afterwards whatever happens."""
+    book = ledger_at(location)
+    try:
+        return run(work(book))
+    finally:
+        book.close()
 
 
 def stop_on_sigterm() -> None:

@@ -8,7 +8,8 @@ import click
 from rich.text import Text
 
 from pizzeria import config
-from pizzeria.cli.common import address_option, json_option, ledger_option, out, run, shown
+from pizzeria.cli.common import out, run, shown
+from pizzeria.cli.options import address_option, json_option, ledger_option
 from pizzeria.models import TASK_QUEUE
 from pizzeria.ops.doctor import FAIL, OK, SKIP, Verdict, diagnose
 

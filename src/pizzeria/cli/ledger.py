@@ -14,7 +14,8 @@ import click
 from rich.table import Table
 
 from pizzeria import config
-from pizzeria.cli.common import UserError, cell, json_option, ledger_at, ledger_option, out
+from pizzeria.cli.common import UserError, cell, ledger_at, out
+from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import DeliveryKeyReused, open_ledger
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import dollars

@@ -14,17 +14,15 @@ from rich.table import Table
 
 from pizzeria.cli.common import (
     UserError,
-    address_option,
     cell,
     checked_text,
     client_or_fail,
-    json_option,
-    ledger_at,
-    ledger_option,
     out,
     run,
+    run_with_ledger,
     shown,
 )
+from pizzeria.cli.options import address_option, flag_option, int_option, json_option, ledger_option
 from pizzeria.cli.refund import refund_lines, refunds_of_run
 from pizzeria.client import (
     Abandoned,
@@ -37,6 +35,7 @@ from pizzeria.client import (
     retry_compensations,
 )
 from pizzeria.history.timeline import order_report
+from pizzeria.ledger import Ledger
 from pizzeria.models import (
     ORDER_STATUSES,
     CancelResult,
@@ -83,7 +82,7 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: b
     type=click.Choice(ORDER_STATUSES, case_sensitive=False),
     help="Only orders whose OrderStatus is this",
 )
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@int_option("--limit", 1, 1000, default=20)
 @address_option
 @json_option
 def orders(order_status: str | None, limit: int, address: str | None, as_json: bool) -> None:
@@ -116,7 +115,7 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
 
 @click.command()
 @click.argument("order_number")
-@click.option("--watch", is_flag=True, help="Keep refreshing until the order closes (Ctrl-C stops)")
+@flag_option("--watch", help="Keep refreshing until the order closes (Ctrl-C stops)")
 @address_option
 @ledger_option
 @json_option
@@ -225,11 +224,10 @@ def cancel(order_number: str, reason: str, address: str | None) -> None:
 
 @click.command()
 @click.argument("order_number")
-@click.option("--retry", is_flag=True, help="Run the failed compensations again")
+@flag_option("--retry", help="Run the failed compensations again")
 @click.option("--resolve", metavar="NOTE", help="Mark them handled by hand, with a note")
-@click.option(
+@flag_option(
     "--abandon",
-    is_flag=True,
     help="End an order that cannot finish (see `pizzeria status`): undo what the ledger "
     "holds for it, then terminate it",
 )
@@ -266,18 +264,13 @@ def repair(
 
 
 def abandon_and_report(order_number: str, address: str | None, location: str | None) -> None:
-    book = ledger_at(location)
-
-    async def abandoned() -> Abandoned:
+    async def abandoned(book: Ledger) -> Abandoned:
         client = await client_or_fail(address)
         return await abandon_order(
             client, book, order_number, "abandoned by an operator (pizzeria repair --abandon)"
         )
 
-    try:
-        result = run(abandoned())
-    finally:
-        book.close()
+    result = run_with_ledger(location, abandoned)
     ended = "terminated" if result.status == "RUNNING" else f"already {result.status}"
     portions = sum(result.put_back.values())
     out.print(

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pizzeria.cli.common import UserError, out, stop_on_sigterm
+from pizzeria.cli.options import int_option
 from pizzeria.payments.process import (
     DEFAULT_HOLD_SECONDS,
     DEFAULT_PORT,
@@ -24,13 +25,7 @@ from pizzeria.payments.provider.server import PortInUse, ProviderServer, bind
 
 @click.command("payments")
 @click.option("--host", default=HOST, show_default=True, help="Address to listen on")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="Port (0, or taken: a free one)",
-)
+@int_option("--port", 0, 65535, default=DEFAULT_PORT, help="Port (0, or taken: a free one)")
 @click.option(
     "--data",
     "data_file",

@@ -10,16 +10,8 @@ import click
 from temporalio.service import RPCError
 
 from pizzeria import menu
-from pizzeria.cli.common import (
-    UserError,
-    address_option,
-    client_or_fail,
-    err,
-    fail,
-    json_option,
-    out,
-    run,
-)
+from pizzeria.cli.common import UserError, client_or_fail, err, fail, out, run
+from pizzeria.cli.options import address_option, flag_option, float_option, int_option, json_option
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderAlreadyCompleted, OrderOutcome, outcome_of
 from pizzeria.client.placing import answer_within, start_with_answer
@@ -90,7 +82,7 @@ def build_order(
     show_default=True,
     help=f"Card number (the exercise's bad card: {BAD_CARD})",
 )
-@click.option("--pickup", is_flag=True, help="Pick up instead of delivery (no driver)")
+@flag_option("--pickup", help="Pick up instead of delivery (no driver)")
 @click.option(
     "--item",
     "items",
@@ -107,33 +99,30 @@ def build_order(
 @click.option(
     "--prep-seconds", type=float, help="The short wait after the distance check [default: 3]"
 )
-@click.option(
+@int_option(
     "--compensation-attempts",
-    type=click.IntRange(min=1),
+    1,
     help="Attempts per compensation before the order asks for repair [default: 10]",
 )
-@click.option(
+@int_option(
     "--step-attempts",
-    type=click.IntRange(min=1),
+    1,
     help="Attempts per step before the order gives up and compensates [default: 10]",
 )
-@click.option(
+@flag_option(
     "--again",
-    is_flag=True,
     help="Start a new run even if this order number already completed (charges again)",
 )
-@click.option(
+@float_option(
     "--timeout",
-    "patience",
-    type=click.FloatRange(min=1),
+    1,
+    name="patience",
     default=DEFAULT_PATIENCE,
-    show_default=True,
     help="Seconds to wait for the outcome, through server restarts; then the order is "
     f"still running (exit {STILL_RUNNING})",
 )
-@click.option(
+@flag_option(
     "--fast-path",
-    is_flag=True,
     help="Run the ledger steps and their compensations as local activities (faster; "
     "they show as markers in the Web UI, see the README)",
 )

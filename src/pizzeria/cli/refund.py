@@ -10,18 +10,9 @@ from typing import Any
 import click
 
 from pizzeria import config
-from pizzeria.cli.common import (
-    UserError,
-    address_option,
-    client_or_fail,
-    json_option,
-    ledger_at,
-    ledger_option,
-    out,
-    run,
-    shown,
-)
-from pizzeria.ledger import LedgerError, open_ledger
+from pizzeria.cli.common import UserError, client_or_fail, out, run_with_ledger, shown
+from pizzeria.cli.options import address_option, json_option, ledger_option
+from pizzeria.ledger import Ledger, LedgerError, open_ledger
 from pizzeria.ledger.refunds import staff_refunds
 from pizzeria.models import dollars, order_ref, workflow_id_for
 from pizzeria.refunds import (
@@ -69,10 +60,9 @@ def refund(
         check_request(cents, reason, key)  # before anything is opened or asked
     except RefundError as error:
         raise UserError(str(error)) from None
-    book = ledger_at(ledger_location)
-    gateway = staff_gateway()
 
-    async def refunded() -> StaffRefund:
+    async def refunded(book: Ledger) -> StaffRefund:
+        gateway = staff_gateway()
         try:
             client = await client_or_fail(address)
             return await refund_order(client, book, gateway, order_number, cents, reason, key)
@@ -80,13 +70,11 @@ def refund(
             await gateway.close()
 
     try:
-        made = run(refunded())
+        made = run_with_ledger(ledger_location, refunded)
     except RefundUnanswered as error:
         raise ConnectionError(f"{error} (--key {key})") from None
     except RefundError as error:
         raise UserError(str(error)) from None
-    finally:
-        book.close()
     if as_json:
         out.print_json(json.dumps(made.to_json()))
         return

@@ -14,16 +14,21 @@ import click
 from pizzeria import config
 from pizzeria.cli.common import (
     UserError,
-    address_option,
     client_or_fail,
     err,
     fail,
-    json_option,
     ledger_at,
-    ledger_option,
     out,
     run,
     stop_on_sigterm,
+)
+from pizzeria.cli.options import (
+    address_option,
+    flag_option,
+    float_option,
+    int_option,
+    json_option,
+    ledger_option,
 )
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
@@ -61,14 +66,14 @@ from pizzeria.worker import (
 )
 @click.option("--port", default=GRPC_PORT, show_default=True, help="gRPC port on 127.0.0.1")
 @click.option("--ui-port", default=UI_PORT, show_default=True, help="Web UI port on 127.0.0.1")
-@click.option("--in-memory", is_flag=True, help="Keep no history file (lost on exit)")
+@flag_option("--in-memory", help="Keep no history file (lost on exit)")
 @click.option(
     "--codec-port",
     default=DEFAULT_CODEC_PORT,
     show_default=True,
     help="Also serve the codec endpoint here, so the Web UI shows decrypted payloads",
 )
-@click.option("--no-codec", is_flag=True, help="No codec endpoint: the Web UI shows ciphertext")
+@flag_option("--no-codec", help="No codec endpoint: the Web UI shows ciphertext")
 @click.option(
     "--payments-port",
     default=DEFAULT_PAYMENTS_PORT,
@@ -76,9 +81,7 @@ from pizzeria.worker import (
     help="Also run the local payment provider here (a free port when taken); the workers "
     "of this data folder find it",
 )
-@click.option(
-    "--no-payments", is_flag=True, help="No local payment provider (Stripe, or one of your own)"
-)
+@flag_option("--no-payments", help="No local payment provider (Stripe, or one of your own)")
 def server(
     data_dir: Path | None,
     port: int,
@@ -153,9 +156,8 @@ def start_codec_server(port: int, ui_port: int) -> CodecServer:
     multiple=True,
     help="Browser origin allowed to call it [default: the local Web UI, port 8233]",
 )
-@click.option(
+@flag_option(
     "--require-auth",
-    is_flag=True,
     help="Browsers too must send the secret: behind a proxy that authenticates the Web "
     "UI's users and adds the header (see docs/security.md)",
 )
@@ -194,43 +196,45 @@ def codec_server_command(port: int, origins: tuple[str, ...], require_auth: bool
 @address_option
 @ledger_option
 @click.option("--task-queue", default=TASK_QUEUE, show_default=True, help="Task queue to poll")
-@click.option(
+@int_option(
     "--metrics-port",
-    type=click.IntRange(1, 65535),
+    1,
+    65535,
     help="Serve Prometheus metrics (the SDK's and ours) on 127.0.0.1:PORT/metrics",
 )
-@click.option(
+@flag_option(
     "--plain-payloads",
-    is_flag=True,
     help="Answer in plain JSON, for clients without the codec (the exercise's, `temporal`)",
 )
-@click.option(
+@int_option(
     "--max-concurrent-activities",
-    type=click.IntRange(1, 10_000),
+    1,
+    10_000,
     help="Steps this worker runs at once; more wait on the server [default: 100]",
 )
-@click.option(
+@int_option(
     "--max-concurrent-workflow-tasks",
-    type=click.IntRange(2, 10_000),
+    2,
+    10_000,
     help="Workflow tasks this worker handles at once [default: 100]",
 )
-@click.option(
+@flag_option(
     "--poller-autoscaling",
-    is_flag=True,
     help="Let the server's hints scale the pollers, up to --max-pollers [default: fixed 5]",
 )
-@click.option(
+@int_option(
     "--max-pollers",
-    type=click.IntRange(1, 1000),
+    1,
+    1000,
     help="Pollers of each kind (workflow, activity): fixed, or the autoscaling ceiling "
     "[default: 5, or 100 with --poller-autoscaling]",
 )
-@click.option(
+@float_option(
     "--graceful-shutdown",
-    "graceful_shutdown_seconds",
-    type=click.FloatRange(0, 3600),
+    0,
+    3600,
+    name="graceful_shutdown_seconds",
     default=DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
-    show_default=True,
     metavar="SECONDS",
     help="On SIGTERM or Ctrl-C, how long steps in flight may finish before they are "
     "cancelled and handed back to Temporal",
@@ -241,21 +245,11 @@ def worker(
     task_queue: str,
     metrics_port: int | None,
     plain_payloads: bool,
-    max_concurrent_activities: int | None,
-    max_concurrent_workflow_tasks: int | None,
-    poller_autoscaling: bool,
-    max_pollers: int | None,
-    graceful_shutdown_seconds: float,
+    **scale_options: Any,
 ) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    scale = WorkerScale(
-        max_concurrent_activities=max_concurrent_activities,
-        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
-        poller_autoscaling=poller_autoscaling,
-        max_pollers=max_pollers,
-        graceful_shutdown_seconds=graceful_shutdown_seconds,
-    )
+    scale = WorkerScale(**scale_options)  # the other options are its fields, by name
     ledger = ledger_at(ledger_location)
     activities = served_activities(ledger)
 
@@ -272,8 +266,9 @@ def worker(
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()
+            grace = scale.graceful_shutdown_seconds
             out.print(
-                f"Stopping: no new work; steps in flight get up to {graceful_shutdown_seconds:g} s"
+                f"Stopping: no new work; steps in flight get up to {grace:g} s"
                 " to finish, then are handed back to Temporal."
             )
         out.print("Worker stopped.")

@@ -1,0 +1,57 @@
+"""The options several commands share, and the shapes most options take (an on/off flag,
+a number within bounds), so each command declares its own in a line or two."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+LEDGER_HELP = (
+    "The ledger: a SQLite file or a postgresql:// URL "
+    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]"
+)
+
+
+def ledger_option_of(
+    help: str = LEDGER_HELP, name: str = "ledger_location", metavar: str = "FILE|URL", **more: Any
+) -> Decorator:
+    """``--ledger``; a command whose ledger means something else says so in its help."""
+    return click.option("--ledger", name, metavar=metavar, help=help, **more)
+
+
+def flag_option(*decls: str, help: str) -> Decorator:
+    """An on/off option (``--name``, and its parameter's name when it is another)."""
+    return click.option(*decls, is_flag=True, help=help)
+
+
+def int_option(
+    flag: str, low: int, high: int | None = None, *, name: str | None = None, **more: Any
+) -> Decorator:
+    """A whole number from ``low`` to ``high`` (None: no ceiling); a default is shown."""
+    return _ranged_option(flag, name, click.IntRange(low, high), more)
+
+
+def float_option(
+    flag: str, low: float, high: float | None = None, *, name: str | None = None, **more: Any
+) -> Decorator:
+    """A number from ``low`` to ``high`` (None: no ceiling); a default is shown."""
+    return _ranged_option(flag, name, click.FloatRange(low, high), more)
+
+
+def _ranged_option(
+    flag: str, name: str | None, kind: click.ParamType[Any, Any], more: dict[str, Any]
+) -> Decorator:
+    if "default" in more:
+        more.setdefault("show_default", True)
+    decls = (flag, name) if name else (flag,)
+    return click.option(*decls, type=kind, **more)
+
+
+address_option = click.option(
+    "--address", help="Temporal address [default: SDK env config, else localhost:7233]"
+)
+ledger_option = ledger_option_of()
+json_option = flag_option("--json", "as_json", help="Print one JSON object")
