@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from weakref import WeakKeyDictionary
 
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -111,14 +111,16 @@ async def order_status_registered(client: Client) -> bool:
     return known
 
 
+class StartRules(TypedDict, total=False):
+    """How every client starts an order, however it starts it (see `start_order`)."""
+
+    again: bool
+    memo: dict[str, Any] | None
+    id_reuse_policy: WorkflowIDReusePolicy | None
+
+
 async def start_order(
-    client: Client,
-    order: PizzaOrder,
-    task_queue: str = TASK_QUEUE,
-    *,
-    again: bool = False,
-    memo: dict[str, Any] | None = None,
-    id_reuse_policy: WorkflowIDReusePolicy | None = None,
+    client: Client, order: PizzaOrder, task_queue: str = TASK_QUEUE, **rules: Unpack[StartRules]
 ) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
     """Start an order; refused (and nothing charged) while the same order number runs
     (`OrderAlreadyRunning`) and, unless ``again``, once its last run completed
@@ -128,7 +130,7 @@ async def start_order(
     ``memo`` adds to the order's memo (the API records there which request started it);
     ``id_reuse_policy`` replaces the rule above (the API never reuses an order number).
     """
-    options = await start_options(client, order, again, memo, id_reuse_policy)
+    options = await start_options(client, order, **rules)
     try:
         return await client.start_workflow(
             PizzaOrderWorkflow.order_pizza,
@@ -144,11 +146,12 @@ async def start_order(
 async def start_options(
     client: Client,
     order: PizzaOrder,
-    again: bool,
-    memo: dict[str, Any] | None,
-    id_reuse_policy: WorkflowIDReusePolicy | None,
+    *,
+    again: bool = False,
+    memo: dict[str, Any] | None = None,
+    id_reuse_policy: WorkflowIDReusePolicy | None = None,
 ) -> dict[str, Any]:
-    """How every client starts an order, however it starts it (see `start_order`)."""
+    """The start's options, by its `StartRules`."""
     search_attributes = None
     if await order_status_registered(client):
         search_attributes = TypedSearchAttributes(
@@ -239,10 +242,8 @@ async def start_with_answer(
     order: PizzaOrder,
     task_queue: str = TASK_QUEUE,
     *,
-    again: bool = False,
-    memo: dict[str, Any] | None = None,
-    id_reuse_policy: WorkflowIDReusePolicy | None = None,
     update_id: str | None = None,
+    **rules: Unpack[StartRules],
 ) -> Started:
     """Start the order and send it ``order_accepted`` in one request (Update-with-Start):
     the run as soon as it is started, its answer when the card is held or the order refused.
@@ -250,7 +251,7 @@ async def start_with_answer(
     Refused as `start_order` refuses (a running or completed order number). The same
     ``update_id`` sent again to the run gets the same answer (`early_answer`).
     """
-    options = await start_options(client, order, again, memo, id_reuse_policy)
+    options = await start_options(client, order, **rules)
     operation = WithStartWorkflowOperation(
         PizzaOrderWorkflow.order_pizza,
         order,
