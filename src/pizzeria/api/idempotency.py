@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from pizzeria.api.opening import OpenedWhenAsked
 from pizzeria.ledger import is_postgres_location
 from pizzeria.private import make_private_dir
 
@@ -76,17 +77,12 @@ class KeyTable:
 
     def __init__(self, ledger_location: str) -> None:
         self.location = ledger_location
-        self._backend: Backend | None = None
-        self._lock = threading.Lock()
+        self._backend = OpenedWhenAsked(self._open_backend)
 
-    def _open(self) -> Backend:
-        with self._lock:
-            if self._backend is None:
-                if is_postgres_location(self.location):
-                    self._backend = PostgresKeys(self.location)
-                else:
-                    self._backend = SqliteKeys(beside(self.location))
-            return self._backend
+    def _open_backend(self) -> Backend:
+        if is_postgres_location(self.location):
+            return PostgresKeys(self.location)
+        return SqliteKeys(beside(self.location))
 
     def claim(self, key: str, use: KeyUse, now: float) -> KeyUse:
         """Bind ``key`` to ``use`` unless it is bound already; what it is bound to."""
@@ -105,11 +101,11 @@ class KeyTable:
             )
             return KeyUse(body_sha256, order_number, int(expires), run_id)
 
-        return self._open().transaction(body)
+        return self._backend.get().transaction(body)
 
     def record_run(self, key: str, run_id: str) -> None:
         """The run the key's order started (a retry then needs no lookup)."""
-        self._open().transaction(
+        self._backend.get().transaction(
             lambda execute: execute(
                 f"UPDATE {TABLE} SET run_id = ? WHERE key_sha256 = ? AND run_id IS NULL",
                 (run_id, key_hash(key)),
@@ -117,10 +113,7 @@ class KeyTable:
         )
 
     def close(self) -> None:
-        with self._lock:
-            if self._backend is not None:
-                self._backend.close()
-                self._backend = None
+        self._backend.close()
 
 
 def beside(ledger_file: str) -> Path:

@@ -63,6 +63,7 @@ from pizzeria.models import ORDER_STATUSES, PizzaOrder, workflow_id_for
 router = APIRouter(tags=["orders"])
 JSON = "application/json"
 Body = TypeVar("Body", bound=BaseModel)
+Route = TypeVar("Route", bound=Callable[..., Any])
 # What a POST on an order can answer besides success: its body, its credential, the order.
 ACTING_ON_AN_ORDER = problem_responses(400, 401, 404, 408, 409, 413, 415, 422, 502, 503)
 
@@ -82,6 +83,11 @@ FOLLOW_UPS = {
 }
 OrderNumber = Annotated[str, ORDER_NUMBER]
 LOCATION = {"Location": {"schema": {"type": "string"}}}
+#: The POSTs on an order (``/orders/{order_number}/ACTION``), with what each does.
+ACTIONS = {
+    "cancel": "Cancel before the pivot: what was done is undone and the order ends Cancelled",
+    "repair": "Finish an order whose compensation failed for good (staff)",
+}
 
 
 def client_of(request: Request) -> Client:
@@ -93,6 +99,18 @@ def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
     """The OpenAPI entry of a body a route reads itself (to refuse it before anything)."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": required, "content": {JSON: {"schema": schema}}}}
+
+
+def acting_route(action: str, body: type[BaseModel], *, required: bool) -> Callable[[Route], Route]:
+    """``POST /orders/{order_number}/{action}`` (operation ``{action}_order``), with a
+    small JSON body the route reads itself."""
+    return router.post(
+        f"/orders/{{order_number}}/{action}",
+        operation_id=f"{action}_order",
+        summary=ACTIONS[action],
+        responses=ACTING_ON_AN_ORDER,
+        openapi_extra=json_body(body, required=required),
+    )
 
 
 @contextlib.contextmanager
@@ -311,13 +329,7 @@ async def _replay(events: list[str]) -> Any:
         yield event
 
 
-@router.post(
-    "/orders/{order_number}/cancel",
-    operation_id="cancel_order",
-    summary="Cancel before the pivot: what was done is undone and the order ends Cancelled",
-    responses=ACTING_ON_AN_ORDER,
-    openapi_extra=json_body(CancelBody, required=False),
-)
+@acting_route("cancel", CancelBody, required=False)
 async def cancel(request: Request, order_number: OrderNumber, given: Credential) -> CancelAccepted:
     await open_order(request, order_number, given)
     reason = (await read_model(request, CancelBody, required=False)).reason
@@ -328,13 +340,7 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
     )
 
 
-@router.post(
-    "/orders/{order_number}/repair",
-    operation_id="repair_order",
-    summary="Finish an order whose compensation failed for good (staff)",
-    responses=ACTING_ON_AN_ORDER,
-    openapi_extra=json_body(RepairBody, required=True),
-)
+@acting_route("repair", RepairBody, required=True)
 async def repair(request: Request, order_number: OrderNumber, given: Credential) -> RepairDone:
     require_staff(request, given)
     wanted = await read_model(request, RepairBody, required=True)

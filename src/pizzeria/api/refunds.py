@@ -26,7 +26,7 @@ from pizzeria.api.orders import (
     read_model,
 )
 from pizzeria.api.problems import ApiProblem, invalid, problem_responses
-from pizzeria.api.schemas import FreeText
+from pizzeria.api.schemas import FreeText, view_of
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.payments.port import PaymentGateway
 from pizzeria.refunds import (
@@ -174,12 +174,4 @@ async def refund(
 
 
 def answer(made: StaffRefund) -> RefundMade:
-    return RefundMade(
-        order_number=made.order_number,
-        refund_id=made.refund_id,
-        amount=made.amount,
-        captured=made.captured,
-        refunded=made.refunded,
-        left=made.left,
-        replayed=made.replayed,
-    )
+    return view_of(RefundMade, made)

@@ -10,7 +10,7 @@ never disagree about which orders exist.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -19,6 +19,15 @@ from pizzeria import menu, models
 from pizzeria.models import OrderSettings
 from pizzeria.samples import GOOD_CARD, sample_order
 from pizzeria.text import text_problem
+
+View = TypeVar("View", bound=BaseModel)
+
+
+def view_of(model: type[View], source: object) -> View:
+    """``model`` with each of its fields read from the attribute of that name of
+    ``source`` (the order's hold, the ledger's rows of a run, a staff refund)."""
+    return model.model_validate(source, from_attributes=True)
+
 
 STRICT = ConfigDict(strict=True)
 ORDER_NUMBER_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"

@@ -9,7 +9,6 @@ from the ledger rows of that run. Nothing is cached: a restarted API shows the s
 from __future__ import annotations
 
 import asyncio
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from pizzeria import menu
+from pizzeria.api.opening import OpenedWhenAsked
 from pizzeria.api.schemas import (
     LedgerView,
     OrderAccepted,
@@ -25,6 +25,7 @@ from pizzeria.api.schemas import (
     OrderView,
     RefundView,
     StepView,
+    view_of,
 )
 from pizzeria.client import order_handle
 from pizzeria.failures import error_message_of, error_type_of
@@ -72,14 +73,7 @@ class OrderPlaced(OrderAccepted):
 
 
 def hold_view(hold: CardHold | None) -> HoldView | None:
-    if hold is None:
-        return None
-    return HoldView(
-        amount=hold.amount,
-        card_last4=hold.card_last4,
-        state=hold.state,
-        payment_id=hold.payment_id,
-    )
+    return None if hold is None else view_of(HoldView, hold)
 
 
 def run_handle(
@@ -161,25 +155,13 @@ async def placed_order(client: Client, handle: WorkflowHandle[Any, Any]) -> Pizz
     return None
 
 
-class LedgerReader:
+class LedgerReader(OpenedWhenAsked[Ledger]):
     """The ledger, opened read-only when first asked for: the API never writes to it, and
     it starts (saying it is not ready) before the first worker has created the ledger."""
 
     def __init__(self, location: str) -> None:
+        super().__init__(lambda: open_ledger(location, read_only=True))
         self.location = location
-        self._ledger: Ledger | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Ledger:
-        with self._lock:
-            if self._ledger is None:
-                self._ledger = open_ledger(self.location, read_only=True)
-            return self._ledger
-
-    def close(self) -> None:
-        with self._lock:
-            if self._ledger is not None:
-                self._ledger.close()
 
 
 def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
@@ -188,13 +170,7 @@ def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
         run = runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref))
     except LedgerError:
         return None
-    return LedgerView(
-        charged=run.charged,
-        refunded=run.refunded,
-        billed=run.billed,
-        refunded_after_bill=run.refunded_after_bill,
-        money=run.money,
-    )
+    return view_of(LedgerView, run)
 
 
 def refund_views(ledger: LedgerReader, ref: str) -> list[RefundView]:
