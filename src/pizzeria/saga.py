@@ -237,9 +237,10 @@ class Saga:
         """
         if cause is not None and self.original_error is None:
             self.original_error = _describe(cause)
-        if self._task is None:
+        fresh = [c for c in self._compensations if c.state.attempts == 0]
+        if self._task is None or (self._task.done() and fresh):  # registered since: run too
             self.phase = Phase.COMPENSATING
-            self._task = asyncio.create_task(self._run_until_settled())
+            self._task = asyncio.create_task(self._run_until_settled(fresh))
         cancelled = False
         while not self._task.done():
             try:
@@ -258,8 +259,8 @@ class Saga:
         if cancelled:
             raise asyncio.CancelledError()
 
-    async def _run_until_settled(self) -> None:
-        await self._run(self._compensations)
+    async def _run_until_settled(self, compensations: list[_Compensation]) -> None:
+        await self._run(compensations)
         while self.wait_for_repair and self._failed():
             self.phase = Phase.NEEDS_ATTENTION
             names = ", ".join(c.state.name for c in self._failed())

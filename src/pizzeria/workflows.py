@@ -51,7 +51,6 @@ with workflow.unsafe.imports_passed_through():
         OrderSettings,
         PizzaOrder,
         RepairResult,
-        RunRef,
         StockChange,
         StockRequest,
         dollars,
@@ -68,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from pizzeria.order_refund import hold_summary, refund_undelivered
     from pizzeria.order_steps import StepRunner, uncancellable
+    from pizzeria.order_undo import portions_of, undo_hold, undo_stock, undo_unrecorded
     from pizzeria.saga import Phase, Saga
 
 TOO_LATE_TO_CANCEL = "the order is already billed and on its way; it can no longer be cancelled"
@@ -117,11 +117,18 @@ class PizzaOrderWorkflow(HoldFirst):
             settings.compensation_attempts
         )
         if self.cancel_reason is not None:  # cancelled before the first step started
+            await undo_unrecorded(self.steps, order, cancelled=True)
             return await self._end_cancelled()
         self._order_task = asyncio.create_task(self._place_order(order, settings))
         try:
             confirmation = await self._order_task
         except BaseException as error:
+            # The fast path's lost first task (not an eviction: the order goes on elsewhere).
+            if (
+                isinstance(error, Exception | asyncio.CancelledError)
+                and not self.steps.pivot_passed
+            ):
+                await undo_unrecorded(self.steps, order, cancelled=self._cancelling())
             if self._cancelling():
                 return await self._end_cancelled()
             await self._close("failed")
@@ -201,13 +208,7 @@ class PizzaOrderWorkflow(HoldFirst):
             )
 
     async def _stock(self, run: str, order: PizzaOrder) -> None:
-        portions = _portions(menu.ingredients_for(order.items))
-        self.saga.add_compensation(
-            Steps.revert_inventory,
-            RunRef(run, order.order_number),
-            summary=shown.said("Compensate: put back " + portions),
-            local=self.steps.fast_path,
-        )
+        undo_stock(self.steps, run, order)
         shown.show_details("Updating inventory")
         request = StockRequest(run, order.order_number, order.items)
         await self.steps.undoable(
@@ -215,19 +216,14 @@ class PizzaOrderWorkflow(HoldFirst):
             Steps.update_inventory,
             request,
             StockChange,
-            summary="Take " + portions,
+            summary="Take " + portions_of(order),
         )
 
     async def _charge(self, run: str, order: PizzaOrder) -> CreditCardConfirmation:
         amount = menu.billed_amount(menu.order_total(order.items))  # the bill's, discounted
         charge = CardCharge(run, order.order_number, amount, order.credit_card_info)
         # Registered before the hold: it releases what was held, which may be nothing.
-        self.saga.add_compensation(
-            Steps.refund_customer,
-            RunRef(run, order.order_number),
-            summary=shown.said("Compensate: release the card hold, if any"),
-            local=self.steps.fast_path,
-        )
+        undo_hold(self.steps, run, order)
         shown.show_details("Charging card")
         return await self.steps.undoable(
             STEP_PROCESS_CREDIT_CARD,
@@ -394,7 +390,3 @@ class PizzaOrderWorkflow(HoldFirst):
     def _require_attention(self) -> None:
         if not self.saga.needs_attention:
             raise ValueError("the order does not need attention: no compensation has failed")
-
-
-def _portions(ingredients: dict[str, int]) -> str:
-    return ", ".join(f"{count} {name}" for name, count in ingredients.items())

@@ -7,6 +7,7 @@ the markers (`local_timeline`) where test_workflow.py reads activity events.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
@@ -17,18 +18,22 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.testing import ActivityEnvironment
 
+from pizzeria import menu
 from pizzeria.client import outcome_of
 from pizzeria.failures import error_type_of
 from pizzeria.history.timeline import order_timeline
 from pizzeria.ledger import open_ledger
-from pizzeria.models import PizzaOrder
+from pizzeria.models import CardCharge, PizzaOrder, StockRequest, order_ref, workflow_id_for
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
+from pizzeria.payments.port import MoneyState
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
 from pizzeria.workflows import PizzaOrderWorkflow
-from tests.helpers import PIZZERIA, failure_of, run_pizzeria, wait_until
+from tests.helpers import PIZZERIA, failure_of, run_pizzeria, unique_number, wait_until
 from tests.helpers.history import activity_timeline, finished, local_records, local_timeline
+from tests.helpers.money_books import money_of
 from tests.helpers.orders import RECIPE_OF_EXERCISE, charging, quantities
 from tests.helpers.stack import stack_env
 
@@ -250,3 +255,38 @@ def charged(data: Path) -> bool:
         return any(e["step"] == "process_credit_card" for e in ledger.effects())
     finally:
         ledger.close()
+
+
+async def test_a_cancel_after_a_first_task_lost_with_its_local_steps_still_undoes_them(
+    client: Client, worker, task_queue: str, ledger, activities, gateway
+):
+    """On the fast path the stock and the hold are taken inside the first workflow task,
+    before the history records anything: a worker killed there leaves effects that no
+    history shows. An order cancelled before another worker runs it again must still undo
+    them (chaos met this: a cancelled order keeping its stock and its card hold)."""
+    before = quantities(ledger)
+    placed = dataclasses.replace(fast(), order_number=unique_number("LOST"))
+    handle = await client.start_workflow(
+        PizzaOrderWorkflow.order_pizza,
+        placed,
+        id=workflow_id_for(placed.order_number),
+        task_queue=task_queue,
+    )  # no worker yet: what the lost first task did, done by hand, with its keys
+    run = order_ref(handle.id, (await handle.describe()).run_id)
+    number = placed.order_number
+    amount = menu.billed_amount(menu.order_total(placed.items))
+    lost_task = ActivityEnvironment()
+    await lost_task.run(activities.update_inventory, StockRequest(run, number, placed.items))
+    await lost_task.run(
+        activities.process_credit_card, CardCharge(run, number, amount, placed.credit_card_info)
+    )
+    assert quantities(ledger) != before
+    await handle.cancel()  # before any worker runs the order again
+    async with worker():
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert quantities(ledger) == before
+    money = await money_of(gateway, ledger, run)
+    assert [p.state for p in money.payments] == [MoneyState.RELEASED]
+    assert money.ledger.charged == money.ledger.refunded == amount
