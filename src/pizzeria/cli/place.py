@@ -193,14 +193,17 @@ async def place_or_show(
         if hold is not None and not as_json:
             err.print(held_line(hold), markup=False)
         patience_left = max(1.0, patience - (time.monotonic() - started_at))
-        outcome = await outcome_of(
-            client,
-            started.handle.id,
-            number,
-            run_id=started.run_id,
-            patience=patience_left,
-            on_unanswered=notice,
-        )
+        try:
+            outcome = await outcome_of(
+                client,
+                started.handle.id,
+                number,
+                run_id=started.run_id,
+                patience=patience_left,
+                on_unanswered=notice,
+            )
+        except OrderStillRunning as running:  # said with the --timeout given, not what was left
+            raise OrderStillRunning(number, patience, running.unreachable) from None
         return outcome, False, hold
     except OrderAlreadyCompleted as completed:
         if not as_json:

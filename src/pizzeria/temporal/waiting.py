@@ -51,6 +51,7 @@ class OrderStillRunning(Exception):
             f"{why}: follow it with `pizzeria status {order_number} --watch`"
         )
         self.order_number = order_number
+        self.unreachable = unreachable
 
 
 async def patiently(
