@@ -35,13 +35,13 @@ types: $(STAMP)
 suite: suite-time-skipping suite-dev-server suite-postgres
 
 suite-time-skipping: $(STAMP)
-	$(BIN)/pytest --workflow-environment=time-skipping
+	$(BIN)/pytest --workflow-environment=time-skipping --durations=15
 
 suite-dev-server: $(STAMP)
-	$(BIN)/pytest --workflow-environment=local
+	$(BIN)/pytest --workflow-environment=local --durations=15
 
 suite-postgres: $(STAMP)
-	$(BIN)/pytest --workflow-environment=time-skipping --ledger-backend=postgres -m ledger
+	$(BIN)/pytest --workflow-environment=time-skipping --ledger-backend=postgres -m ledger --durations=10
 
 clean:
 	rm -rf $(VENV) .pizzeria .pytest_cache .mypy_cache .ruff_cache
