@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from pizzeria.ops.chaos.fleet import ChaosFleet
 from pizzeria.ops.chaos.plan import ChaosSettings
@@ -39,6 +39,21 @@ def breakdown_schedule(settings: ChaosSettings) -> list[tuple[int, str]]:
         for n in range(restarts)
     ]
     return sorted(schedule, key=lambda breakdown: breakdown[0])
+
+
+async def pause(rng: random.Random) -> None:
+    """How long something broken stays down before it is started again."""
+    await asyncio.sleep(rng.uniform(0.5, 2.0))
+
+
+@contextlib.asynccontextmanager
+async def down_meanwhile(down: asyncio.Event) -> AsyncIterator[None]:
+    """``down`` set while the block runs: the supervisor leaves what is down on purpose."""
+    down.set()
+    try:
+        yield
+    finally:
+        down.clear()
 
 
 class Monkey:
@@ -108,7 +123,7 @@ class Monkey:
         pid = self.fleet.kill_worker(index)
         self.worker_kills += 1
         self.say(f"killed worker {index} (pid {pid}) with SIGKILL")
-        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        await pause(rng)
         self.fleet.start_worker(index)
 
     async def _restart_every_worker_in_turn(self) -> None:
@@ -120,28 +135,22 @@ class Monkey:
         self.rolling_restarts += 1
 
     async def _restart_the_server(self, rng: random.Random) -> None:
-        self.server_down.set()
-        try:
+        async with down_meanwhile(self.server_down):
             await asyncio.to_thread(self.fleet.server.stop)
             self.say("stopped the Temporal dev server")
-            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            await pause(rng)
             await asyncio.to_thread(self.fleet.start_server)
-        finally:
-            self.server_down.clear()
         self.server_restarts += 1
         self.say("restarted the Temporal dev server on the same history file")
 
     async def _restart_the_provider(self, rng: random.Random) -> None:
         """SIGKILL the payment provider mid-request (its answers in flight are lost, its
         work committed or not), then start it again on the same port and data file."""
-        self.provider_down.set()
-        try:
+        async with down_meanwhile(self.provider_down):
             pid = self.fleet.kill_provider()
             self.say(f"killed the payment provider (pid {pid}) with SIGKILL")
-            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            await pause(rng)
             await asyncio.to_thread(self.fleet.restart_provider)
-        finally:
-            self.provider_down.clear()
         self.provider_restarts += 1
         self.say("restarted the payment provider on the same port and data file")
 
