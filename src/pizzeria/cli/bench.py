@@ -173,26 +173,42 @@ def bench(
             raise click.UsageError("--plot draws one setup: give one --ledger and one --workers")
         plot_or_fail(None, plot)  # before a long run, not after it
     compile_package()
-    if peer is not None:
-        print_peer(run_peer_with_progress(setups[0], peer), as_json)
-        return
-    if costs:
-        print_costs(run_costs(setups[0]), as_json)
-        return
-    if ablation or profile:
-        instead = print_ablation if ablation else print_profile
-        instead(run_instead_with_progress(setups[0], ablation), as_json)
+    if ran_instead(setups[0], as_json, peer=peer, costs=costs, ablation=ablation, profile=profile):
         return
     report = run_with_progress(setups)
     if plot is not None:
         plot_or_fail(report, plot)
         err.print(f"Plot written to {plot}")
+    show = print_side_by_side if len(setups) > 1 else print_bench_report
+    print_either(as_json, report, lambda: show(report, out))
+
+
+def ran_instead(
+    setup: Settings, as_json: bool, *, peer: str | None, costs: bool, ablation: bool, profile: bool
+) -> bool:
+    """--peer, --costs, --ablation or --profile: that run instead of the benchmark, printed;
+    False when none of them is asked for."""
+    if peer is not None:
+        versus = run_peer_with_progress(setup, peer)
+        print_either(as_json, versus, lambda: print_versus(versus, out))
+    elif costs:
+        measured = run_costs(setup)
+        print_either(as_json, costs_report(measured), lambda: out.print(costs_table(measured)))
+    elif ablation or profile:
+        report = run_instead_with_progress(setup, ablation)
+        table = ablation_table if ablation else profile_table
+        print_either(as_json, report, lambda: out.print(table(report)))
+    else:
+        return False
+    return True
+
+
+def print_either(as_json: bool, report: Any, text: Callable[[], None]) -> None:
+    """The report as one JSON object, else as ``text`` prints it."""
     if as_json:
         out.print_json(json.dumps(report))
-    elif len(setups) > 1:
-        print_side_by_side(report, out)
     else:
-        print_bench_report(report, out)
+        text()
 
 
 def check_worker_options(worker_options: tuple[str, ...]) -> None:
@@ -351,34 +367,6 @@ def run_costs(settings: Settings) -> list[ShapeCost]:
         return asyncio.run(measuring())
     except (BenchError, DevServerError, WorkerProcessError) as error:
         fail(str(error))
-
-
-def print_costs(costs: list[ShapeCost], as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(costs_report(costs)))
-    else:
-        out.print(costs_table(costs))
-
-
-def print_ablation(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(report))
-    else:
-        out.print(ablation_table(report))
-
-
-def print_peer(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(report))
-    else:
-        print_versus(report, out)
-
-
-def print_profile(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(report))
-    else:
-        out.print(profile_table(report))
 
 
 def plot_or_fail(report: dict[str, Any] | None, path: Path) -> None:
