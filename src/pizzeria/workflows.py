@@ -123,11 +123,9 @@ class PizzaOrderWorkflow(HoldFirst):
         try:
             confirmation = await self._order_task
         except BaseException as error:
-            # The fast path's lost first task (not an eviction: the order goes on elsewhere).
-            if (
-                isinstance(error, Exception | asyncio.CancelledError)
-                and not self.steps.pivot_passed
-            ):
+            if not isinstance(error, Exception | asyncio.CancelledError):
+                raise  # the worker evicting the run (GeneratorExit): it goes on elsewhere
+            if not self.steps.pivot_passed:  # the fast path's lost first task
                 await undo_unrecorded(self.steps, order, cancelled=self._cancelling())
             if self._cancelling():
                 return await self._end_cancelled()
