@@ -24,6 +24,7 @@ from temporalio.client import (
     Client,
     Interceptor,
     OutboundInterceptor,
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -42,6 +43,7 @@ from pizzeria.client import (
     retry_compensations,
     start_order,
 )
+from pizzeria.client.placing import start_with_answer
 from pizzeria.ledger import Ledger
 from pizzeria.models import ORDER_STATUS, order_number_of, workflow_id_for
 from pizzeria.ops.processes import private_dev_server, worker_process
@@ -401,3 +403,41 @@ async def test_a_cancel_aborted_by_the_order_closing_is_a_refusal_not_an_error(
     monkeypatch.setattr(acting, "running_order", closing_run)
     with pytest.raises(acting.OrderRefused, match="closed before it could answer"):
         await acting.cancel_order(None, "XD404", "changed my mind")  # type: ignore[arg-type]
+
+
+def server_gone() -> RPCError:
+    return RPCError("transport error: connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+
+@pytest.mark.parametrize("lost", ["the answer", "the request"])
+async def test_a_start_the_server_never_answered_follows_the_order_it_started(
+    client: Client, worker, task_queue: str, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """The server stops with the start in flight (a worker slow to take the order's
+    first task, a restart): `pizzeria order` must not give up on an order that may run.
+    It asks whether the order started, follows it if so, and starts it if not."""
+    real = WithStartWorkflowOperation.workflow_handle
+    calls: list[str] = []
+
+    async def unanswered(self: WithStartWorkflowOperation[Any, Any]) -> Any:
+        calls.append("start")
+        if lost == "the answer" or len(calls) == 1:
+            if lost == "the answer":
+                await real(self)  # the server started the order; its answer never came
+            raise server_gone()
+        return await real(self)
+
+    monkeypatch.setattr(WithStartWorkflowOperation, "workflow_handle", unanswered)
+    order = sample_order(f"LOST-{uuid.uuid4().hex[:8]}", prep_seconds=0)
+    noticed: list[int] = []
+    async with worker():
+        started = await start_with_answer(
+            client, order, task_queue, on_unanswered=lambda e, n: noticed.append(n)
+        )
+        answer = await started.answer
+        outcome = await outcome_of(client, started.handle.id, order.order_number)
+    assert answer.hold is not None and answer.hold.amount == 3500
+    assert outcome.status == "COMPLETED" and outcome.run_id == started.run_id
+    latest = await client.get_workflow_handle(started.handle.id).describe()
+    assert latest.run_id == started.run_id  # the order's one run
+    assert calls == (["start"] if lost == "the answer" else ["start", "start"])

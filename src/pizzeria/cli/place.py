@@ -187,7 +187,9 @@ async def place_or_show(
     notice = waiting_notice(number, patience)
     started_at = time.monotonic()
     try:
-        started = await start_with_answer(client, placed, again=again)
+        started = await start_with_answer(
+            client, placed, again=again, patience=patience, on_unanswered=notice
+        )
         answer = await answer_within(started.answer, patience)
         hold = answer.hold if answer is not None else None
         if hold is not None and not as_json:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, Unpack
 from weakref import WeakKeyDictionary
 
@@ -22,6 +25,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -47,8 +51,11 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.order_hold import REFUSED, CardHold
-from pizzeria.temporal.waiting import Unanswered
+from pizzeria.temporal.waiting import UNANSWERED, Unanswered, patiently
 from pizzeria.workflows import PizzaOrderWorkflow
+
+#: How far the server's clock may be behind ours when telling our start from another's.
+CLOCK_SKEW = timedelta(seconds=5)
 
 # A server that can never say (no operator service, as the time-skipping test server; a
 # client without operator rights): a definite "not registered".
@@ -243,14 +250,21 @@ async def start_with_answer(
     task_queue: str = TASK_QUEUE,
     *,
     update_id: str | None = None,
+    patience: float | None = None,
+    on_unanswered: Unanswered | None = None,
     **rules: Unpack[StartRules],
 ) -> Started:
     """Start the order and send it ``order_accepted`` in one request (Update-with-Start):
     the run as soon as it is started, its answer when the card is held or the order refused.
 
     Refused as `start_order` refuses (a running or completed order number). The same
-    ``update_id`` sent again to the run gets the same answer (`early_answer`).
+    ``update_id`` sent again to the run gets the same answer (`early_answer`). When the
+    server stops answering with the start in flight, this asks again (with backoff, up to
+    ``patience`` seconds, telling ``on_unanswered``) whether the order started, and starts
+    it if it did not.
     """
+    update_id = update_id or f"accepted-{uuid.uuid4()}"  # the answer can be asked again
+    sent_at = datetime.now(UTC) - CLOCK_SKEW
     options = await start_options(client, order, **rules)
     operation = WithStartWorkflowOperation(
         PizzaOrderWorkflow.order_pizza,
@@ -270,10 +284,45 @@ async def start_with_answer(
         answer.cancel()
         with contextlib.suppress(BaseException):
             await answer  # it failed with the start: nothing left unread
+        if inspect.getcoroutinestate(update) == inspect.CORO_CREATED:
+            update.close()  # cancelled before it ever ran
         if already_started(error):
             raise await why_not_started(client, order.order_number) from None
-        raise
+        if not isinstance(error, RPCError) or error.status not in UNANSWERED:
+            raise
+        # The server went away with the start in flight: did it start the order?
+        found = await patiently(
+            lambda: run_started_since(client, order.order_number, sent_at),
+            order.order_number,
+            patience=patience,
+            on_unanswered=on_unanswered,
+        )
+        if found is None:  # it never did: start it now
+            return await start_with_answer(
+                client, order, task_queue, update_id=update_id, patience=patience,
+                on_unanswered=on_unanswered, **rules,
+            )  # fmt: skip
+        handle = client.get_workflow_handle_for(
+            PizzaOrderWorkflow.order_pizza, found.id, run_id=found.run_id
+        )
+        answer = asyncio.ensure_future(
+            early_answer(client, order.order_number, found.run_id, update_id)
+        )
     return Started(handle, answer)
+
+
+async def run_started_since(
+    client: Client, order_number: str, since: datetime
+) -> WorkflowExecutionDescription | None:
+    """The order number's run if it started at ``since`` or later (a start of ours whose
+    answer was lost), None when there is none."""
+    try:
+        description = await client.get_workflow_handle(workflow_id_for(order_number)).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return description if description.start_time >= since else None
 
 
 def already_started(error: BaseException) -> bool:
