@@ -432,7 +432,7 @@ async def test_a_start_the_server_never_answered_follows_the_order_it_started(
     noticed: list[int] = []
     async with worker():
         started = await start_with_answer(
-            client, order, task_queue, on_unanswered=lambda e, n: noticed.append(n)
+            client, order, task_queue, patience=60, on_unanswered=lambda e, n: noticed.append(n)
         )
         answer = await started.answer
         outcome = await outcome_of(client, started.handle.id, order.order_number)

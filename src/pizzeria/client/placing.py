@@ -51,7 +51,7 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.order_hold import REFUSED, CardHold
-from pizzeria.temporal.waiting import UNANSWERED, Unanswered, patiently
+from pizzeria.temporal.waiting import UNANSWERED, OrderStillRunning, Unanswered, patiently
 from pizzeria.workflows import PizzaOrderWorkflow
 
 #: How far the server's clock may be behind ours when telling our start from another's.
@@ -258,10 +258,10 @@ async def start_with_answer(
     the run as soon as it is started, its answer when the card is held or the order refused.
 
     Refused as `start_order` refuses (a running or completed order number). The same
-    ``update_id`` sent again to the run gets the same answer (`early_answer`). When the
-    server stops answering with the start in flight, this asks again (with backoff, up to
-    ``patience`` seconds, telling ``on_unanswered``) whether the order started, and starts
-    it if it did not.
+    ``update_id`` sent again to the run gets the same answer (`early_answer`). Given a
+    ``patience``, when the server stops answering with the start in flight, this asks
+    again (with backoff, up to ``patience`` seconds, telling ``on_unanswered``) whether
+    the order started, and starts it if it did not; without one, that error is raised.
     """
     update_id = update_id or f"accepted-{uuid.uuid4()}"  # the answer can be asked again
     sent_at = datetime.now(UTC) - CLOCK_SKEW
@@ -288,15 +288,18 @@ async def start_with_answer(
             update.close()  # cancelled before it ever ran
         if already_started(error):
             raise await why_not_started(client, order.order_number) from None
-        if not isinstance(error, RPCError) or error.status not in UNANSWERED:
+        if patience is None or not isinstance(error, RPCError) or error.status not in UNANSWERED:
             raise
         # The server went away with the start in flight: did it start the order?
-        found = await patiently(
-            lambda: run_started_since(client, order.order_number, sent_at),
-            order.order_number,
-            patience=patience,
-            on_unanswered=on_unanswered,
-        )
+        try:
+            found = await patiently(
+                lambda: run_started_since(client, order.order_number, sent_at),
+                order.order_number,
+                patience=patience,
+                on_unanswered=on_unanswered,
+            )
+        except OrderStillRunning:
+            raise error from None  # nothing known of the order: the server's silence says it
         if found is None:  # it never did: start it now
             return await start_with_answer(
                 client, order, task_queue, update_id=update_id, patience=patience,
