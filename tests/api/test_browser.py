@@ -3,18 +3,25 @@
 Playwright uses that Chromium through ``executable_path`` and never downloads one. Without
 Chromium the tests skip, saying why; in CI (``PIZZERIA_CI=1``) that is a failure instead.
 ``PIZZERIA_UPDATE_SCREENSHOT=1`` copies the page of the bad-card order to docs/.
+
+Every request the page sends is recorded: the card number goes to the payment provider
+only (POST /v1/payment_methods), never to our API, whose POST /orders carries the token.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, Request, async_playwright, expect
 
+from pizzeria.payments.stripe_gateway import URL_VARIABLE
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from tests.helpers.api_stack import Api
 
@@ -45,11 +52,18 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def page(chromium: str, api: Api) -> AsyncIterator[Page]:
+def sent() -> list[Request]:
+    """Every request the page sends, in order (filled by the `page` fixture)."""
+    return []
+
+
+@pytest.fixture
+async def page(chromium: str, api: Api, sent: list[Request]) -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport={"width": 900, "height": 700})
         opened = await context.new_page()
+        opened.on("request", lambda request: sent.append(request))
         await opened.goto(api.url + "/")
         await expect(opened.locator("#cart li")).to_have_count(3)  # the menu has loaded
         try:
@@ -64,6 +78,12 @@ async def place(page: Page, card: str) -> None:
     await expect(page.locator("#tracker")).to_be_visible()
 
 
+async def place_refused(page: Page, card: str) -> None:
+    await page.fill("#card", card)
+    await page.click("#place")
+    await expect(page.locator("#form-error")).to_be_visible()
+
+
 async def states(page: Page, list_id: str) -> list[tuple[str, str]]:
     items = page.locator(f"#{list_id} li")
     return [
@@ -72,25 +92,66 @@ async def states(page: Page, list_id: str) -> list[tuple[str, str]]:
     ]
 
 
+def to_api(api: Api, sent: list[Request]) -> list[Request]:
+    return [request for request in sent if request.url.startswith(api.url + "/")]
+
+
+def card_went_to_the_provider_only(api: Api, sent: list[Request], card: str) -> dict[str, Any]:
+    """The number was sent once, to the payment provider; no URL or body the page sent
+    our API holds it; the order the API got carries the provider's token. Its card info."""
+    spaced = " ".join(card[i : i + 4] for i in range(0, len(card), 4))
+    ours = to_api(api, sent)
+    assert ours, "the page sent our API nothing"
+    for request in ours:
+        for text in (request.url, request.post_data or ""):
+            assert card not in text and spaced not in text, f"{request.method} {request.url}"
+    provider = api.env[URL_VARIABLE]
+    tokenized = [r for r in sent if r.url == f"{provider}/v1/payment_methods"]
+    assert [r.method for r in tokenized] == ["POST"]
+    assert parse_qs(tokenized[0].post_data or "")["card[number]"] == [card]
+    orders = [r for r in ours if r.method == "POST" and r.url == f"{api.url}/orders"]
+    assert len(orders) == 1
+    card_info: dict[str, Any] = json.loads(orders[0].post_data or "{}")["credit_card_info"]
+    assert set(card_info) == {"holderName", "payment_method"}
+    assert card_info["payment_method"].startswith("pm_")
+    return card_info
+
+
 async def card_shown_masked_only(page: Page, card: str) -> bool:
     """The order's part of the page has the card's last four only; the field is cleared."""
     tracker = await page.locator("#tracker").inner_html()
     return card not in tracker and await page.locator("#card").input_value() == ""
 
 
-async def test_a_good_order_from_the_page_lights_every_step_and_completes(page):
+async def test_a_good_order_from_the_page_lights_every_step_and_completes(page, api, sent):
     await place(page, GOOD_CARD)
     await expect(page.locator("#status")).to_have_text("COMPLETED", timeout=ORDER_SECONDS)
     assert {state for _, state in await states(page, "steps")} == {"state-completed"}
+    # The card as the provider's token shows it: our API never had its number.
     await expect(page.locator("#summary")).to_contain_text(
         "card **** 4242 · hold $35.00, captured $35.00"
     )
     assert await card_shown_masked_only(page, GOOD_CARD)
+    card_went_to_the_provider_only(api, sent, GOOD_CARD)
     assert await page.locator("#compensations-box").is_hidden()
 
 
-async def test_the_bad_card_shows_the_refund_then_the_stock_put_back_then_failed(page, tmp_path):
+async def test_a_card_the_provider_refuses_is_one_sentence_and_no_order(page, api, sent):
+    await place_refused(page, "4242 abcd")
+    await expect(page.locator("#form-error")).to_have_text(
+        "The payment provider refused the card (Invalid credit card number)."
+    )
+    assert await page.locator("#card").input_value() == ""  # the page keeps no number
+    assert await page.locator("#tracker").is_hidden()
+    assert not [r for r in to_api(api, sent) if r.url == f"{api.url}/orders"]
+
+
+async def test_the_bad_card_shows_the_refund_then_the_stock_put_back_then_failed(
+    page, api, sent, tmp_path
+):
     await place(page, BAD_CARD)
+    # Tokenized as any card: its hold is refused as the number itself would be.
+    card_went_to_the_provider_only(api, sent, BAD_CARD)
     await expect(page.locator("#status")).to_have_text("FAILED", timeout=ORDER_SECONDS)
     assert await states(page, "compensations") == [
         ("refund_customer", "state-completed"),

@@ -51,6 +51,14 @@ PAGE_POLICY = (
 )
 
 
+def page_policy(provider_origin: str | None) -> str:
+    """The page's policy; it may also connect to the payment provider's origin (and no
+    other), where it trades the card number for a token (public.payments_config)."""
+    if provider_origin is None:
+        return PAGE_POLICY
+    return PAGE_POLICY.replace("connect-src 'self'", f"connect-src 'self' {provider_origin}")
+
+
 @dataclass
 class ApiSettings:
     keys: Keys
@@ -72,8 +80,9 @@ class SecurityHeaders:
     """Headers on every answer (a 500 included, see PizzeriaApi): no sniffing, no
     caching of tokens, the page's policy, never in a frame, no powerful features."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, policy: str = PAGE_POLICY) -> None:
         self.app = app
+        self.policy = policy.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +95,7 @@ class SecurityHeaders:
                 headers += [
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", PAGE_POLICY.encode()),
+                    (b"content-security-policy", self.policy),
                     (b"x-frame-options", b"DENY"),
                     (b"permissions-policy", PERMISSIONS_POLICY.encode()),
                 ]
@@ -103,9 +112,11 @@ class PizzeriaApi(FastAPI):
     Starlette's error middleware, a 500, included), then the Host check."""
 
     allowed_hosts: frozenset[str] = frozenset()
+    policy: str = PAGE_POLICY
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(HostCheck(super().build_middleware_stack(), self.allowed_hosts))
+        inner = HostCheck(super().build_middleware_stack(), self.allowed_hosts)
+        return SecurityHeaders(inner, self.policy)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -150,6 +161,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(refunds.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.allowed_hosts = allowed_hosts(settings.allowed_hosts)
+    app.state.payments = payments = public.payments_config()
+    app.policy = page_policy(public.provider_origin(payments))
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
         app.add_middleware(tracing.RequestSpans)

@@ -1,21 +1,36 @@
-"""What anyone may ask: the order page, the menu, and whether the service is up."""
+"""What anyone may ask: the order page, the menu, where the page tokenizes the card, and
+whether the service is up."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from pizzeria import menu
+from pizzeria import config, menu
 from pizzeria.api.problems import ApiProblem, problem_responses
-from pizzeria.api.schemas import Health, Menu, MenuSize, Readiness
+from pizzeria.api.schemas import Health, Menu, MenuSize, PaymentsConfig, Readiness
+from pizzeria.payments.process import LOCAL_PUBLISHABLE_KEY
+from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 
 STATIC = Path(__file__).parent / "static"
 CHECK_SECONDS = 3.0
+#: The publishable key (pk_...) of a Stripe-compatible provider named by
+#: PIZZERIA_PAYMENTS_URL with STRIPE_API_KEY; the local provider's own by default.
+PUBLISHABLE_KEY_VARIABLE = "STRIPE_PUBLISHABLE_KEY"
+#: The provider's base URL as the customers' browsers reach it, when not the workers' URL.
+BROWSER_URL_VARIABLE = "PIZZERIA_PAYMENTS_BROWSER_URL"
+_PUBLISHABLE_KEY = re.compile(r"pk_[A-Za-z0-9_]{1,250}")
+# What may stand in a Content-Security-Policy source: a host name, an IP, a port.
+_NETLOC = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
 router = APIRouter()
 
@@ -49,6 +64,77 @@ async def get_menu() -> Menu:
         discount=menu.DISCOUNT,
         max_items=menu.MAX_ITEMS,
     )
+
+
+def payments_config(environ: Mapping[str, str] | None = None) -> PaymentsConfig:
+    """Where the order page trades the card number for a token, by the workers' rule for
+    the provider (`pizzeria.worker.payment_gateway`): ``PIZZERIA_PAYMENTS_URL`` and/or
+    ``STRIPE_API_KEY``, else the data folder's local provider. Stripe itself (the key
+    alone) tokenizes only through Stripe.js, which the page does not load: no tokens."""
+    env = os.environ if environ is None else environ
+    url = env.get(URL_VARIABLE) or None
+    secret = env.get(KEY_VARIABLE) or None
+    given_key = env.get(PUBLISHABLE_KEY_VARIABLE) or None
+    if secret is not None and url is None:
+        return no_tokens(
+            "the payment provider is Stripe, whose tokenization needs Stripe.js, which this "
+            "page does not load: the card number goes in the order, and from the worker to "
+            "Stripe once, for the hold"
+        )
+    # The local provider takes any pk_test_ key; another provider needs its own.
+    key = given_key or (LOCAL_PUBLISHABLE_KEY if secret is None else None)
+    if key is None:
+        return no_tokens(
+            f"{PUBLISHABLE_KEY_VARIABLE} is not set: the publishable key (pk_...) of the "
+            f"payment provider at {URL_VARIABLE}"
+        )
+    if not _PUBLISHABLE_KEY.fullmatch(key):
+        return no_tokens(f"{PUBLISHABLE_KEY_VARIABLE} is not a publishable key (pk_...)")
+    given_url = env.get(BROWSER_URL_VARIABLE) or None
+    browser_url = (given_url or url or config.local_payments_url()).rstrip("/")
+    if origin_of(browser_url) is None:
+        named = BROWSER_URL_VARIABLE if given_url else URL_VARIABLE
+        return no_tokens(f"{named} is not an http(s)://host[:port] URL")
+    return PaymentsConfig(tokenize=True, provider_url=browser_url, publishable_key=key, why=None)
+
+
+def no_tokens(why: str) -> PaymentsConfig:
+    return PaymentsConfig(tokenize=False, provider_url=None, publishable_key=None, why=why)
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL without credentials, query or fragment:
+    what the page's Content-Security-Policy lets it connect to. None for anything else."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    if not _NETLOC.fullmatch(parts.netloc) or not re.fullmatch(r"(/[A-Za-z0-9._~-]*)*", parts.path):
+        return None
+    return f"{scheme}://{parts.netloc}"
+
+
+def provider_origin(payments: PaymentsConfig) -> str | None:
+    """The origin the page may connect to besides its own, if it tokenizes."""
+    return origin_of(payments.provider_url) if payments.tokenize and payments.provider_url else None
+
+
+@router.get(
+    "/payments/config",
+    operation_id="payments_config",
+    summary="Where the order page trades a card number for a token",
+    description="The payment provider's base URL as a browser reaches it and its "
+    "publishable key: the page posts the card number there (POST /v1/payment_methods) and "
+    "sends only the token (pm_...) to POST /orders. tokenize is false (and why says why) "
+    "when the page cannot: then it sends the number in the order. Read when the API starts.",
+    tags=["service"],
+)
+async def get_payments_config(request: Request) -> PaymentsConfig:
+    payments: PaymentsConfig = request.app.state.payments
+    return payments
 
 
 @router.get("/healthz", operation_id="healthz", summary="The process is up", tags=["service"])

@@ -297,6 +297,25 @@ class Menu(BaseModel):
     max_items: int
 
 
+class PaymentsConfig(BaseModel):
+    """Where the order page trades the card number for the payment provider's token: no
+    secret, a publishable key at most."""
+
+    tokenize: bool = Field(
+        description="true: the page sends the card number to provider_url only, with "
+        "publishable_key, and sends the token (credit_card_info.payment_method) to "
+        "POST /orders. false: the page sends the number in the order (why says why)"
+    )
+    provider_url: str | None = Field(
+        description="The payment provider's base URL as a browser reaches it; the page "
+        "posts to {provider_url}/v1/payment_methods"
+    )
+    publishable_key: str | None = Field(
+        description="The provider's publishable key (pk_...), sent as 'Authorization: Bearer'"
+    )
+    why: str | None = Field(description="Why the page does not tokenize, when it does not")
+
+
 class Health(BaseModel):
     status: str
 

@@ -1,10 +1,13 @@
 // The order page: build an order from the menu, post it, follow it through its events.
-// No framework and nothing loaded from elsewhere. The card number is sent once, in the
-// order, and only ever shown masked.
-// Still to do: trade the number for the payment provider's token in the browser (POST
-// /v1/payment_methods with a publishable key, or Stripe.js) and send
-// credit_card_info.payment_method instead, so that the number never reaches our API. The
-// API and the workflow already take the token (docs/payments.md).
+// No framework and nothing loaded from elsewhere.
+// The card number never reaches our API: GET /payments/config names the payment provider
+// (its base URL and publishable key), the page posts the number there alone (POST
+// {provider}/v1/payment_methods) and puts the token it answers (pm_...) in the order as
+// credit_card_info.payment_method. The number field is emptied as soon as it is read, a
+// refusal is one sentence under the form, and the card is only ever shown as the token's
+// last four digits. When the API says it cannot tokenize (real Stripe, whose tokenization
+// needs Stripe.js), the number goes in the order, as the exercise's clients send it
+// (docs/payments.md#the-order-page-tokenizes-the-card).
 "use strict";
 
 const STEP_LABELS = {
@@ -27,15 +30,12 @@ const PIVOT = "send_bill";
 const $ = (selector) => document.querySelector(selector);
 let menu = null;
 let cart = [];
-let current = null; // {number, token, source}
+let current = null; // {number, token, source, card}: card, the last four digits
+let payments = null; // GET /payments/config: where to trade the number for a token
+let card = null; // the token of the card typed last, until an order carries it: {id, last4}
 
 function dollars(cents) {
   return "$" + (cents / 100).toFixed(2);
-}
-
-function masked(number) {
-  const digits = number.replace(/\D/g, "");
-  return digits.length >= 4 ? "**** " + digits.slice(-4) : "****";
 }
 
 function randomKey() {
@@ -116,7 +116,7 @@ function field(name) {
 }
 
 // No order number: the API chooses it (an unguessable one) and answers with it.
-function orderBody() {
+function orderBody(cardInfo) {
   return {
     customer: {
       customer_id: Math.floor(Math.random() * 1e9),
@@ -133,11 +133,79 @@ function orderBody() {
       state: field("address.state"),
       postal_code: field("address.postal_code"),
     },
-    credit_card_info: {
-      holderName: field("credit_card_info.holderName"),
-      number: field("credit_card_info.number").replace(/\s/g, ""),
-    },
+    credit_card_info: cardInfo,
   };
+}
+
+// -- the card: its number goes to the payment provider, its token in the order -----------
+
+async function loadPayments() {
+  try {
+    const answer = await fetch("/payments/config");
+    if (answer.ok) payments = await answer.json();
+  } catch (error) {
+    payments = null; // asked again when the order is placed
+  }
+  const note = payments && payments.tokenize
+    ? "The number goes only to the payment provider, which gives the order a token for it."
+    : "The number goes in the order, and from there once to the payment provider.";
+  $("#card-note").textContent = payments ? note : "";
+}
+
+class CardRefused extends Error {}
+
+// POST {provider}/v1/payment_methods with the publishable key: the card's token, or why not.
+async function tokenize(number) {
+  let answer;
+  try {
+    answer = await fetch(`${payments.provider_url}/v1/payment_methods`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${payments.publishable_key}` },
+      body: new URLSearchParams({ type: "card", "card[number]": number }),
+    });
+  } catch (error) {
+    throw new CardRefused("The payment provider did not answer: nothing was ordered, try again.");
+  }
+  const result = await answer.json().catch(() => ({}));
+  if (!answer.ok || !result.id || !result.card) {
+    const why = (result.error && result.error.message) || `answer ${answer.status}`;
+    throw new CardRefused(`The payment provider refused the card (${why.replace(/\.$/, "")}).`);
+  }
+  return { id: result.id, last4: result.card.last4 };
+}
+
+function showCard() {
+  const kept = card && `**** ${card.last4} (kept: type a number to change it)`;
+  $("#card").placeholder = kept || "16 digits";
+}
+
+function cardError(detail) {
+  showFormError({ detail, errors: [{ field: "credit_card_info.number" }] });
+  return null;
+}
+
+// What the order says of the card, {info, last4}, or null (the form says why). The number
+// field is emptied once read, whatever the provider answers: the page keeps no number.
+async function cardOfOrder() {
+  const input = $("#card");
+  const number = input.value.replace(/\s/g, "");
+  const holderName = field("credit_card_info.holderName");
+  if (!payments) await loadPayments();
+  if (!payments) return cardError("The payment settings did not load: try again.");
+  if (!payments.tokenize) return { info: { holderName, number }, last4: number.slice(-4) };
+  if (number) {
+    input.value = "";
+    card = null;
+    try {
+      card = await tokenize(number);
+    } catch (refused) {
+      showCard();
+      return cardError(refused.message);
+    }
+    showCard();
+  }
+  if (!card) return cardError("Type the card number.");
+  return { info: { holderName, payment_method: card.id }, last4: card.last4 };
 }
 
 function showFormError(problem) {
@@ -183,19 +251,22 @@ async function postOrder(body) {
 async function placeOrder(event) {
   event.preventDefault();
   showFormError(null);
-  const body = orderBody();
   $("#place").disabled = true;
   try {
-    const answer = await postOrder(body);
+    const paying = await cardOfOrder();
+    if (!paying) return;
+    const answer = await postOrder(orderBody(paying.info));
     const result = await answer.json();
     if (answer.status !== 202 && answer.status !== 201) {
       showFormError(result);
       return;
     }
-    const card = masked(body.credit_card_info.number);
     $("#card").value = ""; // the number stays nowhere on the page
-    location.hash = new URLSearchParams({ order: result.order_number, token: result.order_token });
-    follow(result.order_number, result.order_token, card);
+    card = null; // a token pays for one order
+    showCard();
+    const { order_number: number, order_token: token } = result;
+    location.hash = new URLSearchParams({ order: number, token, card: paying.last4 });
+    follow(number, token, paying.last4);
   } finally {
     $("#place").disabled = false;
   }
@@ -256,7 +327,9 @@ async function showSummary() {
     $("#summary").textContent = body.detail;
     return null;
   }
-  const parts = [`Total ${dollars(body.amount || 0)}`, `card ${body.card || "****"}`];
+  // An order paid with a token names no digits: the page shows the token's last four.
+  const shown = current.card ? `**** ${current.card}` : body.card || "****";
+  const parts = [`Total ${dollars(body.amount || 0)}`, `card ${shown}`];
   if (body.ledger) {
     parts.push(moneyShown(body.ledger));
   }
@@ -268,14 +341,15 @@ async function showSummary() {
   return body;
 }
 
-function follow(number, token, card) {
+function follow(number, token, last4) {
   if (current && current.source) current.source.close();
-  current = { number, token, source: null };
+  const digits = /^[0-9]{4}$/.test(last4 || "") ? last4 : null;
+  current = { number, token, source: null, card: digits };
   $("#order-form").hidden = true;
   $("#tracker").hidden = false;
   $("#new-order").hidden = true;
   $("#order-number").textContent = number;
-  $("#summary").textContent = card ? `Card ${card}` : "";
+  $("#summary").textContent = digits ? `Card **** ${digits}` : "";
   $("#outcome").textContent = "";
   $("#cancel-error").hidden = true;
   const steps = $("#steps");
@@ -354,7 +428,7 @@ function newOrder() {
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
-  await loadMenu();
+  await Promise.all([loadMenu(), loadPayments()]);
   $("#add-pizza").addEventListener("click", () => {
     const toppings = Array.from(document.querySelectorAll("#toppings input:checked"), (i) => i.value);
     addPizza($("#size").value, toppings);
@@ -365,7 +439,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#order-form").addEventListener("submit", placeOrder);
   $("#cancel").addEventListener("click", cancelOrder);
   $("#new-order").addEventListener("click", newOrder);
-  // A reload goes on following the order in the address (#order=...&token=...).
+  // A reload goes on following the order in the address (#order=...&token=...&card=4242).
   const saved = new URLSearchParams(location.hash.slice(1));
-  if (saved.get("order") && saved.get("token")) follow(saved.get("order"), saved.get("token"));
+  if (saved.get("order") && saved.get("token")) {
+    follow(saved.get("order"), saved.get("token"), saved.get("card"));
+  }
 });
