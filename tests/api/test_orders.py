@@ -154,6 +154,29 @@ async def test_the_good_order_completes_with_its_amount_and_a_masked_card(http, 
     assert GOOD_CARD not in answer.text + json.dumps(view)
 
 
+async def test_an_order_paid_with_a_token_shows_the_last_four_its_hold_recorded(http, api):
+    """The order page sends the provider's token, never the number: the order's view
+    shows the card's last four digits all the same, as the hold recorded them."""
+    config = (await http.get("/payments/config")).json()
+    async with httpx.AsyncClient() as browser:
+        method = await browser.post(
+            f"{config['provider_url']}/v1/payment_methods",
+            data={"type": "card", "card[number]": GOOD_CARD},
+            headers={"Authorization": f"Bearer {config['publishable_key']}"},
+        )
+    assert method.status_code == 200, method.text
+    body = customer_body()
+    body["credit_card_info"] = {
+        "holderName": "Lisa Anderson",
+        "payment_method": method.json()["id"],
+    }
+    answer = await place(http, body)
+    assert answer.status_code in PLACED, answer.text
+    accepted = answer.json()
+    view = await closed(http, accepted["order_number"], accepted["order_token"])
+    assert view["status"] == "COMPLETED" and view["card"] == "**** 4242"
+
+
 async def test_the_bad_card_fails_then_refunds_and_puts_the_stock_back_in_that_order(http, api):
     order_number, token = await customer_order(http, card=BAD_CARD)
     view = await closed(http, order_number, token)

@@ -173,6 +173,19 @@ def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
     return view_of(LedgerView, run)
 
 
+def card_shown(ledger: LedgerReader, ref: str, order: PizzaOrder) -> str:
+    """The order's card, masked: for a token (the order page's), the last four digits the
+    hold recorded, once it did."""
+    card = order.credit_card_info
+    if card.number or not card.payment_method:
+        return card.masked
+    try:
+        cards = runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref)).cards
+    except LedgerError:
+        cards = []
+    return f"**** {cards[-1]}" if cards and cards[-1] else card.masked
+
+
 def refund_views(ledger: LedgerReader, ref: str) -> list[RefundView]:
     """The refunds staff gave this run; none while the ledger cannot be read."""
     try:
@@ -223,7 +236,7 @@ async def read_order(
         status=report["status"],
         details=report["details"] or "",
         amount=menu.billed_amount(menu.order_total(order.items)) if order else None,
-        card=order.credit_card_info.masked if order else None,
+        card=await asyncio.to_thread(card_shown, ledger, ref, order) if order else None,
         cancellable=cancellable(report),
         needs_attention=report["needs_attention"],
         steps=steps,
