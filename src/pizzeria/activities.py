@@ -213,7 +213,7 @@ class PizzaOrderActivities:
         """Before the pivot: release what this run holds (void the hold; a refund only if
         money was captured), never more; a tombstone when nothing was held."""
         run = run_of(requested)
-        effect = await self.money.release(run)
+        effect = await self.money.release(run, since=activity.info().scheduled_time.timestamp())
         activity.logger.info(
             "Released %d for order %s (%s)", effect.amount, run.order_number, effect.money_state
         )

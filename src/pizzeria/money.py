@@ -8,8 +8,9 @@ the provider's payment id, under the run's key ``<workflow id>/<run id>/<step>``
 - the bill, the pivot, **captures** the hold (`OrderMoney.capture`); a hold that expired
   before the bill is authorized again, once, under a key of its own;
 - the card step's compensation **releases** the hold, or refunds what was captured
-  (`OrderMoney.release`); a run whose hold the ledger never heard of (its worker died
-  between the provider's answer and the ledger) is found at the provider by its key;
+  (`OrderMoney.release`); for a run whose hold the ledger never heard of it *settles* the
+  hold's key at the provider (no request with it can hold anything afterwards) and
+  releases the hold that key made, if any;
 - a billed order no driver took is **refunded** in full (`OrderMoney.refund_after_bill`).
 
 Every provider call carries an idempotency key derived from the run and the step
@@ -23,6 +24,7 @@ retries; a card's verdict is a `CardRefused`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,7 +49,7 @@ from pizzeria.models import (
     CardCharge,
     RunRef,
 )
-from pizzeria.payments.errors import PaymentDeclined, PaymentStateError
+from pizzeria.payments.errors import IdempotencyKeyReused, PaymentDeclined, PaymentStateError
 from pizzeria.payments.port import MoneyState, Payment, PaymentGateway, order_metadata
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,9 @@ class OrderMoney:
             )
         except PaymentDeclined as declined:
             raise refused(declined) from None
+        except IdempotencyKeyReused:
+            await self._refuse_if_key_spent(ref)
+            raise
         last4 = card.last4 or payment.card_last4 or ""
         return await self._record(
             STEP_PROCESS_CREDIT_CARD,
@@ -144,6 +149,11 @@ class OrderMoney:
             payment_id=payment.id,
             money_state=MONEY_HELD,
         )
+
+    async def _refuse_if_key_spent(self, ref: str) -> None:
+        """`LateStepRefused` once the compensation ran: it spent the hold's key."""
+        if COMPENSATE_REFUND_CUSTOMER in await self._rows(ref):
+            raise LateStepRefused(f"{ref} was already refunded; its hold's key is spent")
 
     async def _rewrite(
         self,
@@ -289,10 +299,11 @@ class OrderMoney:
 
     # -- refund_customer -------------------------------------------------------------------
 
-    async def release(self, run: RunRef) -> Effect:
+    async def release(self, run: RunRef, since: float | None = None) -> Effect:
         """Let go of what the run holds, once: void the hold (or refund what was captured);
         the refund row, a tombstone when nothing was held. An expired hold is recorded as
-        it is, never voided."""
+        it is, never voided. ``since``: when the compensation was first asked for (a
+        provider whose search lags is given that long to show a hold)."""
         ref, number = run.order_ref, run.order_number
         rows = await self._rows(ref)
         if COMPENSATE_REFUND_CUSTOMER in rows:
@@ -302,7 +313,7 @@ class OrderMoney:
             effect: Effect = await self.call(self.ledger.refund, ref, number)
             return effect
         if held is None:
-            held = await self._adopt_unrecorded_hold(ref, number)
+            held = await self._adopt_unrecorded_hold(ref, number, since or time.time())
         if held is None:
             return await self._released(run, None, None, "", "")
         renewed = rows.get(REAUTHORIZE_HOLD)
@@ -324,13 +335,16 @@ class OrderMoney:
         )
         return effect
 
-    async def _adopt_unrecorded_hold(self, ref: str, number: str) -> Effect | None:
+    async def _adopt_unrecorded_hold(self, ref: str, number: str, since: float) -> Effect | None:
         """A hold the provider made for this run whose ledger row was never written (the
-        step's worker died in between, or its attempts ran out): recorded now, so that it
-        is released like any other."""
-        found = await self.gateway.find(payment_key(ref, STEP_PROCESS_CREDIT_CARD))
+        step gave up on the provider's answer, or its worker died first): recorded now, so
+        that it is released like any other. Looking is not enough, the request may still
+        be on its way: the hold's key is settled (`PaymentGateway.settle_key`)."""
+        key = payment_key(ref, STEP_PROCESS_CREDIT_CARD)
+        metadata = order_metadata(ref, number)
+        found = await self.gateway.settle_key(key, metadata=metadata, since=since)
         if found is None or found.state not in (MoneyState.HELD, MoneyState.CAPTURED):
-            return None
+            return None  # nothing held, a decline, or nothing held any more
         log.info("Found hold %s of %s at the provider, not in the ledger", found.id, ref)
         effect: Effect = await self.call(
             self.ledger.charge,

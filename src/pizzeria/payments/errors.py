@@ -5,7 +5,8 @@ Three kinds matter to a caller, and each says what to do next:
 * `PaymentDeclined`: the card's verdict (declined, insufficient funds, expired card, an
   invalid number). A business answer: asking again gives the same answer. Never retry.
 * `PaymentUnavailable`: the provider could not be reached or failed (a refused or reset
-  connection, a timeout, an answer lost on the way, a 5xx, a rate limit). Retry with the
+  connection, a timeout, an answer lost on the way, a 5xx, a rate limit), or is still
+  processing another request with the same key (`PaymentInProgress`). Retry with the
   SAME idempotency key: the provider then does the operation at most once.
   ``outcome_unknown`` says whether the request may have taken effect.
 * `PaymentStateError`: the payment is not in a state that allows the operation (the hold
@@ -83,6 +84,19 @@ class PaymentUnavailable(PaymentError):
     ) -> None:
         super().__init__(message, code=code, http_status=http_status)
         self.outcome_unknown = outcome_unknown
+
+
+#: Stripe's code for a request whose idempotency key another request is being processed under.
+KEY_IN_USE = "idempotency_key_in_use"
+
+
+class PaymentInProgress(PaymentUnavailable):
+    """Another request with the same idempotency key is still being processed (Stripe's
+    409 ``idempotency_key_in_use``): this one did nothing and stored nothing. Retry later
+    with the same key, once the first has finished, to get its answer."""
+
+    def __init__(self, message: str, *, http_status: int | None = 409) -> None:
+        super().__init__(message, http_status=http_status, outcome_unknown=False, code=KEY_IN_USE)
 
 
 class PaymentStateError(PaymentError):

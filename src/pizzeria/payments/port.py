@@ -7,8 +7,11 @@ captured. A hold not captured in time (Stripe: 7 days) **expires** on its own.
 
 Every call that changes something takes an idempotency key: the same call retried with the
 same key (after a timeout, a lost answer, a 5xx) is done at most once and answers what was
-done. `find` looks a payment up by the key of the `authorize` that created it, which tells
-a caller whose answer was lost whether its hold exists.
+done; while the first call with a key is still being processed, another with it is
+refused (`PaymentInProgress`: retry later). `find` looks a payment up by the key of the
+`authorize` that created it, which tells a caller whose answer was lost whether its hold
+exists. `claim_key` spends an `authorize` key nobody used on a placeholder that holds
+nothing, so that the `authorize` arriving late can no longer hold anything.
 
 Errors are in `pizzeria.payments.errors`. `pizzeria.payments.stripe_gateway.StripeGateway`
 implements this port against Stripe's API (real Stripe, or the local provider).
@@ -18,9 +21,13 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from pizzeria.payments.errors import IdempotencyKeyReused, PaymentUnavailable
 
 CURRENCY = "usd"
 #: Metadata keys every payment of an order carries (see `order_metadata`).
@@ -32,8 +39,15 @@ RUN_ID = "run_id"
 IDEMPOTENCY_KEY = "idempotency_key"
 #: The metadata key holding a refund's free-text reason.
 REFUND_REASON = "reason"
+#: The metadata key marking a placeholder (`PaymentGateway.claim_key`): a payment made only
+#: to spend an `authorize` key, never confirmed, no card, nothing held.
+PLACEHOLDER = "placeholder"
+PLACEHOLDER_NOTE = "holds nothing: spends the key of a hold that must never be made"
+#: A placeholder's amount: the smallest Stripe takes in usd (it is never held).
+PLACEHOLDER_AMOUNT = 50
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class MoneyState(enum.StrEnum):
@@ -80,6 +94,11 @@ class Payment:
     def idempotency_key(self) -> str | None:
         """The key of the `authorize` that created this payment (from its metadata)."""
         return self.metadata.get(IDEMPOTENCY_KEY)
+
+    @property
+    def is_placeholder(self) -> bool:
+        """Made by `PaymentGateway.claim_key`: it never held anything."""
+        return PLACEHOLDER in self.metadata
 
     @property
     def refundable(self) -> int:
@@ -131,6 +150,10 @@ class PaymentGateway(abc.ABC):
     """The port. Amounts are whole cents of `CURRENCY` (``usd``); every method may raise
     `PaymentUnavailable` (retry it with the same key) besides what it documents."""
 
+    #: Seconds a new payment may take to show in `find`: real Stripe's search lags (up to
+    #: a minute, it says), the local provider's never does.
+    search_lag: float = 0.0
+
     @abc.abstractmethod
     async def authorize(
         self,
@@ -142,7 +165,9 @@ class PaymentGateway(abc.ABC):
         payment_method: str | None = None,
     ) -> Payment:
         """Hold ``amount`` on a card: a raw ``card_number`` or a ``payment_method`` token
-        (``pm_...``), exactly one. Returns the payment, state `MoneyState.HELD`.
+        (``pm_...``), at most one. Returns the payment, state `MoneyState.HELD`. With
+        neither, nothing is held: the payment is made unconfirmed, without a card (state
+        `MoneyState.PENDING`), as `claim_key` makes its placeholder.
 
         Raises `PaymentDeclined` (nothing held) with the provider's code and decline code.
         """
@@ -181,8 +206,10 @@ class PaymentGateway(abc.ABC):
 
     @abc.abstractmethod
     async def find(self, idempotency_key: str) -> Payment | None:
-        """The payment created by the `authorize` with this key, None when there is none
-        (the authorize never reached the provider, or was refused before creating one)."""
+        """The payment created by the `authorize` with this key (a hold, or a decline),
+        None when there is none: the authorize never reached the provider, is still being
+        processed, was refused before creating one, or `claim_key` spent the key on a
+        placeholder (which is no payment of the card's)."""
 
     @abc.abstractmethod
     async def list_payments(
@@ -199,6 +226,66 @@ class PaymentGateway(abc.ABC):
         payment_id: str | None = None,
     ) -> Page[RefundRecord]:
         """One page of every refund (or of one payment's), newest first."""
+
+    async def claim_key(
+        self, idempotency_key: str, *, metadata: Mapping[str, str]
+    ) -> Payment | None:
+        """Make sure that no `authorize` with ``idempotency_key`` holds anything it does not
+        hold already, whatever request with the key is still on its way.
+
+        When no request with the key reached the provider, the key is spent on a
+        placeholder (an `authorize` without a card, marked `PLACEHOLDER`: nothing held, no
+        card, nothing on any statement), voided at once, and returned: a request with the
+        key that arrives later gets `IdempotencyKeyReused` and holds nothing. None when the
+        key was spent already: `find` then says what its `authorize` made (a hold to let
+        go of, a decline), if anything (a number the provider refused makes nothing).
+
+        Raises `PaymentInProgress` while another request with the key is still being
+        processed (it decides: ask again later), `PaymentUnavailable` without an answer.
+        """
+        try:
+            placeholder = await self.authorize(
+                PLACEHOLDER_AMOUNT,
+                idempotency_key=idempotency_key,
+                metadata={**metadata, PLACEHOLDER: PLACEHOLDER_NOTE},
+            )
+        except IdempotencyKeyReused:
+            return None
+        return await self.void(placeholder.id, idempotency_key=f"{idempotency_key}/{PLACEHOLDER}")
+
+    async def settle_key(
+        self, idempotency_key: str, *, metadata: Mapping[str, str], since: float
+    ) -> Payment | None:
+        """What the `authorize` with this key made, once nothing it has not made yet can
+        be made any more (`claim_key`): a hold (to let go of), a decline; None when it
+        made nothing, and never will.
+
+        Raises `PaymentUnavailable` (ask again later) while that is not known: a request
+        with the key is still being processed (`PaymentInProgress`), the provider did not
+        answer, or the key was spent and the provider's search may not show its payment
+        yet (`search_lag` seconds, counted from ``since``, a `time.time`)."""
+        try:
+            placeholder = await self.claim_key(idempotency_key, metadata=metadata)
+        except PaymentUnavailable:
+            found = await self.find(idempotency_key)  # made already, whatever is in flight?
+            if found is None:
+                raise
+            return found
+        if placeholder is not None:
+            log.info(
+                "Nothing reached the provider under %s: spent on %s",
+                idempotency_key,
+                placeholder.id,
+            )
+            return None
+        found = await self.find(idempotency_key)
+        if found is None and self.search_lag > 0 and time.time() - since < self.search_lag:
+            raise PaymentUnavailable(
+                f"the key {idempotency_key} was used and its payment does not show yet (the "
+                f"provider's search lags up to {self.search_lag:g} s)",
+                outcome_unknown=False,
+            )
+        return found
 
     async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Let go of connections and threads."""

@@ -8,9 +8,11 @@ import requests
 import stripe
 
 from pizzeria.payments.errors import (
+    KEY_IN_USE,
     IdempotencyKeyReused,
     PaymentDeclined,
     PaymentError,
+    PaymentInProgress,
     PaymentRequestError,
     PaymentStateError,
     PaymentUnavailable,
@@ -69,6 +71,8 @@ def translate(error: stripe.StripeError) -> PaymentError:
             f"the payment provider did not answer: {message}",
             outcome_unknown=not _never_sent(error),
         )
+    if status == 409 or code == KEY_IN_USE:  # Stripe: "conflicts with another request"
+        return PaymentInProgress(message, http_status=status)
     if isinstance(error, stripe.RateLimitError):
         return PaymentUnavailable(message, http_status=status, code=code, outcome_unknown=False)
     if isinstance(error, stripe.IdempotencyError):
@@ -86,6 +90,5 @@ def translate(error: stripe.StripeError) -> PaymentError:
         return PaymentRequestError(message, code=code, http_status=status)
     if isinstance(error, stripe.PermissionError):
         return PaymentRequestError(message, code=code or "permission", http_status=status)
-    # APIError: a 5xx, a 409 (a concurrent request with the same key), a body that is
-    # not Stripe's: the provider failed, not the request.
+    # APIError: a 5xx, a body that is not Stripe's: the provider failed, not the request.
     return PaymentUnavailable(message, http_status=status, code=code)

@@ -35,6 +35,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,7 @@ import requests
 import stripe
 
 from pizzeria.payments import cards
-from pizzeria.payments.errors import PaymentRequestError, PaymentStateError
+from pizzeria.payments.errors import PaymentInProgress, PaymentRequestError, PaymentStateError
 from pizzeria.payments.port import (
     CURRENCY,
     IDEMPOTENCY_KEY,
@@ -57,10 +58,16 @@ from pizzeria.payments.port import (
 )
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_errors import translate
+from pizzeria.payments.stripe_objects import payment_of, refund_of
 from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
 STRIPE_API = "https://api.stripe.com"
+#: How long Stripe's search may take to show a new PaymentIntent ("up to a minute").
+STRIPE_SEARCH_LAG = 60.0
+#: The pauses between sendings of a call whose key another request is being processed
+#: under (409): the first, then doubled up to the last.
+IN_PROGRESS_PAUSES = (0.1, 1.0)
 
 
 class _NoRequestDetails(logging.Filter):
@@ -88,6 +95,9 @@ class StripeGateway(PaymentGateway):
         base_url: the API's address; None for real Stripe.
         timeout: seconds to wait for an answer before `PaymentUnavailable`.
         max_network_retries: the stripe library's own retries (same key); 0 by default.
+        in_progress_wait: seconds a call whose idempotency key another request is still
+            being processed under (Stripe's 409) keeps asking again, to get that request's
+            answer, before `PaymentInProgress`.
         threads: how many calls can be in flight at once.
         test_payment_methods: send Stripe's test card numbers as their test PaymentMethod
             ids; default: only against real Stripe.
@@ -100,6 +110,7 @@ class StripeGateway(PaymentGateway):
         *,
         timeout: float = 20.0,
         max_network_retries: int = 0,
+        in_progress_wait: float = 10.0,
         threads: int = 8,
         test_payment_methods: bool | None = None,
         allow_live: bool = False,
@@ -111,6 +122,8 @@ class StripeGateway(PaymentGateway):
         real = base_url is None or base_url.rstrip("/") == STRIPE_API
         self.base_url = (base_url or STRIPE_API).rstrip("/")
         self.test_payment_methods = real if test_payment_methods is None else test_payment_methods
+        self.search_lag = STRIPE_SEARCH_LAG if real else 0.0
+        self.in_progress_wait = in_progress_wait
         self._session = requests.Session()
         # requests reads the proxy variables from the environment on every call (a tenth
         # of a call's CPU); a loopback provider is never reached through a proxy.
@@ -131,7 +144,23 @@ class StripeGateway(PaymentGateway):
         self._session.close()
 
     async def _call(self, call: Callable[[], T]) -> T:
-        """Run a stripe call on our threads; its errors become the port's."""
+        """Run a stripe call on our threads; its errors become the port's. While another
+        request with the call's idempotency key is being processed, the call is sent again
+        (as the stripe library retries a 409), for up to ``in_progress_wait`` seconds: it
+        then gets that request's answer."""
+        deadline = time.monotonic() + self.in_progress_wait
+        pause, longest = IN_PROGRESS_PAUSES
+        while True:
+            try:
+                return await self._call_once(call)
+            except PaymentInProgress:
+                if time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    async def _call_once(self, call: Callable[[], T]) -> T:
+        """One sending of the call, seen through even when its caller is cancelled."""
 
         def guarded() -> T:
             try:
@@ -160,25 +189,23 @@ class StripeGateway(PaymentGateway):
         card_number: str | None = None,
         payment_method: str | None = None,
     ) -> Payment:
-        if (card_number is None) == (payment_method is None):
-            raise ValueError("authorize takes exactly one of card_number and payment_method")
+        if card_number is not None and payment_method is not None:
+            raise ValueError("authorize takes at most one of card_number and payment_method")
         params: dict[str, Any] = {
             "amount": amount,
             "currency": CURRENCY,
             "capture_method": "manual",
-            "confirm": True,
+            "confirm": card_number is not None or payment_method is not None,
             "payment_method_types": ["card"],
             "metadata": {**metadata, IDEMPOTENCY_KEY: idempotency_key},
             "expand": CHARGE,
         }
-        if payment_method is None:
-            assert card_number is not None
+        if card_number is not None:
             payment_method = self._test_payment_method(card_number)
+            if payment_method is None:
+                params["payment_method_data"] = {"type": "card", "card": {"number": card_number}}
         if payment_method is not None:
             params["payment_method"] = payment_method
-        else:
-            assert card_number is not None
-            params["payment_method_data"] = {"type": "card", "card": {"number": card_number}}
         intents = self._client.v1.payment_intents
         intent = await self._call(
             lambda: intents.create(cast(Any, params), {"idempotency_key": idempotency_key})
@@ -243,9 +270,8 @@ class StripeGateway(PaymentGateway):
 
     async def find(self, idempotency_key: str) -> Payment | None:
         """By Stripe's search on the metadata ``authorize`` wrote. Real Stripe's search
-        index lags (up to a minute, it says): a miss right after a lost answer is retried
-        by retrying the ``authorize`` itself with the same key, which Stripe answers from
-        its idempotency store for 24 hours. The local provider's search never lags."""
+        index lags (up to a minute, it says: `search_lag`), so a miss says nothing for
+        that long; the local provider's search never lags."""
         quoted = idempotency_key.replace("\\", "\\\\").replace("'", "\\'")
         query = f"metadata['{IDEMPOTENCY_KEY}']:'{quoted}'"
         intents = self._client.v1.payment_intents
@@ -253,7 +279,9 @@ class StripeGateway(PaymentGateway):
             lambda: intents.search({"query": query, "limit": 10, "expand": LIST_CHARGES})
         )
         matches = [payment_of(intent) for intent in found.data]
-        matches = [p for p in matches if p.idempotency_key == idempotency_key]
+        matches = [
+            p for p in matches if p.idempotency_key == idempotency_key and not p.is_placeholder
+        ]
         return min(matches, key=lambda p: p.created) if matches else None
 
     async def list_payments(
@@ -286,86 +314,6 @@ class StripeGateway(PaymentGateway):
 def _loopback(url: str) -> bool:
     host = urllib.parse.urlsplit(url).hostname or ""
     return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
-def _data_of(obj: stripe.StripeObject | Mapping[str, Any]) -> Mapping[str, Any]:
-    """An object's fields as plain values: the answer's JSON as the library decoded it
-    when the object is the whole answer (no second walk over the object), else the
-    object turned back into a dict."""
-    if not isinstance(obj, stripe.StripeObject):
-        return obj
-    response = obj.last_response
-    answer = response.data if response is not None else None
-    if (
-        isinstance(answer, dict)
-        and answer.get("id") is not None
-        and answer.get("id") == getattr(obj, "id", None)
-    ):
-        return answer
-    return obj.to_dict()
-
-
-def payment_of(intent: stripe.PaymentIntent | Mapping[str, Any]) -> Payment:
-    """A Stripe PaymentIntent (its ``latest_charge`` expanded, or not) as a `Payment`."""
-    data = _data_of(intent)
-    status = str(data["status"])
-    charge = data.get("latest_charge") if isinstance(data.get("latest_charge"), dict) else None
-    captured = int(data.get("amount_received") or 0) if status == "succeeded" else 0
-    refunded = int(charge.get("amount_refunded") or 0) if charge and captured else 0
-    error = data.get("last_payment_error") or {}
-    card = ((charge or {}).get("payment_method_details") or {}).get("card") or {}
-    return Payment(
-        id=str(data["id"]),
-        state=_state(status, data.get("cancellation_reason"), captured, refunded, bool(error)),
-        amount=int(data["amount"]),
-        currency=str(data.get("currency") or CURRENCY),
-        amount_capturable=int(data.get("amount_capturable") or 0),
-        amount_captured=captured,
-        amount_refunded=refunded,
-        created=int(data.get("created") or 0),
-        provider_status=status,
-        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
-        card_last4=card.get("last4"),
-        cancellation_reason=data.get("cancellation_reason"),
-        decline_code=error.get("decline_code") or error.get("code"),
-        payment_method=_id_of(data.get("payment_method")),
-    )
-
-
-def _id_of(value: Any) -> str | None:
-    """An object's id, whether Stripe answered it expanded (a dict) or as its id."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return str(value) if value else None
-
-
-def _state(
-    status: str, cancellation_reason: Any, captured: int, refunded: int, failed: bool
-) -> MoneyState:
-    if status == "requires_capture":
-        return MoneyState.HELD
-    if status == "succeeded":
-        return MoneyState.REFUNDED if captured and refunded >= captured else MoneyState.CAPTURED
-    if status == "canceled":
-        return MoneyState.EXPIRED if cancellation_reason == "automatic" else MoneyState.RELEASED
-    if status == "requires_payment_method" and failed:
-        return MoneyState.DECLINED
-    return MoneyState.PENDING
-
-
-def refund_of(refund: stripe.Refund | Mapping[str, Any]) -> RefundRecord:
-    data = _data_of(refund)
-    metadata = {str(k): str(v) for k, v in (data.get("metadata") or {}).items()}
-    return RefundRecord(
-        id=str(data["id"]),
-        payment_id=str(data.get("payment_intent") or ""),
-        amount=int(data["amount"]),
-        currency=str(data.get("currency") or CURRENCY),
-        status=str(data.get("status") or ""),
-        created=int(data.get("created") or 0),
-        reason=metadata.get(REFUND_REASON) or data.get("reason"),
-        metadata=metadata,
-    )
 
 
 def gateway_from_env(environ: Mapping[str, str] | None = None) -> StripeGateway:

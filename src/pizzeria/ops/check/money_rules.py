@@ -19,7 +19,9 @@ the run and the ledger's rows that name a payment. Per run:
 * every payment the ledger names exists at the provider, for this run
   (`payments_the_ledger_names_exist`); every payment of the run is one the ledger names
   (`payments_recorded_in_the_ledger`);
-* no hold is left uncaptured once its run ended (`no_orphan_hold`).
+* no hold is left uncaptured once its run ended (`no_orphan_hold`);
+* a placeholder (a compensation spent the key of a hold that never reached the provider
+  on it) holds nothing, and is voided once its run ended (`placeholders_hold_nothing`).
 
 Moves in flight are not violations: a run still open is judged only on what the provider
 must already show (see `provider`'s docstring). And across the provider's whole account,
@@ -266,6 +268,24 @@ def no_orphan_hold(run: RunView, found: Findings) -> None:
             )
 
 
+def placeholders_hold_nothing(run: RunView, found: Findings) -> None:
+    """A placeholder never holds or takes money, and is voided before its run ends (the
+    compensation that made it voids it before it records the release)."""
+    money = run.money
+    if money is None:
+        return
+    for payment in money.placeholders.values():
+        if payment.amount_capturable or payment.amount_captured:
+            found.violation(
+                "placeholder holds money",
+                run,
+                f"{shown(payment)} holds {dollars(payment.amount_capturable)} and captured "
+                f"{dollars(payment.amount_captured)}; it was made to hold nothing",
+            )
+        elif ended(run) and payment.state != MoneyState.RELEASED:
+            found.violation("placeholder left open", run, f"{shown(payment)} was never voided")
+
+
 MONEY_RULES: tuple[RunRule, ...] = (
     held_the_charge_amount,
     captured_as_billed,
@@ -276,6 +296,7 @@ MONEY_RULES: tuple[RunRule, ...] = (
     payments_the_ledger_names_exist,
     payments_recorded_in_the_ledger,
     no_orphan_hold,
+    placeholders_hold_nothing,
 )
 
 

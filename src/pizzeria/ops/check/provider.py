@@ -5,7 +5,10 @@ Every payment (a PaymentIntent) and every refund the provider lists, page after 
 (``order_ref``: ``<workflow id>/<run id>``, written by `pizzeria.money`); a refund through
 its payment. The ledger's side of the same money is its rows that name a payment id
 (`money_rows`). `attach` gives each run's `RunView` both (`RunMoney`), which the rules of
-`money_rules` compare; the objects no run claims are sorted by `unclaimed`.
+`money_rules` compare; the objects no run claims are sorted by `unclaimed`. A placeholder
+(`Payment.is_placeholder`: a compensation spent the key of a hold that never reached the
+provider on it, `PaymentGateway.claim_key`) holds no money and is kept apart from the
+run's payments.
 
 The check reads Temporal, then the ledger, then the provider, refunds before payments.
 Each move of money happens at the provider before the ledger records it, so every payment
@@ -163,6 +166,7 @@ class RunMoney:
     payments: dict[str, Payment] = field(default_factory=dict)  # naming the run, by id
     named: dict[str, Payment | None] = field(default_factory=dict)  # ids the rows name
     refunds: dict[str, list[RefundRecord]] = field(default_factory=dict)  # by payment
+    placeholders: dict[str, Payment] = field(default_factory=dict)  # naming the run, by id
 
     @property
     def all_payments(self) -> dict[str, Payment]:
@@ -234,7 +238,8 @@ def attach(
     for payment in book.payments.values():
         owner = run_of(payment)
         if owner is not None and owner in money:
-            money[owner].payments[payment.id] = payment
+            run = money[owner]
+            (run.placeholders if payment.is_placeholder else run.payments)[payment.id] = payment
         elif payment.id not in named_anywhere:
             unclaimed.append(payment)
     for run in money.values():

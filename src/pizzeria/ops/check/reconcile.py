@@ -192,7 +192,9 @@ async def missing_records(
     held = {
         ref
         for payment in book.payments.values()
-        if payment.state != MoneyState.DECLINED and (ref := run_of(payment)) in judged
+        if payment.state != MoneyState.DECLINED
+        and not payment.is_placeholder
+        and (ref := run_of(payment)) in judged
     }
     refuse_undecryptable([*records, *found], wrote | held)
     return found

@@ -7,6 +7,13 @@ transaction as its effect; the same key with the same parameters gets that answe
 (``Idempotent-Replayed: true``); the same key with other parameters, or on another
 endpoint, gets 400 ``idempotency_error``. Keys are forgotten after 24 hours, as Stripe
 does. An injected 5xx never reaches the API, so it stores nothing.
+
+A request whose key another request is still being processed under (a retry sent while
+the first is slow) is answered at once with 409 ``idempotency_key_in_use`` and stores
+nothing, as Stripe answers it ("the request conflicts with another request"): the caller
+retries later and then gets the first request's answer. A request is being processed from
+the moment it passed authentication until its answer is ready, a ``slow`` fault's wait
+included.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import enum
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +76,39 @@ def _api_error(status: int, message: str) -> Answer:
     return _error(ApiError(status, "api_error", message), "injected" if status >= 500 else "")
 
 
+KEY_IN_USE = "idempotency_key_in_use"
+
+
+def _key_in_use(key: str) -> Answer:
+    message = (
+        f"Another request with the idempotency key '{key}' is still being processed. Try "
+        "again once it has finished: the same request then gets its answer."
+    )
+    answer = _error(ApiError(409, "invalid_request_error", message, code=KEY_IN_USE), "in use")
+    answer.headers["Idempotency-Key"] = key
+    return answer
+
+
+class KeysInUse:
+    """The idempotency keys of the requests being processed right now."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> bool:
+        """Mark ``key`` in use; False when a request already holds it."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def give_back(self, key: str) -> None:
+        with self._lock:
+            self._keys.discard(key)
+
+
 class Provider:
     """The provider's logic: its store, its faults, its hold time."""
 
@@ -85,6 +126,7 @@ class Provider:
         self.hold_seconds = hold_seconds
         self.clock = clock
         self.sleep = sleep
+        self.keys_in_use = KeysInUse()
 
     def close(self) -> None:
         self.store.close()
@@ -98,6 +140,18 @@ class Provider:
         refused = self._auth(request, route)
         if refused is not None:
             return refused
+        key = request.idempotency_key if route.mutating else None
+        if key is None:
+            return self._handle(route, object_id, request)
+        if not self.keys_in_use.take(key):
+            return _key_in_use(key)
+        try:
+            return self._handle(route, object_id, request)
+        finally:
+            self.keys_in_use.give_back(key)
+
+    def _handle(self, route: routes.Route, object_id: str, request: Request) -> Answer:
+        """The request with its faults: refused, failed, slowed, its answer lost."""
         try:
             decision = self.faults.decide(route.operation, request.idempotency_key or request.path)
         except FaultFileError as error:

@@ -67,8 +67,9 @@ def intent_of(ctx: Context, intent_id: str) -> Row:
 
 
 def create(ctx: Context, params: Params) -> dict[str, Any]:
-    """``POST /v1/payment_intents`` with ``confirm=true``: a hold (manual capture), a
-    payment (automatic capture), or a 402 decline carrying the failed intent."""
+    """``POST /v1/payment_intents``. With ``confirm=true``: a hold (manual capture), a
+    payment (automatic capture), or a 402 decline carrying the failed intent. Without it,
+    and without a card: an intent that holds nothing (``requires_payment_method``)."""
     reject_unknown(params, CREATE_PARAMS)
     amount = int_param(params, "amount", required=True)
     assert amount is not None
@@ -76,16 +77,15 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
         raise invalid("Amount must be at least $0.50 usd", param="amount", code="amount_too_small")
     if text_param(params, "currency", required=True) != "usd":
         raise invalid("This provider only accepts currency=usd", param="currency")
-    capture_method = choice_param(params, "capture_method", ("manual", "automatic"))
-    if bool_param(params, "confirm") is not True:
-        raise invalid("This provider only creates confirmed intents: send confirm=true")
+    manual = choice_param(params, "capture_method", ("manual", "automatic")) == "manual"
     types = params.get("payment_method_types", ["card"])
     if types != ["card"]:
         raise invalid("This provider only accepts payment_method_types=[card]")
     metadata = metadata_param(params)
+    if bool_param(params, "confirm") is not True:
+        return _unconfirmed(ctx, params, amount, metadata, manual=manual)
     method = _method(ctx, params)
     decline = objects.decline_of(method)
-    manual = capture_method == "manual"
     intent = _new_intent(ctx, params, amount, metadata, method, manual=manual)
     charge = objects.new_charge(
         ctx, intent["id"], amount, method, captured=not manual, decline=decline, metadata=metadata
@@ -93,22 +93,43 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
     intent["latest_charge"] = charge["id"]
     expand = expand_param(params)
     if decline is not None:
-        error = objects.card_error(decline)
-        intent.update(status="requires_payment_method", amount_capturable=0)
-        intent["last_payment_error"] = {
-            **error.body()["error"],
-            "payment_method": method.body,
-        }
-        ctx.store.insert(PAYMENT_INTENT, intent, created=ctx.now)
-        error.extra = {
-            "payment_intent": render(ctx, intent, expand),
-            "payment_method": method.body,
-            "charge": charge["id"],
-        }
-        raise error
+        raise _declined(ctx, intent, method, charge["id"], objects.card_error(decline), expand)
     expires_at = ctx.now + ctx.hold_seconds if manual else None
     ctx.store.insert(PAYMENT_INTENT, intent, created=ctx.now, expires_at=expires_at)
     return render(ctx, intent, expand)
+
+
+def _declined(
+    ctx: Context,
+    intent: dict[str, Any],
+    method: Row,
+    charge_id: str,
+    error: ApiError,
+    expand: list[str],
+) -> ApiError:
+    """The card's 402, the failed intent kept and carried in it."""
+    intent.update(status="requires_payment_method", amount_capturable=0)
+    intent["last_payment_error"] = {**error.body()["error"], "payment_method": method.body}
+    ctx.store.insert(PAYMENT_INTENT, intent, created=ctx.now)
+    error.extra = {
+        "payment_intent": render(ctx, intent, expand),
+        "payment_method": method.body,
+        "charge": charge_id,
+    }
+    return error
+
+
+def _unconfirmed(
+    ctx: Context, params: Params, amount: int, metadata: dict[str, str], *, manual: bool
+) -> dict[str, Any]:
+    """An intent nobody confirmed: no card, no charge, nothing held (Stripe's
+    ``requires_payment_method``); it can only be canceled here."""
+    if "payment_method" in params or "payment_method_data" in params:
+        raise invalid("This provider takes a card only to confirm: send confirm=true with it")
+    intent = _new_intent(ctx, params, amount, metadata, None, manual=manual)
+    intent.update(status="requires_payment_method", amount_capturable=0, amount_received=0)
+    ctx.store.insert(PAYMENT_INTENT, intent, created=ctx.now)
+    return render(ctx, intent, expand_param(params))
 
 
 def _method(ctx: Context, params: Params) -> Row:
@@ -128,7 +149,7 @@ def _new_intent(
     params: Params,
     amount: int,
     metadata: dict[str, str],
-    method: Row,
+    method: Row | None,
     *,
     manual: bool,
 ) -> dict[str, Any]:
@@ -151,7 +172,7 @@ def _new_intent(
         "latest_charge": None,
         "livemode": False,
         "metadata": metadata,
-        "payment_method": method.id,
+        "payment_method": method.id if method else None,
         "payment_method_types": ["card"],
         "status": "requires_capture" if manual else "succeeded",
     }
