@@ -19,7 +19,6 @@ from pizzeria.payments.provider.wire import (
     invalid,
     limit_param,
     metadata_param,
-    missing,
     reject_unknown,
     text_param,
 )
@@ -60,10 +59,7 @@ def render(
 
 
 def intent_of(ctx: Context, intent_id: str) -> Row:
-    found = ctx.store.get(PAYMENT_INTENT, intent_id)
-    if found is None:
-        raise missing("payment_intent", intent_id, param="intent")
-    return found
+    return objects.stored(ctx, PAYMENT_INTENT, intent_id, param="intent")
 
 
 def create(ctx: Context, params: Params) -> dict[str, Any]:
@@ -258,12 +254,7 @@ def retrieve(ctx: Context, intent_id: str, params: Params) -> dict[str, Any]:
 
 def listing(ctx: Context, params: Params) -> dict[str, Any]:
     reject_unknown(params, {"limit", "starting_after", "expand"})
-    after = text_param(params, "starting_after")
-    before_seq = None
-    if after is not None:
-        before_seq = ctx.store.seq_of(PAYMENT_INTENT, after)
-        if before_seq is None:
-            raise missing("payment_intent", after, param="starting_after")
+    before_seq = objects.page_start(ctx, PAYMENT_INTENT, params)
     rows, more = ctx.store.page(PAYMENT_INTENT, limit=limit_param(params), before_seq=before_seq)
     expand = expand_param(params)
     data = [render(ctx, row.body, expand, "data.") for row in rows]

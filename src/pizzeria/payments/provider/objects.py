@@ -10,7 +10,7 @@ from typing import Any
 
 from pizzeria.payments import cards
 from pizzeria.payments.provider.store import Row, Store
-from pizzeria.payments.provider.wire import ApiError, Params, invalid, missing
+from pizzeria.payments.provider.wire import ApiError, Params, invalid, missing, text_param
 
 _ALPHABET = string.ascii_letters + string.digits
 PAYMENT_METHOD = "payment_method"
@@ -34,6 +34,25 @@ def new_id(prefix: str) -> str:
 
 def list_object(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "url": url, "has_more": has_more, "data": data}
+
+
+def stored(ctx: Context, kind: str, object_id: str, param: str | None = "id") -> Row:
+    """The object ``object_id`` of ``kind``, or Stripe's 404 naming it."""
+    found = ctx.store.get(kind, object_id)
+    if found is None:
+        raise missing(kind, object_id, param=param)
+    return found
+
+
+def page_start(ctx: Context, kind: str, params: Params) -> int | None:
+    """Where a listing's page starts: below ``starting_after``'s object (None: the top)."""
+    after = text_param(params, "starting_after")
+    if after is None:
+        return None
+    before_seq = ctx.store.seq_of(kind, after)
+    if before_seq is None:
+        raise missing(kind, after, param="starting_after")
+    return before_seq
 
 
 # -- payment methods ------------------------------------------------------------------------
@@ -70,30 +89,45 @@ def create_payment_method(ctx: Context, data: Params, prefix: str = "") -> Row:
     number = cards.normalized(card["number"])
     if not cards.number_valid(number):
         raise card_error(cards.INVALID_NUMBER, param=number_param)
-    decline = cards.decline_of(number)
-    body: dict[str, Any] = {
-        "id": new_id("pm"),
+    expiry = _month(card.get("exp_month")), _year(card.get("exp_year"))
+    return store_payment_method(ctx, number, cards.decline_of(number), *expiry)
+
+
+def store_payment_method(
+    ctx: Context,
+    number: str,
+    decline: cards.Decline | None,
+    exp_month: int | None = None,
+    exp_year: int | None = None,
+) -> Row:
+    """A new PaymentMethod of a card number, kept with the verdict its hold will get."""
+    card = {
+        "brand": cards.brand_of(number),
+        "last4": number[-4:],
+        "exp_month": exp_month,
+        "exp_year": exp_year,
+        "fingerprint": cards.fingerprint(number),
+        "funding": "credit",
+        "country": "US",
+    }
+    body = payment_method_body(ctx, new_id("pm"), card)
+    internal = {"decline": decline.__dict__ if decline else None}
+    ctx.store.insert(PAYMENT_METHOD, body, created=ctx.now, internal=internal)
+    return stored(ctx, PAYMENT_METHOD, body["id"])
+
+
+def payment_method_body(ctx: Context, method_id: str, card: dict[str, Any]) -> dict[str, Any]:
+    """A card PaymentMethod as the API shows it (``card``: never the number)."""
+    return {
+        "id": method_id,
         "object": PAYMENT_METHOD,
         "type": "card",
         "created": int(ctx.now),
         "livemode": False,
         "customer": None,
         "metadata": {},
-        "card": {
-            "brand": cards.brand_of(number),
-            "last4": number[-4:],
-            "exp_month": _month(card.get("exp_month")),
-            "exp_year": _year(card.get("exp_year")),
-            "fingerprint": cards.fingerprint(number),
-            "funding": "credit",
-            "country": "US",
-        },
+        "card": card,
     }
-    internal = {"decline": decline.__dict__ if decline else None}
-    ctx.store.insert(PAYMENT_METHOD, body, created=ctx.now, internal=internal)
-    found = ctx.store.get(PAYMENT_METHOD, body["id"])
-    assert found is not None
-    return found
 
 
 def _month(value: Any) -> int | None:
@@ -113,16 +147,8 @@ def payment_method_of(ctx: Context, payment_method_id: str) -> Row:
     if known is None:
         raise missing("PaymentMethod", payment_method_id, param="payment_method")
     last4 = cards.TEST_PAYMENT_METHOD_LAST4[payment_method_id]
-    body = {
-        "id": payment_method_id,
-        "object": PAYMENT_METHOD,
-        "type": "card",
-        "created": int(ctx.now),
-        "livemode": False,
-        "customer": None,
-        "metadata": {},
-        "card": {"brand": known.brand, "last4": last4, "exp_month": 12, "exp_year": 2034},
-    }
+    card = {"brand": known.brand, "last4": last4, "exp_month": 12, "exp_year": 2034}
+    body = payment_method_body(ctx, payment_method_id, card)
     decline = known.decline.__dict__ if known.decline else None
     return Row(
         0, payment_method_id, PAYMENT_METHOD, None, ctx.now, None, body, {"decline": decline}
@@ -180,7 +206,4 @@ def new_charge(
 
 
 def charge_of(ctx: Context, charge_id: str) -> dict[str, Any]:
-    found = ctx.store.get(CHARGE, charge_id)
-    if found is None:
-        raise missing("charge", charge_id)
-    return found.body
+    return stored(ctx, CHARGE, charge_id).body

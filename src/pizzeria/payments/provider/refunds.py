@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pizzeria.payments.provider import objects
+from pizzeria.payments.provider import objects, wire
 from pizzeria.payments.provider.intents import intent_of
-from pizzeria.payments.provider.objects import CHARGE, REFUND, Context
-from pizzeria.payments.provider.wire import (
-    ApiError,
-    Params,
-    choice_param,
-    int_param,
-    invalid,
-    limit_param,
-    metadata_param,
-    missing,
-    reject_unknown,
-    text_param,
-)
+from pizzeria.payments.provider.objects import REFUND, Context
+from pizzeria.payments.provider.wire import ApiError, Params
 
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
@@ -29,7 +18,9 @@ def _dollars(cents: int) -> str:
 
 def create(ctx: Context, params: Params) -> dict[str, Any]:
     """``POST /v1/refunds`` for a ``payment_intent`` (or its ``charge``)."""
-    reject_unknown(params, {"payment_intent", "charge", "amount", "reason", "metadata", "expand"})
+    wire.reject_unknown(
+        params, {"payment_intent", "charge", "amount", "reason", "metadata", "expand"}
+    )
     intent = _intent(ctx, params)
     if intent["status"] != "succeeded":
         raise ApiError(
@@ -43,12 +34,12 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
     charge = objects.charge_of(ctx, intent["latest_charge"])
     left = charge["amount_captured"] - charge["amount_refunded"]
     if left <= 0:
-        raise invalid(
+        raise wire.invalid(
             f"Charge {charge['id']} has already been refunded.", code="charge_already_refunded"
         )
-    amount = int_param(params, "amount") or left
+    amount = wire.int_param(params, "amount") or left
     if amount > left:
-        raise invalid(
+        raise wire.invalid(
             f"Refund amount ({_dollars(amount)}) is greater than unrefunded amount on charge "
             f"({_dollars(left)})",
             param="amount",
@@ -62,8 +53,8 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
         "charge": charge["id"],
         "payment_intent": intent["id"],
         "created": int(ctx.now),
-        "metadata": metadata_param(params),
-        "reason": choice_param(params, "reason", REFUND_REASONS),
+        "metadata": wire.metadata_param(params),
+        "reason": wire.choice_param(params, "reason", REFUND_REASONS),
         "status": "succeeded",
     }
     charge["amount_refunded"] += amount
@@ -74,10 +65,12 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
 
 
 def _intent(ctx: Context, params: Params) -> dict[str, Any]:
-    intent_id = text_param(params, "payment_intent")
-    charge_id = text_param(params, "charge")
+    intent_id = wire.text_param(params, "payment_intent")
+    charge_id = wire.text_param(params, "charge")
     if (intent_id is None) == (charge_id is None):
-        raise invalid("Send exactly one of payment_intent and charge", code="parameter_missing")
+        raise wire.invalid(
+            "Send exactly one of payment_intent and charge", code="parameter_missing"
+        )
     if intent_id is None:
         assert charge_id is not None
         intent_id = objects.charge_of(ctx, charge_id)["payment_intent"]
@@ -85,27 +78,19 @@ def _intent(ctx: Context, params: Params) -> dict[str, Any]:
 
 
 def retrieve(ctx: Context, refund_id: str, params: Params) -> dict[str, Any]:
-    reject_unknown(params, {"expand"})
-    found = ctx.store.get(REFUND, refund_id)
-    if found is None:
-        raise missing("refund", refund_id)
-    return found.body
+    wire.reject_unknown(params, {"expand"})
+    return objects.stored(ctx, REFUND, refund_id).body
 
 
 def listing(ctx: Context, params: Params) -> dict[str, Any]:
-    reject_unknown(params, {"limit", "starting_after", "payment_intent", "charge", "expand"})
-    after = text_param(params, "starting_after")
-    before_seq = None
-    if after is not None:
-        before_seq = ctx.store.seq_of(REFUND, after)
-        if before_seq is None:
-            raise missing("refund", after, param="starting_after")
-    parent = text_param(params, "payment_intent")
-    charge_id = text_param(params, "charge")
+    wire.reject_unknown(params, {"limit", "starting_after", "payment_intent", "charge", "expand"})
+    before_seq = objects.page_start(ctx, REFUND, params)
+    parent = wire.text_param(params, "payment_intent")
+    charge_id = wire.text_param(params, "charge")
     if charge_id is not None:
         parent = objects.charge_of(ctx, charge_id)["payment_intent"]
     rows, more = ctx.store.page(
-        REFUND, limit=limit_param(params), before_seq=before_seq, parent=parent
+        REFUND, limit=wire.limit_param(params), before_seq=before_seq, parent=parent
     )
     return objects.list_object("/v1/refunds", [row.body for row in rows], more)
 
@@ -113,18 +98,15 @@ def listing(ctx: Context, params: Params) -> dict[str, Any]:
 def create_payment_method(ctx: Context, params: Params) -> dict[str, Any]:
     """``POST /v1/payment_methods``: a browser (publishable key) trades a card number for a
     ``pm_...`` token; the number goes no further."""
-    reject_unknown(params, {"type", "card", "billing_details", "metadata", "expand"})
+    wire.reject_unknown(params, {"type", "card", "billing_details", "metadata", "expand"})
     return objects.create_payment_method(ctx, params).body
 
 
 def retrieve_payment_method(ctx: Context, method_id: str, params: Params) -> dict[str, Any]:
-    reject_unknown(params, {"expand"})
+    wire.reject_unknown(params, {"expand"})
     return objects.payment_method_of(ctx, method_id).body
 
 
 def retrieve_charge(ctx: Context, charge_id: str, params: Params) -> dict[str, Any]:
-    reject_unknown(params, {"expand"})
-    found = ctx.store.get(CHARGE, charge_id)
-    if found is None:
-        raise missing("charge", charge_id)
-    return found.body
+    wire.reject_unknown(params, {"expand"})
+    return objects.charge_of(ctx, charge_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pizzeria.payments import cards
 from pizzeria.payments.provider import intents, objects, refunds
-from pizzeria.payments.provider.objects import PAYMENT_METHOD, Context
+from pizzeria.payments.provider.objects import Context
 from pizzeria.payments.provider.wire import ApiError, Params
 
 Handler = Callable[[Context, Params, str], dict[str, Any]]
@@ -92,28 +92,7 @@ def payment_method(ctx: Context, params: Params) -> dict[str, Any]:
         number = cards.normalized(number)
         if not CARD_SHAPED.fullmatch(number):
             raise
-    body: dict[str, Any] = {
-        "id": objects.new_id("pm"),
-        "object": PAYMENT_METHOD,
-        "type": "card",
-        "created": int(ctx.now),
-        "livemode": False,
-        "customer": None,
-        "metadata": {},
-        "card": {
-            "brand": cards.brand_of(number),
-            "last4": number[-4:],
-            "exp_month": None,
-            "exp_year": None,
-            "fingerprint": cards.fingerprint(number),
-            "funding": "credit",
-            "country": "US",
-        },
-    }
-    ctx.store.insert(
-        PAYMENT_METHOD, body, created=ctx.now, internal={"decline": cards.INVALID_NUMBER.__dict__}
-    )
-    return body
+    return objects.store_payment_method(ctx, number, cards.INVALID_NUMBER).body
 
 
 def match(method: str, path: str) -> tuple[Route, str] | None:

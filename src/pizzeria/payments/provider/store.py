@@ -150,20 +150,10 @@ class Store:
         before_seq: int | None = None,
         parent: str | None = None,
     ) -> tuple[list[Row], bool]:
-        """Up to ``limit`` objects, newest first, older than ``before_seq``; and whether
-        there are more."""
-        sql = f"SELECT {_COLUMNS} FROM objects WHERE kind = ?"
-        args: list[Any] = [kind]
-        if before_seq is not None:
-            sql += " AND seq < ?"
-            args.append(before_seq)
-        if parent is not None:
-            sql += " AND parent = ?"
-            args.append(parent)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = [_row(values) for values in self._db.execute(sql, args).fetchall()]
-        return rows[:limit], len(rows) > limit
+        """Up to ``limit`` objects (of ``parent``, if given), newest first, older than
+        ``before_seq``; and whether there are more."""
+        where = [("parent = ?", [parent])] if parent is not None else []
+        return self._newest(kind, where, limit, before_seq)
 
     def search(
         self,
@@ -174,14 +164,21 @@ class Store:
         before_seq: int | None = None,
     ) -> tuple[list[Row], bool]:
         """Objects whose JSON has each ``(path, value)`` (``$.metadata."k"``), newest first."""
+        where = [("json_extract(body, ?) = ?", [path, value]) for path, value in fields]
+        return self._newest(kind, where, limit, before_seq)
+
+    def _newest(
+        self, kind: str, where: list[tuple[str, list[Any]]], limit: int, before_seq: int | None
+    ) -> tuple[list[Row], bool]:
+        """Up to ``limit`` objects of ``kind`` meeting each ``(condition, values)``, newest
+        first, older than ``before_seq``; and whether there are more."""
+        if before_seq is not None:
+            where = [*where, ("seq < ?", [before_seq])]
         sql = f"SELECT {_COLUMNS} FROM objects WHERE kind = ?"
         args: list[Any] = [kind]
-        for path, value in fields:
-            sql += " AND json_extract(body, ?) = ?"
-            args += [path, value]
-        if before_seq is not None:
-            sql += " AND seq < ?"
-            args.append(before_seq)
+        for condition, values in where:
+            sql += f" AND {condition}"
+            args += values
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit + 1)
         rows = [_row(values) for values in self._db.execute(sql, args).fetchall()]
