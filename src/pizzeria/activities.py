@@ -14,7 +14,6 @@ Faults on demand are not in here: the worker injects them around every activity
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import random
@@ -47,6 +46,7 @@ from pizzeria.models import (
     StockRequest,
 )
 from pizzeria.money import CardRefused, OrderMoney
+from pizzeria.payments.blocking import seen_through
 from pizzeria.payments.port import PaymentGateway
 
 T = TypeVar("T")
@@ -60,13 +60,7 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     soon as the activity answers: answering only after the write ended keeps the
     compensation from overtaking it.
     """
-    work = asyncio.ensure_future(asyncio.to_thread(function, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await work
-        raise
+    return await seen_through(asyncio.to_thread(function, *args))
 
 
 def business_error(

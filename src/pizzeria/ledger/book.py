@@ -231,23 +231,11 @@ class Ledger(ABC):
     ) -> Effect:
         """Record the run's hold (``payment_id``, in ``money_state`` held) once; refused
         when its refund already ran. Without a payment id: a charge in the ledger alone."""
-        return self._write(
-            order_ref,
-            lambda tx: claim_unless_undone(
-                tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    STEP_PROCESS_CREDIT_CARD,
-                    amount=amount,
-                    reference=card_last4,
-                    payment_id=payment_id,
-                    money_state=money_state,
-                ),
-                undone_by=COMPENSATE_REFUND_CUSTOMER,
-                refusal=f"{order_ref} was already refunded; not charging now",
-            ),
+        hold = Claim(
+            order_ref, order_number, STEP_PROCESS_CREDIT_CARD, amount, reference=card_last4
         )
+        hold.payment_id, hold.money_state = payment_id, money_state
+        return self._unless_refunded(hold, "charging")
 
     def refund(self, order_ref: str, order_number: str) -> Effect:
         """Refund exactly what this run charged in the ledger alone; a tombstone when
@@ -275,23 +263,9 @@ class Ledger(ABC):
     ) -> Effect:
         """The new hold the bill made when the run's first one (``expired``) ran out; once,
         refused once the run's refund ran. Not a second charge: it replaces the first."""
-        return self._write(
-            order_ref,
-            lambda tx: claim_unless_undone(
-                tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    REAUTHORIZE_HOLD,
-                    amount=amount,
-                    reference=expired,
-                    payment_id=payment_id,
-                    money_state=MONEY_HELD,
-                ),
-                undone_by=COMPENSATE_REFUND_CUSTOMER,
-                refusal=f"{order_ref} was already refunded; not holding again now",
-            ),
-        )
+        hold = Claim(order_ref, order_number, REAUTHORIZE_HOLD, amount, reference=expired)
+        hold.payment_id, hold.money_state = payment_id, MONEY_HELD
+        return self._unless_refunded(hold, "holding again")
 
     def bill(
         self,
@@ -309,21 +283,21 @@ class Ledger(ABC):
         The bill is the pivot: once the refund ran, the order is being undone, and a bill
         arriving late (an attempt that outlived its timeout) would bill an undone order.
         """
+        billed = Claim(order_ref, order_number, STEP_SEND_BILL, amount, reference=confirmation)
+        billed.payment_id, billed.money_state = payment_id, money_state
+        return self._unless_refunded(billed, "billing")
+
+    def _unless_refunded(self, wanted: Claim, not_doing: str) -> Effect:
+        """``wanted``'s row, written once; refused (`LateStepRefused`) once the run's refund
+        ran, saying what is ``not_doing`` now."""
+        ref = wanted.order_ref
         return self._write(
-            order_ref,
+            ref,
             lambda tx: claim_unless_undone(
                 tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    STEP_SEND_BILL,
-                    amount=amount,
-                    reference=confirmation,
-                    payment_id=payment_id,
-                    money_state=money_state,
-                ),
+                wanted,
                 undone_by=COMPENSATE_REFUND_CUSTOMER,
-                refusal=f"{order_ref} was already refunded; not billing now",
+                refusal=f"{ref} was already refunded; not {not_doing} now",
             ),
         )
 
@@ -331,40 +305,19 @@ class Ledger(ABC):
         self, order_ref: str, order_number: str, amount: int, payment_id: str, refund_id: str
     ) -> Effect:
         """A billed order given its money back (no driver took it): once per run."""
-        return self._write(
-            order_ref,
-            lambda tx: claim(
-                tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    STEP_REFUND_UNDELIVERED,
-                    amount=amount,
-                    reference=refund_id,
-                    payment_id=payment_id,
-                    money_state=MONEY_REFUNDED,
-                ),
-            ),
+        refund = Claim(
+            order_ref, order_number, STEP_REFUND_UNDELIVERED, amount, reference=refund_id
         )
+        refund.payment_id, refund.money_state = payment_id, MONEY_REFUNDED
+        return self._write(order_ref, lambda tx: claim(tx, refund))
 
     def late_payment_undone(
         self, order_ref: str, order_number: str, amount: int, payment_id: str, money_state: str
     ) -> Effect:
         """A payment a late step made after its compensation ran, and undid at once."""
-        return self._write(
-            order_ref,
-            lambda tx: claim(
-                tx,
-                Claim(
-                    order_ref,
-                    order_number,
-                    LATE_PAYMENT_UNDONE,
-                    amount=amount,
-                    payment_id=payment_id,
-                    money_state=money_state,
-                ),
-            ),
-        )
+        undone = Claim(order_ref, order_number, LATE_PAYMENT_UNDONE, amount)
+        undone.payment_id, undone.money_state = payment_id, money_state
+        return self._write(order_ref, lambda tx: claim(tx, undone))
 
     # -- an operator's way out ---------------------------------------------------------
 

@@ -31,7 +31,6 @@ request it compensates.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
@@ -45,6 +44,7 @@ import requests
 import stripe
 
 from pizzeria.payments import cards
+from pizzeria.payments.blocking import seen_through
 from pizzeria.payments.errors import PaymentInProgress, PaymentRequestError, PaymentStateError
 from pizzeria.payments.port import (
     CURRENCY,
@@ -172,13 +172,7 @@ class StripeGateway(PaymentGateway):
         # In the caller's context, so that the call's span is a child of the activity's.
         traced = contextvars.copy_context().run
         work = asyncio.get_running_loop().run_in_executor(self._executor, traced, guarded)
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            # The request is on the wire: see it through before letting the caller go.
-            with contextlib.suppress(Exception):
-                await work
-            raise
+        return await seen_through(work)  # on the wire: the caller goes once it is over
 
     async def authorize(
         self,
