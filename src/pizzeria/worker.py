@@ -30,7 +30,12 @@ from pizzeria.payments.port import PaymentGateway
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
 from pizzeria.temporal import tracing
-from pizzeria.temporal.converter import OneOrderPerStart, StrictPayloadConverter
+from pizzeria.temporal.converter import (
+    ContextFreeSandboxRunner,
+    OneOrderPerStart,
+    StrictPayloadConverter,
+    takes_no_context,
+)
 from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
 from pizzeria.temporal.metrics import MetricsInterceptor
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -156,6 +161,8 @@ def build_worker(
     client_config = client.config()
     client_config["data_converter"] = strict
     client = Client(**client_config)
+    if takes_no_context(strict):  # the sandbox, without its trip per payload (converter.py)
+        options.setdefault("workflow_runner", ContextFreeSandboxRunner())
     return Worker(
         client,
         task_queue=task_queue,

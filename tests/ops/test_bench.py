@@ -7,6 +7,7 @@ measured in the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,12 +15,20 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from rich.console import Console
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 
 import pizzeria
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
@@ -34,13 +43,16 @@ from pizzeria.ops.bench.cases import (
 )
 from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
-from pizzeria.ops.bench.profile import samples_by_piece
+from pizzeria.ops.bench.profile import profile_cases, samples_by_piece
 from pizzeria.ops.bench.provider import CallLog, TimedGateway
 from pizzeria.ops.bench.report import bench_table
 from pizzeria.ops.bench.versus import HOLD, PICKUP, Measured, versus_report
 from pizzeria.payments import process
 from pizzeria.payments.errors import PaymentRequestError
 from pizzeria.payments.stripe_gateway import StripeGateway
+from pizzeria.temporal.codec import EncryptionCodec
+from pizzeria.temporal.converter import StrictPayloadConverter as Strict
+from pizzeria.temporal.converter import takes_no_context
 from pizzeria.tuning import PIECES, switch_off
 from tests.helpers import run_pizzeria
 from tests.helpers.postgres import PostgresServer
@@ -438,6 +450,24 @@ def test_each_sample_goes_to_the_first_piece_one_of_its_frames_belongs_to() -> N
     assert sum(counts.values()) == 27
 
 
+def test_a_provider_call_on_its_thread_is_the_providers_not_the_threads() -> None:
+    hold = sample(
+        5,
+        *THREAD,
+        "hold (pizzeria/payments/stripe_gateway.py:150)",
+        "request (stripe/_api_requestor.py:300)",
+    )
+    counts = samples_by_piece("\n".join((hold, sample(1, *THREAD))))
+    assert counts["payment provider calls"] == 5 and counts["thread hops"] == 1
+
+
+def test_the_profile_of_the_fast_path_weighs_it_against_its_bare_local_shape() -> None:
+    regular = [case.name for case in profile_cases(Settings())]
+    fast = [case.name for case in profile_cases(Settings(groups=FAST_PATH_GROUPS))]
+    assert regular == ["baseline-good", "good"]
+    assert fast == ["baseline-local-good", "fast-good"]
+
+
 def test_every_file_a_piece_is_named_by_is_one_of_ours() -> None:
     """A piece finds its frames by file path: a file moved (pizzeria/codec.py went to
     pizzeria/temporal/) would silently hand its samples to another piece."""
@@ -540,3 +570,33 @@ def test_a_tiny_peer_run_reports_ours_beside_dbos_from_the_same_batches(
         (2, 3.0),
     ]
     assert all(t["met"] == (t["ratio"] <= t["target"]) for t in report["targets"])
+
+
+# -- the worker the benchmark measures -----------------------------------------------------
+
+
+class ContextReadingCodec(PayloadCodec, WithSerializationContext):
+    """A codec that reads the serialization context (it would key by workflow, say)."""
+
+    def __init__(self, context: SerializationContext | None = None) -> None:
+        self.context = context
+
+    def with_context(self, context: SerializationContext) -> ContextReadingCodec:
+        return ContextReadingCodec(context)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
+def test_the_sandbox_skips_the_context_only_for_a_converter_that_reads_none() -> None:
+    """Our converter (encrypting or not) reads no serialization context, so the worker's
+    sandbox need not look for it; a codec that reads it still gets it."""
+    codec = EncryptionCodec([("k1", bytes(32))])
+    ours = dataclasses.replace(DataConverter.default, payload_codec=codec)
+    assert takes_no_context(dataclasses.replace(ours, payload_converter_class=Strict))
+    assert takes_no_context(DataConverter.default)
+    reading = dataclasses.replace(ours, payload_codec=ContextReadingCodec())
+    assert not takes_no_context(reading)

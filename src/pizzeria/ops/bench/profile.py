@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from pizzeria.ops.bench.batches import run_batch
-from pizzeria.ops.bench.cases import BASELINE_GOOD, GOOD, BenchError, Case, Settings
+from pizzeria.ops.bench.cases import (
+    BASELINE_GOOD,
+    BASELINE_LOCAL_GOOD,
+    FAST_GOOD,
+    FAST_PATH_GROUPS,
+    GOOD,
+    BenchError,
+    Case,
+    Settings,
+)
 from pizzeria.ops.bench.figures import machine_json
 from pizzeria.ops.bench.measure import StepReporter, warm_up
 from pizzeria.ops.bench.stack import running_stack
@@ -34,6 +43,8 @@ RATE_HZ = 100
 PROFILE_CONCURRENCY = 50
 PROFILE_WORKFLOWS = 300
 PROFILE_CASES = (BASELINE_GOOD, GOOD)
+#: With --compare-fast-path: the fast-path order against its bare shape of local activities.
+FAST_PROFILE_CASES = (BASELINE_LOCAL_GOOD, FAST_GOOD)
 ATTACH_SECONDS = 1.0  # py-spy's time to attach before the batch starts
 
 
@@ -51,6 +62,12 @@ class Piece:
 
 PIECES = (
     Piece("ledger", "the ledger's transactions", ("pizzeria/ledger/",), whole=True),
+    Piece(
+        "payment provider calls",
+        "the provider's HTTP client (hold and capture), on its thread",
+        ("pizzeria/payments/",),
+        whole=True,
+    ),
     Piece("encryption", "the payload codec (AES-GCM)", ("pizzeria/temporal/codec.py",), whole=True),
     Piece(
         "serialization context",
@@ -166,17 +183,23 @@ async def profiled_batch(
     return samples_by_piece(output.read_text()), count
 
 
+def profile_cases(settings: Settings) -> tuple[Case, Case]:
+    """The bare shape and the order profiled: the fast path's with --compare-fast-path."""
+    return FAST_PROFILE_CASES if settings.groups == FAST_PATH_GROUPS else PROFILE_CASES
+
+
 async def run_profile(settings: Settings, step: StepReporter) -> dict[str, Any]:
     """Both shapes, batch after batch on one stack; ms per workflow of each piece."""
-    samples = {case.name: collections.Counter[str]() for case in PROFILE_CASES}
+    cases = profile_cases(settings)
+    samples = {case.name: collections.Counter[str]() for case in cases}
     workflows = dict.fromkeys(samples, 0)
     async with running_stack(1, settings.worker_options, settings.sandbox_passthrough) as (
         stack,
         client,
     ):
-        await warm_up(client, stack, PROFILE_CASES, "profile-warm")
+        await warm_up(client, stack, cases, "profile-warm")
         for run in range(settings.repeat):
-            for case in PROFILE_CASES:
+            for case in cases:
                 step(f"run {run + 1}/{settings.repeat}: {case.name}, profiled")
                 counts, count = await profiled_batch(client, stack, case, settings, run)
                 samples[case.name] += counts
@@ -190,7 +213,7 @@ def profile_report(
     def ms_per_workflow(case: str, piece: str) -> float:
         return round(1000 * samples[case][piece] / RATE_HZ / workflows[case], 2)
 
-    bare, order = (case.name for case in PROFILE_CASES)
+    bare, order = samples  # the bare shape's, then the order's
     rows: list[dict[str, Any]] = [
         {
             "piece": piece.name,
