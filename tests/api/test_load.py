@@ -1,6 +1,6 @@
 """Bounded load runs through the API.
 
-500 orders, 20 in flight, as a browser places them: each order is what the page does,
+200 orders (500 for BENCHMARKS.md's figures), 20 in flight, as a browser places them: each order is what the page does,
 POST /orders (with an Idempotency-Key), follow its events stream to the outcome, then
 read the order once. They are placed with the staff key, which may set the preparation
 time to zero (the run measures the API, not the exercise's 3 s wait) and name the orders,
@@ -48,7 +48,7 @@ from tests.helpers.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ORDERS = int(os.environ.get("PIZZERIA_LOAD_ORDERS", "500"))
+ORDERS = int(os.environ.get("PIZZERIA_LOAD_ORDERS", "200"))
 IN_FLIGHT = int(os.environ.get("PIZZERIA_LOAD_IN_FLIGHT", "20"))
 BAD_EVERY = 10
 # One small pizza: a portion of each of four ingredients, so 500 orders fit in a new
@@ -163,7 +163,7 @@ def check(api: Api, tally: Tally) -> None:
     assert charges == Counter(n for n, status in expected.items() if status == "COMPLETED")
 
 
-async def test_500_orders_20_in_flight_no_5xx_and_every_order_closed(api):
+async def test_orders_20_in_flight_no_5xx_and_every_order_closed(api):
     tally = Tally()
     limits = httpx.Limits(max_connections=IN_FLIGHT * 2)
     async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as http:
@@ -217,8 +217,8 @@ async def idle_orders(http: httpx.AsyncClient) -> list[tuple[str, str]]:
 
     async def one(index: int) -> tuple[str, str]:
         number = f"IDLE-{index:03d}-{uuid.uuid4().hex[:6]}"
-        # One small pizza each, like the run above: after its 500 orders the stock still
-        # holds 100 of these, not 100 of the exercise's three pizzas (out of stock at 68).
+        # One small pizza each, like the run above: after its (up to 500) orders the stock
+        # still holds 100 of these, not 100 of the exercise's three pizzas (out at 68).
         body = {**order_body(number, prep_seconds=3600), "items": ITEMS}
         answer = await http.post("/orders", json=body, headers=staff)
         assert answer.status_code == 202, answer.text
