@@ -1,13 +1,14 @@
 """Bounded load runs through the API.
 
-200 orders (500 for BENCHMARKS.md's figures), 20 in flight, as a browser places them: each order is what the page does,
-POST /orders (with an Idempotency-Key), follow its events stream to the outcome, then
-read the order once. They are placed with the staff key, which may set the preparation
-time to zero (the run measures the API, not the exercise's 3 s wait) and name the orders,
-and ask for the answer at once (``Prefer: respond-async``, 202), as the page does.
-One in ten has the bad card, so compensations run under load too. No answer may be a 5xx,
-every order must close as its card says, and the ledger must hold one charge per good
-order. ``PIZZERIA_LOAD_ORDERS`` and ``PIZZERIA_LOAD_IN_FLIGHT`` change the size.
+200 orders (500 for BENCHMARKS.md's figures), 20 in flight, as a browser places them: each
+order is what the page does, POST /orders (with an Idempotency-Key), follow its events
+stream to the outcome, then read the order once. They are placed with the staff key, which
+may set the preparation time to zero (the run measures the API, not the exercise's 3 s
+wait) and name the orders, and ask for the answer at once (``Prefer: respond-async``,
+202), as the page does. One in ten has the bad card, so compensations run under load too.
+No answer may be a 5xx, every order must close as its card says, and the ledger must hold
+one charge per good order. ``PIZZERIA_LOAD_ORDERS`` and ``PIZZERIA_LOAD_IN_FLIGHT`` change
+the size.
 
 The front door under attack: 500 idle event streams (5 each on 100 orders that wait an
 hour) and 200 slow-loris connections (half a request head, a header line a second) held
