@@ -234,8 +234,9 @@ async def test_a_refused_card_traces_its_compensations_in_order_and_replays_untr
         (STEP_UPDATE_INVENTORY, 1, 0),
         # The provider refuses the number: no hold, nothing in the ledger.
         (STEP_PROCESS_CREDIT_CARD, 0, 1),
-        # One call: the provider finds no hold of the run to release.
-        (COMPENSATE_REFUND_CUSTOMER, 1, 1),
+        # Two calls: the hold's key is tried (used: the refused number), then looked up
+        # (nothing held to release).
+        (COMPENSATE_REFUND_CUSTOMER, 1, 2),
         (COMPENSATE_REVERT_INVENTORY, 1, 0),
     ):
         expected += activity_edges(step, writes, provider_calls)
