@@ -290,16 +290,7 @@ async def start_with_answer(
             raise await why_not_started(client, order.order_number) from None
         if patience is None or not isinstance(error, RPCError) or error.status not in UNANSWERED:
             raise
-        # The server went away with the start in flight: did it start the order?
-        try:
-            found = await patiently(
-                lambda: run_started_since(client, order.order_number, sent_at),
-                order.order_number,
-                patience=patience,
-                on_unanswered=on_unanswered,
-            )
-        except OrderStillRunning:
-            raise error from None  # nothing known of the order: the server's silence says it
+        found = await started_meanwhile(client, order, sent_at, error, patience, on_unanswered)
         if found is None:  # it never did: start it now
             return await start_with_answer(
                 client, order, task_queue, update_id=update_id, patience=patience,
@@ -312,6 +303,27 @@ async def start_with_answer(
             early_answer(client, order.order_number, found.run_id, update_id)
         )
     return Started(handle, answer)
+
+
+async def started_meanwhile(
+    client: Client,
+    order: PizzaOrder,
+    sent_at: datetime,
+    error: RPCError,
+    patience: float,
+    on_unanswered: Unanswered | None,
+) -> WorkflowExecutionDescription | None:
+    """The server went away with the start in flight: the run it started, if it did,
+    asked patiently; ``error`` again when it stays silent for the whole ``patience``."""
+    try:
+        return await patiently(
+            lambda: run_started_since(client, order.order_number, sent_at),
+            order.order_number,
+            patience=patience,
+            on_unanswered=on_unanswered,
+        )
+    except OrderStillRunning:
+        raise error from None  # nothing known of the order: the server's silence says it
 
 
 async def run_started_since(
