@@ -42,6 +42,7 @@ from pizzeria.ledger import LateStepRefused, Ledger, open_ledger
 from pizzeria.models import STEPS, PizzaOrder, order_number_of, order_ref, workflow_id_for
 from pizzeria.ops.check.reconcile import reconcile
 from pizzeria.ops.check.records import order_record
+from pizzeria.payments.port import MoneyState
 from pizzeria.samples import GOOD_CARD, sample_order
 from pizzeria.temporal.codec import (
     ENCODING,
@@ -55,6 +56,7 @@ from pizzeria.temporal.converter import StrictPayloadConverter
 from pizzeria.temporal.faults import parse_faults, write_faults
 from pizzeria.worker import ServedActivities, build_worker
 from tests.helpers import eventually, failure_of, pizzeria, unique_number
+from tests.helpers.money_books import money_of
 from tests.helpers.orders import exercise_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -428,7 +430,7 @@ async def stuck_report(client: Client, handle: WorkflowHandle[Any, Any]) -> dict
 @pytest.mark.timeout(240)
 @STUCK_ON_DEV_SERVER
 async def test_a_stuck_order_shows_its_failing_task_and_abandon_undoes_its_effects(
-    client, worker, start, ledger, faults_file
+    client, worker, start, ledger, faults_file, gateway
 ):
     stock = ledger.stock()
     handle = await stuck_after(client, worker, start, ledger, faults_file, "send_bill")
@@ -441,10 +443,13 @@ async def test_a_stuck_order_shows_its_failing_task_and_abandon_undoes_its_effec
     shown = render_report(report)
     assert shown.startswith(f"Order {number}: RUNNING - STUCK: its workflow task keeps failing")
     assert f"repair {number} --abandon" in shown
-    abandoned = await abandon_order(client, ledger, number)
+    abandoned = await abandon_order(client, ledger, number, gateway=gateway)
     assert (abandoned.status, abandoned.refunded) == ("RUNNING", 3500)
     assert abandoned.put_back == held.stock_held
     description = await handle.describe()
+    # The card hold is let go at the provider too: nothing is left to expire.
+    money = await money_of(gateway, ledger, order_ref(handle.id, description.run_id))
+    assert [p.state for p in money.payments] == [MoneyState.RELEASED]
     assert description.status == WorkflowExecutionStatus.TERMINATED
     (row,) = ledger.orders()
     assert (row.charged - row.refunded, row.billed, row.stock_held) == (0, 0, {})
@@ -461,7 +466,7 @@ async def test_a_stuck_order_shows_its_failing_task_and_abandon_undoes_its_effec
     with pytest.raises(LateStepRefused):
         ledger.bill(ref, number, 3500, "P1")
     assert ledger.stock() == stock and ledger.orders() == [row]
-    again = await abandon_order(client, ledger, number)  # nothing left to undo
+    again = await abandon_order(client, ledger, number, gateway=gateway)  # nothing left
     assert (again.status, again.refunded, again.put_back) == ("TERMINATED", 0, {})
 
 

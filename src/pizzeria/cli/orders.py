@@ -43,6 +43,7 @@ from pizzeria.models import (
     dollars,
     mask_card_number,
 )
+from pizzeria.refunds import staff_gateway
 
 
 def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: bool = True) -> None:
@@ -265,10 +266,18 @@ def repair(
 
 def abandon_and_report(order_number: str, address: str | None, location: str | None) -> None:
     async def abandoned(book: Ledger) -> Abandoned:
-        client = await client_or_fail(address)
-        return await abandon_order(
-            client, book, order_number, "abandoned by an operator (pizzeria repair --abandon)"
-        )
+        gateway = staff_gateway()  # the workers' provider: the card hold is let go too
+        try:
+            client = await client_or_fail(address)
+            return await abandon_order(
+                client,
+                book,
+                order_number,
+                "abandoned by an operator (pizzeria repair --abandon)",
+                gateway=gateway,
+            )
+        finally:
+            await gateway.close()
 
     result = run_with_ledger(location, abandoned)
     ended = "terminated" if result.status == "RUNNING" else f"already {result.status}"

@@ -23,14 +23,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria import text
 from pizzeria.client.outcomes import order_handle
 from pizzeria.history.reader import status_name
-from pizzeria.ledger import AlreadyBilled, Ledger
+from pizzeria.ledger import AlreadyBilled, Effect, Ledger
 from pizzeria.models import (
+    STEP_SEND_BILL,
     CancelResult,
     OrderConfirmation,
     RepairResult,
+    RunRef,
     order_ref,
     workflow_id_for,
 )
+from pizzeria.money import OrderMoney
+from pizzeria.payments.port import PaymentGateway
 from pizzeria.workflows import PizzaOrderWorkflow
 
 
@@ -138,7 +142,11 @@ class Abandoned:
 
 
 async def abandon_order(
-    client: Client, ledger: Ledger, order_number: str, reason: str = "abandoned by an operator"
+    client: Client,
+    ledger: Ledger,
+    order_number: str,
+    reason: str = "abandoned by an operator",
+    gateway: PaymentGateway | None = None,
 ) -> Abandoned:
     """End an order that cannot finish (a workflow task failing for good: a bug, a bad
     deploy, a key no worker has) and undo what the ledger holds for its latest run.
@@ -146,7 +154,10 @@ async def abandon_order(
     The ledger goes first, in one transaction with the compensations' own logic, and
     leaves tombstones: from then on no step of the run can take effect, even one already
     in flight. Then the run is terminated. A billed order is refused (it only goes
-    forward), and so is one that closed by itself (its saga settled it).
+    forward), and so is one that closed by itself (its saga settled it). Given the
+    workers' payment ``gateway``, the card hold goes first, as the saga's own
+    `refund_customer` lets it go (the hold's key settled, the hold voided): no hold of an
+    abandoned order is left to expire.
     """
     description = await (await order_handle(client, order_number)).describe()
     status = status_name(description.status)
@@ -155,12 +166,14 @@ async def abandon_order(
             f"order {order_number} is already closed ({status}): its saga settled it"
         )
     workflow_id, run_id = workflow_id_for(order_number), description.run_id
+    ref = order_ref(workflow_id, run_id)
+    released = None if gateway is None else await release_hold(ledger, gateway, ref, order_number)
     try:
-        put_back, refund = await asyncio.to_thread(
-            ledger.abandon_run, order_ref(workflow_id, run_id), order_number
-        )
+        put_back, refund = await asyncio.to_thread(ledger.abandon_run, ref, order_number)
     except AlreadyBilled as billed:
         raise OrderRefused(f"order {order_number} cannot be abandoned: {billed}") from None
+    if released is not None:
+        refund = released
     if status == "RUNNING":
         run = client.get_workflow_handle(workflow_id, run_id=run_id)
         # A run that closed meanwhile (its next step refused) needs no terminating.
@@ -174,3 +187,20 @@ async def abandon_order(
         put_back.ingredients if put_back.applied and not put_back.tombstone else {},
         refund.amount if refund.applied else 0,
     )
+
+
+async def release_hold(ledger: Ledger, gateway: PaymentGateway, ref: str, number: str) -> Effect:
+    """The run's card hold let go as `refund_customer` lets it go; refused for a billed
+    run (its money only goes forward)."""
+    rows = await asyncio.to_thread(ledger.run_rows, ref)
+    if STEP_SEND_BILL in rows:
+        raise OrderRefused(
+            f"order {number} cannot be abandoned: {ref} was billed {rows[STEP_SEND_BILL].amount}"
+            " cents: past its pivot an order only goes forward"
+        )
+
+    async def in_thread(call: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    effect: Effect = await OrderMoney(ledger, gateway, in_thread).release(RunRef(ref, number))
+    return effect
