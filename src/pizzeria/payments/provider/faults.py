@@ -4,7 +4,8 @@ The file named by ``pizzeria payments --faults-file`` holds them, in the syntax 
 worker's faults (`pizzeria.temporal.faults`), comma-separated or as a JSON list of
 strings: ``OPERATION=MODE[/ARG][:N][@RATE]``. The file is read again whenever it
 changes (a new plan starts its counts afresh); a missing or empty file means no fault.
-The worker's parser is not reused: its steps are activities, these are API operations.
+The syntax is read by `pizzeria.fault_syntax`, which the worker's faults share; what the
+operations and modes mean is this module's: these are API operations, not activities.
 
 ``OPERATION`` is ``authorize`` (create a PaymentIntent), ``capture``, ``void`` (cancel),
 ``refund``, ``retrieve`` (any GET of one object), ``list``, ``search``,
@@ -26,12 +27,19 @@ and a rerun meets the same faults.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from pizzeria.fault_syntax import (
+    count_of,
+    entries_of,
+    hashed_fraction,
+    number,
+    rate_of,
+    split_entry,
+)
 
 OPERATIONS = (
     "authorize",
@@ -82,22 +90,17 @@ class Decision:
 
 
 def _number(text: str, entry: str, what: str) -> float:
-    try:
-        value = float(text) if text.isascii() else math.nan
-    except ValueError:
-        value = math.nan
+    value = number(text)
     if not math.isfinite(value):
         raise FaultFileError(f"bad fault {entry!r}: {what} must be a number")
     return value
 
 
 def parse_entry(entry: str) -> ProviderFault:
-    operation, sep, rule = entry.partition("=")
-    operation = operation.strip()
-    head, at, rate_text = rule.partition("@")
-    head, colon, count = head.partition(":")
-    mode, slash, argument_text = head.partition("/")
-    if not sep or operation not in (*OPERATIONS, ANY) or mode not in MODES:
+    parts = split_entry(entry)
+    operation = parts.name
+    mode, slash, argument_text = parts.head.partition("/")
+    if not parts.named or operation not in (*OPERATIONS, ANY) or mode not in MODES:
         raise FaultFileError(
             f"bad fault {entry!r}: expected OPERATION=MODE[/ARG][:N][@RATE] with OPERATION "
             f"one of {', '.join((*OPERATIONS, ANY))} and MODE one of {', '.join(MODES)}"
@@ -111,37 +114,21 @@ def parse_entry(entry: str) -> ProviderFault:
             raise FaultFileError(f"bad fault {entry!r}: error/ARG must be a 5xx status")
         if mode == SLOW and not 0 <= argument <= 3600:
             raise FaultFileError(f"bad fault {entry!r}: slow/ARG must be 0 to 3600 seconds")
-    if colon and (not (count.isascii() and count.isdigit()) or int(count) < 1):
-        raise FaultFileError(f"bad fault {entry!r}: N must be a positive number")
+    times = count_of(entry, parts.count, FaultFileError)
     rate = None
-    if at:
-        rate = _number(rate_text, entry, "RATE")
-        if not 0 < rate <= 1:
-            raise FaultFileError(f"bad fault {entry!r}: RATE must be a fraction in (0, 1]")
-    return ProviderFault(operation, mode, argument, int(count) if colon else None, rate)
+    if parts.rate is not None:
+        _number(parts.rate, entry, "RATE")  # a non-number says so before the range does
+        rate = rate_of(entry, parts.rate, FaultFileError)
+    return ProviderFault(operation, mode, argument, times, rate)
 
 
 def parse_faults(text: str) -> list[ProviderFault]:
     """``OPERATION=MODE[/ARG][:N][@RATE],...`` or a JSON list of such strings."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise FaultFileError(f"the faults file is not valid JSON: {error}") from None
-        if not isinstance(loaded, list) or not all(isinstance(e, str) for e in loaded):
-            raise FaultFileError("the faults file must hold a JSON list of strings")
-        entries = loaded
-    else:
-        entries = [part for part in text.split(",") if part.strip()]
-    return [parse_entry(entry.strip()) for entry in entries]
+    return [parse_entry(entry) for entry in entries_of(text, FaultFileError, "strings")]
 
 
 def draw(seed: str, operation: str, mode: str, key: str, attempt: int) -> float:
-    text = "\x1f".join((seed, operation, mode, key, str(attempt)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+    return hashed_fraction(seed, operation, mode, key, str(attempt))
 
 
 class ProviderFaults:
