@@ -325,7 +325,10 @@ def test_order_waits_through_a_server_restart_and_prints_the_real_outcome(restar
         placing.kill()
     assert placing.returncode == 0, out + errors
     assert json.loads(out)["status"] == "COMPLETED"
-    assert "Temporal is not answering" in errors and "Traceback" not in errors
+    # Whether our wait hears the outage depends on where it strikes (the SDK's own retry
+    # of a call may bridge it); when it does, it says so in our words, never a traceback.
+    assert all("Temporal is not answering" in line for line in errors.splitlines()), errors
+    assert "Traceback" not in errors
     assert "WARN" not in errors  # the SDK's retry warnings are not the user's business
 
 
