@@ -38,6 +38,7 @@ from pizzeria.models import (
     STEPS,
     OrderConfirmation,
     PizzaOrder,
+    mask_card_number,
     order_ref,
     workflow_id_for,
 )
@@ -164,26 +165,23 @@ class LedgerReader(OpenedWhenAsked[Ledger]):
         self.location = location
 
 
-def ledger_view(ledger: LedgerReader, ref: str) -> LedgerView | None:
-    """What this run charged, refunded and billed; None while the ledger cannot be read."""
+def run_rows_of(ledger: LedgerReader, ref: str) -> RunRows | None:
+    """What this run charged, refunded, billed and held; None while the ledger cannot be
+    read."""
     try:
-        run = runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref))
+        return runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref))
     except LedgerError:
         return None
-    return view_of(LedgerView, run)
 
 
-def card_shown(ledger: LedgerReader, ref: str, order: PizzaOrder) -> str:
+def card_shown(order: PizzaOrder, run: RunRows | None) -> str:
     """The order's card, masked: for a token (the order page's), the last four digits the
     hold recorded, once it did."""
     card = order.credit_card_info
-    if card.number or not card.payment_method:
+    held = run.cards[-1] if run is not None and run.cards else ""
+    if card.number or not card.payment_method or not held:
         return card.masked
-    try:
-        cards = runs_of(ledger.get().effects(ref)).get(ref, RunRows(ref)).cards
-    except LedgerError:
-        cards = []
-    return f"**** {cards[-1]}" if cards and cards[-1] else card.masked
+    return mask_card_number(held)
 
 
 def refund_views(ledger: LedgerReader, ref: str) -> list[RefundView]:
@@ -231,17 +229,18 @@ async def read_order(
     steps, compensations = steps_of(report["timeline"], closed)
     order = await placed_order(client, run)
     ref = order_ref(handle.id, report["run_id"])
+    rows = await asyncio.to_thread(run_rows_of, ledger, ref)
     return OrderView(
         order_number=order_number,
         status=report["status"],
         details=report["details"] or "",
         amount=menu.billed_amount(menu.order_total(order.items)) if order else None,
-        card=await asyncio.to_thread(card_shown, ledger, ref, order) if order else None,
+        card=card_shown(order, rows) if order else None,
         cancellable=cancellable(report),
         needs_attention=report["needs_attention"],
         steps=steps,
         compensations=compensations,
-        ledger=await asyncio.to_thread(ledger_view, ledger, ref),
+        ledger=None if rows is None else view_of(LedgerView, rows),
         outcome=await closed_outcome(run, report["status"]) if closed else None,
         trace_id=report.get("trace_id"),
         refunds=await asyncio.to_thread(refund_views, ledger, ref) if closed else [],
