@@ -198,9 +198,6 @@ async def release_hold(ledger: Ledger, gateway: PaymentGateway, ref: str, number
             f"order {number} cannot be abandoned: {ref} was billed {rows[STEP_SEND_BILL].amount}"
             " cents: past its pivot an order only goes forward"
         )
-
-    async def in_thread(call: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(call, *args, **kwargs)
-
-    effect: Effect = await OrderMoney(ledger, gateway, in_thread).release(RunRef(ref, number))
+    money = OrderMoney(ledger, gateway, asyncio.to_thread)  # its ledger calls on a thread
+    effect: Effect = await money.release(RunRef(ref, number))
     return effect
