@@ -35,6 +35,7 @@ from pizzeria.models import (
     order_ref,
 )
 from pizzeria.order_steps import StepRunner
+from pizzeria.saga import DONE
 
 #: A patch id: histories of orders already running record it. Never change the value.
 UNDO_LOST_TASK_PATCH = "undo-lost-first-task"
@@ -73,7 +74,7 @@ async def undo_unrecorded(steps: StepRunner, order: PizzaOrder, cancelled: bool)
     if not steps.fast_path:
         return
     saga = steps.saga
-    checked = any(s.name == STEP_GET_DISTANCE and s.status == "done" for s in saga.steps)
+    checked = any(s.name == STEP_GET_DISTANCE and s.status == DONE for s in saga.steps)
     if not (cancelled or checked):
         return
     registered = {outcome["name"] for outcome in saga.outcomes()}
