@@ -46,7 +46,7 @@ from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import profile_cases, samples_by_piece
 from pizzeria.ops.bench.provider import CallLog, TimedGateway
 from pizzeria.ops.bench.report import bench_table
-from pizzeria.ops.bench.versus import HOLD, PICKUP, Measured, versus_report
+from pizzeria.ops.bench.versus import FLOOR, HOLD, PICKUP, Measured, versus_report
 from pizzeria.payments import process
 from pizzeria.payments.errors import PaymentRequestError
 from pizzeria.payments.stripe_gateway import StripeGateway
@@ -519,10 +519,13 @@ def test_peer_ratios_divide_our_medians_by_the_peers_and_say_which_targets_are_m
         peer_batch(HOLD, 1, 60, 140),  # the hold's median: 50
         peer_batch(PICKUP, 1, 90, 80),
         peer_batch(PICKUP, 1, 110, 100),  # the pickup's: 100
+        peer_batch(FLOOR, 1, 20, 25),
+        peer_batch(FLOOR, 1, 30, 35),  # the empty workflow's: 25
         peer_batch("dbos", 1, 40, 30),
         peer_batch("dbos", 1, 40, 30),
         peer_batch(HOLD, 50, 900, 60),
         peer_batch(PICKUP, 50, 800, 50),
+        peer_batch(FLOOR, 50, 500, 20),
         peer_batch("dbos", 50, 1000, 20),
     ]
     report = versus_report(Settings(repeat=1, concurrency=(1, 50)), "dbos", batches, 9.0)
@@ -530,6 +533,8 @@ def test_peer_ratios_divide_our_medians_by_the_peers_and_say_which_targets_are_m
     assert (one["hold_p50_ms"], one["pickup_p50_ms"], one["peer_p50_ms"]) == (50, 100, 40)
     assert (one["hold_ratio"], one["pickup_ratio"], one["cpu_ratio"]) == (1.25, 2.5, 3.0)
     assert (fifty["hold_ratio"], fifty["pickup_ratio"], fifty["cpu_ratio"]) == (0.9, 0.8, 2.5)
+    # The engine's floor, beside the peer: shown, never a target.
+    assert (one["empty_p50_ms"], one["empty_ratio"], fifty["empty_ratio"]) == (25, 0.625, 0.5)
     verdicts = [(t["figure"].split()[0], t["concurrency"], t["met"]) for t in report["targets"]]
     assert verdicts == [
         ("hold", 1, True),  # 1.25 <= 1.5
@@ -547,11 +552,11 @@ def test_a_tiny_peer_run_reports_ours_beside_dbos_from_the_same_batches(
     _, report = tiny_bench(tmp_path, request, "--peer", "dbos", *TWO_LEVELS, timeout=220)
     assert report["peer"] == "dbos"
     kinds = {(m["kind"], m["concurrency"]) for m in report["batches"]}
-    assert kinds == {(kind, c) for kind in (HOLD, PICKUP, "dbos") for c in (1, 2)}
-    assert len(report["batches"]) == 12 and {m["workflows"] for m in report["batches"]} == {3}
+    assert kinds == {(kind, c) for kind in (HOLD, PICKUP, FLOOR, "dbos") for c in (1, 2)}
+    assert len(report["batches"]) == 16 and {m["workflows"] for m in report["batches"]} == {3}
     for level in report["levels"]:
         c = level["concurrency"]
-        for prefix, kind in (("hold", HOLD), ("pickup", PICKUP), ("peer", "dbos")):
+        for prefix, kind in (("hold", HOLD), ("pickup", PICKUP), (FLOOR, FLOOR), ("peer", "dbos")):
             mine = [m for m in report["batches"] if m["kind"] == kind and m["concurrency"] == c]
             assert level[f"{prefix}_p50_ms"] == pytest.approx(
                 statistics.median(m["p50_ms"] for m in mine), abs=0.01

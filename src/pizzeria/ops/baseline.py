@@ -77,6 +77,8 @@ GOOD_ORDER_SHAPE = BaselineShape(
         "notify_delivery_driver",
     ]
 )
+#: No step at all: what a workflow costs the engine to start, run and complete.
+EMPTY_SHAPE = BaselineShape(steps=[])
 BAD_CARD_SHAPE = BaselineShape(
     steps=["get_distance", "update_inventory"],
     failing_step="process_credit_card",

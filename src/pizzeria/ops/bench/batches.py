@@ -15,6 +15,7 @@ from pizzeria.client import start_order
 from pizzeria.failures import error_type_of
 from pizzeria.ops.baseline import (
     BAD_CARD_SHAPE,
+    EMPTY_SHAPE,
     GOOD_ORDER_SHAPE,
     BaselineShape,
     BaselineWorkflow,
@@ -58,6 +59,8 @@ async def start_case(
         )
         return await start_order(client, order, task_queue)
     shape: BaselineShape = BAD_CARD_SHAPE if case.bad_card else GOOD_ORDER_SHAPE
+    if case.no_steps:
+        shape = EMPTY_SHAPE
     run = LocalBaselineWorkflow.run if case.fast_path else BaselineWorkflow.run
     return await client.start_workflow(run, shape, id=workflow_id, task_queue=task_queue)
 

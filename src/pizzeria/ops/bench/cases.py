@@ -64,6 +64,7 @@ class Case:
     # The order's fast path (local ledger steps); for a baseline, its local-activity shape.
     fast_path: bool = False
     pickup: bool = False  # an order picked up: no driver search
+    no_steps: bool = False  # a baseline with no activity at all: the engine alone
 
     @property
     def expected_error(self) -> str | None:
@@ -82,6 +83,8 @@ FAST_GOOD = Case(
 )
 # The whole order of `--peer`: a pickup on the fast path, every step local, no driver.
 FAST_PICKUP = Case("fast-pickup", saga=True, bad_card=False, fast_path=True, pickup=True)
+# The engine's floor beside it: a bare workflow that starts and completes, with no step.
+EMPTY = Case("empty", saga=False, bad_card=False, no_steps=True)
 CASES = (BASELINE_GOOD, GOOD, BASELINE_BAD, BAD)  # a default run's
 ALL_CASES = (*CASES, BASELINE_LOCAL_GOOD, FAST_GOOD)
 PAIRS: tuple[tuple[Case, ...], ...] = ((BASELINE_GOOD, GOOD), (BASELINE_BAD, BAD))

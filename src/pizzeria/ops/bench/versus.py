@@ -1,8 +1,9 @@
 """``pizzeria bench --peer dbos``: our order beside a peer's whole workflow, in one run.
 
 On a fresh stack (dev server, worker, local payment provider) with ``pizzeria api`` in
-front of it, at each concurrency (1 and 50 in flight by default), three figures are
-measured in batches ordered forth and back (hold, pickup, peer, peer, pickup, hold):
+front of it, at each concurrency (1 and 50 in flight by default), four figures are
+measured in batches ordered forth and back (hold, pickup, empty, peer, peer, empty, pickup,
+hold):
 
 * ``hold``: ``POST /orders`` to its 201 with the card hold (`pizzeria.ops.bench.api`), a
   fast-path pickup with the kitchen's usual wait after the hold; the batch ends once every
@@ -10,7 +11,10 @@ measured in batches ordered forth and back (hold, pickup, peer, peer, pickup, ho
 * ``fast-pickup``: the whole fast-path pickup order, started as ``pizzeria order`` starts
   it, to its result: every step a local activity, no driver;
 * the peer's whole five-step workflow (`pizzeria.ops.bench.peer`: DBOS on SQLite, in its
-  own process, its steps no-ops).
+  own process, its steps no-ops);
+* ``empty``: the engine's floor, a bare workflow with no step at all on the same server
+  and worker, started and awaited as the pickup is. Not a target: it says how much of the
+  peer's time the engine alone takes before any step of ours runs.
 
 Each figure is the median over the batches of the run. The ratios are ours over the
 peer's whole workflow; the targets: the hold answered within 1.5 times the peer's
@@ -40,7 +44,13 @@ from pizzeria.ops.bench.api import (
     place_for_hold,
 )
 from pizzeria.ops.bench.batches import run_batch
-from pizzeria.ops.bench.cases import FAST_PICKUP, WARMUP_WORKFLOWS, BenchError, Settings
+from pizzeria.ops.bench.cases import (
+    EMPTY,
+    FAST_PICKUP,
+    WARMUP_WORKFLOWS,
+    BenchError,
+    Settings,
+)
 from pizzeria.ops.bench.figures import machine_json, rounded
 from pizzeria.ops.bench.peer import run_peer
 from pizzeria.ops.bench.sampling import cpu_seconds
@@ -50,6 +60,7 @@ PEER_CONCURRENCY = (1, 50)
 PEER_WORKFLOWS = {1: 20, 50: 150}
 HOLD = "hold"
 PICKUP = FAST_PICKUP.name
+FLOOR = EMPTY.name
 #: (figure, in flight, at most): the p50 latency over the peer's whole workflow.
 LATENCY_TARGETS = ((HOLD, 1, 1.5), (PICKUP, 1, 2.0))
 CPU_TARGET = 3.0  # CPU per order of the fast-path pickup over the peer's, at every level
@@ -62,7 +73,7 @@ class Measured:
     """One batch of one kind at one concurrency."""
 
     run: int
-    kind: str  # HOLD, PICKUP or the peer's name
+    kind: str  # HOLD, PICKUP, FLOOR or the peer's name
     concurrency: int
     workflows: int
     seconds: float
@@ -125,8 +136,9 @@ async def measure(
     tag = f"p{run}-{uuid.uuid4().hex[:6]}-{kind}-c{c}"
     if kind == HOLD:
         latencies, seconds, cpu = await hold_batch(client, stack, api, c, count, tag)
-    elif kind == PICKUP:
-        batch = await run_batch(client, stack, FAST_PICKUP, c, count, tag, run)
+    elif kind in (PICKUP, FLOOR):
+        case = FAST_PICKUP if kind == PICKUP else EMPTY
+        batch = await run_batch(client, stack, case, c, count, tag, run)
         latencies, seconds = batch.latencies, batch.seconds
         cpu = batch.server_cpu + batch.worker_cpu
     else:
@@ -141,7 +153,7 @@ async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[
     """Every run on a fresh stack and API; the report (`versus_report`)."""
     started = time.monotonic()
     measured: list[Measured] = []
-    order = (HOLD, PICKUP, peer, peer, PICKUP, HOLD)
+    order = (HOLD, PICKUP, FLOOR, peer, peer, FLOOR, PICKUP, HOLD)
     for run in range(settings.repeat):
         async with running_stack(
             1,
@@ -151,7 +163,7 @@ async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[
             task_queue=TASK_QUEUE,  # where the API places orders
         ) as (stack, client):
             with api_in_front(stack) as api:
-                for kind in (HOLD, PICKUP):  # warm up; the peer warms up in its process
+                for kind in (HOLD, PICKUP, FLOOR):  # the peer warms up in its own process
                     await measure(kind, run, client, stack, api, WARMUP_WORKFLOWS, WARMUP_WORKFLOWS)
                 for c in settings.concurrency:
                     for kind in order:
@@ -174,14 +186,15 @@ def versus_report(
 ) -> dict[str, Any]:
     levels = []
     for c in settings.concurrency:
-        figures = {kind: median_of(measured, kind, c) for kind in (HOLD, PICKUP, peer)}
+        figures = {kind: median_of(measured, kind, c) for kind in (HOLD, PICKUP, FLOOR, peer)}
         theirs = figures[peer]
         level: dict[str, Any] = {"concurrency": c}
-        for kind, prefix in ((HOLD, "hold"), (PICKUP, "pickup"), (peer, "peer")):
+        for kind, prefix in ((HOLD, "hold"), (PICKUP, "pickup"), (FLOOR, FLOOR), (peer, "peer")):
             level.update({f"{prefix}_{name}": value for name, value in figures[kind].items()})
         level["hold_ratio"] = figures[HOLD]["p50_ms"] / theirs["p50_ms"]
         level["pickup_ratio"] = figures[PICKUP]["p50_ms"] / theirs["p50_ms"]
         level["cpu_ratio"] = figures[PICKUP]["cpu_ms"] / theirs["cpu_ms"]
+        level["empty_ratio"] = figures[FLOOR]["p50_ms"] / theirs["p50_ms"]
         levels.append(level)
     report: dict[str, Any] = rounded(
         {
@@ -192,7 +205,7 @@ def versus_report(
                 "workflows_per_batch": {
                     str(c): batch_size(settings, c) for c in settings.concurrency
                 },
-                "batch_order": f"{HOLD}, {PICKUP}, {peer}, {peer}, {PICKUP}, {HOLD}",
+                "batch_order": ", ".join((HOLD, PICKUP, FLOOR, peer, peer, FLOOR, PICKUP, HOLD)),
                 "ledger": settings.ledger_kind,
                 "worker_options": list(settings.worker_options),
             },
