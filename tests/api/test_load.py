@@ -1,6 +1,6 @@
 """Bounded load runs through the API.
 
-200 orders (500 for BENCHMARKS.md's figures), 20 in flight, as a browser places them: each
+100 orders (500 for BENCHMARKS.md's figures), 20 in flight, as a browser places them: each
 order is what the page does, POST /orders (with an Idempotency-Key), follow its events
 stream to the outcome, then read the order once. They are placed with the staff key, which
 may set the preparation time to zero (the run measures the API, not the exercise's 3 s
@@ -49,7 +49,7 @@ from tests.helpers.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ORDERS = int(os.environ.get("PIZZERIA_LOAD_ORDERS", "200"))
+ORDERS = int(os.environ.get("PIZZERIA_LOAD_ORDERS", "100"))
 IN_FLIGHT = int(os.environ.get("PIZZERIA_LOAD_IN_FLIGHT", "20"))
 BAD_EVERY = 10
 # One small pizza: a portion of each of four ingredients, so 500 orders fit in a new

@@ -27,7 +27,7 @@ CHECKS = ",".join(
         "ignored_auth",
     ]
 )
-EXAMPLES_PER_ROUTE = 40
+EXAMPLES_PER_ROUTE = 25
 
 
 def schemathesis(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
