@@ -52,7 +52,7 @@ from pizzeria.ops.bench.report import (
     pyplot,
 )
 from pizzeria.ops.bench.stack import compile_package, running_stack
-from pizzeria.ops.bench.versus import PEER_CONCURRENCY, run_versus
+from pizzeria.ops.bench.versus import PEER_CONCURRENCY, batch_order, run_versus
 from pizzeria.ops.processes import WorkerProcessError
 from pizzeria.temporal.devserver import DevServerError
 
@@ -287,11 +287,11 @@ def run_peer_with_progress(settings: Settings, peer: str) -> dict[str, Any]:
         check_peer(peer)  # before anything starts
     except PeerError as error:
         fail(str(error))
-    total = settings.repeat * len(settings.concurrency) * 6
+    total = settings.repeat * len(settings.concurrency) * len(batch_order(peer))
     err.print(
-        f"Beside {peer}: the hold through pizzeria api, the fast-path pickup and {peer}'s "
-        f"five-step workflow, {settings.repeat} run(s), {total} batches, a fresh stack and "
-        "API per run."
+        f"Beside {peer}: the hold through pizzeria api, the fast-path pickup, a workflow "
+        f"with no step and {peer}'s five-step workflow, {settings.repeat} run(s), {total} "
+        "batches, a fresh stack and API per run."
     )
     return with_progress(total, lambda step: run_versus(settings, peer, step))
 

@@ -153,7 +153,7 @@ async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[
     """Every run on a fresh stack and API; the report (`versus_report`)."""
     started = time.monotonic()
     measured: list[Measured] = []
-    order = (HOLD, PICKUP, FLOOR, peer, peer, FLOOR, PICKUP, HOLD)
+    order = batch_order(peer)
     for run in range(settings.repeat):
         async with running_stack(
             1,
@@ -171,6 +171,11 @@ async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[
                         count = batch_size(settings, c)
                         measured.append(await measure(kind, run, client, stack, api, c, count))
     return versus_report(settings, peer, measured, time.monotonic() - started)
+
+
+def batch_order(peer: str) -> tuple[str, ...]:
+    """The batches of one concurrency in one run, forth and back."""
+    return (HOLD, PICKUP, FLOOR, peer, peer, FLOOR, PICKUP, HOLD)
 
 
 def median_of(measured: Sequence[Measured], kind: str, concurrency: int) -> dict[str, float]:
@@ -205,7 +210,7 @@ def versus_report(
                 "workflows_per_batch": {
                     str(c): batch_size(settings, c) for c in settings.concurrency
                 },
-                "batch_order": ", ".join((HOLD, PICKUP, FLOOR, peer, peer, FLOOR, PICKUP, HOLD)),
+                "batch_order": ", ".join(batch_order(peer)),
                 "ledger": settings.ledger_kind,
                 "worker_options": list(settings.worker_options),
             },
