@@ -165,7 +165,9 @@ def dollars_to_cents(text: str) -> int:
         value = Decimal(text)
     except InvalidOperation:
         raise RefundInvalid("amount", "must be dollars, such as 5.00") from None
-    if not value.is_finite() or value != value.quantize(Decimal("0.01")) or value > 10**7:
+    # The size first: quantizing a number of more digits than the context's precision
+    # (3.7e+151) is itself an error.
+    if not value.is_finite() or abs(value) > 10**7 or value != value.quantize(Decimal("0.01")):
         raise RefundInvalid("amount", "must be dollars with at most two decimals, such as 5.00")
     return checked_amount(int(value * 100))
 
