@@ -35,6 +35,7 @@ from pizzeria.models import ORDER_STATUS, PizzaOrder, workflow_id_for
 from pizzeria.payments import process
 from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import sample_order
+from pizzeria.temporal.devserver import dynamic_config_args
 from pizzeria.temporal.faults import FaultInterceptor, FaultPlan
 from pizzeria.worker import (
     PAYMENTS_TIMEOUT_SECONDS,
@@ -108,7 +109,7 @@ async def env(environment_kind: str) -> AsyncIterator[WorkflowEnvironment]:
     if environment_kind == "local":
         environment = await WorkflowEnvironment.start_local(
             dev_server_existing_path=binary("temporal"),
-            dev_server_extra_args=["--log-level", "error"],
+            dev_server_extra_args=["--log-level", "error", *dynamic_config_args()],
             search_attributes=[ORDER_STATUS],
         )
     else:

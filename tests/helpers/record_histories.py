@@ -26,6 +26,7 @@ from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.payments import process
 from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal.devserver import dynamic_config_args
 from pizzeria.temporal.faults import FaultPlan, parse_faults, write_faults
 from pizzeria.worker import PAYMENTS_TIMEOUT_SECONDS, build_worker, served_activities
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -60,7 +61,7 @@ async def main(only: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
-        dev_server_extra_args=["--log-level", "error"],
+        dev_server_extra_args=["--log-level", "error", *dynamic_config_args()],
     )
     with (
         tempfile.TemporaryDirectory() as folder,

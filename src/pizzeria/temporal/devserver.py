@@ -39,6 +39,12 @@ DYNAMIC_CONFIG = tuple(
 )
 
 
+def dynamic_config_args() -> list[str]:
+    """``DYNAMIC_CONFIG`` as ``temporal server start-dev`` arguments, for every dev server
+    this project starts (ours, and the SDK's ``WorkflowEnvironment.start_local``)."""
+    return [part for setting in DYNAMIC_CONFIG for part in ("--dynamic-config-value", setting)]
+
+
 class DevServerError(RuntimeError):
     pass
 
@@ -110,9 +116,8 @@ def server_command(
         str(ui_port),
         "--log-level",
         "error",
+        *dynamic_config_args(),
     ]
-    for setting in DYNAMIC_CONFIG:
-        command += ["--dynamic-config-value", setting]
     if order_status:
         # The custom search attribute `pizzeria orders` filters on (see models.ORDER_STATUS).
         command += ["--search-attribute", "OrderStatus=Keyword"]
