@@ -58,9 +58,9 @@ async def start_case(
             is_delivery=not case.pickup,
         )
         return await start_order(client, order, task_queue)
-    shape: BaselineShape = BAD_CARD_SHAPE if case.bad_card else GOOD_ORDER_SHAPE
-    if case.no_steps:
-        shape = EMPTY_SHAPE
+    shape: BaselineShape = (
+        EMPTY_SHAPE if case.no_steps else BAD_CARD_SHAPE if case.bad_card else GOOD_ORDER_SHAPE
+    )
     run = LocalBaselineWorkflow.run if case.fast_path else BaselineWorkflow.run
     return await client.start_workflow(run, shape, id=workflow_id, task_queue=task_queue)
 

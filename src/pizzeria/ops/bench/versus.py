@@ -61,6 +61,8 @@ PEER_WORKFLOWS = {1: 20, 50: 150}
 HOLD = "hold"
 PICKUP = FAST_PICKUP.name
 FLOOR = EMPTY.name
+#: The kinds run as a batch of workflows started from the client, by their case.
+CLIENT_CASES = {PICKUP: FAST_PICKUP, FLOOR: EMPTY}
 #: (figure, in flight, at most): the p50 latency over the peer's whole workflow.
 LATENCY_TARGETS = ((HOLD, 1, 1.5), (PICKUP, 1, 2.0))
 CPU_TARGET = 3.0  # CPU per order of the fast-path pickup over the peer's, at every level
@@ -136,9 +138,8 @@ async def measure(
     tag = f"p{run}-{uuid.uuid4().hex[:6]}-{kind}-c{c}"
     if kind == HOLD:
         latencies, seconds, cpu = await hold_batch(client, stack, api, c, count, tag)
-    elif kind in (PICKUP, FLOOR):
-        case = FAST_PICKUP if kind == PICKUP else EMPTY
-        batch = await run_batch(client, stack, case, c, count, tag, run)
+    elif kind in CLIENT_CASES:
+        batch = await run_batch(client, stack, CLIENT_CASES[kind], c, count, tag, run)
         latencies, seconds = batch.latencies, batch.seconds
         cpu = batch.server_cpu + batch.worker_cpu
     else:
