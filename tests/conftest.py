@@ -57,6 +57,11 @@ from tests.helpers.stack import (
     stop_payments_provider,
 )
 
+# The developer's own tracing variables stay out of the suite (and out of the servers and
+# processes it starts): a test that wants tracing sets the variables it needs.
+for _name in [name for name in os.environ if name.startswith("OTEL_")]:
+    del os.environ[_name]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

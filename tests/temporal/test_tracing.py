@@ -51,12 +51,12 @@ from pizzeria.models import (
     PizzaOrder,
     workflow_id_for,
 )
-from pizzeria.ops.processes import free_port
+from pizzeria.ops.processes import dev_server, free_port
 from pizzeria.payments import process as payments_process
 from pizzeria.payments.port import order_metadata
 from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import BAD_CARD, sample_order
-from pizzeria.temporal import tracing
+from pizzeria.temporal import devserver, tracing
 from pizzeria.temporal.converter import OneOrderPerStart
 from pizzeria.worker import ServedActivities, build_worker
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -471,3 +471,20 @@ def test_a_command_exits_without_waiting_for_a_collector_that_does_not_answer():
         stuck.release.set()
         provider.shutdown()
     assert tracing.flush() is True  # off: nothing to send
+
+
+def test_the_dev_server_we_start_runs_whatever_otel_variables_configure_our_tracing(
+    monkeypatch: pytest.MonkeyPatch, environment_kind: str
+):
+    """``OTEL_TRACES_EXPORTER=console`` is ours (a pizzeria process prints its spans); the
+    Temporal server reads the same variables and refused to start on it, so `pizzeria
+    server`, the demo and the bench failed for a user who had exported it."""
+    if environment_kind == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "pizzeria-test")
+    environment = devserver.server_environment()
+    assert not [name for name in environment if name.startswith("OTEL_")]
+    assert environment["PATH"] == os.environ["PATH"]
+    with dev_server(None, headless=True) as server:
+        assert devserver.serving(server.address, ("default",))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -178,6 +179,7 @@ class DevServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=server_environment(),
         )
         deadline = time.monotonic() + timeout
         while not (port_open(self.port) and serving(self.address, ("default", *self.namespaces))):
@@ -194,6 +196,15 @@ class DevServer:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+
+def server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The dev server's environment: ours without the ``OTEL_*`` variables. They configure
+    pizzeria's own tracing (docs/tracing.md); the Temporal server reads them too and refuses
+    to start on a value it does not know (``OTEL_TRACES_EXPORTER=console``), or sends its own
+    spans to the user's collector. The dev server we start traces nothing."""
+    env = os.environ if environ is None else environ
+    return {name: value for name, value in env.items() if not name.startswith("OTEL_")}
 
 
 def stop_process(
