@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -198,13 +198,12 @@ class DevServer:
             stop_process(self.process)
 
 
-def server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_environment() -> dict[str, str]:
     """The dev server's environment: ours without the ``OTEL_*`` variables. They configure
     pizzeria's own tracing (docs/tracing.md); the Temporal server reads them too and refuses
     to start on a value it does not know (``OTEL_TRACES_EXPORTER=console``), or sends its own
     spans to the user's collector. The dev server we start traces nothing."""
-    env = os.environ if environ is None else environ
-    return {name: value for name, value in env.items() if not name.startswith("OTEL_")}
+    return {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
 
 
 def stop_process(
