@@ -353,6 +353,30 @@ async def test_no_provider_listening_is_unavailable_with_nothing_done(tmp_path: 
         await gateway.close()
 
 
+async def test_a_provider_restarted_between_two_calls_is_reached_again_at_once(
+    tmp_path: Path,
+) -> None:
+    """The gateway keeps its connection to a local provider open between calls; a provider
+    killed and started again (chaos does it) has closed it, and the next call opens a new
+    one instead of failing."""
+    data = tmp_path / "restarted.db"
+    first = process.start(data)
+    port = int(first.url.rsplit(":", 1)[1])
+    gateway = StripeGateway(process.LOCAL_SECRET_KEY, first.url, threads=1)
+    again: process.ProviderProcess | None = None
+    try:
+        held = await hold(gateway)
+        first.kill()
+        again = process.start(data, port=port)
+        assert (await gateway.get(held.id)).state is MoneyState.HELD
+        assert (await hold(gateway)).state is MoneyState.HELD
+    finally:
+        await gateway.close()
+        first.stop()
+        if again is not None:
+            again.stop()
+
+
 async def test_a_slow_answer_times_out_and_the_retry_makes_no_second_hold(
     provider: Provider, gateway: StripeGateway
 ) -> None:

@@ -17,6 +17,7 @@ from pizzeria.payments.errors import (
     PaymentStateError,
     PaymentUnavailable,
 )
+from pizzeria.payments.loopback_http import NotConnected
 
 #: Stripe's codes for "the payment is not in a state that allows this".
 STATE_CODES = frozenset(
@@ -44,7 +45,7 @@ def _never_sent(error: stripe.APIConnectionError) -> bool:
     """Whether the request surely never reached the provider (the connection itself was
     refused or timed out), so it cannot have taken effect."""
     cause = error.__cause__
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
+    if isinstance(cause, NotConnected | requests.exceptions.ConnectTimeout):
         return True
     if isinstance(cause, requests.exceptions.ConnectionError):
         text = str(cause)

@@ -22,8 +22,9 @@ other number is sent raw and real Stripe answers as the account allows. A browse
 trade a number for a ``pm_...`` token itself (``POST /v1/payment_methods`` with a
 publishable key) and the order then passes ``payment_method``.
 
-The stripe library is synchronous here (its requests client, one shared session): each
-call runs on the gateway's threads, and a call whose caller is cancelled is still seen
+The stripe library is synchronous here (over requests, or to a provider on this machine
+over `http.client`: `pizzeria.payments.loopback_http`): each call runs on the gateway's
+threads, and a call whose caller is cancelled is still seen
 through before the cancellation goes on, so a compensation can never overtake the
 request it compensates.
 """
@@ -46,6 +47,7 @@ import stripe
 from pizzeria.payments import cards
 from pizzeria.payments.blocking import seen_through
 from pizzeria.payments.errors import PaymentInProgress, PaymentRequestError, PaymentStateError
+from pizzeria.payments.loopback_http import LoopbackHTTPClient
 from pizzeria.payments.port import (
     CURRENCY,
     IDEMPOTENCY_KEY,
@@ -124,24 +126,18 @@ class StripeGateway(PaymentGateway):
         self.test_payment_methods = real if test_payment_methods is None else test_payment_methods
         self.search_lag = STRIPE_SEARCH_LAG if real else 0.0
         self.in_progress_wait = in_progress_wait
-        self._session = requests.Session()
-        # requests reads the proxy variables from the environment on every call (a tenth
-        # of a call's CPU); a loopback provider is never reached through a proxy.
-        self._session.trust_env = not _loopback(self.base_url)
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._http = _http_client(self.base_url, timeout, threads)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": self.base_url},
             max_network_retries=max_network_retries,
-            http_client=stripe.RequestsClient(timeout=timeout, session=self._session),
+            http_client=self._http,
         )
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="payments")
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self._session.close()
+        self._http.close()  # type: ignore[no-untyped-call]
 
     async def _call(self, call: Callable[[], T]) -> T:
         """Run a stripe call on our threads; its errors become the port's. While another
@@ -308,6 +304,19 @@ class StripeGateway(PaymentGateway):
 def _loopback(url: str) -> bool:
     host = urllib.parse.urlsplit(url).hostname or ""
     return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _http_client(base_url: str, timeout: float, threads: int) -> stripe.HTTPClient:
+    """How the stripe library's requests travel: to a plain-HTTP provider on this machine
+    over `http.client` (`loopback_http`, half a millisecond less CPU per call); anywhere
+    else over requests, with its TLS and proxies, one session for our threads."""
+    if base_url.startswith("http://") and _loopback(base_url):
+        return LoopbackHTTPClient(timeout)
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return stripe.RequestsClient(timeout=timeout, session=session)
 
 
 def gateway_from_env(environ: Mapping[str, str] | None = None) -> StripeGateway:
