@@ -39,14 +39,19 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import requests
 import stripe
 
 from pizzeria.payments import cards
 from pizzeria.payments.blocking import seen_through
-from pizzeria.payments.errors import PaymentInProgress, PaymentRequestError, PaymentStateError
+from pizzeria.payments.errors import (
+    PaymentInProgress,
+    PaymentRequestError,
+    PaymentStateError,
+    PaymentUnavailable,
+)
 from pizzeria.payments.loopback_http import LoopbackHTTPClient
 from pizzeria.payments.port import (
     CURRENCY,
@@ -83,6 +88,8 @@ class _NoRequestDetails(logging.Filter):
 logging.getLogger("stripe").addFilter(_NoRequestDetails())
 KEY_VARIABLE = "STRIPE_API_KEY"
 URL_VARIABLE = "PIZZERIA_PAYMENTS_URL"
+INTENTS = "/v1/payment_intents"
+REFUNDS = "/v1/refunds"
 CHARGE = ["latest_charge"]
 LIST_CHARGES = ["data.latest_charge"]
 MAX_REASON = 500
@@ -170,6 +177,25 @@ class StripeGateway(PaymentGateway):
         work = asyncio.get_running_loop().run_in_executor(self._executor, traced, guarded)
         return await seen_through(work)  # on the wire: the caller goes once it is over
 
+    async def _answer(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One call, its answer as the JSON the provider sent. Through the stripe library's
+        ``raw_request``: the same request, headers and errors as its typed calls, without
+        the StripeObjects they build from the answer (a tenth to a fifth of a call's CPU)
+        that `payment_of` would only read back."""
+        options = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
+        client = self._client
+        response = await self._call(lambda: client.raw_request(method, path, **params, **options))
+        answer = response.data
+        if not isinstance(answer, dict):
+            raise PaymentUnavailable(f"the payment provider answered {path} with no object")
+        return answer
+
     async def authorize(
         self,
         amount: int,
@@ -196,10 +222,7 @@ class StripeGateway(PaymentGateway):
                 params["payment_method_data"] = {"type": "card", "card": {"number": card_number}}
         if payment_method is not None:
             params["payment_method"] = payment_method
-        intents = self._client.v1.payment_intents
-        intent = await self._call(
-            lambda: intents.create(cast(Any, params), {"idempotency_key": idempotency_key})
-        )
+        intent = await self._answer("post", INTENTS, params, idempotency_key)
         return payment_of(intent)
 
     def _test_payment_method(self, card_number: str) -> str | None:
@@ -214,22 +237,13 @@ class StripeGateway(PaymentGateway):
         params: dict[str, Any] = {"expand": CHARGE}
         if amount is not None:
             params["amount_to_capture"] = amount
-        intents = self._client.v1.payment_intents
-        intent = await self._call(
-            lambda: intents.capture(
-                payment_id, cast(Any, params), {"idempotency_key": idempotency_key}
-            )
-        )
-        return payment_of(intent)
+        path = f"{INTENTS}/{_quoted(payment_id)}/capture"
+        return payment_of(await self._answer("post", path, params, idempotency_key))
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> Payment:
-        intents = self._client.v1.payment_intents
+        path = f"{INTENTS}/{_quoted(payment_id)}/cancel"
         try:
-            intent = await self._call(
-                lambda: intents.cancel(
-                    payment_id, {"expand": CHARGE}, {"idempotency_key": idempotency_key}
-                )
-            )
+            intent = await self._answer("post", path, {"expand": CHARGE}, idempotency_key)
         except PaymentStateError:
             current = await self.get(payment_id)
             if current.state in (MoneyState.RELEASED, MoneyState.EXPIRED):
@@ -247,16 +261,11 @@ class StripeGateway(PaymentGateway):
         }
         if amount is not None:
             params["amount"] = amount
-        refunds = self._client.v1.refunds
-        refund = await self._call(
-            lambda: refunds.create(cast(Any, params), {"idempotency_key": idempotency_key})
-        )
-        return refund_of(refund)
+        return refund_of(await self._answer("post", REFUNDS, params, idempotency_key))
 
     async def get(self, payment_id: str) -> Payment:
-        intents = self._client.v1.payment_intents
-        intent = await self._call(lambda: intents.retrieve(payment_id, {"expand": CHARGE}))
-        return payment_of(intent)
+        path = f"{INTENTS}/{_quoted(payment_id)}"
+        return payment_of(await self._answer("get", path, {"expand": CHARGE}))
 
     async def find(self, idempotency_key: str) -> Payment | None:
         """By Stripe's search on the metadata ``authorize`` wrote. Real Stripe's search
@@ -264,11 +273,9 @@ class StripeGateway(PaymentGateway):
         that long; the local provider's search never lags."""
         quoted = idempotency_key.replace("\\", "\\\\").replace("'", "\\'")
         query = f"metadata['{IDEMPOTENCY_KEY}']:'{quoted}'"
-        intents = self._client.v1.payment_intents
-        found = await self._call(
-            lambda: intents.search({"query": query, "limit": 10, "expand": LIST_CHARGES})
-        )
-        matches = [payment_of(intent) for intent in found.data]
+        params = {"query": query, "limit": 10, "expand": LIST_CHARGES}
+        found = await self._answer("get", f"{INTENTS}/search", params)
+        matches = [payment_of(intent) for intent in found["data"]]
         matches = [
             p for p in matches if p.idempotency_key == idempotency_key and not p.is_placeholder
         ]
@@ -280,9 +287,8 @@ class StripeGateway(PaymentGateway):
         params: dict[str, Any] = {"limit": limit, "expand": LIST_CHARGES}
         if starting_after is not None:
             params["starting_after"] = starting_after
-        intents = self._client.v1.payment_intents
-        found = await self._call(lambda: intents.list(cast(Any, params)))
-        return Page(tuple(payment_of(intent) for intent in found.data), bool(found.has_more))
+        found = await self._answer("get", INTENTS, params)
+        return Page(tuple(payment_of(intent) for intent in found["data"]), bool(found["has_more"]))
 
     async def list_refunds(
         self,
@@ -296,9 +302,12 @@ class StripeGateway(PaymentGateway):
             params["starting_after"] = starting_after
         if payment_id is not None:
             params["payment_intent"] = payment_id
-        refunds = self._client.v1.refunds
-        found = await self._call(lambda: refunds.list(cast(Any, params)))
-        return Page(tuple(refund_of(refund) for refund in found.data), bool(found.has_more))
+        found = await self._answer("get", REFUNDS, params)
+        return Page(tuple(refund_of(refund) for refund in found["data"]), bool(found["has_more"]))
+
+
+def _quoted(object_id: str) -> str:
+    return urllib.parse.quote(object_id, safe="")
 
 
 def _loopback(url: str) -> bool:

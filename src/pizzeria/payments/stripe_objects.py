@@ -1,36 +1,16 @@
 """Stripe's objects (a PaymentIntent, a Refund) as the payment port's `Payment` and
-`RefundRecord`, from the answer the stripe library decoded."""
+`RefundRecord`, from the JSON the provider answered."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import stripe
-
 from pizzeria.payments.port import CURRENCY, REFUND_REASON, MoneyState, Payment, RefundRecord
 
 
-def _data_of(obj: stripe.StripeObject | Mapping[str, Any]) -> Mapping[str, Any]:
-    """An object's fields as plain values: the answer's JSON as the library decoded it
-    when the object is the whole answer (no second walk over the object), else the
-    object turned back into a dict."""
-    if not isinstance(obj, stripe.StripeObject):
-        return obj
-    response = obj.last_response
-    answer = response.data if response is not None else None
-    if (
-        isinstance(answer, dict)
-        and answer.get("id") is not None
-        and answer.get("id") == getattr(obj, "id", None)
-    ):
-        return answer
-    return obj.to_dict()
-
-
-def payment_of(intent: stripe.PaymentIntent | Mapping[str, Any]) -> Payment:
-    """A Stripe PaymentIntent (its ``latest_charge`` expanded, or not) as a `Payment`."""
-    data = _data_of(intent)
+def payment_of(data: Mapping[str, Any]) -> Payment:
+    """A Stripe PaymentIntent's JSON (its ``latest_charge`` expanded, or not) as a `Payment`."""
     status = str(data["status"])
     charge = data.get("latest_charge") if isinstance(data.get("latest_charge"), dict) else None
     captured = int(data.get("amount_received") or 0) if status == "succeeded" else 0
@@ -76,8 +56,8 @@ def _state(
     return MoneyState.PENDING
 
 
-def refund_of(refund: stripe.Refund | Mapping[str, Any]) -> RefundRecord:
-    data = _data_of(refund)
+def refund_of(data: Mapping[str, Any]) -> RefundRecord:
+    """A Stripe Refund's JSON as a `RefundRecord`."""
     metadata = {str(k): str(v) for k, v in (data.get("metadata") or {}).items()}
     return RefundRecord(
         id=str(data["id"]),
