@@ -353,6 +353,26 @@ async def test_no_provider_listening_is_unavailable_with_nothing_done(tmp_path: 
         await gateway.close()
 
 
+async def test_an_order_number_in_any_script_is_held_once_under_its_key(
+    gateway: StripeGateway,
+) -> None:
+    """An exercise client may number an order in Cyrillic; the key holds the number, and
+    an HTTP header cannot carry it as it is. The hold is made, once, and found by it."""
+    attempt = f"pizza-workflow-order-заказ-7/{uuid.uuid4()}/process_credit_card"
+    made = await gateway.authorize(
+        2500, idempotency_key=attempt, metadata=ORDER, card_number=GOOD_CARD
+    )
+    again = await gateway.authorize(
+        2500, idempotency_key=attempt, metadata=ORDER, card_number=GOOD_CARD
+    )
+    assert made.state is MoneyState.HELD and again == made
+    assert await gateway.find(attempt) == made
+    other = attempt.replace("заказ", "заказы")
+    assert (
+        await gateway.authorize(2500, idempotency_key=other, metadata=ORDER, card_number=GOOD_CARD)
+    ).id != made.id
+
+
 async def test_a_provider_restarted_between_two_calls_is_reached_again_at_once(
     tmp_path: Path,
 ) -> None:

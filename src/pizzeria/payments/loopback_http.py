@@ -63,6 +63,9 @@ class LoopbackHTTPClient(stripe.HTTPClient):
         except (OSError, http.client.HTTPException) as error:
             self._drop(connection)
             _unanswered(error)
+        except Exception as error:  # a request that cannot be sent as given, as requests says
+            self._drop(connection)
+            _unanswered(error, retry=False)
         if response.will_close:
             self._drop(connection)
         return body, response.status, CaseInsensitiveDict(response.getheaders())
@@ -112,14 +115,18 @@ def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
     sock = connection.sock
     if sock is None:
         return True
+    if hasattr(select, "poll"):  # select.select cannot watch a descriptor past 1023
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
 
 
-def _unanswered(error: BaseException) -> NoReturn:
+def _unanswered(error: BaseException, *, retry: bool = True) -> NoReturn:
     """A request without an answer, as the stripe library reports one (its retries, when
     asked for, resend it under the same idempotency key)."""
     message = textwrap.fill("Unexpected error communicating with the payment provider.")
     raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
-        f"{message}\n\n(Network error: {type(error).__name__}: {error})", should_retry=True
+        f"{message}\n\n(Network error: {type(error).__name__}: {error})", should_retry=retry
     ) from error

@@ -189,7 +189,7 @@ class StripeGateway(PaymentGateway):
         the StripeObjects they build from the answer (0.5 ms of CPU per call, about half
         of what the rest of a call to the local provider costs) that `payment_of` would
         only read back."""
-        options = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
+        options = {} if idempotency_key is None else {"idempotency_key": _header(idempotency_key)}
         client = self._client
         response = await self._call(lambda: client.raw_request(method, path, **params, **options))
         answer = response.data
@@ -305,6 +305,17 @@ class StripeGateway(PaymentGateway):
             params["payment_intent"] = payment_id
         found = await self._answer("get", REFUNDS, params)
         return Page(tuple(refund_of(refund) for refund in found["data"]), bool(found["has_more"]))
+
+
+def _header(key: str) -> str:
+    """An idempotency key as its header can carry it: HTTP headers are Latin-1, and a key
+    holds the order number, which an exercise client may write in any script. Characters
+    past ASCII go percent-encoded (UTF-8); an ASCII key, every key so far, is sent as it
+    is. Two keys of different runs never meet: each holds its run's id."""
+    return key if key.isascii() else urllib.parse.quote(key, safe=_PRINTABLE_ASCII)
+
+
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
 
 
 def _quoted(object_id: str) -> str:
