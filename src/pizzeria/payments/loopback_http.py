@@ -60,12 +60,11 @@ class LoopbackHTTPClient(stripe.HTTPClient):
             connection.request(method.upper(), target, body=post_data, headers=dict(headers or {}))
             response = connection.getresponse()
             body = response.read()
-        except (OSError, http.client.HTTPException) as error:
+        except Exception as error:
             self._drop(connection)
-            _unanswered(error)
-        except Exception as error:  # a request that cannot be sent as given, as requests says
-            self._drop(connection)
-            _unanswered(error, retry=False)
+            # A network failure may pass on a retry; a request that cannot be sent as given
+            # (a header past Latin-1) never will, as the requests client says too.
+            _unanswered(error, retry=isinstance(error, OSError | http.client.HTTPException))
         if response.will_close:
             self._drop(connection)
         return body, response.status, CaseInsensitiveDict(response.getheaders())

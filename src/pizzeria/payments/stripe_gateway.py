@@ -307,15 +307,15 @@ class StripeGateway(PaymentGateway):
         return Page(tuple(refund_of(refund) for refund in found["data"]), bool(found["has_more"]))
 
 
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
+
+
 def _header(key: str) -> str:
     """An idempotency key as its header can carry it: HTTP headers are Latin-1, and a key
     holds the order number, which an exercise client may write in any script. Characters
     past ASCII go percent-encoded (UTF-8); an ASCII key, every key so far, is sent as it
     is. Two keys of different runs never meet: each holds its run's id."""
     return key if key.isascii() else urllib.parse.quote(key, safe=_PRINTABLE_ASCII)
-
-
-_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
 
 
 def _quoted(object_id: str) -> str:
