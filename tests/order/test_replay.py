@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from pizzeria.worker import order_sandbox
 from pizzeria.workflows import PizzaOrderWorkflow
 
 HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("*.json"))
@@ -35,9 +36,18 @@ def test_every_scenario_has_a_recorded_history():
     }
 
 
+#: The SDK's full sandbox (the order's module run again for every replay, every restricted
+#: call refused), and the sandbox the workers run orders in (`order_sandbox`).
+RUNNERS = {"full sandbox": None, "workers' sandbox": order_sandbox(context_free=True)}
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
-async def test_recorded_history_replays_deterministically(path: Path):
+async def test_recorded_history_replays_deterministically(path: Path, runner: str):
     history = WorkflowHistory.from_json(f"pizza-workflow-order-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=[PizzaOrderWorkflow])
+    chosen = RUNNERS[runner]
+    replayer = Replayer(
+        workflows=[PizzaOrderWorkflow], **({"workflow_runner": chosen} if chosen else {})
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"

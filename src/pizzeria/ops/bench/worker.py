@@ -19,7 +19,6 @@ from typing import Any
 
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import UnsandboxedWorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from pizzeria import config, tuning
 from pizzeria.config import READY_LINE
@@ -44,10 +43,8 @@ def worker_settings(
     modules = tuple(passthrough)
     if not tuning.is_on("sandbox"):
         chosen["workflow_runner"] = UnsandboxedWorkflowRunner()
-    elif modules:
-        chosen["workflow_runner"] = SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
-        )
+    elif modules:  # beside the order's own module (`pizzeria.worker.order_sandbox`)
+        chosen["sandbox_passthrough"] = modules
     return chosen
 
 
