@@ -146,9 +146,7 @@ class WorkerScale:
         )
 
 
-def order_sandbox(
-    context_free: bool, passthrough: Sequence[str] = ()
-) -> SandboxedWorkflowRunner:
+def order_sandbox(context_free: bool, passthrough: Sequence[str] = ()) -> SandboxedWorkflowRunner:
     """The SDK's workflow sandbox, with the order's module (and ``passthrough``) passed
     through it, and without its trip per payload when the converter reads no context.
 
