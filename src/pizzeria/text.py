@@ -105,6 +105,8 @@ def refused_characters_in(value: object, *, depth: int = 0) -> bool:
     if depth > 8:
         return False
     if isinstance(value, str):
+        if value.isascii():  # ASCII has no format character and no separator (Cf, Zl, Zp)
+            return False
         newly = REFUSED - REFUSED_BEFORE
         return any(_refused_at(value, index, newly) for index in range(len(value)))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

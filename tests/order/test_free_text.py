@@ -104,6 +104,28 @@ def test_accents_scripts_and_joined_emoji_stay_welcome():
     assert text.for_terminal(order.customer.name) == order.customer.name
 
 
+@pytest.mark.parametrize(
+    ("name", "differs"),
+    [
+        ("Ada Lovelace", False),
+        ("Ada\x1b[31m Lovelace", False),  # a control character: refused by both rules
+        ("Zo\u00eb \u674e \U0001f469\u200d\U0001f373", False),  # a joiner between two
+        ("Ada \u202eecalevoL", True),  # refused only since format characters are
+        ("Ada\u2028Lovelace", True),
+        ("\u200dAda", True),  # a joiner with nothing before it
+    ],
+)
+def test_the_workflow_asks_the_text_rule_patch_only_of_an_order_whose_verdict_differs(
+    name, differs
+):
+    """`refused_characters_in` decides whether the workflow records the text rule's patch
+    marker: it must answer the same way on every worker, for every string of the order."""
+    order = sample_order(card=GOOD_CARD)
+    order.address.line2 = name
+    assert text.refused_characters_in(order) is differs
+    assert text.refused_characters_in(name) is differs
+
+
 @pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_a_reason_or_a_note_is_checked_by_the_same_rule(value):
     for field in ("reason", "note"):
