@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy on purpose: the workflow sandbox runs this file again for every workflow it
-    # starts, and importing the saga here made every order pay for it (BENCHMARKS.md).
+    # Lazy on purpose: the SDK's full sandbox (a replay, a worker built without
+    # `order_sandbox`) runs this file again for every workflow it starts, and importing
+    # the saga here made every such order pay for it (BENCHMARKS.md).
     if name in ("Saga", "SagaError"):
         from pizzeria import saga
 

@@ -77,7 +77,7 @@ PIECES = (
     ),
     Piece(
         "new workflow instance",
-        "the sandbox runs the workflow's module again for each workflow",
+        "the sandbox sets up each new workflow (and runs a bare shape's module again)",
         ("_create_workflow_instance",),
         whole=True,
     ),
