@@ -29,6 +29,7 @@ from temporalio.converter import (
     SerializationContext,
     WithSerializationContext,
 )
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 import pizzeria
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
@@ -47,13 +48,15 @@ from pizzeria.ops.bench.profile import profile_cases, samples_by_piece
 from pizzeria.ops.bench.provider import CallLog, TimedGateway
 from pizzeria.ops.bench.report import bench_table
 from pizzeria.ops.bench.versus import FLOOR, HOLD, PICKUP, Measured, versus_report
+from pizzeria.ops.bench.worker import worker_settings
 from pizzeria.payments import process
 from pizzeria.payments.errors import PaymentRequestError
 from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.temporal.codec import EncryptionCodec
+from pizzeria.temporal.converter import ContextFreeSandboxRunner, takes_no_context
 from pizzeria.temporal.converter import StrictPayloadConverter as Strict
-from pizzeria.temporal.converter import takes_no_context
 from pizzeria.tuning import PIECES, switch_off
+from pizzeria.worker import order_sandbox
 from tests.helpers import run_pizzeria
 from tests.helpers.postgres import PostgresServer
 
@@ -606,3 +609,20 @@ def test_the_sandbox_skips_the_context_only_for_a_converter_that_reads_none() ->
     assert takes_no_context(DataConverter.default)
     reading = dataclasses.replace(ours, payload_codec=ContextReadingCodec())
     assert not takes_no_context(reading)
+
+
+def test_sandbox_passthrough_adds_modules_to_the_workers_sandbox_and_keeps_it() -> None:
+    """``--sandbox-passthrough`` passes more modules beside the order's own, through the
+    sandbox every worker builds (`order_sandbox`, context-free), instead of replacing it
+    with the SDK's plain sandbox; ``--without sandbox`` still runs without one."""
+    chosen = worker_settings([], ["pizzeria.ops.baseline"], [])
+    assert chosen == {"sandbox_passthrough": ("pizzeria.ops.baseline",)}
+    runner = order_sandbox(True, chosen["sandbox_passthrough"])
+    assert isinstance(runner, ContextFreeSandboxRunner)
+    passed = runner.restrictions.passthrough_modules
+    assert {"pizzeria.workflows", "pizzeria.ops.baseline"} <= passed
+    try:
+        unsandboxed = worker_settings([], [], ["sandbox"])["workflow_runner"]
+    finally:
+        switch_off(set())
+    assert isinstance(unsandboxed, UnsandboxedWorkflowRunner)
