@@ -7,6 +7,7 @@ in the default (time-skipping) pass of ``make test``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -462,8 +463,12 @@ def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> 
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # it hung: leave nothing behind for the next tests
             process.kill()
+            process.communicate()
+            for pid in processes_using(folder):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
     assert process.returncode == 130, err[-2000:]
     assert out == ""  # no summary for an interrupted run
     assert "Traceback" not in err

@@ -198,7 +198,14 @@ def run_with_progress(settings: ChaosSettings, folder: Path, console: Console) -
         task = asyncio.current_task()
         assert task is not None
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run.run()
+        try:
+            return await run.run()
+        except asyncio.CancelledError:
+            # Ctrl-C or SIGTERM: stop every process now. asyncio.run then waits for the
+            # monkey's threads (a provider or a worker being started again, up to a minute
+            # each); each ends as soon as what it waits for has stopped.
+            run.fleet.stop_all(grace=10.0)
+            raise
 
     try:
         with progress:

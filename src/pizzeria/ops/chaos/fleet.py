@@ -19,6 +19,10 @@ from pizzeria.temporal.devserver import DevServerError
 PROVIDER_PORT_ATTEMPTS = 10
 
 
+class FleetStopped(RuntimeError):
+    """The run is stopping: nothing is started again (a monkey's restart in flight ends)."""
+
+
 class ChaosFleet:
     """A dev server with its history in ``data_dir``, a local payment provider with its
     payments there too, and ``workers`` `pizzeria worker`s."""
@@ -38,9 +42,15 @@ class ChaosFleet:
             for index in range(workers)
         ]
         self.resting: set[int] = set()  # workers killed on purpose, not yet started again
+        self.stopping = False  # set by stop_all: from then on nothing starts
+
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping:
+            raise FleetStopped("the chaos run is stopping")
         self.unexpected_exits = 0
 
     def start_server(self) -> None:
+        self._refuse_if_stopping()
         for attempt in range(10):  # the port may take a moment to be free again
             try:
                 self.server.start()
@@ -63,6 +73,7 @@ class ChaosFleet:
         return self.provider.url
 
     def _provider_on(self, port: int) -> payments.ProviderProcess:
+        self._refuse_if_stopping()
         return payments.start(
             self.data_dir / "payments.db",
             port=port,
@@ -112,6 +123,7 @@ class ChaosFleet:
             worker.wait_until_polling()
 
     def start_worker(self, index: int) -> None:
+        self._refuse_if_stopping()
         self.resting.discard(index)
         self.workers[index].start()
 
@@ -143,6 +155,9 @@ class ChaosFleet:
         stop_workers(self.workers, grace)
 
     def stop_all(self, grace: float = 20.0) -> None:
+        """Every process of the run stopped, and none started again (`FleetStopped`); a
+        second call stops what a restart in flight started meanwhile."""
+        self.stopping = True
         try:
             self.stop_workers(grace)
         finally:
