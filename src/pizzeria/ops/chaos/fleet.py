@@ -42,12 +42,12 @@ class ChaosFleet:
             for index in range(workers)
         ]
         self.resting: set[int] = set()  # workers killed on purpose, not yet started again
+        self.unexpected_exits = 0
         self.stopping = False  # set by stop_all: from then on nothing starts
 
     def _refuse_if_stopping(self) -> None:
         if self.stopping:
             raise FleetStopped("the chaos run is stopping")
-        self.unexpected_exits = 0
 
     def start_server(self) -> None:
         self._refuse_if_stopping()
