@@ -66,15 +66,25 @@ def processes_using(folder: Path) -> list[int]:
 
 
 def chaos_process(*args: str) -> subprocess.Popen[str]:
-    """`pizzeria chaos ARGS...` started, its output piped, nothing on its stdin."""
-    return subprocess.Popen(
-        [PIZZERIA, "chaos", *args],
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    """`pizzeria chaos ARGS...` started, its output piped, nothing on its stdin.
+
+    It starts as a terminal's foreground command does, with SIGINT at its default, even
+    when these tests run with SIGINT ignored (a background job of a non-interactive shell:
+    a child inherits the ignore, and a Python program that starts with SIGINT ignored never
+    sees a Ctrl-C). A handler of ours, unlike an ignore, is reset to the default at exec.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [PIZZERIA, "chaos", *args],
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_chaos(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
