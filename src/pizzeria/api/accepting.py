@@ -103,7 +103,7 @@ async def place_with_answer(
     use = KeyUse(fingerprint, order.order_number, keys.expiry(now))
     table = placing.key_table(request)
     if key is not None:
-        use = await placing._table_call(table.claim, key, use, now)
+        use = await placing._table_call(table, table.claim, key, use, now)
         if use.body_sha256 != fingerprint:
             raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
         order = dataclasses.replace(order, order_number=use.order_number)
@@ -115,7 +115,7 @@ async def place_with_answer(
     else:
         run_id, answer = await start(client, order, key, fingerprint, update_id)
         if key is not None:
-            await placing._table_call(table.record_run, key, run_id)
+            await placing._table_call(table, table.record_run, key, run_id)
     token = keys.order_token(order.order_number, run_id, use.expires)
     placed = placing.Placed(order.order_number, token, use.expires)
     return Accepted(placed, await answer_within(answer, ANSWER_SECONDS))

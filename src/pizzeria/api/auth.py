@@ -138,8 +138,14 @@ query_token = APIKeyQuery(
 )
 
 
-def credential(header: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
-    """The credential of the Authorization header (the only place most routes read)."""
+async def credential(
+    header: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> str | None:
+    """The credential of the Authorization header (the only place most routes read).
+
+    ``async`` though it awaits nothing: FastAPI runs a plain function dependency on a
+    thread of its pool, a hand-off to a thread and back on every request.
+    """
     return header.credentials if header is not None and header.credentials else None
 
 
@@ -149,7 +155,7 @@ class StreamCredential:
     from_query: bool
 
 
-def stream_credential(
+async def stream_credential(  # async: no thread (see credential)
     header: HTTPAuthorizationCredentials | None = Depends(bearer),
     token: str | None = Depends(query_token),
 ) -> StreamCredential:
