@@ -112,6 +112,19 @@ def test_ledger_json_shows_the_charge_of_a_good_order_and_nothing_net_for_a_bad_
     assert all(row["quantity"] >= 0 for row in ledger["stock"].values())
 
 
+def test_orders_and_ledger_tables_show_a_long_order_number_in_full_when_piped(stack):
+    # The API's numbers are 20 characters; a table printed to a pipe is 80 columns wide,
+    # and a number cut short ("WEB-KTIWQKX…") cannot be copied into the next command.
+    number = "WEB-CLIPIPEDTABLE234"
+    order_json(stack, "--order-number", number)
+    piped = {**stack, "env": {k: v for k, v in stack["env"].items() if k != "COLUMNS"}}
+    for command in ("orders", "ledger"):
+        done = pizzeria(piped, command)
+        assert done.returncode == 0, done.stderr
+        assert number in done.stdout, done.stdout
+        assert max(len(line) for line in done.stdout.splitlines()) <= 80
+
+
 def test_status_shows_each_step_and_compensation(stack):
     order_json(stack, "--order-number", "CLI-STATUS", "--card", BAD_CARD)
     done = pizzeria(stack, "status", "CLI-STATUS", "--json")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import NoReturn, TypeVar
 
 from rich.console import Console
+from rich.table import Column
 from rich.text import Text
 from temporalio.client import Client
 from temporalio.converter import DataConverter
@@ -41,6 +42,13 @@ def cell(value: object) -> Text:
     """Text from outside as a table cell or a line: escaped, and never read as Rich markup
     (``[link=...]`` in a cell would otherwise become a terminal hyperlink)."""
     return Text(for_terminal(value))
+
+
+def order_column(numbers: Iterable[str], header: str = "order") -> Column:
+    """A table's column of order numbers, never cut short (a number is there to be copied,
+    also when the table is printed to a file or a pipe, 80 columns wide)."""
+    widest = max((len(for_terminal(number)) for number in numbers), default=len(header))
+    return Column(header, no_wrap=True, min_width=min(widest, 40))
 
 
 def checked_text(option: str, value: str) -> str:

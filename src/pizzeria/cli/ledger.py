@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from pizzeria import config
-from pizzeria.cli.common import UserError, cell, ledger_at, out
+from pizzeria.cli.common import UserError, cell, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import DeliveryKeyReused, open_ledger
 from pizzeria.menu import INGREDIENTS
@@ -39,7 +39,8 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
     for name, row in snapshot["stock"].items():
         stock.add_row(name, str(row["initial"]), str(row["received"]), str(row["quantity"]))
     out.print(stock)
-    orders = Table("order", "run", "charged", "refunded", "billed", "stock held", title="Orders")
+    numbers = order_column(row["order_number"] for row in snapshot["orders"])
+    orders = Table(numbers, "run", "charged", "refunded", "billed", "stock held", title="Orders")
     for row in snapshot["orders"]:
         held = sum(row["stock_held"].values())
         orders.add_row(

@@ -17,6 +17,7 @@ from pizzeria.cli.common import (
     cell,
     checked_text,
     client_or_fail,
+    order_column,
     out,
     run,
     run_with_ledger,
@@ -96,7 +97,8 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
     if as_json:
         out.print_json(json.dumps({"orders": rows}))
         return
-    table = Table("order", "started", "status", "OrderStatus", "amount", "compensation")
+    numbers = order_column(row["order_number"] for row in rows)
+    table = Table(numbers, "started", "status", "OrderStatus", "amount", "compensation")
     for row in rows:
         table.add_row(
             cell(row["order_number"]),

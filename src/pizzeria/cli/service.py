@@ -249,6 +249,10 @@ def worker(
 ) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The stripe library logs every request and answer at INFO, and as "error received"
+    # the answer a refund's tombstone expects (its key refused with other parameters): its
+    # warnings only. STRIPE_LOG=info still prints its lines to stderr.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     scale = WorkerScale(**scale_options)  # the other options are its fields, by name
     ledger = ledger_at(ledger_location)
     activities = served_activities(ledger)
