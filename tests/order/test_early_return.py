@@ -20,7 +20,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
-from pizzeria.api import accepting
+from pizzeria.api import accepting, placing
 from pizzeria.client import OrderAlreadyRunning, cancel_order
 from pizzeria.client.placing import (
     EarlyAnswer,
@@ -211,8 +211,10 @@ def test_prefer_respond_async_is_read_among_other_preferences(prefer: str | None
     ],
 )
 def test_each_refusal_is_answered_with_its_own_status(error_type: str, status: int):
-    problem = accepting.refused("N1", Refusal(error_type, "why", UNDONE))
+    placed = placing.Placed("N1", "the-token", 0)
+    problem = accepting.refused(placed, Refusal(error_type, "why", UNDONE))
     assert (problem.status, problem.error_type) == (status, error_type)
+    assert problem.order == ("N1", "the-token")
     assert problem.detail == "order N1 was refused: why; undone: refund_customer, revert_inventory"
 
 
@@ -280,6 +282,14 @@ async def test_a_declined_card_is_a_402_problem_once_the_order_is_undone(
     assert "refund_customer, revert_inventory" in problem["detail"]
     assert BAD_CARD not in answer.text
     number = answer.headers["location"].rsplit("/", 1)[1]
+    # The customer can look at the refused order: what was undone, the card masked.
+    assert problem["order_number"] == number
+    seen = await http.get(
+        answer.headers["location"], headers={"Authorization": f"Bearer {problem['order_token']}"}
+    )
+    assert seen.status_code == 200, seen.text
+    assert BAD_CARD not in seen.text and BAD_CARD[-4:] in seen.text
+    assert (await http.get(answer.headers["location"])).status_code == 401
     ledger = api.ledger()
     try:
         assert "revert_inventory" in steps_written(ledger, number)

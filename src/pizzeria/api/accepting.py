@@ -147,8 +147,10 @@ async def start(
     return started.run_id, started.answer
 
 
-def refused(order_number: str, refusal: Refusal) -> ApiProblem:
-    """The order's refusal as a problem: its status by the error, what was undone."""
+def refused(placed: placing.Placed, refusal: Refusal) -> ApiProblem:
+    """The order's refusal as a problem: its status by the error, what was undone, and
+    the order's number and token (its customer may look at it: what was undone)."""
+    order_number = placed.order_number
     status, slug = REFUSAL_STATUS.get(refusal.error_type, STEP_FAILED)
     if refusal.needs_attention:
         undone = "; undoing it needs an operator, who has been asked"
@@ -162,4 +164,5 @@ def refused(order_number: str, refusal: Refusal) -> ApiProblem:
         slug=slug,
         error_type=refusal.error_type,
         headers={"Location": f"/orders/{order_number}"},
+        order=(order_number, placed.token),
     )

@@ -207,7 +207,7 @@ async def place(
         accepted = await accepting.place_with_answer(request, order, idempotency_key, fingerprint)
         placed, answer = accepted.placed, accepted.answer
         if answer is not None and answer.refusal is not None:
-            raise accepting.refused(placed.order_number, answer.refusal)
+            raise accepting.refused(placed, answer.refusal)
     if answer is None or answer.hold is None:
         response.status_code = 202
     number = placed.order_number

@@ -39,6 +39,7 @@ class ApiProblem(Exception):
         errors: Sequence[tuple[str, str]] = (),
         error_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        order: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -47,6 +48,8 @@ class ApiProblem(Exception):
         self.errors = list(errors)
         self.error_type = error_type
         self.headers = headers
+        #: The refused order's number and its token, for its Location.
+        self.order = order
 
 
 def invalid(
@@ -74,6 +77,8 @@ def problem_response(request: Request, problem: ApiProblem) -> JSONResponse:
         body["errors"] = [{"field": field, "reason": reason} for field, reason in problem.errors]
     if problem.error_type:
         body["error_type"] = problem.error_type
+    if problem.order is not None:
+        body["order_number"], body["order_token"] = problem.order
     return JSONResponse(
         body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
     )

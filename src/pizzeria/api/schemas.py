@@ -341,3 +341,11 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[ProblemError] | None = None
     error_type: str | None = Field(default=None, description="The workflow's error type")
+    order_number: str | None = Field(
+        default=None, description="A refused order's number (POST /orders): its Location"
+    )
+    order_token: str | None = Field(
+        default=None,
+        description="A refused order's token (POST /orders): opens its Location, to see "
+        "what was undone",
+    )
