@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of
 from pizzeria.temporal.codec_server import CodecServer
-from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, wait_until
+from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, wait_until
 from tests.helpers.orders import CODEC_SECRET, exercise_json
 from tests.helpers.stack import StackOptions
 
@@ -172,6 +173,23 @@ def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
     assert nowhere.returncode == 1
     assert len(nowhere.stderr.strip().splitlines()) == 1
     assert "cannot reach Temporal" in nowhere.stderr
+
+
+def test_a_second_server_says_its_temporal_port_is_taken_and_starts_nothing(tmp_path):
+    # As a first `pizzeria server` does: its Temporal port and its codec port taken.
+    with socket.socket() as temporal, socket.socket() as codec:
+        for taken in (temporal, codec):
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        port, codec_port = temporal.getsockname()[1], codec.getsockname()[1]
+        done = run_pizzeria(
+            "server", "--port", str(port), "--codec-port", str(codec_port),
+            "--data-dir", str(tmp_path), "--no-payments", timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: port {port} is already in use")
+    assert "Traceback" not in done.stderr and not (tmp_path / "temporal.db").exists()
 
 
 def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):

@@ -46,7 +46,7 @@ from pizzeria.temporal.codec_server import (
     serve_for_web_ui,
 )
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
-from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError
+from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError, port_open
 from pizzeria.temporal.metrics import prometheus_runtime
 from pizzeria.worker import (
     WorkerScale,
@@ -95,6 +95,11 @@ def server(
     """Run the Temporal dev server (with its Web UI) and the local payment provider until
     Ctrl-C."""
     stop_on_sigterm()
+    if port_open(port):  # before anything else starts, and says so rather than a codec port
+        fail(
+            f"port {port} is already in use on 127.0.0.1: a Temporal server (another "
+            "`pizzeria server`?) may be running there; stop it, or choose --port"
+        )
     with contextlib.ExitStack() as payments:
         if not no_payments:
             folder = data_dir or config.data_dir()
