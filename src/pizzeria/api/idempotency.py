@@ -77,18 +77,16 @@ class KeyTable:
 
     def __init__(self, ledger_location: str) -> None:
         self.location = ledger_location
+        #: A SQLite file on this machine (else a PostgreSQL table): a transaction takes
+        #: tens of microseconds, less than handing it to a thread and back, so the API
+        #: calls it at once (a server's table on a thread).
+        self.in_a_file = not is_postgres_location(ledger_location)
         self._backend = OpenedWhenAsked(self._open_backend)
 
-    @property
-    def in_a_file(self) -> bool:
-        """A SQLite file on this machine: a transaction takes tens of microseconds, less
-        than handing it to a thread and back (a server's table is called on a thread)."""
-        return not is_postgres_location(self.location)
-
     def _open_backend(self) -> Backend:
-        if is_postgres_location(self.location):
-            return PostgresKeys(self.location)
-        return SqliteKeys(beside(self.location))
+        if self.in_a_file:
+            return SqliteKeys(beside(self.location))
+        return PostgresKeys(self.location)
 
     def claim(self, key: str, use: KeyUse, now: float) -> KeyUse:
         """Bind ``key`` to ``use`` unless it is bound already; what it is bound to."""
