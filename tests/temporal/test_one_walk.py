@@ -169,3 +169,15 @@ async def test_the_order_worker_walks_each_activation_once(
     # One walk each way per activation: an order of five steps has at least six of them.
     assert walks.count("WorkflowActivation") >= 6
     assert walks.count("WorkflowActivation") == walks.count("WorkflowActivationCompletion")
+
+
+def test_an_sdk_whose_functions_changed_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import temporalio.bridge.worker as sdk_worker
+
+    monkeypatch.setattr(sdk_worker, "decode_activation", one_walk._SDK_DECODE)
+    monkeypatch.setattr(sdk_worker, "encode_completion", one_walk._SDK_ENCODE)
+    changed = ["activation", "data_converter", "decode_headers", "storage", "new_parameter"]
+    monkeypatch.setitem(one_walk._PARAMETERS, one_walk._SDK_DECODE, changed)
+    assert not one_walk.install()
+    assert sdk_worker.decode_activation is one_walk._SDK_DECODE
+    assert sdk_worker.encode_completion is one_walk._SDK_ENCODE

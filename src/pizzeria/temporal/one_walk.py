@@ -32,7 +32,11 @@ PayloadStep = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 
 _SDK_DECODE = sdk_worker.decode_activation
 _SDK_ENCODE = sdk_worker.encode_completion
-_SIGNATURE = ["activation_or_completion", "data_converter", "headers", "storage_concurrency_limit"]
+#: The parameters of the SDK functions replaced (temporalio 1.35, pinned in pyproject.toml).
+_PARAMETERS: dict[Callable[..., Any], list[str]] = {
+    _SDK_DECODE: ["activation", "data_converter", "decode_headers", "storage_concurrency_limit"],
+    _SDK_ENCODE: ["completion", "data_converter", "encode_headers", "storage_concurrency_limit"],
+}
 _CONVERTER_STEPS = (
     "_decode_reference_payload_sequence",
     "_external_retrieve_payload_sequence",
@@ -105,13 +109,11 @@ async def encode_completion(
 
 def sdk_matches() -> bool:
     """Whether the SDK's functions are still the three-walk ones this module replaces."""
-    for function in (_SDK_DECODE, _SDK_ENCODE):
-        names = list(inspect.signature(function).parameters)
-        if len(names) != len(_SIGNATURE) or names[1] != "data_converter":
+    for function, parameters in _PARAMETERS.items():
+        if list(inspect.signature(function).parameters) != parameters:
             return False
-    return all(callable(getattr(DataConverter, step, None)) for step in _CONVERTER_STEPS) and (
-        hasattr(sdk_worker, "_Visitor")
-    )
+    steps_there = all(callable(getattr(DataConverter, step, None)) for step in _CONVERTER_STEPS)
+    return steps_there and hasattr(sdk_worker, "_Visitor")
 
 
 def install() -> bool:
@@ -121,7 +123,3 @@ def install() -> bool:
     sdk_worker.decode_activation = decode_activation  # type: ignore[assignment]
     sdk_worker.encode_completion = encode_completion  # type: ignore[assignment]
     return True
-
-
-def installed() -> bool:
-    return sdk_worker.decode_activation is decode_activation
