@@ -37,10 +37,13 @@ _PARAMETERS: dict[Callable[..., Any], list[str]] = {
     _SDK_DECODE: ["activation", "data_converter", "decode_headers", "storage_concurrency_limit"],
     _SDK_ENCODE: ["completion", "data_converter", "encode_headers", "storage_concurrency_limit"],
 }
-_CONVERTER_STEPS = (
+#: The converter's functions each SDK walk hands the payloads to, in the SDK's order.
+_DECODE_STEPS = (
     "_decode_reference_payload_sequence",
     "_external_retrieve_payload_sequence",
     "_decode_payload_sequence",
+)
+_ENCODE_STEPS = (
     "_encode_payload_sequence",
     "_external_store_payload_sequence",
     "_encode_reference_payload_sequence",
@@ -65,25 +68,35 @@ async def _walk_once(
     return StorageOperationMetrics()  # nothing stored or retrieved: no external storage
 
 
+async def _walked(
+    sdk_function: Callable[..., Awaitable[StorageOperationMetrics]],
+    step_names: Sequence[str],
+    message: Any,
+    data_converter: DataConverter,
+    headers: bool,
+    storage_concurrency_limit: int,
+) -> StorageOperationMetrics:
+    """One walk with the converter's steps; the SDK's own walks if storage is external."""
+    if data_converter.external_storage is not None:
+        return await sdk_function(message, data_converter, headers, storage_concurrency_limit)
+    steps = [getattr(data_converter, name) for name in step_names]
+    return await _walk_once(message, steps, headers)
+
+
 async def decode_activation(
     activation: Any,
     data_converter: DataConverter,
     decode_headers: bool,
     storage_concurrency_limit: int,
-) -> Any:
-    if data_converter.external_storage is not None:
-        return await _SDK_DECODE(
-            activation,
-            data_converter,
-            decode_headers=decode_headers,
-            storage_concurrency_limit=storage_concurrency_limit,
-        )
-    steps = (
-        data_converter._decode_reference_payload_sequence,
-        data_converter._external_retrieve_payload_sequence,
-        data_converter._decode_payload_sequence,
+) -> StorageOperationMetrics:
+    return await _walked(
+        _SDK_DECODE,
+        _DECODE_STEPS,
+        activation,
+        data_converter,
+        decode_headers,
+        storage_concurrency_limit,
     )
-    return await _walk_once(activation, steps, decode_headers)
 
 
 async def encode_completion(
@@ -91,20 +104,15 @@ async def encode_completion(
     data_converter: DataConverter,
     encode_headers: bool,
     storage_concurrency_limit: int,
-) -> Any:
-    if data_converter.external_storage is not None:
-        return await _SDK_ENCODE(
-            completion,
-            data_converter,
-            encode_headers=encode_headers,
-            storage_concurrency_limit=storage_concurrency_limit,
-        )
-    steps = (
-        data_converter._encode_payload_sequence,
-        data_converter._external_store_payload_sequence,
-        data_converter._encode_reference_payload_sequence,
+) -> StorageOperationMetrics:
+    return await _walked(
+        _SDK_ENCODE,
+        _ENCODE_STEPS,
+        completion,
+        data_converter,
+        encode_headers,
+        storage_concurrency_limit,
     )
-    return await _walk_once(completion, steps, encode_headers)
 
 
 def sdk_matches() -> bool:
@@ -112,7 +120,8 @@ def sdk_matches() -> bool:
     for function, parameters in _PARAMETERS.items():
         if list(inspect.signature(function).parameters) != parameters:
             return False
-    steps_there = all(callable(getattr(DataConverter, step, None)) for step in _CONVERTER_STEPS)
+    steps = (*_DECODE_STEPS, *_ENCODE_STEPS)
+    steps_there = all(callable(getattr(DataConverter, step, None)) for step in steps)
     return steps_there and hasattr(sdk_worker, "_Visitor")
 
 
