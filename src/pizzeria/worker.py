@@ -30,7 +30,7 @@ from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.payments.port import PaymentGateway
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
-from pizzeria.temporal import one_walk, tracing
+from pizzeria.temporal import one_walk, tracing, type_hints
 from pizzeria.temporal.converter import (
     ContextFreeSandboxRunner,
     OneOrderPerStart,
@@ -178,9 +178,12 @@ def build_worker(
 
     Interceptors given in ``options`` run inside ours; faults run inside the metrics, so an
     injected failure is counted like a real one. Its activations and completions are walked
-    once for their payloads, not three times (`pizzeria.temporal.one_walk`).
+    once for their payloads, not three times (`pizzeria.temporal.one_walk`), and the
+    dataclasses in payloads are decoded with their type hints read once per class
+    (`pizzeria.temporal.type_hints`).
     """
     one_walk.install()
+    type_hints.install()
     strict = dataclasses.replace(
         client.data_converter, payload_converter_class=StrictPayloadConverter
     )

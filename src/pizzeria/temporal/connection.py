@@ -12,7 +12,7 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-from pizzeria.temporal import tracing
+from pizzeria.temporal import tracing, type_hints
 from pizzeria.temporal.codec import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -62,6 +62,7 @@ async def connect(
     (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
     """
     config = connect_config(address, namespace)
+    type_hints.install()
     config["data_converter"] = converter or data_converter(encrypt=encrypt)
     config["interceptors"] = tracing.client_interceptors()  # none unless OTEL_* asks
     return await Client.connect(**config, runtime=runtime, lazy=lazy)
