@@ -8,12 +8,16 @@ order hangs "Running". Decoding through this converter raises a typed, non-retry
 ApplicationError instead, so such an order fails at once, before any effect, and says why.
 The same goes for a start with no argument or with two (`OneOrderPerStart`).
 
+It encodes a dataclass from its fields (`DataclassFieldsEncoder`): the SDK's JSON, without
+the deep copy the SDK's encoder makes of the value first.
+
 Since nothing here reads a serialization context, the worker's sandbox need not look one up
 for every payload (`ContextFreeSandboxRunner`, used when `takes_no_context`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -22,8 +26,12 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     ActivitySerializationContext,
+    AdvancedJSONEncoder,
+    CompositePayloadConverter,
     DataConverter,
     DefaultPayloadConverter,
+    EncodingPayloadConverter,
+    JSONPlainPayloadConverter,
     SerializationContext,
     StorageDriverStoreContext,
     WorkflowSerializationContext,
@@ -82,7 +90,31 @@ def _refusal(reason: str, is_order: bool) -> ApplicationError:
     )
 
 
+class DataclassFieldsEncoder(AdvancedJSONEncoder):
+    """The SDK's JSON encoder, handing `json` a dataclass's fields as they are instead of
+    a deep copy of them (`dataclasses.asdict`): `json` reaches the nested dataclasses,
+    lists and dicts itself, so the JSON is the same, in about half the time."""
+
+    def default(self, o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return {field.name: getattr(o, field.name) for field in dataclasses.fields(o)}
+        return super().default(o)
+
+
+def _with_fields_encoder() -> tuple[EncodingPayloadConverter, ...]:
+    """The SDK's default encodings, JSON's with `DataclassFieldsEncoder`."""
+    return tuple(
+        JSONPlainPayloadConverter(encoder=DataclassFieldsEncoder)
+        if type(converter) is JSONPlainPayloadConverter
+        else converter
+        for converter in DefaultPayloadConverter.default_encoding_payload_converters
+    )
+
+
 class StrictPayloadConverter(DefaultPayloadConverter):
+    def __init__(self) -> None:
+        CompositePayloadConverter.__init__(self, *_with_fields_encoder())
+
     def from_payloads(
         self, payloads: Sequence[Payload], type_hints: list[type] | None = None
     ) -> list[Any]:

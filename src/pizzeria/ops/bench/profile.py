@@ -86,7 +86,12 @@ PIECES = (
     Piece(
         "payload conversion",
         "values to and from JSON payloads (dataclasses, the strict converter)",
-        ("StrictPayloadConverter.", "temporalio/converter/"),
+        (
+            "StrictPayloadConverter.",
+            "DataclassFieldsEncoder.",
+            "pizzeria/temporal/type_hints.py",
+            "temporalio/converter/",
+        ),
     ),
     Piece(
         "payload visitor",
