@@ -32,6 +32,7 @@ from temporalio.converter import (
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 import pizzeria
+from pizzeria.cli.bench import untraced
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
 from pizzeria.ops.bench.ablation import VARIANTS, variant_row
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
@@ -47,11 +48,13 @@ from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import profile_cases, samples_by_piece
 from pizzeria.ops.bench.provider import CallLog, TimedGateway
 from pizzeria.ops.bench.report import bench_table
+from pizzeria.ops.bench.stack import worker_environment
 from pizzeria.ops.bench.versus import FLOOR, HOLD, PICKUP, Measured, versus_report
 from pizzeria.ops.bench.worker import worker_settings
 from pizzeria.payments import process
 from pizzeria.payments.errors import PaymentRequestError
 from pizzeria.payments.stripe_gateway import StripeGateway
+from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import EncryptionCodec
 from pizzeria.temporal.converter import ContextFreeSandboxRunner, takes_no_context
 from pizzeria.temporal.converter import StrictPayloadConverter as Strict
@@ -256,13 +259,51 @@ def test_worker_options_parse_numbers_and_flags():
     for wrong in ("max_cached_workflows", "max cached=1", "max_cached_workflows=lots"):
         with pytest.raises(WorkerOptionError, match=r"NAME=VALUE|VALUE must be"):
             parse_worker_option(wrong)
+    # A name the SDK's Worker does not take, or one the bench sets itself.
+    for unknown in ("nosuch=1", "task_queue=1", "workflow_runner=none"):
+        with pytest.raises(WorkerOptionError, match="not a Worker option the bench lets you set"):
+            parse_worker_option(unknown)
 
 
-def test_a_bad_worker_option_is_refused_before_anything_starts() -> None:
-    done = run_pizzeria("bench", "--worker-option", "max_cached_workflows=lots", timeout=60)
-    assert done.returncode == 2
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--worker-option", "max_cached_workflows=lots"), "VALUE must be a number"),
+        (("--worker-option", "nosuch=1"), "'nosuch' is not a Worker option"),
+        (("--sandbox-passthrough", "no_such_module_xyz"), "no module named 'no_such_module_xyz'"),
+        (("--peer", "dbos", "--costs"), "--peer and --costs are different runs: choose one"),
+        (("--ablation", "--profile"), "--ablation and --profile are different runs"),
+        (("--peer", "dbos", "--compare-fast-path"), "not --peer's"),
+        (("--peer", "dbos", "--workers", "1", "--workers", "2"), "--peer runs one setup"),
+        (("--costs", "--plot", "x.png"), "--plot draws the benchmark's own run, not --costs's"),
+    ],
+)
+def test_what_the_bench_cannot_run_is_refused_before_anything_starts(
+    args: tuple[str, ...], says: str
+) -> None:
+    done = run_pizzeria("bench", *args, timeout=60)
+    assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
-    assert "--worker-option" in done.stderr and "VALUE must be a number" in done.stderr
+    assert says in done.stderr
+
+
+def test_the_bench_drops_the_otel_variables_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "bench")
+    try:
+        untraced()
+        assert "the OTEL_* variables are ignored" in capsys.readouterr().err
+        assert tracing.tracer() is None
+        # Nor do the processes it starts trace: they get its environment.
+        environment = worker_environment(tmp_path, "sqlite", "http://127.0.0.1:1")
+        assert not [name for name in environment if name.startswith("OTEL_")]
+    finally:
+        tracing.use_tracer_provider(None)
+    # Nothing asked, nothing said.
+    untraced()
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.timeout(150)

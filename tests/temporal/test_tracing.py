@@ -7,8 +7,10 @@ with or without the tracing interceptor.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -331,6 +333,17 @@ def test_the_otel_variables_decide_the_exporters(environ: dict[str, str], export
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
             "OTLP protocol grpc: pizzeria sends traces as http/protobuf",
         ),
+        (  # an endpoint alone chooses OTLP, and the same checks
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            },
+            "OTLP protocol http/json: pizzeria sends traces as http/protobuf",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT=127.0.0.1:4318: the collector's address is a URL",
+        ),
     ],
 )
 def test_what_pizzeria_cannot_export_is_one_clear_line(environ: dict[str, str], says: str):
@@ -341,6 +354,33 @@ def test_what_pizzeria_cannot_export_is_one_clear_line(environ: dict[str, str], 
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and says in line
+
+
+def test_the_api_refuses_what_it_cannot_export_before_it_says_where_it_listens():
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "zipkin"}
+    done = run_pizzeria("api", "--port", str(free_port()), env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""  # no "Order page http://..." for an address that never answers
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: OTEL_TRACES_EXPORTER=zipkin")
+
+
+def test_console_spans_go_to_stderr_and_leave_stdout_to_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # stdout is the command's: with --json, one JSON object.
+    stderr, stdout = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    provider = tracing.provider_from_env()
+    assert provider is not None
+    try:
+        provider.get_tracer("t").start_span("one span").end()
+        provider.force_flush()
+    finally:
+        provider.shutdown()
+    assert '"name": "one span"' in stderr.getvalue() and stdout.getvalue() == ""
 
 
 # -- the OTLP exporter the environment sets up ---------------------------------------------

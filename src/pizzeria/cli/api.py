@@ -15,6 +15,7 @@ from pizzeria.api import DEFAULT_PORT
 from pizzeria.api.limits import LIMIT_OPTIONS, ApiLimits
 from pizzeria.cli.common import UserError, fail, out
 from pizzeria.cli.options import address_option, int_option, ledger_option
+from pizzeria.temporal import tracing
 
 
 def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +75,7 @@ def api(
     from pizzeria.api.auth import Keys, SecretError, load_secret, load_staff_key
     from pizzeria.api.serve import PortInUse, bind, run_api
 
+    tracing.check_env()  # a refusal before the banner: its address would never answer
     try:
         settings = ApiLimits(**limits)
         keys = Keys(load_secret(), load_staff_key(), token_seconds=settings.token_seconds)

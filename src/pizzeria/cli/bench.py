@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import json
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ from pizzeria.ops.bench.report import (
 from pizzeria.ops.bench.stack import compile_package, running_stack
 from pizzeria.ops.bench.versus import PEER_CONCURRENCY, batch_order, run_versus
 from pizzeria.ops.processes import WorkerProcessError
+from pizzeria.temporal import tracing
 from pizzeria.temporal.devserver import DevServerError
 
 ABLATION_CONCURRENCY = 50
@@ -159,6 +162,18 @@ def bench(
     values run each setup in turn, within each run, and compare their throughput.
     """
     check_worker_options(worker_options)
+    check_passthrough(sandbox_passthrough)
+    mode = one_mode(peer=peer, costs=costs, ablation=ablation, profile=profile)
+    if mode is not None:
+        if compare_fast_path and mode != "--profile":
+            raise click.UsageError(
+                f"--compare-fast-path changes the benchmark's run and --profile's, not {mode}'s"
+            )
+        if len(ledgers) > 1 or len(workers) > 1:
+            raise click.UsageError(f"{mode} runs one setup: give one --ledger and one --workers")
+        if plot is not None:
+            raise click.UsageError(f"--plot draws the benchmark's own run, not {mode}'s")
+    untraced()
     settings = Settings(
         repeat=repeat,
         concurrency=concurrency_of(concurrency, full, ablation, compare_fast_path, peer),
@@ -201,6 +216,39 @@ def ran_instead(
     else:
         return False
     return True
+
+
+def one_mode(**asked: bool | str | None) -> str | None:
+    """The one kind of run asked for besides the benchmark (``--peer``...), or None; two
+    of them are a usage error, not a silent choice."""
+    named = [f"--{name}" for name, value in asked.items() if value]
+    if len(named) > 1:
+        raise click.UsageError(f"{' and '.join(named)} are different runs: choose one")
+    return named[0] if named else None
+
+
+def check_passthrough(modules: tuple[str, ...]) -> None:
+    """Each ``--sandbox-passthrough`` module must be importable here (the worker runs
+    with the same packages)."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise click.BadParameter(
+                f"no module named {module!r} here", param_hint="--sandbox-passthrough"
+            )
+
+
+def untraced() -> None:
+    """The bench measures stacks without tracing: the ``OTEL_*`` variables, which would
+    trace its client, its API and its workers, are dropped for this run, and said to be."""
+    if tracing.asked_for():
+        err.print("note: the bench measures untraced stacks; the OTEL_* variables are ignored")
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        del os.environ[name]
+    tracing.use_tracer_provider(None)
 
 
 def print_either(as_json: bool, report: Any, text: Callable[[], None]) -> None:

@@ -37,6 +37,7 @@ from pizzeria.demo import local_payments, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
 from pizzeria.payments.process import ProviderProcessError
+from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
 from pizzeria.temporal.codec_server import (
     DEFAULT_ORIGINS,
@@ -337,6 +338,7 @@ def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
 )
 def demo(as_json: bool, keep_running: bool | None) -> None:
     """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
+    tracing.check_env()  # before the server starts, not after
     stop_on_sigterm()
     if keep_running is None:
         keep_running = sys.stdin.isatty() and not as_json

@@ -3,7 +3,7 @@ through the workflow start, the workflow, each activity, down to the ledger's tr
 
 Off unless configured, with the standard variables (docs/tracing.md):
 
-- ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf), ``console`` (stdout), or
+- ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf), ``console`` (stderr), or
   ``none``; unset, tracing is on only when an OTLP endpoint is given.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (and the other
   ``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``, ``OTEL_TRACES_SAMPLER*`` variables, which the SDK
@@ -22,6 +22,7 @@ The trace id is written in the order's memo at the start (`TRACE_MEMO`), so
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
@@ -60,44 +61,76 @@ class _State:
 _state = _State()
 
 
-def exporters_from_env(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """The exporters the environment asks for; empty when tracing is off."""
+def exporters_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The exporters the environment asks for; empty when tracing is off. What pizzeria
+    cannot do (an exporter it lacks, OTLP over anything but HTTP/protobuf, an endpoint that
+    is not an http(s) URL) is a `TracingConfigError`, in one line."""
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return []
     named = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoints = {
+        name: env[name].strip()
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+        if env.get(name, "").strip()
+    }
     if not named:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        return ["otlp"] if endpoint else []
-    names = [name.strip() for name in named.split(",") if name.strip()]
-    if names == ["none"]:
-        return []
-    unknown = [name for name in names if name not in EXPORTERS]
-    if unknown:
-        raise TracingConfigError(
-            f"OTEL_TRACES_EXPORTER={named}: pizzeria exports traces with "
-            f"{' or '.join(EXPORTERS)} (or none), not {', '.join(unknown)}"
-        )
+        names = ["otlp"] if endpoints else []
+    else:
+        names = [name.strip() for name in named.split(",") if name.strip()]
+        if names == ["none"]:
+            return []
+        unknown = [name for name in names if name not in EXPORTERS]
+        if unknown:
+            raise TracingConfigError(
+                f"OTEL_TRACES_EXPORTER={named}: pizzeria exports traces with "
+                f"{' or '.join(EXPORTERS)} (or none), not {', '.join(unknown)}"
+            )
+    if "otlp" in names:
+        _check_otlp(env, endpoints)
+    return names
+
+
+def _check_otlp(env: Mapping[str, str], endpoints: Mapping[str, str]) -> None:
     protocol = (
         env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip()
-    if "otlp" in names and protocol != "http/protobuf":
+    if protocol != "http/protobuf":
         raise TracingConfigError(
             f"OTLP protocol {protocol}: pizzeria sends traces as http/protobuf "
             "(point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port, usually 4318)"
         )
-    return names
+    for name, endpoint in endpoints.items():
+        if not endpoint.lower().startswith(("http://", "https://")):
+            raise TracingConfigError(
+                f"{name}={endpoint}: the collector's address is a URL, "
+                "http://host:port (its OTLP over HTTP port, usually 4318)"
+            )
+
+
+def asked_for(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for tracing, whether or not pizzeria can do it."""
+    try:
+        return bool(exporters_from_env(environ))
+    except TracingConfigError:
+        return True
+
+
+def check_env() -> None:
+    """Refuse, before anything starts, what the ``OTEL_*`` variables ask for and pizzeria
+    cannot do (`TracingConfigError`); for commands that print or start things before their
+    first connection (``pizzeria api``)."""
+    exporters_from_env()
 
 
 def _exporter(name: str) -> SpanExporter:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        # On stderr: stdout is the command's own (one JSON object with --json).
+        return ConsoleSpanExporter(out=sys.stderr)
     # Reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT... itself.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
+
+from temporalio.worker import Worker
 
 from pizzeria.models import CREDIT_CARD_PROCESSING_ERROR
 from pizzeria.ops.baseline import BASELINE_FAILURE_ERROR
@@ -37,11 +40,37 @@ class WorkerOptionError(ValueError):
     """A ``--worker-option`` that is not ``NAME=VALUE`` with a value we can read."""
 
 
+#: The Worker options the bench's worker sets itself (`build_worker`, the bench's shapes).
+SET_BY_THE_BENCH = frozenset(
+    {
+        "client",
+        "task_queue",
+        "workflows",
+        "activities",
+        "activity_executor",
+        "interceptors",
+        "workflow_runner",
+    }
+)
+
+
+def worker_option_names() -> frozenset[str]:
+    """What ``--worker-option`` may set: the SDK Worker's options, but what the bench sets."""
+    parameters = inspect.signature(Worker.__init__).parameters
+    return frozenset(parameters) - {"self"} - SET_BY_THE_BENCH
+
+
 def parse_worker_option(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` with VALUE an int, a float, true/false or none."""
+    """``NAME=VALUE``: NAME one of `worker_option_names`, VALUE an int, a float,
+    true/false or none."""
     name, sep, raw = text.partition("=")
     if not sep or not name.isidentifier():
         raise WorkerOptionError(f"{text!r}: expected NAME=VALUE")
+    if name not in worker_option_names():
+        raise WorkerOptionError(
+            f"{name!r} is not a Worker option the bench lets you set (temporalio.worker.Worker's,"
+            " e.g. max_cached_workflows, max_concurrent_workflow_tasks)"
+        )
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):
         return name, lowered == "true"
