@@ -268,6 +268,27 @@ async def test_a_pickup_is_answered_201_with_the_hold_while_it_is_still_prepared
     assert cancelled.status_code == 200 and cancelled.json()["compensations"] == list(UNDONE)
 
 
+async def test_a_token_that_names_no_card_is_a_402_at_once_and_the_stock_comes_back(
+    http: httpx.AsyncClient, api: Api
+):
+    body = customer_body()
+    body["credit_card_info"] = {"holderName": "Lisa Anderson", "payment_method": "pm_made_up"}
+    answer = await http.post("/orders", json=body)
+    assert answer.status_code == 402, answer.text
+    problem = answer.json()
+    assert problem["type"] == "urn:pizzeria:problem:card-declined"
+    assert "No such PaymentMethod" in problem["detail"]
+    assert "refund_customer, revert_inventory" in problem["detail"]
+    number = answer.headers["location"].rsplit("/", 1)[1]
+    ledger = api.ledger()
+    try:
+        assert "revert_inventory" in steps_written(ledger, number)
+        row = run_of(ledger, number)
+    finally:
+        ledger.close()
+    assert (row.charged, row.billed, row.stock_held) == (0, 0, {})
+
+
 async def test_a_declined_card_is_a_402_problem_once_the_order_is_undone(
     http: httpx.AsyncClient, api: Api
 ):

@@ -216,6 +216,20 @@ async def test_a_token_from_the_browser_pays_like_a_card(
     assert declined.value.decline_code == "insufficient_funds"
 
 
+async def test_a_token_that_names_no_card_is_declined_not_a_request_to_fix(
+    gateway: StripeGateway,
+) -> None:
+    # A customer's made-up token: refused like a declined card (not retried, compensated).
+    attempt = key()
+    with pytest.raises(PaymentDeclined) as declined:
+        await gateway.authorize(
+            2500, idempotency_key=attempt, metadata=ORDER, payment_method="pm_x"
+        )
+    assert declined.value.code == "resource_missing"
+    assert "No such PaymentMethod: 'pm_x'" in str(declined.value)
+    assert await gateway.find(attempt) is None  # no hold
+
+
 async def test_a_key_reused_with_another_amount_is_refused(gateway: StripeGateway) -> None:
     attempt = key()
     first = await gateway.authorize(
