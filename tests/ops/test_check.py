@@ -34,6 +34,7 @@ from pizzeria import menu
 from pizzeria.client import abandon_order
 from pizzeria.ledger import Ledger
 from pizzeria.models import (
+    CreditCardInfo,
     OrderConfirmation,
     PizzaOrder,
     order_number_of,
@@ -659,6 +660,30 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     human = pizzeria(stack, "check")
     assert human.returncode == 1
     assert "CHK-2" in human.stdout and "3 violations" in human.stdout
+
+
+def test_an_order_paid_with_a_token_is_charged_to_whichever_card_the_token_is(
+    ledger: Ledger,
+) -> None:
+    # The order page sends the provider's token, never the number: the order knows no last
+    # four digits, and the charge records the card's (from the hold).
+    order = placed("TOKEN")
+    order.credit_card_info = CreditCardInfo(holderName="Lisa Anderson", payment_method="pm_1")
+    ledger.take_stock(ref("TOKEN"), "TOKEN", RECIPE)
+    ledger.charge(ref("TOKEN"), "TOKEN", AMOUNT, "4242")
+    ledger.bill(ref("TOKEN"), "TOKEN", AMOUNT, "P-TOKEN")
+    done = OrderConfirmation("TOKEN", "SUCCESS", "P-TOKEN", 0, AMOUNT)
+    paid = OrderRecord(
+        wf("TOKEN"), "r1", "COMPLETED", order=order, confirmation=done, amount=AMOUNT
+    )
+    assert reconcile([paid], ledger.snapshot()).violations == []
+    # A number, though, is checked: the same charge under another card's order is named.
+    other_card = placed("TOKEN")
+    other_card.credit_card_info.number = "4000056655665556"
+    numbered = OrderRecord(
+        wf("TOKEN"), "r1", "COMPLETED", order=other_card, confirmation=done, amount=AMOUNT
+    )
+    assert kinds(reconcile([numbered], ledger.snapshot())) == [("charged to another card", "TOKEN")]
 
 
 def test_check_says_it_cannot_judge_without_the_payment_provider_exit_2(stack) -> None:
