@@ -74,6 +74,23 @@ async def history(handle: WorkflowHandle[Any, Any]) -> list[Any]:
 # -- the workflow: both servers ----------------------------------------------------------------
 
 
+async def test_a_start_nothing_answers_is_handed_back_without_temporals_own_wait(
+    client: Client, task_queue: str
+):
+    # No worker polls this queue: Temporal holds the request about 20 s before it answers
+    # it. Asked to, the start is looked up and handed back at once, the answer to come.
+    order = pickup("NOBODY")
+    started = await start_with_answer(client, order, f"{task_queue}-nobody", started_within=0.5)
+    try:
+        assert not started.answer.done()  # the request still waits for the Update
+        described = await started.handle.describe()
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        assert described.run_id == started.run_id
+    finally:
+        started.answer.cancel()
+        await started.handle.terminate("test over")
+
+
 async def test_the_hold_is_answered_while_the_kitchen_still_prepares_the_order(
     client: Client, worker, ledger: Ledger, task_queue: str
 ):

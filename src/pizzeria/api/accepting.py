@@ -100,6 +100,7 @@ async def place_with_answer(
     keys = keys_of(request)
     client: Client = request.app.state.client
     now = time.time()
+    deadline = time.monotonic() + ANSWER_SECONDS  # the whole wait, the start's included
     use = KeyUse(fingerprint, order.order_number, keys.expiry(now))
     table = placing.key_table(request)
     if key is not None:
@@ -118,7 +119,7 @@ async def place_with_answer(
             await placing._table_call(table, table.record_run, key, run_id)
     token = keys.order_token(order.order_number, run_id, use.expires)
     placed = placing.Placed(order.order_number, token, use.expires)
-    return Accepted(placed, await answer_within(answer, ANSWER_SECONDS))
+    return Accepted(placed, await answer_within(answer, max(0.0, deadline - time.monotonic())))
 
 
 async def start(
@@ -139,6 +140,7 @@ async def start(
             memo=memo,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             update_id=update_id,
+            started_within=ANSWER_SECONDS,
         )
     except (OrderAlreadyRunning, OrderAlreadyCompleted):
         run_id = await placing.start_once(client, order, key, fingerprint)

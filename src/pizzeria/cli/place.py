@@ -188,9 +188,15 @@ async def place_or_show(
     started_at = time.monotonic()
     try:
         started = await start_with_answer(
-            client, placed, again=again, patience=patience, on_unanswered=notice
+            client,
+            placed,
+            again=again,
+            patience=patience,
+            on_unanswered=notice,
+            started_within=patience,  # no worker polling: Temporal's own wait is longer
         )
-        answer = await answer_within(started.answer, patience)
+        waited = time.monotonic() - started_at
+        answer = await answer_within(started.answer, max(0.0, patience - waited))
         hold = answer.hold if answer is not None else None
         if hold is not None and not as_json:
             err.print(held_line(hold), markup=False)

@@ -252,10 +252,16 @@ async def start_with_answer(
     update_id: str | None = None,
     patience: float | None = None,
     on_unanswered: Unanswered | None = None,
+    started_within: float | None = None,
     **rules: Unpack[StartRules],
 ) -> Started:
     """Start the order and send it ``order_accepted`` in one request (Update-with-Start):
     the run as soon as it is started, its answer when the card is held or the order refused.
+
+    Temporal answers that request once the Update is answered, or after its own wait
+    (about 20 s) when nothing answers it (no worker polling): given ``started_within``
+    seconds, a request still unanswered then is not waited for. The run it started is
+    looked up, and the answer still comes (or not) from the request, which goes on.
 
     Refused as `start_order` refuses (a running or completed order number). The same
     ``update_id`` sent again to the run gets the same answer (`early_answer`). Given a
@@ -279,7 +285,10 @@ async def start_with_answer(
     )
     answer = asyncio.ensure_future(answer_of(update))
     try:
-        handle = await operation.workflow_handle()
+        if started_within is None:
+            handle = await operation.workflow_handle()
+        else:
+            handle = await _handle_or_run(client, operation, order, sent_at, started_within)
     except BaseException as error:
         answer.cancel()
         with contextlib.suppress(BaseException):
@@ -303,6 +312,38 @@ async def start_with_answer(
             early_answer(client, order.order_number, found.run_id, update_id)
         )
     return Started(handle, answer)
+
+
+async def _handle_or_run(
+    client: Client,
+    operation: WithStartWorkflowOperation[PizzaOrderWorkflow, OrderConfirmation],
+    order: PizzaOrder,
+    sent_at: datetime,
+    seconds: float,
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    """The started run's handle from the request's answer, or after ``seconds`` without
+    one, from the server: the run of the order number started since ``sent_at``."""
+    starting = asyncio.ensure_future(operation.workflow_handle())
+    try:
+        await asyncio.wait({starting}, timeout=seconds)
+        while not starting.done():
+            slow = await run_started_since(client, order.order_number, sent_at)
+            if slow is not None:
+                starting.add_done_callback(_outcome_read)  # the answer tells the rest
+                return client.get_workflow_handle_for(
+                    PizzaOrderWorkflow.order_pizza, slow.id, run_id=slow.run_id
+                )
+            await asyncio.wait({starting}, timeout=0.5)  # not started yet: ask again
+        return starting.result()
+    except BaseException:
+        starting.cancel()
+        raise
+
+
+def _outcome_read(done: asyncio.Future[Any]) -> None:
+    """Read the outcome of a future nobody awaits any more (no "never retrieved" warning)."""
+    if not done.cancelled():
+        done.exception()
 
 
 async def started_meanwhile(
