@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -173,6 +174,37 @@ def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
     assert nowhere.returncode == 1
     assert len(nowhere.stderr.strip().splitlines()) == 1
     assert "cannot reach Temporal" in nowhere.stderr
+
+
+def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path: Path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path / "data")}
+    cases = [
+        (("orders", "--address", "127.0.0.1:99999"), env, "is not host:port"),
+        (("orders",), {**env, "PIZZERIA_DATA_DIR": str(a_file)}, f"cannot use {a_file}"),
+        (("stock", "add", "cheese", "1", "--ledger", str(a_file / "l.db")), env, "cannot use"),
+        # What reads or corrects orders creates no ledger (nor its folder) where there is none.
+        (("ledger", "--ledger", str(tmp_path / "none" / "l.db")), env, "no ledger at"),
+        (
+            ("refund", "A1", "1.00", "--reason", "r", "--ledger", str(tmp_path / "none" / "l.db")),
+            env,
+            "no ledger at",
+        ),
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases.append(
+            (("worker", "--metrics-port", port), env, f"cannot serve metrics on 127.0.0.1:{port}")
+        )
+        for args, environment, says in cases:
+            done = run_pizzeria(*args, env=environment, timeout=60)
+            assert done.returncode == 1, (args, done.stdout, done.stderr)
+            (line,) = done.stderr.strip().splitlines()
+            assert line.startswith("error: ") and says in line, (args, line)
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_second_server_says_its_temporal_port_is_taken_and_starts_nothing(tmp_path):

@@ -108,6 +108,10 @@ def _run_app() -> int:
     except RPCError as error:
         error_line(f"Temporal refused the request: {error}")
         return 1
+    except OSError as error:  # a data folder or a file that cannot be made or read
+        where = f" {error.filename}" if error.filename else ""
+        error_line(f"cannot use{where}: {error.strerror or error}")
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -95,15 +95,22 @@ async def client_or_fail(
         ) from None
 
 
-def ledger_at(location: str | None) -> Ledger:
-    """The ledger given, else the configured one (created when missing); a `LedgerError`
-    (unreachable, too new) is one line for `main`."""
-    return open_ledger(location or config.ledger_location())
+def ledger_at(location: str | None, *, create: bool = False, read_only: bool = False) -> Ledger:
+    """The ledger given, else the configured one; a `LedgerError` (none there, unreachable,
+    too new) is one line for `main`. Only with ``create`` (the worker, a delivery of stock)
+    is a missing ledger created: a command that reads or corrects orders creates nothing,
+    and never puts a ledger's tables into a file that holds none (Temporal's database)."""
+    where = location or config.ledger_location()
+    if read_only:
+        return open_ledger(where, read_only=True)
+    if not create:
+        open_ledger(where, read_only=True).close()  # `LedgerNotFound`, nothing made
+    return open_ledger(where)
 
 
 def run_with_ledger(location: str | None, work: Callable[[Ledger], Awaitable[T]]) -> T:
     """Run ``work`` on the ledger given (else the configured one, as `ledger_at` opens
-    it), closed afterwards whatever happens."""
+    it, creating nothing), closed afterwards whatever happens."""
     book = ledger_at(location)
     try:
         return run(work(book))

@@ -29,7 +29,7 @@ MAX_DELIVERY = 1_000_000
 @json_option
 def ledger(ledger_location: str | None, as_json: bool) -> None:
     """Stock per ingredient, and per order the amounts charged, refunded and billed."""
-    book = ledger_at(ledger_location)
+    book = ledger_at(ledger_location, read_only=True)
     snapshot = book.snapshot().to_json()
     book.close()
     if as_json:
@@ -105,7 +105,7 @@ def add_stock(
     if key is not None and not key.strip():
         raise UserError("--key cannot be blank")
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
-    book = ledger_at(ledger_location)
+    book = ledger_at(ledger_location, create=True)
     try:
         delivery = book.receive(delivery_key, ingredient.lower(), count)
         in_stock = book.stock()[delivery.ingredient]["quantity"]

@@ -260,7 +260,7 @@ def worker(
     # warnings only. STRIPE_LOG=info still prints its lines to stderr.
     logging.getLogger("stripe").setLevel(logging.WARNING)
     scale = WorkerScale(**scale_options)  # the other options are its fields, by name
-    ledger = ledger_at(ledger_location)
+    ledger = ledger_at(ledger_location, create=True)
     activities = served_activities(ledger)
 
     async def serve() -> None:

@@ -65,4 +65,9 @@ async def connect(
     type_hints.install()
     config["data_converter"] = converter or data_converter(encrypt=encrypt)
     config["interceptors"] = tracing.client_interceptors()  # none unless OTEL_* asks
-    return await Client.connect(**config, runtime=runtime, lazy=lazy)
+    try:
+        return await Client.connect(**config, runtime=runtime, lazy=lazy)
+    except ValueError as error:  # the SDK's "invalid target URL: invalid port number"...
+        raise TemporalConfigError(
+            f"the Temporal address {config['target_host']} is not host:port ({error})"
+        ) from None

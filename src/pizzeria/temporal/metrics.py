@@ -26,10 +26,22 @@ from pizzeria.models import (
 
 
 def prometheus_runtime(port: int) -> Runtime:
-    """A runtime whose metrics (the SDK's and ours) are served on 127.0.0.1:port."""
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
-    )
+    """A runtime whose metrics (the SDK's and ours) are served on 127.0.0.1:port; a port
+    that cannot be served on (in use) is a `MetricsPortError`, one line."""
+    try:
+        return Runtime(
+            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
+        )
+    except ValueError as error:  # the SDK's "Failed starting Prometheus exporter: ..."
+        reason = str(error).rpartition(": ")[2] or str(error)
+        raise MetricsPortError(
+            f"cannot serve metrics on 127.0.0.1:{port} ({reason}): choose another "
+            "--metrics-port"
+        ) from None
+
+
+class MetricsPortError(ConnectionError):
+    """The metrics port cannot be served on (a ConnectionError: one line for the CLI)."""
 
 
 class MetricsInterceptor(Interceptor):
