@@ -176,13 +176,14 @@ class OrderSettings:
     """Optional knobs, not in the exercise: tests and benchmarks set the waits to zero.
 
     Attributes:
-        prep_seconds: the short timer after the distance check (the exercise waits 3 s).
+        prep_seconds: the kitchen's wait (the exercise's short timer, 3 s), once the card is
+            held (orders started before `hold-before-kitchen`: after the distance check).
         compensation_attempts: attempts per compensation before the order asks an operator
             for help ("needs attention") instead of failing with its effects half undone.
         step_attempts: attempts per step before the order gives up and compensates.
         fast_path: run the distance check, the ledger steps and their compensations as
-            local activities, on the worker that runs the order (see the README's "fast
-            path"); the driver search stays a regular activity.
+            local activities, on the worker that runs the order (docs/design.md, "the
+            fast path"); the driver search stays a regular activity.
     """
 
     prep_seconds: float = 3.0

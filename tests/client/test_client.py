@@ -43,6 +43,7 @@ from pizzeria.client import (
     retry_compensations,
     start_order,
 )
+from pizzeria.client.outcomes import WEB_UI_VARIABLE, web_ui_link, web_ui_of
 from pizzeria.client.placing import start_with_answer
 from pizzeria.ledger import Ledger
 from pizzeria.models import ORDER_STATUS, order_number_of, workflow_id_for
@@ -444,3 +445,19 @@ async def test_a_start_the_server_never_answered_follows_the_order_it_started(
     latest = await client.get_workflow_handle(started.handle.id).describe()
     assert latest.run_id == started.run_id  # the order's one run
     assert calls == (["start"] if lost == "the answer" else ["start", "start"])
+
+
+def test_the_web_ui_link_follows_the_server_and_is_left_out_when_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(WEB_UI_VARIABLE, raising=False)
+    link = web_ui_link("pizza-workflow-order-A1", "r1", "default", "127.0.0.1:47101")
+    assert (
+        link
+        == "http://localhost:48101/namespaces/default/workflows/pizza-workflow-order-A1/r1/history"
+    )
+    assert web_ui_of("localhost:7233") == "http://localhost:8233"  # the dev server's default
+    assert web_ui_of("orders.a1b2c.tmprl.cloud:7233") is None  # not guessed
+    assert web_ui_link("w", "r", "default", "orders.a1b2c.tmprl.cloud:7233") == ""
+    monkeypatch.setenv(WEB_UI_VARIABLE, "https://temporal.example.com/")
+    assert web_ui_of("orders.a1b2c.tmprl.cloud:7233") == "https://temporal.example.com"

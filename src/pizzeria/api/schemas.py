@@ -124,7 +124,7 @@ class SettingsBody(BaseModel):
     fast_path: bool = Field(
         default=OrderSettings.fast_path,
         description="Run the distance check, the ledger steps and their compensations as "
-        "local activities (see the README)",
+        "local activities (docs/design.md, the fast path)",
     )
 
 

@@ -19,7 +19,7 @@ def faults() -> None:
 def faults_set(spec: str) -> None:
     """Turn faults on: SPEC is STEP=MODE[:N][@RATE], several separated by commas.
 
-    MODE is fail, timeout, refuse, decline, out_of_stock, lost or late (see the README).
+    MODE is fail, timeout, refuse, decline, out_of_stock, lost or late (docs/faults.md).
     """
     try:
         new = parse_faults(spec)

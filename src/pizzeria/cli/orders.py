@@ -71,7 +71,8 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: b
         out.print(f"  compensations: {ran}")
     if outcome.failed_compensations:
         out.print(f"  failed compensation attempts: {', '.join(outcome.failed_compensations)}")
-    out.print(f"  Web UI:        {outcome.web_ui}")
+    if outcome.web_ui:  # unknown for a server elsewhere, unless PIZZERIA_WEB_UI says
+        out.print(f"  Web UI:        {outcome.web_ui}")
 
 
 # -- orders ------------------------------------------------------------------------------

@@ -97,7 +97,9 @@ def build_order(
     help="Order number (one running order each)",
 )
 @click.option(
-    "--prep-seconds", type=float, help="The short wait after the distance check [default: 3]"
+    "--prep-seconds",
+    type=float,
+    help="The kitchen's wait, once the card is held [default: 3]",
 )
 @int_option(
     "--compensation-attempts",
@@ -124,7 +126,7 @@ def build_order(
 @flag_option(
     "--fast-path",
     help="Run the ledger steps and their compensations as local activities (faster; "
-    "they show as markers in the Web UI, see the README)",
+    "they show as markers in the Web UI: docs/design.md, the fast path)",
 )
 @address_option
 @json_option

@@ -8,6 +8,7 @@ needs no worker. Waiting for it survives connection drops and server restarts
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,8 +58,32 @@ class OrderOutcome:
         }
 
 
-def web_ui_link(workflow_id: str, run_id: str, namespace: str = "default") -> str:
-    return f"{WEB_UI}/namespaces/{namespace}/workflows/{workflow_id}/{run_id}/history"
+#: The Web UI's address, for links to an order, when it is not where the dev server puts it.
+WEB_UI_VARIABLE = "PIZZERIA_WEB_UI"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def web_ui_of(target_host: str) -> str | None:
+    """The Web UI of the Temporal server at ``target_host``: ``$PIZZERIA_WEB_UI`` if set;
+    for a server on this machine, the dev server's (its gRPC port + 1000: 8233 for 7233);
+    None for any other server, whose Web UI cannot be guessed."""
+    given = os.environ.get(WEB_UI_VARIABLE, "").strip().rstrip("/")
+    if given:
+        return given
+    host, _, port = target_host.rpartition(":")
+    if host.lower() in LOCAL_HOSTS and port.isdigit():
+        return f"http://localhost:{int(port) + 1000}"
+    return None
+
+
+def web_ui_link(
+    workflow_id: str, run_id: str, namespace: str = "default", target_host: str = "localhost:7233"
+) -> str:
+    """The order's run in the Web UI; "" when the Web UI is not known (`web_ui_of`)."""
+    base = web_ui_of(target_host)
+    if base is None:
+        return ""
+    return f"{base}/namespaces/{namespace}/workflows/{workflow_id}/{run_id}/history"
 
 
 async def compensations_from_history(
@@ -114,7 +139,9 @@ async def read_outcome(
         status=status_name(description.status),
         compensations=compensations,
         failed_compensations=failed,
-        web_ui=web_ui_link(handle.id, run_id, client.namespace),
+        web_ui=web_ui_link(
+            handle.id, run_id, client.namespace, client.service_client.config.target_host
+        ),
     )
     if confirmation is not None:
         outcome.amount = confirmation.amount

@@ -211,7 +211,7 @@ def check_codec_key() -> tuple[Verdict, list[tuple[str, bytes]] | None]:
         keys = load_keys(create=False)
     except CodecKeyError as error:
         return Verdict(
-            "codec key", FAIL, f"{error}; copy the key every worker shares (see the README)"
+            "codec key", FAIL, f"{error}; copy the key every worker shares (docs/cluster.md)"
         ), None
     ids = ", ".join(key_id for key_id, _ in keys)
     return Verdict("codec key", OK, f"{len(keys)} key(s) from {where}, ids {ids}"), keys

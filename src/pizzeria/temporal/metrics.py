@@ -35,8 +35,7 @@ def prometheus_runtime(port: int) -> Runtime:
     except ValueError as error:  # the SDK's "Failed starting Prometheus exporter: ..."
         reason = str(error).rpartition(": ")[2] or str(error)
         raise MetricsPortError(
-            f"cannot serve metrics on 127.0.0.1:{port} ({reason}): choose another "
-            "--metrics-port"
+            f"cannot serve metrics on 127.0.0.1:{port} ({reason}): choose another --metrics-port"
         ) from None
 
 
