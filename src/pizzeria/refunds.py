@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from temporalio.client import Client
 
@@ -63,6 +63,7 @@ GATEWAY_TIMEOUT_SECONDS = 10.0
 PENDING_LIMIT_SECONDS = 23 * 3600
 DOLLARS = re.compile(r"\$?([0-9]{1,7})\.([0-9]{2})")
 CENTS = re.compile(r"[0-9]{1,9}")
+API_DOLLARS = re.compile(r"[0-9]{1,7}(\.[0-9]{1,2})?")
 
 
 class RefundError(Exception):
@@ -160,16 +161,14 @@ def checked_amount(cents: int) -> int:
 
 
 def dollars_to_cents(text: str) -> int:
-    """``"5.00"`` as cents, for the API's ``amount``."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise RefundInvalid("amount", "must be dollars, such as 5.00") from None
-    # The size first: quantizing a number of more digits than the context's precision
-    # (3.7e+151) is itself an error.
-    if not value.is_finite() or abs(value) > 10**7 or value != value.quantize(Decimal("0.01")):
-        raise RefundInvalid("amount", "must be dollars with at most two decimals, such as 5.00")
-    return checked_amount(int(value * 100))
+    """``"5.00"`` as cents, for the API's ``amount``: ASCII digits, at most one point and
+    two decimals, nothing else (no exponent, sign, space or other script's digits: money
+    is never read from what only looks like a number)."""
+    if not API_DOLLARS.fullmatch(text):
+        raise RefundInvalid(
+            "amount", "must be dollars with at most two decimals, such as 5.00 (digits 0-9)"
+        )
+    return checked_amount(int(Decimal(text) * 100))
 
 
 def check_request(amount: int, reason: str, key: str) -> None:

@@ -260,7 +260,26 @@ def test_amounts_are_whole_cents_or_dollars_with_two_decimals() -> None:
             parse_amount(wrong)
     assert dollars_to_cents("5.5") == 550 and dollars_to_cents("12") == 1200
     # Far too large, either way: refused as such, not an error of the arithmetic (was a 500).
-    for wrong in ("5.001", "-1", "0", "NaN", "lots", "3.778298201256043e+151", "-1e40", "1e-40"):
+    assert dollars_to_cents("1.0") == 100  # the JSON number 1e0, as the API reads it
+    # Only ASCII digits and a point: no exponent, sign, space, or digits of another script.
+    for wrong in (
+        "5.001",
+        "-1",
+        "0",
+        "NaN",
+        "lots",
+        "3.778298201256043e+151",
+        "-1e40",
+        "1e-40",
+        "1e1",
+        "0.1e1",
+        " 2.00 ",
+        "+2",
+        "\u0661\u0662",
+        "\uff15.00",
+        "5.",
+        ".5",
+    ):
         with pytest.raises(RefundInvalid, match="amount"):
             dollars_to_cents(wrong)
 
