@@ -174,6 +174,14 @@ def test_a_browser_trades_a_card_for_a_token_with_the_publishable_key(
     )
     assert token.status_code == 200, token.text
     assert token.headers["Access-Control-Allow-Origin"] == "*"
+    # No other route lets a page in a browser in: not to read, capture, void nor refund.
+    for path in ("/v1/payment_intents", "/v1/refunds", "/v1/payment_intents/pi_1/cancel"):
+        asked = httpx.options(
+            f"{provider.url}{path}", headers={**origin, "Access-Control-Request-Method": "POST"}
+        )
+        assert "access-control-allow-origin" not in asked.headers, path
+        listed = httpx.get(f"{provider.url}{path}", headers={**origin, **SECRET})
+        assert "access-control-allow-origin" not in listed.headers, path
     method = token.json()
     assert method["id"].startswith("pm_")
     assert (method["card"]["last4"], method["card"]["brand"]) == ("4444", "mastercard")

@@ -1,7 +1,8 @@
 """The provider's HTTP side (the standard library's threaded server): reads a request,
 hands it to `engine.Provider`, and answers, resets the connection (a refused request) or
-closes it without a word (a lost answer). CORS is open so the order page can trade a card
-number for a token with a publishable key.
+closes it without a word (a lost answer). CORS is open on one route only, so the order page
+can trade a card number for a token with a publishable key (`BROWSER_ROUTE`): no other
+page a browser shows can read, capture, void or refund anything here.
 
 Each request is logged in one line: method, path (never its query or body), status, what
 was done, and at most the card's last four digits.
@@ -22,9 +23,11 @@ from pizzeria.payments.provider.engine import Action, Answer, Provider, Request,
 log = logging.getLogger("pizzeria.payments.provider")
 HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
+#: The one route a browser calls: the order page's card number for a ``pm_...`` token.
+BROWSER_ROUTE = "/v1/payment_methods"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, Stripe-Version",
     "Access-Control-Expose-Headers": "Request-Id, Idempotent-Replayed, Idempotency-Key",
     "Access-Control-Max-Age": "600",
@@ -67,9 +70,9 @@ class ProviderHandler(BaseHTTPRequestHandler):
         self._serve()
 
     def do_OPTIONS(self) -> None:
-        """A browser's CORS preflight."""
+        """A browser's CORS preflight: allowed for `BROWSER_ROUTE` alone."""
         self.send_response(204)
-        for name, value in CORS_HEADERS.items():
+        for name, value in self._cors().items():
             self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -144,10 +147,13 @@ class ProviderHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Request-Id", request_id())
-        for name, value in {**CORS_HEADERS, **(headers or {})}.items():
+        for name, value in {**self._cors(), **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _cors(self) -> dict[str, str]:
+        return CORS_HEADERS if self.path.partition("?")[0] == BROWSER_ROUTE else {}
 
     def _reset(self) -> None:
         """Drop the connection with a reset: the caller sees a connection error."""
