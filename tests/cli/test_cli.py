@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pizzeria.cli.ledger import money_line
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of
@@ -429,3 +430,23 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     assert report["web_ui"].startswith("http://localhost:8233")
     assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
     assert time.monotonic() - started < 150
+
+
+def test_the_ledger_says_where_each_orders_money_is_never_a_refund_for_a_release():
+    def row(money: str, billed: int = 0, back: int = 0, staff: int = 0) -> dict[str, Any]:
+        return {
+            "charged": 3500,
+            "billed": billed,
+            "refunded": 3500 if money == "released" else 0,
+            "refunded_after_bill": back,
+            "refunded_by_staff": staff,
+            "money": money,
+        }
+
+    assert money_line(row("released")) == "hold $35.00, released: nothing taken"
+    assert money_line(row("held")) == "hold $35.00, not captured yet"
+    assert money_line(row("captured", 3500)) == "hold $35.00, captured $35.00"
+    no_driver = row("refunded", 3500, back=3500)
+    assert money_line(no_driver) == "hold $35.00, captured $35.00, refunded $35.00"
+    staff = row("captured", 3500, staff=1100)
+    assert money_line(staff) == "hold $35.00, captured $35.00; $11.00 refunded by staff"

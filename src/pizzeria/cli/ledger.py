@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import click
 from rich.table import Table
@@ -22,6 +23,30 @@ from pizzeria.models import dollars
 
 #: The most portions one delivery may bring (a typo of a few zeros is refused).
 MAX_DELIVERY = 1_000_000
+
+
+CARD_SHOWS = {
+    "held": "hold {held}, not captured yet",
+    "captured": "hold {held}, captured {billed}",
+    "released": "hold {held}, released: nothing taken",
+    "expired": "hold {held} expired: nothing taken",
+    "refunded": "hold {held}, captured {billed}, refunded {back}",
+    "": "nothing held",
+}
+
+
+def money_line(book: dict[str, Any]) -> str:
+    """Where one order's money is, as its card statement shows it (a ledger row's JSON):
+    a hold, captured or released, and what went back after the bill, by staff too."""
+    shown = CARD_SHOWS.get(book.get("money", ""), "{held} ({money})")
+    line = shown.format(
+        held=dollars(book["charged"]),
+        billed=dollars(book["billed"]),
+        back=dollars(book.get("refunded_after_bill") or book["refunded"]),
+        money=book.get("money", ""),
+    )
+    staff = book.get("refunded_by_staff") or 0
+    return line + (f"; {dollars(staff)} refunded by staff" if staff else "")
 
 
 @click.command()
@@ -40,16 +65,14 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
         stock.add_row(name, str(row["initial"]), str(row["received"]), str(row["quantity"]))
     out.print(stock)
     numbers = order_column(row["order_number"] for row in snapshot["orders"])
-    orders = Table(numbers, "run", "charged", "refunded", "billed", "stock held", title="Orders")
+    orders = Table(numbers, "run", "card", "stock taken", title="Orders")
     for row in snapshot["orders"]:
-        held = sum(row["stock_held"].values())
+        taken = sum(row["stock_held"].values())  # consumed by a completed order, else held
         orders.add_row(
             cell(row["order_number"]),  # from a workflow id: any client chose it
             row["run_id"][:8],
-            dollars(row["charged"]),
-            dollars(row["refunded"]),
-            dollars(row["billed"]),
-            str(held),
+            money_line(row),
+            str(taken),
         )
     out.print(orders)
 

@@ -285,8 +285,13 @@ def abandon_and_report(order_number: str, address: str | None, location: str | N
     result = run_with_ledger(location, abandoned)
     ended = "terminated" if result.status == "RUNNING" else f"already {result.status}"
     portions = sum(result.put_back.values())
+    # Never billed (a billed order is refused): what went back is its card hold, let go.
+    hold = (
+        f"released its card hold of {dollars(result.refunded)}"
+        if result.refunded
+        else "no card hold to release"
+    )
     out.print(
         f"Order {order_number}: abandoned (run {result.run_id[:8]} {ended}); "
-        f"put back {portions} portions of stock, refunded {dollars(result.refunded)}; "
-        "any late step of that run is refused"
+        f"put back {portions} portions of stock, {hold}; any late step of that run is refused"
     )

@@ -22,6 +22,7 @@ from pizzeria.cli.common import (
     run,
     stop_on_sigterm,
 )
+from pizzeria.cli.ledger import money_line
 from pizzeria.cli.options import (
     address_option,
     flag_option,
@@ -290,27 +291,6 @@ def worker(
 
 
 #: What the customer's card shows, by where the order's money ended (ledger money state).
-CARD_SHOWS = {
-    "held": "hold {held}, not captured yet",
-    "captured": "hold {held}, captured {billed}",
-    "released": "hold {held}, released: nothing taken",
-    "expired": "hold {held} expired: nothing taken",
-    "refunded": "hold {held}, captured {billed}, refunded {back}",
-    "": "nothing held",
-}
-
-
-def money_line(book: dict[str, Any]) -> str:
-    """Where one order's money is, as its card statement shows it."""
-    shown = CARD_SHOWS.get(book.get("money", ""), "{held} ({money})")
-    return shown.format(
-        held=dollars(book["charged"]),
-        billed=dollars(book["billed"]),
-        back=dollars(book.get("refunded_after_bill") or book["refunded"]),
-        money=book.get("money", ""),
-    )
-
-
 def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
     out.print()
     for outcome, row in zip(outcomes, report["orders"], strict=True):

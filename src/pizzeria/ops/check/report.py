@@ -132,14 +132,17 @@ def stock_table(report: CheckReport) -> Table:
 
 def print_money(report: CheckReport, console: Console) -> None:
     money, orders = report.money, report.orders
+    # The ledger's words for the card: held at the charge, let go by a compensation
+    # (the hold released, or what was captured refunded), captured by the bill. Refunds
+    # after the bill (no driver, staff) are the payment provider's line.
     console.print(
-        f"Money: charged {dollars(money['charged'])}, refunded {dollars(money['refunded'])}, "
-        f"net {dollars(money['net'])}; billed by completed orders "
-        f"{dollars(money['billed_completed'])}"
+        f"Money: held {dollars(money['charged'])}, given back by compensations "
+        f"{dollars(money['refunded'])}, kept {dollars(money['net'])}; captured by completed "
+        f"orders {dollars(money['billed_completed'])}"
     )
     undone = sum(orders[name] for name in UNDONE_COUNTS)
     console.print(
-        f"Per order, charged - refunded: the bill for {money['completed_orders_settled']} of "
+        f"Per order, held - given back: the bill for {money['completed_orders_settled']} of "
         f"{orders['completed']} completed, 0 for {money['undone_orders_settled']} of {undone} "
         "failed, cancelled or terminated"
     )
