@@ -148,6 +148,7 @@ async def test_the_good_order_completes_with_its_amount_and_a_masked_card(http, 
         "billed": 3500,
         "money": "captured",  # the hold, captured at the bill
         "refunded_after_bill": 0,
+        "refunded_by_staff": 0,
     }
     charges = [r for r in ledger_rows(api, order_number) if r["step"] == "process_credit_card"]
     assert [r["amount"] for r in charges] == [3500]
@@ -195,6 +196,7 @@ async def test_the_bad_card_fails_then_refunds_and_puts_the_stock_back_in_that_o
         "billed": 0,
         "money": "",
         "refunded_after_bill": 0,
+        "refunded_by_staff": 0,
     }
     rows = {r["step"]: r for r in ledger_rows(api, order_number)}
     assert rows["revert_inventory"]["ingredients"] == rows["update_inventory"]["ingredients"]

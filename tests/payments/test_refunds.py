@@ -352,6 +352,7 @@ async def test_staff_refund_an_order_once_per_key_over_http_and_its_view_shows_i
         (500, "refunded", made["refund_id"])
     ]
     assert view["ledger"]["billed"] == BILLED
+    assert view["ledger"]["refunded_by_staff"] == 500  # the money block says it too
 
 
 async def test_a_customers_token_cannot_refund_and_nothing_moves(http, api) -> None:

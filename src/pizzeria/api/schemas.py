@@ -209,6 +209,9 @@ class LedgerView(BaseModel):
     refunded: int = Field(description="Cents the undone order gave back (a released hold)")
     billed: int
     refunded_after_bill: int = Field(0, description="Cents refunded after the bill (no driver)")
+    refunded_by_staff: int = Field(
+        0, description="Cents staff refunded after the order completed (see `refunds`)"
+    )
     money: str = Field(
         "",
         description="Where the money is at the payment provider: held, captured, released, "
