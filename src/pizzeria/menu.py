@@ -187,7 +187,7 @@ def validate_order(order: PizzaOrder, *, menu_prices: bool = True) -> None:
     _text(order.order_number, "order_number")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order.order_number):
         raise _invalid(
-            "order_number", "order_number may hold only letters, digits, '.', '_' and '-'"
+            "order_number", "order_number must be 1 to 64 letters, digits, '.', '_' or '-'"
         )
     _validate_customer(order.customer)
     _validate_card(order.credit_card_info)
@@ -199,7 +199,10 @@ def validate_order(order: PizzaOrder, *, menu_prices: bool = True) -> None:
 
 def _validate_customer(customer: Customer) -> None:
     if not _whole(customer.customer_id) or not 0 <= customer.customer_id < 2**63:
-        raise _invalid("customer.customer_id", "customer.customer_id must be a whole number")
+        raise _invalid(
+            "customer.customer_id",
+            "customer.customer_id must be a whole number from 0 to 9223372036854775807",
+        )
     _text(customer.name, "customer.name")
     _text(customer.email, "customer.email", required=False)
     _text(customer.phone, "customer.phone", required=False)

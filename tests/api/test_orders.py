@@ -540,7 +540,10 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
         (b'{"customer": {"customer_id": 1' + b"0" * 5000 + b"}}", json_type, 400),  # 5000 digits
         (b'{"order_number": "\xff\xfe"}', json_type, 400),  # not UTF-8
         (good.encode(), {"Content-Type": "text/plain"}, 415),
+        (good.encode(), {"Content-Type": "application/merge-patch+json"}, 415),
         (good.encode(), {}, 415),
+        (good.replace("8675309", "NaN").encode(), json_type, 400),  # not JSON, though Python's
+        (good.replace("8675309", "Infinity").encode(), json_type, 400),
         (b"", json_type, 400),
         (b"null", json_type, 422),
         (b'"an order"', json_type, 422),
@@ -554,7 +557,13 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
     latin = {**json_type, "Idempotency-Key": "é".encode("latin-1")}
     key = await http.post("/orders", content=good, headers=latin)
     assert key.status_code == 422 and key.json()["errors"][0]["field"] == "idempotency-key"
-    assert (await http.get("/orders/bad%20number")).status_code == 422
+    # Said in words, not as the pattern checked.
+    assert (
+        key.json()["errors"][0]["reason"] == "must be 1 to 255 visible ASCII characters, no space"
+    )
+    path = await http.get("/orders/bad%20number")
+    assert path.status_code == 422
+    assert "must be 1 to 64 letters, digits, '.', '_' or '-'" in path.json()["detail"]
     assert (await http.delete("/orders")).status_code == 405
 
 

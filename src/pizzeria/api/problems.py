@@ -96,12 +96,25 @@ def field_path(location: Sequence[int | str]) -> str:
     return path or "body"
 
 
+#: What a value of each pattern the routes check must be, in words (pydantic says
+#: "String should match pattern '^...$'").
+PATTERN_SAYS = {
+    "^[A-Za-z0-9_.-]{1,64}$": "must be 1 to 64 letters, digits, '.', '_' or '-'",
+    r"^[\x21-\x7e]{1,255}$": "must be 1 to 255 visible ASCII characters, no space",
+    "^[0-9]{1,18}$": "must be the number of an event (digits)",
+}
+
+
 def validation_errors(errors: Sequence[Any], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """Field and reason of each pydantic error, without the offending value."""
     found = []
     for error in errors:
         location = [part for part in error.get("loc", ()) if part not in skip]
-        found.append((field_path(location), str(error.get("msg", "invalid"))))
+        reason = str(error.get("msg", "invalid"))
+        if error.get("type") == "string_pattern_mismatch":
+            pattern = str((error.get("ctx") or {}).get("pattern", ""))
+            reason = PATTERN_SAYS.get(pattern, "is not one of the values this field takes")
+        found.append((field_path(location), reason))
     return found
 
 
@@ -121,7 +134,7 @@ async def read_json_body(request: Request, *, required: bool = True) -> Any:
     body = await limited_body(request)
     if not body and not required:
         return None
-    if media_type != "application/json" and not media_type.endswith("+json"):
+    if media_type != "application/json":
         raise ApiProblem(
             415,
             "send the body as application/json",
@@ -129,12 +142,17 @@ async def read_json_body(request: Request, *, required: bool = True) -> Any:
             headers={"Accept-Post": "application/json"},
         )
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_not_json)
     # RecursionError: nesting too deep for the decoder; ValueError: broken JSON, bad
     # UTF-8, or an integer with more digits than Python agrees to read.
     except (ValueError, RecursionError) as error:
         where = f" at byte {error.pos}" if isinstance(error, json.JSONDecodeError) else ""
         raise ApiProblem(400, f"the body is not valid JSON{where}", slug="malformed-json") from None
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity``: Python's json reads them, JSON has no such thing."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 async def limited_body(request: Request) -> bytes:
