@@ -323,6 +323,19 @@ def test_a_compensation_resolved_by_hand_is_a_warning_not_a_violation(book: Ledg
     assert warning.order == "FAIL" and "refunded by phone" in warning.detail
 
 
+def test_a_compensation_resolved_by_hand_is_a_warning_even_when_the_ledger_kept_nothing(
+    book: Ledger,
+) -> None:
+    resolved = [
+        *(r for r in records() if r.workflow_id != wf("FAIL")),
+        record("FAIL", "FAILED", settled_by_hand="checked the provider by hand"),
+    ]
+    report = reconcile(resolved, book.snapshot())
+    assert report.ok
+    assert [(w.kind, w.order) for w in report.warnings] == [("resolved by hand", "FAIL")]
+    assert "checked the provider by hand" in report.warnings[0].detail
+
+
 def test_a_terminated_order_must_have_been_undone_like_a_failed_one(book: Ledger) -> None:
     changed = [record("DONE", "TERMINATED"), *records()[1:]]
     report = reconcile(changed, book.snapshot())

@@ -308,6 +308,11 @@ def undone_order_kept_nothing(run: RunView, found: Findings) -> None:
     if money.billed:
         kept.append(f"billed {money.billed}")
     if not kept:
+        if run.record.settled_by_hand is not None:  # nothing kept, but not by the saga
+            detail = f"a compensation resolved by hand: {run.record.settled_by_hand}"
+            found.warnings.append(
+                Violation("resolved by hand", run.order_number, run.run_id, detail)
+            )
         return
     detail = f"{run.record.status.lower()} but " + "; ".join(kept)
     if run.record.settled_by_hand is not None and not money.billed:
