@@ -126,7 +126,9 @@ class StaffRefund:
         }
 
 
-def staff_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
+def staff_gateway(
+    environ: Mapping[str, str] | None = None, timeout: float = GATEWAY_TIMEOUT_SECONDS
+) -> StripeGateway:
     """The provider the workers move money through, by the same rule as theirs
     (`pizzeria.worker.payment_gateway`, which only what runs a worker imports):
     ``PIZZERIA_PAYMENTS_URL`` and/or ``STRIPE_API_KEY``, else the data folder's provider."""
@@ -135,7 +137,7 @@ def staff_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
     key = env.get(KEY_VARIABLE) or None
     if key is None:
         url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
-    return StripeGateway(key, url, timeout=GATEWAY_TIMEOUT_SECONDS)
+    return StripeGateway(key, url, timeout=timeout)
 
 
 def parse_amount(text: str) -> int:

@@ -25,7 +25,15 @@ from tests.helpers.postgres import PostgresServer
 from tests.helpers.stack import Stack, stack_env
 
 ANOTHER_KEY = base64.b64encode(bytes(range(100, 132))).decode()
-CHECKS = ["temporal", "search attribute", "pollers", "ledger", "codec key", "payloads"]
+CHECKS = [
+    "temporal",
+    "search attribute",
+    "pollers",
+    "ledger",
+    "codec key",
+    "payloads",
+    "payment provider",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,8 @@ def test_a_healthy_setup_passes_every_check(placed: Stack) -> None:
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0 and len(lines) == len(CHECKS) + 1
     assert all(line.startswith("ok ") for line in lines[:-1])
-    assert lines[-1] == "All 6 checks passed."
+    assert lines[-1] == "All 7 checks passed."
+    assert verdicts["payment provider"]["detail"].endswith(" answers")
 
 
 def test_a_server_that_is_down_fails_the_connection_and_skips_what_needs_it(
@@ -84,7 +93,14 @@ def test_a_server_that_is_down_fails_the_connection_and_skips_what_needs_it(
     assert "cannot reach" in verdicts["temporal"]["detail"]
     done = run_pizzeria("doctor", env=env, timeout=90)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
-    assert done.stdout.strip().splitlines()[-1].startswith("1 of 6 checks failed: temporal;")
+    assert done.stdout.strip().splitlines()[-1].startswith("1 of 7 checks failed: temporal;")
+
+
+def test_a_payment_provider_that_does_not_answer_fails_its_check(placed: Stack) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    code, verdicts = doctor(dict(placed["env"], PIZZERIA_PAYMENTS_URL=nowhere))
+    assert code == 1 and not_ok(verdicts) == {"payment provider": "FAIL"}
+    assert verdicts["payment provider"]["detail"].startswith(f"{nowhere} does not answer")
 
 
 def test_a_missing_ledger_fails_and_is_not_created(placed: Stack, tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
+from pizzeria.payments.errors import PaymentError
+from pizzeria.refunds import staff_gateway
 from pizzeria.temporal.codec import (
     ENCODING,
     KEY_ID,
@@ -279,6 +281,23 @@ async def check_payloads(client: Client, keys: list[tuple[str, bytes]]) -> Verdi
 # -- all of them ---------------------------------------------------------------------------
 
 
+async def check_payments() -> Verdict:
+    """The payment provider the workers move money through answers (a list of one)."""
+    try:
+        gateway = staff_gateway(timeout=CONNECT_SECONDS)
+    except PaymentError as error:
+        return Verdict("payment provider", FAIL, str(error))
+    where = gateway.base_url
+    try:
+        await gateway.list_payments(limit=1)
+    except PaymentError as error:
+        reason = " ".join(str(error).split())[:200]
+        return Verdict("payment provider", FAIL, f"{where} does not answer: {reason}")
+    finally:
+        await gateway.close()
+    return Verdict("payment provider", OK, f"{where} answers")
+
+
 async def diagnose(address: str | None, ledger_location: str, task_queue: str) -> list[Verdict]:
     """Every check in order; one that needs a failed one is skipped, saying which."""
     temporal, client = await check_temporal(address)
@@ -300,4 +319,5 @@ async def diagnose(address: str | None, ledger_location: str, task_queue: str) -
         verdicts.append(skipped("payloads", "no codec key"))
     else:
         verdicts.append(await check_payloads(client, keys))
+    verdicts.append(await check_payments())
     return verdicts
