@@ -373,10 +373,21 @@ def test_placing_a_completed_order_number_again_shows_its_confirmation(restartab
     assert (code, shown["run_id"], shown["already_completed"]) == (0, first["run_id"], True)
     assert shown["amount"] == first["amount"] == 3500
 
-    human = pizzeria(restartable, "order", "--prep-seconds", "0", "--order-number", "TWICE-1")
+    other_card = "4000056655665556"  # typed now; the run placed before was paid by another
+    human = pizzeria(
+        restartable,
+        "order",
+        "--prep-seconds",
+        "0",
+        "--order-number",
+        "TWICE-1",
+        "--card",
+        other_card,
+    )
     assert human.returncode == 0
     assert "already placed and completed" in human.stderr and "--again" in human.stderr
     assert "confirmation:" in human.stdout
+    assert "5556" not in human.stdout  # not shown as the card that paid
 
     code, again = order_json("--again")
     assert code == 0 and again["run_id"] != first["run_id"]

@@ -171,7 +171,8 @@ def order(
             json.dumps({**outcome.to_json(), "already_completed": placed_before, "hold": held})
         )
     else:
-        print_outcome(outcome, card, delivery=not pickup)
+        # A run placed before was paid by its own card, not necessarily the one typed now.
+        print_outcome(outcome, None if placed_before else card, delivery=not pickup)
     if outcome.status != "COMPLETED":
         raise SystemExit(1)
 
