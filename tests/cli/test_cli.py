@@ -292,7 +292,8 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
         text = pizzeria(stack, "status", "CLI-REPAIR").stdout
         assert "NEEDS ATTENTION" in text and "Needs attention" in text
         early = pizzeria(stack, "order", "--order-number", "CLI-REPAIR", "--prep-seconds", "0")
-        assert early.returncode == 1 and "already being processed" in early.stderr
+        assert early.returncode == 3 and "already being processed" in early.stderr
+        assert "follow it with `pizzeria status CLI-REPAIR --watch`" in early.stderr
         assert pizzeria(stack, "faults", "clear").returncode == 0
         repaired = pizzeria(stack, "repair", "CLI-REPAIR", "--retry")
         assert repaired.returncode == 0, repaired.stderr

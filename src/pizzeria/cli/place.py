@@ -13,7 +13,7 @@ from pizzeria import menu
 from pizzeria.cli.common import UserError, client_or_fail, err, fail, out, run
 from pizzeria.cli.options import address_option, flag_option, float_option, int_option, json_option
 from pizzeria.cli.orders import print_outcome
-from pizzeria.client import OrderAlreadyCompleted, OrderOutcome, outcome_of
+from pizzeria.client import OrderAlreadyCompleted, OrderAlreadyRunning, OrderOutcome, outcome_of
 from pizzeria.client.placing import answer_within, start_with_answer
 from pizzeria.models import (
     OrderSettings,
@@ -148,7 +148,8 @@ def order(
 
     An order number whose last run completed is not placed again (its confirmation is
     shown) unless --again; a failed or cancelled one may be. Exit 0 completed, 1 failed or
-    cancelled, 2 bad input, 3 still running after --timeout.
+    cancelled, 2 bad input, 3 still running (after --timeout, or placed already and not
+    finished).
     """
     defaults = OrderSettings()
     settings = OrderSettings(
@@ -160,6 +161,12 @@ def order(
     placed = build_order(order_number, card, pickup, items, settings)
     try:
         outcome, placed_before, hold = run(place_or_show(placed, again, patience, address, as_json))
+    except OrderAlreadyRunning as already:
+        # Not a failure: the order runs (a retry after a lost answer, say), placed once.
+        fail(
+            f"{already}; it is running: follow it with `pizzeria status {order_number} --watch`",
+            STILL_RUNNING,
+        )
     except OrderStillRunning as running:
         if as_json:
             still = {"order_number": order_number, "status": "RUNNING", "message": str(running)}
