@@ -7,6 +7,8 @@ port); the tests that need another (a short hold, a restart) start their own.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -471,3 +473,36 @@ def test_a_counted_fault_stops_after_n_and_a_new_file_starts_afresh(tmp_path: Pa
     replacement.write_text("capture=lost:1")
     replacement.replace(file)
     assert [plan.decide("capture", "k").lose_answer for _ in range(2)] == [True, False]
+
+
+def test_the_data_folders_provider_says_where_it_listens_even_on_another_port(
+    tmp_path: Path,
+) -> None:
+    # Its usual port taken, it takes a free one, and writes it where the folder's workers,
+    # check and refund look (payments.url); stopped, it takes the note away.
+    folder = tmp_path / "data"
+    url_file = folder / "payments.url"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = process.start(
+            folder / "payments.db",
+            port=port,
+            env={**os.environ, "PIZZERIA_DATA_DIR": str(folder)},
+        )
+        try:
+            assert started.url != f"http://127.0.0.1:{port}"
+            assert url_file.read_text().strip() == started.url
+            assert process.answers(url_file.read_text().strip())
+        finally:
+            started.stop()
+    assert not url_file.exists()
+    # Any other data file is not the folder's provider: it writes nothing.
+    elsewhere = process.start(
+        tmp_path / "other.db", env={**os.environ, "PIZZERIA_DATA_DIR": str(folder)}
+    )
+    try:
+        assert not url_file.exists()
+    finally:
+        elsewhere.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pizzeria import config
 from pizzeria.cli.common import UserError, out, stop_on_sigterm
 from pizzeria.cli.options import int_option
 from pizzeria.payments.process import (
@@ -85,6 +87,11 @@ def _bind(provider: Provider, host: str, port: int) -> ProviderServer:
 
 def _serve(server: ProviderServer, data_file: Path) -> None:
     stop_on_sigterm()
+    # The data folder's own provider says where it listens (a free port when its usual one
+    # was taken), so that the folder's workers, `check` and `refund` find it.
+    url_file = config.payments_url_file() if data_file == default_data_file() else None
+    if url_file is not None:
+        url_file.write_text(server.url + "\n")
     print(f"{READY_PREFIX}{server.url} (data {data_file})", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
@@ -92,4 +99,8 @@ def _serve(server: ProviderServer, data_file: Path) -> None:
         pass
     finally:
         server.server_close()
+        if url_file is not None:
+            with contextlib.suppress(OSError):
+                if url_file.read_text().strip() == server.url:
+                    url_file.unlink()
         print("Payments provider stopped", flush=True)
