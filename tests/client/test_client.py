@@ -43,7 +43,12 @@ from pizzeria.client import (
     retry_compensations,
     start_order,
 )
-from pizzeria.client.outcomes import WEB_UI_VARIABLE, web_ui_link, web_ui_of
+from pizzeria.client.outcomes import (
+    WEB_UI_VARIABLE,
+    shown_order_status,
+    web_ui_link,
+    web_ui_of,
+)
 from pizzeria.client.placing import start_with_answer
 from pizzeria.ledger import Ledger
 from pizzeria.models import ORDER_STATUS, order_number_of, workflow_id_for
@@ -472,3 +477,12 @@ def test_the_web_ui_link_follows_the_server_and_is_left_out_when_unknown(
     assert web_ui_link("w", "r", "default", "orders.a1b2c.tmprl.cloud:7233") == ""
     monkeypatch.setenv(WEB_UI_VARIABLE, "https://temporal.example.com/")
     assert web_ui_of("orders.a1b2c.tmprl.cloud:7233") == "https://temporal.example.com"
+
+
+def test_an_open_order_status_of_a_run_ended_from_outside_shows_how_it_ended() -> None:
+    # A terminated run (repair --abandon) could not update its OrderStatus.
+    assert shown_order_status("IN_PROGRESS", "TERMINATED") == "TERMINATED"
+    assert shown_order_status("NEEDS_ATTENTION", "TIMED_OUT") == "TIMED_OUT"
+    assert shown_order_status("IN_PROGRESS", "RUNNING") == "IN_PROGRESS"
+    assert shown_order_status("COMPLETED", "COMPLETED") == "COMPLETED"
+    assert shown_order_status(None, "TERMINATED") is None  # started without the attribute

@@ -164,14 +164,30 @@ async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any,
     return handle
 
 
+#: The OrderStatus values of a run still going: its workflow changes them until it closes.
+OPEN_ORDER_STATUSES = ("IN_PROGRESS", "COMPENSATING", "NEEDS_ATTENTION")
+
+
+def shown_order_status(order_status: str | None, run_status: str) -> str | None:
+    """The OrderStatus to show: an open one left by a run that was ended from outside is
+    that run's status (TERMINATED, TIMED_OUT)."""
+    if order_status in OPEN_ORDER_STATUSES and run_status != "RUNNING":
+        return run_status
+    return order_status
+
+
 async def recent_orders(
     client: Client, order_status: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
     """Orders from Temporal's visibility, newest first; ``order_status`` filters on
-    the OrderStatus search attribute."""
+    the OrderStatus search attribute. A run ended from outside (terminated: `repair
+    --abandon`; timed out) could not update it: an open OrderStatus of a closed run is
+    shown as the run's status, and not listed under the open one."""
     query = f"WorkflowType = '{WORKFLOW_TYPE}'"
     if order_status:
         query += f" AND {ORDER_STATUS.name} = '{order_status.upper()}'"
+        if order_status.upper() in OPEN_ORDER_STATUSES:
+            query += " AND ExecutionStatus = 'Running'"
     found: list[dict[str, Any]] = []
     async for execution in client.list_workflows(query, limit=limit):
         memo = await execution.memo()
@@ -182,7 +198,10 @@ async def recent_orders(
                 "order_number": order_number_of(execution.id),
                 "started": execution.start_time.isoformat(),
                 "status": status_name(execution.status),
-                "order_status": execution.typed_search_attributes.get(ORDER_STATUS),
+                "order_status": shown_order_status(
+                    execution.typed_search_attributes.get(ORDER_STATUS),
+                    status_name(execution.status),
+                ),
                 "amount": memo.get("amount"),
                 "compensation": memo.get("compensation"),
             }
