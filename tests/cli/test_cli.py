@@ -167,6 +167,14 @@ def test_bad_input_gets_one_line_and_exit_2_never_a_traceback(stack, args):
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_a_group_without_its_command_prints_its_help():
+    for group in ((), ("faults",)):
+        done = run_pizzeria(*group, timeout=60)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert done.stdout.startswith(f"Usage: {' '.join(('pizzeria', *group))} [OPTIONS] COMMAND")
+        assert "\nCommands:\n" in done.stdout  # the help as --help prints it, not one line
+
+
 def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
     missing = pizzeria(stack, "status", "NO-SUCH-ORDER")
     assert missing.returncode == 1

@@ -87,6 +87,9 @@ def _run_app() -> int:
     except click.exceptions.Abort:
         err.print("aborted")
         return 130
+    except click.exceptions.NoArgsIsHelpError as bare:  # `pizzeria`, `pizzeria faults`
+        click.echo(bare.ctx.get_help() if bare.ctx else app.get_help(click.Context(app)))
+        return 0
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "pizzeria"
         message = error.format_message().replace("\n", " ")
