@@ -293,8 +293,11 @@ async def ask_provider(
             )
             raise RefundRefused(f"the payment provider refused the refund: {why}") from None
     assert unanswered is not None
+    said = unanswered.message.rstrip(".")
+    if not said.startswith("the payment provider"):
+        said = f"the payment provider did not answer ({said})"
     raise RefundUnanswered(
-        f"the payment provider did not answer ({unanswered.message}); the refund of "
+        f"{said}; the refund of "
         f"{dollars(amount)} may or may not be made: retry with the same key to finish it "
         "exactly once"
     )

@@ -172,8 +172,10 @@ async def test_a_lost_answer_then_a_retry_with_the_same_key_makes_one_refund(
 ) -> None:
     chosen = key()
     provider_faults("refund=lost")  # the refund is made, its answer never comes back
-    with pytest.raises(RefundUnanswered, match="retry with the same key"):
+    with pytest.raises(RefundUnanswered, match="retry with the same key") as lost:
         await refund(completed, 600, chosen, attempts=2)
+    said = str(lost.value)  # one line, saying it once
+    assert "\n" not in said and said.count("did not answer") == 1, said
     pending = await books(gateway, ledger, completed)
     assert [r.amount for r in pending.refunds] == [600]  # made once, though asked twice
     assert (pending.ledger.refunded_by_staff, pending.ledger.staff_refunds_pending) == (0, 600)

@@ -55,7 +55,7 @@ def _never_sent(error: stripe.APIConnectionError) -> bool:
 
 def translate(error: stripe.StripeError) -> PaymentError:
     """The port's error for a stripe library error."""
-    message = error.user_message or str(error)
+    message = " ".join((error.user_message or str(error)).split())  # one line, as said
     status = error.http_status
     body = _error_body(error)
     code = body.get("code") or error.code
