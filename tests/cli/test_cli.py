@@ -175,6 +175,17 @@ def test_a_group_without_its_command_prints_its_help():
         assert "\nCommands:\n" in done.stdout  # the help as --help prints it, not one line
 
 
+def test_a_usage_error_points_at_the_help_of_the_command_given():
+    for args, command in (
+        (("bench", "--peer"), "pizzeria bench"),  # an option missing its value
+        (("faults", "set"), "pizzeria faults set"),
+        (("nonsense",), "pizzeria"),
+    ):
+        done = run_pizzeria(*args, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.strip().endswith(f"(see `{command} --help`)"), done.stderr
+
+
 def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
     missing = pizzeria(stack, "status", "NO-SUCH-ORDER")
     assert missing.returncode == 1

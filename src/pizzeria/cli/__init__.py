@@ -77,6 +77,24 @@ def main() -> None:
     os._exit(code)
 
 
+def help_path(ctx: click.Context | None, argv: list[str]) -> str:
+    """The command whose ``--help`` to point at: the usage error's own, or, when click
+    raised it from the group (an option of the command missing its value), the command
+    named on the line."""
+    if ctx is not None and ctx.command is not app:
+        return ctx.command_path
+    path, group = ["pizzeria"], app
+    for word in argv:
+        command = group.commands.get(word) if isinstance(group, click.Group) else None
+        if command is None:
+            if not word.startswith("-"):
+                break
+            continue
+        path.append(word)
+        group = command  # type: ignore[assignment]
+    return " ".join(path)
+
+
 def _run_app() -> int:
     try:
         app.main(prog_name="pizzeria", standalone_mode=False)
@@ -91,9 +109,8 @@ def _run_app() -> int:
         click.echo(bare.ctx.get_help() if bare.ctx else app.get_help(click.Context(app)))
         return 0
     except click.UsageError as error:
-        command = error.ctx.command_path if error.ctx else "pizzeria"
         message = error.format_message().replace("\n", " ")
-        error_line(f"{message} (see `{command} --help`)")
+        error_line(f"{message} (see `{help_path(error.ctx, sys.argv[1:])} --help`)")
         return 2
     except (UserError, OrderRefused) as error:
         error_line(str(error))
