@@ -50,6 +50,10 @@ def test_good_order_from_the_cli_completes_with_the_billed_amount(stack):
     assert outcome["status"] == "COMPLETED" and outcome["amount"] == 3500
     assert outcome["compensations"] == []
     assert outcome["workflow_id"] == "pizza-workflow-order-CLI-GOOD"
+    # The bill's confirmation, as the text shows it: its number and the delivery.
+    confirmation = outcome["confirmation"]
+    assert confirmation["confirmation_number"] and confirmation["amount"] == 3500
+    assert confirmation["status"] in ("SUCCESS", "DELIVERY FAILURE")
     assert set(outcome) >= {
         "order_number",
         "workflow_id",

@@ -44,7 +44,8 @@ class OrderOutcome:
     web_ui: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """What clients are shown of an outcome (the confirmation's own fields aside)."""
+        """What clients are shown of an outcome: with the bill's confirmation (its number
+        and the delivery's status, as the text shows them) once the order completed."""
         return {
             "order_number": self.order_number,
             "workflow_id": self.workflow_id,
@@ -54,6 +55,7 @@ class OrderOutcome:
             "error_type": self.error_type,
             "error": self.error,
             "compensations": self.compensations,
+            "confirmation": self.confirmation,
             "web_ui": self.web_ui,
         }
 
