@@ -55,6 +55,13 @@ async def connections_full(scope: Scope, receive: Receive, send: Send) -> None:
                 (b"content-length", str(len(FULL)).encode()),
                 (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
                 (b"connection", b"close"),
+                # As on every other answer (app.SecurityHeaders, which this one never
+                # reaches): a problem is data, nothing to run, frame or keep.
+                (b"x-content-type-options", b"nosniff"),
+                (b"content-security-policy", b"default-src 'none'"),
+                (b"x-frame-options", b"DENY"),
+                (b"referrer-policy", b"no-referrer"),
+                (b"cache-control", b"no-store"),
             ],
         }
     )
