@@ -290,6 +290,8 @@ def test_what_the_bench_cannot_run_is_refused_before_anything_starts(
 def test_the_bench_drops_the_otel_variables_and_says_so(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.setenv(name, os.environ[name])  # put back afterwards, whatever is dropped
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "bench")
     try:
