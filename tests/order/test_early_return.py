@@ -67,6 +67,17 @@ def steps_written(ledger: Ledger, order_number: str) -> list[str]:
     return [e["step"] for e in ledger.effects() if e["order_number"] == order_number]
 
 
+def undone_with_nothing_kept(api: Api, order_number: str) -> None:
+    """The refused order's stock went back, and its ledger keeps no money and no stock."""
+    ledger = api.ledger()
+    try:
+        assert "revert_inventory" in steps_written(ledger, order_number)
+        row = run_of(ledger, order_number)
+    finally:
+        ledger.close()
+    assert (row.charged, row.billed, row.stock_held) == (0, 0, {})
+
+
 async def history(handle: WorkflowHandle[Any, Any]) -> list[Any]:
     return [event async for event in handle.fetch_history_events()]
 
@@ -297,13 +308,7 @@ async def test_a_token_that_names_no_card_is_a_402_at_once_and_the_stock_comes_b
     assert "No such PaymentMethod" in problem["detail"]
     assert "refund_customer, revert_inventory" in problem["detail"]
     number = answer.headers["location"].rsplit("/", 1)[1]
-    ledger = api.ledger()
-    try:
-        assert "revert_inventory" in steps_written(ledger, number)
-        row = run_of(ledger, number)
-    finally:
-        ledger.close()
-    assert (row.charged, row.billed, row.stock_held) == (0, 0, {})
+    undone_with_nothing_kept(api, number)
 
 
 async def test_a_declined_card_is_a_402_problem_once_the_order_is_undone(
@@ -328,13 +333,7 @@ async def test_a_declined_card_is_a_402_problem_once_the_order_is_undone(
     assert seen.status_code == 200, seen.text
     assert BAD_CARD not in seen.text and BAD_CARD[-4:] in seen.text
     assert (await http.get(answer.headers["location"])).status_code == 401
-    ledger = api.ledger()
-    try:
-        assert "revert_inventory" in steps_written(ledger, number)
-        row = run_of(ledger, number)
-    finally:
-        ledger.close()
-    assert (row.charged, row.billed, row.stock_held) == (0, 0, {})
+    undone_with_nothing_kept(api, number)
 
 
 async def test_prefer_respond_async_answers_202_at_once_without_the_hold(

@@ -14,10 +14,9 @@ from typing import NoReturn
 import click
 from temporalio.service import RPCError
 
-from pizzeria import config
-from pizzeria.cli.common import client_or_fail, fail, out, run
+from pizzeria.cli.common import client_or_fail, fail, ledger_at, out, run
 from pizzeria.cli.options import address_option, flag_option, json_option, ledger_option
-from pizzeria.ledger import Ledger, LedgerError, open_ledger
+from pizzeria.ledger import Ledger, LedgerError
 from pizzeria.ops.check.provider import check_gateway
 from pizzeria.ops.check.reading import reading_converter
 from pizzeria.ops.check.reconcile import check_orders
@@ -94,7 +93,7 @@ def check(
     every order (what each was asked, how it ended). Exit 1 on any violation, 2 when the
     check cannot be made."""
     try:
-        ledger = open_ledger(ledger_location or config.ledger_location(), read_only=True)
+        ledger = ledger_at(ledger_location, read_only=True)
         report = run(
             run_check(
                 address,

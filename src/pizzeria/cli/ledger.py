@@ -14,10 +14,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pizzeria import config
 from pizzeria.cli.common import UserError, cell, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
-from pizzeria.ledger import DeliveryKeyReused, open_ledger
+from pizzeria.ledger import DeliveryKeyReused
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import dollars
 
@@ -88,7 +87,7 @@ def stock(ctx: click.Context, ledger_location: str | None, as_json: bool) -> Non
     """
     if ctx.invoked_subcommand is not None:
         return
-    book = open_ledger(ledger_location or config.ledger_location(), read_only=True)
+    book = ledger_at(ledger_location, read_only=True)
     try:
         flow = book.snapshot().stock_flow()
     finally:

@@ -9,10 +9,16 @@ from typing import Any
 
 import click
 
-from pizzeria import config
-from pizzeria.cli.common import UserError, client_or_fail, out, run_with_ledger, shown
+from pizzeria.cli.common import (
+    UserError,
+    client_or_fail,
+    ledger_at,
+    out,
+    run_with_ledger,
+    shown,
+)
 from pizzeria.cli.options import address_option, json_option, ledger_option
-from pizzeria.ledger import Ledger, LedgerError, open_ledger
+from pizzeria.ledger import Ledger, LedgerError
 from pizzeria.ledger.refunds import staff_refunds
 from pizzeria.models import dollars, order_ref, workflow_id_for
 from pizzeria.refunds import (
@@ -102,7 +108,7 @@ def refunds_of_run(location: str | None, order_number: str, run_id: str) -> list
     """The staff refunds the ledger holds for one run (for ``pizzeria status``); none when
     the ledger cannot be read (status reads Temporal first, the ledger only for this)."""
     try:
-        book = open_ledger(location or config.ledger_location(), read_only=True)
+        book = ledger_at(location, read_only=True)
     except LedgerError:
         return []
     try:
