@@ -243,7 +243,8 @@ def test_orders_lists_by_order_status_from_visibility(stack):
 # -- the Web UI in headless Chromium ----------------------------------------------------
 
 
-def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def chromium(*args: str, profile: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with its profile in ``profile`` (the test's folder, removed with it)."""
     assert CHROMIUM is not None
     return subprocess.run(
         [
@@ -256,7 +257,7 @@ def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            f"--user-data-dir={Path('/tmp') / ('chromium-' + uuid.uuid4().hex[:8])}",
+            f"--user-data-dir={profile / ('chromium-' + uuid.uuid4().hex[:8])}",
             "--virtual-time-budget=20000",
             *args,
         ],
@@ -304,13 +305,13 @@ def look_at_the_failed_order(stack: Stack, ui_port: int, tmp_path: Path) -> None
         f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/"
         f"{outcome['workflow_id']}/{outcome['run_id']}/history"
     )
-    dom = chromium("--dump-dom", url)
+    dom = chromium("--dump-dom", url, profile=tmp_path)
     assert "refund_customer" in dom.stdout, dom.stderr[-2000:]
     assert "revert_inventory" in dom.stdout
     assert "could not connect" not in dom.stdout  # the UI reached the codec endpoint
     assert "Invalid credit card number" in dom.stdout
     shot = tmp_path / "web-ui.png"
-    taken = chromium(f"--screenshot={shot}", "--window-size=1400,1100", url)
+    taken = chromium(f"--screenshot={shot}", "--window-size=1400,1100", url, profile=tmp_path)
     assert shot.exists() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
     if os.environ.get("PIZZERIA_UPDATE_SCREENSHOT"):
         shutil.copy(shot, SCREENSHOT)
