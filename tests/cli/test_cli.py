@@ -190,6 +190,20 @@ def test_a_usage_error_points_at_the_help_of_the_command_given():
         assert done.stderr.strip().endswith(f"(see `{command} --help`)"), done.stderr
 
 
+def test_an_empty_order_number_is_refused_before_temporal_is_asked():
+    nowhere = f"127.0.0.1:{free_port()}"  # asked, it would be exit 1, "cannot reach"
+    for args in (
+        ("status", ""),
+        ("cancel", " "),
+        ("repair", "", "--retry"),
+        ("refund", "", "100", "--reason", "x"),
+    ):
+        done = run_pizzeria(*args, "--address", nowhere, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "an order number is needed, not an empty string" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
     missing = pizzeria(stack, "status", "NO-SUCH-ORDER")
     assert missing.returncode == 1

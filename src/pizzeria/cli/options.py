@@ -55,3 +55,15 @@ address_option = click.option(
 )
 ledger_option = ledger_option_of()
 json_option = flag_option("--json", "as_json", help="Print one JSON object")
+
+
+def _order_number(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # Any other text may name a run (an exercise client's number the order refused), so
+    # only a number that names nothing is refused before Temporal is asked.
+    if not value.strip():
+        raise click.BadParameter("an order number is needed, not an empty string")
+    return value
+
+
+#: The ORDER_NUMBER of a command that looks an order up.
+order_number_argument = click.argument("order_number", callback=_order_number)

@@ -23,7 +23,14 @@ from pizzeria.cli.common import (
     run_with_ledger,
     shown,
 )
-from pizzeria.cli.options import address_option, flag_option, int_option, json_option, ledger_option
+from pizzeria.cli.options import (
+    address_option,
+    flag_option,
+    int_option,
+    json_option,
+    ledger_option,
+    order_number_argument,
+)
 from pizzeria.cli.refund import refund_lines, refunds_of_run
 from pizzeria.client import (
     Abandoned,
@@ -118,7 +125,7 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
 
 
 @click.command()
-@click.argument("order_number")
+@order_number_argument
 @flag_option("--watch", help="Keep refreshing until the order closes (Ctrl-C stops)")
 @address_option
 @ledger_option
@@ -210,7 +217,7 @@ def render_report(report: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("order_number")
+@order_number_argument
 @click.option("--reason", default="cancelled by the customer", show_default=True, help="Why")
 @address_option
 def cancel(order_number: str, reason: str, address: str | None) -> None:
@@ -227,7 +234,7 @@ def cancel(order_number: str, reason: str, address: str | None) -> None:
 
 
 @click.command()
-@click.argument("order_number")
+@order_number_argument
 @flag_option("--retry", help="Run the failed compensations again")
 @click.option("--resolve", metavar="NOTE", help="Mark them handled by hand, with a note")
 @flag_option(

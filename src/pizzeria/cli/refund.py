@@ -17,7 +17,12 @@ from pizzeria.cli.common import (
     run_with_ledger,
     shown,
 )
-from pizzeria.cli.options import address_option, json_option, ledger_option
+from pizzeria.cli.options import (
+    address_option,
+    json_option,
+    ledger_option,
+    order_number_argument,
+)
 from pizzeria.ledger import Ledger, LedgerError
 from pizzeria.ledger.refunds import staff_refunds
 from pizzeria.models import dollars, order_ref, workflow_id_for
@@ -34,7 +39,7 @@ from pizzeria.refunds import (
 
 # An amount of "-5" is an amount the user got wrong, not an option: parse_amount says so.
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("order_number")
+@order_number_argument
 @click.argument("amount")
 @click.option("--reason", required=True, help="Why the money goes back (kept by the provider)")
 @click.option(
