@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,32 @@ def test_a_usage_error_points_at_the_help_of_the_command_given():
         done = run_pizzeria(*args, timeout=60)
         assert done.returncode == 2
         assert done.stderr.strip().endswith(f"(see `{command} --help`)"), done.stderr
+
+
+# Ctrl-C lands while the commands load: the import of the command group raises it.
+INTERRUPTED_IMPORT = """
+import builtins, sys
+real_import = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == "pizzeria.cli.app":
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupted
+sys.argv = ["pizzeria", "orders"]
+from pizzeria.cli import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line_and_exit_130():
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "interrupted\n" and done.stdout == ""
 
 
 def test_an_empty_order_number_is_refused_before_temporal_is_asked():
