@@ -10,6 +10,7 @@ file) while `pizzeria order` waits.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 import uuid
@@ -355,6 +356,32 @@ def test_order_that_outlasts_its_timeout_is_still_running_exit_3(restartable) ->
     assert last.startswith("error: order SLOW-1 has no outcome after 2 s and is still running")
     assert last.endswith("follow it with `pizzeria status SLOW-1 --watch`")
     assert pizzeria(restartable, "cancel", "SLOW-1").returncode == 0  # tidy: nothing hangs on
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_waiting_leaves_the_order_running_and_says_how_to_follow_it(
+    restartable,
+) -> None:
+    placing = order_in_background(restartable, "--order-number", "INT-1", "--prep-seconds", "60")
+    try:
+        wait_until(
+            lambda: pizzeria(restartable, "status", "INT-1").returncode == 0,
+            "the order to start",
+            60,
+        )
+        placing.send_signal(signal.SIGINT)
+        out, errors = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+    assert placing.returncode == 130, out + errors
+    assert errors.strip().splitlines()[-1] == (
+        "error: interrupted; order INT-1 goes on if it was placed: follow it with "
+        "`pizzeria status INT-1 --watch`, or cancel it with `pizzeria cancel INT-1`"
+    )
+    assert "Traceback" not in errors and out == ""  # no half an answer on stdout
+    shown = json.loads(pizzeria(restartable, "status", "INT-1", "--json").stdout)
+    assert shown["status"] == "RUNNING"  # the order did not stop with the command
+    assert pizzeria(restartable, "cancel", "INT-1").returncode == 0  # tidy: nothing hangs on
 
 
 @pytest.mark.timeout(120)

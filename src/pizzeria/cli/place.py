@@ -34,6 +34,8 @@ FLAG_OF_FIELD = {"order_number": "--order-number", "credit_card_info.number": "-
 #: How long `order` waits for an outcome by default, and its exit code when it gives up.
 DEFAULT_PATIENCE = 300.0
 STILL_RUNNING = 3
+#: Ctrl-C (or SIGTERM): the exit code of a command a signal interrupted.
+INTERRUPTED = 130
 
 
 def parse_item(text: str) -> Pizza:
@@ -172,6 +174,13 @@ def order(
             still = {"order_number": order_number, "status": "RUNNING", "message": str(running)}
             out.print_json(json.dumps(still))
         fail(str(running), STILL_RUNNING)
+    except KeyboardInterrupt:  # the order is Temporal's: it goes on without this command
+        fail(
+            f"interrupted; order {order_number} goes on if it was placed: follow it with "
+            f"`pizzeria status {order_number} --watch`, or cancel it with "
+            f"`pizzeria cancel {order_number}`",
+            INTERRUPTED,
+        )
     if as_json:
         held = asdict(hold) if hold is not None else None
         out.print_json(
