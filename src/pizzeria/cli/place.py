@@ -151,7 +151,7 @@ def order(
     An order number whose last run completed is not placed again (its confirmation is
     shown) unless --again; a failed or cancelled one may be. Exit 0 completed, 1 failed or
     cancelled, 2 bad input, 3 still running (after --timeout, or placed already and not
-    finished).
+    finished), 130 interrupted (the order goes on).
     """
     defaults = OrderSettings()
     settings = OrderSettings(
