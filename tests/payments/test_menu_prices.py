@@ -41,11 +41,16 @@ async def test_an_order_started_before_the_rule_with_another_price_replays_its_p
 def test_order_item_at_another_price_is_refused_in_one_line_before_connecting() -> None:
     # No server anywhere: the refusal comes before the connection.
     env = {"PATH": "/usr/bin:/bin", "TEMPORAL_ADDRESS": "127.0.0.1:9"}
-    done = run_pizzeria("order", "--item", "Large, with ham=1000", env=env, timeout=60)
+    done = run_pizzeria(
+        "order", "--item", "Small", "--item", "Large, with ham=1000", env=env, timeout=60
+    )
     assert done.returncode == 2, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "costs 1500 cents on the menu ($15.00), not 1000" in lines[0]
+    # The item is named as the user typed it: the second --item, not items[1].
+    assert lines[0] == (
+        "error: --item #2 ('Large, with ham') costs 1500 cents on the menu ($15.00), not 1000"
+    )
     assert "Traceback" not in done.stderr
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 
@@ -73,6 +74,9 @@ def build_order(
     except menu.OrderRejected as rejected:
         field, _, rest = str(rejected).partition(" ")
         flag = FLAG_OF_FIELD.get(field)
+        item = re.fullmatch(r"items\[(\d+)\](?:\.\w+)?", field) if items else None
+        if item:  # the user typed --item, not items[0]: say which of them
+            flag = f"--item #{int(item.group(1)) + 1}"
         raise UserError(f"{flag} {rest}" if flag else str(rejected)) from None
     return placed
 
