@@ -317,6 +317,9 @@ def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
     finally:
         placing.kill()
     assert json.loads(out)["status"] == "CANCELLED"
+    shown = pizzeria(stack, "status", "CLI-CANCEL").stdout.splitlines()
+    assert shown[0] == "Order CLI-CANCEL: CANCELLED"
+    assert "  cancel asked: wrong address" in shown[1:3], shown[:3]  # the reason, in words too
     ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
     # The kitchen waits after the card hold: the cancelled order held stock and the card,
     # and gave both back (the hold released), billing nothing.

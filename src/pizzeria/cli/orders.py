@@ -173,6 +173,8 @@ def render_report(report: dict[str, Any]) -> str:
     console.print(shown(f"Order {order_number}: {report['status']}{now}"), markup=False)
     if report["summary"]:
         console.print(f"  {shown(report['summary'])}", markup=False)
+    if report.get("cancel_reason"):  # the reason given to `cancel` (or the API's DELETE)
+        console.print(f"  cancel asked: {shown(report['cancel_reason'])}", markup=False)
     if report.get("trace_id"):
         console.print(f"  trace {report['trace_id']}", markup=False)
     if stuck:
