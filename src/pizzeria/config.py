@@ -48,13 +48,13 @@ def payments_url_file() -> Path:
     return data_dir() / "payments.url"
 
 
-def local_payments_url() -> str:
-    """The local provider of the data folder: the URL its starter wrote, else the usual."""
+def local_payments_url(usual: str = LOCAL_PAYMENTS_URL) -> str:
+    """The local provider of the data folder: the URL its starter wrote, else ``usual``."""
     try:
         written = payments_url_file().read_text().strip()
     except OSError:
         written = ""
-    return written if written.startswith("http://") else LOCAL_PAYMENTS_URL
+    return written if written.startswith("http://") else usual
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,13 @@ def local_payments(
     say: Callable[[str], None], folder: Path | None = None, port: int = payments.DEFAULT_PORT
 ) -> Iterator[str]:
     """The data folder's local payment provider, for the block: the one already answering
-    at its URL (``payments.url``, else the usual port), or one started now on ``port`` (a
-    free one when taken), its URL written in ``payments.url`` for this folder's workers and
+    at its URL (``payments.url``, else on ``port``), or one started now on ``port`` (a free
+    one when taken), its URL written in ``payments.url`` for this folder's workers and
     removed when it stops. Its payments live in the folder's ``payments.db``."""
     folder = folder or config.data_dir()
     url_file = folder / config.payments_url_file().name
-    known = config.local_payments_url() if folder == config.data_dir() else ""
+    on_port = f"http://127.0.0.1:{port}"
+    known = config.local_payments_url(usual=on_port) if folder == config.data_dir() else ""
     if known and payments.answers(known):
         say(f"Using the payment provider already answering at {known}")
         yield known

@@ -289,6 +289,23 @@ def test_a_second_server_says_its_temporal_port_is_taken_and_starts_nothing(tmp_
     assert "Traceback" not in done.stderr and not (tmp_path / "temporal.db").exists()
 
 
+def test_a_server_whose_web_ui_port_is_taken_says_so_and_starts_nothing(tmp_path):
+    with socket.socket() as ui:
+        ui.bind(("127.0.0.1", 0))
+        ui.listen()
+        ui_port = ui.getsockname()[1]
+        done = run_pizzeria(
+            "server", "--port", str(free_port()), "--ui-port", str(ui_port),
+            "--data-dir", str(tmp_path), "--no-payments", "--no-codec", timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == (
+        f"error: the Web UI's port {ui_port} is already in use on 127.0.0.1 (another "
+        "Temporal Web UI?); stop it, or choose --ui-port\n"
+    )  # the dev server used to exit with code 1, and that was all it said
+    assert not (tmp_path / "temporal.db").exists()
+
+
 def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):
     order_json(stack, "--order-number", "CLI-CLOSED")
     done = pizzeria(stack, "cancel", "CLI-CLOSED")

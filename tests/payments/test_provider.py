@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pizzeria.demo import local_payments
+from pizzeria.ops.processes import free_port
 from pizzeria.payments import process
 from pizzeria.payments.provider.faults import (
     Decision,
@@ -506,3 +508,20 @@ def test_the_data_folders_provider_says_where_it_listens_even_on_another_port(
         assert not url_file.exists()
     finally:
         elsewhere.stop()
+
+
+def test_a_server_uses_the_provider_on_the_port_asked_for_else_starts_one_there(
+    tmp_path: Path, provider: process.ProviderProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `pizzeria server --payments-port P`: P is where the folder's provider is looked for,
+    # not the usual port (another folder's provider may answer there).
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
+    said: list[str] = []
+    with local_payments(said.append, tmp_path, int(provider.url.rsplit(":", 1)[1])) as url:
+        assert url == provider.url
+    assert said == [f"Using the payment provider already answering at {provider.url}"]
+    port = free_port()
+    with local_payments(said.append, tmp_path, port) as url:
+        assert url == f"http://127.0.0.1:{port}" and process.answers(url)
+        assert (tmp_path / "payments.url").read_text().strip() == url
+    assert not (tmp_path / "payments.url").exists()

@@ -80,8 +80,8 @@ from pizzeria.worker import (
     "--payments-port",
     default=DEFAULT_PAYMENTS_PORT,
     show_default=True,
-    help="Also run the local payment provider here (a free port when taken); the workers "
-    "of this data folder find it",
+    help="The local payment provider's port: one answering here is used, else one is "
+    "started here (a free port when taken); the workers of this data folder find it",
 )
 @flag_option("--no-payments", help="No local payment provider (Stripe, or one of your own)")
 def server(
@@ -101,6 +101,11 @@ def server(
         fail(
             f"port {port} is already in use on 127.0.0.1: a Temporal server (another "
             "`pizzeria server`?) may be running there; stop it, or choose --port"
+        )
+    if port_open(ui_port):
+        fail(
+            f"the Web UI's port {ui_port} is already in use on 127.0.0.1 (another Temporal "
+            "Web UI?); stop it, or choose --ui-port"
         )
     with contextlib.ExitStack() as payments:
         if not no_payments:
@@ -129,13 +134,13 @@ def serve_dev_server(
         if codec_server:
             codec_server.stop()
         fail(str(error))
-    out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
-    out.print(f"History file: {history}" if history else "History: in memory")
-    if codec_server:
-        out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads;")
-        out.print(f"  {cli_advice(codec_server)}", markup=False)
-    out.print("Press Ctrl-C to stop.")
-    try:
+    try:  # from here on, whatever happens (a closed stdout too) stops what was started
+        out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
+        out.print(f"History file: {history}" if history else "History: in memory")
+        if codec_server:
+            out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads;")
+            out.print(f"  {cli_advice(codec_server)}", markup=False)
+        out.print("Press Ctrl-C to stop.")
         assert dev.process is not None
         dev.process.wait()
     except KeyboardInterrupt:

@@ -165,6 +165,8 @@ class DevServer:
     def start(self, timeout: float = 60.0) -> None:
         if port_open(self.port):
             raise DevServerError(f"port {self.port} is already in use on {HOST}")
+        if not self.headless and port_open(self.ui_port):  # else the server exits, code 1
+            raise DevServerError(f"the Web UI's port {self.ui_port} is already in use on {HOST}")
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             server_command(
@@ -181,6 +183,14 @@ class DevServer:
             stdin=subprocess.DEVNULL,
             env=server_environment(),
         )
+        try:
+            self._wait_until_serving(timeout)
+        except BaseException:  # not up in time, or Ctrl-C while waiting: nothing left behind
+            self.stop()
+            raise
+
+    def _wait_until_serving(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while not (port_open(self.port) and serving(self.address, ("default", *self.namespaces))):
             if self.process.poll() is not None:
@@ -189,7 +199,6 @@ class DevServer:
                     + (f"; see {self.log_file}" if self.log_file else "")
                 )
             if time.monotonic() > deadline:
-                self.stop()
                 raise DevServerError(f"the Temporal dev server did not open port {self.port}")
             time.sleep(0.2)
 
