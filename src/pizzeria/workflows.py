@@ -86,6 +86,9 @@ TEXT_RULE_PATCH = "refuse-format-characters"
 # Orders started with this patch pay the menu's prices (menu.PRICE_BY_SIZE); orders started
 # before, with other prices, replay under the old rule. Asked only of such an order.
 MENU_PRICES_PATCH = "menu-prices"
+# Orders started with this patch deliver only to an address with a city, a state and a
+# postal code; orders started before, without one, replay under the old rule. Likewise.
+FULL_ADDRESS_PATCH = "full-delivery-address"
 # Each added after histories were recorded without it; a lean order implies the last two.
 ONE_ORDER_PER_NUMBER_PATCH = "one-order-per-number"
 CLOSE_AFTER_HANDLERS_PATCH = "close-after-handlers"
@@ -146,8 +149,10 @@ class PizzaOrderWorkflow(HoldFirst):
         newer = not text.refused_characters_in(order) or workflow.patched(TEXT_RULE_PATCH)
         # Likewise: orders started before the menu's prices were enforced keep their path.
         menu_prices = not menu.off_menu(order) or workflow.patched(MENU_PRICES_PATCH)
+        # And those started before a delivery needed a whole address.
+        full_address = not menu.incomplete_address(order) or workflow.patched(FULL_ADDRESS_PATCH)
         with contextlib.nullcontext() if newer else text.old_rule():
-            menu.validate_order(order, menu_prices=menu_prices)
+            menu.validate_order(order, menu_prices=menu_prices, full_address=full_address)
         # The order number is the business key: under any other workflow id, the same
         # order could run (and be charged) twice at once.
         expected = workflow_id_for(order.order_number)

@@ -22,6 +22,7 @@ from pizzeria.menu import (
     billed_amount,
     card_problem,
     describe_items,
+    incomplete_address,
     ingredients_for,
     luhn_valid,
     menu_price,
@@ -362,6 +363,42 @@ def test_a_price_other_than_the_menus_is_refused_naming_the_item_and_the_menus_p
     )
     assert off_menu(order)
     validate_order(order, menu_prices=False)  # the rule orders started before ran under
+
+
+# -- a delivery needs an address a driver can find ------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["city", "state", "postal_code"])
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_delivery_without_a_city_state_or_postal_code_is_refused_naming_it(
+    field: str, blank: str
+) -> None:
+    order = sample_order()
+    setattr(order.address, field, blank)
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    assert (raised.value.kind, raised.value.field, str(raised.value)) == (
+        "InvalidOrderError",
+        f"address.{field}",
+        f"a delivery needs address.{field}",
+    )
+    assert incomplete_address(order)
+    validate_order(order, full_address=False)  # the rule orders started before ran under
+    pickup = sample_order(is_delivery=False)
+    setattr(pickup.address, field, blank)
+    validate_order(pickup)  # nothing is delivered: no address needed
+    assert not incomplete_address(pickup)
+
+
+@pytest.mark.parametrize("address", [None, "Main St", 7])
+def test_incomplete_address_never_raises_and_says_no_for_what_is_not_an_address(
+    address: object,
+) -> None:
+    order = sample_order()
+    order.address = address  # type: ignore[assignment]
+    assert incomplete_address(order) is False
+    assert incomplete_address(None) is False
+    assert not incomplete_address(sample_order())  # the exercise's address is whole
 
 
 def test_a_negative_price_is_still_an_invalid_charge_not_an_off_menu_price() -> None:

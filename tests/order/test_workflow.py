@@ -147,6 +147,18 @@ async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effe
     assert ledger.effects() == []
 
 
+async def test_a_delivery_without_a_postal_code_is_refused_before_any_effect(worker, start, ledger):
+    order = sample_order(card=GOOD_CARD, prep_seconds=0)
+    order.address.postal_code = ""
+    async with worker():
+        handle = await start(order)
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "InvalidOrderError"
+    assert "a delivery needs address.postal_code" in str(failure)
+    assert isinstance(failure, ApplicationError) and failure.non_retryable
+    assert ledger.effects() == []
+
+
 async def test_a_price_other_than_the_menus_is_refused_before_any_effect(worker, start, ledger):
     items = [Pizza("Small, with ham", 1200), Pizza("Large, with ham", 1000)]
     async with worker():

@@ -68,9 +68,9 @@ class AddressBody(BaseModel):
     model_config = STRICT
     line1: str = Field(description="Required for a delivery", json_schema_extra=TEXT)
     line2: str = Field(json_schema_extra=TEXT)
-    city: str = Field(json_schema_extra=TEXT)
-    state: str = Field(json_schema_extra=TEXT)
-    postal_code: str = Field(json_schema_extra=TEXT)
+    city: str = Field(description="Required for a delivery", json_schema_extra=TEXT)
+    state: str = Field(description="Required for a delivery", json_schema_extra=TEXT)
+    postal_code: str = Field(description="Required for a delivery", json_schema_extra=TEXT)
 
 
 class CustomerBody(BaseModel):
