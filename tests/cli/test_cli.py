@@ -306,6 +306,23 @@ def test_a_server_whose_web_ui_port_is_taken_says_so_and_starts_nothing(tmp_path
     assert not (tmp_path / "temporal.db").exists()
 
 
+def test_a_reader_run_from_another_folder_says_where_the_key_is_and_makes_none(stack, tmp_path):
+    placed = pizzeria(stack, "order", "--order-number", "CLI-KEYLESS", "--prep-seconds", "0")
+    assert placed.returncode == 0, placed.stderr
+    elsewhere = tmp_path / "elsewhere"  # not the folder the server and the worker run in
+    env = {k: v for k, v in stack["env"].items() if not k.startswith("PIZZERIA_CODEC_KEY")}
+    env["PIZZERIA_DATA_DIR"] = str(elsewhere)
+    for args in (("status", "CLI-KEYLESS"), ("orders",)):
+        done = run_pizzeria(*args, env=env, timeout=60)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert done.stderr == (
+            f"error: the orders are encrypted and there is no codec key here "
+            f"({elsewhere / 'codec.key'}, or PIZZERIA_CODEC_KEY): run this in the folder the "
+            "server and the worker run in, or set PIZZERIA_DATA_DIR\n"
+        )
+    assert not elsewhere.exists()  # a reader makes no key (it used to make one, not theirs)
+
+
 def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):
     order_json(stack, "--order-number", "CLI-CLOSED")
     done = pizzeria(stack, "cancel", "CLI-CLOSED")

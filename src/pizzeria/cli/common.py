@@ -83,10 +83,13 @@ async def client_or_fail(
     *,
     converter: DataConverter | None = None,
     advice: str | None = "start it with `pizzeria server`",
+    create_key: bool = True,
 ) -> Client:
     """A client, else a `ConnectionError` naming the address (one line for `main`)."""
     try:
-        return await connect(address, runtime=runtime, encrypt=encrypt, converter=converter)
+        return await connect(
+            address, runtime=runtime, encrypt=encrypt, converter=converter, create_key=create_key
+        )
     except RuntimeError as error:
         target = connect_config(address)["target_host"]
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]

@@ -99,7 +99,8 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
     """Recent orders from Temporal's visibility: status, amount, compensation outcome."""
 
     async def listed() -> list[dict[str, Any]]:
-        return await recent_orders(await client_or_fail(address), order_status, limit)
+        client = await client_or_fail(address, create_key=False)  # a reader: makes no key
+        return await recent_orders(client, order_status, limit)
 
     rows = run(listed())
     if as_json:
@@ -137,7 +138,7 @@ def status(
     outcome; and the refunds staff gave it once it completed (from the ledger)."""
 
     async def follow() -> None:
-        client = await client_or_fail(address)
+        client = await client_or_fail(address, create_key=False)  # a reader: makes no key
         handle = await order_handle(client, order_number)
         last = ""
         while True:

@@ -161,8 +161,35 @@ class EncryptionCodec(PayloadCodec):
             return unreadable_payload("decrypted payload is not a Temporal payload")
 
 
-def data_converter(encrypt: bool = True) -> DataConverter:
-    """The default converter with our codec: encrypting (or, plain, only decrypting)."""
-    return dataclasses.replace(
-        DataConverter.default, payload_codec=EncryptionCodec(load_keys(), encrypt=encrypt)
-    )
+def existing_keys() -> list[tuple[str, bytes]]:
+    """`load_keys`, creating none: no key at all is an empty list."""
+    if os.environ.get("PIZZERIA_CODEC_KEY") or os.path.lexists(key_file()):
+        return load_keys(create=False)
+    return []
+
+
+class KeylessCodec(PayloadCodec):
+    """What a reader that found no key holds: plain payloads pass, and an encrypted one is
+    one line saying where the key was looked for (a command run outside the folder of the
+    server and the worker, which would otherwise make a key of its own there)."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            if payload.metadata.get("encoding") == ENCODING:
+                raise CodecKeyError(
+                    f"the orders are encrypted and there is no codec key here ({key_file()}, "
+                    "or PIZZERIA_CODEC_KEY): run this in the folder the server and the worker "
+                    "run in, or set PIZZERIA_DATA_DIR"
+                )
+        return list(payloads)
+
+
+def data_converter(encrypt: bool = True, create_key: bool = True) -> DataConverter:
+    """The default converter with our codec: encrypting (or, plain, only decrypting). A
+    reader (``create_key=False``) makes no key file where there is none."""
+    keys = load_keys() if create_key else existing_keys()
+    codec = EncryptionCodec(keys, encrypt=encrypt) if keys else KeylessCodec()
+    return dataclasses.replace(DataConverter.default, payload_codec=codec)

@@ -53,17 +53,18 @@ async def connect(
     encrypt: bool = True,
     converter: DataConverter | None = None,
     lazy: bool = False,
+    create_key: bool = True,
 ) -> Client:
     """A client from the SDK's env config (see `connect_config`), so the same command runs
     against a dev server here and a Temporal cluster elsewhere. Payloads are encrypted (see
     codec.py); with ``encrypt=False`` they are sent plain but encrypted ones are still
-    decrypted. ``converter`` replaces the codec's converter (a reader that must not create
-    a key file brings its own). A ``lazy`` client connects at its first call
+    decrypted; a reader (``create_key=False``) makes no key file where there is none.
+    ``converter`` replaces the codec's converter. A ``lazy`` client connects at its first call
     (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
     """
     config = connect_config(address, namespace)
     type_hints.install()
-    config["data_converter"] = converter or data_converter(encrypt=encrypt)
+    config["data_converter"] = converter or data_converter(encrypt, create_key)
     config["interceptors"] = tracing.client_interceptors()  # none unless OTEL_* asks
     try:
         return await Client.connect(**config, runtime=runtime, lazy=lazy)

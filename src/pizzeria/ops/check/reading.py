@@ -17,8 +17,7 @@ from pizzeria.temporal.codec import (
     TAG_BYTES,
     CodecKeyError,
     EncryptionCodec,
-    key_file,
-    load_keys,
+    existing_keys,
 )
 from pizzeria.temporal.converter import UNREADABLE_ENCODING
 
@@ -75,8 +74,4 @@ class ReadingCodec(EncryptionCodec):
 def reading_converter() -> DataConverter:
     """The codec with the keys there are, creating none: without a key, encrypted payloads
     cannot be read (the check then says so) and plain ones read as they are."""
-    if os.environ.get("PIZZERIA_CODEC_KEY") or key_file().exists():
-        keys = load_keys(create=False)
-    else:
-        keys = []
-    return dataclasses.replace(DataConverter.default, payload_codec=ReadingCodec(keys))
+    return dataclasses.replace(DataConverter.default, payload_codec=ReadingCodec(existing_keys()))
