@@ -183,8 +183,21 @@ def test_a_database_that_does_not_exist_is_named(ledger_location: str) -> None:
         ("postgresql://pizzeria:s3cret@127.0.0.1:1/ledger", "refused"),
         ("postgresql://127.0.0.1:notaport/ledger", "invalid"),
         ("mysql://127.0.0.1/ledger", "give a file path (SQLite) or a postgresql:// URL"),
+        # libpq quotes the URL it cannot read, and a password may come as a parameter too.
+        ("postgresql://pizzeria:s3cret@[::1", "postgresql://pizzeria:***@[::1"),
+        ("postgresql://pizzeria:s3cret%zz@127.0.0.1/ledger", 'token: "***"'),
+        ("postgresql://pizzeria:s3%63ret@127.0.0.1:1/ledger", "refused"),  # s3cret, encoded
+        ("postgresql://127.0.0.1:1/ledger?sslmode=disable&password=s3cret", "password=***"),
     ],
-    ids=["unreachable", "malformed", "other-database"],
+    ids=[
+        "unreachable",
+        "malformed",
+        "other-database",
+        "malformed-quoted",
+        "bad-escape-quoted",
+        "percent-encoded",
+        "query-parameter",
+    ],
 )
 def test_a_bad_or_unreachable_location_is_one_line_without_the_password(
     location: str, expected: str
@@ -193,7 +206,7 @@ def test_a_bad_or_unreachable_location_is_one_line_without_the_password(
         open_ledger(location)
     message = str(failed.value)
     assert expected in message
-    assert "\n" not in message and "s3cret" not in message
+    assert "\n" not in message and "s3cret" not in message and "s3%63ret" not in message
 
 
 def test_the_embedded_ledger_never_imports_psycopg(tmp_path: Path) -> None:

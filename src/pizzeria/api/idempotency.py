@@ -173,9 +173,10 @@ class PostgresKeys:
         import psycopg
         from psycopg_pool import ConnectionPool, PoolTimeout
 
-        from pizzeria.ledger.postgres import CONNECT_TIMEOUT_SECONDS, without_password
+        from pizzeria.ledger.postgres import CONNECT_TIMEOUT_SECONDS, one_line, without_password
 
         self.where = without_password(url)
+        self._said: Callable[[BaseException], str] = lambda error: one_line(error, url)
         self.errors: tuple[type[Exception], ...] = (psycopg.Error, PoolTimeout)
         options = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
         self._pool: ConnectionPool[Any] = ConnectionPool(
@@ -212,8 +213,9 @@ class PostgresKeys:
 
                 return body(execute)
         except self.errors as error:
-            text = " ".join(str(error).split())[:300] or type(error).__name__
-            raise KeyTableUnavailable(f"the key table at {self.where}: {text}") from None
+            raise KeyTableUnavailable(
+                f"the key table at {self.where}: {self._said(error)}"
+            ) from None
 
     def close(self) -> None:
         self._pool.close()

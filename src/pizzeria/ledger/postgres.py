@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,13 +43,33 @@ FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 2.0
 
 
+def passwords_in(url: str) -> list[str]:
+    """Every password the URL carries (``user:PASSWORD@``, ``?password=PASSWORD``), as
+    written and percent-decoded: what must never be printed, wherever it is quoted."""
+    found = re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:([^@]*)@", url)
+    found += re.findall(r"[?&]password=([^&#\s]*)", url)
+    decoded = [urllib.parse.unquote(secret) for secret in found]
+    # Longest first, so that no shorter secret unmasks part of a longer one.
+    return sorted({secret for secret in found + decoded if secret}, key=len, reverse=True)
+
+
+def hide_passwords(text: str, url: str) -> str:
+    """``text`` (an error from libpq, which may quote the URL) with ``url``'s passwords
+    replaced by ``***``."""
+    for secret in passwords_in(url):
+        text = text.replace(secret, "***")
+    return text
+
+
 def without_password(url: str) -> str:
-    """The URL as it may be printed: a password in it becomes ``***``."""
-    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """The URL as it may be printed: every password in it becomes ``***``."""
+    return hide_passwords(url, url)
 
 
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
+def one_line(error: BaseException, url: str = "") -> str:
+    """The error in one line, ``url``'s passwords hidden."""
+    said = " ".join(str(error).split()) or type(error).__name__
+    return hide_passwords(said, url)[:300]
 
 
 def backoff(attempt: int) -> float:
@@ -69,6 +90,7 @@ class PostgresLedger(Ledger):
         pool_size: int = POOL_SIZE,
     ) -> None:
         super().__init__(without_password(url), read_only=read_only)
+        self._url = url  # its passwords are hidden in every error said (one_line)
         options: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
         if read_only:
             # The server then refuses any write, whatever this code does.
@@ -79,7 +101,7 @@ class PostgresLedger(Ledger):
             psycopg.connect(url, **options).close()
         except psycopg.Error as error:
             raise LedgerUnavailable(
-                f"cannot reach the ledger at {self.location}: {one_line(error)}"
+                f"cannot reach the ledger at {self.location}: {one_line(error, url)}"
             ) from None
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             url,
@@ -109,14 +131,15 @@ class PostgresLedger(Ledger):
                 return self._attempt(body, lock=lock, writes=writes)
             except PoolTimeout as error:
                 raise LedgerUnavailable(
-                    f"no connection to the ledger at {self.location}: {one_line(error)}"
+                    f"no connection to the ledger at {self.location}: {one_line(error, self._url)}"
                 ) from error
             except psycopg.OperationalError as error:
                 if attempt == ATTEMPTS:
                     raise LedgerUnavailable(
-                        f"the ledger at {self.location} failed {ATTEMPTS} times: {one_line(error)}"
+                        f"the ledger at {self.location} failed {ATTEMPTS} times: "
+                        f"{one_line(error, self._url)}"
                     ) from error
-                log.warning("Ledger transaction failed (%s); retrying", one_line(error))
+                log.warning("Ledger transaction failed (%s); retrying", one_line(error, self._url))
                 time.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 

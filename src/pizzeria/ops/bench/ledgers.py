@@ -51,7 +51,7 @@ def run_sql(url: str, sql: str) -> tuple[int, ...]:
             row = cursor.fetchone() if cursor.description else None
     except psycopg.Error as error:
         raise BenchError(
-            f"the ledger at {without_password(url)} failed: {one_line(error)}"
+            f"the ledger at {without_password(url)} failed: {one_line(error, url)}"
         ) from None
     return tuple(int(value) for value in row) if row else ()
 
