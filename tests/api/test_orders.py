@@ -616,6 +616,10 @@ def test_without_temporal_the_api_starts_and_answers_503_not_500(api, tmp_path):
         assert placed.status_code == 503 and placed.headers["content-type"] == PROBLEM
         assert placed.headers["retry-after"] == "2"
         assert httpx.get(f"{lonely.url}/menu", timeout=30).status_code == 200
+    logged = (tmp_path / "api.log").read_text()
+    # An outage is one line per request in the log, not a traceback each.
+    assert "POST /orders: Temporal is unreachable (503)" in logged
+    assert "Traceback" not in logged and "Exception in ASGI application" not in logged
 
 
 def test_the_worker_and_the_other_commands_never_load_fastapi():
@@ -623,7 +627,7 @@ def test_the_worker_and_the_other_commands_never_load_fastapi():
         [
             sys.executable,
             "-c",
-            "import sys, pizzeria.cli, pizzeria.worker, pizzeria.demo;"
+            "import sys, pizzeria.cli.app, pizzeria.worker, pizzeria.demo;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn')))",
         ],
         capture_output=True,

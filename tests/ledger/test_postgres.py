@@ -212,7 +212,7 @@ def test_a_bad_or_unreachable_location_is_one_line_without_the_password(
 def test_the_embedded_ledger_never_imports_psycopg(tmp_path: Path) -> None:
     """`make demo` and a first `pizzeria worker` need no PostgreSQL driver."""
     script = (
-        "import sys, pizzeria.cli, pizzeria.demo, pizzeria.worker\n"
+        "import sys, pizzeria.cli.app, pizzeria.demo, pizzeria.worker\n"
         "from pizzeria.ledger import open_ledger\n"
         f"open_ledger({str(tmp_path / 'ledger.db')!r}).take_stock('r/1', 'A', {{'ham': 1}})\n"
         "print(sorted(name for name in sys.modules if name.startswith('psycopg')))\n"

@@ -7,6 +7,7 @@ cannot even be encoded back): it names the field and says what is wrong with it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
+
+log = logging.getLogger("pizzeria.api")
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 64 * 1024  # an order of 50 pizzas is about 6 KB
@@ -201,19 +204,30 @@ def install_problem_handlers(app: FastAPI) -> None:
         problem = ApiProblem(502, "Temporal refused the request", slug="temporal-refused")
         return problem_response(request, problem)
 
-    async def on_anything_else(request: Request, error: Exception) -> JSONResponse:
+    async def on_runtime_error(request: Request, error: Exception) -> JSONResponse:
         # A client that connects when first used (see app.py) raises this while Temporal
-        # is down; anything else is our bug, logged with its traceback by the server.
-        if isinstance(error, RuntimeError) and str(error).startswith("Failed client connect"):
+        # is down: an outage, said once per request in one line, not a traceback each.
+        if str(error).startswith("Failed client connect"):
+            log.warning("%s %s: Temporal is unreachable (503)", request.method, request.url.path)
             return problem_response(request, temporal_unavailable())
-        problem = ApiProblem(500, "the order API failed: its log says why", slug="internal")
-        return problem_response(request, problem)
+        # Handled here, the server no longer logs it: our bug, logged with its traceback.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return problem_response(request, internal_error())
+
+    async def on_anything_else(request: Request, error: Exception) -> JSONResponse:
+        # Our bug: the server logs it with its traceback after this answer.
+        return problem_response(request, internal_error())
 
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_request_error)
     app.add_exception_handler(RPCError, on_temporal_error)
+    app.add_exception_handler(RuntimeError, on_runtime_error)
     app.add_exception_handler(Exception, on_anything_else)
+
+
+def internal_error() -> ApiProblem:
+    return ApiProblem(500, "the order API failed: its log says why", slug="internal")
 
 
 def temporal_unavailable() -> ApiProblem:
