@@ -156,6 +156,9 @@ def test_status_shows_each_step_and_compensation(stack):
         ["order", "--item", "Gigantic, with ham"],
         ["order", "--order-number", "bad number!"],
         ["order", "--prep-seconds", "soon"],
+        ["order", "--timeout", "nan"],  # passes every range check: it placed the order
+        ["order", "--timeout", "inf"],
+        ["chaos", "--cancel-rate", "nan"],
         ["order", "--bogus"],
         ["repair", "X1"],
         ["repair", "X1", "--retry", "--abandon"],

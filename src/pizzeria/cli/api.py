@@ -14,7 +14,7 @@ import click
 from pizzeria.api import DEFAULT_PORT
 from pizzeria.api.limits import LIMIT_OPTIONS, ApiLimits
 from pizzeria.cli.common import UserError, fail, out
-from pizzeria.cli.options import address_option, int_option, ledger_option
+from pizzeria.cli.options import FiniteFloatRange, address_option, int_option, ledger_option
 from pizzeria.temporal import tracing
 
 
@@ -26,7 +26,7 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
         kind = (
             click.IntRange(min=1, max=int(option.maximum))
             if isinstance(default, int)
-            else click.FloatRange(min=0, min_open=True, max=option.maximum)
+            else FiniteFloatRange(min=0, min_open=True, max=option.maximum)
         )
         command = click.option(
             option.flag,

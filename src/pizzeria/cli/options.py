@@ -3,6 +3,7 @@ a number within bounds), so each command declares its own in a line or two."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,11 +35,22 @@ def int_option(
     return _ranged_option(flag, name, click.IntRange(low, high), more)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's range of numbers, without ``nan`` (it passes every comparison, so every
+    range) and ``inf``: a number of seconds, a share, a limit is finite."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def float_option(
     flag: str, low: float, high: float | None = None, *, name: str | None = None, **more: Any
 ) -> Decorator:
-    """A number from ``low`` to ``high`` (None: no ceiling); a default is shown."""
-    return _ranged_option(flag, name, click.FloatRange(low, high), more)
+    """A finite number from ``low`` to ``high`` (None: no ceiling); a default is shown."""
+    return _ranged_option(flag, name, FiniteFloatRange(low, high), more)
 
 
 def _ranged_option(

@@ -12,7 +12,7 @@ import click
 
 from pizzeria import config
 from pizzeria.cli.common import UserError, out, stop_on_sigterm
-from pizzeria.cli.options import int_option
+from pizzeria.cli.options import FiniteFloatRange, int_option
 from pizzeria.payments.process import (
     DEFAULT_HOLD_SECONDS,
     DEFAULT_PORT,
@@ -36,7 +36,7 @@ from pizzeria.payments.provider.server import PortInUse, ProviderServer, bind
 )
 @click.option(
     "--hold-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=DEFAULT_HOLD_SECONDS,
     show_default=True,
     help="How long an uncaptured hold lasts before it expires",
