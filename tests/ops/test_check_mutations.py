@@ -463,6 +463,22 @@ MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
         ("refunds differ from the ledger", "MUT-PICKUP"),
     ),
     (
+        sql(  # `pizzeria ledger` then lists the bill under MUT-PICKUP, which never had it
+            "bill_moved_to_another_order_number",
+            "UPDATE effects SET order_number = 'MUT-PICKUP' WHERE order_number = 'MUT-GOOD'"
+            " AND step = 'send_bill'",
+        ),
+        ("row of another order", "MUT-GOOD"),
+    ),
+    (
+        sql(  # the ledger would say the money went back; the provider still has it captured
+            "bill_said_refunded",
+            "UPDATE effects SET money_state = 'refunded' WHERE order_number = 'MUT-PICKUP'"
+            " AND step = 'send_bill'",
+        ),
+        ("money state differs from its step", "MUT-PICKUP"),
+    ),
+    (
         sql(
             "charge_moved_to_another_key",
             "UPDATE effects SET idempotency_key = idempotency_key || '-2'"

@@ -134,6 +134,8 @@ class RunRows:
     payments: list[tuple[str, str, str]] = field(default_factory=list)  # step, id, state
     # Keys other than "<order_ref>/<step>" of a step we know: rows a step never writes.
     misfiled: list[str] = field(default_factory=list)
+    #: The order number each row names (one, the run's, unless a row was edited).
+    numbers: set[str] = field(default_factory=set)
     # Given back by staff after the order completed (`pizzeria refund`): the refunds the
     # provider made, and those claimed whose provider's answer is not recorded yet.
     refunded_by_staff: int = 0
@@ -177,6 +179,7 @@ def runs_of(effects: Iterable[dict[str, Any]]) -> dict[str, RunRows]:
     for effect in effects:
         run = runs.setdefault(effect["order_ref"], RunRows(effect["order_ref"]))
         run.order_number = effect["order_number"]
+        run.numbers.add(effect["order_number"])
         step = effect["step"]
         known = step in KNOWN_STEPS or is_staff_refund(step)
         if not known or effect["idempotency_key"] != idempotency_key(run.order_ref, step):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from pizzeria import menu
 from pizzeria.ledger import RunRows
+from pizzeria.ledger.records import MONEY_OF_STEP
 from pizzeria.models import (
     COMPENSATE_REVERT_INVENTORY,
     COMPENSATION_OF,
@@ -193,6 +194,35 @@ def rows_under_their_own_keys(run: RunView, found: Findings) -> None:
         found.violation("row under a foreign key", run, f"{key} is not the key of its run and step")
 
 
+def rows_name_their_order(run: RunView, found: Findings) -> None:
+    """Every row of a run names the run's order (the number its history was given): a row
+    moved to another number is an effect `ledger` shows under an order that never had it."""
+    if run.record is None:
+        return  # `no_rows_of_an_unknown_run`'s
+    given = getattr(run.record.order, "order_number", None)
+    expected = given if isinstance(given, str) else run.order_number
+    others = sorted(number for number in run.ledger.numbers if number != expected)
+    if others:
+        found.violation(
+            "row of another order",
+            run,
+            f"rows of this run name order {', '.join(others)}; the run is order {expected}",
+        )
+
+
+def money_rows_say_what_their_step_did(run: RunView, found: Findings) -> None:
+    """A hold leaves the money held, a bill captured, the refund of an undelivered order
+    refunded: a row saying otherwise tells `ledger` a story the provider never lived."""
+    for step, payment_id, state in run.ledger.payments:
+        did = MONEY_OF_STEP.get(step)
+        if did is not None and state != did:
+            found.violation(
+                "money state differs from its step",
+                run,
+                f"{step}'s row says payment {payment_id} is {state}; {step} leaves it {did}",
+            )
+
+
 def no_refund_above_the_charge(run: RunView, found: Findings) -> None:
     if run.ledger.refunded > run.ledger.charged:
         found.refunds_above_charges += 1
@@ -336,6 +366,8 @@ RUN_RULES: tuple[RunRule, ...] = (
     no_bill_after_the_refund,
     no_step_written_twice,
     rows_under_their_own_keys,
+    rows_name_their_order,
+    money_rows_say_what_their_step_did,
     no_refund_above_the_charge,
     order_readable,
     stock_taken_is_the_recipe,
