@@ -217,6 +217,28 @@ async def test_a_plain_json_client_completes_an_order_against_plain_payloads_and
     assert any(key.startswith("temporal_") for key in after) or "pizzeria_orders:completed" in after
 
 
+async def test_plain_payloads_answer_plain_and_keep_what_activities_carry_encrypted(stack):
+    number = f"PLAIN-ENC-{uuid.uuid4().hex[:6]}"
+    placed = pizzeria(stack, "order", "--order-number", number, "--prep-seconds", "0")
+    assert placed.returncode == 0, placed.stderr
+    client = await Client.connect(stack["address"])  # no codec: what the server keeps
+    history = await client.get_workflow_handle(f"pizza-workflow-order-{number}").fetch_history()
+    to_activities, answered = [], []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            to_activities += event.activity_task_scheduled_event_attributes.input.payloads
+        if event.HasField("activity_task_completed_event_attributes"):
+            to_activities += event.activity_task_completed_event_attributes.result.payloads
+        if event.HasField("workflow_execution_completed_event_attributes"):
+            answered += event.workflow_execution_completed_event_attributes.result.payloads
+    # The card number goes to process_credit_card: never in clear, plain worker or not.
+    assert len(to_activities) >= 10
+    assert {p.metadata["encoding"] for p in to_activities} == {ENCODING}
+    (result,) = answered  # what a plain client reads: plain JSON
+    assert result.metadata["encoding"] == b"json/plain"
+    assert json.loads(result.data)["status"] == "SUCCESS"
+
+
 def test_orders_lists_by_order_status_from_visibility(stack):
     ok = f"LIST-{uuid.uuid4().hex[:6]}"
     ko = f"LIST-{uuid.uuid4().hex[:6]}"

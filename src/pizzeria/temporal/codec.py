@@ -24,18 +24,26 @@ so the workflow task fails, visibly and retried, until a worker with the key tak
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import hashlib
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 
 from pizzeria import config
 from pizzeria.private import UnsafeSecret, make_private_dir, read_private_file
@@ -110,14 +118,27 @@ def _create_key_file(path: Path) -> None:
         handle.write(f"{key_id_of(key)}:{base64.b64encode(key).decode()}\n")
 
 
-class EncryptionCodec(PayloadCodec):
-    """AES-GCM over whole payloads; the key id travels in the payload's metadata."""
+class EncryptionCodec(PayloadCodec, WithSerializationContext):
+    """AES-GCM over whole payloads; the key id travels in the payload's metadata.
+
+    A codec that answers plain (``encrypt=False``, `pizzeria worker --plain-payloads`)
+    answers plain only what a client reads: the workflow's input, result, updates and
+    queries. What goes to and from activities (the card number on its way to the charge)
+    is encrypted all the same: the SDK hands it over in an activity's context.
+    """
 
     def __init__(self, keys: Sequence[tuple[str, bytes]], encrypt: bool = True) -> None:
         self.current_id, current = keys[0]
         self.cipher = AESGCM(current)
         self.ciphers = {key_id: AESGCM(key) for key_id, key in keys}
         self.encrypt = encrypt
+
+    def with_context(self, context: SerializationContext) -> Self:
+        if self.encrypt or not isinstance(context, ActivitySerializationContext):
+            return self
+        sealing = copy.copy(self)
+        sealing.encrypt = True
+        return sealing
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         if not self.encrypt:
