@@ -220,6 +220,14 @@ def test_ctrl_c_while_the_commands_load_is_one_line_and_exit_130():
     assert done.stderr == "interrupted\n" and done.stdout == ""
 
 
+def test_a_broken_codec_key_is_said_as_the_keys_fault_not_the_servers():
+    env = {**os.environ, "PIZZERIA_CODEC_KEY": "garbage"}
+    for args in (("status", "A1"), ("orders",), ("order", "--timeout", "1")):
+        done = run_pizzeria(*args, "--address", f"127.0.0.1:{free_port()}", env=env, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr == "error: PIZZERIA_CODEC_KEY: the key is not valid base64\n", args
+
+
 def test_an_empty_order_number_is_refused_before_temporal_is_asked():
     nowhere = f"127.0.0.1:{free_port()}"  # asked, it would be exit 1, "cannot reach"
     for args in (

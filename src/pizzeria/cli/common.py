@@ -22,6 +22,7 @@ from temporalio.runtime import Runtime
 
 from pizzeria import config
 from pizzeria.ledger import Ledger, open_ledger
+from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import connect, connect_config
 from pizzeria.text import TextRefused, check_text, for_terminal
 
@@ -90,6 +91,8 @@ async def client_or_fail(
         return await connect(
             address, runtime=runtime, encrypt=encrypt, converter=converter, create_key=create_key
         )
+    except CodecKeyError:  # a RuntimeError too, but the key's fault, not the server's
+        raise
     except RuntimeError as error:
         target = connect_config(address)["target_host"]
         reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
