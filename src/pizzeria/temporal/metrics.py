@@ -22,6 +22,7 @@ from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
     COMPENSATIONS,
     STEP_PROCESS_CREDIT_CARD,
+    STEP_REFUND_UNDELIVERED,
 )
 
 
@@ -68,7 +69,8 @@ class _CountingActivity(ActivityInboundInterceptor):
             activity.metric_meter().create_counter(
                 "pizzeria_charged_cents", "Amount charged to cards, in cents"
             ).add(int(result.amount))
-        elif name == COMPENSATE_REFUND_CUSTOMER:
+        elif name in (COMPENSATE_REFUND_CUSTOMER, STEP_REFUND_UNDELIVERED):
+            # Released or refunded by the saga, or refunded to an order no driver took.
             activity.metric_meter().create_counter(
                 "pizzeria_refunded_cents", "Amount refunded to cards, in cents"
             ).add(int(result.amount))
