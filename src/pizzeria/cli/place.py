@@ -46,8 +46,11 @@ def parse_item(text: str) -> Pizza:
     if not description:
         raise UserError("--item needs a description such as 'Large, with mushrooms'")
     if sep:
-        if not (price_text.strip().isascii() and price_text.strip().isdigit()):
-            raise UserError(f"--item price must be whole cents, got {price_text.strip()!r}")
+        said = price_text.strip()
+        if not (said.isascii() and said.isdigit()):
+            if not said:
+                raise UserError(f"--item {text!r}: the price is missing after '='")
+            raise UserError(f"--item price must be a positive number of cents, got {said!r}")
         return Pizza(description=description, price=int(price_text))
     size = description.split(",")[0].split()[0].lower()
     if size not in menu.PRICE_BY_SIZE:
