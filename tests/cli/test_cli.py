@@ -157,6 +157,8 @@ def test_status_shows_each_step_and_compensation(stack):
         ["order", "--order-number", "bad number!"],
         ["order", "--prep-seconds", "soon"],
         ["order", "--timeout", "nan"],  # passes every range check: it placed the order
+        ["cancel", "X1", "--reason", "y" * 201],  # the API's limit too
+        ["repair", "X1", "--resolve", "y" * 201],
         ["order", "--timeout", "inf"],
         ["chaos", "--cancel-rate", "nan"],
         ["order", "--bogus"],

@@ -22,6 +22,7 @@ from temporalio.runtime import Runtime
 
 from pizzeria import config
 from pizzeria.ledger import Ledger, open_ledger
+from pizzeria.menu import MAX_TEXT
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import connect, connect_config
 from pizzeria.text import TextRefused, check_text, for_terminal
@@ -55,6 +56,8 @@ def order_column(numbers: Iterable[str], header: str = "order") -> Column:
 def checked_text(option: str, value: str) -> str:
     """A free-text option (--reason, --resolve), refused as the API and the workflow refuse
     it: one line and exit 2, before anything is sent."""
+    if len(value) > MAX_TEXT:  # the API's limit for a reason or a note
+        raise UserError(f"{option} is longer than {MAX_TEXT} characters")
     try:
         return check_text(option, value)
     except TextRefused as refused:
