@@ -188,8 +188,11 @@ def validate_order(
         isinstance(getattr(order, name), kind) for name, kind in parts.items()
     ):
         raise _invalid(WHOLE_ORDER, "the order must be a JSON object of the contract")
-    _text(order.order_number, "order_number")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", order.order_number):
+    number = order.order_number
+    # Said the same way however long: the rule of 64 before the general one of MAX_TEXT.
+    if not isinstance(number, str) or not number.strip():
+        _text(number, "order_number")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", number):
         raise _invalid(
             "order_number", "order_number must be 1 to 64 letters, digits, '.', '_' or '-'"
         )
