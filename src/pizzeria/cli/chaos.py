@@ -36,11 +36,23 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 
 
 @click.command()
-@int_option("--orders", 1, 100_000, default=300)
+@int_option("--orders", 1, 100_000, default=300, help="Orders to place")
 @int_option("--concurrency", 1, 500, default=20, help="Orders open at once")
-@int_option("--workers", 1, 16, default=2)
-@int_option("--worker-kills", 0, 1000, default=3)
-@int_option("--server-restarts", 0, 100, default=1)
+@int_option("--workers", 1, 16, default=2, help="Worker processes on the one ledger")
+@int_option(
+    "--worker-kills",
+    0,
+    1000,
+    default=3,
+    help="Times a worker chosen at random is killed with SIGKILL and started again",
+)
+@int_option(
+    "--server-restarts",
+    0,
+    100,
+    default=1,
+    help="Times the server stops and starts again on the same history",
+)
 @int_option(
     "--rolling-restarts",
     0,
@@ -52,8 +64,10 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
     "The workers' shared ledger: a new SQLite file or an empty PostgreSQL database "
     "(postgresql://...) [default: ledger.db in the data folder]"
 )
-@float_option("--cancel-rate", 0, 1, default=0.1, help="Share")
-@float_option("--bad-card-rate", 0, 1, default=0.1)
+@float_option(
+    "--cancel-rate", 0, 1, default=0.1, help="Share of orders cancelled as `pizzeria cancel` does"
+)
+@float_option("--bad-card-rate", 0, 1, default=0.1, help="Share of orders with the bad card")
 @click.option("--seed", type=int, help="Seed of orders, faults and timing [default: random]")
 @click.option(
     "--faults",
