@@ -562,6 +562,14 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
     assert (
         key.json()["errors"][0]["reason"] == "must be 1 to 255 visible ASCII characters, no space"
     )
+    twice = [("Content-Type", "application/json"), ("Idempotency-Key", "kA")]
+    twice.append(("Idempotency-Key", "kB"))  # which one was meant? neither is used
+    doubled = await http.post("/orders", content=good, headers=twice)
+    assert doubled.status_code == 422, doubled.text
+    assert doubled.json()["errors"][0] == {
+        "field": "Idempotency-Key",
+        "reason": "send it once: it came several times",
+    }
     path = await http.get("/orders/bad%20number")
     assert path.status_code == 422
     assert "must be 1 to 64 letters, digits, '.', '_' or '-'" in path.json()["detail"]

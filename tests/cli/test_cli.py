@@ -166,6 +166,7 @@ def test_status_shows_each_step_and_compensation(stack):
         ["repair", "X1", "--retry", "--abandon"],
         ["faults", "set", "refund_customer=explode"],
         ["faults", "set", "bogus=fail"],
+        ["faults", "set", ""],  # it printed "Faults: ", exit 0
         ["nonsense"],
     ],
 )

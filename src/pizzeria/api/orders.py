@@ -33,6 +33,7 @@ from pizzeria.api.auth import (
 from pizzeria.api.events import event_schema, order_events, with_keep_alive
 from pizzeria.api.problems import (
     ApiProblem,
+    header_once,
     invalid,
     problem_responses,
     read_json_body,
@@ -193,6 +194,7 @@ async def place(
 ) -> OrderPlaced:
     if given is not None:
         require_staff(request, given)
+    header_once(request, "Idempotency-Key")
     staff = given is not None
     body = await read_json_body(request)
     if not staff:

@@ -226,6 +226,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_anything_else)
 
 
+def header_once(request: Request, name: str) -> None:
+    """A header that must come once (an ``Idempotency-Key``): sent twice, which one the
+    caller meant is unknown, so neither is used."""
+    if len(request.headers.getlist(name)) > 1:
+        raise invalid(name, "send it once: it came several times")
+
+
 def internal_error() -> ApiProblem:
     return ApiProblem(500, "the order API failed: its log says why", slug="internal")
 

@@ -25,7 +25,7 @@ from pizzeria.api.orders import (
     order_errors,
     read_model,
 )
-from pizzeria.api.problems import ApiProblem, invalid, problem_responses
+from pizzeria.api.problems import ApiProblem, header_once, invalid, problem_responses
 from pizzeria.api.schemas import FreeText, view_of
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.payments.port import PaymentGateway
@@ -152,6 +152,7 @@ async def refund(
     ] = None,
 ) -> RefundMade:
     staff_only(request, order_number, given)
+    header_once(request, KEY_HEADER)
     wanted = await read_model(request, RefundBody, required=True)
     if idempotency_key is None:
         raise invalid(KEY_HEADER, "required: the same key makes a retry safe")

@@ -20,11 +20,15 @@ def faults_set(spec: str) -> None:
     """Turn faults on: SPEC is STEP=MODE[:N][@RATE], several separated by commas.
 
     MODE is fail, timeout, refuse, decline, out_of_stock, lost or late (docs/faults.md).
+    The faults already set stay, unless SPEC sets the same step and mode again; `pizzeria
+    faults clear` turns them all off.
     """
     try:
         new = parse_faults(spec)
     except FaultSyntaxError as error:
         raise UserError(str(error)) from None
+    if not new:
+        raise UserError("give at least one fault, STEP=MODE (`pizzeria faults clear` clears)")
     plan = FaultPlan(config.faults_file(), env_value="")
     merged = {**plan.current(), **new}
     write_faults(config.faults_file(), merged)
