@@ -184,6 +184,11 @@ class Saga:
                 activity takes (no ``heartbeat_timeout`` or ``task_queue``).
             activity_options: ``workflow.execute_activity`` options for this compensation.
         """
+        if not callable(activity_function):  # a name would fail later, as an AttributeError
+            raise TypeError(
+                "add_compensation takes an activity function or method reference (or an "
+                f"async def of the workflow), not {activity_function!r}"
+            )
         definition = activity._Definition.from_callable(activity_function)
         name = definition.name if definition and definition.name else activity_function.__name__
         self._compensations.append(
@@ -364,9 +369,9 @@ class Saga:
             return False  # re-raised as it is: the original error is the workflow's outcome
         # A bug (TypeError, KeyError...) would otherwise fail the workflow task forever and
         # leave the workflow stuck "Running": fail the workflow with it instead.
-        raise ApplicationError(
-            f"{type(error).__name__}: {error}", type=type(error).__name__, non_retryable=True
-        ) from error
+        # Its type is the failure's type: the message is the error's own, not repeated.
+        kind = type(error).__name__
+        raise ApplicationError(str(error) or kind, type=kind, non_retryable=True) from error
 
     # -- what a query shows ------------------------------------------------------------
 

@@ -431,7 +431,7 @@ async def test_bug_in_block_compensates_and_fails_workflow_with_application_erro
     assert isinstance(error, ApplicationError)
     assert error.type == "KeyError"
     assert error.non_retryable
-    assert "bug in step 1" in error.message
+    assert error.message == "'bug in step 1'"  # the type is the failure's, not repeated
     assert script.calls("undo") == [1, 0]
     assert script.calls("noop") == [1]
     assert script.effects == set()
@@ -871,3 +871,8 @@ async def test_property_compensations_of_started_steps_run_exactly_once(
     else:
         assert script.undo_order() == ran
     assert script.effects == {i for i in took_effect if i not in ran or i in failed}
+
+
+def test_a_compensation_given_by_name_is_refused_saying_what_it_takes() -> None:
+    with pytest.raises(TypeError, match="an activity function or method reference"):
+        Saga().add_compensation("undo")  # type: ignore[arg-type]
