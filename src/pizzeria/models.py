@@ -108,6 +108,12 @@ def order_number_of(workflow_id: str) -> str:
     return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
 
 
+def short_run(run_id: str) -> str:
+    """A run id as a column shows it: its last 8 hex digits. Temporal's run ids are UUIDv7,
+    which begin with their time: two runs of the same minute share their first digits."""
+    return run_id.replace("-", "")[-8:]
+
+
 def dollars(cents: int | None) -> str:
     """Money as people read it: ``$1,234.50``; ``-`` when there is no amount."""
     if cents is None:

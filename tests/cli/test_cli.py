@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from pizzeria.cli.ledger import money_line
+from pizzeria.models import short_run
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of
@@ -131,6 +132,16 @@ def test_orders_and_ledger_tables_show_a_long_order_number_in_full_when_piped(st
         assert done.returncode == 0, done.stderr
         assert number in done.stdout, done.stdout
         assert max(len(line) for line in done.stdout.splitlines()) <= 80
+
+
+def test_the_ledger_tells_two_runs_of_one_number_apart(stack):
+    # Run ids are UUIDv7: two runs of the same minute share their first 8 digits.
+    _, first = order_json(stack, "--order-number", "CLI-TWO-RUNS", "--pickup")
+    _, second = order_json(stack, "--order-number", "CLI-TWO-RUNS", "--pickup", "--again")
+    shown = [short_run(first["run_id"]), short_run(second["run_id"])]
+    assert shown[0] != shown[1]
+    table = pizzeria(stack, "ledger").stdout
+    assert all(run in table for run in shown), table
 
 
 def test_status_shows_each_step_and_compensation(stack):

@@ -18,7 +18,7 @@ from pizzeria.cli.common import UserError, cell, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import DeliveryKeyReused
 from pizzeria.menu import INGREDIENTS
-from pizzeria.models import dollars
+from pizzeria.models import dollars, short_run
 
 #: The most portions one delivery may bring (a typo of a few zeros is refused).
 MAX_DELIVERY = 1_000_000
@@ -69,7 +69,7 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
         taken = sum(row["stock_held"].values())  # consumed by a completed order, else held
         orders.add_row(
             cell(row["order_number"]),  # from a workflow id: any client chose it
-            row["run_id"][:8],
+            short_run(row["run_id"]),
             money_line(row),
             str(taken),
         )

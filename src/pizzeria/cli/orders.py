@@ -50,6 +50,7 @@ from pizzeria.models import (
     RepairResult,
     dollars,
     mask_card_number,
+    short_run,
 )
 from pizzeria.refunds import staff_gateway
 
@@ -302,6 +303,6 @@ def abandon_and_report(order_number: str, address: str | None, location: str | N
         else "no card hold to release"
     )
     out.print(
-        f"Order {order_number}: abandoned (run {result.run_id[:8]} {ended}); "
+        f"Order {order_number}: abandoned (run {short_run(result.run_id)} {ended}); "
         f"put back {portions} portions of stock, {hold}; any late step of that run is refused"
     )

@@ -48,6 +48,7 @@ from pizzeria.models import (
     OrderConfirmation,
     PizzaOrder,
     dollars,
+    short_run,
     workflow_id_for,
 )
 from pizzeria.order_hold import REFUSED, CardHold
@@ -74,7 +75,7 @@ class OrderAlreadyCompleted(Exception):
 
     def __init__(self, order_number: str, run_id: str) -> None:
         super().__init__(
-            f"order {order_number} was already placed and completed (run {run_id[:8]}): "
+            f"order {order_number} was already placed and completed (run {short_run(run_id)}): "
             "nothing new was started"
         )
         self.order_number = order_number

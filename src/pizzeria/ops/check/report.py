@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pizzeria.models import dollars
+from pizzeria.models import dollars, short_run
 from pizzeria.text import for_terminal
 
 # Order counts printed on their own; any other outcome (terminated, ...) is listed after.
@@ -88,7 +88,7 @@ def print_check_report(report: CheckReport, console: Console) -> None:
         "violation", "order", "run", "detail", title=f"{len(report.violations)} violations"
     )
     for item in report.violations:
-        row = (item.kind, item.order, item.run_id[:8], item.detail)
+        row = (item.kind, item.order, short_run(item.run_id), item.detail)
         table.add_row(*(Text(for_terminal(value)) for value in row))
     console.print(table)
 
