@@ -420,6 +420,19 @@ def test_placing_a_completed_order_number_again_shows_its_confirmation(restartab
     assert "already placed and completed" in human.stderr and "--again" in human.stderr
     assert "confirmation:" in human.stdout
     assert "5556" not in human.stdout  # not shown as the card that paid
+    assert "is not the one that completed" not in human.stderr  # the same order, paid
+
+    # Another order under the number: the confirmation is the delivery that completed,
+    # and the order typed now is said not to be it.
+    other = pizzeria(
+        restartable, "order", "--order-number", "TWICE-1", "--pickup", "--item", "Small"
+    )
+    assert other.returncode == 0, other.stderr
+    assert "  delivery:      SUCCESS" in other.stdout and "pickup" not in other.stdout
+    assert (
+        "The order typed now ($12.00 where it was $35.00, a pickup) is not the one that "
+        "completed, and was not placed"
+    ) in other.stderr
 
     code, again = order_json("--again")
     assert code == 0 and again["run_id"] != first["run_id"]

@@ -55,7 +55,7 @@ from pizzeria.models import (
 from pizzeria.refunds import staff_gateway
 
 
-def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: bool = True) -> None:
+def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
     color = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(outcome.status, "")
     out.print(
         f"Order {outcome.order_number}: [{color}]{outcome.status}[/{color}]"
@@ -66,7 +66,7 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None, *, delivery: b
         out.print(f"  card:          {mask_card_number(card)}")
     if outcome.confirmation:
         out.print(f"  amount:        {dollars(outcome.amount)}")
-        if delivery:
+        if outcome.delivery is not False:  # as the run went, not as a new request asks
             out.print(f"  delivery:      {outcome.confirmation['status']}")
         else:
             out.print("  pickup:        ready at the counter (no delivery)")

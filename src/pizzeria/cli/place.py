@@ -195,7 +195,9 @@ def order(
         )
     else:
         # A run placed before was paid by its own card, not necessarily the one typed now.
-        print_outcome(outcome, None if placed_before else card, delivery=not pickup)
+        print_outcome(outcome, None if placed_before else card)
+    if placed_before:
+        say_if_another_order(placed, outcome)
     if outcome.status != "COMPLETED":
         raise SystemExit(1)
 
@@ -251,6 +253,24 @@ async def place_or_show(
             on_unanswered=notice,
         )
         return shown, True, None
+
+
+def say_if_another_order(typed: PizzaOrder, completed: OrderOutcome) -> None:
+    """The order typed now is not placed when its number completed before: say so when it
+    differs from the one that completed, rather than let its confirmation pass for it."""
+    amount = menu.billed_amount(menu.order_total(typed.items))
+    differs = []
+    if completed.amount is not None and completed.amount != amount:
+        differs.append(f"{dollars(amount)} where it was {dollars(completed.amount)}")
+    if completed.delivery is not None and completed.delivery != typed.is_delivery:
+        differs.append("a delivery" if typed.is_delivery else "a pickup")
+    if differs:
+        err.print(
+            f"The order typed now ({', '.join(differs)}) is not the one that completed, and "
+            f"was not placed: `--again` places it as a new, billed run, or choose another "
+            "--order-number",
+            markup=False,
+        )
 
 
 def held_line(hold: CardHold) -> str:

@@ -19,6 +19,7 @@ from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.reader import read_history, status_name
 from pizzeria.models import (
     ORDER_STATUS,
+    STEP_NOTIFY_DELIVERY_DRIVER,
     WORKFLOW_TYPE,
     OrderConfirmation,
     order_number_of,
@@ -42,6 +43,7 @@ class OrderOutcome:
     failed_compensations: list[str] = field(default_factory=list)
     confirmation: dict[str, Any] | None = None
     web_ui: str = ""
+    delivery: bool | None = None  # for a completed order: delivered (else picked up)
 
     def to_json(self) -> dict[str, Any]:
         """What clients are shown of an outcome: with the bill's confirmation (its number
@@ -90,10 +92,13 @@ def web_ui_link(
 
 async def compensations_from_history(
     handle: WorkflowHandle[Any, Any],
-) -> tuple[list[str], list[str]]:
-    """Compensations that completed, in the order they completed; and those that failed."""
+) -> tuple[list[str], list[str], bool]:
+    """Compensations that completed, in the order they completed; those that failed; and
+    whether the run looked for a driver (a delivery: a pickup never does)."""
     reader = read_history([event async for event in handle.fetch_history_events()])
-    return reader.compensations()
+    done, failed = reader.compensations()
+    delivery = any(span.name == STEP_NOTIFY_DELIVERY_DRIVER for span in reader.activities())
+    return done, failed, delivery
 
 
 async def outcome_of(
@@ -131,7 +136,7 @@ async def read_outcome(
         failure = error.cause
     description = await handle.describe()
     run_id = description.run_id
-    compensations, failed = await compensations_from_history(
+    compensations, failed, delivery = await compensations_from_history(
         client.get_workflow_handle(handle.id, run_id=run_id)
     )
     outcome = OrderOutcome(
@@ -148,6 +153,7 @@ async def read_outcome(
     if confirmation is not None:
         outcome.amount = confirmation.amount
         outcome.confirmation = asdict(confirmation)
+        outcome.delivery = delivery
     else:
         outcome.error_type = error_type_of(failure)
         outcome.error = error_message_of(failure)
