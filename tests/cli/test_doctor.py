@@ -12,13 +12,17 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueResponse
 
 from pizzeria.ledger import latest_version, open_ledger
+from pizzeria.ops.doctor import check_pollers
 from pizzeria.ops.processes import dev_server, free_port
 from tests.helpers import pizzeria, run_pizzeria
 from tests.helpers.postgres import PostgresServer
@@ -195,3 +199,30 @@ def test_a_server_without_the_search_attribute_and_without_workers_fails_both(
     )
     assert "no worker polls pizza-tasks" in verdicts["pollers"]["detail"]
     assert "no orders yet" in verdicts["payloads"]["detail"]
+
+
+# -- a worker that stopped is not a poller -----------------------------------------------------
+
+
+def fake_queue(seconds_ago: dict[str, float]) -> Any:
+    """A client whose task queue lists workers last seen ``seconds_ago``, by identity."""
+    now = datetime.now(UTC)
+
+    async def describe_task_queue(request: Any, **call_options: Any) -> Any:
+        response = DescribeTaskQueueResponse()
+        for identity, ago in seconds_ago.items():
+            poller = response.pollers.add(identity=identity)
+            poller.last_access_time.FromDatetime(now - timedelta(seconds=ago))
+        return response
+
+    service = SimpleNamespace(describe_task_queue=describe_task_queue)
+    return SimpleNamespace(namespace="default", workflow_service=service)
+
+
+async def test_a_worker_gone_for_minutes_is_no_poller_though_the_server_still_lists_it():
+    gone = await check_pollers(fake_queue({"1382@vm": 183.0}), "pizza-tasks")
+    assert gone.verdict == "FAIL"
+    assert gone.detail.startswith("no worker polls pizza-tasks for workflow or activity tasks")
+    assert "(one polled 183 s ago, and is gone)" in gone.detail
+    live = await check_pollers(fake_queue({"1382@vm": 183.0, "77@vm": 20.0}), "pizza-tasks")
+    assert live.verdict == "ok" and live.detail.startswith("1 worker(s) poll pizza-tasks (77@vm)")

@@ -143,10 +143,17 @@ async def check_search_attribute(client: Client) -> Verdict:
     return Verdict("search attribute", OK, f"{ORDER_STATUS.name} (Keyword) is registered")
 
 
+#: A worker long-polls without a pause (a poll returns within about a minute, empty or
+#: not): one not seen for this long is gone, though the server lists it some minutes more.
+STALE_POLLER_SECONDS = 90.0
+
+
 async def check_pollers(client: Client, task_queue: str) -> Verdict:
     """Workers seen polling the queue recently, for workflow tasks and for activities."""
     seen: dict[str, set[str]] = {}
-    latest: datetime | None = None
+    latest: datetime | None = None  # the last poll of a worker still polling
+    gone: datetime | None = None  # the last poll of one that stopped
+    now = datetime.now(UTC)
     for kind, label in (
         (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow"),
         (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity"),
@@ -162,20 +169,27 @@ async def check_pollers(client: Client, task_queue: str) -> Verdict:
             )
         except RPCError as error:
             return Verdict("pollers", FAIL, f"cannot describe {task_queue}: {rpc_reason(error)}")
-        seen[label] = {poller.identity for poller in response.pollers}
+        seen[label] = set()
         for poller in response.pollers:
             at = poller.last_access_time.ToDatetime(tzinfo=UTC)
-            latest = at if latest is None or at > latest else latest
+            if (now - at).total_seconds() <= STALE_POLLER_SECONDS:
+                seen[label].add(poller.identity)
+                latest = at if latest is None or at > latest else latest
+            else:  # listed by the server a while longer, but gone
+                gone = at if gone is None or at > gone else gone
     missing = [label for label, identities in seen.items() if not identities]
     if missing:
+        last = ""
+        if gone is not None:
+            last = f" (one polled {(now - gone).total_seconds():.0f} s ago, and is gone)"
         return Verdict(
             "pollers",
             FAIL,
-            f"no worker polls {task_queue} for {' or '.join(missing)} tasks: orders wait "
-            "until one does; start `pizzeria worker`",
+            f"no worker polls {task_queue} for {' or '.join(missing)} tasks{last}: orders "
+            "wait until one does; start `pizzeria worker`",
         )
     workers = sorted(seen["workflow"] | seen["activity"])
-    ago = (datetime.now(UTC) - latest).total_seconds() if latest else 0.0
+    ago = (now - latest).total_seconds() if latest else 0.0
     return Verdict(
         "pollers",
         OK,
