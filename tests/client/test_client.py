@@ -53,10 +53,10 @@ from pizzeria.client.outcomes import (
 from pizzeria.client.placing import start_with_answer
 from pizzeria.ledger import Ledger
 from pizzeria.models import ORDER_STATUS, order_number_of, workflow_id_for
-from pizzeria.ops.processes import private_dev_server, worker_process
+from pizzeria.ops.processes import dev_server, private_dev_server, worker_process
 from pizzeria.samples import BAD_CARD, sample_order
 from pizzeria.temporal import waiting
-from tests.helpers import PIZZERIA, event_types, eventually, pizzeria, wait_until
+from tests.helpers import PIZZERIA, event_types, eventually, pizzeria, run_pizzeria, wait_until
 from tests.helpers.stack import stack_env
 
 
@@ -356,6 +356,26 @@ def test_order_that_outlasts_its_timeout_is_still_running_exit_3(restartable) ->
     assert last.startswith("error: order SLOW-1 has no outcome after 2 s and is still running")
     assert last.endswith("follow it with `pizzeria status SLOW-1 --watch`")
     assert pizzeria(restartable, "cancel", "SLOW-1").returncode == 0  # tidy: nothing hangs on
+
+
+@pytest.mark.timeout(120)
+def test_an_order_no_worker_takes_says_so_when_its_timeout_is_over(
+    tmp_path, environment_kind: str
+) -> None:
+    if environment_kind == "local":
+        pytest.skip("starts its own dev server: runs once, in the default pass")
+    with dev_server(headless=True) as server:  # and no worker at all
+        env = stack_env(tmp_path, TEMPORAL_ADDRESS=server.address)
+        done = run_pizzeria("order", "--order-number", "NO-WORKER", "--timeout", "2", env=env)
+    assert done.returncode == 3, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "follow it with `pizzeria status NO-WORKER --watch`; no worker has taken it yet: "
+            "is `pizzeria worker` running?"
+        )
+    )
 
 
 @pytest.mark.timeout(120)

@@ -6,8 +6,11 @@ import json
 import re
 import time
 from dataclasses import asdict
+from typing import Any
 
 import click
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
 from pizzeria import menu
@@ -239,7 +242,8 @@ async def place_or_show(
                 on_unanswered=notice,
             )
         except OrderStillRunning as running:  # said with the --timeout given, not what was left
-            raise OrderStillRunning(number, patience, running.unreachable) from None
+            untaken = not running.unreachable and await untaken_by_workers(started.handle)
+            raise OrderStillRunning(number, patience, running.unreachable, untaken) from None
         return outcome, False, hold
     except OrderAlreadyCompleted as completed:
         if not as_json:
@@ -253,6 +257,18 @@ async def place_or_show(
             on_unanswered=notice,
         )
         return shown, True, None
+
+
+async def untaken_by_workers(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether no worker ever took the run's first workflow task (none runs, or none for
+    this server); False when that cannot be told."""
+    try:
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                return False
+    except RPCError:
+        return False
+    return True
 
 
 def say_if_another_order(typed: PizzaOrder, completed: OrderOutcome) -> None:
