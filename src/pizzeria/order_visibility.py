@@ -58,7 +58,9 @@ def count_closed(status: str) -> None:
 def write_memo(saga: Saga, outcome: str) -> None:
     """The closed order's outcome and how its saga ended, in its memo."""
     if saga.repaired_by:
-        compensation = f"repaired by hand ({saga.repaired_by})"
+        compensation = (
+            "retried by an operator" if saga.repaired_by == "retry" else "resolved by hand"
+        )
     else:
         compensation = "compensated" if saga.compensating else "none"
     workflow.upsert_memo({"compensation": compensation, "outcome": outcome})

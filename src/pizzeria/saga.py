@@ -373,6 +373,17 @@ class Saga:
         kind = type(error).__name__
         raise ApplicationError(str(error) or kind, type=kind, non_retryable=True) from error
 
+    @property
+    def repair_said(self) -> str:
+        """How an operator ended a needs-attention saga, in words: retried, or resolved by
+        hand with a note ("" when nobody had to)."""
+        if self.repaired_by is None:
+            return ""
+        if self.repaired_by == "retry":
+            return "retried by an operator"
+        note = f": {self.resolution_note}" if self.resolution_note else ""
+        return f"resolved by hand{note}"
+
     # -- what a query shows ------------------------------------------------------------
 
     def outcomes(self) -> list[dict[str, Any]]:

@@ -167,11 +167,10 @@ class PizzaOrderWorkflow(HoldFirst):
 
     def _repaired(self, error: Exception) -> ApplicationError:
         """The order's own failure, saying that an operator had to step in."""
-        note = f": {self.saga.resolution_note}" if self.saga.resolution_note else ""
         # The message without its type: clients print the type in front of it.
         return ApplicationError(
             f"{error_message_of(error) or self.saga.original_error} (compensation "
-            f"repaired by hand: {self.saga.repaired_by}{note})",
+            f"{self.saga.repair_said})",
             {"repaired_by": self.saga.repaired_by, "note": self.saga.resolution_note},
             type=error_type_of(error) or "OrderFailed",
             non_retryable=True,
@@ -317,7 +316,7 @@ class PizzaOrderWorkflow(HoldFirst):
         self.finished = True
         self.outcome = outcome
         if self.saga.repaired_by:
-            self.outcome += f" (repaired by hand: {self.saga.repaired_by})"
+            self.outcome += f" (compensation {self.saga.repair_said})"
         shown.show_details(shown.OUTCOME_DETAILS.get(outcome, shown.COMPLETED_DETAILS))
         status = shown.OUTCOME_STATUS.get(outcome, shown.COMPLETED_STATUS)
         shown.show_status(status)

@@ -431,7 +431,7 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
     outcome = json.loads(out)
     assert outcome["status"] == "FAILED"
     assert outcome["error_type"] == "CreditCardProcessingError"
-    assert "repaired by hand" in outcome["error"]
+    assert "(compensation retried by an operator)" in outcome["error"]  # not "by hand"
     # The type is printed in front of the message: the message does not repeat it.
     assert outcome["error"].startswith("Invalid credit card number"), outcome["error"]
     ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)

@@ -206,10 +206,11 @@ def render_report(report: dict[str, Any]) -> str:
             cell(entry["error"] or entry["summary"]),
         )
     console.print(table)
-    if report.get("repaired_by"):
+    if report.get("repaired_by") == "retry":
+        console.print("Compensations retried by an operator", markup=False)
+    elif report.get("repaired_by"):
         note = report.get("resolution_note") or ""
-        repaired = shown(f"Repaired by hand: {report['repaired_by']} {note}")
-        console.print(repaired, markup=False)
+        console.print(shown(f"Resolved by hand: {note}".rstrip(": ")), markup=False)
     if report.get("refunds"):
         console.print("Refunds by staff:", markup=False)
         for line in refund_lines(report["refunds"]):
