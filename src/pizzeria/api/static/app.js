@@ -392,8 +392,12 @@ function onOutcome(outcome) {
   $("#status").textContent = outcome.status;
   $("#status").className = "badge status-" + outcome.status;
   for (const item of document.querySelectorAll("#steps li.state-pending")) setState(item, "not run");
+  // A billed order no driver took is refunded in full (refund_undelivered_order).
+  const undelivered = outcome.delivery === "DELIVERY FAILURE";
   const text = {
-    COMPLETED: `Done: confirmation ${outcome.confirmation_number} (${outcome.delivery}).`,
+    COMPLETED: undelivered
+      ? `No driver could take the order: its amount was refunded to the card (confirmation ${outcome.confirmation_number}).`
+      : `Done: confirmation ${outcome.confirmation_number} (${outcome.delivery}).`,
     FAILED: `Failed: ${outcome.error || outcome.error_type}. Everything done was undone.`,
     CANCELLED: "Cancelled: everything done was undone.",
   };
