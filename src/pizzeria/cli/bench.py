@@ -191,11 +191,11 @@ def bench(
     if ran_instead(setups[0], as_json, peer=peer, costs=costs, ablation=ablation, profile=profile):
         return
     report = run_with_progress(setups)
+    show = print_side_by_side if len(setups) > 1 else print_bench_report
+    print_either(as_json, report, lambda: show(report, out))  # the figures first, whatever
     if plot is not None:
         plot_or_fail(report, plot)
         err.print(f"Plot written to {plot}")
-    show = print_side_by_side if len(setups) > 1 else print_bench_report
-    print_either(as_json, report, lambda: show(report, out))
 
 
 def ran_instead(
@@ -421,6 +421,9 @@ def plot_or_fail(report: dict[str, Any] | None, path: Path) -> None:
     """Draw the report's plot to ``path``; without a report, only check that it can be."""
     try:
         if report is None:
+            folder = path.parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                fail(f"cannot write the plot to {path}: {folder} is not a folder it can write", 2)
             pyplot()
         else:
             draw_plot(report, path)
