@@ -276,6 +276,8 @@ def test_worker_options_parse_numbers_and_flags():
         (("--peer", "dbos", "--compare-fast-path"), "not --peer's"),
         (("--peer", "dbos", "--workers", "1", "--workers", "2"), "--peer runs one setup"),
         (("--costs", "--plot", "x.png"), "--plot draws the benchmark's own run, not --costs's"),
+        (("--profile", "--concurrency", "10"), "--profile runs 50 in flight"),
+        (("--compare-fast-path", "--workflows", "10"), "--workflows 10 cannot keep 50 in flight"),
         # Said before the run, not after its minutes (and without its figures).
         (("--plot", "/nonexistent/dir/x.png"), "cannot write the plot to /nonexistent/dir/x.png"),
     ],

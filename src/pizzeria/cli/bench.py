@@ -36,9 +36,9 @@ from pizzeria.ops.bench.measure import run_benchmark, run_side_by_side
 from pizzeria.ops.bench.peer import PEERS, PeerError, check_peer
 from pizzeria.ops.bench.profile import (
     PROFILE_CASES,
-    PROFILE_CONCURRENCY,
     PROFILE_WORKFLOWS,
     RATE_HZ,
+    in_flight,
     py_spy,
     run_profile,
 )
@@ -173,6 +173,9 @@ def bench(
             raise click.UsageError(f"{mode} runs one setup: give one --ledger and one --workers")
         if plot is not None:
             raise click.UsageError(f"--plot draws the benchmark's own run, not {mode}'s")
+        if concurrency and mode in ("--profile", "--costs"):
+            pace = "50 in flight" if mode == "--profile" else "one workflow of each shape"
+            raise click.UsageError(f"{mode} runs {pace}: --concurrency is not its")
     untraced()
     settings = Settings(
         repeat=repeat,
@@ -182,6 +185,12 @@ def bench(
         sandbox_passthrough=sandbox_passthrough,
         groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
+    paced = mode not in ("--profile", "--costs")  # those two keep their own pace
+    if workflows is not None and paced and workflows < max(settings.concurrency):
+        raise click.UsageError(
+            f"--workflows {workflows} cannot keep {max(settings.concurrency)} in flight: a "
+            "batch needs at least as many workflows as it keeps in flight"
+        )
     setups = setups_of(settings, ledgers, workers)
     if plot is not None:
         if len(setups) > 1:
@@ -362,7 +371,7 @@ def run_instead_with_progress(settings: Settings, ablation: bool) -> dict[str, A
     err.print(
         f"Profile: py-spy samples the worker at {RATE_HZ} Hz (the thread holding the GIL) "
         f"through {total} batches of {settings.workflows or PROFILE_WORKFLOWS} workflows, "
-        f"{PROFILE_CONCURRENCY} in flight, on one stack."
+        f"{in_flight(settings)} in flight, on one stack."
     )
     return with_progress(total, lambda step: run_profile(settings, step))
 

@@ -41,6 +41,13 @@ from pizzeria.ops.bench.stack import running_stack
 
 RATE_HZ = 100
 PROFILE_CONCURRENCY = 50
+
+
+def in_flight(settings: Settings) -> int:
+    """How many workflows the profile keeps in flight: 50, or all of a smaller batch."""
+    return min(PROFILE_CONCURRENCY, settings.workflows or PROFILE_WORKFLOWS)
+
+
 PROFILE_WORKFLOWS = 300
 PROFILE_CASES = (BASELINE_GOOD, GOOD)
 #: With --compare-fast-path: the fast-path order against its bare shape of local activities.
@@ -179,7 +186,7 @@ async def profiled_batch(
         raise BenchError(f"py-spy could not attach to the worker: {reason}")
     count = settings.workflows or PROFILE_WORKFLOWS
     try:
-        await run_batch(client, stack, case, PROFILE_CONCURRENCY, count, f"p{run}-{case.name}", run)
+        await run_batch(client, stack, case, in_flight(settings), count, f"p{run}-{case.name}", run)
     finally:
         spy.send_signal(signal.SIGINT)
         await asyncio.wait_for(spy.communicate(), timeout=30)
@@ -234,7 +241,7 @@ def profile_report(
     return {
         "settings": {
             "repeat": settings.repeat,
-            "concurrency": PROFILE_CONCURRENCY,
+            "concurrency": in_flight(settings),
             "workflows_per_batch": settings.workflows or PROFILE_WORKFLOWS,
             "rate_hz": RATE_HZ,
         },
