@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
@@ -23,6 +23,7 @@ from pizzeria.history.reader import COMPENSATION as COMPENSATION
 from pizzeria.history.reader import STEP as STEP
 from pizzeria.history.reader import HistoryReader, Span, failure_text, read_history, status_name
 from pizzeria.models import order_number_of
+from pizzeria.saga import Phase
 from pizzeria.temporal.tracing import TRACE_MEMO
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -40,7 +41,12 @@ class TimelineEntry:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["started_at"] = self.started_at.isoformat()
+        # The server's clock is UTC: said so, as `orders` says it (+00:00), to the microsecond.
+        started = self.started_at
+        started = started if started.tzinfo else started.replace(tzinfo=UTC)
+        data["started_at"] = started.isoformat(timespec="microseconds")
+        if self.duration_ms is not None:
+            data["duration_ms"] = round(self.duration_ms, 3)
         return data
 
 
@@ -151,6 +157,8 @@ async def order_report(
             state = await run_handle.query(
                 PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=3)
             )
+    if status == "COMPLETED" and state.get("phase") == Phase.RUNNING:
+        state = completed_state(state)
     return {
         "order_number": order_number_of(handle.id),
         "workflow_id": handle.id,
@@ -165,3 +173,14 @@ async def order_report(
         "timeline": [entry.to_json() for entry in entries],
         **{key: value for key, value in state.items() if key not in ("details", "needs_attention")},
     }
+
+
+def completed_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The saga's state of an order that completed, as its reader means it: the saga knows
+    only that nothing was undone ("running", compensations "pending"); the order is done,
+    and its compensations are no longer needed."""
+    compensations = [
+        {**item, "status": "not needed"} if item.get("status") == "pending" else item
+        for item in state.get("compensations", [])
+    ]
+    return {**state, "phase": "completed", "compensations": compensations}
