@@ -646,7 +646,13 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
         "not_judged": 0,
     }
 
+    # What was kept is what the bills captured less what went back after them: CHK-1's
+    # whole bill (no driver), $5.00 of CHK-3's (staff).
+    money = report["money"]
+    assert (money["refunded_after_bill"], money["kept"]) == (AMOUNT + 500, AMOUNT - 500)
+
     text = pizzeria(stack, "check")
+    assert "refunded after the bill (no driver, staff) $40.00; kept $30.00" in text.stdout
     assert text.returncode == 0 and "No violations" in text.stdout
     assert "the ledger, Temporal and the payment provider agree" in text.stdout
     assert "Payment provider: 4 payments, 2 refunds; held $0.00, captured $70.00" in text.stdout

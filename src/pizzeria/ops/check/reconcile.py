@@ -111,10 +111,14 @@ def order_counts(records: list[OrderRecord]) -> dict[str, int]:
 def money_figures(views: list[RunView], found: Findings) -> dict[str, int]:
     charged = sum(view.ledger.charged for view in views)
     refunded = sum(view.ledger.refunded for view in views)
+    # Given back past the bill: to an order no driver took, and by staff.
+    after_bill = sum(v.ledger.refunded_after_bill + v.ledger.refunded_by_staff for v in views)
     return {
         "charged": charged,
         "refunded": refunded,
         "net": charged - refunded,
+        "refunded_after_bill": after_bill,
+        "kept": charged - refunded - after_bill,
         "billed_completed": sum(v.ledger.billed for v in views if v.status == "COMPLETED"),
         # per order: charged - refunded is the bill (completed) or 0 (undone)
         "completed_orders_settled": found.settled["completed"],

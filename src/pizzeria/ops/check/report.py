@@ -137,8 +137,9 @@ def print_money(report: CheckReport, console: Console) -> None:
     # after the bill (no driver, staff) are the payment provider's line.
     console.print(
         f"Money: held {dollars(money['charged'])}, given back by compensations "
-        f"{dollars(money['refunded'])}, kept {dollars(money['net'])}; captured by completed "
-        f"orders {dollars(money['billed_completed'])}"
+        f"{dollars(money['refunded'])}; captured by completed orders "
+        f"{dollars(money['billed_completed'])}, refunded after the bill (no driver, staff) "
+        f"{dollars(money['refunded_after_bill'])}; kept {dollars(money['kept'])}"
     )
     undone = sum(orders[name] for name in UNDONE_COUNTS)
     console.print(
