@@ -32,7 +32,9 @@ class ChaosResult:
     workers: int = 0
     ledger: str = ""  # where the ledger was, a password shown as ***
     late_writes: int = 0  # attempts that wrote after their timeout (from the worker logs)
-    late_writes_refused: int = 0  # ... and found their compensation's tombstone
+    # Step attempts (late writes or not: a retry after a kill) that found their
+    # compensation's tombstone and were refused.
+    late_writes_refused: int = 0
     lost_answers: int = 0  # steps that took effect while their answer was lost
     fast_path: bool = False  # the orders ran their ledger steps as local activities
     provider_faults: str = ""  # the payment provider's faults ("": none)
@@ -131,7 +133,8 @@ def print_chaos_summary(result: ChaosResult, console: Console) -> None:
         f"{result.workers} workers on {result.ledger}: {result.worker_kills} worker kills, "
         f"{result.rolling_restarts} rolling restarts, {result.server_restarts} server restarts, "
         f"{result.repaired} orders repaired; {result.late_writes} late writes, "
-        f"{result.late_writes_refused} of them refused; {result.lost_answers} lost answers"
+        f"{result.late_writes_refused} step attempts refused after their compensation ran; "
+        f"{result.lost_answers} lost answers"
     )
     console.print(provider_line(result), markup=False)
     verdict = "[green]nothing lost, nothing doubled[/green]" if result.ok else "[red]FAILED[/red]"
