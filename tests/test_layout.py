@@ -160,3 +160,29 @@ def test_tests_mirror_the_tree_and_share_only_the_helpers_package() -> None:
             if isinstance(node, ast.ImportFrom) and node.module:
                 last = node.module.split(".")[-1]
                 assert not last.startswith("test_"), f"{path} imports {node.module}"
+
+
+def test_the_module_map_in_the_design_names_every_module_where_it_is():
+    """docs/design.md's map is read to find one's way in the code: every module is on it,
+    under its package (an ``__init__.py`` only when it holds more than a docstring)."""
+    design = (PACKAGE.parents[1] / "docs" / "design.md").read_text()
+    block = design.split("```\nsrc/pizzeria/\n", 1)[1].split("```", 1)[0]
+    listed, folders = set(), ["src/pizzeria"]
+    for line in block.splitlines():
+        depth = (len(line) - len(line.lstrip())) // 2
+        name = line.split()[0]
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            listed.add("/".join([*folders[1:], name]))
+    for path in PACKAGE.rglob("*.py"):
+        module = path.relative_to(PACKAGE).as_posix()
+        body = ast.parse(path.read_text()).body
+        docstring_only = len(body) <= 2 and all(
+            isinstance(node, ast.Expr | ast.ImportFrom) for node in body
+        )
+        if path.name == "__init__.py" and docstring_only:
+            continue
+        assert module in listed, f"{module} is not on docs/design.md's module map"
+    assert not {module for module in listed if not (PACKAGE / module).exists()}
