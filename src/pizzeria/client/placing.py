@@ -272,6 +272,42 @@ async def start_with_answer(
     """
     update_id = update_id or f"accepted-{uuid.uuid4()}"  # the answer can be asked again
     sent_at = datetime.now(UTC) - CLOCK_SKEW
+    operation, update = await _send_with_start(client, order, task_queue, update_id, rules)
+    answer = asyncio.ensure_future(answer_of(update))
+    try:
+        if started_within is None:
+            handle = await operation.workflow_handle()
+        else:
+            handle = await _handle_or_run(client, operation, order, sent_at, started_within)
+    except BaseException as error:
+        await _drop(answer, update)
+        if already_started(error):
+            raise await why_not_started(client, order.order_number) from None
+        if patience is None or not isinstance(error, RPCError) or error.status not in UNANSWERED:
+            raise
+        found = await started_meanwhile(client, order, sent_at, error, patience, on_unanswered)
+        if found is None:  # it never did: start it now
+            return await start_with_answer(
+                client, order, task_queue, update_id=update_id, patience=patience,
+                on_unanswered=on_unanswered, started_within=started_within, **rules,
+            )  # fmt: skip
+        handle = client.get_workflow_handle_for(
+            PizzaOrderWorkflow.order_pizza, found.id, run_id=found.run_id
+        )
+        answer = asyncio.ensure_future(
+            early_answer(client, order.order_number, found.run_id, update_id)
+        )
+    return Started(handle, answer)
+
+
+async def _send_with_start(
+    client: Client,
+    order: PizzaOrder,
+    task_queue: str,
+    update_id: str,
+    rules: StartRules,
+) -> tuple[WithStartWorkflowOperation[PizzaOrderWorkflow, OrderConfirmation], Any]:
+    """The start operation, and the Update-with-Start request carrying it (not awaited)."""
     options = await start_options(client, order, **rules)
     operation = WithStartWorkflowOperation(
         PizzaOrderWorkflow.order_pizza,
@@ -284,35 +320,16 @@ async def start_with_answer(
     update = client.execute_update_with_start_workflow(
         PizzaOrderWorkflow.order_accepted, start_workflow_operation=operation, id=update_id
     )
-    answer = asyncio.ensure_future(answer_of(update))
-    try:
-        if started_within is None:
-            handle = await operation.workflow_handle()
-        else:
-            handle = await _handle_or_run(client, operation, order, sent_at, started_within)
-    except BaseException as error:
-        answer.cancel()
-        with contextlib.suppress(BaseException):
-            await answer  # it failed with the start: nothing left unread
-        if inspect.getcoroutinestate(update) == inspect.CORO_CREATED:
-            update.close()  # cancelled before it ever ran
-        if already_started(error):
-            raise await why_not_started(client, order.order_number) from None
-        if patience is None or not isinstance(error, RPCError) or error.status not in UNANSWERED:
-            raise
-        found = await started_meanwhile(client, order, sent_at, error, patience, on_unanswered)
-        if found is None:  # it never did: start it now
-            return await start_with_answer(
-                client, order, task_queue, update_id=update_id, patience=patience,
-                on_unanswered=on_unanswered, **rules,
-            )  # fmt: skip
-        handle = client.get_workflow_handle_for(
-            PizzaOrderWorkflow.order_pizza, found.id, run_id=found.run_id
-        )
-        answer = asyncio.ensure_future(
-            early_answer(client, order.order_number, found.run_id, update_id)
-        )
-    return Started(handle, answer)
+    return operation, update
+
+
+async def _drop(answer: asyncio.Future[EarlyAnswer], update: Any) -> None:
+    """Give up on a request whose start failed: nothing left unread, nothing never run."""
+    answer.cancel()
+    with contextlib.suppress(BaseException):
+        await answer  # it failed with the start
+    if inspect.getcoroutinestate(update) == inspect.CORO_CREATED:
+        update.close()  # cancelled before it ever ran
 
 
 async def _handle_or_run(
