@@ -270,8 +270,10 @@ def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path / "data")}
+    wrong_address = run_pizzeria("orders", "--address", "127.0.0.1:99999", env=env, timeout=60)
+    assert wrong_address.returncode == 2, wrong_address.stderr  # a mistake in what was asked
+    assert "is not host:port" in wrong_address.stderr
     cases = [
-        (("orders", "--address", "127.0.0.1:99999"), env, "is not host:port"),
         (("orders",), {**env, "PIZZERIA_DATA_DIR": str(a_file)}, f"cannot use {a_file}"),
         (("stock", "add", "cheese", "1", "--ledger", str(a_file / "l.db")), env, "cannot use"),
         # What reads or corrects orders creates no ledger (nor its folder) where there is none.

@@ -31,6 +31,7 @@ from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import CodecKeyError
+from pizzeria.temporal.connection import TemporalConfigError
 from pizzeria.temporal.devserver import DevServerError
 
 
@@ -112,7 +113,8 @@ def _run_app() -> int:
         message = error.format_message().replace("\n", " ")
         error_line(f"{message} (see `{help_path(error.ctx, sys.argv[1:])} --help`)")
         return 2
-    except (UserError, OrderRefused) as error:
+    except (UserError, OrderRefused, TemporalConfigError) as error:
+        # TemporalConfigError: an address or a client config file that is wrong as given.
         error_line(str(error))
         return 2
     except (
