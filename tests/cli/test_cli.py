@@ -348,6 +348,13 @@ def test_a_reader_run_from_another_folder_says_where_the_key_is_and_makes_none(s
             "server and the worker run in, or set PIZZERIA_DATA_DIR\n"
         )
     assert not elsewhere.exists()  # a reader makes no key (it used to make one, not theirs)
+    # Another key than the orders': each order is still listed, its memo said unreadable.
+    env["PIZZERIA_CODEC_KEY"] = base64.b64encode(b"k" * 32).decode()
+    listed = run_pizzeria("orders", "--json", env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout)["orders"] if r["order_number"] == "CLI-KEYLESS"]
+    assert row["status"] == "COMPLETED" and row["amount"] is None
+    assert row["compensation"] == "(unreadable: encrypted under another key)"
 
 
 def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):

@@ -189,6 +189,10 @@ def existing_keys() -> list[tuple[str, bytes]]:
     return []
 
 
+class NoCodecKey(CodecKeyError):
+    """No key at all here: nothing encrypted can be read (not one payload's missing key)."""
+
+
 class KeylessCodec(PayloadCodec):
     """What a reader that found no key holds: plain payloads pass, and an encrypted one is
     one line saying where the key was looked for (a command run outside the folder of the
@@ -200,7 +204,7 @@ class KeylessCodec(PayloadCodec):
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         for payload in payloads:
             if payload.metadata.get("encoding") == ENCODING:
-                raise CodecKeyError(
+                raise NoCodecKey(
                     f"the orders are encrypted and there is no codec key here ({key_file()}, "
                     "or PIZZERIA_CODEC_KEY): run this in the folder the server and the worker "
                     "run in, or set PIZZERIA_DATA_DIR"
