@@ -651,6 +651,11 @@ def test_check_agrees_with_real_orders_then_names_the_order_whose_ledger_was_tam
     money = report["money"]
     assert (money["refunded_after_bill"], money["kept"]) == (AMOUNT + 500, AMOUNT - 500)
 
+    shown = pizzeria(stack, "status", "CHK-1").stdout.splitlines()[0]
+    assert shown == (
+        "Order CHK-1: COMPLETED - DELIVERY FAILURE: no driver took it, its amount was refunded"
+    )
+
     text = pizzeria(stack, "check")
     assert "refunded after the bill (no driver, staff) $40.00; kept $30.00" in text.stdout
     assert text.returncode == 0 and "No violations" in text.stdout

@@ -46,6 +46,7 @@ from pizzeria.history.timeline import order_report
 from pizzeria.ledger import Ledger
 from pizzeria.models import (
     ORDER_STATUSES,
+    STATUS_DELIVERY_FAILURE,
     CancelResult,
     RepairResult,
     dollars,
@@ -169,6 +170,8 @@ def render_report(report: dict[str, Any]) -> str:
     order_number, stuck = shown(report["order_number"]), report.get("failing_workflow_task")
     # A closed order says why it ended; an open one, what it is doing.
     now = report.get("error") or report["details"]
+    if report["status"] == "COMPLETED" and report.get("outcome") == STATUS_DELIVERY_FAILURE:
+        now = f"{STATUS_DELIVERY_FAILURE}: no driver took it, its amount was refunded"
     if stuck:
         now = f"STUCK: its workflow task keeps failing ({stuck['attempts']} attempts)"
     now = f" - {now}" if now and now.lower() != report["status"].lower() else ""
