@@ -178,6 +178,7 @@ def test_status_shows_each_step_and_compensation(stack):
         ["faults", "set", "refund_customer=explode"],
         ["faults", "set", "bogus=fail"],
         ["faults", "set", ""],  # it printed "Faults: ", exit 0
+        ["codec-server", "--origin", "not a url"],  # it served, for no browser at all
         ["nonsense"],
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,8 @@ def serve_dev_server(
 def start_codec_server(port: int, ui_port: int) -> CodecServer:
     try:
         return serve_for_web_ui(ui_port, port)
-    except OSError as error:
-        raise UserError(
+    except OSError as error:  # a port in use: exit 1, as every other port taken
+        raise ConnectionError(
             f"cannot serve the codec endpoint on 127.0.0.1:{port}: {error.strerror}"
         ) from None
 
@@ -180,6 +181,11 @@ def codec_server_command(port: int, origins: tuple[str, ...], require_auth: bool
     'Authorization: Bearer <secret>' (the secret in $PIZZERIA_CODEC_AUTH, else in
     .pizzeria/codec.auth, made on first use).
     """
+    for origin in origins:  # what a browser sends: scheme://host[:port], nothing more
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            raise UserError(
+                f"--origin {origin!r} is not a browser origin such as http://localhost:8233"
+            )
     stop_on_sigterm()
     allowed = origins or DEFAULT_ORIGINS
     codec, secret = EncryptionCodec(load_keys()), load_auth_secret()
@@ -187,8 +193,8 @@ def codec_server_command(port: int, origins: tuple[str, ...], require_auth: bool
         endpoint = CodecServer(
             codec, secret=secret, port=port, origins=allowed, require_auth=require_auth
         )
-    except OSError as error:
-        raise UserError(f"cannot serve on 127.0.0.1:{port}: {error.strerror}") from None
+    except OSError as error:  # a port in use: exit 1, as every other port taken
+        raise ConnectionError(f"cannot serve on 127.0.0.1:{port}: {error.strerror}") from None
     browsers = "browsers need the secret too" if require_auth else "without the secret"
     out.print(f"Codec endpoint on {endpoint.url} for {', '.join(allowed)} ({browsers}).")
     out.print(cli_advice(endpoint), markup=False)
