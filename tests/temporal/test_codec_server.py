@@ -248,3 +248,30 @@ def test_the_temporal_cli_is_told_how_to_send_the_secret(tmp_path: Path):
     said = "".join(lines)
     assert f'--codec-auth "Bearer $(cat {data / "codec.auth"})"' in said, said
     assert (data / "codec.auth").read_text().strip() not in said  # the path, never the secret
+
+
+def test_a_payload_under_a_key_the_endpoint_lacks_is_said_with_the_key_it_needs(endpoint):
+    """After a rotation, the Web UI is told which key is missing, not only "CodecKeyError"."""
+    auth = f"Bearer {CODEC_SECRET}"
+    status, sealed = post(endpoint.url + "/encode", plain_body(), auth=auth)
+    assert status == 200
+    other_key = bytes(reversed(range(32)))
+    other = CodecServer(
+        EncryptionCodec([(key_id_of(other_key), other_key)]), secret=CODEC_SECRET, port=0
+    )
+    other.start()
+    try:
+        request = urllib.request.Request(
+            other.url + "/decode", data=json.dumps(sealed).encode(), method="POST"
+        )
+        request.add_header("Content-Type", "application/json")
+        request.add_header("Authorization", auth)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        said = json.loads(refused.value.read())
+        refused.value.close()
+    finally:
+        other.stop()
+    assert refused.value.code == 400 and said["error"] == "CodecKeyError"
+    assert f"key '{key_id_of(KEY)}', which this process does not have" in said["message"]
+    assert base64.b64encode(KEY).decode() not in json.dumps(said)  # ids, never keys

@@ -182,7 +182,10 @@ class _CodecHandler(BaseHTTPRequestHandler):
             payloads = json_format.Parse(body, Payloads())
             convert = codec.encode if path == "/encode" else codec.decode
             result = asyncio.run(convert(list(payloads.payloads)))
-        except Exception as error:
+        except CodecKeyError as missing:  # which key is missing: key ids, no secret
+            said = {"error": "CodecKeyError", "message": str(missing)}
+            return 400, json.dumps(said).encode()
+        except Exception as error:  # its type only: never the caller's bytes back
             return 400, json.dumps({"error": type(error).__name__}).encode()
         return 200, json_format.MessageToJson(Payloads(payloads=result)).encode()
 
