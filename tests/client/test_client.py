@@ -314,15 +314,27 @@ def order_in_background(stack: dict[str, Any], *flags: str) -> subprocess.Popen[
     )
 
 
-@pytest.mark.timeout(240)
-def test_order_waits_through_a_server_restart_and_prints_the_real_outcome(restartable) -> None:
-    placing = order_in_background(restartable, "--order-number", "RESTART-1", "--prep-seconds", "8")
+def placed_in_background(
+    stack: dict[str, Any], number: str, prep_seconds: int
+) -> subprocess.Popen[str]:
+    """`pizzeria order` left waiting for the order, once the order is started."""
+    placing = order_in_background(
+        stack, "--order-number", number, "--prep-seconds", str(prep_seconds)
+    )
     try:
         wait_until(
-            lambda: pizzeria(restartable, "status", "RESTART-1").returncode == 0,
-            "the order to start",
-            60,
+            lambda: pizzeria(stack, "status", number).returncode == 0, "the order to start", 60
         )
+    except BaseException:
+        placing.kill()
+        raise
+    return placing
+
+
+@pytest.mark.timeout(240)
+def test_order_waits_through_a_server_restart_and_prints_the_real_outcome(restartable) -> None:
+    placing = placed_in_background(restartable, "RESTART-1", 8)
+    try:
         restartable["server"].stop()
         # Longer than the SDK's own retries of one call: our wait must carry on by itself.
         time.sleep(12)
@@ -382,13 +394,8 @@ def test_an_order_no_worker_takes_says_so_when_its_timeout_is_over(
 def test_ctrl_c_while_waiting_leaves_the_order_running_and_says_how_to_follow_it(
     restartable,
 ) -> None:
-    placing = order_in_background(restartable, "--order-number", "INT-1", "--prep-seconds", "60")
+    placing = placed_in_background(restartable, "INT-1", 60)
     try:
-        wait_until(
-            lambda: pizzeria(restartable, "status", "INT-1").returncode == 0,
-            "the order to start",
-            60,
-        )
         placing.send_signal(signal.SIGINT)
         out, errors = placing.communicate(timeout=60)
     finally:

@@ -90,14 +90,30 @@ async def test_bad_card_fails_then_refunds_then_reverts_inventory(worker, start,
     assert row.charged - row.refunded == 0 and row.billed == 0
 
 
-async def test_outside_the_service_area_fails_before_any_effect(worker, start, ledger):
-    far = sample_order(card=GOOD_CARD, prep_seconds=0)
-    far.address.line1 = "1 A Very Long Street Name Far Away From The Pizzeria"
+@pytest.mark.parametrize(
+    ("field", "value", "error_type", "said"),
+    [
+        (
+            "line1",
+            "1 A Very Long Street Name Far Away From The Pizzeria",
+            "OutsideServiceAreaError",
+            "outside the service area",
+        ),
+        ("postal_code", "", "InvalidOrderError", "a delivery needs address.postal_code"),
+    ],
+    ids=["outside-the-service-area", "no-postal-code"],
+)
+async def test_a_delivery_the_driver_cannot_make_fails_before_any_effect(
+    worker, start, ledger, field, value, error_type, said
+):
+    order = sample_order(card=GOOD_CARD, prep_seconds=0)
+    setattr(order.address, field, value)
     async with worker():
-        handle = await start(far)
+        handle = await start(order)
         failure = await failure_of(handle)
-    assert error_type_of(failure) == "OutsideServiceAreaError"
-    assert "outside the service area" in str(failure)
+    assert error_type_of(failure) == error_type
+    assert said in str(failure)
+    assert isinstance(failure, ApplicationError) and failure.non_retryable
     assert ledger.effects() == []
 
 
@@ -144,18 +160,6 @@ async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effe
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
         failure = await failure_of(handle)
     assert error_type_of(failure) == "InvalidChargeAmountError"
-    assert ledger.effects() == []
-
-
-async def test_a_delivery_without_a_postal_code_is_refused_before_any_effect(worker, start, ledger):
-    order = sample_order(card=GOOD_CARD, prep_seconds=0)
-    order.address.postal_code = ""
-    async with worker():
-        handle = await start(order)
-        failure = await failure_of(handle)
-    assert error_type_of(failure) == "InvalidOrderError"
-    assert "a delivery needs address.postal_code" in str(failure)
-    assert isinstance(failure, ApplicationError) and failure.non_retryable
     assert ledger.effects() == []
 
 
