@@ -275,7 +275,12 @@ def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path:
     assert wrong_address.returncode == 2, wrong_address.stderr  # a mistake in what was asked
     assert "is not host:port" in wrong_address.stderr
     cases = [
-        (("orders",), {**env, "PIZZERIA_DATA_DIR": str(a_file)}, f"cannot use {a_file}"),
+        # `order` makes the codec key there (a reader makes none).
+        (
+            ("order", "--timeout", "1"),
+            {**env, "PIZZERIA_DATA_DIR": str(a_file)},
+            f"cannot use {a_file}",
+        ),
         (("stock", "add", "cheese", "1", "--ledger", str(a_file / "l.db")), env, "cannot use"),
         # What reads or corrects orders creates no ledger (nor its folder) where there is none.
         (("ledger", "--ledger", str(tmp_path / "none" / "l.db")), env, "no ledger at"),

@@ -157,6 +157,8 @@ def test_a_consistent_ledger_has_no_violations_and_counts_every_outcome(book: Le
         "charged": 2 * AMOUNT,
         "refunded": AMOUNT,
         "net": AMOUNT,
+        "refunded_after_bill": 0,
+        "kept": AMOUNT,
         "billed_completed": AMOUNT,
         "completed_orders_settled": 1,
         "undone_orders_settled": 3,  # FAIL, CANCEL and EARLY

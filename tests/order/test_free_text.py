@@ -277,6 +277,8 @@ def test_the_check_report_prints_order_numbers_and_details_escaped():
             "charged": 0,
             "refunded": 0,
             "net": 0,
+            "refunded_after_bill": 0,
+            "kept": 0,
             "billed_completed": 0,
             "completed_orders_settled": 0,
             "undone_orders_settled": 0,
