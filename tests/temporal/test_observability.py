@@ -223,7 +223,8 @@ async def test_plain_payloads_answer_plain_and_keep_what_activities_carry_encryp
     assert placed.returncode == 0, placed.stderr
     client = await Client.connect(stack["address"])  # no codec: what the server keeps
     history = await client.get_workflow_handle(f"pizza-workflow-order-{number}").fetch_history()
-    to_activities, answered = [], []
+    to_activities: list[Payload] = []
+    answered: list[Payload] = []
     for event in history.events:
         if event.HasField("activity_task_scheduled_event_attributes"):
             to_activities += event.activity_task_scheduled_event_attributes.input.payloads
