@@ -361,6 +361,11 @@ def test_a_reader_run_from_another_folder_says_where_the_key_is_and_makes_none(s
     (row,) = [r for r in json.loads(listed.stdout)["orders"] if r["order_number"] == "CLI-KEYLESS"]
     assert row["status"] == "COMPLETED" and row["amount"] is None
     assert row["compensation"] == "(unreadable: encrypted under another key)"
+    shown = run_pizzeria("status", "CLI-KEYLESS", env=env, timeout=60)
+    assert shown.returncode == 1  # a reader is told what it lacks, and no order waits on it
+    assert shown.stderr.strip().endswith(
+        "add that key to PIZZERIA_CODEC_KEY or the key file to read it"
+    )
 
 
 def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):

@@ -127,11 +127,14 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
     is encrypted all the same: the SDK hands it over in an activity's context.
     """
 
-    def __init__(self, keys: Sequence[tuple[str, bytes]], encrypt: bool = True) -> None:
+    def __init__(
+        self, keys: Sequence[tuple[str, bytes]], encrypt: bool = True, reader: bool = False
+    ) -> None:
         self.current_id, current = keys[0]
         self.cipher = AESGCM(current)
         self.ciphers = {key_id: AESGCM(key) for key_id, key in keys}
         self.encrypt = encrypt
+        self.reader = reader  # a command that only reads orders: no order waits on it
 
     def with_context(self, context: SerializationContext) -> Self:
         if self.encrypt or not isinstance(context, ActivitySerializationContext):
@@ -167,10 +170,11 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             return unreadable_payload("encrypted payload too short to be AES-GCM ciphertext")
         cipher = self.ciphers.get(key_id)
         if cipher is None:
+            then = "to read it" if self.reader else "; the order waits for a worker that has it"
             raise CodecKeyError(
                 f"payload encrypted with key {key_id!r}, which this process does not have "
                 f"(it has {', '.join(map(repr, self.ciphers))}): add that key to "
-                "PIZZERIA_CODEC_KEY or the key file; the order waits for a worker that has it"
+                f"PIZZERIA_CODEC_KEY or the key file {then}".replace(" ;", ";")
             )
         try:
             sealed = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)
@@ -216,5 +220,6 @@ def data_converter(encrypt: bool = True, create_key: bool = True) -> DataConvert
     """The default converter with our codec: encrypting (or, plain, only decrypting). A
     reader (``create_key=False``) makes no key file where there is none."""
     keys = load_keys() if create_key else existing_keys()
-    codec = EncryptionCodec(keys, encrypt=encrypt) if keys else KeylessCodec()
+    reading = not create_key  # a reader: `status`, `orders`
+    codec = EncryptionCodec(keys, encrypt=encrypt, reader=reading) if keys else KeylessCodec()
     return dataclasses.replace(DataConverter.default, payload_codec=codec)
