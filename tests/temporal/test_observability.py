@@ -334,7 +334,8 @@ def look_at_the_failed_order(stack: Stack, ui_port: int, tmp_path: Path) -> None
     assert "could not connect" not in dom.stdout  # the UI reached the codec endpoint
     assert "Invalid credit card number" in dom.stdout
     shot = tmp_path / "web-ui.png"
-    taken = chromium(f"--screenshot={shot}", "--window-size=1400,1100", url, profile=tmp_path)
+    # Tall enough for the close and, just before it, both compensations (newest first).
+    taken = chromium(f"--screenshot={shot}", "--window-size=1400,2000", url, profile=tmp_path)
     assert shot.exists() and shot.stat().st_size > 10_000, taken.stderr[-2000:]
     if os.environ.get("PIZZERIA_UPDATE_SCREENSHOT"):
         shutil.copy(shot, SCREENSHOT)
