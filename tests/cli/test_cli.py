@@ -437,6 +437,14 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
         wait_until(needs_attention, "the refund to need attention", 60)
         text = pizzeria(stack, "status", "CLI-REPAIR").stdout
         assert "NEEDS ATTENTION" in text and "Needs attention" in text
+
+        def listed_waiting() -> dict[str, Any]:
+            done = pizzeria(stack, "orders", "--status", "needs_attention", "--json")
+            rows = json.loads(done.stdout)["orders"] if done.returncode == 0 else []
+            return next((r for r in rows if r["order_number"] == "CLI-REPAIR"), {})
+
+        row = wait_until(listed_waiting, "orders to list the order that needs attention", 60)
+        assert row["compensation"] == "failed: waiting for an operator"  # not "-"
         early = pizzeria(stack, "order", "--order-number", "CLI-REPAIR", "--prep-seconds", "0")
         assert early.returncode == 3 and "already being processed" in early.stderr
         assert "follow it with `pizzeria status CLI-REPAIR --watch`" in early.stderr

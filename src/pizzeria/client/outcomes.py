@@ -205,6 +205,12 @@ async def recent_orders(
             raise  # nothing encrypted can be read here: said once, for the whole list
         except CodecKeyError:  # this run's memo is under a key this machine lacks
             memo = {"compensation": "(unreadable: encrypted under another key)"}
+        order_status = shown_order_status(
+            execution.typed_search_attributes.get(ORDER_STATUS), status_name(execution.status)
+        )
+        compensation = memo.get("compensation")
+        if compensation is None and order_status == "NEEDS_ATTENTION":  # no memo until closed
+            compensation = "failed: waiting for an operator"
         found.append(
             {
                 "workflow_id": execution.id,
@@ -212,12 +218,9 @@ async def recent_orders(
                 "order_number": order_number_of(execution.id),
                 "started": execution.start_time.isoformat(),
                 "status": status_name(execution.status),
-                "order_status": shown_order_status(
-                    execution.typed_search_attributes.get(ORDER_STATUS),
-                    status_name(execution.status),
-                ),
+                "order_status": order_status,
                 "amount": memo.get("amount"),
-                "compensation": memo.get("compensation"),
+                "compensation": compensation,
             }
         )
     return found
