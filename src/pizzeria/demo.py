@@ -146,10 +146,13 @@ async def place_both_orders(client: Client, say: Callable[[str], None]) -> list[
         (GOOD_ORDER_NUMBER, GOOD_CARD, "good card"),
         (BAD_ORDER_NUMBER, BAD_CARD, "bad card, 15 digits"),
     ):
-        say(
-            f"Placing order {number} ({label}): 3 s preparation"
-            + (", then a driver search of up to 10 s..." if card == GOOD_CARD else "...")
+        # The kitchen waits once the card is held: the bad card never gets that far.
+        then = (
+            "the card held, 3 s in the kitchen, then a driver search of up to 10 s..."
+            if card == GOOD_CARD
+            else "its card is refused, and what was done is undone..."
         )
+        say(f"Placing order {number} ({label}): {then}")
         # The exercise places the same orders on every run: a new run each time, on purpose.
         outcome = await place_order(client, sample_order(number, card=card), again=True)
         say(f"Order {number}: {outcome.status}")

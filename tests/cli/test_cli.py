@@ -14,13 +14,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import EventType
 
 from pizzeria.cli.ledger import money_line
-from pizzeria.models import short_run
+from pizzeria.cli.place import why_still_running
+from pizzeria.models import ORDER_STATUS, short_run
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of
@@ -605,3 +608,34 @@ def test_the_ledger_says_where_each_orders_money_is_never_a_refund_for_a_release
     assert money_line(no_driver) == "hold $35.00, captured $35.00, refunded $35.00"
     staff = row("captured", 3500, staff=1100)
     assert money_line(staff) == "hold $35.00, captured $35.00; $11.00 refunded by staff"
+
+
+class FakeRun:
+    """A run as `why_still_running` reads it: its OrderStatus, and its history's events."""
+
+    def __init__(self, order_status: str | None, events: list[int]) -> None:
+        self.id = "pizza-workflow-order-W1"
+        self.order_status = order_status
+        self.events = events
+
+    async def describe(self) -> Any:
+        return SimpleNamespace(typed_search_attributes={ORDER_STATUS: self.order_status})
+
+    async def fetch_history_events(self) -> Any:
+        for kind in self.events:
+            yield SimpleNamespace(event_type=kind)
+
+
+async def test_an_order_with_no_outcome_at_its_timeout_is_told_why_when_it_can_be():
+    taken = [
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    ]
+    waiting = await why_still_running(FakeRun("NEEDS_ATTENTION", taken))  # type: ignore[arg-type]
+    assert waiting == (
+        "it needs attention, a compensation failed for good: see `pizzeria status W1`, "
+        "then `pizzeria repair W1 --retry` once the cause is fixed"
+    )
+    untaken = await why_still_running(FakeRun(None, taken[:1]))  # type: ignore[arg-type]
+    assert untaken == "no worker has taken it yet: is `pizzeria worker` running?"
+    assert await why_still_running(FakeRun("IN_PROGRESS", taken)) == ""  # type: ignore[arg-type]

@@ -20,11 +20,13 @@ from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderAlreadyCompleted, OrderAlreadyRunning, OrderOutcome, outcome_of
 from pizzeria.client.placing import answer_within, start_with_answer
 from pizzeria.models import (
+    ORDER_STATUS,
     OrderSettings,
     Pizza,
     PizzaOrder,
     dollars,
     mask_card_number,
+    order_number_of,
     workflow_id_for,
 )
 from pizzeria.order_hold import CardHold
@@ -242,8 +244,8 @@ async def place_or_show(
                 on_unanswered=notice,
             )
         except OrderStillRunning as running:  # said with the --timeout given, not what was left
-            untaken = not running.unreachable and await untaken_by_workers(started.handle)
-            raise OrderStillRunning(number, patience, running.unreachable, untaken) from None
+            hint = "" if running.unreachable else await why_still_running(started.handle)
+            raise OrderStillRunning(number, patience, running.unreachable, hint) from None
         return outcome, False, hold
     except OrderAlreadyCompleted as completed:
         if not as_json:
@@ -259,16 +261,24 @@ async def place_or_show(
         return shown, True, None
 
 
-async def untaken_by_workers(handle: WorkflowHandle[Any, Any]) -> bool:
-    """Whether no worker ever took the run's first workflow task (none runs, or none for
-    this server); False when that cannot be told."""
+async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:
+    """Why an order has no outcome yet, when it is not only slow: no worker ever took it
+    (none runs, or none for this server), or it waits for an operator; "" otherwise, or
+    when that cannot be told."""
+    number = order_number_of(handle.id)
     try:
+        description = await handle.describe()
+        if description.typed_search_attributes.get(ORDER_STATUS) == "NEEDS_ATTENTION":
+            return (
+                "it needs attention, a compensation failed for good: see `pizzeria status "
+                f"{number}`, then `pizzeria repair {number} --retry` once the cause is fixed"
+            )
         async for event in handle.fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-                return False
+                return ""
     except RPCError:
-        return False
-    return True
+        return ""
+    return "no worker has taken it yet: is `pizzeria worker` running?"
 
 
 def say_if_another_order(typed: PizzaOrder, completed: OrderOutcome) -> None:

@@ -41,18 +41,17 @@ class OrderStillRunning(Exception):
     """No outcome within the time the client would wait: the order carries on."""
 
     def __init__(
-        self, order_number: str, seconds: float, unreachable: str | None, untaken: bool = False
+        self, order_number: str, seconds: float, unreachable: str | None, hint: str = ""
     ) -> None:
         why = (
             f" as far as we know (Temporal did not answer at the end: {unreachable})"
             if unreachable
             else ""
         )
-        # The usual cause of an order no worker took: no worker runs (for this server).
-        hint = "; no worker has taken it yet: is `pizzeria worker` running?" if untaken else ""
         super().__init__(
             f"order {order_number} has no outcome after {seconds:.0f} s and is still running"
-            f"{why}: follow it with `pizzeria status {order_number} --watch`{hint}"
+            f"{why}: follow it with `pizzeria status {order_number} --watch`"
+            + (f"; {hint}" if hint else "")
         )
         self.order_number = order_number
         self.unreachable = unreachable
