@@ -64,9 +64,11 @@ def ledger(ledger_location: str | None, as_json: bool) -> None:
         stock.add_row(name, str(row["initial"]), str(row["received"]), str(row["quantity"]))
     out.print(stock)
     numbers = order_column(row["order_number"] for row in snapshot["orders"])
-    orders = Table(numbers, "run", "card", "stock taken", title="Orders")
+    # Stock kept: taken and not put back (consumed by a completed order, held by an open
+    # one); an undone order took its stock and put it back, and keeps none.
+    orders = Table(numbers, "run", "card", "stock kept", title="Orders")
     for row in snapshot["orders"]:
-        taken = sum(row["stock_held"].values())  # consumed by a completed order, else held
+        taken = sum(row["stock_held"].values())
         orders.add_row(
             cell(row["order_number"]),  # from a workflow id: any client chose it
             short_run(row["run_id"]),
