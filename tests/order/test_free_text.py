@@ -29,10 +29,12 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from pizzeria import menu, text
 from pizzeria.cli.orders import render_report
+from pizzeria.client import start_order
 from pizzeria.models import Address, workflow_id_for
 from pizzeria.ops.check.report import CheckReport, Violation, print_check_report
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import GOOD_CARD, sample_order
+from pizzeria.temporal.connection import connect
 from pizzeria.workflows import TEXT_RULE_PATCH, PizzaOrderWorkflow
 from tests.helpers import pizzeria, run_pizzeria, unique_number
 from tests.helpers.orders import assert_refused_before_any_effect, setting
@@ -295,6 +297,29 @@ def test_the_check_report_prints_order_numbers_and_details_escaped():
     printed = buffer.getvalue()
     assert "\x1b]0;" not in printed and "\x07" not in printed
     assert printed.count(ESCAPED["OSC title"]) >= 4
+
+
+def test_status_prints_a_customers_markup_as_text_even_on_a_colour_terminal(stack, monkeypatch):
+    """A customer's name is the order's summary: read as markup by the terminal's console,
+    it printed an OSC 8 hyperlink and styles an operator would click or miss."""
+    for name, value in stack["env"].items():  # the stack's codec key, as its clients have it
+        if name.startswith("PIZZERIA_"):
+            monkeypatch.setenv(name, value)
+    number = unique_number("MARKUP")
+    order = sample_order(number, card=GOOD_CARD, prep_seconds=0, is_delivery=False)
+    order.customer.name = "[link=https://evil.example/pay]Lisa[/link] [reverse]x[/reverse]"
+
+    async def place() -> None:
+        client = await connect(stack["address"])
+        handle = await start_order(client, order)
+        await asyncio.wait_for(handle.result(), timeout=60)
+
+    asyncio.run(place())
+    coloured = {**stack, "env": {**stack["env"], "FORCE_COLOR": "1", "COLUMNS": "200"}}
+    shown = pizzeria(coloured, "status", number)
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b]8;" not in shown.stdout  # no hyperlink
+    assert "for [link=https://evil.example/pay]Lisa[/link] [reverse]x[/reverse]:" in shown.stdout
 
 
 def test_orders_and_status_escape_a_hostile_workflow_id_end_to_end(stack):

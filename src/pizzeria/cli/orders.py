@@ -154,7 +154,9 @@ def status(
             else:
                 rendered = render_report(report)
                 if rendered != last:
-                    out.print(rendered)
+                    # Already rendered, text from the history in it: printed as it is, never
+                    # read as markup again (a customer's "[link=...]" would be a link).
+                    out.print(rendered, markup=False, highlight=False, emoji=False)
                     last = rendered
             if not watch or report["status"] != "RUNNING":
                 return
