@@ -74,33 +74,63 @@ def _invalid(field: str, message: str) -> OrderRejected:
     return OrderRejected(INVALID_ORDER_ERROR, message, field=field)
 
 
-def recipe(description: str, *, field: str = "description") -> Counter[str]:
+#: A pizza's description, lowercase: its size, then its toppings ("with a, b and c").
+PIZZA = re.compile(r"(small|medium|large)\s*(?:,?\s*with\s+(.+))?")
+
+
+def recipe(description: str, *, field: str = "description", once: bool = False) -> Counter[str]:
     """Portions of each ingredient in one pizza, from a description like the exercise's.
 
     "Large, with mushrooms and onions" is three portions of dough, sauce and cheese plus
     three of mushrooms and three of onions: a size multiplies every portion. ``field``
-    names the description in a refusal.
+    names the description in a refusal. With ``once``, a topping named twice is refused
+    (the price is the size's: fifteen "mushrooms" would take fifteen times the stock for
+    the price of one); without, it counts each time, as orders placed before the rule.
     """
     text = description.strip().lower()
-    match = re.fullmatch(r"(small|medium|large)\s*(?:,?\s*with\s+(.+))?", text)
+    match = PIZZA.fullmatch(text)
     if match is None:
         raise _invalid(
             field, f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large"
         )
     size = PORTIONS_BY_SIZE[match.group(1)]
     portions: Counter[str] = Counter({ingredient: size for ingredient in BASE})
-    toppings = match.group(2)
-    if toppings:
-        for name in re.split(r"\s*(?:,|\band\b)\s*", toppings):
-            if not name:
-                continue
-            ingredient = TOPPINGS.get(name.strip())
-            if ingredient is None:
-                raise OrderRejected(
-                    UNKNOWN_TOPPING_ERROR, f"Unknown topping {name[:40]!r}", field=field
-                )
-            portions[ingredient] += size
+    named: set[str] = set()
+    for name in topping_names(match.group(2)):
+        ingredient = TOPPINGS.get(name)
+        if ingredient is None:
+            raise OrderRejected(
+                UNKNOWN_TOPPING_ERROR, f"Unknown topping {name[:40]!r}", field=field
+            )
+        if once and ingredient in named:
+            raise _invalid(field, f"{field} names {name[:40]!r} twice: each topping once")
+        named.add(ingredient)
+        portions[ingredient] += size
     return portions
+
+
+def topping_names(toppings: str | None) -> list[str]:
+    """The toppings of "with a, b and c", each as written (lowercase)."""
+    if not toppings:
+        return []
+    return [name.strip() for name in re.split(r"\s*(?:,|\band\b)\s*", toppings) if name]
+
+
+def repeated_toppings(order: object) -> bool:
+    """Whether any item of ``order`` names a topping twice: the only orders whose verdict
+    the one-topping-once rule changes (the workflow asks for its patch only then). Never
+    raises, whatever the order holds."""
+    items = getattr(order, "items", None)
+    for item in items if isinstance(items, list) else []:
+        description = getattr(item, "description", None)
+        if not isinstance(description, str):
+            continue
+        match = PIZZA.fullmatch(description.strip().lower())
+        names = [TOPPINGS.get(name) for name in topping_names(match.group(2) if match else None)]
+        known = [name for name in names if name is not None]
+        if len(known) != len(set(known)):
+            return True
+    return False
 
 
 def ingredients_for(items: Iterable[Pizza]) -> dict[str, int]:
@@ -166,7 +196,11 @@ def _text(value: object, name: str, *, required: bool = True) -> str:
 
 
 def validate_order(
-    order: PizzaOrder, *, menu_prices: bool = True, full_address: bool = True
+    order: PizzaOrder,
+    *,
+    menu_prices: bool = True,
+    full_address: bool = True,
+    toppings_once: bool = True,
 ) -> None:
     """Refuse an order that could never be fulfilled, before any effect.
 
@@ -174,7 +208,8 @@ def validate_order(
     menu says, never what a client claims. ``menu_prices=False`` is the rule orders
     started before it ran under (the workflow replays them so: see `off_menu`). A delivery
     needs a city, a state and a postal code; ``full_address=False`` is the rule before
-    that (see `incomplete_address`).
+    that (see `incomplete_address`). A pizza names each topping once; ``toppings_once=False``
+    is the rule before that (see `repeated_toppings`).
 
     Whether the card can be charged is deliberately not decided here: as in the exercise, a
     bad card (the 15-digit one, a failed checksum) is the card gateway's verdict, so it fails
@@ -199,7 +234,7 @@ def validate_order(
     _validate_customer(order.customer)
     _validate_card(order.credit_card_info)
     _validate_delivery(order, full_address)
-    _validate_items(order.items, menu_prices=menu_prices)
+    _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
     if order.settings is not None:
         validate_settings(order)
 
@@ -265,7 +300,7 @@ def incomplete_address(order: object) -> bool:
     return any(isinstance(part, str) and not part.strip() for part in parts)
 
 
-def _validate_items(items: object, *, menu_prices: bool = True) -> None:
+def _validate_items(items: object, *, menu_prices: bool = True, toppings_once: bool = True) -> None:
     if not isinstance(items, list) or not items:
         raise _invalid("items", "an order needs at least one item")
     if len(items) > MAX_ITEMS:
@@ -276,7 +311,7 @@ def _validate_items(items: object, *, menu_prices: bool = True) -> None:
         description = f"items[{index}].description"
         _text(item.description, description)
         _validate_price(item.price, f"items[{index}].price")
-        recipe(item.description, field=description)
+        recipe(item.description, field=description, once=toppings_once)
         if menu_prices:
             _validate_menu_price(item, index)
 

@@ -89,6 +89,9 @@ MENU_PRICES_PATCH = "menu-prices"
 # Orders started with this patch deliver only to an address with a city, a state and a
 # postal code; orders started before, without one, replay under the old rule. Likewise.
 FULL_ADDRESS_PATCH = "full-delivery-address"
+# Orders started with this patch name each topping of a pizza once (the price is the
+# size's); orders started before, with a topping named twice, replay under the old rule.
+TOPPINGS_ONCE_PATCH = "each-topping-once"
 # Each added after histories were recorded without it; a lean order implies the last two.
 ONE_ORDER_PER_NUMBER_PATCH = "one-order-per-number"
 CLOSE_AFTER_HANDLERS_PATCH = "close-after-handlers"
@@ -151,8 +154,12 @@ class PizzaOrderWorkflow(HoldFirst):
         menu_prices = not menu.off_menu(order) or workflow.patched(MENU_PRICES_PATCH)
         # And those started before a delivery needed a whole address.
         full_address = not menu.incomplete_address(order) or workflow.patched(FULL_ADDRESS_PATCH)
+        # And those started before a pizza could name each topping only once.
+        once = not menu.repeated_toppings(order) or workflow.patched(TOPPINGS_ONCE_PATCH)
         with contextlib.nullcontext() if newer else text.old_rule():
-            menu.validate_order(order, menu_prices=menu_prices, full_address=full_address)
+            menu.validate_order(
+                order, menu_prices=menu_prices, full_address=full_address, toppings_once=once
+            )
         # The order number is the business key: under any other workflow id, the same
         # order could run (and be charged) twice at once.
         expected = workflow_id_for(order.order_number)

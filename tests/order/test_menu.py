@@ -29,6 +29,7 @@ from pizzeria.menu import (
     off_menu,
     order_total,
     recipe,
+    repeated_toppings,
     validate_order,
 )
 from pizzeria.models import Pizza, PizzaOrder
@@ -365,6 +366,36 @@ def test_a_price_other_than_the_menus_is_refused_naming_the_item_and_the_menus_p
     validate_order(order, menu_prices=False)  # the rule orders started before ran under
 
 
+# -- each topping once ------------------------------------------------------------------
+
+
+def test_a_topping_named_twice_is_refused_naming_the_item_and_the_topping() -> None:
+    # The price is the size's: fifteen "mushrooms" took fifteen times the stock for $15.
+    doubled = Pizza("Large, with mushrooms, Mushrooms and onions", 1500)
+    order = sample_order(items=[SMALL, doubled])
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    assert (raised.value.kind, raised.value.field, str(raised.value)) == (
+        "InvalidOrderError",
+        "items[1].description",
+        "items[1].description names 'mushrooms' twice: each topping once",
+    )
+    assert repeated_toppings(order)
+    validate_order(order, toppings_once=False)  # the rule orders started before ran under
+    assert recipe(doubled.description)["mushrooms"] == 6  # and what they took
+    assert not repeated_toppings(sample_order())  # extra cheese is no second cheese topping
+    validate_order(sample_order(items=[Pizza("Medium, with extra cheese and ham", 1300)]))
+
+
+@pytest.mark.parametrize("items", [None, "pizzas", [None], [Pizza(None, 1)], [Pizza("Huge", 1)]])  # type: ignore[arg-type]
+def test_repeated_toppings_never_raises_and_says_no_for_what_it_cannot_read(
+    items: object,
+) -> None:
+    order = sample_order()
+    order.items = items  # type: ignore[assignment]
+    assert repeated_toppings(order) is False
+
+
 # -- a delivery needs an address a driver can find ------------------------------------------
 
 
@@ -432,7 +463,9 @@ def test_ingredients_for_names_the_item_it_cannot_read() -> None:
 def pizzas(draw: st.DrawFn) -> Pizza:
     size = draw(st.sampled_from(sorted(PORTIONS_BY_SIZE)))
     size = draw(st.sampled_from([size, size.upper(), size.capitalize()]))
-    toppings = draw(st.lists(st.sampled_from(sorted(TOPPINGS)), max_size=4))
+    # Each topping once (by ingredient: "mushroom" is "mushrooms"), as an order must.
+    names = st.sampled_from(sorted(TOPPINGS))
+    toppings = draw(st.lists(names, max_size=4, unique_by=lambda name: TOPPINGS[name]))
     if toppings:
         listed = ", ".join(toppings[:-1])
         description = (

@@ -163,6 +163,16 @@ async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effe
     assert ledger.effects() == []
 
 
+async def test_a_topping_named_twice_is_refused_before_any_effect(worker, start, ledger):
+    items = [Pizza("Large, with mushrooms and mushrooms", 1500)]
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
+        failure = await failure_of(handle)
+    assert error_type_of(failure) == "InvalidOrderError"
+    assert "names 'mushrooms' twice: each topping once" in str(failure)
+    assert ledger.effects() == []
+
+
 async def test_a_price_other_than_the_menus_is_refused_before_any_effect(worker, start, ledger):
     items = [Pizza("Small, with ham", 1200), Pizza("Large, with ham", 1000)]
     async with worker():

@@ -12,7 +12,12 @@ from typing import Any
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from pizzeria.workflows import FULL_ADDRESS_PATCH, MENU_PRICES_PATCH, PizzaOrderWorkflow
+from pizzeria.workflows import (
+    FULL_ADDRESS_PATCH,
+    MENU_PRICES_PATCH,
+    TOPPINGS_ONCE_PATCH,
+    PizzaOrderWorkflow,
+)
 from tests.helpers import run_pizzeria
 
 HISTORIES = Path(__file__).parents[1] / "histories"
@@ -46,6 +51,20 @@ async def test_a_delivery_started_before_the_address_rule_without_a_city_replays
     order = json.loads(base64.b64decode(payload["data"]))
     assert order["is_delivery"] is True
     order["address"]["city"] = ""  # delivered, completed, as the old rule let it
+    payload["data"] = base64.b64encode(json.dumps(order).encode()).decode()
+    history = WorkflowHistory.from_json("pizza-workflow-order-good_order", json.dumps(recorded))
+    replayer = Replayer(workflows=[PizzaOrderWorkflow])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+
+
+async def test_an_order_started_before_the_topping_rule_with_a_topping_twice_replays():
+    recorded = json.loads((HISTORIES / "good_order.json").read_text())
+    assert TOPPINGS_ONCE_PATCH not in json.dumps(recorded)  # recorded before the rule
+    started = recorded["events"][0]["workflowExecutionStartedEventAttributes"]
+    payload = started["input"]["payloads"][0]
+    order = json.loads(base64.b64decode(payload["data"]))
+    order["items"][0]["description"] = "Large, with mushrooms and mushrooms"  # the old rule's
     payload["data"] = base64.b64encode(json.dumps(order).encode()).decode()
     history = WorkflowHistory.from_json("pizza-workflow-order-good_order", json.dumps(recorded))
     replayer = Replayer(workflows=[PizzaOrderWorkflow])
