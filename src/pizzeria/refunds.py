@@ -106,6 +106,8 @@ class StaffRefund:
     captured: int  # what the bill captured
     refunded: int  # every refund of the order in all, this one included
     replayed: bool  # the key's refund was already made: nothing moved now
+    #: Of ``refunded``, other staff refunds asked whose provider's answer never came.
+    unanswered: int = 0
 
     @property
     def left(self) -> int:
@@ -122,6 +124,7 @@ class StaffRefund:
             "captured": self.captured,
             "refunded": self.refunded,
             "left": self.left,
+            "unanswered": self.unanswered,
             "replayed": self.replayed,
         }
 
@@ -252,6 +255,7 @@ def made(
     order_number: str, key: str, claimed: StaffRefundClaim, refund_id: str, *, replayed: bool
 ) -> StaffRefund:
     billed = claimed.billed
+    finishing = claimed.pending and not claimed.row.applied  # found pending, answered now
     return StaffRefund(
         order_number=order_number,
         run_id=claimed.order_ref.rpartition("/")[2],
@@ -262,6 +266,8 @@ def made(
         captured=billed.captured,
         # A claim written now was not in the figures read before it; one found was.
         refunded=billed.refunded + (claimed.row.amount if claimed.row.applied else 0),
+        # This claim's own row is pending until the provider answers: not counted here.
+        unanswered=billed.pending - (claimed.row.amount if finishing else 0),
         replayed=replayed,
     )
 

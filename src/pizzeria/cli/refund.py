@@ -102,9 +102,15 @@ def print_refund(made: StaffRefund) -> None:
     else:
         line = f"Order {number}: refunded {dollars(made.amount)} (refund {made.refund_id})"
     out.print(line, markup=False)
+    unanswered = (
+        f" ({dollars(made.unanswered)} of it asked, the provider's answer not recorded: "
+        "retry those with their keys)"
+        if made.unanswered
+        else ""
+    )
     out.print(
-        f"  captured {dollars(made.captured)}, refunded {dollars(made.refunded)} in all, "
-        f"{dollars(made.left)} left; key {shown(made.key)}",
+        f"  captured {dollars(made.captured)}, refunded {dollars(made.refunded)} in all"
+        f"{unanswered}, {dollars(made.left)} left; key {shown(made.key)}",
         markup=False,
     )
 

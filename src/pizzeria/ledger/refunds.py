@@ -69,6 +69,9 @@ class Billed:
     payment_id: str
     captured: int
     refunded: int  # every refund of the run: the saga's, the undelivered order's, staff's
+    #: Of ``refunded``, staff refunds claimed whose provider's answer is not recorded yet:
+    #: counted against what is left, not yet given back as far as the ledger knows.
+    pending: int = 0
 
     @property
     def left(self) -> int:
@@ -100,16 +103,22 @@ def billed_of(tx: Tx, order_ref: str) -> Billed:
             f"{order_ref} was billed in the ledger alone, before payments went through a "
             "provider: refund it by hand"
         )
-    refunded = sum(
-        row["amount"]
+    refunds = [
+        row
         for row in read_effects(tx, order_ref)
         if not row["tombstone"]
         and (
             row["step"] in (STEP_REFUND_UNDELIVERED, COMPENSATE_REFUND_CUSTOMER)
             or is_staff_refund(row["step"])
         )
+    ]
+    refunded = sum(row["amount"] for row in refunds)
+    pending = sum(
+        row["amount"]
+        for row in refunds
+        if is_staff_refund(row["step"]) and row["reference"] == PENDING
     )
-    return Billed(bill.payment_id, bill.amount, refunded)
+    return Billed(bill.payment_id, bill.amount, refunded, pending)
 
 
 def claim_staff_refund(
