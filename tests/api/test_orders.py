@@ -570,6 +570,9 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
         "field": "Idempotency-Key",
         "reason": "send it once: it came several times",
     }
+    empty = await http.post("/orders", content=good, headers={**json_type, "Idempotency-Key": ""})
+    assert empty.status_code == 422, empty.text  # it keyed nothing: every retry a new order
+    assert empty.json()["errors"][0]["field"].lower() == "idempotency-key"
     path = await http.get("/orders/bad%20number")
     assert path.status_code == 422
     assert "must be 1 to 64 letters, digits, '.', '_' or '-'" in path.json()["detail"]

@@ -228,9 +228,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def header_once(request: Request, name: str) -> None:
     """A header that must come once (an ``Idempotency-Key``): sent twice, which one the
-    caller meant is unknown, so neither is used."""
-    if len(request.headers.getlist(name)) > 1:
+    caller meant is unknown, so neither is used; sent empty, it would key nothing."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
         raise invalid(name, "send it once: it came several times")
+    if values and not values[0].strip():
+        raise invalid(name, "must be 1 to 255 visible ASCII characters, no space")
 
 
 def internal_error() -> ApiProblem:
