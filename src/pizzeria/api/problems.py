@@ -104,7 +104,7 @@ def field_path(location: Sequence[int | str]) -> str:
 PATTERN_SAYS = {
     "^[A-Za-z0-9_.-]{1,64}$": "must be 1 to 64 letters, digits, '.', '_' or '-'",
     r"^[\x21-\x7e]{1,255}$": "must be 1 to 255 visible ASCII characters, no space",
-    "^[0-9]{1,18}$": "must be the number of an event (digits)",
+    "^[0-9]{1,18}$": "must be the number of an event: 1 to 18 digits",
 }
 
 
