@@ -474,6 +474,11 @@ async def test_a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing
         event for event in whole if event[0] > middle
     ]
     assert (await events_of(http, order_number, token, after=whole[-1][0]))[0] == 204
+    too_far = await http.get(
+        f"/orders/{order_number}/events?token={token}", headers={"Last-Event-ID": "9" * 26}
+    )
+    assert too_far.status_code == 422  # said with the rule: it is all digits, just too many
+    assert too_far.json()["errors"][0]["reason"] == "must be the number of an event: 1 to 18 digits"
 
 
 # -- bad input ----------------------------------------------------------------------------
