@@ -390,6 +390,7 @@ async def test_cancel_before_the_pivot_undoes_the_order(http, api):
     assert answer.json()["compensations"] == ["refund_customer", "revert_inventory"]
     view = await closed(http, order_number, token)
     assert view["status"] == "CANCELLED" and view["ledger"]["charged"] == 0
+    assert view["ledger"]["statement"] == "nothing held"
     rows = {r["step"]: r for r in ledger_rows(api, order_number)}
     assert rows["revert_inventory"]["ingredients"] == rows["update_inventory"]["ingredients"]
     again = await http.post(f"/orders/{order_number}/cancel", headers=bearer(token))
@@ -415,6 +416,7 @@ async def test_cancel_after_the_pivot_is_refused_with_the_reason(http, api):
     assert "already billed" in answer.json()["detail"]
     view = await closed(http, order_number, token)
     assert view["status"] == "COMPLETED" and view["ledger"]["billed"] == 3500
+    assert view["ledger"]["statement"] == "hold $35.00, captured $35.00"  # in the card's words
 
 
 # -- the events stream --------------------------------------------------------------------

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from pizzeria.cli.ledger import money_line
 from pizzeria.cli.place import why_still_running
 from pizzeria.models import ORDER_STATUS, short_run
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
+from pizzeria.statements import money_line
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of
 from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, wait_until

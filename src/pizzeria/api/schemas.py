@@ -217,6 +217,11 @@ class LedgerView(BaseModel):
         description="Where the money is at the payment provider: held, captured, released, "
         "expired, refunded ('' when the card was never held)",
     )
+    statement: str = Field(
+        "",
+        description="The money as the card's statement shows it, in words: 'hold $35.00, "
+        "captured $35.00', 'hold $35.00, released: nothing taken', 'nothing held'...",
+    )
 
 
 class RefundView(BaseModel):

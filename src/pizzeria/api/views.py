@@ -43,6 +43,7 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.order_hold import CardHold
+from pizzeria.statements import money_line
 from pizzeria.workflows import PizzaOrderWorkflow
 
 RUNNING = "RUNNING"
@@ -174,6 +175,12 @@ def run_rows_of(ledger: LedgerReader, ref: str) -> RunRows | None:
         return None
 
 
+def ledger_view(rows: RunRows) -> LedgerView:
+    """The run's money as the ledger holds it, and as the card's statement reads."""
+    figures = view_of(LedgerView, rows).model_dump()
+    return LedgerView(**{**figures, "statement": money_line(figures)})
+
+
 def card_shown(order: PizzaOrder, run: RunRows | None) -> str:
     """The order's card, masked: for a token (the order page's), the last four digits the
     hold recorded, once it did."""
@@ -240,7 +247,7 @@ async def read_order(
         needs_attention=report["needs_attention"],
         steps=steps,
         compensations=compensations,
-        ledger=None if rows is None else view_of(LedgerView, rows),
+        ledger=None if rows is None else ledger_view(rows),
         outcome=await closed_outcome(run, report["status"]) if closed else None,
         trace_id=report.get("trace_id"),
         refunds=await asyncio.to_thread(refund_views, ledger, ref) if closed else [],

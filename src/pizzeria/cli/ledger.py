@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import click
 from rich.table import Table
@@ -18,34 +17,11 @@ from pizzeria.cli.common import UserError, cell, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import DeliveryKeyReused
 from pizzeria.menu import INGREDIENTS
-from pizzeria.models import dollars, short_run
+from pizzeria.models import short_run
+from pizzeria.statements import money_line
 
 #: The most portions one delivery may bring (a typo of a few zeros is refused).
 MAX_DELIVERY = 1_000_000
-
-
-CARD_SHOWS = {
-    "held": "hold {held}, not captured yet",
-    "captured": "hold {held}, captured {billed}",
-    "released": "hold {held}, released: nothing taken",
-    "expired": "hold {held} expired: nothing taken",
-    "refunded": "hold {held}, captured {billed}, refunded {back}",
-    "": "nothing held",
-}
-
-
-def money_line(book: dict[str, Any]) -> str:
-    """Where one order's money is, as its card statement shows it (a ledger row's JSON):
-    a hold, captured or released, and what went back after the bill, by staff too."""
-    shown = CARD_SHOWS.get(book.get("money", ""), "{held} ({money})")
-    line = shown.format(
-        held=dollars(book["charged"]),
-        billed=dollars(book["billed"]),
-        back=dollars(book.get("refunded_after_bill") or book["refunded"]),
-        money=book.get("money", ""),
-    )
-    staff = book.get("refunded_by_staff") or 0
-    return line + (f"; {dollars(staff)} refunded by staff" if staff else "")
 
 
 @click.command()

@@ -23,7 +23,6 @@ from pizzeria.cli.common import (
     run,
     stop_on_sigterm,
 )
-from pizzeria.cli.ledger import money_line
 from pizzeria.cli.options import (
     address_option,
     flag_option,
@@ -39,6 +38,7 @@ from pizzeria.demo import local_payments, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
 from pizzeria.payments.process import ProviderProcessError
+from pizzeria.statements import money_line
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
 from pizzeria.temporal.codec_server import (
