@@ -147,6 +147,7 @@ async def test_the_good_order_completes_with_its_amount_and_a_masked_card(http, 
         "refunded": 0,
         "billed": 3500,
         "money": "captured",  # the hold, captured at the bill
+        "statement": "hold $35.00, captured $35.00",
         "refunded_after_bill": 0,
         "refunded_by_staff": 0,
     }
@@ -195,6 +196,7 @@ async def test_the_bad_card_fails_then_refunds_and_puts_the_stock_back_in_that_o
         "refunded": 0,
         "billed": 0,
         "money": "",
+        "statement": "nothing held",
         "refunded_after_bill": 0,
         "refunded_by_staff": 0,
     }
