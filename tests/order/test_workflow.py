@@ -163,33 +163,31 @@ async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effe
     assert ledger.effects() == []
 
 
-async def test_a_topping_named_twice_is_refused_before_any_effect(worker, start, ledger):
-    items = [Pizza("Large, with mushrooms and mushrooms", 1500)]
+@pytest.mark.parametrize(
+    ("items", "error_type", "said"),
+    [
+        (
+            [Pizza("Large, with mushrooms and mushrooms", 1500)],
+            "InvalidOrderError",
+            "names 'mushrooms' twice: each topping once",
+        ),
+        (
+            [Pizza("Small, with ham", 1200), Pizza("Large, with ham", 1000)],
+            "InvalidOrderError",
+            "items[1] ('Large, with ham') costs 1500 cents on the menu",
+        ),
+        ([Pizza("Large, with anchovy ice cream", 1500)], "UnknownToppingError", "anchovy"),
+    ],
+    ids=["a-topping-twice", "another-price", "unknown-topping"],
+)
+async def test_a_pizza_the_menu_does_not_sell_is_refused_before_any_effect(
+    worker, start, ledger, items, error_type, said
+):
     async with worker():
         handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
         failure = await failure_of(handle)
-    assert error_type_of(failure) == "InvalidOrderError"
-    assert "names 'mushrooms' twice: each topping once" in str(failure)
-    assert ledger.effects() == []
-
-
-async def test_a_price_other_than_the_menus_is_refused_before_any_effect(worker, start, ledger):
-    items = [Pizza("Small, with ham", 1200), Pizza("Large, with ham", 1000)]
-    async with worker():
-        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
-        failure = await failure_of(handle)
-    assert error_type_of(failure) == "InvalidOrderError"
-    assert "items[1] ('Large, with ham') costs 1500 cents on the menu" in str(failure)
-    assert isinstance(failure, ApplicationError) and failure.non_retryable
-    assert ledger.effects() == []
-
-
-async def test_an_unknown_topping_is_refused_before_any_effect(worker, start, ledger):
-    items = [Pizza("Large, with anchovy ice cream", 1500)]
-    async with worker():
-        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0, items=items))
-        failure = await failure_of(handle)
-    assert error_type_of(failure) == "UnknownToppingError"
+    assert error_type_of(failure) == error_type
+    assert said in str(failure)
     assert isinstance(failure, ApplicationError) and failure.non_retryable
     assert ledger.effects() == []
 
