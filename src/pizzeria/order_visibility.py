@@ -12,7 +12,7 @@ from temporalio import workflow
 
 from pizzeria import tuning
 from pizzeria.models import ORDER_STATUS, STATUS_DELIVERY_FAILURE
-from pizzeria.saga import Saga
+from pizzeria.saga import Saga, repair_words
 
 #: The current details and the OrderStatus of each way an order closes; any other outcome
 #: (a confirmation's status) is a completed order.
@@ -58,9 +58,7 @@ def count_closed(status: str) -> None:
 def write_memo(saga: Saga, outcome: str) -> None:
     """The closed order's outcome and how its saga ended, in its memo."""
     if saga.repaired_by:
-        compensation = (
-            "retried by an operator" if saga.repaired_by == "retry" else "resolved by hand"
-        )
+        compensation = repair_words(saga.repaired_by)  # the note is in the order's failure
     else:
         compensation = "compensated" if saga.compensating else "none"
     workflow.upsert_memo({"compensation": compensation, "outcome": outcome})

@@ -115,6 +115,16 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def repair_words(repaired_by: str | None, note: str | None = None) -> str:
+    """How an operator ended a needs-attention saga, in words: retried, or resolved by hand
+    (with ``note`` when given); "" when nobody had to."""
+    if repaired_by is None:
+        return ""
+    if repaired_by == "retry":
+        return "retried by an operator"
+    return f"resolved by hand: {note}" if note else "resolved by hand"
+
+
 class Saga:
     """Compensations for the steps a workflow has started.
 
@@ -375,14 +385,8 @@ class Saga:
 
     @property
     def repair_said(self) -> str:
-        """How an operator ended a needs-attention saga, in words: retried, or resolved by
-        hand with a note ("" when nobody had to)."""
-        if self.repaired_by is None:
-            return ""
-        if self.repaired_by == "retry":
-            return "retried by an operator"
-        note = f": {self.resolution_note}" if self.resolution_note else ""
-        return f"resolved by hand{note}"
+        """How an operator ended a needs-attention saga, in words, with the note."""
+        return repair_words(self.repaired_by, self.resolution_note)
 
     # -- what a query shows ------------------------------------------------------------
 

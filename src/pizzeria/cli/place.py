@@ -30,6 +30,7 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.order_hold import CardHold
+from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.devserver import quiet_runtime
 from pizzeria.temporal.waiting import OrderStillRunning, Unanswered
@@ -268,7 +269,7 @@ async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:
     number = order_number_of(handle.id)
     try:
         description = await handle.describe()
-        if description.typed_search_attributes.get(ORDER_STATUS) == "NEEDS_ATTENTION":
+        if description.typed_search_attributes.get(ORDER_STATUS) == NEEDS_ATTENTION_STATUS:
             return (
                 "it needs attention, a compensation failed for good: see `pizzeria status "
                 f"{number}`, then `pizzeria repair {number} --retry` once the cause is fixed"

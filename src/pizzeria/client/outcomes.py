@@ -25,6 +25,7 @@ from pizzeria.models import (
     order_number_of,
     workflow_id_for,
 )
+from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.temporal.codec import CodecKeyError, NoCodecKey
 from pizzeria.temporal.waiting import Unanswered, patiently
 
@@ -209,7 +210,7 @@ async def recent_orders(
             execution.typed_search_attributes.get(ORDER_STATUS), status_name(execution.status)
         )
         compensation = memo.get("compensation")
-        if compensation is None and order_status == "NEEDS_ATTENTION":  # no memo until closed
+        if compensation is None and order_status == NEEDS_ATTENTION_STATUS:  # no memo till closed
             compensation = "failed: waiting for an operator"
         found.append(
             {

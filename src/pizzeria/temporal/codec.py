@@ -170,11 +170,11 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             return unreadable_payload("encrypted payload too short to be AES-GCM ciphertext")
         cipher = self.ciphers.get(key_id)
         if cipher is None:
-            then = "to read it" if self.reader else "; the order waits for a worker that has it"
+            then = " to read it" if self.reader else "; the order waits for a worker that has it"
             raise CodecKeyError(
                 f"payload encrypted with key {key_id!r}, which this process does not have "
                 f"(it has {', '.join(map(repr, self.ciphers))}): add that key to "
-                f"PIZZERIA_CODEC_KEY or the key file {then}".replace(" ;", ";")
+                f"PIZZERIA_CODEC_KEY or the key file{then}"
             )
         try:
             sealed = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)
