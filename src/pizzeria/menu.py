@@ -149,6 +149,11 @@ def billed_amount(total: int) -> int:
     return total - DISCOUNT if total > DISCOUNT_THRESHOLD else total
 
 
+def billed_for(items: Iterable[Pizza]) -> int:
+    """What an order of these items is billed: its total, less the discount."""
+    return billed_amount(order_total(items))
+
+
 def luhn_valid(number: str) -> bool:
     digits = [int(ch) for ch in reversed(number)]
     checksum = sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])

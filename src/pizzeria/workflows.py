@@ -233,7 +233,7 @@ class PizzaOrderWorkflow(HoldFirst):
         )
 
     async def _charge(self, run: str, order: PizzaOrder) -> CreditCardConfirmation:
-        amount = menu.billed_amount(menu.order_total(order.items))  # the bill's, discounted
+        amount = menu.billed_for(order.items)  # the bill's, discounted
         charge = CardCharge(run, order.order_number, amount, order.credit_card_info)
         # Registered before the hold: it releases what was held, which may be nothing.
         undo_hold(self.steps, run, order)

@@ -62,7 +62,7 @@ def placed(number: str) -> PizzaOrder:
 
 
 RECIPE = menu.ingredients_for(placed("X").items)  # the exercise's three pizzas
-AMOUNT = menu.billed_amount(menu.order_total(placed("X").items))  # $35.00 after the discount
+AMOUNT = menu.billed_for(placed("X").items)  # $35.00 after the discount
 
 
 def wf(order: str) -> str:

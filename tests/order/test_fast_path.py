@@ -274,7 +274,7 @@ async def test_a_cancel_after_a_first_task_lost_with_its_local_steps_still_undoe
     )  # no worker yet: what the lost first task did, done by hand, with its keys
     run = order_ref(handle.id, (await handle.describe()).run_id)
     number = placed.order_number
-    amount = menu.billed_amount(menu.order_total(placed.items))
+    amount = menu.billed_for(placed.items)
     lost_task = ActivityEnvironment()
     await lost_task.run(activities.update_inventory, StockRequest(run, number, placed.items))
     await lost_task.run(

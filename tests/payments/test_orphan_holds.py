@@ -45,7 +45,7 @@ from tests.helpers import eventually
 from tests.helpers.money_books import money_of
 
 ORDER = sample_order("ORPHAN", prep_seconds=0)
-AMOUNT = menu.billed_amount(menu.order_total(ORDER.items))  # $35.00
+AMOUNT = menu.billed_for(ORDER.items)  # $35.00
 SECRET = {"Authorization": f"Bearer {process.LOCAL_SECRET_KEY}"}
 
 

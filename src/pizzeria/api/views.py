@@ -241,7 +241,7 @@ async def read_order(
         order_number=order_number,
         status=report["status"],
         details=report["details"] or "",
-        amount=menu.billed_amount(menu.order_total(order.items)) if order else None,
+        amount=menu.billed_for(order.items) if order else None,
         card=card_shown(order, rows) if order else None,
         cancellable=cancellable(report),
         needs_attention=report["needs_attention"],

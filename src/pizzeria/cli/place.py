@@ -285,7 +285,7 @@ async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:
 def say_if_another_order(typed: PizzaOrder, completed: OrderOutcome) -> None:
     """The order typed now is not placed when its number completed before: say so when it
     differs from the one that completed, rather than let its confirmation pass for it."""
-    amount = menu.billed_amount(menu.order_total(typed.items))
+    amount = menu.billed_for(typed.items)
     differs = []
     if completed.amount is not None and completed.amount != amount:
         differs.append(f"{dollars(amount)} where it was {dollars(completed.amount)}")

@@ -83,7 +83,7 @@ class OrderAlreadyCompleted(Exception):
 
 
 def static_summary(order: PizzaOrder) -> str:
-    amount = menu.billed_amount(menu.order_total(order.items))
+    amount = menu.billed_for(order.items)
     count = len(order.items)
     kind = "delivery" if order.is_delivery else "pickup"
     return (
@@ -168,7 +168,7 @@ async def start_options(
     return {
         "static_summary": static_summary(order),
         "search_attributes": search_attributes,
-        "memo": {**(memo or {}), "amount": menu.billed_amount(menu.order_total(order.items))},
+        "memo": {**(memo or {}), "amount": menu.billed_for(order.items)},
         "id_reuse_policy": id_reuse_policy
         or (
             WorkflowIDReusePolicy.ALLOW_DUPLICATE

@@ -63,7 +63,7 @@ def asked_of(order: PizzaOrder) -> Asked | str:
     """
     try:
         recipe = menu.ingredients_for(order.items)
-        amount = menu.billed_amount(menu.order_total(order.items))
+        amount = menu.billed_for(order.items)
         number = order.credit_card_info.number
         return Asked(recipe, amount, number[-4:] if number else None)
     except menu.OrderRejected as rejected:
