@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -234,6 +235,40 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_c
     assert head.startswith(b"HTTP/1.1 408"), answer[:300]
     assert PROBLEM.encode() in head and b"connection: close" in head.lower()
     assert b"body-timeout" in body
+
+
+async def test_clients_that_never_read_their_answers_are_cut_off_and_free_the_cap(stack):
+    with api_process(
+        stack,
+        *("--max-connections", "3", "--head-timeout", "120", "--send-timeout", "2"),
+        log="api-unread.log",
+    ) as api:
+        address = urlsplit(api.url)
+        hogs = []
+        for _ in range(3):  # the whole cap, each with a small receive buffer
+            hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.connect((address.hostname, address.port))
+            hogs.append(hog)
+        try:
+            async with client(api) as http:
+                refused((await http.get("/healthz")), 503)
+                # Each asks for a large answer again and again and never reads one: the
+                # server's buffers fill and stay full. It must not hold them for ever.
+                ask = b"GET /openapi.json HTTP/1.1\r\nHost: %s\r\n\r\n" % host_of(api)
+                for hog in hogs:
+                    hog.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        for _ in range(300):
+                            hog.send(ask)
+
+                async def answered() -> bool:
+                    return (await http.get("/healthz")).status_code == 200
+
+                await eventually(answered, "the cap freed", seconds=60, interval=0.5)
+        finally:
+            for hog in hogs:
+                hog.close()
 
 
 async def test_a_stream_ends_after_its_lifetime_and_the_client_resumes_where_it_left(hasty):

@@ -9,7 +9,10 @@ token needed (slow loris). Here:
   it opens, and after each answer), and one whose body is not complete within
   ``body_seconds`` plus a little (a backstop: normally the app has answered 408 by then).
   Past ``max_connections`` open connections, a new one is answered 503 with
-  ``Retry-After`` and closed; far past it, closed at once.
+  ``Retry-After`` and closed; far past it, closed at once. A client that stops reading
+  what it is sent (its buffers full, the transport's writing paused) for ``send_seconds``
+  is cut off: otherwise a few sockets that never read, each asking for a large answer
+  again and again, would hold their connections for as long as they liked.
 - ``BodyDeadline`` (ASGI middleware) gives ``receive`` a deadline, so a route reading a
   body that does not come in time answers 408 (and closes the connection).
 """
@@ -77,6 +80,7 @@ class GuardedH11(H11Protocol):
         super().connection_made(transport)  # type: ignore[arg-type]
         self.guard_timer: asyncio.TimerHandle | None = None
         self.guard_phase: Any = None
+        self.send_timer: asyncio.TimerHandle | None = None
         over = len(self.connections) - self.limits.max_connections
         if over > OVERFLOW:
             self.transport.close()
@@ -95,7 +99,29 @@ class GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_timer()
+        self.stop_send_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if getattr(self, "send_timer", None) is None:
+            self.send_timer = self.loop.call_later(self.limits.send_seconds, self.not_reading)
+
+    def resume_writing(self) -> None:
+        self.stop_send_timer()
+        super().resume_writing()
+
+    def stop_send_timer(self) -> None:
+        timer = getattr(self, "send_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self.send_timer = None
+
+    def not_reading(self) -> None:
+        """Cut off: ``close`` would wait for the unread answer to be sent, for ever."""
+        self.send_timer = None
+        log.info("cutting off a connection whose client has not read its answer in time")
+        self.transport.abort()
 
     def watch(self) -> None:
         """Arm the deadline of what the connection waits for from the client, if anything."""

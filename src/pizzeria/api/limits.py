@@ -3,7 +3,8 @@
 Each limit is an option of ``pizzeria api`` and an environment variable (the option
 wins). The defaults suit one API process on a small machine: a thousand connections, of
 which up to 700 may be event streams, five per order token; a request head must arrive
-within 10 s and its body within 15 s; a stream lasts at most 15 minutes (a browser's
+within 10 s and its body within 15 s, and a client must read what it is sent (its
+buffers full for 30 s, it is cut off); a stream lasts at most 15 minutes (a browser's
 ``EventSource`` then reconnects by itself and resumes after the last event it got); an
 order token opens its order for 24 hours.
 
@@ -23,6 +24,8 @@ class ApiLimits:
     head_seconds: float = 10.0
     #: Seconds a request body may take to arrive once its head has.
     body_seconds: float = 15.0
+    #: Seconds an answer may wait for the client to read it (a full send buffer).
+    send_seconds: float = 30.0
     #: Event streams open at once in all (503 over it).
     max_streams: int = 700
     #: Event streams open at once with one credential (429 over it).
@@ -67,6 +70,13 @@ LIMIT_OPTIONS = (
         "--body-timeout",
         "PIZZERIA_API_BODY_TIMEOUT",
         "Seconds a request's body may take to arrive (408 beyond)",
+        3600,
+    ),
+    LimitOption(
+        "send_seconds",
+        "--send-timeout",
+        "PIZZERIA_API_SEND_TIMEOUT",
+        "Seconds an answer may wait for the client to read it (then the connection is closed)",
         3600,
     ),
     LimitOption(
