@@ -347,19 +347,26 @@ async def test_a_token_in_the_address_opens_only_the_event_stream_and_never_as_s
     assert staff_stream.status_code == 200
 
 
-async def test_the_access_log_holds_no_query_string(http, api):
+async def test_the_access_log_holds_no_query_string_nor_a_forwarded_address(http, api):
     order_number, token = await customer_order(http)
     for url in (f"/orders/{order_number}/events?%74oken={token}", f"/menu?token={token}"):
         await http.get(url)
+    # Nor an address a local process says it forwards for: the log shows the peer's.
+    forwarded = {"X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6"}
+    await http.get("/forwarded-for-someone", headers=forwarded)
     log = api.data / "api.log"
 
     def logged() -> bool:
         text = log.read_text(errors="replace")
-        return f"/orders/{order_number}/events" in text and "GET /menu " in text
+        return all(
+            seen in text
+            for seen in (f"/orders/{order_number}/events", "GET /menu ", "/forwarded-for-someone")
+        )
 
     await eventually(logged, "the requests in the access log", 30, 0.2)
     text = log.read_text(errors="replace")
     assert token not in text and "oken=" not in text
+    assert "6.6.6.6" not in text
     assert not [line for line in text.splitlines() if '"GET /' in line and "?" in line]
 
 

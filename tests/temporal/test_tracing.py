@@ -528,3 +528,53 @@ def test_the_dev_server_we_start_runs_whatever_otel_variables_configure_our_trac
     assert environment["PATH"] == os.environ["PATH"]
     with dev_server(None, headless=True) as server:
         assert devserver.serving(server.address, ("default",))
+
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    ("credential", "flags", "joined"),
+    [
+        (None, "01", False),  # anyone: a trace of its own, linked to the caller's
+        (None, "00", False),  # an unsampled caller cannot have the order's spans dropped
+        ("a customer's token", "01", False),
+        (STAFF, "01", True),  # staff (a gateway of yours): the caller's trace
+        (STAFF, "00", True),  # ... unsampled as it asks: nothing kept, no trace id shown
+    ],
+    ids=["anonymous", "anonymous-unsampled", "customer", "staff", "staff-unsampled"],
+)
+async def test_only_a_trusted_caller_chooses_the_trace_a_request_joins(
+    exported: InMemorySpanExporter, credential: str | None, flags: str, joined: bool
+):
+    seen: list[str | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(tracing.current_trace_id())  # what an order started here records
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = tracing.RequestSpans(app, trusted=lambda given: given == STAFF)
+    headers = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}"}
+    if credential is not None:
+        headers["Authorization"] = f"Bearer {credential}"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=middleware), base_url="http://127.0.0.1"
+    ) as http:
+        assert (await http.get("/orders", headers=headers)).status_code == 204
+
+    spans = exported.get_finished_spans()
+    if joined and flags == "00":
+        assert not spans and seen == [None]
+        return
+    (request,) = spans
+    assert request.context is not None
+    assert seen == [format_trace_id(request.context.trace_id)]
+    if joined:
+        assert format_trace_id(request.context.trace_id) == CALLER_TRACE
+        assert request.parent is not None and f"{request.parent.span_id:016x}" == CALLER_SPAN
+    else:
+        assert format_trace_id(request.context.trace_id) != CALLER_TRACE
+        assert request.parent is None
+        assert [format_trace_id(link.context.trace_id) for link in request.links] == [CALLER_TRACE]

@@ -165,7 +165,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.policy = page_policy(public.provider_origin(payments))
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
-        app.add_middleware(tracing.RequestSpans)
+        app.add_middleware(tracing.RequestSpans, trusted=settings.keys.is_staff)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

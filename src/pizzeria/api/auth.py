@@ -116,6 +116,8 @@ class Keys:
             return None
         expiry, run_id, mac = shape.groups()
         expires = int(expiry, 16)
+        if expiry != f"{expires:x}":
+            return None  # one spelling per token: 0<token> would count as another token
         if not _same(mac, self._mac(order_number, run_id, expires)):
             return None
         if expires <= (time.time() if now is None else now):

@@ -82,6 +82,9 @@ def server_for(settings: ApiSettings, *, access_log: bool) -> uvicorn.Server:
         log_level="info" if access_log else "warning",
         access_log=access_log,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        # No X-Forwarded-For from 127.0.0.1 (uvicorn's default trusts it): any local
+        # process could put an address of its choosing in the access log.
+        proxy_headers=False,
         lifespan="on",
     )
     access = logging.getLogger("uvicorn.access")

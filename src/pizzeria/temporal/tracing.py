@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -240,7 +240,8 @@ def current_trace_id() -> str | None:
     from opentelemetry import trace
 
     context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+    recorded = context.is_valid and context.trace_flags.sampled
+    return trace.format_trace_id(context.trace_id) if recorded else None
 
 
 def _trace_id_in_memo() -> temporal_client.Interceptor:
@@ -299,12 +300,19 @@ def span(name: str, **attributes: str | int | float | bool) -> AbstractContextMa
 
 class RequestSpans:
     """ASGI middleware: one server span per HTTP request (``POST /orders``), so the order
-    it starts is one trace with the request as its root; a ``traceparent`` header sent by
-    the caller is honoured. The query string (it may carry an order token) and the headers
-    are never recorded."""
+    it starts is one trace with the request as its root. The query string (it may carry an
+    order token) and the headers are never recorded.
 
-    def __init__(self, app: Any) -> None:
+    A ``traceparent`` header joins the caller's trace only when the request carries a
+    credential ``trusted`` accepts (the staff key): a caller at the public front door
+    would otherwise choose the trace id an order records, point it at another order's
+    trace, or have it unsampled so that no span is kept. Anyone else's request starts a
+    trace of its own, with a link to the caller's span.
+    """
+
+    def __init__(self, app: Any, trusted: Callable[[str], bool] | None = None) -> None:
         self.app = app
+        self.trusted = trusted
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         active = tracer()
@@ -316,6 +324,12 @@ class RequestSpans:
         carrier = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
+        callers = propagate.extract(carrier)
+        links: list[trace.Link] = []
+        if not self._trusts(carrier.get("authorization", "")):
+            caller = trace.get_current_span(callers).get_span_context()
+            links = [trace.Link(caller)] if caller.is_valid else []
+            callers = trace.set_span_in_context(trace.INVALID_SPAN)
         method = scope["method"]
         answered: list[int] = []
 
@@ -326,7 +340,8 @@ class RequestSpans:
 
         with active.start_as_current_span(
             method,
-            context=propagate.extract(carrier),
+            context=callers,
+            links=links,
             kind=trace.SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": scope["path"]},
         ) as current:
@@ -334,6 +349,12 @@ class RequestSpans:
                 await self.app(scope, receive, noting_status)
             finally:
                 _name_request(current, scope, answered)
+
+    def _trusts(self, authorization: str) -> bool:
+        scheme, _, credential = authorization.partition(" ")
+        if self.trusted is None or scheme.lower() != "bearer" or not credential.strip():
+            return False
+        return self.trusted(credential.strip())
 
 
 def _name_request(current: Span, scope: MutableMapping[str, Any], answered: list[int]) -> None:
