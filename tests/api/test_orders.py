@@ -21,6 +21,8 @@ import httpx
 import pytest
 
 from pizzeria import menu
+from pizzeria.api.idempotency import KeyTable, KeyUse
+from pizzeria.api.placing import body_fingerprint
 from pizzeria.models import STEPS
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
@@ -253,6 +255,28 @@ async def test_one_key_with_another_body_is_refused_and_changes_nothing(http, ap
     assert view["status"] == "COMPLETED" and view["amount"] == 3500
     takes = [r for r in ledger_rows(api, order_number) if r["step"] == "update_inventory"]
     assert len(takes) == 1 and "ham" not in takes[0]["ingredients"]
+
+
+@pytest.mark.parametrize("prefer", [{}, AT_ONCE], ids=["answered", "at-once"])
+async def test_a_row_planted_in_the_key_table_gets_no_token_for_another_order(
+    http, api, prefer: dict[str, str]
+):
+    # Whoever can write the key table (a PostgreSQL ledger's database is every worker's)
+    # names a victim's order under a key of their own: the API must not mint its token.
+    victim, victim_token = await customer_order(http)
+    victim_run = victim_token.split(".")[1]
+    body, key = customer_body(), f"planted-{uuid.uuid4()}"
+    table = KeyTable(api.ledger_location)
+    try:
+        forever = int(time.time()) + 10 * 365 * 86_400
+        table.claim(key, KeyUse(body_fingerprint(body), victim, forever), time.time())
+        table.record_run(key, victim_run)
+    finally:
+        table.close()
+    answer = await place(http, body, key, prefer)
+    assert answer.status_code == 409, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    assert "order_token" not in answer.json() and victim not in answer.text
 
 
 # -- who may see what ---------------------------------------------------------------------

@@ -30,8 +30,12 @@ class Api:
     data: Path
     process: WorkerProcess
 
+    @property
+    def ledger_location(self) -> str:
+        return self.env.get("PIZZERIA_LEDGER", str(self.data / "ledger.db"))
+
     def ledger(self) -> Ledger:
-        return open_ledger(self.env.get("PIZZERIA_LEDGER", str(self.data / "ledger.db")))
+        return open_ledger(self.ledger_location)
 
     @property
     def staff(self) -> dict[str, str]:

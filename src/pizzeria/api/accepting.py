@@ -110,15 +110,16 @@ async def place_with_answer(
         order = dataclasses.replace(order, order_number=use.order_number)
     update_id = answer_id(key, fingerprint)
     answer: asyncio.Future[EarlyAnswer]
-    if use.run_id is not None:
-        run_id = use.run_id
+    if use.run_id is not None and key is not None:
+        run_id = await placing.run_of_key(client, use, key, fingerprint)
         answer = asyncio.ensure_future(early_answer(client, order.order_number, run_id, update_id))
     else:
         run_id, answer = await start(client, order, key, fingerprint, update_id)
         if key is not None:
             await placing._table_call(table, table.record_run, key, run_id)
-    token = keys.order_token(order.order_number, run_id, use.expires)
-    placed = placing.Placed(order.order_number, token, use.expires)
+    expires = placing.token_expiry(use, keys.expiry(now))
+    token = keys.order_token(order.order_number, run_id, expires)
+    placed = placing.Placed(order.order_number, token, expires)
     return Accepted(placed, await answer_within(answer, max(0.0, deadline - time.monotonic())))
 
 

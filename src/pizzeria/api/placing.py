@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,12 +28,15 @@ from typing import Any
 from fastapi import Request
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.api.auth import keys_of
 from pizzeria.api.idempotency import KeyTable, KeyTableUnavailable, KeyUse, key_hash
 from pizzeria.api.problems import ApiProblem, invalid
 from pizzeria.client import OrderAlreadyCompleted, OrderAlreadyRunning, start_order
 from pizzeria.models import PizzaOrder, workflow_id_for
+
+log = logging.getLogger(__name__)
 
 #: The memo entry that says which request started an order.
 API_MEMO = "api_request"
@@ -97,11 +101,51 @@ async def place(request: Request, order: PizzaOrder, key: str | None, fingerprin
         if use.body_sha256 != fingerprint:
             raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
         order = dataclasses.replace(order, order_number=use.order_number)
-    run_id = use.run_id or await start_once(client, order, key, fingerprint)
-    if key is not None and use.run_id is None:
-        await _table_call(table, table.record_run, key, run_id)
-    token = keys.order_token(order.order_number, run_id, use.expires)
-    return Placed(order.order_number, token, use.expires)
+    if use.run_id is not None and key is not None:
+        run_id = await run_of_key(client, use, key, fingerprint)
+    else:
+        run_id = await start_once(client, order, key, fingerprint)
+        if key is not None:
+            await _table_call(table, table.record_run, key, run_id)
+    expires = token_expiry(use, keys.expiry(now))
+    return Placed(
+        order.order_number, keys.order_token(order.order_number, run_id, expires), expires
+    )
+
+
+def token_expiry(use: KeyUse, latest: int) -> int:
+    """The expiry of the token a key answers with: the first answer's, never later than
+    one issued now (the table cannot lengthen a token)."""
+    return min(use.expires, latest)
+
+
+async def run_of_key(client: Client, use: KeyUse, key: str, fingerprint: str) -> str:
+    """The run a retried key's row names, once that run's memo says this key and this body
+    started it. The table alone is not trusted: whoever could write it (a PostgreSQL
+    ledger's database is shared with every worker) would get a token for any order by
+    naming it in a row of their own."""
+    handle = client.get_workflow_handle(workflow_id_for(use.order_number), run_id=use.run_id)
+    try:
+        first = (await (await handle.describe()).memo()).get(API_MEMO) or {}
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        first = {}
+    if (
+        first.get("idempotency_key_sha256") != key_hash(key)
+        or first.get("body_sha256") != fingerprint
+    ):
+        log.warning(
+            "the key table names order %s for a key that did not start it: refused",
+            use.order_number,
+        )
+        raise ApiProblem(
+            409,
+            "this Idempotency-Key's record does not match the order it names: send the "
+            "order again with a new key",
+            slug="idempotency-key-mismatch",
+        )
+    return handle.run_id or ""
 
 
 async def _table_call(table: KeyTable, method: Any, *args: Any) -> Any:
