@@ -179,6 +179,12 @@ async def test_an_order_paid_with_a_token_shows_the_last_four_its_hold_recorded(
     accepted = answer.json()
     view = await closed(http, accepted["order_number"], accepted["order_token"])
     assert view["status"] == "COMPLETED" and view["card"] == "**** 4242"
+    # A token pays for one order, as at Stripe: a second order with it holds nothing.
+    second = await place(http, body)
+    assert second.status_code >= 400 and second.headers["content-type"] == PROBLEM, second.text
+    refused_number, refused_token = second.json()["order_number"], second.json()["order_token"]
+    refused_view = await closed(http, refused_number, refused_token)
+    assert refused_view["status"] == "FAILED" and refused_view["ledger"]["charged"] == 0
 
 
 async def test_the_bad_card_fails_then_refunds_and_puts_the_stock_back_in_that_order(http, api):
@@ -311,6 +317,8 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
     listed = await http.get("/orders", params={"status": "COMPLETED"}, headers=api.staff)
     assert mine in [row["order_number"] for row in listed.json()["orders"]]
     assert STAFF_KEY not in listed.text
+    lower = await http.get("/orders", params={"status": "completed"}, headers=api.staff)
+    assert lower.status_code == 200 and lower.json() == listed.json()  # as the CLI takes it
 
 
 async def test_anyone_gets_a_number_chosen_by_the_api_and_only_staff_choose_or_set_more(http, api):
@@ -442,9 +450,14 @@ async def test_cancel_after_the_pivot_is_refused_with_the_reason(http, api):
             return {s["name"]: s["state"] for s in view["steps"]}["send_bill"] == "completed"
 
         await eventually(billed, "the bill", 30, 0.2)
+        wrong = await http.post(
+            f"/orders/{order_number}/cancel", json={"reason": 5}, headers=bearer(token)
+        )
         answer = await http.post(f"/orders/{order_number}/cancel", headers=bearer(token))
     finally:
         run_pizzeria("faults", "clear", env=api.env)
+    assert wrong.status_code == 422 and wrong.json()["type"].endswith(":invalid-body")
+    assert wrong.json()["errors"][0]["field"] == "reason"
     assert answer.status_code == 409 and answer.headers["content-type"] == PROBLEM
     assert "already billed" in answer.json()["detail"]
     view = await closed(http, order_number, token)
@@ -583,6 +596,8 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
         (good.encode(), {"Content-Type": "text/plain"}, 415),
         (good.encode(), {"Content-Type": "application/merge-patch+json"}, 415),
         (good.encode(), {}, 415),
+        (good.encode("latin-1"), {"Content-Type": "application/json; charset=latin-1"}, 415),
+        (good.encode("utf-16"), json_type, 400),  # JSON is UTF-8: nothing else is guessed
         (good.replace("8675309", "NaN").encode(), json_type, 400),  # not JSON, though Python's
         (good.replace("8675309", "Infinity").encode(), json_type, 400),
         (b"", json_type, 400),
@@ -597,7 +612,7 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
         assert answer.json()["status"] == expected
     latin = {**json_type, "Idempotency-Key": "é".encode("latin-1")}
     key = await http.post("/orders", content=good, headers=latin)
-    assert key.status_code == 422 and key.json()["errors"][0]["field"] == "idempotency-key"
+    assert key.status_code == 422 and key.json()["errors"][0]["field"] == "Idempotency-Key"
     # Said in words, not as the pattern checked.
     assert (
         key.json()["errors"][0]["reason"] == "must be 1 to 255 visible ASCII characters, no space"
@@ -612,7 +627,7 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
     }
     empty = await http.post("/orders", content=good, headers={**json_type, "Idempotency-Key": ""})
     assert empty.status_code == 422, empty.text  # it keyed nothing: every retry a new order
-    assert empty.json()["errors"][0]["field"].lower() == "idempotency-key"
+    assert empty.json()["errors"][0]["field"] == "Idempotency-Key"
     path = await http.get("/orders/bad%20number")
     assert path.status_code == 422
     assert "must be 1 to 64 letters, digits, '.', '_' or '-'" in path.json()["detail"]

@@ -244,6 +244,9 @@ def test_each_refusal_is_answered_with_its_own_status(error_type: str, status: i
     assert (problem.status, problem.error_type) == (status, error_type)
     assert problem.order == ("N1", "the-token")
     assert problem.detail == "order N1 was refused: why; undone: refund_customer, revert_inventory"
+    # A message that ends its sentence (the provider's "Your card was declined.") too.
+    said = accepting.refused(placed, Refusal(error_type, "Your card was declined.", UNDONE))
+    assert said.detail.startswith("order N1 was refused: Your card was declined; undone: ")
 
 
 def test_a_retry_shares_its_update_id_with_the_first_request_and_no_other():

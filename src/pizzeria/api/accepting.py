@@ -163,7 +163,7 @@ def refused(placed: placing.Placed, refusal: Refusal) -> ApiProblem:
         undone = "; nothing was taken"
     return ApiProblem(
         status,
-        f"order {order_number} was refused: {refusal.message}{undone}",
+        f"order {order_number} was refused: {refusal.message.rstrip('.')}{undone}",
         slug=slug,
         error_type=refusal.error_type,
         headers={"Location": f"/orders/{order_number}"},

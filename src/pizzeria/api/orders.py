@@ -71,7 +71,7 @@ ACTING_ON_AN_ORDER = problem_responses(400, 401, 404, 408, 409, 413, 415, 422, 5
 ORDER_NUMBER = Path(
     pattern=ORDER_NUMBER_PATTERN, description="The order number of the order's body"
 )
-STATUS_FILTER = "^(" + "|".join(ORDER_STATUSES) + ")$"
+STATUS_FILTER = "(?i)^(" + "|".join(ORDER_STATUSES) + ")$"  # as the CLI, in any case
 Credential = Annotated[str | None, Depends(credential)]
 FromStream = Annotated[StreamCredential, Depends(stream_credential)]
 # OpenAPI links: what a client can do next with the order number POST /orders answers.
@@ -131,7 +131,7 @@ async def read_model(request: Request, model: type[Body], *, required: bool) -> 
     try:
         return model.model_validate(body if body is not None else {})
     except ValidationError as error:
-        raise refuse_invalid_body(error) from None
+        raise refuse_invalid_body(error, slug="invalid-body") from None
 
 
 def checked_order(body: Any) -> PizzaOrder:
@@ -239,7 +239,7 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> OrderList:
     require_staff(request, given)
-    rows = await recent_orders(client_of(request), status, limit)
+    rows = await recent_orders(client_of(request), status.upper() if status else None, limit)
     return OrderList(orders=[OrderRow.model_validate(row) for row in rows])
 
 

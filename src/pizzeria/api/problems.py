@@ -112,7 +112,15 @@ def validation_errors(errors: Sequence[Any], skip: tuple[str, ...] = ()) -> list
     """Field and reason of each pydantic error, without the offending value."""
     found = []
     for error in errors:
-        location = [part for part in error.get("loc", ()) if part not in skip]
+        loc = tuple(error.get("loc") or ())
+        location = [part for part in loc if part not in skip]
+        if loc[:1] == ("header",):  # spelled as the other messages spell it
+            location = [
+                "-".join(word.capitalize() for word in part.split("-"))
+                if isinstance(part, str)
+                else part
+                for part in location
+            ]
         reason = str(error.get("msg", "invalid"))
         if error.get("type") == "string_pattern_mismatch":
             pattern = str((error.get("ctx") or {}).get("pattern", ""))
@@ -121,13 +129,13 @@ def validation_errors(errors: Sequence[Any], skip: tuple[str, ...] = ()) -> list
     return found
 
 
-def refuse_invalid_body(error: ValidationError) -> ApiProblem:
+def refuse_invalid_body(error: ValidationError, slug: str = "invalid-order") -> ApiProblem:
+    """422 naming the fields: ``invalid-order`` for an order, ``invalid-body`` for the
+    small bodies of the other routes (a cancel's reason, a repair's action...)."""
     errors = validation_errors(error.errors(include_input=False, include_url=False))
     first_field, first_reason = errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return ApiProblem(
-        422, f"{first_field}: {first_reason}{more}", slug="invalid-order", errors=errors
-    )
+    return ApiProblem(422, f"{first_field}: {first_reason}{more}", slug=slug, errors=errors)
 
 
 async def read_json_body(request: Request, *, required: bool = True) -> Any:
@@ -137,15 +145,17 @@ async def read_json_body(request: Request, *, required: bool = True) -> Any:
     body = await limited_body(request)
     if not body and not required:
         return None
-    if media_type != "application/json":
+    charset = content_type.partition(";")[2].partition("charset=")[2].split(";")[0]
+    if media_type != "application/json" or charset.strip(' "').lower() not in ("", "utf-8"):
         raise ApiProblem(
             415,
-            "send the body as application/json",
+            "send the body as application/json, in UTF-8",
             slug="unsupported-media-type",
             headers={"Accept-Post": "application/json"},
         )
     try:
-        return json.loads(body, parse_constant=_not_json)
+        # JSON is UTF-8 (RFC 8259): bytes are not guessed to be UTF-16 or UTF-32.
+        return json.loads(body.decode("utf-8"), parse_constant=_not_json)
     # RecursionError: nesting too deep for the decoder; ValueError: broken JSON, bad
     # UTF-8, or an integer with more digits than Python agrees to read.
     except (ValueError, RecursionError) as error:

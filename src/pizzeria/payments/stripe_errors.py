@@ -78,13 +78,10 @@ def translate(error: stripe.StripeError) -> PaymentError:
         return PaymentUnavailable(message, http_status=status, code=code, outcome_unknown=False)
     if isinstance(error, stripe.IdempotencyError):
         return IdempotencyKeyReused(message, code="idempotency_error", http_status=status)
-    if (
-        isinstance(error, stripe.InvalidRequestError)
-        and code == "resource_missing"
-        and body.get("param") == "payment_method"
-    ):
-        # The customer's card token names no card: the card is refused, as a declined
-        # one is (not retried, the order compensated), not a request of ours to fix.
+    if isinstance(error, stripe.InvalidRequestError) and body.get("param") == "payment_method":
+        # The customer's card token names no card, or paid for another order already: the
+        # card is refused, as a declined one is (not retried, the order compensated), not
+        # a request of ours to fix.
         return PaymentDeclined(message, code=code, http_status=status)
     if isinstance(error, stripe.InvalidRequestError) and code in STATE_CODES:
         intent = _intent_of(body)

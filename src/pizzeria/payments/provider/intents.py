@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pizzeria.payments.port import ORDER_NUMBER
 from pizzeria.payments.provider import objects
 from pizzeria.payments.provider.objects import PAYMENT_INTENT, Context
 from pizzeria.payments.provider.store import Row
@@ -81,6 +82,7 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
     if bool_param(params, "confirm") is not True:
         return _unconfirmed(ctx, params, amount, metadata, manual=manual)
     method = _method(ctx, params)
+    _refuse_reuse(ctx, method, metadata)
     decline = objects.decline_of(method)
     intent = _new_intent(ctx, params, amount, metadata, method, manual=manual)
     charge = objects.new_charge(
@@ -138,6 +140,23 @@ def _method(ctx: Context, params: Params) -> Row:
     if not isinstance(data, dict):
         raise invalid("Invalid payment_method_data: a hash", param="payment_method_data")
     return objects.create_payment_method(ctx, data, "payment_method_data")
+
+
+def _refuse_reuse(ctx: Context, method: Row, metadata: dict[str, str]) -> None:
+    """A card token (a PaymentMethod made from a card, not attached to a customer) pays
+    for one order, as at Stripe: the page's token cannot pay for a second order. The same
+    order may use it again (its hold, expired, authorized again)."""
+    if method.seq == 0:
+        return  # one of Stripe's test ids (pm_card_visa): a new card each time
+    used, _ = ctx.store.search(PAYMENT_INTENT, [("$.payment_method", method.id)], limit=1)
+    order = metadata.get(ORDER_NUMBER)
+    if used and (order is None or used[0].body["metadata"].get(ORDER_NUMBER) != order):
+        raise invalid(
+            "The provided PaymentMethod was previously used with a PaymentIntent without "
+            "Customer attachment: it may not be used again",
+            param="payment_method",
+            code="payment_method_unexpected_state",
+        )
 
 
 def _new_intent(
