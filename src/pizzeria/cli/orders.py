@@ -26,6 +26,7 @@ from pizzeria.cli.common import (
 from pizzeria.cli.options import (
     address_option,
     flag_option,
+    float_option,
     int_option,
     json_option,
     ledger_option,
@@ -33,6 +34,7 @@ from pizzeria.cli.options import (
 )
 from pizzeria.cli.refund import refund_lines, refunds_of_run
 from pizzeria.client import (
+    ANSWER_SECONDS,
     Abandoned,
     OrderOutcome,
     abandon_order,
@@ -226,16 +228,27 @@ def render_report(report: dict[str, Any]) -> str:
 # -- cancel and repair -------------------------------------------------------------------
 
 
+answer_timeout_option = float_option(
+    "--timeout",
+    0.1,
+    3600,
+    name="patience",
+    default=ANSWER_SECONDS,
+    help="Seconds to wait for the order's answer (a worker runs it) before giving up",
+)
+
+
 @click.command()
 @order_number_argument
 @click.option("--reason", default="cancelled by the customer", show_default=True, help="Why")
+@answer_timeout_option
 @address_option
-def cancel(order_number: str, reason: str, address: str | None) -> None:
+def cancel(order_number: str, reason: str, patience: float, address: str | None) -> None:
     """Cancel an order before it is billed: its effects are undone and it ends Cancelled."""
     checked_text("--reason", reason)
 
     async def cancelled() -> CancelResult:
-        return await cancel_order(await client_or_fail(address), order_number, reason)
+        return await cancel_order(await client_or_fail(address), order_number, reason, patience)
 
     result = run(cancelled())
     undone = ", ".join(result.compensations) or "nothing to undo"
@@ -252,6 +265,7 @@ def cancel(order_number: str, reason: str, address: str | None) -> None:
     help="End an order that cannot finish (see `pizzeria status`): undo what the ledger "
     "holds for it, then terminate it",
 )
+@answer_timeout_option
 @address_option
 @ledger_option
 def repair(
@@ -259,6 +273,7 @@ def repair(
     retry: bool,
     resolve: str | None,
     abandon: bool,
+    patience: float,
     address: str | None,
     ledger_location: str | None,
 ) -> None:
@@ -275,8 +290,8 @@ def repair(
     async def repaired() -> RepairResult:
         client = await client_or_fail(address)
         if resolve is None:
-            return await retry_compensations(client, order_number)
-        return await resolve_by_hand(client, order_number, resolve)
+            return await retry_compensations(client, order_number, patience)
+        return await resolve_by_hand(client, order_number, resolve, patience)
 
     result = run(repaired())
     out.print(f"Order {order_number}: {result.action} -> {result.outcome}")

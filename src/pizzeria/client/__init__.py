@@ -10,7 +10,9 @@ Callers import the names below from `pizzeria.client`.
 """
 
 from pizzeria.client.acting import (
+    ANSWER_SECONDS,
     Abandoned,
+    OrderDidNotAnswer,
     OrderRefused,
     abandon_order,
     cancel_order,
@@ -41,11 +43,13 @@ from pizzeria.client.placing import (
 from pizzeria.history.reader import STATUS_NAMES, status_name
 
 __all__ = [
+    "ANSWER_SECONDS",
     "STATUS_NAMES",
     "WEB_UI",
     "Abandoned",
     "OrderAlreadyCompleted",
     "OrderAlreadyRunning",
+    "OrderDidNotAnswer",
     "OrderOutcome",
     "OrderRefused",
     "abandon_order",

@@ -17,6 +17,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -69,15 +70,35 @@ def stuck_advice(order_number: str) -> str:
     )
 
 
+#: How long a cancel or a repair waits for the order to answer: a worker runs it in well
+#: under a second; past this, none is taking the order's work.
+ANSWER_SECONDS = 30.0
+
+
+class OrderDidNotAnswer(ConnectionError):
+    """No worker ran the order's answer to a cancel or a repair in time (one line)."""
+
+
 async def _ask(
-    client: Client, order_number: str, update: Any, *args: Any
+    client: Client, order_number: str, update: Any, *args: Any, patience: float = ANSWER_SECONDS
 ) -> tuple[Any, WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]]:
     """Run an Update on the order's latest run: its answer, and a handle on the run that
     accepted it (the Update goes to that run alone). A refusal, or an order that cannot
-    answer because its workflow task keeps failing, is an `OrderRefused` saying what to do."""
+    answer because its workflow task keeps failing, is an `OrderRefused` saying what to do;
+    no answer within ``patience`` seconds (no worker running) is `OrderDidNotAnswer`."""
     run = await running_order(client, order_number)
+    deadline = asyncio.timeout(patience)
     try:
-        return await run.execute_update(update, *args), run
+        async with deadline:
+            return await run.execute_update(update, *args), run
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        if not deadline.expired():
+            raise  # not our deadline: Ctrl-C (see cli.common.run)
+        raise OrderDidNotAnswer(
+            f"order {order_number} did not answer within {patience:g} s: no worker "
+            "has taken it (is `pizzeria worker` running?); the request may still be "
+            f"carried out once one does: `pizzeria status {order_number}` says"
+        ) from None
     except WorkflowUpdateFailedError as error:
         cause = error.cause
         raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
@@ -91,14 +112,18 @@ async def _ask(
         raise OrderRefused(stuck_advice(order_number)) from None
 
 
-async def cancel_order(client: Client, order_number: str, reason: str) -> CancelResult:
+async def cancel_order(
+    client: Client, order_number: str, reason: str, patience: float = ANSWER_SECONDS
+) -> CancelResult:
     """Cancel an order before its pivot: its effects are undone and it ends Cancelled.
 
     Raises:
         text.TextRefused: the reason holds characters no text may hold (nothing is sent).
     """
     text.check_text("reason", reason)
-    answer, run = await _ask(client, order_number, PizzaOrderWorkflow.cancel_order, reason)
+    answer, run = await _ask(
+        client, order_number, PizzaOrderWorkflow.cancel_order, reason, patience=patience
+    )
     result: CancelResult = answer
     if not result.accepted:
         raise OrderRefused(result.reason)
@@ -113,18 +138,26 @@ async def cancel_order(client: Client, order_number: str, reason: str) -> Cancel
     return result
 
 
-async def retry_compensations(client: Client, order_number: str) -> RepairResult:
+async def retry_compensations(
+    client: Client, order_number: str, patience: float = ANSWER_SECONDS
+) -> RepairResult:
     """Run the order's failed compensations again."""
-    answer, _ = await _ask(client, order_number, PizzaOrderWorkflow.retry_compensations)
+    answer, _ = await _ask(
+        client, order_number, PizzaOrderWorkflow.retry_compensations, patience=patience
+    )
     result: RepairResult = answer
     return result
 
 
-async def resolve_by_hand(client: Client, order_number: str, note: str) -> RepairResult:
+async def resolve_by_hand(
+    client: Client, order_number: str, note: str, patience: float = ANSWER_SECONDS
+) -> RepairResult:
     """Mark the order's failed compensations as handled outside the system, with a note
     (refused with `text.TextRefused`, before anything is sent, as the workflow refuses it)."""
     text.check_text("note", note)
-    answer, _ = await _ask(client, order_number, PizzaOrderWorkflow.resolve_manually, note)
+    answer, _ = await _ask(
+        client, order_number, PizzaOrderWorkflow.resolve_manually, note, patience=patience
+    )
     result: RepairResult = answer
     return result
 
