@@ -626,7 +626,13 @@ class FakeRun:
 
     async def fetch_history_events(self) -> Any:
         for kind in self.events:
-            yield SimpleNamespace(event_type=kind)
+            failure = SimpleNamespace(
+                message="payload encrypted with key 'k1', which this\nprocess does not have"
+            )
+            yield SimpleNamespace(
+                event_type=kind,
+                workflow_task_failed_event_attributes=SimpleNamespace(failure=failure),
+            )
 
 
 async def test_an_order_with_no_outcome_at_its_timeout_is_told_why_when_it_can_be():
@@ -642,6 +648,14 @@ async def test_an_order_with_no_outcome_at_its_timeout_is_told_why_when_it_can_b
     untaken = await why_still_running(FakeRun(None, taken[:1]))  # type: ignore[arg-type]
     assert untaken == "no worker has taken it yet: is `pizzeria worker` running?"
     assert await why_still_running(FakeRun("IN_PROGRESS", taken)) == ""  # type: ignore[arg-type]
+    # Placed with a key the workers lack (a client in another folder made its own).
+    failing = [*taken, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    unreadable = await why_still_running(FakeRun("IN_PROGRESS", failing))  # type: ignore[arg-type]
+    assert unreadable.startswith(
+        "a worker took it but cannot run it: payload encrypted with key 'k1', which this "
+        "process does not have (the workers must hold the codec key this command used: "
+    ), unreadable
+    assert unreadable.endswith("; see `pizzeria status W1`")
 
 
 def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(stack):
@@ -683,3 +697,29 @@ def test_a_ctrl_c_is_an_interrupt_even_when_what_it_stopped_says_otherwise():
 
     with pytest.raises(KeyboardInterrupt):
         common.run(waiting_for_an_update())
+
+
+def test_an_order_placed_with_a_key_the_workers_lack_says_so(stack, tmp_path: Path):
+    # A client run from another folder makes a codec key of its own: the workers cannot
+    # read the order. The command says it made the key, and at its timeout why it waits.
+    number = f"CLI-OTHER-KEY-{os.getpid()}"
+    env = {**stack["env"], "PIZZERIA_DATA_DIR": str(tmp_path / "elsewhere")}
+    env.pop("PIZZERIA_CODEC_KEY", None)
+    try:
+        placed = run_pizzeria(
+            "order", "--order-number", number, "--pickup", "--timeout", "15", env=env, timeout=90
+        )
+        assert placed.returncode == 3, placed.stderr  # still running at its timeout
+        assert f"Made a new codec key in {tmp_path / 'elsewhere' / 'codec.key'}" in placed.stderr
+        assert "a worker took it but cannot run it: " in placed.stderr, placed.stderr
+        assert "the workers must hold the codec key this command used" in placed.stderr
+    finally:
+        subprocess.run(
+            [
+                *(TEMPORAL, "workflow", "terminate"),
+                *("--workflow-id", f"pizza-workflow-order-{number}"),
+                *("--address", stack["address"], "--reason", "test over"),
+            ],
+            capture_output=True,
+            timeout=60,
+        )

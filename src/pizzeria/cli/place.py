@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import asdict
@@ -32,6 +33,7 @@ from pizzeria.models import (
 from pizzeria.order_hold import CardHold
 from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal.codec import key_file, no_key_yet
 from pizzeria.temporal.devserver import quiet_runtime
 from pizzeria.temporal.waiting import OrderStillRunning, Unanswered
 
@@ -213,7 +215,14 @@ async def place_or_show(
 ) -> tuple[OrderOutcome, bool, CardHold | None]:
     """The outcome of the run started now, with its card hold as soon as it is held (the
     order's Update, sent with the start), or of the completed run already there (True)."""
+    new_key = no_key_yet()
     client = await client_or_fail(address, runtime=quiet_runtime())
+    if new_key and not as_json:
+        err.print(
+            f"Made a new codec key in {key_file()}: the workers must hold the same key to "
+            "run this order (a worker started in this folder will)",
+            markup=False,
+        )
     number = placed.order_number
     if not as_json:
         card = mask_card_number(placed.credit_card_info.number)
@@ -274,12 +283,25 @@ async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:
                 "it needs attention, a compensation failed for good: see `pizzeria status "
                 f"{number}`, then `pizzeria repair {number} --retry` once the cause is fixed"
             )
+        taken = False
         async for event in handle.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-                return ""
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                failure = event.workflow_task_failed_event_attributes.failure.message
+                said = " ".join(failure.split())[:200]
+                used = "PIZZERIA_CODEC_KEY" if os.environ.get("PIZZERIA_CODEC_KEY") else key_file()
+                hint = (
+                    f" (the workers must hold the codec key this command used: {used})"
+                    if "key" in said.lower()
+                    else ""
+                )
+                return (
+                    f"a worker took it but cannot run it: {said}{hint}; see `pizzeria status "
+                    f"{number}`"
+                )
+            taken = taken or event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
     except RPCError:
         return ""
-    return "no worker has taken it yet: is `pizzeria worker` running?"
+    return "" if taken else "no worker has taken it yet: is `pizzeria worker` running?"
 
 
 def say_if_another_order(typed: PizzaOrder, completed: OrderOutcome) -> None:

@@ -186,11 +186,14 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             return unreadable_payload("decrypted payload is not a Temporal payload")
 
 
+def no_key_yet() -> bool:
+    """Whether `load_keys` would make a new key (no PIZZERIA_CODEC_KEY, no key file)."""
+    return not os.environ.get("PIZZERIA_CODEC_KEY") and not os.path.lexists(key_file())
+
+
 def existing_keys() -> list[tuple[str, bytes]]:
     """`load_keys`, creating none: no key at all is an empty list."""
-    if os.environ.get("PIZZERIA_CODEC_KEY") or os.path.lexists(key_file()):
-        return load_keys(create=False)
-    return []
+    return [] if no_key_yet() else load_keys(create=False)
 
 
 class NoCodecKey(CodecKeyError):
