@@ -345,6 +345,27 @@ def test_a_server_whose_web_ui_port_is_taken_says_so_and_starts_nothing(tmp_path
     assert not (tmp_path / "temporal.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--port", "99999"), "Invalid value for '--port': 99999 is not in the range"),
+        (("--codec-port", "99999"), "Invalid value for '--codec-port': 99999 is not in the range"),
+        (("--payments-port", "70000"), "Invalid value for '--payments-port'"),
+        (("--port", "17555", "--ui-port", "17555"), "--port and --ui-port are the same port"),
+        (("--ui-port", "17556", "--codec-port", "17556"), "--codec-port and --ui-port are the"),
+    ],
+    ids=["port", "codec-port", "payments-port", "port-twice", "ui-port-twice"],
+)
+def test_a_server_with_a_port_it_cannot_use_says_so_and_starts_nothing(
+    tmp_path, args: tuple[str, ...], says: str
+):
+    done = run_pizzeria("server", *args, "--data-dir", str(tmp_path), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert not (tmp_path / "temporal.db").exists() and not (tmp_path / "payments.db").exists()
+
+
 def test_a_reader_run_from_another_folder_says_where_the_key_is_and_makes_none(stack, tmp_path):
     placed = pizzeria(stack, "order", "--order-number", "CLI-KEYLESS", "--prep-seconds", "0")
     assert placed.returncode == 0, placed.stderr

@@ -67,20 +67,22 @@ from pizzeria.worker import (
     type=click.Path(path_type=Path),
     help="Folder of the history file [default: .pizzeria]",
 )
-@click.option("--port", default=GRPC_PORT, show_default=True, help="gRPC port on 127.0.0.1")
-@click.option("--ui-port", default=UI_PORT, show_default=True, help="Web UI port on 127.0.0.1")
+@int_option("--port", 1, 65535, default=GRPC_PORT, help="gRPC port on 127.0.0.1")
+@int_option("--ui-port", 1, 65535, default=UI_PORT, help="Web UI port on 127.0.0.1")
 @flag_option("--in-memory", help="Keep no history file (lost on exit)")
-@click.option(
+@int_option(
     "--codec-port",
+    1,
+    65535,
     default=DEFAULT_CODEC_PORT,
-    show_default=True,
     help="Also serve the codec endpoint here, so the Web UI shows decrypted payloads",
 )
 @flag_option("--no-codec", help="No codec endpoint: the Web UI shows ciphertext")
-@click.option(
+@int_option(
     "--payments-port",
+    0,
+    65535,
     default=DEFAULT_PAYMENTS_PORT,
-    show_default=True,
     help="The local payment provider's port: one answering here is used, else one is "
     "started here (a free port when taken); the workers of this data folder find it",
 )
@@ -98,6 +100,22 @@ def server(
     """Run the Temporal dev server (with its Web UI) and the local payment provider until
     Ctrl-C."""
     stop_on_sigterm()
+    taken = {"--port": port, "--ui-port": ui_port}
+    if not no_codec:
+        taken["--codec-port"] = codec_port
+    if not no_payments and payments_port:
+        taken["--payments-port"] = payments_port
+    twice = sorted(
+        (flag, other)
+        for flag, number in taken.items()
+        for other, same in taken.items()
+        if flag < other and number == same
+    )
+    if twice:
+        raise UserError(
+            f"{twice[0][0]} and {twice[0][1]} are the same port ({taken[twice[0][0]]}): "
+            "each needs its own"
+        )
     if port_open(port):  # before anything else starts, and says so rather than a codec port
         fail(
             f"port {port} is already in use on 127.0.0.1: a Temporal server (another "
@@ -162,7 +180,7 @@ def start_codec_server(port: int, ui_port: int) -> CodecServer:
 
 
 @click.command(name="codec-server")
-@click.option("--port", default=DEFAULT_CODEC_PORT, show_default=True, help="Port on 127.0.0.1")
+@int_option("--port", 1, 65535, default=DEFAULT_CODEC_PORT, help="Port on 127.0.0.1")
 @click.option(
     "--origin",
     "origins",
