@@ -23,6 +23,7 @@ from pizzeria.temporal.faults import (
     parse_faults,
     write_faults,
 )
+from tests.helpers import run_pizzeria
 
 # -- syntax --------------------------------------------------------------------------------
 
@@ -198,8 +199,9 @@ def test_a_file_that_does_not_parse_fails_every_attempt_until_it_is_fixed(
     plan = FaultPlan(faults_file, env_value="")
     rewrite(faults_file, "get_distance=explode", 6_000_000)
     for _ in range(2):
-        with pytest.raises(FaultSyntaxError, match="explode"):
+        with pytest.raises(FaultSyntaxError, match="explode") as said:
             plan.current()
+        assert str(said.value).startswith(f"{faults_file}: ")  # which file, for its reader
     rewrite(faults_file, "get_distance=fail", 6_000_001)
     assert plan.current() == {"get_distance": Fault("get_distance", "fail")}
 
@@ -513,3 +515,20 @@ async def test_answer_does_nothing_without_a_lost_fault() -> None:
         return "answered"
 
     assert await order_environment("wf-1").run(body) == "answered"
+
+
+def test_faults_set_and_show_on_a_file_that_does_not_parse_say_which_and_the_way_out(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_FAULTS": ""}
+    (tmp_path / "faults.json").write_text("{not json")
+    for command in (("set", "refund_customer=fail"), ("show",)):
+        done = run_pizzeria("faults", *command, env=env, timeout=60)
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: {tmp_path / 'faults.json'}: "), line
+        assert line.endswith("`pizzeria faults clear` starts afresh")
+    assert run_pizzeria("faults", "clear", env=env, timeout=60).returncode == 0
+    assert (
+        run_pizzeria("faults", "set", "refund_customer=fail", env=env, timeout=60).returncode == 0
+    )

@@ -6,7 +6,13 @@ import click
 
 from pizzeria import config
 from pizzeria.cli.common import UserError, out
-from pizzeria.temporal.faults import FaultPlan, FaultSyntaxError, parse_faults, write_faults
+from pizzeria.temporal.faults import (
+    Fault,
+    FaultPlan,
+    FaultSyntaxError,
+    parse_faults,
+    write_faults,
+)
 
 
 @click.group(name="faults")
@@ -29,8 +35,7 @@ def faults_set(spec: str) -> None:
         raise UserError(str(error)) from None
     if not new:
         raise UserError("give at least one fault, STEP=MODE (`pizzeria faults clear` clears)")
-    plan = FaultPlan(config.faults_file(), env_value="")
-    merged = {**plan.current(), **new}
+    merged = {**faults_in_force(FaultPlan(config.faults_file(), env_value="")), **new}
     write_faults(config.faults_file(), merged)
     out.print("Faults: " + ", ".join(str(f) for f in merged.values()))
 
@@ -45,8 +50,14 @@ def faults_clear() -> None:
 @faults.command("show")
 def faults_show() -> None:
     """List the faults in force (file and PIZZERIA_FAULTS)."""
-    try:
-        current = FaultPlan(config.faults_file()).current()
-    except FaultSyntaxError as error:
-        raise UserError(str(error)) from None
+    current = faults_in_force(FaultPlan(config.faults_file()))
     out.print("Faults: " + (", ".join(str(f) for f in current.values()) or "none"))
+
+
+def faults_in_force(plan: FaultPlan) -> dict[str, Fault]:
+    """The plan's faults; a file that cannot be read is one line naming it and the way out
+    (every step of every order fails while it is there, docs/faults.md)."""
+    try:
+        return plan.current()
+    except FaultSyntaxError as error:
+        raise UserError(f"{error}; `pizzeria faults clear` starts afresh") from None

@@ -188,7 +188,7 @@ class FaultPlan:
             try:
                 parsed: dict[str, Fault] | str = parse_faults(self.file.read_text())
             except FaultSyntaxError as error:
-                parsed = str(error)
+                parsed = f"{self.file}: {error}"
             except FileNotFoundError:  # cleared between the stat and the read
                 return {}
             self._file_cache = (version, parsed)
