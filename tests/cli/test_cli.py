@@ -395,6 +395,15 @@ def test_a_reader_run_from_another_folder_says_where_the_key_is_and_makes_none(s
     )
 
 
+def test_status_with_a_ledger_it_cannot_open_says_so(stack, tmp_path):
+    order_json(stack, "--order-number", "CLI-LEDGER-GIVEN")
+    for wrong in (str(tmp_path / "nope.db"), "mysql://x"):
+        shown = pizzeria(stack, "status", "CLI-LEDGER-GIVEN", "--ledger", wrong)
+        assert shown.returncode in (1, 2), shown.stdout  # not "no refunds", a guess
+        (line,) = shown.stderr.strip().splitlines()
+        assert line.startswith("error: ") and "Traceback" not in shown.stderr, line
+
+
 def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):
     order_json(stack, "--order-number", "CLI-CLOSED")
     done = pizzeria(stack, "cancel", "CLI-CLOSED")

@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
+from pizzeria import config
 from pizzeria.api import DEFAULT_PORT
 from pizzeria.api.limits import LIMIT_OPTIONS, ApiLimits
 from pizzeria.cli.common import UserError, fail, out
 from pizzeria.cli.options import FiniteFloatRange, address_option, int_option, ledger_option
+from pizzeria.ledger import check_location
 from pizzeria.temporal import tracing
 
 
@@ -76,6 +78,7 @@ def api(
     from pizzeria.api.serve import PortInUse, bind, run_api
 
     tracing.check_env()  # a refusal before the banner: its address would never answer
+    check_location(ledger_location or config.ledger_location())  # mysql://: exit 2 now
     try:
         settings = ApiLimits(**limits)
         keys = Keys(load_secret(), load_staff_key(), token_seconds=settings.token_seconds)

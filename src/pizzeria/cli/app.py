@@ -28,7 +28,7 @@ from pizzeria.cli.place import order
 from pizzeria.cli.refund import refund
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
-from pizzeria.ledger import LedgerError
+from pizzeria.ledger import LedgerError, UnsupportedLedger
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import TemporalConfigError
@@ -113,8 +113,9 @@ def _run_app() -> int:
         message = error.format_message().replace("\n", " ")
         error_line(f"{message} (see `{help_path(error.ctx, sys.argv[1:])} --help`)")
         return 2
-    except (UserError, OrderRefused, TemporalConfigError) as error:
-        # TemporalConfigError: an address or a client config file that is wrong as given.
+    except (UserError, OrderRefused, TemporalConfigError, UnsupportedLedger) as error:
+        # TemporalConfigError: an address or a client config file that is wrong as given;
+        # UnsupportedLedger: a --ledger of a kind no ledger lives at (mysql://...).
         error_line(str(error))
         return 2
     except (

@@ -151,15 +151,15 @@ def status(
                 report["refunds"] = await asyncio.to_thread(
                     refunds_of_run, ledger_location, order_number, report["run_id"]
                 )
-            if as_json:
-                out.print_json(json.dumps(report))
-            else:
-                rendered = render_report(report)
-                if rendered != last:
+            rendered = json.dumps(report) if as_json else render_report(report)
+            if rendered != last:  # with --watch, printed again only when it changed
+                if as_json:
+                    out.print_json(rendered)  # one JSON object each time
+                else:
                     # Already rendered, text from the history in it: printed as it is, never
                     # read as markup again (a customer's "[link=...]" would be a link).
                     out.print(rendered, markup=False, highlight=False, emoji=False)
-                    last = rendered
+                last = rendered
             if not watch or report["status"] != "RUNNING":
                 return
             await asyncio.sleep(1.0)

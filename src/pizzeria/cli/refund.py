@@ -116,15 +116,21 @@ def print_refund(made: StaffRefund) -> None:
 
 
 def refunds_of_run(location: str | None, order_number: str, run_id: str) -> list[dict[str, Any]]:
-    """The staff refunds the ledger holds for one run (for ``pizzeria status``); none when
-    the ledger cannot be read (status reads Temporal first, the ledger only for this)."""
+    """The staff refunds the ledger holds for one run (for ``pizzeria status``). The
+    configured ledger that cannot be read gives none (status reads Temporal first, the
+    ledger only for this, and is run from anywhere); a ledger given with ``--ledger`` that
+    cannot be read is a `LedgerError` (one line): "no refunds" would be a guess."""
     try:
         book = ledger_at(location, read_only=True)
     except LedgerError:
+        if location is not None:
+            raise
         return []
     try:
         return staff_refunds(book, order_ref(workflow_id_for(order_number), run_id))
     except LedgerError:
+        if location is not None:
+            raise
         return []
     finally:
         book.close()

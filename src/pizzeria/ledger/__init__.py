@@ -38,6 +38,7 @@ from pizzeria.ledger.records import (
     RunRows,
     SchemaTooNew,
     SchemaTooOld,
+    UnsupportedLedger,
     idempotency_key,
     per_order_totals,
     runs_of,
@@ -65,6 +66,8 @@ __all__ = [
     "RunRows",
     "SchemaTooNew",
     "SchemaTooOld",
+    "UnsupportedLedger",
+    "check_location",
     "idempotency_key",
     "is_postgres_location",
     "latest_version",
@@ -74,6 +77,19 @@ __all__ = [
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def check_location(location: str | Path) -> str:
+    """``location`` as text, unless it is of a kind no ledger lives at (`UnsupportedLedger`):
+    a file path (SQLite) or a ``postgresql://`` URL."""
+    text = str(location)
+    if not is_postgres_location(text) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        scheme = text.split("://", 1)[0]
+        raise UnsupportedLedger(
+            f"unsupported ledger location {scheme}://...: "
+            "give a file path (SQLite) or a postgresql:// URL"
+        )
+    return text
 
 
 def is_postgres_location(location: str | Path) -> bool:
@@ -90,18 +106,12 @@ def open_ledger(
     seeded, upgraded or written; `LedgerNotFound` when there is no ledger there yet.
     Raises a `LedgerError` (one line for the user) when the ledger cannot be used.
     """
-    text = str(location)
+    text = check_location(location)
     if is_postgres_location(text):
         # Imported here so that the embedded default never loads psycopg.
         from pizzeria.ledger.postgres import PostgresLedger
 
         return PostgresLedger(text, initial_stock=initial_stock, read_only=read_only)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
-        scheme = text.split("://", 1)[0]
-        raise LedgerUnavailable(
-            f"unsupported ledger location {scheme}://...: "
-            "give a file path (SQLite) or a postgresql:// URL"
-        )
     from pizzeria.ledger.sqlite import SqliteLedger
 
     return SqliteLedger(text, initial_stock=initial_stock, read_only=read_only)

@@ -64,6 +64,10 @@ class LedgerUnavailable(LedgerError):
     """The location is malformed, or the file or server cannot be reached."""
 
 
+class UnsupportedLedger(LedgerUnavailable):
+    """A location of a kind no ledger lives at (``mysql://...``): the user's to correct."""
+
+
 class LedgerNotFound(LedgerError):
     """Opened read-only where no ledger was ever created."""
 
