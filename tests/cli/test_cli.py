@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,8 @@ from pizzeria.cli import common
 from pizzeria.cli.place import why_still_running
 from pizzeria.models import ORDER_STATUS, short_run
 from pizzeria.ops.processes import free_port
+from pizzeria.payments.process import LOCAL_SECRET_KEY
+from pizzeria.payments.stripe_gateway import URL_VARIABLE
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.statements import money_line
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of
@@ -501,6 +504,64 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
     ledger = json.loads(pizzeria(stack, "ledger", "--json").stdout)
     (row,) = [r for r in ledger["orders"] if r["order_number"] == "CLI-REPAIR"]
     assert row["charged"] == row["refunded"] and row["stock_held"] == {}
+
+
+def test_a_cancel_whose_undoing_needs_attention_says_so_and_check_accepts_the_resolution(stack):
+    number = f"CLI-CANCEL-STUCK-{os.getpid()}"
+    placing = subprocess.Popen(
+        [
+            *(PIZZERIA, "order", "--json", "--order-number", number, "--pickup"),
+            *("--prep-seconds", "60", "--compensation-attempts", "2"),
+        ],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def held() -> bool:
+            done = pizzeria(stack, "status", number, "--json")
+            if done.returncode != 0:
+                return False
+            steps = {e["name"]: e["outcome"] for e in json.loads(done.stdout)["timeline"]}
+            return steps.get("process_credit_card") == "completed"
+
+        wait_until(held, "the card hold", 60)
+        assert pizzeria(stack, "faults", "set", "refund_customer=fail").returncode == 0
+        cancel = pizzeria(stack, "cancel", number, "--timeout", "60")
+        # It waited on compensations an operator must finish: said, not a silent wait.
+        assert cancel.returncode == 1, cancel.stdout + cancel.stderr
+        (line,) = cancel.stderr.strip().splitlines()
+        assert line.startswith(f"error: order {number} needs attention: a compensation failed")
+        assert f"`pizzeria repair {number} --retry` or `--resolve NOTE`" in line
+        resolved = pizzeria(stack, "repair", number, "--resolve", "voided at the terminal")
+        assert resolved.returncode == 0, resolved.stderr
+        out, _ = placing.communicate(timeout=60)
+    finally:
+        placing.kill()
+        pizzeria(stack, "faults", "clear")
+    assert json.loads(out)["status"] == "CANCELLED"
+    # Resolved by hand, the hold is still held at the provider: check names it until the
+    # operator releases it, as operations.md says; then a warning, never a violation.
+    (orphan,) = [
+        v
+        for v in json.loads(pizzeria(stack, "check", "--json").stdout)["violations"]
+        if v["order"] == number
+    ]
+    assert orphan["kind"] == "orphan hold", orphan
+    intent = re.search(r"\b(pi_\w+)", orphan["detail"])
+    assert intent is not None, orphan
+    released = httpx.post(
+        f"{stack['env'][URL_VARIABLE]}/v1/payment_intents/{intent.group(1)}/cancel",
+        headers={"Authorization": f"Bearer {LOCAL_SECRET_KEY}"},
+        timeout=30,
+    )
+    assert released.status_code == 200, released.text
+    report = json.loads(pizzeria(stack, "check", "--json").stdout)
+    assert [v for v in report["violations"] if v["order"] == number] == []
+    (warning,) = [w for w in report["warnings"] if w["order"] == number]
+    assert "voided at the terminal" in warning["detail"], warning
 
 
 def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(stack):

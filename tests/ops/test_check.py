@@ -19,9 +19,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.converter import DataConverter
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -45,7 +49,12 @@ from pizzeria.models import (
 from pizzeria.ops.check import provider as provider_book
 from pizzeria.ops.check.provider import ProviderBook, read_provider
 from pizzeria.ops.check.reconcile import reconcile
-from pizzeria.ops.check.records import OrderRecord, failure_type, order_record
+from pizzeria.ops.check.records import (
+    OrderRecord,
+    failure_type,
+    order_record,
+    resolved_by_update,
+)
 from pizzeria.ops.processes import free_port
 from pizzeria.order_refund import REFUND_UNDELIVERED_PATCH
 from pizzeria.payments import process
@@ -752,3 +761,20 @@ def test_an_order_the_menu_refuses_that_took_stock_is_named(book: Ledger) -> Non
     report = reconcile([records()[0], *changed], book.snapshot())
     assert kinds(report) == [("order unreadable", "FAIL")]
     assert "Unknown topping 'anchovies'" in report.violations[0].detail
+
+
+async def test_a_cancelled_order_resolved_by_hand_is_read_from_its_update() -> None:
+    # A cancelled order closes CANCELLED, without the failure that carries the operator's
+    # note: the note is read from the resolve_manually Update its history accepted.
+    def accepted(name: str, note: str) -> HistoryEvent:
+        event = HistoryEvent(event_type=EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
+        asked = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
+        asked.name = name
+        asked.args.payloads.extend(DataConverter.default.payload_converter.to_payloads([note]))
+        return event
+
+    reader = SimpleNamespace(data_converter=DataConverter.default)
+    found = record("CANCELLED-BY-HAND", "CANCELLED")
+    events = [accepted("cancel_order", "changed my mind"), accepted("resolve_manually", "voided")]
+    assert await resolved_by_update(reader, found, events) == "voided"  # type: ignore[arg-type]
+    assert await resolved_by_update(reader, found, events[:1]) is None  # type: ignore[arg-type]

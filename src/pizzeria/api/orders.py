@@ -53,7 +53,9 @@ from pizzeria.api.schemas import (
 from pizzeria.api.streams import Streams
 from pizzeria.api.views import RUNNING, OrderPlaced, hold_view, read_order
 from pizzeria.client import (
+    OrderDidNotAnswer,
     OrderRefused,
+    OrderWaitsForOperator,
     cancel_order,
     recent_orders,
     resolve_by_hand,
@@ -123,6 +125,12 @@ def order_errors() -> Iterator[None]:
         raise no_such_order() from None
     except OrderRefused as refused:
         raise ApiProblem(409, str(refused), slug="refused") from None
+    except OrderWaitsForOperator as waiting:
+        raise ApiProblem(409, str(waiting), slug="needs-attention") from None
+    except OrderDidNotAnswer as silent:
+        raise ApiProblem(
+            503, str(silent), slug="order-not-answering", headers={"Retry-After": "30"}
+        ) from None
 
 
 async def read_model(request: Request, model: type[Body], *, required: bool) -> Body:

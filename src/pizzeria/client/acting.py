@@ -16,6 +16,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -26,6 +27,7 @@ from pizzeria.client.outcomes import order_handle
 from pizzeria.history.reader import status_name
 from pizzeria.ledger import AlreadyBilled, Effect, Ledger
 from pizzeria.models import (
+    ORDER_STATUS,
     STEP_SEND_BILL,
     CancelResult,
     OrderConfirmation,
@@ -35,7 +37,9 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.money import OrderMoney
+from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.payments.port import PaymentGateway
+from pizzeria.saga import Phase
 from pizzeria.workflows import PizzaOrderWorkflow
 
 
@@ -79,8 +83,32 @@ class OrderDidNotAnswer(ConnectionError):
     """No worker ran the order's answer to a cancel or a repair in time (one line)."""
 
 
+class OrderWaitsForOperator(OrderDidNotAnswer):
+    """The cancel was accepted, but undoing the order needs an operator first (one line)."""
+
+
+#: How often a cancel that waits looks whether the order came to need an operator.
+ATTENTION_POLL_SECONDS = 1.0
+
+
+async def _needs_attention(run: WorkflowHandle[Any, Any], order_number: str) -> None:
+    """Returns (never otherwise) once the run says it needs an operator: a compensation
+    failed for good, and what waits on the compensations waits on them."""
+    while True:
+        await asyncio.sleep(ATTENTION_POLL_SECONDS)
+        with contextlib.suppress(RPCError):
+            described = await run.describe()
+            if described.typed_search_attributes.get(ORDER_STATUS) == NEEDS_ATTENTION_STATUS:
+                return
+
+
 async def _ask(
-    client: Client, order_number: str, update: Any, *args: Any, patience: float = ANSWER_SECONDS
+    client: Client,
+    order_number: str,
+    update: Any,
+    *args: Any,
+    patience: float = ANSWER_SECONDS,
+    unless_attention: bool = False,
 ) -> tuple[Any, WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]]:
     """Run an Update on the order's latest run: its answer, and a handle on the run that
     accepted it (the Update goes to that run alone). A refusal, or an order that cannot
@@ -90,7 +118,23 @@ async def _ask(
     deadline = asyncio.timeout(patience)
     try:
         async with deadline:
-            return await run.execute_update(update, *args), run
+            if not unless_attention:
+                return await run.execute_update(update, *args), run
+            answer = asyncio.ensure_future(run.execute_update(update, *args))
+            stuck = asyncio.ensure_future(_needs_attention(run, order_number))
+            try:
+                await asyncio.wait([answer, stuck], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stuck.cancel()
+                if not answer.done():
+                    answer.cancel()
+            if answer.done() and not answer.cancelled():
+                return answer.result(), run
+            raise OrderWaitsForOperator(
+                f"order {order_number} needs attention: a compensation failed for good, and "
+                f"the cancel (accepted) waits for it; see `pizzeria status {order_number}`, "
+                f"then `pizzeria repair {order_number} --retry` or `--resolve NOTE`"
+            )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         if not deadline.expired():
             raise  # not our deadline: Ctrl-C (see cli.common.run)
@@ -101,6 +145,11 @@ async def _ask(
         ) from None
     except WorkflowUpdateFailedError as error:
         cause = error.cause
+        if "completed before the update completed" in str(cause).lower():
+            raise OrderDidNotAnswer(
+                f"order {order_number} closed before it answered (an operator may have "
+                f"ended it): `pizzeria status {order_number}` says how it ended"
+            ) from None
         raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
     except RPCError as error:
         said = str(error).lower()
@@ -122,30 +171,50 @@ async def cancel_order(
     """
     text.check_text("reason", reason)
     answer, run = await _ask(
-        client, order_number, PizzaOrderWorkflow.cancel_order, reason, patience=patience
+        client,
+        order_number,
+        PizzaOrderWorkflow.cancel_order,
+        reason,
+        patience=patience,
+        unless_attention=True,
     )
     result: CancelResult = answer
     if not result.accepted:
         raise OrderRefused(result.reason)
-    # The order is already undone; the request makes it end Cancelled (not Failed). It
-    # goes to the run that accepted the cancel, which may have closed meanwhile (its wait
-    # for the request ran out; the order number may even run again since).
+    await _request_cancellation(run)
+    return result
+
+
+async def _request_cancellation(run: WorkflowHandle[Any, Any]) -> None:
+    """The order is already undone; the request makes it end Cancelled (not Failed). It
+    goes to the run that accepted the cancel, which may have closed meanwhile (its wait
+    for the request ran out; the order number may even run again since)."""
     try:
         await run.cancel()
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
-    return result
+
+
+async def _finish_a_cancel(run: WorkflowHandle[Any, Any]) -> None:
+    """After a repair: an order that was being cancelled when its undoing needed an
+    operator (the cancel gave up waiting) is undone now, and is sent the request that
+    makes it end Cancelled, as the cancel would have."""
+    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+        state = await run.query(PizzaOrderWorkflow.saga_state)
+        if state.get("cancel_reason") and state.get("phase") == Phase.COMPENSATED:
+            await _request_cancellation(run)
 
 
 async def retry_compensations(
     client: Client, order_number: str, patience: float = ANSWER_SECONDS
 ) -> RepairResult:
     """Run the order's failed compensations again."""
-    answer, _ = await _ask(
+    answer, run = await _ask(
         client, order_number, PizzaOrderWorkflow.retry_compensations, patience=patience
     )
     result: RepairResult = answer
+    await _finish_a_cancel(run)
     return result
 
 
@@ -155,10 +224,11 @@ async def resolve_by_hand(
     """Mark the order's failed compensations as handled outside the system, with a note
     (refused with `text.TextRefused`, before anything is sent, as the workflow refuses it)."""
     text.check_text("note", note)
-    answer, _ = await _ask(
+    answer, run = await _ask(
         client, order_number, PizzaOrderWorkflow.resolve_manually, note, patience=patience
     )
     result: RepairResult = answer
+    await _finish_a_cancel(run)
     return result
 
 

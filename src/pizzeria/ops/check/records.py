@@ -36,6 +36,8 @@ OPEN = "RUNNING"
 UNDONE = ("FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
 OUTCOMES = (COMPLETED, *UNDONE, OPEN)
 # How the SDK records a patch in the history: a marker holding {"id": <patch id>, ...}.
+#: The Update by which an operator marks failed compensations handled outside the system.
+RESOLVE_UPDATE = "resolve_manually"  # PizzaOrderWorkflow.resolve_manually's name
 PATCH_MARKER = "core_patch"
 PATCH_DATA = "patch-data"
 CONCURRENCY = 16  # histories read at once
@@ -153,9 +155,26 @@ async def order_record(client: Client, workflow_id: str, run_id: str) -> OrderRe
         record.order = await decoded(client, record, started, PizzaOrder)
     if close is not None and status != OPEN:
         await read_close(client, record, close)
+        if record.settled_by_hand is None:  # a cancelled run closes without that failure
+            record.settled_by_hand = await resolved_by_update(client, record, events)
     if status == OPEN:
         record.details = await open_details(client, workflow_id, run_id)
     return record
+
+
+async def resolved_by_update(
+    client: Client, record: OrderRecord, events: Sequence[HistoryEvent]
+) -> str | None:
+    """The note of the ``resolve_manually`` Update the run accepted, if any: a failed order
+    carries it in its failure too, a cancelled one only here."""
+    for event in events:
+        if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            continue
+        asked = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
+        if asked.name == RESOLVE_UPDATE:
+            note = await decoded(client, record, asked.args.payloads, str)
+            return str(note or "")
+    return None
 
 
 def patches_of(events: Sequence[HistoryEvent]) -> frozenset[str]:
