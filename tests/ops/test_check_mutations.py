@@ -479,6 +479,14 @@ MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
         ("money state differs from its step", "MUT-PICKUP"),
     ),
     (
+        sql(  # `ledger` would list the cancelled order's hold as still held, forever
+            "release_said_held",
+            "UPDATE effects SET money_state = 'held' WHERE order_number = 'MUT-RELEASED'"
+            " AND step = 'refund_customer'",
+        ),
+        ("money state differs from its step", "MUT-RELEASED"),
+    ),
+    (
         sql(
             "charge_moved_to_another_key",
             "UPDATE effects SET idempotency_key = idempotency_key || '-2'"

@@ -25,8 +25,12 @@ from pizzeria import menu
 from pizzeria.ledger import RunRows
 from pizzeria.ledger.records import MONEY_OF_STEP
 from pizzeria.models import (
+    COMPENSATE_REFUND_CUSTOMER,
     COMPENSATE_REVERT_INVENTORY,
     COMPENSATION_OF,
+    MONEY_EXPIRED,
+    MONEY_REFUNDED,
+    MONEY_RELEASED,
     STEP_PROCESS_CREDIT_CARD,
     STEP_UPDATE_INVENTORY,
     PizzaOrder,
@@ -210,6 +214,11 @@ def rows_name_their_order(run: RunView, found: Findings) -> None:
         )
 
 
+#: What refund_customer leaves a payment it let go of: the hold voided, or found expired,
+#: or what was captured refunded.
+LET_GO = (MONEY_RELEASED, MONEY_EXPIRED, MONEY_REFUNDED)
+
+
 def money_rows_say_what_their_step_did(run: RunView, found: Findings) -> None:
     """A hold leaves the money held, a bill captured, the refund of an undelivered order
     refunded: a row saying otherwise tells `ledger` a story the provider never lived."""
@@ -220,6 +229,13 @@ def money_rows_say_what_their_step_did(run: RunView, found: Findings) -> None:
                 "money state differs from its step",
                 run,
                 f"{step}'s row says payment {payment_id} is {state}; {step} leaves it {did}",
+            )
+        elif step == COMPENSATE_REFUND_CUSTOMER and state not in LET_GO:
+            found.violation(
+                "money state differs from its step",
+                run,
+                f"{step}'s row says payment {payment_id} is {state or 'nothing'}; {step} "
+                f"leaves it {', '.join(LET_GO[:-1])} or {LET_GO[-1]}",
             )
 
 
