@@ -538,6 +538,17 @@ def captured_as(db: sqlite3.Connection, number: str, **changes: Any) -> None:
     save(db, intent, charge)
 
 
+def charged_to_another_card(db: sqlite3.Connection) -> None:
+    """The pickup's charge made to a card ending 1111: not the order's 4242."""
+    charge = body_of(db, intent_of(db, "MUT-PICKUP")["latest_charge"])
+    charge["payment_method_details"]["card"]["last4"] = "1111"
+    save(db, charge)
+
+
+def charged_in_another_currency(db: sqlite3.Connection) -> None:
+    captured_as(db, "MUT-PICKUP", currency="eur")
+
+
 def payment_dropped(db: sqlite3.Connection) -> None:
     intent = intent_of(db, "MUT-PICKUP")
     db.execute("DELETE FROM objects WHERE id IN (?, ?)", (intent["id"], intent["latest_charge"]))
@@ -684,6 +695,8 @@ def refund_of_no_payment(db: sqlite3.Connection) -> None:
 PROVIDER_MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
     (payment_dropped, ("payment missing at the provider", "MUT-PICKUP")),
     (captured_amount_lowered, ("capture differs from the bill", "MUT-PICKUP")),
+    (charged_to_another_card, ("payment on another card", "MUT-PICKUP")),
+    (charged_in_another_currency, ("payment in another currency", "MUT-PICKUP")),
     (hold_left_uncaptured, ("orphan hold", "MUT-PICKUP")),
     (completed_orders_payment_voided, ("released by a completed order", "MUT-PICKUP")),
     (released_hold_captured, ("captured by an undone order", "MUT-RELEASED")),

@@ -5,7 +5,8 @@ A run's `RunView.money` (`provider.RunMoney`) holds the provider's payments and 
 the run and the ledger's rows that name a payment. Per run:
 
 * every payment holds the charge amount, the bill with its discount
-  (`held_the_charge_amount`);
+  (`held_the_charge_amount`), in dollars, on the card the ledger's hold names
+  (`held_on_the_order_card`);
 * a payment is captured iff the ledger billed it, for the bill's amount
   (`captured_as_billed`);
 * an undone order's payments were released (voided) or expired, never kept; a completed
@@ -50,7 +51,7 @@ from pizzeria.ops.check.records import COMPLETED, OPEN
 from pizzeria.ops.check.report import Violation
 from pizzeria.ops.check.rules import Findings, RunRule, RunView
 from pizzeria.order_refund import REFUND_UNDELIVERED_PATCH
-from pizzeria.payments.port import ORDER_NUMBER, RUN_ID, MoneyState, Payment
+from pizzeria.payments.port import CURRENCY, ORDER_NUMBER, RUN_ID, MoneyState, Payment
 
 #: What the provider may say of a payment the ledger says was undone, by the ledger's word.
 UNDONE_AS = {
@@ -90,6 +91,28 @@ def held_the_charge_amount(run: RunView, found: Findings) -> None:
                 run,
                 f"{shown(payment)} is for {dollars(payment.amount)}; its items come to "
                 f"{dollars(asked.amount)}",
+            )
+
+
+def held_on_the_order_card(run: RunView, found: Findings) -> None:
+    """Every payment is in dollars, on the card the ledger's hold names (its last four)."""
+    money = money_of(run)
+    if money is None:
+        return
+    cards = {card for card in run.ledger.cards if card}
+    for payment in money.all_payments.values():
+        if payment.currency != CURRENCY:
+            found.violation(
+                "payment in another currency",
+                run,
+                f"{shown(payment)} is in {payment.currency}; orders are paid in {CURRENCY}",
+            )
+        if cards and payment.card_last4 and payment.card_last4 not in cards:
+            found.violation(
+                "payment on another card",
+                run,
+                f"{shown(payment)} is on the card ending {payment.card_last4}; the ledger's "
+                f"hold is on the card ending {', '.join(sorted(cards))}",
             )
 
 
@@ -288,6 +311,7 @@ def placeholders_hold_nothing(run: RunView, found: Findings) -> None:
 
 MONEY_RULES: tuple[RunRule, ...] = (
     held_the_charge_amount,
+    held_on_the_order_card,
     captured_as_billed,
     released_as_compensated,
     refunds_as_recorded,
