@@ -989,3 +989,15 @@ def test_a_missing_ledger_is_exit_2_and_stays_missing(stack, tmp_path: Path) -> 
     done = pizzeria(stack, "check", "--ledger", str(tmp_path / "nowhere.db"))
     assert done.returncode == 2
     assert done.stderr.startswith("error: no ledger at")
+
+
+def test_an_order_no_driver_took_says_it_was_refunded_where_users_look(stack, books):
+    # MUT-GOOD: billed, no driver, refunded in full. `order` (its number completed: the
+    # run is shown as it went) and `orders` say the money went back, not only `status`.
+    again = pizzeria(stack, "order", "--order-number", "MUT-GOOD")
+    assert again.returncode == 0, again.stderr
+    assert "  delivery:      DELIVERY FAILURE" in again.stdout
+    assert "  refunded:      $35.00 (no driver took it)" in again.stdout
+    listed = json.loads(pizzeria(stack, "orders", "--json", "--limit", "100").stdout)["orders"]
+    (row,) = [r for r in listed if r["order_number"] == "MUT-GOOD"]
+    assert row["compensation"] == "none; refunded in full: no driver took it"

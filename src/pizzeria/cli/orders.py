@@ -71,6 +71,8 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
         out.print(f"  amount:        {dollars(outcome.amount)}")
         if outcome.delivery is not False:  # as the run went, not as a new request asks
             out.print(f"  delivery:      {outcome.confirmation['status']}")
+            if outcome.confirmation["status"] == STATUS_DELIVERY_FAILURE:
+                out.print(f"  refunded:      {dollars(outcome.amount)} (no driver took it)")
         else:
             out.print("  pickup:        ready at the counter (no delivery)")
         out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")

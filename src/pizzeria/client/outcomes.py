@@ -19,13 +19,14 @@ from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.reader import read_history, status_name
 from pizzeria.models import (
     ORDER_STATUS,
+    STATUS_DELIVERY_FAILURE,
     STEP_NOTIFY_DELIVERY_DRIVER,
     WORKFLOW_TYPE,
     OrderConfirmation,
     order_number_of,
     workflow_id_for,
 )
-from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
+from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS, OUTCOME_STATUS
 from pizzeria.temporal.codec import CodecKeyError, NoCodecKey
 from pizzeria.temporal.waiting import Unanswered, patiently
 
@@ -212,6 +213,8 @@ async def recent_orders(
         compensation = memo.get("compensation")
         if compensation is None and order_status == NEEDS_ATTENTION_STATUS:  # no memo till closed
             compensation = "failed: waiting for an operator"
+        elif compensation == "none" and order_status == OUTCOME_STATUS[STATUS_DELIVERY_FAILURE]:
+            compensation = "none; refunded in full: no driver took it"  # a step, not undoing
         found.append(
             {
                 "workflow_id": execution.id,
