@@ -278,6 +278,8 @@ async def ask_provider(
     """The provider's refund, under the claim's key; a refusal settles the claim."""
     payment_id, amount = claimed.billed.payment_id, claimed.row.amount
     unanswered: PaymentUnavailable | None = None
+    # A claim found pending (not written now): an earlier ask may have reached it.
+    maybe_made = claimed.pending and not claimed.row.applied
     for attempt in range(attempts):
         try:
             return await gateway.refund(
@@ -285,6 +287,7 @@ async def ask_provider(
             )
         except PaymentUnavailable as error:
             unanswered = error
+            maybe_made = maybe_made or error.outcome_unknown
             if attempt < attempts - 1:
                 await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
         except IdempotencyKeyReused:
@@ -302,6 +305,11 @@ async def ask_provider(
     said = unanswered.message.rstrip(".")
     if not said.startswith("the payment provider"):
         said = f"the payment provider did not answer ({said})"
+    if not maybe_made:  # every ask was refused before it was sent
+        raise RefundUnanswered(
+            f"{said}; nothing reached it, so the refund of {dollars(amount)} is not made: "
+            "retry with the same key to make it, exactly once"
+        )
     raise RefundUnanswered(
         f"{said}; the refund of "
         f"{dollars(amount)} may or may not be made: retry with the same key to finish it "

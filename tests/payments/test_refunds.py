@@ -21,7 +21,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from pizzeria.ledger import Ledger
 from pizzeria.ledger.refunds import staff_refunds
+from pizzeria.ops.processes import free_port
 from pizzeria.payments.port import MoneyState
+from pizzeria.payments.process import LOCAL_SECRET_KEY
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.refunds import (
     RefundInvalid,
     RefundKeyConflict,
@@ -192,6 +195,29 @@ async def test_a_lost_answer_then_a_retry_with_the_same_key_makes_one_refund(
     assert sorted(r.id for r in money.refunds) == sorted([made.refund_id, other.refund_id])
     assert (money.ledger.refunded_by_staff, money.ledger.staff_refunds_pending) == (700, 0)
     assert money.payment.amount_refunded == 700
+
+
+async def test_a_provider_that_cannot_be_reached_made_no_refund_and_says_so(
+    completed, client, ledger, gateway
+) -> None:
+    # Connections refused: nothing was sent, so nothing was made ("may or may not" would
+    # send the operator to look for a refund that cannot exist). The retry makes it once.
+    nowhere = StripeGateway(LOCAL_SECRET_KEY, f"http://127.0.0.1:{free_port()}", timeout=2)
+    chosen = key()
+    try:
+        with pytest.raises(RefundUnanswered) as unreached:
+            await refund_order(
+                client, ledger, nowhere, number_of(completed), 300, "cold", chosen, attempts=2
+            )
+    finally:
+        await nowhere.close()
+    said = str(unreached.value)
+    assert "nothing reached it, so the refund of $3.00 is not made" in said, said
+    assert "may or may not" not in said
+    made = await refund_order(client, ledger, gateway, number_of(completed), 300, "cold", chosen)
+    assert made.amount == 300 and not made.replayed
+    money = await books(gateway, ledger, completed)
+    assert [r.amount for r in money.refunds] == [300]
 
 
 async def test_one_lost_answer_is_retried_within_the_call(

@@ -143,7 +143,7 @@ def refund_lines(refunds: list[dict[str, Any]]) -> list[str]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(refund["claimed_at"]))
         what = {
             "refunded": f"refunded (refund {refund['refund_id']})",
-            "pending": "pending: the provider's answer was lost; retry with the same --key",
+            "pending": "pending: the provider has not answered it; retry with the same --key",
             "refused": f"refused, nothing moved: {shown(refund['note'])}",
         }[refund["state"]]
         lines.append(f"  {when}  {dollars(refund['amount'])} {what}")
