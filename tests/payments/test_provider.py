@@ -525,3 +525,28 @@ def test_a_server_uses_the_provider_on_the_port_asked_for_else_starts_one_there(
         assert url == f"http://127.0.0.1:{port}" and process.answers(url)
         assert (tmp_path / "payments.url").read_text().strip() == url
     assert not (tmp_path / "payments.url").exists()
+
+
+def test_a_caller_that_hangs_up_before_its_answer_is_one_log_line(tmp_path: Path) -> None:
+    # A worker that gives up on a slow answer hangs up: the provider's log said so with
+    # a BrokenPipeError traceback each time (chaos's slow faults made many).
+    faults = tmp_path / "faults.json"
+    faults.write_text("*=slow/0.5")
+    started = process.start(tmp_path / "payments.db", faults_file=faults)
+    try:
+        host, _, port = started.url.removeprefix("http://").partition(":")
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(
+                    b"GET /v1/payment_intents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    + process.LOCAL_SECRET_KEY.encode()
+                    + b"\r\n\r\n"
+                )
+        wait_until(
+            lambda: started.log_file.read_text().count("hung up before its answer") >= 1,
+            "the provider to notice the callers hung up",
+            30,
+        )
+    finally:
+        started.stop()
+    assert "Traceback" not in started.log_file.read_text()

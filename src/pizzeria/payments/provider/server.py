@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import struct
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -51,6 +52,15 @@ class ProviderServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that hung up before its answer (it gave up on a slow one) is one log
+        line, not a traceback; anything else is the standard library's report."""
+        error = sys.exc_info()[1]
+        if isinstance(error, BrokenPipeError | ConnectionResetError):
+            log.info("the caller at %s:%s hung up before its answer", *client_address[:2])
+            return
+        super().handle_error(request, client_address)
 
 
 class ProviderHandler(BaseHTTPRequestHandler):
