@@ -22,7 +22,6 @@ What the caller can get wrong is a `RefundError`: one line, saying what to do.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -31,7 +30,6 @@ from decimal import Decimal
 
 from temporalio.client import Client
 
-from pizzeria import config
 from pizzeria.client import order_handle, status_name
 from pizzeria.ledger import Ledger
 from pizzeria.ledger.refunds import (
@@ -49,8 +47,10 @@ from pizzeria.payments.errors import (
     PaymentUnavailable,
 )
 from pizzeria.payments.port import PaymentGateway, RefundRecord
-from pizzeria.payments.process import LOCAL_SECRET_KEY
-from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
+from pizzeria.payments.stripe_gateway import (
+    StripeGateway,
+    configured_provider,
+)
 from pizzeria.text import TextRefused, check_text
 
 MAX_REASON = 200
@@ -135,11 +135,7 @@ def staff_gateway(
     """The provider the workers move money through, by the same rule as theirs
     (`pizzeria.worker.payment_gateway`, which only what runs a worker imports):
     ``PIZZERIA_PAYMENTS_URL`` and/or ``STRIPE_API_KEY``, else the data folder's provider."""
-    env = os.environ if environ is None else environ
-    url = env.get(URL_VARIABLE) or None
-    key = env.get(KEY_VARIABLE) or None
-    if key is None:
-        url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
+    key, url = configured_provider(environ)
     return StripeGateway(key, url, timeout=timeout)
 
 

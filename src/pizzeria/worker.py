@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import os
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +27,10 @@ from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger
 from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.payments.port import PaymentGateway
-from pizzeria.payments.process import LOCAL_SECRET_KEY
-from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
+from pizzeria.payments.stripe_gateway import (
+    StripeGateway,
+    configured_provider,
+)
 from pizzeria.temporal import one_walk, tracing, type_hints
 from pizzeria.temporal.converter import (
     ContextFreeSandboxRunner,
@@ -61,12 +62,7 @@ def payment_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
     """The payment provider a worker moves money through: ``PIZZERIA_PAYMENTS_URL`` (with
     ``STRIPE_API_KEY``, or the local provider's key), or ``STRIPE_API_KEY`` alone for
     Stripe's test mode; with neither, the local provider of the data folder."""
-    env = os.environ if environ is None else environ
-    url = env.get(URL_VARIABLE) or None
-    key = env.get(KEY_VARIABLE) or None
-    if key is None:
-        url = url or config.local_payments_url()
-        key = LOCAL_SECRET_KEY
+    key, url = configured_provider(environ)
     return StripeGateway(key, url, timeout=PAYMENTS_TIMEOUT_SECONDS, threads=PAYMENTS_THREADS)
 
 

@@ -814,3 +814,24 @@ def test_an_order_placed_with_a_key_the_workers_lack_says_so(stack, tmp_path: Pa
             capture_output=True,
             timeout=60,
         )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("worker",), ("refund", "X1", "5.00", "--reason", "cold"), ("check",)],
+    ids=["worker", "refund", "check"],
+)
+def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
+    tmp_path, command: tuple[str, ...]
+):
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
+    delivered = run_pizzeria("stock", "add", "dough", "1", "--key", "first", env=env, timeout=60)
+    assert delivered.returncode == 0, delivered.stderr  # a ledger: what else they check first
+    env["PIZZERIA_PAYMENTS_URL"] = "notaurl"
+    done = run_pizzeria(*command, "--address", "127.0.0.1:1", env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line == (
+        "error: the payment provider's URL must be http(s)://HOST[:PORT], not 'notaurl' "
+        "(check PIZZERIA_PAYMENTS_URL)"
+    )

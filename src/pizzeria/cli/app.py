@@ -29,6 +29,7 @@ from pizzeria.cli.refund import refund
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError, UnsupportedLedger
+from pizzeria.payments.stripe_gateway import ProviderConfigError
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import TemporalConfigError
@@ -113,9 +114,16 @@ def _run_app() -> int:
         message = error.format_message().replace("\n", " ")
         error_line(f"{message} (see `{help_path(error.ctx, sys.argv[1:])} --help`)")
         return 2
-    except (UserError, OrderRefused, TemporalConfigError, UnsupportedLedger) as error:
+    except (
+        UserError,
+        OrderRefused,
+        TemporalConfigError,
+        UnsupportedLedger,
+        ProviderConfigError,
+    ) as error:
         # TemporalConfigError: an address or a client config file that is wrong as given;
-        # UnsupportedLedger: a --ledger of a kind no ledger lives at (mysql://...).
+        # UnsupportedLedger: a --ledger of a kind no ledger lives at (mysql://...);
+        # ProviderConfigError: PIZZERIA_PAYMENTS_URL that is no http(s) URL.
         error_line(str(error))
         return 2
     except (

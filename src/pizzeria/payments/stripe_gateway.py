@@ -35,6 +35,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -93,6 +94,33 @@ REFUNDS = "/v1/refunds"
 CHARGE = ["latest_charge"]
 LIST_CHARGES = ["data.latest_charge"]
 MAX_REASON = 500
+
+
+class ProviderConfigError(PaymentRequestError):
+    """The payment provider configured cannot be used as given (one line for the user)."""
+
+
+def configured_provider(
+    environ: Mapping[str, str] | None = None, url: str | None = None
+) -> tuple[str, str | None]:
+    """The key and the URL of the provider the workers move money through, by one rule for
+    every command: ``url`` (given), else ``PIZZERIA_PAYMENTS_URL``, with ``STRIPE_API_KEY``
+    (without a URL: Stripe's test mode); with no key, the data folder's local provider
+    (its ``payments.url``, else the usual port) and its key. A URL that is not
+    ``http(s)://HOST[:PORT]`` is a `ProviderConfigError`."""
+    from pizzeria import config
+
+    env = os.environ if environ is None else environ
+    url = url or env.get(URL_VARIABLE) or None
+    key = env.get(KEY_VARIABLE) or None
+    if key is None:
+        url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
+    if url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s]*)?$", url):
+        raise ProviderConfigError(
+            f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r} "
+            f"(check {URL_VARIABLE})"
+        )
+    return key, url
 
 
 class StripeGateway(PaymentGateway):

@@ -23,14 +23,12 @@ folder's local provider (``payments.url``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pizzeria import config
 from pizzeria.ledger import LATE_PAYMENT_UNDONE
 from pizzeria.ledger.records import is_staff_refund
 from pizzeria.models import (
@@ -51,8 +49,11 @@ from pizzeria.payments.port import (
     PaymentGateway,
     RefundRecord,
 )
-from pizzeria.payments.process import LOCAL_SECRET_KEY
-from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE, StripeGateway
+from pizzeria.payments.stripe_gateway import (
+    ProviderConfigError,
+    StripeGateway,
+    configured_provider,
+)
 
 PAGE_SIZE = 100  # Stripe's largest page
 TIMEOUT_SECONDS = 20.0  # one page of a listing; reads only, so the library may retry them
@@ -71,14 +72,10 @@ def check_gateway(
 ) -> StripeGateway:
     """The provider the workers move money through (see the module's docstring), with a
     timeout for listing pages rather than for a step's call."""
-    env = os.environ if environ is None else environ
-    url = url or env.get(URL_VARIABLE) or None
-    key = env.get(KEY_VARIABLE) or None
-    if key is None:
-        url = url or config.local_payments_url()
-        key = LOCAL_SECRET_KEY
-    if url is not None and not re.match(r"^https?://[^/\s]+", url):
-        raise CannotCheck(f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r}")
+    try:
+        key, url = configured_provider(environ, url)
+    except ProviderConfigError as error:
+        raise CannotCheck(str(error)) from None
     try:
         return StripeGateway(key, url, timeout=TIMEOUT_SECONDS, max_network_retries=READ_RETRIES)
     except PaymentError as error:  # a live key
