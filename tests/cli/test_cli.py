@@ -283,6 +283,16 @@ def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path:
     wrong_address = run_pizzeria("orders", "--address", "127.0.0.1:99999", env=env, timeout=60)
     assert wrong_address.returncode == 2, wrong_address.stderr  # a mistake in what was asked
     assert "is not host:port" in wrong_address.stderr
+    for given in ("", "foo"):  # nothing, or no port: said before connecting (it fell back)
+        said = run_pizzeria("orders", "--address", given, env=env, timeout=60)
+        assert said.returncode == 2 and said.stderr == (
+            f"error: the Temporal address {given!r} is not host:port (say 127.0.0.1:7233)\n"
+        ), said.stderr
+    unknown = run_pizzeria("orders", "--address", "no-such-host.invalid:7233", env=env, timeout=60)
+    assert unknown.returncode == 1 and unknown.stderr.startswith(
+        "error: cannot reach Temporal at no-such-host.invalid:7233 (the host name does not "
+        "resolve)"
+    ), unknown.stderr
     cases = [
         # `order` makes the codec key there (a reader makes none).
         (

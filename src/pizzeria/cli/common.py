@@ -108,10 +108,28 @@ async def client_or_fail(
         raise
     except RuntimeError as error:
         target = connect_config(address)["target_host"]
-        reason = "connection refused" if "refused" in str(error).lower() else str(error)[:120]
+        reason = connection_failure(str(error))
         raise ConnectionError(
             f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
         ) from None
+
+
+def connection_failure(said: str) -> str:
+    """Why the SDK could not connect, in a few words (its text is a transport's debug
+    string, parentheses and all)."""
+    lowered = said.lower()
+    for clue, words in (
+        ("refused", "connection refused"),
+        ("dns error", "the host name does not resolve"),
+        ("timed out", "no answer in time"),
+        ("deadline", "no answer in time"),
+        ("certificate", "a TLS certificate problem"),
+        ("tls", "a TLS problem"),
+    ):
+        if clue in lowered:
+            return words
+    first = " ".join(said.split())
+    return first if len(first) <= 120 else first[:117] + "..."
 
 
 def ledger_at(location: str | None, *, create: bool = False, read_only: bool = False) -> Ledger:

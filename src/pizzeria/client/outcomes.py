@@ -169,7 +169,10 @@ async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any,
     try:
         await handle.describe()
     except RPCError as error:
-        if "not found" in str(error).lower():
+        said = str(error)
+        if "namespace" in said.lower() and "not found" in said.lower():  # not the order's
+            raise ConnectionError(f"Temporal refused the request: {said}") from None
+        if "not found" in said.lower():
             raise LookupError(f"no order {order_number} on this Temporal server") from None
         raise
     return handle

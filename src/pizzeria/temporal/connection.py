@@ -5,6 +5,7 @@ the API, check, doctor, chaos and bench), so nothing imports the worker only to 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from temporalio.client import Client
@@ -22,6 +23,10 @@ class TemporalConfigError(ConnectionError):
     """The SDK's env config cannot be read (a broken TOML file, an unknown profile)."""
 
 
+#: HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 one.
+ADDRESS_SHAPE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}")
+
+
 def connect_config(address: str | None = None, namespace: str | None = None) -> dict[str, Any]:
     """What `connect` hands the SDK: the env config (TEMPORAL_ADDRESS, TEMPORAL_PROFILE and
     TEMPORAL_CONFIG_FILE, TLS, TEMPORAL_API_KEY), with ``address`` and ``namespace`` on top.
@@ -37,7 +42,11 @@ def connect_config(address: str | None = None, namespace: str | None = None) -> 
         raise TemporalConfigError(
             f"cannot read the Temporal client config ({where}, profile {profile}): {reason}"
         ) from None
-    if address:
+    if address is not None:
+        if not ADDRESS_SHAPE.fullmatch(address):
+            raise TemporalConfigError(
+                f"the Temporal address {address!r} is not host:port (say 127.0.0.1:7233)"
+            )
         config["target_host"] = address
     config.setdefault("target_host", DEFAULT_ADDRESS)
     if namespace:
