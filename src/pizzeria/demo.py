@@ -180,7 +180,9 @@ async def _serve_and_place(
     show: Callable[[dict[str, Any], list[OrderOutcome]], None],
     keep_running: bool,
 ) -> dict[str, Any]:
-    client = await connect()
+    # The server the demo started or found on this machine, whatever TEMPORAL_ADDRESS (or
+    # a profile) says for the other commands.
+    client = await connect(f"127.0.0.1:{GRPC_PORT}")
     location = config.ledger_location()
     ledger = open_ledger(location)
     gateway = payment_gateway()
