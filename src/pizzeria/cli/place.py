@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict
 from typing import Any
 
@@ -18,7 +20,13 @@ from pizzeria import menu
 from pizzeria.cli.common import UserError, client_or_fail, err, fail, out, run
 from pizzeria.cli.options import address_option, flag_option, float_option, int_option, json_option
 from pizzeria.cli.orders import print_outcome
-from pizzeria.client import OrderAlreadyCompleted, OrderAlreadyRunning, OrderOutcome, outcome_of
+from pizzeria.client import (
+    OrderAlreadyCompleted,
+    OrderAlreadyRunning,
+    OrderOutcome,
+    outcome_of,
+    until_needs_attention,
+)
 from pizzeria.client.placing import answer_within, start_with_answer
 from pizzeria.models import (
     ORDER_STATUS,
@@ -35,7 +43,7 @@ from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.codec import key_file, no_key_yet
 from pizzeria.temporal.devserver import quiet_runtime
-from pizzeria.temporal.waiting import OrderStillRunning, Unanswered
+from pizzeria.temporal.waiting import OrderNeedsAttention, OrderStillRunning, Unanswered
 
 #: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
 #: the user is shown the flag they typed.
@@ -165,8 +173,8 @@ def order(
 
     An order number whose last run completed is not placed again (its confirmation is
     shown) unless --again; a failed or cancelled one may be. Exit 0 completed, 1 failed or
-    cancelled, 2 bad input, 3 still running (after --timeout, or placed already and not
-    finished), 130 interrupted (the order goes on).
+    cancelled, 2 bad input, 3 still running (after --timeout, once it needs attention, or
+    placed already and not finished), 130 interrupted (the order goes on).
     """
     defaults = OrderSettings()
     settings = OrderSettings(
@@ -244,15 +252,22 @@ async def place_or_show(
         if hold is not None and not as_json:
             err.print(held_line(hold), markup=False)
         patience_left = max(1.0, patience - (time.monotonic() - started_at))
+        run = client.get_workflow_handle(started.handle.id, run_id=started.run_id)
         try:
-            outcome = await outcome_of(
-                client,
-                started.handle.id,
+            outcome = await unless_it_needs_attention(
+                outcome_of(
+                    client,
+                    started.handle.id,
+                    number,
+                    run_id=started.run_id,
+                    patience=patience_left,
+                    on_unanswered=notice,
+                ),
+                run,
                 number,
-                run_id=started.run_id,
-                patience=patience_left,
-                on_unanswered=notice,
             )
+        except OrderNeedsAttention:
+            raise
         except OrderStillRunning as running:  # said with the --timeout given, not what was left
             hint = "" if running.unreachable else await why_still_running(started.handle)
             raise OrderStillRunning(number, patience, running.unreachable, hint) from None
@@ -269,6 +284,24 @@ async def place_or_show(
             on_unanswered=notice,
         )
         return shown, True, None
+
+
+async def unless_it_needs_attention(
+    waiting: Awaitable[OrderOutcome], run: WorkflowHandle[Any, Any], number: str
+) -> OrderOutcome:
+    """The outcome ``waiting`` gives, unless the run comes to need an operator first
+    (`OrderNeedsAttention`, at once: not at the end of --timeout)."""
+    outcome = asyncio.ensure_future(waiting)
+    stuck = asyncio.ensure_future(until_needs_attention(run))
+    try:
+        await asyncio.wait([outcome, stuck], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stuck.cancel()
+        if not outcome.done():
+            outcome.cancel()
+    if outcome.done() and not outcome.cancelled():
+        return outcome.result()
+    raise OrderNeedsAttention(number)
 
 
 async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:

@@ -21,6 +21,7 @@ from pizzeria.client.acting import (
     retry_compensations,
     running_order,
     stuck_advice,
+    until_needs_attention,
 )
 from pizzeria.client.outcomes import (
     WEB_UI,
@@ -70,6 +71,7 @@ __all__ = [
     "static_summary",
     "status_name",
     "stuck_advice",
+    "until_needs_attention",
     "web_ui_link",
     "why_not_started",
 ]

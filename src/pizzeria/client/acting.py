@@ -91,7 +91,7 @@ class OrderWaitsForOperator(OrderDidNotAnswer):
 ATTENTION_POLL_SECONDS = 1.0
 
 
-async def _needs_attention(run: WorkflowHandle[Any, Any], order_number: str) -> None:
+async def until_needs_attention(run: WorkflowHandle[Any, Any]) -> None:
     """Returns (never otherwise) once the run says it needs an operator: a compensation
     failed for good, and what waits on the compensations waits on them."""
     while True:
@@ -121,7 +121,7 @@ async def _ask(
             if not unless_attention:
                 return await run.execute_update(update, *args), run
             answer = asyncio.ensure_future(run.execute_update(update, *args))
-            stuck = asyncio.ensure_future(_needs_attention(run, order_number))
+            stuck = asyncio.ensure_future(until_needs_attention(run))
             try:
                 await asyncio.wait([answer, stuck], return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -57,6 +57,21 @@ class OrderStillRunning(Exception):
         self.unreachable = unreachable
 
 
+class OrderNeedsAttention(OrderStillRunning):
+    """The order waits for an operator (a compensation failed for good): waiting longer
+    for its outcome would only wait for them."""
+
+    def __init__(self, order_number: str) -> None:
+        Exception.__init__(
+            self,
+            f"order {order_number} needs attention: a compensation failed for good, and it "
+            f"waits for an operator; see `pizzeria status {order_number}`, then `pizzeria "
+            f"repair {order_number} --retry` once the cause is fixed",
+        )
+        self.order_number = order_number
+        self.unreachable = None
+
+
 async def patiently(
     ask: Callable[[], Awaitable[T]],
     order_number: str,
