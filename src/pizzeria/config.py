@@ -42,6 +42,11 @@ def history_file() -> Path:
 LOCAL_PAYMENTS_URL = "http://127.0.0.1:8091"
 
 
+def api_secret_file() -> Path:
+    """The order API's token secret, made on first use (`pizzeria.api.auth.load_secret`)."""
+    return data_dir() / "api.secret"
+
+
 def payments_url_file() -> Path:
     """Where whoever starts the local payment provider for this data folder (`pizzeria
     server`, the demo) writes its URL, for the workers to find it."""

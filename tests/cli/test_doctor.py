@@ -22,8 +22,9 @@ import pytest
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueResponse
 
 from pizzeria.ledger import latest_version, open_ledger
-from pizzeria.ops.doctor import check_pollers
+from pizzeria.ops.doctor import check_codec_key, check_pollers
 from pizzeria.ops.processes import dev_server, free_port
+from pizzeria.temporal.codec import load_keys
 from tests.helpers import pizzeria, run_pizzeria
 from tests.helpers.postgres import PostgresServer
 from tests.helpers.stack import Stack, stack_env
@@ -226,3 +227,21 @@ async def test_a_worker_gone_for_minutes_is_no_poller_though_the_server_still_li
     assert "(one polled 183 s ago, and is gone)" in gone.detail
     live = await check_pollers(fake_queue({"1382@vm": 183.0, "77@vm": 20.0}), "pizza-tasks")
     assert live.verdict == "ok" and live.detail.startswith("1 worker(s) poll pizza-tasks (77@vm)")
+
+
+def test_a_codec_key_or_api_secret_others_can_read_fails_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("PIZZERIA_CODEC_KEY", raising=False)
+    monkeypatch.delenv("PIZZERIA_CODEC_KEY_FILE", raising=False)
+    load_keys(create=True)  # made owner-only
+    verdict, keys = check_codec_key()
+    assert verdict.verdict == "ok" and keys, verdict
+    (tmp_path / "codec.key").chmod(0o644)  # copied in by hand, say
+    (tmp_path / "api.secret").write_text("x" * 43)
+    (tmp_path / "api.secret").chmod(0o640)
+    verdict, keys = check_codec_key()
+    assert verdict.verdict == "FAIL" and keys, verdict  # still used, but said
+    assert f"{tmp_path / 'codec.key'} can be read by others (mode 644)" in verdict.detail
+    assert f"run `chmod 600 {tmp_path / 'api.secret'}`" in verdict.detail

@@ -46,7 +46,7 @@ class SecretError(RuntimeError):
 
 
 def secret_file() -> Path:
-    return config.data_dir() / "api.secret"
+    return config.api_secret_file()
 
 
 def load_secret() -> bytes:

@@ -26,9 +26,11 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from pizzeria import config
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
 from pizzeria.payments.errors import PaymentError
+from pizzeria.private import readable_by_others
 from pizzeria.refunds import staff_gateway
 from pizzeria.temporal.codec import (
     ENCODING,
@@ -230,6 +232,12 @@ def check_codec_key() -> tuple[Verdict, list[tuple[str, bytes]] | None]:
             "codec key", FAIL, f"{error}; copy the key every worker shares (docs/cluster.md)"
         ), None
     ids = ", ".join(key_id for key_id, _ in keys)
+    if not os.environ.get("PIZZERIA_CODEC_KEY"):
+        exposed = [
+            why for why in map(readable_by_others, (key_file(), config.api_secret_file())) if why
+        ]
+        if exposed:  # used all the same: said, since anyone here could read every order
+            return Verdict("codec key", FAIL, "; ".join(exposed)), keys
     return Verdict("codec key", OK, f"{len(keys)} key(s) from {where}, ids {ids}"), keys
 
 
