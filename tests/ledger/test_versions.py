@@ -225,3 +225,13 @@ def test_a_read_only_ledger_reads_everything_and_writes_nothing(written: str) ->
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_file_without_the_ledger_tables_says_so_and_how_to_copy_a_ledger(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "copied.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LedgerNotFound, match="this file holds none of its tables") as missing:
+        open_ledger(str(other), read_only=True)
+    assert ".backup" in str(missing.value) and "\n" not in str(missing.value)

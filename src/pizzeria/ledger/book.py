@@ -74,6 +74,10 @@ SCHEMA_LOCK = "pizzeria ledger schema"
 class Ledger(ABC):
     """Stock, charges, refunds and bills. Methods block: call them from a thread."""
 
+    #: Said after "no ledger at ...: a worker creates it" when the database exists but
+    #: holds none of the ledger's tables (a backend's own hint).
+    WITHOUT_TABLES = ""
+
     def __init__(self, location: str, *, read_only: bool) -> None:
         self.location = location  # for messages: a file path, or a URL without password
         self.read_only = read_only
@@ -121,8 +125,10 @@ class Ledger(ABC):
 
     def _check_readable(self, tx: Tx) -> None:
         version = schema.recorded_version(tx, self._table_names(tx))
-        if version == 0:
-            raise LedgerNotFound(f"no ledger at {self.location}: a worker creates it")
+        if version == 0:  # a database, without the ledger's tables
+            raise LedgerNotFound(
+                f"no ledger at {self.location}: a worker creates it{self.WITHOUT_TABLES}"
+            )
         schema.refuse_other_than_latest(version, self.location)
 
     def schema_version(self) -> int:

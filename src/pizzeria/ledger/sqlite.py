@@ -30,6 +30,11 @@ READ_BUSY_TIMEOUT_SECONDS = 2.0
 class SqliteLedger(Ledger):
     """One file; one connection shared by the process's threads, one at a time."""
 
+    WITHOUT_TABLES = (
+        "; this file holds none of its tables (a copy of a ledger made with `cp` while it "
+        'was in use may lack them: copy one with `sqlite3 LEDGER ".backup COPY"`)'
+    )
+
     def __init__(
         self, path: str | Path, *, initial_stock: int = INITIAL_STOCK, read_only: bool = False
     ) -> None:
