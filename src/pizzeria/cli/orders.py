@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from pizzeria.cli.common import (
     UserError,
@@ -113,7 +113,15 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
         out.print_json(json.dumps({"orders": rows}))
         return
     numbers = order_column(row["order_number"] for row in rows)
-    table = Table(numbers, "started", "status", "OrderStatus", "amount", "compensation")
+    # At 80 columns the words wrap (never cut to "OrderSta…"): a status is read whole.
+    table = Table(
+        numbers,
+        "started",
+        "status",
+        Column("OrderStatus", overflow="fold"),
+        "amount",
+        Column("compensation", overflow="fold", ratio=1),
+    )
     for row in rows:
         table.add_row(
             cell(row["order_number"]),
