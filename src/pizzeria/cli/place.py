@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import time
-from collections.abc import Awaitable
 from dataclasses import asdict
 from typing import Any
 
@@ -24,8 +22,8 @@ from pizzeria.client import (
     OrderAlreadyCompleted,
     OrderAlreadyRunning,
     OrderOutcome,
+    before_attention,
     outcome_of,
-    until_needs_attention,
 )
 from pizzeria.client.placing import answer_within, start_with_answer
 from pizzeria.models import (
@@ -254,7 +252,7 @@ async def place_or_show(
         patience_left = max(1.0, patience - (time.monotonic() - started_at))
         run = client.get_workflow_handle(started.handle.id, run_id=started.run_id)
         try:
-            outcome = await unless_it_needs_attention(
+            outcome = await before_attention(
                 outcome_of(
                     client,
                     started.handle.id,
@@ -264,7 +262,7 @@ async def place_or_show(
                     on_unanswered=notice,
                 ),
                 run,
-                number,
+                OrderNeedsAttention(number),
             )
         except OrderNeedsAttention:
             raise
@@ -284,24 +282,6 @@ async def place_or_show(
             on_unanswered=notice,
         )
         return shown, True, None
-
-
-async def unless_it_needs_attention(
-    waiting: Awaitable[OrderOutcome], run: WorkflowHandle[Any, Any], number: str
-) -> OrderOutcome:
-    """The outcome ``waiting`` gives, unless the run comes to need an operator first
-    (`OrderNeedsAttention`, at once: not at the end of --timeout)."""
-    outcome = asyncio.ensure_future(waiting)
-    stuck = asyncio.ensure_future(until_needs_attention(run))
-    try:
-        await asyncio.wait([outcome, stuck], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stuck.cancel()
-        if not outcome.done():
-            outcome.cancel()
-    if outcome.done() and not outcome.cancelled():
-        return outcome.result()
-    raise OrderNeedsAttention(number)
 
 
 async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:

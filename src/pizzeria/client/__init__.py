@@ -16,12 +16,12 @@ from pizzeria.client.acting import (
     OrderRefused,
     OrderWaitsForOperator,
     abandon_order,
+    before_attention,
     cancel_order,
     resolve_by_hand,
     retry_compensations,
     running_order,
     stuck_advice,
-    until_needs_attention,
 )
 from pizzeria.client.outcomes import (
     WEB_UI,
@@ -56,6 +56,7 @@ __all__ = [
     "OrderRefused",
     "OrderWaitsForOperator",
     "abandon_order",
+    "before_attention",
     "cancel_order",
     "compensations_from_history",
     "order_handle",
@@ -71,7 +72,6 @@ __all__ = [
     "static_summary",
     "status_name",
     "stuck_advice",
-    "until_needs_attention",
     "web_ui_link",
     "why_not_started",
 ]

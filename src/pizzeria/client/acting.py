@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -74,6 +75,8 @@ def stuck_advice(order_number: str) -> str:
     )
 
 
+T = TypeVar("T")
+
 #: How long a cancel or a repair waits for the order to answer: a worker runs it in well
 #: under a second; past this, none is taking the order's work.
 ANSWER_SECONDS = 30.0
@@ -102,6 +105,24 @@ async def until_needs_attention(run: WorkflowHandle[Any, Any]) -> None:
                 return
 
 
+async def before_attention(
+    waiting: Awaitable[T], run: WorkflowHandle[Any, Any], otherwise: Exception
+) -> T:
+    """What ``waiting`` gives, unless the run comes to need an operator first: then
+    ``otherwise`` is raised at once (waiting on would only wait for the operator)."""
+    answer = asyncio.ensure_future(waiting)
+    stuck = asyncio.ensure_future(until_needs_attention(run))
+    try:
+        await asyncio.wait([answer, stuck], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stuck.cancel()
+        if not answer.done():
+            answer.cancel()
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    raise otherwise
+
+
 async def _ask(
     client: Client,
     order_number: str,
@@ -120,21 +141,12 @@ async def _ask(
         async with deadline:
             if not unless_attention:
                 return await run.execute_update(update, *args), run
-            answer = asyncio.ensure_future(run.execute_update(update, *args))
-            stuck = asyncio.ensure_future(until_needs_attention(run))
-            try:
-                await asyncio.wait([answer, stuck], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stuck.cancel()
-                if not answer.done():
-                    answer.cancel()
-            if answer.done() and not answer.cancelled():
-                return answer.result(), run
-            raise OrderWaitsForOperator(
+            waits = OrderWaitsForOperator(
                 f"order {order_number} needs attention: a compensation failed for good, and "
                 f"the cancel (accepted) waits for it; see `pizzeria status {order_number}`, "
                 f"then `pizzeria repair {order_number} --retry` or `--resolve NOTE`"
             )
+            return await before_attention(run.execute_update(update, *args), run, waits), run
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         if not deadline.expired():
             raise  # not our deadline: Ctrl-C (see cli.common.run)
