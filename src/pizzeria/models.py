@@ -8,6 +8,7 @@ client that knows only the exercise's JSON keeps working.
 # No `from __future__ import annotations` here: the SDK reads a dataclass's field types
 # (typing.get_type_hints) on every payload it decodes, and string annotations would be
 # compiled and evaluated again each time.
+import re
 from dataclasses import dataclass, field
 
 from temporalio.common import SearchAttributeKey
@@ -64,6 +65,11 @@ MONEY_CAPTURED = "captured"  # taken by the bill
 MONEY_RELEASED = "released"  # the hold was voided: nothing taken
 MONEY_EXPIRED = "expired"  # the hold ran out before it was captured: nothing taken
 MONEY_REFUNDED = "refunded"  # taken, then given back in full
+
+#: A key that makes a request safe to retry (a refund's, a delivery's, the API's
+#: Idempotency-Key header): 1 to 255 visible ASCII characters, no space.
+IDEMPOTENCY_KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY_SAID = "1 to 255 visible ASCII characters, no space"
 
 MAX_DELIVERY_KILOMETERS = 25
 

@@ -40,7 +40,7 @@ from pizzeria.ledger.refunds import (
     staff_refund_done,
     staff_refund_refused,
 )
-from pizzeria.models import dollars, order_ref
+from pizzeria.models import IDEMPOTENCY_KEY_SAID, IDEMPOTENCY_KEY_SHAPE, dollars, order_ref
 from pizzeria.payments.errors import (
     IdempotencyKeyReused,
     PaymentError,
@@ -54,7 +54,6 @@ from pizzeria.payments.stripe_gateway import (
 from pizzeria.text import TextRefused, check_text
 
 MAX_REASON = 200
-KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")  # as the API's Idempotency-Key header
 ATTEMPTS = 3
 RETRY_SECONDS = (0.2, 1.0)
 GATEWAY_TIMEOUT_SECONDS = 10.0
@@ -183,8 +182,8 @@ def check_request(amount: int, reason: str, key: str) -> None:
         raise RefundInvalid("reason", "say why the money goes back")
     if len(reason) > MAX_REASON:
         raise RefundInvalid("reason", f"at most {MAX_REASON} characters")
-    if not KEY_SHAPE.fullmatch(key):
-        raise RefundInvalid("key", "1 to 255 printable ASCII characters, no spaces")
+    if not IDEMPOTENCY_KEY_SHAPE.fullmatch(key):  # as the API's Idempotency-Key header
+        raise RefundInvalid("key", IDEMPOTENCY_KEY_SAID)
 
 
 async def completed_run(client: Client, order_number: str) -> str:

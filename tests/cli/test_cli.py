@@ -852,3 +852,14 @@ def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
         "error: the payment provider's URL must be http(s)://HOST[:PORT], not 'notaurl' "
         "(check PIZZERIA_PAYMENTS_URL)"
     )
+
+
+def test_a_namespace_that_does_not_exist_is_not_said_to_be_a_missing_order(stack):
+    env = {**stack["env"], "TEMPORAL_NAMESPACE": "no-such-namespace"}
+    done = run_pizzeria("status", "A1", env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "no-such-namespace" in line and "no order" not in line, line
+    missing = pizzeria(stack, "status", "NO-SUCH-ORDER-AT-ALL")  # and a missing order is one
+    assert missing.returncode == 1
+    assert missing.stderr == "error: no order NO-SUCH-ORDER-AT-ALL on this Temporal server\n"

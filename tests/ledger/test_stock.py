@@ -138,7 +138,9 @@ def test_stock_add_counts_a_delivery_once_per_key_and_stock_shows_it(ledger_loca
         (("dough", "0"), "0 is not in the range"),
         (("dough", "-4"), "-4 is not in the range"),
         (("dough", "many"), "'many' is not a valid integer"),
-        (("dough", "3", "--key", " "), "--key cannot be blank"),
+        (("dough", "3", "--key", " "), "--key must be 1 to 255 visible ASCII characters"),
+        (("dough", "3", "--key", "x" * 300), "--key must be 1 to 255 visible ASCII characters"),
+        (("dough", "3", "--key", "note n°5"), "--key must be 1 to 255 visible ASCII characters"),
     ],
 )
 def test_a_bad_delivery_is_one_line_and_exit_2(

@@ -17,7 +17,7 @@ from pizzeria.cli.common import UserError, cell, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import DeliveryKeyReused
 from pizzeria.menu import INGREDIENTS
-from pizzeria.models import short_run
+from pizzeria.models import IDEMPOTENCY_KEY_SAID, IDEMPOTENCY_KEY_SHAPE, short_run
 from pizzeria.statements import money_line
 
 #: The most portions one delivery may bring (a typo of a few zeros is refused).
@@ -102,8 +102,8 @@ def add_stock(
     ingredient: str, count: int, key: str | None, ledger_location: str | None, as_json: bool
 ) -> None:
     """Receive a delivery: COUNT portions of INGREDIENT into stock, once per delivery key."""
-    if key is not None and not key.strip():
-        raise UserError("--key cannot be blank")
+    if key is not None and not IDEMPOTENCY_KEY_SHAPE.fullmatch(key.strip()):
+        raise UserError(f"--key must be {IDEMPOTENCY_KEY_SAID}, as a refund's")
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
     book = ledger_at(ledger_location, create=True)
     try:

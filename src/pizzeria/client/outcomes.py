@@ -9,6 +9,7 @@ needs no worker. Waiting for it survives connection drops and server restarts
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -170,7 +171,7 @@ async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any,
         await handle.describe()
     except RPCError as error:
         said = str(error)
-        if "namespace" in said.lower() and "not found" in said.lower():  # not the order's
+        if re.search(r"namespace \S+ is not found", said, re.IGNORECASE):  # not the order's
             raise ConnectionError(f"Temporal refused the request: {said}") from None
         if "not found" in said.lower():
             raise LookupError(f"no order {order_number} on this Temporal server") from None
