@@ -82,7 +82,8 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
     if bool_param(params, "confirm") is not True:
         return _unconfirmed(ctx, params, amount, metadata, manual=manual)
     method = _method(ctx, params)
-    _refuse_reuse(ctx, method, metadata)
+    if "payment_method" in params:  # a token made earlier (one made now is new)
+        _refuse_reuse(ctx, method, metadata)
     decline = objects.decline_of(method)
     intent = _new_intent(ctx, params, amount, metadata, method, manual=manual)
     charge = objects.new_charge(
