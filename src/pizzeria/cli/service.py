@@ -72,7 +72,7 @@ from pizzeria.worker import (
 @flag_option("--in-memory", help="Keep no history file (lost on exit)")
 @int_option(
     "--codec-port",
-    1,
+    0,
     65535,
     default=DEFAULT_CODEC_PORT,
     help="Also serve the codec endpoint here, so the Web UI shows decrypted payloads",
@@ -101,7 +101,7 @@ def server(
     Ctrl-C."""
     stop_on_sigterm()
     taken = {"--port": port, "--ui-port": ui_port}
-    if not no_codec:
+    if not no_codec and codec_port:
         taken["--codec-port"] = codec_port
     if not no_payments and payments_port:
         taken["--payments-port"] = payments_port
@@ -180,7 +180,9 @@ def start_codec_server(port: int, ui_port: int) -> CodecServer:
 
 
 @click.command(name="codec-server")
-@int_option("--port", 1, 65535, default=DEFAULT_CODEC_PORT, help="Port on 127.0.0.1")
+@int_option(
+    "--port", 0, 65535, default=DEFAULT_CODEC_PORT, help="Port on 127.0.0.1 (0: a free one)"
+)
 @click.option(
     "--origin",
     "origins",
