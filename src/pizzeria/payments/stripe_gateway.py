@@ -111,14 +111,14 @@ def configured_provider(
     from pizzeria import config
 
     env = os.environ if environ is None else environ
+    where = "" if url else f" (check {URL_VARIABLE})"
     url = url or env.get(URL_VARIABLE) or None
     key = env.get(KEY_VARIABLE) or None
     if key is None:
         url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
     if url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s]*)?$", url):
         raise ProviderConfigError(
-            f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r} "
-            f"(check {URL_VARIABLE})"
+            f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r}{where}"
         )
     return key, url
 
