@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,8 +32,15 @@ def payments_provider() -> process.ProviderProcess:
     if _provider is None or not _provider.running:
         folder = Path(tempfile.mkdtemp(prefix="pizzeria-test-payments-"))
         _provider = process.start(folder / "payments.db", faults_file=provider_faults_file(folder))
-        atexit.register(_provider.stop)
+        atexit.register(_stop_and_remove, _provider, folder)
     return _provider
+
+
+def _stop_and_remove(provider: process.ProviderProcess, folder: Path) -> None:
+    """At exit: the provider stopped, then its folder (data, log, faults file) removed,
+    so that a test session leaves nothing in the temporary folder."""
+    provider.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def provider_faults_file(folder: Path | None = None) -> Path:

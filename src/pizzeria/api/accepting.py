@@ -20,7 +20,6 @@ time (the same hold, the same refusal).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -30,9 +29,8 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
 from pizzeria.api import placing
-from pizzeria.api.auth import keys_of
-from pizzeria.api.idempotency import KeyUse, key_hash
-from pizzeria.api.problems import ApiProblem, invalid
+from pizzeria.api.idempotency import key_hash
+from pizzeria.api.problems import ApiProblem
 from pizzeria.client.placing import (
     EarlyAnswer,
     OrderAlreadyCompleted,
@@ -97,29 +95,20 @@ async def place_with_answer(
 ) -> Accepted:
     """Start ``order`` (its number chosen already) with its Update, unless ``key`` says it
     was started: its number, a token for its run, and the early answer."""
-    keys = keys_of(request)
-    client: Client = request.app.state.client
-    now = time.time()
     deadline = time.monotonic() + ANSWER_SECONDS  # the whole wait, the start's included
-    use = KeyUse(fingerprint, order.order_number, keys.expiry(now))
-    table = placing.key_table(request)
-    if key is not None:
-        use = await placing._table_call(table, table.claim, key, use, now)
-        if use.body_sha256 != fingerprint:
-            raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
-        order = dataclasses.replace(order, order_number=use.order_number)
+    claimed = await placing.claim(request, order, key, fingerprint)
+    order = claimed.order
     update_id = answer_id(key, fingerprint)
     answer: asyncio.Future[EarlyAnswer]
-    if use.run_id is not None and key is not None:
-        run_id = await placing.run_of_key(client, use, key, fingerprint)
-        answer = asyncio.ensure_future(early_answer(client, order.order_number, run_id, update_id))
+    if claimed.known_run and key is not None:
+        run_id = await placing.run_of_key(claimed, key, fingerprint)
+        answer = asyncio.ensure_future(
+            early_answer(claimed.client, order.order_number, run_id, update_id)
+        )
     else:
-        run_id, answer = await start(client, order, key, fingerprint, update_id)
-        if key is not None:
-            await placing._table_call(table, table.record_run, key, run_id)
-    expires = placing.token_expiry(use, keys.expiry(now))
-    token = keys.order_token(order.order_number, run_id, expires)
-    placed = placing.Placed(order.order_number, token, expires)
+        run_id, answer = await start(claimed.client, order, key, fingerprint, update_id)
+        await claimed.record(key, run_id)
+    placed = claimed.placed(run_id)
     return Accepted(placed, await answer_within(answer, max(0.0, deadline - time.monotonic())))
 
 
@@ -128,17 +117,11 @@ async def start(
 ) -> tuple[str, asyncio.Future[EarlyAnswer]]:
     """Start the order with its Update: its run and its answer to come. A number taken
     already is placing.py's twin check (this very request again, or 409 / 422)."""
-    memo = {
-        placing.API_MEMO: {
-            "idempotency_key_sha256": key_hash(key) if key is not None else None,
-            "body_sha256": fingerprint,
-        }
-    }
     try:
         started = await start_with_answer(
             client,
             order,
-            memo=memo,
+            memo=placing.request_memo(key, fingerprint),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             update_id=update_id,
             started_within=ANSWER_SECONDS,

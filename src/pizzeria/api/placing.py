@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria.api.auth import keys_of
+from pizzeria.api.auth import Keys, keys_of
 from pizzeria.api.idempotency import KeyTable, KeyTableUnavailable, KeyUse, key_hash
 from pizzeria.api.problems import ApiProblem, invalid
 from pizzeria.client import OrderAlreadyCompleted, OrderAlreadyRunning, start_order
@@ -88,29 +88,60 @@ def numbered(body: Any, staff: bool) -> Any:
     return {**body, "order_number": new_order_number()}
 
 
-async def place(request: Request, order: PizzaOrder, key: str | None, fingerprint: str) -> Placed:
-    """Start ``order`` (its number chosen already) unless ``key`` says it was: the
-    order's number and a token for its run."""
-    keys = keys_of(request)
-    client: Client = request.app.state.client
+@dataclass(frozen=True)
+class Claim:
+    """A request's claim on its order: the order (its number the key's, when the key was
+    used before), the key's row, and what the answer needs."""
+
+    order: PizzaOrder
+    use: KeyUse
+    client: Client
+    table: KeyTable
+    keys: Keys
+    latest_expiry: int  # of a token issued now
+
+    @property
+    def known_run(self) -> bool:
+        """Whether the key was used before and its row names a run."""
+        return self.use.run_id is not None
+
+    async def record(self, key: str | None, run_id: str) -> None:
+        """The run this key started, written in its row."""
+        if key is not None:
+            await table_call(self.table, self.table.record_run, key, run_id)
+
+    def placed(self, run_id: str) -> Placed:
+        expires = token_expiry(self.use, self.latest_expiry)
+        number = self.order.order_number
+        return Placed(number, self.keys.order_token(number, run_id, expires), expires)
+
+
+async def claim(request: Request, order: PizzaOrder, key: str | None, fingerprint: str) -> Claim:
+    """The key's row claimed for this body (a 422 when it was another body's); without a
+    key, a claim of its own."""
     now = time.time()
-    use = KeyUse(fingerprint, order.order_number, keys.expiry(now))
+    keys = keys_of(request)
+    latest = keys.expiry(now)
+    use = KeyUse(fingerprint, order.order_number, latest)
     table = key_table(request)
     if key is not None:
-        use = await _table_call(table, table.claim, key, use, now)
+        use = await table_call(table, table.claim, key, use, now)
         if use.body_sha256 != fingerprint:
             raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
         order = dataclasses.replace(order, order_number=use.order_number)
-    if use.run_id is not None and key is not None:
-        run_id = await run_of_key(client, use, key, fingerprint)
+    return Claim(order, use, request.app.state.client, table, keys, latest)
+
+
+async def place(request: Request, order: PizzaOrder, key: str | None, fingerprint: str) -> Placed:
+    """Start ``order`` (its number chosen already) unless ``key`` says it was: the
+    order's number and a token for its run."""
+    claimed = await claim(request, order, key, fingerprint)
+    if claimed.known_run and key is not None:
+        run_id = await run_of_key(claimed, key, fingerprint)
     else:
-        run_id = await start_once(client, order, key, fingerprint)
-        if key is not None:
-            await _table_call(table, table.record_run, key, run_id)
-    expires = token_expiry(use, keys.expiry(now))
-    return Placed(
-        order.order_number, keys.order_token(order.order_number, run_id, expires), expires
-    )
+        run_id = await start_once(claimed.client, claimed.order, key, fingerprint)
+        await claimed.record(key, run_id)
+    return claimed.placed(run_id)
 
 
 def token_expiry(use: KeyUse, latest: int) -> int:
@@ -119,25 +150,25 @@ def token_expiry(use: KeyUse, latest: int) -> int:
     return min(use.expires, latest)
 
 
-async def run_of_key(client: Client, use: KeyUse, key: str, fingerprint: str) -> str:
+async def run_of_key(claimed: Claim, key: str, fingerprint: str) -> str:
     """The run a retried key's row names, once that run's memo says this key and this body
     started it. The table alone is not trusted: whoever could write it (a PostgreSQL
     ledger's database is shared with every worker) would get a token for any order by
     naming it in a row of their own."""
-    handle = client.get_workflow_handle(workflow_id_for(use.order_number), run_id=use.run_id)
+    run_id = claimed.use.run_id or ""
+    handle = claimed.client.get_workflow_handle(
+        workflow_id_for(claimed.order.order_number), run_id=run_id
+    )
     try:
-        first = (await (await handle.describe()).memo()).get(API_MEMO) or {}
+        same_key, same_body = await started_by(await handle.describe(), key, fingerprint)
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
-        first = {}
-    if (
-        first.get("idempotency_key_sha256") != key_hash(key)
-        or first.get("body_sha256") != fingerprint
-    ):
+        same_key = same_body = False
+    if not (same_key and same_body):
         log.warning(
             "the key table names order %s for a key that did not start it: refused",
-            use.order_number,
+            claimed.order.order_number,
         )
         raise ApiProblem(
             409,
@@ -145,10 +176,30 @@ async def run_of_key(client: Client, use: KeyUse, key: str, fingerprint: str) ->
             "order again with a new key",
             slug="idempotency-key-mismatch",
         )
-    return handle.run_id or ""
+    return run_id
 
 
-async def _table_call(table: KeyTable, method: Any, *args: Any) -> Any:
+def request_memo(key: str | None, fingerprint: str) -> dict[str, Any]:
+    """The memo an order started over HTTP carries: which key (a hash) and which body
+    started it."""
+    return {
+        API_MEMO: {
+            "idempotency_key_sha256": key_hash(key) if key is not None else None,
+            "body_sha256": fingerprint,
+        }
+    }
+
+
+async def started_by(
+    description: WorkflowExecutionDescription, key: str | None, fingerprint: str
+) -> tuple[bool, bool]:
+    """Whether this run's memo names this key, and this body (see `request_memo`)."""
+    first = (await description.memo()).get(API_MEMO) or {}
+    same_key = key is not None and first.get("idempotency_key_sha256") == key_hash(key)
+    return same_key, first.get("body_sha256") == fingerprint
+
+
+async def table_call(table: KeyTable, method: Any, *args: Any) -> Any:
     """``method`` of ``table`` called: at once on a SQLite file, on a thread on a server."""
     try:
         if table.in_a_file:
@@ -166,29 +217,26 @@ async def _table_call(table: KeyTable, method: Any, *args: Any) -> Any:
 async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerprint: str) -> str:
     """Start the order, unless this very request (same key, same body) already did: the
     run id."""
-    memo = {
-        API_MEMO: {
-            "idempotency_key_sha256": key_hash(key) if key is not None else None,
-            "body_sha256": fingerprint,
-        }
-    }
     try:
         handle = await start_order(
-            client, order, memo=memo, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
+            client,
+            order,
+            memo=request_memo(key, fingerprint),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
         if handle.result_run_id is not None:
             return handle.result_run_id
     except (OrderAlreadyRunning, OrderAlreadyCompleted):
         pass  # a concurrent twin of this request, or (staff) another order's number
     description = await client.get_workflow_handle(workflow_id_for(order.order_number)).describe()
-    first = (await description.memo()).get(API_MEMO) or {}
-    if key is None or first.get("idempotency_key_sha256") != key_hash(key):
+    same_key, same_body = await started_by(description, key, fingerprint)
+    if not same_key:
         raise ApiProblem(
             409,
             f"order number {order.order_number} is already taken: choose another",
             slug="order-number-taken",
         )
-    if first.get("body_sha256") != fingerprint:
+    if not same_body:
         raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
     return description.run_id
 
