@@ -604,49 +604,35 @@ def test_the_temporal_cli_knowing_only_the_wire_contract_gets_the_same_outcome(s
         codec.stop()
 
 
+def temporal_workflow(
+    stack: dict[str, Any], command: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``temporal workflow <command> <args>`` against the stack's server, as a user runs it."""
+    return subprocess.run(
+        [TEMPORAL, "workflow", command, "--address", stack["address"], *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def temporal_execute(
     stack: dict[str, Any], order: dict[str, Any], *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            TEMPORAL,
-            "workflow",
-            "execute",
-            "--type",
-            "PizzaOrderWorkflow",
-            "--task-queue",
-            "pizza-tasks",
-            "--workflow-id",
-            f"pizza-workflow-order-{order['order_number']}",
-            "--address",
-            stack["address"],
-            "--input",
-            json.dumps(order),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
+    return temporal_workflow(
+        stack,
+        "execute",
+        *("--type", "PizzaOrderWorkflow", "--task-queue", "pizza-tasks"),
+        *("--workflow-id", f"pizza-workflow-order-{order['order_number']}"),
+        *("--input", json.dumps(order), *extra),
         timeout=90,
     )
 
 
 def test_history_fetched_without_the_codec_shows_no_card_and_no_name(stack):
     order_json(stack, "--order-number", "SECRET-1")
-    shown = subprocess.run(
-        [
-            TEMPORAL,
-            "workflow",
-            "show",
-            "--workflow-id",
-            "pizza-workflow-order-SECRET-1",
-            "--address",
-            stack["address"],
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    shown = temporal_workflow(
+        stack, "show", "--workflow-id", "pizza-workflow-order-SECRET-1", "-o", "json"
     )
     assert shown.returncode == 0, shown.stderr
     raw = shown.stdout
@@ -770,18 +756,11 @@ def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(s
     # An order on a task queue no worker polls: nobody will ever answer its Updates.
     number = f"CLI-NOBODY-{os.getpid()}-{time.monotonic_ns()}"
     order = {**exercise_json(GOOD_CARD), "order_number": number}
-    started = subprocess.run(
-        [
-            TEMPORAL,
-            "workflow",
-            "start",
-            *("--type", "PizzaOrderWorkflow", "--task-queue", "nobody-polls-this"),
-            *("--workflow-id", f"pizza-workflow-order-{number}"),
-            *("--address", stack["address"], "--input", json.dumps(order)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    started = temporal_workflow(
+        stack,
+        "start",
+        *("--type", "PizzaOrderWorkflow", "--task-queue", "nobody-polls-this"),
+        *("--workflow-id", f"pizza-workflow-order-{number}", "--input", json.dumps(order)),
     )
     assert started.returncode == 0, started.stderr
     for command in (("cancel", number), ("repair", number, "--retry")):
@@ -822,14 +801,8 @@ def test_an_order_placed_with_a_key_the_workers_lack_says_so(stack, tmp_path: Pa
         assert "a worker took it but cannot run it: " in placed.stderr, placed.stderr
         assert "the workers must hold the codec key this command used" in placed.stderr
     finally:
-        subprocess.run(
-            [
-                *(TEMPORAL, "workflow", "terminate"),
-                *("--workflow-id", f"pizza-workflow-order-{number}"),
-                *("--address", stack["address"], "--reason", "test over"),
-            ],
-            capture_output=True,
-            timeout=60,
+        temporal_workflow(
+            stack, "terminate", "--workflow-id", f"pizza-workflow-order-{number}", "--reason", "end"
         )
 
 
