@@ -339,10 +339,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skips.append(
             ("postgres_only", pytest.mark.skip(reason="runs with --ledger-backend=postgres"))
         )
+    # The dev-server pass runs what a workflow environment serves; a test that needs none
+    # (a unit test, a command, a stack or dev server of its own) runs once, in the default
+    # pass, unless it needs the dev server.
+    once = config.getoption("--workflow-environment") == "local"
     ledger_folder = Path(__file__).parent / "ledger"
     for item in items:
         if item.path.is_relative_to(ledger_folder):
             item.add_marker(pytest.mark.ledger)
+        uses = getattr(item, "fixturenames", ())
+        if once and "env" not in uses and "dev_server_only" not in item.keywords:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs no workflow environment: runs once, in the default pass"
+                )
+            )
         for marker, skip in skips:
             if marker in item.keywords:
                 # A test may say why it needs the dev server: @pytest.mark.dev_server_only("...")
