@@ -665,6 +665,13 @@ async def test_menu_health_readiness_openapi_and_the_page(http):
     for asset in ("/", "/static/app.js", "/static/style.css"):
         text = (await http.get(asset)).text
         assert "http://" not in text and "https://" not in text  # nothing from elsewhere
+    # HEAD (a probe's `curl -I`) is answered as GET is, without the body.
+    for path in ("/", "/healthz", "/readyz", "/menu", "/openapi.json", "/static/app.js"):
+        got, head = await http.get(path), await http.head(path)
+        assert head.status_code == got.status_code == 200, (path, head.text)
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"], path
+    assert (await http.head("/orders/X1/events")).status_code == 405  # its answer never ends
 
 
 def test_without_temporal_the_api_starts_and_answers_503_not_500(api, tmp_path):

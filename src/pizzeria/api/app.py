@@ -6,6 +6,7 @@ read from Temporal and the ledger when it is asked for.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -107,15 +108,38 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+EVENT_STREAM = re.compile(r"/orders/[^/]+/events")
+
+
+class HeadAsGet:
+    """``HEAD`` answered as ``GET`` is, without the body (RFC 9110: what answers GET
+    answers HEAD): a probe's ``curl -I`` gets the status and headers. The server (uvicorn)
+    sends no body to a HEAD, reading its own copy of the request. Not an event stream:
+    its answer never ends, so a HEAD of one stays a 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "HEAD"
+            and not EVENT_STREAM.fullmatch(scope["path"])
+        ):
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 class PizzeriaApi(FastAPI):
     """FastAPI with our layers outermost: the security headers on every answer (those of
-    Starlette's error middleware, a 500, included), then the Host check."""
+    Starlette's error middleware, a 500, included), then the Host check, then HEAD as
+    GET."""
 
     allowed_hosts: frozenset[str] = frozenset()
     policy: str = PAGE_POLICY
 
     def build_middleware_stack(self) -> ASGIApp:
-        inner = HostCheck(super().build_middleware_stack(), self.allowed_hosts)
+        inner = HostCheck(HeadAsGet(super().build_middleware_stack()), self.allowed_hosts)
         return SecurityHeaders(inner, self.policy)
 
 
