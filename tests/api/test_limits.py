@@ -319,6 +319,16 @@ async def test_a_token_stops_opening_its_order_once_it_expires(stack):
 
             await eventually(expired, "the token to expire", 90, 0.5)
             assert time.time() >= expires
+            # Its holder is told it expired, and when; a token it never was is not.
+            refused = (await http.get(url, headers=auth)).json()
+            assert refused["type"] == "urn:pizzeria:problem:token-expired", refused
+            assert accepted["token_expires_at"][:19] in refused["detail"].replace("Z", "")
+            stream = await http.get(f"{url}/events", params={"token": token})
+            assert stream.json()["type"] == "urn:pizzeria:problem:token-expired"
+            forged = {"Authorization": f"Bearer {token[:-4]}AAAA"}
+            other = (await http.get(url, headers=forged)).json()
+            assert other["type"] == "urn:pizzeria:problem:unauthorized"
+            assert "expired" not in other["detail"]
             assert (await http.get(url, headers=api.staff)).status_code == 200
 
 

@@ -30,6 +30,9 @@ def test_a_token_opens_its_run_of_its_order_until_it_expires_and_nothing_else():
     assert keys.opened_run(token, "XD001", NOW + 3599) == "run-1"
     assert keys.opened_run(token, "XD001", NOW + 3600) is None  # expired
     assert keys.opened_run(token, "XD002", NOW) is None  # another order
+    # Expired, it is still known as this API's, for its holder to be told so.
+    assert keys.signed(token, "XD001") == ("run-1", expires)
+    assert keys.signed(token, "XD002") is None
     # The run and the expiry are in the token, and under its HMAC: changing either fails.
     later = token.replace(f"{expires:x}.", f"{expires + 86_400:x}.", 1)
     assert keys.opened_run(later, "XD001", NOW + 3600) is None

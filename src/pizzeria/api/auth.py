@@ -22,6 +22,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import Depends, Request
@@ -111,6 +112,14 @@ class Keys:
     ) -> str | None:
         """The run of ``order_number`` this order token opens; None when it opens none
         (not a token, not this order's, tampered with, or expired)."""
+        signed = self.signed(credential, order_number)
+        if signed is None or signed[1] <= (time.time() if now is None else now):
+            return None
+        return signed[0]
+
+    def signed(self, credential: str, order_number: str) -> tuple[str, int] | None:
+        """The run and the expiry of a token this API gave for ``order_number``, expired
+        or not; None for anything else."""
         shape = TOKEN_SHAPE.fullmatch(credential)
         if shape is None:
             return None
@@ -120,9 +129,7 @@ class Keys:
             return None  # one spelling per token: 0<token> would count as another token
         if not _same(mac, self._mac(order_number, run_id, expires)):
             return None
-        if expires <= (time.time() if now is None else now):
-            return None
-        return run_id
+        return run_id, expires
 
     def is_staff(self, credential: str) -> bool:
         return self.staff_key is not None and _same(credential, self.staff_key)
@@ -182,6 +189,22 @@ def unauthorized(what: str, *, query: bool = False) -> ApiProblem:
     )
 
 
+def expired(keys: Keys, given: str, order_number: str) -> ApiProblem | None:
+    """The 401 of this order's own token once expired (it says so: only the token's holder
+    can learn it); None for any other credential."""
+    signed = keys.signed(given, order_number)
+    if signed is None:
+        return None
+    when = datetime.fromtimestamp(signed[1], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ApiProblem(
+        401,
+        f"this order's token expired at {when}: a token opens its order for a limited "
+        "time; the pizzeria's staff can still look the order up",
+        slug="token-expired",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
 def no_such_order() -> ApiProblem:
     return ApiProblem(404, "no such order", slug="order-not-found")
 
@@ -212,7 +235,7 @@ async def open_order(
     staff = not from_query and keys.is_staff(given)
     bound = None if staff else keys.opened_run(given, order_number)
     if not staff and bound is None:
-        raise refused
+        raise expired(keys, given, order_number) or refused
     client: Client = request.app.state.client
     try:
         description = await client.get_workflow_handle(workflow_id_for(order_number)).describe()
