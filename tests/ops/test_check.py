@@ -464,8 +464,8 @@ def test_a_hold_that_expired_and_was_held_again_agrees_once_the_second_is_captur
     ledger.take_stock(ref(number), number, RECIPE)
     ledger.charge(ref(number), number, AMOUNT, "4242", payment_id="pi_1", money_state="held")
     ledger.reauthorized(ref(number), number, AMOUNT, "pi_2", "pi_1")
-    bill = {"payment_id": "pi_2", "money_state": "captured"}
-    ledger.bill(ref(number), number, AMOUNT, f"P-{number}", **bill)
+    captured = {"money_state": "captured"}
+    ledger.bill(ref(number), number, AMOUNT, f"P-{number}", payment_id="pi_2", **captured)
     first = payment("pi_1", number, MoneyState.EXPIRED)
     second = payment("pi_2", number, MoneyState.CAPTURED, captured=AMOUNT)
     records = [record(number, "COMPLETED")]
@@ -482,6 +482,25 @@ def test_a_hold_that_expired_and_was_held_again_agrees_once_the_second_is_captur
         ("capture differs from the bill", number),
         ("orphan hold", number),
     ]
+
+    # The renewal's row deleted: the bill names a hold the ledger no longer records.
+    number = "RENEW-GONE"
+    ledger.take_stock(ref(number), number, RECIPE)
+    ledger.charge(ref(number), number, AMOUNT, "4242", payment_id="pi_3", money_state="held")
+    ledger.bill(ref(number), number, AMOUNT, f"P-{number}", payment_id="pi_4", **captured)
+    books = provider_of(
+        first,
+        second,
+        payment("pi_3", number, MoneyState.EXPIRED),
+        payment("pi_4", number, MoneyState.CAPTURED, captured=AMOUNT),
+    )
+    records.append(record(number, "COMPLETED"))
+    report = reconcile(records, ledger.snapshot(), provider=books)
+    assert kinds(report) == [("bill of a hold the ledger does not record", number)]
+    assert report.violations[0].detail == (
+        "the ledger's send_bill captured pi_4; no process_credit_card or reauthorize_hold "
+        "row names it"
+    )
 
 
 def test_a_late_bill_undone_by_the_compensation_is_refunded_in_full(ledger: Ledger) -> None:

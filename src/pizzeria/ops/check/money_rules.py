@@ -19,7 +19,8 @@ the run and the ledger's rows that name a payment. Per run:
   warning (`staff_refunds_answered`);
 * every payment the ledger names exists at the provider, for this run
   (`payments_the_ledger_names_exist`); every payment of the run is one the ledger names
-  (`payments_recorded_in_the_ledger`);
+  (`payments_recorded_in_the_ledger`); the payment a bill captured is one a hold row
+  records (`bills_capture_a_recorded_hold`);
 * no hold is left uncaptured once its run ended (`no_orphan_hold`);
 * a placeholder (a compensation spent the key of a hold that never reached the provider
   on it) holds nothing, and is voided once its run ended (`placeholders_hold_nothing`).
@@ -33,9 +34,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pizzeria.ledger.records import REAUTHORIZE_HOLD
 from pizzeria.models import (
     STATUS_DELIVERY_FAILURE,
+    STEP_PROCESS_CREDIT_CARD,
     STEP_REFUND_UNDELIVERED,
+    STEP_SEND_BILL,
     dollars,
     order_number_of,
     split_order_ref,
@@ -53,6 +57,8 @@ from pizzeria.ops.check.rules import Findings, RunRule, RunView
 from pizzeria.order_refund import REFUND_UNDELIVERED_PATCH
 from pizzeria.payments.port import CURRENCY, ORDER_NUMBER, RUN_ID, MoneyState, Payment
 
+#: The rows that record a hold: the charge's, and the bill's renewal of an expired one.
+HOLD_STEPS = (STEP_PROCESS_CREDIT_CARD, REAUTHORIZE_HOLD)
 #: What the provider may say of a payment the ledger says was undone, by the ledger's word.
 UNDONE_AS = {
     "released": (MoneyState.RELEASED, MoneyState.EXPIRED),
@@ -275,6 +281,25 @@ def payments_recorded_in_the_ledger(run: RunView, found: Findings) -> None:
             )
 
 
+def bills_capture_a_recorded_hold(run: RunView, found: Findings) -> None:
+    """The payment a bill captured is one a hold row records: the charge's, or the
+    bill's renewal of an expired hold (``reauthorize_hold``). Both are written before the
+    bill captures, so this holds for open runs too; a hold row deleted from the ledger
+    leaves the bill naming a hold nobody recorded."""
+    money = run.money
+    if money is None:
+        return
+    held = {row.payment_id for row in money.rows if row.step in HOLD_STEPS}
+    for row in money.rows:
+        if row.step == STEP_SEND_BILL and row.payment_id not in held:
+            found.violation(
+                "bill of a hold the ledger does not record",
+                run,
+                f"the ledger's {row.step} captured {row.payment_id}; no "
+                f"{' or '.join(HOLD_STEPS)} row names it",
+            )
+
+
 def no_orphan_hold(run: RunView, found: Findings) -> None:
     """A hold still waiting for its capture (``requires_capture``) once its run ended."""
     money = money_of(run)
@@ -319,6 +344,7 @@ MONEY_RULES: tuple[RunRule, ...] = (
     staff_refunds_answered,
     payments_the_ledger_names_exist,
     payments_recorded_in_the_ledger,
+    bills_capture_a_recorded_hold,
     no_orphan_hold,
     placeholders_hold_nothing,
 )
