@@ -8,8 +8,10 @@ port); the tests that need another (a short hold, a restart) start their own.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from pizzeria.payments.provider.faults import (
     ProviderFaults,
     parse_faults,
 )
+from pizzeria.payments.provider.objects import new_id
 from tests.helpers import run_pizzeria, wait_until
 
 SECRET = {"Authorization": f"Bearer {process.LOCAL_SECRET_KEY}"}
@@ -387,6 +390,16 @@ def test_a_restart_keeps_objects_and_idempotency_keys(tmp_path: Path) -> None:
         replay = hold(api, key)
         assert replay.headers["Idempotent-Replayed"] == "true"
         assert replay.json()["id"] == created["id"]
+
+
+def test_object_ids_are_unguessable_and_shaped_as_stripes() -> None:
+    ids = [new_id("pm") for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"pm_[A-Za-z0-9]{24}", one) for one in ids)
+    # Every character of the alphabet comes up about as often (uniform draws): 120,000
+    # characters over 62, about 1,935 each.
+    counts = Counter("".join(one[3:] for one in ids))
+    assert len(counts) == 62 and 1700 < min(counts.values()) <= max(counts.values()) < 2200
 
 
 # -- logs, CLI, faults syntax ----------------------------------------------------------------

@@ -29,7 +29,14 @@ class Context:
 
 
 def new_id(prefix: str) -> str:
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    """``prefix_`` and 24 characters of `_ALPHABET`, each drawn uniformly from one random
+    byte (bytes past the last whole multiple of the alphabet are drawn again): one read
+    of the system's randomness, not one per character."""
+    whole = 256 - 256 % len(_ALPHABET)
+    chosen: list[str] = []
+    while len(chosen) < 24:
+        chosen += [_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(32) if b < whole]
+    return prefix + "_" + "".join(chosen[:24])
 
 
 def list_object(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
