@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from pizzeria.ledger import open_ledger
 from pizzeria.models import order_ref
+from pizzeria.ops.chaos.fleet import ChaosFleet
 from pizzeria.ops.chaos.monkey import breakdown_schedule
 from pizzeria.ops.chaos.orders import ChaosOrders
 from pizzeria.ops.chaos.plan import (
@@ -511,3 +513,33 @@ def test_a_data_dir_that_is_not_empty_is_refused(tmp_path: Path) -> None:
     done = run_pizzeria("chaos", "--data-dir", str(tmp_path), env=environment(), timeout=60)
     assert done.returncode == 2 and "is not empty" in done.stderr
     assert (tmp_path / "ledger.db").read_text() == "someone else's"
+
+
+class SlowStartWorker:
+    """A worker process that takes a while to start (a Popen on a busy machine)."""
+
+    def __init__(self) -> None:
+        self.process: object | None = "the previous one, exited"
+        self.running = False
+        self.starts = 0
+
+    def start(self) -> None:
+        time.sleep(0.3)
+        self.starts += 1
+        self.running = True
+
+
+def test_a_worker_started_again_while_the_supervisor_looks_is_started_once(tmp_path: Path):
+    """A rolling restart starts its worker on a thread; the supervisor, looking for dead
+    workers meanwhile, once saw it neither resting nor running and started it too: two
+    processes for one worker, the first left running after the run."""
+    fleet = ChaosFleet(tmp_path, workers=1)
+    worker = SlowStartWorker()
+    fleet.workers = [worker]  # type: ignore[list-item]
+    fleet.resting.add(0)  # stopped by the rolling restart, about to start again
+    restart = threading.Thread(target=fleet.start_worker, args=(0,))
+    restart.start()
+    time.sleep(0.1)  # the restart is in the middle of starting it
+    fleet.restart_dead_workers()
+    restart.join()
+    assert worker.starts == 1 and fleet.unexpected_exits == 0

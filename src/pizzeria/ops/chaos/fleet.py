@@ -3,6 +3,7 @@ processes it signals."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +45,11 @@ class ChaosFleet:
         self.resting: set[int] = set()  # workers killed on purpose, not yet started again
         self.unexpected_exits = 0
         self.stopping = False  # set by stop_all: from then on nothing starts
+        # Whether a worker rests, and its start, change together: a rolling restart starts
+        # its worker on a thread while the supervisor looks for dead ones on the loop, and
+        # between the two a worker not resting and not yet started looked dead (it was
+        # started twice, and the first one was left running after the run).
+        self._starting = threading.RLock()
 
     def _refuse_if_stopping(self) -> None:
         if self.stopping:
@@ -123,14 +129,21 @@ class ChaosFleet:
             worker.wait_until_polling()
 
     def start_worker(self, index: int) -> None:
-        self._refuse_if_stopping()
-        self.resting.discard(index)
-        self.workers[index].start()
+        """Start worker ``index`` again, unless it is running (it is never started twice)."""
+        with self._starting:
+            self._refuse_if_stopping()
+            self.resting.discard(index)
+            if not self.workers[index].running:
+                self.workers[index].start()
+
+    def _rest(self, index: int) -> None:
+        with self._starting:
+            self.resting.add(index)
 
     def restart_worker_gracefully(self, index: int) -> int:
         """SIGTERM, wait for it to finish its steps and exit, start it again, wait until it
         polls: one step of a rolling restart. Its old PID."""
-        self.resting.add(index)
+        self._rest(index)
         worker = self.workers[index]
         pid = worker.pid
         worker.stop(timeout=DEFAULT_GRACEFUL_SHUTDOWN_SECONDS + 10)
@@ -140,15 +153,16 @@ class ChaosFleet:
 
     def kill_worker(self, index: int) -> int:
         """SIGKILL, its activities die mid-flight; started again by the caller. Its PID."""
-        self.resting.add(index)
+        self._rest(index)
         return self.workers[index].kill()
 
     def restart_dead_workers(self) -> None:
         for index, worker in enumerate(self.workers):
-            if index in self.resting or worker.process is None or worker.running:
-                continue
-            self.unexpected_exits += 1
-            self.start_worker(index)
+            with self._starting:
+                if index in self.resting or worker.process is None or worker.running:
+                    continue
+                self.unexpected_exits += 1
+                self.start_worker(index)
 
     def stop_workers(self, grace: float = 20.0) -> None:
         """SIGTERM first (a late write in flight still lands), SIGKILL after ``grace``."""
@@ -157,7 +171,8 @@ class ChaosFleet:
     def stop_all(self, grace: float = 20.0) -> None:
         """Every process of the run stopped, and none started again (`FleetStopped`); a
         second call stops what a restart in flight started meanwhile."""
-        self.stopping = True
+        with self._starting:  # a start under way ends first, and is stopped below
+            self.stopping = True
         try:
             self.stop_workers(grace)
         finally:
