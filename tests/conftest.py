@@ -314,15 +314,12 @@ def stack_options() -> StackOptions:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    stack_options: StackOptions, tmp_path_factory: pytest.TempPathFactory, environment_kind: str
-) -> Iterator[Stack]:
+def stack(stack_options: StackOptions, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A dev server of its own and a `pizzeria worker` polling it, shared by a module's tests.
 
-    It needs no test server, so it runs once, in the default (time-skipping) pass.
+    It needs no test server, so its tests run once, in the default (time-skipping) pass
+    (`pytest_collection_modifyitems`).
     """
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     with open_stack(tmp_path_factory.mktemp("stack"), stack_options) as opened:
         yield opened
 

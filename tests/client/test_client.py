@@ -287,12 +287,10 @@ async def test_a_refusal_is_not_waited_through(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture(scope="module")
 def restartable(
-    tmp_path_factory: pytest.TempPathFactory, environment_kind: str
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """A dev server keeping its history in a file, which a test may stop and start again
     on the same port, and a worker polling it."""
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     data = tmp_path_factory.mktemp("restartable")
     server = private_dev_server(data / "temporal.db", headless=True)
     server.start()
@@ -372,10 +370,8 @@ def test_order_that_outlasts_its_timeout_is_still_running_exit_3(restartable) ->
 
 @pytest.mark.timeout(120)
 def test_an_order_no_worker_takes_says_so_when_its_timeout_is_over(
-    tmp_path, environment_kind: str
+    tmp_path,
 ) -> None:
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     with dev_server(headless=True) as server:  # and no worker at all
         env = stack_env(tmp_path, TEMPORAL_ADDRESS=server.address)
         done = run_pizzeria("order", "--order-number", "NO-WORKER", "--timeout", "2", env=env)

@@ -908,13 +908,11 @@ def test_a_locked_ledger_cannot_be_checked_in_a_few_seconds_exit_2(stack, damage
 
 @pytest.fixture(scope="module")
 def undone_stack(
-    tmp_path_factory: pytest.TempPathFactory, environment_kind: str
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Stack, dict[str, str]]]:
     """A stack of its own holding only undone orders, each of which wrote to the ledger (it
     took stock and put it back): a failed one and a cancelled one. No completed order: a
     completed run the check cannot decrypt stops it anyway. Their run ids by order number."""
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     with open_stack(tmp_path_factory.mktemp("undone")) as stack:
         outcomes = {
             "UNDONE-BAD": place(stack, "UNDONE-BAD", "--card", BAD_CARD),

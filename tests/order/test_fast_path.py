@@ -182,13 +182,11 @@ async def event_counts(address: str, workflow_id: str) -> Counter[str]:
 
 @pytest.mark.timeout(180)
 def test_a_worker_killed_in_a_local_charge_leaves_the_order_to_another_charged_once(
-    tmp_path: Path, environment_kind: str
+    tmp_path: Path,
 ):
     """Worker A charges, then holds the answer (a lost-answer fault) and is SIGKILLed.
     The workflow task times out; worker B replays the order, runs the charge again under
     the same idempotency key, and finishes it: one charge, one bill, no violation."""
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     number = f"KILL-{int(time.time() * 1000) % 10**8}"
     with dev_server(None, headless=True) as server:
         env = stack_env(tmp_path, TEMPORAL_ADDRESS=server.address)

@@ -154,7 +154,6 @@ def place(env: dict[str, str], number: str) -> subprocess.Popen[str]:
 )
 async def test_a_worker_killed_in_the_middle_of_a_money_call_leaves_one_payment(
     tmp_path: Path,
-    environment_kind: str,
     own_provider: OwnProvider,
     gateway: CountingGateway,
     operation: str,
@@ -164,8 +163,6 @@ async def test_a_worker_killed_in_the_middle_of_a_money_call_leaves_one_payment(
     SIGKILLed while it works; the provider finishes the work and keeps its answer under the
     key. Worker B's retry, once A's attempt timed out, gets that answer: one payment, held
     and captured once, and `pizzeria check` agrees."""
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     number = unique_number("KILLPAY")
     own_provider.set_faults(f"{operation}=slow/2.5:1")
     ledger_file = tmp_path / "ledger.db"

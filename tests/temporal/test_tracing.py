@@ -514,13 +514,11 @@ def test_a_command_exits_without_waiting_for_a_collector_that_does_not_answer():
 
 
 def test_the_dev_server_we_start_runs_whatever_otel_variables_configure_our_tracing(
-    monkeypatch: pytest.MonkeyPatch, environment_kind: str
+    monkeypatch: pytest.MonkeyPatch,
 ):
     """``OTEL_TRACES_EXPORTER=console`` is ours (a pizzeria process prints its spans); the
     Temporal server reads the same variables and refused to start on it, so `pizzeria
     server`, the demo and the bench failed for a user who had exported it."""
-    if environment_kind == "local":
-        pytest.skip("starts its own dev server: runs once, in the default pass")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "pizzeria-test")
     environment = devserver.server_environment()
