@@ -127,7 +127,7 @@ async def claim(request: Request, order: PizzaOrder, key: str | None, fingerprin
     if key is not None:
         use = await table_call(table, table.claim, key, use, now)
         if use.body_sha256 != fingerprint:
-            raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
+            raise key_of_another_body()
         order = dataclasses.replace(order, order_number=use.order_number)
     return Claim(order, use, request.app.state.client, table, keys, latest)
 
@@ -142,6 +142,12 @@ async def place(request: Request, order: PizzaOrder, key: str | None, fingerprin
         run_id = await start_once(claimed.client, claimed.order, key, fingerprint)
         await claimed.record(key, run_id)
     return claimed.placed(run_id)
+
+
+def key_of_another_body() -> ApiProblem:
+    """The 422 of an ``Idempotency-Key`` sent before with another body (its row, or the
+    memo of the order it started, says so)."""
+    return invalid("Idempotency-Key", "already used for another body: nothing was changed")
 
 
 def token_expiry(use: KeyUse, latest: int) -> int:
@@ -237,7 +243,7 @@ async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerp
             slug="order-number-taken",
         )
     if not same_body:
-        raise invalid("Idempotency-Key", "already used for another body: nothing was changed")
+        raise key_of_another_body()
     return description.run_id
 
 
