@@ -8,7 +8,9 @@ control or format characters is a 422 naming the field, before anything starts.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -22,6 +24,8 @@ from pizzeria.api.app import ApiSettings, create_app
 from pizzeria.api.auth import Keys
 from pizzeria.api.hosts import HOSTS_ENV, host_name
 from pizzeria.api.schemas import EXERCISE_ORDER
+from pizzeria.api.serve import bind
+from pizzeria.api.serve import serving as serve_in_loop
 from pizzeria.ops.processes import free_port
 from tests.helpers.api_stack import STAFF_KEY, Api
 from tests.helpers.orders import GOOD_SECRET
@@ -153,6 +157,54 @@ async def test_a_500_carries_the_security_headers_too(serving):
         assert answer.headers.get(name) == value, name
     assert "camera=()" in answer.headers["permissions-policy"]
     assert answer.headers["cache-control"] == "no-store"
+
+
+# -- never plain text ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js"])
+async def test_a_range_the_file_cannot_serve_is_a_problem_and_a_good_one_is_served(serving, path):
+    async with serving() as http:
+        whole = await http.get(path)
+        part = await http.get(path, headers={"Range": "bytes=0-9"})
+        past = await http.get(path, headers={"Range": f"bytes={10 * len(whole.content)}-"})
+        malformed = await http.get(path, headers={"Range": "pages=1-2"})
+    assert part.status_code == 206 and part.content == whole.content[:10]
+    assert past.status_code == 416
+    assert past.headers["content-range"] == f"bytes */{len(whole.content)}"
+    assert malformed.status_code == 400
+    for answer, slug in ((past, "range-not-satisfiable"), (malformed, "malformed-range")):
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["type"] == f"urn:pizzeria:problem:{slug}"
+        assert problem["status"] == answer.status_code and problem["detail"].startswith("Range:")
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, name
+
+
+async def test_a_request_http_cannot_read_gets_a_problem_then_the_connection_closes(tmp_path):
+    settings = ApiSettings(
+        Keys(GOOD_SECRET.encode(), STAFF_KEY),
+        address=f"127.0.0.1:{free_port()}",  # lazy: never connected to here
+        ledger_location=str(tmp_path / "ledger.db"),
+    )
+    sock = bind("127.0.0.1", 0)
+    async with serve_in_loop(settings, sock):
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 30)  # all, until it closes
+        finally:
+            writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert lines[0] == "HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close" and headers["x-content-type-options"] == "nosniff"
+    problem = json.loads(body)
+    assert problem["type"] == "urn:pizzeria:problem:malformed-request"
+    assert problem["status"] == 400 and "HTTP/1.1" in problem["detail"]
 
 
 # -- free text ------------------------------------------------------------------------------

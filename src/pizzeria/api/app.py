@@ -6,6 +6,7 @@ read from Temporal and the ledger when it is asked for.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from pizzeria.api.guard import BodyDeadline
 from pizzeria.api.hosts import HostCheck, allowed_hosts
 from pizzeria.api.idempotency import KeyTable
 from pizzeria.api.limits import ApiLimits
-from pizzeria.api.problems import install_problem_handlers
+from pizzeria.api.problems import PROBLEM_JSON, install_problem_handlers, problem_fields
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
 from pizzeria.api.streams import Streams
 from pizzeria.api.views import LedgerReader
@@ -130,16 +131,73 @@ class HeadAsGet:
         await self.app(scope, receive, send)
 
 
+#: Starlette's file answers (the page, /static/) refuse a Range header in plain text.
+RANGE_REFUSALS = {
+    400: (
+        "malformed-range",
+        "Range: not a range this server reads (bytes=FIRST-LAST, bytes=FIRST- or "
+        "bytes=-LENGTH, within the file)",
+    ),
+    416: ("range-not-satisfiable", "Range: the range asked for starts past the end of the file"),
+}
+
+
+class RangeProblems:
+    """A Range header a file answer cannot serve is answered as every other error is, a
+    problem: Starlette's own answer (400 for a malformed header, 416 for a range past the
+    end of the file) is a line of plain text. A 416 keeps its Content-Range (the file's
+    size)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not any(name == b"range" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        refused: Message | None = None
+
+        async def as_problem(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and plain_refusal(message):
+                refused = message
+            elif refused is None:
+                await send(message)
+            elif not message.get("more_body", False):  # the plain text's end
+                await send_range_problem(send, refused)
+
+        await self.app(scope, receive, as_problem)
+
+
+def plain_refusal(start: Message) -> bool:
+    headers = dict(start.get("headers", []))
+    plain = headers.get(b"content-type", b"").startswith(b"text/plain")
+    return plain and start["status"] in RANGE_REFUSALS
+
+
+async def send_range_problem(send: Send, refused: Message) -> None:
+    status = refused["status"]
+    body = json.dumps(problem_fields(status, *RANGE_REFUSALS[status])).encode()
+    headers = [
+        *((k, v) for k, v in refused.get("headers", []) if k == b"content-range"),
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class PizzeriaApi(FastAPI):
     """FastAPI with our layers outermost: the security headers on every answer (those of
     Starlette's error middleware, a 500, included), then the Host check, then HEAD as
-    GET."""
+    GET, then Range refusals as problems."""
 
     allowed_hosts: frozenset[str] = frozenset()
     policy: str = PAGE_POLICY
 
     def build_middleware_stack(self) -> ASGIApp:
-        inner = HostCheck(HeadAsGet(super().build_middleware_stack()), self.allowed_hosts)
+        files = RangeProblems(super().build_middleware_stack())
+        inner = HostCheck(HeadAsGet(files), self.allowed_hosts)
         return SecurityHeaders(inner, self.policy)
 
 

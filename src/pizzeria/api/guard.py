@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any, ClassVar
 
@@ -30,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pizzeria.api.limits import ApiLimits
-from pizzeria.api.problems import PROBLEM_JSON, ApiProblem
+from pizzeria.api.problems import PROBLEM_JSON, ApiProblem, problem_fields
 from pizzeria.api.streams import RETRY_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,33 @@ OVERFLOW = 64
 #: The protocol's body backstop comes this long after the app's own deadline.
 BACKSTOP_SECONDS = 2.0
 
-FULL = (
-    b'{"type":"urn:pizzeria:problem:connections-full","title":"Service Unavailable",'
-    b'"status":503,"detail":"the order API holds as many connections as it can: '
-    b'try again shortly"}'
+# As on every other answer (app.SecurityHeaders, which the answers made here never reach):
+# a problem is data, nothing to run, frame or keep.
+PROBLEM_HEADERS = (
+    (b"content-type", PROBLEM_JSON.encode()),
+    (b"connection", b"close"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+
+
+def problem_body(status: int, slug: str, detail: str) -> bytes:
+    return json.dumps(problem_fields(status, slug, detail)).encode()
+
+
+FULL = problem_body(
+    503,
+    "connections-full",
+    "the order API holds as many connections as it can: try again shortly",
+)
+NOT_HTTP = problem_body(
+    400,
+    "malformed-request",
+    "the request is not one HTTP/1.1 can read (its request line, a header or its framing): "
+    "the connection is closed",
 )
 
 
@@ -54,17 +78,9 @@ async def connections_full(scope: Scope, receive: Receive, send: Send) -> None:
             "type": "http.response.start",
             "status": 503,
             "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
+                *PROBLEM_HEADERS,
                 (b"content-length", str(len(FULL)).encode()),
                 (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-                (b"connection", b"close"),
-                # As on every other answer (app.SecurityHeaders, which this one never
-                # reaches): a problem is data, nothing to run, frame or keep.
-                (b"x-content-type-options", b"nosniff"),
-                (b"content-security-policy", b"default-src 'none'"),
-                (b"x-frame-options", b"DENY"),
-                (b"referrer-policy", b"no-referrer"),
-                (b"cache-control", b"no-store"),
             ],
         }
     )
@@ -96,6 +112,18 @@ class GuardedH11(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self.watch()
+
+    def send_400_response(self, msg: str) -> None:
+        """What h11 cannot read is answered as every other error, a problem (uvicorn's
+        own answer is a line of plain text); then the connection closes."""
+        headers = [*PROBLEM_HEADERS, (b"content-length", str(len(NOT_HTTP)).encode())]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=NOT_HTTP),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_timer()

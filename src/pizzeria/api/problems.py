@@ -68,14 +68,19 @@ def invalid(
     )
 
 
-def problem_response(request: Request, problem: ApiProblem) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"urn:pizzeria:problem:{problem.slug}" if problem.slug else "about:blank",
-        "title": HTTPStatus(problem.status).phrase,
-        "status": problem.status,
-        "detail": problem.detail,
-        "instance": request.url.path,
+def problem_fields(status: int, slug: str | None, detail: str) -> dict[str, Any]:
+    """The fields every problem has (RFC 9457): its type, title, status and detail."""
+    return {
+        "type": f"urn:pizzeria:problem:{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
     }
+
+
+def problem_response(request: Request, problem: ApiProblem) -> JSONResponse:
+    body = problem_fields(problem.status, problem.slug, problem.detail)
+    body["instance"] = request.url.path
     if problem.errors:
         body["errors"] = [{"field": field, "reason": reason} for field, reason in problem.errors]
     if problem.error_type:
