@@ -100,8 +100,8 @@ async def place_with_answer(
     order = claimed.order
     update_id = answer_id(key, fingerprint)
     answer: asyncio.Future[EarlyAnswer]
-    if claimed.known_run and key is not None:
-        run_id = await placing.run_of_key(claimed, key, fingerprint)
+    if (known := claimed.known_run) is not None and key is not None:
+        run_id = await placing.run_of_key(claimed, known, key, fingerprint)
         answer = asyncio.ensure_future(
             early_answer(claimed.client, order.order_number, run_id, update_id)
         )

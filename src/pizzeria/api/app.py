@@ -109,7 +109,7 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-EVENT_STREAM = re.compile(r"/orders/[^/]+/events")
+EVENT_STREAM = re.compile(orders.EVENTS_ROUTE.replace("{order_number}", "[^/]+"))
 
 
 class HeadAsGet:

@@ -289,8 +289,12 @@ class EventStream(StreamingResponse):
             self.on_close()
 
 
+#: The event stream's route: an answer that never ends (app.HeadAsGet leaves its HEAD alone).
+EVENTS_ROUTE = "/orders/{order_number}/events"
+
+
 @router.get(
-    "/orders/{order_number}/events",
+    EVENTS_ROUTE,
     operation_id="follow_order",
     summary="Server-sent events: each step and compensation as it changes, then the outcome",
     response_class=EventStream,

@@ -101,9 +101,9 @@ class Claim:
     latest_expiry: int  # of a token issued now
 
     @property
-    def known_run(self) -> bool:
-        """Whether the key was used before and its row names a run."""
-        return self.use.run_id is not None
+    def known_run(self) -> str | None:
+        """The run the key's row names, when the key was used before (else None)."""
+        return self.use.run_id
 
     async def record(self, key: str | None, run_id: str) -> None:
         """The run this key started, written in its row."""
@@ -136,8 +136,8 @@ async def place(request: Request, order: PizzaOrder, key: str | None, fingerprin
     """Start ``order`` (its number chosen already) unless ``key`` says it was: the
     order's number and a token for its run."""
     claimed = await claim(request, order, key, fingerprint)
-    if claimed.known_run and key is not None:
-        run_id = await run_of_key(claimed, key, fingerprint)
+    if (known := claimed.known_run) is not None and key is not None:
+        run_id = await run_of_key(claimed, known, key, fingerprint)
     else:
         run_id = await start_once(claimed.client, claimed.order, key, fingerprint)
         await claimed.record(key, run_id)
@@ -156,12 +156,11 @@ def token_expiry(use: KeyUse, latest: int) -> int:
     return min(use.expires, latest)
 
 
-async def run_of_key(claimed: Claim, key: str, fingerprint: str) -> str:
-    """The run a retried key's row names, once that run's memo says this key and this body
-    started it. The table alone is not trusted: whoever could write it (a PostgreSQL
+async def run_of_key(claimed: Claim, run_id: str, key: str, fingerprint: str) -> str:
+    """``run_id``, the run a retried key's row names, once that run's memo says this key
+    and this body started it. The table alone is not trusted: whoever could write it (a PostgreSQL
     ledger's database is shared with every worker) would get a token for any order by
     naming it in a row of their own."""
-    run_id = claimed.use.run_id or ""
     handle = claimed.client.get_workflow_handle(
         workflow_id_for(claimed.order.order_number), run_id=run_id
     )

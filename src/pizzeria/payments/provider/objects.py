@@ -13,6 +13,8 @@ from pizzeria.payments.provider.store import Row, Store
 from pizzeria.payments.provider.wire import ApiError, Params, invalid, missing, text_param
 
 _ALPHABET = string.ascii_letters + string.digits
+#: Random bytes from this one up are drawn again: below it, each character is as likely.
+_WHOLE = 256 - 256 % len(_ALPHABET)
 PAYMENT_METHOD = "payment_method"
 CHARGE = "charge"
 PAYMENT_INTENT = "payment_intent"
@@ -32,10 +34,9 @@ def new_id(prefix: str) -> str:
     """``prefix_`` and 24 characters of `_ALPHABET`, each drawn uniformly from one random
     byte (bytes past the last whole multiple of the alphabet are drawn again): one read
     of the system's randomness, not one per character."""
-    whole = 256 - 256 % len(_ALPHABET)
     chosen: list[str] = []
     while len(chosen) < 24:
-        chosen += [_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(32) if b < whole]
+        chosen += [_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(32) if b < _WHOLE]
     return prefix + "_" + "".join(chosen[:24])
 
 
