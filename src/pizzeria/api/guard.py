@@ -13,6 +13,8 @@ token needed (slow loris). Here:
   what it is sent (its buffers full, the transport's writing paused) for ``send_seconds``
   is cut off: otherwise a few sockets that never read, each asking for a large answer
   again and again, would hold their connections for as long as they liked.
+  A request h11 cannot read is answered 400 as a problem, as every other error is
+  (uvicorn's own answer is a line of plain text), and the connection closes.
 - ``BodyDeadline`` (ASGI middleware) gives ``receive`` a deadline, so a route reading a
   body that does not come in time answers 408 (and closes the connection).
 """

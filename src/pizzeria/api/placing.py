@@ -158,9 +158,9 @@ def token_expiry(use: KeyUse, latest: int) -> int:
 
 async def run_of_key(claimed: Claim, run_id: str, key: str, fingerprint: str) -> str:
     """``run_id``, the run a retried key's row names, once that run's memo says this key
-    and this body started it. The table alone is not trusted: whoever could write it (a PostgreSQL
-    ledger's database is shared with every worker) would get a token for any order by
-    naming it in a row of their own."""
+    and this body started it. The table alone is not trusted: whoever could write it (a
+    PostgreSQL ledger's database is shared with every worker) would get a token for any
+    order by naming it in a row of their own."""
     handle = claimed.client.get_workflow_handle(
         workflow_id_for(claimed.order.order_number), run_id=run_id
     )
