@@ -138,7 +138,7 @@ RANGE_REFUSALS = {
         "Range: not a range this server reads (bytes=FIRST-LAST, bytes=FIRST- or "
         "bytes=-LENGTH, within the file)",
     ),
-    416: ("range-not-satisfiable", "Range: the range asked for starts past the end of the file"),
+    416: ("range-not-satisfiable", "Range: no byte of the file lies in the range asked for"),
 }
 
 
