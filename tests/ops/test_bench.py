@@ -41,6 +41,7 @@ from pizzeria.ops.bench.cases import (
     FAST_PATH_GROUPS,
     Settings,
     WorkerOptionError,
+    parse_server_option,
     parse_worker_option,
 )
 from pizzeria.ops.bench.figures import bench_report, percentile
@@ -265,11 +266,21 @@ def test_worker_options_parse_numbers_and_flags():
             parse_worker_option(unknown)
 
 
+def test_server_options_are_dotted_keys_with_a_value():
+    key = "system.forceSearchAttributesCacheRefreshOnRead"
+    assert parse_server_option(f"{key}=true") == f"{key}=true"
+    assert parse_server_option("limit.maxIDLength= 24 ") == "limit.maxIDLength=24"
+    for wrong in ("nodots=1", f"{key}", f"{key}=", f"{key}= ", "1x.y=2", f"{key}=a\nb"):
+        with pytest.raises(WorkerOptionError, match="expected KEY=VALUE"):
+            parse_server_option(wrong)
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
         (("--worker-option", "max_cached_workflows=lots"), "VALUE must be a number"),
         (("--worker-option", "nosuch=1"), "'nosuch' is not a Worker option"),
+        (("--server-option", "maxIDLength=24"), "expected KEY=VALUE, a dynamic config value"),
         (("--sandbox-passthrough", "no_such_module_xyz"), "no module named 'no_such_module_xyz'"),
         (("--peer", "dbos", "--costs"), "--peer and --costs are different runs: choose one"),
         (("--ablation", "--profile"), "--ablation and --profile are different runs"),
@@ -369,7 +380,12 @@ def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
 def test_a_tiny_fast_path_comparison_reports_both_paths_and_both_bare_shapes(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    _, report = tiny_bench(tmp_path, request, "--compare-fast-path", "--concurrency", "1")
+    # With the dev server's default for search attributes put back (docs/commands.md).
+    default = "system.forceSearchAttributesCacheRefreshOnRead=true"
+    _, report = tiny_bench(
+        tmp_path, request, "--compare-fast-path", "--concurrency", "1", "--server-option", default
+    )
+    assert report["settings"]["server_options"] == [default]
     rows = {row["case"]: row for row in report["cases"]}
     assert set(rows) == {"baseline-good", "good", "fast-good", "baseline-local-good"}
     # Local activities are markers: fewer events than the regular path's activity events.

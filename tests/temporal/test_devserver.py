@@ -77,3 +77,18 @@ async def test_search_attributes_come_from_the_cache_and_a_new_one_works_soon() 
         await eventually(lambda: starts_with(later), "the search attribute registered later")
     finally:
         server.stop()
+
+
+async def test_a_dynamic_config_value_given_to_the_dev_server_reaches_it() -> None:
+    """``DevServer(dynamic_config=...)`` (``pizzeria bench --server-option``): the server
+    runs with it, here a cap on workflow id length."""
+    server = private_dev_server(headless=True, dynamic_config=("limit.maxIDLength=40",))
+    server.start()
+    try:
+        client = await Client.connect(server.address)
+        await client.start_workflow("NoSuchWorkflow", id="x" * 40, task_queue="nobody-polls")
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow("NoSuchWorkflow", id="x" * 41, task_queue="nobody-polls")
+        assert refused.value.status == RPCStatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop()

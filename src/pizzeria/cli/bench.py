@@ -28,6 +28,7 @@ from pizzeria.ops.bench.cases import (
     BenchError,
     Settings,
     WorkerOptionError,
+    parse_server_option,
     parse_worker_option,
 )
 from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
@@ -120,6 +121,15 @@ ABLATION_CONCURRENCY = 50
     help="A Worker option passed to build_worker, e.g. max_cached_workflows=100; repeatable",
 )
 @click.option(
+    "--server-option",
+    "server_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A dynamic config value for the bench's dev servers, after pizzeria's own (the last "
+    "value of a key wins), e.g. system.forceSearchAttributesCacheRefreshOnRead=true; "
+    "repeatable",
+)
+@click.option(
     "--sandbox-passthrough",
     multiple=True,
     metavar="MODULE",
@@ -150,6 +160,7 @@ def bench(
     workers: tuple[int, ...],
     ledgers: tuple[str, ...],
     worker_options: tuple[str, ...],
+    server_options: tuple[str, ...],
     sandbox_passthrough: tuple[str, ...],
     compare_fast_path: bool,
     peer: str | None,
@@ -162,6 +173,7 @@ def bench(
     values run each setup in turn, within each run, and compare their throughput.
     """
     check_worker_options(worker_options)
+    server_settings = server_options_of(server_options)
     check_passthrough(sandbox_passthrough)
     mode = one_mode(peer=peer, costs=costs, ablation=ablation, profile=profile)
     if mode is not None:
@@ -182,6 +194,7 @@ def bench(
         concurrency=concurrency_of(concurrency, full, ablation, compare_fast_path, peer),
         workflows=workflows,
         worker_options=worker_options,
+        server_options=server_settings,
         sandbox_passthrough=sandbox_passthrough,
         groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
@@ -274,6 +287,13 @@ def check_worker_options(worker_options: tuple[str, ...]) -> None:
             parse_worker_option(option)
         except WorkerOptionError as error:
             raise click.BadParameter(str(error), param_hint="--worker-option") from None
+
+
+def server_options_of(server_options: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(parse_server_option(option) for option in server_options)
+    except WorkerOptionError as error:
+        raise click.BadParameter(str(error), param_hint="--server-option") from None
 
 
 def concurrency_of(
@@ -414,7 +434,12 @@ def run_costs(settings: Settings) -> list[ShapeCost]:
     err.print(f"Costs: one workflow of each shape ({', '.join(SHAPES)}) on a fresh stack.")
 
     async def measuring() -> list[ShapeCost]:
-        async with running_stack(1, settings.worker_options, settings.sandbox_passthrough) as (
+        async with running_stack(
+            1,
+            settings.worker_options,
+            settings.sandbox_passthrough,
+            server_options=settings.server_options,
+        ) as (
             stack,
             client,
         ):

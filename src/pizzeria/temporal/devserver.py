@@ -51,10 +51,12 @@ DYNAMIC_CONFIG = (
 )
 
 
-def dynamic_config_args() -> list[str]:
+def dynamic_config_args(extra: Sequence[str] = ()) -> list[str]:
     """``DYNAMIC_CONFIG`` as ``temporal server start-dev`` arguments, for every dev server
-    this project starts (ours, and the SDK's ``WorkflowEnvironment.start_local``)."""
-    return [part for setting in DYNAMIC_CONFIG for part in ("--dynamic-config-value", setting)]
+    this project starts (ours, and the SDK's ``WorkflowEnvironment.start_local``), then
+    ``extra`` ``KEY=VALUE`` settings: a key given twice takes its last value."""
+    settings = (*DYNAMIC_CONFIG, *extra)
+    return [part for setting in settings for part in ("--dynamic-config-value", setting)]
 
 
 class DevServerError(RuntimeError):
@@ -115,6 +117,7 @@ def server_command(
     codec_endpoint: str | None = None,
     namespaces: Sequence[str] = (),
     order_status: bool = True,
+    dynamic_config: Sequence[str] = (),
 ) -> list[str]:
     command = [
         temporal_binary(),
@@ -128,7 +131,7 @@ def server_command(
         str(ui_port),
         "--log-level",
         "error",
-        *dynamic_config_args(),
+        *dynamic_config_args(dynamic_config),
     ]
     if order_status:
         # The custom search attribute `pizzeria orders` filters on (see models.ORDER_STATUS).
@@ -158,8 +161,10 @@ class DevServer:
         codec_endpoint: str | None = None,
         namespaces: Sequence[str] = (),
         order_status: bool = True,
+        dynamic_config: Sequence[str] = (),
     ) -> None:
         self.history_file = history_file
+        self.dynamic_config = tuple(dynamic_config)  # KEY=VALUE, after DYNAMIC_CONFIG
         self.namespaces = tuple(namespaces)
         self.order_status = order_status
         self.port = port
@@ -188,6 +193,7 @@ class DevServer:
                 self.codec_endpoint,
                 self.namespaces,
                 self.order_status,
+                self.dynamic_config,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

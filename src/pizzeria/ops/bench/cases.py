@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,22 @@ def parse_worker_option(text: str) -> tuple[str, Any]:
     raise WorkerOptionError(f"{text!r}: VALUE must be a number, true, false or none")
 
 
+#: A dynamic config key of the Temporal server: dotted words, as history.timerProcessorMaxPollRPS.
+SERVER_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
+
+
+def parse_server_option(text: str) -> str:
+    """``KEY=VALUE``, a dynamic config value for the dev server (``--dynamic-config-value``
+    of ``temporal server start-dev``, which reads VALUE as YAML), checked for its shape."""
+    key, sep, value = text.partition("=")
+    if not sep or not SERVER_KEY.fullmatch(key) or not value.strip() or not value.isprintable():
+        raise WorkerOptionError(
+            f"{text[:80]!r}: expected KEY=VALUE, a dynamic config value of the dev server "
+            "(e.g. system.forceSearchAttributesCacheRefreshOnRead=true)"
+        )
+    return f"{key}={value.strip()}"
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -131,6 +148,8 @@ class Settings:
     workflows: int | None = None  # per batch; None: WORKFLOWS_PER_BATCH
     workers: int = 1
     worker_options: tuple[str, ...] = ()
+    #: KEY=VALUE dynamic config values for the bench's dev servers (`parse_server_option`)
+    server_options: tuple[str, ...] = ()
     sandbox_passthrough: tuple[str, ...] = ()
     # Cases measured together on one stack, in batches ordered forth and back.
     groups: tuple[tuple[Case, ...], ...] = PAIRS

@@ -282,6 +282,7 @@ def settings_json(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "ledger": settings.ledger_kind,
         "worker_options": list(settings.worker_options),
+        "server_options": list(settings.server_options),
         "sandbox_passthrough": list(settings.sandbox_passthrough),
         "prep_seconds": PREP_SECONDS,
         "worker_environment": {k: v for k, v in WORKER_ENVIRONMENT.items() if v},

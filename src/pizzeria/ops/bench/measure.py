@@ -51,6 +51,7 @@ async def measure_group(
         settings.sandbox_passthrough,
         settings.without,
         settings.ledger,
+        server_options=settings.server_options,
     ) as (stack, client):
         prefix = f"b{run}-{uuid.uuid4().hex[:6]}"
         empty_file_bytes = ledger_size(stack.ledger)[2]

@@ -205,7 +205,12 @@ async def run_profile(settings: Settings, step: StepReporter) -> dict[str, Any]:
     cases = profile_cases(settings)
     samples = {case.name: collections.Counter[str]() for case in cases}
     workflows = dict.fromkeys(samples, 0)
-    async with running_stack(1, settings.worker_options, settings.sandbox_passthrough) as (
+    async with running_stack(
+        1,
+        settings.worker_options,
+        settings.sandbox_passthrough,
+        server_options=settings.server_options,
+    ) as (
         stack,
         client,
     ):

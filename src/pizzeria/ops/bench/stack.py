@@ -61,6 +61,7 @@ async def running_stack(
     without: Sequence[str] = (),
     ledger: str = SQLITE,
     task_queue: str | None = None,
+    server_options: Sequence[str] = (),
 ) -> AsyncIterator[tuple[Stack, Client]]:
     """A fresh in-memory dev server, a client and ``workers`` worker processes polling it,
     on a fresh ledger (`pizzeria.ops.bench.ledgers.stack_ledger`), moving money through a
@@ -72,11 +73,17 @@ async def running_stack(
     ``without`` names the optional pieces (`pizzeria.tuning`) the workers switch off; without
     encryption the client sends plain payloads too. The workers poll ``task_queue``, else
     one of the stack's own (the API of ``--peer`` places orders on the order's own queue).
+    ``server_options`` are dynamic config values for the dev server, after its usual ones.
     """
     with (
         tempfile.TemporaryDirectory(prefix="pizzeria-bench-") as folder,
         stack_ledger(ledger, Path(folder)) as location,
-        dev_server(None, log_file=Path(folder) / "server.log", headless=True) as server,
+        dev_server(
+            None,
+            log_file=Path(folder) / "server.log",
+            headless=True,
+            dynamic_config=server_options,
+        ) as server,
         payments.running(Path(folder) / "payments.db") as provider,
     ):
         data_dir = Path(folder)

@@ -162,6 +162,7 @@ async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[
             settings.sandbox_passthrough,
             ledger=settings.ledger,
             task_queue=TASK_QUEUE,  # where the API places orders
+            server_options=settings.server_options,
         ) as (stack, client):
             with api_in_front(stack) as api:
                 for kind in (HOLD, PICKUP, FLOOR):  # the peer warms up in its own process
@@ -214,6 +215,7 @@ def versus_report(
                 "batch_order": ", ".join(batch_order(peer)),
                 "ledger": settings.ledger_kind,
                 "worker_options": list(settings.worker_options),
+                "server_options": list(settings.server_options),
             },
             "machine": machine_json(),
             "levels": levels,
