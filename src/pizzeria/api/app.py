@@ -6,7 +6,6 @@ read from Temporal and the ledger when it is asked for.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +27,7 @@ from pizzeria.api.guard import BodyDeadline
 from pizzeria.api.hosts import HostCheck, allowed_hosts
 from pizzeria.api.idempotency import KeyTable
 from pizzeria.api.limits import ApiLimits
-from pizzeria.api.problems import PROBLEM_JSON, install_problem_handlers, problem_fields
+from pizzeria.api.problems import PROBLEM_JSON, install_problem_handlers, problem_body
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
 from pizzeria.api.streams import Streams
 from pizzeria.api.views import LedgerReader
@@ -177,7 +176,7 @@ def plain_refusal(start: Message) -> bool:
 
 async def send_range_problem(send: Send, refused: Message) -> None:
     status = refused["status"]
-    body = json.dumps(problem_fields(status, *RANGE_REFUSALS[status])).encode()
+    body = problem_body(status, *RANGE_REFUSALS[status])
     headers = [
         *((k, v) for k, v in refused.get("headers", []) if k == b"content-range"),
         (b"content-type", PROBLEM_JSON.encode()),

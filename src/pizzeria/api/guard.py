@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any, ClassVar
 
@@ -33,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pizzeria.api.limits import ApiLimits
-from pizzeria.api.problems import PROBLEM_JSON, ApiProblem, problem_fields
+from pizzeria.api.problems import PROBLEM_JSON, ApiProblem, problem_body
 from pizzeria.api.streams import RETRY_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
@@ -54,10 +53,6 @@ PROBLEM_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
-
-
-def problem_body(status: int, slug: str, detail: str) -> bytes:
-    return json.dumps(problem_fields(status, slug, detail)).encode()
 
 
 FULL = problem_body(

@@ -78,6 +78,12 @@ def problem_fields(status: int, slug: str | None, detail: str) -> dict[str, Any]
     }
 
 
+def problem_body(status: int, slug: str, detail: str) -> bytes:
+    """`problem_fields` as the JSON body of an answer made below the routes (the
+    connection guard's, a file's refused Range), where no handler writes it."""
+    return json.dumps(problem_fields(status, slug, detail)).encode()
+
+
 def problem_response(request: Request, problem: ApiProblem) -> JSONResponse:
     body = problem_fields(problem.status, problem.slug, problem.detail)
     body["instance"] = request.url.path
