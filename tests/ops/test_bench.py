@@ -39,6 +39,7 @@ from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
 from pizzeria.ops.bench.cases import (
     CASES,
     FAST_PATH_GROUPS,
+    ServerOptionError,
     Settings,
     WorkerOptionError,
     parse_server_option,
@@ -271,7 +272,7 @@ def test_server_options_are_dotted_keys_with_a_value():
     assert parse_server_option(f"{key}=true") == f"{key}=true"
     assert parse_server_option("limit.maxIDLength= 24 ") == "limit.maxIDLength=24"
     for wrong in ("nodots=1", f"{key}", f"{key}=", f"{key}= ", "1x.y=2", f"{key}=a\nb"):
-        with pytest.raises(WorkerOptionError, match="expected KEY=VALUE"):
+        with pytest.raises(ServerOptionError, match="expected KEY=VALUE"):
             parse_server_option(wrong)
 
 

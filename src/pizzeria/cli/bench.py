@@ -26,6 +26,7 @@ from pizzeria.ops.bench.cases import (
     PAIRS,
     SQLITE,
     BenchError,
+    ServerOptionError,
     Settings,
     WorkerOptionError,
     parse_server_option,
@@ -292,7 +293,7 @@ def check_worker_options(worker_options: tuple[str, ...]) -> None:
 def server_options_of(server_options: tuple[str, ...]) -> tuple[str, ...]:
     try:
         return tuple(parse_server_option(option) for option in server_options)
-    except WorkerOptionError as error:
+    except ServerOptionError as error:
         raise click.BadParameter(str(error), param_hint="--server-option") from None
 
 

@@ -41,6 +41,10 @@ class WorkerOptionError(ValueError):
     """A ``--worker-option`` that is not ``NAME=VALUE`` with a value we can read."""
 
 
+class ServerOptionError(ValueError):
+    """A ``--server-option`` that is not ``KEY=VALUE`` with a dotted key and a value."""
+
+
 #: The Worker options the bench's worker sets itself (`build_worker`, the bench's shapes).
 SET_BY_THE_BENCH = frozenset(
     {
@@ -94,7 +98,7 @@ def parse_server_option(text: str) -> str:
     of ``temporal server start-dev``, which reads VALUE as YAML), checked for its shape."""
     key, sep, value = text.partition("=")
     if not sep or not SERVER_KEY.fullmatch(key) or not value.strip() or not value.isprintable():
-        raise WorkerOptionError(
+        raise ServerOptionError(
             f"{text[:80]!r}: expected KEY=VALUE, a dynamic config value of the dev server "
             "(e.g. system.forceSearchAttributesCacheRefreshOnRead=true)"
         )
