@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.models import ORDER_STATUS
-from pizzeria.ops.processes import private_dev_server
+from pizzeria.ops.processes import dev_server, private_dev_server
 from pizzeria.temporal import devserver
 from pizzeria.temporal.devserver import DevServerError
 from tests.helpers import eventually
@@ -47,9 +47,7 @@ async def test_search_attributes_come_from_the_cache_and_a_new_one_works_soon() 
     OrderStatus, registered at the start, works at once; one registered while the server
     runs works within seconds, as docs/commands.md says."""
     assert devserver.SEARCH_ATTRIBUTES_FROM_CACHE in devserver.DYNAMIC_CONFIG
-    server = private_dev_server(headless=True)
-    server.start()
-    try:
+    with dev_server(None, headless=True) as server:
         client = await Client.connect(server.address)
 
         async def starts_with(key: SearchAttributeKey[str]) -> bool:
@@ -75,20 +73,14 @@ async def test_search_attributes_come_from_the_cache_and_a_new_one_works_soon() 
             )
         )
         await eventually(lambda: starts_with(later), "the search attribute registered later")
-    finally:
-        server.stop()
 
 
 async def test_a_dynamic_config_value_given_to_the_dev_server_reaches_it() -> None:
     """``DevServer(dynamic_config=...)`` (``pizzeria bench --server-option``): the server
     runs with it, here a cap on workflow id length."""
-    server = private_dev_server(headless=True, dynamic_config=("limit.maxIDLength=40",))
-    server.start()
-    try:
+    with dev_server(None, headless=True, dynamic_config=("limit.maxIDLength=40",)) as server:
         client = await Client.connect(server.address)
         await client.start_workflow("NoSuchWorkflow", id="x" * 40, task_queue="nobody-polls")
         with pytest.raises(RPCError) as refused:
             await client.start_workflow("NoSuchWorkflow", id="x" * 41, task_queue="nobody-polls")
         assert refused.value.status == RPCStatusCode.INVALID_ARGUMENT
-    finally:
-        server.stop()
