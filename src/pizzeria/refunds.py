@@ -3,8 +3,9 @@
 An order is closed once it completed, so a refund does not go through its workflow: staff
 ask `refund_order` (``pizzeria refund``, ``POST /orders/{n}/refunds``), which
 
-1. finds the order's latest run at Temporal and refuses it unless it completed (its bill
-   captured the card; a failed or cancelled order kept nothing, a running one is not
+1. finds the order's run at Temporal (its latest, or the one the caller names: an order
+   number placed again has a run per placing) and refuses it unless it completed (its
+   bill captured the card; a failed or cancelled order kept nothing, a running one is not
    billed yet);
 2. claims the refund in the ledger under ``<order ref>/staff_refund/<digest of the key>``
    (`pizzeria.ledger.refunds`), refused unless the amount fits in what the bill captured
@@ -24,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from pizzeria.client import order_handle, status_name
 from pizzeria.ledger import Ledger
@@ -40,7 +43,14 @@ from pizzeria.ledger.refunds import (
     staff_refund_done,
     staff_refund_refused,
 )
-from pizzeria.models import IDEMPOTENCY_KEY_SAID, IDEMPOTENCY_KEY_SHAPE, dollars, order_ref
+from pizzeria.models import (
+    IDEMPOTENCY_KEY_SAID,
+    IDEMPOTENCY_KEY_SHAPE,
+    dollars,
+    order_ref,
+    short_run,
+    workflow_id_for,
+)
 from pizzeria.payments.errors import (
     IdempotencyKeyReused,
     PaymentError,
@@ -171,9 +181,11 @@ def dollars_to_cents(text: str) -> int:
     return checked_amount(int(Decimal(text) * 100))
 
 
-def check_request(amount: int, reason: str, key: str) -> None:
+def check_request(amount: int, reason: str, key: str, run_id: str | None = None) -> None:
     """Refuse what no refund can be, before anything is asked of anyone."""
     checked_amount(amount)
+    if run_id is not None:
+        checked_run_id(run_id)
     try:
         check_text("reason", reason)
     except TextRefused as refused:
@@ -186,13 +198,39 @@ def check_request(amount: int, reason: str, key: str) -> None:
         raise RefundInvalid("key", IDEMPOTENCY_KEY_SAID)
 
 
-async def completed_run(client: Client, order_number: str) -> str:
-    """The order's latest run, as ``<workflow id>/<run id>``, if it completed."""
-    description = await (await order_handle(client, order_number)).describe()
+RUN_ID_SAID = "give the run's whole id, a UUID, as `pizzeria ledger --json` shows it"
+
+
+def checked_run_id(run_id: str) -> str:
+    """A run id as Temporal makes them (a UUID with its dashes), in lower case."""
+    try:
+        parsed = uuid.UUID(run_id)
+    except ValueError:
+        raise RefundInvalid("run_id", RUN_ID_SAID) from None
+    if str(parsed) != run_id.lower():  # braces, a urn: prefix, no dashes
+        raise RefundInvalid("run_id", RUN_ID_SAID)
+    return run_id.lower()
+
+
+async def completed_run(client: Client, order_number: str, run_id: str | None = None) -> str:
+    """The order's latest run (or its run ``run_id``, checked by `checked_run_id`), as
+    ``<workflow id>/<run id>``, if it completed."""
+    if run_id is None:
+        description = await (await order_handle(client, order_number)).describe()
+        which = f"order {order_number}"
+    else:
+        handle = client.get_workflow_handle(workflow_id_for(order_number), run_id=run_id)
+        try:
+            description = await handle.describe()
+        except RPCError as error:
+            if "not found" not in str(error).lower():
+                raise
+            raise LookupError(f"order {order_number} has no run {run_id}") from None
+        which = f"order {order_number}, run {short_run(run_id)},"
     status = status_name(description.status)
     if status != "COMPLETED":
         raise RefundRefused(
-            f"order {order_number} is {status}: only a completed order (its bill captured "
+            f"{which} is {status}: only a completed order (its bill captured "
             "the card) can be refunded"
         )
     return order_ref(description.id, description.run_id)
@@ -207,15 +245,19 @@ async def refund_order(
     reason: str,
     key: str,
     *,
+    run_id: str | None = None,
     attempts: int = ATTEMPTS,
 ) -> StaffRefund:
-    """Refund ``amount`` cents of a completed order, once per ``key`` (see the module).
+    """Refund ``amount`` cents of a completed order (its latest run, or its run
+    ``run_id``), once per ``key`` (see the module).
 
     Raises `RefundInvalid`, `RefundRefused`, `RefundKeyConflict` (nothing moved),
-    `RefundUnanswered` (retry with the same key), `LookupError` (no such order).
+    `RefundUnanswered` (retry with the same key), `LookupError` (no such order or run).
     """
-    check_request(amount, reason, key)
-    ref = await completed_run(client, order_number)
+    check_request(amount, reason, key, run_id)
+    ref = await completed_run(
+        client, order_number, None if run_id is None else checked_run_id(run_id)
+    )
     try:
         claimed = await asyncio.to_thread(
             claim_staff_refund, ledger, ref, order_number, key, amount

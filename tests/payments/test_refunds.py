@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from pizzeria.ledger import Ledger
 from pizzeria.ledger.refunds import staff_refunds
+from pizzeria.models import order_ref
 from pizzeria.ops.processes import free_port
 from pizzeria.payments.port import MoneyState
 from pizzeria.payments.process import LOCAL_SECRET_KEY
@@ -36,6 +37,7 @@ from pizzeria.refunds import (
     refund_order,
 )
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import eventually, failure_of, run_pizzeria
 from tests.helpers.api_stack import Api, order_body
 from tests.helpers.money_books import CountingGateway, RunMoney, money_of, run_ref
@@ -257,6 +259,47 @@ async def test_an_order_that_does_not_exist_is_a_lookup_error(client, ledger, ga
         await refund_order(client, ledger, gateway, f"NOPE-{key()}", 100, "why", key())
 
 
+async def test_an_order_placed_again_has_each_run_refunded_by_its_run_id(
+    worker, start, client, task_queue, refund, gateway, ledger
+) -> None:
+    async with worker():
+        first = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        await first.result()
+        first_run = (await first.describe()).run_id
+        again = await client.start_workflow(
+            PizzaOrderWorkflow.order_pizza,
+            sample_order(number_of(first), card=GOOD_CARD, prep_seconds=0),
+            id=first.id,
+            task_queue=task_queue,
+        )
+        await again.result()
+    second_run = (await again.describe()).run_id
+    assert second_run != first_run
+    older = await refund(first, 500, key(), run_id=first_run.upper())
+    latest = await refund(first, 700, key())  # no run named: the latest run
+    assert (older.run_id, older.refunded, older.left) == (first_run, 500, BILLED - 500)
+    assert (latest.run_id, latest.refunded, latest.left) == (second_run, 700, BILLED - 700)
+    for run, given in ((first_run, 500), (second_run, 700)):
+        money = await money_of(gateway, ledger, order_ref(first.id, run))
+        assert [r.amount for r in money.refunds] == [given]
+        assert money.ledger.refunded_by_staff == given
+    with pytest.raises(RefundRefused, match=f"{BILLED - 500} is left"):
+        await refund(first, BILLED, key(), run_id=first_run)
+    other = str(uuid.uuid4())
+    with pytest.raises(LookupError, match=f"has no run {other}"):
+        await refund(first, 100, key(), run_id=other)
+
+
+async def test_a_run_id_that_is_not_one_is_refused_before_anything_is_asked(
+    client, ledger, gateway
+) -> None:
+    for wrong in ("latest", "1234abcd", "{" + str(uuid.uuid4()) + "}", uuid.uuid4().hex):
+        with pytest.raises(RefundInvalid) as refused:
+            await refund_order(client, ledger, gateway, "ANY", 100, "why", key(), run_id=wrong)
+        assert refused.value.field == "run_id"
+    assert gateway.calls == {}
+
+
 @pytest.mark.parametrize(
     ("cents", "reason", "chosen", "field"),
     [
@@ -364,6 +407,15 @@ async def test_staff_refund_an_order_once_per_key_over_http_and_its_view_shows_i
         3000,
     )
     assert made["refund_id"].startswith("re_") and made["replayed"] is False
+    view = (await http.get(f"/orders/{number}", headers=api.staff)).json()
+    assert made["run_id"] == view["run_id"]
+    named = await refund_post(
+        http,
+        number,
+        {"amount_cents": 1, "reason": "its run named", "run_id": made["run_id"]},
+        {**api.staff, "Idempotency-Key": key()},
+    )
+    assert named.status_code == 201 and named.json()["run_id"] == made["run_id"], named.text
     again = await refund_post(http, number, {"amount_cents": 500, "reason": "cold"}, chosen)
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["refund_id"] == made["refund_id"]
@@ -373,17 +425,19 @@ async def test_staff_refund_an_order_once_per_key_over_http_and_its_view_shows_i
     beyond = await refund_post(
         http,
         number,
-        {"amount_cents": 3001, "reason": "all"},
+        {"amount_cents": 3000, "reason": "all"},
         {**api.staff, "Idempotency-Key": key()},
     )
     assert beyond.status_code == 409 and beyond.headers["content-type"] == PROBLEM
-    assert "3000 is left" in beyond.json()["detail"]
+    assert "2999 is left" in beyond.json()["detail"]
     view = (await http.get(f"/orders/{number}", headers=api.staff)).json()
-    assert [(r["amount"], r["state"], r["refund_id"]) for r in view["refunds"]] == [
-        (500, "refunded", made["refund_id"])
+    assert sorted((r["amount"], r["state"]) for r in view["refunds"]) == [
+        (1, "refunded"),
+        (500, "refunded"),
     ]
+    assert made["refund_id"] in {r["refund_id"] for r in view["refunds"]}
     assert view["ledger"]["billed"] == BILLED
-    assert view["ledger"]["refunded_by_staff"] == 500  # the money block says it too
+    assert view["ledger"]["refunded_by_staff"] == 501  # the money block says it too
 
 
 async def test_a_customers_token_cannot_refund_and_nothing_moves(http, api) -> None:
@@ -411,6 +465,8 @@ async def test_a_customers_token_cannot_refund_and_nothing_moves(http, api) -> N
         ({"amount_cents": "100", "reason": "x"}, KEYED, 422, "amount_cents"),
         ({"amount_cents": 100, "reason": "cold\u202e"}, KEYED, 422, "reason"),
         ({"amount_cents": 100}, KEYED, 422, "reason"),
+        ({"amount_cents": 100, "reason": "x", "run_id": "latest"}, KEYED, 422, "run_id"),
+        ({"amount_cents": 100, "reason": "x", "run_id": "a" * 37}, KEYED, 422, "run_id"),
     ],
 )
 async def test_a_wrong_refund_request_is_a_problem_naming_its_field(
@@ -457,6 +513,21 @@ async def test_the_command_refunds_once_per_key_and_status_shows_the_refunds(htt
     assert [(r["amount"], r["state"]) for r in refunds] == [(1250, "refunded")]
 
 
+async def test_the_command_refunds_the_run_it_names(http, api) -> None:
+    number, _ = await staff_order(http, api)
+    run = (await http.get(f"/orders/{number}", headers=api.staff)).json()["run_id"]
+    args = ("refund", number, "100", "--reason", "cold", "--run", run, "--json")
+    done = await asyncio.to_thread(run_pizzeria, *args, env=api.env)
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert (made["run_id"], made["amount"], made["left"]) == (run, 100, BILLED - 100)
+    unknown = str(uuid.uuid4())
+    again = ("refund", number, "100", "--reason", "cold", "--run", unknown)
+    missing = await asyncio.to_thread(run_pizzeria, *again, env=api.env)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert missing.stderr.strip() == f"error: order {number} has no run {unknown}"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -465,6 +536,7 @@ async def test_the_command_refunds_once_per_key_and_status_shows_the_refunds(htt
         (("ANY", "500"), "Missing option '--reason'"),
         (("ANY", "500", "--reason", "tab\there"), "reason: holds control characters"),
         (("ANY", "500", "--reason", "x", "--key", "a key"), "key: 1 to 255"),
+        (("ANY", "500", "--reason", "x", "--run", "latest"), "run_id: give the run's whole id"),
     ],
 )
 def test_a_wrong_refund_command_is_one_line_and_exit_2(

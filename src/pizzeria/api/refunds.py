@@ -60,6 +60,12 @@ class RefundBody(BaseModel):
     reason: FreeText = Field(
         min_length=1, max_length=MAX_REASON, description="Why (kept by the payment provider)"
     )
+    run_id: StrictStr | None = Field(
+        default=None,
+        max_length=36,
+        description="The run of the order number to refund (an order placed again has a "
+        "run per placing) [default: its latest run]",
+    )
 
     def cents(self) -> int:
         given = [self.amount_cents is not None, self.amount is not None]
@@ -72,6 +78,7 @@ class RefundBody(BaseModel):
 
 class RefundMade(BaseModel):
     order_number: str
+    run_id: str = Field(description="The run of the order number whose bill it came out of")
     refund_id: str = Field(description="The payment provider's id of the refund")
     amount: int = Field(description="Cents given back by this refund")
     captured: int = Field(description="Cents the order's bill captured")
@@ -127,7 +134,8 @@ def refund_problems() -> Iterator[None]:
     operation_id="refund_order",
     summary="Give part of a completed order's money back (staff)",
     description="Refunds `amount_cents` (or `amount` in dollars) of what the order's bill "
-    "captured, through the payment provider, once per `Idempotency-Key` (required): the "
+    "captured (of its latest run, or of its run `run_id`), through the payment provider, "
+    "once per `Idempotency-Key` (required): the "
     "same key again answers the same refund (200, `Idempotent-Replayed: true`), the same "
     "key with another amount is refused (422). Refused with 409 unless the order completed "
     "and the amount fits in what its bill captured minus what went back already; nothing "
@@ -167,6 +175,7 @@ async def refund(
                 cents,
                 wanted.reason,
                 idempotency_key,
+                run_id=wanted.run_id,
             )
     if made.replayed:
         response.status_code = 200

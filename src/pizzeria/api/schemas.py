@@ -238,6 +238,10 @@ class RefundView(BaseModel):
 
 class OrderView(BaseModel):
     order_number: str
+    run_id: str = Field(
+        description="Its run at Temporal: an order number placed again (once the last run "
+        "closed) has a run per placing, each with its own effects"
+    )
     status: str = Field(description="RUNNING, COMPLETED, FAILED, CANCELLED, TERMINATED...")
     details: str = Field(description="What the order is doing now")
     amount: int | None = Field(description="Cents billed and charged, discount included")
@@ -256,6 +260,7 @@ class OrderView(BaseModel):
 
 class OrderRow(BaseModel):
     order_number: str
+    run_id: str = Field(description="This run of the order number")
     started: str
     status: str
     order_status: str | None

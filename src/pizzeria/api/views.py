@@ -239,6 +239,7 @@ async def read_order(
     rows = await asyncio.to_thread(run_rows_of, ledger, ref)
     return OrderView(
         order_number=order_number,
+        run_id=report["run_id"],
         status=report["status"],
         details=report["details"] or "",
         amount=menu.billed_for(order.items) if order else None,

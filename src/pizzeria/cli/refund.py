@@ -47,6 +47,13 @@ from pizzeria.refunds import (
     help="The refund's key: the same key again never refunds twice (a retry after an error "
     "must give it) [default: a new key, printed]",
 )
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="Refund this run of the order number (an order placed again has a run per "
+    "placing: `pizzeria ledger --json` shows each run's whole id) [default: its latest run]",
+)
 @address_option
 @ledger_option
 @json_option
@@ -55,6 +62,7 @@ def refund(
     amount: str,
     reason: str,
     key: str | None,
+    run_id: str | None,
     address: str | None,
     ledger_location: str | None,
     as_json: bool,
@@ -68,7 +76,7 @@ def refund(
     key = key if key is not None else f"refund-{uuid.uuid4().hex[:12]}"
     try:
         cents = parse_amount(amount)
-        check_request(cents, reason, key)  # before anything is opened or asked
+        check_request(cents, reason, key, run_id)  # before anything is opened or asked
     except RefundError as error:
         raise UserError(str(error)) from None
 
@@ -76,7 +84,9 @@ def refund(
         gateway = staff_gateway()
         try:
             client = await client_or_fail(address)
-            return await refund_order(client, book, gateway, order_number, cents, reason, key)
+            return await refund_order(
+                client, book, gateway, order_number, cents, reason, key, run_id=run_id
+            )
         finally:
             await gateway.close()
 
