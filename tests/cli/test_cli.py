@@ -443,7 +443,8 @@ def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
         out, _ = placing.communicate(timeout=60)
     finally:
         placing.kill()
-    assert json.loads(out)["status"] == "CANCELLED"
+    placed = json.loads(out)
+    assert (placed["status"], placed["cancel_reason"]) == ("CANCELLED", "wrong address")
     shown = pizzeria(stack, "status", "CLI-CANCEL").stdout.splitlines()
     assert shown[0] == "Order CLI-CANCEL: CANCELLED"
     assert "  cancel asked: wrong address" in shown[1:3], shown[:3]  # the reason, in words too

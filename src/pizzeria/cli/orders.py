@@ -76,7 +76,9 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
         else:
             out.print("  pickup:        ready at the counter (no delivery)")
         out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")
-    if outcome.error_type:
+    if outcome.cancel_reason:  # rather than the engine's "CancelledError: Workflow cancelled"
+        out.print(f"  cancelled:     {shown(outcome.cancel_reason)}", markup=False)
+    elif outcome.error_type:
         error = shown(f"{outcome.error_type}: {outcome.error}")
         out.print(f"  error:         {error}", markup=False)
     if outcome.compensations or outcome.status != "COMPLETED":

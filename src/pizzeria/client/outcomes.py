@@ -13,6 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
@@ -48,6 +50,7 @@ class OrderOutcome:
     confirmation: dict[str, Any] | None = None
     web_ui: str = ""
     delivery: bool | None = None  # for a completed order: delivered (else picked up)
+    cancel_reason: str | None = None  # for a cancelled order: the reason its cancel gave
 
     def to_json(self) -> dict[str, Any]:
         """What clients are shown of an outcome: with the bill's confirmation (its number
@@ -60,6 +63,7 @@ class OrderOutcome:
             "amount": self.amount,
             "error_type": self.error_type,
             "error": self.error,
+            "cancel_reason": self.cancel_reason,
             "compensations": self.compensations,
             "confirmation": self.confirmation,
             "web_ui": self.web_ui,
@@ -95,14 +99,42 @@ def web_ui_link(
 
 
 async def compensations_from_history(
-    handle: WorkflowHandle[Any, Any],
+    handle: WorkflowHandle[Any, Any], events: list[HistoryEvent] | None = None
 ) -> tuple[list[str], list[str], bool]:
     """Compensations that completed, in the order they completed; those that failed; and
-    whether the run looked for a driver (a delivery: a pickup never does)."""
-    reader = read_history([event async for event in handle.fetch_history_events()])
+    whether the run looked for a driver (a delivery: a pickup never does). From the run's
+    history (``events``, else fetched)."""
+    if events is None:
+        events = [event async for event in handle.fetch_history_events()]
+    reader = read_history(events)
     done, failed = reader.compensations()
     delivery = any(span.name == STEP_NOTIFY_DELIVERY_DRIVER for span in reader.activities())
     return done, failed, delivery
+
+
+#: PizzaOrderWorkflow.cancel_order's name: what `pizzeria cancel` and the API's DELETE send.
+CANCEL_UPDATE = "cancel_order"
+
+
+async def cancel_reason_of(client: Client, events: list[HistoryEvent]) -> str | None:
+    """The reason of the last ``cancel_order`` Update the run accepted, decrypted here;
+    None without one (a cancellation request alone) or when it cannot be read."""
+    for event in reversed(events):
+        if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            continue
+        asked = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
+        if asked.name != CANCEL_UPDATE:
+            continue
+        converter = client.data_converter
+        try:
+            payloads = list(asked.args.payloads)
+            if converter.payload_codec is not None:
+                payloads = await converter.payload_codec.decode(payloads)
+            reason = converter.payload_converter.from_payloads(payloads[:1], [str])[0]
+        except Exception:  # a key this machine lacks, or bytes that are no text: not shown
+            return None
+        return str(reason) if reason else None
+    return None
 
 
 async def outcome_of(
@@ -140,9 +172,9 @@ async def read_outcome(
         failure = error.cause
     description = await handle.describe()
     run_id = description.run_id
-    compensations, failed, delivery = await compensations_from_history(
-        client.get_workflow_handle(handle.id, run_id=run_id)
-    )
+    run = client.get_workflow_handle(handle.id, run_id=run_id)
+    events = [event async for event in run.fetch_history_events()]
+    compensations, failed, delivery = await compensations_from_history(run, events)
     outcome = OrderOutcome(
         order_number=order_number,
         workflow_id=handle.id,
@@ -161,6 +193,8 @@ async def read_outcome(
     else:
         outcome.error_type = error_type_of(failure)
         outcome.error = error_message_of(failure)
+        if outcome.status == "CANCELLED":
+            outcome.cancel_reason = await cancel_reason_of(client, events)
     return outcome
 
 
