@@ -23,11 +23,12 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from pizzeria.cli import common
 from pizzeria.cli.place import why_still_running
 from pizzeria.models import ORDER_STATUS, short_run
-from pizzeria.ops.processes import free_port
+from pizzeria.ops.processes import free_port, private_dev_server
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_gateway import URL_VARIABLE
 from pizzeria.samples import BAD_CARD, GOOD_CARD
@@ -837,3 +838,26 @@ def test_a_namespace_that_does_not_exist_is_not_said_to_be_a_missing_order(stack
     missing = pizzeria(stack, "status", "NO-SUCH-ORDER-AT-ALL")  # and a missing order is one
     assert missing.returncode == 1
     assert missing.stderr == "error: no order NO-SUCH-ORDER-AT-ALL on this Temporal server\n"
+
+
+async def test_a_worker_waits_for_a_server_on_this_machine_that_is_still_starting(tmp_path):
+    # `pizzeria server` in one terminal, `pizzeria worker` in the next a second later: the
+    # server's port opens a few seconds after, and the worker connects then (it waits
+    # `SERVER_START_SECONDS`; here without a bound in time, so that a slow start passes).
+    server = private_dev_server(None)
+    address = f"127.0.0.1:{server.port}"
+    connecting = asyncio.ensure_future(
+        common.client_or_fail(address, encrypt=False, wait_for_start=300)
+    )
+    try:
+        await asyncio.sleep(1.0)
+        assert not connecting.done()  # refused so far, and asked again
+        await asyncio.to_thread(server.start)
+        client = await asyncio.wait_for(connecting, 60)
+        assert client.service_client.config.target_host == address
+        await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    finally:
+        connecting.cancel()
+        server.stop()
+    with pytest.raises(ConnectionError, match=r"cannot reach Temporal at 127\.0\.0\.1:1 "):
+        await common.client_or_fail("127.0.0.1:1", encrypt=False, wait_for_start=0.5)

@@ -98,20 +98,47 @@ async def client_or_fail(
     converter: DataConverter | None = None,
     advice: str | None = "start it with `pizzeria server`",
     create_key: bool = True,
+    wait_for_start: float = 0.0,
 ) -> Client:
-    """A client, else a `ConnectionError` naming the address (one line for `main`)."""
-    try:
-        return await connect(
-            address, runtime=runtime, encrypt=encrypt, converter=converter, create_key=create_key
-        )
-    except CodecKeyError:  # a RuntimeError too, but the key's fault, not the server's
-        raise
-    except RuntimeError as error:
-        target = connect_config(address)["target_host"]
-        reason = connection_failure(str(error))
-        raise ConnectionError(
-            f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
-        ) from None
+    """A client, else a `ConnectionError` naming the address (one line for `main`).
+
+    Given ``wait_for_start`` seconds, a server on this machine that refuses the connection
+    is asked again (every half second, saying so once on a terminal's stderr) for that
+    long: one starting in the next terminal (`pizzeria server`) opens its port a few
+    seconds after.
+    """
+    target = connect_config(address)["target_host"]
+    deadline = asyncio.get_running_loop().time() + wait_for_start
+    said_waiting = False
+    while True:
+        try:
+            return await connect(
+                address,
+                runtime=runtime,
+                encrypt=encrypt,
+                converter=converter,
+                create_key=create_key,
+            )
+        except CodecKeyError:  # a RuntimeError too, but the key's fault, not the server's
+            raise
+        except RuntimeError as error:
+            reason = connection_failure(str(error))
+            starting = reason == "connection refused" and is_local(target)
+            if starting and asyncio.get_running_loop().time() < deadline:
+                if not said_waiting and err.is_terminal:  # a script's stderr stays one line
+                    err.print(f"Waiting for Temporal at {target} to answer...", markup=False)
+                    said_waiting = True
+                await asyncio.sleep(0.5)
+                continue
+            raise ConnectionError(
+                f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
+            ) from None
+
+
+def is_local(target: str) -> bool:
+    """Whether ``host:port`` is on this machine (a loopback address or localhost)."""
+    host = target.rpartition(":")[0].strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def connection_failure(said: str) -> str:

@@ -136,6 +136,11 @@ def server(
         serve_dev_server(data_dir, port, ui_port, in_memory, codec_port, no_codec)
 
 
+#: How long a worker waits for a server on this machine that refuses it: one started a
+#: moment before (`pizzeria server` in the next terminal) answers within a few seconds.
+SERVER_START_SECONDS = 10.0
+
+
 def serve_dev_server(
     data_dir: Path | None, port: int, ui_port: int, in_memory: bool, codec_port: int, no_codec: bool
 ) -> None:
@@ -297,7 +302,9 @@ def worker(
 
     async def serve() -> None:
         runtime = prometheus_runtime(metrics_port) if metrics_port else None
-        client = await client_or_fail(address, runtime, encrypt=not plain_payloads)
+        client = await client_or_fail(
+            address, runtime, encrypt=not plain_payloads, wait_for_start=SERVER_START_SECONDS
+        )
         stop = stop_requested()
         options = scale.worker_options()
         async with build_worker(client, activities, task_queue=task_queue, **options):
