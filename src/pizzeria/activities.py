@@ -44,6 +44,7 @@ from pizzeria.models import (
     RunRef,
     StockChange,
     StockRequest,
+    dollars,
 )
 from pizzeria.money import CardRefused, OrderMoney
 from pizzeria.payments.blocking import seen_through
@@ -185,8 +186,8 @@ class PizzaOrderActivities:
         except LateStepRefused as error:
             raise late_step_refused(error) from None
         activity.logger.info(
-            "Held %d on card %s for order %s (%s)",
-            effect.amount,
+            "Held %s on card %s for order %s (%s)",
+            dollars(effect.amount),
             charge.credit_card.masked,
             charge.order_number,
             effect.payment_id or "ledger only",
@@ -208,9 +209,15 @@ class PizzaOrderActivities:
         money was captured), never more; a tombstone when nothing was held."""
         run = run_of(requested)
         effect = await self.money.release(run, since=activity.info().scheduled_time.timestamp())
-        activity.logger.info(
-            "Released %d for order %s (%s)", effect.amount, run.order_number, effect.money_state
-        )
+        if effect.amount or effect.money_state:
+            activity.logger.info(
+                "Released %s for order %s (%s)",
+                dollars(effect.amount),
+                run.order_number,
+                effect.money_state,
+            )
+        else:  # a tombstone: no hold to release, and none may come late
+            activity.logger.info("Nothing held for order %s: nothing to release", run.order_number)
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn
@@ -245,7 +252,9 @@ class PizzaOrderActivities:
             effect = await self.money.refund_after_bill(run)
         except LateStepRefused as error:
             raise late_step_refused(error) from None
-        activity.logger.info("Refunded %d: order %s undelivered", effect.amount, run.order_number)
+        activity.logger.info(
+            "Refunded %s: order %s undelivered", dollars(effect.amount), run.order_number
+        )
         return reported(Refund(amount=effect.amount, applied=effect.applied))
 
     @activity.defn

@@ -28,11 +28,23 @@ def flag_option(*decls: str, help: str) -> Decorator:
     return click.option(*decls, is_flag=True, help=help)
 
 
+class WholeNumberRange(click.IntRange):
+    """click's range of whole numbers, saying "not a whole number" of text that is none
+    (click's own words are "not a valid integer range")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = click.INT.convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def int_option(
     flag: str, low: int, high: int | None = None, *, name: str | None = None, **more: Any
 ) -> Decorator:
     """A whole number from ``low`` to ``high`` (None: no ceiling); a default is shown."""
-    return _ranged_option(flag, name, click.IntRange(low, high), more)
+    return _ranged_option(flag, name, WholeNumberRange(low, high), more)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -40,7 +52,10 @@ class FiniteFloatRange(click.FloatRange):
     range) and ``inf``: a number of seconds, a share, a limit is finite."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = click.FLOAT.convert(value, param, ctx)
+        try:
+            number = click.FLOAT.convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
