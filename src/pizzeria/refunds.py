@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from pizzeria.client import order_handle, status_name
 from pizzeria.ledger import Ledger
@@ -49,7 +48,6 @@ from pizzeria.models import (
     dollars,
     order_ref,
     short_run,
-    workflow_id_for,
 )
 from pizzeria.payments.errors import (
     IdempotencyKeyReused,
@@ -215,18 +213,8 @@ def checked_run_id(run_id: str) -> str:
 async def completed_run(client: Client, order_number: str, run_id: str | None = None) -> str:
     """The order's latest run (or its run ``run_id``, checked by `checked_run_id`), as
     ``<workflow id>/<run id>``, if it completed."""
-    if run_id is None:
-        description = await (await order_handle(client, order_number)).describe()
-        which = f"order {order_number}"
-    else:
-        handle = client.get_workflow_handle(workflow_id_for(order_number), run_id=run_id)
-        try:
-            description = await handle.describe()
-        except RPCError as error:
-            if "not found" not in str(error).lower():
-                raise
-            raise LookupError(f"order {order_number} has no run {run_id}") from None
-        which = f"order {order_number}, run {short_run(run_id)},"
+    description = await (await order_handle(client, order_number, run_id)).describe()
+    which = f"order {order_number}" + ("" if run_id is None else f", run {short_run(run_id)},")
     status = status_name(description.status)
     if status != "COMPLETED":
         raise RefundRefused(

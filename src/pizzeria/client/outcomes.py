@@ -198,9 +198,12 @@ async def read_outcome(
     return outcome
 
 
-async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any, Any]:
-    """The latest run of an order, or a clear error when there is none."""
-    handle = client.get_workflow_handle(workflow_id_for(order_number))
+async def order_handle(
+    client: Client, order_number: str, run_id: str | None = None
+) -> WorkflowHandle[Any, Any]:
+    """The latest run of an order (or its run ``run_id``), or a clear error when there is
+    none."""
+    handle = client.get_workflow_handle(workflow_id_for(order_number), run_id=run_id)
     try:
         await handle.describe()
     except RPCError as error:
@@ -208,6 +211,8 @@ async def order_handle(client: Client, order_number: str) -> WorkflowHandle[Any,
         if re.search(r"namespace \S+ is not found", said, re.IGNORECASE):  # not the order's
             raise ConnectionError(f"Temporal refused the request: {said}") from None
         if "not found" in said.lower():
+            if run_id is not None:
+                raise LookupError(f"order {order_number} has no run {run_id}") from None
             raise LookupError(f"no order {order_number} on this Temporal server") from None
         raise
     return handle
