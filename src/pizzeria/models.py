@@ -114,6 +114,18 @@ def order_number_of(workflow_id: str) -> str:
     return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
 
 
+RUN_ID_SAID = "give the run's whole id, a UUID, as `pizzeria ledger --json` shows it"
+RUN_ID_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def run_id_given(text: str) -> str:
+    """A run id as a user gives it: a UUID with its dashes, as Temporal makes them, in
+    lower case; else a ValueError saying what to give (`RUN_ID_SAID`)."""
+    if not RUN_ID_SHAPE.fullmatch(text.lower()):
+        raise ValueError(RUN_ID_SAID)
+    return text.lower()
+
+
 def short_run(run_id: str) -> str:
     """A run id as a column shows it: its last 8 hex digits. Temporal's run ids are UUIDv7,
     which begin with their time: two runs of the same minute share their first digits."""

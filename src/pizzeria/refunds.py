@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -47,6 +46,7 @@ from pizzeria.models import (
     IDEMPOTENCY_KEY_SHAPE,
     dollars,
     order_ref,
+    run_id_given,
     short_run,
 )
 from pizzeria.payments.errors import (
@@ -196,18 +196,12 @@ def check_request(amount: int, reason: str, key: str, run_id: str | None = None)
         raise RefundInvalid("key", IDEMPOTENCY_KEY_SAID)
 
 
-RUN_ID_SAID = "give the run's whole id, a UUID, as `pizzeria ledger --json` shows it"
-
-
 def checked_run_id(run_id: str) -> str:
-    """A run id as Temporal makes them (a UUID with its dashes), in lower case."""
+    """A run id as Temporal makes them (`pizzeria.models.run_id_given`), in lower case."""
     try:
-        parsed = uuid.UUID(run_id)
-    except ValueError:
-        raise RefundInvalid("run_id", RUN_ID_SAID) from None
-    if str(parsed) != run_id.lower():  # braces, a urn: prefix, no dashes
-        raise RefundInvalid("run_id", RUN_ID_SAID)
-    return run_id.lower()
+        return run_id_given(run_id)
+    except ValueError as wrong:
+        raise RefundInvalid("run_id", str(wrong)) from None
 
 
 async def completed_run(client: Client, order_number: str, run_id: str | None = None) -> str:

@@ -526,6 +526,13 @@ async def test_the_command_refunds_the_run_it_names(http, api) -> None:
     missing = await asyncio.to_thread(run_pizzeria, *again, env=api.env)
     assert missing.returncode == 1, missing.stdout + missing.stderr
     assert missing.stderr.strip() == f"error: order {number} has no run {unknown}"
+    args = ("status", number, "--run", run.upper(), "--json")
+    shown = await asyncio.to_thread(run_pizzeria, *args, env=api.env)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["run_id"] == run and [r["amount"] for r in report["refunds"]] == [100]
+    gone = await asyncio.to_thread(run_pizzeria, "status", number, "--run", unknown, env=api.env)
+    assert gone.returncode == 1 and "has no run" in gone.stderr, gone.stderr
 
 
 @pytest.mark.parametrize(
@@ -536,7 +543,7 @@ async def test_the_command_refunds_the_run_it_names(http, api) -> None:
         (("ANY", "500"), "Missing option '--reason'"),
         (("ANY", "500", "--reason", "tab\there"), "reason: holds control characters"),
         (("ANY", "500", "--reason", "x", "--key", "a key"), "key: 1 to 255"),
-        (("ANY", "500", "--reason", "x", "--run", "latest"), "run_id: give the run's whole id"),
+        (("ANY", "500", "--reason", "x", "--run", "latest"), "'--run': give the run's whole id"),
     ],
 )
 def test_a_wrong_refund_command_is_one_line_and_exit_2(

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from pizzeria.models import run_id_given
+
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 LEDGER_HELP = (
     "The ledger: a SQLite file or a postgresql:// URL "
@@ -94,3 +96,17 @@ def _order_number(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 #: The ORDER_NUMBER of a command that looks an order up.
 order_number_argument = click.argument("order_number", callback=_order_number)
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return run_id_given(value)
+    except ValueError as wrong:
+        raise click.BadParameter(str(wrong)) from None
+
+
+def run_option(help: str) -> Decorator:
+    """``--run RUN_ID``: one run of the order number (each placing of it has its own)."""
+    return click.option("--run", "run_id", metavar="RUN_ID", callback=_run_id, help=help)

@@ -31,6 +31,7 @@ from pizzeria.cli.options import (
     json_option,
     ledger_option,
     order_number_argument,
+    run_option,
 )
 from pizzeria.cli.refund import refund_lines, refunds_of_run
 from pizzeria.client import (
@@ -144,18 +145,27 @@ def orders(order_status: str | None, limit: int, address: str | None, as_json: b
 @click.command()
 @order_number_argument
 @flag_option("--watch", help="Keep refreshing until the order closes (Ctrl-C stops)")
+@run_option(
+    "Show this run of the order number (an order placed again has a run per placing) "
+    "[default: its latest run]"
+)
 @address_option
 @ledger_option
 @json_option
 def status(
-    order_number: str, watch: bool, address: str | None, ledger_location: str | None, as_json: bool
+    order_number: str,
+    watch: bool,
+    run_id: str | None,
+    address: str | None,
+    ledger_location: str | None,
+    as_json: bool,
 ) -> None:
     """An order's timeline: each step and compensation with start, duration, attempts,
     outcome; and the refunds staff gave it once it completed (from the ledger)."""
 
     async def follow() -> None:
         client = await client_or_fail(address, create_key=False)  # a reader: makes no key
-        handle = await order_handle(client, order_number)
+        handle = await order_handle(client, order_number, run_id)
         last = ""
         while True:
             report = await order_report(client, handle)

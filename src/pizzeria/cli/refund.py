@@ -22,6 +22,7 @@ from pizzeria.cli.options import (
     json_option,
     ledger_option,
     order_number_argument,
+    run_option,
 )
 from pizzeria.ledger import Ledger, LedgerError
 from pizzeria.ledger.refunds import staff_refunds
@@ -47,12 +48,9 @@ from pizzeria.refunds import (
     help="The refund's key: the same key again never refunds twice (a retry after an error "
     "must give it) [default: a new key, printed]",
 )
-@click.option(
-    "--run",
-    "run_id",
-    metavar="RUN_ID",
-    help="Refund this run of the order number (an order placed again has a run per "
-    "placing: `pizzeria ledger --json` shows each run's whole id) [default: its latest run]",
+@run_option(
+    "Refund this run of the order number (an order placed again has a run per placing: "
+    "`pizzeria ledger --json` shows each run's whole id) [default: its latest run]"
 )
 @address_option
 @ledger_option
