@@ -526,8 +526,8 @@ async def test_the_command_refunds_the_run_it_names(http, api) -> None:
     missing = await asyncio.to_thread(run_pizzeria, *again, env=api.env)
     assert missing.returncode == 1, missing.stdout + missing.stderr
     assert missing.stderr.strip() == f"error: order {number} has no run {unknown}"
-    args = ("status", number, "--run", run.upper(), "--json")
-    shown = await asyncio.to_thread(run_pizzeria, *args, env=api.env)
+    status = ("status", number, "--run", run.upper(), "--json")
+    shown = await asyncio.to_thread(run_pizzeria, *status, env=api.env)
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)
     assert report["run_id"] == run and [r["amount"] for r in report["refunds"]] == [100]

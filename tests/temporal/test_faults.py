@@ -532,3 +532,19 @@ def test_faults_set_and_show_on_a_file_that_does_not_parse_say_which_and_the_way
     assert (
         run_pizzeria("faults", "set", "refund_customer=fail", env=env, timeout=60).returncode == 0
     )
+
+
+def test_a_worker_refuses_a_pizzeria_faults_that_does_not_parse_and_show_says_unset_it(
+    tmp_path: Path,
+) -> None:
+    # A typo in the variable would fail every step of every order the worker runs.
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_FAULTS": "bogus=fail"}
+    for command in (("worker", "--address", "127.0.0.1:1"), ("faults", "show")):
+        done = run_pizzeria(*command, env=env, timeout=60)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: PIZZERIA_FAULTS: unknown step 'bogus'"), line
+        assert line.endswith("fix it or unset PIZZERIA_FAULTS"), line
+    env["PIZZERIA_FAULTS"] = "update_inventory=fail:1"
+    shown = run_pizzeria("faults", "show", env=env, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.strip() == "Faults: update_inventory=fail:1"

@@ -7,6 +7,7 @@ import click
 from pizzeria import config
 from pizzeria.cli.common import UserError, out
 from pizzeria.temporal.faults import (
+    EnvironmentFaultError,
     Fault,
     FaultPlan,
     FaultSyntaxError,
@@ -59,5 +60,7 @@ def faults_in_force(plan: FaultPlan) -> dict[str, Fault]:
     (every step of every order fails while it is there, docs/faults.md)."""
     try:
         return plan.current()
+    except EnvironmentFaultError as error:  # `clear` empties the file, not the variable
+        raise UserError(f"{error}; fix it or unset PIZZERIA_FAULTS") from None
     except FaultSyntaxError as error:
         raise UserError(f"{error}; `pizzeria faults clear` starts afresh") from None

@@ -50,6 +50,7 @@ from pizzeria.temporal.codec_server import (
 )
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError, port_open
+from pizzeria.temporal.faults import EnvironmentFaultError
 from pizzeria.temporal.metrics import prometheus_runtime
 from pizzeria.worker import (
     WorkerScale,
@@ -299,6 +300,10 @@ def worker(
     scale = WorkerScale(**scale_options)  # the other options are its fields, by name
     ledger = ledger_at(ledger_location, create=True)
     activities = served_activities(ledger)
+    try:  # a typo there would fail every step of every order this worker runs
+        activities.faults.environment_faults()
+    except EnvironmentFaultError as error:
+        raise UserError(f"{error}; fix it or unset PIZZERIA_FAULTS") from None
 
     async def serve() -> None:
         runtime = prometheus_runtime(metrics_port) if metrics_port else None

@@ -111,6 +111,10 @@ class FaultSyntaxError(ValueError):
     pass
 
 
+class EnvironmentFaultError(FaultSyntaxError):
+    """``PIZZERIA_FAULTS`` does not parse: a worker refuses to start with it."""
+
+
 def _parse_entry(entry: str) -> Fault:
     parts = split_entry(entry)
     step, mode = parts.name, parts.head
@@ -166,9 +170,17 @@ class FaultPlan:
         self._file_cache: tuple[tuple[int, int, int], dict[str, Fault] | str] | None = None
 
     def current(self) -> dict[str, Fault]:
+        return {**self.environment_faults(), **self._file_faults()}
+
+    def environment_faults(self) -> dict[str, Fault]:
+        """``PIZZERIA_FAULTS``'s faults; `EnvironmentFaultError` when it does not parse
+        (a worker checks it before it starts: a typo there would fail every order)."""
         if self._env_faults is None:
-            self._env_faults = parse_faults(self.env_value)
-        return {**self._env_faults, **self._file_faults()}
+            try:
+                self._env_faults = parse_faults(self.env_value)
+            except FaultSyntaxError as error:
+                raise EnvironmentFaultError(f"PIZZERIA_FAULTS: {error}") from None
+        return self._env_faults
 
     def _file_faults(self) -> dict[str, Fault]:
         """The file's faults, parsed only when it changed: a stat per attempt, not a read.
