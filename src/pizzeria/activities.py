@@ -209,15 +209,15 @@ class PizzaOrderActivities:
         money was captured), never more; a tombstone when nothing was held."""
         run = run_of(requested)
         effect = await self.money.release(run, since=activity.info().scheduled_time.timestamp())
-        if effect.amount or effect.money_state:
+        if effect.tombstone:  # no hold to release, and none may come late
+            activity.logger.info("Nothing held for order %s: nothing to release", run.order_number)
+        else:
             activity.logger.info(
                 "Released %s for order %s (%s)",
                 dollars(effect.amount),
                 run.order_number,
                 effect.money_state,
             )
-        else:  # a tombstone: no hold to release, and none may come late
-            activity.logger.info("Nothing held for order %s: nothing to release", run.order_number)
         return Refund(amount=effect.amount, applied=effect.applied and not effect.tombstone)
 
     @activity.defn

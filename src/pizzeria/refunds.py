@@ -179,11 +179,9 @@ def dollars_to_cents(text: str) -> int:
     return checked_amount(int(Decimal(text) * 100))
 
 
-def check_request(amount: int, reason: str, key: str, run_id: str | None = None) -> None:
+def check_request(amount: int, reason: str, key: str) -> None:
     """Refuse what no refund can be, before anything is asked of anyone."""
     checked_amount(amount)
-    if run_id is not None:
-        checked_run_id(run_id)
     try:
         check_text("reason", reason)
     except TextRefused as refused:
@@ -236,7 +234,7 @@ async def refund_order(
     Raises `RefundInvalid`, `RefundRefused`, `RefundKeyConflict` (nothing moved),
     `RefundUnanswered` (retry with the same key), `LookupError` (no such order or run).
     """
-    check_request(amount, reason, key, run_id)
+    check_request(amount, reason, key)
     ref = await completed_run(
         client, order_number, None if run_id is None else checked_run_id(run_id)
     )

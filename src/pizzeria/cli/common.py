@@ -21,6 +21,7 @@ from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 from pizzeria import config
+from pizzeria.client.outcomes import on_this_machine
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.menu import MAX_TEXT
 from pizzeria.temporal.codec import CodecKeyError
@@ -107,7 +108,6 @@ async def client_or_fail(
     long: one starting in the next terminal (`pizzeria server`) opens its port a few
     seconds after.
     """
-    target = connect_config(address)["target_host"]
     deadline = asyncio.get_running_loop().time() + wait_for_start
     said_waiting = False
     while True:
@@ -122,8 +122,9 @@ async def client_or_fail(
         except CodecKeyError:  # a RuntimeError too, but the key's fault, not the server's
             raise
         except RuntimeError as error:
+            target = connect_config(address)["target_host"]
             reason = connection_failure(str(error))
-            starting = reason == "connection refused" and is_local(target)
+            starting = reason == "connection refused" and on_this_machine(target)
             if starting and asyncio.get_running_loop().time() < deadline:
                 if not said_waiting and err.is_terminal:  # a script's stderr stays one line
                     err.print(f"Waiting for Temporal at {target} to answer...", markup=False)
@@ -133,12 +134,6 @@ async def client_or_fail(
             raise ConnectionError(
                 f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
             ) from None
-
-
-def is_local(target: str) -> bool:
-    """Whether ``host:port`` is on this machine (a loopback address or localhost)."""
-    host = target.rpartition(":")[0].strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def connection_failure(said: str) -> str:

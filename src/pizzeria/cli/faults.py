@@ -61,6 +61,6 @@ def faults_in_force(plan: FaultPlan) -> dict[str, Fault]:
     try:
         return plan.current()
     except EnvironmentFaultError as error:  # `clear` empties the file, not the variable
-        raise UserError(f"{error}; fix it or unset PIZZERIA_FAULTS") from None
+        raise UserError(str(error)) from None
     except FaultSyntaxError as error:
         raise UserError(f"{error}; `pizzeria faults clear` starts afresh") from None

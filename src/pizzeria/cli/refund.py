@@ -74,7 +74,7 @@ def refund(
     key = key if key is not None else f"refund-{uuid.uuid4().hex[:12]}"
     try:
         cents = parse_amount(amount)
-        check_request(cents, reason, key, run_id)  # before anything is opened or asked
+        check_request(cents, reason, key)  # before anything is opened or asked (--run: its own)
     except RefundError as error:
         raise UserError(str(error)) from None
 

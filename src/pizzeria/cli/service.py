@@ -303,7 +303,7 @@ def worker(
     try:  # a typo there would fail every step of every order this worker runs
         activities.faults.environment_faults()
     except EnvironmentFaultError as error:
-        raise UserError(f"{error}; fix it or unset PIZZERIA_FAULTS") from None
+        raise UserError(str(error)) from None
 
     async def serve() -> None:
         runtime = prometheus_runtime(metrics_port) if metrics_port else None

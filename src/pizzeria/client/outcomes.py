@@ -82,10 +82,15 @@ def web_ui_of(target_host: str) -> str | None:
     given = os.environ.get(WEB_UI_VARIABLE, "").strip().rstrip("/")
     if given:
         return given
-    host, _, port = target_host.rpartition(":")
-    if host.lower() in LOCAL_HOSTS and port.isdigit():
+    port = target_host.rpartition(":")[2]
+    if on_this_machine(target_host) and port.isdigit():
         return f"http://localhost:{int(port) + 1000}"
     return None
+
+
+def on_this_machine(target_host: str) -> bool:
+    """Whether a server's ``host:port`` is on this machine (localhost, 127.0.0.1, ::1)."""
+    return target_host.rpartition(":")[0].lower() in LOCAL_HOSTS
 
 
 def web_ui_link(
@@ -98,14 +103,10 @@ def web_ui_link(
     return f"{base}/namespaces/{namespace}/workflows/{workflow_id}/{run_id}/history"
 
 
-async def compensations_from_history(
-    handle: WorkflowHandle[Any, Any], events: list[HistoryEvent] | None = None
-) -> tuple[list[str], list[str], bool]:
+def compensations_from_history(events: list[HistoryEvent]) -> tuple[list[str], list[str], bool]:
     """Compensations that completed, in the order they completed; those that failed; and
     whether the run looked for a driver (a delivery: a pickup never does). From the run's
-    history (``events``, else fetched)."""
-    if events is None:
-        events = [event async for event in handle.fetch_history_events()]
+    history."""
     reader = read_history(events)
     done, failed = reader.compensations()
     delivery = any(span.name == STEP_NOTIFY_DELIVERY_DRIVER for span in reader.activities())
@@ -125,12 +126,8 @@ async def cancel_reason_of(client: Client, events: list[HistoryEvent]) -> str | 
         asked = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
         if asked.name != CANCEL_UPDATE:
             continue
-        converter = client.data_converter
         try:
-            payloads = list(asked.args.payloads)
-            if converter.payload_codec is not None:
-                payloads = await converter.payload_codec.decode(payloads)
-            reason = converter.payload_converter.from_payloads(payloads[:1], [str])[0]
+            (reason,) = await client.data_converter.decode(asked.args.payloads[:1], [str])
         except Exception:  # a key this machine lacks, or bytes that are no text: not shown
             return None
         return str(reason) if reason else None
@@ -174,7 +171,7 @@ async def read_outcome(
     run_id = description.run_id
     run = client.get_workflow_handle(handle.id, run_id=run_id)
     events = [event async for event in run.fetch_history_events()]
-    compensations, failed, delivery = await compensations_from_history(run, events)
+    compensations, failed, delivery = compensations_from_history(events)
     outcome = OrderOutcome(
         order_number=order_number,
         workflow_id=handle.id,

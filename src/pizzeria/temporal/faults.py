@@ -179,7 +179,9 @@ class FaultPlan:
             try:
                 self._env_faults = parse_faults(self.env_value)
             except FaultSyntaxError as error:
-                raise EnvironmentFaultError(f"PIZZERIA_FAULTS: {error}") from None
+                raise EnvironmentFaultError(
+                    f"PIZZERIA_FAULTS: {error}; fix it or unset PIZZERIA_FAULTS"
+                ) from None
         return self._env_faults
 
     def _file_faults(self) -> dict[str, Fault]:
