@@ -351,6 +351,13 @@ def test_order_waits_through_a_server_restart_and_prints_the_real_outcome(restar
 
 @pytest.mark.timeout(120)
 def test_order_that_outlasts_its_timeout_is_still_running_exit_3(restartable) -> None:
+    # A worker that runs orders on this server (the test before restarted it: the worker's
+    # pollers come back on their own time), else the answer is rightly "no worker has
+    # taken it yet" (the next test).
+    ready = pizzeria(
+        restartable, "order", "--order-number", "SLOW-0", "--pickup", "--prep-seconds", "0"
+    )
+    assert ready.returncode == 0, ready.stdout + ready.stderr
     done = pizzeria(
         restartable,
         "order",
