@@ -25,6 +25,13 @@ def data_dir() -> Path:
     return Path(os.environ.get("PIZZERIA_DATA_DIR", ".pizzeria"))
 
 
+def use_data_dir(folder: Path) -> None:
+    """Make ``folder`` this process's data folder (and its children's), as
+    ``PIZZERIA_DATA_DIR`` would: a command's ``--data-dir`` moves every file of the folder,
+    its keys and secrets included, not only the ones that command names."""
+    os.environ["PIZZERIA_DATA_DIR"] = str(folder)
+
+
 def ledger_location() -> str:
     """A SQLite file path or a ``postgresql://`` URL (see `pizzeria.ledger.open_ledger`)."""
     return os.environ.get("PIZZERIA_LEDGER", str(data_dir() / "ledger.db"))

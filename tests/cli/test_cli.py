@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from google.protobuf.json_format import MessageToDict
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
@@ -33,7 +35,8 @@ from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_gateway import URL_VARIABLE
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.statements import money_line
-from pizzeria.temporal.codec import EncryptionCodec, key_id_of
+from pizzeria.temporal import devserver
+from pizzeria.temporal.codec import EncryptionCodec, key_id_of, load_keys
 from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, wait_until
 from tests.helpers.orders import CODEC_SECRET, exercise_json
@@ -356,6 +359,62 @@ def test_a_server_whose_web_ui_port_is_taken_says_so_and_starts_nothing(tmp_path
         "Temporal Web UI?); stop it, or choose --ui-port\n"
     )  # the dev server used to exit with code 1, and that was all it said
     assert not (tmp_path / "temporal.db").exists()
+
+
+def test_a_server_given_a_data_dir_keeps_its_keys_and_secrets_there_too(tmp_path, monkeypatch):
+    """`pizzeria server --data-dir D` is the server of the folder D, as PIZZERIA_DATA_DIR=D
+    would make it: its codec endpoint decrypts with D's key (the one D's workers encrypt
+    with), not with a key it made in the current folder's .pizzeria."""
+    data, here = tmp_path / "data", tmp_path / "here"
+    here.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
+    port, ui_port, codec_port, payments_port = (free_port() for _ in range(4))
+    args = [
+        *("server", "--data-dir", str(data), "--port", str(port), "--ui-port", str(ui_port)),
+        *("--codec-port", str(codec_port), "--payments-port", str(payments_port)),
+    ]
+    with subprocess.Popen(
+        [PIZZERIA, *args], cwd=here, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as server:
+        try:
+            wait_until(
+                lambda: (
+                    server.poll() is not None
+                    or (
+                        (data / "payments.url").exists()
+                        and devserver.port_open(port)
+                        and devserver.port_open(codec_port)
+                    )
+                ),
+                "the server to be up",
+                90,
+            )
+            assert server.poll() is None, server.communicate()
+            for name in ("PIZZERIA_CODEC_KEY", "PIZZERIA_CODEC_KEY_FILE"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("PIZZERIA_DATA_DIR", str(data))
+            codec = EncryptionCodec(load_keys(create=False))  # the key the server made in D
+            plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"Lisa Anderson"')
+            (sealed,) = asyncio.run(codec.encode([plain]))
+            body = json.dumps({"payloads": [MessageToDict(sealed)]})
+            secret = (data / "codec.auth").read_text().strip()
+            answer = httpx.post(
+                f"http://127.0.0.1:{codec_port}/decode",
+                content=body,
+                headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            (opened,) = answer.json()["payloads"]
+            assert base64.b64decode(opened["data"]) == b'"Lisa Anderson"'
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.communicate(timeout=60)
+    assert {"temporal.db", "payments.db", "codec.key", "codec.auth"} <= {
+        p.name for p in data.iterdir()
+    }
+    assert not (here / ".pizzeria").exists()  # nothing made where it was started
+    assert not (data / "payments.url").exists()  # the provider it started is gone
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,8 @@ from pizzeria.worker import (
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    help="Folder of the history file [default: .pizzeria]",
+    help="The data folder: the history file, the provider's data, the codec key and secrets "
+    "[default: $PIZZERIA_DATA_DIR, else .pizzeria]",
 )
 @int_option("--port", 1, 65535, default=GRPC_PORT, help="gRPC port on 127.0.0.1")
 @int_option("--ui-port", 1, 65535, default=UI_PORT, help="Web UI port on 127.0.0.1")
@@ -101,6 +102,8 @@ def server(
     """Run the Temporal dev server (with its Web UI) and the local payment provider until
     Ctrl-C."""
     stop_on_sigterm()
+    if data_dir is not None:
+        config.use_data_dir(data_dir)
     taken = {"--port": port, "--ui-port": ui_port}
     if not no_codec and codec_port:
         taken["--codec-port"] = codec_port
@@ -129,12 +132,11 @@ def server(
         )
     with contextlib.ExitStack() as payments:
         if not no_payments:
-            folder = data_dir or config.data_dir()
             try:
-                payments.enter_context(local_payments(out.print, folder, payments_port))
+                payments.enter_context(local_payments(out.print, config.data_dir(), payments_port))
             except ProviderProcessError as error:
                 fail(f"cannot start the local payment provider: {error}")
-        serve_dev_server(data_dir, port, ui_port, in_memory, codec_port, no_codec)
+        serve_dev_server(port, ui_port, in_memory, codec_port, no_codec)
 
 
 #: How long a worker waits for a server on this machine that refuses it: one started a
@@ -143,9 +145,9 @@ SERVER_START_SECONDS = 10.0
 
 
 def serve_dev_server(
-    data_dir: Path | None, port: int, ui_port: int, in_memory: bool, codec_port: int, no_codec: bool
+    port: int, ui_port: int, in_memory: bool, codec_port: int, no_codec: bool
 ) -> None:
-    history = None if in_memory else (data_dir or config.data_dir()) / "temporal.db"
+    history = None if in_memory else config.history_file()
     codec_server = None if no_codec else start_codec_server(codec_port, ui_port)
     dev = DevServer(
         history,
