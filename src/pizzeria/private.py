@@ -78,14 +78,18 @@ def _refuse_unless_private(info: os.stat_result, path: Path, what: str, kind: st
 
 
 def readable_by_others(path: Path) -> str | None:
-    """Why others on this machine can read the secret file ``path`` (its mode, or its
-    folder's), or None when they cannot (or there is no such file). Read by `pizzeria
-    doctor`: a secret that others can read is used, but said."""
+    """Why others on this machine can read the secret file ``path``, or into the folder
+    ``path`` (its mode), or None when they cannot (or there is no such file). Read by
+    `pizzeria doctor`: a secret that others can read is used, but said."""
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        info = os.stat(path)
     except OSError:
         return None
-    if mode & 0o044:
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISDIR(info.st_mode):
+        if mode & 0o055:
+            return f"{path} can be read by others (mode {mode:o}): run `chmod 700 {path}`"
+    elif mode & 0o044:
         return f"{path} can be read by others (mode {mode:o}): run `chmod 600 {path}`"
     return None
 

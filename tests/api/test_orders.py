@@ -7,8 +7,11 @@ It starts its own dev server (the `stack` fixture), so it runs once, in the defa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,8 +24,8 @@ import httpx
 import pytest
 
 from pizzeria import menu
-from pizzeria.api.idempotency import KeyTable, KeyUse
-from pizzeria.api.placing import body_fingerprint
+from pizzeria.api.auth import Keys
+from pizzeria.api.idempotency import KeyTable, KeyUse, beside
 from pizzeria.models import STEPS
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
@@ -247,6 +250,15 @@ async def test_one_key_with_another_body_is_refused_and_changes_nothing(http, ap
     refused = await place(http, changed, key)
     assert refused.status_code == 422 and refused.headers["content-type"] == PROBLEM
     assert refused.json()["errors"][0]["field"] == "Idempotency-Key"
+    # A key is the caller's: staff sending a customer's key and body get no order, no token.
+    as_staff = await place(http, body, key, api.staff)
+    assert as_staff.status_code == 422 and "order_token" not in as_staff.json()
+    # The key table keeps a keyed hash of the body (card number in it): nothing to try
+    # card numbers against by hashing bodies.
+    with contextlib.closing(sqlite3.connect(beside(api.ledger_location))) as db:
+        stored = {row[0] for row in db.execute("SELECT body_sha256 FROM api_idempotency_keys")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert stored and hashlib.sha256(canonical.encode()).hexdigest() not in stored
     # Staff choose numbers: a key is bound to its number too, and a number is one order.
     staff_key, staff_number = str(uuid.uuid4()), number("API-KEY")
     staff_first = await place(http, order_body(staff_number), staff_key, api.staff)
@@ -275,7 +287,9 @@ async def test_a_row_planted_in_the_key_table_gets_no_token_for_another_order(
     table = KeyTable(api.ledger_location)
     try:
         forever = int(time.time()) + 10 * 365 * 86_400
-        table.claim(key, KeyUse(body_fingerprint(body), victim, forever), time.time())
+        secret = (api.data / "api.secret").read_text().strip().encode()  # the API's own
+        fingerprint = Keys(secret, None).body_fingerprint(body, staff=False)
+        table.claim(key, KeyUse(fingerprint, victim, forever), time.time())
         table.record_run(key, victim_run)
     finally:
         table.close()

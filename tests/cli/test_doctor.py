@@ -229,7 +229,7 @@ async def test_a_worker_gone_for_minutes_is_no_poller_though_the_server_still_li
     assert live.verdict == "ok" and live.detail.startswith("1 worker(s) poll pizza-tasks (77@vm)")
 
 
-def test_a_codec_key_or_api_secret_others_can_read_fails_its_check(
+def test_a_secret_or_a_data_folder_others_can_read_fails_the_codec_key_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
@@ -241,7 +241,24 @@ def test_a_codec_key_or_api_secret_others_can_read_fails_its_check(
     (tmp_path / "codec.key").chmod(0o644)  # copied in by hand, say
     (tmp_path / "api.secret").write_text("x" * 43)
     (tmp_path / "api.secret").chmod(0o640)
+    (tmp_path / "codec.auth").write_text("y" * 43)
+    (tmp_path / "codec.auth").chmod(0o604)
     verdict, keys = check_codec_key()
     assert verdict.verdict == "FAIL" and keys, verdict  # still used, but said
     assert f"{tmp_path / 'codec.key'} can be read by others (mode 644)" in verdict.detail
     assert f"run `chmod 600 {tmp_path / 'api.secret'}`" in verdict.detail
+    assert f"run `chmod 600 {tmp_path / 'codec.auth'}`" in verdict.detail  # it decrypts too
+    assert "chmod 700" not in verdict.detail
+    # A data folder that existed before (it keeps its mode) and lets others in: said.
+    for name in ("codec.key", "api.secret", "codec.auth"):
+        (tmp_path / name).chmod(0o600)
+    assert check_codec_key()[0].verdict == "ok"
+    tmp_path.chmod(0o755)
+    try:
+        verdict, _ = check_codec_key()
+    finally:
+        tmp_path.chmod(0o700)
+    assert verdict.verdict == "FAIL"
+    assert (
+        verdict.detail == f"{tmp_path} can be read by others (mode 755): run `chmod 700 {tmp_path}`"
+    )

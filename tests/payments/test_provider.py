@@ -7,9 +7,15 @@ port); the tests that need another (a short hold, a restart) start their own.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
 import socket
+import sqlite3
+import stat
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -30,11 +36,13 @@ from pizzeria.payments.provider.faults import (
     parse_faults,
 )
 from pizzeria.payments.provider.objects import new_id
+from pizzeria.payments.provider.wire import parse_form
 from tests.helpers import run_pizzeria, wait_until
 
 SECRET = {"Authorization": f"Bearer {process.LOCAL_SECRET_KEY}"}
 PUBLISHABLE = {"Authorization": f"Bearer {process.LOCAL_PUBLISHABLE_KEY}"}
 GOOD_CARD = "4242424242424242"
+FORM = "application/x-www-form-urlencoded"
 EXERCISE_BAD_CARD = "424242424242424"  # the exercise's 15-digit card
 
 
@@ -417,6 +425,52 @@ def test_card_numbers_never_reach_the_log_or_the_data_file(tmp_path: Path) -> No
     for number in (card, bad):
         assert number not in log
         assert number.encode() not in stored
+
+
+def test_what_the_provider_answers_and_keeps_cannot_be_tried_against_card_numbers(
+    tmp_path: Path,
+) -> None:
+    """A card's fingerprint (answered to the browser that tokenizes it) and an idempotency
+    record's hash of its request are keyed by the provider's secret: hashing candidate
+    numbers (a card's first six and last four digits leave a million) finds nothing."""
+    card = "4000056655665556"
+    form = urllib.parse.urlencode(hold_params(card))
+    fingerprints = []
+    for name in ("a", "b"):
+        with process.running(tmp_path / name / "payments.db") as provider:
+            with httpx.Client(base_url=provider.url, headers=PUBLISHABLE) as browser:
+                tokens = [
+                    browser.post("/v1/payment_methods", data={"type": "card", "card[number]": card})
+                    for _ in range(2)
+                ]
+            with httpx.Client(base_url=provider.url, headers=SECRET) as api:
+                held = api.post(
+                    "/v1/payment_intents",
+                    content=form,
+                    headers={"Idempotency-Key": "k1", "Content-Type": FORM},
+                )
+                assert held.status_code == 200, held.text
+        one, again = (token.json()["card"]["fingerprint"] for token in tokens)
+        assert one == again  # the same card, the same fingerprint, at one provider
+        fingerprints.append(one)
+        secret_file = tmp_path / name / "payments.secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        secret = secret_file.read_text().strip().encode()
+        with sqlite3.connect(tmp_path / name / "payments.db") as db:
+            (stored,) = db.execute(
+                "SELECT fingerprint FROM idempotency WHERE key = 'k1'"
+            ).fetchone()
+        canonical = json.dumps(
+            ["POST /v1/payment_intents", parse_form(form)], sort_keys=True, separators=(",", ":")
+        ).encode()
+        assert stored == hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+        assert stored != hashlib.sha256(canonical).hexdigest()
+        tried = {
+            hashlib.sha256(b"pizzeria-card\x1f" + f"400005{middle:06d}5556".encode()).hexdigest()
+            for middle in range(655600, 655700)  # the card's own middle digits among them
+        }
+        assert one not in {digest[:16] for digest in tried}
+    assert fingerprints[0] != fingerprints[1]  # each provider has its own secret
 
 
 def test_the_command_refuses_bad_options_in_one_line(tmp_path: Path) -> None:

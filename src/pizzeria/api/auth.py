@@ -18,12 +18,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
@@ -80,6 +82,7 @@ def _same(given: str, expected: str) -> bool:
 
 TOKEN_SHAPE = re.compile(r"([0-9a-f]{1,12})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})")
 TOKEN_CONTEXT = b"pizzeria order token v2"
+BODY_CONTEXT = b"pizzeria order request body"
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,16 @@ class Keys:
         )
         digest = hmac.new(self.secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def body_fingerprint(self, body: Any, staff: bool) -> str:
+        """What tells one request's body from another's under an Idempotency-Key, and
+        whose it was (staff's or a customer's): keyed by the secret, so that the key table
+        (its ``body_sha256``), which anyone who reads the ledger's database reads, gives
+        nobody a hash to try card numbers against."""
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        caller = b"staff" if staff else b"customer"
+        message = b"\0".join([BODY_CONTEXT, caller, canonical.encode()])
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
     def opened_run(
         self, credential: str, order_number: str, now: float | None = None

@@ -25,6 +25,7 @@ from pizzeria.api import accepting, placing
 from pizzeria.api.auth import (
     StreamCredential,
     credential,
+    keys_of,
     no_such_order,
     open_order,
     require_staff,
@@ -207,7 +208,7 @@ async def place(
     body = await read_json_body(request)
     if not staff:
         placing.refuse_staff_fields(body)
-    fingerprint = placing.body_fingerprint(body)
+    fingerprint = keys_of(request).body_fingerprint(body, staff)
     order = checked_order(placing.numbered(body, staff))
     answer = None
     if accepting.wants_async(prefer):

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
-import json
 import logging
 import secrets
 import time
@@ -53,11 +51,6 @@ class Placed:
 def new_order_number() -> str:
     """An order number nobody can guess: 80 random bits."""
     return NUMBER_PREFIX + base64.b32encode(secrets.token_bytes(10)).decode()
-
-
-def body_fingerprint(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def refuse_staff_fields(body: Any) -> None:

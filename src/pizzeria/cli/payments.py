@@ -23,6 +23,7 @@ from pizzeria.payments.process import (
 from pizzeria.payments.provider.engine import Provider
 from pizzeria.payments.provider.faults import FaultFileError, ProviderFaults
 from pizzeria.payments.provider.server import PortInUse, ProviderServer, bind
+from pizzeria.private import UnsafeSecret
 
 
 @click.command("payments")
@@ -68,6 +69,8 @@ def payments(
         provider = Provider(data_file, hold_seconds=hold_seconds, faults_file=faults_file)
     except (sqlite3.Error, OSError) as error:
         raise UserError(f"cannot open the payments data file {data_file}: {error}") from None
+    except UnsafeSecret as error:
+        raise UserError(str(error)) from None
     try:
         server = _bind(provider, host, port)
         _serve(server, data_file)

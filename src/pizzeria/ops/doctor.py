@@ -30,6 +30,8 @@ from pizzeria import config
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
 from pizzeria.payments.errors import PaymentError
+from pizzeria.payments.process import default_data_file as default_payments_file
+from pizzeria.payments.provider.engine import secret_file_of
 from pizzeria.private import readable_by_others
 from pizzeria.refunds import staff_gateway
 from pizzeria.temporal.codec import (
@@ -40,6 +42,7 @@ from pizzeria.temporal.codec import (
     key_file,
     load_keys,
 )
+from pizzeria.temporal.codec_server import auth_file as codec_auth_file
 from pizzeria.temporal.connection import TemporalConfigError, connect_config
 from pizzeria.temporal.converter import UNREADABLE_ENCODING
 
@@ -233,9 +236,14 @@ def check_codec_key() -> tuple[Verdict, list[tuple[str, bytes]] | None]:
         ), None
     ids = ", ".join(key_id for key_id, _ in keys)
     if not os.environ.get("PIZZERIA_CODEC_KEY"):
-        exposed = [
-            why for why in map(readable_by_others, (key_file(), config.api_secret_file())) if why
-        ]
+        secrets = (
+            config.data_dir(),  # which holds the ledger and the provider's data too
+            key_file(),
+            config.api_secret_file(),
+            codec_auth_file(),
+            secret_file_of(default_payments_file()),
+        )
+        exposed = [why for why in map(readable_by_others, secrets) if why]
         if exposed:  # used all the same: said, since anyone here could read every order
             return Verdict("codec key", FAIL, "; ".join(exposed)), keys
     return Verdict("codec key", OK, f"{len(keys)} key(s) from {where}, ids {ids}"), keys

@@ -35,6 +35,7 @@ from pizzeria.payments.provider.faults import FaultFileError, ProviderFaults
 from pizzeria.payments.provider.objects import Context
 from pizzeria.payments.provider.store import Store, StoredAnswer
 from pizzeria.payments.provider.wire import ApiError, fingerprint, parse_form
+from pizzeria.private import private_secret
 
 log = logging.getLogger("pizzeria.payments.provider")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -109,6 +110,12 @@ class KeysInUse:
             self._keys.discard(key)
 
 
+def secret_file_of(data_file: Path) -> Path:
+    """The provider's fingerprint secret, beside its data file (``payments.secret`` for
+    ``payments.db``), made on first use, owner-only."""
+    return data_file.with_suffix(".secret")
+
+
 class Provider:
     """The provider's logic: its store, its faults, its hold time."""
 
@@ -122,6 +129,9 @@ class Provider:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = Store(data_file)
+        self.secret = private_secret(
+            secret_file_of(data_file), "payment provider's fingerprint secret"
+        ).encode()
         self.faults = ProviderFaults(faults_file)
         self.hold_seconds = hold_seconds
         self.clock = clock
@@ -198,7 +208,7 @@ class Provider:
         endpoint = f"{request.method} {request.path}"
         with self.store.transaction():
             now = self.clock()
-            ctx = Context(self.store, now, self.hold_seconds)
+            ctx = Context(self.store, now, self.hold_seconds, self.secret)
             for expired in intents.expire_due(ctx):
                 log.info("hold %s expired (not captured within %gs)", expired, self.hold_seconds)
             if key is None:
@@ -229,7 +239,7 @@ class Provider:
         endpoint: str,
     ) -> Answer:
         """The operation under an idempotency key: done once, its answer kept."""
-        digest = fingerprint(endpoint, params)
+        digest = fingerprint(endpoint, params, ctx.secret)
         stored = self.store.stored_answer(key, not_before=ctx.now - IDEMPOTENCY_TTL_SECONDS)
         headers = {"Idempotency-Key": key}
         if stored is not None:

@@ -28,6 +28,8 @@ class Context:
     store: Store
     now: float
     hold_seconds: float
+    #: The key of the card and idempotency fingerprints (`Provider.secret`).
+    secret: bytes
 
 
 def new_id(prefix: str) -> str:
@@ -114,7 +116,7 @@ def store_payment_method(
         "last4": number[-4:],
         "exp_month": exp_month,
         "exp_year": exp_year,
-        "fingerprint": cards.fingerprint(number),
+        "fingerprint": cards.fingerprint(number, ctx.secret),
         "funding": "credit",
         "country": "US",
     }

@@ -5,6 +5,7 @@ with brackets (``metadata[order_ref]=...``, ``expand[0]=latest_charge``) and JSO
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from typing import Any
@@ -112,11 +113,13 @@ def _lists(node: Any) -> Any:
     return converted
 
 
-def fingerprint(endpoint: str, params: Params) -> str:
-    """What makes two requests "the same parameters" for an idempotency key. A hash: the
-    parameters themselves (a card number among them) are never stored."""
+def fingerprint(endpoint: str, params: Params, secret: bytes) -> str:
+    """What makes two requests "the same parameters" for an idempotency key. A keyed hash,
+    under the provider's ``secret``: the parameters themselves (a card number among them)
+    are never stored, and whoever reads the stored hash cannot try card numbers against
+    it."""
     canonical = json.dumps([endpoint, params], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(secret, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def text_param(params: Params, name: str, *, required: bool = False) -> str | None:
