@@ -206,8 +206,14 @@ def validate_order(
     menu_prices: bool = True,
     full_address: bool = True,
     toppings_once: bool = True,
+    new_number: bool = False,
 ) -> None:
     """Refuse an order that could never be fulfilled, before any effect.
+
+    ``new_number``: the order number is being given now (the API's staff, `pizzeria
+    order`), so it must also start with a letter or a digit: ``.`` and ``..`` are no path
+    an address can hold (clients resolve them away) and ``-rf`` reads as an option on a
+    command line. The workflow keeps the older rule, as orders were started under it.
 
     Each item's price must be the menu's (`PRICE_BY_SIZE`): the customer pays what the
     menu says, never what a client claims. ``menu_prices=False`` is the rule orders
@@ -236,6 +242,8 @@ def validate_order(
         raise _invalid(
             "order_number", "order_number must be 1 to 64 letters, digits, '.', '_' or '-'"
         )
+    if new_number and not number[0].isalnum():
+        raise _invalid("order_number", "order_number must start with a letter or a digit")
     _validate_customer(order.customer)
     _validate_card(order.credit_card_info)
     _validate_delivery(order, full_address)

@@ -596,6 +596,14 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
         assert problem.get("error_type") == error_type, (path, problem)
         assert (await http.get(f"/orders/{order_number}", headers=api.staff)).status_code == 404
     assert GOOD_CARD not in answer.text
+    # Staff's own numbers start with a letter or a digit: "/orders/.." is no address a
+    # client keeps (it resolves it to "/"), and "-rf" is an option to `pizzeria status`.
+    for given in (".", "..", "-rf", "_x"):
+        answer = await place(http, order_body(given), headers=api.staff)
+        assert answer.status_code == 422, (given, answer.text)
+        assert answer.json()["errors"] == [
+            {"field": "order_number", "reason": "order_number must start with a letter or a digit"}
+        ], given
 
 
 async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):

@@ -179,6 +179,8 @@ def test_status_shows_each_step_and_compensation(stack):
         ["order", "--item", "Large=abc"],
         ["order", "--item", "Gigantic, with ham"],
         ["order", "--order-number", "bad number!"],
+        ["order", "--order-number", ".."],  # no path a URL keeps
+        ["order", "--order-number=-rf"],  # an option, to every later command
         ["order", "--prep-seconds", "soon"],
         ["order", "--timeout", "nan"],  # passes every range check: it placed the order
         ["cancel", "X1", "--reason", "y" * 201],  # the API's limit too

@@ -144,13 +144,14 @@ async def read_model(request: Request, model: type[Body], *, required: bool) -> 
 
 
 def checked_order(body: Any) -> PizzaOrder:
-    """The body as an order, refused (422) by the same checks as the workflow's."""
+    """The body as an order, refused (422) by the same checks as the workflow's, its
+    number one given now."""
     try:
         order = OrderBody.model_validate(body).to_order()
     except ValidationError as error:
         raise refuse_invalid_body(error) from None
     try:
-        menu.validate_order(order)
+        menu.validate_order(order, new_number=True)
     except menu.OrderRejected as rejected:
         raise invalid(
             rejected.field or "body", str(rejected), slug="invalid-order", error_type=rejected.kind

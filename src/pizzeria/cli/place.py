@@ -87,7 +87,7 @@ def build_order(
     placed = sample_order(order_number, card=card, is_delivery=not pickup, items=pizzas)
     placed.settings = settings
     try:
-        menu.validate_order(placed)
+        menu.validate_order(placed, new_number=True)
     except menu.OrderRejected as rejected:
         field, _, rest = str(rejected).partition(" ")
         flag = FLAG_OF_FIELD.get(field)
