@@ -8,6 +8,7 @@ the read (a long poll on Temporal, in the API) is cancelled.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -130,6 +131,24 @@ async def test_a_stream_ends_by_itself_after_its_lifetime():
     assert await asyncio.wait_for(read_all(follower, after=0), 20) == [5]
     assert streams.open_streams == 0
     await eventually(lambda: history.stopped == ["run-5"], "the read to stop", 10, 0.01)
+
+
+async def test_a_stream_ends_when_the_token_that_opened_it_expires():
+    history = History()  # the run never moves past its first event
+    streams = Streams(history.source, total=10, per_holder=10, lifetime=600)
+    follower = streams.follow(streams.admit("a"), "wf", "run-6")
+    started = time.monotonic()
+
+    async def until_expiry() -> list[int]:
+        try:
+            events = follower.events(0, ends_at=time.time() + 0.3)
+            return [int(text.split("\n")[0][4:]) async for text in events]
+        finally:
+            follower.close()
+
+    assert await asyncio.wait_for(until_expiry(), 20) == [5]
+    assert time.monotonic() - started < 300  # the token's end, not the stream's lifetime
+    assert streams.open_streams == 0
 
 
 def test_a_token_gets_a_few_streams_everybody_a_bounded_number_then_429_and_503():

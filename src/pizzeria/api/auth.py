@@ -125,10 +125,18 @@ class Keys:
     ) -> str | None:
         """The run of ``order_number`` this order token opens; None when it opens none
         (not a token, not this order's, tampered with, or expired)."""
+        opened = self.opened(credential, order_number, now)
+        return None if opened is None else opened[0]
+
+    def opened(
+        self, credential: str, order_number: str, now: float | None = None
+    ) -> tuple[str, int] | None:
+        """The run of ``order_number`` this order token opens and until when (Unix
+        seconds); None when it opens none."""
         signed = self.signed(credential, order_number)
         if signed is None or signed[1] <= (time.time() if now is None else now):
             return None
-        return signed[0]
+        return signed
 
     def signed(self, credential: str, order_number: str) -> tuple[str, int] | None:
         """The run and the expiry of a token this API gave for ``order_number``, expired
@@ -229,6 +237,8 @@ class OrderAccess:
     run_id: str
     status: str
     staff: bool
+    #: When the token that opened it expires (Unix seconds); None for the staff key.
+    expires: int | None = None
 
 
 async def open_order(
@@ -246,8 +256,8 @@ async def open_order(
     if given is None:
         raise refused
     staff = not from_query and keys.is_staff(given)
-    bound = None if staff else keys.opened_run(given, order_number)
-    if not staff and bound is None:
+    opened = None if staff else keys.opened(given, order_number)
+    if not staff and opened is None:
         raise expired(keys, given, order_number) or refused
     client: Client = request.app.state.client
     try:
@@ -256,9 +266,10 @@ async def open_order(
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
         raise no_such_order() if staff else refused from None
-    if bound is not None and description.run_id != bound:
+    if opened is not None and description.run_id != opened[0]:
         raise refused
-    return OrderAccess(description.run_id, status_name(description.status), staff)
+    expires = None if opened is None else opened[1]
+    return OrderAccess(description.run_id, status_name(description.status), staff, expires)
 
 
 def require_staff(request: Request, given: str | None) -> None:

@@ -327,7 +327,7 @@ async def follow_order(
     try:
         if access.status == RUNNING:
             follower = streams.follow(slot, workflow_id, access.run_id)
-            events = with_keep_alive(follower.events(after))
+            events = with_keep_alive(follower.events(after, access.expires))
             return EventStream(events, headers=headers, on_close=follower.close)
         args = (client_of(request), workflow_id, access.run_id, after)
         remaining = [event async for event in order_events(*args, follow=False)]

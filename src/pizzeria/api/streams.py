@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -178,12 +179,16 @@ class Follower:
             self.streams.unfollow(self.key, self.feed)
             self.slot.release()
 
-    async def events(self, after: int) -> AsyncIterator[str]:
-        """The run's events after ``after`` as they come, until the run closes or the
-        stream's lifetime is over."""
+    async def events(self, after: int, ends_at: float | None = None) -> AsyncIterator[str]:
+        """The run's events after ``after`` as they come, until the run closes, the
+        stream's lifetime is over or the wall clock reaches ``ends_at`` (Unix seconds:
+        when the token that opened it expires)."""
         feed = self.feed
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.streams.lifetime
+        lasts = self.streams.lifetime
+        if ends_at is not None:
+            lasts = min(lasts, ends_at - time.time())
+        deadline = loop.time() + lasts
         seen = 0
         while True:
             changed = feed.changed  # taken before looking: a wake after this is not missed
