@@ -20,6 +20,8 @@ from pathlib import Path
 
 #: The random bytes a secret must hold at least (HMAC-SHA256 keys, the codec endpoint's).
 SECRET_BYTES = 32
+#: Fewer different values than this among a secret's bytes: made by hand, not at random.
+MIN_DIFFERENT_BYTES = 16
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
@@ -96,20 +98,27 @@ def readable_by_others(path: Path) -> str | None:
 
 def secret_bytes(text: str) -> int:
     """How many bytes a secret written as hex or as base64url holds (0: neither)."""
+    return len(_decoded(text))
+
+
+def _decoded(text: str) -> bytes:
     text = text.strip()
     if _HEX.fullmatch(text) and len(text) % 2 == 0:
-        return len(text) // 2
+        return bytes.fromhex(text)
     if _BASE64URL.fullmatch(text):
         try:
-            return len(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except (binascii.Error, ValueError):
-            return 0
-    return 0
+            return b""
+    return b""
 
 
 def check_secret_strength(text: str, where: str) -> str:
-    """``text`` stripped, unless it holds fewer than SECRET_BYTES random bytes."""
-    if secret_bytes(text) < SECRET_BYTES:
+    """``text`` stripped, unless it holds fewer than SECRET_BYTES random bytes: fewer
+    bytes, or bytes too few of which differ (64 zeros, 43 a's, a short pattern repeated:
+    32 random bytes hold about 30 different values, and fewer than 16 never happens)."""
+    decoded = _decoded(text)
+    if len(decoded) < SECRET_BYTES or len(set(decoded)) < MIN_DIFFERENT_BYTES:
         raise UnsafeSecret(
             f"{where} must hold at least {SECRET_BYTES} random bytes, written as "
             f"{2 * SECRET_BYTES} hex digits or 43 base64url characters; make one with "

@@ -127,13 +127,16 @@ def test_a_link_another_user_planted_is_refused(data, reader, tmp_path):
 @pytest.mark.parametrize(
     ("value", "accepted"),
     [
-        ("0123456789abcdef" * 4, True),  # 64 hex digits: 32 bytes
+        ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", True),  # 32 bytes
         (GOOD_SECRET, True),  # 43 base64url characters: 32 bytes
         (base64.urlsafe_b64encode(bytes(range(48))).decode(), True),
         ("0123456789abcdef" * 3, False),  # 48 hex digits: 24 bytes
         (GOOD_SECRET[:42], False),  # 31 bytes
         ("correct horse battery staple, really long!", False),  # not hex, not base64url
         ("x" * 16, False),  # what was enough before: 16 characters
+        ("0" * 64, False),  # 32 bytes, all alike
+        ("a" * 43, False),  # 32 bytes of three values
+        ("0123456789abcdef" * 4, False),  # 32 bytes, a pattern of 8 repeated
     ],
 )
 def test_an_api_secret_from_the_environment_needs_32_random_bytes(
