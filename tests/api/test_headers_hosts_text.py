@@ -202,6 +202,7 @@ async def test_a_request_http_cannot_read_gets_a_problem_then_the_connection_clo
     assert lines[0] == "HTTP/1.1 400 Bad Request"
     assert headers["content-type"] == "application/problem+json"
     assert headers["connection"] == "close" and headers["x-content-type-options"] == "nosniff"
+    assert headers["permissions-policy"].startswith("camera=()")  # as on every answer
     problem = json.loads(body)
     assert problem["type"] == "urn:pizzeria:problem:malformed-request"
     assert problem["status"] == 400 and "HTTP/1.1" in problem["detail"]

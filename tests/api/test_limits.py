@@ -179,6 +179,7 @@ async def test_past_the_connection_cap_a_request_gets_503_and_far_past_it_is_clo
         assert head.startswith(b"HTTP/1.1 503"), answer[:200]
         assert b"retry-after: " in head.lower() and PROBLEM.encode() in head
         assert b"x-content-type-options: nosniff" in head.lower()  # as every other answer
+        assert b"permissions-policy: camera=()" in head.lower()
         assert b"connections-full" in body
     finally:
         for _, writer in held:

@@ -322,12 +322,15 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
     assert cancel.status_code == 401
     assert (await events_of(http, theirs, my_token))[0] == 401
     assert (await http.get(f"/orders/NO-SUCH-{mine}", headers=api.staff)).status_code == 404
-    for credential in ({}, bearer(my_token)):
+    # Staff routes: nothing sent, or another order's token, is 401; the order's own token
+    # is known, but only staff repair (403), as only staff refund.
+    for credential, status in (({}, 401), (bearer(their_token), 401), (bearer(my_token), 403)):
         assert (await http.get("/orders", headers=credential)).status_code == 401
         repair = await http.post(
             f"/orders/{mine}/repair", json={"action": "retry"}, headers=credential
         )
-        assert repair.status_code == 401
+        assert repair.status_code == status, repair.text
+        assert repair.headers["content-type"] == PROBLEM
     listed = await http.get("/orders", params={"status": "COMPLETED"}, headers=api.staff)
     assert mine in [row["order_number"] for row in listed.json()["orders"]]
     assert STAFF_KEY not in listed.text

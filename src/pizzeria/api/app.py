@@ -23,7 +23,7 @@ from pizzeria import __version__, config
 from pizzeria.api import orders, public, refunds
 from pizzeria.api.auth import Keys
 from pizzeria.api.events import order_events
-from pizzeria.api.guard import BodyDeadline
+from pizzeria.api.guard import PERMISSIONS_POLICY, BodyDeadline
 from pizzeria.api.hosts import HostCheck, allowed_hosts
 from pizzeria.api.idempotency import KeyTable
 from pizzeria.api.limits import ApiLimits
@@ -71,10 +71,6 @@ class ApiSettings:
     #: Host names answered besides 127.0.0.1, localhost and ::1 (see hosts.py): the
     #: bound address, --allowed-host; $PIZZERIA_API_ALLOWED_HOSTS is added to them.
     allowed_hosts: tuple[str, ...] = ()
-
-
-# No camera, microphone, location, payment... for the page or anything it could embed.
-PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 class SecurityHeaders:

@@ -272,6 +272,14 @@ async def open_order(
     return OrderAccess(description.run_id, status_name(description.status), staff, expires)
 
 
-def require_staff(request: Request, given: str | None) -> None:
-    if given is None or not keys_of(request).is_staff(given):
-        raise unauthorized("the staff key (PIZZERIA_API_KEY)")
+def require_staff(
+    request: Request, given: str | None, order_number: str | None = None, doing: str = ""
+) -> None:
+    """The staff key, else 401; on a route of the order ``order_number``, that order's own
+    token is known but may not do what only staff do (``doing``): 403."""
+    keys = keys_of(request)
+    if given is not None and keys.is_staff(given):
+        return
+    if given is not None and order_number is not None and keys.opened_run(given, order_number):
+        raise ApiProblem(403, f"only staff may {doing} (the staff key)", slug="staff-only")
+    raise unauthorized("the staff key (PIZZERIA_API_KEY)")

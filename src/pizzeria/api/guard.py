@@ -42,6 +42,9 @@ OVERFLOW = 64
 #: The protocol's body backstop comes this long after the app's own deadline.
 BACKSTOP_SECONDS = 2.0
 
+# No camera, microphone, location, payment... for the page or anything it could embed.
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+
 # As on every other answer (app.SecurityHeaders, which the answers made here never reach):
 # a problem is data, nothing to run, frame or keep.
 PROBLEM_HEADERS = (
@@ -52,6 +55,7 @@ PROBLEM_HEADERS = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
+    (b"permissions-policy", PERMISSIONS_POLICY.encode()),
 )
 
 

@@ -358,7 +358,7 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
 
 @acting_route("repair", RepairBody, required=True)
 async def repair(request: Request, order_number: OrderNumber, given: Credential) -> RepairDone:
-    require_staff(request, given)
+    require_staff(request, given, order_number, "repair an order")
     wanted = await read_model(request, RepairBody, required=True)
     client = client_of(request)
     if wanted.action not in ("retry", "resolve") or (

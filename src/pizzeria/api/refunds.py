@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from pizzeria.api.auth import keys_of, require_staff
+from pizzeria.api.auth import require_staff
 from pizzeria.api.orders import (
     Credential,
     OrderNumber,
@@ -100,14 +100,6 @@ async def money(request: Request) -> AsyncIterator[tuple[Ledger, PaymentGateway]
         await asyncio.to_thread(ledger.close)
 
 
-def staff_only(request: Request, order_number: str, given: str | None) -> None:
-    """The staff key; an order's own token is known but may not refund (403)."""
-    keys = keys_of(request)
-    if given is not None and not keys.is_staff(given) and keys.opened_run(given, order_number):
-        raise ApiProblem(403, "only staff may refund an order (the staff key)", slug="staff-only")
-    require_staff(request, given)
-
-
 @contextlib.contextmanager
 def refund_problems() -> Iterator[None]:
     """Each way a refund is refused, as its problem."""
@@ -159,7 +151,7 @@ async def refund(
         ),
     ] = None,
 ) -> RefundMade:
-    staff_only(request, order_number, given)
+    require_staff(request, given, order_number, "refund an order")
     header_once(request, KEY_HEADER)
     wanted = await read_model(request, RefundBody, required=True)
     if idempotency_key is None:
