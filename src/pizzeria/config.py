@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pizzeria.private import read_private_file
+
 #: What a worker prints once it polls its task queue (``pizzeria worker`` and the
 #: benchmark's worker): the sign that orders placed now will be picked up. Here, not in
 #: `pizzeria.worker`, so that whoever waits for a worker need not import the workflow.
@@ -61,9 +63,15 @@ def payments_url_file() -> Path:
 
 
 def local_payments_url(usual: str = LOCAL_PAYMENTS_URL) -> str:
-    """The local provider of the data folder: the URL its starter wrote, else ``usual``."""
+    """The local provider of the data folder: the URL its starter wrote, else ``usual``.
+
+    Raises:
+        private.UnsafeSecret: another user could have written the file (the folder is a
+            shared one): it would send the workers' holds, and the order page's card
+            numbers, wherever it says.
+    """
     try:
-        written = payments_url_file().read_text().strip()
+        written = read_private_file(payments_url_file(), "local payment provider's URL").strip()
     except OSError:
         written = ""
     return written if written.startswith("http://") else usual

@@ -26,6 +26,7 @@ from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import order_ref
 from pizzeria.payments import process as payments
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
+from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect
@@ -50,7 +51,10 @@ def local_payments(
     folder = folder or config.data_dir()
     url_file = folder / config.payments_url_file().name
     on_port = f"http://127.0.0.1:{port}"
-    known = config.local_payments_url(usual=on_port) if folder == config.data_dir() else ""
+    try:
+        known = config.local_payments_url(usual=on_port) if folder == config.data_dir() else ""
+    except UnsafeSecret as unsafe:  # a URL file planted in a shared folder: said, not used
+        raise payments.ProviderProcessError(str(unsafe)) from None
     if known and payments.answers(known):
         say(f"Using the payment provider already answering at {known}")
         yield known

@@ -107,6 +107,18 @@ async def test_without_a_url_it_is_the_data_folders_provider(
         assert connect_src == "'self' http://127.0.0.1:18091"
 
 
+async def test_a_url_file_others_could_have_written_sends_no_card_number_there(
+    asking: Asking, tmp_path: Path
+) -> None:
+    planted = tmp_path / "payments.url"
+    planted.write_text("http://127.0.0.1:18092\n")
+    planted.chmod(0o666)
+    async with asking() as (config, connect_src):
+        assert config["tokenize"] is False and config["provider_url"] is None
+        assert "can be written by others" in config["why"]
+        assert connect_src == "'self'"
+
+
 async def test_with_real_stripe_the_page_does_not_tokenize_and_connects_to_itself_only(
     asking: Asking,
 ) -> None:

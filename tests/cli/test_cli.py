@@ -890,6 +890,35 @@ def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("worker",), ("refund", "X1", "5.00", "--reason", "cold"), ("check",)],
+    ids=["worker", "refund", "check"],
+)
+def test_a_payments_url_file_others_could_have_written_is_not_followed(
+    tmp_path, command: tuple[str, ...]
+):
+    """The data folder's ``payments.url`` says where the workers hold money and the order
+    page sends card numbers: one that another user could have written is refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
+    env["PIZZERIA_DATA_DIR"] = str(tmp_path)
+    delivered = run_pizzeria("stock", "add", "dough", "1", "--key", "first", env=env, timeout=60)
+    assert delivered.returncode == 0, delivered.stderr
+    planted = tmp_path / "payments.url"
+    planted.write_text("http://127.0.0.1:1\n")
+    planted.chmod(0o666)
+    done = run_pizzeria(*command, "--address", "127.0.0.1:1", env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line == (
+        f"error: the local payment provider's URL file {planted} can be written by others "
+        f"(mode 666): refusing it; run `chmod 600 {planted}`"
+    )
+    planted.chmod(0o644)  # written by its owner alone: followed (nothing answers there)
+    done = run_pizzeria("check", "--address", "127.0.0.1:1", env=env, timeout=60)
+    assert "can be written by others" not in done.stderr, done.stderr
+
+
 def test_a_namespace_that_does_not_exist_is_not_said_to_be_a_missing_order(stack):
     env = {**stack["env"], "TEMPORAL_NAMESPACE": "no-such-namespace"}
     done = run_pizzeria("status", "A1", env=env, timeout=60)

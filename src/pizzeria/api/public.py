@@ -20,6 +20,7 @@ from pizzeria.api.problems import ApiProblem, problem_responses
 from pizzeria.api.schemas import Health, Menu, MenuSize, PaymentsConfig, Readiness
 from pizzeria.payments.process import LOCAL_PUBLISHABLE_KEY
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
+from pizzeria.private import UnsafeSecret
 
 STATIC = Path(__file__).parent / "static"
 CHECK_SECONDS = 3.0
@@ -91,7 +92,10 @@ def payments_config(environ: Mapping[str, str] | None = None) -> PaymentsConfig:
     if not _PUBLISHABLE_KEY.fullmatch(key):
         return no_tokens(f"{PUBLISHABLE_KEY_VARIABLE} is not a publishable key (pk_...)")
     given_url = env.get(BROWSER_URL_VARIABLE) or None
-    browser_url = (given_url or url or config.local_payments_url()).rstrip("/")
+    try:
+        browser_url = (given_url or url or config.local_payments_url()).rstrip("/")
+    except UnsafeSecret as unsafe:
+        return no_tokens(str(unsafe))
     if origin_of(browser_url) is None:
         named = BROWSER_URL_VARIABLE if given_url else URL_VARIABLE
         return no_tokens(f"{named} is not an http(s)://host[:port] URL")

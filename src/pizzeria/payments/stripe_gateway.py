@@ -67,6 +67,7 @@ from pizzeria.payments.port import (
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_errors import translate
 from pizzeria.payments.stripe_objects import payment_of, refund_of
+from pizzeria.private import UnsafeSecret
 from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
@@ -115,7 +116,10 @@ def configured_provider(
     url = url or env.get(URL_VARIABLE) or None
     key = env.get(KEY_VARIABLE) or None
     if key is None:
-        url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
+        try:
+            url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
+        except UnsafeSecret as unsafe:
+            raise ProviderConfigError(str(unsafe)) from None
     if url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s]*)?$", url):
         raise ProviderConfigError(
             f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r}{where}"
