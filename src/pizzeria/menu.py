@@ -331,10 +331,18 @@ def _validate_items(items: object, *, menu_prices: bool = True, toppings_once: b
 
 def menu_price(description: str) -> int | None:
     """What the menu charges for the pizza ``description`` names (its size decides), None
-    when the description names no size of the menu."""
+    when the description names no size of the menu.
+
+    The size as `recipe` reads it too: "Largewith ham" is a large pizza to the kitchen
+    and the stock, so it costs what a large one costs (it used to name no size here, and
+    any price passed). Read the older way first: every description priced before is
+    priced the same, so the only orders whose verdict this changes are those it used to
+    leave unpriced, for which the workflow's `off_menu` check asks its patch, as for any
+    other off-menu order (orders started before keep their path)."""
     if not isinstance(description, str):
         return None
-    match = re.match(r"\s*(small|medium|large)\b", description.lower())
+    lower = description.lower()
+    match = re.match(r"\s*(small|medium|large)\b", lower) or PIZZA.fullmatch(lower.strip())
     return PRICE_BY_SIZE[match.group(1)] if match else None
 
 

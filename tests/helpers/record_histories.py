@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from pizzeria.client.placing import start_with_answer
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, open_ledger
+from pizzeria.models import Pizza
 from pizzeria.payments import process
 from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
@@ -179,6 +180,11 @@ async def main(only: list[str]) -> None:
             "early_declined": lambda: early_answer(BAD_CARD),
             "delivery_refunded": delivery_refunded,
             "declined": lambda: settled(start(DECLINED_CARD)),
+            # Recorded before a size written without a space after it was priced: the
+            # order billed what it said ($1.00 for a large pizza), and replays so.
+            "unspaced_size": lambda: settled(
+                start(is_delivery=False, items=[Pizza("Largewith ham", 100)])
+            ),
         }
         async with build_worker(client, activities, task_queue=TASK_QUEUE):
             for name, scenario in scenarios.items():

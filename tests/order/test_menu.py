@@ -350,6 +350,17 @@ def test_the_exercise_orders_prices_are_the_menus() -> None:
             "items[1].price",
             "items[1] ('medium') costs 1300 cents on the menu ($13.00), not 1200",
         ),
+        (  # no space after the size: a large pizza to the kitchen, so to the bill too
+            [Pizza("Largewith ham and pineapple", 100)],
+            "items[0].price",
+            "items[0] ('Largewith ham and pineapple') costs 1500 cents on the menu ($15.00), "
+            "not 100",
+        ),
+        (
+            [SMALL, Pizza("  MEDIUMWITH MUSHROOMS ", 99)],
+            "items[1].price",
+            "items[1] ('  MEDIUMWITH MUSHROOMS ') costs 1300 cents on the menu ($13.00), not 99",
+        ),
     ],
 )
 def test_a_price_other_than_the_menus_is_refused_naming_the_item_and_the_menus_price(

@@ -34,6 +34,7 @@ def test_every_scenario_has_a_recorded_history():
         "fast_bad_card",
         "delivery_refunded",
         "declined",
+        "unspaced_size",
     }
 
 

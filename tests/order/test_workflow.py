@@ -176,9 +176,14 @@ async def test_a_negative_total_fails_with_invalid_charge_amount_before_any_effe
             "InvalidOrderError",
             "items[1] ('Large, with ham') costs 1500 cents on the menu",
         ),
+        (
+            [Pizza("Largewith mushrooms and onions", 50)],
+            "InvalidOrderError",
+            "items[0] ('Largewith mushrooms and onions') costs 1500 cents on the menu",
+        ),
         ([Pizza("Large, with anchovy ice cream", 1500)], "UnknownToppingError", "anchovy"),
     ],
-    ids=["a-topping-twice", "another-price", "unknown-topping"],
+    ids=["a-topping-twice", "another-price", "no-space-after-the-size", "unknown-topping"],
 )
 async def test_a_pizza_the_menu_does_not_sell_is_refused_before_any_effect(
     worker, start, ledger, items, error_type, said
