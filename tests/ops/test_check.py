@@ -13,6 +13,7 @@ records, in every way we know.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -40,6 +41,7 @@ from pizzeria.ledger import Ledger
 from pizzeria.models import (
     CreditCardInfo,
     OrderConfirmation,
+    Pizza,
     PizzaOrder,
     order_number_of,
     order_ref,
@@ -780,6 +782,24 @@ def test_an_order_the_menu_refuses_that_took_stock_is_named(book: Ledger) -> Non
     report = reconcile([records()[0], *changed], book.snapshot())
     assert kinds(report) == [("order unreadable", "FAIL")]
     assert "Unknown topping 'anchovies'" in report.violations[0].detail
+
+
+def test_an_order_billed_at_prices_other_than_the_menus_is_a_warning(book: Ledger) -> None:
+    cheap = sample_order("CHEAP", prep_seconds=0, items=[Pizza("Largewith ham", 100)])
+    book.take_stock(ref("CHEAP"), "CHEAP", menu.ingredients_for(cheap.items))
+    book.charge(ref("CHEAP"), "CHEAP", 100, "4242")
+    book.bill(ref("CHEAP"), "CHEAP", 100, "P-CHEAP")
+    confirmation = OrderConfirmation("CHEAP", "SUCCESS", "P-CHEAP", 0, 100)
+    done = OrderRecord(wf("CHEAP"), "r1", "COMPLETED", order=cheap, confirmation=confirmation)
+    report = reconcile([*records(), dataclasses.replace(done, amount=100)], book.snapshot())
+    assert report.ok, kinds(report)  # the three books agree with what the order said
+    (warning,) = [w for w in report.warnings if w.kind == "priced off the menu"]
+    assert warning.order == "CHEAP"
+    assert warning.detail.startswith("its items claim $1.00; the menu prices them at $15.00")
+    # The exercise's order, at the menu's prices: no such warning.
+    assert "priced off the menu" not in [
+        w.kind for w in reconcile(records(), book.snapshot()).warnings
+    ]
 
 
 async def test_a_cancelled_order_resolved_by_hand_is_read_from_its_update() -> None:

@@ -57,6 +57,9 @@ class Asked:
     #: number: the card is then whichever the token stands for, and the provider's books
     #: are checked by the payment's own id.
     card: str | None
+    #: What the same items cost at the menu's prices (the discount included); None when
+    #: an item names no size of the menu.
+    at_menu_prices: int | None = None
 
 
 def asked_of(order: PizzaOrder) -> Asked | str:
@@ -69,7 +72,10 @@ def asked_of(order: PizzaOrder) -> Asked | str:
         recipe = menu.ingredients_for(order.items)
         amount = menu.billed_for(order.items)
         number = order.credit_card_info.number
-        return Asked(recipe, amount, number[-4:] if number else None)
+        prices = [menu.menu_price(item.description) for item in order.items]
+        known = [price for price in prices if price is not None]
+        at_menu_prices = menu.billed_amount(sum(known)) if len(known) == len(prices) else None
+        return Asked(recipe, amount, number[-4:] if number else None, at_menu_prices)
     except menu.OrderRejected as rejected:
         return f"the menu refuses its order: {rejected}"
     except Exception as error:  # fields of the wrong type: the workflow refused it too
@@ -369,6 +375,23 @@ def undone_order_kept_nothing(run: RunView, found: Findings) -> None:
         found.violation("effects kept by an undone order", run, detail)
 
 
+def priced_from_the_menu(run: RunView, found: Findings) -> None:
+    """An order that moved money at prices other than the menu's is a warning: today's
+    orders are refused before any effect, so one is either an order started before prices
+    came from the menu, or one that got past that check (what to look at)."""
+    asked, money = run.asked, run.ledger
+    if asked is None or asked.at_menu_prices in (None, asked.amount):
+        return
+    if not (money.charged or money.billed):
+        return
+    assert asked.at_menu_prices is not None
+    detail = (
+        f"its items claim {dollars(asked.amount)}; the menu prices them at "
+        f"{dollars(asked.at_menu_prices)} (started before prices came from the menu?)"
+    )
+    found.warnings.append(Violation("priced off the menu", run.order_number, run.run_id, detail))
+
+
 def no_rows_of_an_unknown_run(run: RunView, found: Findings) -> None:
     """Every row, a tombstone included, belongs to a run Temporal knows."""
     if run.record is None:
@@ -394,6 +417,7 @@ RUN_RULES: tuple[RunRule, ...] = (
     completed_order_charged_its_bill,
     open_order_only_when_allowed,
     undone_order_kept_nothing,
+    priced_from_the_menu,
     no_rows_of_an_unknown_run,
 )
 
