@@ -250,7 +250,7 @@ async def refund_order(
     if row.tombstone:
         raise RefundRefused(
             f"order {order_number}: this key's refund was refused: "
-            f"{row.reference.removeprefix('refused: ')}; nothing moved"
+            f"{row.reference.removeprefix('refused: ').rstrip('.')}; nothing moved"
         )
     if not claimed.pending:
         return made(order_number, key, claimed, row.reference, replayed=True)

@@ -220,6 +220,17 @@ async def test_every_command_connects_through_a_profile_to_another_namespace(
             assert doctor.returncode == 0, doctor.stdout
             temporal = json.loads(doctor.stdout)["checks"][0]["detail"]
             assert temporal == f"{server.address}, namespace other (no TLS, API key set)"
+        # An API key without the profile's `tls = false` turns TLS on, which a dev server
+        # does not speak: said so, with the variable that turns it off.
+        plain = {k: v for k, v in env.items() if not k.startswith("TEMPORAL_")}
+        plain.update(TEMPORAL_ADDRESS=server.address, TEMPORAL_API_KEY=API_KEY)
+        refused = run_pizzeria("orders", env=plain, timeout=90)
+        assert refused.returncode == 1, refused.stdout
+        assert refused.stderr == (
+            f"error: cannot reach Temporal at {server.address} (TLS asked, and the server "
+            "answered without it); for a server without TLS (the dev server), set "
+            "TEMPORAL_TLS=false\n"
+        )
         client = await Client.connect(server.address, namespace="other")
         await client.get_workflow_handle(workflow_id_for("PROFILE-1")).describe()
         elsewhere = await Client.connect(server.address, namespace="default")
@@ -236,6 +247,12 @@ def test_a_broken_profile_is_one_line_for_every_command(tmp_path: Path) -> None:
         assert done.returncode in (1, 2), (args, done.stderr)
         (line,) = done.stderr.strip().splitlines()
         assert "profile nowhere" in line and "Profile 'nowhere' not found" in line, args
+    env["TEMPORAL_CONFIG_FILE"] = str(tmp_path / "no-such.toml")  # a typo in its name
+    done = run_pizzeria("orders", env=env, timeout=60)
+    assert done.returncode in (1, 2) and done.stderr == (
+        f"error: cannot read the Temporal client config ({tmp_path / 'no-such.toml'}, profile "
+        "nowhere): there is no such file (TEMPORAL_CONFIG_FILE)\n"
+    ), done.stderr
 
 
 def test_worker_scale_options_are_checked_before_anything_starts(tmp_path: Path) -> None:

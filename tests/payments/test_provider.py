@@ -223,6 +223,21 @@ def test_keys_decide_who_may_call(provider: process.ProviderProcess) -> None:
     assert refused.status_code == 401
     assert refused.json()["error"]["type"] == "invalid_request_error"
     assert httpx.get(url, headers={"Authorization": "Bearer sk_test_anything"}).status_code == 200
+    # A refused key is shown as Stripe shows one, and a short one not at all.
+    for key, shown in (("garbage", "****"), ("rk_other_0123456789abcdef", "rk_other****cdef")):
+        answer = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
+        assert answer.json()["error"]["message"] == f"Invalid API Key provided: {shown}"
+
+
+def test_an_id_made_of_a_card_number_is_not_said_back_whole(api: httpx.Client) -> None:
+    hold = {"amount": "1200", "currency": "usd", "capture_method": "manual", "confirm": "true"}
+    asked = [
+        api.post("/v1/payment_intents", data={**hold, "payment_method": "pm_4000056655665556"}),
+        api.get("/v1/payment_intents/pi_4000056655665556"),
+    ]
+    for answer in asked:
+        assert answer.status_code in (402, 404), answer.text
+        assert "4000056655665556" not in answer.text and "****5556" in answer.text, answer.text
 
 
 def test_unknown_urls_and_parameters_are_refused_as_stripe_does(api: httpx.Client) -> None:
@@ -567,6 +582,16 @@ def test_the_data_folders_provider_says_where_it_listens_even_on_another_port(
             assert process.answers(url_file.read_text().strip())
         finally:
             started.stop()
+    assert not url_file.exists()
+    # Its data file named otherwise (`--data data/payments.db` from the folder above, say)
+    # is still the folder's own.
+    again = process.start(
+        folder / ".." / "data" / "payments.db", env={**os.environ, "PIZZERIA_DATA_DIR": str(folder)}
+    )
+    try:
+        assert url_file.read_text().strip() == again.url
+    finally:
+        again.stop()
     assert not url_file.exists()
     # Any other data file is not the folder's provider: it writes nothing.
     elsewhere = process.start(

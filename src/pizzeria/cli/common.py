@@ -131,9 +131,15 @@ async def client_or_fail(
                     said_waiting = True
                 await asyncio.sleep(0.5)
                 continue
+            if reason == NO_TLS_THERE:  # the server is up: starting one is no advice
+                advice = "for a server without TLS (the dev server), set TEMPORAL_TLS=false"
             raise ConnectionError(
                 f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
             ) from None
+
+
+#: A TLS client's greeting answered in plain HTTP/2 (TLS is on with TEMPORAL_API_KEY).
+NO_TLS_THERE = "TLS asked, and the server answered without it"
 
 
 def connection_failure(said: str) -> str:
@@ -141,6 +147,7 @@ def connection_failure(said: str) -> str:
     string, parentheses and all)."""
     lowered = said.lower()
     for clue, words in (
+        ("invalidcontenttype", NO_TLS_THERE),
         ("refused", "connection refused"),
         ("dns error", "the host name does not resolve"),
         ("timed out", "no answer in time"),

@@ -44,7 +44,8 @@ def print_verdicts(verdicts: list[Verdict]) -> None:
 def doctor(
     address: str | None, ledger_location: str | None, task_queue: str, as_json: bool
 ) -> None:
-    """Check this machine's setup: Temporal, search attribute, workers, ledger, codec key.
+    """Check this machine's setup: Temporal, search attribute, workers, ledger, codec key,
+    the latest orders' payloads, payment provider.
 
     Changes nothing: the ledger is opened read-only and the codec key is only read.
     Exits 1 when a check fails.

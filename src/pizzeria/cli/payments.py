@@ -91,8 +91,10 @@ def _bind(provider: Provider, host: str, port: int) -> ProviderServer:
 def _serve(server: ProviderServer, data_file: Path) -> None:
     stop_on_sigterm()
     # The data folder's own provider says where it listens (a free port when its usual one
-    # was taken), so that the folder's workers, `check` and `refund` find it.
-    url_file = config.payments_url_file() if data_file == default_data_file() else None
+    # was taken), so that the folder's workers, `check` and `refund` find it: its data file
+    # however it was named (`--data .pizzeria/payments.db` is the same file).
+    own = data_file.resolve() == default_data_file().resolve()
+    url_file = config.payments_url_file() if own else None
     if url_file is not None:
         url_file.write_text(server.url + "\n")
     print(f"{READY_PREFIX}{server.url} (data {data_file})", flush=True)

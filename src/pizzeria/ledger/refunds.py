@@ -40,6 +40,7 @@ from pizzeria.models import (
     MONEY_REFUNDED,
     STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
+    dollars,
 )
 
 #: The reference of a claim the provider has not answered yet.
@@ -135,14 +136,14 @@ def claim_staff_refund(
         if existing is not None:
             if existing.amount != amount:
                 raise RefundKeyReused(
-                    f"this key already names a refund of {existing.amount} cents of this "
-                    f"order, not {amount}: use a new key for another refund"
+                    f"this key already names a refund of {dollars(existing.amount)} of this "
+                    f"order, not {dollars(amount)}: use a new key for another refund"
                 )
             return StaffRefundClaim(order_ref, existing, billed)
         if amount > billed.left:
             raise RefundNotPossible(
-                f"cannot refund {amount} cents: the bill captured {billed.captured}, "
-                f"{billed.refunded} already went back, {billed.left} is left"
+                f"cannot refund {dollars(amount)}: the bill captured {dollars(billed.captured)}, "
+                f"{dollars(billed.refunded)} already went back, {dollars(billed.left)} is left"
             )
         row = claim(tx, Claim(order_ref, order_number, step, amount=amount, reference=PENDING))
         return StaffRefundClaim(order_ref, row, billed)

@@ -39,6 +39,8 @@ def connect_config(address: str | None = None, namespace: str | None = None) -> 
         where = os.environ.get("TEMPORAL_CONFIG_FILE", "the default config file")
         profile = os.environ.get("TEMPORAL_PROFILE", "default")
         reason = " ".join(str(error).split())
+        if where != "the default config file" and not os.path.exists(where):
+            reason = "there is no such file (TEMPORAL_CONFIG_FILE)"
         raise TemporalConfigError(
             f"cannot read the Temporal client config ({where}, profile {profile}): {reason}"
         ) from None

@@ -197,15 +197,17 @@ def refunds_as_recorded(run: RunView, found: Findings) -> None:
                 f"{shown(payment)}: refunded {dollars(given)} at the provider; the ledger "
                 f"says {dollars(recorded)}{also}",
             )
-        limit = payment.amount_captured
-        if given > limit or money.ledger_refunds(payment_id) + pending > billed:
+        limit, in_ledger = payment.amount_captured, money.ledger_refunds(payment_id) + pending
+        if given > limit or in_ledger > billed:
             found.refunds_above_charges += 1
+            # Each side against its own bill: the ledger's refunds may pass the ledger's
+            # bill while both are within what the provider captured.
             found.violation(
                 "refund above capture",
                 run,
-                f"{shown(payment)}: captured {dollars(limit)}; refunded {dollars(given)} at "
-                f"the provider, {dollars(money.ledger_refunds(payment_id) + pending)} in the "
-                "ledger",
+                f"{shown(payment)}: captured {dollars(limit)}, refunded {dollars(given)} at "
+                f"the provider; billed {dollars(billed)}, refunded {dollars(in_ledger)} in "
+                "the ledger",
             )
 
 

@@ -194,7 +194,9 @@ class Provider:
         elif not key:
             message = "You did not provide an API key: send 'Authorization: Bearer sk_test_...'."
         else:
-            message = f"Invalid API Key provided: {key[:8]}****{key[-4:]}"
+            # As Stripe shows one, but never the whole of a short one.
+            shown = f"{key[:8]}****{key[-4:]}" if len(key) >= 20 else "****"
+            message = f"Invalid API Key provided: {shown}"
         return _error(ApiError(401, "invalid_request_error", message), "unauthorized")
 
     def _execute(self, route: routes.Route, object_id: str, request: Request) -> Answer:

@@ -11,6 +11,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pizzeria.payments import cards
+
 Params = dict[str, Any]
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 METADATA_KEY_MAX = 40
@@ -63,7 +65,7 @@ def missing(kind: str, object_id: str, param: str | None = "id") -> ApiError:
     return ApiError(
         404,
         "invalid_request_error",
-        f"No such {kind}: '{object_id}'",
+        f"No such {kind}: '{cards.without_card_numbers(object_id)}'",
         code="resource_missing",
         param=param,
     )
