@@ -33,6 +33,7 @@ from pizzeria.models import (
     LATE_STEP_REFUSED_ERROR,
     OUT_OF_STOCK_ERROR,
     STATUS_SUCCESS,
+    STEP_SEND_BILL,
     Address,
     Bill,
     CardCharge,
@@ -243,6 +244,15 @@ class PizzaOrderActivities:
                 amount=effect.amount,
             )
         )
+
+    @activity.defn
+    async def bill_recorded(self, run: RunRef) -> bool:
+        """Whether the ledger holds this run's bill: on the fast path a worker lost in the
+        middle of a workflow task may have billed the order with nothing in its history,
+        and a cancel must not undo a billed order. Only reads."""
+        rows = await self._ledger_call(self.ledger.run_rows, run.order_ref)
+        bill = rows.get(STEP_SEND_BILL)
+        return bill is not None and not bill.tombstone
 
     @activity.defn
     async def refund_undelivered_order(self, run: RunRef) -> Refund:

@@ -29,6 +29,8 @@ STEP_REFUND_UNDELIVERED = "refund_undelivered_order"
 COMPENSATE_REVERT_INVENTORY = "revert_inventory"
 COMPENSATE_REFUND_CUSTOMER = "refund_customer"
 COMPENSATIONS = (COMPENSATE_REVERT_INVENTORY, COMPENSATE_REFUND_CUSTOMER)
+#: Not a step: what a cancel on the fast path asks the ledger first (workflows.py).
+ASK_BILL_RECORDED = "bill_recorded"
 #: The steps in the order they run; the single spelling of each name for the workflow,
 #: activities, ledger rows, fault settings and reports.
 STEPS = (

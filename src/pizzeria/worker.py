@@ -25,7 +25,7 @@ from pizzeria import config, tuning
 from pizzeria.activities import PizzaOrderActivities
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger
-from pizzeria.models import COMPENSATIONS, STEPS, TASK_QUEUE
+from pizzeria.models import ASK_BILL_RECORDED, COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.payments.port import PaymentGateway
 from pizzeria.payments.stripe_gateway import (
     StripeGateway,
@@ -88,8 +88,10 @@ def served_activities(
 
 
 def activities_of(implementation: PizzaOrderActivities) -> Sequence[Any]:
-    """Every step and compensation, registered under its name of the wire contract."""
-    return [getattr(implementation, name) for name in (*STEPS, *COMPENSATIONS)]
+    """Every step and compensation, registered under its name of the wire contract, and
+    the ledger's answer a cancel on the fast path asks for."""
+    names = (*STEPS, *COMPENSATIONS, ASK_BILL_RECORDED)
+    return [getattr(implementation, name) for name in names]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from pizzeria.activities import PizzaOrderActivities as Steps
     from pizzeria.failures import error_message_of, error_type_of
     from pizzeria.models import (
+        ASK_BILL_RECORDED,
         INVALID_ORDER_ERROR,
         MAX_DELIVERY_KILOMETERS,
         ORDER_CANCELLED_ERROR,
@@ -55,9 +57,11 @@ with workflow.unsafe.imports_passed_through():
         OrderSettings,
         PizzaOrder,
         RepairResult,
+        RunRef,
         StockChange,
         StockRequest,
         dollars,
+        order_number_of,
         order_ref,
         workflow_id_for,
     )
@@ -96,6 +100,11 @@ TOPPINGS_ONCE_PATCH = "each-topping-once"
 ONE_ORDER_PER_NUMBER_PATCH = "one-order-per-number"
 CLOSE_AFTER_HANDLERS_PATCH = "close-after-handlers"
 ORDER_OUTCOME_MEMO_PATCH = "order-outcome-memo"
+# Orders started with this patch, on the fast path, ask the ledger whether the bill was
+# sent before a cancel is let through (see cancel_order); asked only then.
+CANCEL_ASKS_FOR_THE_BILL_PATCH = "cancel-asks-for-the-bill"
+#: How long a cancel on the fast path waits for the ledger's answer, each attempt.
+BILL_QUESTION_TIMEOUT = timedelta(seconds=10)
 
 
 # Input that does not decode into a PizzaOrder fails the order at once, before any effect,
@@ -111,6 +120,7 @@ class PizzaOrderWorkflow(HoldFirst):
         self.outcome = "running"
         self._order_task: asyncio.Task[OrderConfirmation] | None = None
         self._lean = False
+        self._asking_for_the_bill = False  # a cancel on the fast path, asking the ledger
 
     @workflow.run
     async def order_pizza(self, order: PizzaOrder) -> OrderConfirmation:
@@ -347,6 +357,9 @@ class PizzaOrderWorkflow(HoldFirst):
 
     @workflow.update
     async def cancel_order(self, reason: str) -> CancelResult:
+        if await self._billed_in_a_lost_task():
+            await workflow.wait_condition(lambda: self.steps.pivot_passed or self.finished)
+            return CancelResult(accepted=False, reason=TOO_LATE_TO_CANCEL)
         self.cancel_reason = reason or "cancelled by request"
         shown.show_details("Cancelling")
         if self._order_task is None:
@@ -362,6 +375,32 @@ class PizzaOrderWorkflow(HoldFirst):
             accepted=True, reason=self.cancel_reason, compensations=list(self.saga.completed)
         )
 
+    async def _billed_in_a_lost_task(self) -> bool:
+        """On the fast path, whether the bill was sent by a workflow task that was then
+        lost (its worker killed before the task completed): the history shows the order
+        before its pivot, the ledger and the provider hold the bill. The ledger is asked
+        (a local activity) before a cancel is let through; if the bill is there, the order
+        goes on (its next task sends the bill again under the same key, which answers the
+        same capture) and the cancel is too late, as for any billed order. Regular steps
+        are in the history once they ran: nothing to ask."""
+        if not self.steps.fast_path or self._order_task is None or self.steps.pivot_passed:
+            return False
+        if not workflow.patched(CANCEL_ASKS_FOR_THE_BILL_PATCH):
+            return False
+        info = workflow.info()
+        self._asking_for_the_bill = True
+        try:
+            billed: bool = await workflow.execute_local_activity(
+                ASK_BILL_RECORDED,
+                RunRef(order_ref(info.workflow_id, info.run_id), order_number_of(info.workflow_id)),
+                result_type=bool,
+                start_to_close_timeout=BILL_QUESTION_TIMEOUT,
+                summary=shown.said("Ask the ledger whether the bill was sent"),
+            )
+        finally:
+            self._asking_for_the_bill = False
+        return billed
+
     @cancel_order.validator
     def _validate_cancel(self, reason: str) -> None:
         text.check_text("reason", reason)  # validators do not run on replay
@@ -369,7 +408,7 @@ class PizzaOrderWorkflow(HoldFirst):
             raise ValueError(TOO_LATE_TO_CANCEL)
         if self.finished:
             raise ValueError(f"the order is already closed ({self.outcome})")
-        if self.cancel_reason is not None:
+        if self.cancel_reason is not None or self._asking_for_the_bill:
             raise ValueError("the order is already being cancelled")
         if self.saga.compensating:
             raise ValueError("the order already failed and is being compensated")

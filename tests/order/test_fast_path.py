@@ -25,13 +25,27 @@ from pizzeria.client import outcome_of
 from pizzeria.failures import error_type_of
 from pizzeria.history.timeline import order_timeline
 from pizzeria.ledger import open_ledger
-from pizzeria.models import CardCharge, PizzaOrder, StockRequest, order_ref, workflow_id_for
+from pizzeria.models import (
+    Bill,
+    CardCharge,
+    PizzaOrder,
+    StockRequest,
+    order_ref,
+    workflow_id_for,
+)
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
 from pizzeria.payments.port import MoneyState
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
-from pizzeria.workflows import PizzaOrderWorkflow
-from tests.helpers import PIZZERIA, failure_of, run_pizzeria, unique_number, wait_until
+from pizzeria.workflows import TOO_LATE_TO_CANCEL, PizzaOrderWorkflow
+from tests.helpers import (
+    PIZZERIA,
+    eventually,
+    failure_of,
+    run_pizzeria,
+    unique_number,
+    wait_until,
+)
 from tests.helpers.history import activity_timeline, finished, local_records, local_timeline
 from tests.helpers.money_books import money_of
 from tests.helpers.orders import RECIPE_OF_EXERCISE, charging, quantities
@@ -288,3 +302,43 @@ async def test_a_cancel_after_a_first_task_lost_with_its_local_steps_still_undoe
     money = await money_of(gateway, ledger, run)
     assert [p.state for p in money.payments] == [MoneyState.RELEASED]
     assert money.ledger.charged == money.ledger.refunded == amount
+
+
+async def test_a_cancel_after_a_task_lost_with_its_bill_is_too_late_and_the_order_goes_on(
+    client: Client, worker, task_queue: str, ledger, activities, gateway
+):
+    """On the fast path the bill too runs inside a workflow task: a worker killed after the
+    bill and before the task completed leaves the order billed with nothing in its history.
+    A cancel then must not undo it (chaos met this: a billed order cancelled, its capture
+    refunded). The cancel asks the ledger first, finds the bill, and is too late; the order
+    sends its bill again under the same key, which answers the same capture."""
+    number = unique_number("BILLED")
+    placed = sample_order(number, prep_seconds=4, fast_path=True, is_delivery=False)
+    async with worker():
+        handle = await client.start_workflow(
+            PizzaOrderWorkflow.order_pizza,
+            placed,
+            id=workflow_id_for(number),
+            task_queue=task_queue,
+        )
+        run = order_ref(handle.id, (await handle.describe()).run_id)
+        held = lambda: any(  # noqa: E731
+            e["step"] == "process_credit_card" and e["order_ref"] == run for e in ledger.effects()
+        )
+        await eventually(held, "the card to be held")
+        # In the kitchen's wait: what a lost task would have done next, done by hand.
+        total = menu.order_total(placed.items)
+        bill = Bill(placed.customer.customer_id, number, "Pizza order", total, run)
+        billed = await ActivityEnvironment().run(activities.send_bill, bill)
+        result = await handle.execute_update(PizzaOrderWorkflow.cancel_order, "changed my mind")
+        confirmation = await handle.result()
+    assert (result.accepted, result.reason) == (False, TOO_LATE_TO_CANCEL)
+    assert confirmation.status == "SUCCESS"
+    assert confirmation.confirmation_number == billed.confirmation_number  # the same bill
+    money = await money_of(gateway, ledger, run)
+    assert [p.state for p in money.payments] == [MoneyState.CAPTURED]
+    amount = menu.billed_amount(total)
+    assert (money.ledger.charged, money.ledger.billed, money.ledger.refunded) == (amount, amount, 0)
+    steps = [name for name, _ in await local_timeline(handle)]
+    assert "refund_customer" not in steps and "revert_inventory" not in steps
+    assert steps.count("send_bill") == 1

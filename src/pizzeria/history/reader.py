@@ -23,7 +23,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus
 
 from pizzeria.history.markers import local_activity_of
-from pizzeria.models import COMPENSATIONS
+from pizzeria.models import ASK_BILL_RECORDED, COMPENSATIONS
 
 # What a span is: a step of the saga, a compensation, or a timer.
 STEP = "step"
@@ -216,6 +216,8 @@ class HistoryReader:
             if (opened := self.spans.get(started.scheduled_event_id)) is not None:
                 opened.attempts = started.attempt
         elif (local := local_activity_of(event)) is not None:
+            if local.name == ASK_BILL_RECORDED:  # a question to the ledger: no step's
+                return None
             span = Span(
                 kind_of(local.name),
                 local.name,
