@@ -133,6 +133,15 @@ async def test_a_good_order_from_the_page_lights_every_step_and_completes(page, 
     )
     assert await card_shown_masked_only(page, GOOD_CARD)
     card_went_to_the_provider_only(api, sent, GOOD_CARD)
+    # Back is the form (the address names no order), Forward the order again.
+    number = await page.locator("#order-number").inner_text()
+    await page.go_back()
+    await expect(page.locator("#order-form")).to_be_visible()
+    await expect(page.locator("#tracker")).to_be_hidden()
+    await page.go_forward()
+    await expect(page.locator("#tracker")).to_be_visible()
+    await expect(page.locator("#order-number")).to_have_text(number)
+    await expect(page.locator("#status")).to_have_text("COMPLETED")
     assert await page.locator("#compensations-box").is_hidden()
 
 
@@ -185,6 +194,9 @@ async def test_the_bad_card_shows_the_refund_then_the_stock_put_back_then_failed
 async def test_the_cancel_button_cancels_before_the_pivot(page):
     await place(page, GOOD_CARD)
     await expect(page.locator("#cancel")).to_be_visible()  # during the 3 s of preparation
+    # The money as it stands while the kitchen waits, not only once the order is over.
+    await expect(page.locator("#summary")).to_contain_text("card **** 4242 · hold $35.00")
+    await expect(page.locator("#status")).to_have_text("RUNNING")
     await page.click("#cancel")
     await expect(page.locator("#status")).to_have_text("CANCELLED", timeout=ORDER_SECONDS)
     assert dict(await states(page, "steps"))["send_bill"] == "state-not-run"

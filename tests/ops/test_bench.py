@@ -49,7 +49,7 @@ from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import profile_cases, samples_by_piece
 from pizzeria.ops.bench.provider import CallLog, TimedGateway
-from pizzeria.ops.bench.report import bench_table
+from pizzeria.ops.bench.report import bench_table, growth_lines
 from pizzeria.ops.bench.stack import worker_environment
 from pizzeria.ops.bench.versus import FLOOR, HOLD, PICKUP, Measured, target, versus_report
 from pizzeria.ops.bench.worker import worker_settings
@@ -696,3 +696,17 @@ def test_sandbox_passthrough_adds_modules_to_the_workers_sandbox_and_keeps_it() 
     finally:
         switch_off(set())
     assert isinstance(unsandboxed, UnsandboxedWorkflowRunner)
+
+
+def test_how_cost_grows_is_one_line_a_measure_not_a_json_object() -> None:
+    assert growth_lines(
+        {
+            "history_events_per_workflow": {"good": 19, "bad": 21},
+            "ledger_rows_per_order": {"good": 3.0},
+            "worker_rss_kb_per_inflight_workflow": {"good": 1024.4},
+        }
+    ) == [
+        "history events per workflow: good 19, bad 21",
+        "ledger rows per order: good 3.00",
+        "worker rss kb per inflight workflow: good 1,024",
+    ]

@@ -97,6 +97,7 @@ function renderCart() {
     remove.type = "button";
     remove.className = "link";
     remove.textContent = "remove";
+    remove.setAttribute("aria-label", `remove ${pizza.description}`);
     remove.addEventListener("click", () => {
       cart.splice(index, 1);
       renderCart();
@@ -357,6 +358,7 @@ function follow(number, token, last4) {
   $("#compensations").replaceChildren();
   $("#compensations-box").hidden = true;
   showSummary();
+  $("#tracker").focus(); // a keyboard user goes on from the order, not from the page's top
   const source = new EventSource(`/orders/${encodeURIComponent(number)}/events?token=${encodeURIComponent(token)}`);
   current.source = source;
   source.addEventListener("step", (event) => onStep(JSON.parse(event.data)));
@@ -364,7 +366,19 @@ function follow(number, token, last4) {
   source.addEventListener("outcome", (event) => onOutcome(JSON.parse(event.data)));
 }
 
+// The money and the stage as the order reads now: asked again when a step or a
+// compensation has answered (a hold taken, a capture, a release), a few at once read once.
+function refreshSummary() {
+  if (!current || current.refreshing) return;
+  current.refreshing = setTimeout(() => {
+    if (!current) return;
+    current.refreshing = null;
+    showSummary();
+  }, 150);
+}
+
 function onStep(change) {
+  if (change.state !== "running") refreshSummary();
   let item = document.querySelector(`#steps li[data-name="${change.name}"]`);
   if (!item && OPTIONAL_STEP_LABELS[change.name]) {
     item = stepItem(change.name, OPTIONAL_STEP_LABELS[change.name]);
@@ -375,6 +389,7 @@ function onStep(change) {
 }
 
 function onCompensation(change) {
+  if (change.state !== "running") refreshSummary();
   $("#cancel").hidden = true;
   $("#compensations-box").hidden = false;
   let item = document.querySelector(`#compensations li[data-name="${change.name}"]`);
@@ -403,6 +418,7 @@ function onOutcome(outcome) {
   };
   $("#outcome").textContent = text[outcome.status] || outcome.status;
   showSummary();
+  $("#new-order").focus();
 }
 
 async function cancelOrder() {
@@ -429,6 +445,19 @@ function newOrder() {
   history.replaceState(null, "", location.pathname);
   $("#tracker").hidden = true;
   $("#order-form").hidden = false;
+  $("#size").focus();
+}
+
+// The order the address names (#order=...&token=...&card=4242), if any.
+function followTheAddress() {
+  const saved = new URLSearchParams(location.hash.slice(1));
+  if (saved.get("order") && saved.get("token")) {
+    if (!current || current.number !== saved.get("order")) {
+      follow(saved.get("order"), saved.get("token"), saved.get("card"));
+    }
+  } else if (current) {
+    newOrder(); // Back from an order: the form, as the address says (Forward: the order)
+  }
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -443,9 +472,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#order-form").addEventListener("submit", placeOrder);
   $("#cancel").addEventListener("click", cancelOrder);
   $("#new-order").addEventListener("click", newOrder);
-  // A reload goes on following the order in the address (#order=...&token=...&card=4242).
-  const saved = new URLSearchParams(location.hash.slice(1));
-  if (saved.get("order") && saved.get("token")) {
-    follow(saved.get("order"), saved.get("token"), saved.get("card"));
-  }
+  // A reload, Back and Forward follow the order in the address.
+  window.addEventListener("hashchange", followTheAddress);
+  followTheAddress();
 });

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +58,21 @@ def print_bench_report(report: dict[str, Any], out: Console) -> None:
                 f"calls per order, {row['provider_ms_per_order']:.1f} ms in all "
                 f"({share:.0%} of its p50)"
             )
-    out.print("growth: " + json.dumps(report["growth"]))
+    for line in growth_lines(report["growth"]):
+        out.print(line)
     out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
+
+
+def growth_lines(growth: dict[str, dict[str, float]]) -> list[str]:
+    """How cost grows, one line a measure: ``history events per workflow: good 19, ...``."""
+    lines = []
+    for measure, by_case in growth.items():
+        figures = ", ".join(
+            f"{case} {value:,.0f}" if abs(value) >= 10 else f"{case} {value:.2f}"
+            for case, value in by_case.items()
+        )
+        lines.append(f"{measure.replace('_', ' ')}: {figures}")
+    return lines
 
 
 def print_side_by_side(result: dict[str, Any], out: Console) -> None:
