@@ -869,11 +869,15 @@ def test_an_order_placed_with_a_key_the_workers_lack_says_so(stack, tmp_path: Pa
         )
 
 
-@pytest.mark.parametrize(
+#: The commands that find the payment provider the way the workers do.
+every_provider_command = pytest.mark.parametrize(
     "command",
     [("worker",), ("refund", "X1", "5.00", "--reason", "cold"), ("check",)],
     ids=["worker", "refund", "check"],
 )
+
+
+@every_provider_command
 def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
     tmp_path, command: tuple[str, ...]
 ):
@@ -890,11 +894,7 @@ def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
     )
 
 
-@pytest.mark.parametrize(
-    "command",
-    [("worker",), ("refund", "X1", "5.00", "--reason", "cold"), ("check",)],
-    ids=["worker", "refund", "check"],
-)
+@every_provider_command
 def test_a_payments_url_file_others_could_have_written_is_not_followed(
     tmp_path, command: tuple[str, ...]
 ):
