@@ -96,12 +96,8 @@ def readable_by_others(path: Path) -> str | None:
     return None
 
 
-def secret_bytes(text: str) -> int:
-    """How many bytes a secret written as hex or as base64url holds (0: neither)."""
-    return len(_decoded(text))
-
-
-def _decoded(text: str) -> bytes:
+def decoded_secret(text: str) -> bytes:
+    """The bytes of a secret written as hex or as base64url (none: neither)."""
     text = text.strip()
     if _HEX.fullmatch(text) and len(text) % 2 == 0:
         return bytes.fromhex(text)
@@ -117,7 +113,7 @@ def check_secret_strength(text: str, where: str) -> str:
     """``text`` stripped, unless it holds fewer than SECRET_BYTES random bytes: fewer
     bytes, or bytes too few of which differ (64 zeros, 43 a's, a short pattern repeated:
     32 random bytes hold about 30 different values, and fewer than 16 never happens)."""
-    decoded = _decoded(text)
+    decoded = decoded_secret(text)
     if len(decoded) < SECRET_BYTES or len(set(decoded)) < MIN_DIFFERENT_BYTES:
         raise UnsafeSecret(
             f"{where} must hold at least {SECRET_BYTES} random bytes, written as "

@@ -133,7 +133,7 @@ def server(
     with contextlib.ExitStack() as payments:
         if not no_payments:
             try:
-                payments.enter_context(local_payments(out.print, config.data_dir(), payments_port))
+                payments.enter_context(local_payments(out.print, port=payments_port))
             except ProviderProcessError as error:
                 fail(f"cannot start the local payment provider: {error}")
         serve_dev_server(port, ui_port, in_memory, codec_port, no_codec)
