@@ -210,10 +210,13 @@ def validate_order(
 ) -> None:
     """Refuse an order that could never be fulfilled, before any effect.
 
-    ``new_number``: the order number is being given now (the API's staff, `pizzeria
-    order`), so it must also start with a letter or a digit: ``.`` and ``..`` are no path
-    an address can hold (clients resolve them away) and ``-rf`` reads as an option on a
-    command line. The workflow keeps the older rule, as orders were started under it.
+    ``new_number``: the order is being placed now, its number given now (the API, `pizzeria
+    order`), so two stricter rules apply. Its number must start with a letter or a digit:
+    ``.`` and ``..`` are no path an address can hold (clients resolve them away) and
+    ``-rf`` reads as an option on a command line. And each of its text fields must be
+    readable (`text.unreadable_problem`): a name of only U+3164 (a Hangul filler) or
+    private-use characters shows as nothing. The workflow keeps the older rules, as orders
+    were started under them.
 
     Each item's price must be the menu's (`PRICE_BY_SIZE`): the customer pays what the
     menu says, never what a client claims. ``menu_prices=False`` is the rule orders
@@ -250,6 +253,23 @@ def validate_order(
     _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
     if order.settings is not None:
         validate_settings(order)
+    if new_number:
+        _validate_readable(order)
+
+
+def _validate_readable(order: PizzaOrder) -> None:
+    """Each text field of a new order holds something a reader can see (see validate_order)."""
+    fields = {
+        "customer.name": order.customer.name,
+        "customer.email": order.customer.email,
+        "customer.phone": order.customer.phone,
+        "credit_card_info.holderName": order.credit_card_info.holderName,
+        **{f"address.{name}": getattr(order.address, name) for name in ADDRESS_FIELDS},
+    }
+    for name, value in fields.items():
+        problem = text.unreadable_problem(value)
+        if problem:
+            raise _invalid(name, f"{name} {problem}")
 
 
 def _validate_customer(customer: Customer) -> None:
@@ -286,6 +306,8 @@ def _validate_card(card: CreditCardInfo) -> None:
         )
 
 
+#: An address's text fields, each checked as free text.
+ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code")
 #: What a driver needs besides ``line1`` (``line2`` may stay empty).
 DELIVERY_FIELDS = ("city", "state", "postal_code")
 
@@ -293,7 +315,7 @@ DELIVERY_FIELDS = ("city", "state", "postal_code")
 def _validate_delivery(order: PizzaOrder, full_address: bool) -> None:
     if not isinstance(order.is_delivery, bool):
         raise _invalid("is_delivery", "is_delivery must be true or false")
-    for name in ("line1", "line2", "city", "state", "postal_code"):
+    for name in ADDRESS_FIELDS:
         _text(getattr(order.address, name), f"address.{name}", required=False)
     if order.is_delivery:
         _text(order.address.line1, "address.line1")

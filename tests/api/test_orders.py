@@ -607,6 +607,20 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
         assert answer.json()["errors"] == [
             {"field": "order_number", "reason": "order_number must start with a letter or a digit"}
         ], given
+    # A customer's name of nothing visible (a Hangul filler, private use) or holding a
+    # noncharacter is refused with the field named, nothing placed.
+    for name, reason in (
+        ("\u3164", "holds nothing visible"),
+        ("\ue000\ue001", "holds nothing visible"),
+        ("Ada\uffff", "holds a noncharacter"),
+    ):
+        body = customer_body()
+        body["customer"]["name"] = name
+        answer = await place(http, body)
+        assert answer.status_code == 422, (name, answer.text)
+        (error,) = answer.json()["errors"]
+        assert error["field"] == "customer.name", error
+        assert reason in error["reason"], error
 
 
 async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
