@@ -558,6 +558,13 @@ def captured_amount_lowered(db: sqlite3.Connection) -> None:
     captured_as(db, "MUT-PICKUP", amount_received=3000, amount_captured=3000)
 
 
+def charge_capture_lowered(db: sqlite3.Connection) -> None:
+    """Only the charge's record of the capture changed: the intent still says $15.00."""
+    charge = body_of(db, intent_of(db, "MUT-PICKUP")["latest_charge"])
+    charge["amount_captured"] = 100
+    save(db, charge)
+
+
 def hold_left_uncaptured(db: sqlite3.Connection) -> None:
     """The completed pickup's hold never captured: still requires_capture."""
     intent = intent_of(db, "MUT-PICKUP")
@@ -695,6 +702,7 @@ def refund_of_no_payment(db: sqlite3.Connection) -> None:
 PROVIDER_MUTATIONS: list[tuple[Mutation, tuple[str, str]]] = [
     (payment_dropped, ("payment missing at the provider", "MUT-PICKUP")),
     (captured_amount_lowered, ("capture differs from the bill", "MUT-PICKUP")),
+    (charge_capture_lowered, ("charge differs from its payment", "MUT-PICKUP")),
     (charged_to_another_card, ("payment on another card", "MUT-PICKUP")),
     (charged_in_another_currency, ("payment in another currency", "MUT-PICKUP")),
     (hold_left_uncaptured, ("orphan hold", "MUT-PICKUP")),

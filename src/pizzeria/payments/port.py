@@ -89,6 +89,9 @@ class Payment:
     #: The card as the provider keeps it (``pm_...``): what a new hold on the same card
     #: is authorized with when this one expired (the number is never sent twice).
     payment_method: str | None = None
+    #: What the payment's charge says it captured, when the provider answered the charge
+    #: with it (Stripe keeps it on both; they agree unless a record was changed).
+    charge_captured: int | None = None
 
     @property
     def idempotency_key(self) -> str | None:

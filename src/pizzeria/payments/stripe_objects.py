@@ -32,6 +32,7 @@ def payment_of(data: Mapping[str, Any]) -> Payment:
         cancellation_reason=data.get("cancellation_reason"),
         decline_code=error.get("decline_code") or error.get("code"),
         payment_method=_id_of(data.get("payment_method")),
+        charge_captured=int(charge.get("amount_captured") or 0) if charge is not None else None,
     )
 
 

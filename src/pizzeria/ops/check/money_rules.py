@@ -8,7 +8,8 @@ the run and the ledger's rows that name a payment. Per run:
   (`held_the_charge_amount`), in dollars, on the card the ledger's hold names
   (`held_on_the_order_card`);
 * a payment is captured iff the ledger billed it, for the bill's amount
-  (`captured_as_billed`);
+  (`captured_as_billed`), and its charge says it captured what the payment says
+  (`charge_as_its_payment`);
 * an undone order's payments were released (voided) or expired, never kept; a completed
   order's never voided; each release the ledger records is one at the provider
   (`released_as_compensated`);
@@ -142,6 +143,23 @@ def captured_as_billed(run: RunView, found: Findings) -> None:
                 "captured without a bill",
                 run,
                 f"{shown(payment)} captured {dollars(captured)}; the ledger billed nothing on it",
+            )
+
+
+def charge_as_its_payment(run: RunView, found: Findings) -> None:
+    """The provider keeps what it took twice, on the payment and on its charge (refunds
+    are measured against the charge's): the two agree."""
+    money = money_of(run)
+    if money is None:
+        return
+    for payment in money.all_payments.values():
+        said = payment.charge_captured
+        if said is not None and said != payment.amount_captured:
+            found.violation(
+                "charge differs from its payment",
+                run,
+                f"{shown(payment)} took {dollars(payment.amount_captured)}; its charge says "
+                f"{dollars(said)} captured",
             )
 
 
@@ -340,6 +358,7 @@ MONEY_RULES: tuple[RunRule, ...] = (
     held_the_charge_amount,
     held_on_the_order_card,
     captured_as_billed,
+    charge_as_its_payment,
     released_as_compensated,
     refunds_as_recorded,
     undelivered_order_refunded_in_full,
