@@ -6,9 +6,10 @@ reject a bad order before any effect, and the activities call them to move stock
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from pizzeria import text
 from pizzeria.models import (
@@ -231,30 +232,73 @@ def validate_order(
     behaviour the exercise teaches. Only a number that is not a card number at all (spaces,
     letters, fewer than 12 or more than 19 digits) is refused here, before any effect.
     """
-    # JSON null (or another shape) can reach the workflow where an order should be.
+    for check in _checks(order, menu_prices, full_address, toppings_once, new_number):
+        check()
+
+
+def order_problems(order: PizzaOrder, *, new_number: bool = False) -> list[OrderRejected]:
+    """Every field of ``order`` that `validate_order` refuses, each with the first problem
+    it finds there, in the order it checks them (its first is the one it raises): what a
+    form can show at once. Empty when the order is fine."""
+    problems: dict[str, OrderRejected] = {}
+    for check in _checks(order, True, True, True, new_number):
+        try:
+            check()
+        except OrderRejected as rejected:
+            problems.setdefault(rejected.field, rejected)
+            if rejected.field == WHOLE_ORDER:  # no field of it can be read
+                break
+    return list(problems.values())
+
+
+#: One of `validate_order`'s checks: it raises `OrderRejected` (what it returns is not read).
+Check = Callable[[], object]
+
+
+def _checks(
+    order: PizzaOrder, menu_prices: bool, full_address: bool, toppings_once: bool, new_number: bool
+) -> Iterator[Check]:
+    """`validate_order`'s checks, one per field (or group), each raising `OrderRejected`.
+    Each reads the order only when called, and reads a field only in the shape the
+    checks before it let through: `order_problems` goes on past a refused one."""
+    yield lambda: _validate_shape(order)
+    yield lambda: _validate_number(order.order_number, new_number)
+    yield lambda: _validate_customer_id(order.customer.customer_id)
+    yield lambda: _text(order.customer.name, "customer.name")
+    yield lambda: _text(order.customer.email, "customer.email", required=False)
+    yield lambda: _text(order.customer.phone, "customer.phone", required=False)
+    yield lambda: _text(order.credit_card_info.holderName, "credit_card_info.holderName")
+    yield lambda: _validate_card(order.credit_card_info)
+    yield lambda: _validate_is_delivery(order.is_delivery)
+    for name in ADDRESS_FIELDS:
+        yield functools.partial(_address_text, order, name)
+    yield lambda: _validate_delivery_address(order, full_address)
+    yield lambda: _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
+    yield lambda: validate_settings(order) if order.settings is not None else None
+    if new_number:
+        yield lambda: _validate_readable(order)
+
+
+def _validate_shape(order: object) -> None:
+    """JSON null (or another shape) can reach the workflow where an order should be."""
     parts = {"customer": Customer, "address": Address, "credit_card_info": CreditCardInfo}
     if not isinstance(order, PizzaOrder) or not all(
         isinstance(getattr(order, name), kind) for name, kind in parts.items()
     ):
         raise _invalid(WHOLE_ORDER, "the order must be a JSON object of the contract")
-    number = order.order_number
+
+
+def _validate_number(number: object, new_number: bool) -> None:
     # Said the same way however long: the rule of 64 before the general one of MAX_TEXT.
     if not isinstance(number, str) or not number.strip():
         _text(number, "order_number")
+    assert isinstance(number, str)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", number):
         raise _invalid(
             "order_number", "order_number must be 1 to 64 letters, digits, '.', '_' or '-'"
         )
     if new_number and not number[0].isalnum():
         raise _invalid("order_number", "order_number must start with a letter or a digit")
-    _validate_customer(order.customer)
-    _validate_card(order.credit_card_info)
-    _validate_delivery(order, full_address)
-    _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
-    if order.settings is not None:
-        validate_settings(order)
-    if new_number:
-        _validate_readable(order)
 
 
 def _validate_readable(order: PizzaOrder) -> None:
@@ -267,25 +311,21 @@ def _validate_readable(order: PizzaOrder) -> None:
         **{f"address.{name}": getattr(order.address, name) for name in ADDRESS_FIELDS},
     }
     for name, value in fields.items():
-        problem = text.unreadable_problem(value)
+        problem = text.unreadable_problem(value) if isinstance(value, str) else None
         if problem:
             raise _invalid(name, f"{name} {problem}")
 
 
-def _validate_customer(customer: Customer) -> None:
-    if not _whole(customer.customer_id) or not 0 <= customer.customer_id < 2**63:
+def _validate_customer_id(customer_id: object) -> None:
+    if not _whole(customer_id) or not 0 <= customer_id < 2**63:  # type: ignore[operator]
         raise _invalid(
             "customer.customer_id",
             "customer.customer_id must be a whole number from 0 to 9223372036854775807",
         )
-    _text(customer.name, "customer.name")
-    _text(customer.email, "customer.email", required=False)
-    _text(customer.phone, "customer.phone", required=False)
 
 
 def _validate_card(card: CreditCardInfo) -> None:
     """A card number, or instead a payment provider's token for the card (``pm_...``)."""
-    _text(card.holderName, "credit_card_info.holderName")
     token = card.payment_method
     if token is not None:
         if not isinstance(token, str) or not re.fullmatch(r"pm_[A-Za-z0-9_]{1,200}", token):
@@ -312,16 +352,26 @@ ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code")
 DELIVERY_FIELDS = ("city", "state", "postal_code")
 
 
-def _validate_delivery(order: PizzaOrder, full_address: bool) -> None:
-    if not isinstance(order.is_delivery, bool):
+def _validate_is_delivery(is_delivery: object) -> None:
+    if not isinstance(is_delivery, bool):
         raise _invalid("is_delivery", "is_delivery must be true or false")
-    for name in ADDRESS_FIELDS:
-        _text(getattr(order.address, name), f"address.{name}", required=False)
-    if order.is_delivery:
-        _text(order.address.line1, "address.line1")
-        for name in DELIVERY_FIELDS if full_address else ():
-            if not getattr(order.address, name).strip():
-                raise _invalid(f"address.{name}", f"a delivery needs address.{name}")
+
+
+def _address_text(order: PizzaOrder, name: str) -> None:
+    _text(getattr(order.address, name), f"address.{name}", required=False)
+
+
+def _validate_delivery_address(order: PizzaOrder, full_address: bool) -> None:
+    """What a driver needs, of the fields that are text (the checks before say the rest)."""
+    if order.is_delivery is not True:
+        return
+    line1 = order.address.line1
+    if isinstance(line1, str):
+        _text(line1, "address.line1")
+    for name in DELIVERY_FIELDS if full_address else ():
+        value = getattr(order.address, name)
+        if isinstance(value, str) and not value.strip():
+            raise _invalid(f"address.{name}", f"a delivery needs address.{name}")
 
 
 def incomplete_address(order: object) -> bool:

@@ -155,6 +155,22 @@ async def test_a_card_the_provider_refuses_is_one_sentence_and_no_order(page, ap
     assert not [r for r in to_api(api, sent) if r.url == f"{api.url}/orders"]
 
 
+async def test_every_field_the_api_refuses_is_flagged_and_said_at_once(page, api, sent):
+    await page.fill("input[name='customer.name']", "")
+    await page.fill("input[name='address.city']", "")
+    await place_refused(page, GOOD_CARD)
+    await expect(page.locator("#form-error")).to_have_text(
+        "customer.name must be a non-empty string\na delivery needs address.city"
+    )
+    flagged = page.locator(".invalid")
+    await expect(flagged).to_have_count(2)
+    assert [await field.get_attribute("data-field") for field in await flagged.all()] == [
+        "customer.name",
+        "address.city",
+    ]
+    assert await page.locator("#tracker").is_hidden()
+
+
 async def test_the_bad_card_shows_the_refund_then_the_stock_put_back_then_failed(
     page, api, sent, tmp_path
 ):

@@ -614,13 +614,28 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
         ("\ue000\ue001", "holds nothing visible"),
         ("Ada\uffff", "holds a noncharacter"),
     ):
-        body = customer_body()
-        body["customer"]["name"] = name
-        answer = await place(http, body)
+        sent = customer_body()
+        sent["customer"]["name"] = name
+        answer = await place(http, sent)
         assert answer.status_code == 422, (name, answer.text)
         (error,) = answer.json()["errors"]
         assert error["field"] == "customer.name", error
         assert reason in error["reason"], error
+    # Every refused field at once, so a form can flag them all; the first is said.
+    sent = customer_body()
+    sent["customer"]["name"] = ""
+    sent["credit_card_info"]["number"] = "4242"
+    sent["address"]["postal_code"] = ""
+    answer = await place(http, sent)
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert [error["field"] for error in problem["errors"]] == [
+        "customer.name",
+        "credit_card_info.number",
+        "address.postal_code",
+    ]
+    assert problem["detail"] == "customer.name must be a non-empty string (and 2 more)"
+    assert problem["error_type"] == "InvalidOrderError"
 
 
 async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):

@@ -28,6 +28,7 @@ from pizzeria.menu import (
     luhn_valid,
     menu_price,
     off_menu,
+    order_problems,
     order_total,
     recipe,
     repeated_toppings,
@@ -543,3 +544,76 @@ def test_card_problem_never_raises_and_accepts_only_16_ascii_digits(number: str)
     if problem is None:
         assert len(number) == 16
         assert all(ch in "0123456789" for ch in number)
+
+
+# -- every refused field at once (a form shows them all) ------------------------------------
+
+
+def broken_in_many_places() -> PizzaOrder:
+    order = sample_order(card=GOOD_CARD)
+    order.customer.name = ""
+    order.customer.email = "a\x1bb"
+    order.credit_card_info.number = "4242 4242"
+    order.address.city = " "  # a delivery needs a city
+    order.items[0].price = 1  # off the menu
+    return order
+
+
+def test_order_problems_names_every_refused_field_and_first_the_one_validate_order_raises():
+    order = broken_in_many_places()
+    problems = order_problems(order)
+    assert [problem.field for problem in problems] == [
+        "customer.name",
+        "customer.email",
+        "credit_card_info.number",
+        "address.city",
+        "items[0].price",
+    ]
+    with pytest.raises(OrderRejected) as raised:
+        validate_order(order)
+    assert (raised.value.field, str(raised.value)) == (problems[0].field, str(problems[0]))
+    assert order_problems(sample_order(card=GOOD_CARD)) == []
+
+
+def test_order_problems_goes_on_past_a_field_of_the_wrong_shape_without_failing_itself():
+    order = sample_order(card=GOOD_CARD)
+    order.order_number = None  # type: ignore[assignment]
+    order.is_delivery = "yes"  # type: ignore[assignment]
+    order.address.line1 = 7  # type: ignore[assignment]
+    order.address.state = ["NY"]  # type: ignore[assignment]
+    order.customer.customer_id = -1
+    fields = [problem.field for problem in order_problems(order, new_number=True)]
+    assert fields == [
+        "order_number",
+        "customer.customer_id",
+        "is_delivery",
+        "address.line1",
+        "address.state",
+    ]
+    # Not an order at all: one problem about the whole, nothing read past it.
+    assert [p.field for p in order_problems(None)] == [""]  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    name=st.sampled_from(["Ada", "", "\u3164", "a\x00"]),
+    city=st.sampled_from(["Town", "", " ", "\u202e"]),
+    number=st.sampled_from([GOOD_CARD, "", "42", "x" * 16]),
+    price=st.sampled_from([None, 1, 0, -5]),
+    delivery=st.booleans(),
+    new_number=st.booleans(),
+)
+def test_the_first_of_order_problems_is_always_what_validate_order_raises(
+    name, city, number, price, delivery, new_number
+):
+    order = sample_order(card=number, is_delivery=delivery)
+    order.customer.name, order.address.city = name, city
+    if price is not None:
+        order.items[0].price = price
+    problems = order_problems(order, new_number=new_number)
+    try:
+        validate_order(order, new_number=new_number)
+    except OrderRejected as raised:
+        assert problems and (problems[0].field, str(problems[0])) == (raised.field, str(raised))
+    else:
+        assert problems == []

@@ -150,13 +150,22 @@ def checked_order(body: Any) -> PizzaOrder:
         order = OrderBody.model_validate(body).to_order()
     except ValidationError as error:
         raise refuse_invalid_body(error) from None
-    try:
-        menu.validate_order(order, new_number=True)
-    except menu.OrderRejected as rejected:
-        raise invalid(
-            rejected.field or "body", str(rejected), slug="invalid-order", error_type=rejected.kind
-        ) from None
+    problems = menu.order_problems(order, new_number=True)
+    if problems:
+        raise invalid_order(problems)
     return order
+
+
+def invalid_order(problems: list[menu.OrderRejected]) -> ApiProblem:
+    """The 422 of an order the checks refuse: every field they refuse, the first one's
+    reason and error type said (as the workflow would fail it), the others counted."""
+    errors = [(rejected.field or "body", str(rejected)) for rejected in problems]
+    field, reason = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    detail = reason if reason.startswith(field) else f"{field}: {reason}"
+    return ApiProblem(
+        422, detail + more, slug="invalid-order", errors=errors, error_type=problems[0].kind
+    )
 
 
 @router.post(

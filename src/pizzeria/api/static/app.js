@@ -212,9 +212,15 @@ async function cardOfOrder() {
 function showFormError(problem) {
   document.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
   const box = $("#form-error");
-  box.textContent = problem ? problem.detail || problem.title : "";
+  const errors = (problem && problem.errors) || [];
+  // Every field the API refused, a line each; one problem is said as the API said it.
+  box.textContent = !problem
+    ? ""
+    : errors.length > 1
+      ? errors.map((error) => error.reason).join("\n")
+      : problem.detail || problem.title;
   box.hidden = !problem;
-  for (const error of (problem && problem.errors) || []) {
+  for (const error of errors) {
     const name = error.field.replace(/\[\d+\].*/, "");
     const input = document.querySelector(`[data-field="${name}"]`);
     if (input) input.classList.add("invalid");
