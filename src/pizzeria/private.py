@@ -47,6 +47,11 @@ def read_private_file(path: Path, what: str) -> str:
     with os.fdopen(descriptor, encoding="utf-8", errors="replace") as handle:
         _refuse_unless_private(os.fstat(descriptor), path, what, "file")
         _refuse_unless_private(os.stat(path.absolute().parent), path.parent, what, "folder")
+        # A link of ours to a file in another folder: whoever can write that folder can
+        # replace the file (a link to a key kept elsewhere is fine when that folder is ours).
+        target = path.resolve().parent
+        if target != path.absolute().parent.resolve():
+            _refuse_unless_private(os.stat(target), target, what, "folder")
         return handle.read()
 
 

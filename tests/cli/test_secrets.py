@@ -124,6 +124,26 @@ def test_a_link_another_user_planted_is_refused(data, reader, tmp_path):
         read()
 
 
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_link_of_ours_to_a_file_in_a_folder_others_can_write_is_refused(data, reader, tmp_path):
+    path = made(data, reader)
+    read, name, error = READERS[reader]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    kept = elsewhere / name
+    path.rename(kept)
+    os.symlink(kept, path)
+    first = read()  # a folder of ours: the key may be kept there
+    assert read() == first
+    os.chown(elsewhere, NOBODY, NOBODY)  # another user's folder: they can replace the file
+    with pytest.raises(error, match=f"folder {elsewhere} belongs to another user"):
+        read()
+    os.chown(elsewhere, 0, 0)
+    elsewhere.chmod(0o777)
+    with pytest.raises(error, match=f"folder {elsewhere} can be written by others"):
+        read()
+
+
 @pytest.mark.parametrize(
     ("value", "accepted"),
     [
