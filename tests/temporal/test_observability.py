@@ -238,6 +238,11 @@ async def test_plain_payloads_answer_plain_and_keep_what_activities_carry_encryp
     (result,) = answered  # what a plain client reads: plain JSON
     assert result.metadata["encoding"] == b"json/plain"
     assert json.loads(result.data)["status"] == "SUCCESS"
+    # The summaries of the steps (the distance step's names the street): encrypted too.
+    summaries = [e.user_metadata.summary for e in history.events if e.HasField("user_metadata")]
+    assert len(summaries) >= 4
+    assert {p.metadata["encoding"] for p in summaries if p.metadata} == {ENCODING}
+    assert not any(b"Evergreen" in p.data or b"ending" in p.data for p in summaries)
 
 
 def test_orders_lists_by_order_status_from_visibility(stack):

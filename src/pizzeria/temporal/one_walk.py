@@ -28,6 +28,8 @@ from temporalio.converter import DataConverter
 from temporalio.converter._extstore import StorageOperationMetrics
 from temporalio.worker._command_aware_visitor import CommandAwarePayloadVisitor
 
+from pizzeria.temporal.codec import EncryptionCodec
+
 PayloadStep = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 
 _SDK_DECODE = sdk_worker.decode_activation
@@ -60,12 +62,40 @@ def _chained(steps: Sequence[PayloadStep]) -> PayloadStep:
     return chained
 
 
+class _Walker(CommandAwarePayloadVisitor):
+    """The SDK's visitor, handing the summaries and details of commands (their user
+    metadata) to ``metadata`` when given, everything else to the walk's own steps."""
+
+    def __init__(self, headers: bool, metadata: sdk_worker._Visitor | None) -> None:
+        super().__init__(skip_search_attributes=True, skip_headers=not headers)
+        self._metadata = metadata
+
+    async def _visit_temporal_api_sdk_v1_UserMetadata(self, fs: Any, o: Any) -> None:
+        await super()._visit_temporal_api_sdk_v1_UserMetadata(self._metadata or fs, o)
+
+
 async def _walk_once(
-    message: Any, steps: Sequence[PayloadStep], headers: bool
+    message: Any,
+    steps: Sequence[PayloadStep],
+    headers: bool,
+    metadata: Sequence[PayloadStep] | None = None,
 ) -> StorageOperationMetrics:
-    visitor = CommandAwarePayloadVisitor(skip_search_attributes=True, skip_headers=not headers)
-    await visitor.visit(sdk_worker._Visitor(_chained(steps)), message)
+    sealing = sdk_worker._Visitor(_chained(metadata)) if metadata is not None else None
+    await _Walker(headers, sealing).visit(sdk_worker._Visitor(_chained(steps)), message)
     return StorageOperationMetrics()  # nothing stored or retrieved: no external storage
+
+
+def _metadata_steps(data_converter: DataConverter) -> list[PayloadStep] | None:
+    """A plain worker's (`pizzeria worker --plain-payloads`) steps for the summaries it
+    writes: encrypted all the same. A plain client reads the order's input and answers,
+    never a step's summary, and a summary names the customer's street (the distance step's).
+    None for an encrypting worker: its own steps encrypt them already."""
+    codec = data_converter.payload_codec
+    if not isinstance(codec, EncryptionCodec) or codec.encrypt:
+        return None
+    # The codec's step alone: without external storage (see `_walked`), the other two
+    # encoding steps hand the payloads back as they are.
+    return [codec.sealing().encode]
 
 
 async def _walked(
@@ -80,7 +110,8 @@ async def _walked(
     if data_converter.external_storage is not None:
         return await sdk_function(message, data_converter, headers, storage_concurrency_limit)
     steps = [getattr(data_converter, name) for name in step_names]
-    return await _walk_once(message, steps, headers)
+    metadata = _metadata_steps(data_converter) if step_names is _ENCODE_STEPS else None
+    return await _walk_once(message, steps, headers, metadata)
 
 
 async def decode_activation(
