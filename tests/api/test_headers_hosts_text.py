@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.api.app import ApiSettings, create_app
 from pizzeria.api.auth import Keys
@@ -157,6 +158,30 @@ async def test_a_500_carries_the_security_headers_too(serving):
         assert answer.headers.get(name) == value, name
     assert "camera=()" in answer.headers["permissions-policy"]
     assert answer.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("status", "answered"),
+    [
+        (RPCStatusCode.UNAVAILABLE, 503),  # Temporal down
+        (RPCStatusCode.CANCELLED, 503),  # hung: the call ran out of time on our side
+        (RPCStatusCode.DEADLINE_EXCEEDED, 503),
+        (RPCStatusCode.INVALID_ARGUMENT, 502),  # Temporal answered, and refused
+    ],
+)
+async def test_a_temporal_that_does_not_answer_is_a_503_and_one_that_refuses_a_502(
+    serving, status, answered
+):
+    def temporal_says(app: FastAPI) -> None:
+        @app.get("/temporal")
+        async def temporal() -> None:
+            raise RPCError("Timeout expired", status, b"")
+
+    async with serving(extra=temporal_says) as http:
+        answer = await http.get("/temporal")
+    assert answer.status_code == answered
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert ("retry-after" in answer.headers) == (answered == 503)
 
 
 # -- never plain text ----------------------------------------------------------------------

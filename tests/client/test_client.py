@@ -9,6 +9,8 @@ file) while `pizzeria order` waits.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -34,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.client import (
     OrderAlreadyCompleted,
+    OrderDidNotAnswer,
     OrderOutcome,
     OrderRefused,
     cancel_order,
@@ -169,6 +172,33 @@ async def test_a_cancel_never_reaches_a_newer_run_of_the_order_number(
         confirmation = await hook.newer.result()  # not cancelled: it was not asked to be
     assert confirmation.amount == 3500
     assert (await hook.newer.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.dev_server_only(
+    "the time-skipping test server drops its connections once an Update no worker "
+    "answers times out; runs on the dev server"
+)
+async def test_a_cancel_no_worker_answered_in_time_ends_the_order_cancelled_once_one_does(
+    client: Client, worker, task_queue: str, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    number = f"CANCEL-LATE-{uuid.uuid4().hex[:6]}"
+    async with worker():
+        handle = await start_order(client, sample_order(number, prep_seconds=30), task_queue)
+        await eventually(lambda: preparing(handle), "the kitchen to prepare the order")
+    # No worker now: the cancel gives up waiting, and says it may still be carried out.
+    with pytest.raises(OrderDidNotAnswer, match="may still be carried out"):
+        await cancel_order(client, number, "changed my mind", patience=1)
+    gc.collect()  # the Update's wait, given up: its error was read, not logged with a traceback
+    await asyncio.sleep(0.1)
+    assert "never retrieved" not in caplog.text
+    async with worker():  # one comes back: it runs the cancel, and the order ends Cancelled
+        with pytest.raises(WorkflowFailureError) as ended:
+            await handle.result()
+    assert type(ended.value.cause).__name__ == "CancelledError"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    (row,) = [row for row in ledger.orders() if row.order_number == number]
+    assert (row.charged, row.refunded, row.billed) == (3500, 3500, 0)  # the hold, released
+    assert not any(row.stock_held.values())
 
 
 # -- whether the server knows the OrderStatus search attribute ----------------------------------

@@ -23,10 +23,13 @@ log = logging.getLogger("pizzeria.api")
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 64 * 1024  # an order of 50 pizzas is about 6 KB
+#: What a Temporal that does not answer (down, overloaded, or hung) raises: a 503, not
+#: a refusal. A call that ran out of its time on our side is CANCELLED ("Timeout expired").
 UNAVAILABLE = (
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
 )
 
 

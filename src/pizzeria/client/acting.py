@@ -83,7 +83,12 @@ ANSWER_SECONDS = 30.0
 
 
 class OrderDidNotAnswer(ConnectionError):
-    """No worker ran the order's answer to a cancel or a repair in time (one line)."""
+    """No worker ran the order's answer to a cancel or a repair in time (one line).
+    ``run`` is the run that was asked, when the question may still reach it."""
+
+    def __init__(self, message: str, run: WorkflowHandle[Any, Any] | None = None) -> None:
+        super().__init__(message)
+        self.run = run
 
 
 class OrderWaitsForOperator(OrderDidNotAnswer):
@@ -118,9 +123,17 @@ async def before_attention(
         stuck.cancel()
         if not answer.done():
             answer.cancel()
+            # The SDK turns the cancelled wait into an error of its own: read, not logged
+            # as "never retrieved" with its traceback.
+            answer.add_done_callback(_read_its_error)
     if answer.done() and not answer.cancelled():
         return answer.result()
     raise otherwise
+
+
+def _read_its_error(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 async def _ask(
@@ -153,7 +166,8 @@ async def _ask(
         raise OrderDidNotAnswer(
             f"order {order_number} did not answer within {patience:g} s: no worker "
             "has taken it (is `pizzeria worker` running?); the request may still be "
-            f"carried out once one does: `pizzeria status {order_number}` says"
+            f"carried out once one does: `pizzeria status {order_number}` says",
+            run,
         ) from None
     except WorkflowUpdateFailedError as error:
         cause = error.cause
@@ -182,14 +196,21 @@ async def cancel_order(
         text.TextRefused: the reason holds characters no text may hold (nothing is sent).
     """
     text.check_text("reason", reason)
-    answer, run = await _ask(
-        client,
-        order_number,
-        PizzaOrderWorkflow.cancel_order,
-        reason,
-        patience=patience,
-        unless_attention=True,
-    )
+    try:
+        answer, run = await _ask(
+            client,
+            order_number,
+            PizzaOrderWorkflow.cancel_order,
+            reason,
+            patience=patience,
+            unless_attention=True,
+        )
+    except OrderWaitsForOperator:
+        raise  # accepted: the request follows the repair (`_finish_a_cancel`)
+    except OrderDidNotAnswer as silent:
+        if silent.run is not None:
+            await _request_unanswered_cancel(silent.run)
+        raise
     result: CancelResult = answer
     if not result.accepted:
         raise OrderRefused(result.reason)
@@ -206,6 +227,15 @@ async def _request_cancellation(run: WorkflowHandle[Any, Any]) -> None:
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
+
+
+async def _request_unanswered_cancel(run: WorkflowHandle[Any, Any]) -> None:
+    """A cancel no worker answered in time stays with the order: a worker that takes the
+    order later runs it. The request is sent now, as after an answer, so that the order
+    ends Cancelled then, not Failed (no client is left to send it). Past its pivot the
+    order refuses the cancel and goes on, whatever the request says: it is only asked."""
+    with contextlib.suppress(RPCError):
+        await _request_cancellation(run)
 
 
 async def _finish_a_cancel(run: WorkflowHandle[Any, Any]) -> None:
