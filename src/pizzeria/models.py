@@ -139,7 +139,8 @@ def dollars(cents: int | None) -> str:
     if cents is None:
         return "-"
     sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) / 100:,.2f}"
+    whole, part = divmod(abs(cents), 100)  # whole numbers: a float is exact to 2**53 alone
+    return f"{sign}${whole:,}.{part:02d}"
 
 
 def mask_card_number(number: str) -> str:

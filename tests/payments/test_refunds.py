@@ -561,3 +561,17 @@ def test_the_help_says_how_to_write_the_amount() -> None:
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert "whole cents (500) or dollars with two decimals (5.00 or $5.00)" in text
+
+
+def test_dollars_are_said_exactly_however_large() -> None:
+    assert [dollars(c) for c in (0, 5, 1500, -250, 123456789)] == [
+        "$0.00",
+        "$0.05",
+        "$15.00",
+        "-$2.50",
+        "$1,234,567.89",
+    ]
+    # 10**30 cents went through a float: "$9,999,999,999,999,999,583,119,736,832.00".
+    assert dollars(10**30) == "$10,000,000,000,000,000,000,000,000,000.00"
+    assert dollars(2**53 + 1) == "$90,071,992,547,409.93"
+    assert dollars(None) == "-"
