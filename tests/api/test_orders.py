@@ -585,6 +585,7 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
         ("address", None, "address", None),
         ("address.postal_code", " ", "address.postal_code", "InvalidOrderError"),  # a delivery
         ("settings", {"prep_seconds": 1e300}, "settings.prep_seconds", "InvalidOrderError"),
+        ("settings", {"prep_second": 1}, "settings.prep_second", None),  # misspelt: refused
     ]
     for path, value, field, error_type in cases:
         order_number = number("API-INVALID")

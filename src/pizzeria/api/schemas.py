@@ -112,7 +112,10 @@ class CardBody(BaseModel):
 
 
 class SettingsBody(BaseModel):
-    model_config = STRICT
+    """Staff's knobs, ours alone (no exercise client sends them): a misspelt one is refused
+    (422 naming it) rather than ignored."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
     prep_seconds: float = Field(
         default=OrderSettings.prep_seconds,
         json_schema_extra={"minimum": 0, "maximum": menu.MAX_PREP},
