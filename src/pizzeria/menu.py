@@ -6,7 +6,6 @@ reject a bad order before any effect, and the activities call them to move stock
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -271,7 +270,7 @@ def _checks(
     yield lambda: _validate_card(order.credit_card_info)
     yield lambda: _validate_is_delivery(order.is_delivery)
     for name in ADDRESS_FIELDS:
-        yield functools.partial(_address_text, order, name)
+        yield _address_text(order, name)
     yield lambda: _validate_delivery_address(order, full_address)
     yield lambda: _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
     yield lambda: validate_settings(order) if order.settings is not None else None
@@ -357,8 +356,8 @@ def _validate_is_delivery(is_delivery: object) -> None:
         raise _invalid("is_delivery", "is_delivery must be true or false")
 
 
-def _address_text(order: PizzaOrder, name: str) -> None:
-    _text(getattr(order.address, name), f"address.{name}", required=False)
+def _address_text(order: PizzaOrder, name: str) -> Check:
+    return lambda: _text(getattr(order.address, name), f"address.{name}", required=False)
 
 
 def _validate_delivery_address(order: PizzaOrder, full_address: bool) -> None:

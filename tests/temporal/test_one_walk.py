@@ -155,9 +155,9 @@ async def test_the_order_worker_walks_each_activation_once(
     walks: list[str] = []
     walk = one_walk._walk_once
 
-    async def counted(message: Any, steps: Any, headers: bool) -> Any:
+    async def counted(message: Any, steps: Any, headers: bool, metadata: Any = None) -> Any:
         walks.append(type(message).__name__)
-        return await walk(message, steps, headers)
+        return await walk(message, steps, headers, metadata)
 
     monkeypatch.setattr(one_walk, "_walk_once", counted)
     async with worker():
