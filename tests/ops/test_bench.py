@@ -8,6 +8,7 @@ measured in the same run.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -49,7 +50,7 @@ from pizzeria.ops.bench.figures import bench_report, percentile
 from pizzeria.ops.bench.profile import PIECES as PIECES_PROFILED
 from pizzeria.ops.bench.profile import profile_cases, samples_by_piece
 from pizzeria.ops.bench.provider import CallLog, TimedGateway
-from pizzeria.ops.bench.report import bench_table, growth_lines
+from pizzeria.ops.bench.report import bench_table, growth_lines, print_bench_report
 from pizzeria.ops.bench.stack import worker_environment
 from pizzeria.ops.bench.versus import FLOOR, HOLD, PICKUP, Measured, target, versus_report
 from pizzeria.ops.bench.worker import worker_settings
@@ -139,6 +140,12 @@ def test_ratios_divide_the_saga_figures_by_its_baseline_figures_of_the_same_run(
     )
     assert "compensation_ms_p50" not in sampled_elsewhere  # per concurrency, not pooled
     assert report["growth"]["ledger_rows_per_order"] == {"good": 3.0, "bad": 3.0}
+    # The same report as text (without --json): the table, then a line a measure.
+    printed = io.StringIO()
+    print_bench_report(report, Console(file=printed, width=200))
+    text = printed.getvalue()
+    assert "baseline-good" in text and "ledger rows per order: good 3.00, bad 3.00" in text
+    assert "worker idle rss mb: " in text and text.rstrip().splitlines()[-1].startswith("elapsed")
     assert report["growth"]["worker_rss_kb_per_inflight_workflow"]["good"] == pytest.approx(1024)
 
 
@@ -704,9 +711,11 @@ def test_how_cost_grows_is_one_line_a_measure_not_a_json_object() -> None:
             "history_events_per_workflow": {"good": 19, "bad": 21},
             "ledger_rows_per_order": {"good": 3.0},
             "worker_rss_kb_per_inflight_workflow": {"good": 1024.4},
+            "worker_idle_rss_mb": 61.23,  # the whole worker's: one figure, no cases
         }
     ) == [
         "history events per workflow: good 19, bad 21",
         "ledger rows per order: good 3.00",
         "worker rss kb per inflight workflow: good 1,024",
+        "worker idle rss mb: 61",
     ]

@@ -63,16 +63,21 @@ def print_bench_report(report: dict[str, Any], out: Console) -> None:
     out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
 
 
-def growth_lines(growth: dict[str, dict[str, float]]) -> list[str]:
-    """How cost grows, one line a measure: ``history events per workflow: good 19, ...``."""
+def growth_lines(growth: dict[str, dict[str, float] | float]) -> list[str]:
+    """How cost grows, one line a measure: ``history events per workflow: good 19, ...``,
+    or ``worker idle rss mb: 61.2`` for a measure of the whole worker, not per case."""
     lines = []
     for measure, by_case in growth.items():
-        figures = ", ".join(
-            f"{case} {value:,.0f}" if abs(value) >= 10 else f"{case} {value:.2f}"
-            for case, value in by_case.items()
-        )
+        if isinstance(by_case, dict):
+            figures = ", ".join(f"{case} {_figure(value)}" for case, value in by_case.items())
+        else:
+            figures = _figure(by_case)
         lines.append(f"{measure.replace('_', ' ')}: {figures}")
     return lines
+
+
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
 def print_side_by_side(result: dict[str, Any], out: Console) -> None:
