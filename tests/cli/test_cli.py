@@ -894,6 +894,38 @@ def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
     )
 
 
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("sk_live_abc123", "refusing the live Stripe key in STRIPE_API_KEY"),
+        ("rk_live_abc123", "refusing the live Stripe key in STRIPE_API_KEY"),
+        ("pk_test_abc123", "STRIPE_API_KEY holds a publishable key (pk_...)"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("worker",),
+        ("refund", "X1", "5.00", "--reason", "cold"),
+        ("check",),
+        ("repair", "X1", "--abandon"),
+    ],
+    ids=["worker", "refund", "check", "repair"],
+)
+def test_a_live_or_publishable_stripe_key_is_refused_in_one_line(
+    tmp_path, command: tuple[str, ...], key: str, said: str
+):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
+    env.update(PIZZERIA_DATA_DIR=str(tmp_path), STRIPE_API_KEY=key)
+    delivered = run_pizzeria("stock", "add", "dough", "1", "--key", "first", env=env, timeout=60)
+    assert delivered.returncode == 0, delivered.stderr
+    done = run_pizzeria(*command, "--address", "127.0.0.1:1", env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {said}"), line
+    assert "abc123" not in done.stderr  # the key is never said back
+
+
 @every_provider_command
 def test_a_payments_url_file_others_could_have_written_is_not_followed(
     tmp_path, command: tuple[str, ...]

@@ -115,6 +115,16 @@ def configured_provider(
     where = "" if url else f" (check {URL_VARIABLE})"
     url = url or env.get(URL_VARIABLE) or None
     key = env.get(KEY_VARIABLE) or None
+    if key is not None and key.startswith(("sk_live_", "rk_live_")):
+        raise ProviderConfigError(
+            f"refusing the live Stripe key in {KEY_VARIABLE}: pizzeria moves test money "
+            "only; use a test key, sk_test_..."
+        )
+    if key is not None and key.startswith("pk_"):
+        raise ProviderConfigError(
+            f"{KEY_VARIABLE} holds a publishable key (pk_...), which a browser uses: the "
+            "workers need the secret one, sk_test_..."
+        )
     if key is None:
         try:
             url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
