@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from pizzeria import config
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
-from pizzeria.models import order_ref
+from pizzeria.models import TASK_QUEUE, order_ref
+from pizzeria.ops.doctor import recent_pollers
 from pizzeria.payments import process as payments
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
@@ -172,11 +174,51 @@ async def run_demo(
     """Run the demo; ``say`` reports progress, ``show`` prints the outcome. Money moves
     through ``PIZZERIA_PAYMENTS_URL``/``STRIPE_API_KEY`` when set, else the data folder's
     local provider (started if none answers)."""
-    async with running_server(say):
+    async with running_server(say) as started:
+        if started is None:  # a server of the user's: its workers would take the orders
+            await refuse_beside_other_workers()
         with contextlib.ExitStack() as provider:
             if not (os.environ.get(URL_VARIABLE) or os.environ.get(KEY_VARIABLE)):
                 provider.enter_context(local_payments(say))
             return await _serve_and_place(say, show, keep_running)
+
+
+class OtherWorkersPoll(ConnectionError):
+    """The server the demo found has workers of its own on pizza-tasks (one line)."""
+
+
+async def refuse_beside_other_workers() -> None:
+    """`OtherWorkersPoll` when a worker polls pizza-tasks on the server the demo found:
+    it would take the demo's orders (with its own driver, ledger, and perhaps another
+    codec key), so the showcase would not show what it says. Workers of this machine's
+    processes that have ended are not counted (the server lists them a while longer)."""
+    client = await connect(f"127.0.0.1:{GRPC_PORT}")
+    polling = [
+        identity
+        for identity in await recent_pollers(client, TASK_QUEUE)
+        if not ended_here(identity)
+    ]
+    if polling:
+        raise OtherWorkersPoll(
+            f"a worker already polls {TASK_QUEUE} on the Temporal server at 127.0.0.1:"
+            f"{GRPC_PORT} ({', '.join(sorted(polling))}): it would take the demo's orders; "
+            "stop it (and its server) to run the demo, or place orders with `pizzeria order`"
+        )
+
+
+def ended_here(identity: str) -> bool:
+    """Whether a worker's identity (the SDK's ``PID@HOST``) names a process of this
+    machine that has ended."""
+    pid, _, host = identity.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's, alive
+        return False
+    return False
 
 
 async def _serve_and_place(

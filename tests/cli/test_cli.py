@@ -26,10 +26,13 @@ from google.protobuf.json_format import MessageToDict
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
 
+from pizzeria import demo
 from pizzeria.cli import common
 from pizzeria.cli.place import why_still_running
-from pizzeria.models import ORDER_STATUS, short_run
+from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
+from pizzeria.ops.doctor import recent_pollers
 from pizzeria.ops.processes import free_port, private_dev_server
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_gateway import URL_VARIABLE
@@ -715,6 +718,13 @@ def test_status_and_summaries_mask_the_card(stack):
 
 
 def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
+    # The demo uses the Temporal server on 127.0.0.1:7233 when one answers: a server of
+    # the user's own, whose worker (other keys, another ledger) would take its orders.
+    if devserver.port_open(devserver.GRPC_PORT):
+        why = f"a Temporal server answers on 127.0.0.1:{devserver.GRPC_PORT}: the demo uses it"
+        if os.environ.get("PIZZERIA_CI") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why + "; stop it to run this test")
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_DRIVER_SECONDS": "0"}
     env.pop("TEMPORAL_ADDRESS", None)
     started = time.monotonic()
@@ -748,6 +758,19 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     assert report["web_ui"].startswith("http://localhost:8233")
     assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
     assert time.monotonic() - started < 150
+
+
+async def test_the_demo_sees_a_live_worker_on_the_server_it_finds_and_not_an_ended_one(stack):
+    # The demo refuses to run beside another worker on pizza-tasks (its orders would go
+    # there): the module's `pizzeria worker` is seen; a process that has ended is not.
+    client = await Client.connect(stack["address"])
+    polling = await recent_pollers(client, TASK_QUEUE)
+    assert polling and not any(demo.ended_here(identity) for identity in polling), polling
+    ended = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await ended.wait()
+    assert demo.ended_here(f"{ended.pid}@{socket.gethostname()}")
+    assert not demo.ended_here(f"{os.getpid()}@{socket.gethostname()}")  # alive
+    assert not demo.ended_here("1234@another-machine") and not demo.ended_here("worker-7")
 
 
 def test_the_ledger_says_where_each_orders_money_is_never_a_refund_for_a_release():

@@ -153,6 +153,26 @@ async def check_search_attribute(client: Client) -> Verdict:
 STALE_POLLER_SECONDS = 90.0
 
 
+async def recent_pollers(client: Client, task_queue: str) -> set[str]:
+    """The identities of the workers seen polling ``task_queue`` for workflow tasks within
+    `STALE_POLLER_SECONDS`."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+    now = datetime.now(UTC)
+    return {
+        poller.identity
+        for poller in response.pollers
+        if (now - poller.last_access_time.ToDatetime(tzinfo=UTC)).total_seconds()
+        <= STALE_POLLER_SECONDS
+    }
+
+
 async def check_pollers(client: Client, task_queue: str) -> Verdict:
     """Workers seen polling the queue recently, for workflow tasks and for activities."""
     seen: dict[str, set[str]] = {}
