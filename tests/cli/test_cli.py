@@ -308,9 +308,16 @@ def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path:
             {**env, "PIZZERIA_DATA_DIR": str(a_file)},
             f"cannot use {a_file}",
         ),
-        (("stock", "add", "cheese", "1", "--ledger", str(a_file / "l.db")), env, "cannot use"),
+        # A delivery makes the folder's ledger on first use: not in a folder that is a file.
+        (("stock", "add", "cheese", "1"), {**env, "PIZZERIA_DATA_DIR": str(a_file)}, "cannot use"),
         # What reads or corrects orders creates no ledger (nor its folder) where there is none.
         (("ledger", "--ledger", str(tmp_path / "none" / "l.db")), env, "no ledger at"),
+        # Nor does a delivery to a ledger named (a typo): the folder's own is made on first use.
+        (
+            ("stock", "add", "cheese", "1", "--ledger", str(tmp_path / "none" / "l.db")),
+            env,
+            "no ledger at",
+        ),
         (
             ("refund", "A1", "1.00", "--reason", "r", "--ledger", str(tmp_path / "none" / "l.db")),
             env,

@@ -105,7 +105,9 @@ def add_stock(
     if key is not None and not IDEMPOTENCY_KEY_SHAPE.fullmatch(key.strip()):
         raise UserError(f"--key must be {IDEMPOTENCY_KEY_SAID}, as a refund's")
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
-    book = ledger_at(ledger_location, create=True)
+    # The folder's ledger is made on first use; one named with --ledger must be there (a
+    # mistyped path made a new ledger, and the stock went into it).
+    book = ledger_at(ledger_location, create=ledger_location is None)
     try:
         delivery = book.receive(delivery_key, ingredient.lower(), count)
         in_stock = book.stock()[delivery.ingredient]["quantity"]
