@@ -59,7 +59,15 @@ def local_payments(
         raise payments.ProviderProcessError(str(unsafe)) from None
     if known and payments.answers(known):
         say(f"Using the payment provider already answering at {known}")
-        yield known
+        # Found on the port (no URL file): written, so the folder's workers use it too.
+        written = known == on_port and folder == config.data_dir() and not url_file.exists()
+        if written:
+            url_file.write_text(known + "\n")
+        try:
+            yield known
+        finally:
+            if written:
+                _remove_if_still(url_file, known)
         return
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     provider = payments.start(folder / "payments.db", port=port, own_session=True)
@@ -69,10 +77,15 @@ def local_payments(
         yield provider.url
     finally:
         provider.stop()
-        with contextlib.suppress(OSError):
-            if url_file.read_text().strip() == provider.url:
-                url_file.unlink()
+        _remove_if_still(url_file, provider.url)
         say("Stopped the local payment provider")
+
+
+def _remove_if_still(url_file: Path, url: str) -> None:
+    """Remove the URL file when it still says ``url`` (no other provider wrote it since)."""
+    with contextlib.suppress(OSError):
+        if url_file.read_text().strip() == url:
+            url_file.unlink()
 
 
 def ledger_change(

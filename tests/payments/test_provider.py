@@ -580,6 +580,18 @@ def test_the_data_folders_provider_says_where_it_listens_even_on_another_port(
             assert started.url != f"http://127.0.0.1:{port}"
             assert url_file.read_text().strip() == started.url
             assert process.answers(url_file.read_text().strip())
+            # A second provider for the folder's own file is refused: it took the URL
+            # file from the first, then removed it when it stopped.
+            second = run_pizzeria(
+                "payments", env={**os.environ, "PIZZERIA_DATA_DIR": str(folder)}, timeout=60
+            )
+            assert second.returncode == 2, second.stdout + second.stderr
+            assert second.stderr.strip() == (
+                f"error: the data folder's payment provider already runs at {started.url} "
+                f"(payments in {folder / 'payments.db'}): one is enough; stop it first, or "
+                "give another --data file"
+            )
+            assert url_file.read_text().strip() == started.url
         finally:
             started.stop()
     assert not url_file.exists()
@@ -612,6 +624,9 @@ def test_a_server_uses_the_provider_on_the_port_asked_for_else_starts_one_there(
     said: list[str] = []
     with local_payments(said.append, tmp_path, int(provider.url.rsplit(":", 1)[1])) as url:
         assert url == provider.url
+        # Found on that port: written for the folder's workers while the server runs.
+        assert (tmp_path / "payments.url").read_text().strip() == provider.url
+    assert not (tmp_path / "payments.url").exists()
     assert said == [f"Using the payment provider already answering at {provider.url}"]
     port = free_port()
     with local_payments(said.append, tmp_path, port) as url:

@@ -18,6 +18,7 @@ from pizzeria.payments.process import (
     DEFAULT_PORT,
     HOST,
     READY_PREFIX,
+    answers,
     default_data_file,
 )
 from pizzeria.payments.provider.engine import Provider
@@ -62,6 +63,7 @@ def payments(
         except FaultFileError as error:
             raise UserError(f"{faults_file}: {error}") from None
     data_file = data_file or default_data_file()
+    refuse_a_second_provider(data_file)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True
     )
@@ -76,6 +78,22 @@ def payments(
         _serve(server, data_file)
     finally:
         provider.close()
+
+
+def refuse_a_second_provider(data_file: Path) -> None:
+    """The data folder's provider runs already (its ``payments.url`` answers): a second on
+    the same file would take the URL file from it, then remove it when it stops."""
+    if data_file.resolve() != default_data_file().resolve():
+        return
+    try:
+        running = config.local_payments_url(usual="")
+    except UnsafeSecret as error:
+        raise UserError(str(error)) from None
+    if running and answers(running):
+        raise UserError(
+            f"the data folder's payment provider already runs at {running} (payments in "
+            f"{data_file}): one is enough; stop it first, or give another --data file"
+        )
 
 
 def _bind(provider: Provider, host: str, port: int) -> ProviderServer:
