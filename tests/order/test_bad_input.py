@@ -25,7 +25,9 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from pizzeria import menu
-from pizzeria.models import Address
+from pizzeria.cli.common import UserError
+from pizzeria.cli.place import build_order
+from pizzeria.models import Address, OrderSettings
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import GOOD_CARD, sample_order
 from tests.helpers import failure_of, run_pizzeria
@@ -321,3 +323,21 @@ def test_optional_text_may_be_empty_and_names_may_use_any_script() -> None:
     order.address = Address("", "", "", "", "")
     order.customer.name = "Zo\u00eb \u674e \U0001f469\u200d\U0001f373"
     menu.validate_order(order)
+
+
+@pytest.mark.parametrize(
+    ("items", "settings", "said"),
+    [
+        ((), OrderSettings(prep_seconds=1e12), "--prep-seconds must be between 0 and 3600.0"),
+        ((), OrderSettings(step_attempts=10**20), "--step-attempts must be between 1 and 1000"),
+        (
+            ("Large", "Large, with anchovies"),
+            OrderSettings(),
+            "--item #2: Unknown topping 'anchovies'",
+        ),
+    ],
+)
+def test_the_cli_names_the_flag_the_user_typed_not_the_orders_field(items, settings, said):
+    with pytest.raises(UserError) as refused:
+        build_order("BAD-1", GOOD_CARD, False, items, settings)
+    assert str(refused.value) == said

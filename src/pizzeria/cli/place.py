@@ -45,7 +45,13 @@ from pizzeria.temporal.waiting import OrderNeedsAttention, OrderStillRunning, Un
 
 #: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
 #: the user is shown the flag they typed.
-FLAG_OF_FIELD = {"order_number": "--order-number", "credit_card_info.number": "--card"}
+FLAG_OF_FIELD = {
+    "order_number": "--order-number",
+    "credit_card_info.number": "--card",
+    "settings.prep_seconds": "--prep-seconds",
+    "settings.step_attempts": "--step-attempts",
+    "settings.compensation_attempts": "--compensation-attempts",
+}
 #: How long `order` waits for an outcome by default, and its exit code when it gives up.
 DEFAULT_PATIENCE = 300.0
 STILL_RUNNING = 3
@@ -89,13 +95,23 @@ def build_order(
     try:
         menu.validate_order(placed, new_number=True)
     except menu.OrderRejected as rejected:
-        field, _, rest = str(rejected).partition(" ")
-        flag = FLAG_OF_FIELD.get(field)
-        item = re.fullmatch(r"items\[(\d+)\](?:\.\w+)?", field) if items else None
-        if item:  # the user typed --item, not items[0]: say which of them
-            flag = f"--item #{int(item.group(1)) + 1}"
-        raise UserError(f"{flag} {rest}" if flag else str(rejected)) from None
+        raise UserError(said_with_flags(rejected, typed_items=bool(items))) from None
     return placed
+
+
+def said_with_flags(rejected: menu.OrderRejected, *, typed_items: bool) -> str:
+    """The refusal, naming the flag the user typed instead of the order's field:
+    ``--prep-seconds must be between 0 and 3600.0``, ``--item #2: Unknown topping ...``."""
+    field, message = rejected.field, str(rejected)
+    flag = FLAG_OF_FIELD.get(field)
+    item = re.fullmatch(r"items\[(\d+)\](?:\.\w+)?", field) if typed_items else None
+    if item:  # the user typed --item, not items[0]: say which of them
+        flag = f"--item #{int(item.group(1)) + 1}"
+    if flag is None:
+        return message
+    if message.startswith(field + " "):
+        return f"{flag} {message[len(field) + 1 :]}"
+    return f"{flag}: {message}"
 
 
 @click.command()
