@@ -188,7 +188,9 @@ def bench(
             raise click.UsageError(f"--plot draws the benchmark's own run, not {mode}'s")
         if concurrency and mode in ("--profile", "--costs"):
             pace = "50 in flight" if mode == "--profile" else "one workflow of each shape"
-            raise click.UsageError(f"{mode} runs {pace}: --concurrency is not its")
+            raise click.UsageError(
+                f"{mode} always runs {pace}: leave out --concurrency, which it does not take"
+            )
     untraced()
     settings = Settings(
         repeat=repeat,
