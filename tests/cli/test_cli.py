@@ -306,7 +306,7 @@ def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path:
         (
             ("order", "--timeout", "1"),
             {**env, "PIZZERIA_DATA_DIR": str(a_file)},
-            f"cannot use {a_file}",
+            f"cannot use {a_file}: it is a file, where a folder is needed",
         ),
         # A delivery makes the folder's ledger on first use: not in a folder that is a file.
         (("stock", "add", "cheese", "1"), {**env, "PIZZERIA_DATA_DIR": str(a_file)}, "cannot use"),

@@ -141,7 +141,10 @@ def _run_app() -> int:
         return 1
     except OSError as error:  # a data folder or a file that cannot be made or read
         where = f" {error.filename}" if error.filename else ""
-        error_line(f"cannot use{where}: {error.strerror or error}")
+        why = error.strerror or str(error)
+        if isinstance(error, FileExistsError) and os.path.isfile(str(error.filename)):
+            why = "it is a file, where a folder is needed"  # mkdir's "File exists"
+        error_line(f"cannot use{where}: {why}")
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")
