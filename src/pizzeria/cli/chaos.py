@@ -206,6 +206,7 @@ def run_with_progress(settings: ChaosSettings, folder: Path, console: Console) -
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
+        disable=not console.is_terminal,  # a file or a pipe gets the plain lines alone
     )
     run = ChaosRun(settings, folder, progress, say=lambda text: progress.console.print(text))
 
