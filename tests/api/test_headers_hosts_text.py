@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.api.app import ApiSettings, create_app
 from pizzeria.api.auth import Keys
-from pizzeria.api.hosts import HOSTS_ENV, host_name
+from pizzeria.api.hosts import HOSTS_ENV, host_name, unusable_hosts
 from pizzeria.api.schemas import EXERCISE_ORDER
 from pizzeria.api.serve import bind
 from pizzeria.api.serve import serving as serve_in_loop
@@ -122,6 +123,23 @@ def test_pizzeria_api_takes_allowed_hosts():
 
     done = run_pizzeria("api", "--help")
     assert "--allowed-host" in done.stdout and HOSTS_ENV in done.stdout
+    # A name no Host header could carry is a typo: said in one line, nothing served.
+    assert (
+        unusable_hosts(
+            ["orders.example.com", "orders.example.com:8443", "[::1]:8000", "10.0.0.5", "*", ""]
+        )
+        == []
+    )
+    assert unusable_hosts(["bad host!", "a/b", "ok.example"]) == ["bad host!", "a/b"]
+    env = {**os.environ, HOSTS_ENV: "ok.example,x/y"}
+    for args, environment, said in (
+        (("--allowed-host", "bad host!"), os.environ, "--allowed-host 'bad host!' is no host"),
+        ((), env, f"${HOSTS_ENV} 'x/y' is no host name"),
+    ):
+        refused = run_pizzeria("api", "--port", "1", *args, env=dict(environment), timeout=60)
+        assert refused.returncode == 2, refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"error: {said}"), line
 
 
 # -- headers --------------------------------------------------------------------------------

@@ -34,6 +34,20 @@ def host_name(header: str) -> str | None:
     return name.lower().rstrip(".") or None
 
 
+#: What a name allowed may be: a DNS name or an IPv4 address, or an IPv6 one (brackets or
+#: not), with a port or not; or `ANY_HOST`.
+_ALLOWED = re.compile(r"[A-Za-z0-9_.-]+(?::[0-9]{1,5})?|\[?[0-9a-fA-F:.]+\]?(?::[0-9]{1,5})?")
+
+
+def unusable_hosts(entries: Iterable[str]) -> list[str]:
+    """The entries that no ``Host`` header could name (``bad host!``): a typo, said."""
+    return [
+        entry
+        for entry in entries
+        if entry.strip() and entry.strip() != ANY_HOST and not _ALLOWED.fullmatch(entry.strip())
+    ]
+
+
 def allowed_hosts(given: Iterable[str] = ()) -> frozenset[str]:
     """The defaults, the names ``given`` (the bound address among them) and the
     environment's, each as `host_name` reads a header."""
