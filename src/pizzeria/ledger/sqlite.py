@@ -55,6 +55,11 @@ class SqliteLedger(Ledger):
             raise
 
     def _connect(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise LedgerUnavailable(
+                f"cannot use the ledger at {self.path}: it is a folder; give the ledger's "
+                "file (ledger.db in the data folder)"
+            )
         if self.read_only:
             if not self.path.is_file():
                 raise LedgerNotFound(f"no ledger at {self.path}: a worker creates it")
