@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import click
 from rich.table import Table
 
-from pizzeria.cli.common import UserError, cell, ledger_at, order_column, out
+from pizzeria.cli.common import UserError, cell, err, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import DeliveryKeyReused
 from pizzeria.menu import INGREDIENTS
@@ -105,9 +106,13 @@ def add_stock(
     if key is not None and not IDEMPOTENCY_KEY_SHAPE.fullmatch(key.strip()):
         raise UserError(f"--key must be {IDEMPOTENCY_KEY_SAID}, as a refund's")
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
-    # The folder's ledger is made on first use; one named with --ledger must be there (a
-    # mistyped path made a new ledger, and the stock went into it).
-    book = ledger_at(ledger_location, create=ledger_location is None)
+    # A delivery may be the ledger's first record: one is made where there is none, said
+    # when named with --ledger (a mistyped path would otherwise take the stock silently).
+    made = ledger_location is not None and "://" not in ledger_location
+    made = made and not Path(str(ledger_location)).exists()
+    book = ledger_at(ledger_location, create=True)
+    if made:
+        err.print(f"No ledger was at {ledger_location}: made a new one", markup=False)
     try:
         delivery = book.receive(delivery_key, ingredient.lower(), count)
         in_stock = book.stock()[delivery.ingredient]["quantity"]
