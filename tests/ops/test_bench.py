@@ -331,8 +331,6 @@ def test_the_bench_drops_the_otel_variables_and_says_so(
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.timeout(150)
-@pytest.mark.slow
 def tiny_bench(
     tmp_path: Path, request: pytest.FixtureRequest, *args: str, timeout: float = 140
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -347,6 +345,8 @@ def tiny_bench(
     return done, json.loads(done.stdout)
 
 
+@pytest.mark.timeout(150)  # above tiny_bench's own 140 s
+@pytest.mark.slow
 def test_a_tiny_run_prints_one_json_object_with_cases_and_ratios(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -557,6 +557,8 @@ def test_every_file_a_piece_is_named_by_is_one_of_ours() -> None:
     assert [path for path in paths if not (package / path).exists()] == []
 
 
+@pytest.mark.timeout(150)
+@pytest.mark.slow
 def test_a_tiny_profile_shows_every_piece_for_both_shapes(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -618,14 +620,14 @@ def test_peer_ratios_divide_our_medians_by_the_peers_and_say_which_targets_are_m
     ]
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.slow
 def test_a_target_is_met_as_the_report_shows_its_ratio() -> None:
     # Shown to three decimals: 3.0004 reads 3.0, which meets 3; the report said "missed".
     assert target("CPU", 2, 3.0004, 3.0)["met"] is True
     assert target("CPU", 2, 3.0006, 3.0)["met"] is False
 
 
+@pytest.mark.timeout(240)  # above its bench's own 220 s
+@pytest.mark.slow
 def test_a_tiny_peer_run_reports_ours_beside_dbos_from_the_same_batches(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

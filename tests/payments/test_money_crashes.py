@@ -9,7 +9,6 @@ Each test runs a payment provider of its own (it is killed, or slowed on purpose
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -177,7 +176,14 @@ async def test_a_worker_killed_in_the_middle_of_a_money_call_leaves_one_payment(
             await eventually(
                 lambda: step_started(watching, number, step), f"{step} to start", 60, 0.1
             )
-            await asyncio.sleep(0.7)  # its call is on the wire, the provider at work
+            # Its call reached the provider, which works on it (2.5 s): kill A now. A fixed
+            # sleep here raced with A's own start on a busy machine (no call yet: no replay).
+            await eventually(
+                lambda: "(injected slow)" in own_provider.log(),
+                f"worker A's {operation} to reach the provider",
+                60,
+                0.05,
+            )
             first.kill()
         finally:
             first.stop()

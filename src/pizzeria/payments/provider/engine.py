@@ -171,6 +171,11 @@ class Provider:
         if decision.error_status is not None:
             return _api_error(decision.error_status, "An error occurred with our connection.")
         if decision.delay:
+            # Said on arrival, before the wait: a test (or an operator) can tell that a
+            # slowed request reached the provider, and is being worked on.
+            log.info(
+                "%s %s -> slowed %g s (injected slow)", request.method, request.path, decision.delay
+            )
             self.sleep(decision.delay)
         try:
             answer = self._execute(route, object_id, request)
