@@ -188,7 +188,7 @@ class SagaTestWorkflow:
                             do_step,
                             call,
                             start_to_close_timeout=timedelta(seconds=30),
-                            heartbeat_timeout=timedelta(seconds=2),
+                            heartbeat_timeout=timedelta(seconds=10),
                             retry_policy=RetryPolicy(maximum_attempts=1),
                         )
                     except ActivityError as error:
@@ -245,6 +245,10 @@ async def saga_worker(env: WorkflowEnvironment) -> AsyncIterator[SagaWorker]:
         workflows=[SagaTestWorkflow],
         activities=[do_step, undo_step],
         workflow_runner=UnsandboxedWorkflowRunner(),
+        # Heartbeats go out every 0.5 s (not 0.8 x the heartbeat timeout, which left 0.4 s
+        # of slack under a 2 s timeout): a cancel still reaches a blocked step at once, and
+        # a busy machine has 9.5 s before the step would time out instead.
+        max_heartbeat_throttle_interval=timedelta(milliseconds=500),
     ):
         yield SagaWorker(env.client, task_queue)
 

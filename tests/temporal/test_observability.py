@@ -10,7 +10,6 @@ import re
 import shutil
 import stat
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -203,8 +202,22 @@ async def test_a_plain_json_client_completes_an_order_against_plain_payloads_and
     )
     with pytest.raises(WorkflowFailureError):
         await failing.result()
-    time.sleep(1.5)  # the exporter refreshes on scrape; give the last counters a moment
-    after = scrape(stack["metrics_port"])
+    expected = {
+        "pizzeria_orders:completed": 1,
+        "pizzeria_orders:failed": 1,
+        "pizzeria_compensations:refund_customer": 1,
+        "pizzeria_compensations:revert_inventory": 1,
+        "pizzeria_charged_cents": 3500,
+    }
+
+    def counted() -> dict[str, float]:
+        """A scrape showing at least the expected moves (no fixed pause: a busy machine
+        may take longer than any pause to show the last counters)."""
+        page = scrape(stack["metrics_port"])
+        reached = all(page.get(key, 0) - before.get(key, 0) >= n for key, n in expected.items())
+        return page if reached else {}
+
+    after = wait_until(counted, "the counters to move", seconds=30)
 
     def moved(key: str) -> float:
         return after.get(key, 0) - before.get(key, 0)
