@@ -109,8 +109,11 @@ def said_with_flags(rejected: menu.OrderRejected, *, typed_items: bool) -> str:
         flag = f"--item #{int(item.group(1)) + 1}"
     if flag is None:
         return message
-    if message.startswith(field + " "):
-        return f"{flag} {message[len(field) + 1 :]}"
+    # The message names the field, or the item ("items[1] ('Large') costs ..."): the flag
+    # takes its place.
+    for named in (field, item.group(0).split(".")[0] if item else None):
+        if named and message.startswith(named + " "):
+            return f"{flag} {message[len(named) + 1 :]}"
     return f"{flag}: {message}"
 
 
