@@ -39,6 +39,11 @@ def host_name(header: str) -> str | None:
 _ALLOWED = re.compile(r"[A-Za-z0-9_.-]+(?::[0-9]{1,5})?|\[?[0-9a-fA-F:.]+\]?(?::[0-9]{1,5})?")
 
 
+def hosts_from_env() -> list[str]:
+    """The names ``$PIZZERIA_API_ALLOWED_HOSTS`` gives (comma- or space-separated)."""
+    return [entry for entry in re.split(r"[\s,]+", os.environ.get(HOSTS_ENV, "")) if entry]
+
+
 def unusable_hosts(entries: Iterable[str]) -> list[str]:
     """The entries that no ``Host`` header could name (``bad host!``): a typo, said."""
     return [
@@ -51,9 +56,8 @@ def unusable_hosts(entries: Iterable[str]) -> list[str]:
 def allowed_hosts(given: Iterable[str] = ()) -> frozenset[str]:
     """The defaults, the names ``given`` (the bound address among them) and the
     environment's, each as `host_name` reads a header."""
-    from_env = re.split(r"[\s,]+", os.environ.get(HOSTS_ENV, "").strip())
     names = set()
-    for entry in (*DEFAULT_HOSTS, *given, *from_env):
+    for entry in (*DEFAULT_HOSTS, *given, *hosts_from_env()):
         if entry.strip() == ANY_HOST:
             names.add(ANY_HOST)
         elif entry.strip():

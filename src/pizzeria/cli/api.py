@@ -6,7 +6,6 @@ worker and every other command start without them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -76,12 +75,11 @@ def api(
     """Serve the order API and the order page until Ctrl-C (with `server` and `worker`)."""
     from pizzeria.api.app import ApiSettings
     from pizzeria.api.auth import Keys, SecretError, load_secret, load_staff_key
-    from pizzeria.api.hosts import HOSTS_ENV, unusable_hosts
+    from pizzeria.api.hosts import HOSTS_ENV, hosts_from_env, unusable_hosts
     from pizzeria.api.serve import PortInUse, bind, run_api
 
     tracing.check_env()  # a refusal before the banner: its address would never answer
-    from_env = os.environ.get(HOSTS_ENV, "").replace(",", " ").split()
-    for source, entries in (("--allowed-host", allowed_hosts), (f"${HOSTS_ENV}", from_env)):
+    for source, entries in (("--allowed-host", allowed_hosts), (f"${HOSTS_ENV}", hosts_from_env())):
         if bad := unusable_hosts(entries):
             raise UserError(
                 f"{source} {bad[0]!r} is no host name: a name (letters, digits, '.', '-'), "

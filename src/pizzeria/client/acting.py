@@ -232,8 +232,8 @@ async def _request_cancellation(run: WorkflowHandle[Any, Any]) -> None:
 async def _request_unanswered_cancel(run: WorkflowHandle[Any, Any]) -> None:
     """A cancel no worker answered in time stays with the order: a worker that takes the
     order later runs it. The request is sent now, as after an answer, so that the order
-    ends Cancelled then, not Failed (no client is left to send it). Past its pivot the
-    order refuses the cancel and goes on, whatever the request says: it is only asked."""
+    ends Cancelled then, not Failed (no client is left to send it). It is the request
+    `temporal workflow cancel` sends, and an order past its pivot treats it as such."""
     with contextlib.suppress(RPCError):
         await _request_cancellation(run)
 
