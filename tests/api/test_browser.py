@@ -126,6 +126,8 @@ async def card_shown_masked_only(page: Page, card: str) -> bool:
 async def test_a_good_order_from_the_page_lights_every_step_and_completes(page, api, sent):
     await place(page, GOOD_CARD)
     await expect(page.locator("#status")).to_have_text("COMPLETED", timeout=ORDER_SECONDS)
+    # The last steps are drawn from the stream a moment after the status: waited for.
+    await expect(page.locator("#steps li:not(.state-completed)")).to_have_count(0)
     assert {state for _, state in await states(page, "steps")} == {"state-completed"}
     # The card as the provider's token shows it: our API never had its number.
     await expect(page.locator("#summary")).to_contain_text(
