@@ -83,12 +83,14 @@ class HoldFirst:
     #: The card held by this run (None until its charge step answered).
     hold: CardHold | None = None
     _kitchen_after_hold = False
+    #: Started with the workflow's newest patch, which implies this module's.
+    _current: bool
 
     def choose_kitchen(self, settings: OrderSettings) -> None:
         """On the order's first workflow task: does the kitchen wait once the card is held
         (orders started with the patch) or before the stock (orders started before)?"""
-        self._kitchen_after_hold = settings.prep_seconds > 0 and workflow.patched(
-            HOLD_BEFORE_KITCHEN_PATCH
+        self._kitchen_after_hold = settings.prep_seconds > 0 and (
+            self._current or workflow.patched(HOLD_BEFORE_KITCHEN_PATCH)
         )
 
     async def prepare(self, settings: OrderSettings, *, held: bool) -> None:

@@ -35,7 +35,7 @@ from pizzeria.models import (
     order_ref,
 )
 from pizzeria.order_steps import StepRunner
-from pizzeria.saga import DONE
+from pizzeria.saga import DONE, SKIPPED
 
 #: A patch id: histories of orders already running record it. Never change the value.
 UNDO_LOST_TASK_PATCH = "undo-lost-first-task"
@@ -70,11 +70,12 @@ def undo_hold(steps: StepRunner, run: str, order: PizzaOrder) -> None:
 async def undo_unrecorded(steps: StepRunner, order: PizzaOrder, cancelled: bool) -> None:
     """Fast path, an order ending before its pivot: undo what a lost first workflow task
     may have done that this run has not registered a compensation for. A failure before
-    the distance was checked again needs nothing (the lost task failed there too)."""
+    the distance was checked (or skipped) again needs nothing (the lost task failed there
+    too)."""
     if not steps.fast_path:
         return
     saga = steps.saga
-    checked = any(s.name == STEP_GET_DISTANCE and s.status == DONE for s in saga.steps)
+    checked = any(s.name == STEP_GET_DISTANCE and s.status in (DONE, SKIPPED) for s in saga.steps)
     if not (cancelled or checked):
         return
     registered = {outcome["name"] for outcome in saga.outcomes()}

@@ -226,6 +226,10 @@ class Saga:
             raise
         state.status = DONE
 
+    def skip(self, name: str) -> None:
+        """Track a step this run does not need: shown as skipped, never run."""
+        self.steps.append(StepState(name=name, status=SKIPPED))
+
     # -- compensating ------------------------------------------------------------------
 
     @property

@@ -145,11 +145,15 @@ async def main(only: list[str]) -> None:
             await settle(handle)
             return handle
 
-        async def early_answer(card: str) -> WorkflowHandle[Any, Any]:
+        async def early_answer(card: str, **options: Any) -> WorkflowHandle[Any, Any]:
             """A pickup placed with its order_accepted Update (Update-with-Start): the
             kitchen waits once the card is held (or the Update fails, for the bad card)."""
             order = sample_order(
-                f"REC-{uuid.uuid4().hex[:6]}", card=card, prep_seconds=0.1, is_delivery=False
+                f"REC-{uuid.uuid4().hex[:6]}",
+                card=card,
+                prep_seconds=0.1,
+                is_delivery=False,
+                **options,
             )
             started = await start_with_answer(client, order, TASK_QUEUE)
             await started.answer
@@ -178,6 +182,7 @@ async def main(only: list[str]) -> None:
             "fast_bad_card": lambda: settled(start(BAD_CARD, fast_path=True)),
             "early_hold": lambda: early_answer(GOOD_CARD),
             "early_declined": lambda: early_answer(BAD_CARD),
+            "fast_early_hold": lambda: early_answer(GOOD_CARD, fast_path=True),
             "delivery_refunded": delivery_refunded,
             "declined": lambda: settled(start(DECLINED_CARD)),
             # Recorded before a size written without a space after it was priced: the

@@ -80,6 +80,30 @@ async def test_a_good_order_on_the_fast_path_runs_its_ledger_steps_locally_and_b
     assert finished(await activity_timeline(handle)) == [("notify_delivery_driver", "completed")]
 
 
+async def test_a_pickup_on_the_fast_path_checks_no_distance_and_the_regular_path_still_does(
+    worker, start, ledger
+):
+    async with worker():
+        picked_up = await start(fast(is_delivery=False))
+        confirmation = await picked_up.result()
+        state = await picked_up.query(PizzaOrderWorkflow.saga_state)
+        regular = await start(sample_order(prep_seconds=0, is_delivery=False))
+        await regular.result()
+    assert confirmation.status == "SUCCESS" and confirmation.amount == 3500
+    # No distance for a pickup: the stock is its first step, the saga says why.
+    assert await local_timeline(picked_up) == [
+        (name, "completed") for name in LEDGER_STEPS if name != "get_distance"
+    ]
+    assert [(step["name"], step["status"]) for step in state["steps"]] == [
+        ("get_distance", "skipped"),
+        *((name, "done") for name in LEDGER_STEPS[1:]),
+    ]
+    picked_up_row = next(r for r in ledger.orders() if r.order_ref.startswith(picked_up.id))
+    assert (picked_up_row.charged, picked_up_row.billed) == (3500, 3500)
+    # The regular path keeps the exercise's steps, one activity each, the distance first.
+    assert finished(await activity_timeline(regular))[0] == ("get_distance", "completed")
+
+
 async def test_a_bad_card_on_the_fast_path_fails_and_compensates_in_reverse_order(
     worker, start, ledger, client
 ):
@@ -269,15 +293,16 @@ def charged(data: Path) -> bool:
         ledger.close()
 
 
+@pytest.mark.parametrize("is_delivery", [True, False], ids=["delivery", "pickup"])
 async def test_a_cancel_after_a_first_task_lost_with_its_local_steps_still_undoes_them(
-    client: Client, worker, task_queue: str, ledger, activities, gateway
+    client: Client, worker, task_queue: str, ledger, activities, gateway, is_delivery: bool
 ):
     """On the fast path the stock and the hold are taken inside the first workflow task,
     before the history records anything: a worker killed there leaves effects that no
     history shows. An order cancelled before another worker runs it again must still undo
     them (chaos met this: a cancelled order keeping its stock and its card hold)."""
     before = quantities(ledger)
-    placed = dataclasses.replace(fast(), order_number=unique_number("LOST"))
+    placed = dataclasses.replace(fast(is_delivery=is_delivery), order_number=unique_number("LOST"))
     handle = await client.start_workflow(
         PizzaOrderWorkflow.order_pizza,
         placed,

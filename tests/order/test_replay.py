@@ -32,6 +32,7 @@ def test_every_scenario_has_a_recorded_history():
         "resolved_manually",
         "fast_good_order",
         "fast_bad_card",
+        "fast_early_hold",
         "delivery_refunded",
         "declined",
         "unspaced_size",
