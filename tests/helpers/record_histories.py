@@ -183,6 +183,8 @@ async def main(only: list[str]) -> None:
             "early_hold": lambda: early_answer(GOOD_CARD),
             "early_declined": lambda: early_answer(BAD_CARD),
             "fast_early_hold": lambda: early_answer(GOOD_CARD, fast_path=True),
+            # The same, recorded under order-2026-12: no distance for a pickup.
+            "fast_pickup_hold": lambda: early_answer(GOOD_CARD, fast_path=True),
             "delivery_refunded": delivery_refunded,
             "declined": lambda: settled(start(DECLINED_CARD)),
             # Recorded before a size written without a space after it was priced: the

@@ -33,6 +33,7 @@ def test_every_scenario_has_a_recorded_history():
         "fast_good_order",
         "fast_bad_card",
         "fast_early_hold",
+        "fast_pickup_hold",
         "delivery_refunded",
         "declined",
         "unspaced_size",
