@@ -126,8 +126,8 @@ class SettingsBody(BaseModel):
     step_attempts: int = Field(default=OrderSettings.step_attempts, json_schema_extra=ATTEMPTS)
     fast_path: bool = Field(
         default=OrderSettings.fast_path,
-        description="Run the distance check, the ledger steps and their compensations as "
-        "local activities (docs/design.md, the fast path)",
+        description="Run the ledger steps, their compensations and a delivery's distance "
+        "check as local activities; a pickup checks no distance (docs/design.md, the fast path)",
     )
 
 
