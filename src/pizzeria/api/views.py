@@ -33,6 +33,7 @@ from pizzeria.history.timeline import COMPENSATION, STEP, order_report
 from pizzeria.ledger import Ledger, LedgerError, RunRows, open_ledger, runs_of
 from pizzeria.ledger.refunds import staff_refunds_in
 from pizzeria.models import (
+    STEP_NOTIFY_DELIVERY_DRIVER,
     STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
     STEPS,
@@ -43,6 +44,7 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.order_hold import CardHold
+from pizzeria.saga import SKIPPED
 from pizzeria.statements import money_line
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -106,18 +108,31 @@ def step_view(entry: dict[str, Any] | None, name: str, closed: bool) -> StepView
     )
 
 
-def steps_of(timeline: list[dict[str, Any]], closed: bool) -> tuple[list[StepView], list[StepView]]:
-    """Every step of the saga in its order, and the compensations in the order they ran."""
+def steps_of(
+    timeline: list[dict[str, Any]], closed: bool, not_needed: frozenset[str] = frozenset()
+) -> tuple[list[StepView], list[StepView]]:
+    """Every step of the saga in its order, and the compensations in the order they ran.
+    A step in ``not_needed`` that did not run is "not run" already while the order runs."""
     ran = {entry["name"]: entry for entry in timeline if entry["kind"] == STEP}
     # The refund of an order no driver took is shown only when it came.
     shown = [name for name in STEPS if name != STEP_REFUND_UNDELIVERED or name in ran]
-    steps = [step_view(ran.get(name), name, closed) for name in shown]
+    steps = [step_view(ran.get(name), name, closed or name in not_needed) for name in shown]
     compensations = [
         step_view(entry, entry["name"], closed)
         for entry in timeline
         if entry["kind"] == COMPENSATION
     ]
     return steps, compensations
+
+
+def not_needed_steps(report: dict[str, Any], order: PizzaOrder | None) -> frozenset[str]:
+    """Steps this run will never run: those its saga skipped (a pickup on the fast path
+    checks no distance) and a pickup's driver search. Without them a running order shows
+    them "pending" behind steps already completed."""
+    names = {step["name"] for step in report.get("steps", []) if step.get("status") == SKIPPED}
+    if order is not None and not order.is_delivery:
+        names.add(STEP_NOTIFY_DELIVERY_DRIVER)
+    return frozenset(names)
 
 
 async def closed_outcome(
@@ -233,8 +248,8 @@ async def read_order(
     report = await order_report(client, handle, query_closed=False)
     run = run_handle(client, handle.id, report["run_id"])
     closed = report["status"] != RUNNING
-    steps, compensations = steps_of(report["timeline"], closed)
     order = await placed_order(client, run)
+    steps, compensations = steps_of(report["timeline"], closed, not_needed_steps(report, order))
     ref = order_ref(handle.id, report["run_id"])
     rows = await asyncio.to_thread(run_rows_of, ledger, ref)
     return OrderView(

@@ -341,6 +341,12 @@ async function showSummary() {
     parts.push(moneyShown(body.ledger));
   }
   $("#summary").textContent = parts.join(" · ");
+  // A step the order will not run (a pickup's distance on the fast path, its driver) has
+  // no event: the order's view says so, and it is not left pending behind the others.
+  for (const step of body.steps || []) {
+    const item = document.querySelector(`#steps li.state-pending[data-name="${step.name}"]`);
+    if (item && step.state === "not run") setState(item, "not run");
+  }
   $("#details").textContent = body.status === "RUNNING" ? body.details : "";
   $("#status").textContent = body.status;
   $("#status").className = "badge status-" + body.status;
