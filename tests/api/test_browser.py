@@ -123,6 +123,27 @@ async def card_shown_masked_only(page: Page, card: str) -> bool:
     return card not in tracker and await page.locator("#card").input_value() == ""
 
 
+async def test_the_page_loads_whole_with_no_script_error(chromium: str, api: Api):
+    """Everything the page asks for while it loads is there, and its script raises
+    nothing. (The browser's own icon request is not shown to Playwright: the page names
+    an empty icon so that a browser asks no /favicon.ico, which the API does not serve.)"""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            opened = await browser.new_page()
+            failed: list[str] = []
+            errors: list[str] = []
+            opened.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+            opened.on("requestfailed", lambda request: failed.append(request.url))
+            opened.on("pageerror", lambda error: errors.append(str(error)))
+            await opened.goto(api.url + "/")
+            await expect(opened.locator("#cart li")).to_have_count(3)
+            await opened.wait_for_load_state("networkidle")
+        finally:
+            await browser.close()
+    assert failed == [] and errors == []
+
+
 async def test_a_good_order_from_the_page_lights_every_step_and_completes(page, api, sent):
     await place(page, GOOD_CARD)
     await expect(page.locator("#status")).to_have_text("COMPLETED", timeout=ORDER_SECONDS)
