@@ -33,7 +33,7 @@ from pizzeria.cli import common
 from pizzeria.cli.place import why_still_running
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
 from pizzeria.ops.doctor import recent_pollers
-from pizzeria.ops.processes import free_port, private_dev_server
+from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command, private_dev_server
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_gateway import URL_VARIABLE
 from pizzeria.samples import BAD_CARD, GOOD_CARD
@@ -43,7 +43,7 @@ from pizzeria.temporal.codec import EncryptionCodec, key_id_of, load_keys
 from pizzeria.temporal.codec_server import CodecServer
 from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, wait_until
 from tests.helpers.orders import CODEC_SECRET, exercise_json
-from tests.helpers.stack import StackOptions
+from tests.helpers.stack import StackOptions, stack_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -985,6 +985,33 @@ def test_a_namespace_that_does_not_exist_is_not_said_to_be_a_missing_order(stack
     missing = pizzeria(stack, "status", "NO-SUCH-ORDER-AT-ALL")  # and a missing order is one
     assert missing.returncode == 1
     assert missing.stderr == "error: no order NO-SUCH-ORDER-AT-ALL on this Temporal server\n"
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_whose_server_went_away_warns_in_plain_lines_of_its_own_format(tmp_path):
+    """The SDK core's warnings reach the worker's log through Python's logging: written by
+    the core itself, they carried a terminal's colour codes into the file."""
+    server = private_dev_server(None, headless=True)
+    server.start()
+    log = tmp_path / "worker.log"
+    try:
+        env = stack_env(tmp_path, TEMPORAL_ADDRESS=server.address)
+        worker = WorkerProcess([*pizzeria_command(), "worker"], log, env)
+        worker.start()
+        try:
+            worker.wait_until_polling()
+            server.stop()  # the worker's polls fail, and the core says so after its retries
+            wait_until(lambda: " retried " in log.read_text(errors="replace"), "a warning", 90)
+        finally:
+            worker.stop()
+    finally:
+        server.stop()
+    text = log.read_text(errors="replace")
+    assert "\x1b" not in text
+    warning = re.compile(
+        r"^\d{4}-\d\d-\d\d [\d:,]+ WARNING \[sdk_core::\S+\] gRPC call poll_", re.M
+    )
+    assert warning.search(text), text[-2000:]
 
 
 async def test_a_worker_waits_for_a_server_on_this_machine_that_is_still_starting(tmp_path):

@@ -51,7 +51,7 @@ from pizzeria.temporal.codec_server import (
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError, port_open
 from pizzeria.temporal.faults import EnvironmentFaultError
-from pizzeria.temporal.metrics import prometheus_runtime
+from pizzeria.temporal.metrics import worker_runtime
 from pizzeria.worker import (
     WorkerScale,
     build_worker,
@@ -308,7 +308,7 @@ def worker(
         raise UserError(str(error)) from None
 
     async def serve() -> None:
-        runtime = prometheus_runtime(metrics_port) if metrics_port else None
+        runtime = worker_runtime(metrics_port)
         client = await client_or_fail(
             address, runtime, encrypt=not plain_payloads, wait_for_start=SERVER_START_SECONDS
         )

@@ -8,10 +8,18 @@ metrics during replay); activity outcomes are counted here, around every activit
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from temporalio import activity
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -25,18 +33,28 @@ from pizzeria.models import (
     STEP_REFUND_UNDELIVERED,
 )
 
+#: Where the SDK core's own warnings go in a worker: Python's logging, in the worker's format.
+CORE_LOGGER = "temporalio.core"
 
-def prometheus_runtime(port: int) -> Runtime:
-    """A runtime whose metrics (the SDK's and ours) are served on 127.0.0.1:port; a port
-    that cannot be served on (in use) is a `MetricsPortError`, one line."""
+
+def worker_runtime(metrics_port: int | None = None) -> Runtime:
+    """The worker's runtime. The SDK core's warnings (a server gone away, say) go through
+    Python's logging, as the worker's own lines do: written by the core itself they carry
+    a terminal's colour codes into a log file. Given a port, the metrics (the SDK's and
+    ours) are served on 127.0.0.1:port; a port that cannot be served on (in use) is a
+    `MetricsPortError`, one line."""
+    forwarded = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
+    )
+    metrics = PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}") if metrics_port else None
     try:
-        return Runtime(
-            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
-        )
+        return Runtime(telemetry=TelemetryConfig(logging=forwarded, metrics=metrics))
     except ValueError as error:  # the SDK's "Failed starting Prometheus exporter: ..."
         reason = str(error).rpartition(": ")[2] or str(error)
         raise MetricsPortError(
-            f"cannot serve metrics on 127.0.0.1:{port} ({reason}): choose another --metrics-port"
+            f"cannot serve metrics on 127.0.0.1:{metrics_port} ({reason}): choose another "
+            "--metrics-port"
         ) from None
 
 
