@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pizzeria.cli.common import UserError, cell, err, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
-from pizzeria.ledger import DeliveryKeyReused
+from pizzeria.ledger import DeliveryKeyReused, is_postgres_location
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import IDEMPOTENCY_KEY_SAID, IDEMPOTENCY_KEY_SHAPE, short_run
 from pizzeria.statements import money_line
@@ -108,8 +108,11 @@ def add_stock(
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
     # A delivery may be the ledger's first record: one is made where there is none, said
     # when named with --ledger (a mistyped path would otherwise take the stock silently).
-    made = ledger_location is not None and "://" not in ledger_location
-    made = made and not Path(str(ledger_location)).exists()
+    made = (
+        ledger_location is not None
+        and not is_postgres_location(ledger_location)
+        and not Path(ledger_location).exists()
+    )
     book = ledger_at(ledger_location, create=True)
     if made:
         err.print(f"No ledger was at {ledger_location}: made a new one", markup=False)

@@ -104,14 +104,14 @@ def said_with_flags(rejected: menu.OrderRejected, *, typed_items: bool) -> str:
     ``--prep-seconds must be between 0 and 3600.0``, ``--item #2: Unknown topping ...``."""
     field, message = rejected.field, str(rejected)
     flag = FLAG_OF_FIELD.get(field)
-    item = re.fullmatch(r"items\[(\d+)\](?:\.\w+)?", field) if typed_items else None
+    item = re.fullmatch(r"(items\[(\d+)\])(?:\.\w+)?", field) if typed_items else None
     if item:  # the user typed --item, not items[0]: say which of them
-        flag = f"--item #{int(item.group(1)) + 1}"
+        flag = f"--item #{int(item.group(2)) + 1}"
     if flag is None:
         return message
     # The message names the field, or the item ("items[1] ('Large') costs ..."): the flag
     # takes its place.
-    for named in (field, item.group(0).split(".")[0] if item else None):
+    for named in (field, item.group(1) if item else None):
         if named and message.startswith(named + " "):
             return f"{flag} {message[len(named) + 1 :]}"
     return f"{flag}: {message}"
