@@ -8,7 +8,9 @@ payment provider's file and URL), unless
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +94,45 @@ class DriverSimulation:
 
     @classmethod
     def from_env(cls) -> DriverSimulation:
+        """The search as ``PIZZERIA_DRIVER_ROUNDS``, ``_SECONDS`` and ``_PROBABILITY`` say.
+
+        Raises:
+            DriverSettingError: one of them is no setting (not a number, or out of its
+                range): a worker refuses to start with it rather than fail every search.
+        """
         return cls(
-            rounds=int(os.environ.get("PIZZERIA_DRIVER_ROUNDS", cls.rounds)),
-            seconds_per_round=float(
-                os.environ.get("PIZZERIA_DRIVER_SECONDS", cls.seconds_per_round)
+            rounds=int(driver_setting("PIZZERIA_DRIVER_ROUNDS", cls.rounds, int, 1, None)),
+            seconds_per_round=driver_setting(
+                "PIZZERIA_DRIVER_SECONDS", cls.seconds_per_round, float, 0, None
             ),
-            found_probability=float(
-                os.environ.get("PIZZERIA_DRIVER_PROBABILITY", cls.found_probability)
+            found_probability=driver_setting(
+                "PIZZERIA_DRIVER_PROBABILITY", cls.found_probability, float, 0, 1
             ),
         )
+
+
+class DriverSettingError(ValueError):
+    """A ``PIZZERIA_DRIVER_*`` variable that is no valid setting."""
+
+
+def driver_setting(
+    name: str,
+    default: float,
+    parse: Callable[[str], float],
+    low: float,
+    high: float | None,
+) -> float:
+    """``name``'s value from the environment (``default`` when unset), within ``low`` and
+    ``high``; `DriverSettingError`, in one line saying what it takes, otherwise."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    what = "a whole number" if parse is int else "a number"
+    bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+    try:
+        value = parse(text.strip())
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= low and (high is None or value <= high)):
+        raise DriverSettingError(f"{name}: {text!r} is not {what} {bounds}; fix it or unset {name}")
+    return value

@@ -231,6 +231,17 @@ async def idle_orders(http: httpx.AsyncClient) -> list[tuple[str, str]]:
     return placed
 
 
+def ended_streams(streams: list[asyncio.Task[None]]) -> dict[str, int]:
+    """How the streams that ended did: by the exception that ended each, else the server."""
+    return dict(
+        Counter(
+            repr(task.exception()) if task.exception() else "ended by the server"
+            for task in streams
+            if task.done() and not task.cancelled()
+        )
+    )
+
+
 async def hold_stream(http: httpx.AsyncClient, number: str, token: str, opened: Counter[str]):
     """One idle stream, read (and so kept open) until cancelled."""
     async with http.stream("GET", f"/orders/{number}/events?token={token}") as answer:
@@ -321,7 +332,10 @@ async def test_500_idle_streams_and_200_slow_connections_leave_the_api_answering
         try:
             await eventually(
                 lambda: opened.total() == len(streams) and tally["opened"] >= SLOW_CONNECTIONS,
-                "every stream and slow connection open",
+                lambda: (
+                    f"every stream and slow connection open: stream answers {dict(opened)}, "
+                    f"streams ended {ended_streams(streams)}, slow connections {dict(tally)}"
+                ),
                 120,
                 0.2,
             )
@@ -341,11 +355,7 @@ async def test_500_idle_streams_and_200_slow_connections_leave_the_api_answering
                 0.2,
             )
             held = sum(not task.done() for task in streams)
-            ended = Counter(
-                type(task.exception()).__name__ if task.exception() else "ended by the server"
-                for task in streams
-                if task.done()
-            )
+            ended = ended_streams(streams)
         finally:
             stop.set()
             for task in streams:

@@ -31,6 +31,7 @@ from temporalio.client import Client
 from pizzeria import demo
 from pizzeria.cli import common
 from pizzeria.cli.place import why_still_running
+from pizzeria.config import DriverSimulation
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
 from pizzeria.ops.doctor import recent_pollers
 from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command, private_dev_server
@@ -41,7 +42,7 @@ from pizzeria.statements import money_line
 from pizzeria.temporal import devserver
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of, load_keys
 from pizzeria.temporal.codec_server import CodecServer
-from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, wait_until
+from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, unique_number, wait_until
 from tests.helpers.orders import CODEC_SECRET, exercise_json
 from tests.helpers.stack import StackOptions, stack_env
 
@@ -798,19 +799,23 @@ def test_the_ledger_says_where_each_orders_money_is_never_a_refund_for_a_release
 class FakeRun:
     """A run as `why_still_running` reads it: its OrderStatus, and its history's events."""
 
-    def __init__(self, order_status: str | None, events: list[int]) -> None:
+    def __init__(
+        self,
+        order_status: str | None,
+        events: list[int],
+        failure: str = "payload encrypted with key 'k1', which this\nprocess does not have",
+    ) -> None:
         self.id = "pizza-workflow-order-W1"
         self.order_status = order_status
         self.events = events
+        self.failure = failure
 
     async def describe(self) -> Any:
         return SimpleNamespace(typed_search_attributes={ORDER_STATUS: self.order_status})
 
     async def fetch_history_events(self) -> Any:
         for kind in self.events:
-            failure = SimpleNamespace(
-                message="payload encrypted with key 'k1', which this\nprocess does not have"
-            )
+            failure = SimpleNamespace(message=self.failure)
             yield SimpleNamespace(
                 event_type=kind,
                 workflow_task_failed_event_attributes=SimpleNamespace(failure=failure),
@@ -838,6 +843,17 @@ async def test_an_order_with_no_outcome_at_its_timeout_is_told_why_when_it_can_b
         "process does not have (the workers must hold the codec key this command used: "
     ), unreadable
     assert unreadable.endswith("; see `pizzeria status W1`")
+    # The codec's own words, with the two keys of a rotation: said whole, not cut mid-word.
+    said = (
+        "payload encrypted with key 'd882e4c313fd', which this process does not have (it "
+        "has '6658ffee1dae', '9d1b7237a64c'): add that key to PIZZERIA_CODEC_KEY or the key "
+        "file; the order waits for a worker that has it"
+    )
+    rotated = FakeRun("IN_PROGRESS", failing, failure=said)  # type: ignore[arg-type]
+    assert f": {said} (the workers must hold" in await why_still_running(rotated)  # type: ignore[arg-type]
+    # One longer than the limit is shortened at a word, and says so.
+    long = FakeRun("IN_PROGRESS", failing, failure="key " * 200)  # type: ignore[arg-type]
+    assert "key key ... (the workers" in await why_still_running(long)  # type: ignore[arg-type]
 
 
 def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(stack):
@@ -985,6 +1001,64 @@ def test_a_namespace_that_does_not_exist_is_not_said_to_be_a_missing_order(stack
     missing = pizzeria(stack, "status", "NO-SUCH-ORDER-AT-ALL")  # and a missing order is one
     assert missing.returncode == 1
     assert missing.stderr == "error: no order NO-SUCH-ORDER-AT-ALL on this Temporal server\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PIZZERIA_DRIVER_ROUNDS", "ten"),
+        ("PIZZERIA_DRIVER_ROUNDS", "0"),
+        ("PIZZERIA_DRIVER_SECONDS", "-1"),
+        ("PIZZERIA_DRIVER_SECONDS", "nan"),
+        ("PIZZERIA_DRIVER_PROBABILITY", "abc"),
+        ("PIZZERIA_DRIVER_PROBABILITY", "1.5"),
+    ],
+)
+def test_a_driver_setting_that_is_no_setting_stops_the_worker_in_one_line(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    # Documented in operations.md; a typo there was a traceback (or, for 0 rounds, a
+    # search that raised once a driver was found: every billed order retried forever).
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), name: value}
+    done = run_pizzeria("worker", "--address", "127.0.0.1:1", env=env, timeout=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {name}: {value!r} is not "), line
+    assert line.endswith(f"fix it or unset {name}"), line
+
+
+def test_the_driver_settings_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PIZZERIA_DRIVER_ROUNDS", "4")
+    monkeypatch.setenv("PIZZERIA_DRIVER_SECONDS", "0")
+    monkeypatch.setenv("PIZZERIA_DRIVER_PROBABILITY", "1")
+    assert DriverSimulation.from_env() == DriverSimulation(4, 0.0, 1.0)
+
+
+def test_a_worker_logs_a_failed_attempt_it_expects_on_one_line(stack):
+    """A fault set on purpose fails an attempt: the worker's log says so in one line, not
+    with the SDK's twenty lines of traceback per attempt."""
+    number = unique_number("CLI-LOGGED")
+    assert pizzeria(stack, "faults", "set", "update_inventory=fail:1").returncode == 0
+    try:
+        placed = pizzeria(stack, "order", "--order-number", number, "--prep-seconds", "0")
+    finally:
+        assert pizzeria(stack, "faults", "clear").returncode == 0
+    assert placed.returncode == 0, placed.stderr
+    lines = (stack["data"] / "worker.log").read_text(errors="replace").splitlines()
+    failed = [
+        index
+        for index, line in enumerate(lines)
+        if "Completing activity as failed" in line and f"order-{number}'" in line
+    ]
+    assert len(failed) == 1, lines[-40:]
+    (index,) = failed
+    assert " WARNING " in lines[index]
+    assert lines[index].endswith(
+        ": InjectedFault: Injected fault: update_inventory failed (attempt 1)"
+    ), lines[index]
+    assert not lines[index + 1].startswith("Traceback"), lines[index : index + 3]
 
 
 @pytest.mark.timeout(180)

@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
+from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.client import (
@@ -49,6 +51,7 @@ from pizzeria.client import (
 )
 from pizzeria.client.outcomes import (
     WEB_UI_VARIABLE,
+    recent_orders,
     shown_order_status,
     web_ui_link,
     web_ui_of,
@@ -586,3 +589,39 @@ def test_an_open_order_status_of_a_run_ended_from_outside_shows_how_it_ended() -
     assert shown_order_status("IN_PROGRESS", "RUNNING") == "IN_PROGRESS"
     assert shown_order_status("COMPLETED", "COMPLETED") == "COMPLETED"
     assert shown_order_status(None, "TERMINATED") is None  # started without the attribute
+
+
+class ListedRun:
+    """One run as `Client.list_workflows` lists it, as far as `recent_orders` reads it."""
+
+    def __init__(self, number: str, memo: dict[str, Any]) -> None:
+        self.id = workflow_id_for(number)
+        self.run_id = str(uuid.uuid4())
+        self.status = WorkflowExecutionStatus.COMPLETED
+        self.start_time = datetime.now(UTC)
+        self.typed_search_attributes = TypedSearchAttributes.empty  # no OrderStatus
+        self._memo = memo
+
+    async def memo(self) -> dict[str, Any]:
+        return self._memo
+
+
+class ListingClient:
+    def __init__(self, *runs: ListedRun) -> None:
+        self.runs = runs
+
+    async def list_workflows(self, query: str, limit: int) -> Any:
+        for run in self.runs:
+            yield run
+
+
+async def test_orders_say_a_refund_for_no_driver_of_an_order_started_without_order_status():
+    # The exercise's client (or the temporal CLI) sets no OrderStatus: the memo the
+    # workflow wrote is all `pizzeria orders` has to tell the money went back.
+    undelivered = ListedRun("PLAIN-1", {"compensation": "none", "outcome": "DELIVERY FAILURE"})
+    delivered = ListedRun("PLAIN-2", {"compensation": "none", "outcome": "SUCCESS"})
+    client: Any = ListingClient(undelivered, delivered)
+    first, second = await recent_orders(client)
+    assert first["order_status"] is None
+    assert first["compensation"] == "none; refunded in full: no driver took it"
+    assert second["compensation"] == "none"

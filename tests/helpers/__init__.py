@@ -85,11 +85,15 @@ async def failure_of(handle: WorkflowHandle[Any, Any], seconds: float = 90) -> B
 
 
 async def eventually(
-    check: Callable[[], Any], what: str, seconds: float = 30, interval: float = 0.05
+    check: Callable[[], Any],
+    what: str | Callable[[], str],
+    seconds: float = 30,
+    interval: float = 0.05,
 ) -> Any:
     """Poll ``check`` (sync or async) until it returns something true, which is returned.
 
-    Bounded in time, a ``check`` that hangs included: the test fails naming ``what``.
+    Bounded in time, a ``check`` that hangs included: the test fails naming ``what`` (a
+    callable is asked at that moment, to say what was seen instead).
     """
     try:
         async with asyncio.timeout(seconds):
@@ -100,7 +104,8 @@ async def eventually(
                     return value
                 await asyncio.sleep(interval)
     except TimeoutError:
-        raise AssertionError(f"timed out after {seconds} s waiting for {what}") from None
+        said = what() if callable(what) else what
+        raise AssertionError(f"timed out after {seconds} s waiting for {said}") from None
 
 
 def wait_until(check: Callable[[], T], what: str, seconds: float = 30) -> T:

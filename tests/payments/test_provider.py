@@ -227,6 +227,15 @@ def test_keys_decide_who_may_call(provider: process.ProviderProcess) -> None:
     for key, shown in (("garbage", "****"), ("rk_other_0123456789abcdef", "rk_other****cdef")):
         answer = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
         assert answer.json()["error"]["message"] == f"Invalid API Key provided: {shown}"
+    # Basic auth with the key as its user name, as Stripe takes it (`curl -u sk_test_...:`).
+    assert httpx.get(url, auth=("sk_test_anything", "")).status_code == 200
+    for user in ("pk_test_abc", "garbage", ""):
+        assert httpx.get(url, auth=(user, "")).status_code == 401, user
+    garbage = httpx.get(url, auth=("garbage", "")).json()["error"]["message"]
+    assert garbage == "Invalid API Key provided: ****"
+    assert "You did not provide" in httpx.get(url, auth=("", "x")).json()["error"]["message"]
+    not_base64 = httpx.get(url, headers={"Authorization": "Basic %%%"})
+    assert not_base64.json()["error"]["message"] == "Invalid API Key provided: ****"
 
 
 def test_an_id_made_of_a_card_number_is_not_said_back_whole(api: httpx.Client) -> None:

@@ -16,7 +16,13 @@ from rich.table import Table
 
 from pizzeria.cli.common import UserError, cell, err, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
-from pizzeria.ledger import DeliveryKeyReused, is_postgres_location
+from pizzeria.ledger import (
+    DeliveryKeyReused,
+    LedgerError,
+    LedgerNotFound,
+    is_postgres_location,
+    open_ledger,
+)
 from pizzeria.menu import INGREDIENTS
 from pizzeria.models import IDEMPOTENCY_KEY_SAID, IDEMPOTENCY_KEY_SHAPE, short_run
 from pizzeria.statements import money_line
@@ -86,6 +92,21 @@ def stock(ctx: click.Context, ledger_location: str | None, as_json: bool) -> Non
     out.print(table)
 
 
+def _no_ledger_at(location: str) -> bool:
+    """Whether no ledger is at ``location`` yet: no file there, or a database without the
+    ledger's tables. Anything else in the way (unreachable, too new) is not said here: the
+    delivery's own opening of the ledger says it, in one line."""
+    if not is_postgres_location(location):
+        return not Path(location).exists()
+    try:
+        open_ledger(location, read_only=True).close()
+    except LedgerNotFound:
+        return True
+    except LedgerError:
+        return False
+    return False
+
+
 # A count of "-4" is a count the user got wrong, not an option: let IntRange say so.
 @stock.command("add", context_settings={"ignore_unknown_options": True})
 @click.argument(
@@ -107,15 +128,12 @@ def add_stock(
         raise UserError(f"--key must be {IDEMPOTENCY_KEY_SAID}, as a refund's")
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
     # A delivery may be the ledger's first record: one is made where there is none, said
-    # when named with --ledger (a mistyped path would otherwise take the stock silently).
-    made = (
-        ledger_location is not None
-        and not is_postgres_location(ledger_location)
-        and not Path(ledger_location).exists()
-    )
+    # when named with --ledger (a mistyped path, or an empty database, would otherwise
+    # take the stock silently).
+    made = ledger_location is not None and _no_ledger_at(ledger_location)
     book = ledger_at(ledger_location, create=True)
     if made:
-        err.print(f"No ledger was at {ledger_location}: made a new one", markup=False)
+        err.print(f"No ledger was at {book.location}: made a new one", markup=False)
     try:
         delivery = book.receive(delivery_key, ingredient.lower(), count)
         in_stock = book.stock()[delivery.ingredient]["quantity"]

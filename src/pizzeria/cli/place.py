@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 import time
 from dataclasses import asdict
 from typing import Any
@@ -303,6 +304,10 @@ async def place_or_show(
         return shown, True, None
 
 
+#: How much of a workflow task's failure `order` repeats at its timeout (`status` has all).
+WORKFLOW_TASK_FAILURE_CHARS = 400
+
+
 async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:
     """Why an order has no outcome yet, when it is not only slow: no worker ever took it
     (none runs, or none for this server), or it waits for an operator; "" otherwise, or
@@ -319,7 +324,9 @@ async def why_still_running(handle: WorkflowHandle[Any, Any]) -> str:
         async for event in handle.fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 failure = event.workflow_task_failed_event_attributes.failure.message
-                said = " ".join(failure.split())[:200]
+                # Shortened at a word, and said to be: a cut in mid-word reads as the
+                # whole message (the codec's names every key this process holds).
+                said = textwrap.shorten(failure, WORKFLOW_TASK_FAILURE_CHARS, placeholder=" ...")
                 used = "PIZZERIA_CODEC_KEY" if os.environ.get("PIZZERIA_CODEC_KEY") else key_file()
                 hint = (
                     f" (the workers must hold the codec key this command used: {used})"

@@ -33,7 +33,7 @@ from pizzeria.cli.options import (
 )
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
-from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE
+from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE, DriverSettingError
 from pizzeria.demo import local_payments, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
@@ -51,6 +51,7 @@ from pizzeria.temporal.codec_server import (
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError, port_open
 from pizzeria.temporal.faults import EnvironmentFaultError
+from pizzeria.temporal.logs import configure_worker_logging
 from pizzeria.temporal.metrics import worker_runtime
 from pizzeria.worker import (
     WorkerScale,
@@ -294,17 +295,17 @@ def worker(
     **scale_options: Any,
 ) -> None:
     """Run the worker: the order workflow and its activities, against the ledger."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_worker_logging()
     # The stripe library logs every request and answer at INFO, and as "error received"
     # the answer a refund's tombstone expects (its key refused with other parameters): its
     # warnings only. STRIPE_LOG=info still prints its lines to stderr.
     logging.getLogger("stripe").setLevel(logging.WARNING)
     scale = WorkerScale(**scale_options)  # the other options are its fields, by name
     ledger = ledger_at(ledger_location, create=True)
-    activities = served_activities(ledger)
-    try:  # a typo there would fail every step of every order this worker runs
+    try:  # a typo there would fail every step (or every driver search) this worker runs
+        activities = served_activities(ledger)
         activities.faults.environment_faults()
-    except EnvironmentFaultError as error:
+    except (EnvironmentFaultError, DriverSettingError) as error:
         raise UserError(str(error)) from None
 
     async def serve() -> None:

@@ -18,6 +18,7 @@ included.
 
 from __future__ import annotations
 
+import base64
 import enum
 import logging
 import re
@@ -67,6 +68,23 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     action: Action = Action.ANSWER
     note: str = ""  # for the log: what happened, never a card number
+
+
+def presented_key(authorization: str | None) -> tuple[str, str]:
+    """The API key a request presents, as Stripe reads one: ``("key", key)`` from
+    ``Bearer <key>`` or from Basic auth's user name (``curl -u sk_test_...:``); else
+    ``("", what was sent)``, to be refused."""
+    scheme, _, value = (authorization or "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return "key", value
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(value, validate=True).decode("ascii").partition(":")[0]
+        except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+            return "", value
+        return "key", user
+    return "", value
 
 
 def _error(error: ApiError, note: str = "") -> Answer:
@@ -188,11 +206,10 @@ class Provider:
         return answer
 
     def _auth(self, request: Request, route: routes.Route) -> Answer | None:
-        scheme, _, key = (request.authorization or "").partition(" ")
-        key = key.strip()
-        if scheme.lower() == "bearer" and _SECRET_KEY.match(key):
+        scheme, key = presented_key(request.authorization)
+        if scheme == "key" and _SECRET_KEY.match(key):
             return None
-        if scheme.lower() == "bearer" and _PUBLISHABLE_KEY.match(key):
+        if scheme == "key" and _PUBLISHABLE_KEY.match(key):
             if route.publishable:
                 return None
             message = "This API call cannot be made with a publishable API key."

@@ -1,0 +1,73 @@
+"""A worker's log: one line for a failure it expects, a traceback for the others.
+
+The SDK logs every failed activity attempt ("Completing activity as failed") and every
+workflow activation it could not handle with the exception's whole traceback. For a
+failure that is part of how the order runs, the traceback says nothing the error's own
+line does not, and a worker's log fills with twenty lines per retry:
+
+- the payment provider did not answer (`PaymentUnavailable`): the step is retried with
+  the same key;
+- a fault set on purpose (``pizzeria faults``, ``PIZZERIA_FAULTS``, chaos runs);
+- an order's payloads written with a codec key this worker lacks (`CodecKeyError`): the
+  order waits for a worker that has it, and ``pizzeria doctor`` says which.
+
+Those are logged on one line, at the level the SDK chose, with the error's type and
+message; anything else keeps its traceback (a bug of ours must be readable).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.exceptions import ApplicationError
+
+from pizzeria.payments.errors import PaymentUnavailable
+from pizzeria.temporal.codec import CodecKeyError
+from pizzeria.temporal.faults import INJECTED_FAULT_ERROR
+
+#: Where a worker's own lines and the SDK's go: "2026-12-05 20:25:00,803 INFO ...".
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+#: Causes followed at the most to find an expected failure inside another.
+MAX_CAUSES = 8
+
+
+def expected_failure(error: BaseException | None) -> BaseException | None:
+    """The failure a worker expects that ``error`` is or wraps (its causes, a few deep);
+    None for any other."""
+    for _ in range(MAX_CAUSES):
+        if error is None:
+            return None
+        if isinstance(error, (PaymentUnavailable, CodecKeyError)):
+            return error
+        if isinstance(error, ApplicationError) and error.type == INJECTED_FAULT_ERROR:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class OneLineExpected(logging.Filter):
+    """Turns a record of an expected failure into one line: "<message>: <Type>: <error>"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raised = record.exc_info[1] if record.exc_info else None
+        failure = expected_failure(raised)
+        if failure is not None:
+            if isinstance(failure, ApplicationError):
+                name, message = failure.type or type(failure).__name__, failure.message
+            else:
+                name, message = type(failure).__name__, str(failure)
+            said = " ".join(message.split())
+            record.msg = f"{record.getMessage()}: {name}: {said}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def configure_worker_logging() -> None:
+    """INFO and above on standard error, in the worker's format, expected failures on one
+    line each (`OneLineExpected`)."""
+    logging.basicConfig(level=logging.INFO, format=WORKER_LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(each, OneLineExpected) for each in handler.filters):
+            handler.addFilter(OneLineExpected())

@@ -1,0 +1,83 @@
+"""A worker's log: a failure it expects on one line, any other with its traceback."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from pizzeria.payments.errors import PaymentUnavailable
+from pizzeria.temporal.codec import CodecKeyError
+from pizzeria.temporal.faults import INJECTED_FAULT_ERROR
+from pizzeria.temporal.logs import WORKER_LOG_FORMAT, OneLineExpected
+
+
+@pytest.fixture
+def written() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger writing through a handler as the worker's, with its filter."""
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
+    handler.addFilter(OneLineExpected())
+    logger = logging.getLogger("tests.worker-log")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield logger, text
+    finally:
+        logger.removeHandler(handler)
+
+
+def logged_while_handling(logger: logging.Logger, error: BaseException) -> list[str]:
+    try:
+        raise error
+    except BaseException:
+        # as the SDK logs a failed attempt, its details appended to the message
+        logger.warning(
+            "Completing activity as failed (%s)", {"activity_type": "send_bill"}, exc_info=True
+        )
+    handler = logger.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    return str(handler.stream.getvalue()).splitlines()
+
+
+def test_the_provider_not_answering_is_one_line_with_the_error(written):
+    logger, _ = written
+    lines = logged_while_handling(logger, PaymentUnavailable("the provider timed out (2.0 s)"))
+    (line,) = lines
+    assert line.endswith(
+        "WARNING Completing activity as failed ({'activity_type': 'send_bill'}): "
+        "PaymentUnavailable: the provider timed out (2.0 s)"
+    ), line
+
+
+def test_an_injected_fault_is_one_line_named_by_its_type(written):
+    logger, _ = written
+    fault = ApplicationError("Injected fault: send_bill failed", type=INJECTED_FAULT_ERROR)
+    (line,) = logged_while_handling(logger, fault)
+    assert line.endswith("): InjectedFault: Injected fault: send_bill failed"), line
+
+
+def test_a_codec_key_missing_inside_another_error_is_one_line(written):
+    logger, _ = written
+    missing = CodecKeyError("payload encrypted with key 'd882e4c313fd', which this\nprocess lacks")
+    try:
+        raise missing
+    except CodecKeyError as cause:
+        wrapped = RuntimeError("Failed decoding arguments")
+        wrapped.__cause__ = cause
+    (line,) = logged_while_handling(logger, wrapped)
+    assert line.endswith(
+        "CodecKeyError: payload encrypted with key 'd882e4c313fd', which this process lacks"
+    ), line
+
+
+def test_any_other_failure_keeps_its_traceback(written):
+    logger, _ = written
+    lines = logged_while_handling(logger, ZeroDivisionError("a bug of ours"))
+    assert lines[0].endswith("Completing activity as failed ({'activity_type': 'send_bill'})")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ZeroDivisionError: a bug of ours"
