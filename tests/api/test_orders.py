@@ -253,6 +253,7 @@ async def test_one_key_with_another_body_is_refused_and_changes_nothing(http, ap
     # A key is the caller's: staff sending a customer's key and body get no order, no token.
     as_staff = await place(http, body, key, api.staff)
     assert as_staff.status_code == 422 and "order_token" not in as_staff.json()
+    assert "another kind of caller" in as_staff.json()["detail"]
     # The key table keeps a keyed hash of the body (card number in it): nothing to try
     # card numbers against by hashing bodies.
     with contextlib.closing(sqlite3.connect(beside(api.ledger_location))) as db:

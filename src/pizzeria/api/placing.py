@@ -140,7 +140,11 @@ async def place(request: Request, order: PizzaOrder, key: str | None, fingerprin
 def key_of_another_body() -> ApiProblem:
     """The 422 of an ``Idempotency-Key`` sent before with another body (its row, or the
     memo of the order it started, says so)."""
-    return invalid("Idempotency-Key", "already used for another body: nothing was changed")
+    return invalid(
+        "Idempotency-Key",
+        "already used for another request (another body, or the same body from another kind "
+        "of caller: staff or not): nothing was changed",
+    )
 
 
 def token_expiry(use: KeyUse, latest: int) -> int:
