@@ -33,6 +33,7 @@ from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
+from pizzeria.temporal.metrics import worker_runtime
 from pizzeria.worker import build_worker, payment_gateway, served_activities, stop_requested
 
 GOOD_ORDER_NUMBER = "XD001"
@@ -143,6 +144,7 @@ async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer 
         config.history_file(),
         log_file=data / "temporal-server.log",
         codec_endpoint=codec_server.url if codec_server else None,
+        own_session=True,  # Ctrl-C: the worker in this process stops first, then the server
     )
     say(f"Starting the Temporal dev server (history in {config.history_file()})...")
     try:
@@ -241,7 +243,9 @@ async def _serve_and_place(
 ) -> dict[str, Any]:
     # The server the demo started or found on this machine, whatever TEMPORAL_ADDRESS (or
     # a profile) says for the other commands.
-    client = await connect(f"127.0.0.1:{GRPC_PORT}")
+    # The worker's runtime: the SDK core's warnings through Python's logging, on standard
+    # error (written by the core itself they went to standard output, into --json's).
+    client = await connect(f"127.0.0.1:{GRPC_PORT}", runtime=worker_runtime())
     location = config.ledger_location()
     ledger = open_ledger(location)
     gateway = payment_gateway()

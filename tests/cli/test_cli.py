@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -731,24 +732,34 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_DRIVER_SECONDS": "0"}
     env.pop("TEMPORAL_ADDRESS", None)
     started = time.monotonic()
+    # Kept running, as in a terminal, until a Ctrl-C reaches its whole process group.
     demo = subprocess.Popen(
-        [PIZZERIA, "demo", "--json"],
+        [PIZZERIA, "demo", "--json", "--keep-running"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     assert demo.stderr is not None
-    # While it runs, it serves the order page and says where.
-    said: list[str] = []
-    while len(said) < 20 and not (said and said[-1].startswith(("> Order page", "error"))):
-        said.append(demo.stderr.readline())
-    page = said[-1].split()[3]
-    assert httpx.get(page + "menu", timeout=10).json()["sizes"][0]["price"] == 1200
+    try:
+        # While it runs, it serves the order page and says where.
+        said: list[str] = []
+        while len(said) < 30 and not (said and said[-1].startswith(("> Order page", "error"))):
+            said.append(demo.stderr.readline())
+        page = said[-1].split()[3]
+        assert httpx.get(page + "menu", timeout=10).json()["sizes"][0]["price"] == 1200
+        while len(said) < 60 and not (said and ("Press Ctrl-C" in said[-1] or not said[-1])):
+            said.append(demo.stderr.readline())
+        assert "Press Ctrl-C" in said[-1], "".join(said)
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)  # what a terminal sends its foreground group
     stdout, stderr = demo.communicate(timeout=150)
     done = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, "".join(said) + stderr)
     assert done.returncode == 0, done.stderr
+    # The server stops after the worker, not with it: no warning of a server gone away.
+    assert "WARN" not in done.stderr, done.stderr
     report = json.loads(done.stdout)
     assert report["order_page"] == page
     good, bad = report["orders"]
@@ -761,6 +772,36 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     assert report["web_ui"].startswith("http://localhost:8233")
     assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
     assert time.monotonic() - started < 150
+
+
+def test_a_server_whose_terminal_closed_stops_the_dev_server_it_started(tmp_path):
+    """SIGHUP (the terminal closed) stops `pizzeria server` as Ctrl-C does: the dev server
+    it started goes with it, not on, orphaned, holding the port. ``nohup`` still works:
+    an ignored SIGHUP stays ignored."""
+    port, ui_port = free_port(), free_port()
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
+    command = [PIZZERIA, "server", "--in-memory", "--port", str(port), "--ui-port", str(ui_port)]
+    server = subprocess.Popen(
+        [*command, "--no-codec", "--no-payments"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert server.stdout is not None
+    try:
+        said = [server.stdout.readline() for _ in range(3)]
+        while len(said) < 20 and said[-1] and "Press Ctrl-C" not in said[-1]:
+            said.append(server.stdout.readline())
+        assert "Press Ctrl-C" in said[-1], "".join(said)
+        server.send_signal(signal.SIGHUP)  # to it alone: no terminal tells its children
+        server.communicate(timeout=60)
+        wait_until(lambda: not devserver.port_open(port), "the dev server to stop", 30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # an orphan of a failed run too
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 async def test_the_demo_sees_a_live_worker_on_the_server_it_finds_and_not_an_ended_one(stack):

@@ -185,9 +185,13 @@ def run_with_ledger(location: str | None, work: Callable[[Ledger], Awaitable[T]]
 
 
 def stop_on_sigterm() -> None:
-    """Treat SIGTERM like Ctrl-C, so `finally` blocks stop what this command started."""
+    """Treat SIGTERM, and SIGHUP (its terminal closed) unless it is ignored (``nohup``),
+    like Ctrl-C, so `finally` blocks stop what this command started: processes started in
+    sessions of their own would outlive it otherwise."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, interrupt)

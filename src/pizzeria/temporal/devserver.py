@@ -162,8 +162,12 @@ class DevServer:
         namespaces: Sequence[str] = (),
         order_status: bool = True,
         dynamic_config: Sequence[str] = (),
+        own_session: bool = False,
     ) -> None:
         self.history_file = history_file
+        # In a session of its own, a Ctrl-C in the terminal reaches only the program that
+        # started it, which stops it after what depends on it (a worker's last calls).
+        self.own_session = own_session
         self.dynamic_config = tuple(dynamic_config)  # KEY=VALUE, after DYNAMIC_CONFIG
         self.namespaces = tuple(namespaces)
         self.order_status = order_status
@@ -199,6 +203,7 @@ class DevServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=server_environment(),
+            start_new_session=self.own_session,
         )
         try:
             self._wait_until_serving(timeout)
