@@ -776,8 +776,7 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
 
 def test_a_server_whose_terminal_closed_stops_the_dev_server_it_started(tmp_path):
     """SIGHUP (the terminal closed) stops `pizzeria server` as Ctrl-C does: the dev server
-    it started goes with it, not on, orphaned, holding the port. ``nohup`` still works:
-    an ignored SIGHUP stays ignored."""
+    it started goes with it, not on, orphaned, holding the port."""
     port, ui_port = free_port(), free_port()
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path)}
     command = [PIZZERIA, "server", "--in-memory", "--port", str(port), "--ui-port", str(ui_port)]
