@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -153,24 +154,38 @@ async def check_search_attribute(client: Client) -> Verdict:
 STALE_POLLER_SECONDS = 90.0
 
 
-async def recent_pollers(client: Client, task_queue: str) -> set[str]:
-    """The identities of the workers seen polling ``task_queue`` for workflow tasks within
-    `STALE_POLLER_SECONDS`."""
+async def pollers_of(
+    client: Client, task_queue: str, kind: TaskQueueType.ValueType
+) -> Sequence[PollerInfo]:
+    """The workers the server lists as polling ``task_queue`` for ``kind`` tasks: those
+    that stopped too, for a while (see `polled_lately`)."""
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
             task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            task_queue_type=kind,
         ),
         timeout=CALL_TIMEOUT,
     )
+    return response.pollers
+
+
+def last_poll(poller: PollerInfo) -> datetime:
+    return poller.last_access_time.ToDatetime(tzinfo=UTC)
+
+
+def polled_lately(poller: PollerInfo, now: datetime) -> bool:
+    """Seen polling within `STALE_POLLER_SECONDS`: the server lists a worker that stopped
+    a while longer."""
+    return (now - last_poll(poller)).total_seconds() <= STALE_POLLER_SECONDS
+
+
+async def recent_pollers(client: Client, task_queue: str) -> set[str]:
+    """The identities of the workers seen polling ``task_queue`` for workflow tasks within
+    `STALE_POLLER_SECONDS`."""
+    polling = await pollers_of(client, task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
     now = datetime.now(UTC)
-    return {
-        poller.identity
-        for poller in response.pollers
-        if (now - poller.last_access_time.ToDatetime(tzinfo=UTC)).total_seconds()
-        <= STALE_POLLER_SECONDS
-    }
+    return {poller.identity for poller in polling if polled_lately(poller, now)}
 
 
 async def check_pollers(client: Client, task_queue: str) -> Verdict:
@@ -184,20 +199,13 @@ async def check_pollers(client: Client, task_queue: str) -> Verdict:
         (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity"),
     ):
         try:
-            response = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace,
-                    task_queue=TaskQueue(name=task_queue),
-                    task_queue_type=kind,
-                ),
-                timeout=CALL_TIMEOUT,
-            )
+            polling = await pollers_of(client, task_queue, kind)
         except RPCError as error:
             return Verdict("pollers", FAIL, f"cannot describe {task_queue}: {rpc_reason(error)}")
         seen[label] = set()
-        for poller in response.pollers:
-            at = poller.last_access_time.ToDatetime(tzinfo=UTC)
-            if (now - at).total_seconds() <= STALE_POLLER_SECONDS:
+        for poller in polling:
+            at = last_poll(poller)
+            if polled_lately(poller, now):
                 seen[label].add(poller.identity)
                 latest = at if latest is None or at > latest else latest
             else:  # listed by the server a while longer, but gone
