@@ -958,6 +958,17 @@ every_provider_command = pytest.mark.parametrize(
 )
 
 
+def test_a_delivery_into_a_ledger_named_by_pizzeria_ledger_that_is_not_there_says_so(tmp_path):
+    # A mistyped PIZZERIA_LEDGER (as a mistyped --ledger) would take the stock unnoticed.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIZZERIA_")}
+    env.update(PIZZERIA_DATA_DIR=str(tmp_path), PIZZERIA_LEDGER=str(tmp_path / "ledgr.db"))
+    first = run_pizzeria("stock", "add", "dough", "3", env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == f"No ledger was at {tmp_path / 'ledgr.db'}: made a new one\n"
+    again = run_pizzeria("stock", "add", "dough", "3", env=env, timeout=60)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+
+
 @every_provider_command
 def test_a_payments_url_that_is_no_url_is_refused_by_every_command_alike(
     tmp_path, command: tuple[str, ...]

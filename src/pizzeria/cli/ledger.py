@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from pizzeria import config
 from pizzeria.cli.common import UserError, cell, err, ledger_at, order_column, out
 from pizzeria.cli.options import json_option, ledger_option
 from pizzeria.ledger import (
@@ -127,10 +128,10 @@ def add_stock(
     if key is not None and not IDEMPOTENCY_KEY_SHAPE.fullmatch(key.strip()):
         raise UserError(f"--key must be {IDEMPOTENCY_KEY_SAID}, as a refund's")
     delivery_key = key.strip() if key else f"delivery-{uuid.uuid4().hex[:12]}"
-    # A delivery may be the ledger's first record: one is made where there is none, said
-    # when named with --ledger (a mistyped path, or an empty database, would otherwise
+    # A delivery may be the ledger's first record: one is made where there is none, and
+    # said (a mistyped --ledger or PIZZERIA_LEDGER, or an empty database, would otherwise
     # take the stock silently).
-    made = ledger_location is not None and _no_ledger_at(ledger_location)
+    made = _no_ledger_at(ledger_location or config.ledger_location())
     book = ledger_at(ledger_location, create=True)
     if made:
         err.print(f"No ledger was at {book.location}: made a new one", markup=False)
