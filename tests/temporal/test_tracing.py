@@ -344,6 +344,27 @@ def test_the_otel_variables_decide_the_exporters(environ: dict[str, str], export
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"},
             "OTEL_EXPORTER_OTLP_ENDPOINT=127.0.0.1:4318: the collector's address is a URL",
         ),
+        (  # a URL with no host
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://: the collector's address is a URL",
+        ),
+        # The SDK's own numbers: a traceback from the SDK (a crash, or a logged one) else.
+        (
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_QUEUE_SIZE": "0"},
+            "OTEL_BSP_MAX_QUEUE_SIZE=0: the SDK takes a whole number, 1 or more",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "abc"},
+            "OTEL_BSP_SCHEDULE_DELAY=abc: the SDK takes a whole number, 1 or more",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000"},
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=5000 is more than OTEL_BSP_MAX_QUEUE_SIZE=2048",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318", "OTEL_ATTRIBUTE_COUNT_LIMIT": "abc"},
+            "OTEL_ATTRIBUTE_COUNT_LIMIT=abc: the SDK takes a whole number, 0 or more",
+        ),
     ],
 )
 def test_what_pizzeria_cannot_export_is_one_clear_line(environ: dict[str, str], says: str):

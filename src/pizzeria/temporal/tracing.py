@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -43,6 +44,26 @@ EXPORTERS = ("otlp", "console")
 #: How long a command about to exit waits for its last spans to leave (a collector that
 #: is down would otherwise hold it for the exporter's retries, 10 s).
 FLUSH_SECONDS = 2.0
+#: The SDK's batching numbers (read by the SDK itself): name, its default, its least value.
+#: One it cannot use stops it with a traceback (a queue of 0, a batch above the queue) or
+#: logs one (``abc``): refused here in one line instead, before anything starts.
+BATCH_NUMBERS = (
+    ("OTEL_BSP_SCHEDULE_DELAY", 5000, 1),
+    ("OTEL_BSP_EXPORT_TIMEOUT", 30000, 0),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1),
+)
+#: The SDK's span limits: each a whole number from 0, or empty (no limit).
+SPAN_LIMITS = (
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+)
 
 
 class TracingConfigError(ConnectionError):
@@ -88,7 +109,36 @@ def exporters_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
             )
     if "otlp" in names:
         _check_otlp(env, endpoints)
+    if names:
+        _check_sdk_numbers(env)
     return names
+
+
+def _check_sdk_numbers(env: Mapping[str, str]) -> None:
+    def whole(name: str, value: str, least: int) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise TracingConfigError(
+                f"{name}={value}: the SDK takes a whole number, {least} or more"
+            )
+        return number
+
+    batch = {
+        name: whole(name, env[name], least) if name in env else default
+        for name, default, least in BATCH_NUMBERS
+    }
+    if batch["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] > batch["OTEL_BSP_MAX_QUEUE_SIZE"]:
+        raise TracingConfigError(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch['OTEL_BSP_MAX_EXPORT_BATCH_SIZE']} is more "
+            f"than OTEL_BSP_MAX_QUEUE_SIZE={batch['OTEL_BSP_MAX_QUEUE_SIZE']}: a batch is taken "
+            "from the queue"
+        )
+    for name in SPAN_LIMITS:
+        if env.get(name, "").strip():
+            whole(name, env[name], 0)
 
 
 def _check_otlp(env: Mapping[str, str], endpoints: Mapping[str, str]) -> None:
@@ -103,11 +153,18 @@ def _check_otlp(env: Mapping[str, str], endpoints: Mapping[str, str]) -> None:
             "(point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port, usually 4318)"
         )
     for name, endpoint in endpoints.items():
-        if not endpoint.lower().startswith(("http://", "https://")):
+        if not endpoint.lower().startswith(("http://", "https://")) or not _host_of(endpoint):
             raise TracingConfigError(
                 f"{name}={endpoint}: the collector's address is a URL, "
                 "http://host:port (its OTLP over HTTP port, usually 4318)"
             )
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a broken port or IPv6 address
+        return None
 
 
 def asked_for(environ: Mapping[str, str] | None = None) -> bool:
@@ -152,9 +209,12 @@ def provider_from_env() -> TracerProvider | None:
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; what is given
     # here would win over them, so the default is given only when they name no service.
     resource = Resource.create({} if named else {SERVICE_NAME: DEFAULT_SERVICE_NAME})
-    provider = TracerProvider(resource=resource)
-    for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+    try:
+        provider = TracerProvider(resource=resource)
+        for name in names:
+            provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+    except ValueError as error:  # a setting the SDK refuses that the checks above let by
+        raise TracingConfigError(f"OpenTelemetry settings: {error}") from None
     return provider
 
 
