@@ -11,9 +11,11 @@ where a missing PostgreSQL fails them: CI must run them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
+import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -22,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Worker
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdateHandlersWarning
 
 from pizzeria.activities import PizzaOrderActivities
@@ -272,14 +275,66 @@ def task_queue() -> str:
     return f"pizza-tests-{uuid.uuid4()}"
 
 
+#: How long a test's worker may take to stop before the test's output says what it still
+#: runs (a stop normally takes milliseconds: the SDK cancels what is in flight at once).
+STOP_REPORT_SECONDS = 30.0
+
+
+class _InFlight(Interceptor):
+    """Which activities this worker's process started and has not finished: what a stop
+    that does not end waits for, if the process knows of it at all."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, str] = {}
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        running = self.running
+
+        class Tracked(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                info = activity.info()
+                key = id(input)
+                running[key] = f"{info.activity_type} (attempt {info.attempt}, {info.workflow_id})"
+                try:
+                    return await super().execute_activity(input)
+                finally:
+                    running.pop(key, None)
+
+        return Tracked(next)
+
+
+async def _report_a_slow_stop(task_queue: str, in_flight: _InFlight) -> None:
+    await asyncio.sleep(STOP_REPORT_SECONDS)
+    running = sorted(in_flight.running.values()) or ["none"]
+    print(
+        f"The worker on {task_queue} is still stopping after {STOP_REPORT_SECONDS:g} s; "
+        f"activities this process runs: {', '.join(running)}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 @pytest.fixture
 def worker(client: Client, served: ServedActivities, task_queue: str) -> Callable[..., Any]:
-    """``async with worker():`` runs the real workflow and activities on this test's queue."""
+    """``async with worker():`` runs the real workflow and activities on this test's queue.
+
+    A stop that takes more than `STOP_REPORT_SECONDS` says in the test's output which
+    activities the process still runs (the test still waits for the stop)."""
 
     @asynccontextmanager
     async def running(**options: Any) -> AsyncIterator[Worker]:
-        async with build_worker(client, served, task_queue=task_queue, **options) as w:
-            yield w
+        in_flight = _InFlight()
+        options["interceptors"] = [in_flight, *options.get("interceptors", ())]
+        stopping: asyncio.Task[None] | None = None
+        try:
+            async with build_worker(client, served, task_queue=task_queue, **options) as w:
+                try:
+                    yield w
+                finally:
+                    stopping = asyncio.create_task(_report_a_slow_stop(task_queue, in_flight))
+        finally:
+            if stopping is not None:
+                stopping.cancel()
 
     return running
 
