@@ -212,6 +212,26 @@ def test_silent_clients_cannot_take_every_thread(patient_for):
     wait_until(serves, "the endpoint to serve again", seconds=30)
 
 
+def test_a_client_that_trickles_its_headers_is_cut_off(patient_for, monkeypatch):
+    # Each byte comes well within the idle timeout; the head as a whole never does.
+    monkeypatch.setattr(endpoint_module, "HEAD_SECONDS", 1.0, raising=False)
+    endpoint = patient_for(2)
+    with socket.create_connection(("127.0.0.1", endpoint.port)) as sock:
+        sock.settimeout(0.5)
+        sock.sendall(b"POST /decode HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - started < 8:
+            try:
+                sock.sendall(b"X")
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - started < 5
+
+
 # -- the commands ---------------------------------------------------------------------------
 
 

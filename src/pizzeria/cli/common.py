@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Iterable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
 from rich.table import Column
@@ -28,8 +28,20 @@ from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import connect, connect_config
 from pizzeria.text import TextRefused, check_text, for_terminal
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """Rich's console, whose ``print_json`` writes every non-ASCII character as a JSON
+    escape: Rich's own default (``ensure_ascii=False``) re-renders ``\\u202e``, ``\\u2028``
+    or a C1 control (``\\u009b``, CSI) from a history as the raw character, which a terminal
+    acts on. The JSON stays the same JSON."""
+
+    def print_json(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("ensure_ascii", True)
+        super().print_json(*args, **kwargs)
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 

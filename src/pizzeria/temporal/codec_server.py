@@ -22,6 +22,7 @@ header (docs/security.md). It listens on 127.0.0.1 only; a body must declare its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import os
@@ -46,6 +47,9 @@ DEFAULT_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
 MAX_BODY = 8 * 1024 * 1024
 IDLE_SECONDS = 10.0  # the longest a read or a write may wait on the client
 BODY_SECONDS = 30.0  # the longest a whole body may take to arrive
+#: The longest a request's line and headers may take to arrive in all: IDLE_SECONDS alone
+#: bounds each read, so a client sending a byte every few seconds held its thread forever.
+HEAD_SECONDS = 10.0
 MAX_CLIENTS = 32  # connections served at once; more are answered 503 and closed
 AUTH_ENV = "PIZZERIA_CODEC_AUTH"
 BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -88,6 +92,26 @@ class _CodecHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # payloads are secrets; keep them (and their sizes) out of logs
+
+    def setup(self) -> None:
+        super().setup()
+        # The head's deadline: past it the socket is shut, which ends the handler's read.
+        self._head_timer = threading.Timer(HEAD_SECONDS, self._head_too_slow)
+        self._head_timer.daemon = True
+        self._head_timer.start()
+
+    def _head_too_slow(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers: the head is complete
+        self._head_timer.cancel()
+        return parsed
+
+    def finish(self) -> None:
+        self._head_timer.cancel()
+        super().finish()
 
     def _cors(self) -> None:
         origin = self.headers.get("Origin")
