@@ -59,13 +59,27 @@ def _trusted_owner(uid: int) -> bool:
     return uid in (os.geteuid(), 0)
 
 
+#: The most links followed to reach a secret (the kernel's own limit on Linux).
+MAX_LINKS = 40
+
+
 def _refuse_planted_link(path: Path, what: str) -> None:
-    with_link = os.lstat(path)
-    if stat.S_ISLNK(with_link.st_mode) and not _trusted_owner(with_link.st_uid):
-        raise UnsafeSecret(
-            f"{path} is a link made by another user (uid {with_link.st_uid}): refusing it "
-            f"as the {what}; remove it"
-        )
+    """Every link on the way from ``path`` to its file: made by us (or root), and past the
+    first (whose folder the caller checks), in a folder nobody else can write: whoever can
+    replace a link on the way chooses the file that is read."""
+    hop = path.absolute()
+    for followed in range(MAX_LINKS):
+        with_link = os.lstat(hop)
+        if not stat.S_ISLNK(with_link.st_mode):
+            return
+        if not _trusted_owner(with_link.st_uid):
+            raise UnsafeSecret(
+                f"{hop} is a link made by another user (uid {with_link.st_uid}): refusing it "
+                f"as the {what}; remove it"
+            )
+        if followed:
+            _refuse_unless_private(os.stat(hop.parent), hop.parent, what, "folder")
+        hop = hop.parent / os.readlink(hop)  # an absolute target replaces the folder
 
 
 def _refuse_unless_private(info: os.stat_result, path: Path, what: str, kind: str) -> None:

@@ -125,6 +125,32 @@ def test_a_link_another_user_planted_is_refused(data, reader, tmp_path):
 
 
 @pytest.mark.parametrize("reader", list(READERS))
+def test_every_link_on_the_way_to_the_file_is_checked(data, reader, tmp_path):
+    """A link of ours to a link another user made (or one in a folder others can write):
+    its owner chooses the file read, though the file and its folder are private."""
+    path = made(data, reader)
+    read, name, error = READERS[reader]
+    kept = tmp_path / "kept"
+    kept.mkdir(mode=0o700)
+    path.rename(kept / name)
+    middle = tmp_path / "middle"
+    middle.mkdir(mode=0o700)
+    os.symlink(kept / name, middle / "link")
+    os.symlink(middle / "link", path)
+    first = read()  # links of ours, in folders of ours: fine
+    assert read() == first
+    os.lchown(middle / "link", NOBODY, NOBODY)
+    with pytest.raises(error, match=f"{middle / 'link'} is a link made by another user"):
+        read()
+    os.lchown(middle / "link", 0, 0)
+    middle.chmod(0o777)  # anyone may replace our link there
+    with pytest.raises(error, match=f"folder {middle} can be written by others"):
+        read()
+    middle.chmod(0o1777)  # sticky, like /tmp: nobody may replace another user's link
+    assert read() == first
+
+
+@pytest.mark.parametrize("reader", list(READERS))
 def test_a_link_of_ours_to_a_file_in_a_folder_others_can_write_is_refused(data, reader, tmp_path):
     path = made(data, reader)
     read, name, error = READERS[reader]
