@@ -13,8 +13,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pizzeria.private import read_private_file
+
+N = TypeVar("N", bound=float)
 
 #: What a worker prints once it polls its task queue (``pizzeria worker`` and the
 #: benchmark's worker): the sign that orders placed now will be picked up. Here, not in
@@ -127,12 +130,24 @@ def driver_setting(
     text = os.environ.get(name)
     if text is None:
         return default
-    what = "a whole number" if parse is int else "a number"
-    bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+    value = number_within(text, parse, low, high)
+    if value is None:
+        what = "a whole number" if parse is int else "a number"
+        bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise DriverSettingError(f"{name}: {text!r} is not {what} {bounds}; fix it or unset {name}")
+    return value
+
+
+def number_within(
+    text: str, parse: Callable[[str], N], low: float, high: float | None = None
+) -> N | None:
+    """``text`` as ``parse`` reads it (``int``, ``float``), when that is a finite number
+    from ``low`` to ``high`` (None: no ceiling); None for anything else. The one reader of
+    numbers set in the environment: each caller says in its own words what it takes."""
     try:
         value = parse(text.strip())
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= low and (high is None or value <= high)):
-        raise DriverSettingError(f"{name}: {text!r} is not {what} {bounds}; fix it or unset {name}")
-    return value
+        return None
+    if math.isfinite(value) and value >= low and (high is None or value <= high):
+        return value
+    return None

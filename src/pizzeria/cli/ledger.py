@@ -131,8 +131,9 @@ def add_stock(
     # A delivery may be the ledger's first record: one is made where there is none, and
     # said (a mistyped --ledger or PIZZERIA_LEDGER, or an empty database, would otherwise
     # take the stock silently).
-    made = _no_ledger_at(ledger_location or config.ledger_location())
-    book = ledger_at(ledger_location, create=True)
+    where = ledger_location or config.ledger_location()
+    made = _no_ledger_at(where)
+    book = ledger_at(where, create=True)
     if made:
         err.print(f"No ledger was at {book.location}: made a new one", markup=False)
     try:

@@ -29,6 +29,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pizzeria.config import number_within
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -116,11 +118,8 @@ def exporters_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def _check_sdk_numbers(env: Mapping[str, str]) -> None:
     def whole(name: str, value: str, least: int) -> int:
-        try:
-            number = int(value.strip())
-        except ValueError:
-            number = least - 1
-        if number < least:
+        number = number_within(value, int, least)
+        if number is None:
             raise TracingConfigError(
                 f"{name}={value}: the SDK takes a whole number, {least} or more"
             )
