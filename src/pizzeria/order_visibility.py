@@ -55,6 +55,12 @@ def count_closed(status: str) -> None:
         )
 
 
+def plain_completion(saga: Saga, status: str) -> bool:
+    """Whether the order completed with nothing undone or repaired: the closed run's own
+    status says all its memo would (no compensation, the order done)."""
+    return status == COMPLETED_STATUS and not saga.compensating and not saga.repaired_by
+
+
 def write_memo(saga: Saga, outcome: str) -> None:
     """The closed order's outcome and how its saga ended, in its memo."""
     if saga.repaired_by:

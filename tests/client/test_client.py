@@ -594,10 +594,15 @@ def test_an_open_order_status_of_a_run_ended_from_outside_shows_how_it_ended() -
 class ListedRun:
     """One run as `Client.list_workflows` lists it, as far as `recent_orders` reads it."""
 
-    def __init__(self, number: str, memo: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        number: str,
+        memo: dict[str, Any],
+        status: WorkflowExecutionStatus = WorkflowExecutionStatus.COMPLETED,
+    ) -> None:
         self.id = workflow_id_for(number)
         self.run_id = str(uuid.uuid4())
-        self.status = WorkflowExecutionStatus.COMPLETED
+        self.status = status
         self.start_time = datetime.now(UTC)
         self.typed_search_attributes = TypedSearchAttributes.empty  # no OrderStatus
         self._memo = memo
@@ -625,3 +630,16 @@ async def test_orders_say_a_refund_for_no_driver_of_an_order_started_without_ord
     assert first["order_status"] is None
     assert first["compensation"] == "none; refunded in full: no driver took it"
     assert second["compensation"] == "none"
+
+
+async def test_orders_read_a_completed_run_without_a_memo_as_nothing_undone():
+    # Orders started now write no outcome memo when they complete with nothing undone
+    # (workflows.QUIET_CLOSE_PATCH): the run's own status says it. Any other run without
+    # one (still running, failed before it could write one) is not guessed at.
+    quiet = ListedRun("PLAIN-3", {})
+    running = ListedRun("PLAIN-4", {}, WorkflowExecutionStatus.RUNNING)
+    terminated = ListedRun("PLAIN-5", {"amount": 3500}, WorkflowExecutionStatus.TERMINATED)
+    client: Any = ListingClient(quiet, running, terminated)
+    rows = await recent_orders(client)
+    assert [row["compensation"] for row in rows] == ["none", None, None]
+    assert [row["status"] for row in rows] == ["COMPLETED", "RUNNING", "TERMINATED"]

@@ -186,6 +186,8 @@ async def main(only: list[str]) -> None:
             # The same, recorded under order-2026-12: no distance for a pickup.
             "fast_pickup_hold": lambda: early_answer(GOOD_CARD, fast_path=True),
             "delivery_refunded": delivery_refunded,
+            # A good order recorded under order-2026-12-quiet-close: no outcome memo.
+            "quiet_good_order": good,
             "declined": lambda: settled(start(DECLINED_CARD)),
             # Recorded before a size written without a space after it was priced: the
             # order billed what it said ($1.00 for a large pizza), and replays so.

@@ -41,7 +41,7 @@ from pizzeria.models import (
 from pizzeria.order_hold import HELD, HOLD_BEFORE_KITCHEN_PATCH
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
-from pizzeria.workflows import CURRENT_ORDER_PATCH
+from pizzeria.workflows import CURRENT_ORDER_PATCH, QUIET_CLOSE_PATCH
 from tests.helpers import failure_of, pizzeria, unique_number
 from tests.helpers.api_stack import Api, customer_body, order_body
 
@@ -134,7 +134,8 @@ async def test_the_hold_is_answered_while_the_kitchen_still_prepares_the_order(
     markers = b"".join(
         e.SerializeToString() for e in events if e.event_type == E.EVENT_TYPE_MARKER_RECORDED
     )
-    assert CURRENT_ORDER_PATCH.encode() in markers
+    assert f'"id":"{QUIET_CLOSE_PATCH}"'.encode() in markers  # it implies the one below
+    assert f'"id":"{CURRENT_ORDER_PATCH}"'.encode() not in markers
     assert HOLD_BEFORE_KITCHEN_PATCH.encode() not in markers
     # Cancelled while the kitchen prepares it: the hold is given back, the stock put back.
     assert cancelled.compensations == list(UNDONE)

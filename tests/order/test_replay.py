@@ -37,6 +37,7 @@ def test_every_scenario_has_a_recorded_history():
         "delivery_refunded",
         "declined",
         "unspaced_size",
+        "quiet_good_order",
     }
 
 

@@ -278,6 +278,7 @@ def test_orders_lists_by_order_status_from_visibility(stack):
     everything = json.loads(pizzeria(stack, "orders", "--json").stdout)["orders"]
     row = next(r for r in everything if r["order_number"] == ok)
     assert row["order_status"] == "COMPLETED" and row["amount"] == 3500
+    assert row["compensation"] == "none"
     assert pizzeria(stack, "orders", "--status", "bogus").returncode == 2
 
 

@@ -15,7 +15,12 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError
 
 from pizzeria.failures import error_message_of, error_type_of
@@ -253,6 +258,8 @@ async def recent_orders(
         compensation = memo.get("compensation")
         if compensation is None and order_status == NEEDS_ATTENTION_STATUS:  # no memo till closed
             compensation = "failed: waiting for an operator"
+        elif compensation is None and execution.status == WorkflowExecutionStatus.COMPLETED:
+            compensation = "none"  # a completed order with nothing undone writes no memo
         elif compensation == "none" and (
             order_status == OUTCOME_STATUS[STATUS_DELIVERY_FAILURE]
             # a client without OrderStatus (the exercise's, the temporal CLI): the memo says
