@@ -194,11 +194,15 @@ def test_the_provider_round_trips_are_counted_and_timed_per_order_beside_the_oth
     for b in batches:
         if b.case in ("good", "bad"):  # ten orders a batch: two calls each, 4 ms each call
             b.provider_calls, b.provider_seconds = 20, 20 * 0.004
+            b.provider_cpu = 10 * 0.0015  # the provider's own CPU: 1.5 ms an order
     report = bench_report(settings, batches, [])
     rows = {row["case"]: row for row in report["cases"]}
     assert rows["good"]["provider_calls_per_order"] == pytest.approx(2.0)
     assert rows["good"]["provider_ms_per_order"] == pytest.approx(8.0)
+    assert rows["good"]["provider_cpu_ms"] == pytest.approx(1.5)
+    assert rows["good"]["cpu_ms"] == pytest.approx(75.0)  # the server's and the worker's only
     assert rows["baseline-good"]["provider_calls_per_order"] == 0
+    assert rows["baseline-good"]["provider_cpu_ms"] == 0
     table = Console(width=200, record=True)
     table.print(bench_table(report))
     text = table.export_text()
@@ -207,6 +211,12 @@ def test_the_provider_round_trips_are_counted_and_timed_per_order_beside_the_oth
     assert "2.0" in good_line and "8.0" in good_line
     bare_line = next(line for line in text.splitlines() if "baseline-good" in line)
     assert bare_line.rstrip("│ ").endswith("-")
+    said = Console(width=200, record=True)
+    print_bench_report({**report, "elapsed_seconds": 1.0}, said)
+    assert (
+        "good at 1 in flight: 2.0 payment provider calls per order, 8.0 ms in all (8% of its "
+        "p50), 1.5 ms of the provider's CPU on the same cores"
+    ) in said.export_text()
 
 
 async def test_every_call_through_the_timed_gateway_is_logged_once_answered_or_not(

@@ -44,6 +44,7 @@ class Batch:
     workflow_ids: list[str] = field(default_factory=list)
     provider_calls: int = 0  # the workers' calls to the payment provider (see .provider)
     provider_seconds: float = 0.0  # their durations added up
+    provider_cpu: float = 0.0  # the provider process's CPU seconds meanwhile
 
 
 async def start_case(
@@ -112,6 +113,7 @@ async def run_batch(
     sampler = asyncio.create_task(memory.sample())
     stack.provider_calls.mark()
     server_before, worker_before = cpu_seconds(stack.server_pid), stack.worker_cpu()
+    provider_before = stack.provider_cpu()
     client_before, started = own_cpu_seconds(), time.perf_counter()
     try:
         # Bounded in time as in count: a stuck workflow fails the run instead of hanging it.
@@ -139,6 +141,7 @@ async def run_batch(
         workflow_ids=workflow_ids,
         provider_calls=calls.count,
         provider_seconds=calls.seconds,
+        provider_cpu=stack.provider_cpu() - provider_before,
     )
 
 

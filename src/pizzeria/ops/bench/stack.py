@@ -36,6 +36,11 @@ class Stack:
     ledger: str  # the workers' PIZZERIA_LEDGER
     payments_url: str  # the stack's local payment provider, the workers' PIZZERIA_PAYMENTS_URL
     provider_calls: CallLog  # each call the workers made to it, timed (see .provider)
+    provider_pid: int | None = None  # its process: on the same cores as the server's
+
+    def provider_cpu(self) -> float:
+        """The payment provider's CPU seconds so far (0 without one)."""
+        return cpu_seconds(self.provider_pid) if self.provider_pid is not None else 0.0
 
     @property
     def server_pid(self) -> int:
@@ -89,7 +94,7 @@ async def running_stack(
         data_dir = Path(folder)
         queue = task_queue or f"{TASK_QUEUE}-bench-{uuid.uuid4().hex[:8]}"
         calls = CallLog(data_dir / CALLS_FILE)
-        stack = Stack(server, [], data_dir, queue, location, provider.url, calls)
+        stack = Stack(server, [], data_dir, queue, location, provider.url, calls, provider.pid)
         try:
             client = await connect(server.address, encrypt="encryption" not in without)
             command = worker_command(stack, worker_options, passthrough, without)
