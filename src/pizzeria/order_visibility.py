@@ -55,16 +55,23 @@ def count_closed(status: str) -> None:
         )
 
 
+#: The memo's compensation of an order that undid nothing.
+NOTHING_UNDONE = "none"
+
+
+def compensation_said(saga: Saga) -> str:
+    """How the order's saga ended, as its outcome memo says it."""
+    if saga.repaired_by:
+        return repair_words(saga.repaired_by)  # the note is in the order's failure
+    return "compensated" if saga.compensating else NOTHING_UNDONE
+
+
 def plain_completion(saga: Saga, status: str) -> bool:
     """Whether the order completed with nothing undone or repaired: the closed run's own
     status says all its memo would (no compensation, the order done)."""
-    return status == COMPLETED_STATUS and not saga.compensating and not saga.repaired_by
+    return status == COMPLETED_STATUS and compensation_said(saga) == NOTHING_UNDONE
 
 
 def write_memo(saga: Saga, outcome: str) -> None:
     """The closed order's outcome and how its saga ended, in its memo."""
-    if saga.repaired_by:
-        compensation = repair_words(saga.repaired_by)  # the note is in the order's failure
-    else:
-        compensation = "compensated" if saga.compensating else "none"
-    workflow.upsert_memo({"compensation": compensation, "outcome": outcome})
+    workflow.upsert_memo({"compensation": compensation_said(saga), "outcome": outcome})

@@ -34,7 +34,7 @@ from pizzeria.models import (
     order_number_of,
     workflow_id_for,
 )
-from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS, OUTCOME_STATUS
+from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS, NOTHING_UNDONE, OUTCOME_STATUS
 from pizzeria.temporal.codec import CodecKeyError, NoCodecKey
 from pizzeria.temporal.waiting import Unanswered, patiently
 
@@ -259,8 +259,8 @@ async def recent_orders(
         if compensation is None and order_status == NEEDS_ATTENTION_STATUS:  # no memo till closed
             compensation = "failed: waiting for an operator"
         elif compensation is None and execution.status == WorkflowExecutionStatus.COMPLETED:
-            compensation = "none"  # a completed order with nothing undone writes no memo
-        elif compensation == "none" and (
+            compensation = NOTHING_UNDONE  # a completed order with nothing undone writes no memo
+        elif compensation == NOTHING_UNDONE and (
             order_status == OUTCOME_STATUS[STATUS_DELIVERY_FAILURE]
             # a client without OrderStatus (the exercise's, the temporal CLI): the memo says
             or memo.get("outcome") == STATUS_DELIVERY_FAILURE

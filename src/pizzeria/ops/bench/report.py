@@ -56,7 +56,7 @@ def print_bench_report(report: dict[str, Any], out: Console) -> None:
             out.print(
                 f"{row['case']} at {row['concurrency']} in flight: {calls:.1f} payment provider "
                 f"calls per order, {row['provider_ms_per_order']:.1f} ms in all "
-                f"({share:.0%} of its p50), {row.get('provider_cpu_ms', 0):.1f} ms of the "
+                f"({share:.0%} of its p50), {row['provider_cpu_ms']:.1f} ms of the "
                 "provider's CPU on the same cores"
             )
     for line in growth_lines(report["growth"]):

@@ -36,11 +36,11 @@ class Stack:
     ledger: str  # the workers' PIZZERIA_LEDGER
     payments_url: str  # the stack's local payment provider, the workers' PIZZERIA_PAYMENTS_URL
     provider_calls: CallLog  # each call the workers made to it, timed (see .provider)
-    provider_pid: int | None = None  # its process: on the same cores as the server's
+    provider_pid: int  # its process: on the same cores as the server's
 
     def provider_cpu(self) -> float:
-        """The payment provider's CPU seconds so far (0 without one)."""
-        return cpu_seconds(self.provider_pid) if self.provider_pid is not None else 0.0
+        """The payment provider's CPU seconds so far."""
+        return cpu_seconds(self.provider_pid)
 
     @property
     def server_pid(self) -> int:
