@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -211,11 +211,19 @@ def build_worker(
     )
 
 
-def stop_requested() -> asyncio.Event:
+def stop_requested(again: Callable[[int], None] | None = None) -> asyncio.Event:
     """An event set by Ctrl-C or SIGTERM from now on: whoever serves a worker waits on it,
-    then leaves the worker's ``async with`` so that the worker stops cleanly."""
+    then leaves the worker's ``async with`` so that the worker stops cleanly. ``again``,
+    if given, is called with the signal's number when one comes after the event is set
+    (the user who will not wait for the steps in flight)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def requested(signum: int) -> None:
+        if stop.is_set() and again is not None:
+            again(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, requested, signum)
     return stop

@@ -666,6 +666,14 @@ async def test_broken_huge_and_wrong_bodies_get_a_4xx_never_a_500(http):
         assert answer.status_code == expected, (content[:40], answer.text)
         assert answer.headers["content-type"] == PROBLEM
         assert answer.json()["status"] == expected
+    # What was wrong, in words: valid JSON past the parser's limits is not called broken.
+    for content, says in (
+        (b"[" * 30_000 + b"]" * 30_000, "the body's JSON is nested too deep to read"),
+        (b'{"customer": {"customer_id": 1' + b"0" * 5000 + b"}}", "a number too long to read"),
+        (b'{"order_number": "X", ', "the body is not valid JSON at byte 22"),
+    ):
+        answer = await http.post("/orders", content=content, headers=json_type)
+        assert says in answer.json()["detail"], answer.text
     latin = {**json_type, "Idempotency-Key": "é".encode("latin-1")}
     key = await http.post("/orders", content=good, headers=latin)
     assert key.status_code == 422 and key.json()["errors"][0]["field"] == "Idempotency-Key"

@@ -149,6 +149,65 @@ async def test_a_worker_stopped_with_sigterm_finishes_its_step_and_the_order_com
         assert json.loads(check.stdout)["violations"] == []
 
 
+@pytest.mark.timeout(180)
+async def test_a_second_sigterm_stops_a_draining_worker_at_once_and_the_order_still_completes(
+    tmp_path: Path,
+) -> None:
+    # The driver search takes 40 rounds of a second, far longer than the test waits, and
+    # the worker may drain for 600 s: only the second signal can end it while it runs.
+    with dev_server(None, headless=True) as server:
+        env = stack_env(tmp_path, TEMPORAL_ADDRESS=server.address, PIZZERIA_DRIVER_PROBABILITY="1")
+        slow = {**env, "PIZZERIA_DRIVER_SECONDS": "1", "PIZZERIA_DRIVER_ROUNDS": "40"}
+        first = started_worker(slow, tmp_path / "worker-1.log", "--graceful-shutdown", "600")
+        second: WorkerProcess | None = None
+        placing = await asyncio.create_subprocess_exec(
+            *(PIZZERIA, "order", "--order-number", "ATONCE-1", "--prep-seconds", "0", "--json"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            client = await Client.connect(server.address)
+            handle = client.get_workflow_handle(workflow_id_for("ATONCE-1"))
+            await eventually(
+                lambda: step_running(handle, STEP_NOTIFY_DELIVERY_DRIVER),
+                "the driver search to run",
+                seconds=60,
+                interval=0.1,
+            )
+            first.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            await eventually(
+                lambda: "Stopping: no new work" in first.output(), "the worker to drain"
+            )
+            assert first.running  # it waits for the driver search
+            first.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            code = await asyncio.to_thread(first.process.wait, 60)  # type: ignore[union-attr]
+            # The step it cut short is given to the next worker (a quick driver search)
+            # once its heartbeat is overdue, and the order completes.
+            second = started_worker(env, tmp_path / "worker-2.log")
+            out, err = await asyncio.wait_for(placing.communicate(), timeout=90)
+        finally:
+            if placing.returncode is None:
+                placing.kill()
+                await placing.wait()
+            first.stop()
+            if second is not None:
+                second.stop()
+        assert code == 128 + signal.SIGTERM, first.output()
+        assert "Stopped at once" in first.output()
+        assert "Worker stopped." not in first.output()
+        assert placing.returncode == 0, err.decode()
+        outcome = json.loads(out)
+        assert outcome["status"] == "COMPLETED" and outcome["amount"] == 3500, outcome
+        # The cut-short attempt left no completion: the second attempt, on the second
+        # worker, is the one that ended the step.
+        events = await activity_events(handle, STEP_NOTIFY_DELIVERY_DRIVER)
+        assert [name for name, _ in events] == ["started", "completed"], events
+        assert events[0][1].attempt == 2
+        assert events[1][1].identity.startswith(f"{second.pid}@")
+
+
 PROFILE = """
 [profile.cluster]
 address = "{address}"

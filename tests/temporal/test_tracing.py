@@ -109,19 +109,20 @@ def edges(spans: Sequence[ReadableSpan], trace_id: int) -> Counter[tuple[str | N
 
 
 def activity_edges(
-    name: str, ledger_writes: int, provider_calls: int = 0, start: str = START
+    name: str, ledger_writes: int, provider_calls: int = 0, start: str | None = START
 ) -> Counter[tuple[str | None, str]]:
     """An activity as the workflow starts it: under the start, its run, its transactions
     and its calls to the payment provider."""
     run = f"RunActivity:{name}"
-    return Counter(
-        {
-            (start, f"StartActivity:{name}"): 1,
-            (f"StartActivity:{name}", run): 1,
-            **({(run, LEDGER): ledger_writes} if ledger_writes else {}),
-            **({(run, PROVIDER_CALL): provider_calls} if provider_calls else {}),
-        }
-    )
+    pairs: dict[tuple[str | None, str], int] = {
+        (start, f"StartActivity:{name}"): 1,
+        (f"StartActivity:{name}", run): 1,
+    }
+    if ledger_writes:
+        pairs[(run, LEDGER)] = ledger_writes
+    if provider_calls:
+        pairs[(run, PROVIDER_CALL)] = provider_calls
+    return Counter(pairs)
 
 
 def root_of(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
@@ -261,6 +262,38 @@ async def test_a_refused_card_traces_its_compensations_in_order_and_replays_untr
     assert replayed.replay_failure is None
 
 
+async def test_an_order_started_without_a_trace_is_one_trace_made_from_its_run(
+    exported: InMemorySpanExporter, client: Client, served: ServedActivities, task_queue: str
+):
+    """The exercise's clients (and any client with tracing off) start an order with no
+    tracing header: a traced worker still makes it one trace, not one per step."""
+    order = sample_order(unique_number("untraced-start"), prep_seconds=0)
+    async with build_worker(client, served, task_queue=task_queue):
+        handle = await start_order(client, order, task_queue)  # no tracing on this client
+        await handle.result()
+    run_id = (await handle.describe()).run_id
+    trace_id = int(tracing.run_trace_id(handle.id, run_id), 16)
+
+    spans = exported.get_finished_spans()
+    # The workflow's spans hang under a parent made from the run, which no process records.
+    expected: Counter[tuple[str | None, str]] = Counter(
+        {(None, f"RunWorkflow:{WORKFLOW}"): 1, (None, f"CompleteWorkflow:{WORKFLOW}"): 1}
+    )
+    for step, writes, provider_calls in (
+        (STEP_GET_DISTANCE, 0, 0),
+        (STEP_UPDATE_INVENTORY, 1, 0),
+        (STEP_PROCESS_CREDIT_CARD, 1, 1),
+        (STEP_SEND_BILL, 1, 1),
+        (STEP_NOTIFY_DELIVERY_DRIVER, 0, 0),
+    ):
+        expected += activity_edges(step, writes, provider_calls, start=None)
+    assert edges(spans, trace_id) == expected
+    assert {span.context.trace_id for span in spans if span.context is not None} == {trace_id}
+    # The run has one trace on every worker: its id is the run's, not a memo's.
+    assert await (await handle.describe()).memo_value(tracing.TRACE_MEMO, None) is None
+    assert tracing.run_trace_id(handle.id, run_id) != tracing.run_trace_id(handle.id, "other")
+
+
 async def test_recorded_histories_replay_with_the_tracing_interceptor(
     exported: InMemorySpanExporter,
 ):
@@ -329,6 +362,10 @@ def test_the_otel_variables_decide_the_exporters(environ: dict[str, str], export
     ("environ", "says"),
     [
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "otlp or console (or none), not zipkin"),
+        (
+            {"OTEL_TRACES_EXPORTER": "console,none"},
+            "OTEL_TRACES_EXPORTER=console,none: none turns tracing off, and goes alone",
+        ),
         (
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
             "OTLP protocol grpc: pizzeria sends traces as http/protobuf",

@@ -172,9 +172,20 @@ async def read_json_body(request: Request, *, required: bool = True) -> Any:
         return json.loads(body.decode("utf-8"), parse_constant=_not_json)
     # RecursionError: nesting too deep for the decoder; ValueError: broken JSON, bad
     # UTF-8, or an integer with more digits than Python agrees to read.
-    except (ValueError, RecursionError) as error:
-        where = f" at byte {error.pos}" if isinstance(error, json.JSONDecodeError) else ""
-        raise ApiProblem(400, f"the body is not valid JSON{where}", slug="malformed-json") from None
+    except RecursionError:
+        raise ApiProblem(
+            400, "the body's JSON is nested too deep to read", slug="malformed-json"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ApiProblem(
+            400, f"the body is not valid JSON at byte {error.pos}", slug="malformed-json"
+        ) from None
+    except ValueError:  # bad UTF-8, or an integer longer than Python agrees to read
+        raise ApiProblem(
+            400,
+            "the body is not valid JSON in UTF-8, or holds a number too long to read",
+            slug="malformed-json",
+        ) from None
 
 
 def _not_json(constant: str) -> Any:

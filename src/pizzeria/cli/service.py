@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -313,7 +314,7 @@ def worker(
         client = await client_or_fail(
             address, runtime, encrypt=not plain_payloads, wait_for_start=SERVER_START_SECONDS
         )
-        stop = stop_requested()
+        stop = stop_requested(again=stop_at_once)
         options = scale.worker_options()
         async with build_worker(client, activities, task_queue=task_queue, **options):
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
@@ -326,11 +327,26 @@ def worker(
             grace = scale.graceful_shutdown_seconds
             out.print(
                 f"Stopping: no new work; steps in flight get up to {grace:g} s"
-                " to finish, then are handed back to Temporal."
+                " to finish, then are handed back to Temporal (Ctrl-C again: at once)."
             )
         out.print("Worker stopped.")
 
     run(serve())
+
+
+def stop_at_once(signum: int) -> NoReturn:
+    """A second Ctrl-C or SIGTERM while the worker waits for its steps in flight: it exits
+    now, as if it had crashed. Nothing is lost: each step's effect is keyed once (a step cut
+    short is done again under the same key), and Temporal hands its steps to a worker again
+    once their timeouts pass."""
+    err.print(
+        "Stopped at once: Temporal gives the steps in flight to a worker again once their"
+        " timeouts pass, and their keys keep the ledger and the provider from doing any twice.",
+        markup=False,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)  # the SDK's threads would otherwise wait for the steps
 
 
 # -- demo --------------------------------------------------------------------------------

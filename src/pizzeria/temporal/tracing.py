@@ -21,6 +21,7 @@ The trace id is written in the order's memo at the start (`TRACE_MEMO`), so
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
     from temporalio import client as temporal_client
     from temporalio import worker as temporal_worker
+    from temporalio.contrib.opentelemetry import TracingInterceptor
 
 #: The memo entry holding the order's trace id (32 hex digits).
 TRACE_MEMO = "trace_id"
@@ -103,6 +105,11 @@ def exporters_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
         names = [name.strip() for name in named.split(",") if name.strip()]
         if names == ["none"]:
             return []
+        if "none" in names:
+            raise TracingConfigError(
+                f"OTEL_TRACES_EXPORTER={named}: none turns tracing off, and goes alone"
+                f" (or name {' or '.join(EXPORTERS)} without it)"
+            )
         unknown = [name for name in names if name not in EXPORTERS]
         if unknown:
             raise TracingConfigError(
@@ -274,9 +281,7 @@ def client_interceptors() -> list[temporal_client.Interceptor]:
     active = tracer()
     if active is None:
         return []
-    from temporalio.contrib.opentelemetry import TracingInterceptor
-
-    return [TracingInterceptor(active), _trace_id_in_memo()]
+    return [_tracing_interceptor(active), _trace_id_in_memo()]
 
 
 def worker_interceptors(client: temporal_client.Client) -> list[temporal_worker.Interceptor]:
@@ -289,7 +294,50 @@ def worker_interceptors(client: temporal_client.Client) -> list[temporal_worker.
 
     if any(isinstance(each, TracingInterceptor) for each in client.config()["interceptors"]):
         return []
-    return [TracingInterceptor(active)]
+    return [_tracing_interceptor(active)]
+
+
+def run_trace_id(workflow_id: str, run_id: str) -> str:
+    """The trace of a run started without one (the exercise's clients, a client with
+    tracing off): 32 hex digits made from the run, the same on every worker and replay."""
+    return _run_digest(workflow_id, run_id)[:32]
+
+
+def _run_digest(workflow_id: str, run_id: str) -> str:
+    return hashlib.sha256(f"{workflow_id}/{run_id}".encode()).hexdigest()
+
+
+def _tracing_interceptor(active: Tracer) -> TracingInterceptor:
+    """The SDK's `TracingInterceptor`, whose workflows started without a trace get one
+    made from their run (`run_trace_id`). The SDK's own traces such a workflow's steps
+    only as they run, each `RunActivity` the root of a trace of its own, none of them
+    found from the order; here they are one trace, under a parent made from the run (a
+    span no process records: viewers show the workflow's spans as its roots)."""
+    from temporalio import workflow
+    from temporalio.contrib.opentelemetry import (
+        TracingInterceptor,
+        TracingWorkflowInboundInterceptor,
+    )
+    from temporalio.worker import WorkflowInterceptorClassInput
+
+    class RunTracedWorkflow(TracingWorkflowInboundInterceptor):
+        def _load_workflow_context_carrier(self) -> Any:
+            carrier = super()._load_workflow_context_carrier()
+            if carrier:
+                return carrier
+            info = workflow.info()
+            digest = _run_digest(info.workflow_id, info.run_id)
+            self._workflow_context_carrier = {"traceparent": f"00-{digest[:32]}-{digest[32:48]}-01"}
+            return self._workflow_context_carrier
+
+    class RunTracing(TracingInterceptor):
+        def workflow_interceptor_class(
+            self, input: WorkflowInterceptorClassInput
+        ) -> type[TracingWorkflowInboundInterceptor]:
+            super().workflow_interceptor_class(input)  # the SDK's extern functions
+            return RunTracedWorkflow
+
+    return RunTracing(active)
 
 
 def current_trace_id() -> str | None:
