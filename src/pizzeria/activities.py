@@ -183,6 +183,14 @@ class PizzaOrderActivities:
         try:
             effect = await self.money.hold(charge)
         except CardRefused as refusal:
+            # A verdict: the SDK logs it at debug level only (a benign error), so it is
+            # said here, for the operator who wonders why an order was refused.
+            activity.logger.info(
+                "Card %s refused for order %s: %s",
+                charge.credit_card.masked,
+                charge.order_number,
+                refusal.message,
+            )
             raise card_refused(refusal) from None
         except LateStepRefused as error:
             raise late_step_refused(error) from None

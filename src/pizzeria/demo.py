@@ -30,8 +30,9 @@ from pizzeria.payments import process as payments
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
-from pizzeria.temporal.connection import connect
+from pizzeria.temporal.connection import connect, connection_failure
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
 from pizzeria.temporal.metrics import worker_runtime
 from pizzeria.worker import build_worker, payment_gateway, served_activities, stop_requested
@@ -202,12 +203,25 @@ class OtherWorkersPoll(ConnectionError):
     """The server the demo found has workers of its own on pizza-tasks (one line)."""
 
 
+class NotTemporal(ConnectionError):
+    """Something answers on the demo's Temporal port that is not Temporal (one line)."""
+
+
 async def refuse_beside_other_workers() -> None:
     """`OtherWorkersPoll` when a worker polls pizza-tasks on the server the demo found:
     it would take the demo's orders (with its own driver, ledger, and perhaps another
     codec key), so the showcase would not show what it says. Workers of this machine's
     processes that have ended are not counted (the server lists them a while longer)."""
-    client = await connect(f"127.0.0.1:{GRPC_PORT}")
+    try:
+        client = await connect(f"127.0.0.1:{GRPC_PORT}")
+    except CodecKeyError:  # a RuntimeError too, but the key's fault, not the server's
+        raise
+    except RuntimeError as error:
+        raise NotTemporal(
+            f"port {GRPC_PORT} on 127.0.0.1 answers, but not as a Temporal server"
+            f" ({connection_failure(str(error))}); the demo needs that port: free it, or"
+            " run `pizzeria server --port N` and a worker by hand (docs/commands.md)"
+        ) from None
     polling = [
         identity
         for identity in await recent_pollers(client, TASK_QUEUE)

@@ -16,7 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -285,6 +288,39 @@ def test_unknown_order_and_unreachable_server_are_one_line_errors(stack):
     assert nowhere.returncode == 1
     assert len(nowhere.stderr.strip().splitlines()) == 1
     assert "cannot reach Temporal" in nowhere.stderr
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """A port where a plain HTTP server answers: another service, not Temporal."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_another_service_on_the_temporal_port_is_one_line(
+    http_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path / "data")}
+    said = run_pizzeria("orders", "--address", f"127.0.0.1:{http_port}", env=env, timeout=60)
+    assert said.returncode == 1, said.stderr
+    assert said.stderr == (
+        f"error: cannot reach Temporal at 127.0.0.1:{http_port} (what answers there is not a"
+        " gRPC server: another service's port?)\n"
+    )
+    # The demo, finding its port answered, asks it for workers: not Temporal, one line.
+    monkeypatch.setattr(demo, "GRPC_PORT", http_port)
+    with pytest.raises(demo.NotTemporal) as refused:
+        await demo.refuse_beside_other_workers()
+    assert str(refused.value).startswith(
+        f"port {http_port} on 127.0.0.1 answers, but not as a Temporal server (what answers"
+    )
+    assert isinstance(refused.value, ConnectionError)  # one line from `main`
 
 
 def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path: Path):
@@ -914,6 +950,38 @@ def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(s
         assert line.startswith(f"error: order {number} did not answer within 1 s: no worker"), line
         assert f"`pizzeria status {number}`" in line and "Traceback" not in done.stderr
     assert pizzeria(stack, "cancel", number, "--timeout", "nan").returncode == 2
+
+
+def test_ctrl_c_while_watching_an_order_stops_the_watch_and_says_the_order_goes_on(stack):
+    number = unique_number("CLI-WATCHED")
+    placed = pizzeria(
+        stack, "order", "--order-number", number, "--prep-seconds", "60", "--timeout", "1"
+    )
+    assert placed.returncode == 3, placed.stderr  # still running, in the kitchen
+    watching = subprocess.Popen(
+        [*pizzeria_command(), "status", number, "--watch"],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stdout is not None
+        first = watching.stdout.readline()  # the first report: it watches now
+        assert first.startswith(f"Order {number}: RUNNING"), first
+        watching.send_signal(signal.SIGINT)
+        _, said = watching.communicate(timeout=60)
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+        temporal_workflow(
+            stack, "terminate", "--workflow-id", f"pizza-workflow-order-{number}", "--reason", "end"
+        )
+    assert watching.returncode == 130, said
+    assert said == (
+        f"error: stopped watching; order {number} goes on: look again with "
+        f"`pizzeria status {number}`\n"
+    )
 
 
 def test_a_ctrl_c_is_an_interrupt_even_when_what_it_stopped_says_otherwise():

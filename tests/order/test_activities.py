@@ -257,6 +257,11 @@ async def test_a_refused_card_is_not_logged_either(
         await ActivityEnvironment().run(activities.process_credit_card, card_charge(card=BAD_CARD))
     assert BAD_CARD not in str(raised.value)
     assert all(BAD_CARD not in record.getMessage() for record in caplog.records)
+    assert all(BAD_CARD not in repr(record.__dict__) for record in caplog.records)
+    # Said for the operator, with the last four digits and why.
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Card ")]
+    said = f"Card **** {BAD_CARD[-4:]} refused for order {ORDER}: Invalid credit card number"
+    assert len(refused) == 1 and refused[0].startswith(said), refused
 
 
 # -- compensations -------------------------------------------------------------------------

@@ -25,7 +25,13 @@ from pizzeria.client.outcomes import on_this_machine
 from pizzeria.ledger import Ledger, open_ledger
 from pizzeria.menu import MAX_TEXT
 from pizzeria.temporal.codec import CodecKeyError
-from pizzeria.temporal.connection import connect, connect_config
+from pizzeria.temporal.connection import (
+    NO_TLS_THERE,
+    NOT_TEMPORAL_THERE,
+    connect,
+    connect_config,
+    connection_failure,
+)
 from pizzeria.text import TextRefused, check_text, for_terminal
 
 
@@ -145,32 +151,11 @@ async def client_or_fail(
                 continue
             if reason == NO_TLS_THERE:  # the server is up: starting one is no advice
                 advice = "for a server without TLS (the dev server), set TEMPORAL_TLS=false"
+            elif reason == NOT_TEMPORAL_THERE:  # the port is another's: nor here
+                advice = None
             raise ConnectionError(
                 f"cannot reach Temporal at {target} ({reason})" + (f"; {advice}" if advice else "")
             ) from None
-
-
-#: A TLS client's greeting answered in plain HTTP/2 (TLS is on with TEMPORAL_API_KEY).
-NO_TLS_THERE = "TLS asked, and the server answered without it"
-
-
-def connection_failure(said: str) -> str:
-    """Why the SDK could not connect, in a few words (its text is a transport's debug
-    string, parentheses and all)."""
-    lowered = said.lower()
-    for clue, words in (
-        ("invalidcontenttype", NO_TLS_THERE),
-        ("refused", "connection refused"),
-        ("dns error", "the host name does not resolve"),
-        ("timed out", "no answer in time"),
-        ("deadline", "no answer in time"),
-        ("certificate", "a TLS certificate problem"),
-        ("tls", "a TLS problem"),
-    ):
-        if clue in lowered:
-            return words
-    first = " ".join(said.split())
-    return first if len(first) <= 120 else first[:117] + "..."
 
 
 def ledger_at(location: str | None, *, create: bool = False, read_only: bool = False) -> Ledger:

@@ -14,7 +14,7 @@ from pizzeria.models import run_id_given
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 LEDGER_HELP = (
     "The ledger: a SQLite file or a postgresql:// URL "
-    "[default: $PIZZERIA_LEDGER, else .pizzeria/ledger.db]"
+    "[default: $PIZZERIA_LEDGER, else ledger.db in $PIZZERIA_DATA_DIR, else .pizzeria/ledger.db]"
 )
 
 

@@ -17,6 +17,7 @@ from pizzeria.cli.common import (
     cell,
     checked_text,
     client_or_fail,
+    fail,
     order_column,
     out,
     run,
@@ -186,7 +187,16 @@ def status(
                 return
             await asyncio.sleep(1.0)
 
-    run(follow())
+    try:
+        run(follow())
+    except KeyboardInterrupt:  # watching stops; the order is Temporal's and goes on
+        if not watch:
+            raise
+        fail(
+            f"stopped watching; order {order_number} goes on: look again with "
+            f"`pizzeria status {order_number}`",
+            130,
+        )
 
 
 def render_report(report: dict[str, Any]) -> str:

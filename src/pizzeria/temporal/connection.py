@@ -83,3 +83,34 @@ async def connect(
         raise TemporalConfigError(
             f"the Temporal address {config['target_host']} is not host:port ({error})"
         ) from None
+
+
+#: A TLS client's greeting answered in plain HTTP/2 (TLS is on with TEMPORAL_API_KEY).
+NO_TLS_THERE = "TLS asked, and the server answered without it"
+
+
+#: The port answers, and not in gRPC over HTTP/2 (a web server, another service).
+NOT_TEMPORAL_THERE = "what answers there is not a gRPC server: another service's port?"
+
+
+def connection_failure(said: str) -> str:
+    """Why the SDK could not connect, in a few words (its text is a transport's debug
+    string, parentheses and all)."""
+    lowered = said.lower()
+    if "after connection" in lowered and any(
+        clue in lowered for clue in ("h2 protocol error", "transport error")
+    ):
+        return NOT_TEMPORAL_THERE
+    for clue, words in (
+        ("invalidcontenttype", NO_TLS_THERE),
+        ("refused", "connection refused"),
+        ("dns error", "the host name does not resolve"),
+        ("timed out", "no answer in time"),
+        ("deadline", "no answer in time"),
+        ("certificate", "a TLS certificate problem"),
+        ("tls", "a TLS problem"),
+    ):
+        if clue in lowered:
+            return words
+    first = " ".join(said.split())
+    return first if len(first) <= 120 else first[:117] + "..."
