@@ -87,6 +87,32 @@ async def activity_events(handle: WorkflowHandle[Any, Any], step: str) -> list[A
     return found
 
 
+async def place_in_background(env: dict[str, str], number: str) -> asyncio.subprocess.Process:
+    """``pizzeria order NUMBER --json`` (no kitchen wait), as a user runs it, not waited for."""
+    return await asyncio.create_subprocess_exec(
+        *(PIZZERIA, "order", "--order-number", number, "--prep-seconds", "0", "--json"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def at_its_driver_search(
+    address: str, number: str, worker: WorkerProcess
+) -> WorkflowHandle[Any, Any]:
+    """The order's handle, once a worker runs its driver search."""
+    client = await Client.connect(address)
+    handle = client.get_workflow_handle(workflow_id_for(number))
+    await eventually(
+        lambda: step_running(handle, STEP_NOTIFY_DELIVERY_DRIVER),
+        lambda: f"the driver search to run; the worker said:\n{worker.output()[-3000:]}",
+        seconds=60,
+        interval=0.1,
+    )
+    return handle
+
+
 @pytest.mark.timeout(180)
 async def test_a_worker_stopped_with_sigterm_finishes_its_step_and_the_order_completes(
     tmp_path: Path,
@@ -103,22 +129,9 @@ async def test_a_worker_stopped_with_sigterm_finishes_its_step_and_the_order_com
         )
         first = started_worker(env, tmp_path / "worker-1.log", "--graceful-shutdown", "20")
         second: WorkerProcess | None = None
-        placing = await asyncio.create_subprocess_exec(
-            *(PIZZERIA, "order", "--order-number", "GRACE-1", "--prep-seconds", "0", "--json"),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
+        placing = await place_in_background(env, "GRACE-1")
         try:
-            client = await Client.connect(server.address)
-            handle = client.get_workflow_handle(workflow_id_for("GRACE-1"))
-            await eventually(
-                lambda: step_running(handle, STEP_NOTIFY_DELIVERY_DRIVER),
-                "the driver search to run",
-                seconds=60,
-                interval=0.1,
-            )
+            handle = await at_its_driver_search(server.address, "GRACE-1", first)
             first.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             # A rolling restart: the next worker comes up while the first one drains.
             second = started_worker(env, tmp_path / "worker-2.log")
@@ -160,29 +173,20 @@ async def test_a_second_sigterm_stops_a_draining_worker_at_once_and_the_order_st
         slow = {**env, "PIZZERIA_DRIVER_SECONDS": "1", "PIZZERIA_DRIVER_ROUNDS": "40"}
         first = started_worker(slow, tmp_path / "worker-1.log", "--graceful-shutdown", "600")
         second: WorkerProcess | None = None
-        placing = await asyncio.create_subprocess_exec(
-            *(PIZZERIA, "order", "--order-number", "ATONCE-1", "--prep-seconds", "0", "--json"),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
+        placing = await place_in_background(env, "ATONCE-1")
         try:
-            client = await Client.connect(server.address)
-            handle = client.get_workflow_handle(workflow_id_for("ATONCE-1"))
-            await eventually(
-                lambda: step_running(handle, STEP_NOTIFY_DELIVERY_DRIVER),
-                "the driver search to run",
-                seconds=60,
-                interval=0.1,
-            )
+            handle = await at_its_driver_search(server.address, "ATONCE-1", first)
             first.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             await eventually(
-                lambda: "Stopping: no new work" in first.output(), "the worker to drain"
+                lambda: "Stopping: no new work" in first.output(),
+                lambda: f"the worker to drain; it said:\n{first.output()[-3000:]}",
             )
             assert first.running  # it waits for the driver search
             first.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            code = await asyncio.to_thread(first.process.wait, 60)  # type: ignore[union-attr]
+            try:
+                code = await asyncio.to_thread(first.process.wait, 60)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the second SIGTERM did not stop the worker:\n{first.output()}")
             # The step it cut short is given to the next worker (a quick driver search)
             # once its heartbeat is overdue, and the order completes.
             second = started_worker(env, tmp_path / "worker-2.log")
