@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -34,7 +35,9 @@ from temporalio.client import Client
 
 from pizzeria import demo
 from pizzeria.cli import common
+from pizzeria.cli.orders import print_outcome
 from pizzeria.cli.place import why_still_running
+from pizzeria.client import OrderOutcome
 from pizzeria.config import DriverSimulation
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
 from pizzeria.ops.doctor import recent_pollers
@@ -1228,3 +1231,24 @@ async def test_a_worker_waits_for_a_server_on_this_machine_that_is_still_startin
         server.stop()
     with pytest.raises(ConnectionError, match=r"cannot reach Temporal at 127\.0\.0\.1:1 "):
         await common.client_or_fail("127.0.0.1:1", encrypt=False, wait_for_start=0.5)
+
+
+def test_a_failed_order_says_why_even_when_its_error_has_no_type(
+    capsys: pytest.CaptureFixture[str],
+):
+    # A step that timed out ends the order with the engine's message and no error type.
+    timed_out = OrderOutcome(
+        order_number="G4",
+        workflow_id="pizza-workflow-order-G4",
+        run_id="r",
+        status="FAILED",
+        error="activity StartToClose timeout",
+    )
+    print_outcome(timed_out)
+    assert "  error:         activity StartToClose timeout\n" in capsys.readouterr().out
+    declined = dataclasses.replace(
+        timed_out, error_type="CreditCardProcessingError", error="Invalid credit card number"
+    )
+    print_outcome(declined)
+    said = capsys.readouterr().out
+    assert "  error:         CreditCardProcessingError: Invalid credit card number\n" in said

@@ -8,15 +8,18 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from pizzeria.temporal.faults import (
+    FILE_WAY_OUT,
     INJECTED_FAULT_ERROR,
     Fault,
+    FaultInterceptor,
     FaultPlan,
     FaultSyntaxError,
     draw,
@@ -522,8 +525,13 @@ def test_faults_set_and_show_on_a_file_that_does_not_parse_say_which_and_the_way
 ) -> None:
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_FAULTS": ""}
     (tmp_path / "faults.json").write_text("{not json")
-    for command in (("set", "refund_customer=fail"), ("show",)):
-        done = run_pizzeria("faults", *command, env=env, timeout=60)
+    # A worker does not start on it either: every step of every order would fail.
+    for command in (
+        ("faults", "set", "refund_customer=fail"),
+        ("faults", "show"),
+        ("worker", "--address", "127.0.0.1:1"),
+    ):
+        done = run_pizzeria(*command, env=env, timeout=60)
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"error: {tmp_path / 'faults.json'}: "), line
@@ -548,3 +556,32 @@ def test_a_worker_refuses_a_pizzeria_faults_that_does_not_parse_and_show_says_un
     env["PIZZERIA_FAULTS"] = "update_inventory=fail:1"
     shown = run_pizzeria("faults", "show", env=env, timeout=60)
     assert shown.returncode == 0 and shown.stdout.strip() == "Faults: update_inventory=fail:1"
+
+
+async def test_an_attempt_that_meets_a_faults_file_that_does_not_parse_fails_in_one_line(
+    faults_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The file went bad while the worker runs: the attempt fails before the step does
+    # anything, and is retried (it goes through once the file is fixed or cleared).
+    rewrite(faults_file, "get_distance=explode", 7_000_000)
+
+    class Step(ActivityInboundInterceptor):
+        def __init__(self) -> None:  # the activity itself: never reached
+            self.ran = False
+
+        async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+            self.ran = True
+            return "ran"
+
+    step = Step()
+    faulty = FaultInterceptor(FaultPlan(faults_file, env_value="")).intercept_activity(step)
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(faulty.execute_activity, cast(ExecuteActivityInput, None))
+    assert not step.ran
+    assert not failed.value.non_retryable and failed.value.type == "FaultSyntaxError"
+    assert failed.value.category == ApplicationErrorCategory.BENIGN  # no traceback logged
+    said_to_temporal = failed.value.message
+    assert said_to_temporal.startswith(f"{faults_file}: ") and "explode" in said_to_temporal
+    assert said_to_temporal.endswith(FILE_WAY_OUT)
+    (said,) = [r.getMessage() for r in caplog.records if "Step not run" in r.getMessage()]
+    assert f"{faults_file}: " in said and not any(r.exc_info for r in caplog.records)

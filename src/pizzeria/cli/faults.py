@@ -7,6 +7,7 @@ import click
 from pizzeria import config
 from pizzeria.cli.common import UserError, out
 from pizzeria.temporal.faults import (
+    FILE_WAY_OUT,
     EnvironmentFaultError,
     Fault,
     FaultPlan,
@@ -63,4 +64,4 @@ def faults_in_force(plan: FaultPlan) -> dict[str, Fault]:
     except EnvironmentFaultError as error:  # `clear` empties the file, not the variable
         raise UserError(str(error)) from None
     except FaultSyntaxError as error:
-        raise UserError(f"{error}; `pizzeria faults clear` starts afresh") from None
+        raise UserError(f"{error}; {FILE_WAY_OUT}") from None

@@ -80,9 +80,9 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
         out.print(f"  confirmation:  {outcome.confirmation['confirmation_number']}")
     if outcome.cancel_reason:  # rather than the engine's "CancelledError: Workflow cancelled"
         out.print(f"  cancelled:     {shown(outcome.cancel_reason)}", markup=False)
-    elif outcome.error_type:
-        error = shown(f"{outcome.error_type}: {outcome.error}")
-        out.print(f"  error:         {error}", markup=False)
+    elif outcome.error_type or outcome.error:  # a timeout has a message and no type
+        said = f"{outcome.error_type}: {outcome.error}" if outcome.error_type else outcome.error
+        out.print(f"  error:         {shown(said or '')}", markup=False)
     if outcome.compensations or outcome.status != "COMPLETED":
         ran = " -> ".join(outcome.compensations) or "none"
         out.print(f"  compensations: {ran}")

@@ -24,6 +24,7 @@ from pizzeria.cli.common import (
     run,
     stop_on_sigterm,
 )
+from pizzeria.cli.faults import faults_in_force
 from pizzeria.cli.options import (
     address_option,
     flag_option,
@@ -308,6 +309,7 @@ def worker(
         activities.faults.environment_faults()
     except (EnvironmentFaultError, DriverSettingError) as error:
         raise UserError(str(error)) from None
+    faults_in_force(activities.faults)  # the file's too: one line, exit 2, if it does not parse
 
     async def serve() -> None:
         runtime = worker_runtime(metrics_port)

@@ -107,6 +107,10 @@ class Fault:
         )
 
 
+#: What a faults file that does not parse is told with.
+FILE_WAY_OUT = "`pizzeria faults clear` starts afresh"
+
+
 class FaultSyntaxError(ValueError):
     pass
 
@@ -302,10 +306,25 @@ class _FaultyActivity(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         step = activity.info().activity_type
-        await self.plan.inject(step)
+        try:
+            await self.plan.inject(step)
+        except FaultSyntaxError as error:
+            raise _unreadable_faults(error) from None
         result = await super().execute_activity(input)
         await self.plan.answer(step)
         return result
+
+
+def _unreadable_faults(error: FaultSyntaxError) -> ApplicationError:
+    """A faults file that does not parse fails the attempt before anything is done (it is
+    retried, and goes through once the file is fixed or cleared): one log line, not the
+    SDK's traceback of every attempt."""
+    activity.logger.warning("Step not run: %s; %s", error, FILE_WAY_OUT)
+    return ApplicationError(
+        f"{error}; {FILE_WAY_OUT}",
+        type=type(error).__name__,
+        category=ApplicationErrorCategory.BENIGN,
+    )
 
 
 def _verdict(message: str, kind: str) -> ApplicationError:
