@@ -182,3 +182,8 @@ def _escaped(ch: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 violation``, ``3 violations``: a count and its noun, in the number it takes."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

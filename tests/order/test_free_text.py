@@ -381,3 +381,13 @@ def test_orders_and_status_escape_a_hostile_workflow_id_end_to_end(stack):
     # --json is for programs: the JSON encoder escapes it already.
     listed_json = json.loads(pizzeria(stack, "orders", "--json", "--limit", "50").stdout)
     assert number in [row["order_number"] for row in listed_json["orders"]]
+
+
+def test_a_count_takes_its_noun_in_the_number_it_needs() -> None:
+    assert [text.counted(n, "violation") for n in (0, 1, 2)] == [
+        "0 violations",
+        "1 violation",
+        "2 violations",
+    ]
+    assert text.counted(1, "rolling restart") == "1 rolling restart"
+    assert text.counted(2, "order", "orders repaired") == "2 orders repaired"

@@ -45,6 +45,7 @@ also declines one card in twenty), ``update_inventory=late:1@0.1``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -311,7 +312,10 @@ class _FaultyActivity(ActivityInboundInterceptor):
         except FaultSyntaxError as error:
             raise _unreadable_faults(error) from None
         result = await super().execute_activity(input)
-        await self.plan.answer(step)
+        # The step took effect: a file gone bad meanwhile loses no answer (the next
+        # attempt of any step says it).
+        with contextlib.suppress(FaultSyntaxError):
+            await self.plan.answer(step)
         return result
 
 

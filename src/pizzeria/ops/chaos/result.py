@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from pizzeria.ops.check.report import CheckReport, print_check_report
+from pizzeria.text import counted
 
 CLOSED = ("COMPLETED", "FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
 MAX_LISTED = 50  # violations listed in the JSON summary (all are counted)
@@ -130,15 +131,18 @@ def print_chaos_summary(result: ChaosResult, console: Console) -> None:
         f"Chaos: {result.orders} orders in {result.seconds:.1f} s (seed {result.seed}): "
         f"completed {result.outcomes['COMPLETED']}, failed {result.outcomes['FAILED']}, "
         f"cancelled {result.outcomes['CANCELLED']}, still open {result.open}; "
-        f"{result.workers} workers on {result.ledger}: {result.worker_kills} worker kills, "
-        f"{result.rolling_restarts} rolling restarts, {result.server_restarts} server restarts, "
-        f"{result.repaired} orders repaired; {result.late_writes} late writes, "
-        f"{result.late_writes_refused} step attempts refused after their compensation ran; "
-        f"{result.lost_answers} lost answers"
+        f"{counted(result.workers, 'worker')} on {result.ledger}: "
+        f"{counted(result.worker_kills, 'worker kill')}, "
+        f"{counted(result.rolling_restarts, 'rolling restart')}, "
+        f"{counted(result.server_restarts, 'server restart')}, "
+        f"{counted(result.repaired, 'order')} repaired; "
+        f"{counted(result.late_writes, 'late write')}, "
+        f"{counted(result.late_writes_refused, 'step attempt')} refused after their "
+        f"compensation ran; {counted(result.lost_answers, 'lost answer')}"
     )
     console.print(provider_line(result), markup=False)
     verdict = "[green]nothing lost, nothing doubled[/green]" if result.ok else "[red]FAILED[/red]"
-    console.print(f"Verdict: {verdict} ({result.violations} violations)")
+    console.print(f"Verdict: {verdict} ({counted(result.violations, 'violation')})")
 
 
 def provider_line(result: ChaosResult) -> str:

@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from pizzeria.models import dollars, short_run
-from pizzeria.text import for_terminal
+from pizzeria.text import counted, for_terminal
 
 # Order counts printed on their own; any other outcome (terminated, ...) is listed after.
 NAMED_COUNTS = ("total", "completed", "failed", "cancelled", "open")
@@ -85,7 +85,7 @@ def print_check_report(report: CheckReport, console: Console) -> None:
         console.print(f"[green]No violations[/green]: {agree}.")
         return
     table = Table(
-        "violation", "order", "run", "detail", title=f"{len(report.violations)} violations"
+        "violation", "order", "run", "detail", title=counted(len(report.violations), "violation")
     )
     for item in report.violations:
         row = (item.kind, item.order, short_run(item.run_id), item.detail)
@@ -113,8 +113,18 @@ def print_orders(report: CheckReport, console: Console) -> None:
 
 
 def stock_table(report: CheckReport) -> Table:
+    # An ingredient stays on one row: "tomato sauce" wrapped read as two ingredients.
+    ingredient = Column("ingredient", no_wrap=True)
     stock = Table(
-        "ingredient", "initial", "received", "in stock", "consumed", "open", "undone", "ok"
+        ingredient,
+        "initial",
+        "received",
+        "in stock",
+        "consumed",
+        "open",
+        "undone",
+        "ok",
+        show_edge=False,  # 80 columns hold it whole
     )
     for name, row in report.stock.items():
         stock.add_row(
