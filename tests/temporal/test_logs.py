@@ -81,3 +81,30 @@ def test_any_other_failure_keeps_its_traceback(written):
     assert lines[0].endswith("Completing activity as failed ({'activity_type': 'send_bill'})")
     assert lines[1] == "Traceback (most recent call last):"
     assert lines[-1] == "ZeroDivisionError: a bug of ours"
+
+
+def test_the_core_failing_a_workflow_task_for_a_codec_key_keeps_its_line_not_the_traceback():
+    # As the SDK core's warning reaches Python: the failure in Rust's debug form, with the
+    # Python traceback quoted (escaped) inside it.
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.addFilter(OneLineExpected())
+    core = logging.getLogger("temporalio.core.test-logs")
+    core.propagate = False
+    core.addHandler(handler)
+    failure = (
+        'Failure { failure: Some(Failure { message: "payload encrypted with key 627ce578e5c6",'
+        ' source: "", stack_trace: "  File \\"/x/one_walk.py\\", line 123, in decode\\n'
+        '    return await _walked(\\n", encoded_attributes: None, cause: None, failure_info:'
+        ' Some(ApplicationFailureInfo(ApplicationFailureInfo { r#type: "CodecKeyError",'
+        " non_retryable: false })) }) }"
+    )
+    try:
+        core.warning("[sdk_core::worker] Failing workflow task %s", {"failure": failure})
+        core.warning("[sdk_core::worker] Failing workflow task %s", {"failure": "other"})
+    finally:
+        core.removeHandler(handler)
+    first, second = text.getvalue().splitlines()
+    assert "one_walk.py" not in first and 'stack_trace: "", encoded_attributes' in first
+    assert "payload encrypted with key" in first and 'r#type: "CodecKeyError"' in first
+    assert second.endswith("{'failure': 'other'}")  # any other failure as it was
