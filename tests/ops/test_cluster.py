@@ -98,6 +98,16 @@ async def place_in_background(env: dict[str, str], number: str) -> asyncio.subpr
     )
 
 
+async def stopped(placing: asyncio.subprocess.Process, *workers: WorkerProcess | None) -> None:
+    """What a test left running: the order command, then the workers."""
+    if placing.returncode is None:
+        placing.kill()
+        await placing.wait()
+    for worker in workers:
+        if worker is not None:
+            worker.stop()
+
+
 async def at_its_driver_search(
     address: str, number: str, worker: WorkerProcess
 ) -> WorkflowHandle[Any, Any]:
@@ -138,12 +148,7 @@ async def test_a_worker_stopped_with_sigterm_finishes_its_step_and_the_order_com
             code = await asyncio.to_thread(first.process.wait, 40)  # type: ignore[union-attr]
             out, err = await asyncio.wait_for(placing.communicate(), timeout=60)
         finally:
-            if placing.returncode is None:
-                placing.kill()
-                await placing.wait()
-            first.stop()
-            if second is not None:
-                second.stop()
+            await stopped(placing, first, second)
         assert code == 0, first.output()
         assert "Stopping: no new work" in first.output()
         assert "Worker stopped." in first.output()
@@ -192,12 +197,7 @@ async def test_a_second_sigterm_stops_a_draining_worker_at_once_and_the_order_st
             second = started_worker(env, tmp_path / "worker-2.log")
             out, err = await asyncio.wait_for(placing.communicate(), timeout=90)
         finally:
-            if placing.returncode is None:
-                placing.kill()
-                await placing.wait()
-            first.stop()
-            if second is not None:
-                second.stop()
+            await stopped(placing, first, second)
         assert code == 128 + signal.SIGTERM, first.output()
         assert "Stopped at once" in first.output()
         assert "Worker stopped." not in first.output()
