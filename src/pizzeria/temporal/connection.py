@@ -97,12 +97,13 @@ def connection_failure(said: str) -> str:
     """Why the SDK could not connect, in a few words (its text is a transport's debug
     string, parentheses and all)."""
     lowered = said.lower()
+    if "invalidcontenttype" in lowered:  # a transport error too, of a server that is there
+        return NO_TLS_THERE
     if "after connection" in lowered and any(
         clue in lowered for clue in ("h2 protocol error", "transport error")
     ):
         return NOT_TEMPORAL_THERE
     for clue, words in (
-        ("invalidcontenttype", NO_TLS_THERE),
         ("refused", "connection refused"),
         ("dns error", "the host name does not resolve"),
         ("timed out", "no answer in time"),
