@@ -49,6 +49,7 @@ from pizzeria.statements import money_line
 from pizzeria.temporal import devserver
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of, load_keys
 from pizzeria.temporal.codec_server import CodecServer
+from pizzeria.temporal.connection import NOT_TEMPORAL_THERE, connection_failure
 from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, unique_number, wait_until
 from tests.helpers.orders import CODEC_SECRET, exercise_json
 from tests.helpers.stack import StackOptions, stack_env
@@ -1252,3 +1253,23 @@ def test_a_failed_order_says_why_even_when_its_error_has_no_type(
     print_outcome(declined)
     said = capsys.readouterr().out
     assert "  error:         CreditCardProcessingError: Invalid credit card number\n" in said
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        # What the SDK says of a plain HTTP server on the port, one or another by timing.
+        "Failed client connect: `get_system_info` call error after connection: Status { code:"
+        ' Internal, message: "h2 protocol error: http2 error", source: Some(tonic::transport::'
+        'Error(Transport, hyper::Error(Http2, Error { kind: GoAway(b"", FRAME_SIZE_ERROR,'
+        " Library) }))) }",
+        "Failed client connect: `get_system_info` call error after connection: Status { code:"
+        ' Unknown, message: "transport error", source: Some(tonic::transport::Error(Transport,'
+        " hyper::Error(Io, Kind(ConnectionReset)))) }",
+        "Failed client connect: `get_system_info` call error after connection: Status { code:"
+        ' Cancelled, message: "operation was canceled", source: Some(tonic::transport::Error('
+        'Transport, hyper::Error(Canceled, "connection closed"))) }',
+    ],
+)
+def test_every_way_a_plain_http_port_fails_the_connection_reads_as_not_grpc(said: str):
+    assert connection_failure(said) == NOT_TEMPORAL_THERE

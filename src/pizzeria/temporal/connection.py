@@ -99,8 +99,12 @@ def connection_failure(said: str) -> str:
     lowered = said.lower()
     if "invalidcontenttype" in lowered:  # a transport error too, of a server that is there
         return NO_TLS_THERE
-    if "after connection" in lowered and any(
-        clue in lowered for clue in ("h2 protocol error", "transport error")
+    # Connected, then the first call failed in the HTTP/2 transport (a protocol error, a
+    # transport error, the connection closed: the same server answers each of them, one
+    # or another by timing): what answers is no gRPC server.
+    if "call error after connection" in lowered and any(
+        clue in lowered
+        for clue in ("tonic::transport::error(transport", "h2 protocol error", "transport error")
     ):
         return NOT_TEMPORAL_THERE
     for clue, words in (
