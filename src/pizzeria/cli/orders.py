@@ -82,7 +82,7 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
         out.print(f"  cancelled:     {shown(outcome.cancel_reason)}", markup=False)
     elif outcome.error_type or outcome.error:  # a timeout has a message and no type
         said = f"{outcome.error_type}: {outcome.error}" if outcome.error_type else outcome.error
-        out.print(f"  error:         {shown(said or '')}", markup=False)
+        out.print(f"  error:         {shown(str(said))}", markup=False)
     if outcome.compensations or outcome.status != "COMPLETED":
         ran = " -> ".join(outcome.compensations) or "none"
         out.print(f"  compensations: {ran}")

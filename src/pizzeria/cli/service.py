@@ -52,7 +52,6 @@ from pizzeria.temporal.codec_server import (
 )
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError, port_open
-from pizzeria.temporal.faults import EnvironmentFaultError
 from pizzeria.temporal.logs import configure_worker_logging
 from pizzeria.temporal.metrics import worker_runtime
 from pizzeria.worker import (
@@ -304,12 +303,13 @@ def worker(
     logging.getLogger("stripe").setLevel(logging.WARNING)
     scale = WorkerScale(**scale_options)  # the other options are its fields, by name
     ledger = ledger_at(ledger_location, create=True)
-    try:  # a typo there would fail every step (or every driver search) this worker runs
+    # A typo in these would fail every step (or every driver search) this worker runs:
+    # PIZZERIA_DRIVER_*, PIZZERIA_FAULTS and the faults file are read now, one line, exit 2.
+    try:
         activities = served_activities(ledger)
-        activities.faults.environment_faults()
-    except (EnvironmentFaultError, DriverSettingError) as error:
+    except DriverSettingError as error:
         raise UserError(str(error)) from None
-    faults_in_force(activities.faults)  # the file's too: one line, exit 2, if it does not parse
+    faults_in_force(activities.faults)
 
     async def serve() -> None:
         runtime = worker_runtime(metrics_port)
