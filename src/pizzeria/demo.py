@@ -51,7 +51,8 @@ def local_payments(
     """The data folder's local payment provider, for the block: the one already answering
     at its URL (``payments.url``, else on ``port``), or one started now on ``port`` (a free
     one when taken), its URL written in ``payments.url`` for this folder's workers and
-    removed when it stops. Its payments live in the folder's ``payments.db``."""
+    removed when it stops, and started again on its port if it exits by itself
+    (`payments.KeptProvider`). Its payments live in the folder's ``payments.db``."""
     folder = folder or config.data_dir()
     url_file = folder / config.payments_url_file().name
     on_port = f"http://127.0.0.1:{port}"
@@ -72,7 +73,7 @@ def local_payments(
                 _remove_if_still(url_file, known)
         return
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    provider = payments.start(folder / "payments.db", port=port, own_session=True)
+    provider = payments.KeptProvider(folder / "payments.db", say, port=port, own_session=True)
     try:
         url_file.write_text(provider.url + "\n")
         say(f"Local payment provider up: {provider.url} (payments in {folder / 'payments.db'})")

@@ -42,8 +42,9 @@ from pizzeria.config import DriverSimulation
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
 from pizzeria.ops.doctor import recent_pollers
 from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command, private_dev_server
+from pizzeria.payments import process as payments
 from pizzeria.payments.process import LOCAL_SECRET_KEY
-from pizzeria.payments.stripe_gateway import URL_VARIABLE
+from pizzeria.payments.stripe_gateway import URL_VARIABLE, StripeGateway
 from pizzeria.samples import BAD_CARD, GOOD_CARD
 from pizzeria.statements import money_line
 from pizzeria.temporal import devserver
@@ -841,6 +842,91 @@ def test_a_server_whose_terminal_closed_stops_the_dev_server_it_started(tmp_path
     finally:
         with contextlib.suppress(ProcessLookupError):  # an orphan of a failed run too
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_a_server_starts_its_payment_provider_again_when_it_dies(tmp_path):
+    """The provider `pizzeria server` started is killed (by hand, by the OOM killer): the
+    server says so and starts it again at the same URL, the one its workers know, with
+    the payments it held; and when the server stops, the new provider stops with it."""
+    port, ui_port, payments_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
+    env["PIZZERIA_DATA_DIR"] = str(tmp_path)
+    command = [PIZZERIA, "server", "--in-memory", "--port", str(port), "--ui-port", str(ui_port)]
+    command += ["--no-codec", "--payments-port", str(payments_port)]
+    url = f"http://127.0.0.1:{payments_port}"
+    gateway = StripeGateway(LOCAL_SECRET_KEY, url)
+    providers: list[int] = []  # each one seen: none may outlive the test
+    said: list[str] = []
+    with subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as server:
+        reader = threading.Thread(target=lambda: said.extend(server.stdout or ()), daemon=True)
+        reader.start()
+        try:
+            wait_until(lambda: any("Press Ctrl-C" in line for line in said), "the server", 90)
+            held = asyncio.run(
+                gateway.authorize(
+                    1234, idempotency_key="kept-1", metadata={}, card_number=GOOD_CARD
+                )
+            )
+            first = provider_children(server.pid)
+            providers += first
+            assert len(first) == 1, first
+            os.kill(first[0], signal.SIGKILL)
+            wait_until(
+                lambda: provider_children(server.pid) not in ([], first) and payments.answers(url),
+                "the provider to be started again",
+                60,
+            )
+            second = provider_children(server.pid)
+            providers += second
+            assert (tmp_path / "payments.url").read_text().strip() == url
+            again = asyncio.run(gateway.get(held.id))
+            assert (again.id, again.amount, again.state) == (held.id, 1234, held.state)
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+            reader.join(timeout=10)
+            assert (
+                f"The local payment provider was killed (SIGKILL): starting it again at {url}"
+                in "".join(said)
+            )
+            wait_until(lambda: not pid_alive(second[0]), "the new provider to stop", 30)
+            assert not (tmp_path / "payments.url").exists()
+        finally:
+            asyncio.run(gateway.close())
+            with contextlib.suppress(ProcessLookupError):  # an orphan of a failed run too
+                os.killpg(server.pid, signal.SIGKILL)
+            for pid in providers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def provider_children(pid: int) -> list[int]:
+    """The payment providers among the children of process ``pid`` (of any thread)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children += (task / "children").read_text().split()
+    found = []
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"payments" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[1:4]:
+                found.append(int(child))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 async def test_the_demo_sees_a_live_worker_on_the_server_it_finds_and_not_an_ended_one(stack):

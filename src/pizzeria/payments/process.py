@@ -8,16 +8,18 @@ this program recorded, ends it. Only a process this program started is ever sign
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,10 @@ READY_PREFIX = "Payments provider listening on "
 LOCAL_SECRET_KEY = "sk_test_pizzeria_local"
 LOCAL_PUBLISHABLE_KEY = "pk_test_pizzeria_local"
 LOG_TAIL_CHARS = 2000
+#: A kept provider that exits by itself is started again, at most this many times within
+#: `KEEP_WINDOW` seconds: one that keeps exiting has a fault of its own (its log says which).
+KEEP_RESTARTS = 5
+KEEP_WINDOW = 60.0
 
 
 class ProviderProcessError(RuntimeError):
@@ -205,6 +211,75 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class KeptProvider:
+    """A provider this program started, and starts again on the same port (the URL its
+    workers know) when it exits by itself: killed by hand or by the kernel's OOM killer,
+    until `stop`. ``say`` is told each time, in one line. Its options are `start`'s."""
+
+    def __init__(self, data_file: Path, say: Callable[[str], None], **options: Any) -> None:
+        self._data_file = data_file
+        self._options = options
+        self._say = say
+        self.current = self._start(options.get("port", 0))
+        self.url = self.current.url
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._keeper = threading.Thread(target=self._keep, name="payments-keeper", daemon=True)
+        self._keeper.start()
+
+    def _start(self, port: int) -> ProviderProcess:
+        return start(self._data_file, **{**self._options, "port": port})
+
+    def _keep(self) -> None:
+        exits: collections.deque[float] = collections.deque()
+        while True:
+            code = self.current.process.wait()
+            with self._lock:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                exits.append(now)
+                while now - exits[0] > KEEP_WINDOW:
+                    exits.popleft()
+                how = _exit_text(code)
+                log = self.current.log_file
+                if len(exits) > KEEP_RESTARTS:
+                    self._say(
+                        f"The local payment provider {how}, {len(exits)} times within "
+                        f"{KEEP_WINDOW:.0f} s: left stopped (its log: {log})"
+                    )
+                    return
+                self._say(
+                    f"The local payment provider {how}: starting it again at {self.url} "
+                    f"(its log: {log})"
+                )
+                try:
+                    self.current = self._start(int(self.url.rsplit(":", 1)[1]))
+                except ProviderProcessError as error:
+                    self._say(f"The local payment provider could not start again: {error}")
+                    return
+                if self.current.url != self.url:
+                    self._say(
+                        f"The local payment provider's port was taken: it listens at "
+                        f"{self.current.url} now; restart the workers so that they find it"
+                    )
+                    self.url = self.current.url
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self.current.stop()
+        self._keeper.join(timeout=10)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed ({signal.Signals(-code).name})"
+        return f"was killed (signal {-code})"
+    return f"exited with code {code}"
 
 
 @contextlib.contextmanager
