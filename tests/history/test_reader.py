@@ -210,3 +210,34 @@ def test_statuses_are_spelled_as_the_order_spells_them() -> None:
     assert status_name(None) == "UNKNOWN"
     started = recorded("good_order")[0]
     assert closed_status(started) is None
+
+
+def test_a_run_ended_from_outside_shows_the_step_or_timer_it_left_as_abandoned() -> None:
+    """`repair --abandon` terminates the run while a step is under way, or while the
+    kitchen timer runs: neither ends in the history, and neither is running any more."""
+    events = recorded("good_order")
+    assert events[5].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    assert events[10].event_type == EventType.EVENT_TYPE_TIMER_STARTED
+
+    def ended_90_s_after(last: HistoryEvent) -> list[HistoryEvent]:
+        terminated = HistoryEvent(
+            event_id=last.event_id + 1,
+            event_type=EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+        )
+        terminated.event_time.CopyFrom(last.event_time)
+        terminated.event_time.seconds += 90
+        return [*events[: last.event_id], terminated]
+
+    in_a_step = read_history(ended_90_s_after(events[5]))
+    assert [(s.name, s.outcome) for s in in_a_step.spans.values()] == [
+        ("get_distance", "abandoned")
+    ]
+    at_the_timer = read_history(ended_90_s_after(events[10]))
+    assert [(s.name, s.outcome) for s in at_the_timer.spans.values()] == [
+        ("get_distance", "completed"),
+        ("timer", "abandoned"),
+    ]
+    timer = at_the_timer.spans[11]
+    assert timer.ended and timer.duration_ms == 90_000
+    assert at_the_timer.status == in_a_step.status == "TERMINATED"
+    assert at_the_timer.compensations() == ([], [])

@@ -181,7 +181,8 @@ class OrderAccepted(BaseModel):
 class StepView(BaseModel):
     name: str
     state: str = Field(
-        description="pending, running, completed, failed, timed out, cancelled or not run"
+        description="pending, running, completed, failed, timed out, cancelled, not run, or "
+        "abandoned (still going when the run was ended from outside)"
     )
     attempts: int
     started_at: str | None

@@ -37,6 +37,8 @@ FAILED = "failed"
 TIMED_OUT = "timed out"
 CANCELLED = "cancelled"
 FIRED = "fired"
+#: Still going when its run closed (terminated, timed out): it never ended, and never will.
+ABANDONED = "abandoned"
 
 #: How we name a run's status (``CANCELLED``, as the order's own status spells it).
 STATUS_NAMES = {
@@ -107,7 +109,7 @@ class Span:
     name: str
     opened: HistoryEvent  # scheduled, timer started, or the local activity's marker
     attempts: int
-    outcome: str  # running, completed, failed, timed out, cancelled, fired
+    outcome: str  # running, completed, failed, timed out, cancelled, fired, abandoned
     failure: Failure | None = None
     closed: HistoryEvent | None = None  # what ended it; a local activity's is its marker
     local: bool = False
@@ -267,6 +269,9 @@ class HistoryReader:
             self.failed_task = None
         elif kind in STATUS_OF_CLOSE:
             self.close = event
+            for span in self.spans.values():  # a run ended from outside left them so
+                if span.outcome == RUNNING:
+                    span.outcome, span.closed = ABANDONED, event
 
     @staticmethod
     def _change(event: HistoryEvent, span: Span) -> Change:

@@ -36,7 +36,7 @@ class TimelineEntry:
     started_at: datetime
     duration_ms: float | None
     attempts: int
-    outcome: str  # running, completed, failed, timed out, cancelled, fired
+    outcome: str  # running, completed, failed, timed out, cancelled, fired, abandoned
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
