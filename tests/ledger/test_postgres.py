@@ -20,7 +20,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from pizzeria.ledger import Effect, Ledger, LedgerUnavailable, book, open_ledger, postgres, sql
+from pizzeria.ledger import (
+    Effect,
+    Ledger,
+    LedgerUnavailable,
+    book,
+    open_ledger,
+    postgres,
+    sql,
+)
 from pizzeria.ledger.sql import Claim, Tx, claim
 from pizzeria.models import STEP_PROCESS_CREDIT_CARD, STEP_UPDATE_INVENTORY
 from pizzeria.samples import BAD_CARD
@@ -174,6 +182,35 @@ def test_a_database_that_does_not_exist_is_named(ledger_location: str) -> None:
         open_ledger(missing)
 
 
+@server_only
+@pytest.mark.parametrize("given_by", ["url", "PGOPTIONS"])
+def test_readers_use_the_schema_the_users_options_name_as_the_workers_do(
+    ledger_location: str, given_by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger in its own schema (``options=-csearch_path=...`` in the URL, or
+    ``PGOPTIONS``): read-only opens (check, doctor, stock, the API) read that schema too,
+    not ``public``, where a stray ledger may sit."""
+    open_ledger(ledger_location).close()  # a ledger in public, untouched below
+    with psycopg.connect(ledger_location, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA kitchen2")
+    location = ledger_location
+    if given_by == "url":
+        location += "?options=-csearch_path%3Dkitchen2"
+    else:
+        monkeypatch.setenv("PGOPTIONS", "-c search_path=kitchen2")
+    writer = open_ledger(location)
+    writer.receive("delivery-1", "basil", 7)
+    writer.close()
+    reader = open_ledger(location, read_only=True)
+    try:
+        assert reader.stock()["basil"]["quantity"] == 1007
+    finally:
+        reader.close()
+    with psycopg.connect(ledger_location) as conn:
+        public = conn.execute("SELECT quantity FROM public.stock WHERE ingredient = 'basil'")
+        assert public.fetchone() == (1000,)
+
+
 # -- without a server ----------------------------------------------------------------------
 
 
@@ -188,6 +225,10 @@ def test_a_database_that_does_not_exist_is_named(ledger_location: str) -> None:
         ("postgresql://pizzeria:s3cret%zz@127.0.0.1/ledger", 'token: "***"'),
         ("postgresql://pizzeria:s3%63ret@127.0.0.1:1/ledger", "refused"),  # s3cret, encoded
         ("postgresql://127.0.0.1:1/ledger?sslmode=disable&password=s3cret", "password=***"),
+        # Not percent-encoded: the password runs to the last "@", all of it hidden.
+        ("postgresql://pz2:s3cret@ss:w/rd?x#1@127.0.0.1:1/ledger", "postgresql://pz2:***@"),
+        # libpq's keyword form: refused as such, not opened as a SQLite file of that name.
+        ("host=127.0.0.1 port=1 dbname=ledger user=pz password=s3cret", "keyword string"),
     ],
     ids=[
         "unreachable",
@@ -197,6 +238,8 @@ def test_a_database_that_does_not_exist_is_named(ledger_location: str) -> None:
         "bad-escape-quoted",
         "percent-encoded",
         "query-parameter",
+        "not-percent-encoded",
+        "keyword-string",
     ],
 )
 def test_a_bad_or_unreachable_location_is_one_line_without_the_password(
@@ -207,6 +250,8 @@ def test_a_bad_or_unreachable_location_is_one_line_without_the_password(
     message = str(failed.value)
     assert expected in message
     assert "\n" not in message and "s3cret" not in message and "s3%63ret" not in message
+    assert "w/rd" not in message and "***ostgresql" not in message
+    assert not list(Path.cwd().glob("host=*"))  # no SQLite file made of the string
 
 
 def test_the_embedded_ledger_never_imports_psycopg(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from pizzeria.ledger import (
     Ledger,
     LedgerNotFound,
     LedgerReadOnly,
+    LedgerUnavailable,
+    SchemaDamaged,
     SchemaTooNew,
     SchemaTooOld,
     latest_version,
@@ -119,6 +121,28 @@ def test_a_ledger_newer_than_the_code_is_refused_in_one_line(written: str) -> No
         message = str(refused.value)
         assert f"schema version {latest_version() + 1}" in message
         assert "upgrade pizzeria" in message and "\n" not in message
+
+
+def test_a_table_dropped_by_hand_is_one_line_at_once_and_refused_at_the_next_open(
+    written: str,
+) -> None:
+    """A ledger damaged under a running worker: its next statement on the table fails in
+    one line (the step is retried, not crashed with a traceback); every open after, the
+    worker's and the readers', is refused saying what is missing; `check` cannot check."""
+    ledger = open_ledger(written)
+    execute(ledger, "DROP TABLE deliveries")
+    with pytest.raises(LedgerUnavailable) as failed:
+        ledger.receive("delivery-1", "basil", 7)
+    assert "deliveries" in str(failed.value) and "\n" not in str(failed.value)
+    ledger.close()
+    for read_only in (False, True):
+        with pytest.raises(SchemaDamaged, match="has no deliveries table: it was damaged"):
+            open_ledger(written, read_only=read_only)
+    for command, code in (("check", 2), ("worker", 1), ("ledger", 1)):
+        done = run_pizzeria(command, "--ledger", written, timeout=60)
+        assert done.returncode == code, (command, done.stdout, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert "has no deliveries table" in line, (command, line)
 
 
 def test_the_cli_refuses_a_newer_ledger_in_one_line_and_exit_1(written: str) -> None:

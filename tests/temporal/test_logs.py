@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from pizzeria.ledger import LedgerUnavailable
 from pizzeria.payments.errors import PaymentUnavailable
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.faults import INJECTED_FAULT_ERROR
@@ -51,6 +52,42 @@ def test_the_provider_not_answering_is_one_line_with_the_error(written):
     assert line.endswith(
         "WARNING Completing activity as failed ({'activity_type': 'send_bill'}): "
         "PaymentUnavailable: the provider timed out (2.0 s)"
+    ), line
+
+
+def test_the_ledger_not_answering_is_one_line_with_the_error(written):
+    """PostgreSQL down: each attempt of each step is one line, not 35 of traceback."""
+    logger, _ = written
+    unreachable = LedgerUnavailable(
+        "no connection to the ledger at postgresql://pizzeria:***@db/pizzeria: couldn't get "
+        "a connection after 3.00 sec"
+    )
+    (line,) = logged_while_handling(logger, unreachable)
+    assert line.endswith("): LedgerUnavailable: " + str(unreachable)), line
+
+
+def test_the_ledger_pools_warnings_are_one_line_each():
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
+    handler.addFilter(OneLineExpected())
+    pool = logging.getLogger("psycopg.pool")
+    pool.addHandler(handler)
+    try:
+        pool.warning(
+            "error connecting in %r: %s",
+            "pizzeria-ledger",
+            'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+            "Connection refused\n\tIs the server running on that host and accepting TCP/IP "
+            "connections?",
+        )
+    finally:
+        pool.removeHandler(handler)
+    (line,) = text.getvalue().splitlines()
+    assert line.endswith(
+        "WARNING error connecting in 'pizzeria-ledger': connection failed: connection to server "
+        'at "127.0.0.1", port 5432 failed: Connection refused Is the server running on that '
+        "host and accepting TCP/IP connections?"
     ), line
 
 

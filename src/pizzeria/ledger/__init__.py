@@ -36,6 +36,7 @@ from pizzeria.ledger.records import (
     OrderLedger,
     OutOfStock,
     RunRows,
+    SchemaDamaged,
     SchemaTooNew,
     SchemaTooOld,
     UnsupportedLedger,
@@ -64,6 +65,7 @@ __all__ = [
     "OrderLedger",
     "OutOfStock",
     "RunRows",
+    "SchemaDamaged",
     "SchemaTooNew",
     "SchemaTooOld",
     "UnsupportedLedger",
@@ -77,12 +79,22 @@ __all__ = [
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: ``key=value`` pairs and nothing else (libpq's keyword form), naming one of these keys.
+KEYWORD_STRING = re.compile(r"\s*(\w+\s*=\s*('[^']*'|\S+)\s*)+")
+LIBPQ_KEYWORD = re.compile(r"(^|\s)(host|hostaddr|port|dbname|user|password|sslmode)\s*=")
 
 
 def check_location(location: str | Path) -> str:
     """``location`` as text, unless it is of a kind no ledger lives at (`UnsupportedLedger`):
     a file path (SQLite) or a ``postgresql://`` URL."""
     text = str(location)
+    if KEYWORD_STRING.fullmatch(text) and LIBPQ_KEYWORD.search(text):
+        # Not a file name: a libpq keyword string, which may hold a password (not echoed).
+        raise UnsupportedLedger(
+            "the ledger is a file path (SQLite) or a postgresql:// URL, not a keyword "
+            "string (host=... dbname=...): write it as "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        )
     if not is_postgres_location(text) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
         scheme = text.split("://", 1)[0]
         raise UnsupportedLedger(

@@ -112,7 +112,9 @@ class Ledger(ABC):
             return
 
         def create_or_upgrade(tx: Tx) -> None:
-            version = schema.recorded_version(tx, self._table_names(tx))
+            tables = self._table_names(tx)
+            version = schema.recorded_version(tx, tables)
+            schema.refuse_damaged(tables, version, self.location)
             schema.upgrade(tx, version, self.location, lambda t: self._column_names(tx, t))
             for name in INGREDIENTS:
                 tx.run(
@@ -124,12 +126,14 @@ class Ledger(ABC):
         self._transaction(create_or_upgrade, lock=SCHEMA_LOCK)
 
     def _check_readable(self, tx: Tx) -> None:
-        version = schema.recorded_version(tx, self._table_names(tx))
+        tables = self._table_names(tx)
+        version = schema.recorded_version(tx, tables)
         if version == 0:  # a database, without the ledger's tables
             raise LedgerNotFound(
                 f"no ledger at {self.location}: a worker creates it{self.WITHOUT_TABLES}"
             )
         schema.refuse_other_than_latest(version, self.location)
+        schema.refuse_damaged(tables, version, self.location)
 
     def schema_version(self) -> int:
         return self._transaction(

@@ -16,6 +16,7 @@ loads psycopg. Each process keeps a small pool of connections. What differs from
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10
+#: How long a transaction waits for a connection of the pool: less than a step's 5 s
+#: timeout, so that a step that cannot reach the ledger fails saying so, not timed out.
+POOL_WAIT_SECONDS = 3.0
 ATTEMPTS = 6
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 2.0
@@ -46,7 +51,10 @@ MAX_BACKOFF_SECONDS = 2.0
 def passwords_in(url: str) -> list[str]:
     """Every password the URL carries (``user:PASSWORD@``, ``?password=PASSWORD``), as
     written and percent-decoded: what must never be printed, wherever it is quoted."""
-    found = re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:([^@]*)@", url)
+    # The user's part runs to the last "@": a password written without percent-encoding
+    # may hold "@", ":", "/", "?" or "#", and all of it is hidden, not its first letters.
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)@", url)
+    found = [userinfo.group(1).partition(":")[2]] if userinfo else []
     found += re.findall(r"[?&]password=([^&#\s]*)", url)
     decoded = [urllib.parse.unquote(secret) for secret in found]
     # Longest first, so that no shorter secret unmasks part of a longer one.
@@ -72,6 +80,22 @@ def one_line(error: BaseException, url: str = "") -> str:
     return hide_passwords(said, url)[:300]
 
 
+#: What a refused statement calls for, said after it.
+REFUSED_HINT = (
+    " (the ledger's user needs to create and write its tables, in the schema its"
+    " search_path names; `pizzeria doctor` checks the ledger)"
+)
+
+
+def given_options(url: str) -> str:
+    """The server options the user gave: the URL's ``options``, else ``PGOPTIONS``."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url).get("options")
+    except psycopg.Error:
+        given = None  # said by the first connection, with the passwords hidden
+    return str(given or os.environ.get("PGOPTIONS", "")).strip()
+
+
 def backoff(attempt: int) -> float:
     """Seconds before retry ``attempt`` (1-based): doubling, capped, with jitter."""
     ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** (attempt - 1))
@@ -93,8 +117,9 @@ class PostgresLedger(Ledger):
         self._url = url  # its passwords are hidden in every error said (one_line)
         options: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
         if read_only:
-            # The server then refuses any write, whatever this code does.
-            options["options"] = "-c default_transaction_read_only=on"
+            # The server then refuses any write, whatever this code does; after the
+            # user's own options (the URL's, else PGOPTIONS: a search_path), not instead.
+            options["options"] = f"{given_options(url)} -c default_transaction_read_only=on"
         try:
             # One connection first, for a precise reason when the server or the URL is wrong
             # (the pool would only time out).
@@ -110,7 +135,7 @@ class PostgresLedger(Ledger):
             kwargs={**options, "row_factory": dict_row},
             # A connection the server dropped while idle is replaced, not handed out.
             check=ConnectionPool.check_connection,
-            timeout=CONNECT_TIMEOUT_SECONDS,
+            timeout=POOL_WAIT_SECONDS,
             name="pizzeria-ledger",
             open=True,
         )
@@ -133,6 +158,12 @@ class PostgresLedger(Ledger):
                 raise LedgerUnavailable(
                     f"no connection to the ledger at {self.location}: {one_line(error, self._url)}"
                 ) from error
+            except psycopg.ProgrammingError as error:
+                # A table or schema missing, a privilege not granted: not a passing fault.
+                raise LedgerUnavailable(
+                    f"the ledger at {self.location} refused: {one_line(error, self._url)}"
+                    f"{REFUSED_HINT}"
+                ) from None
             except psycopg.OperationalError as error:
                 if attempt == ATTEMPTS:
                     raise LedgerUnavailable(

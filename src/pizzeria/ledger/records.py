@@ -84,6 +84,10 @@ class SchemaTooOld(LedgerError):
     """Opened read-only below the current version: only a writable open upgrades it."""
 
 
+class SchemaDamaged(LedgerError):
+    """A table of the recorded version is gone (dropped by hand): nothing can repair it."""
+
+
 class DeliveryKeyReused(LedgerError):
     """A delivery key already names another delivery (another ingredient or count)."""
 

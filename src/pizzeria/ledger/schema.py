@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 
-from pizzeria.ledger.records import SchemaTooNew, SchemaTooOld
+from pizzeria.ledger.records import SchemaDamaged, SchemaTooNew, SchemaTooOld
 from pizzeria.ledger.sql import Tx
 
 MIGRATIONS: list[str] = [
@@ -97,6 +97,21 @@ def refuse_other_than_latest(version: int, location: str) -> None:
         raise SchemaTooOld(
             f"the ledger at {location} has schema version {version}, older than "
             f"{latest_version()}: start a worker on it once to upgrade it"
+        )
+
+
+#: The tables of the current version.
+TABLES = frozenset({"stock", "effects", "deliveries", "schema_version"})
+
+
+def refuse_damaged(tables: set[str], version: int, location: str) -> None:
+    """A ledger at the current version must hold every table of it: one dropped by hand
+    would fail each step, or each check, on the first statement that names it."""
+    missing = sorted(TABLES - tables)
+    if version == latest_version() and missing:
+        raise SchemaDamaged(
+            f"the ledger at {location} records schema version {version} but has no "
+            f"{' or '.join(missing)} table: it was damaged; restore it from a backup"
         )
 
 

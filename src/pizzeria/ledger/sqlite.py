@@ -107,6 +107,10 @@ class SqliteLedger(Ledger):
             try:
                 return self._attempt(body, writes)
             except sqlite3.OperationalError as error:
+                if str(error).startswith(("no such table", "no such column")):
+                    raise LedgerUnavailable(
+                        f"the ledger at {self.path} is damaged ({error}): restore it from a backup"
+                    ) from None
                 if not locked(error):
                     raise
                 raise LedgerUnavailable(

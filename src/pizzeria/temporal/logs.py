@@ -9,7 +9,9 @@ line does not, and a worker's log fills with twenty lines per retry:
   the same key;
 - a fault set on purpose (``pizzeria faults``, ``PIZZERIA_FAULTS``, chaos runs);
 - an order's payloads written with a codec key this worker lacks (`CodecKeyError`): the
-  order waits for a worker that has it, and ``pizzeria doctor`` says which.
+  order waits for a worker that has it, and ``pizzeria doctor`` says which;
+- the ledger cannot be reached or refuses (`LedgerUnavailable`): the step is retried with
+  the same key, and the connection pool's own warnings are kept on one line each.
 
 Those are logged on one line, at the level the SDK chose, with the error's type and
 message; anything else keeps its traceback (a bug of ours must be readable).
@@ -22,6 +24,7 @@ import re
 
 from temporalio.exceptions import ApplicationError
 
+from pizzeria.ledger.records import LedgerUnavailable
 from pizzeria.payments.errors import PaymentUnavailable
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.faults import INJECTED_FAULT_ERROR
@@ -38,7 +41,7 @@ def expected_failure(error: BaseException | None) -> BaseException | None:
     for _ in range(MAX_CAUSES):
         if error is None:
             return None
-        if isinstance(error, (PaymentUnavailable, CodecKeyError)):
+        if isinstance(error, (PaymentUnavailable, CodecKeyError, LedgerUnavailable)):
             return error
         if isinstance(error, ApplicationError) and error.type == INJECTED_FAULT_ERROR:
             return error
@@ -61,6 +64,9 @@ class OneLineExpected(logging.Filter):
             if "Failing workflow task" in said and 'r#type: "CodecKeyError"' in said:
                 record.msg = CORE_STACK_TRACE.sub('stack_trace: "", encoded_attributes', said)
                 record.args = ()
+        if record.name.startswith("psycopg"):  # libpq's errors run over several lines
+            record.msg = " ".join(record.getMessage().split())
+            record.args = ()
         raised = record.exc_info[1] if record.exc_info else None
         failure = expected_failure(raised)
         if failure is not None:
