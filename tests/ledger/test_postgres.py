@@ -23,6 +23,7 @@ import pytest
 from pizzeria.ledger import (
     Effect,
     Ledger,
+    LedgerNotFound,
     LedgerUnavailable,
     book,
     open_ledger,
@@ -209,6 +210,33 @@ def test_readers_use_the_schema_the_users_options_name_as_the_workers_do(
     with psycopg.connect(ledger_location) as conn:
         public = conn.execute("SELECT quantity FROM public.stock WHERE ingredient = 'basil'")
         assert public.fetchone() == (1000,)
+
+
+@server_only
+def test_a_user_who_may_not_create_the_tables_is_told_so_by_readers_and_writers(
+    ledger_location: str,
+) -> None:
+    """PostgreSQL 15 lets only a database's owner create tables in ``public``: a reader
+    must not promise that "a worker creates it", and a worker must say what it lacks."""
+    with psycopg.connect(ledger_location, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS clerk")
+        admin.execute("CREATE ROLE clerk LOGIN")
+    as_clerk = ledger_location.replace("postgresql://postgres@", "postgresql://clerk@")
+    try:
+        with pytest.raises(LedgerNotFound) as missing:
+            open_ledger(as_clerk, read_only=True)
+        assert "its user clerk may not create tables in schema public" in str(missing.value)
+        with pytest.raises(LedgerUnavailable) as refused:
+            open_ledger(as_clerk)
+        assert "permission denied for schema public" in str(refused.value)
+        assert "\n" not in str(refused.value)
+        nowhere = ledger_location + "?options=-csearch_path%3Dno_such_schema"
+        with pytest.raises(LedgerNotFound, match="names no schema that exists"):
+            open_ledger(nowhere, read_only=True)
+    finally:
+        with psycopg.connect(ledger_location, autocommit=True) as admin:
+            admin.execute("DROP OWNED BY clerk")
+            admin.execute("DROP ROLE clerk")
 
 
 # -- without a server ----------------------------------------------------------------------

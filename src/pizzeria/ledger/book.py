@@ -129,11 +129,13 @@ class Ledger(ABC):
         tables = self._table_names(tx)
         version = schema.recorded_version(tx, tables)
         if version == 0:  # a database, without the ledger's tables
-            raise LedgerNotFound(
-                f"no ledger at {self.location}: a worker creates it{self.WITHOUT_TABLES}"
-            )
+            raise LedgerNotFound(f"no ledger at {self.location}: {self._who_creates_it(tx)}")
         schema.refuse_other_than_latest(version, self.location)
         schema.refuse_damaged(tables, version, self.location)
+
+    def _who_creates_it(self, tx: Tx) -> str:
+        """Said of a place with no ledger yet: who will create it, or what stops them."""
+        return f"a worker creates it{self.WITHOUT_TABLES}"
 
     def schema_version(self) -> int:
         return self._transaction(

@@ -182,6 +182,20 @@ class PostgresLedger(Ledger):
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
             return body(Tx(lambda sql, params: conn.execute(placeholders(sql), params)))
 
+    def _who_creates_it(self, tx: Tx) -> str:
+        row = tx.one(
+            "SELECT current_schema() AS name, current_user AS who,"
+            " has_schema_privilege(current_schema(), 'CREATE') AS may"
+        )
+        if row is None or row["name"] is None:
+            return "its search_path names no schema that exists: create it, or fix the path"
+        if not row["may"]:
+            return (
+                f"and its user {row['who']} may not create tables in schema {row['name']}, "
+                f"so no worker can (GRANT CREATE ON SCHEMA {row['name']} TO {row['who']})"
+            )
+        return super()._who_creates_it(tx)
+
     def _table_names(self, tx: Tx) -> set[str]:
         rows = tx.all("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         return {row["tablename"] for row in rows}
