@@ -332,6 +332,11 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
         )
         assert repair.status_code == status, repair.text
         assert repair.headers["content-type"] == PROBLEM
+    # The OpenAPI document lists that 403 where it is answered (clients generated from it).
+    paths = (await http.get("/openapi.json")).json()["paths"]
+    for route in ("/orders/{order_number}/repair", "/orders/{order_number}/refunds"):
+        assert "403" in paths[route]["post"]["responses"], route
+    assert "403" not in paths["/orders/{order_number}/cancel"]["post"]["responses"]
     listed = await http.get("/orders", params={"status": "COMPLETED"}, headers=api.staff)
     assert mine in [row["order_number"] for row in listed.json()["orders"]]
     assert STAFF_KEY not in listed.text
@@ -353,9 +358,18 @@ async def test_anyone_gets_a_number_chosen_by_the_api_and_only_staff_choose_or_s
     # Staff choose: their number and their settings are taken as given.
     token = await staff_order(http, api, order_body(wanted, prep_seconds=0, step_attempts=2))
     assert (await closed(http, wanted, token))["status"] == "COMPLETED"
-    # A credential that is not the staff key is refused, not taken for anyone's.
+    # An earlier order's token (a client sends its last token with every request) gives
+    # no staff power: its number is refused as anyone's is, and a customer's body places.
     forged = await place(http, order_body(number("XD")), headers=bearer(first[1]))
-    assert forged.status_code == 401
+    assert forged.status_code == 422 and forged.json()["errors"][0]["field"] == "order_number"
+    again = await place(http, customer_body(), headers=bearer(first[1]))
+    assert again.status_code in (201, 202), again.text
+    assert CHOSEN_NUMBER.fullmatch(again.json()["order_number"])
+    assert again.json()["order_number"] not in (first[0], second[0])
+    # Any other credential is not taken for anyone's: a wrong staff key is said to be one.
+    wrong = await place(http, customer_body(), headers=bearer(STAFF_KEY + "x"))
+    assert wrong.status_code == 401 and wrong.headers["content-type"] == PROBLEM
+    assert "not the staff key" in wrong.json()["detail"]
 
 
 async def test_a_token_opens_the_run_it_was_issued_for_not_a_later_run_of_the_number(http, api):

@@ -11,15 +11,39 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from pizzeria.api.auth import Keys
+from pizzeria.api.auth import Keys, placed_by_staff
 from pizzeria.api.idempotency import KeyTable, KeyTableUnavailable, KeyUse, beside
+from pizzeria.api.problems import ApiProblem
 
 SECRET = b"a secret of the tests, long enough"
 NOW = 1_900_000_000.0
 STAFF = "a-staff-key-0123456789"
+
+
+@pytest.mark.parametrize("staff_key", [STAFF, None], ids=["with-staff-key", "without"])
+def test_who_places_an_order_staff_a_customer_with_or_without_a_token_or_nobody(
+    staff_key: str | None,
+) -> None:
+    keys = Keys(SECRET, staff_key=staff_key, token_seconds=3600)
+    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(keys=keys)))
+    token = keys.order_token("XD001", "run-1", keys.expiry(NOW))
+    assert placed_by_staff(request, None) is False
+    assert placed_by_staff(request, token) is False  # an earlier order's token: a customer
+    if staff_key is not None:
+        assert placed_by_staff(request, STAFF) is True
+    with pytest.raises(ApiProblem) as refused:
+        placed_by_staff(request, "not-a-key" if staff_key else STAFF)
+    said = refused.value.detail
+    assert refused.value.status == 401
+    if staff_key is None:
+        assert said.startswith("this API has no staff key (PIZZERIA_API_KEY is not set)")
+    else:
+        assert said.startswith("not the staff key: place the order without an Authorization")
 
 
 def test_a_token_opens_its_run_of_its_order_until_it_expires_and_nothing_else():

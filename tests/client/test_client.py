@@ -505,20 +505,26 @@ def test_placing_a_completed_order_number_again_shows_its_confirmation(restartab
     assert sorted(row["charged"] for row in runs) == [3500, 3500]  # two orders, as asked
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "workflow update was aborted by closing workflow",  # closing while it waited
+        "workflow execution already completed",  # closed since `running_order` looked
+    ],
+)
 async def test_a_cancel_aborted_by_the_order_closing_is_a_refusal_not_an_error(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, said: str
 ) -> None:
-    """An order that closes while a cancel Update waits to be accepted: Temporal aborts
-    the Update; the caller hears that the order closed (the API's 409), not a server error."""
+    """An order that closes while a cancel Update waits to be accepted, or just before it
+    reaches the run: Temporal refuses the Update; the caller hears that the order closed
+    (the API's 409), not a server error (a 502, which tells a client to try again)."""
     from temporalio.service import RPCError, RPCStatusCode
 
     from pizzeria.client import acting
 
     class ClosingRun:
         async def execute_update(self, *args: object) -> None:
-            raise RPCError(
-                "workflow update was aborted by closing workflow", RPCStatusCode.NOT_FOUND, b""
-            )
+            raise RPCError(said, RPCStatusCode.NOT_FOUND, b"")
 
     async def closing_run(client: object, order_number: str) -> ClosingRun:
         return ClosingRun()

@@ -196,11 +196,19 @@ class PizzeriaApi(FastAPI):
         return SecurityHeaders(inner, self.policy)
 
 
+#: How long the API waits on one call to Temporal that should answer at once.
+TEMPORAL_CALL_SECONDS = 5.0
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # lazy: the API starts (and /readyz says why it is not ready) while Temporal is down.
-        client = settings.client or await connect(settings.address, lazy=True)
+        # Each call that should answer at once is bounded: a hung server is a 503 within
+        # the API's 10 s, not the connection's 30 s default, and not twice that.
+        client = settings.client or await connect(
+            settings.address, lazy=True, call_seconds=TEMPORAL_CALL_SECONDS
+        )
         ledger = LedgerReader(settings.ledger_location or config.ledger_location())
         app.state.client = client
         app.state.ledger = ledger

@@ -272,6 +272,33 @@ async def open_order(
     return OrderAccess(description.run_id, status_name(description.status), staff, expires)
 
 
+def placed_by_staff(request: Request, given: str | None) -> bool:
+    """Who places an order: staff (the staff key), else a customer. A customer who sends
+    an order token of an earlier order (a client that attaches its last token to every
+    request) places as anyone does; any other credential is refused, as a wrong staff key
+    must not pass for a customer's request unnoticed."""
+    keys = keys_of(request)
+    if given is None or TOKEN_SHAPE.fullmatch(given):
+        return False
+    if keys.is_staff(given):
+        return True
+    if keys.staff_key is None:
+        raise ApiProblem(
+            401,
+            "this API has no staff key (PIZZERIA_API_KEY is not set): place the order "
+            "without an Authorization header",
+            slug="unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    raise ApiProblem(
+        401,
+        "not the staff key: place the order without an Authorization header, or with the "
+        "staff key (PIZZERIA_API_KEY) as 'Authorization: Bearer <key>'",
+        slug="unauthorized",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def require_staff(
     request: Request, given: str | None, order_number: str | None = None, doing: str = ""
 ) -> None:

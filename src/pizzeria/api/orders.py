@@ -28,6 +28,7 @@ from pizzeria.api.auth import (
     keys_of,
     no_such_order,
     open_order,
+    placed_by_staff,
     require_staff,
     stream_credential,
 )
@@ -105,14 +106,16 @@ def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
     return {"requestBody": {"required": required, "content": {JSON: {"schema": schema}}}}
 
 
-def acting_route(action: str, body: type[BaseModel], *, required: bool) -> Callable[[Route], Route]:
+def acting_route(
+    action: str, body: type[BaseModel], *, required: bool, staff_only: bool = False
+) -> Callable[[Route], Route]:
     """``POST /orders/{order_number}/{action}`` (operation ``{action}_order``), with a
-    small JSON body the route reads itself."""
+    small JSON body the route reads itself; ``staff_only``: the order's token gets 403."""
     return router.post(
         f"/orders/{{order_number}}/{action}",
         operation_id=f"{action}_order",
         summary=ACTIONS[action],
-        responses=ACTING_ON_AN_ORDER,
+        responses={**ACTING_ON_AN_ORDER, **(problem_responses(403) if staff_only else {})},
         openapi_extra=json_body(body, required=required),
     )
 
@@ -211,10 +214,8 @@ async def place(
         Header(description="'respond-async': answer 202 at once, without the card hold"),
     ] = None,
 ) -> OrderPlaced:
-    if given is not None:
-        require_staff(request, given)
+    staff = placed_by_staff(request, given)
     header_once(request, "Idempotency-Key")
-    staff = given is not None
     body = await read_json_body(request)
     if not staff:
         placing.refuse_staff_fields(body)
@@ -365,7 +366,7 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
     )
 
 
-@acting_route("repair", RepairBody, required=True)
+@acting_route("repair", RepairBody, required=True, staff_only=True)
 async def repair(request: Request, order_number: OrderNumber, given: Credential) -> RepairDone:
     require_staff(request, given, order_number, "repair an order")
     wanted = await read_model(request, RepairBody, required=True)

@@ -179,8 +179,12 @@ async def _ask(
         raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
     except RPCError as error:
         said = str(error).lower()
-        if "aborted by closing workflow" in said:
-            # The run closed (completed, failed) before the Update was accepted.
+        closed = "aborted by closing workflow" in said or (
+            error.status == RPCStatusCode.NOT_FOUND and "already completed" in said
+        )
+        if closed:
+            # The run closed (completed, failed) before the Update was accepted: while it
+            # was closing, or between our look at it and the Update.
             raise OrderRefused(f"order {order_number} closed before it could answer") from None
         if "workflow task in failed state" not in said:
             raise

@@ -14,6 +14,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
 from pizzeria.temporal import tracing, type_hints
+from pizzeria.temporal.bounded import BoundedCalls
 from pizzeria.temporal.codec import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -65,6 +66,7 @@ async def connect(
     converter: DataConverter | None = None,
     lazy: bool = False,
     create_key: bool = True,
+    call_seconds: float | None = None,
 ) -> Client:
     """A client from the SDK's env config (see `connect_config`), so the same command runs
     against a dev server here and a Temporal cluster elsewhere. Payloads are encrypted (see
@@ -72,11 +74,15 @@ async def connect(
     decrypted; a reader (``create_key=False``) makes no key file where there is none.
     ``converter`` replaces the codec's converter. A ``lazy`` client connects at its first call
     (``pizzeria api`` starts, and says it is not ready, while Temporal is still down).
+    ``call_seconds`` bounds each call that should answer at once (`bounded.BoundedCalls`).
     """
     config = connect_config(address, namespace)
     type_hints.install()
     config["data_converter"] = converter or data_converter(encrypt, create_key)
-    config["interceptors"] = tracing.client_interceptors()  # none unless OTEL_* asks
+    config["interceptors"] = [
+        *tracing.client_interceptors(),  # none unless OTEL_* asks
+        *([BoundedCalls(call_seconds)] if call_seconds is not None else []),
+    ]
     try:
         return await Client.connect(**config, runtime=runtime, lazy=lazy)
     except ValueError as error:  # the SDK's "invalid target URL: invalid port number"...
