@@ -208,10 +208,13 @@ async def completed_run(client: Client, order_number: str, run_id: str | None = 
     description = await (await order_handle(client, order_number, run_id)).describe()
     which = f"order {order_number}" + ("" if run_id is None else f", run {short_run(run_id)},")
     status = status_name(description.status)
-    if status != "COMPLETED":
+    # A run ended from outside (terminated, timed out) after its bill kept the money it
+    # captured, and nothing of it is undone: refundable as a completed one (what its bill
+    # captured is checked as for any order; one ended before its bill captured nothing).
+    if status not in ("COMPLETED", "TERMINATED", "TIMED_OUT"):
         raise RefundRefused(
             f"{which} is {status}: only a completed order (its bill captured "
-            "the card) can be refunded"
+            "the card), or one ended from outside after its bill, can be refunded"
         )
     return order_ref(description.id, description.run_id)
 

@@ -204,6 +204,28 @@ def test_a_cancelled_order_still_holding_stock_is_named(book: Ledger) -> None:
     assert report.stock["cheese"]["conserved"] is True  # conserved, but held by the wrong order
 
 
+def test_an_order_terminated_after_its_bill_is_a_warning_with_what_to_do_not_a_violation(
+    book: Ledger,
+) -> None:
+    """Terminated from outside during its driver search: billed, its stock used. Nothing
+    was to be undone past its pivot, so keeping them is no violation; the operator is told
+    how to give the money back. Terminated before its bill, it must have undone all."""
+    book.take_stock(ref("TERM"), "TERM", RECIPE)
+    book.charge(ref("TERM"), "TERM", AMOUNT, "4242")
+    book.bill(ref("TERM"), "TERM", AMOUNT, "P-TERM")
+    book.take_stock(ref("HALT"), "HALT", RECIPE)  # terminated before its bill
+    ended = [*records(), record("TERM", "TERMINATED"), record("HALT", "TERMINATED")]
+    report = reconcile(ended, book.snapshot())
+    assert kinds(report) == [("effects kept by an undone order", "HALT")]
+    (warning,) = [w for w in report.warnings if w.order == "TERM"]
+    assert warning.kind == "ended from outside after its bill"
+    assert "terminated after its bill of $35.00" in warning.detail
+    assert "pizzeria refund TERM AMOUNT --reason TEXT" in warning.detail
+    cheese = report.stock["cheese"]
+    assert (cheese["consumed"], cheese["held_undone"]) == (16, 8)  # DONE and TERM; HALT
+    assert cheese["conserved"] is True
+
+
 def test_a_completed_order_billed_other_than_its_confirmation_is_named(book: Ledger) -> None:
     other = OrderConfirmation("DONE", "SUCCESS", "P-DONE", 0, 3000)
     changed = [record("DONE", "COMPLETED", confirmation=other), *records()[1:]]
@@ -349,10 +371,12 @@ def test_a_compensation_resolved_by_hand_is_a_warning_even_when_the_ledger_kept_
     assert "checked the provider by hand" in report.warnings[0].detail
 
 
-def test_a_terminated_order_must_have_been_undone_like_a_failed_one(book: Ledger) -> None:
-    changed = [record("DONE", "TERMINATED"), *records()[1:]]
+def test_a_terminated_order_before_its_bill_must_have_been_undone_like_a_failed_one(
+    book: Ledger,
+) -> None:
+    changed = [*records()[:3], record("OPEN", "TERMINATED"), *records()[4:]]
     report = reconcile(changed, book.snapshot())
-    assert kinds(report) == [("effects kept by an undone order", "DONE")]
+    assert kinds(report) == [("effects kept by an undone order", "OPEN")]
     assert report.orders["terminated"] == 1
 
 

@@ -20,9 +20,10 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger
 from pizzeria.ledger.refunds import staff_refunds
-from pizzeria.models import dollars, order_ref
+from pizzeria.models import STEP_SEND_BILL, dollars, order_ref
 from pizzeria.ops.processes import free_port
 from pizzeria.payments.port import MoneyState
 from pizzeria.payments.process import LOCAL_SECRET_KEY
@@ -245,6 +246,24 @@ async def test_a_failed_order_is_refused_it_captured_nothing(
     with pytest.raises(RefundRefused, match="is FAILED: only a completed order"):
         await refund(handle, 100, key())
     assert staff_refunds(ledger, await run_ref(handle)) == []
+
+
+async def test_an_order_terminated_after_its_bill_is_refunded_as_a_completed_one(
+    worker, start, activities, refund, gateway, ledger
+) -> None:
+    """Terminated from outside during its driver search: past its pivot nothing of it is
+    undone, so its customer's money comes back only by a refund, which is not refused."""
+    activities.driver = DriverSimulation(rounds=600, seconds_per_round=0.1, found_probability=0)
+    async with worker():
+        handle = await start(sample_order(card=GOOD_CARD, prep_seconds=0))
+        ref = await run_ref(handle)
+        await eventually(lambda: STEP_SEND_BILL in ledger.run_rows(ref), "the bill", 60)
+        await handle.terminate("stopped from outside during the driver search")
+    made = await refund(handle, BILLED, key(), reason="the pizza never came")
+    assert (made.refunded, made.left) == (BILLED, 0)
+    money = await books(gateway, ledger, handle)
+    assert money.payment.state == MoneyState.REFUNDED
+    assert money.ledger.refunded_by_staff == BILLED
 
 
 async def test_a_running_order_is_refused_its_bill_has_not_captured_yet(

@@ -345,7 +345,8 @@ async def release_hold(ledger: Ledger, gateway: PaymentGateway, ref: str, number
     if STEP_SEND_BILL in rows:
         raise OrderRefused(
             f"order {number} cannot be abandoned: {ref} was billed {rows[STEP_SEND_BILL].amount}"
-            " cents: past its pivot an order only goes forward"
+            " cents: past its pivot an order only goes forward (ended from outside, its "
+            f"money can be given back with `pizzeria refund {number} AMOUNT --reason TEXT`)"
         )
     money = OrderMoney(ledger, gateway, asyncio.to_thread)  # its ledger calls on a thread
     effect: Effect = await money.release(RunRef(ref, number))

@@ -34,6 +34,8 @@ COMPLETED = "COMPLETED"
 OPEN = "RUNNING"
 # Closed without completing: every effect must have been undone.
 UNDONE = ("FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
+#: Closed by Temporal or an operator, not by the order's own code.
+ENDED_FROM_OUTSIDE = ("TERMINATED", "TIMED_OUT")
 OUTCOMES = (COMPLETED, *UNDONE, OPEN)
 # How the SDK records a patch in the history: a marker holding {"id": <patch id>, ...}.
 #: The Update by which an operator marks failed compensations handled outside the system.

@@ -39,7 +39,7 @@ from pizzeria.models import (
     split_order_ref,
 )
 from pizzeria.ops.check.provider import RunMoney
-from pizzeria.ops.check.records import COMPLETED, OPEN, OrderRecord
+from pizzeria.ops.check.records import COMPLETED, ENDED_FROM_OUTSIDE, OPEN, OrderRecord
 from pizzeria.ops.check.report import Violation
 
 # Who holds stock taken by a run that did not put it back, by what the run became.
@@ -112,14 +112,28 @@ class RunView:
 
     @property
     def undone(self) -> bool:
-        """Closed without completing: it must have undone every effect."""
-        return self.record is not None and self.status not in (COMPLETED, OPEN)
+        """Closed without completing: it must have undone every effect (but when it was
+        ended from outside past its pivot, `ended_past_its_bill`)."""
+        return (
+            self.record is not None
+            and self.status not in (COMPLETED, OPEN)
+            and not self.ended_past_its_bill
+        )
+
+    @property
+    def ended_past_its_bill(self) -> bool:
+        """Ended from outside (terminated, timed out) after its bill: past its pivot an
+        order only goes forward, so nothing of it was to be undone; the card was charged
+        and the pizza made, and whether it came is the operator's to settle (a refund)."""
+        return self.status in ENDED_FROM_OUTSIDE and self.ledger.billed > 0
 
     @property
     def holder(self) -> str:
         """Who holds the stock this run still holds (see `HOLDERS`)."""
         if self.record is None:
             return "unknown"
+        if self.ended_past_its_bill:
+            return "consumed"
         return {COMPLETED: "consumed", OPEN: "open"}.get(self.status or "", "undone")
 
 
@@ -375,6 +389,23 @@ def undone_order_kept_nothing(run: RunView, found: Findings) -> None:
         found.violation("effects kept by an undone order", run, detail)
 
 
+def ended_from_outside_after_its_bill(run: RunView, found: Findings) -> None:
+    """Not a violation (nothing was to be undone), but the customer may have paid for a
+    pizza that never came: a warning, with what to do."""
+    if not run.ended_past_its_bill:
+        return
+    assert run.record is not None
+    money = run.ledger
+    detail = (
+        f"{run.record.status.lower()} after its bill of {dollars(money.billed)} (refunded "
+        f"{dollars(money.refunded_by_staff)}): if the order never reached its customer, give "
+        f"the money back with `pizzeria refund {run.order_number} AMOUNT --reason TEXT`"
+    )
+    found.warnings.append(
+        Violation("ended from outside after its bill", run.order_number, run.run_id, detail)
+    )
+
+
 def priced_from_the_menu(run: RunView, found: Findings) -> None:
     """An order that moved money at prices other than the menu's is a warning: today's
     orders are refused before any effect, so one is either an order started before prices
@@ -417,6 +448,7 @@ RUN_RULES: tuple[RunRule, ...] = (
     completed_order_charged_its_bill,
     open_order_only_when_allowed,
     undone_order_kept_nothing,
+    ended_from_outside_after_its_bill,
     priced_from_the_menu,
     no_rows_of_an_unknown_run,
 )
