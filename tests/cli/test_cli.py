@@ -907,6 +907,55 @@ def test_a_server_starts_its_payment_provider_again_when_it_dies(tmp_path):
                     os.kill(pid, signal.SIGKILL)
 
 
+def test_a_server_whose_temporal_dies_says_so_and_stops_the_rest(tmp_path):
+    """The dev server `pizzeria server` runs is killed: the server says so in one line,
+    exits 1 (not as if stopped by Ctrl-C), and stops the payment provider it started."""
+    port, ui_port, payments_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
+    env["PIZZERIA_DATA_DIR"] = str(tmp_path)
+    command = [PIZZERIA, "server", "--port", str(port), "--ui-port", str(ui_port), "--no-codec"]
+    command += ["--payments-port", str(payments_port)]
+    with subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as server:
+        providers: list[int] = []
+        try:
+            wait_until(
+                lambda: devserver.port_open(port) and provider_children(server.pid),
+                "the server to be up",
+                90,
+            )
+            providers = provider_children(server.pid)
+            temporal = [
+                int(child)
+                for task in Path(f"/proc/{server.pid}/task").glob("*")
+                for child in (task / "children").read_text().split()
+                if b"start-dev" in Path(f"/proc/{child}/cmdline").read_bytes()
+            ]
+            assert len(temporal) == 1, temporal
+            os.kill(temporal[0], signal.SIGKILL)
+            out, err = server.communicate(timeout=60)
+            assert server.returncode == 1, out + err
+            (line,) = err.strip().splitlines()
+            assert line == (
+                "error: the Temporal dev server was killed (SIGKILL); its history is kept in "
+                f"{tmp_path / 'temporal.db'}: start `pizzeria server` again"
+            )
+            wait_until(lambda: not any(map(pid_alive, providers)), "the provider to stop", 30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            for pid in providers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 def provider_children(pid: int) -> list[int]:
     """The payment providers among the children of process ``pid`` (of any thread)."""
     children = []

@@ -42,6 +42,7 @@ from pizzeria.ledger import LateStepRefused, Ledger, open_ledger
 from pizzeria.models import STEPS, PizzaOrder, order_number_of, order_ref, workflow_id_for
 from pizzeria.ops.check.reconcile import reconcile
 from pizzeria.ops.check.records import order_record
+from pizzeria.ops.processes import free_port
 from pizzeria.payments.port import MoneyState
 from pizzeria.samples import GOOD_CARD, sample_order
 from pizzeria.temporal.codec import (
@@ -55,7 +56,7 @@ from pizzeria.temporal.codec import (
 from pizzeria.temporal.converter import StrictPayloadConverter
 from pizzeria.temporal.faults import parse_faults, write_faults
 from pizzeria.worker import ServedActivities, build_worker
-from tests.helpers import eventually, failure_of, pizzeria, unique_number
+from tests.helpers import eventually, failure_of, pizzeria, run_pizzeria, unique_number
 from tests.helpers.money_books import money_of
 from tests.helpers.orders import exercise_json
 
@@ -514,6 +515,13 @@ async def test_from_the_cli_a_stuck_order_is_shown_abandoned_and_checked(stack):
     assert key_id_of(OTHER_KEY) in shown and f"repair {number} --abandon" in shown
     cancel = pizzeria(stack, "cancel", number)
     assert cancel.returncode == 2 and "is stuck" in cancel.stderr, cancel.stderr
+    # The payment provider down: one line, and the order is left as it was, to try again.
+    down = {**stack["env"], "PIZZERIA_PAYMENTS_URL": f"http://127.0.0.1:{free_port()}"}
+    refused = run_pizzeria("repair", number, "--abandon", env=down, timeout=90)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "run the command again once it answers" in line
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     abandon = pizzeria(stack, "repair", number, "--abandon")
     assert abandon.returncode == 0, abandon.stderr
     assert f"Order {number}: abandoned" in abandon.stdout

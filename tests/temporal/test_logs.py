@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Iterator
 
 import pytest
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from pizzeria.ledger import LedgerUnavailable
 from pizzeria.payments.errors import PaymentUnavailable
@@ -64,6 +65,18 @@ def test_the_ledger_not_answering_is_one_line_with_the_error(written):
     )
     (line,) = logged_while_handling(logger, unreachable)
     assert line.endswith("): LedgerUnavailable: " + str(unreachable)), line
+
+
+@pytest.mark.parametrize(
+    "cancelled",
+    [asyncio.CancelledError(), CancelledError("Workflow execution terminated")],
+    ids=["asyncio", "temporal"],
+)
+def test_a_step_cancelled_with_its_order_is_one_line(written, cancelled):
+    """An order terminated during its driver search: the step is cancelled, by design."""
+    logger, _ = written
+    (line,) = logged_while_handling(logger, cancelled)
+    assert f"): {type(cancelled).__name__}" in line, line
 
 
 def test_the_ledger_pools_warnings_are_one_line_each():

@@ -29,6 +29,7 @@ from pizzeria.cli.refund import refund
 from pizzeria.cli.service import codec_server_command, demo, server, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError, UnsupportedLedger
+from pizzeria.payments.errors import PaymentError
 from pizzeria.payments.stripe_gateway import ProviderConfigError
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import CodecKeyError
@@ -65,6 +66,13 @@ app.add_command(demo)
 app.add_command(bench)
 app.add_command(chaos)
 app.add_command(check)
+
+
+#: What to do when the payment provider failed a command: its calls are keyed.
+AGAIN_ONCE_IT_ANSWERS = (
+    "run the command again once it answers (under the same keys, it finishes what this "
+    "one may have begun)"
+)
 
 
 def main() -> None:
@@ -138,6 +146,9 @@ def _run_app() -> int:
         return 1
     except RPCError as error:
         error_line(f"Temporal refused the request: {error}")
+        return 1
+    except PaymentError as error:  # the provider down while a command moves money
+        error_line(f"{error}; {AGAIN_ONCE_IT_ANSWERS}")
         return 1
     except OSError as error:  # a data folder or a file that cannot be made or read
         where = f" {error.filename}" if error.filename else ""

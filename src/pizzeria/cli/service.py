@@ -39,7 +39,7 @@ from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE, Drive
 from pizzeria.demo import local_payments, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
-from pizzeria.payments.process import ProviderProcessError
+from pizzeria.payments.process import ProviderProcessError, exit_text
 from pizzeria.statements import money_line
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
@@ -171,13 +171,16 @@ def serve_dev_server(
             out.print(f"  {cli_advice(codec_server)}", markup=False)
         out.print("Press Ctrl-C to stop.")
         assert dev.process is not None
-        dev.process.wait()
+        code = dev.process.wait()
     except KeyboardInterrupt:
-        pass
+        return
     finally:
         dev.stop()
         if codec_server:
             codec_server.stop()
+    # Not stopped by us: killed, or failed (its database...). Said, and not a clean exit.
+    kept = f"; its history is kept in {history}" if history else ""
+    fail(f"the Temporal dev server {exit_text(code)}{kept}: start `pizzeria server` again")
 
 
 def start_codec_server(port: int, ui_port: int) -> CodecServer:

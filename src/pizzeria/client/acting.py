@@ -165,8 +165,9 @@ async def _ask(
             raise  # not our deadline: Ctrl-C (see cli.common.run)
         raise OrderDidNotAnswer(
             f"order {order_number} did not answer within {patience:g} s: no worker "
-            "has taken it (is `pizzeria worker` running?); the request may still be "
-            f"carried out once one does: `pizzeria status {order_number}` says",
+            "has taken it (is `pizzeria worker` running?), or the step it is on keeps "
+            "failing (the payment provider or the ledger not answering); the request "
+            f"may still be carried out once it can: `pizzeria status {order_number}` says",
             run,
         ) from None
     except WorkflowUpdateFailedError as error:

@@ -243,7 +243,7 @@ class KeptProvider:
                 exits.append(now)
                 while now - exits[0] > KEEP_WINDOW:
                     exits.popleft()
-                how = _exit_text(code)
+                how = exit_text(code)
                 log = self.current.log_file
                 if len(exits) > KEEP_RESTARTS:
                     self._say(
@@ -274,7 +274,9 @@ class KeptProvider:
         self._keeper.join(timeout=10)
 
 
-def _exit_text(code: int) -> str:
+def exit_text(code: int) -> str:
+    """How a child process ended, by its return code: "exited with code 1", "was killed
+    (SIGKILL)"."""
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"was killed ({signal.Signals(-code).name})"

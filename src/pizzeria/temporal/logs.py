@@ -11,7 +11,8 @@ line does not, and a worker's log fills with twenty lines per retry:
 - an order's payloads written with a codec key this worker lacks (`CodecKeyError`): the
   order waits for a worker that has it, and ``pizzeria doctor`` says which;
 - the ledger cannot be reached or refuses (`LedgerUnavailable`): the step is retried with
-  the same key, and the connection pool's own warnings are kept on one line each.
+  the same key, and the connection pool's own warnings are kept on one line each;
+- a step cancelled (its order cancelled, or ended from outside: `CancelledError`).
 
 Those are logged on one line, at the level the SDK chose, with the error's type and
 message; anything else keeps its traceback (a bug of ours must be readable).
@@ -19,10 +20,11 @@ message; anything else keeps its traceback (a bug of ours must be readable).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from pizzeria.ledger.records import LedgerUnavailable
 from pizzeria.payments.errors import PaymentUnavailable
@@ -42,6 +44,8 @@ def expected_failure(error: BaseException | None) -> BaseException | None:
         if error is None:
             return None
         if isinstance(error, (PaymentUnavailable, CodecKeyError, LedgerUnavailable)):
+            return error
+        if isinstance(error, asyncio.CancelledError | CancelledError):
             return error
         if isinstance(error, ApplicationError) and error.type == INJECTED_FAULT_ERROR:
             return error
