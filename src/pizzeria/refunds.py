@@ -58,6 +58,7 @@ from pizzeria.payments.port import PaymentGateway, RefundRecord
 from pizzeria.payments.stripe_gateway import (
     StripeGateway,
     configured_provider,
+    folder_provider,
 )
 from pizzeria.text import TextRefused, check_text
 
@@ -143,7 +144,7 @@ def staff_gateway(
     (`pizzeria.worker.payment_gateway`, which only what runs a worker imports):
     ``PIZZERIA_PAYMENTS_URL`` and/or ``STRIPE_API_KEY``, else the data folder's provider."""
     key, url = configured_provider(environ)
-    return StripeGateway(key, url, timeout=timeout)
+    return StripeGateway(key, url, timeout=timeout, follow=folder_provider(environ))
 
 
 def parse_amount(text: str) -> int:

@@ -30,6 +30,7 @@ from pizzeria.payments.port import PaymentGateway
 from pizzeria.payments.stripe_gateway import (
     StripeGateway,
     configured_provider,
+    folder_provider,
 )
 from pizzeria.temporal import one_walk, tracing, type_hints
 from pizzeria.temporal.converter import (
@@ -63,7 +64,13 @@ def payment_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
     ``STRIPE_API_KEY``, or the local provider's key), or ``STRIPE_API_KEY`` alone for
     Stripe's test mode; with neither, the local provider of the data folder."""
     key, url = configured_provider(environ)
-    return StripeGateway(key, url, timeout=PAYMENTS_TIMEOUT_SECONDS, threads=PAYMENTS_THREADS)
+    return StripeGateway(
+        key,
+        url,
+        timeout=PAYMENTS_TIMEOUT_SECONDS,
+        threads=PAYMENTS_THREADS,
+        follow=folder_provider(environ),
+    )
 
 
 def served_activities(

@@ -108,6 +108,21 @@ def test_a_payment_provider_that_does_not_answer_fails_its_check(placed: Stack) 
     assert verdicts["payment provider"]["detail"].startswith(f"{nowhere} does not answer")
 
 
+def test_a_data_folder_whose_provider_does_not_run_fails_without_asking_the_usual_port(
+    placed: Stack,
+) -> None:
+    """No PIZZERIA_PAYMENTS_URL and no payments.url in the folder: the folder's provider
+    does not run. Whatever answers on 8091 (another user's provider) is not asked."""
+    env = {k: v for k, v in placed["env"].items() if k != "PIZZERIA_PAYMENTS_URL"}
+    folder = Path(env["PIZZERIA_DATA_DIR"])
+    assert not (folder / "payments.url").exists()
+    code, verdicts = doctor(env)
+    assert code == 1 and not_ok(verdicts) == {"payment provider": "FAIL"}
+    assert verdicts["payment provider"]["detail"].startswith(
+        f"no local payment provider runs for the data folder {folder} (no payments.url there)"
+    )
+
+
 def test_a_missing_ledger_fails_and_is_not_created(placed: Stack, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
     code, verdicts = doctor(placed["env"], "--ledger", str(missing))

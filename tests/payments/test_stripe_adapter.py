@@ -26,7 +26,7 @@ from pizzeria.payments.errors import (
     PaymentUnavailable,
 )
 from pizzeria.payments.port import MoneyState, Payment, order_metadata
-from pizzeria.payments.stripe_gateway import StripeGateway, gateway_from_env
+from pizzeria.payments.stripe_gateway import StripeGateway, folder_provider, gateway_from_env
 from tests.helpers import eventually
 
 GOOD_CARD = "4242424242424242"
@@ -469,5 +469,37 @@ async def test_a_proxy_variable_does_not_stand_between_a_worker_and_the_local_pr
         held = await hold(gateway, 1800)
         assert (held.state, held.amount_capturable) == (MoneyState.HELD, 1800)
         assert (await gateway.get(held.id)).state == MoneyState.HELD
+    finally:
+        await gateway.close()
+
+
+async def test_the_data_folders_provider_is_followed_where_its_url_file_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that follows its data folder's provider (no PIZZERIA_PAYMENTS_URL): none
+    running is a refusal that sends nothing (not a call to whatever answers on the usual
+    port); once one runs, its calls go there; started again on another port, they follow."""
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
+    for name in ("PIZZERIA_PAYMENTS_URL", "STRIPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    follow = folder_provider()
+    assert follow == tmp_path / "payments.url"
+    gateway = StripeGateway(process.LOCAL_SECRET_KEY, "http://127.0.0.1:8091", follow=follow)
+    try:
+        with pytest.raises(PaymentUnavailable) as none_runs:
+            await hold(gateway)
+        said = str(none_runs.value)
+        assert f"no local payment provider runs for the data folder {tmp_path}" in said
+        assert (none_runs.value.retryable, none_runs.value.outcome_unknown) == (True, False)
+        with process.running(tmp_path / "payments.db") as first:
+            held = await hold(gateway)
+            assert gateway.base_url == first.url
+        assert not follow.exists()  # a provider that stops takes its URL away
+        with process.running(tmp_path / "payments.db") as second:
+            again = await gateway.get(held.id)  # the same data file, wherever it listens
+            assert (again.id, again.state) == (held.id, MoneyState.HELD)
+            assert gateway.base_url == second.url
+        with pytest.raises(PaymentUnavailable, match="no local payment provider runs"):
+            await gateway.get(held.id)
     finally:
         await gateway.close()

@@ -146,6 +146,20 @@ def server(
 SERVER_START_SECONDS = 10.0
 
 
+def payments_line(payments: object) -> str:
+    """Where the worker moves money: a URL, or the data folder's provider it follows."""
+    url = getattr(payments, "base_url", type(payments).__name__)
+    follow = getattr(payments, "follow", None)
+    if follow is None:
+        return f"Payments through {url}"
+    if not follow.exists():
+        return (
+            f"Payments through the data folder's provider, which does not run yet (no "
+            f"{follow}): steps that move money fail until it runs, and are retried"
+        )
+    return f"Payments through {url} (the data folder's provider, as its {follow.name} says)"
+
+
 def serve_dev_server(
     port: int, ui_port: int, in_memory: bool, codec_port: int, no_codec: bool
 ) -> None:
@@ -324,8 +338,7 @@ def worker(
         async with build_worker(client, activities, task_queue=task_queue, **options):
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
             out.print(scale.describe())
-            payments = activities.implementation.payments
-            out.print(f"Payments through {getattr(payments, 'base_url', type(payments).__name__)}")
+            out.print(payments_line(activities.implementation.payments))
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()

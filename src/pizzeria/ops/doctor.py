@@ -345,15 +345,16 @@ async def check_payments() -> Verdict:
         gateway = staff_gateway(timeout=CONNECT_SECONDS)
     except PaymentError as error:
         return Verdict("payment provider", FAIL, str(error))
-    where = gateway.base_url
     try:
         await gateway.list_payments(limit=1)
     except PaymentError as error:
-        reason = " ".join(str(error).split())[:200]
-        return Verdict("payment provider", FAIL, f"{where} does not answer: {reason}")
+        reason = " ".join(str(error).split())[:300]
+        if gateway.follow is not None and not gateway.follow.exists():
+            return Verdict("payment provider", FAIL, reason)  # no URL: none was asked
+        return Verdict("payment provider", FAIL, f"{gateway.base_url} does not answer: {reason}")
     finally:
         await gateway.close()
-    return Verdict("payment provider", OK, f"{where} answers")
+    return Verdict("payment provider", OK, f"{gateway.base_url} answers")
 
 
 async def diagnose(address: str | None, ledger_location: str, task_queue: str) -> list[Verdict]:

@@ -40,6 +40,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -67,7 +68,7 @@ from pizzeria.payments.port import (
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_errors import translate
 from pizzeria.payments.stripe_objects import payment_of, refund_of
-from pizzeria.private import UnsafeSecret
+from pizzeria.private import UnsafeSecret, read_private_file
 from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
@@ -137,6 +138,18 @@ def configured_provider(
     return key, url
 
 
+def folder_provider(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The data folder's ``payments.url`` when the rule of `configured_provider` comes to
+    the folder's own provider (neither ``PIZZERIA_PAYMENTS_URL`` nor ``STRIPE_API_KEY``
+    set): a gateway then follows that file (`StripeGateway`'s ``follow``)."""
+    from pizzeria import config
+
+    env = os.environ if environ is None else environ
+    if env.get(URL_VARIABLE) or env.get(KEY_VARIABLE):
+        return None
+    return config.payments_url_file()
+
+
 class StripeGateway(PaymentGateway):
     """`PaymentGateway` over Stripe's API (see the module's docstring).
 
@@ -152,6 +165,12 @@ class StripeGateway(PaymentGateway):
         threads: how many calls can be in flight at once.
         test_payment_methods: send Stripe's test card numbers as their test PaymentMethod
             ids; default: only against real Stripe.
+        follow: the data folder's ``payments.url`` (`folder_provider`): each call goes
+            where it says then, so that a worker started before its provider, or left
+            running while the provider was started again on another port, finds it; with
+            no such file, nothing is sent (`PaymentUnavailable`, saying so), rather than
+            to whatever answers on the usual port (another user's provider, on a shared
+            machine).
     """
 
     def __init__(
@@ -165,6 +184,7 @@ class StripeGateway(PaymentGateway):
         threads: int = 8,
         test_payment_methods: bool | None = None,
         allow_live: bool = False,
+        follow: Path | None = None,
     ) -> None:
         if api_key.startswith(("sk_live_", "rk_live_")) and not allow_live:
             raise PaymentRequestError("refusing a live Stripe key: use a test key, sk_test_...")
@@ -175,18 +195,60 @@ class StripeGateway(PaymentGateway):
         self.test_payment_methods = real if test_payment_methods is None else test_payment_methods
         self.search_lag = STRIPE_SEARCH_LAG if real else 0.0
         self.in_progress_wait = in_progress_wait
-        self._http = _http_client(self.base_url, timeout, threads)
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": self.base_url},
-            max_network_retries=max_network_retries,
-            http_client=self._http,
-        )
+        self._settings = (api_key, timeout, threads, max_network_retries)
+        self.follow = follow
+        self._seen: tuple[int, int] | None = None  # the file's (mtime, size) read last
+        self._http, self._client = self._clients(self.base_url)
+        self._retired: list[stripe.HTTPClient] = []
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="payments")
+
+    def _clients(self, base_url: str) -> tuple[stripe.HTTPClient, stripe.StripeClient]:
+        api_key, timeout, threads, max_network_retries = self._settings
+        http = _http_client(base_url, timeout, threads)
+        client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": base_url},
+            max_network_retries=max_network_retries,
+            http_client=http,
+        )
+        return http, client
+
+    def _where_now(self) -> None:
+        """Followed: the URL the folder's ``payments.url`` says now (read again when the
+        file changed). No file: `PaymentUnavailable`, and nothing sent."""
+        if self.follow is None:
+            return
+        try:
+            seen = os.stat(self.follow)
+            if (seen.st_mtime_ns, seen.st_size) == self._seen:
+                return
+            written = read_private_file(self.follow, "local payment provider's URL").strip()
+        except FileNotFoundError:
+            self._seen = None
+            raise PaymentUnavailable(
+                f"no local payment provider runs for the data folder {self.follow.parent} "
+                f"(no {self.follow.name} there): start `pizzeria server` or `pizzeria "
+                f"payments` with that folder, or set {URL_VARIABLE}; nothing was sent",
+                outcome_unknown=False,
+            ) from None
+        except UnsafeSecret as unsafe:
+            raise PaymentUnavailable(f"{unsafe}; nothing was sent", outcome_unknown=False) from None
+        if not written.startswith("http://"):
+            raise PaymentUnavailable(
+                f"{self.follow} holds no provider's URL ({written[:40]!r}); nothing was sent",
+                outcome_unknown=False,
+            )
+        self._seen = (seen.st_mtime_ns, seen.st_size)
+        if written.rstrip("/") != self.base_url:
+            # Calls in flight keep the clients they took: the old ones close with the gateway.
+            self._retired.append(self._http)
+            self.base_url = written.rstrip("/")
+            self._http, self._client = self._clients(self.base_url)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self._http.close()  # type: ignore[no-untyped-call]
+        for http in (*self._retired, self._http):
+            http.close()  # type: ignore[no-untyped-call]
 
     async def _call(self, call: Callable[[], T]) -> T:
         """Run a stripe call on our threads; its errors become the port's. While another
@@ -232,6 +294,7 @@ class StripeGateway(PaymentGateway):
         of what the rest of a call to the local provider costs) that `payment_of` would
         only read back."""
         options = {} if idempotency_key is None else {"idempotency_key": _header(idempotency_key)}
+        self._where_now()
         client = self._client
         response = await self._call(lambda: client.raw_request(method, path, **params, **options))
         answer = response.data

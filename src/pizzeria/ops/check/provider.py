@@ -53,6 +53,7 @@ from pizzeria.payments.stripe_gateway import (
     ProviderConfigError,
     StripeGateway,
     configured_provider,
+    folder_provider,
 )
 
 PAGE_SIZE = 100  # Stripe's largest page
@@ -72,12 +73,19 @@ def check_gateway(
 ) -> StripeGateway:
     """The provider the workers move money through (see the module's docstring), with a
     timeout for listing pages rather than for a step's call."""
+    url_given = url is not None
     try:
         key, url = configured_provider(environ, url)
     except ProviderConfigError as error:
         raise CannotCheck(str(error)) from None
     try:
-        return StripeGateway(key, url, timeout=TIMEOUT_SECONDS, max_network_retries=READ_RETRIES)
+        return StripeGateway(
+            key,
+            url,
+            timeout=TIMEOUT_SECONDS,
+            max_network_retries=READ_RETRIES,
+            follow=None if url_given else folder_provider(environ),
+        )
     except PaymentError as error:  # a live key
         raise CannotCheck(f"cannot use the payment provider: {error}") from None
 
