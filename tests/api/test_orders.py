@@ -26,6 +26,14 @@ import pytest
 from pizzeria import menu
 from pizzeria.api.auth import Keys
 from pizzeria.api.idempotency import KeyTable, KeyUse, beside
+from pizzeria.api.orders import order_errors
+from pizzeria.api.problems import ApiProblem
+from pizzeria.client.acting import (
+    OrderDidNotAnswer,
+    OrderRefused,
+    OrderWaitsForOperator,
+    stuck_advice,
+)
 from pizzeria.models import STEPS
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import BAD_CARD, GOOD_CARD
@@ -787,3 +795,28 @@ def test_the_worker_and_the_other_commands_never_load_fastapi():
     )
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        OrderWaitsForOperator("order C1 needs attention: ... `pizzeria repair C1 --retry`"),
+        OrderDidNotAnswer("order C1 did not answer within 30 s: is `pizzeria worker` running?"),
+        OrderRefused(stuck_advice("C1")),
+    ],
+    ids=["needs-attention", "not-answering", "stuck"],
+)
+def test_a_customer_is_told_what_a_cancel_means_for_them_and_staff_what_to_run(
+    raised: Exception,
+) -> None:
+    """The same problem, its status and type alike: the operator's wording names commands
+    to run; the customer's (the order's token) what happens to their order."""
+    seen = {}
+    for who, customer_of in (("staff", None), ("customer", "C1")):
+        with pytest.raises(ApiProblem) as problem, order_errors(customer_of):
+            raise raised
+        seen[who] = problem.value
+    staff, customer = seen["staff"], seen["customer"]
+    assert (staff.status, staff.slug) == (customer.status, customer.slug)
+    assert "pizzeria" in staff.detail and "pizzeria" not in customer.detail
+    assert customer.detail.startswith("order C1")

@@ -121,19 +121,36 @@ def acting_route(
 
 
 @contextlib.contextmanager
-def order_errors() -> Iterator[None]:
-    """An order that does not exist is a 404; one that refuses what was asked, a 409."""
+def order_errors(customer_of: str | None = None) -> Iterator[None]:
+    """An order that does not exist is a 404; one that refuses what was asked, a 409.
+    ``customer_of``: the order number, when its customer asks (the order's token): the
+    problems then say what it means for them, not which command an operator runs."""
     try:
         yield
     except LookupError:
         raise no_such_order() from None
     except OrderRefused as refused:
-        raise ApiProblem(409, str(refused), slug="refused") from None
+        said = str(refused)
+        if customer_of is not None and f"order {customer_of} is stuck" in said:
+            said = f"order {customer_of} cannot answer now: an operator has to look at it first"
+        raise ApiProblem(409, said, slug="refused") from None
     except OrderWaitsForOperator as waiting:
-        raise ApiProblem(409, str(waiting), slug="needs-attention") from None
+        said = str(waiting)
+        if customer_of is not None:
+            said = (
+                f"order {customer_of}: the cancel is accepted; undoing the order needs an "
+                "operator first, who has been asked, and then it ends cancelled"
+            )
+        raise ApiProblem(409, said, slug="needs-attention") from None
     except OrderDidNotAnswer as silent:
+        said = str(silent)
+        if customer_of is not None:
+            said = (
+                f"order {customer_of} did not answer within 30 s; the request stays with it "
+                "and is carried out once it can: follow the order"
+            )
         raise ApiProblem(
-            503, str(silent), slug="order-not-answering", headers={"Retry-After": "30"}
+            503, said, slug="order-not-answering", headers={"Retry-After": "30"}
         ) from None
 
 
@@ -357,9 +374,9 @@ async def _replay(events: list[str]) -> Any:
 
 @acting_route("cancel", CancelBody, required=False)
 async def cancel(request: Request, order_number: OrderNumber, given: Credential) -> CancelAccepted:
-    await open_order(request, order_number, given)
+    access = await open_order(request, order_number, given)
     reason = (await read_model(request, CancelBody, required=False)).reason
-    with order_errors():
+    with order_errors(None if access.staff else order_number):
         result = await cancel_order(client_of(request), order_number, reason)
     return CancelAccepted(
         order_number=order_number, reason=result.reason, compensations=result.compensations
