@@ -340,6 +340,10 @@ async def test_an_order_opens_to_its_token_or_the_staff_key_and_to_nothing_else(
         )
         assert repair.status_code == status, repair.text
         assert repair.headers["content-type"] == PROBLEM
+    # A route with a trailing slash is not redirected (to an absolute http:// URL).
+    slashed = await http.get(f"/orders/{mine}/", headers=api.staff)
+    assert slashed.status_code == 404 and "location" not in slashed.headers
+    assert slashed.headers["content-type"] == PROBLEM
     # The OpenAPI document lists that 403 where it is answered (clients generated from it).
     paths = (await http.get("/openapi.json")).json()["paths"]
     for route in ("/orders/{order_number}/repair", "/orders/{order_number}/refunds"):

@@ -236,6 +236,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # The interactive docs load their scripts from a CDN; the page loads nothing.
         docs_url=None,
         redoc_url=None,
+        # A trailing slash is a 404, not a redirect to an absolute http:// URL (which
+        # would send a client behind a TLS proxy to plain http).
+        redirect_slashes=False,
         # FastAPI's own request spans record the query string, which may hold an order
         # token: tracing.RequestSpans traces the requests instead.
         telemetry={"tracing": False},
