@@ -478,8 +478,17 @@ def tally_settled(run: RunView, found: Findings) -> None:
 
 
 def tally_open_orders(run: RunView, found: Findings) -> None:
-    if run.status == OPEN:
-        found.open_orders.append(run.order_number)
+    """Open orders are counted; one that waits for an operator is named, as a warning."""
+    if run.status != OPEN:
+        return
+    found.open_orders.append(run.order_number)
+    assert run.record is not None
+    if run.record.details.startswith("Needs attention"):
+        detail = (
+            f"{run.record.details} (`pizzeria repair {run.order_number} --retry` once the "
+            "cause is fixed, or `--resolve NOTE`)"
+        )
+        found.warnings.append(Violation("needs attention", run.order_number, run.run_id, detail))
 
 
 RUN_TALLIES: tuple[RunRule, ...] = (tally_stock_held, tally_settled, tally_open_orders)
