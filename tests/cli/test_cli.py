@@ -844,19 +844,46 @@ def test_a_server_whose_terminal_closed_stops_the_dev_server_it_started(tmp_path
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def test_a_server_starts_its_payment_provider_again_when_it_dies(tmp_path):
-    """The provider `pizzeria server` started is killed (by hand, by the OOM killer): the
-    server says so and starts it again at the same URL, the one its workers know, with
-    the payments it held; and when the server stops, the new provider stops with it."""
+@dataclasses.dataclass
+class ServerRun:
+    """A `pizzeria server` of a test: its process, what it said, and every provider seen."""
+
+    process: subprocess.Popen[str]
+    port: int
+    payments_url: str
+    said: list[str] = dataclasses.field(default_factory=list)
+    providers: list[int] = dataclasses.field(default_factory=list)
+
+    def up(self) -> None:
+        wait_until(lambda: any("Press Ctrl-C" in line for line in self.said), "the server", 90)
+
+    def children(self, marker: bytes) -> list[int]:
+        """Its child processes (of any thread) whose command line holds ``marker``."""
+        found = []
+        for task in Path(f"/proc/{self.process.pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    with contextlib.suppress(OSError):
+                        if marker in Path(f"/proc/{child}/cmdline").read_bytes():
+                            found.append(int(child))
+        return found
+
+    def payment_providers(self) -> list[int]:
+        seen = self.children(b"\0payments\0")
+        self.providers += [pid for pid in seen if pid not in self.providers]
+        return seen
+
+
+@contextlib.contextmanager
+def server_run(tmp_path: Path, *options: str) -> Iterator[ServerRun]:
+    """`pizzeria server` in a session of its own, with the folder ``tmp_path``, its output
+    (both streams) read as it comes; killed, and every payment provider seen, whatever the
+    test left."""
     port, ui_port, payments_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
     env["PIZZERIA_DATA_DIR"] = str(tmp_path)
-    command = [PIZZERIA, "server", "--in-memory", "--port", str(port), "--ui-port", str(ui_port)]
+    command = [PIZZERIA, "server", "--port", str(port), "--ui-port", str(ui_port), *options]
     command += ["--no-codec", "--payments-port", str(payments_port)]
-    url = f"http://127.0.0.1:{payments_port}"
-    gateway = StripeGateway(LOCAL_SECRET_KEY, url)
-    providers: list[int] = []  # each one seen: none may outlive the test
-    said: list[str] = []
     with subprocess.Popen(
         command,
         env=env,
@@ -865,109 +892,75 @@ def test_a_server_starts_its_payment_provider_again_when_it_dies(tmp_path):
         text=True,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-    ) as server:
-        reader = threading.Thread(target=lambda: said.extend(server.stdout or ()), daemon=True)
+    ) as process:
+        run = ServerRun(process, port, f"http://127.0.0.1:{payments_port}")
+        reader = threading.Thread(target=lambda: run.said.extend(process.stdout or ()))
         reader.start()
         try:
-            wait_until(lambda: any("Press Ctrl-C" in line for line in said), "the server", 90)
+            yield run
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # an orphan of a failed run too
+                os.killpg(process.pid, signal.SIGKILL)
+            for pid in run.providers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            reader.join(timeout=30)
+
+
+def test_a_server_starts_its_payment_provider_again_when_it_dies(tmp_path):
+    """The provider `pizzeria server` started is killed (by hand, by the OOM killer): the
+    server says so and starts it again at the same URL, the one its workers know, with
+    the payments it held; and when the server stops, the new provider stops with it."""
+    with server_run(tmp_path, "--in-memory") as server:
+        url = server.payments_url
+        gateway = StripeGateway(LOCAL_SECRET_KEY, url)
+        try:
+            server.up()
             held = asyncio.run(
                 gateway.authorize(
                     1234, idempotency_key="kept-1", metadata={}, card_number=GOOD_CARD
                 )
             )
-            first = provider_children(server.pid)
-            providers += first
+            first = server.payment_providers()
             assert len(first) == 1, first
             os.kill(first[0], signal.SIGKILL)
             wait_until(
-                lambda: provider_children(server.pid) not in ([], first) and payments.answers(url),
+                lambda: server.payment_providers() not in ([], first) and payments.answers(url),
                 "the provider to be started again",
                 60,
             )
-            second = provider_children(server.pid)
-            providers += second
+            (second,) = server.payment_providers()
             assert (tmp_path / "payments.url").read_text().strip() == url
             again = asyncio.run(gateway.get(held.id))
             assert (again.id, again.amount, again.state) == (held.id, 1234, held.state)
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
-            reader.join(timeout=10)
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=60)
+            wait_until(lambda: not pid_alive(second), "the new provider to stop", 30)
+            assert not (tmp_path / "payments.url").exists()
             assert (
                 f"The local payment provider was killed (SIGKILL): starting it again at {url}"
-                in "".join(said)
+                in "".join(server.said)
             )
-            wait_until(lambda: not pid_alive(second[0]), "the new provider to stop", 30)
-            assert not (tmp_path / "payments.url").exists()
         finally:
             asyncio.run(gateway.close())
-            with contextlib.suppress(ProcessLookupError):  # an orphan of a failed run too
-                os.killpg(server.pid, signal.SIGKILL)
-            for pid in providers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def test_a_server_whose_temporal_dies_says_so_and_stops_the_rest(tmp_path):
     """The dev server `pizzeria server` runs is killed: the server says so in one line,
     exits 1 (not as if stopped by Ctrl-C), and stops the payment provider it started."""
-    port, ui_port, payments_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIZZERIA_", "STRIPE_"))}
-    env["PIZZERIA_DATA_DIR"] = str(tmp_path)
-    command = [PIZZERIA, "server", "--port", str(port), "--ui-port", str(ui_port), "--no-codec"]
-    command += ["--payments-port", str(payments_port)]
-    with subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    ) as server:
-        providers: list[int] = []
-        try:
-            wait_until(
-                lambda: devserver.port_open(port) and provider_children(server.pid),
-                "the server to be up",
-                90,
-            )
-            providers = provider_children(server.pid)
-            temporal = [
-                int(child)
-                for task in Path(f"/proc/{server.pid}/task").glob("*")
-                for child in (task / "children").read_text().split()
-                if b"start-dev" in Path(f"/proc/{child}/cmdline").read_bytes()
-            ]
-            assert len(temporal) == 1, temporal
-            os.kill(temporal[0], signal.SIGKILL)
-            out, err = server.communicate(timeout=60)
-            assert server.returncode == 1, out + err
-            (line,) = err.strip().splitlines()
-            assert line == (
-                "error: the Temporal dev server was killed (SIGKILL); its history is kept in "
-                f"{tmp_path / 'temporal.db'}: start `pizzeria server` again"
-            )
-            wait_until(lambda: not any(map(pid_alive, providers)), "the provider to stop", 30)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGKILL)
-            for pid in providers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-
-def provider_children(pid: int) -> list[int]:
-    """The payment providers among the children of process ``pid`` (of any thread)."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            children += (task / "children").read_text().split()
-    found = []
-    for child in children:
-        with contextlib.suppress(OSError):
-            if b"payments" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[1:4]:
-                found.append(int(child))
-    return found
+    with server_run(tmp_path) as server:
+        server.up()
+        providers = server.payment_providers()
+        (temporal,) = server.children(b"start-dev")
+        os.kill(temporal, signal.SIGKILL)
+        assert server.process.wait(timeout=60) == 1, "".join(server.said)
+        wait_until(lambda: not any(map(pid_alive, providers)), "the provider to stop", 30)
+        said = (
+            "error: the Temporal dev server was killed (SIGKILL); its history is kept in "
+            f"{tmp_path / 'temporal.db'}: start `pizzeria server` again\n"
+        )
+        wait_until(lambda: said in server.said, "its line", 30)
+        assert [line for line in server.said if line.startswith("error")] == [said]
 
 
 def pid_alive(pid: int) -> bool:
