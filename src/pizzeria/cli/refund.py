@@ -65,8 +65,9 @@ def refund(
     ledger_location: str | None,
     as_json: bool,
 ) -> None:
-    """Refund AMOUNT of a completed order: whole cents (500) or dollars with two decimals
-    (5.00 or $5.00), at most what its bill captured minus what went back already.
+    """Refund AMOUNT of a completed order (or of one ended from outside after its bill):
+    whole cents (500) or dollars with two decimals (5.00 or $5.00), at most what its bill
+    captured minus what went back already.
 
     The refund goes through the payment provider (the workers' own: PIZZERIA_PAYMENTS_URL,
     STRIPE_API_KEY, else the data folder's) and is recorded in the ledger under its key.
