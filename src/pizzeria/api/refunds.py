@@ -130,8 +130,9 @@ def refund_problems() -> Iterator[None]:
     "once per `Idempotency-Key` (required): the "
     "same key again answers the same refund (200, `Idempotent-Replayed: true`), the same "
     "key with another amount is refused (422). Refused with 409 unless the order completed "
-    "(or was ended from outside after its bill) and the amount fits in what its bill captured minus what went back already; nothing "
-    "moves then. 503 when the provider did not answer: retry with the same key.",
+    "(or was ended from outside after its bill) and the amount fits in what its bill "
+    "captured minus what went back already; nothing moves then. 503 when the provider "
+    "did not answer: retry with the same key.",
     responses={
         200: {"description": "This key's refund, already made", "model": RefundMade},
         **problem_responses(400, 401, 403, 404, 408, 409, 413, 415, 422, 502, 503),
