@@ -333,6 +333,26 @@ async def test_a_token_stops_opening_its_order_once_it_expires(stack):
             assert (await http.get(url, headers=api.staff)).status_code == 200
 
 
+async def test_a_client_past_its_orders_a_minute_gets_429_and_staff_and_others_do_not(stack):
+    """`--orders-per-minute 2`: a third order from the same address within the minute is
+    refused before anything is held, saying when to try again; staff are not paced."""
+    with api_process(stack, "--orders-per-minute", "2", log="api-pace.log") as api:
+        async with client(api) as http:
+            for _ in range(2):
+                placed = await http.post("/orders", json=customer_body())
+                assert placed.status_code in PLACED, placed.text
+            third = await http.post("/orders", json=customer_body())
+            assert third.status_code == 429 and third.headers["content-type"] == PROBLEM
+            assert third.json()["type"] == "urn:pizzeria:problem:too-many-orders"
+            assert 1 <= int(third.headers["Retry-After"]) <= 60
+            assert "at most 2 orders a minute from one client" in third.json()["detail"]
+            staff = await http.post(
+                "/orders", json=order_body(f"PACE-{uuid.uuid4().hex[:8]}"), headers=api.staff
+            )
+            assert staff.status_code in PLACED, staff.text
+            assert (await http.get("/healthz")).status_code == 200
+
+
 # -- retries ------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from pizzeria.api.guard import PERMISSIONS_POLICY, BodyDeadline
 from pizzeria.api.hosts import HostCheck, allowed_hosts
 from pizzeria.api.idempotency import KeyTable
 from pizzeria.api.limits import ApiLimits
+from pizzeria.api.pace import OrderPace
 from pizzeria.api.problems import PROBLEM_JSON, install_problem_handlers, problem_body
 from pizzeria.api.schemas import CancelBody, OrderBody, Problem, RepairBody, StepChange
 from pizzeria.api.streams import Streams
@@ -213,6 +214,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.client = client
         app.state.ledger = ledger
         app.state.keys = settings.keys
+        app.state.pace = OrderPace(settings.limits.orders_per_minute)
         app.state.key_table = keys = KeyTable(ledger.location)
         app.state.streams = Streams(
             lambda workflow_id, run_id, after: order_events(

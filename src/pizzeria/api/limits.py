@@ -6,7 +6,8 @@ which up to 700 may be event streams, five per order token; a request head must 
 within 10 s and its body within 15 s, and a client must read what it is sent (its
 buffers full for 30 s, it is cut off); a stream lasts at most 15 minutes (a browser's
 ``EventSource`` then reconnects by itself and resumes after the last event it got); an
-order token opens its order for 24 hours.
+order token opens its order for 24 hours; and, when set, each client address may place
+so many orders a minute (off by default: pace.py).
 
 Nothing here imports FastAPI or uvicorn: the CLI reads these without loading them.
 """
@@ -34,6 +35,8 @@ class ApiLimits:
     stream_seconds: float = 900.0
     #: Hours an order token opens its order.
     token_hours: float = 24.0
+    #: Orders one client address may place in any minute (429 beyond); 0: no limit.
+    orders_per_minute: int = 0
 
     @property
     def token_seconds(self) -> float:
@@ -47,6 +50,7 @@ class LimitOption:
     env: str
     help: str
     maximum: float
+    minimum: int = 1  # an integer limit's least value (0 where 0 turns it off)
 
 
 #: The options of ``pizzeria api`` for the limits, in the order ``--help`` shows them.
@@ -106,6 +110,14 @@ LIMIT_OPTIONS = (
         "PIZZERIA_API_TOKEN_HOURS",
         "Hours an order token opens its order",
         24 * 366,
+    ),
+    LimitOption(
+        "orders_per_minute",
+        "--orders-per-minute",
+        "PIZZERIA_API_ORDERS_PER_MINUTE",
+        "Orders one client address may place a minute (429 beyond); 0: no limit",
+        1_000_000,
+        minimum=0,
     ),
 )
 

@@ -33,6 +33,7 @@ from pizzeria.api.auth import (
     stream_credential,
 )
 from pizzeria.api.events import event_schema, order_events, with_keep_alive
+from pizzeria.api.pace import OrderPace
 from pizzeria.api.problems import (
     ApiProblem,
     header_once,
@@ -210,7 +211,7 @@ def invalid_order(problems: list[menu.OrderRejected]) -> ApiProblem:
             "headers": {**LOCATION, "Preference-Applied": {"schema": {"type": "string"}}},
             "links": FOLLOW_UPS,
         },
-        **problem_responses(400, 401, 402, 403, 408, 409, 413, 415, 422, 502, 503),
+        **problem_responses(400, 401, 402, 403, 408, 409, 413, 415, 422, 429, 502, 503),
     },
     # Anonymous or staff: the staff key is optional here.
     openapi_extra={**json_body(OrderBody, required=True), "security": [{}]},
@@ -232,6 +233,9 @@ async def place(
     ] = None,
 ) -> OrderPlaced:
     staff = placed_by_staff(request, given)
+    if not staff:  # staff are not paced: the key is theirs alone
+        pace: OrderPace = request.app.state.pace
+        pace.admit(request.client.host if request.client else "")
     header_once(request, "Idempotency-Key")
     body = await read_json_body(request)
     if not staff:

@@ -26,7 +26,7 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(LIMIT_OPTIONS):
         default = getattr(defaults, option.field)
         kind = (
-            click.IntRange(min=1, max=int(option.maximum))
+            click.IntRange(min=option.minimum, max=int(option.maximum))
             if isinstance(default, int)
             else FiniteFloatRange(min=0, min_open=True, max=option.maximum)
         )
