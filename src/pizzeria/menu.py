@@ -271,7 +271,9 @@ def _checks(
     yield lambda: _validate_is_delivery(order.is_delivery)
     for name in ADDRESS_FIELDS:
         yield _address_text(order, name)
-    yield lambda: _validate_delivery_address(order, full_address)
+    yield lambda: _validate_delivery_line(order)
+    for name in DELIVERY_FIELDS if full_address else ():
+        yield _delivery_field(order, name)
     yield lambda: _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
     yield lambda: validate_settings(order) if order.settings is not None else None
     if new_number:
@@ -360,17 +362,22 @@ def _address_text(order: PizzaOrder, name: str) -> Check:
     return lambda: _text(getattr(order.address, name), f"address.{name}", required=False)
 
 
-def _validate_delivery_address(order: PizzaOrder, full_address: bool) -> None:
-    """What a driver needs, of the fields that are text (the checks before say the rest)."""
-    if order.is_delivery is not True:
-        return
+def _validate_delivery_line(order: PizzaOrder) -> None:
+    """What a driver needs first, of the fields that are text (the checks before say the
+    rest): a street line. Then each of `DELIVERY_FIELDS`, a check of its own, so that a
+    form is told every one missing at once (`order_problems`)."""
     line1 = order.address.line1
-    if isinstance(line1, str):
+    if order.is_delivery is True and isinstance(line1, str):
         _text(line1, "address.line1")
-    for name in DELIVERY_FIELDS if full_address else ():
+
+
+def _delivery_field(order: PizzaOrder, name: str) -> Check:
+    def check() -> None:
         value = getattr(order.address, name)
-        if isinstance(value, str) and not value.strip():
+        if order.is_delivery is True and isinstance(value, str) and not value.strip():
             raise _invalid(f"address.{name}", f"a delivery needs address.{name}")
+
+    return check
 
 
 def incomplete_address(order: object) -> bool:

@@ -243,3 +243,14 @@ async def test_the_cancel_button_cancels_before_the_pivot(page):
     # Drawn from the stream, a moment after the status: waited for (see the bad card's).
     await expect(page.locator('#steps li[data-name="send_bill"]')).to_have_class("state-not-run")
     await expect(page.locator("#cancel")).to_be_hidden()
+
+
+async def test_a_link_that_opens_no_order_says_so_and_leads_back_to_the_form(page, api):
+    """An order link whose token is not this order's (mistyped, expired, for a run placed
+    again since): the page does not leave an order "running" for ever behind a 401."""
+    await page.goto(api.url + "/#order=WEB-AAAAAAAAAAAAAAAA&token=nope&card=4242")
+    await expect(page.locator("#status")).to_have_text("NO ACCESS", timeout=10_000)
+    await expect(page.locator("#outcome")).to_contain_text("This link does not open an order")
+    await expect(page.locator("#new-order")).to_be_visible()
+    await page.click("#new-order")
+    await expect(page.locator("#order-form")).to_be_visible()

@@ -555,6 +555,7 @@ def broken_in_many_places() -> PizzaOrder:
     order.customer.email = "a\x1bb"
     order.credit_card_info.number = "4242 4242"
     order.address.city = " "  # a delivery needs a city
+    order.address.postal_code = ""  # and a postal code: both said at once
     order.items[0].price = 1  # off the menu
     return order
 
@@ -567,6 +568,7 @@ def test_order_problems_names_every_refused_field_and_first_the_one_validate_ord
         "customer.email",
         "credit_card_info.number",
         "address.city",
+        "address.postal_code",
         "items[0].price",
     ]
     with pytest.raises(OrderRejected) as raised:

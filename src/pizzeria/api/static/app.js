@@ -303,11 +303,18 @@ function setState(item, state, error) {
   item.querySelector(".error-text").textContent = error || "";
 }
 
+// Status 0: the API did not answer (down, or the network): the order goes on without us.
 async function api(path, options = {}) {
   const headers = { Authorization: `Bearer ${current.token}`, ...(options.headers || {}) };
-  const answer = await fetch(path, { ...options, headers });
-  return { status: answer.status, body: answer.status === 204 ? null : await answer.json() };
+  try {
+    const answer = await fetch(path, { ...options, headers });
+    return { status: answer.status, body: answer.status === 204 ? null : await answer.json() };
+  } catch {
+    return { status: 0, body: { detail: LOST } };
+  }
 }
+
+const LOST = "The connection to the pizzeria is lost: your order goes on, and this page catches up once it is back.";
 
 // Where the order's money is, as the card's statement shows it (ledger.money).
 function moneyShown(money) {
@@ -329,7 +336,16 @@ function moneyShown(money) {
 }
 
 async function showSummary() {
+  if (!current) return null;
   const { status, body } = await api(`/orders/${current.number}`);
+  if (status === 0) {
+    $("#details").textContent = LOST;
+    return null;
+  }
+  if (status === 401 || status === 404) {
+    closedLink(body);
+    return null;
+  }
   if (status !== 200) {
     $("#summary").textContent = body.detail;
     return null;
@@ -347,11 +363,31 @@ async function showSummary() {
     const item = document.querySelector(`#steps li.state-pending[data-name="${step.name}"]`);
     if (item && step.state === "not run") setState(item, "not run");
   }
-  $("#details").textContent = body.status === "RUNNING" ? body.details : "";
+  // No step has answered yet and the order says nothing: no kitchen has taken it so far.
+  const waiting = body.status === "RUNNING" && !body.details && !document.querySelector("#steps li:not(.state-pending):not(.state-not-run)");
+  $("#details").textContent = body.status === "RUNNING" ? body.details || (waiting ? WAITING : "") : "";
   $("#status").textContent = body.status;
   $("#status").className = "badge status-" + body.status;
   $("#cancel").hidden = !body.cancellable;
   return body;
+}
+
+const WAITING = "Waiting for the kitchen to take the order.";
+
+// A link that opens no order (its token expired, or it was never this order's): said in
+// words, with the way back to the form, instead of an order left "running" for ever.
+function closedLink(body) {
+  if (current && current.source) current.source.close();
+  const expired = body && body.type === "urn:pizzeria:problem:token-expired";
+  $("#status").textContent = expired ? "LINK EXPIRED" : "NO ACCESS";
+  $("#status").className = "badge status-FAILED";
+  $("#summary").textContent = "";
+  $("#details").textContent = "";
+  $("#outcome").textContent = expired
+    ? "This order link has expired (a link opens its order for a day); the order itself went on as it was."
+    : "This link does not open an order: it may be mistyped, or for an order placed again since.";
+  $("#cancel").hidden = true;
+  $("#new-order").hidden = false;
 }
 
 function follow(number, token, last4) {
@@ -376,6 +412,15 @@ function follow(number, token, last4) {
   source.addEventListener("step", (event) => onStep(JSON.parse(event.data)));
   source.addEventListener("compensation", (event) => onCompensation(JSON.parse(event.data)));
   source.addEventListener("outcome", (event) => onOutcome(JSON.parse(event.data)));
+  // Refused (the link opens no order) the stream closes: the order's view says why. Lost,
+  // the browser reconnects by itself and resumes; meanwhile the page says so.
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) showSummary();
+    else if (current && current.source === source) $("#details").textContent = LOST;
+  });
+  source.addEventListener("open", () => {
+    if ($("#details").textContent === LOST) showSummary();
+  });
 }
 
 // The money and the stage as the order reads now: asked again when a step or a
@@ -421,14 +466,22 @@ function onOutcome(outcome) {
   for (const item of document.querySelectorAll("#steps li.state-pending")) setState(item, "not run");
   // A billed order no driver took is refunded in full (refund_undelivered_order).
   const undelivered = outcome.delivery === "DELIVERY FAILURE";
+  const why = String(outcome.error || outcome.error_type || "").replace(/\.+$/, "");
   const text = {
     COMPLETED: undelivered
       ? `No driver could take the order: its amount was refunded to the card (confirmation ${outcome.confirmation_number}).`
-      : `Done: confirmation ${outcome.confirmation_number} (${outcome.delivery}).`,
-    FAILED: `Failed: ${outcome.error || outcome.error_type}. Everything done was undone.`,
+      : `Done: confirmation ${outcome.confirmation_number}.`,
+    FAILED: `Failed: ${why}. Everything done was undone.`,
     CANCELLED: "Cancelled: everything done was undone.",
   };
   $("#outcome").textContent = text[outcome.status] || outcome.status;
+  if (outcome.status === "COMPLETED" && undelivered) {
+    // Not a success for the customer: no pizza came; the driver step found nobody.
+    $("#status").textContent = "NOT DELIVERED";
+    $("#status").className = "badge status-FAILED";
+    const driver = document.querySelector('#steps li[data-name="notify_delivery_driver"]');
+    if (driver) setState(driver, "no driver found");
+  }
   showSummary();
   $("#new-order").focus();
 }
