@@ -654,7 +654,9 @@ def test_a_cancel_whose_undoing_needs_attention_says_so_and_check_accepts_the_re
         cancel = pizzeria(stack, "cancel", number, "--timeout", "60")
         # It waited on compensations an operator must finish: said, not a silent wait.
         assert cancel.returncode == 1, cancel.stdout + cancel.stderr
-        (line,) = cancel.stderr.strip().splitlines()
+        # The compensations take a while to fail: it may have said that it waits first.
+        *waited, line = cancel.stderr.strip().splitlines()
+        assert all(said.startswith(f"> Waiting for order {number}") for said in waited), waited
         assert line.startswith(f"error: order {number} needs attention: a compensation failed")
         assert f"`pizzeria repair {number} --retry` or `--resolve NOTE`" in line
         resolved = pizzeria(stack, "repair", number, "--resolve", "voided at the terminal")
@@ -1401,3 +1403,74 @@ def test_a_failed_order_says_why_even_when_its_error_has_no_type(
 )
 def test_every_way_a_plain_http_port_fails_the_connection_reads_as_not_grpc(said: str):
     assert connection_failure(said) == NOT_TEMPORAL_THERE
+
+
+def test_watching_with_json_prints_one_object_a_line_until_the_order_closes(stack):
+    """`status --watch --json` is JSON Lines: a script reads it line by line."""
+    number = unique_number("CLI-WATCH-JSON")
+    placed = pizzeria(
+        stack, "order", "--order-number", number, "--prep-seconds", "3", "--timeout", "1"
+    )
+    assert placed.returncode in (0, 3), placed.stderr
+    watched = pizzeria(stack, "status", number, "--watch", "--json", timeout=120)
+    assert watched.returncode == 0, watched.stderr
+    reports = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert reports and reports[-1]["status"] == "COMPLETED"
+    assert all(report["order_number"] == number for report in reports)
+
+
+def test_a_reader_that_leaves_early_does_not_change_the_orders_exit_code(stack):
+    """`pizzeria order ... | head -1`: the order completed, so the command says 0, though
+    the rest of what it printed found no reader."""
+    number = unique_number("CLI-PIPED")
+    order = " ".join(
+        [*pizzeria_command(), "order", "--order-number", number, "--prep-seconds", "0"]
+    )
+    piped = subprocess.run(
+        ["bash", "-c", f"{order} | head -1; exit ${{PIPESTATUS[0]}}"],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stdout == f"Order {number}: COMPLETED\n", piped.stdout + piped.stderr
+    assert piped.returncode == 0, piped.stderr
+    assert "error" not in piped.stderr and "Traceback" not in piped.stderr  # progress only
+
+
+def test_ctrl_c_while_a_cancel_waits_leaves_the_cancel_and_its_request_with_the_order(stack):
+    """No worker answers the cancel; the operator presses Ctrl-C once told it waits. As
+    when the wait runs out, the order keeps the cancel and is sent the request that makes
+    it end Cancelled (not Failed, some 60 s after a worker took it); the command says so."""
+    number = f"CLI-CTRL-C-{os.getpid()}-{time.monotonic_ns()}"
+    order = {**exercise_json(GOOD_CARD), "order_number": number}
+    workflow_id = f"pizza-workflow-order-{number}"
+    started = temporal_workflow(
+        stack,
+        "start",
+        *("--type", "PizzaOrderWorkflow", "--task-queue", "nobody-polls-this"),
+        *("--workflow-id", workflow_id, "--input", json.dumps(order)),
+    )
+    assert started.returncode == 0, started.stderr
+    cancelling = subprocess.Popen(
+        [*pizzeria_command(), "cancel", number, "--timeout", "120"],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert cancelling.stderr is not None
+        progress = cancelling.stderr.readline()  # said once the Update waits for its answer
+        assert progress.startswith(f"> Waiting for order {number} to answer"), progress
+        cancelling.send_signal(signal.SIGINT)
+        _, said = cancelling.communicate(timeout=60)
+        assert cancelling.returncode == 130, said
+        assert said.startswith(f"error: stopped waiting; the cancel stays with order {number}")
+        history = temporal_workflow(stack, "show", "--workflow-id", workflow_id, "--output", "json")
+        kinds = [event["eventType"] for event in json.loads(history.stdout)["events"]]
+        assert "EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED" in kinds, kinds
+    finally:
+        if cancelling.poll() is None:
+            cancelling.kill()
+        temporal_workflow(stack, "terminate", "--workflow-id", workflow_id, "--reason", "end")

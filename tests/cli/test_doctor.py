@@ -102,10 +102,13 @@ def test_a_server_that_is_down_fails_the_connection_and_skips_what_needs_it(
 
 
 def test_a_payment_provider_that_does_not_answer_fails_its_check(placed: Stack) -> None:
-    nowhere = f"http://127.0.0.1:{free_port()}"
-    code, verdicts = doctor(dict(placed["env"], PIZZERIA_PAYMENTS_URL=nowhere))
+    nowhere = f"127.0.0.1:{free_port()}"
+    # A URL may carry a user and password: never printed.
+    with_password = f"http://clerk:s3cretpw@{nowhere}"
+    code, verdicts = doctor(dict(placed["env"], PIZZERIA_PAYMENTS_URL=with_password))
     assert code == 1 and not_ok(verdicts) == {"payment provider": "FAIL"}
-    assert verdicts["payment provider"]["detail"].startswith(f"{nowhere} does not answer")
+    detail = verdicts["payment provider"]["detail"]
+    assert detail.startswith(f"http://{nowhere} does not answer") and "s3cretpw" not in detail
 
 
 def test_a_data_folder_whose_provider_does_not_run_fails_without_asking_the_usual_port(

@@ -796,6 +796,12 @@ def test_check_without_a_ledger_or_a_server_says_it_cannot_check_exit_2(tmp_path
     assert nowhere.returncode == 2  # 1 is "violations found"
     assert nowhere.stderr.startswith("error: cannot reach Temporal")
     assert len(nowhere.stderr.splitlines()) == 1
+    # With --json, a script reads the same on standard output.
+    as_json = pizzeria(stack, "check", "--json", "--address", f"127.0.0.1:{free_port()}")
+    assert as_json.returncode == 2
+    said = json.loads(as_json.stdout)
+    assert (said["ok"], said["checked"]) == (False, False)
+    assert said["error"].startswith("cannot reach Temporal")
 
 
 def test_a_run_whose_order_cannot_be_read_may_take_no_effect(book: Ledger) -> None:

@@ -45,7 +45,7 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command(name="api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
-@int_option("--port", 1, 65535, default=DEFAULT_PORT)
+@int_option("--port", 1, 65535, default=DEFAULT_PORT, help="Port to listen on")
 @click.option(
     "--allowed-host",
     "allowed_hosts",

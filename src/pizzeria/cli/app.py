@@ -7,6 +7,7 @@ module of this package holds a few commands; this one gathers them under one gro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -82,8 +83,11 @@ def main() -> None:
     # finalizes ("PyGILState_Release ... finalizing", sdk-python#300), which would turn a
     # finished command into a crash. Nothing is left to clean up here: flush and leave.
     tracing.flush()  # os._exit runs no atexit hook: the last batched spans leave here
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader that left early (`pizzeria order | head -1`) took what it wanted: the
+        # command's own exit code stands, not a failed write's.
+        with contextlib.suppress(BrokenPipeError):
+            stream.flush()
     os._exit(code)
 
 

@@ -59,8 +59,13 @@ def say_progress(done: int, total: int) -> None:
     click.echo(f"check: read {done} of {total} order histories", err=True)
 
 
-def cannot_check(message: str) -> NoReturn:
-    fail(" ".join(message.split()), CANNOT_CHECK)
+def cannot_check(message: str, as_json: bool = False) -> NoReturn:
+    """Exit 2 with one line; with ``--json``, also an object a script can read (as
+    `pizzeria doctor --json` gives one when it fails)."""
+    said = " ".join(message.split())
+    if as_json:
+        click.echo(json.dumps({"ok": False, "checked": False, "error": said}))
+    fail(said, CANNOT_CHECK)
 
 
 @click.command()
@@ -104,9 +109,9 @@ def check(
             )
         )
     except (LedgerError, ConnectionError, CannotCheck, CodecKeyError) as error:
-        cannot_check(str(error))
+        cannot_check(str(error), as_json)
     except RPCError as error:
-        cannot_check(f"Temporal failed while the check read it: {error}")
+        cannot_check(f"Temporal failed while the check read it: {error}", as_json)
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:

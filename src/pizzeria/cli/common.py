@@ -9,6 +9,7 @@ function, so a terminal is never sent an escape sequence or a bidi override to a
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
@@ -44,6 +45,14 @@ class _Console(Console):
     def print_json(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("ensure_ascii", True)
         super().print_json(*args, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """Its reader left early (`pizzeria order | head -1`): what follows goes nowhere,
+        and the command goes on to its own exit code (Rich's default exits 1 here, which
+        would say a completed order failed)."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.file.fileno())
 
 
 out = _Console(highlight=False, soft_wrap=True)

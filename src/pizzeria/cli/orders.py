@@ -17,6 +17,7 @@ from pizzeria.cli.common import (
     cell,
     checked_text,
     client_or_fail,
+    err,
     fail,
     order_column,
     out,
@@ -102,7 +103,7 @@ def print_outcome(outcome: OrderOutcome, card: str | None = None) -> None:
     type=click.Choice(ORDER_STATUSES, case_sensitive=False),
     help="Only orders whose OrderStatus is this",
 )
-@int_option("--limit", 1, 1000, default=20)
+@int_option("--limit", 1, 1000, default=20, help="How many orders to list, the newest first")
 @address_option
 @json_option
 def orders(order_status: str | None, limit: int, address: str | None, as_json: bool) -> None:
@@ -176,8 +177,10 @@ def status(
                 )
             rendered = json.dumps(report) if as_json else render_report(report)
             if rendered != last:  # with --watch, printed again only when it changed
-                if as_json:
-                    out.print_json(rendered)  # one JSON object each time
+                if as_json and watch:  # JSON Lines: one object a line, each time
+                    print(json.dumps(report, ensure_ascii=True), flush=True)
+                elif as_json:
+                    out.print_json(rendered)
                 else:
                     # Already rendered, text from the history in it: printed as it is, never
                     # read as markup again (a customer's "[link=...]" would be a link).
@@ -279,10 +282,26 @@ def cancel(order_number: str, reason: str, patience: float, address: str | None)
     """Cancel an order before it is billed: its effects are undone and it ends Cancelled."""
     checked_text("--reason", reason)
 
-    async def cancelled() -> CancelResult:
-        return await cancel_order(await client_or_fail(address), order_number, reason, patience)
+    def waiting() -> None:
+        err.print(
+            f"> Waiting for order {order_number} to answer (up to {patience:g} s; Ctrl-C "
+            "stops waiting, the cancel stays with the order)...",
+            markup=False,
+        )
 
-    result = run(cancelled())
+    async def cancelled() -> CancelResult:
+        client = await client_or_fail(address)
+        return await cancel_order(client, order_number, reason, patience, waiting)
+
+    try:
+        result = run(cancelled())
+    except KeyboardInterrupt:  # the cancel was sent: it stays with the order
+        fail(
+            f"stopped waiting; the cancel stays with order {order_number} and is carried out "
+            f"once a worker takes it (before the bill, the order then ends Cancelled): "
+            f"`pizzeria status {order_number}` says",
+            130,
+        )
     undone = ", ".join(result.compensations) or "nothing to undo"
     accepted = f"Order {order_number}: cancel accepted ({result.reason}); compensations: {undone}"
     out.print(shown(accepted), markup=False)

@@ -62,6 +62,8 @@ def payments(
             ProviderFaults(faults_file).current()
         except FaultFileError as error:
             raise UserError(f"{faults_file}: {error}") from None
+        if not faults_file.exists():  # read again at each request: it may come later
+            out.print(f"No faults file at {faults_file} yet: no faults until one is written")
     data_file = data_file or default_data_file()
     refuse_a_second_provider(data_file)
     logging.basicConfig(

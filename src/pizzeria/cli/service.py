@@ -40,6 +40,7 @@ from pizzeria.demo import local_payments, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
 from pizzeria.payments.process import ProviderProcessError, exit_text
+from pizzeria.payments.stripe_gateway import shown_url
 from pizzeria.statements import money_line
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
@@ -148,7 +149,7 @@ SERVER_START_SECONDS = 10.0
 
 def payments_line(payments: object) -> str:
     """Where the worker moves money: a URL, or the data folder's provider it follows."""
-    url = getattr(payments, "base_url", type(payments).__name__)
+    url = shown_url(payments) if hasattr(payments, "base_url") else type(payments).__name__
     follow = getattr(payments, "follow", None)
     if follow is None:
         return f"Payments through {url}"

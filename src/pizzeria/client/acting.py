@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -95,6 +95,9 @@ class OrderWaitsForOperator(OrderDidNotAnswer):
     """The cancel was accepted, but undoing the order needs an operator first (one line)."""
 
 
+#: How long a cancel or a repair waits for its answer before it says that it waits.
+SAY_WAITING_SECONDS = 2.0
+
 #: How often a cancel that waits looks whether the order came to need an operator.
 ATTENTION_POLL_SECONDS = 1.0
 
@@ -143,13 +146,20 @@ async def _ask(
     *args: Any,
     patience: float = ANSWER_SECONDS,
     unless_attention: bool = False,
+    run: WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation] | None = None,
+    waiting: Callable[[], None] | None = None,
 ) -> tuple[Any, WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]]:
     """Run an Update on the order's latest run: its answer, and a handle on the run that
     accepted it (the Update goes to that run alone). A refusal, or an order that cannot
     answer because its workflow task keeps failing, is an `OrderRefused` saying what to do;
-    no answer within ``patience`` seconds (no worker running) is `OrderDidNotAnswer`."""
-    run = await running_order(client, order_number)
+    no answer within ``patience`` seconds (no worker running) is `OrderDidNotAnswer`.
+    ``waiting`` is called once the Update is sent and `SAY_WAITING_SECONDS` went by
+    without its answer (a command's progress line)."""
+    run = run or await running_order(client, order_number)
     deadline = asyncio.timeout(patience)
+    progress = None
+    if waiting is not None and patience > SAY_WAITING_SECONDS:
+        progress = asyncio.get_running_loop().call_later(SAY_WAITING_SECONDS, waiting)
     try:
         async with deadline:
             if not unless_attention:
@@ -190,10 +200,17 @@ async def _ask(
         if "workflow task in failed state" not in said:
             raise
         raise OrderRefused(stuck_advice(order_number)) from None
+    finally:
+        if progress is not None:
+            progress.cancel()
 
 
 async def cancel_order(
-    client: Client, order_number: str, reason: str, patience: float = ANSWER_SECONDS
+    client: Client,
+    order_number: str,
+    reason: str,
+    patience: float = ANSWER_SECONDS,
+    waiting: Callable[[], None] | None = None,
 ) -> CancelResult:
     """Cancel an order before its pivot: its effects are undone and it ends Cancelled.
 
@@ -201,6 +218,7 @@ async def cancel_order(
         text.TextRefused: the reason holds characters no text may hold (nothing is sent).
     """
     text.check_text("reason", reason)
+    asked = await running_order(client, order_number)
     try:
         answer, run = await _ask(
             client,
@@ -209,12 +227,19 @@ async def cancel_order(
             reason,
             patience=patience,
             unless_attention=True,
+            run=asked,
+            waiting=waiting,
         )
     except OrderWaitsForOperator:
         raise  # accepted: the request follows the repair (`_finish_a_cancel`)
     except OrderDidNotAnswer as silent:
         if silent.run is not None:
             await _request_unanswered_cancel(silent.run)
+        raise
+    except (asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Ctrl-C while it waited: the cancel stays with the order as when no worker
+        # answered in time, and so does the request that makes it end Cancelled.
+        await _request_unanswered_cancel(asked)
         raise
     result: CancelResult = answer
     if not result.accepted:

@@ -33,6 +33,7 @@ from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
 from pizzeria.payments.errors import PaymentError
 from pizzeria.payments.process import default_data_file as default_payments_file
 from pizzeria.payments.provider.engine import secret_file_of
+from pizzeria.payments.stripe_gateway import shown_url
 from pizzeria.private import readable_by_others
 from pizzeria.refunds import staff_gateway
 from pizzeria.temporal.codec import (
@@ -351,10 +352,10 @@ async def check_payments() -> Verdict:
         reason = " ".join(str(error).split())[:300]
         if gateway.follow is not None and not gateway.follow.exists():
             return Verdict("payment provider", FAIL, reason)  # no URL: none was asked
-        return Verdict("payment provider", FAIL, f"{gateway.base_url} does not answer: {reason}")
+        return Verdict("payment provider", FAIL, f"{shown_url(gateway)} does not answer: {reason}")
     finally:
         await gateway.close()
-    return Verdict("payment provider", OK, f"{gateway.base_url} answers")
+    return Verdict("payment provider", OK, f"{shown_url(gateway)} answers")
 
 
 async def diagnose(address: str | None, ledger_location: str, task_queue: str) -> list[Verdict]:

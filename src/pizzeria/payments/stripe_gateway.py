@@ -138,6 +138,13 @@ def configured_provider(
     return key, url
 
 
+def shown_url(gateway: object) -> str:
+    """A gateway's address as it may be printed: no user or password (a URL may carry
+    them, ``http://user:secret@host``)."""
+    url = str(getattr(gateway, "base_url", "") or "the payment provider")
+    return re.sub(r"^([a-z]+://)[^@/]*@", r"\1", url)
+
+
 def folder_provider(environ: Mapping[str, str] | None = None) -> Path | None:
     """The data folder's ``payments.url`` when the rule of `configured_provider` comes to
     the folder's own provider (neither ``PIZZERIA_PAYMENTS_URL`` nor ``STRIPE_API_KEY``

@@ -54,6 +54,7 @@ from pizzeria.payments.stripe_gateway import (
     StripeGateway,
     configured_provider,
     folder_provider,
+    shown_url,
 )
 
 PAGE_SIZE = 100  # Stripe's largest page
@@ -88,12 +89,6 @@ def check_gateway(
         )
     except PaymentError as error:  # a live key
         raise CannotCheck(f"cannot use the payment provider: {error}") from None
-
-
-def shown_url(gateway: PaymentGateway) -> str:
-    """The provider's address as it may be printed: no user or password."""
-    url = str(getattr(gateway, "base_url", "") or "the payment provider")
-    return re.sub(r"^([a-z]+://)[^@/]*@", r"\1", url)
 
 
 @dataclass
