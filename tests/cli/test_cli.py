@@ -1066,9 +1066,10 @@ async def test_an_order_with_no_outcome_at_its_timeout_is_told_why_when_it_can_b
     assert "key key ... (the workers" in await why_still_running(long)  # type: ignore[arg-type]
 
 
-def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(stack):
-    # An order on a task queue no worker polls: nobody will ever answer its Updates.
-    number = f"CLI-NOBODY-{os.getpid()}-{time.monotonic_ns()}"
+def order_nobody_answers(stack: dict[str, Any], prefix: str) -> str:
+    """An order started on a task queue no worker polls: nobody will ever answer its
+    Updates. Its number."""
+    number = f"{prefix}-{os.getpid()}-{time.monotonic_ns()}"
     order = {**exercise_json(GOOD_CARD), "order_number": number}
     started = temporal_workflow(
         stack,
@@ -1077,6 +1078,11 @@ def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(s
         *("--workflow-id", f"pizza-workflow-order-{number}", "--input", json.dumps(order)),
     )
     assert started.returncode == 0, started.stderr
+    return number
+
+
+def test_cancel_and_repair_with_no_worker_give_up_at_their_timeout_in_one_line(stack):
+    number = order_nobody_answers(stack, "CLI-NOBODY")
     for command in (("cancel", number), ("repair", number, "--retry")):
         done = pizzeria(stack, *command, "--timeout", "1")
         assert done.returncode == 1, (command, done.stdout, done.stderr)
@@ -1442,16 +1448,8 @@ def test_ctrl_c_while_a_cancel_waits_leaves_the_cancel_and_its_request_with_the_
     """No worker answers the cancel; the operator presses Ctrl-C once told it waits. As
     when the wait runs out, the order keeps the cancel and is sent the request that makes
     it end Cancelled (not Failed, some 60 s after a worker took it); the command says so."""
-    number = f"CLI-CTRL-C-{os.getpid()}-{time.monotonic_ns()}"
-    order = {**exercise_json(GOOD_CARD), "order_number": number}
+    number = order_nobody_answers(stack, "CLI-CTRL-C")
     workflow_id = f"pizza-workflow-order-{number}"
-    started = temporal_workflow(
-        stack,
-        "start",
-        *("--type", "PizzaOrderWorkflow", "--task-queue", "nobody-polls-this"),
-        *("--workflow-id", workflow_id, "--input", json.dumps(order)),
-    )
-    assert started.returncode == 0, started.stderr
     cancelling = subprocess.Popen(
         [*pizzeria_command(), "cancel", number, "--timeout", "120"],
         env=stack["env"],
