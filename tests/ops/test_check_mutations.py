@@ -185,6 +185,14 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def cannot_check_said(done: subprocess.CompletedProcess[str]) -> str:
+    """What `check --json` puts on standard output when it cannot check: no verdict, and
+    the error its one line on standard error says."""
+    said = json.loads(done.stdout)
+    assert (said["ok"], said["checked"]) == (False, False), said
+    return str(said["error"])
+
+
 def check(
     stack: Mapping[str, Any], ledger: Path, *flags: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -860,7 +868,7 @@ def test_a_provider_that_does_not_answer_cannot_check_exit_2(stack, damaged) -> 
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"error: cannot read the payment provider at {url}: ")
-    assert done.stdout == ""
+    assert cannot_check_said(done) == line.removeprefix("error: ")
     bad = check(stack, damaged(lambda db: None), "--payments", "127.0.0.1:8091")
     assert bad.returncode == 2
     (line,) = bad.stderr.splitlines()
@@ -875,7 +883,7 @@ def test_a_codec_key_that_is_not_the_orders_cannot_check_exit_2(stack, damaged) 
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: cannot decrypt order MUT-") and "key" in line
-    assert done.stdout == ""
+    assert cannot_check_said(done) == line.removeprefix("error: ")
 
 
 def test_a_locked_ledger_cannot_be_checked_in_a_few_seconds_exit_2(stack, damaged) -> None:
@@ -965,7 +973,7 @@ def test_an_undone_run_that_wrote_and_cannot_be_decrypted_cannot_be_checked_exit
         for env in (other_key, other_key_under_its_id, no_key):
             done = check(stack, alone, **env)
             assert done.returncode == 2, done.stdout + done.stderr
-            assert done.stdout == ""
+            assert cannot_check_said(done) == done.stderr.strip().removeprefix("error: ")
             (line,) = done.stderr.splitlines()
             assert line.startswith(f"error: cannot decrypt order {number} (run {run_id}): ")
             assert "key" in line
