@@ -32,6 +32,7 @@ from decimal import Decimal
 from temporalio.client import Client
 
 from pizzeria.client import order_handle, status_name
+from pizzeria.history.reader import ENDED_FROM_OUTSIDE
 from pizzeria.ledger import Ledger
 from pizzeria.ledger.refunds import (
     RefundKeyReused,
@@ -57,8 +58,7 @@ from pizzeria.payments.errors import (
 from pizzeria.payments.port import PaymentGateway, RefundRecord
 from pizzeria.payments.stripe_gateway import (
     StripeGateway,
-    configured_provider,
-    folder_provider,
+    provider_gateway,
 )
 from pizzeria.text import TextRefused, check_text
 
@@ -143,8 +143,7 @@ def staff_gateway(
     """The provider the workers move money through, by the same rule as theirs
     (`pizzeria.worker.payment_gateway`, which only what runs a worker imports):
     ``PIZZERIA_PAYMENTS_URL`` and/or ``STRIPE_API_KEY``, else the data folder's provider."""
-    key, url = configured_provider(environ)
-    return StripeGateway(key, url, timeout=timeout, follow=folder_provider(environ))
+    return provider_gateway(environ, timeout=timeout)
 
 
 def parse_amount(text: str) -> int:
@@ -212,7 +211,7 @@ async def completed_run(client: Client, order_number: str, run_id: str | None = 
     # A run ended from outside (terminated, timed out) after its bill kept the money it
     # captured, and nothing of it is undone: refundable as a completed one (what its bill
     # captured is checked as for any order; one ended before its bill captured nothing).
-    if status not in ("COMPLETED", "TERMINATED", "TIMED_OUT"):
+    if status not in ("COMPLETED", *ENDED_FROM_OUTSIDE):
         raise RefundRefused(
             f"{which} is {status}: only a completed order (its bill captured "
             "the card), or one ended from outside after its bill, can be refunded"

@@ -29,8 +29,7 @@ from pizzeria.models import ASK_BILL_RECORDED, COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.payments.port import PaymentGateway
 from pizzeria.payments.stripe_gateway import (
     StripeGateway,
-    configured_provider,
-    folder_provider,
+    provider_gateway,
 )
 from pizzeria.temporal import one_walk, tracing, type_hints
 from pizzeria.temporal.converter import (
@@ -63,14 +62,7 @@ def payment_gateway(environ: Mapping[str, str] | None = None) -> StripeGateway:
     """The payment provider a worker moves money through: ``PIZZERIA_PAYMENTS_URL`` (with
     ``STRIPE_API_KEY``, or the local provider's key), or ``STRIPE_API_KEY`` alone for
     Stripe's test mode; with neither, the local provider of the data folder."""
-    key, url = configured_provider(environ)
-    return StripeGateway(
-        key,
-        url,
-        timeout=PAYMENTS_TIMEOUT_SECONDS,
-        threads=PAYMENTS_THREADS,
-        follow=folder_provider(environ),
-    )
+    return provider_gateway(environ, timeout=PAYMENTS_TIMEOUT_SECONDS, threads=PAYMENTS_THREADS)
 
 
 def served_activities(

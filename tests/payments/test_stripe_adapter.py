@@ -26,7 +26,7 @@ from pizzeria.payments.errors import (
     PaymentUnavailable,
 )
 from pizzeria.payments.port import MoneyState, Payment, order_metadata
-from pizzeria.payments.stripe_gateway import StripeGateway, folder_provider, gateway_from_env
+from pizzeria.payments.stripe_gateway import StripeGateway, gateway_from_env, provider_gateway
 from tests.helpers import eventually
 
 GOOD_CARD = "4242424242424242"
@@ -482,9 +482,9 @@ async def test_the_data_folders_provider_is_followed_where_its_url_file_says(
     monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
     for name in ("PIZZERIA_PAYMENTS_URL", "STRIPE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    follow = folder_provider()
+    gateway = provider_gateway()
+    follow = gateway.follow
     assert follow == tmp_path / "payments.url"
-    gateway = StripeGateway(process.LOCAL_SECRET_KEY, "http://127.0.0.1:8091", follow=follow)
     try:
         with pytest.raises(PaymentUnavailable) as none_runs:
             await hold(gateway)

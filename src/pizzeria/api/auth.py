@@ -202,12 +202,12 @@ def keys_of(request: Request) -> Keys:
 
 def unauthorized(what: str, *, query: bool = False) -> ApiProblem:
     how = "'Authorization: Bearer <token>'" + (" or '?token=<token>'" if query else "")
-    return ApiProblem(
-        401,
-        f"send {what} as {how}",
-        slug="unauthorized",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return refused_credential(f"send {what} as {how}")
+
+
+def refused_credential(detail: str) -> ApiProblem:
+    """The 401 of every credential refused (none, or not the one asked for)."""
+    return ApiProblem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
 def expired(keys: Keys, given: str, order_number: str) -> ApiProblem | None:
@@ -283,19 +283,13 @@ def placed_by_staff(request: Request, given: str | None) -> bool:
     if keys.is_staff(given):
         return True
     if keys.staff_key is None:
-        raise ApiProblem(
-            401,
+        raise refused_credential(
             "this API has no staff key (PIZZERIA_API_KEY is not set): place the order "
-            "without an Authorization header",
-            slug="unauthorized",
-            headers={"WWW-Authenticate": "Bearer"},
+            "without an Authorization header"
         )
-    raise ApiProblem(
-        401,
+    raise refused_credential(
         "not the staff key: place the order without an Authorization header, or with the "
-        "staff key (PIZZERIA_API_KEY) as 'Authorization: Bearer <key>'",
-        slug="unauthorized",
-        headers={"WWW-Authenticate": "Bearer"},
+        "staff key (PIZZERIA_API_KEY) as 'Authorization: Bearer <key>'"
     )
 
 

@@ -56,6 +56,7 @@ from pizzeria.api.schemas import (
 from pizzeria.api.streams import Streams
 from pizzeria.api.views import RUNNING, OrderPlaced, hold_view, read_order
 from pizzeria.client import (
+    ANSWER_SECONDS,
     OrderDidNotAnswer,
     OrderRefused,
     OrderWaitsForOperator,
@@ -147,8 +148,8 @@ def order_errors(customer_of: str | None = None) -> Iterator[None]:
         said = str(silent)
         if customer_of is not None:
             said = (
-                f"order {customer_of} did not answer within 30 s; the request stays with it "
-                "and is carried out once it can: follow the order"
+                f"order {customer_of} did not answer within {ANSWER_SECONDS:g} s; the request "
+                "stays with it and is carried out once it can: follow the order"
             )
         raise ApiProblem(
             503, said, slug="order-not-answering", headers={"Retry-After": "30"}

@@ -178,7 +178,7 @@ def status(
             rendered = json.dumps(report) if as_json else render_report(report)
             if rendered != last:  # with --watch, printed again only when it changed
                 if as_json and watch:  # JSON Lines: one object a line, each time
-                    print(json.dumps(report, ensure_ascii=True), flush=True)
+                    print(rendered, flush=True)  # json.dumps: ASCII, one line
                 elif as_json:
                     out.print_json(rendered)
                 else:

@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import text
 from pizzeria.client.outcomes import order_handle
-from pizzeria.history.reader import status_name
+from pizzeria.history.reader import ENDED_FROM_OUTSIDE, status_name
 from pizzeria.ledger import AlreadyBilled, Effect, Ledger
 from pizzeria.models import (
     ORDER_STATUS,
@@ -336,7 +336,7 @@ async def abandon_order(
     """
     description = await (await order_handle(client, order_number)).describe()
     status = status_name(description.status)
-    if status not in ("RUNNING", "TERMINATED", "TIMED_OUT"):
+    if status not in ("RUNNING", *ENDED_FROM_OUTSIDE):
         raise OrderRefused(
             f"order {order_number} is already closed ({status}): its saga settled it"
         )

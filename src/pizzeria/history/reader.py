@@ -40,6 +40,9 @@ FIRED = "fired"
 #: Still going when its run closed (terminated, timed out): it never ended, and never will.
 ABANDONED = "abandoned"
 
+#: The statuses of a run closed by Temporal or an operator, not by the order's own code.
+ENDED_FROM_OUTSIDE = ("TERMINATED", "TIMED_OUT")
+
 #: How we name a run's status (``CANCELLED``, as the order's own status spells it).
 STATUS_NAMES = {
     WorkflowExecutionStatus.RUNNING: "RUNNING",

@@ -104,12 +104,13 @@ class ProviderConfigError(PaymentRequestError):
 
 def configured_provider(
     environ: Mapping[str, str] | None = None, url: str | None = None
-) -> tuple[str, str | None]:
+) -> tuple[str, str | None, Path | None]:
     """The key and the URL of the provider the workers move money through, by one rule for
     every command: ``url`` (given), else ``PIZZERIA_PAYMENTS_URL``, with ``STRIPE_API_KEY``
     (without a URL: Stripe's test mode); with no key, the data folder's local provider
-    (its ``payments.url``, else the usual port) and its key. A URL that is not
-    ``http(s)://HOST[:PORT]`` is a `ProviderConfigError`."""
+    (its ``payments.url``, else the usual port) and its key. Third, with neither a URL nor
+    a key, that ``payments.url``, for a gateway to follow (`StripeGateway`'s ``follow``).
+    A URL that is not ``http(s)://HOST[:PORT]`` is a `ProviderConfigError`."""
     from pizzeria import config
 
     env = os.environ if environ is None else environ
@@ -126,6 +127,7 @@ def configured_provider(
             f"{KEY_VARIABLE} holds a publishable key (pk_...), which a browser uses: the "
             "workers need the secret one, sk_test_..."
         )
+    follow = config.payments_url_file() if key is None and url is None else None
     if key is None:
         try:
             url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
@@ -135,7 +137,16 @@ def configured_provider(
         raise ProviderConfigError(
             f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r}{where}"
         )
-    return key, url
+    return key, url, follow
+
+
+def provider_gateway(
+    environ: Mapping[str, str] | None = None, url: str | None = None, **options: Any
+) -> StripeGateway:
+    """A gateway to the provider `configured_provider` names (following the data folder's
+    ``payments.url`` when it is the folder's own); ``options`` are `StripeGateway`'s."""
+    key, url, follow = configured_provider(environ, url)
+    return StripeGateway(key, url, follow=follow, **options)
 
 
 def shown_url(gateway: object) -> str:
@@ -143,18 +154,6 @@ def shown_url(gateway: object) -> str:
     them, ``http://user:secret@host``)."""
     url = str(getattr(gateway, "base_url", "") or "the payment provider")
     return re.sub(r"^([a-z]+://)[^@/]*@", r"\1", url)
-
-
-def folder_provider(environ: Mapping[str, str] | None = None) -> Path | None:
-    """The data folder's ``payments.url`` when the rule of `configured_provider` comes to
-    the folder's own provider (neither ``PIZZERIA_PAYMENTS_URL`` nor ``STRIPE_API_KEY``
-    set): a gateway then follows that file (`StripeGateway`'s ``follow``)."""
-    from pizzeria import config
-
-    env = os.environ if environ is None else environ
-    if env.get(URL_VARIABLE) or env.get(KEY_VARIABLE):
-        return None
-    return config.payments_url_file()
 
 
 class StripeGateway(PaymentGateway):
@@ -172,7 +171,7 @@ class StripeGateway(PaymentGateway):
         threads: how many calls can be in flight at once.
         test_payment_methods: send Stripe's test card numbers as their test PaymentMethod
             ids; default: only against real Stripe.
-        follow: the data folder's ``payments.url`` (`folder_provider`): each call goes
+        follow: the data folder's ``payments.url`` (`configured_provider`): each call goes
             where it says then, so that a worker started before its provider, or left
             running while the provider was started again on another port, finds it; with
             no such file, nothing is sent (`PaymentUnavailable`, saying so), rather than

@@ -33,6 +33,14 @@ from pizzeria.temporal.faults import INJECTED_FAULT_ERROR
 
 #: Where a worker's own lines and the SDK's go: "2026-12-05 20:25:00,803 INFO ...".
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+#: What a worker expects (each said above), by type; an injected fault is told by its name.
+EXPECTED = (
+    PaymentUnavailable,
+    CodecKeyError,
+    LedgerUnavailable,
+    asyncio.CancelledError,
+    CancelledError,
+)
 #: Causes followed at the most to find an expected failure inside another.
 MAX_CAUSES = 8
 
@@ -43,9 +51,7 @@ def expected_failure(error: BaseException | None) -> BaseException | None:
     for _ in range(MAX_CAUSES):
         if error is None:
             return None
-        if isinstance(error, (PaymentUnavailable, CodecKeyError, LedgerUnavailable)):
-            return error
-        if isinstance(error, asyncio.CancelledError | CancelledError):
+        if isinstance(error, EXPECTED):
             return error
         if isinstance(error, ApplicationError) and error.type == INJECTED_FAULT_ERROR:
             return error

@@ -52,8 +52,7 @@ from pizzeria.payments.port import (
 from pizzeria.payments.stripe_gateway import (
     ProviderConfigError,
     StripeGateway,
-    configured_provider,
-    folder_provider,
+    provider_gateway,
     shown_url,
 )
 
@@ -74,19 +73,12 @@ def check_gateway(
 ) -> StripeGateway:
     """The provider the workers move money through (see the module's docstring), with a
     timeout for listing pages rather than for a step's call."""
-    url_given = url is not None
     try:
-        key, url = configured_provider(environ, url)
+        return provider_gateway(
+            environ, url, timeout=TIMEOUT_SECONDS, max_network_retries=READ_RETRIES
+        )
     except ProviderConfigError as error:
         raise CannotCheck(str(error)) from None
-    try:
-        return StripeGateway(
-            key,
-            url,
-            timeout=TIMEOUT_SECONDS,
-            max_network_retries=READ_RETRIES,
-            follow=None if url_given else folder_provider(environ),
-        )
     except PaymentError as error:  # a live key
         raise CannotCheck(f"cannot use the payment provider: {error}") from None
 

@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.failures import cause_chain, error_type_of, innermost
-from pizzeria.history.reader import closed_status
+from pizzeria.history.reader import ENDED_FROM_OUTSIDE, closed_status
 from pizzeria.models import WORKFLOW_TYPE, OrderConfirmation, PizzaOrder, order_ref
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -33,9 +33,7 @@ DEFAULT_QUERY = f'WorkflowType = "{WORKFLOW_TYPE}"'
 COMPLETED = "COMPLETED"
 OPEN = "RUNNING"
 # Closed without completing: every effect must have been undone.
-UNDONE = ("FAILED", "CANCELLED", "TERMINATED", "TIMED_OUT")
-#: Closed by Temporal or an operator, not by the order's own code.
-ENDED_FROM_OUTSIDE = ("TERMINATED", "TIMED_OUT")
+UNDONE = ("FAILED", "CANCELLED", *ENDED_FROM_OUTSIDE)
 OUTCOMES = (COMPLETED, *UNDONE, OPEN)
 # How the SDK records a patch in the history: a marker holding {"id": <patch id>, ...}.
 #: The Update by which an operator marks failed compensations handled outside the system.

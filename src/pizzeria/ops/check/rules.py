@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pizzeria import menu
+from pizzeria.history.reader import ENDED_FROM_OUTSIDE
 from pizzeria.ledger import RunRows
 from pizzeria.ledger.records import MONEY_OF_STEP
 from pizzeria.models import (
@@ -39,7 +40,7 @@ from pizzeria.models import (
     split_order_ref,
 )
 from pizzeria.ops.check.provider import RunMoney
-from pizzeria.ops.check.records import COMPLETED, ENDED_FROM_OUTSIDE, OPEN, OrderRecord
+from pizzeria.ops.check.records import COMPLETED, OPEN, OrderRecord
 from pizzeria.ops.check.report import Violation
 
 # Who holds stock taken by a run that did not put it back, by what the run became.
