@@ -169,6 +169,28 @@ async def test_the_good_order_completes_with_its_amount_and_a_masked_card(http, 
     assert GOOD_CARD not in answer.text + json.dumps(view)
 
 
+async def test_a_pickup_needs_no_address_and_a_delivery_is_told_each_part_it_lacks(http, api):
+    body = {**customer_body(), "is_delivery": False}
+    del body["address"]
+    answer = await place(http, body)
+    assert answer.status_code == 201, answer.text
+    accepted = answer.json()
+    assert accepted["hold"]["state"] == "held" and accepted["hold"]["amount"] == 3500
+    view = await closed(http, accepted["order_number"], accepted["order_token"])
+    assert view["status"] == "COMPLETED" and view["ledger"]["money"] == "captured"
+    assert view["outcome"]["delivery"] == "SUCCESS"
+    for address in (None, {}):
+        sent = {**customer_body(), "address": address}
+        answer = await place(http, sent)
+        assert answer.status_code == 422, answer.text
+        assert [error["field"] for error in answer.json()["errors"]] == [
+            "address.line1",
+            "address.city",
+            "address.state",
+            "address.postal_code",
+        ], address
+
+
 async def test_an_order_paid_with_a_token_shows_the_last_four_its_hold_recorded(http, api):
     """The order page sends the provider's token, never the number: the order's view
     shows the card's last four digits all the same, as the hold recorded them."""
@@ -609,7 +631,8 @@ async def test_bad_orders_are_refused_with_the_field_and_the_reason_before_anyth
             "InvalidOrderError",
         ),
         ("items", [], "items", "InvalidOrderError"),
-        ("address", None, "address", None),
+        ("address", None, "address.line1", "InvalidOrderError"),  # a delivery needs one
+        ("address", [], "address", None),
         ("address.postal_code", " ", "address.postal_code", "InvalidOrderError"),  # a delivery
         ("settings", {"prep_seconds": 1e300}, "settings.prep_seconds", "InvalidOrderError"),
         ("settings", {"prep_second": 1}, "settings.prep_second", None),  # misspelt: refused
