@@ -179,7 +179,8 @@ async def test_a_pickup_needs_no_address_and_a_delivery_is_told_each_part_it_lac
     view = await closed(http, accepted["order_number"], accepted["order_token"])
     assert view["status"] == "COMPLETED" and view["ledger"]["money"] == "captured"
     assert view["outcome"]["delivery"] == "SUCCESS"
-    for address in (None, {}):
+    addresses: tuple[dict[str, str] | None, ...] = (None, {})
+    for address in addresses:
         sent = {**customer_body(), "address": address}
         answer = await place(http, sent)
         assert answer.status_code == 422, answer.text
