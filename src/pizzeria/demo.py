@@ -27,6 +27,7 @@ from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import TASK_QUEUE, order_ref
 from pizzeria.ops.doctor import recent_pollers
 from pizzeria.payments import process as payments
+from pizzeria.payments.proof import proves
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
@@ -49,10 +50,11 @@ def local_payments(
     say: Callable[[str], None], folder: Path | None = None, port: int = payments.DEFAULT_PORT
 ) -> Iterator[str]:
     """The data folder's local payment provider, for the block: the one already answering
-    at its URL (``payments.url``, else on ``port``), or one started now on ``port`` (a free
-    one when taken), its URL written in ``payments.url`` for this folder's workers and
-    removed when it stops, and started again on its port if it exits by itself
-    (`payments.KeptProvider`). Its payments live in the folder's ``payments.db``."""
+    at its URL (``payments.url``, else on ``port``) when it proves it is the folder's own
+    (`pizzeria.payments.proof`), or one started now on ``port`` (a free one when taken),
+    its URL written in ``payments.url`` for this folder's workers and removed when it
+    stops, and started again on its port if it exits by itself (`payments.KeptProvider`).
+    Its payments live in the folder's ``payments.db``."""
     folder = folder or config.data_dir()
     url_file = folder / config.payments_url_file().name
     on_port = f"http://127.0.0.1:{port}"
@@ -60,7 +62,12 @@ def local_payments(
         known = config.local_payments_url(usual=on_port) if folder == config.data_dir() else ""
     except UnsafeSecret as unsafe:  # a URL file planted in a shared folder: said, not used
         raise payments.ProviderProcessError(str(unsafe)) from None
-    if known and payments.answers(known):
+    if known and payments.answers(known) and not proves(known, folder / "payments.secret"):
+        say(
+            f"Something answering at {known} is not this data folder's payment provider (it "
+            "cannot prove that it holds the folder's payments.secret): starting the folder's own"
+        )
+    elif known and payments.answers(known):
         say(f"Using the payment provider already answering at {known}")
         # Found on the port (no URL file): written, so the folder's workers use it too.
         written = known == on_port and folder == config.data_dir() and not url_file.exists()

@@ -97,14 +97,59 @@ async def test_with_the_local_provider_the_page_tokenizes_there_and_may_connect_
     assert token.json()["id"].startswith("pm_") and token.json()["card"]["last4"] == "4242"
 
 
-async def test_without_a_url_it_is_the_data_folders_provider(
-    asking: Asking, tmp_path: Path
+async def test_without_a_url_it_is_the_data_folders_provider_once_it_proves_it_and_where_it_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: process.ProviderProcess
 ) -> None:
-    (tmp_path / "payments.url").write_text("http://127.0.0.1:18091\n")
-    async with asking() as (config, connect_src):
-        assert config["tokenize"] is True
-        assert config["provider_url"] == "http://127.0.0.1:18091"
-        assert connect_src == "'self' http://127.0.0.1:18091"
+    """The folder's provider is followed at each ask, as the workers follow it; a provider
+    of another folder (a stranger on the port) gets no card number: it cannot prove that
+    it holds this folder's payments.secret."""
+    for name in (URL_VARIABLE, KEY_VARIABLE, PUBLISHABLE_KEY_VARIABLE, BROWSER_URL_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
+    url_file = tmp_path / "payments.url"
+    app = create_app(
+        ApiSettings(
+            Keys(GOOD_SECRET.encode(), STAFF_KEY),
+            address=f"127.0.0.1:{free_port()}",
+            ledger_location=str(tmp_path / "ledger.db"),
+        )
+    )
+
+    async def asked(http: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
+        answer = await http.get("/payments/config")
+        policy = (await http.get("/")).headers["content-security-policy"]
+        found = re.search(r"connect-src ([^;]*);", policy)
+        assert answer.status_code == 200 and found is not None, (answer.text, policy)
+        return answer.json(), found.group(1)
+
+    own: process.ProviderProcess | None = None
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
+            ) as http,
+        ):
+            config, connect_src = await asked(http)  # no payments.url: no provider runs
+            assert config["tokenize"] is False and connect_src == "'self'"
+            assert "no local payment provider runs for the data folder" in config["why"]
+            own = process.start(tmp_path / "payments.db")  # the folder's: it writes its URL
+            assert url_file.read_text() == own.url + "\n"
+            config, connect_src = await asked(http)
+            assert config == {
+                "tokenize": True,
+                "provider_url": own.url,
+                "publishable_key": process.LOCAL_PUBLISHABLE_KEY,
+                "why": None,
+            }
+            assert connect_src == f"'self' {own.url}"
+            url_file.write_text(provider.url + "\n")  # another folder's provider
+            config, connect_src = await asked(http)
+            assert config["tokenize"] is False and config["provider_url"] is None
+            assert "is not this data folder's" in config["why"] and connect_src == "'self'"
+    finally:
+        if own is not None:
+            own.stop()
 
 
 async def test_a_url_file_others_could_have_written_sends_no_card_number_there(

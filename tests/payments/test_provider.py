@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from pizzeria.demo import local_payments
+from pizzeria.payments.proof import proves
 from pizzeria.ops.processes import free_port
 from pizzeria.payments import process
 from pizzeria.payments.provider.faults import (
@@ -624,24 +625,39 @@ def test_the_data_folders_provider_says_where_it_listens_even_on_another_port(
         elsewhere.stop()
 
 
-def test_a_server_uses_the_provider_on_the_port_asked_for_else_starts_one_there(
+def test_a_server_uses_the_folders_provider_on_the_port_asked_for_and_never_a_stranger(
     tmp_path: Path, provider: process.ProviderProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `pizzeria server --payments-port P`: P is where the folder's provider is looked for,
-    # not the usual port (another folder's provider may answer there).
-    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
+    # not the usual port. What answers there must prove that it is the folder's own (it
+    # holds the folder's payments.secret): another folder's provider, or any program that
+    # took the port first, would be sent the card numbers. The folder need not exist yet.
+    folder = tmp_path / "new"
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(folder))
+    taken = provider.url
     said: list[str] = []
-    with local_payments(said.append, tmp_path, int(provider.url.rsplit(":", 1)[1])) as url:
-        assert url == provider.url
-        # Found on that port: written for the folder's workers while the server runs.
-        assert (tmp_path / "payments.url").read_text().strip() == provider.url
-    assert not (tmp_path / "payments.url").exists()
-    assert said == [f"Using the payment provider already answering at {provider.url}"]
+    with local_payments(said.append, folder, int(taken.rsplit(":", 1)[1])) as url:
+        assert url != taken and proves(url, folder / "payments.secret")
+        assert (folder / "payments.url").read_text().strip() == url
+        assert not proves(taken, folder / "payments.secret")
+    assert said[0] == (
+        f"Something answering at {taken} is not this data folder's payment provider (it "
+        "cannot prove that it holds the folder's payments.secret): starting the folder's own"
+    )
+    assert not (folder / "payments.url").exists()
+    own = process.start(folder / "payments.db")  # the folder's, by hand: it writes its URL
+    try:
+        said.clear()
+        with local_payments(said.append, folder, int(own.url.rsplit(":", 1)[1])) as url:
+            assert url == own.url
+        assert said == [f"Using the payment provider already answering at {own.url}"]
+    finally:
+        own.stop()
     port = free_port()
-    with local_payments(said.append, tmp_path, port) as url:
+    with local_payments(said.append, folder, port) as url:
         assert url == f"http://127.0.0.1:{port}" and process.answers(url)
-        assert (tmp_path / "payments.url").read_text().strip() == url
-    assert not (tmp_path / "payments.url").exists()
+        assert (folder / "payments.url").read_text().strip() == url
+    assert not (folder / "payments.url").exists()
 
 
 def test_a_caller_that_hangs_up_before_its_answer_is_one_log_line(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ object, never a second hold.
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -503,3 +505,59 @@ async def test_the_data_folders_provider_is_followed_where_its_url_file_says(
             await gateway.get(held.id)
     finally:
         await gateway.close()
+
+
+class Stranger(http.server.BaseHTTPRequestHandler):
+    """Whatever another program of the machine answers on the provider's port: a list to
+    anything (as a provider would), and it keeps every request it was sent."""
+
+    received: list[tuple[str, str, bytes]] = []
+
+    def _any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.received.append((self.command, self.path, self.rfile.read(length)))
+        body = b'{"object": "list", "data": [], "proof": "0000"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _any
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_stranger_on_the_folders_provider_port_is_sent_no_card_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program that took the port the folder's ``payments.url`` names (its provider
+    stopped, or never ran) is asked first to prove that it holds the folder's provider
+    secret: it cannot, and is sent nothing of the order; the folder's own provider can."""
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
+    for name in ("PIZZERIA_PAYMENTS_URL", "STRIPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stranger)
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    gateway = provider_gateway()
+    try:
+        with process.running(tmp_path / "payments.db") as own:  # the folder's secret made
+            assert (await hold(gateway)).state == MoneyState.HELD
+            assert gateway.base_url == own.url
+        url = f"http://127.0.0.1:{stranger.server_address[1]}"
+        (tmp_path / "payments.url").write_text(url + "\n")
+        (tmp_path / "payments.url").chmod(0o600)
+        with pytest.raises(PaymentUnavailable) as refused:
+            await hold(gateway)
+        said = str(refused.value)
+        assert f"the payment provider answering at {url} is not this data folder's" in said
+        assert (refused.value.retryable, refused.value.outcome_unknown) == (True, False)
+        assert [(method, path.partition("?")[0]) for method, path, _ in Stranger.received] == [
+            ("GET", "/v1/pizzeria/proof")
+        ]
+        assert GOOD_CARD.encode() not in b"".join(body for _, _, body in Stranger.received)
+    finally:
+        await gateway.close()
+        stranger.shutdown()
+        stranger.server_close()

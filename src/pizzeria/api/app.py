@@ -7,7 +7,7 @@ read from Temporal and the ledger when it is asked for.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +78,9 @@ class SecurityHeaders:
     """Headers on every answer (a 500 included, see PizzeriaApi): no sniffing, no
     caching of tokens, the page's policy, never in a frame, no powerful features."""
 
-    def __init__(self, app: ASGIApp, policy: str = PAGE_POLICY) -> None:
+    def __init__(self, app: ASGIApp, policy: Callable[[], str] = lambda: PAGE_POLICY) -> None:
         self.app = app
-        self.policy = policy.encode()
+        self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,7 +93,7 @@ class SecurityHeaders:
                 headers += [
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", self.policy),
+                    (b"content-security-policy", self.policy().encode()),
                     (b"x-frame-options", b"DENY"),
                     (b"permissions-policy", PERMISSIONS_POLICY.encode()),
                 ]
@@ -189,7 +189,8 @@ class PizzeriaApi(FastAPI):
     GET, then Range refusals as problems."""
 
     allowed_hosts: frozenset[str] = frozenset()
-    policy: str = PAGE_POLICY
+    #: The page's policy now: it names the payment provider found last (public.PagePayments).
+    policy: Callable[[], str] = staticmethod(lambda: PAGE_POLICY)
 
     def build_middleware_stack(self) -> ASGIApp:
         files = RangeProblems(super().build_middleware_stack())
@@ -251,8 +252,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(refunds.router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.allowed_hosts = allowed_hosts(settings.allowed_hosts)
-    app.state.payments = payments = public.payments_config()
-    app.policy = page_policy(public.provider_origin(payments))
+    app.state.payments = payments = public.PagePayments()
+    app.policy = lambda: page_policy(payments.origin())
     app.add_middleware(BodyDeadline, seconds=settings.limits.body_seconds)
     if tracing.enabled():  # a span per request: the root of the trace of the order it places
         app.add_middleware(tracing.RequestSpans, trusted=settings.keys.is_staff)

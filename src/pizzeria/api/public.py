@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -19,8 +20,9 @@ from pizzeria import config, menu
 from pizzeria.api.problems import ApiProblem, problem_responses
 from pizzeria.api.schemas import Health, Menu, MenuSize, PaymentsConfig, Readiness
 from pizzeria.payments.process import LOCAL_PUBLISHABLE_KEY
+from pizzeria.payments.proof import proves, secret_file_beside
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
-from pizzeria.private import UnsafeSecret
+from pizzeria.private import UnsafeSecret, read_private_file
 
 STATIC = Path(__file__).parent / "static"
 CHECK_SECONDS = 3.0
@@ -37,8 +39,9 @@ router = APIRouter()
 
 
 @router.get("/", response_class=HTMLResponse, tags=["page"], operation_id="order_page")
-async def page() -> FileResponse:
-    """The order page."""
+async def page(request: Request) -> FileResponse:
+    """The order page (its policy names the payment provider found now)."""
+    await request.app.state.payments.current()
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
@@ -106,6 +109,69 @@ def no_tokens(why: str) -> PaymentsConfig:
     return PaymentsConfig(tokenize=False, provider_url=None, publishable_key=None, why=why)
 
 
+#: How long a provider's proof that it is the data folder's own is trusted before the
+#: page's config asks it again.
+PROOF_SECONDS = 5.0
+
+
+class PagePayments:
+    """Where the order page trades the card number for a token, as it is now.
+
+    A provider named in the environment (``PIZZERIA_PAYMENTS_URL``, ``STRIPE_API_KEY``,
+    ``PIZZERIA_PAYMENTS_BROWSER_URL``) is the operator's choice, read once. Otherwise it
+    is the data folder's local provider, followed as the workers follow it: where its
+    ``payments.url`` says at each ask, and only once it proved that it is the folder's
+    own (`pizzeria.payments.proof`, asked again after `PROOF_SECONDS`), since a browser
+    sends the card number there. With no such file, or a stranger on its port, the page
+    sends the number in the order instead (``tokenize`` false, and why).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = dict(os.environ if environ is None else environ)
+        named = (URL_VARIABLE, KEY_VARIABLE, BROWSER_URL_VARIABLE)
+        self._fixed = None if not any(env.get(name) for name in named) else payments_config(env)
+        self._key = env.get(PUBLISHABLE_KEY_VARIABLE) or LOCAL_PUBLISHABLE_KEY
+        self._proved: tuple[str, float] | None = None  # the URL that proved itself, when
+        #: The config given last: the page's policy names its provider's origin.
+        self.last = self._fixed or no_tokens("the payment provider was not looked for yet")
+
+    async def current(self) -> PaymentsConfig:
+        if self._fixed is None:
+            self.last = await self._followed()
+        return self.last
+
+    def origin(self) -> str | None:
+        return provider_origin(self.last)
+
+    async def _followed(self) -> PaymentsConfig:
+        if not _PUBLISHABLE_KEY.fullmatch(self._key):
+            return no_tokens(f"{PUBLISHABLE_KEY_VARIABLE} is not a publishable key (pk_...)")
+        url_file = config.payments_url_file()
+        try:
+            url = read_private_file(url_file, "local payment provider's URL").strip().rstrip("/")
+        except FileNotFoundError:
+            return no_tokens(
+                f"no local payment provider runs for the data folder {url_file.parent}: the "
+                "card number goes in the order, and from the worker to the provider once, "
+                "for the hold"
+            )
+        except (OSError, UnsafeSecret) as error:
+            return no_tokens(str(error))
+        if not url.startswith("http://") or origin_of(url) is None:
+            return no_tokens(f"{url_file} holds no provider's URL")
+        now = time.monotonic()
+        if self._proved is None or self._proved[0] != url or now - self._proved[1] > PROOF_SECONDS:
+            self._proved = None
+            if not await asyncio.to_thread(proves, url, secret_file_beside(url_file)):
+                return no_tokens(
+                    f"the payment provider answering at {url} is not this data folder's (it "
+                    "cannot prove that it holds the folder's payments.secret): the card "
+                    "number goes in the order instead"
+                )
+            self._proved = (url, now)
+        return PaymentsConfig(tokenize=True, provider_url=url, publishable_key=self._key, why=None)
+
+
 def origin_of(url: str) -> str | None:
     """``scheme://host[:port]`` of an http(s) URL without credentials, query or fragment:
     what the page's Content-Security-Policy lets it connect to. None for anything else."""
@@ -133,12 +199,13 @@ def provider_origin(payments: PaymentsConfig) -> str | None:
     description="The payment provider's base URL as a browser reaches it and its "
     "publishable key: the page posts the card number there (POST /v1/payment_methods) and "
     "sends only the token (pm_...) to POST /orders. tokenize is false (and why says why) "
-    "when the page cannot: then it sends the number in the order. Read when the API starts.",
+    "when the page cannot: then it sends the number in the order. The data folder's own "
+    "provider is followed where it moves, once it proved itself.",
     tags=["service"],
 )
 async def get_payments_config(request: Request) -> PaymentsConfig:
-    payments: PaymentsConfig = request.app.state.payments
-    return payments
+    payments: PagePayments = request.app.state.payments
+    return await payments.current()
 
 
 @router.get("/healthz", operation_id="healthz", summary="The process is up", tags=["service"])

@@ -20,7 +20,7 @@ import select
 import textwrap
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import stripe
@@ -31,15 +31,22 @@ class NotConnected(OSError):
     """The connection to the provider could not be opened: the request was never sent."""
 
 
+#: Asks the provider on a connection just opened (nothing sent on it yet) to prove that it
+#: is the one meant, with the connection's ``http://host:port``; raises ConnectionError
+#: when it does not (`pizzeria.payments.proof`).
+Prove = Callable[[http.client.HTTPConnection, str], None]
+
+
 class LoopbackHTTPClient(stripe.HTTPClient):
     """`stripe.HTTPClient` over `http.client`, for a plain-HTTP provider on a loopback
     address. ``timeout``: seconds for opening a connection and for each read."""
 
     name = "pizzeria-loopback"
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, prove: Prove | None = None) -> None:
         super().__init__(verify_ssl_certs=False)
         self._timeout = timeout
+        self._prove = prove
         self._local = threading.local()
         self._open: set[http.client.HTTPConnection] = set()
         self._lock = threading.Lock()
@@ -90,7 +97,9 @@ class LoopbackHTTPClient(stripe.HTTPClient):
             )
             try:
                 connection.connect()
-            except OSError as error:
+                if self._prove is not None:
+                    self._prove(connection, f"http://{connection.host}:{connection.port}")
+            except OSError as error:  # ConnectionError included: a provider that did not prove
                 connection.close()
                 never_sent = NotConnected(str(error) or type(error).__name__)
                 never_sent.__cause__ = error

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import http.client
 import logging
 import os
 import re
@@ -46,7 +47,7 @@ from typing import Any, TypeVar
 import requests
 import stripe
 
-from pizzeria.payments import cards
+from pizzeria.payments import cards, proof
 from pizzeria.payments.blocking import seen_through
 from pizzeria.payments.errors import (
     PaymentInProgress,
@@ -210,14 +211,14 @@ class StripeGateway(PaymentGateway):
 
     def _clients(self, base_url: str) -> tuple[stripe.HTTPClient, stripe.StripeClient]:
         api_key, timeout, threads, max_network_retries = self._settings
-        http = _http_client(base_url, timeout, threads)
+        transport = _http_client(base_url, timeout, threads, self.follow)
         client = stripe.StripeClient(
             api_key,
             base_addresses={"api": base_url},
             max_network_retries=max_network_retries,
-            http_client=http,
+            http_client=transport,
         )
-        return http, client
+        return transport, client
 
     def _where_now(self) -> None:
         """Followed: the URL the folder's ``payments.url`` says now (read again when the
@@ -253,8 +254,8 @@ class StripeGateway(PaymentGateway):
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
-        for http in (*self._retired, self._http):
-            http.close()  # type: ignore[no-untyped-call]
+        for transport in (*self._retired, self._http):
+            transport.close()  # type: ignore[no-untyped-call]
 
     async def _call(self, call: Callable[[], T]) -> T:
         """Run a stripe call on our threads; its errors become the port's. While another
@@ -438,10 +439,22 @@ def _loopback(url: str) -> bool:
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
-def _http_client(base_url: str, timeout: float, threads: int) -> stripe.HTTPClient:
+def _http_client(
+    base_url: str, timeout: float, threads: int, follow: Path | None = None
+) -> stripe.HTTPClient:
     """How the stripe library's requests travel: to a plain-HTTP provider on this machine
     over `http.client` (`loopback_http`, half a millisecond less CPU per call); anywhere
-    else over requests, with its TLS and proxies, one session for our threads."""
+    else over requests, with its TLS and proxies, one session for our threads. Following
+    the data folder's provider (``follow``, its ``payments.url``), over `http.client`
+    too, and each connection is to a provider that proves it is the folder's own, before
+    anything is sent on it (`pizzeria.payments.proof`)."""
+    if follow is not None:
+        secret_file = proof.secret_file_beside(follow)
+
+        def prove(connection: http.client.HTTPConnection, url: str) -> None:
+            proof.ask(connection, proof.folder_secret(secret_file), url)
+
+        return LoopbackHTTPClient(timeout, prove)
     if base_url.startswith("http://") and _loopback(base_url):
         return LoopbackHTTPClient(timeout)
     session = requests.Session()

@@ -29,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
-from pizzeria.payments import cards
+from pizzeria.payments import cards, proof
 from pizzeria.payments.provider import intents, routes
 from pizzeria.payments.provider.faults import FaultFileError, ProviderFaults
 from pizzeria.payments.provider.objects import Context
@@ -160,6 +161,8 @@ class Provider:
         self.store.close()
 
     def handle(self, request: Request) -> Answer:
+        if request.path == proof.PROOF_PATH and request.method == "GET":
+            return self._prove(request.query)
         found = routes.match(request.method, request.path)
         if found is None:
             message = f"Unrecognized request URL ({request.method}: {request.path[:200]})."
@@ -177,6 +180,16 @@ class Provider:
             return self._handle(route, object_id, request)
         finally:
             self.keys_in_use.give_back(key)
+
+    def _prove(self, query: str) -> Answer:
+        """That this provider holds its data folder's secret (`pizzeria.payments.proof`):
+        asked by the folder's clients before they send it anything."""
+        challenge = parse_qs(query).get("challenge", [""])[0]
+        if not proof.valid_challenge(challenge):
+            message = "Send ?challenge= with 32 to 128 lowercase hex digits."
+            return _error(ApiError(400, "invalid_request_error", message), "bad challenge")
+        body = {"object": "pizzeria.proof", "proof": proof.proof_of(self.secret, challenge)}
+        return Answer(200, body, note="proved")
 
     def _handle(self, route: routes.Route, object_id: str, request: Request) -> Answer:
         """The request with its faults: refused, failed, slowed, its answer lost."""
