@@ -79,6 +79,10 @@ MAX_DELIVERY_KILOMETERS = 25
 #: Tracked only when the order was started with it (our own commands do so when the server
 #: has it registered), so orders never fail on a server without it.
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
+#: How to register it in a namespace of a Temporal server that lacks it.
+REGISTER_ORDER_STATUS = (
+    f"temporal operator search-attribute create --name {ORDER_STATUS.name} --type Keyword"
+)
 ORDER_STATUSES = (
     "IN_PROGRESS",
     "COMPENSATING",

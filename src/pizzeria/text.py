@@ -108,8 +108,9 @@ _SEEN = frozenset("LNPS")
 
 def unreadable_problem(value: str) -> str | None:
     """What makes non-blank ``value`` unreadable, if anything (None when it is fine): a
-    noncharacter (U+FFFF, U+FDD0...: code points Unicode keeps out of text), or nothing a
-    reader can see in it (only blank-looking, private-use or combining characters).
+    noncharacter (U+FFFF, U+FDD0...: code points Unicode keeps out of text), nothing a
+    reader can see in it (only blank-looking, private-use or combining characters), or
+    more than `MAX_MARKS` combining marks on one character.
 
     A stricter rule than `text_problem`, for what is written now (a new order's fields):
     the workflow keeps the older rule, as orders were started under it."""
@@ -119,7 +120,25 @@ def unreadable_problem(value: str) -> str | None:
         return "holds a noncharacter (such as U+FFFF), which is not text"
     if value.strip() and not any(_seen(ch) for ch in value):
         return "holds nothing visible (only blank-looking or private-use characters)"
+    if _longest_mark_run(value) > MAX_MARKS:
+        return (
+            f"stacks more than {MAX_MARKS} combining marks on one character, which spill "
+            "over the lines around it"
+        )
     return None
+
+
+#: Combining marks one character may carry (a script's own need is two or three; more is
+#: "Zalgo" text, drawn over its neighbours' lines in a terminal, a table, the Web UI).
+MAX_MARKS = 6
+
+
+def _longest_mark_run(value: str) -> int:
+    longest = run = 0
+    for ch in value:
+        run = run + 1 if unicodedata.category(ch)[0] == "M" else 0
+        longest = max(longest, run)
+    return longest
 
 
 def _noncharacter(ch: str) -> bool:

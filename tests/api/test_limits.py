@@ -245,6 +245,45 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_c
     assert b"body-timeout" in body
 
 
+async def test_a_body_of_two_lengths_or_too_long_is_refused_and_the_connection_closes(hasty):
+    """Content-Length and Transfer-Encoding both (a proxy in front may read the other one:
+    request smuggling) is a 400; a body declared too long is a 413 at once: either way the
+    connection closes, and the rest of the body is never read."""
+    two_lengths = (
+        b"POST /orders HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /menu HTTP/1.1\r\nHost: %s\r\n\r\n" % (host_of(hasty), host_of(hasty))
+    )
+    too_long = (
+        b"POST /orders HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000000\r\n\r\n{" % host_of(hasty)
+    )
+    for request, status, slug in (
+        (two_lengths, b"400", b"ambiguous-length"),
+        (too_long, b"413", b"body-too-large"),
+    ):
+        reader, writer = await raw_connection(hasty)
+        try:
+            writer.write(request)
+            answer = await until_closed(reader)
+        finally:
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 " + status), answer[:300]
+        assert b"connection: close" in head.lower() and slug in body, answer[:500]
+        assert answer.count(b"HTTP/1.1 ") == 1, answer  # nothing after it was answered
+
+
+async def test_duplicate_keys_in_the_json_are_refused(hasty):
+    body = b'{"customer": {"name": "Lisa", "name": "Mallory"}}'
+    async with client(hasty) as http:
+        answer = await http.post(
+            "/orders", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"] == 'the body\'s JSON names the key "name" twice in one object'
+
+
 async def test_clients_that_never_read_their_answers_are_cut_off_and_free_the_cap(stack):
     with api_process(
         stack,

@@ -1262,6 +1262,28 @@ def test_a_namespace_that_does_not_exist_is_not_said_to_be_a_missing_order(stack
     assert missing.stderr == "error: no order NO-SUCH-ORDER-AT-ALL on this Temporal server\n"
 
 
+def test_a_worker_on_a_namespace_that_does_not_exist_stops_in_one_line(stack, tmp_path):
+    # It polled that namespace for ever, said it was polling, and never got a task. On a
+    # data folder of its own, with no codec key yet, it says that it made one.
+    data = tmp_path / "new-host"
+    env = {
+        **stack["env"],
+        "TEMPORAL_NAMESPACE": "no-such-namespace",
+        "PIZZERIA_DATA_DIR": str(data),
+    }
+    for given in ("PIZZERIA_CODEC_KEY", "PIZZERIA_CODEC_KEY_FILE", "PIZZERIA_LEDGER"):
+        env.pop(given, None)
+    done = run_pizzeria("worker", env=env, timeout=60)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "has no namespace 'no-such-namespace'" in line, line
+    assert "polling" not in done.stdout
+    key_id = (data / "codec.key").read_text().partition(":")[0]
+    assert f"Made a new codec key {key_id} in {data / 'codec.key'}" in done.stdout
+    again = run_pizzeria("worker", env=env, timeout=60)  # the key there now: not said again
+    assert again.returncode == 1 and "Made a new codec key" not in again.stdout
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

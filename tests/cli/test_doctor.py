@@ -210,6 +210,12 @@ def test_a_server_without_the_search_attribute_and_without_workers_fails_both(
         env["PIZZERIA_LEDGER"] = str(placed["data"] / "ledger.db")
         env["PIZZERIA_CODEC_KEY_FILE"] = str(placed["data"] / "codec.key")
         code, verdicts = doctor(env)
+        # `orders --status` there says how to register it, not only that its query is bad.
+        listed = run_pizzeria("orders", "--status", "completed", env=env, timeout=60)
+    assert listed.returncode == 1, listed.stderr
+    (line,) = listed.stderr.strip().splitlines()
+    assert "OrderStatus is not registered in namespace default" in line, line
+    assert "temporal operator search-attribute create --name OrderStatus" in line, line
     assert code == 1
     assert not_ok(verdicts) == {"search attribute": "FAIL", "pollers": "FAIL"}
     assert (

@@ -955,8 +955,9 @@ def test_an_undone_run_that_wrote_and_cannot_be_decrypted_cannot_be_checked_exit
     undone_stack: tuple[Stack, dict[str, str]], tmp_path: Path
 ) -> None:
     """A failed or a cancelled run that wrote to the ledger is judged on what it was asked:
-    without its key (another key, another key under the id of its own, or none) the check
-    says it cannot judge it, naming the run, instead of a verdict."""
+    without its key (another key, or none) the check says it cannot judge it, naming the
+    run, instead of a verdict; a key file naming the orders' key id with other bytes is
+    refused before anything is read."""
     stack, runs = undone_stack
     assert check(stack, ledger_copy(stack, tmp_path / "whole.db")).returncode == 0
     other_key = {"PIZZERIA_CODEC_KEY": base64.b64encode(bytes(32)).decode()}
@@ -970,7 +971,11 @@ def test_an_undone_run_that_wrote_and_cannot_be_decrypted_cannot_be_checked_exit
     for number, run_id in runs.items():
         # The other order's rows gone: this run is the only one that wrote.
         alone = ledger_copy(stack, tmp_path / f"{number}.db", "order_number != ?", number)
-        for env in (other_key, other_key_under_its_id, no_key):
+        refused = check(stack, alone, **other_key_under_its_id)  # before any order is read
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (line,) = refused.stderr.splitlines()
+        assert f"the key id {key_id} is not this key's" in line, line
+        for env in (other_key, no_key):
             done = check(stack, alone, **env)
             assert done.returncode == 2, done.stdout + done.stderr
             assert cannot_check_said(done) == done.stderr.strip().removeprefix("error: ")

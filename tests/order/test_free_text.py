@@ -115,6 +115,7 @@ UNREADABLE = {
     "noncharacter U+FFFF": ("Ada\uffff", "holds a noncharacter"),
     "noncharacter U+FDD0": ("\ufdd0Ada", "holds a noncharacter"),
     "noncharacter U+10FFFF": ("Ada \U0010ffff", "holds a noncharacter"),
+    "Zalgo text": ("Z" + "\u0336\u0317\u035b" * 3 + "algo", "stacks more than 6 combining"),
 }
 PLAIN_FIELDS = [field for field in ORDER_FIELDS if not field.startswith("items[")]
 
@@ -139,6 +140,9 @@ def test_readable_text_with_a_filler_or_a_private_character_in_it_stays_welcome(
     order.address.line2 = "   "  # blank, as an empty optional field may be
     menu.validate_order(order, new_number=True)
     assert text.unreadable_problem("e\u0301") is None  # a mark on a letter
+    # Vietnamese stacks two marks on a letter; Devanagari and Thai carry a few.
+    assert text.unreadable_problem("Nguy\u1ec5n \u1ec7 \u0915\u094d\u0937\u093f") is None
+    assert text.unreadable_problem("a" + "\u0301" * 6) is None
 
 
 @pytest.mark.parametrize(

@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from pizzeria.demo import local_payments
-from pizzeria.payments.proof import proves
 from pizzeria.ops.processes import free_port
 from pizzeria.payments import process
+from pizzeria.payments.proof import proves
 from pizzeria.payments.provider.faults import (
     Decision,
     FaultFileError,

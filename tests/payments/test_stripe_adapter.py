@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -511,7 +512,7 @@ class Stranger(http.server.BaseHTTPRequestHandler):
     """Whatever another program of the machine answers on the provider's port: a list to
     anything (as a provider would), and it keeps every request it was sent."""
 
-    received: list[tuple[str, str, bytes]] = []
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
 
     def _any(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

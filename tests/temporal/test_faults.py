@@ -149,6 +149,34 @@ def test_writing_the_file_turns_a_fault_on_and_emptying_it_clears_it(faults_file
     assert plan.current() == {}
 
 
+def test_a_faults_file_others_could_have_written_is_not_obeyed(faults_file: Path) -> None:
+    """A worker obeys the file at every attempt: whoever can write it can decline every
+    card. One that others could have written fails the attempts, saying so, instead."""
+    plan = FaultPlan(faults_file, env_value="")
+    faults_file.write_text('["process_credit_card=decline"]')
+    faults_file.chmod(0o666)
+    with pytest.raises(FaultSyntaxError, match="can be written by others"):
+        plan.current()
+    done = run_pizzeria(
+        "worker",
+        "--address",
+        "127.0.0.1:1",
+        env={
+            **os.environ,
+            "PIZZERIA_DATA_DIR": str(faults_file.parent / "data"),
+            "PIZZERIA_FAULTS_FILE": str(faults_file),
+            "PIZZERIA_FAULTS": "",
+        },
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert "faults file" in line and "can be written by others" in line, line
+    faults_file.chmod(0o600)
+    os.utime(faults_file, (3_000_000, 3_000_000))
+    assert plan.current() == {"process_credit_card": Fault("process_credit_card", "decline")}
+
+
 def test_write_faults_is_seen_by_a_running_plan(faults_file: Path) -> None:
     plan = FaultPlan(faults_file, env_value="")
     write_faults(faults_file, parse_faults("process_credit_card=fail"))

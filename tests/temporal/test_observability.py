@@ -81,6 +81,28 @@ def test_a_bad_key_is_a_clear_error(monkeypatch):
         load_keys()
 
 
+def test_a_key_line_under_another_keys_id_is_refused(tmp_path, monkeypatch):
+    """A payload names the key it needs by its id: a line whose id is another key's would
+    make this machine fail every order sealed under that key (and seal its own under an
+    id the others read with the wrong key)."""
+    monkeypatch.delenv("PIZZERIA_CODEC_KEY", raising=False)
+    path = tmp_path / "codec.key"
+    monkeypatch.setenv("PIZZERIA_CODEC_KEY_FILE", str(path))
+    other = bytes(range(100, 132))
+    line = f"{key_id_of(KEY)}:{base64.b64encode(other).decode()}"
+    path.write_text(f"{key_id_of(KEY)}:{base64.b64encode(KEY).decode()}\n{line}\n")
+    path.chmod(0o600)
+    with pytest.raises(CodecKeyError) as refused:
+        load_keys()
+    assert str(refused.value) == (
+        f"{path} line 2: the key id {key_id_of(KEY)} is not this key's (its id is "
+        f"{key_id_of(other)}, the first 12 hex digits of its SHA-256): copy the line whole "
+        "from the machine that made the key"
+    )
+    path.write_text(f"{key_id_of(other)}:{base64.b64encode(other).decode()}\n")
+    assert load_keys() == [(key_id_of(other), other)]
+
+
 # -- the codec endpoint -----------------------------------------------------------------
 
 

@@ -536,6 +536,12 @@ async def test_a_call_to_the_payment_provider_is_a_span_under_its_caller(
     )
     call = root_of(spans, "payment provider call")
     assert call.attributes is not None and call.attributes["pizzeria.url"] == started.url
+    # Which call it was, and the provider's answer: a hold is a POST that created it.
+    assert (call.attributes["pizzeria.method"], call.attributes["pizzeria.path"]) == (
+        "POST",
+        "/v1/payment_intents",
+    )
+    assert call.attributes["pizzeria.status"] == 200
     assert not any("4242424242424242" in str(value) for value in call.attributes.values())
 
 

@@ -183,6 +183,34 @@ async def send_range_problem(send: Send, refused: Message) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class OneLength:
+    """A request that gives both ``Content-Length`` and ``Transfer-Encoding`` is refused
+    (400) and its connection closed (RFC 9112, 6.3): a proxy in front that read the
+    other length would take the rest of the body for another request (smuggling)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name for name, _ in scope["headers"]}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                body = problem_body(
+                    400,
+                    "ambiguous-length",
+                    "send the body's length one way: Content-Length or Transfer-Encoding, not both",
+                )
+                headers = [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class PizzeriaApi(FastAPI):
     """FastAPI with our layers outermost: the security headers on every answer (those of
     Starlette's error middleware, a 500, included), then the Host check, then HEAD as
@@ -194,7 +222,7 @@ class PizzeriaApi(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         files = RangeProblems(super().build_middleware_stack())
-        inner = HostCheck(HeadAsGet(files), self.allowed_hosts)
+        inner = OneLength(HostCheck(HeadAsGet(files), self.allowed_hosts))
         return SecurityHeaders(inner, self.policy)
 
 

@@ -382,7 +382,9 @@ async def cancel(request: Request, order_number: OrderNumber, given: Credential)
     access = await open_order(request, order_number, given)
     reason = (await read_model(request, CancelBody, required=False)).reason
     with order_errors(None if access.staff else order_number):
-        result = await cancel_order(client_of(request), order_number, reason)
+        # The run the credential opened, not whichever is the latest when the cancel is
+        # sent (staff may have placed the number again in between).
+        result = await cancel_order(client_of(request), order_number, reason, run_id=access.run_id)
     return CancelAccepted(
         order_number=order_number, reason=result.reason, compensations=result.compensations
     )

@@ -169,7 +169,9 @@ async def read_json_body(request: Request, *, required: bool = True) -> Any:
         )
     try:
         # JSON is UTF-8 (RFC 8259): bytes are not guessed to be UTF-16 or UTF-32.
-        return json.loads(body.decode("utf-8"), parse_constant=_not_json)
+        return json.loads(
+            body.decode("utf-8"), parse_constant=_not_json, object_pairs_hook=_once_each
+        )
     # RecursionError: nesting too deep for the decoder; ValueError: broken JSON, bad
     # UTF-8, or an integer with more digits than Python agrees to read.
     except RecursionError:
@@ -180,12 +182,29 @@ async def read_json_body(request: Request, *, required: bool = True) -> Any:
         raise ApiProblem(
             400, f"the body is not valid JSON at byte {error.pos}", slug="malformed-json"
         ) from None
+    except TwiceNamed as twice:
+        raise ApiProblem(400, str(twice), slug="malformed-json") from None
     except ValueError:  # bad UTF-8, or an integer longer than Python agrees to read
         raise ApiProblem(
             400,
             "the body is not valid JSON in UTF-8, or holds a number too long to read",
             slug="malformed-json",
         ) from None
+
+
+class TwiceNamed(ValueError):
+    """A JSON object naming a key twice: parsers disagree on which one counts (the last,
+    here; the first, for some proxies and firewalls), so it is refused."""
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in found:
+            shown = json.dumps(name[:40])
+            raise TwiceNamed(f"the body's JSON names the key {shown} twice in one object")
+        found[name] = value
+    return found
 
 
 def _not_json(constant: str) -> Any:
@@ -208,7 +227,13 @@ async def limited_body(request: Request) -> bytes:
 
 
 def too_large() -> ApiProblem:
-    return ApiProblem(413, f"the body is larger than {MAX_BODY_BYTES} bytes", slug="body-too-large")
+    # The connection closes after it: the rest of the body is not read (nor waited for).
+    return ApiProblem(
+        413,
+        f"the body is larger than {MAX_BODY_BYTES} bytes",
+        slug="body-too-large",
+        headers={"Connection": "close"},
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -144,8 +144,9 @@ ABLATION_CONCURRENCY = 50
 @click.option(
     "--peer",
     type=click.Choice(PEERS),
-    help="Instead: the card hold through the API and the fast-path pickup order beside this "
-    "peer's whole five-step workflow, in one run, with the ratios and their targets "
+    help="Instead: the card hold through the API (staff's fast-path pickup: POST /orders "
+    "with settings.fast_path) and the fast-path pickup order beside this peer's whole "
+    "five-step workflow, in one run, with the ratios and their targets (about 4 minutes) "
     "[default concurrency: 1, 50] (DBOS comes with the bench extra)",
 )
 def bench(

@@ -43,7 +43,7 @@ from pizzeria.payments.process import ProviderProcessError, exit_text
 from pizzeria.payments.stripe_gateway import shown_url
 from pizzeria.statements import money_line
 from pizzeria.temporal import tracing
-from pizzeria.temporal.codec import EncryptionCodec, load_keys
+from pizzeria.temporal.codec import EncryptionCodec, key_file, load_keys
 from pizzeria.temporal.codec_server import (
     DEFAULT_ORIGINS,
     CodecServer,
@@ -52,6 +52,7 @@ from pizzeria.temporal.codec_server import (
     serve_for_web_ui,
 )
 from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
+from pizzeria.temporal.connection import namespace_or_fail
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, DevServerError, port_open
 from pizzeria.temporal.logs import configure_worker_logging
 from pizzeria.temporal.metrics import worker_runtime
@@ -327,19 +328,29 @@ def worker(
         activities = served_activities(ledger)
     except DriverSettingError as error:
         raise UserError(str(error)) from None
-    faults_in_force(activities.faults)
+    injected = faults_in_force(activities.faults)
+
+    key_given = codec_key_given()
 
     async def serve() -> None:
         runtime = worker_runtime(metrics_port)
         client = await client_or_fail(
             address, runtime, encrypt=not plain_payloads, wait_for_start=SERVER_START_SECONDS
         )
+        say_if_key_made(key_given)
+        await namespace_or_fail(client)
         stop = stop_requested(again=stop_at_once)
         options = scale.worker_options()
         async with build_worker(client, activities, task_queue=task_queue, **options):
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
             out.print(scale.describe())
             out.print(payments_line(activities.implementation.payments))
+            if injected:  # every step they name fails on purpose: never by surprise
+                out.print(
+                    "Faults in force (docs/faults.md; `pizzeria faults clear` ends the "
+                    "file's): " + ", ".join(str(fault) for fault in injected.values()),
+                    markup=False,
+                )
             if metrics_port:
                 out.print(f"Metrics on http://127.0.0.1:{metrics_port}/metrics")
             await stop.wait()
@@ -351,6 +362,22 @@ def worker(
         out.print("Worker stopped.")
 
     run(serve())
+
+
+def codec_key_given() -> bool:
+    return bool(os.environ.get("PIZZERIA_CODEC_KEY")) or os.path.lexists(key_file())
+
+
+def say_if_key_made(given_before: bool) -> None:
+    """A worker that made the codec key itself says so: a second host started before the
+    shared key was copied writes orders the other workers cannot read (docs/cluster.md)."""
+    if not given_before and codec_key_given():
+        out.print(
+            f"Made a new codec key {load_keys()[0][0]} in {key_file()}: only machines "
+            "holding it can read the orders this worker writes (on a cluster, copy the "
+            "shared key file here instead and restart)",
+            markup=False,
+        )
 
 
 def stop_at_once(signum: int) -> NoReturn:

@@ -52,12 +52,15 @@ class OrderRefused(Exception):
 
 
 async def running_order(
-    client: Client, order_number: str
+    client: Client, order_number: str, run_id: str | None = None
 ) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
-    """The order's latest run (a handle on that run alone), refused when it is closed."""
+    """The order's latest run, or its run ``run_id`` (a handle on that run alone), refused
+    when it is closed."""
     await order_handle(client, order_number)
     workflow_id = workflow_id_for(order_number)
-    latest = client.get_workflow_handle_for(PizzaOrderWorkflow.order_pizza, workflow_id)
+    latest = client.get_workflow_handle_for(
+        PizzaOrderWorkflow.order_pizza, workflow_id, run_id=run_id
+    )
     description = await latest.describe()
     if description.status != WorkflowExecutionStatus.RUNNING:
         state = status_name(description.status)
@@ -211,14 +214,16 @@ async def cancel_order(
     reason: str,
     patience: float = ANSWER_SECONDS,
     waiting: Callable[[], None] | None = None,
+    run_id: str | None = None,
 ) -> CancelResult:
     """Cancel an order before its pivot: its effects are undone and it ends Cancelled.
+    ``run_id``: that run of the order only (the one an order token opens), else the latest.
 
     Raises:
         text.TextRefused: the reason holds characters no text may hold (nothing is sent).
     """
     text.check_text("reason", reason)
-    asked = await running_order(client, order_number)
+    asked = await running_order(client, order_number, run_id)
     try:
         answer, run = await _ask(
             client,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -27,6 +29,7 @@ from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.reader import read_history, status_name
 from pizzeria.models import (
     ORDER_STATUS,
+    REGISTER_ORDER_STATUS,
     STATUS_DELIVERY_FAILURE,
     STEP_NOTIFY_DELIVERY_DRIVER,
     WORKFLOW_TYPE,
@@ -232,6 +235,23 @@ def shown_order_status(order_status: str | None, run_status: str) -> str | None:
     return order_status
 
 
+async def _listed(client: Client, query: str, limit: int) -> AsyncIterator[WorkflowExecution]:
+    """The runs ``query`` lists; a server that does not know OrderStatus says how to
+    register it (`LookupError`), not only that the query is invalid."""
+    try:
+        async for execution in client.list_workflows(query, limit=limit):
+            yield execution
+    except RPCError as error:
+        said = str(error)
+        if "invalid search attribute" not in said.lower() or ORDER_STATUS.name not in said:
+            raise
+        raise LookupError(
+            f"{ORDER_STATUS.name} is not registered in namespace {client.namespace}, so no "
+            f"order can be listed by it: register it (`{REGISTER_ORDER_STATUS}`), or list "
+            "them all without --status"
+        ) from None
+
+
 async def recent_orders(
     client: Client, order_status: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
@@ -245,7 +265,7 @@ async def recent_orders(
         if order_status.upper() in OPEN_ORDER_STATUSES:
             query += " AND ExecutionStatus = 'Running'"
     found: list[dict[str, Any]] = []
-    async for execution in client.list_workflows(query, limit=limit):
+    async for execution in _listed(client, query, limit):
         try:
             memo = await execution.memo()
         except NoCodecKey:

@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import config
 from pizzeria.ledger import LedgerError, open_ledger
-from pizzeria.models import ORDER_STATUS, WORKFLOW_TYPE, order_number_of
+from pizzeria.models import ORDER_STATUS, REGISTER_ORDER_STATUS, WORKFLOW_TYPE, order_number_of
 from pizzeria.payments.errors import PaymentError
 from pizzeria.payments.process import default_data_file as default_payments_file
 from pizzeria.payments.provider.engine import secret_file_of
@@ -45,15 +45,12 @@ from pizzeria.temporal.codec import (
     load_keys,
 )
 from pizzeria.temporal.codec_server import auth_file as codec_auth_file
-from pizzeria.temporal.connection import TemporalConfigError, connect_config
+from pizzeria.temporal.connection import TemporalConfigError, connect_config, no_namespace
 from pizzeria.temporal.converter import UNREADABLE_ENCODING
 
 CONNECT_SECONDS = 15.0
 CALL_TIMEOUT = timedelta(seconds=10)
 RECENT_ORDERS = 5
-REGISTER_ORDER_STATUS = (
-    f"temporal operator search-attribute create --name {ORDER_STATUS.name} --type Keyword"
-)
 
 OK = "ok"
 FAIL = "FAIL"
@@ -114,11 +111,7 @@ async def check_temporal(address: str | None) -> tuple[Verdict, Client | None]:
         )
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
-            detail = (
-                f"{target} has no namespace {namespace!r}: create it "
-                f"(`temporal operator namespace create --namespace {namespace}`) or set "
-                "TEMPORAL_NAMESPACE"
-            )
+            detail = no_namespace(target, namespace)
         else:
             detail = f"{where} refused: {rpc_reason(error)}"
         return Verdict("temporal", FAIL, detail), None

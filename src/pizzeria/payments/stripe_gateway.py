@@ -257,7 +257,7 @@ class StripeGateway(PaymentGateway):
         for transport in (*self._retired, self._http):
             transport.close()  # type: ignore[no-untyped-call]
 
-    async def _call(self, call: Callable[[], T]) -> T:
+    async def _call(self, call: Callable[[], T], method: str = "", path: str = "") -> T:
         """Run a stripe call on our threads; its errors become the port's. While another
         request with the call's idempotency key is being processed, the call is sent again
         (as the stripe library retries a 409), for up to ``in_progress_wait`` seconds: it
@@ -266,20 +266,30 @@ class StripeGateway(PaymentGateway):
         pause, longest = IN_PROGRESS_PAUSES
         while True:
             try:
-                return await self._call_once(call)
+                return await self._call_once(call, method, path)
             except PaymentInProgress:
                 if time.monotonic() + pause > deadline:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest)
 
-    async def _call_once(self, call: Callable[[], T]) -> T:
+    async def _call_once(self, call: Callable[[], T], method: str = "", path: str = "") -> T:
         """One sending of the call, seen through even when its caller is cancelled."""
+        named = {"method": method.upper(), "path": path} if method else {}
 
         def guarded() -> T:
             try:
-                with span("payment provider call", url=self.base_url):  # docs/tracing.md
-                    return call()
+                # docs/tracing.md: which call (a hold, a capture, a lookup), and its answer.
+                with span("payment provider call", url=self.base_url, **named) as traced:
+                    try:
+                        answer = call()
+                    except stripe.StripeError as error:
+                        if traced is not None and error.http_status:
+                            traced.set_attribute("pizzeria.status", error.http_status)
+                        raise
+                    if traced is not None and isinstance(getattr(answer, "code", None), int):
+                        traced.set_attribute("pizzeria.status", answer.code)  # type: ignore[attr-defined]
+                    return answer
             except stripe.StripeError as error:
                 raise translate(error) from None
 
@@ -303,7 +313,9 @@ class StripeGateway(PaymentGateway):
         options = {} if idempotency_key is None else {"idempotency_key": _header(idempotency_key)}
         self._where_now()
         client = self._client
-        response = await self._call(lambda: client.raw_request(method, path, **params, **options))
+        response = await self._call(
+            lambda: client.raw_request(method, path, **params, **options), method, path
+        )
         answer = response.data
         if not isinstance(answer, dict):
             raise PaymentUnavailable(f"the payment provider answered {path} with no object")

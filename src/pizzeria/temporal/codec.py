@@ -101,7 +101,17 @@ def load_keys(create: bool = True) -> list[tuple[str, bytes]]:
             where = f"{path} line {number}"
             if not KEY_ID_PATTERN.fullmatch(key_id):
                 raise CodecKeyError(f"{where}: the key id must be 1 to 128 visible characters")
-            keys.append((key_id, _decode_key(text, where)))
+            key = _decode_key(text, where)
+            if key_id != key_id_of(key):
+                # An id names one key on every machine: a payload names the key it needs by
+                # it. A line whose id is another key's (a rotation typed by hand) would
+                # make this machine fail every order sealed under the real one.
+                raise CodecKeyError(
+                    f"{where}: the key id {key_id} is not this key's (its id is "
+                    f"{key_id_of(key)}, the first 12 hex digits of its SHA-256): copy the "
+                    "line whole from the machine that made the key"
+                )
+            keys.append((key_id, key))
     if not keys:
         raise CodecKeyError(f"{path} holds no key")
     return keys

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria.temporal import tracing, type_hints
 from pizzeria.temporal.bounded import BoundedCalls
@@ -125,3 +128,26 @@ def connection_failure(said: str) -> str:
             return words
     first = " ".join(said.split())
     return first if len(first) <= 120 else first[:117] + "..."
+
+
+def no_namespace(target: str, namespace: str) -> str:
+    """What to do when the server at ``target`` has no ``namespace``."""
+    return (
+        f"{target} has no namespace {namespace!r}: create it "
+        f"(`temporal operator namespace create --namespace {namespace}`) or set "
+        "TEMPORAL_NAMESPACE"
+    )
+
+
+async def namespace_or_fail(client: Client) -> None:
+    """Raise `LookupError` (one line) when the client's namespace does not exist: a worker
+    would poll it for ever and never get a task, saying nothing. Any other refusal (a
+    credential that may not describe namespaces) is left to the calls that follow."""
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=client.namespace), timeout=timedelta(seconds=10)
+        )
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            target = client.service_client.config.target_host
+            raise LookupError(no_namespace(target, client.namespace)) from None

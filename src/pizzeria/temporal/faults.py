@@ -66,6 +66,7 @@ from pizzeria.models import (
     STEP_UPDATE_INVENTORY,
     STEPS,
 )
+from pizzeria.private import UnsafeSecret, read_private_file
 
 FAIL = "fail"
 TIMEOUT = "timeout"
@@ -205,7 +206,12 @@ class FaultPlan:
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._file_cache is None or self._file_cache[0] != version:
             try:
-                parsed: dict[str, Fault] | str = parse_faults(self.file.read_text())
+                # A file another user could have written is not obeyed: it could decline
+                # every card or hang every step (refused as a planted secret is).
+                text = read_private_file(self.file, "faults file")
+                parsed: dict[str, Fault] | str = parse_faults(text)
+            except UnsafeSecret as unsafe:
+                parsed = str(unsafe)
             except FaultSyntaxError as error:
                 parsed = f"{self.file}: {error}"
             except FileNotFoundError:  # cleared between the stat and the read

@@ -120,7 +120,7 @@ def print_versus(report: dict[str, Any], out: Console) -> None:
     peer = report["peer"]
     table = Table(
         "in flight",
-        "hold via API p50 ms",
+        "hold via API (fast pickup) p50 ms",
         "fast pickup p50 ms",
         f"{peer} workflow p50 ms",
         "empty workflow p50 ms",

@@ -40,6 +40,7 @@ from pizzeria.fault_syntax import (
     rate_of,
     split_entry,
 )
+from pizzeria.private import UnsafeSecret, read_private_file
 
 OPERATIONS = (
     "authorize",
@@ -159,16 +160,21 @@ class ProviderFaults:
             version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             if version == self._version:
                 return
-            text = self.file.read_text()
+            # A file another user could have written is not obeyed (it could refuse or
+            # lose every request): each request fails, saying so, until it is fixed.
+            text = read_private_file(self.file, "provider's faults file")
+            refused = None
         except FileNotFoundError:
-            version, text = (0, 0, 0), ""
+            version, text, refused = (0, 0, 0), "", None
+        except UnsafeSecret as unsafe:
+            text, refused = "", str(unsafe)
         if version == self._version:
             return
         self._version = version
         self._struck.clear()
         self._seen.clear()
         try:
-            self._faults = parse_faults(text)
+            self._faults = refused if refused is not None else parse_faults(text)
         except FaultFileError as error:
             self._faults = str(error)
 
