@@ -98,6 +98,22 @@ def _refuse_unless_private(info: os.stat_result, path: Path, what: str, kind: st
         )
 
 
+def refuse_foreign_file(path: Path, what: str) -> None:
+    """Refuse (`UnsafeSecret`) a file another user owns (root excepted): in a folder others
+    may create files in (a sticky, world-writable one), they could have made it first,
+    with contents of their choosing (a ledger's stock, a provider's payments). No such
+    file is fine: it is made ours."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not _trusted_owner(info.st_uid):
+        raise UnsafeSecret(
+            f"the {what} {path} belongs to another user (uid {info.st_uid}), who could have "
+            "written it: refusing it; make it yours (chown) or remove it"
+        )
+
+
 def readable_by_others(path: Path) -> str | None:
     """Why others on this machine can read the secret file ``path``, or into the folder
     ``path`` (its mode), or None when they cannot (or there is no such file). Read by

@@ -100,6 +100,27 @@ def test_bad_card_from_the_cli_fails_and_lists_the_compensations_in_order(stack)
     assert outcome["compensations"] == ["refund_customer", "revert_inventory"]
 
 
+def test_the_card_number_may_come_on_standard_input_out_of_the_process_list(stack):
+    command = [PIZZERIA, "order", "--order-number", unique_number("CLI-STDIN"), "--json"]
+    done = subprocess.run(
+        [*command, "--card", "-", "--prep-seconds", "0"],
+        env=stack["env"],
+        input=BAD_CARD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["error_type"] == "CreditCardProcessingError"  # the number read was used
+    assert BAD_CARD not in done.stdout + done.stderr
+    empty = subprocess.run(
+        [*command, "--card", "-"], env=stack["env"], input="", capture_output=True, text=True
+    )
+    assert empty.returncode == 2
+    assert empty.stderr == "error: --card -: no card number on the first line of standard input\n"
+
+
 def test_a_fault_on_an_unknown_step_is_refused_naming_the_steps_and_modes(stack):
     done = pizzeria(stack, "faults", "set", "bogus=fail")
     assert done.returncode == 2

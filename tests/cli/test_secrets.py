@@ -227,3 +227,26 @@ def test_a_worker_refuses_a_planted_codec_key_in_one_line(tmp_path):
     assert done.returncode == 1, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "belongs to another user" in lines[0], done.stderr
+
+
+def test_a_ledger_or_payments_file_another_user_planted_is_refused_in_one_line(tmp_path):
+    """In a folder others may create files in (sticky and world-writable, as /tmp), another
+    user can make the ledger first, with the stock of their choosing, or the provider's
+    payments: a file of theirs is refused, never used."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for name, command in (
+        ("ledger.db", ("worker", "--address", "127.0.0.1:1")),
+        ("ledger.db", ("stock",)),
+        ("payments.db", ("payments", "--port", "0")),
+    ):
+        planted = shared / name
+        planted.write_bytes(b"")
+        os.chown(planted, NOBODY, NOBODY)
+        done = run_pizzeria(*command, env=stack_env(shared), timeout=60)
+        assert done.returncode in (1, 2), (command, done.returncode, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (command, done.stderr)
+        assert f"{planted} belongs to another user (uid {NOBODY})" in lines[0], lines[0]
+        planted.unlink()

@@ -21,7 +21,8 @@ from pizzeria.payments.process import (
     answers,
     default_data_file,
 )
-from pizzeria.payments.provider.engine import Provider
+from pizzeria.payments.proof import proves
+from pizzeria.payments.provider.engine import Provider, secret_file_of
 from pizzeria.payments.provider.faults import FaultFileError, ProviderFaults
 from pizzeria.payments.provider.server import PortInUse, ProviderServer, bind
 from pizzeria.private import UnsafeSecret
@@ -91,7 +92,9 @@ def refuse_a_second_provider(data_file: Path) -> None:
         running = config.local_payments_url(usual="")
     except UnsafeSecret as error:
         raise UserError(str(error)) from None
-    if running and answers(running):
+    # A stranger that took the port (it cannot prove it is the folder's) is no provider
+    # of ours: this one starts, on a free port when that one is taken.
+    if running and answers(running) and proves(running, secret_file_of(data_file)):
         raise UserError(
             f"the data folder's payment provider already runs at {running} (payments in "
             f"{data_file}): one is enough; stop it first, or give another --data file"

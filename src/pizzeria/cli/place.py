@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import textwrap
 import time
 from dataclasses import asdict
@@ -123,7 +124,8 @@ def said_with_flags(rejected: menu.OrderRejected, *, typed_items: bool) -> str:
     "--card",
     default=GOOD_CARD,
     show_default=True,
-    help=f"Card number (the exercise's bad card: {BAD_CARD})",
+    help=f"Card number (the exercise's bad card: {BAD_CARD}); '-' reads it from the first "
+    "line of standard input, so that it is not in the process list nor in the shell's history",
 )
 @flag_option("--pickup", help="Pick up instead of delivery (no driver)")
 @click.option(
@@ -201,6 +203,10 @@ def order(
         step_attempts=step_attempts or defaults.step_attempts,
         fast_path=fast_path,
     )
+    if card == "-":
+        card = sys.stdin.readline().strip()
+        if not card:
+            raise UserError("--card -: no card number on the first line of standard input")
     placed = build_order(order_number, card, pickup, items, settings)
     try:
         outcome, placed_before, hold = run(place_or_show(placed, again, patience, address, as_json))

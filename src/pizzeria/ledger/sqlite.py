@@ -18,6 +18,7 @@ from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import LedgerNotFound, LedgerUnavailable
 from pizzeria.ledger.sql import Tx
 from pizzeria.menu import INITIAL_STOCK
+from pizzeria.private import UnsafeSecret, refuse_foreign_file
 
 T = TypeVar("T")
 
@@ -60,6 +61,10 @@ class SqliteLedger(Ledger):
                 f"cannot use the ledger at {self.path}: it is a folder; give the ledger's "
                 "file (ledger.db in the data folder)"
             )
+        try:
+            refuse_foreign_file(self.path, "ledger file")
+        except UnsafeSecret as planted:
+            raise LedgerUnavailable(str(planted)) from None
         if self.read_only:
             if not self.path.is_file():
                 raise LedgerNotFound(f"no ledger at {self.path}: a worker creates it")
