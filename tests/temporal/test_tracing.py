@@ -162,7 +162,9 @@ async def test_an_order_placed_over_http_is_one_trace_from_the_request_to_the_le
         number = placed.json()["order_number"]
         await client.get_workflow_handle(workflow_id_for(number)).result()
 
+        assert (await api_http.get("/healthz")).status_code == 200  # a probe: no trace
     spans = exported.get_finished_spans()
+    assert not [span for span in spans if span.name.startswith("GET")], spans
     request = root_of(spans, "POST /orders")
     assert request.parent is None and request.context is not None
     assert request.attributes is not None and request.attributes["http.response.status_code"] == 201
@@ -356,6 +358,17 @@ async def test_unconfigured_nothing_is_traced_and_the_history_carries_nothing(
 )
 def test_the_otel_variables_decide_the_exporters(environ: dict[str, str], exporters: list[str]):
     assert tracing.exporters_from_env(environ) == exporters
+
+
+def test_a_command_says_where_its_traces_go_when_it_starts():
+    assert tracing.where_traces_go({}) is None
+    assert tracing.where_traces_go({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"}) == (
+        "Traces to OTLP at http://127.0.0.1:4318/v1/traces"
+    )
+    both = {"OTEL_TRACES_EXPORTER": "otlp,console"}
+    assert tracing.where_traces_go(both) == (
+        "Traces to OTLP at http://localhost:4318/v1/traces and the console"
+    )
 
 
 @pytest.mark.parametrize(

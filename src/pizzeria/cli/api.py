@@ -99,6 +99,9 @@ def api(
     out.print(f"Order page {url}/  API {url}/orders  OpenAPI {url}/openapi.json")
     staff = "on" if keys.staff_key else "off (set PIZZERIA_API_KEY to list and repair orders)"
     out.print(f"Staff routes: {staff}. Ctrl-C stops.")
+    traces = tracing.where_traces_go()
+    if traces:
+        out.print(traces, markup=False)
     if host in ("0.0.0.0", "::") and not allowed_hosts:
         out.print("Only 127.0.0.1, localhost and ::1 are answered: add --allowed-host NAME.")
     hosts = (host, *allowed_hosts)

@@ -345,6 +345,9 @@ def worker(
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
             out.print(scale.describe())
             out.print(payments_line(activities.implementation.payments))
+            traces = tracing.where_traces_go()
+            if traces:
+                out.print(traces, markup=False)
             if injected:  # every step they name fails on purpose: never by surprise
                 out.print(
                     "Faults in force (docs/faults.md; `pizzeria faults clear` ends the "

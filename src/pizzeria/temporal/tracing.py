@@ -245,6 +245,25 @@ def enabled() -> bool:
     return tracer() is not None
 
 
+def where_traces_go(environ: Mapping[str, str] | None = None) -> str | None:
+    """A command's start line: where its spans go (None when tracing is off), so that a
+    mistyped endpoint shows before the first batch fails to leave."""
+    env = os.environ if environ is None else environ
+    try:
+        names = exporters_from_env(env)
+    except TracingConfigError:
+        return None  # said by check_env, in one line, before anything started
+    places = []
+    for name in names:
+        if name != "otlp":
+            places.append("the console")
+            continue
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
+        places.append(f"OTLP at {endpoint or base.rstrip('/') + '/v1/traces'}")
+    return f"Traces to {' and '.join(places)}" if places else None
+
+
 def _install(provider: TracerProvider | None) -> None:
     _state.provider = provider
     _state.tracer = provider.get_tracer(TRACER_NAME) if provider is not None else None
@@ -405,6 +424,10 @@ def span(name: str, **attributes: str | int | float | bool) -> AbstractContextMa
     return active.start_as_current_span(name, attributes=named)
 
 
+#: A probe's requests, every few seconds: a trace each would bury the orders' traces.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
+
+
 class RequestSpans:
     """ASGI middleware: one server span per HTTP request (``POST /orders``), so the order
     it starts is one trace with the request as its root. The query string (it may carry an
@@ -423,7 +446,7 @@ class RequestSpans:
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         active = tracer()
-        if scope["type"] != "http" or active is None:
+        if scope["type"] != "http" or active is None or scope["path"] in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
         from opentelemetry import propagate, trace
