@@ -544,3 +544,31 @@ def test_a_worker_started_again_while_the_supervisor_looks_is_started_once(tmp_p
     fleet.restart_dead_workers()
     restart.join()
     assert worker.starts == 1 and fleet.unexpected_exits == 0
+
+
+def test_the_summary_says_when_the_orders_ran_on_the_fast_path():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from pizzeria.ops.chaos.result import ChaosResult, print_chaos_summary
+
+    for fast_path, said in (
+        (False, "Chaos: 3 orders in 1.0 s"),
+        (True, "3 orders on the fast path"),
+    ):
+        result = ChaosResult(
+            orders=3,
+            outcomes=Counter({"COMPLETED": 3}),
+            worker_kills=0,
+            server_restarts=0,
+            repaired=0,
+            seconds=1.0,
+            seed=7,
+            report=None,
+            data_dir=None,
+            fast_path=fast_path,
+        )
+        text = StringIO()
+        print_chaos_summary(result, Console(file=text, width=300))
+        assert said in text.getvalue(), text.getvalue()

@@ -128,7 +128,8 @@ def print_chaos_summary(result: ChaosResult, console: Console) -> None:
     if result.report is not None:
         print_check_report(result.report, console)
     console.print(
-        f"Chaos: {result.orders} orders in {result.seconds:.1f} s (seed {result.seed}): "
+        f"Chaos: {result.orders} orders{' on the fast path' if result.fast_path else ''} "
+        f"in {result.seconds:.1f} s (seed {result.seed}): "
         f"completed {result.outcomes['COMPLETED']}, failed {result.outcomes['FAILED']}, "
         f"cancelled {result.outcomes['CANCELLED']}, still open {result.open}; "
         f"{counted(result.workers, 'worker')} on {result.ledger}: "
