@@ -192,6 +192,37 @@ async def test_past_the_connection_cap_a_request_gets_503_and_far_past_it_is_clo
     await eventually(answers, "the API to answer once the connections closed", 30, 0.2)
 
 
+async def test_one_client_address_past_its_share_gets_429_and_the_others_are_answered(stack):
+    """One client cannot take the connections every other client needs (a slow loris from
+    one address): past its share it gets 429, while another address is still answered."""
+    request = b"GET /menu HTTP/1.1\r\nHost: %s\r\n\r\n"
+    with api_process(stack, "--connections-per-client", "3", log="api-per-client.log") as api:
+        held = [await raw_connection(api) for _ in range(3)]
+        try:
+            for reader, writer in held:  # answered, and kept open (keep-alive)
+                writer.write(request % host_of(api))
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            reader, writer = await raw_connection(api)
+            writer.write(request % host_of(api))
+            answer = await until_closed(reader)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 429"), answer[:200]
+            assert b"retry-after: " in head.lower() and b"too-many-connections" in body
+            address = urlsplit(api.url)  # the same machine, from another of its addresses
+            reader, writer = await asyncio.open_connection(
+                address.hostname, address.port, local_addr=("127.0.0.2", 0)
+            )
+            writer.write(
+                b"GET /menu HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host_of(api)
+            )
+            assert (await until_closed(reader)).startswith(b"HTTP/1.1 200")
+            writer.close()
+        finally:
+            for _, writer in held:
+                writer.close()
+
+
 # -- slow clients -------------------------------------------------------------------------
 
 

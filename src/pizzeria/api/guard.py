@@ -9,7 +9,8 @@ token needed (slow loris). Here:
   it opens, and after each answer), and one whose body is not complete within
   ``body_seconds`` plus a little (a backstop: normally the app has answered 408 by then).
   Past ``max_connections`` open connections, a new one is answered 503 with
-  ``Retry-After`` and closed; far past it, closed at once. A client that stops reading
+  ``Retry-After`` and closed; far past it, closed at once. The same, with a 429, past
+  ``connections_per_client`` from one client address. A client that stops reading
   what it is sent (its buffers full, the transport's writing paused) for ``send_seconds``
   is cut off: otherwise a few sockets that never read, each asking for a large answer
   again and again, would hold their connections for as long as they liked.
@@ -64,6 +65,12 @@ FULL = problem_body(
     "connections-full",
     "the order API holds as many connections as it can: try again shortly",
 )
+MINE_FULL = problem_body(
+    429,
+    "too-many-connections",
+    "this client address holds as many connections to the order API as one may: close "
+    "some (an event stream is one), or try again shortly",
+)
 NOT_HTTP = problem_body(
     400,
     "malformed-request",
@@ -74,18 +81,27 @@ NOT_HTTP = problem_body(
 
 async def connections_full(scope: Scope, receive: Receive, send: Send) -> None:
     """The answer of a connection over the cap (then the connection closes)."""
+    await _refuse(send, 503, FULL)
+
+
+async def client_connections_full(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer of a connection over its client address's cap (then it closes)."""
+    await _refuse(send, 429, MINE_FULL)
+
+
+async def _refuse(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 503,
+            "status": status,
             "headers": [
                 *PROBLEM_HEADERS,
-                (b"content-length", str(len(FULL)).encode()),
+                (b"content-length", str(len(body)).encode()),
                 (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": FULL})
+    await send({"type": "http.response.body", "body": body})
 
 
 class GuardedH11(H11Protocol):
@@ -99,12 +115,24 @@ class GuardedH11(H11Protocol):
         self.guard_phase: Any = None
         self.send_timer: asyncio.TimerHandle | None = None
         over = len(self.connections) - self.limits.max_connections
-        if over > OVERFLOW:
+        mine = self.client_over()
+        if over > OVERFLOW or mine > OVERFLOW:
             self.transport.close()
             return
         if over > 0:
             self.app = connections_full
+        elif mine > 0:
+            self.app = client_connections_full
         self.watch()
+
+    def client_over(self) -> int:
+        """How many connections past its cap the client address of this one holds (one
+        client cannot take the connections every other client needs)."""
+        cap = self.limits.connections_per_client
+        if not cap or not self.client:
+            return 0
+        host = self.client[0]
+        return sum(1 for other in self.connections if _host_of(other) == host) - cap
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -181,6 +209,11 @@ class GuardedH11(H11Protocol):
         if not self.transport.is_closing():
             log.info("closing a connection whose request %s did not arrive in time", phase)
             self.transport.close()
+
+
+def _host_of(connection: object) -> str | None:
+    client = getattr(connection, "client", None)
+    return client[0] if client else None
 
 
 def guarded_protocol(limits: ApiLimits) -> type[GuardedH11]:

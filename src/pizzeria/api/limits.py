@@ -1,8 +1,9 @@
 """What the front door lets one client, one token and everybody hold at once.
 
 Each limit is an option of ``pizzeria api`` and an environment variable (the option
-wins). The defaults suit one API process on a small machine: a thousand connections, of
-which up to 700 may be event streams, five per order token; a request head must arrive
+wins). The defaults suit one API process on a small machine: a thousand connections, a
+hundred from any one client address, of which up to 700 may be event streams, five per
+order token; a request head must arrive
 within 10 s and its body within 15 s, and a client must read what it is sent (its
 buffers full for 30 s, it is cut off); a stream lasts at most 15 minutes (a browser's
 ``EventSource`` then reconnects by itself and resumes after the last event it got); an
@@ -21,6 +22,9 @@ from dataclasses import dataclass, fields
 class ApiLimits:
     #: Open connections in all; over it a request is answered 503 with Retry-After.
     max_connections: int = 1000
+    #: Open connections from one client address (429 over it); 0: no limit (behind a
+    #: proxy every connection comes from the proxy's address).
+    connections_per_client: int = 100
     #: Seconds a request head (request line and headers) may take to arrive.
     head_seconds: float = 10.0
     #: Seconds a request body may take to arrive once its head has.
@@ -61,6 +65,14 @@ LIMIT_OPTIONS = (
         "PIZZERIA_API_MAX_CONNECTIONS",
         "Open connections in all (503 beyond)",
         1_000_000,
+    ),
+    LimitOption(
+        "connections_per_client",
+        "--connections-per-client",
+        "PIZZERIA_API_CONNECTIONS_PER_CLIENT",
+        "Open connections from one client address (429 beyond); 0: no limit (behind a proxy)",
+        1_000_000,
+        minimum=0,
     ),
     LimitOption(
         "head_seconds",
