@@ -58,8 +58,12 @@ async def test_codec_decodes_plain_payloads_and_old_keys_after_rotation():
     assert await rotated.decode([sealed_by_old, plain("y")]) == [plain("x"), plain("y")]
     (sealed_by_new,) = await rotated.encode([plain("z")])
     assert sealed_by_new.metadata["encryption-key-id"] == key_id_of(new).encode()
-    with pytest.raises(CodecKeyError):
+    with pytest.raises(CodecKeyError, match="the order waits for a worker that has it"):
         await EncryptionCodec([(key_id_of(old), old)]).decode([sealed_by_new])
+    # The codec endpoint (the Web UI's) reads its keys when it starts: it says to restart it.
+    endpoint = EncryptionCodec([(key_id_of(old), old)], reader=True, serving=True)
+    with pytest.raises(CodecKeyError, match="start the codec endpoint again"):
+        await endpoint.decode([sealed_by_new])
 
 
 async def test_plain_mode_only_decrypts():

@@ -237,7 +237,7 @@ def codec_server_command(port: int, origins: tuple[str, ...], require_auth: bool
             )
     stop_on_sigterm()
     allowed = origins or DEFAULT_ORIGINS
-    codec, secret = EncryptionCodec(load_keys()), load_auth_secret()
+    codec, secret = EncryptionCodec(load_keys(), reader=True, serving=True), load_auth_secret()
     try:
         endpoint = CodecServer(
             codec, secret=secret, port=port, origins=allowed, require_auth=require_auth

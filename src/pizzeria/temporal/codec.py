@@ -140,13 +140,18 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
     """
 
     def __init__(
-        self, keys: Sequence[tuple[str, bytes]], encrypt: bool = True, reader: bool = False
+        self,
+        keys: Sequence[tuple[str, bytes]],
+        encrypt: bool = True,
+        reader: bool = False,
+        serving: bool = False,
     ) -> None:
         self.current_id, current = keys[0]
         self.cipher = AESGCM(current)
         self.ciphers = {key_id: AESGCM(key) for key_id, key in keys}
         self.encrypt = encrypt
         self.reader = reader  # a command that only reads orders: no order waits on it
+        self.serving = serving  # the codec endpoint, for the Web UI (a reader)
 
     def with_context(self, context: SerializationContext) -> Self:
         if self.encrypt or not isinstance(context, ActivitySerializationContext):
@@ -188,7 +193,13 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             return unreadable_payload("encrypted payload too short to be AES-GCM ciphertext")
         cipher = self.ciphers.get(key_id)
         if cipher is None:
-            then = " to read it" if self.reader else "; the order waits for a worker that has it"
+            then = (
+                "; the order waits for a worker that has it"
+                if not self.reader
+                else " and start the codec endpoint again (it reads its keys when it starts)"
+                if self.serving
+                else " to read it"
+            )
             raise CodecKeyError(
                 f"payload encrypted with key {key_id!r}, which this process does not have "
                 f"(it has {', '.join(map(repr, self.ciphers))}): add that key to "

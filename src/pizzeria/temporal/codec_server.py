@@ -294,7 +294,10 @@ def serve_for_web_ui(ui_port: int, port: int = DEFAULT_PORT) -> CodecServer:
     """
     origins = (f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}")
     codec_server = CodecServer(
-        EncryptionCodec(load_keys()), secret=load_auth_secret(), port=port, origins=origins
+        EncryptionCodec(load_keys(), reader=True, serving=True),
+        secret=load_auth_secret(),
+        port=port,
+        origins=origins,
     )
     codec_server.start()
     return codec_server
