@@ -52,27 +52,40 @@ def asking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asking:
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        settings = ApiSettings(
-            Keys(GOOD_SECRET.encode(), STAFF_KEY),
-            address=f"127.0.0.1:{free_port()}",  # lazy: never connected to here
-            ledger_location=str(tmp_path / "ledger.db"),
-        )
-        app = create_app(settings)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http,
-        ):
-            answer = await http.get("/payments/config")
-            assert answer.status_code == 200, answer.text
-            page = await http.get("/")
-            assert SECRET_KEY not in answer.text and SECRET_KEY not in str(page.headers)
-            policy = page.headers["content-security-policy"]
-            found = re.search(r"connect-src ([^;]*);", policy)
-            assert found is not None, policy
-            yield answer.json(), found.group(1)
+        async with served(tmp_path) as http:
+            yield await config_and_connect_src(http)
 
     return asked
+
+
+@asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The API, started in this process under the environment as it is, and a client."""
+    settings = ApiSettings(
+        Keys(GOOD_SECRET.encode(), STAFF_KEY),
+        address=f"127.0.0.1:{free_port()}",  # lazy: never connected to here
+        ledger_location=str(tmp_path / "ledger.db"),
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
+        ) as http,
+    ):
+        yield http
+
+
+async def config_and_connect_src(http: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
+    """GET /payments/config, and the connect-src of the page's policy asked after it."""
+    answer = await http.get("/payments/config")
+    assert answer.status_code == 200, answer.text
+    page = await http.get("/")
+    assert SECRET_KEY not in answer.text and SECRET_KEY not in str(page.headers)
+    policy = page.headers["content-security-policy"]
+    found = re.search(r"connect-src ([^;]*);", policy)
+    assert found is not None, policy
+    return answer.json(), found.group(1)
 
 
 async def test_with_the_local_provider_the_page_tokenizes_there_and_may_connect_to_it_only(
@@ -107,35 +120,15 @@ async def test_without_a_url_it_is_the_data_folders_provider_once_it_proves_it_a
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
     url_file = tmp_path / "payments.url"
-    app = create_app(
-        ApiSettings(
-            Keys(GOOD_SECRET.encode(), STAFF_KEY),
-            address=f"127.0.0.1:{free_port()}",
-            ledger_location=str(tmp_path / "ledger.db"),
-        )
-    )
-
-    async def asked(http: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
-        answer = await http.get("/payments/config")
-        policy = (await http.get("/")).headers["content-security-policy"]
-        found = re.search(r"connect-src ([^;]*);", policy)
-        assert answer.status_code == 200 and found is not None, (answer.text, policy)
-        return answer.json(), found.group(1)
-
     own: process.ProviderProcess | None = None
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
-            ) as http,
-        ):
-            config, connect_src = await asked(http)  # no payments.url: no provider runs
+        async with served(tmp_path) as http:
+            config, connect_src = await config_and_connect_src(http)  # no payments.url yet
             assert config["tokenize"] is False and connect_src == "'self'"
             assert "no local payment provider runs for the data folder" in config["why"]
             own = process.start(tmp_path / "payments.db")  # the folder's: it writes its URL
             assert url_file.read_text() == own.url + "\n"
-            config, connect_src = await asked(http)
+            config, connect_src = await config_and_connect_src(http)
             assert config == {
                 "tokenize": True,
                 "provider_url": own.url,
@@ -144,7 +137,7 @@ async def test_without_a_url_it_is_the_data_folders_provider_once_it_proves_it_a
             }
             assert connect_src == f"'self' {own.url}"
             url_file.write_text(provider.url + "\n")  # another folder's provider
-            config, connect_src = await asked(http)
+            config, connect_src = await config_and_connect_src(http)
             assert config["tokenize"] is False and config["provider_url"] is None
             assert "is not this data folder's" in config["why"] and connect_src == "'self'"
     finally:
