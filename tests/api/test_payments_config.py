@@ -76,6 +76,16 @@ async def served(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+def tokens_at(url: str) -> dict[str, Any]:
+    """The config of a page that tokenizes at the local provider at ``url``."""
+    return {
+        "tokenize": True,
+        "provider_url": url,
+        "publishable_key": process.LOCAL_PUBLISHABLE_KEY,
+        "why": None,
+    }
+
+
 async def config_and_connect_src(http: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
     """GET /payments/config, and the connect-src of the page's policy asked after it."""
     answer = await http.get("/payments/config")
@@ -92,12 +102,7 @@ async def test_with_the_local_provider_the_page_tokenizes_there_and_may_connect_
     asking: Asking, provider: process.ProviderProcess
 ) -> None:
     async with asking(**{URL_VARIABLE: provider.url}) as (config, connect_src):
-        assert config == {
-            "tokenize": True,
-            "provider_url": provider.url,
-            "publishable_key": process.LOCAL_PUBLISHABLE_KEY,
-            "why": None,
-        }
+        assert config == tokens_at(provider.url)
         assert connect_src == f"'self' {provider.url}"
     # What the page then does with it: the number goes there, a token comes back.
     async with httpx.AsyncClient() as browser:
@@ -129,12 +134,7 @@ async def test_without_a_url_it_is_the_data_folders_provider_once_it_proves_it_a
             own = process.start(tmp_path / "payments.db")  # the folder's: it writes its URL
             assert url_file.read_text() == own.url + "\n"
             config, connect_src = await config_and_connect_src(http)
-            assert config == {
-                "tokenize": True,
-                "provider_url": own.url,
-                "publishable_key": process.LOCAL_PUBLISHABLE_KEY,
-                "why": None,
-            }
+            assert config == tokens_at(own.url)
             assert connect_src == f"'self' {own.url}"
             url_file.write_text(provider.url + "\n")  # another folder's provider
             config, connect_src = await config_and_connect_src(http)
