@@ -526,7 +526,9 @@ async def test_a_cancel_aborted_by_the_order_closing_is_a_refusal_not_an_error(
         async def execute_update(self, *args: object) -> None:
             raise RPCError(said, RPCStatusCode.NOT_FOUND, b"")
 
-    async def closing_run(client: object, order_number: str) -> ClosingRun:
+    async def closing_run(
+        client: object, order_number: str, run_id: str | None = None
+    ) -> ClosingRun:
         return ClosingRun()
 
     monkeypatch.setattr(acting, "running_order", closing_run)
