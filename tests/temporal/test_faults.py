@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
+from pizzeria import private
 from pizzeria.temporal import faults as faults_module
 from pizzeria.temporal.faults import (
     FILE_WAY_OUT,
@@ -202,7 +203,7 @@ def test_the_plan_parses_the_file_again_only_when_it_changed(
 ) -> None:
     plan = FaultPlan(faults_file, env_value="")
     reads: list[Path] = []
-    read_file = faults_module.read_private_file
+    read_file = private.read_private_file
 
     def counting(path: Path, what: str) -> str:
         reads.append(path)
