@@ -27,7 +27,7 @@ from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import TASK_QUEUE, order_ref
 from pizzeria.ops.doctor import recent_pollers
 from pizzeria.payments import process as payments
-from pizzeria.payments.proof import proves
+from pizzeria.payments.proof import listening, proves
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
@@ -62,12 +62,14 @@ def local_payments(
         known = config.local_payments_url(usual=on_port) if folder == config.data_dir() else ""
     except UnsafeSecret as unsafe:  # a URL file planted in a shared folder: said, not used
         raise payments.ProviderProcessError(str(unsafe)) from None
-    if known and payments.answers(known) and not proves(known, folder / "payments.secret"):
+    # Asked to prove itself before anything else is sent to it (the proof is all it gets).
+    ours = bool(known) and proves(known, folder / "payments.secret")
+    if known and not ours and listening(known):
         say(
-            f"Something answering at {known} is not this data folder's payment provider (it "
+            f"Something listening at {known} is not this data folder's payment provider (it "
             "cannot prove that it holds the folder's payments.secret): starting the folder's own"
         )
-    elif known and payments.answers(known):
+    elif ours:
         say(f"Using the payment provider already answering at {known}")
         # Found on the port (no URL file): written, so the folder's workers use it too.
         written = known == on_port and folder == config.data_dir() and not url_file.exists()

@@ -114,6 +114,17 @@ def refuse_foreign_file(path: Path, what: str) -> None:
         )
 
 
+#: The files SQLite keeps beside a database: each is read into it when it opens.
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def refuse_foreign_database(path: Path, what: str) -> None:
+    """`refuse_foreign_file` for an SQLite database and the files SQLite keeps beside it:
+    a write-ahead log planted beside our own file rewrites it when it opens."""
+    for suffix in SQLITE_COMPANIONS:
+        refuse_foreign_file(path.with_name(path.name + suffix), what)
+
+
 def readable_by_others(path: Path) -> str | None:
     """Why others on this machine can read the secret file ``path``, or into the folder
     ``path`` (its mode), or None when they cannot (or there is no such file). Read by

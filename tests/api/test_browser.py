@@ -109,6 +109,10 @@ def card_went_to_the_provider_only(api: Api, sent: list[Request], card: str) -> 
     tokenized = [r for r in sent if r.url == f"{provider}/v1/payment_methods"]
     assert [r.method for r in tokenized] == ["POST"]
     assert parse_qs(tokenized[0].post_data or "")["card[number]"] == [card]
+    # Where the provider is was asked afresh before the number left the page (once when
+    # it loaded, once more when the order was placed): it may have moved since.
+    before = sent[: sent.index(tokenized[0])]
+    assert [r.url for r in before].count(f"{api.url}/payments/config") == 2
     orders = [r for r in ours if r.method == "POST" and r.url == f"{api.url}/orders"]
     assert len(orders) == 1
     card_info: dict[str, Any] = json.loads(orders[0].post_data or "{}")["credit_card_info"]

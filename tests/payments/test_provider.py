@@ -641,7 +641,7 @@ def test_a_server_uses_the_folders_provider_on_the_port_asked_for_and_never_a_st
         assert (folder / "payments.url").read_text().strip() == url
         assert not proves(taken, folder / "payments.secret")
     assert said[0] == (
-        f"Something answering at {taken} is not this data folder's payment provider (it "
+        f"Something listening at {taken} is not this data folder's payment provider (it "
         "cannot prove that it holds the folder's payments.secret): starting the folder's own"
     )
     assert not (folder / "payments.url").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -513,11 +514,17 @@ class Stranger(http.server.BaseHTTPRequestHandler):
     anything (as a provider would), and it keeps every request it was sent."""
 
     received: ClassVar[list[tuple[str, str, bytes]]] = []
+    #: Where it passes the challenge on to (the folder's provider, on another port), and
+    #: its answer back: a relay, as a program that took the old port could be.
+    relay_to: ClassVar[str | None] = None
 
     def _any(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.received.append((self.command, self.path, self.rfile.read(length)))
         body = b'{"object": "list", "data": [], "proof": "0000"}'
+        if self.relay_to is not None and self.path.startswith("/v1/pizzeria/proof"):
+            with urllib.request.urlopen(self.relay_to + self.path, timeout=10) as relayed:
+                body = relayed.read()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -552,13 +559,24 @@ async def test_a_stranger_on_the_folders_provider_port_is_sent_no_card_number(
         with pytest.raises(PaymentUnavailable) as refused:
             await hold(gateway)
         said = str(refused.value)
-        assert f"the payment provider answering at {url} is not this data folder's" in said
+        assert said.startswith(f"the payment provider answering at {url} is not this data folder")
         assert (refused.value.retryable, refused.value.outcome_unknown) == (True, False)
         assert [(method, path.partition("?")[0]) for method, path, _ in Stranger.received] == [
             ("GET", "/v1/pizzeria/proof")
         ]
         assert GOOD_CARD.encode() not in b"".join(body for _, _, body in Stranger.received)
+        # A relay that passes the challenge on to the folder's own provider, and its answer
+        # back: the provider signed the address it was reached at, not the relay's.
+        with process.running(tmp_path / "payments.db") as own:
+            (tmp_path / "payments.url").write_text(url + "\n")
+            Stranger.relay_to, Stranger.received = own.url, []
+            with pytest.raises(PaymentUnavailable, match="is not this data folder's"):
+                await hold(gateway)
+            assert [path.partition("?")[0] for _, path, _ in Stranger.received] == [
+                "/v1/pizzeria/proof"
+            ]
     finally:
+        Stranger.relay_to = None
         await gateway.close()
         stranger.shutdown()
         stranger.server_close()

@@ -60,8 +60,11 @@ def faults_in_force(plan: FaultPlan) -> dict[str, Fault]:
     """The plan's faults; a file that cannot be read is one line naming it and the way out
     (every step of every order fails while it is there, docs/faults.md)."""
     try:
-        return plan.current()
+        faults = plan.current()
     except EnvironmentFaultError as error:  # `clear` empties the file, not the variable
         raise UserError(str(error)) from None
     except FaultSyntaxError as error:
         raise UserError(f"{error}; {FILE_WAY_OUT}") from None
+    if plan.refusal is not None:  # another user could have written it: never obeyed
+        raise UserError(plan.refusal)
+    return faults

@@ -18,7 +18,6 @@ from pizzeria.payments.process import (
     DEFAULT_PORT,
     HOST,
     READY_PREFIX,
-    answers,
     default_data_file,
 )
 from pizzeria.payments.proof import proves
@@ -94,7 +93,7 @@ def refuse_a_second_provider(data_file: Path) -> None:
         raise UserError(str(error)) from None
     # A stranger that took the port (it cannot prove it is the folder's) is no provider
     # of ours: this one starts, on a free port when that one is taken.
-    if running and answers(running) and proves(running, secret_file_of(data_file)):
+    if running and proves(running, secret_file_of(data_file)):
         raise UserError(
             f"the data folder's payment provider already runs at {running} (payments in "
             f"{data_file}): one is enough; stop it first, or give another --data file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -203,8 +204,9 @@ def order(
         step_attempts=step_attempts or defaults.step_attempts,
         fast_path=fast_path,
     )
-    if card == "-":
-        card = sys.stdin.readline().strip()
+    if card == "-":  # at a terminal: asked without echo, as a password is
+        typed = getpass.getpass("Card number: ") if sys.stdin.isatty() else sys.stdin.readline()
+        card = typed.strip()
         if not card:
             raise UserError("--card -: no card number on the first line of standard input")
     placed = build_order(order_number, card, pickup, items, settings)

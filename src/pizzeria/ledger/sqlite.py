@@ -18,7 +18,7 @@ from pizzeria.ledger.book import Ledger
 from pizzeria.ledger.records import LedgerNotFound, LedgerUnavailable
 from pizzeria.ledger.sql import Tx
 from pizzeria.menu import INITIAL_STOCK
-from pizzeria.private import UnsafeSecret, refuse_foreign_file
+from pizzeria.private import UnsafeSecret, refuse_foreign_database
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class SqliteLedger(Ledger):
                 "file (ledger.db in the data folder)"
             )
         try:
-            refuse_foreign_file(self.path, "ledger file")
+            refuse_foreign_database(self.path, "ledger file")
         except UnsafeSecret as planted:
             raise LedgerUnavailable(str(planted)) from None
         if self.read_only:

@@ -342,9 +342,11 @@ async def check_payments() -> Verdict:
     try:
         await gateway.list_payments(limit=1)
     except PaymentError as error:
-        reason = " ".join(str(error).split())[:300]
-        if gateway.follow is not None and not gateway.follow.exists():
-            return Verdict("payment provider", FAIL, reason)  # no URL: none was asked
+        reason = " ".join(str(error).split())[:400]
+        if gateway.follow is not None and (
+            not gateway.follow.exists() or "is not this data folder's" in reason
+        ):
+            return Verdict("payment provider", FAIL, reason)  # said whole: none was asked
         return Verdict("payment provider", FAIL, f"{shown_url(gateway)} does not answer: {reason}")
     finally:
         await gateway.close()

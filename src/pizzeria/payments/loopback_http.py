@@ -31,6 +31,11 @@ class NotConnected(OSError):
     """The connection to the provider could not be opened: the request was never sent."""
 
 
+class NotTheProvider(NotConnected):
+    """What answers on the connection is not the provider meant (it did not prove that it
+    is): nothing was sent to it but the question."""
+
+
 #: Asks the provider on a connection just opened (nothing sent on it yet) to prove that it
 #: is the one meant, with the connection's ``http://host:port``; raises ConnectionError
 #: when it does not (`pizzeria.payments.proof`).
@@ -97,13 +102,17 @@ class LoopbackHTTPClient(stripe.HTTPClient):
             )
             try:
                 connection.connect()
-                if self._prove is not None:
-                    self._prove(connection, f"http://{connection.host}:{connection.port}")
-            except OSError as error:  # ConnectionError included: a provider that did not prove
+            except OSError as error:
                 connection.close()
                 never_sent = NotConnected(str(error) or type(error).__name__)
                 never_sent.__cause__ = error
                 _unanswered(never_sent)
+            if self._prove is not None:
+                try:
+                    self._prove(connection, f"http://{connection.host}:{connection.port}")
+                except ConnectionError as refused:
+                    connection.close()
+                    _unanswered(NotTheProvider(str(refused)))
             self._local.connection = connection
             with self._lock:
                 self._open.add(connection)

@@ -5,10 +5,12 @@ machine could listen first (or next, once ours stopped). Whoever answers there w
 receive the holds, with the card numbers in them. So a client that follows the data
 folder's provider (``payments.url``) asks it first to prove that it holds the folder's
 provider secret (``payments.secret``, beside ``payments.db``, readable by the folder's
-owner alone): it sends a fresh random challenge, and the provider answers with an HMAC of
-it under that secret. Nothing about an order or a card is in the question; the answer
-tells a stranger nothing it could use. A provider named by ``PIZZERIA_PAYMENTS_URL`` is the
-operator's choice (Stripe's HTTPS proves itself) and is not asked.
+owner alone): it sends a fresh random challenge, and the provider answers with an HMAC,
+under that secret, of the challenge and of the address the connection reached it at
+(which a program relaying the question from another port cannot change). Nothing about
+an order or a card is in the question; the answer tells a stranger nothing it could use.
+A provider named by ``PIZZERIA_PAYMENTS_URL`` is the operator's choice (Stripe's HTTPS
+proves itself) and is not asked.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hmac
 import http.client
 import json
 import secrets
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,9 +37,19 @@ class NotOurProvider(ConnectionError):
     """The provider at the URL could not prove that it is the data folder's own."""
 
 
-def proof_of(secret: bytes, challenge: str) -> str:
-    """The answer to ``challenge`` of a provider holding ``secret``."""
-    return hmac.new(secret, _LABEL + challenge.encode(), hashlib.sha256).hexdigest()
+def proof_of(secret: bytes, challenge: str, reached: str) -> str:
+    """The answer to ``challenge`` of a provider holding ``secret``, asked on a connection
+    that reached it at ``reached`` (``ip:port``, the provider's end of the connection as
+    the caller dialled it). With the address in it, a program on another port cannot pass
+    the challenge on to the real provider and its answer back: the provider signs the
+    address it was reached at, not the one the caller dialled."""
+    message = _LABEL + challenge.encode() + b"\x00" + reached.encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def address_of(end: tuple[object, ...]) -> str:
+    """``ip:port`` of a socket address (an IPv6 one has four parts)."""
+    return f"{end[0]}:{end[1]}"
 
 
 def valid_challenge(challenge: str) -> bool:
@@ -75,16 +88,24 @@ def ask(connection: http.client.HTTPConnection, secret: bytes, url: str) -> None
     """
     challenge = secrets.token_hex(32)
     try:
+        if connection.sock is None:
+            connection.connect()
+        dialled = address_of(connection.sock.getpeername())
         connection.request("GET", f"{PROOF_PATH}?challenge={challenge}")
         response = connection.getresponse()
         body = response.read(4096)
     except (OSError, http.client.HTTPException) as error:
-        raise NotOurProvider(f"{_stranger(url)}: it did not answer ({error})") from None
+        raise NotOurProvider(
+            f"the payment provider at {url} did not answer the question that proves it is "
+            f"this data folder's ({error or type(error).__name__}); nothing was sent to it"
+        ) from None
     try:
         answer = json.loads(body).get("proof") if response.status == 200 else None
     except (ValueError, AttributeError):
         answer = None
-    if not isinstance(answer, str) or not hmac.compare_digest(answer, proof_of(secret, challenge)):
+    if not isinstance(answer, str) or not hmac.compare_digest(
+        answer, proof_of(secret, challenge, dialled)
+    ):
         raise NotOurProvider(_stranger(url))
 
 
@@ -106,6 +127,16 @@ def proves(url: str, secret_file: Path, timeout: float = 2.0) -> bool:
     finally:
         connection.close()
     return True
+
+
+def listening(url: str, timeout: float = 0.5) -> bool:
+    """Whether anything accepts a connection at ``url`` (nothing is sent to it)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port), timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _stranger(url: str) -> str:

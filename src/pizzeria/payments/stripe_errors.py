@@ -17,7 +17,7 @@ from pizzeria.payments.errors import (
     PaymentStateError,
     PaymentUnavailable,
 )
-from pizzeria.payments.loopback_http import NotConnected
+from pizzeria.payments.loopback_http import NotConnected, NotTheProvider
 
 #: Stripe's codes for "the payment is not in a state that allows this".
 STATE_CODES = frozenset(
@@ -67,6 +67,8 @@ def translate(error: stripe.StripeError) -> PaymentError:
             payment_id=_intent_of(body).get("id"),
             http_status=status,
         )
+    if isinstance(error, stripe.APIConnectionError) and isinstance(error.__cause__, NotTheProvider):
+        return PaymentUnavailable(str(error.__cause__), outcome_unknown=False)  # said whole
     if isinstance(error, stripe.APIConnectionError):
         return PaymentUnavailable(
             f"the payment provider did not answer: {message}",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -86,6 +87,7 @@ INJECTED_FAULT_ERROR = "InjectedFault"
 SEED_VARIABLE = "PIZZERIA_FAULTS_SEED"
 # How long after its timeout a late attempt writes: long enough for Temporal's retry
 # (1 s later) or the compensation to have run first.
+log = logging.getLogger(__name__)
 LATE_MARGIN_SECONDS = 3.0
 
 
@@ -121,14 +123,20 @@ class EnvironmentFaultError(FaultSyntaxError):
     """``PIZZERIA_FAULTS`` does not parse: a worker refuses to start with it."""
 
 
+def _shown(text: str, most: int = 60) -> str:
+    """An entry as an error quotes it: its start only (a file named by mistake, such as
+    /proc/self/environ, is not printed whole)."""
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def _parse_entry(entry: str) -> Fault:
     parts = split_entry(entry)
     step, mode = parts.name, parts.head
     if not parts.named or not step or mode not in MODES or step not in FAULTABLE_STEPS:
         unknown = parts.named and step not in FAULTABLE_STEPS
-        what = f"unknown step {step!r}" if unknown else "bad fault"
+        what = f"unknown step {_shown(step)!r}" if unknown else "bad fault"
         raise FaultSyntaxError(
-            f"{what} in {entry!r}: expected STEP=MODE[:N][@RATE] with STEP one of "
+            f"{what} in {_shown(entry)!r}: expected STEP=MODE[:N][@RATE] with STEP one of "
             + ", ".join(FAULTABLE_STEPS)
             + " and MODE one of "
             + ", ".join(MODES)
@@ -174,6 +182,9 @@ class FaultPlan:
         self._env_faults: dict[str, Fault] | None = None
         # (inode, mtime, size) of the file when last parsed, and what it held.
         self._file_cache: tuple[tuple[int, int, int], dict[str, Fault] | str] | None = None
+        #: Why the file is not obeyed (another user could have written it), if so.
+        self.refusal: str | None = None
+        self._said: str | None = None  # the refusal the worker's log said last
 
     def current(self) -> dict[str, Fault]:
         return {**self.environment_faults(), **self._file_faults()}
@@ -202,20 +213,24 @@ class FaultPlan:
         try:
             stat = self.file.stat()
         except FileNotFoundError:
+            self.refusal = None
             return {}
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._file_cache is None or self._file_cache[0] != version:
             try:
                 # A file another user could have written is not obeyed: it could decline
-                # every card or hang every step (refused as a planted secret is).
-                text = read_private_file(self.file, "faults file")
+                # every card or hang every step (refused as a planted secret is). Nor does
+                # it stop the steps: they run without it, and the worker says so once.
+                text = read_private_file(self.file, "faults")
                 parsed: dict[str, Fault] | str = parse_faults(text)
             except UnsafeSecret as unsafe:
-                parsed = str(unsafe)
+                parsed, self.refusal = {}, str(unsafe)
             except FaultSyntaxError as error:
                 parsed = f"{self.file}: {error}"
             except FileNotFoundError:  # cleared between the stat and the read
                 return {}
+            else:
+                self.refusal = None
             self._file_cache = (version, parsed)
         faults = self._file_cache[1]
         if isinstance(faults, str):
@@ -238,6 +253,9 @@ class FaultPlan:
         Returns when the activity should go on and take effect (at once, or late).
         """
         faults = [fault for fault in self.current().values() if fault.step == step]
+        if self.refusal is not None and self.refusal != self._said:
+            log.warning("faults file not obeyed: %s", self.refusal)  # once per change
+        self._said = self.refusal
         if not faults:
             return
         info = activity.info()

@@ -141,12 +141,14 @@ function orderBody(cardInfo) {
 // -- the card: its number goes to the payment provider, its token in the order -----------
 
 async function loadPayments() {
+  let found = null; // none: asked again when the order is placed
   try {
     const answer = await fetch("/payments/config");
-    if (answer.ok) payments = await answer.json();
+    if (answer.ok) found = await answer.json();
   } catch (error) {
-    payments = null; // asked again when the order is placed
+    found = null;
   }
+  payments = found;
   const note = payments && payments.tokenize
     ? "The number goes only to the payment provider, which gives the order a token for it."
     : "The number goes in the order, and from there once to the payment provider.";
@@ -191,7 +193,9 @@ async function cardOfOrder() {
   const input = $("#card");
   const number = input.value.replace(/\s/g, "");
   const holderName = field("credit_card_info.holderName");
-  if (!payments) await loadPayments();
+  // Asked afresh before a number leaves the page: the provider may have moved or gone
+  // since the page loaded (the API names it only once it proved it is the right one).
+  if (number || !payments) await loadPayments();
   if (!payments) return cardError("The payment settings did not load: try again.");
   if (!payments.tokenize) return { info: { holderName, number }, last4: number.slice(-4) };
   if (number) {

@@ -60,6 +60,8 @@ class Request:
     body: str = ""
     authorization: str | None = None
     idempotency_key: str | None = None
+    #: ``ip:port`` at which the request reached the provider (its end of the connection).
+    reached: str = ""
 
 
 @dataclass
@@ -162,7 +164,7 @@ class Provider:
 
     def handle(self, request: Request) -> Answer:
         if request.path == proof.PROOF_PATH and request.method == "GET":
-            return self._prove(request.query)
+            return self._prove(request.query, request.reached)
         found = routes.match(request.method, request.path)
         if found is None:
             message = f"Unrecognized request URL ({request.method}: {request.path[:200]})."
@@ -181,14 +183,15 @@ class Provider:
         finally:
             self.keys_in_use.give_back(key)
 
-    def _prove(self, query: str) -> Answer:
+    def _prove(self, query: str, reached: str) -> Answer:
         """That this provider holds its data folder's secret (`pizzeria.payments.proof`):
         asked by the folder's clients before they send it anything."""
         challenge = parse_qs(query).get("challenge", [""])[0]
         if not proof.valid_challenge(challenge):
             message = "Send ?challenge= with 32 to 128 lowercase hex digits."
             return _error(ApiError(400, "invalid_request_error", message), "bad challenge")
-        body = {"object": "pizzeria.proof", "proof": proof.proof_of(self.secret, challenge)}
+        answer = proof.proof_of(self.secret, challenge, reached)
+        body = {"object": "pizzeria.proof", "proof": answer}
         return Answer(200, body, note="proved")
 
     def _handle(self, route: routes.Route, object_id: str, request: Request) -> Answer:

@@ -27,6 +27,7 @@ and a rerun meets the same faults.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from pizzeria.fault_syntax import (
     split_entry,
 )
 from pizzeria.private import UnsafeSecret, read_private_file
+
+log = logging.getLogger("pizzeria.payments.provider")
 
 OPERATIONS = (
     "authorize",
@@ -161,20 +164,21 @@ class ProviderFaults:
             if version == self._version:
                 return
             # A file another user could have written is not obeyed (it could refuse or
-            # lose every request): each request fails, saying so, until it is fixed.
-            text = read_private_file(self.file, "provider's faults file")
-            refused = None
+            # lose every request): the provider says so once and answers as without one.
+            text = read_private_file(self.file, "provider's faults")
         except FileNotFoundError:
-            version, text, refused = (0, 0, 0), "", None
-        except UnsafeSecret as unsafe:
-            text, refused = "", str(unsafe)
+            version, text = (0, 0, 0), ""
+        except UnsafeSecret as unsafe:  # not obeyed, and no request fails for it
+            text = ""
+            if version != self._version:
+                log.warning("faults file not obeyed: %s", unsafe)
         if version == self._version:
             return
         self._version = version
         self._struck.clear()
         self._seen.clear()
         try:
-            self._faults = refused if refused is not None else parse_faults(text)
+            self._faults = parse_faults(text)
         except FaultFileError as error:
             self._faults = str(error)
 

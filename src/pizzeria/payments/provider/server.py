@@ -19,6 +19,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pizzeria.payments.proof import address_of
 from pizzeria.payments.provider.engine import Action, Answer, Provider, Request, request_id, summary
 
 log = logging.getLogger("pizzeria.payments.provider")
@@ -143,6 +144,7 @@ class ProviderHandler(BaseHTTPRequestHandler):
             body,
             self.headers.get("Authorization"),
             self.headers.get("Idempotency-Key"),
+            reached=address_of(self.connection.getsockname()),
         )
 
     def _answer(self, answer: Answer) -> None:

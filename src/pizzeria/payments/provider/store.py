@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pizzeria.private import make_private_dir, refuse_foreign_file
+from pizzeria.private import make_private_dir, refuse_foreign_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -82,7 +82,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         make_private_dir(path.parent)
-        refuse_foreign_file(path, "payment provider's data file")
+        refuse_foreign_database(path, "payment provider's data file")
         self.path = path
         self.lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
