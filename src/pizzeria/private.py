@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import re
 import secrets
@@ -34,6 +35,21 @@ def make_private_dir(path: Path) -> Path:
     """``path`` (and any missing parent), the folder itself created owner-only (0700)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, the file owner-only (0600) whatever the umask: a file
+    the readers refuse when others could write it (`read_private_file`) is made so."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(draft, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(draft)
+        raise
 
 
 def read_private_file(path: Path, what: str) -> str:

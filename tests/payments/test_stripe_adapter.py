@@ -517,11 +517,13 @@ class Stranger(http.server.BaseHTTPRequestHandler):
     #: Where it passes the challenge on to (the folder's provider, on another port), and
     #: its answer back: a relay, as a program that took the old port could be.
     relay_to: ClassVar[str | None] = None
+    #: What it answers the challenge with.
+    answer: ClassVar[bytes] = b'{"object": "list", "data": [], "proof": "0000"}'
 
     def _any(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.received.append((self.command, self.path, self.rfile.read(length)))
-        body = b'{"object": "list", "data": [], "proof": "0000"}'
+        body = self.answer
         if self.relay_to is not None and self.path.startswith("/v1/pizzeria/proof"):
             with urllib.request.urlopen(self.relay_to + self.path, timeout=10) as relayed:
                 body = relayed.read()
@@ -565,6 +567,12 @@ async def test_a_stranger_on_the_folders_provider_port_is_sent_no_card_number(
             ("GET", "/v1/pizzeria/proof")
         ]
         assert GOOD_CARD.encode() not in b"".join(body for _, _, body in Stranger.received)
+        # Whatever it answers is no proof, refused as cleanly: JSON too deep to read, a
+        # proof that is not text a digest compares.
+        for nasty in (b"[" * 4096, '{"proof": "\u00e9"}'.encode()):
+            Stranger.answer = nasty
+            with pytest.raises(PaymentUnavailable, match="is not this data folder"):
+                await hold(gateway)
         # A relay that passes the challenge on to the folder's own provider, and its answer
         # back: the provider signed the address it was reached at, not the relay's.
         with process.running(tmp_path / "payments.db") as own:
@@ -577,6 +585,7 @@ async def test_a_stranger_on_the_folders_provider_port_is_sent_no_card_number(
             ]
     finally:
         Stranger.relay_to = None
+        Stranger.answer = b'{"object": "list", "data": [], "proof": "0000"}'
         await gateway.close()
         stranger.shutdown()
         stranger.server_close()

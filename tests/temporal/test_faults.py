@@ -175,9 +175,19 @@ def test_a_faults_file_others_could_have_written_is_not_obeyed(faults_file: Path
     assert done.returncode == 2, (done.stdout, done.stderr)
     (line,) = done.stderr.strip().splitlines()
     assert "faults file" in line and "can be written by others" in line, line
-    faults_file.chmod(0o600)
-    os.utime(faults_file, (3_000_000, 3_000_000))
+    faults_file.chmod(0o600)  # the mode alone changed: the running plan sees it
     assert list(plan.current().values()) == [Fault("process_credit_card", "decline")]
+    assert plan.refusal is None
+
+
+def test_faults_set_writes_a_file_its_readers_accept_whatever_the_umask(faults_file: Path):
+    before = os.umask(0o002)  # a user with a group of their own: files are group-writable
+    try:
+        write_faults(faults_file, parse_faults("send_bill=fail"))
+    finally:
+        os.umask(before)
+    assert faults_file.stat().st_mode & 0o777 == 0o600
+    assert set(FaultPlan(faults_file, env_value="").current()) == {"send_bill"}
 
 
 def test_write_faults_is_seen_by_a_running_plan(faults_file: Path) -> None:

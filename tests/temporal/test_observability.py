@@ -105,6 +105,9 @@ def test_a_key_line_under_another_keys_id_is_refused(tmp_path, monkeypatch):
     )
     path.write_text(f"{key_id_of(other)}:{base64.b64encode(other).decode()}\n")
     assert load_keys() == [(key_id_of(other), other)]
+    # An id named by hand (not of the hashes' shape) is taken as given: payloads name it.
+    path.write_text(f"prod-2024:{base64.b64encode(other).decode()}\n")
+    assert load_keys() == [("prod-2024", other)]
 
 
 # -- the codec endpoint -----------------------------------------------------------------

@@ -281,7 +281,10 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> OrderList:
     require_staff(request, given)
-    rows = await recent_orders(client_of(request), status.upper() if status else None, limit)
+    try:
+        rows = await recent_orders(client_of(request), status.upper() if status else None, limit)
+    except LookupError as unregistered:  # OrderStatus is not registered in the namespace
+        raise ApiProblem(502, str(unregistered), slug="temporal-refused") from None
     return OrderList(orders=[OrderRow.model_validate(row) for row in rows])
 
 

@@ -131,7 +131,9 @@ class PagePayments:
         named = (URL_VARIABLE, KEY_VARIABLE, BROWSER_URL_VARIABLE)
         self._fixed = None if not any(env.get(name) for name in named) else payments_config(env)
         self._key = env.get(PUBLISHABLE_KEY_VARIABLE) or LOCAL_PUBLISHABLE_KEY
-        self._proved: tuple[str, float] | None = None  # the URL that proved itself, when
+        #: The URL asked last, when, and whether it proved itself the folder's provider.
+        self._verdict: tuple[str, float, bool] | None = None
+        self._asking = asyncio.Lock()
         #: The config given last: the page's policy names its provider's origin.
         self.last = self._fixed or no_tokens("the payment provider was not looked for yet")
 
@@ -159,16 +161,19 @@ class PagePayments:
             return no_tokens(str(error))
         if not url.startswith("http://") or origin_of(url) is None:
             return no_tokens(f"{url_file} holds no provider's URL")
-        now = time.monotonic()
-        if self._proved is None or self._proved[0] != url or now - self._proved[1] > PROOF_SECONDS:
-            self._proved = None
-            if not await asyncio.to_thread(proves, url, secret_file_beside(url_file)):
-                return no_tokens(
-                    f"the payment provider answering at {url} is not this data folder's (it "
-                    "cannot prove that it holds the folder's payments.secret): the card "
-                    "number goes in the order instead"
-                )
-            self._proved = (url, now)
+        # One proof at a time, its verdict kept for PROOF_SECONDS either way: a flood of
+        # page loads asks the provider (or a stranger that never answers) once.
+        async with self._asking:
+            seen = self._verdict
+            if seen is None or seen[0] != url or time.monotonic() - seen[1] > PROOF_SECONDS:
+                ours = await asyncio.to_thread(proves, url, secret_file_beside(url_file))
+                self._verdict = seen = (url, time.monotonic(), ours)
+        if not seen[2]:
+            return no_tokens(
+                f"the payment provider answering at {url} is not this data folder's (it "
+                "cannot prove that it holds the folder's payments.secret): the card number "
+                "goes in the order instead"
+            )
         return PaymentsConfig(tokenize=True, provider_url=url, publishable_key=self._key, why=None)
 
 

@@ -110,9 +110,9 @@ class LoopbackHTTPClient(stripe.HTTPClient):
             if self._prove is not None:
                 try:
                     self._prove(connection, f"http://{connection.host}:{connection.port}")
-                except ConnectionError as refused:
+                except Exception as refused:  # a stranger's: nothing but the question sent
                     connection.close()
-                    _unanswered(NotTheProvider(str(refused)))
+                    _unanswered(NotTheProvider(str(refused) or type(refused).__name__))
             self._local.connection = connection
             with self._lock:
                 self._open.add(connection)

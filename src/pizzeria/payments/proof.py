@@ -99,13 +99,13 @@ def ask(connection: http.client.HTTPConnection, secret: bytes, url: str) -> None
             f"the payment provider at {url} did not answer the question that proves it is "
             f"this data folder's ({error or type(error).__name__}); nothing was sent to it"
         ) from None
-    try:
+    try:  # whatever a stranger sends is read as no proof (deep nesting, not text...)
         answer = json.loads(body).get("proof") if response.status == 200 else None
-    except (ValueError, AttributeError):
+    except Exception:
         answer = None
-    if not isinstance(answer, str) or not hmac.compare_digest(
-        answer, proof_of(secret, challenge, dialled)
-    ):
+    if not isinstance(answer, str) or not answer.isascii():
+        raise NotOurProvider(_stranger(url))
+    if not hmac.compare_digest(answer.encode(), proof_of(secret, challenge, dialled).encode()):
         raise NotOurProvider(_stranger(url))
 
 

@@ -55,6 +55,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16  # AES-GCM's authentication tag, at the end of the ciphertext
 #: What a key id may be (ours are 12 hex digits): a payload naming anything else names no key.
 KEY_ID_PATTERN = re.compile(r"[!-~]{1,128}")
+#: The shape of the ids this program makes: the first 12 hex digits of the key's SHA-256.
+HASH_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class CodecKeyError(RuntimeError):
@@ -102,10 +104,11 @@ def load_keys(create: bool = True) -> list[tuple[str, bytes]]:
             if not KEY_ID_PATTERN.fullmatch(key_id):
                 raise CodecKeyError(f"{where}: the key id must be 1 to 128 visible characters")
             key = _decode_key(text, where)
-            if key_id != key_id_of(key):
+            if HASH_ID.fullmatch(key_id) and key_id != key_id_of(key):
                 # An id names one key on every machine: a payload names the key it needs by
                 # it. A line whose id is another key's (a rotation typed by hand) would
-                # make this machine fail every order sealed under the real one.
+                # make this machine fail every order sealed under the real one. An id of
+                # another shape (named by hand, before ids were hashes) is taken as given.
                 raise CodecKeyError(
                     f"{where}: the key id {key_id} is not this key's (its id is "
                     f"{key_id_of(key)}, the first 12 hex digits of its SHA-256): copy the "

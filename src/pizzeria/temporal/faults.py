@@ -67,7 +67,7 @@ from pizzeria.models import (
     STEP_UPDATE_INVENTORY,
     STEPS,
 )
-from pizzeria.private import UnsafeSecret, read_private_file
+from pizzeria.private import UnsafeSecret, read_private_file, write_private_text
 
 FAIL = "fail"
 TIMEOUT = "timeout"
@@ -180,8 +180,8 @@ class FaultPlan:
         self.seed = os.environ.get(SEED_VARIABLE, "0") if seed is None else seed
         self.late_margin = late_margin
         self._env_faults: dict[str, Fault] | None = None
-        # (inode, mtime, size) of the file when last parsed, and what it held.
-        self._file_cache: tuple[tuple[int, int, int], dict[str, Fault] | str] | None = None
+        # (inode, mtime, size, mode, owner) of the file when last parsed, and what it held.
+        self._file_cache: tuple[tuple[int, ...], dict[str, Fault] | str] | None = None
         #: Why the file is not obeyed (another user could have written it), if so.
         self.refusal: str | None = None
         self._said: str | None = None  # the refusal the worker's log said last
@@ -215,7 +215,8 @@ class FaultPlan:
         except FileNotFoundError:
             self.refusal = None
             return {}
-        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        # Its mode and owner too: a chmod decides whether it is obeyed (read_private_file).
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size, stat.st_mode, stat.st_uid)
         if self._file_cache is None or self._file_cache[0] != version:
             try:
                 # A file another user could have written is not obeyed: it could decline
@@ -380,6 +381,4 @@ async def _sleep_through_cancellation(seconds: float) -> None:
 
 def write_faults(file: Path, faults: dict[str, Fault]) -> None:
     file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = file.with_suffix(".tmp")
-    temporary.write_text(json.dumps([str(f) for f in faults.values()]))
-    temporary.replace(file)
+    write_private_text(file, json.dumps([str(f) for f in faults.values()]))

@@ -78,6 +78,9 @@ def api_in_front(stack: Stack) -> Iterator[ApiProcess]:
         "--ledger",
         stack.ledger,
         "--no-access-log",
+        # Every lane is a client of 127.0.0.1: no cap per client address (up to 500 lanes).
+        "--connections-per-client",
+        "0",
     ]
     process = WorkerProcess(command, stack.data_dir / "api.log", env)
     process.start()

@@ -15,6 +15,7 @@ from pizzeria.ops.processes import (
     stop_workers,
 )
 from pizzeria.payments import process as payments
+from pizzeria.private import write_private_text
 from pizzeria.temporal.devserver import DevServerError
 
 PROVIDER_PORT_ATTEMPTS = 10
@@ -90,9 +91,7 @@ class ChaosFleet:
 
     def set_provider_faults(self, faults: str) -> None:
         """Replace the provider's faults (a new file: the provider sees it at once)."""
-        temporary = self.provider_faults_file.with_suffix(".tmp")
-        temporary.write_text(faults)
-        temporary.replace(self.provider_faults_file)
+        write_private_text(self.provider_faults_file, faults)
 
     def kill_provider(self) -> int:
         """SIGKILL: the requests in flight die unanswered. Its PID."""

@@ -142,7 +142,7 @@ class ProviderFaults:
         self.file = file
         self.seed = seed
         self._lock = threading.Lock()
-        self._version: tuple[int, int, int] | None = None
+        self._version: tuple[int, ...] | None = None
         self._faults: list[ProviderFault] | str = []
         self._struck: dict[ProviderFault, int] = {}
         self._seen: dict[tuple[ProviderFault, str], int] = {}
@@ -160,7 +160,9 @@ class ProviderFaults:
             return
         try:
             stat = self.file.stat()
-            version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            # Its mode and owner too: a chmod decides whether it is obeyed.
+            version: tuple[int, ...] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            version += (stat.st_mode, stat.st_uid)
             if version == self._version:
                 return
             # A file another user could have written is not obeyed (it could refuse or
