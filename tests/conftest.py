@@ -60,6 +60,12 @@ from tests.helpers.stack import (
     stop_payments_provider,
 )
 
+# Files the tests write by hand (faults files, URL files) are read under the rule that
+# refuses what others could write: the suite writes them as a default umask does, whatever
+# the developer's (a user with a group of their own has 002). The product's writers make their
+# files owner-only themselves (private.write_private_text, tested under 002).
+os.umask(0o022)
+
 # The developer's own tracing variables stay out of the suite (and out of the servers and
 # processes it starts): a test that wants tracing sets the variables it needs.
 for _name in [name for name in os.environ if name.startswith("OTEL_")]:
