@@ -32,6 +32,9 @@ let menu = null;
 let cart = [];
 let current = null; // {number, token, source, card}: card, the last four digits
 let payments = null; // GET /payments/config: where to trade the number for a token
+// The provider named when the page loaded: the page's security policy lets it connect
+// there and nowhere else, so a provider that moved since needs the page loaded again.
+let loadedProvider = null;
 let card = null; // the token of the card typed last, until an order carries it: {id, last4}
 
 function dollars(cents) {
@@ -167,6 +170,9 @@ async function tokenize(number) {
       body: new URLSearchParams({ type: "card", "card[number]": number }),
     });
   } catch (error) {
+    if (loadedProvider !== null && payments.provider_url !== loadedProvider) {
+      throw new CardRefused("The payment provider moved: reload the page, then place the order.");
+    }
     throw new CardRefused("The payment provider did not answer: nothing was ordered, try again.");
   }
   const result = await answer.json().catch(() => ({}));
@@ -531,6 +537,7 @@ function followTheAddress() {
 
 document.addEventListener("DOMContentLoaded", async () => {
   await Promise.all([loadMenu(), loadPayments()]);
+  loadedProvider = payments && payments.tokenize ? payments.provider_url : "";
   $("#add-pizza").addEventListener("click", () => {
     const toppings = Array.from(document.querySelectorAll("#toppings input:checked"), (i) => i.value);
     addPizza($("#size").value, toppings);
