@@ -25,13 +25,13 @@ from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import TASK_QUEUE, order_ref
-from pizzeria.ops.doctor import recent_pollers
+from pizzeria.ops.doctor import OK, check_payloads, recent_pollers
 from pizzeria.payments import process as payments
 from pizzeria.payments.proof import listening, proves
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
-from pizzeria.temporal.codec import CodecKeyError
+from pizzeria.temporal.codec import CodecKeyError, load_keys
 from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect, connection_failure
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
@@ -242,6 +242,16 @@ async def refuse_beside_other_workers() -> None:
             f"a worker already polls {TASK_QUEUE} on the Temporal server at 127.0.0.1:"
             f"{GRPC_PORT} ({', '.join(sorted(polling))}): it would take the demo's orders; "
             "stop it (and its server) to run the demo, or place orders with `pizzeria order`"
+        )
+    # Another data folder's server (another clone's `pizzeria server`): its orders are
+    # sealed under another codec key, and the demo's would be split between the two
+    # folders, each unable to read the other's (its Web UI shows them encrypted).
+    payloads = await check_payloads(client, load_keys())
+    if payloads.verdict != OK:
+        raise OtherWorkersPoll(
+            f"the Temporal server at 127.0.0.1:{GRPC_PORT} is another data folder's: "
+            f"{payloads.detail.partition('; a worker')[0]}; stop it to run the demo here, "
+            "or run the demo from the folder that started it"
         )
 
 

@@ -349,6 +349,34 @@ async def test_another_service_on_the_temporal_port_is_one_line(
     assert isinstance(refused.value, ConnectionError)  # one line from `main`
 
 
+@pytest.mark.timeout(120)
+async def test_the_demo_refuses_a_server_holding_another_data_folders_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Another clone's `pizzeria server` on the demo's port, with no worker: the demo's
+    orders would be split between two folders (history there, stock and money here),
+    neither able to read the other's. Its orders do not decrypt here: said, in one line."""
+    from pizzeria.client import start_order
+    from pizzeria.samples import sample_order
+    from pizzeria.temporal.connection import connect
+
+    server = private_dev_server(None, headless=True)
+    server.start()
+    try:
+        monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path / "here"))
+        monkeypatch.setenv("PIZZERIA_CODEC_KEY", base64.b64encode(bytes(range(32))).decode())
+        await start_order(await connect(server.address), sample_order("THEIRS-1"))
+        monkeypatch.setenv("PIZZERIA_CODEC_KEY", base64.b64encode(bytes(range(1, 33))).decode())
+        monkeypatch.setattr(demo, "GRPC_PORT", int(server.address.rsplit(":", 1)[1]))
+        with pytest.raises(demo.OtherWorkersPoll) as refused:
+            await demo.refuse_beside_other_workers()
+    finally:
+        server.stop()
+    said = str(refused.value)
+    assert "is another data folder's: 1 of the latest 1 orders do not decrypt" in said, said
+    assert "THEIRS-1" in said and "\n" not in said
+
+
 def test_an_address_a_folder_or_a_port_that_cannot_be_used_is_one_line(tmp_path: Path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
