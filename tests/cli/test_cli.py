@@ -51,7 +51,15 @@ from pizzeria.temporal import devserver
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of, load_keys
 from pizzeria.temporal.codec_server import CodecServer
 from pizzeria.temporal.connection import NOT_TEMPORAL_THERE, connection_failure
-from tests.helpers import PIZZERIA, TEMPORAL, pizzeria, run_pizzeria, unique_number, wait_until
+from tests.helpers import (
+    PIZZERIA,
+    TEMPORAL,
+    pizzeria,
+    pizzeria_started,
+    run_pizzeria,
+    unique_number,
+    wait_until,
+)
 from tests.helpers.orders import CODEC_SECRET, exercise_json
 from tests.helpers.stack import StackOptions, stack_env
 
@@ -583,12 +591,8 @@ def test_cancel_after_the_order_closed_is_refused_with_the_reason(stack):
 
 
 def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
-    placing = subprocess.Popen(
-        [PIZZERIA, "order", "--json", "--order-number", "CLI-CANCEL", "--prep-seconds", "30"],
-        env=stack["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    placing = pizzeria_started(
+        stack, "order", "--json", "--order-number", "CLI-CANCEL", "--prep-seconds", "30"
     )
     try:
         wait_until(
@@ -617,24 +621,10 @@ def test_cancel_before_the_pivot_is_accepted_and_restores_the_ledger(stack):
 
 def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(stack):
     assert pizzeria(stack, "faults", "set", "refund_customer=fail").returncode == 0
-    placing = subprocess.Popen(
-        [
-            PIZZERIA,
-            "order",
-            "--json",
-            "--order-number",
-            "CLI-REPAIR",
-            "--card",
-            BAD_CARD,
-            "--prep-seconds",
-            "0",
-            "--compensation-attempts",
-            "2",
-        ],
-        env=stack["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    placing = pizzeria_started(
+        stack,
+        *("order", "--json", "--order-number", "CLI-REPAIR", "--card", BAD_CARD),
+        *("--prep-seconds", "0", "--compensation-attempts", "2"),
     )
     try:
 
@@ -679,15 +669,10 @@ def test_a_refund_failing_for_good_needs_attention_until_repaired_from_the_cli(s
 
 def test_a_cancel_whose_undoing_needs_attention_says_so_and_check_accepts_the_resolution(stack):
     number = f"CLI-CANCEL-STUCK-{os.getpid()}"
-    placing = subprocess.Popen(
-        [
-            *(PIZZERIA, "order", "--json", "--order-number", number, "--pickup"),
-            *("--prep-seconds", "60", "--compensation-attempts", "2"),
-        ],
-        env=stack["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    placing = pizzeria_started(
+        stack,
+        *("order", "--json", "--order-number", number, "--pickup"),
+        *("--prep-seconds", "60", "--compensation-attempts", "2"),
     )
     try:
 
@@ -1147,13 +1132,7 @@ def test_ctrl_c_while_watching_an_order_stops_the_watch_and_says_the_order_goes_
         stack, "order", "--order-number", number, "--prep-seconds", "60", "--timeout", "1"
     )
     assert placed.returncode == 3, placed.stderr  # still running, in the kitchen
-    watching = subprocess.Popen(
-        [*pizzeria_command(), "status", number, "--watch"],
-        env=stack["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watching = pizzeria_started(stack, "status", number, "--watch")
     try:
         assert watching.stdout is not None
         first = watching.stdout.readline()  # the first report: it watches now
@@ -1521,13 +1500,7 @@ def test_ctrl_c_while_a_cancel_waits_leaves_the_cancel_and_its_request_with_the_
     it end Cancelled (not Failed, some 60 s after a worker took it); the command says so."""
     number = order_nobody_answers(stack, "CLI-CTRL-C")
     workflow_id = f"pizza-workflow-order-{number}"
-    cancelling = subprocess.Popen(
-        [*pizzeria_command(), "cancel", number, "--timeout", "120"],
-        env=stack["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    cancelling = pizzeria_started(stack, "cancel", number, "--timeout", "120")
     try:
         assert cancelling.stderr is not None
         progress = cancelling.stderr.readline()  # said once the Update waits for its answer

@@ -55,6 +55,18 @@ def pizzeria(
     return run_pizzeria(*args, env=stack["env"], timeout=timeout)
 
 
+def pizzeria_started(stack: Mapping[str, Any], *args: str) -> subprocess.Popen[str]:
+    """``pizzeria ARGS`` against a test stack, started and left running (the caller waits
+    for it, signals it, reads its output): stdout and stderr piped, as text."""
+    return subprocess.Popen(
+        [PIZZERIA, *args],
+        env=stack["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def unique_number(order_number: str) -> str:
     """An order number no other test uses: one order number is one order (one workflow)."""
     return f"{order_number}-{uuid.uuid4().hex[:8]}"
