@@ -40,16 +40,22 @@ def make_private_dir(path: Path) -> Path:
 def write_private_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``, the file owner-only (0600) whatever the umask: a file
     the readers refuse when others could write it (`read_private_file`) is made so."""
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = _private_draft(path, text)
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
         os.replace(draft, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(draft)
         raise
+
+
+def _private_draft(path: Path, text: str) -> Path:
+    """A new owner-only file beside ``path`` holding ``text``, to be put in its place."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    return draft
 
 
 def read_private_file(path: Path, what: str) -> str:
@@ -99,11 +105,7 @@ def _refuse_planted_link(path: Path, what: str) -> None:
 
 
 def _refuse_unless_private(info: os.stat_result, path: Path, what: str, kind: str) -> None:
-    if not _trusted_owner(info.st_uid):
-        raise UnsafeSecret(
-            f"the {what} {kind} {path} belongs to another user (uid {info.st_uid}), who "
-            "could have written it: refusing it; make it yours (chown) or remove it"
-        )
+    _refuse_foreign_owner(info, f"the {what} {kind} {path}")
     sticky = kind == "folder" and info.st_mode & stat.S_ISVTX
     if info.st_mode & 0o022 and not sticky:
         mode = stat.S_IMODE(info.st_mode)
@@ -123,10 +125,14 @@ def refuse_foreign_file(path: Path, what: str) -> None:
         info = os.stat(path)
     except FileNotFoundError:
         return
+    _refuse_foreign_owner(info, f"the {what} {path}")
+
+
+def _refuse_foreign_owner(info: os.stat_result, named: str) -> None:
     if not _trusted_owner(info.st_uid):
         raise UnsafeSecret(
-            f"the {what} {path} belongs to another user (uid {info.st_uid}), who could have "
-            "written it: refusing it; make it yours (chown) or remove it"
+            f"{named} belongs to another user (uid {info.st_uid}), who could have written "
+            "it: refusing it; make it yours (chown) or remove it"
         )
 
 
@@ -195,10 +201,7 @@ def private_secret(path: Path, what: str) -> str:
 
 def _create_secret(path: Path) -> None:
     make_private_dir(path.parent)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
+    draft = _private_draft(path, secrets.token_urlsafe(SECRET_BYTES) + "\n")
     # A link never replaces a file: when two processes start at once, the first secret
     # stays and both read it, so nothing is ever signed with a secret that is then lost.
     try:
