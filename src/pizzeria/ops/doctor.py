@@ -30,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria import config
 from pizzeria.ledger import LedgerError, open_ledger
 from pizzeria.models import ORDER_STATUS, REGISTER_ORDER_STATUS, WORKFLOW_TYPE, order_number_of
-from pizzeria.payments.errors import PaymentError
+from pizzeria.payments.errors import PaymentError, PaymentUnavailable
 from pizzeria.payments.process import default_data_file as default_payments_file
 from pizzeria.payments.provider.engine import secret_file_of
 from pizzeria.payments.stripe_gateway import shown_url
@@ -343,9 +343,7 @@ async def check_payments() -> Verdict:
         await gateway.list_payments(limit=1)
     except PaymentError as error:
         reason = " ".join(str(error).split())[:400]
-        if gateway.follow is not None and (
-            not gateway.follow.exists() or "is not this data folder's" in reason
-        ):
+        if isinstance(error, PaymentUnavailable) and error.no_provider:
             return Verdict("payment provider", FAIL, reason)  # said whole: none was asked
         return Verdict("payment provider", FAIL, f"{shown_url(gateway)} does not answer: {reason}")
     finally:

@@ -84,6 +84,18 @@ class PaymentUnavailable(PaymentError):
     ) -> None:
         super().__init__(message, code=code, http_status=http_status)
         self.outcome_unknown = outcome_unknown
+        #: The data folder's own provider is not where its ``payments.url`` says (none
+        #: runs, the file is not to be trusted, a stranger answers there): nothing was sent,
+        #: and the message says all of it (`no_provider_here`).
+        self.no_provider = False
+
+
+def no_provider_here(message: str) -> PaymentUnavailable:
+    """`PaymentUnavailable` for a data folder's provider that is not there (see
+    ``no_provider``): retryable, nothing sent."""
+    error = PaymentUnavailable(message, outcome_unknown=False)
+    error.no_provider = True
+    return error
 
 
 #: Stripe's code for a request whose idempotency key another request is being processed under.

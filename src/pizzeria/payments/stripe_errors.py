@@ -16,6 +16,7 @@ from pizzeria.payments.errors import (
     PaymentRequestError,
     PaymentStateError,
     PaymentUnavailable,
+    no_provider_here,
 )
 from pizzeria.payments.loopback_http import NotConnected, NotTheProvider
 
@@ -68,7 +69,7 @@ def translate(error: stripe.StripeError) -> PaymentError:
             http_status=status,
         )
     if isinstance(error, stripe.APIConnectionError) and isinstance(error.__cause__, NotTheProvider):
-        return PaymentUnavailable(str(error.__cause__), outcome_unknown=False)  # said whole
+        return no_provider_here(str(error.__cause__))
     if isinstance(error, stripe.APIConnectionError):
         return PaymentUnavailable(
             f"the payment provider did not answer: {message}",

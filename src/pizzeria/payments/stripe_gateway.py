@@ -54,6 +54,7 @@ from pizzeria.payments.errors import (
     PaymentRequestError,
     PaymentStateError,
     PaymentUnavailable,
+    no_provider_here,
 )
 from pizzeria.payments.loopback_http import LoopbackHTTPClient
 from pizzeria.payments.port import (
@@ -232,18 +233,16 @@ class StripeGateway(PaymentGateway):
             written = read_private_file(self.follow, "local payment provider's URL").strip()
         except FileNotFoundError:
             self._seen = None
-            raise PaymentUnavailable(
+            raise no_provider_here(
                 f"no local payment provider runs for the data folder {self.follow.parent} "
                 f"(no {self.follow.name} there): start `pizzeria server` or `pizzeria "
-                f"payments` with that folder, or set {URL_VARIABLE}; nothing was sent",
-                outcome_unknown=False,
+                f"payments` with that folder, or set {URL_VARIABLE}; nothing was sent"
             ) from None
         except UnsafeSecret as unsafe:
-            raise PaymentUnavailable(f"{unsafe}; nothing was sent", outcome_unknown=False) from None
+            raise no_provider_here(f"{unsafe}; nothing was sent") from None
         if not written.startswith("http://"):
-            raise PaymentUnavailable(
-                f"{self.follow} holds no provider's URL ({written[:40]!r}); nothing was sent",
-                outcome_unknown=False,
+            raise no_provider_here(
+                f"{self.follow} holds no provider's URL ({written[:40]!r}); nothing was sent"
             )
         self._seen = (seen.st_mtime_ns, seen.st_size)
         if written.rstrip("/") != self.base_url:
