@@ -58,6 +58,13 @@ def _private_draft(path: Path, text: str) -> Path:
     return draft
 
 
+def file_version(info: os.stat_result) -> tuple[int, ...]:
+    """What tells a reader of a private file that it changed since it was read: a new file
+    in its place (the inode), its contents (the time, the size), and whether it may be read
+    at all (its mode and owner: a `chmod` decides what `read_private_file` refuses)."""
+    return (info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode, info.st_uid)
+
+
 def read_private_file(path: Path, what: str) -> str:
     """The text of a secret or key file, refused (`UnsafeSecret`) unless private.
 

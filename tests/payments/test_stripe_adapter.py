@@ -555,6 +555,11 @@ async def test_a_stranger_on_the_folders_provider_port_is_sent_no_card_number(
         with process.running(tmp_path / "payments.db") as own:  # the folder's secret made
             assert (await hold(gateway)).state == MoneyState.HELD
             assert gateway.base_url == own.url
+            # Its URL file made writable by others since it was read: a chmod alone, seen.
+            (tmp_path / "payments.url").chmod(0o666)
+            with pytest.raises(PaymentUnavailable, match="can be written by others"):
+                await hold(gateway)
+            (tmp_path / "payments.url").chmod(0o600)
         url = f"http://127.0.0.1:{stranger.server_address[1]}"
         (tmp_path / "payments.url").write_text(url + "\n")
         (tmp_path / "payments.url").chmod(0o600)

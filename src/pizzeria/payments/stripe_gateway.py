@@ -70,7 +70,7 @@ from pizzeria.payments.port import (
 from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_errors import translate
 from pizzeria.payments.stripe_objects import payment_of, refund_of
-from pizzeria.private import UnsafeSecret, read_private_file
+from pizzeria.private import UnsafeSecret, file_version, read_private_file
 from pizzeria.temporal.tracing import span
 
 T = TypeVar("T")
@@ -205,7 +205,7 @@ class StripeGateway(PaymentGateway):
         self.in_progress_wait = in_progress_wait
         self._settings = (api_key, timeout, threads, max_network_retries)
         self.follow = follow
-        self._seen: tuple[int, int] | None = None  # the file's (mtime, size) read last
+        self._seen: tuple[int, ...] | None = None  # the file's version read last
         self._http, self._client = self._clients(self.base_url)
         self._retired: list[stripe.HTTPClient] = []
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="payments")
@@ -228,7 +228,7 @@ class StripeGateway(PaymentGateway):
             return
         try:
             seen = os.stat(self.follow)
-            if (seen.st_mtime_ns, seen.st_size) == self._seen:
+            if file_version(seen) == self._seen:
                 return
             written = read_private_file(self.follow, "local payment provider's URL").strip()
         except FileNotFoundError:
@@ -244,7 +244,7 @@ class StripeGateway(PaymentGateway):
             raise no_provider_here(
                 f"{self.follow} holds no provider's URL ({written[:40]!r}); nothing was sent"
             )
-        self._seen = (seen.st_mtime_ns, seen.st_size)
+        self._seen = file_version(seen)
         if written.rstrip("/") != self.base_url:
             # Calls in flight keep the clients they took: the old ones close with the gateway.
             self._retired.append(self._http)

@@ -67,7 +67,7 @@ from pizzeria.models import (
     STEP_UPDATE_INVENTORY,
     STEPS,
 )
-from pizzeria.private import UnsafeSecret, read_private_file, write_private_text
+from pizzeria.private import UnsafeSecret, file_version, read_private_file, write_private_text
 
 FAIL = "fail"
 TIMEOUT = "timeout"
@@ -180,7 +180,7 @@ class FaultPlan:
         self.seed = os.environ.get(SEED_VARIABLE, "0") if seed is None else seed
         self.late_margin = late_margin
         self._env_faults: dict[str, Fault] | None = None
-        # (inode, mtime, size, mode, owner) of the file when last parsed, and what it held.
+        # The file's version (private.file_version) when last parsed, and what it held.
         self._file_cache: tuple[tuple[int, ...], dict[str, Fault] | str] | None = None
         #: Why the file is not obeyed (another user could have written it), if so.
         self.refusal: str | None = None
@@ -215,8 +215,7 @@ class FaultPlan:
         except FileNotFoundError:
             self.refusal = None
             return {}
-        # Its mode and owner too: a chmod decides whether it is obeyed (read_private_file).
-        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size, stat.st_mode, stat.st_uid)
+        version = file_version(stat)
         if self._file_cache is None or self._file_cache[0] != version:
             try:
                 # A file another user could have written is not obeyed: it could decline

@@ -41,7 +41,7 @@ from pizzeria.fault_syntax import (
     rate_of,
     split_entry,
 )
-from pizzeria.private import UnsafeSecret, read_private_file
+from pizzeria.private import UnsafeSecret, file_version, read_private_file
 
 log = logging.getLogger("pizzeria.payments.provider")
 
@@ -160,9 +160,7 @@ class ProviderFaults:
             return
         try:
             stat = self.file.stat()
-            # Its mode and owner too: a chmod decides whether it is obeyed.
-            version: tuple[int, ...] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            version += (stat.st_mode, stat.st_uid)
+            version = file_version(stat)
             if version == self._version:
                 return
             # A file another user could have written is not obeyed (it could refuse or
