@@ -27,7 +27,7 @@ from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import TASK_QUEUE, order_ref
 from pizzeria.ops.doctor import OK, check_payloads, recent_pollers
 from pizzeria.payments import process as payments
-from pizzeria.payments.proof import listening, proves
+from pizzeria.payments.proof import listening, proves, secret_file_beside
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
@@ -63,7 +63,7 @@ def local_payments(
     except UnsafeSecret as unsafe:  # a URL file planted in a shared folder: said, not used
         raise payments.ProviderProcessError(str(unsafe)) from None
     # Asked to prove itself before anything else is sent to it (the proof is all it gets).
-    ours = bool(known) and proves(known, folder / "payments.secret")
+    ours = bool(known) and proves(known, secret_file_beside(url_file))
     if known and not ours and listening(known):
         say(
             f"Something listening at {known} is not this data folder's payment provider (it "
