@@ -129,6 +129,28 @@ def test_the_card_number_may_come_on_standard_input_out_of_the_process_list(stac
     assert empty.stderr == "error: --card -: no card number on the first line of standard input\n"
 
 
+def test_a_traced_order_names_its_trace_as_status_does(stack):
+    # OTEL_TRACES_EXPORTER=console: this command's spans go to stderr, stdout stays JSON.
+    env = {**stack["env"], "OTEL_TRACES_EXPORTER": "console"}
+    number = unique_number("CLI-TRACED")
+    command = [PIZZERIA, "order", "--order-number", number, "--pickup", "--prep-seconds", "0"]
+    done = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    trace_id = json.loads(done.stdout)["trace_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    assert f'"trace_id": "0x{trace_id}"' in done.stderr  # the start span this command made
+    status = pizzeria(stack, "status", number, "--json")
+    assert json.loads(status.stdout)["trace_id"] == trace_id
+    again = subprocess.run(
+        [*command, "--again"], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert again.returncode == 0, again.stderr
+    said = re.findall(r"^Trace ([0-9a-f]{32})$", again.stderr, re.MULTILINE)
+    assert len(said) == 1 and said[0] != trace_id  # a new run is a new trace
+    untraced = order_json(stack, "--order-number", unique_number("CLI-UNTRACED"), "--pickup")
+    assert "trace_id" not in untraced[1]
+
+
 def test_a_fault_on_an_unknown_step_is_refused_naming_the_steps_and_modes(stack):
     done = pizzeria(stack, "faults", "set", "bogus=fail")
     assert done.returncode == 2

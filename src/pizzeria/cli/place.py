@@ -42,8 +42,10 @@ from pizzeria.models import (
 from pizzeria.order_hold import CardHold
 from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
+from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import key_file, no_key_yet
 from pizzeria.temporal.devserver import quiet_runtime
+from pizzeria.temporal.tracing import TRACE_MEMO
 from pizzeria.temporal.waiting import OrderNeedsAttention, OrderStillRunning, Unanswered
 
 #: The order's fields that `order` fills from a flag: menu.py's refusals name the field,
@@ -211,7 +213,8 @@ def order(
             raise UserError("--card -: no card number on the first line of standard input")
     placed = build_order(order_number, card, pickup, items, settings)
     try:
-        outcome, placed_before, hold = run(place_or_show(placed, again, patience, address, as_json))
+        placing = place_or_show(placed, again, patience, address, as_json)
+        outcome, placed_before, hold, trace_id = run(placing)
     except OrderAlreadyRunning as already:
         # Not a failure: the order runs (a retry after a lost answer, say), placed once.
         fail(
@@ -232,9 +235,10 @@ def order(
         )
     if as_json:
         held = asdict(hold) if hold is not None else None
-        out.print_json(
-            json.dumps({**outcome.to_json(), "already_completed": placed_before, "hold": held})
-        )
+        shown = {**outcome.to_json(), "already_completed": placed_before, "hold": held}
+        if trace_id is not None:
+            shown["trace_id"] = trace_id
+        out.print_json(json.dumps(shown))
     else:
         # A run placed before was paid by its own card, not necessarily the one typed now.
         print_outcome(outcome, None if placed_before else card)
@@ -246,9 +250,10 @@ def order(
 
 async def place_or_show(
     placed: PizzaOrder, again: bool, patience: float, address: str | None, as_json: bool
-) -> tuple[OrderOutcome, bool, CardHold | None]:
+) -> tuple[OrderOutcome, bool, CardHold | None, str | None]:
     """The outcome of the run started now, with its card hold as soon as it is held (the
-    order's Update, sent with the start), or of the completed run already there (True)."""
+    order's Update, sent with the start) and its trace id when this command traces (the
+    ``OTEL_*`` variables), or of the completed run already there (True)."""
     new_key = no_key_yet()
     client = await client_or_fail(address, runtime=quiet_runtime())
     if new_key and not as_json:
@@ -277,8 +282,11 @@ async def place_or_show(
         hold = answer.hold if answer is not None else None
         if hold is not None and not as_json:
             err.print(held_line(hold), markup=False)
-        patience_left = max(1.0, patience - (time.monotonic() - started_at))
         run = client.get_workflow_handle(started.handle.id, run_id=started.run_id)
+        trace_id = await trace_of(run)
+        if trace_id is not None and not as_json:
+            err.print(f"Trace {trace_id}", markup=False)
+        patience_left = max(1.0, patience - (time.monotonic() - started_at))
         try:
             outcome = await before_attention(
                 outcome_of(
@@ -297,7 +305,7 @@ async def place_or_show(
         except OrderStillRunning as running:  # said with the --timeout given, not what was left
             hint = "" if running.unreachable else await why_still_running(started.handle)
             raise OrderStillRunning(number, patience, running.unreachable, hint) from None
-        return outcome, False, hold
+        return outcome, False, hold, trace_id
     except OrderAlreadyCompleted as completed:
         if not as_json:
             err.print(f"{completed}; its confirmation follows (--again places it again)")
@@ -309,7 +317,19 @@ async def place_or_show(
             patience=patience,
             on_unanswered=notice,
         )
-        return shown, True, None
+        return shown, True, None, None
+
+
+async def trace_of(run: WorkflowHandle[Any, Any]) -> str | None:
+    """The order's trace id, as the client wrote it in its memo at the start; None when
+    this command does not trace (or the server cannot say now: `status` shows it later)."""
+    if not tracing.enabled():
+        return None
+    try:
+        trace_id = await (await run.describe()).memo_value(TRACE_MEMO, None)
+    except RPCError:
+        return None
+    return str(trace_id) if trace_id else None
 
 
 #: How much of a workflow task's failure `order` repeats at its timeout (`status` has all).
