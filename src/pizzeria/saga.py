@@ -23,24 +23,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from sys import exc_info
 from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 
-__all__ = ["CompensationState", "Phase", "Saga", "SagaError", "StepState"]
+from pizzeria.saga_state import (
+    DONE,
+    FAILED,
+    PENDING,
+    RESOLVED,
+    RUNNING,
+    SKIPPED,
+    CompensationState,
+    Phase,
+    SagaError,
+    StepState,
+    describe_error,
+    repair_words,
+    shown,
+)
 
-PENDING = "pending"
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"
-SKIPPED = "skipped"
-RESOLVED = "resolved manually"
+__all__ = [
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "RESOLVED",
+    "RUNNING",
+    "SKIPPED",
+    "CompensationState",
+    "Phase",
+    "Saga",
+    "SagaError",
+    "StepState",
+    "repair_words",
+]
 
 #: Compensations must eventually succeed, so by default they get a long deadline and
 #: retry with backoff without an attempt limit. Override per saga or per compensation.
@@ -52,45 +74,6 @@ DEFAULT_COMPENSATION_OPTIONS: dict[str, Any] = {
 }
 
 
-class Phase(enum.StrEnum):
-    """Where a saga is: what code reads to decide (never the text of `on_progress`)."""
-
-    RUNNING = "running"  # the steps run; nothing undone
-    COMPENSATING = "compensating"  # a step failed, or the workflow was cancelled
-    NEEDS_ATTENTION = "needs attention"  # waiting for retry_failed or resolve_manually
-    COMPENSATED = "compensated"  # every compensation done, or resolved by hand
-    COMPENSATION_FAILED = "compensation failed"  # for good, with no repair (SagaError)
-
-
-class SagaError(ApplicationError):
-    """Raised only when a compensation failed for good.
-
-    Its ``__cause__`` is the failure that started the compensation (never lost), and its
-    ``details[0]`` lists every compensation with its outcome.
-    """
-
-    def __init__(self, message: str, outcomes: list[dict[str, Any]]) -> None:
-        super().__init__(message, outcomes, type="SagaError", non_retryable=True)
-        self.outcomes = outcomes
-
-
-@dataclass
-class StepState:
-    name: str
-    status: str = RUNNING
-    attempts: int | None = None  # None until the caller says (a saga cannot see retries)
-    last_error: str | None = None
-
-
-@dataclass
-class CompensationState:
-    name: str
-    summary: str | None = None
-    status: str = PENDING
-    attempts: int = 0
-    last_error: str | None = None
-
-
 @dataclass
 class _Compensation:
     state: CompensationState
@@ -99,30 +82,6 @@ class _Compensation:
     options: dict[str, Any] = field(default_factory=dict)
     is_activity: bool = True
     local: bool = False
-
-
-def _describe(error: BaseException) -> str:
-    """A one-line reason, digging through ActivityError to the activity's own message."""
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
-    cause = error.__cause__ if isinstance(error, ActivityError) else None
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type or 'ApplicationError'}: {cause.message}"
-    if isinstance(cause, FailureError):
-        return f"{type(cause).__name__}: {cause.message}"
-    if isinstance(error, FailureError):
-        return f"{type(error).__name__}: {error.message}"
-    return f"{type(error).__name__}: {error}"
-
-
-def repair_words(repaired_by: str | None, note: str | None = None) -> str:
-    """How an operator ended a needs-attention saga, in words: retried, or resolved by hand
-    (with ``note`` when given); "" when nobody had to."""
-    if repaired_by is None:
-        return ""
-    if repaired_by == "retry":
-        return "retried by an operator"
-    return f"resolved by hand: {note}" if note else "resolved by hand"
 
 
 class Saga:
@@ -222,7 +181,7 @@ class Saga:
             yield state
         except BaseException as error:
             state.status = FAILED
-            state.last_error = _describe(error)
+            state.last_error = describe_error(error)
             raise
         state.status = DONE
 
@@ -251,24 +210,36 @@ class Saga:
         run in their own task, which this waits for to the end before re-raising the
         cancellation (or raising `SagaError`, if a compensation failed for good).
 
+        ``cause`` is the failure that made the workflow compensate; called without one in
+        an ``except`` block, it is the exception being handled there.
+
         Raises:
             SagaError: a compensation failed for good (and no repair was asked to wait).
         """
+        if cause is None:
+            cause = exc_info()[1]
         if cause is not None and self.original_error is None:
-            self.original_error = _describe(cause)
-        fresh = [c for c in self._compensations if c.state.attempts == 0]
-        if self._task is None or (self._task.done() and fresh):  # registered since: run too
+            self.original_error = describe_error(cause)
+        # Registered since the last call: run too. Skipped ones (continue_on_error=False)
+        # stay skipped: a second call reports them, it does not run them.
+        fresh = [c for c in self._compensations if c.state.status == PENDING]
+        started = self._task is None or (self._task.done() and bool(fresh))
+        if started:
             self.phase = Phase.COMPENSATING
             self._task = asyncio.create_task(self._run_until_settled(fresh))
+        task = self._task
+        assert task is not None
         cancelled = False
-        while not self._task.done():
+        while not task.done():
             try:
-                await asyncio.shield(self._task)
+                await asyncio.shield(task)
             except asyncio.CancelledError:
-                if self._task.done():
+                if task.done():
                     break
                 cancelled = True
         failed = [c.state for c in self._compensations if c.state.status == FAILED]
+        if failed and isinstance(cause, SagaError) and not started:
+            raise cause  # the verdict already given (compensate() in the block, then on exit)
         if failed:  # even when cancelled meanwhile: a cancellation must not hide it
             names = ", ".join(state.name for state in failed)
             raise SagaError(
@@ -336,7 +307,7 @@ class Saga:
             await self._call(compensation)
         except Exception as error:
             state.status = FAILED
-            state.last_error = _describe(error)
+            state.last_error = describe_error(error)
             workflow.logger.warning("Compensation %s failed: %s", state.name, state.last_error)
             return False
         state.status = DONE
@@ -395,13 +366,13 @@ class Saga:
     # -- what a query shows ------------------------------------------------------------
 
     def outcomes(self) -> list[dict[str, Any]]:
-        return [_shown(c.state) for c in self._compensations]
+        return [shown(c.state) for c in self._compensations]
 
     def state(self) -> dict[str, Any]:
         """The phase; steps and compensations with status, attempts and last error (for
         a query)."""
         return {
-            "steps": [_shown(step) for step in self.steps],
+            "steps": [shown(step) for step in self.steps],
             "compensations": [
                 {**outcome, "summary": c.state.summary}
                 for outcome, c in zip(self.outcomes(), self._compensations, strict=True)
@@ -413,12 +384,3 @@ class Saga:
             "resolution_note": self.resolution_note,
             "original_error": self.original_error,
         }
-
-
-def _shown(state: StepState | CompensationState) -> dict[str, Any]:
-    return {
-        "name": state.name,
-        "status": state.status,
-        "attempts": state.attempts,
-        "last_error": state.last_error,
-    }

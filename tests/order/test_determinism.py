@@ -24,6 +24,7 @@ PACKAGE = Path(pizzeria.__file__).parent
 WORKFLOW_MODULES = (
     "workflows",
     "saga",
+    "saga_state",
     "attempts",
     "order_steps",
     "order_hold",
@@ -41,7 +42,8 @@ WORKFLOW_MODULES = (
 #: activity side, outside the workflow).
 ACTIVITY_SIDE = {"pizzeria.activities"}
 #: What workflow code may import: nothing that reads a clock, randomness, the process or
-#: the outside world. From ``datetime`` only ``timedelta`` (a duration, not a clock).
+#: the outside world. From ``datetime`` only ``timedelta`` (a duration, not a clock); from
+#: ``sys`` only ``exc_info`` (the exception being handled, the same on every replay).
 ALLOWED = {
     "__future__",
     "asyncio",
@@ -55,7 +57,7 @@ ALLOWED = {
     "typing",
     "unicodedata",
 }
-ALLOWED_FROM = {"datetime": {"timedelta"}}
+ALLOWED_FROM = {"datetime": {"timedelta"}, "sys": {"exc_info"}}
 
 
 def imports_in(module: str) -> list[tuple[str, tuple[str, ...]]]:

@@ -145,6 +145,9 @@ class Plan:
     bug_at: int | None = None  # a KeyError (a bug, not a Temporal failure) in this step
     workflow_compensation_at: int | None = None  # this step's undo is a workflow coroutine
     compensate_in_body: bool = False  # on a step failure, compensate() before re-raising
+    # On a step failure, compensate() without its cause this often before re-raising, as
+    # a workflow catching the failure would (a SagaError of a call but the last is caught).
+    bare_compensations: int = 0
     compensate_after: int = 0  # when every step succeeded, call compensate() this often
     continue_as_new: bool = False  # after the steps, continue as new (with no steps)
     local_compensations: bool = False  # the undos run as local activities
@@ -194,6 +197,12 @@ class SagaTestWorkflow:
                     except ActivityError as error:
                         if plan.compensate_in_body:
                             await saga.compensate(cause=error)
+                        for call_number in range(1, plan.bare_compensations + 1):
+                            try:
+                                await saga.compensate()
+                            except ApplicationError:
+                                if call_number == plan.bare_compensations:
+                                    raise
                         raise
             for _ in range(plan.compensate_after):
                 await saga.compensate()
@@ -531,6 +540,34 @@ async def test_stop_on_error_skips_later_compensations(saga_worker: SagaWorker) 
     marked skipped and never run; SagaError reports them as skipped."""
     run_id, script = new_script(fail_step=2, undo_fail_always={1})
     handle = await saga_worker.start(Plan(run_id, continue_on_error=False))
+    error = await failure(handle)
+    assert chain_types(error) == ["SagaError", "ActivityError", STEP_FAILED]
+    assert isinstance(error, ApplicationError)
+    assert statuses(error.details[0]) == ["skipped", "failed", "done"]
+    assert script.undo_order() == [2, 1]
+    assert script.effects == {0, 1}
+
+
+async def test_compensate_called_without_its_cause_in_an_except_keeps_the_original_error(
+    saga_worker: SagaWorker,
+) -> None:
+    """``except: await saga.compensate(); raise`` (no cause given): the SagaError's cause
+    is still the step's failure, and the saga's state names it."""
+    run_id, _ = new_script(fail_step=2, undo_fail_always={1})
+    handle = await saga_worker.start(Plan(run_id, bare_compensations=1))
+    error = await failure(handle)
+    assert chain_types(error) == ["SagaError", "ActivityError", STEP_FAILED]
+    state = await handle.query(SagaTestWorkflow.state)
+    assert STEP_FAILED in state["original_error"]
+
+
+async def test_stop_on_error_a_second_compensate_never_runs_the_skipped_ones(
+    saga_worker: SagaWorker,
+) -> None:
+    """continue_on_error=False, compensate() called again after its SagaError: the
+    compensations the first call skipped stay skipped, and never run."""
+    run_id, script = new_script(fail_step=2, undo_fail_always={1})
+    handle = await saga_worker.start(Plan(run_id, continue_on_error=False, bare_compensations=2))
     error = await failure(handle)
     assert chain_types(error) == ["SagaError", "ActivityError", STEP_FAILED]
     assert isinstance(error, ApplicationError)

@@ -112,6 +112,7 @@ PIECES = (
         (
             "pizzeria/workflows.py",
             "pizzeria/saga.py",
+            "pizzeria/saga_state.py",
             "pizzeria/menu.py",
             "pizzeria/models.py",
             "pizzeria/ops/baseline.py",
