@@ -35,8 +35,8 @@ from temporalio.client import Client
 
 from pizzeria import demo
 from pizzeria.cli import common
+from pizzeria.cli.order_said import why_still_running
 from pizzeria.cli.orders import print_outcome
-from pizzeria.cli.place import why_still_running
 from pizzeria.client import OrderOutcome
 from pizzeria.config import DriverSimulation
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run

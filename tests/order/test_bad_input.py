@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from pizzeria import menu
 from pizzeria.cli.common import UserError
-from pizzeria.cli.place import build_order
+from pizzeria.cli.order_input import build_order
 from pizzeria.models import Address, OrderSettings
 from pizzeria.ops.processes import free_port
 from pizzeria.samples import GOOD_CARD, sample_order

@@ -28,6 +28,7 @@ WORKFLOW_MODULES = (
     "attempts",
     "order_steps",
     "order_hold",
+    "order_cancel",
     "order_policy",
     "order_refund",
     "order_undo",

@@ -34,10 +34,11 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.ops.processes import WorkerProcess, dev_server, pizzeria_command
+from pizzeria.order_cancel import TOO_LATE_TO_CANCEL
 from pizzeria.payments.port import MoneyState
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.faults import parse_faults, write_faults
-from pizzeria.workflows import TOO_LATE_TO_CANCEL, PizzaOrderWorkflow
+from pizzeria.workflows import PizzaOrderWorkflow
 from tests.helpers import (
     PIZZERIA,
     eventually,

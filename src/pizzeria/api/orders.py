@@ -20,7 +20,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 from temporalio.client import Client
 
-from pizzeria import menu
 from pizzeria.api import accepting, placing
 from pizzeria.api.auth import (
     StreamCredential,
@@ -65,7 +64,7 @@ from pizzeria.client import (
     resolve_by_hand,
     retry_compensations,
 )
-from pizzeria.models import ORDER_STATUSES, PizzaOrder, workflow_id_for
+from pizzeria.models import ORDER_STATUSES, workflow_id_for
 
 router = APIRouter(tags=["orders"])
 JSON = "application/json"
@@ -165,31 +164,6 @@ async def read_model(request: Request, model: type[Body], *, required: bool) -> 
         raise refuse_invalid_body(error, slug="invalid-body") from None
 
 
-def checked_order(body: Any) -> PizzaOrder:
-    """The body as an order, refused (422) by the same checks as the workflow's, its
-    number one given now."""
-    try:
-        order = OrderBody.model_validate(body).to_order()
-    except ValidationError as error:
-        raise refuse_invalid_body(error) from None
-    problems = menu.order_problems(order, new_number=True)
-    if problems:
-        raise invalid_order(problems)
-    return order
-
-
-def invalid_order(problems: list[menu.OrderRejected]) -> ApiProblem:
-    """The 422 of an order the checks refuse: every field they refuse, the first one's
-    reason and error type said (as the workflow would fail it), the others counted."""
-    errors = [(rejected.field or "body", str(rejected)) for rejected in problems]
-    field, reason = errors[0]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    detail = reason if reason.startswith(field) else f"{field}: {reason}"
-    return ApiProblem(
-        422, detail + more, slug="invalid-order", errors=errors, error_type=problems[0].kind
-    )
-
-
 @router.post(
     "/orders",
     status_code=201,
@@ -242,7 +216,7 @@ async def place(
     if not staff:
         placing.refuse_staff_fields(body)
     fingerprint = keys_of(request).body_fingerprint(body, staff)
-    order = checked_order(placing.numbered(body, staff))
+    order = placing.checked_order(placing.numbered(body, staff))
     answer = None
     if accepting.wants_async(prefer):
         placed = await placing.place(request, order, idempotency_key, fingerprint)

@@ -1,4 +1,5 @@
-"""Placing an order over HTTP: who chooses its number, who sets its settings, and retries.
+"""Placing an order over HTTP: the body checked as an order (422 naming every field the
+workflow's checks refuse), who chooses its number, who sets its settings, and retries.
 
 - Anonymous callers never choose an order number: the API gives each order an
   unguessable one (``WEB-`` and 16 base32 characters, 80 random bits), so nobody can learn
@@ -24,13 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from pizzeria import menu
 from pizzeria.api.auth import Keys, keys_of
 from pizzeria.api.idempotency import KeyTable, KeyTableUnavailable, KeyUse, key_hash
-from pizzeria.api.problems import ApiProblem, invalid
+from pizzeria.api.problems import ApiProblem, invalid, refuse_invalid_body
+from pizzeria.api.schemas import OrderBody
 from pizzeria.client import OrderAlreadyCompleted, OrderAlreadyRunning, start_order
 from pizzeria.models import PizzaOrder, workflow_id_for
 
@@ -246,3 +250,28 @@ async def start_once(client: Client, order: PizzaOrder, key: str | None, fingerp
 def key_table(request: Request) -> KeyTable:
     table: KeyTable = request.app.state.key_table
     return table
+
+
+def checked_order(body: Any) -> PizzaOrder:
+    """The body as an order, refused (422) by the same checks as the workflow's, its
+    number one given now."""
+    try:
+        order = OrderBody.model_validate(body).to_order()
+    except ValidationError as error:
+        raise refuse_invalid_body(error) from None
+    problems = menu.order_problems(order, new_number=True)
+    if problems:
+        raise invalid_order(problems)
+    return order
+
+
+def invalid_order(problems: list[menu.OrderRejected]) -> ApiProblem:
+    """The 422 of an order the checks refuse: every field they refuse, the first one's
+    reason and error type said (as the workflow would fail it), the others counted."""
+    errors = [(rejected.field or "body", str(rejected)) for rejected in problems]
+    field, reason = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    detail = reason if reason.startswith(field) else f"{field}: {reason}"
+    return ApiProblem(
+        422, detail + more, slug="invalid-order", errors=errors, error_type=problems[0].kind
+    )

@@ -184,28 +184,42 @@ async def _ask(
             run,
         ) from None
     except WorkflowUpdateFailedError as error:
-        cause = error.cause
-        if "completed before the update completed" in str(cause).lower():
-            raise OrderDidNotAnswer(
-                f"order {order_number} closed before it answered (an operator may have "
-                f"ended it): `pizzeria status {order_number}` says how it ended"
-            ) from None
-        raise OrderRefused(str(getattr(cause, "message", None) or cause or error)) from None
+        raise _refused(order_number, error) from None
     except RPCError as error:
-        said = str(error).lower()
-        closed = "aborted by closing workflow" in said or (
-            error.status == RPCStatusCode.NOT_FOUND and "already completed" in said
-        )
-        if closed:
-            # The run closed (completed, failed) before the Update was accepted: while it
-            # was closing, or between our look at it and the Update.
-            raise OrderRefused(f"order {order_number} closed before it could answer") from None
-        if "workflow task in failed state" not in said:
+        refusal = _unanswerable(order_number, error)
+        if refusal is None:
             raise
-        raise OrderRefused(stuck_advice(order_number)) from None
+        raise refusal from None
     finally:
         if progress is not None:
             progress.cancel()
+
+
+def _refused(order_number: str, error: WorkflowUpdateFailedError) -> Exception:
+    """The order's refusal of an Update, or its run closing before it answered."""
+    cause = error.cause
+    if "completed before the update completed" in str(cause).lower():
+        return OrderDidNotAnswer(
+            f"order {order_number} closed before it answered (an operator may have "
+            f"ended it): `pizzeria status {order_number}` says how it ended"
+        )
+    return OrderRefused(str(getattr(cause, "message", None) or cause or error))
+
+
+def _unanswerable(order_number: str, error: RPCError) -> OrderRefused | None:
+    """An Update the server could not deliver: the run closed, or its workflow task keeps
+    failing (stuck); None for any other error (raised as it is)."""
+    said = str(error).lower()
+    closed = "aborted by closing workflow" in said or (
+        error.status == RPCStatusCode.NOT_FOUND and "already completed" in said
+    )
+    if closed:
+        # The run closed (completed, failed) before the Update was accepted: while it
+        # was closing, or between our look at it and the Update.
+        return OrderRefused(f"order {order_number} closed before it could answer")
+    if "workflow task in failed state" in said:
+        return OrderRefused(stuck_advice(order_number))
+    return None
 
 
 async def cancel_order(
