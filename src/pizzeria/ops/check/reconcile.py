@@ -10,7 +10,8 @@ from temporalio.client import Client
 
 from pizzeria.ledger import Ledger, LedgerSnapshot, runs_of
 from pizzeria.models import order_number_of, split_order_ref
-from pizzeria.ops.check.money_rules import MONEY_RULES, payment_figures, unclaimed_objects
+from pizzeria.ops.check.account import payment_figures, unclaimed_objects
+from pizzeria.ops.check.money_rules import MONEY_RULES
 from pizzeria.ops.check.provider import (
     ProviderBook,
     RunMoney,
@@ -33,8 +34,9 @@ from pizzeria.ops.check.records import (
     temporal_records,
 )
 from pizzeria.ops.check.report import CheckReport, Violation
-from pizzeria.ops.check.rules import RUN_RULES, RUN_TALLIES, Findings, RunView, run_views
+from pizzeria.ops.check.rules import RUN_RULES, RUN_TALLIES
 from pizzeria.ops.check.stock import stock_conserved
+from pizzeria.ops.check.views import Findings, RunView, run_views
 from pizzeria.payments.port import MoneyState, Payment, PaymentGateway
 
 

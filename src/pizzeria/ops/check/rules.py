@@ -1,29 +1,20 @@
-"""The invariants, one small function each, over one shared record per run.
+"""The invariants between Temporal and the ledger, one small function each, over one shared
+record per run.
 
-Every run either side knows becomes a `RunView`: what Temporal says it became (its
-`OrderRecord`, or None for a run Temporal does not know), what its order asked for
-(`Asked`: the recipe, the billed amount and the card, computed from the order's items with
-the menu, never read from the ledger), and what the ledger shows (its rows added up, a
-`pizzeria.ledger.RunRows`). A rule reads one view and writes what it finds into
-`Findings`; a new invariant is a new function added to `RUN_RULES`. Tallies (`RUN_TALLIES`)
-add up what the report shows without judging it; the rule over the whole stock, which needs
-every run's tally, is `stock.stock_conserved`.
+Every run either side knows is a `views.RunView`: what Temporal says it became, what its
+order asked for (computed from its items with the menu, never read from the ledger), and
+what the ledger shows. A rule reads one view and writes what it finds into
+`views.Findings`; a new invariant is a new function added to `RUN_RULES`. Tallies
+(`RUN_TALLIES`) add up what the report shows without judging it; the rule over the whole
+stock, which needs every run's tally, is `stock.stock_conserved`.
 
 The third book joined that way: the payment provider's records of each run's holds,
-captures and refunds are `RunView.money` beside ``ledger`` (`provider.RunMoney`, filled in
-by `provider.attach` when the provider was read), and each invariant between it and the
-other two is a function of `money_rules.MONEY_RULES`, which runs after `RUN_RULES`.
+captures and refunds are `RunView.money` beside ``ledger``, and each invariant between it
+and the other two is a function of `money_rules.MONEY_RULES`, which runs after `RUN_RULES`.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from pizzeria import menu
-from pizzeria.history.reader import ENDED_FROM_OUTSIDE
-from pizzeria.ledger import RunRows
 from pizzeria.ledger.records import MONEY_OF_STEP
 from pizzeria.models import (
     COMPENSATE_REFUND_CUSTOMER,
@@ -34,154 +25,11 @@ from pizzeria.models import (
     MONEY_RELEASED,
     STEP_PROCESS_CREDIT_CARD,
     STEP_UPDATE_INVENTORY,
-    PizzaOrder,
     dollars,
-    order_number_of,
-    split_order_ref,
 )
-from pizzeria.ops.check.provider import RunMoney
-from pizzeria.ops.check.records import COMPLETED, OPEN, OrderRecord
+from pizzeria.ops.check.records import COMPLETED, OPEN
 from pizzeria.ops.check.report import Violation
-
-# Who holds stock taken by a run that did not put it back, by what the run became.
-HOLDERS = ("consumed", "open", "undone", "unknown")
-
-
-@dataclass(frozen=True)
-class Asked:
-    """What a run's order asks of the ledger, from its items and the menu alone."""
-
-    recipe: dict[str, int]  # portions to take out of stock
-    amount: int  # cents to charge and bill, the discount included
-    #: The last four digits of the card to charge (as the ledger stores them); None for an
-    #: order paid with the payment provider's token (the order page's), which holds no
-    #: number: the card is then whichever the token stands for, and the provider's books
-    #: are checked by the payment's own id.
-    card: str | None
-    #: What the same items cost at the menu's prices (the discount included); None when
-    #: an item names no size of the menu.
-    at_menu_prices: int | None = None
-
-
-def asked_of(order: PizzaOrder) -> Asked | str:
-    """What the order asks for, or why it cannot be said (then it may take no effect).
-
-    Only the recipe and the prices: the rest of today's validation may be stricter than
-    the one an older order passed, and it is not the ledger's business.
-    """
-    try:
-        recipe = menu.ingredients_for(order.items)
-        amount = menu.billed_for(order.items)
-        number = order.credit_card_info.number
-        prices = [menu.menu_price(item.description) for item in order.items]
-        known = [price for price in prices if price is not None]
-        at_menu_prices = menu.billed_amount(sum(known)) if len(known) == len(prices) else None
-        return Asked(recipe, amount, number[-4:] if number else None, at_menu_prices)
-    except menu.OrderRejected as rejected:
-        return f"the menu refuses its order: {rejected}"
-    except Exception as error:  # fields of the wrong type: the workflow refused it too
-        return f"its order is malformed: {type(error).__name__}"
-
-
-@dataclass
-class RunView:
-    """One run of an order as both sides see it: the record every rule reads."""
-
-    ref: str
-    order_number: str
-    run_id: str
-    record: OrderRecord | None  # None: the ledger has rows of a run Temporal does not know
-    ledger: RunRows
-    asked: Asked | None = None  # None: Temporal does not know the run, or its order is unread
-    order_problem: str = ""  # why ``asked`` is None for a run Temporal knows
-    money: RunMoney | None = None  # None: the payment provider was not read
-
-    @property
-    def status(self) -> str | None:
-        return self.record.status if self.record else None
-
-    @property
-    def wrote(self) -> bool:
-        """Wrote a row that is not a tombstone."""
-        return sum(self.ledger.rows.values()) > 0
-
-    @property
-    def touches_ledger(self) -> bool:
-        """Holds money, a bill or stock (a tombstone alone is harmless)."""
-        money = self.ledger
-        return bool(money.charged or money.refunded or money.billed or +money.held)
-
-    @property
-    def undone(self) -> bool:
-        """Closed without completing: it must have undone every effect (but when it was
-        ended from outside past its pivot, `ended_past_its_bill`)."""
-        return (
-            self.record is not None
-            and self.status not in (COMPLETED, OPEN)
-            and not self.ended_past_its_bill
-        )
-
-    @property
-    def ended_past_its_bill(self) -> bool:
-        """Ended from outside (terminated, timed out) after its bill: past its pivot an
-        order only goes forward, so nothing of it was to be undone; the card was charged
-        and the pizza made, and whether it came is the operator's to settle (a refund)."""
-        return self.status in ENDED_FROM_OUTSIDE and self.ledger.billed > 0
-
-    @property
-    def holder(self) -> str:
-        """Who holds the stock this run still holds (see `HOLDERS`)."""
-        if self.record is None:
-            return "unknown"
-        if self.ended_past_its_bill:
-            return "consumed"
-        return {COMPLETED: "consumed", OPEN: "open"}.get(self.status or "", "undone")
-
-
-@dataclass
-class Findings:
-    """What the rules found, and the tallies the report adds up."""
-
-    require_closed: bool = False
-    violations: list[Violation] = field(default_factory=list)
-    warnings: list[Violation] = field(default_factory=list)
-    double_effects: int = 0
-    refunds_above_charges: int = 0
-    held_by: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    settled: Counter[str] = field(default_factory=Counter)  # charged - refunded as it must be
-    open_orders: list[str] = field(default_factory=list)
-
-    def violation(self, kind: str, run: RunView, detail: str) -> None:
-        self.violations.append(Violation(kind, run.order_number, run.run_id, detail))
-
-    def double_effect(self, run: RunView, detail: str) -> None:
-        self.double_effects += 1
-        self.violation("double effect", run, detail)
-
-
-RunRule = Callable[[RunView, Findings], None]
-
-
-def run_views(records: list[OrderRecord], runs: dict[str, RunRows]) -> list[RunView]:
-    """Every run Temporal knows (in its order), then every other run the ledger holds."""
-    views: dict[str, RunView] = {}
-    for record in records:
-        ref = record.order_ref
-        number = order_number_of(record.workflow_id)
-        ledger = runs.get(ref) or RunRows(ref)
-        view = views.setdefault(ref, RunView(ref, number, record.run_id, record, ledger))
-        asked = asked_of(record.order) if record.order is not None else record.unreadable
-        if isinstance(asked, Asked):
-            view.asked = asked
-        else:
-            view.order_problem = asked or record.undecryptable or "its history holds no order"
-    for ref, ledger in runs.items():
-        if ref not in views:
-            workflow_id, run_id = split_order_ref(ref)
-            number = order_number_of(workflow_id) or ledger.order_number
-            views[ref] = RunView(ref, number, run_id, None, ledger)
-    return list(views.values())
-
+from pizzeria.ops.check.views import Findings, RunRule, RunView
 
 # -- rules: one invariant each ---------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 from pizzeria import menu
 from pizzeria.ledger import LedgerSnapshot
 from pizzeria.ops.check.report import Violation
-from pizzeria.ops.check.rules import HOLDERS, Findings
+from pizzeria.ops.check.views import HOLDERS, Findings
 
 
 def stock_conserved(snapshot: LedgerSnapshot, found: Findings) -> dict[str, dict[str, Any]]:
