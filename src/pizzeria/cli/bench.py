@@ -1,10 +1,11 @@
-"""The ``pizzeria bench`` command: a run of `pizzeria.ops.bench`, its progress and report."""
+"""The ``pizzeria bench`` command: a run of `pizzeria.ops.bench`, its progress and report.
+
+Its options are checked before anything starts, by `pizzeria.cli.bench_options`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib.util
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -14,26 +15,26 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pizzeria.cli.bench_options import (
+    check_batch_size,
+    check_instead_options,
+    check_passthrough,
+    check_worker_options,
+    concurrency_of,
+    one_mode,
+    server_options_of,
+    setups_of,
+)
 from pizzeria.cli.common import err, fail, out
 from pizzeria.cli.options import flag_option, int_option, json_option, ledger_option_of
-from pizzeria.ledger import is_postgres_location
 from pizzeria.ops.bench.ablation import VARIANTS, run_ablation
 from pizzeria.ops.bench.cases import (
-    BASE_CONCURRENCY,
-    FAST_PATH_CONCURRENCY,
     FAST_PATH_GROUPS,
-    FULL_CONCURRENCY,
     PAIRS,
-    SQLITE,
     BenchError,
-    ServerOptionError,
     Settings,
-    WorkerOptionError,
-    parse_server_option,
-    parse_worker_option,
 )
 from pizzeria.ops.bench.costs import SHAPES, ShapeCost, costs_report, measure_costs
-from pizzeria.ops.bench.ledgers import run_sql
 from pizzeria.ops.bench.measure import run_benchmark, run_side_by_side
 from pizzeria.ops.bench.peer import PEERS, PeerError, check_peer
 from pizzeria.ops.bench.profile import (
@@ -56,12 +57,10 @@ from pizzeria.ops.bench.report import (
     pyplot,
 )
 from pizzeria.ops.bench.stack import compile_package, running_stack
-from pizzeria.ops.bench.versus import PEER_CONCURRENCY, batch_order, run_versus
+from pizzeria.ops.bench.versus import batch_order, run_versus
 from pizzeria.ops.processes import WorkerProcessError
 from pizzeria.temporal import tracing
 from pizzeria.temporal.devserver import DevServerError
-
-ABLATION_CONCURRENCY = 50
 
 
 @click.command()
@@ -179,19 +178,7 @@ def bench(
     check_passthrough(sandbox_passthrough)
     mode = one_mode(peer=peer, costs=costs, ablation=ablation, profile=profile)
     if mode is not None:
-        if compare_fast_path and mode != "--profile":
-            raise click.UsageError(
-                f"--compare-fast-path changes the benchmark's run and --profile's, not {mode}'s"
-            )
-        if len(ledgers) > 1 or len(workers) > 1:
-            raise click.UsageError(f"{mode} runs one setup: give one --ledger and one --workers")
-        if plot is not None:
-            raise click.UsageError(f"--plot draws the benchmark's own run, not {mode}'s")
-        if concurrency and mode in ("--profile", "--costs"):
-            pace = "50 in flight" if mode == "--profile" else "one workflow of each shape"
-            raise click.UsageError(
-                f"{mode} always runs {pace}: leave out --concurrency, which it does not take"
-            )
+        check_instead_options(mode, compare_fast_path, ledgers, workers, plot, concurrency)
     untraced()
     settings = Settings(
         repeat=repeat,
@@ -202,12 +189,7 @@ def bench(
         sandbox_passthrough=sandbox_passthrough,
         groups=FAST_PATH_GROUPS if compare_fast_path else PAIRS,
     )
-    paced = mode not in ("--profile", "--costs")  # those two keep their own pace
-    if workflows is not None and paced and workflows < max(settings.concurrency):
-        raise click.UsageError(
-            f"--workflows {workflows} cannot keep {max(settings.concurrency)} in flight: a "
-            "batch needs at least as many workflows as it keeps in flight"
-        )
+    check_batch_size(workflows, settings.concurrency, mode)
     setups = setups_of(settings, ledgers, workers)
     if plot is not None:
         if len(setups) > 1:
@@ -244,29 +226,6 @@ def ran_instead(
     return True
 
 
-def one_mode(**asked: bool | str | None) -> str | None:
-    """The one kind of run asked for besides the benchmark (``--peer``...), or None; two
-    of them are a usage error, not a silent choice."""
-    named = [f"--{name}" for name, value in asked.items() if value]
-    if len(named) > 1:
-        raise click.UsageError(f"{' and '.join(named)} are different runs: choose one")
-    return named[0] if named else None
-
-
-def check_passthrough(modules: tuple[str, ...]) -> None:
-    """Each ``--sandbox-passthrough`` module must be importable here (the worker runs
-    with the same packages)."""
-    for module in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            raise click.BadParameter(
-                f"no module named {module!r} here", param_hint="--sandbox-passthrough"
-            )
-
-
 def untraced() -> None:
     """The bench measures stacks without tracing: the ``OTEL_*`` variables, which would
     trace its client, its API and its workers, are dropped for this run, and said to be."""
@@ -283,67 +242,6 @@ def print_either(as_json: bool, report: Any, text: Callable[[], None]) -> None:
         out.print_json(json.dumps(report))
     else:
         text()
-
-
-def check_worker_options(worker_options: tuple[str, ...]) -> None:
-    for option in worker_options:
-        try:
-            parse_worker_option(option)
-        except WorkerOptionError as error:
-            raise click.BadParameter(str(error), param_hint="--worker-option") from None
-
-
-def server_options_of(server_options: tuple[str, ...]) -> tuple[str, ...]:
-    try:
-        return tuple(parse_server_option(option) for option in server_options)
-    except ServerOptionError as error:
-        raise click.BadParameter(str(error), param_hint="--server-option") from None
-
-
-def concurrency_of(
-    given: tuple[int, ...],
-    full: bool,
-    ablation: bool,
-    compare_fast_path: bool,
-    peer: str | None = None,
-) -> tuple[int, ...]:
-    """The levels asked for, else the default of the kind of run."""
-    if given:
-        return tuple(sorted(set(given)))
-    if peer:
-        return PEER_CONCURRENCY
-    if ablation:
-        return (ABLATION_CONCURRENCY,)
-    if compare_fast_path:
-        return FAST_PATH_CONCURRENCY
-    return FULL_CONCURRENCY if full else BASE_CONCURRENCY
-
-
-def setups_of(
-    settings: Settings, ledgers: tuple[str, ...], workers: tuple[int, ...]
-) -> list[Settings]:
-    """Each ledger with each worker count (checked before anything starts)."""
-    for ledger in ledgers:
-        check_ledger_option(ledger)
-    return [
-        dataclasses.replace(settings, ledger=ledger, workers=count)
-        for ledger in dict.fromkeys(ledgers or (SQLITE,))
-        for count in sorted(set(workers or (1,)))
-    ]
-
-
-def check_ledger_option(ledger: str) -> None:
-    """``sqlite`` or a PostgreSQL URL we can reach, before anything starts."""
-    if ledger == SQLITE:
-        return
-    if not is_postgres_location(ledger):
-        raise click.BadParameter(
-            f"{ledger!r}: give sqlite or a postgresql:// URL", param_hint="--ledger"
-        )
-    try:
-        run_sql(ledger, "SELECT 1")
-    except BenchError as error:
-        fail(str(error))
 
 
 def run_with_progress(setups: list[Settings]) -> dict[str, Any]:
