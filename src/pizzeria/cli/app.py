@@ -27,7 +27,8 @@ from pizzeria.cli.orders import cancel, orders, repair, status
 from pizzeria.cli.payments import payments
 from pizzeria.cli.place import order
 from pizzeria.cli.refund import refund
-from pizzeria.cli.service import codec_server_command, demo, server, worker
+from pizzeria.cli.server import codec_server_command, server
+from pizzeria.cli.service import demo, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError, UnsupportedLedger
 from pizzeria.payments.errors import PaymentError
