@@ -58,7 +58,7 @@ from pizzeria.payments import process as payments_process
 from pizzeria.payments.port import order_metadata
 from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.samples import BAD_CARD, sample_order
-from pizzeria.temporal import devserver, tracing
+from pizzeria.temporal import devserver, otel_env, tracing
 from pizzeria.temporal.converter import OneOrderPerStart
 from pizzeria.worker import ServedActivities, build_worker
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -318,7 +318,7 @@ async def test_recorded_histories_replay_with_the_tracing_interceptor(
 async def test_unconfigured_nothing_is_traced_and_the_history_carries_nothing(
     client: Client, served: ServedActivities, task_queue: str, order: PizzaOrder
 ):
-    assert tracing.exporters_from_env({}) == []
+    assert otel_env.exporters_from_env({}) == []
     tracing.use_tracer_provider(None)
     assert tracing.client_interceptors() == []
     assert tracing.worker_interceptors(client) == []
@@ -357,16 +357,16 @@ async def test_unconfigured_nothing_is_traced_and_the_history_carries_nothing(
     ],
 )
 def test_the_otel_variables_decide_the_exporters(environ: dict[str, str], exporters: list[str]):
-    assert tracing.exporters_from_env(environ) == exporters
+    assert otel_env.exporters_from_env(environ) == exporters
 
 
 def test_a_command_says_where_its_traces_go_when_it_starts():
-    assert tracing.where_traces_go({}) is None
-    assert tracing.where_traces_go({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"}) == (
+    assert otel_env.where_traces_go({}) is None
+    assert otel_env.where_traces_go({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"}) == (
         "Traces to OTLP at http://127.0.0.1:4318/v1/traces"
     )
     both = {"OTEL_TRACES_EXPORTER": "otlp,console"}
-    assert tracing.where_traces_go(both) == (
+    assert otel_env.where_traces_go(both) == (
         "Traces to OTLP at http://localhost:4318/v1/traces and the console"
     )
 
@@ -418,8 +418,8 @@ def test_a_command_says_where_its_traces_go_when_it_starts():
     ],
 )
 def test_what_pizzeria_cannot_export_is_one_clear_line(environ: dict[str, str], says: str):
-    with pytest.raises(tracing.TracingConfigError, match=re.escape(says)):
-        tracing.exporters_from_env(environ)
+    with pytest.raises(otel_env.TracingConfigError, match=re.escape(says)):
+        otel_env.exporters_from_env(environ)
     # As a user meets it: before anything connects, one line, exit 1.
     done = run_pizzeria("orders", env={**os.environ, **environ}, timeout=60)
     assert done.returncode == 1, done.stderr

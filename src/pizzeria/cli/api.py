@@ -17,7 +17,7 @@ from pizzeria.api.limits import LIMIT_OPTIONS, ApiLimits
 from pizzeria.cli.common import UserError, fail, out
 from pizzeria.cli.options import FiniteFloatRange, address_option, int_option, ledger_option
 from pizzeria.ledger import check_location
-from pizzeria.temporal import tracing
+from pizzeria.temporal import otel_env
 
 
 def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,7 +78,7 @@ def api(
     from pizzeria.api.hosts import HOSTS_ENV, hosts_from_env, unusable_hosts
     from pizzeria.api.serve import PortInUse, bind, run_api
 
-    tracing.check_env()  # a refusal before the banner: its address would never answer
+    otel_env.check_env()  # a refusal before the banner: its address would never answer
     for source, entries in (("--allowed-host", allowed_hosts), (f"${HOSTS_ENV}", hosts_from_env())):
         if bad := unusable_hosts(entries):
             raise UserError(
@@ -99,7 +99,7 @@ def api(
     out.print(f"Order page {url}/  API {url}/orders  OpenAPI {url}/openapi.json")
     staff = "on" if keys.staff_key else "off (set PIZZERIA_API_KEY to list and repair orders)"
     out.print(f"Staff routes: {staff}. Ctrl-C stops.")
-    traces = tracing.where_traces_go()
+    traces = otel_env.where_traces_go()
     if traces:
         out.print(traces, markup=False)
     if host in ("0.0.0.0", "::") and not allowed_hosts:

@@ -59,7 +59,7 @@ from pizzeria.ops.bench.report import (
 from pizzeria.ops.bench.stack import compile_package, running_stack
 from pizzeria.ops.bench.versus import batch_order, run_versus
 from pizzeria.ops.processes import WorkerProcessError
-from pizzeria.temporal import tracing
+from pizzeria.temporal import otel_env, tracing
 from pizzeria.temporal.devserver import DevServerError
 
 
@@ -229,7 +229,7 @@ def ran_instead(
 def untraced() -> None:
     """The bench measures stacks without tracing: the ``OTEL_*`` variables, which would
     trace its client, its API and its workers, are dropped for this run, and said to be."""
-    if tracing.asked_for():
+    if otel_env.asked_for():
         err.print("note: the bench measures untraced stacks; the OTEL_* variables are ignored")
     for name in [name for name in os.environ if name.startswith("OTEL_")]:
         del os.environ[name]

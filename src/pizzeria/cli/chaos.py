@@ -30,7 +30,7 @@ from pizzeria.ops.chaos.result import ChaosResult, print_chaos_summary
 from pizzeria.ops.chaos.run import ChaosRun
 from pizzeria.payments.provider.faults import FaultFileError
 from pizzeria.payments.provider.faults import parse_faults as parse_provider_faults
-from pizzeria.temporal import tracing
+from pizzeria.temporal import otel_env
 from pizzeria.temporal.devserver import DevServerError
 from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 
@@ -109,7 +109,7 @@ from pizzeria.temporal.faults import FaultSyntaxError, parse_faults
 def chaos(ledger_location: str | None, seed: int | None, as_json: bool, **options: Any) -> None:
     """Place orders while killing workers, restarting the server and the payment provider
     and injecting faults into both, then check the ledger (and the provider's books)."""
-    tracing.check_env()  # before anything starts
+    otel_env.check_env()  # before anything starts
     # The other options are ChaosSettings' fields, by name.
     options["provider_faults"] = checked_provider_faults(options["provider_faults"])
     check_options(options["faults"], options["data_dir"])

@@ -38,7 +38,7 @@ from pizzeria.demo import run_demo
 from pizzeria.models import TASK_QUEUE, dollars
 from pizzeria.payments.stripe_gateway import shown_url
 from pizzeria.statements import money_line
-from pizzeria.temporal import tracing
+from pizzeria.temporal import otel_env
 from pizzeria.temporal.codec import key_file, load_keys
 from pizzeria.temporal.connection import namespace_or_fail
 from pizzeria.temporal.logs import configure_worker_logging
@@ -158,7 +158,7 @@ def worker(
             out.print(f"{READY_LINE} {task_queue!r}, ledger {ledger.location}. Ctrl-C stops.")
             out.print(scale.describe())
             out.print(payments_line(activities.implementation.payments))
-            traces = tracing.where_traces_go()
+            traces = otel_env.where_traces_go()
             if traces:
                 out.print(traces, markup=False)
             if injected:  # every step they name fails on purpose: never by surprise
@@ -242,7 +242,7 @@ def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
 )
 def demo(as_json: bool, keep_running: bool | None) -> None:
     """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
-    tracing.check_env()  # before the server starts, not after
+    otel_env.check_env()  # before the server starts, not after
     stop_on_sigterm()
     if keep_running is None:
         keep_running = sys.stdin.isatty() and not as_json
