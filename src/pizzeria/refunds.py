@@ -56,10 +56,8 @@ from pizzeria.payments.errors import (
     PaymentUnavailable,
 )
 from pizzeria.payments.port import PaymentGateway, RefundRecord
-from pizzeria.payments.stripe_gateway import (
-    StripeGateway,
-    provider_gateway,
-)
+from pizzeria.payments.provider_config import provider_gateway
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.text import TextRefused, check_text
 
 MAX_REASON = 200

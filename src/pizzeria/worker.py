@@ -27,10 +27,8 @@ from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger
 from pizzeria.models import ASK_BILL_RECORDED, COMPENSATIONS, STEPS, TASK_QUEUE
 from pizzeria.payments.port import PaymentGateway
-from pizzeria.payments.stripe_gateway import (
-    StripeGateway,
-    provider_gateway,
-)
+from pizzeria.payments.provider_config import provider_gateway
+from pizzeria.payments.stripe_gateway import StripeGateway
 from pizzeria.temporal import one_walk, tracing, type_hints
 from pizzeria.temporal.converter import (
     ContextFreeSandboxRunner,

@@ -30,7 +30,8 @@ from pizzeria.payments.errors import (
     PaymentUnavailable,
 )
 from pizzeria.payments.port import MoneyState, Payment, order_metadata
-from pizzeria.payments.stripe_gateway import StripeGateway, gateway_from_env, provider_gateway
+from pizzeria.payments.provider_config import gateway_from_env, provider_gateway
+from pizzeria.payments.stripe_gateway import StripeGateway
 from tests.helpers import eventually
 
 GOOD_CARD = "4242424242424242"

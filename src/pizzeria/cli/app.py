@@ -32,7 +32,7 @@ from pizzeria.cli.service import demo, worker
 from pizzeria.client import OrderAlreadyRunning, OrderRefused
 from pizzeria.ledger import LedgerError, UnsupportedLedger
 from pizzeria.payments.errors import PaymentError
-from pizzeria.payments.stripe_gateway import ProviderConfigError
+from pizzeria.payments.provider_config import ProviderConfigError
 from pizzeria.temporal import tracing
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import TemporalConfigError

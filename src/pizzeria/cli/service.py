@@ -36,7 +36,7 @@ from pizzeria.client import OrderOutcome
 from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE, DriverSettingError
 from pizzeria.demo import run_demo
 from pizzeria.models import TASK_QUEUE, dollars
-from pizzeria.payments.stripe_gateway import shown_url
+from pizzeria.payments.provider_config import shown_url
 from pizzeria.statements import money_line
 from pizzeria.temporal import otel_env
 from pizzeria.temporal.codec import key_file, load_keys

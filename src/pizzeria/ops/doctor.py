@@ -33,7 +33,7 @@ from pizzeria.models import ORDER_STATUS, REGISTER_ORDER_STATUS, WORKFLOW_TYPE, 
 from pizzeria.payments.errors import PaymentError, PaymentUnavailable
 from pizzeria.payments.process import default_data_file as default_payments_file
 from pizzeria.payments.provider.engine import secret_file_of
-from pizzeria.payments.stripe_gateway import shown_url
+from pizzeria.payments.provider_config import shown_url
 from pizzeria.private import readable_by_others
 from pizzeria.refunds import staff_gateway
 from pizzeria.temporal.codec import (

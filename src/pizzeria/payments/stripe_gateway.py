@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import http.client
 import logging
 import os
-import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -44,10 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import requests
 import stripe
 
-from pizzeria.payments import cards, proof
+from pizzeria.payments import cards
 from pizzeria.payments.blocking import seen_through
 from pizzeria.payments.errors import (
     PaymentInProgress,
@@ -56,7 +53,6 @@ from pizzeria.payments.errors import (
     PaymentUnavailable,
     no_provider_here,
 )
-from pizzeria.payments.loopback_http import LoopbackHTTPClient
 from pizzeria.payments.port import (
     CURRENCY,
     IDEMPOTENCY_KEY,
@@ -67,9 +63,9 @@ from pizzeria.payments.port import (
     PaymentGateway,
     RefundRecord,
 )
-from pizzeria.payments.process import LOCAL_SECRET_KEY
 from pizzeria.payments.stripe_errors import translate
 from pizzeria.payments.stripe_objects import payment_of, refund_of
+from pizzeria.payments.stripe_transport import http_client
 from pizzeria.private import UnsafeSecret, file_version, read_private_file
 from pizzeria.temporal.tracing import span
 
@@ -98,64 +94,6 @@ REFUNDS = "/v1/refunds"
 CHARGE = ["latest_charge"]
 LIST_CHARGES = ["data.latest_charge"]
 MAX_REASON = 500
-
-
-class ProviderConfigError(PaymentRequestError):
-    """The payment provider configured cannot be used as given (one line for the user)."""
-
-
-def configured_provider(
-    environ: Mapping[str, str] | None = None, url: str | None = None
-) -> tuple[str, str | None, Path | None]:
-    """The key and the URL of the provider the workers move money through, by one rule for
-    every command: ``url`` (given), else ``PIZZERIA_PAYMENTS_URL``, with ``STRIPE_API_KEY``
-    (without a URL: Stripe's test mode); with no key, the data folder's local provider
-    (its ``payments.url``, else the usual port) and its key. Third, with neither a URL nor
-    a key, that ``payments.url``, for a gateway to follow (`StripeGateway`'s ``follow``).
-    A URL that is not ``http(s)://HOST[:PORT]`` is a `ProviderConfigError`."""
-    from pizzeria import config
-
-    env = os.environ if environ is None else environ
-    where = "" if url else f" (check {URL_VARIABLE})"
-    url = url or env.get(URL_VARIABLE) or None
-    key = env.get(KEY_VARIABLE) or None
-    if key is not None and key.startswith(("sk_live_", "rk_live_")):
-        raise ProviderConfigError(
-            f"refusing the live Stripe key in {KEY_VARIABLE}: pizzeria moves test money "
-            "only; use a test key, sk_test_..."
-        )
-    if key is not None and key.startswith("pk_"):
-        raise ProviderConfigError(
-            f"{KEY_VARIABLE} holds a publishable key (pk_...), which a browser uses: the "
-            "workers need the secret one, sk_test_..."
-        )
-    follow = config.payments_url_file() if key is None and url is None else None
-    if key is None:
-        try:
-            url, key = url or config.local_payments_url(), LOCAL_SECRET_KEY
-        except UnsafeSecret as unsafe:
-            raise ProviderConfigError(str(unsafe)) from None
-    if url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s]*)?$", url):
-        raise ProviderConfigError(
-            f"the payment provider's URL must be http(s)://HOST[:PORT], not {url!r}{where}"
-        )
-    return key, url, follow
-
-
-def provider_gateway(
-    environ: Mapping[str, str] | None = None, url: str | None = None, **options: Any
-) -> StripeGateway:
-    """A gateway to the provider `configured_provider` names (following the data folder's
-    ``payments.url`` when it is the folder's own); ``options`` are `StripeGateway`'s."""
-    key, url, follow = configured_provider(environ, url)
-    return StripeGateway(key, url, follow=follow, **options)
-
-
-def shown_url(gateway: object) -> str:
-    """A gateway's address as it may be printed: no user or password (a URL may carry
-    them, ``http://user:secret@host``)."""
-    url = str(getattr(gateway, "base_url", "") or "the payment provider")
-    return re.sub(r"^([a-z]+://)[^@/]*@", r"\1", url)
 
 
 class StripeGateway(PaymentGateway):
@@ -212,7 +150,7 @@ class StripeGateway(PaymentGateway):
 
     def _clients(self, base_url: str) -> tuple[stripe.HTTPClient, stripe.StripeClient]:
         api_key, timeout, threads, max_network_retries = self._settings
-        transport = _http_client(base_url, timeout, threads, self.follow)
+        transport = http_client(base_url, timeout, threads, self.follow)
         client = stripe.StripeClient(
             api_key,
             base_addresses={"api": base_url},
@@ -443,48 +381,3 @@ def _header(key: str) -> str:
 
 def _quoted(object_id: str) -> str:
     return urllib.parse.quote(object_id, safe="")
-
-
-def _loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
-def _http_client(
-    base_url: str, timeout: float, threads: int, follow: Path | None = None
-) -> stripe.HTTPClient:
-    """How the stripe library's requests travel: to a plain-HTTP provider on this machine
-    over `http.client` (`loopback_http`, half a millisecond less CPU per call); anywhere
-    else over requests, with its TLS and proxies, one session for our threads. Following
-    the data folder's provider (``follow``, its ``payments.url``), over `http.client`
-    too, and each connection is to a provider that proves it is the folder's own, before
-    anything is sent on it (`pizzeria.payments.proof`)."""
-    if follow is not None:
-        secret_file = proof.secret_file_beside(follow)
-
-        def prove(connection: http.client.HTTPConnection, url: str) -> None:
-            proof.ask(connection, proof.folder_secret(secret_file), url)
-
-        return LoopbackHTTPClient(timeout, prove)
-    if base_url.startswith("http://") and _loopback(base_url):
-        return LoopbackHTTPClient(timeout)
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return stripe.RequestsClient(timeout=timeout, session=session)
-
-
-def gateway_from_env(environ: Mapping[str, str] | None = None) -> StripeGateway:
-    """The gateway the environment names: ``PIZZERIA_PAYMENTS_URL`` (the local provider,
-    or any Stripe-compatible base URL) and/or ``STRIPE_API_KEY``. With only the key, real
-    Stripe; with only the URL, the local provider's default key."""
-    env = os.environ if environ is None else environ
-    url = env.get(URL_VARIABLE) or None
-    key = env.get(KEY_VARIABLE) or (LOCAL_SECRET_KEY if url else None)
-    if key is None:
-        raise PaymentRequestError(
-            f"no payment provider: set {URL_VARIABLE} (the local provider, `pizzeria "
-            f"payments`) or {KEY_VARIABLE} (Stripe test mode)"
-        )
-    return StripeGateway(key, url)

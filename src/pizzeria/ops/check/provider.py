@@ -49,12 +49,8 @@ from pizzeria.payments.port import (
     PaymentGateway,
     RefundRecord,
 )
-from pizzeria.payments.stripe_gateway import (
-    ProviderConfigError,
-    StripeGateway,
-    provider_gateway,
-    shown_url,
-)
+from pizzeria.payments.provider_config import ProviderConfigError, provider_gateway, shown_url
+from pizzeria.payments.stripe_gateway import StripeGateway
 
 PAGE_SIZE = 100  # Stripe's largest page
 TIMEOUT_SECONDS = 20.0  # one page of a listing; reads only, so the library may retry them
