@@ -22,13 +22,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from pizzeria.api import accepting, placing
 from pizzeria.client import OrderAlreadyRunning, cancel_order
-from pizzeria.client.placing import (
-    EarlyAnswer,
-    Refusal,
-    early_answer,
-    start_order,
-    start_with_answer,
-)
+from pizzeria.client.early_answers import EarlyAnswer, Refusal, early_answer
+from pizzeria.client.placing import start_order, start_with_answer
 from pizzeria.failures import error_type_of
 from pizzeria.ledger import Ledger
 from pizzeria.models import (

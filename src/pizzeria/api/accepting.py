@@ -31,15 +31,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from pizzeria.api import placing
 from pizzeria.api.idempotency import key_hash
 from pizzeria.api.problems import ApiProblem
-from pizzeria.client.placing import (
-    EarlyAnswer,
-    OrderAlreadyCompleted,
-    OrderAlreadyRunning,
-    Refusal,
-    answer_within,
-    early_answer,
-    start_with_answer,
-)
+from pizzeria.client.early_answers import EarlyAnswer, Refusal, answer_within, early_answer
+from pizzeria.client.placing import OrderAlreadyCompleted, OrderAlreadyRunning, start_with_answer
 from pizzeria.models import (
     CREDIT_CARD_PROCESSING_ERROR,
     INVALID_CHARGE_AMOUNT_ERROR,

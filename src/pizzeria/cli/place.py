@@ -27,7 +27,8 @@ from pizzeria.client import (
     before_attention,
     outcome_of,
 )
-from pizzeria.client.placing import answer_within, start_with_answer
+from pizzeria.client.early_answers import answer_within
+from pizzeria.client.placing import start_with_answer
 from pizzeria.models import (
     OrderSettings,
     PizzaOrder,

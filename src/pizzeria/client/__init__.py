@@ -2,6 +2,8 @@
 
 - `pizzeria.client.placing`: start an order (one order number, one charge, unless asked
   again) and wait for its outcome;
+- `pizzeria.client.early_answers`: what an order started with its ``order_accepted``
+  Update answered early (the card held, or why it was refused);
 - `pizzeria.client.outcomes`: how a run ended (its compensations read from its history,
   so it needs no worker), which orders there are;
 - `pizzeria.client.acting`: cancel, repair or abandon a running order.

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import inspect
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, Unpack
@@ -28,8 +27,6 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -37,10 +34,11 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import menu
+from pizzeria.client.early_answers import EarlyAnswer, answer_of, early_answer
 from pizzeria.client.outcomes import OrderOutcome, outcome_of
 from pizzeria.models import (
     ORDER_STATUS,
@@ -51,7 +49,6 @@ from pizzeria.models import (
     short_run,
     workflow_id_for,
 )
-from pizzeria.order_hold import REFUSED, CardHold
 from pizzeria.temporal.waiting import UNANSWERED, OrderStillRunning, Unanswered, patiently
 from pizzeria.workflows import PizzaOrderWorkflow
 
@@ -209,26 +206,6 @@ async def place_order(
 
 
 # -- the early answer: Update-with-Start ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why the order was refused before its card was held, once what it did is undone."""
-
-    error_type: str
-    message: str
-    compensations: tuple[str, ...] = ()  # what was undone, in the order it ran
-    needs_attention: bool = False  # a compensation failed: an operator is asked
-
-
-@dataclass(frozen=True)
-class EarlyAnswer:
-    """What ``order_accepted`` answered: the card held, or the order's refusal. Neither
-    when there is no answer to have: the workers do not know the Update (a deploy older
-    than it), or the run closed without being asked."""
-
-    hold: CardHold | None = None
-    refusal: Refusal | None = None
 
 
 @dataclass(frozen=True)
@@ -404,55 +381,4 @@ def already_started(error: BaseException) -> bool:
     test server says so as a bare ALREADY_EXISTS)."""
     return isinstance(error, WorkflowAlreadyStartedError) or (
         isinstance(error, RPCError) and error.status == RPCStatusCode.ALREADY_EXISTS
-    )
-
-
-async def early_answer(
-    client: Client, order_number: str, run_id: str, update_id: str | None = None
-) -> EarlyAnswer:
-    """``order_accepted`` asked of a run already started. With the ``update_id`` of an
-    earlier ask, the server answers what it answered then (even once the run closed)."""
-    handle = client.get_workflow_handle_for(
-        PizzaOrderWorkflow.order_pizza, workflow_id_for(order_number), run_id=run_id
-    )
-    try:
-        return await answer_of(
-            handle.execute_update(PizzaOrderWorkflow.order_accepted, id=update_id)
-        )
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:  # closed, never asked: nothing to say
-            return EarlyAnswer()
-        raise
-
-
-async def answer_within(answer: asyncio.Future[EarlyAnswer], seconds: float) -> EarlyAnswer | None:
-    """The early answer if it comes within ``seconds``; None when it does not (a step
-    retrying, no worker) or when Temporal fails to deliver it: the order goes on either
-    way, and its outcome tells the rest."""
-    try:
-        return await asyncio.wait_for(answer, seconds)
-    except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        return None
-
-
-async def answer_of(update: Awaitable[CardHold]) -> EarlyAnswer:
-    try:
-        return EarlyAnswer(hold=await update)
-    except WorkflowUpdateFailedError as failed:
-        return EarlyAnswer(refusal=refusal_of(failed.cause))
-
-
-def refusal_of(cause: BaseException | None) -> Refusal | None:
-    """The order's refusal, from the Update's failure; None for any other failure (a worker
-    that does not know the Update refuses it)."""
-    if not isinstance(cause, ApplicationError) or not cause.details:
-        return None
-    undone = cause.details[0]
-    if not isinstance(undone, dict) or not undone.get(REFUSED):
-        return None
-    return Refusal(
-        error_type=cause.type or "OrderFailed",
-        message=cause.message,
-        compensations=tuple(str(name) for name in undone.get("compensations") or ()),
-        needs_attention=bool(undone.get("needs_attention")),
     )
