@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from pizzeria import menu, tuning
+from pizzeria import menu, order_fields, tuning
 from pizzeria.attempts import attempt_details, reported
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import LateStepRefused, Ledger, OutOfStock
@@ -149,7 +149,7 @@ class PizzaOrderActivities:
             effect = await self._ledger_call(
                 self.ledger.take_stock, request.order_ref, request.order_number, ingredients
             )
-        except menu.OrderRejected as error:
+        except order_fields.OrderRejected as error:
             raise business_error(str(error), error.kind) from None
         except OutOfStock as error:
             raise business_error(str(error), OUT_OF_STOCK_ERROR) from None

@@ -1,23 +1,21 @@
 """What a pizza is made of, what an order costs, and which orders we accept.
 
 Pure functions with no I/O: the workflow calls them (so they must stay deterministic) to
-reject a bad order before any effect, and the activities call them to move stock.
+reject a bad order before any effect, and the activities call them to move stock. The
+checks of the order's other fields (and `OrderRejected`) are `order_fields.py`'s.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
-from pizzeria import text
+import pizzeria.order_fields as fields
 from pizzeria.models import (
     INVALID_CHARGE_AMOUNT_ERROR,
-    INVALID_ORDER_ERROR,
     UNKNOWN_TOPPING_ERROR,
     Address,
-    CreditCardInfo,
-    Customer,
     Pizza,
     PizzaOrder,
 )
@@ -26,7 +24,6 @@ DISCOUNT_THRESHOLD = 3000  # cents: larger totals get DISCOUNT off (the exercise
 DISCOUNT = 500
 MAX_ITEMS = 50
 MAX_ITEM_PRICE = 100_000  # cents
-MAX_TEXT = 200
 MAX_PREP = 3600.0  # seconds
 MAX_ATTEMPTS = 1000
 CARD_LENGTH = 16
@@ -55,25 +52,6 @@ INGREDIENTS = tuple(dict.fromkeys([*BASE, *TOPPINGS.values()]))
 INITIAL_STOCK = 1000  # portions of each ingredient in a new ledger
 
 
-#: The `OrderRejected.field` of a refusal about the order as a whole, not one of its fields.
-WHOLE_ORDER = ""
-
-
-class OrderRejected(ValueError):
-    """An order we refuse before doing anything. ``kind`` is the error type clients see;
-    ``field`` names what is wrong as a path into the order's JSON (``items[2].price``,
-    ``customer.name``), or is `WHOLE_ORDER`."""
-
-    def __init__(self, kind: str, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.field = field
-
-
-def _invalid(field: str, message: str) -> OrderRejected:
-    return OrderRejected(INVALID_ORDER_ERROR, message, field=field)
-
-
 #: A pizza's description, lowercase: its size, then its toppings ("with a, b and c").
 PIZZA = re.compile(r"(small|medium|large)\s*(?:,?\s*with\s+(.+))?")
 
@@ -90,7 +68,7 @@ def recipe(description: str, *, field: str = "description", once: bool = False) 
     text = description.strip().lower()
     match = PIZZA.fullmatch(text)
     if match is None:
-        raise _invalid(
+        raise fields.invalid(
             field, f"Unknown pizza {description[:60]!r}: start with Small, Medium or Large"
         )
     size = PORTIONS_BY_SIZE[match.group(1)]
@@ -99,11 +77,11 @@ def recipe(description: str, *, field: str = "description", once: bool = False) 
     for name in topping_names(match.group(2)):
         ingredient = TOPPINGS.get(name)
         if ingredient is None:
-            raise OrderRejected(
+            raise fields.OrderRejected(
                 UNKNOWN_TOPPING_ERROR, f"Unknown topping {name[:40]!r}", field=field
             )
         if once and ingredient in named:
-            raise _invalid(field, f"{field} names {name[:40]!r} twice: each topping once")
+            raise fields.invalid(field, f"{field} names {name[:40]!r} twice: each topping once")
         named.add(ingredient)
         portions[ingredient] += size
     return portions
@@ -177,29 +155,6 @@ def describe_items(items: Iterable[Pizza]) -> str:
     return "; ".join(item.description for item in items)
 
 
-def _unprintable(value: str) -> str | None:
-    """What is wrong with the text's characters, if anything: text.py's one rule for every
-    free-text field (controls, format characters, line separators, lone surrogates)."""
-    return text.text_problem(value)
-
-
-def _whole(value: object) -> bool:
-    """An int that is not a bool (the JSON decoder also lets 12.5 through as an int)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _text(value: object, name: str, *, required: bool = True) -> str:
-    """A printable string of at most MAX_TEXT characters (and not blank, when required)."""
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise _invalid(name, f"{name} must be a non-empty string")
-    if len(value) > MAX_TEXT:
-        raise _invalid(name, f"{name} is longer than {MAX_TEXT}")
-    problem = _unprintable(value)
-    if problem:
-        raise _invalid(name, f"{name} {problem}")
-    return value
-
-
 def validate_order(
     order: PizzaOrder,
     *,
@@ -235,149 +190,45 @@ def validate_order(
         check()
 
 
-def order_problems(order: PizzaOrder, *, new_number: bool = False) -> list[OrderRejected]:
+def order_problems(order: PizzaOrder, *, new_number: bool = False) -> list[fields.OrderRejected]:
     """Every field of ``order`` that `validate_order` refuses, each with the first problem
     it finds there, in the order it checks them (its first is the one it raises): what a
     form can show at once. Empty when the order is fine."""
-    problems: dict[str, OrderRejected] = {}
+    problems: dict[str, fields.OrderRejected] = {}
     for check in _checks(order, True, True, True, new_number):
         try:
             check()
-        except OrderRejected as rejected:
+        except fields.OrderRejected as rejected:
             problems.setdefault(rejected.field, rejected)
-            if rejected.field == WHOLE_ORDER:  # no field of it can be read
+            if rejected.field == fields.WHOLE_ORDER:  # no field of it can be read
                 break
     return list(problems.values())
 
 
-#: One of `validate_order`'s checks: it raises `OrderRejected` (what it returns is not read).
-Check = Callable[[], object]
-
-
 def _checks(
     order: PizzaOrder, menu_prices: bool, full_address: bool, toppings_once: bool, new_number: bool
-) -> Iterator[Check]:
+) -> Iterator[fields.Check]:
     """`validate_order`'s checks, one per field (or group), each raising `OrderRejected`.
     Each reads the order only when called, and reads a field only in the shape the
     checks before it let through: `order_problems` goes on past a refused one."""
-    yield lambda: _validate_shape(order)
-    yield lambda: _validate_number(order.order_number, new_number)
-    yield lambda: _validate_customer_id(order.customer.customer_id)
-    yield lambda: _text(order.customer.name, "customer.name")
-    yield lambda: _text(order.customer.email, "customer.email", required=False)
-    yield lambda: _text(order.customer.phone, "customer.phone", required=False)
-    yield lambda: _text(order.credit_card_info.holderName, "credit_card_info.holderName")
-    yield lambda: _validate_card(order.credit_card_info)
-    yield lambda: _validate_is_delivery(order.is_delivery)
-    for name in ADDRESS_FIELDS:
-        yield _address_text(order, name)
-    yield lambda: _validate_delivery_line(order)
-    for name in DELIVERY_FIELDS if full_address else ():
-        yield _delivery_field(order, name)
+    yield lambda: fields.validate_shape(order)
+    yield lambda: fields.validate_number(order.order_number, new_number)
+    yield lambda: fields.validate_customer_id(order.customer.customer_id)
+    yield lambda: fields.free_text(order.customer.name, "customer.name")
+    yield lambda: fields.free_text(order.customer.email, "customer.email", required=False)
+    yield lambda: fields.free_text(order.customer.phone, "customer.phone", required=False)
+    yield lambda: fields.free_text(order.credit_card_info.holderName, "credit_card_info.holderName")
+    yield lambda: fields.validate_card(order.credit_card_info)
+    yield lambda: fields.validate_is_delivery(order.is_delivery)
+    for name in fields.ADDRESS_FIELDS:
+        yield fields.address_text(order, name)
+    yield lambda: fields.validate_delivery_line(order)
+    for name in fields.DELIVERY_FIELDS if full_address else ():
+        yield fields.delivery_field(order, name)
     yield lambda: _validate_items(order.items, menu_prices=menu_prices, toppings_once=toppings_once)
     yield lambda: validate_settings(order) if order.settings is not None else None
     if new_number:
-        yield lambda: _validate_readable(order)
-
-
-def _validate_shape(order: object) -> None:
-    """JSON null (or another shape) can reach the workflow where an order should be."""
-    parts = {"customer": Customer, "address": Address, "credit_card_info": CreditCardInfo}
-    if not isinstance(order, PizzaOrder) or not all(
-        isinstance(getattr(order, name), kind) for name, kind in parts.items()
-    ):
-        raise _invalid(WHOLE_ORDER, "the order must be a JSON object of the contract")
-
-
-def _validate_number(number: object, new_number: bool) -> None:
-    # Said the same way however long: the rule of 64 before the general one of MAX_TEXT.
-    if not isinstance(number, str) or not number.strip():
-        _text(number, "order_number")
-    assert isinstance(number, str)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", number):
-        raise _invalid(
-            "order_number", "order_number must be 1 to 64 letters, digits, '.', '_' or '-'"
-        )
-    if new_number and not number[0].isalnum():
-        raise _invalid("order_number", "order_number must start with a letter or a digit")
-
-
-def _validate_readable(order: PizzaOrder) -> None:
-    """Each text field of a new order holds something a reader can see (see validate_order)."""
-    fields = {
-        "customer.name": order.customer.name,
-        "customer.email": order.customer.email,
-        "customer.phone": order.customer.phone,
-        "credit_card_info.holderName": order.credit_card_info.holderName,
-        **{f"address.{name}": getattr(order.address, name) for name in ADDRESS_FIELDS},
-    }
-    for name, value in fields.items():
-        problem = text.unreadable_problem(value) if isinstance(value, str) else None
-        if problem:
-            raise _invalid(name, f"{name} {problem}")
-
-
-def _validate_customer_id(customer_id: object) -> None:
-    if not _whole(customer_id) or not 0 <= customer_id < 2**63:  # type: ignore[operator]
-        raise _invalid(
-            "customer.customer_id",
-            "customer.customer_id must be a whole number from 0 to 9223372036854775807",
-        )
-
-
-def _validate_card(card: CreditCardInfo) -> None:
-    """A card number, or instead a payment provider's token for the card (``pm_...``)."""
-    token = card.payment_method
-    if token is not None:
-        if not isinstance(token, str) or not re.fullmatch(r"pm_[A-Za-z0-9_]{1,200}", token):
-            raise _invalid(
-                "credit_card_info.payment_method",
-                "credit_card_info.payment_method must be a payment provider's token, pm_...",
-            )
-        if card.number != "":
-            raise _invalid(
-                "credit_card_info.number",
-                "send the card number or a payment_method token, not both",
-            )
-        return
-    if not isinstance(card.number, str) or not re.fullmatch(r"[0-9]{12,19}", card.number):
-        raise _invalid(
-            "credit_card_info.number",
-            "credit_card_info.number must be 12 to 19 digits, nothing else",
-        )
-
-
-#: An address's text fields, each checked as free text.
-ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code")
-#: What a driver needs besides ``line1`` (``line2`` may stay empty).
-DELIVERY_FIELDS = ("city", "state", "postal_code")
-
-
-def _validate_is_delivery(is_delivery: object) -> None:
-    if not isinstance(is_delivery, bool):
-        raise _invalid("is_delivery", "is_delivery must be true or false")
-
-
-def _address_text(order: PizzaOrder, name: str) -> Check:
-    return lambda: _text(getattr(order.address, name), f"address.{name}", required=False)
-
-
-def _validate_delivery_line(order: PizzaOrder) -> None:
-    """What a driver needs first, of the fields that are text (the checks before say the
-    rest): a street line. Then each of `DELIVERY_FIELDS`, a check of its own, so that a
-    form is told every one missing at once (`order_problems`)."""
-    line1 = order.address.line1
-    if order.is_delivery is True and isinstance(line1, str):
-        _text(line1, "address.line1")
-
-
-def _delivery_field(order: PizzaOrder, name: str) -> Check:
-    def check() -> None:
-        value = getattr(order.address, name)
-        if order.is_delivery is True and isinstance(value, str) and not value.strip():
-            raise _invalid(f"address.{name}", f"a delivery needs address.{name}")
-
-    return check
+        yield lambda: fields.validate_readable(order)
 
 
 def incomplete_address(order: object) -> bool:
@@ -387,20 +238,20 @@ def incomplete_address(order: object) -> bool:
     address = getattr(order, "address", None)
     if getattr(order, "is_delivery", None) is not True or not isinstance(address, Address):
         return False
-    parts = [getattr(address, name, None) for name in DELIVERY_FIELDS]
+    parts = [getattr(address, name, None) for name in fields.DELIVERY_FIELDS]
     return any(isinstance(part, str) and not part.strip() for part in parts)
 
 
 def _validate_items(items: object, *, menu_prices: bool = True, toppings_once: bool = True) -> None:
     if not isinstance(items, list) or not items:
-        raise _invalid("items", "an order needs at least one item")
+        raise fields.invalid("items", "an order needs at least one item")
     if len(items) > MAX_ITEMS:
-        raise _invalid("items", f"an order holds at most {MAX_ITEMS} items")
+        raise fields.invalid("items", f"an order holds at most {MAX_ITEMS} items")
     for index, item in enumerate(items):
         if not isinstance(item, Pizza):
-            raise _invalid(f"items[{index}]", "each item must be a pizza")
+            raise fields.invalid(f"items[{index}]", "each item must be a pizza")
         description = f"items[{index}].description"
-        _text(item.description, description)
+        fields.free_text(item.description, description)
         _validate_price(item.price, f"items[{index}].price")
         recipe(item.description, field=description, once=toppings_once)
         if menu_prices:
@@ -428,7 +279,7 @@ def _validate_menu_price(item: Pizza, index: int) -> None:
     """The item's price is the menu's, or the order is refused naming both."""
     price = menu_price(item.description)
     if price is not None and item.price != price:
-        raise _invalid(
+        raise fields.invalid(
             f"items[{index}].price",
             f"items[{index}] ({item.description[:60]!r}) costs {price} cents on the menu "
             f"(${price / 100:.2f}), not {item.price}",
@@ -445,23 +296,23 @@ def off_menu(order: object) -> bool:
     for item in items:
         price = getattr(item, "price", None)
         wanted = menu_price(getattr(item, "description", None))  # type: ignore[arg-type]
-        if _whole(price) and wanted is not None and price != wanted:
+        if fields.whole(price) and wanted is not None and price != wanted:
             return True
     return False
 
 
 def _validate_price(price: object, field: str) -> None:
     if price is None:
-        raise _invalid(field, "item price is missing")
-    if not _whole(price):
-        raise _invalid(field, "item price must be whole cents")
+        raise fields.invalid(field, "item price is missing")
+    if not fields.whole(price):
+        raise fields.invalid(field, "item price must be whole cents")
     assert isinstance(price, int)
     if price < 0:
-        raise OrderRejected(
+        raise fields.OrderRejected(
             INVALID_CHARGE_AMOUNT_ERROR, f"Invalid charge amount: {price}", field=field
         )
     if price == 0 or price > MAX_ITEM_PRICE:
-        raise _invalid(
+        raise fields.invalid(
             field, f"item price must be between 1 and {MAX_ITEM_PRICE} cents, got {price}"
         )
 
@@ -472,12 +323,12 @@ def validate_settings(order: PizzaOrder) -> None:
     assert settings is not None
     wait = settings.prep_seconds
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_PREP:
-        raise _invalid(
+        raise fields.invalid(
             "settings.prep_seconds", f"settings.prep_seconds must be between 0 and {MAX_PREP}"
         )
     for name in ("compensation_attempts", "step_attempts"):
         attempts = getattr(settings, name)
-        if not _whole(attempts) or not 1 <= attempts <= MAX_ATTEMPTS:
-            raise _invalid(
+        if not fields.whole(attempts) or not 1 <= attempts <= MAX_ATTEMPTS:
+            raise fields.invalid(
                 f"settings.{name}", f"settings.{name} must be between 1 and {MAX_ATTEMPTS}"
             )

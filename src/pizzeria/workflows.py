@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     # Each as its own module name: `from pizzeria import menu` would import the submodule
     # past the sandbox's import hook, so the sandbox would run it again for every order.
     import pizzeria.menu as menu
+    import pizzeria.order_fields as order_fields
     import pizzeria.order_visibility as shown
     import pizzeria.text as text
     import pizzeria.tuning as tuning
@@ -131,7 +132,7 @@ class PizzaOrderWorkflow(HoldFirst, CancelAndRepair):
         self._lean = self._current or workflow.patched(LEAN_ORDER_PATCH)
         try:
             self._check(order)
-        except menu.OrderRejected as rejected:
+        except order_fields.OrderRejected as rejected:
             await self._close("rejected")
             raise ApplicationError(str(rejected), type=rejected.kind, non_retryable=True) from None
         settings = order.settings or OrderSettings()
@@ -161,7 +162,7 @@ class PizzaOrderWorkflow(HoldFirst, CancelAndRepair):
         return confirmation
 
     def _check(self, order: PizzaOrder) -> None:
-        """Refuse an order that can never be fulfilled: `menu.OrderRejected`."""
+        """Refuse an order that can never be fulfilled: `order_fields.OrderRejected`."""
         # Asked only of an order whose verdict differs: no marker for any other.
         newer = not text.refused_characters_in(order) or workflow.patched(TEXT_RULE_PATCH)
         # Likewise: orders started before the menu's prices were enforced keep their path.
@@ -179,7 +180,7 @@ class PizzaOrderWorkflow(HoldFirst, CancelAndRepair):
         expected = workflow_id_for(order.order_number)
         actual = workflow.info().workflow_id
         if actual != expected and workflow.patched(ONE_ORDER_PER_NUMBER_PATCH):
-            raise menu.OrderRejected(
+            raise order_fields.OrderRejected(
                 INVALID_ORDER_ERROR,
                 f"order {order.order_number} must run as workflow {expected}, not "
                 f"{actual[:80]}: one order number, one order",

@@ -24,7 +24,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from pizzeria import menu
+from pizzeria import menu, order_fields
 from pizzeria.cli.common import UserError
 from pizzeria.cli.order_input import build_order
 from pizzeria.models import Address, OrderSettings
@@ -312,7 +312,7 @@ def test_a_card_number_of_12_to_19_digits_is_left_to_the_card_gateway(number: st
     "number", ["42424242424", "4" * 20, "4242-4242-4242-4242", " 4242424242424242", FULL_WIDTH_CARD]
 )
 def test_a_card_number_that_is_no_card_number_is_refused_before_any_effect(number: str) -> None:
-    with pytest.raises(menu.OrderRejected) as refused:
+    with pytest.raises(order_fields.OrderRejected) as refused:
         menu.validate_order(sample_order(card=number))
     assert refused.value.kind == "InvalidOrderError"
 

@@ -34,6 +34,7 @@ WORKFLOW_MODULES = (
     "order_undo",
     "order_visibility",
     "menu",
+    "order_fields",
     "models",
     "text",
     "tuning",

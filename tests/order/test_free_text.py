@@ -27,7 +27,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from pizzeria import menu, text
+from pizzeria import menu, order_fields, text
 from pizzeria.cli.orders import render_report
 from pizzeria.client import start_order
 from pizzeria.models import Address, workflow_id_for
@@ -86,7 +86,7 @@ ESCAPED = {
 def test_every_free_text_field_of_an_order_refuses_control_and_format_characters(field, value):
     order = sample_order(card=GOOD_CARD)
     ORDER_FIELDS[field](order, value)
-    with pytest.raises(menu.OrderRejected) as refused:
+    with pytest.raises(order_fields.OrderRejected) as refused:
         menu.validate_order(order)
     assert refused.value.kind == "InvalidOrderError"
     # menu.py names an item by its place (it named it "item description" before).
@@ -125,7 +125,7 @@ PLAIN_FIELDS = [field for field in ORDER_FIELDS if not field.startswith("items["
 def test_an_order_placed_now_refuses_a_field_that_shows_as_nothing(field, value, reason):
     order = sample_order(card=GOOD_CARD)
     ORDER_FIELDS[field](order, value)
-    with pytest.raises(menu.OrderRejected) as refused:
+    with pytest.raises(order_fields.OrderRejected) as refused:
         menu.validate_order(order, new_number=True)
     assert refused.value.field == field
     assert str(refused.value) == f"{field} {text.unreadable_problem(value)}"

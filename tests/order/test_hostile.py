@@ -34,7 +34,7 @@ from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from pizzeria import menu
+from pizzeria import menu, order_fields
 from pizzeria.cli.orders import render_report
 from pizzeria.client import OrderRefused, abandon_order
 from pizzeria.history.timeline import order_report
@@ -309,7 +309,7 @@ def assert_read_or_refused(payload: Payload) -> None:
         assert len(payload.data) >= 28
         return
     # What decodes is then either a valid order or refused by the menu, nothing else.
-    with contextlib.suppress(menu.OrderRejected):
+    with contextlib.suppress(order_fields.OrderRejected):
         menu.validate_order(order)  # type: ignore[arg-type]
 
 

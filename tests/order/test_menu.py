@@ -19,7 +19,6 @@ from pizzeria.menu import (
     PORTIONS_BY_SIZE,
     PRICE_BY_SIZE,
     TOPPINGS,
-    OrderRejected,
     billed_amount,
     card_problem,
     describe_items,
@@ -35,6 +34,7 @@ from pizzeria.menu import (
     validate_order,
 )
 from pizzeria.models import Pizza, PizzaOrder
+from pizzeria.order_fields import OrderRejected
 from pizzeria.samples import BAD_CARD, EXERCISE_ITEMS, GOOD_CARD, sample_order
 
 INVALID_CARD = "Invalid credit card number"

@@ -1,5 +1,5 @@
 """Prices come from the menu: a client's other price is refused before any effect, by the
-workflow, the CLI and (through menu.OrderRejected's field) the API; orders started before
+workflow, the CLI and (through order_fields.OrderRejected's field) the API; orders started before
 the rule keep their path on replay."""
 
 from __future__ import annotations

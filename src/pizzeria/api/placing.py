@@ -30,7 +30,7 @@ from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizzeria import menu
+from pizzeria import menu, order_fields
 from pizzeria.api.auth import Keys, keys_of
 from pizzeria.api.idempotency import KeyTable, KeyTableUnavailable, KeyUse, key_hash
 from pizzeria.api.problems import ApiProblem, invalid, refuse_invalid_body
@@ -265,7 +265,7 @@ def checked_order(body: Any) -> PizzaOrder:
     return order
 
 
-def invalid_order(problems: list[menu.OrderRejected]) -> ApiProblem:
+def invalid_order(problems: list[order_fields.OrderRejected]) -> ApiProblem:
     """The 422 of an order the checks refuse: every field they refuse, the first one's
     reason and error type said (as the workflow would fail it), the others counted."""
     errors = [(rejected.field or "body", str(rejected)) for rejected in problems]

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from pizzeria import menu, models
+from pizzeria import menu, models, order_fields
 from pizzeria.models import OrderSettings
 from pizzeria.samples import GOOD_CARD, sample_order
 from pizzeria.text import text_problem
@@ -33,8 +33,8 @@ STRICT = ConfigDict(strict=True)
 ORDER_NUMBER_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
 # The limits menu.validate_order enforces, shown in the document. They are not checked
 # here a second time: menu.py is the one judge, here as in the workflow.
-TEXT: dict[str, Any] = {"maxLength": menu.MAX_TEXT}
-REQUIRED_TEXT: dict[str, Any] = {"minLength": 1, "maxLength": menu.MAX_TEXT}
+TEXT: dict[str, Any] = {"maxLength": order_fields.MAX_TEXT}
+REQUIRED_TEXT: dict[str, Any] = {"minLength": 1, "maxLength": order_fields.MAX_TEXT}
 ATTEMPTS: dict[str, Any] = {"minimum": 1, "maximum": menu.MAX_ATTEMPTS}
 _TOPPING = "(" + "|".join(sorted(menu.TOPPINGS)) + ")"
 #: How the page and the exercise write a pizza; menu.recipe also reads other spellings.
@@ -287,7 +287,7 @@ class OrderList(BaseModel):
 
 class CancelBody(BaseModel):
     model_config = STRICT
-    reason: FreeText = Field(default="cancelled by the customer", max_length=menu.MAX_TEXT)
+    reason: FreeText = Field(default="cancelled by the customer", max_length=order_fields.MAX_TEXT)
 
 
 class CancelAccepted(BaseModel):
@@ -299,7 +299,9 @@ class CancelAccepted(BaseModel):
 class RepairBody(BaseModel):
     model_config = STRICT
     action: str = Field(description="'retry' the failed compensations, or 'resolve' by hand")
-    note: FreeText = Field(default="", max_length=menu.MAX_TEXT, description="Needed to resolve")
+    note: FreeText = Field(
+        default="", max_length=order_fields.MAX_TEXT, description="Needed to resolve"
+    )
 
 
 class RepairDone(BaseModel):

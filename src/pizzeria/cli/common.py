@@ -24,7 +24,7 @@ from temporalio.runtime import Runtime
 from pizzeria import config
 from pizzeria.client.outcomes import on_this_machine
 from pizzeria.ledger import Ledger, open_ledger
-from pizzeria.menu import MAX_TEXT
+from pizzeria.order_fields import MAX_TEXT
 from pizzeria.temporal.codec import CodecKeyError
 from pizzeria.temporal.connection import (
     NO_TLS_THERE,

@@ -8,7 +8,7 @@ import getpass
 import re
 import sys
 
-from pizzeria import menu
+from pizzeria import menu, order_fields
 from pizzeria.cli.common import UserError
 from pizzeria.models import OrderSettings, Pizza, PizzaOrder
 from pizzeria.samples import sample_order
@@ -59,12 +59,12 @@ def build_order(
     placed.settings = settings
     try:
         menu.validate_order(placed, new_number=True)
-    except menu.OrderRejected as rejected:
+    except order_fields.OrderRejected as rejected:
         raise UserError(said_with_flags(rejected, typed_items=bool(items))) from None
     return placed
 
 
-def said_with_flags(rejected: menu.OrderRejected, *, typed_items: bool) -> str:
+def said_with_flags(rejected: order_fields.OrderRejected, *, typed_items: bool) -> str:
     """The refusal, naming the flag the user typed instead of the order's field:
     ``--prep-seconds must be between 0 and 3600.0``, ``--item #2: Unknown topping ...``."""
     field, message = rejected.field, str(rejected)

@@ -114,6 +114,7 @@ PIECES = (
             "pizzeria/saga.py",
             "pizzeria/saga_state.py",
             "pizzeria/menu.py",
+            "pizzeria/order_fields.py",
             "pizzeria/models.py",
             "pizzeria/ops/baseline.py",
         ),

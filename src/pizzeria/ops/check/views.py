@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pizzeria import menu
+from pizzeria import menu, order_fields
 from pizzeria.history.reader import ENDED_FROM_OUTSIDE
 from pizzeria.ledger import RunRows
 from pizzeria.models import PizzaOrder, order_number_of, split_order_ref
@@ -58,7 +58,7 @@ def asked_of(order: PizzaOrder) -> Asked | str:
         known = [price for price in prices if price is not None]
         at_menu_prices = menu.billed_amount(sum(known)) if len(known) == len(prices) else None
         return Asked(recipe, amount, number[-4:] if number else None, at_menu_prices)
-    except menu.OrderRejected as rejected:
+    except order_fields.OrderRejected as rejected:
         return f"the menu refuses its order: {rejected}"
     except Exception as error:  # fields of the wrong type: the workflow refused it too
         return f"its order is malformed: {type(error).__name__}"

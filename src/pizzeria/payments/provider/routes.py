@@ -71,7 +71,7 @@ ROUTES = (
 )
 
 
-#: A number of a card number's shape (the API's own rule, menu._validate_card).
+#: A number of a card number's shape (the API's own rule, order_fields.validate_card).
 CARD_SHAPED = re.compile(r"[0-9]{12,19}")
 
 
