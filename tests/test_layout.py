@@ -116,6 +116,40 @@ def test_every_command_is_in_the_cli_and_the_tools_wing_is_a_library() -> None:
     assert outside == set(), f"click outside pizzeria.cli: {sorted(outside)}"
 
 
+def test_only_the_cli_imports_the_tools_wing() -> None:
+    """`pizzeria.ops` is a library of the CLI (and the tests): no other module of the
+    package imports it, the demo and the API included."""
+    importers = {
+        module
+        for module in all_modules()
+        if not module.startswith(("pizzeria.cli", "pizzeria.ops"))
+        and any(
+            name == "pizzeria.ops" or name.startswith("pizzeria.ops.")
+            for name in imports_of(module)
+        )
+    }
+    assert importers == set(), f"the tools' wing imported outside the CLI: {sorted(importers)}"
+
+
+#: The most lines a module of the package, and a function in it, may run to.
+MODULE_LINES, FUNCTION_LINES = 400, 60
+
+
+def test_no_module_over_400_lines_and_no_function_over_60() -> None:
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        where = path.relative_to(PACKAGE.parent)
+        if len(text.splitlines()) > MODULE_LINES:
+            too_long.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > FUNCTION_LINES:
+                    too_long.append(f"{where}:{node.lineno} {node.name}: {length} lines")
+    assert too_long == [], too_long
+
+
 def test_only_what_runs_a_worker_imports_the_worker_wiring() -> None:
     """Waiting for a worker (the tools' processes, chaos's fleet) needs its ready line and
     its grace period, not the workflow: those live in `pizzeria.config`."""

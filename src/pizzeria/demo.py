@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from pizzeria import config
 from pizzeria.client import WEB_UI, OrderOutcome, place_order
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import TASK_QUEUE, order_ref
-from pizzeria.ops.doctor import OK, check_payloads, recent_pollers
 from pizzeria.payments import process as payments
 from pizzeria.payments.proof import listening, proves, secret_file_beside
 from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
@@ -36,8 +36,11 @@ from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect, connection_failure
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
 from pizzeria.temporal.metrics import worker_runtime
+from pizzeria.temporal.server_facts import foreign_orders, foreign_said, recent_pollers
 from pizzeria.worker import build_worker, payment_gateway, served_activities, stop_requested
 
+#: How many of a server's latest orders the demo reads before it uses that server.
+LATEST_ORDERS = 5
 GOOD_ORDER_NUMBER = "XD001"
 BAD_ORDER_NUMBER = "XD002"
 #: The demo's driver search: as the exercise's (10 rounds of 1 s), but a driver always
@@ -246,11 +249,17 @@ async def refuse_beside_other_workers() -> None:
     # Another data folder's server (another clone's `pizzeria server`): its orders are
     # sealed under another codec key, and the demo's would be split between the two
     # folders, each unable to read the other's (its Web UI shows them encrypted).
-    payloads = await check_payloads(client, load_keys())
-    if payloads.verdict != OK:
+    try:
+        checked, foreign = await foreign_orders(client, load_keys(), LATEST_ORDERS)
+    except RPCError as error:
+        raise OtherWorkersPoll(
+            f"the Temporal server at 127.0.0.1:{GRPC_PORT} does not show its latest orders "
+            f"({error}): stop it to run the demo here, or start one with `pizzeria server`"
+        ) from None
+    if foreign:
         raise OtherWorkersPoll(
             f"the Temporal server at 127.0.0.1:{GRPC_PORT} is another data folder's: "
-            f"{payloads.detail.partition('; a worker')[0]}; stop it to run the demo here, "
+            f"{foreign_said(checked, foreign)}; stop it to run the demo here, "
             "or run the demo from the folder that started it"
         )
 

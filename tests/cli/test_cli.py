@@ -40,7 +40,6 @@ from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
 from pizzeria.config import DriverSimulation
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
-from pizzeria.ops.doctor import recent_pollers
 from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command, private_dev_server
 from pizzeria.payments import process as payments
 from pizzeria.payments.process import LOCAL_SECRET_KEY
@@ -51,6 +50,7 @@ from pizzeria.temporal import devserver
 from pizzeria.temporal.codec import EncryptionCodec, key_id_of, load_keys
 from pizzeria.temporal.codec_server import CodecServer
 from pizzeria.temporal.connection import NOT_TEMPORAL_THERE, connection_failure
+from pizzeria.temporal.server_facts import recent_pollers
 from tests.helpers import (
     PIZZERIA,
     TEMPORAL,

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import config
 from pizzeria.ledger import LedgerError, open_ledger
-from pizzeria.models import ORDER_STATUS, REGISTER_ORDER_STATUS, WORKFLOW_TYPE, order_number_of
+from pizzeria.models import ORDER_STATUS, REGISTER_ORDER_STATUS
 from pizzeria.payments.errors import PaymentError, PaymentUnavailable
 from pizzeria.payments.process import default_data_file as default_payments_file
 from pizzeria.payments.provider.engine import secret_file_of
@@ -37,19 +35,22 @@ from pizzeria.payments.provider_config import shown_url
 from pizzeria.private import readable_by_others
 from pizzeria.refunds import staff_gateway
 from pizzeria.temporal.codec import (
-    ENCODING,
-    KEY_ID,
     CodecKeyError,
-    EncryptionCodec,
     key_file,
     load_keys,
 )
 from pizzeria.temporal.codec_server import auth_file as codec_auth_file
 from pizzeria.temporal.connection import TemporalConfigError, connect_config, no_namespace
-from pizzeria.temporal.converter import UNREADABLE_ENCODING
+from pizzeria.temporal.server_facts import (
+    CALL_TIMEOUT,
+    foreign_orders,
+    foreign_said,
+    last_poll,
+    polled_lately,
+    pollers_of,
+)
 
 CONNECT_SECONDS = 15.0
-CALL_TIMEOUT = timedelta(seconds=10)
 RECENT_ORDERS = 5
 
 OK = "ok"
@@ -141,45 +142,6 @@ async def check_search_attribute(client: Client) -> Verdict:
             f"{ORDER_STATUS.name} is registered as {IndexedValueType.Name(kind)}, not Keyword",
         )
     return Verdict("search attribute", OK, f"{ORDER_STATUS.name} (Keyword) is registered")
-
-
-#: A worker long-polls without a pause (a poll returns within about a minute, empty or
-#: not): one not seen for this long is gone, though the server lists it some minutes more.
-STALE_POLLER_SECONDS = 90.0
-
-
-async def pollers_of(
-    client: Client, task_queue: str, kind: TaskQueueType.ValueType
-) -> Sequence[PollerInfo]:
-    """The workers the server lists as polling ``task_queue`` for ``kind`` tasks: those
-    that stopped too, for a while (see `polled_lately`)."""
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=kind,
-        ),
-        timeout=CALL_TIMEOUT,
-    )
-    return response.pollers
-
-
-def last_poll(poller: PollerInfo) -> datetime:
-    return poller.last_access_time.ToDatetime(tzinfo=UTC)
-
-
-def polled_lately(poller: PollerInfo, now: datetime) -> bool:
-    """Seen polling within `STALE_POLLER_SECONDS`: the server lists a worker that stopped
-    a while longer."""
-    return (now - last_poll(poller)).total_seconds() <= STALE_POLLER_SECONDS
-
-
-async def recent_pollers(client: Client, task_queue: str) -> set[str]:
-    """The identities of the workers seen polling ``task_queue`` for workflow tasks within
-    `STALE_POLLER_SECONDS`."""
-    polling = await pollers_of(client, task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
-    now = datetime.now(UTC)
-    return {poller.identity for poller in polling if polled_lately(poller, now)}
 
 
 async def check_pollers(client: Client, task_queue: str) -> Verdict:
@@ -274,58 +236,21 @@ def check_codec_key() -> tuple[Verdict, list[tuple[str, bytes]] | None]:
 # -- the latest orders' payloads -----------------------------------------------------------
 
 
-async def first_input(client: Client, workflow_id: str, run_id: str) -> list[Any]:
-    """The payloads the order was started with (its first history event)."""
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    async for event in handle.fetch_history_events(page_size=1):
-        return list(event.workflow_execution_started_event_attributes.input.payloads)
-    return []
-
-
-async def unreadable_key(codec: EncryptionCodec, payloads: list[Any]) -> str | None:
-    """The key id of the first payload this codec cannot decrypt, else None: a key it does
-    not hold, or one that does not authenticate the ciphertext."""
-    for payload in payloads:
-        if payload.metadata.get("encoding") != ENCODING:
-            continue  # plain JSON, from a client without the codec
-        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace") or "(none)"
-        try:
-            (decoded,) = await codec.decode([payload])
-        except CodecKeyError:
-            return key_id
-        if decoded.metadata.get("encoding") == UNREADABLE_ENCODING:
-            return key_id
-    return None
-
-
 async def check_payloads(client: Client, keys: list[tuple[str, bytes]]) -> Verdict:
     """The latest orders decrypt with this machine's key: the trap of a worker (or client)
     with another key is orders nobody here can read."""
-    codec = EncryptionCodec(keys)
-    checked: list[str] = []
-    foreign: dict[str, str] = {}  # order number -> the key id it needs
     try:
-        query = f"WorkflowType = '{WORKFLOW_TYPE}'"
-        async for execution in client.list_workflows(query, limit=RECENT_ORDERS):
-            number = order_number_of(execution.id)
-            checked.append(number)
-            needed = await unreadable_key(
-                codec, await first_input(client, execution.id, execution.run_id)
-            )
-            if needed is not None:
-                foreign[number] = needed
+        checked, foreign = await foreign_orders(client, keys, RECENT_ORDERS)
     except RPCError as error:
         return Verdict("payloads", FAIL, f"cannot read the latest orders: {rpc_reason(error)}")
     if not checked:
         return Verdict("payloads", OK, "no orders yet: nothing to decrypt")
     if foreign:
-        orders = ", ".join(f"{number} (key {key})" for number, key in foreign.items())
         return Verdict(
             "payloads",
             FAIL,
-            f"{len(foreign)} of the latest {len(checked)} orders do not decrypt with this "
-            f"key: {orders}; a worker or client with another key wrote them: give every "
-            "worker the same key file",
+            f"{foreign_said(checked, foreign)}; a worker or client with another key wrote "
+            "them: give every worker the same key file",
         )
     return Verdict("payloads", OK, f"the latest {len(checked)} orders decrypt with this key")
 
