@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from temporalio.exceptions import ApplicationError, CancelledError, FailureError
 
 
-def cause_chain(error: BaseException | None) -> Iterator[BaseException]:
-    """The error, then its cause, its cause's cause, and so on."""
+def cause_chain(error: BaseException | None, *, implicit: bool = False) -> Iterator[BaseException]:
+    """The error, then its cause, its cause's cause, and so on; ``implicit``: also the
+    error being handled when one was raised without ``from`` (``__context__``)."""
     while error is not None:
         yield error
-        error = error.__cause__
+        error = error.__cause__ or (error.__context__ if implicit else None)
 
 
 def error_type_of(error: BaseException | None) -> str | None:

@@ -282,6 +282,16 @@ def test_a_bad_or_unreachable_location_is_one_line_without_the_password(
     assert not list(Path.cwd().glob("host=*"))  # no SQLite file made of the string
 
 
+@pytest.mark.parametrize("password", ["o", "x", "pizzeria"])
+def test_a_short_password_is_hidden_in_the_url_and_nowhere_else(password: str) -> None:
+    # Hidden wherever its letters stood, a password "o" read "c***nnecti***n refused".
+    with pytest.raises(LedgerUnavailable) as failed:
+        open_ledger(f"postgresql://pizzeria:{password}@127.0.0.1:1/ledger?password={password}")
+    message = str(failed.value)
+    assert "postgresql://pizzeria:***@127.0.0.1:1/ledger?password=***" in message
+    assert "connection" in message.lower() and "refused" in message
+
+
 def test_the_embedded_ledger_never_imports_psycopg(tmp_path: Path) -> None:
     """`make demo` and a first `pizzeria worker` need no PostgreSQL driver."""
     script = (

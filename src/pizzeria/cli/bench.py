@@ -56,7 +56,7 @@ from pizzeria.ops.bench.report import (
     profile_table,
     pyplot,
 )
-from pizzeria.ops.bench.stack import compile_package, running_stack
+from pizzeria.ops.bench.stack import compile_package, stack_for
 from pizzeria.ops.bench.versus import batch_order, run_versus
 from pizzeria.ops.processes import WorkerProcessError
 from pizzeria.temporal import otel_env, tracing
@@ -336,15 +336,7 @@ def run_costs(settings: Settings) -> list[ShapeCost]:
     err.print(f"Costs: one workflow of each shape ({', '.join(SHAPES)}) on a fresh stack.")
 
     async def measuring() -> list[ShapeCost]:
-        async with running_stack(
-            1,
-            settings.worker_options,
-            settings.sandbox_passthrough,
-            server_options=settings.server_options,
-        ) as (
-            stack,
-            client,
-        ):
+        async with stack_for(settings) as (stack, client):
             return await measure_costs(client, stack.task_queue)
 
     try:

@@ -61,17 +61,48 @@ def passwords_in(url: str) -> list[str]:
     return sorted({secret for secret in found + decoded if secret}, key=len, reverse=True)
 
 
+#: A password this long is hidden wherever it stands in a message; a shorter one only
+#: where a URL or libpq quotes it (``:pw@``, ``password=pw``, ``"pw"``): hidden anywhere,
+#: a password "o" would turn "connection" into "c***nnecti***n", and say what it is.
+HIDDEN_ANYWHERE = 6
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password fields (``user:***@``, ``password=***``) masked, and
+    nothing else touched: the user name stays, whatever the password."""
+    userinfo = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@", url)
+    if userinfo and ":" in userinfo.group(2):
+        user = userinfo.group(2).partition(":")[0]
+        url = f"{userinfo.group(1)}{user}:***@{url[userinfo.end() :]}"
+    return re.sub(r"([?&]password=)[^&#\s]*", r"\1***", url)
+
+
 def hide_passwords(text: str, url: str) -> str:
     """``text`` (an error from libpq, which may quote the URL) with ``url``'s passwords
-    replaced by ``***``."""
+    replaced by ``***``: the URL where it is quoted whole, then the passwords elsewhere."""
+    if not url:
+        return text
+    parts = text.split(url)
+    return masked_url(url).join(_hide_loose(part, url) for part in parts)
+
+
+def _hide_loose(text: str, url: str) -> str:
     for secret in passwords_in(url):
-        text = text.replace(secret, "***")
+        if len(secret) >= HIDDEN_ANYWHERE:
+            text = text.replace(secret, "***")
+            continue
+        quoted = re.escape(secret)
+        text = re.sub(
+            rf'(?<=:){quoted}(?=@)|(?<=password=){quoted}(?![^&#\s"])|(?<="){quoted}(?=")',
+            "***",
+            text,
+        )
     return text
 
 
 def without_password(url: str) -> str:
     """The URL as it may be printed: every password in it becomes ``***``."""
-    return hide_passwords(url, url)
+    return masked_url(url)
 
 
 def one_line(error: BaseException, url: str = "") -> str:

@@ -21,11 +21,13 @@ message; anything else keeps its traceback (a bug of ours must be readable).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from pizzeria.failures import cause_chain
 from pizzeria.ledger.records import LedgerUnavailable
 from pizzeria.payments.errors import PaymentUnavailable
 from pizzeria.temporal.codec import CodecKeyError
@@ -48,14 +50,11 @@ MAX_CAUSES = 8
 def expected_failure(error: BaseException | None) -> BaseException | None:
     """The failure a worker expects that ``error`` is or wraps (its causes, a few deep);
     None for any other."""
-    for _ in range(MAX_CAUSES):
-        if error is None:
-            return None
-        if isinstance(error, EXPECTED):
-            return error
-        if isinstance(error, ApplicationError) and error.type == INJECTED_FAULT_ERROR:
-            return error
-        error = error.__cause__ or error.__context__
+    for link in itertools.islice(cause_chain(error, implicit=True), MAX_CAUSES):
+        if isinstance(link, EXPECTED):
+            return link
+        if isinstance(link, ApplicationError) and link.type == INJECTED_FAULT_ERROR:
+            return link
     return None
 
 

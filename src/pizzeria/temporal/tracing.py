@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from pizzeria.models import order_ref
 from pizzeria.temporal.otel_env import TracingConfigError, exporters_from_env
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def run_trace_id(workflow_id: str, run_id: str) -> str:
 
 
 def _run_digest(workflow_id: str, run_id: str) -> str:
-    return hashlib.sha256(f"{workflow_id}/{run_id}".encode()).hexdigest()
+    return hashlib.sha256(order_ref(workflow_id, run_id).encode()).hexdigest()
 
 
 def _tracing_interceptor(active: Tracer) -> TracingInterceptor:

@@ -21,7 +21,7 @@ from pizzeria.ops.bench.batches import (
 from pizzeria.ops.bench.cases import HISTORY_SAMPLES, WARMUP_WORKFLOWS, Case, Settings
 from pizzeria.ops.bench.figures import bench_report, comparison
 from pizzeria.ops.bench.ledgers import ledger_size
-from pizzeria.ops.bench.stack import Stack, running_stack
+from pizzeria.ops.bench.stack import Stack, stack_for
 from pizzeria.ops.processes import stop_workers
 
 StepReporter = Callable[[str], None]
@@ -45,14 +45,10 @@ async def measure_group(
     sagas = [case.name for case in group if case.saga]
     batches: list[Batch] = []
     histories: dict[str, list[HistoryFacts]] = {case.name: [] for case in group}
-    async with running_stack(
-        settings.workers,
-        settings.worker_options,
-        settings.sandbox_passthrough,
-        settings.without,
-        settings.ledger,
-        server_options=settings.server_options,
-    ) as (stack, client):
+    stacked = stack_for(
+        settings, settings.workers, without=settings.without, ledger=settings.ledger
+    )
+    async with stacked as (stack, client):
         prefix = f"b{run}-{uuid.uuid4().hex[:6]}"
         empty_file_bytes = ledger_size(stack.ledger)[2]
         await warm_up(client, stack, group, prefix)

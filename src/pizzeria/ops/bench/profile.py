@@ -37,7 +37,7 @@ from pizzeria.ops.bench.cases import (
 )
 from pizzeria.ops.bench.figures import machine_json
 from pizzeria.ops.bench.measure import StepReporter, warm_up
-from pizzeria.ops.bench.stack import running_stack
+from pizzeria.ops.bench.stack import stack_for
 
 RATE_HZ = 100
 PROFILE_CONCURRENCY = 50
@@ -207,15 +207,7 @@ async def run_profile(settings: Settings, step: StepReporter) -> dict[str, Any]:
     cases = profile_cases(settings)
     samples = {case.name: collections.Counter[str]() for case in cases}
     workflows = dict.fromkeys(samples, 0)
-    async with running_stack(
-        1,
-        settings.worker_options,
-        settings.sandbox_passthrough,
-        server_options=settings.server_options,
-    ) as (
-        stack,
-        client,
-    ):
+    async with stack_for(settings) as (stack, client):
         await warm_up(client, stack, cases, "profile-warm")
         for run in range(settings.repeat):
             for case in cases:

@@ -9,15 +9,16 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
 import pizzeria
 from pizzeria.models import TASK_QUEUE
-from pizzeria.ops.bench.cases import SQLITE, WORKER_ENVIRONMENT
+from pizzeria.ops.bench.cases import SQLITE, WORKER_ENVIRONMENT, Settings
 from pizzeria.ops.bench.ledgers import stack_ledger
 from pizzeria.ops.bench.provider import CALLS_FILE, CALLS_VARIABLE, CallLog
 from pizzeria.ops.bench.sampling import cpu_seconds, rss_bytes
@@ -108,6 +109,20 @@ async def running_stack(
             yield stack, client
         finally:
             stop_workers(stack.workers, grace=15.0)
+
+
+def stack_for(
+    settings: Settings, workers: int = 1, **options: Any
+) -> AbstractAsyncContextManager[tuple[Stack, Client]]:
+    """`running_stack` with the run's worker options, sandbox passthrough and dev server
+    options; ``options`` are running_stack's others (``without``, ``ledger``...)."""
+    return running_stack(
+        workers,
+        settings.worker_options,
+        settings.sandbox_passthrough,
+        server_options=settings.server_options,
+        **options,
+    )
 
 
 def worker_command(

@@ -54,7 +54,7 @@ from pizzeria.ops.bench.cases import (
 from pizzeria.ops.bench.figures import machine_json, rounded
 from pizzeria.ops.bench.peer import run_peer
 from pizzeria.ops.bench.sampling import cpu_seconds
-from pizzeria.ops.bench.stack import Stack, running_stack
+from pizzeria.ops.bench.stack import Stack, stack_for
 
 PEER_CONCURRENCY = (1, 50)
 PEER_WORKFLOWS = {1: 20, 50: 150}
@@ -156,14 +156,11 @@ async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[
     measured: list[Measured] = []
     order = batch_order(peer)
     for run in range(settings.repeat):
-        async with running_stack(
-            1,
-            settings.worker_options,
-            settings.sandbox_passthrough,
-            ledger=settings.ledger,
-            task_queue=TASK_QUEUE,  # where the API places orders
-            server_options=settings.server_options,
-        ) as (stack, client):
+        # On the order's own queue: where the API places orders.
+        async with stack_for(settings, ledger=settings.ledger, task_queue=TASK_QUEUE) as (
+            stack,
+            client,
+        ):
             with api_in_front(stack) as api:
                 for kind in (HOLD, PICKUP, FLOOR):  # the peer warms up in its own process
                     await measure(kind, run, client, stack, api, WARMUP_WORKFLOWS, WARMUP_WORKFLOWS)

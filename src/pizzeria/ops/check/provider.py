@@ -36,6 +36,7 @@ from pizzeria.models import (
     MONEY_REFUNDED,
     STEP_REFUND_UNDELIVERED,
     STEP_SEND_BILL,
+    order_ref,
     split_order_ref,
 )
 from pizzeria.ops.check.records import CannotCheck
@@ -200,7 +201,7 @@ def run_of(payment: Payment) -> str | None:
     ref = payment.metadata.get(ORDER_REF)
     if not ref:
         workflow_id, run_id = payment.metadata.get(WORKFLOW_ID), payment.metadata.get(RUN_ID)
-        ref = f"{workflow_id}/{run_id}" if workflow_id and run_id else None
+        ref = order_ref(workflow_id, run_id) if workflow_id and run_id else None
     if ref is None or not all(split_order_ref(ref)):
         return None
     return ref

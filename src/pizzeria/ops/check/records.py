@@ -63,6 +63,7 @@ class OrderRecord:
     error_type: str | None = None  # how a failed order failed
     settled_by_hand: str | None = None  # a compensation resolved by an operator, with note
     details: str = ""  # an open order: what it is doing (e.g. "Needs attention: ...")
+    needs_attention: bool = False  # an open order whose saga waits for an operator
     order: PizzaOrder | None = None  # what the run was asked for
     unreadable: str | None = None  # why its order or result could not be read
     undecryptable: str | None = None  # encrypted under a key this checker lacks
@@ -158,7 +159,7 @@ async def order_record(client: Client, workflow_id: str, run_id: str) -> OrderRe
         if record.settled_by_hand is None:  # a cancelled run closes without that failure
             record.settled_by_hand = await resolved_by_update(client, record, events)
     if status == OPEN:
-        record.details = await open_details(client, workflow_id, run_id)
+        record.details, record.needs_attention = await open_details(client, workflow_id, run_id)
     return record
 
 
@@ -195,14 +196,15 @@ def patches_of(events: Sequence[HistoryEvent]) -> frozenset[str]:
     return frozenset(found)
 
 
-async def open_details(client: Client, workflow_id: str, run_id: str) -> str:
-    """What an open order is doing, when a worker answers (say, "Needs attention: ...")."""
+async def open_details(client: Client, workflow_id: str, run_id: str) -> tuple[str, bool]:
+    """What an open order is doing, in words (say, "Needs attention: ..."), and whether its
+    saga waits for an operator; ("", False) when no worker answers."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         state = await handle.query(PizzaOrderWorkflow.saga_state, rpc_timeout=timedelta(seconds=5))
     except Exception:  # no worker to answer: the order is open all the same
-        return ""
-    return str(state.get("details") or "")
+        return "", False
+    return str(state.get("details") or ""), bool(state.get("needs_attention"))
 
 
 async def temporal_records(

@@ -332,7 +332,7 @@ def tally_open_orders(run: RunView, found: Findings) -> None:
         return
     found.open_orders.append(run.order_number)
     assert run.record is not None
-    if run.record.details.startswith("Needs attention"):
+    if run.record.needs_attention:
         detail = (
             f"{run.record.details} (`pizzeria repair {run.order_number} --retry` once the "
             "cause is fixed, or `--resolve NOTE`)"

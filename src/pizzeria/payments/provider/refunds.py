@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pizzeria.models import dollars
 from pizzeria.payments.provider import objects, wire
 from pizzeria.payments.provider.intents import intent_of
 from pizzeria.payments.provider.objects import REFUND, Context
 from pizzeria.payments.provider.wire import ApiError, Params
 
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
-
-
-def _dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
 
 
 def create(ctx: Context, params: Params) -> dict[str, Any]:
@@ -40,8 +37,8 @@ def create(ctx: Context, params: Params) -> dict[str, Any]:
     amount = wire.int_param(params, "amount") or left
     if amount > left:
         raise wire.invalid(
-            f"Refund amount ({_dollars(amount)}) is greater than unrefunded amount on charge "
-            f"({_dollars(left)})",
+            f"Refund amount ({dollars(amount)}) is greater than unrefunded amount on charge "
+            f"({dollars(left)})",
             param="amount",
             code="amount_too_large",
         )
