@@ -7,11 +7,14 @@ measured in the same run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import io
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -36,10 +39,12 @@ import pizzeria
 from pizzeria.cli.bench import untraced
 from pizzeria.ops.baseline import BAD_CARD_SHAPE, GOOD_ORDER_SHAPE
 from pizzeria.ops.bench.ablation import VARIANTS, variant_row
+from pizzeria.ops.bench.api import ApiProcess, Lane, place_for_hold
 from pizzeria.ops.bench.batches import Batch, HistoryFacts, StackFacts
 from pizzeria.ops.bench.cases import (
     CASES,
     FAST_PATH_GROUPS,
+    BenchError,
     ServerOptionError,
     Settings,
     WorkerOptionError,
@@ -629,6 +634,55 @@ def test_peer_ratios_divide_our_medians_by_the_peers_and_say_which_targets_are_m
         ("fast-pickup", 1, True),  # CPU: 3.0 <= 3
         ("fast-pickup", 50, True),
     ]
+
+
+async def test_a_hold_the_api_answers_late_is_counted_not_fatal() -> None:
+    """On a loaded machine the API's wait for the hold can run out (202, the order going
+    on): the run goes on and says how many came late; any other answer stops it."""
+    answers = {
+        "LATE": (202, {"order_number": "LATE", "hold": None}),
+        "HELD": (201, {"order_number": "HELD", "hold": {"state": "held", "amount": 3500}}),
+        "BROKEN": (500, {"title": "Internal Server Error"}),
+    }
+
+    async def api(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError):  # the lane hung up
+                await answer_each(reader, writer)
+        finally:
+            writer.close()
+
+    async def answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+            number = re.search(rb"Idempotency-Key: bench-(\w+)", head)[1].decode()  # type: ignore[index]
+            await reader.readexactly(length)
+            status, body = answers[number]
+            data = json.dumps(body).encode()
+            writer.write(
+                b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(data), data)
+            )
+            await writer.drain()
+
+    server = await asyncio.start_server(api, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lane = Lane(ApiProcess(None, port, "staff"))  # type: ignore[arg-type]
+    try:
+        assert (await place_for_hold(lane, "HELD"))[1] is False
+        assert (await place_for_hold(lane, "LATE"))[1] is True
+        with pytest.raises(BenchError, match="answered 500"):
+            await place_for_hold(lane, "BROKEN")
+    finally:
+        await lane.close()
+        server.close()
+        await server.wait_closed()
+    batches = [
+        dataclasses.replace(peer_batch(HOLD, 1, 40, 1), late=2),
+        peer_batch("dbos", 1, 40, 1),
+    ]
+    batches += [peer_batch(PICKUP, 1, 40, 1), peer_batch(FLOOR, 1, 40, 1)]
+    report = versus_report(Settings(repeat=1, concurrency=(1,)), "dbos", batches, 1.0)
+    assert report["late_holds"] == 2
 
 
 def test_a_target_is_met_as_the_report_shows_its_ratio() -> None:

@@ -157,6 +157,12 @@ def print_versus(report: dict[str, Any], out: Console) -> None:
             f"{target['figure']} at {target['concurrency']} in flight: "
             f"x{target['ratio']:.2f} (target <= {target['target']:g}: {verdict})"
         )
+    if report.get("late_holds"):
+        out.print(
+            f"{report['late_holds']} hold(s) came later than the API's wait (answered 202, "
+            "the order going on): counted at that wait, a lower bound; the machine was "
+            "too loaded for these figures"
+        )
     out.print(f"elapsed: {report['elapsed_seconds']:.0f} s")
 
 

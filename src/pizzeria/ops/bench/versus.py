@@ -82,6 +82,7 @@ class Measured:
     p50_ms: float
     p95_ms: float
     cpu_ms: float  # per order: server + worker (+ the API for the hold); the peer's process
+    late: int = 0  # holds the API answered 202 (its wait ran out): their time a lower bound
 
 
 def batch_size(settings: Settings, concurrency: int) -> int:
@@ -98,18 +99,23 @@ def latency_figures(latencies: Sequence[float]) -> tuple[float, float]:
 
 async def hold_batch(
     client: Client, stack: Stack, api: ApiProcess, concurrency: int, count: int, tag: str
-) -> tuple[list[float], float, float]:
+) -> tuple[list[float], float, float, int]:
     """``count`` orders through the API, ``concurrency`` at a time: each one's time to
-    its 201, the batch's seconds and its CPU (server, worker, API) until every order closed."""
+    its 201, the batch's seconds, its CPU (server, worker, API) until every order closed,
+    and how many holds came later than the API's wait (a 202: `place_for_hold`)."""
     lanes = [Lane(api) for _ in range(min(concurrency, count))]
     pending = iter(range(count))
     latencies: list[float] = []
     numbers: list[str] = []
+    late = 0
 
     async def lane_work(lane: Lane) -> None:
+        nonlocal late
         for index in pending:
             number = f"{tag}-{index}"
-            latencies.append(await place_for_hold(lane, number))
+            elapsed, later = await place_for_hold(lane, number)
+            latencies.append(elapsed)
+            late += later
             numbers.append(number)
 
     def cpu() -> float:
@@ -129,15 +135,16 @@ async def hold_batch(
     finally:
         for lane in lanes:
             await lane.close()
-    return latencies, time.perf_counter() - started, cpu() - before
+    return latencies, time.perf_counter() - started, cpu() - before, late
 
 
 async def measure(
     kind: str, run: int, client: Client, stack: Stack, api: ApiProcess, c: int, count: int
 ) -> Measured:
     tag = f"p{run}-{uuid.uuid4().hex[:6]}-{kind}-c{c}"
+    late = 0
     if kind == HOLD:
-        latencies, seconds, cpu = await hold_batch(client, stack, api, c, count, tag)
+        latencies, seconds, cpu, late = await hold_batch(client, stack, api, c, count, tag)
     elif kind in CLIENT_CASES:
         batch = await run_batch(client, stack, CLIENT_CASES[kind], c, count, tag, run)
         latencies, seconds = batch.latencies, batch.seconds
@@ -147,7 +154,7 @@ async def measure(
         figures = (theirs.seconds, theirs.p50_ms, theirs.p95_ms, theirs.cpu_ms_per_workflow)
         return Measured(run, kind, c, count, *figures)
     p50, p95 = latency_figures(latencies)
-    return Measured(run, kind, c, count, seconds, p50, p95, 1000 * cpu / count)
+    return Measured(run, kind, c, count, seconds, p50, p95, 1000 * cpu / count, late)
 
 
 async def run_versus(settings: Settings, peer: str, step: StepReporter) -> dict[str, Any]:
@@ -218,6 +225,7 @@ def versus_report(
             "levels": levels,
             "targets": targets_of(levels),
             "batches": [asdict(m) for m in measured],
+            "late_holds": sum(m.late for m in measured),
             "elapsed_seconds": elapsed,
         }
     )
