@@ -341,3 +341,14 @@ def test_the_cli_names_the_flag_the_user_typed_not_the_orders_field(items, setti
     with pytest.raises(UserError) as refused:
         build_order("BAD-1", GOOD_CARD, False, items, settings)
     assert str(refused.value) == said
+
+
+@pytest.mark.parametrize(
+    "item", ["x" * 100_000, "Large=" + "9" * 100_000 + "x", "y" * 100_000 + "="]
+)
+def test_a_huge_item_is_quoted_by_its_start_only(item: str) -> None:
+    # `--item "$(python3 -c 'print("x"*100000)')"` was printed back whole: 100 KB on one line.
+    with pytest.raises(UserError) as refused:
+        build_order("BAD-1", GOOD_CARD, False, (item,), OrderSettings())
+    said = str(refused.value)
+    assert said.startswith("--item") and len(said) < 200, said[:300]

@@ -24,6 +24,15 @@ FLAG_OF_FIELD = {
 }
 
 
+#: The most of a typed value an error quotes (an --item of 100 KB is not printed back).
+QUOTED_CHARS = 60
+
+
+def quoted(text: str) -> str:
+    """``text`` as an error quotes it: its start only, when long."""
+    return repr(text if len(text) <= QUOTED_CHARS else text[: QUOTED_CHARS - 3] + "...")
+
+
 def parse_item(text: str) -> Pizza:
     """``DESCRIPTION`` or ``DESCRIPTION=CENTS``; the price defaults by size."""
     description, sep, price_text = text.rpartition("=") if "=" in text else (text, "", "")
@@ -34,12 +43,12 @@ def parse_item(text: str) -> Pizza:
         said = price_text.strip()
         if not (said.isascii() and said.isdigit()):
             if not said:
-                raise UserError(f"--item {text!r}: the price is missing after '='")
-            raise UserError(f"--item price must be a positive number of cents, got {said!r}")
+                raise UserError(f"--item {quoted(text)}: the price is missing after '='")
+            raise UserError(f"--item price must be a positive number of cents, got {quoted(said)}")
         return Pizza(description=description, price=int(price_text))
     size = description.split(",")[0].split()[0].lower()
     if size not in menu.PRICE_BY_SIZE:
-        raise UserError(f"--item {description!r}: start with Small, Medium or Large")
+        raise UserError(f"--item {quoted(description)}: start with Small, Medium or Large")
     return Pizza(description=description, price=menu.PRICE_BY_SIZE[size])
 
 
