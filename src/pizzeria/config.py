@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pizzeria.private import read_private_file
+from pizzeria.private import UnsafeSecret, read_private_file
 
 N = TypeVar("N", bound=float)
 
@@ -65,6 +65,24 @@ def payments_url_file() -> Path:
     """Where whoever starts the local payment provider for this data folder (`pizzeria
     server`, the demo) writes its URL, for the workers to find it."""
     return data_dir() / "payments.url"
+
+
+def web_ui_file() -> Path:
+    """Where `pizzeria server` writes its gRPC port and its Web UI's address while it runs
+    (``7233 http://localhost:8233``), for the links the commands print."""
+    return data_dir() / "web-ui.url"
+
+
+def local_web_ui(grpc_port: int) -> str | None:
+    """The Web UI of this folder's dev server when it listens on ``grpc_port``, as the
+    server wrote it; None when it did not (or another user could have written it)."""
+    try:
+        written = read_private_file(web_ui_file(), "dev server's Web UI address").split()
+    except (OSError, UnsafeSecret):
+        return None
+    if len(written) == 2 and written[0] == str(grpc_port) and written[1].startswith("http"):
+        return written[1]
+    return None
 
 
 def local_payments_url(usual: str = LOCAL_PAYMENTS_URL) -> str:

@@ -38,6 +38,7 @@ from pizzeria.cli import common
 from pizzeria.cli.order_said import why_still_running
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
+from pizzeria.client.outcomes import WEB_UI_VARIABLE, web_ui_of
 from pizzeria.config import DriverSimulation
 from pizzeria.models import ORDER_STATUS, TASK_QUEUE, short_run
 from pizzeria.ops.processes import WorkerProcess, free_port, pizzeria_command, private_dev_server
@@ -511,6 +512,7 @@ def test_a_server_given_a_data_dir_keeps_its_keys_and_secrets_there_too(tmp_path
                     server.poll() is not None
                     or (
                         (data / "payments.url").exists()
+                        and (data / "web-ui.url").exists()
                         and devserver.port_open(port)
                         and devserver.port_open(codec_port)
                     )
@@ -519,9 +521,11 @@ def test_a_server_given_a_data_dir_keeps_its_keys_and_secrets_there_too(tmp_path
                 90,
             )
             assert server.poll() is None, server.communicate()
-            for name in ("PIZZERIA_CODEC_KEY", "PIZZERIA_CODEC_KEY_FILE"):
+            for name in ("PIZZERIA_CODEC_KEY", "PIZZERIA_CODEC_KEY_FILE", WEB_UI_VARIABLE):
                 monkeypatch.delenv(name, raising=False)
             monkeypatch.setenv("PIZZERIA_DATA_DIR", str(data))
+            # The orders' links go to the Web UI on --ui-port, not on the gRPC port + 1000.
+            assert web_ui_of(f"127.0.0.1:{port}") == f"http://localhost:{ui_port}"
             codec = EncryptionCodec(load_keys(create=False))  # the key the server made in D
             plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"Lisa Anderson"')
             (sealed,) = asyncio.run(codec.encode([plain]))
@@ -542,6 +546,7 @@ def test_a_server_given_a_data_dir_keeps_its_keys_and_secrets_there_too(tmp_path
     assert {"temporal.db", "payments.db", "codec.key", "codec.auth"} <= {
         p.name for p in data.iterdir()
     }
+    assert not (data / "web-ui.url").exists()  # said only while it runs
     assert not (here / ".pizzeria").exists()  # nothing made where it was started
     assert not (data / "payments.url").exists()  # the provider it started is gone
 

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -575,15 +576,21 @@ async def test_a_start_the_server_never_answered_follows_the_order_it_started(
 
 
 def test_the_web_ui_link_follows_the_server_and_is_left_out_when_unknown(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv(WEB_UI_VARIABLE, raising=False)
+    monkeypatch.setenv("PIZZERIA_DATA_DIR", str(tmp_path))
     link = web_ui_link("pizza-workflow-order-A1", "r1", "default", "127.0.0.1:47101")
     assert (
         link
         == "http://localhost:48101/namespaces/default/workflows/pizza-workflow-order-A1/r1/history"
     )
     assert web_ui_of("localhost:7233") == "http://localhost:8233"  # the dev server's default
+    # `pizzeria server --port 47101 --ui-port 47102` says where its Web UI is, for its port.
+    (tmp_path / "web-ui.url").write_text("47101 http://localhost:47102\n")
+    (tmp_path / "web-ui.url").chmod(0o600)
+    assert web_ui_of("127.0.0.1:47101") == "http://localhost:47102"
+    assert web_ui_of("localhost:7233") == "http://localhost:8233"  # another server's
     assert web_ui_of("orders.a1b2c.tmprl.cloud:7233") is None  # not guessed
     assert web_ui_link("w", "r", "default", "orders.a1b2c.tmprl.cloud:7233") == ""
     monkeypatch.setenv(WEB_UI_VARIABLE, "https://temporal.example.com/")

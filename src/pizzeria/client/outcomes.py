@@ -25,6 +25,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
+from pizzeria import config
 from pizzeria.failures import error_message_of, error_type_of
 from pizzeria.history.reader import read_history, status_name
 from pizzeria.models import (
@@ -85,14 +86,15 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 def web_ui_of(target_host: str) -> str | None:
     """The Web UI of the Temporal server at ``target_host``: ``$PIZZERIA_WEB_UI`` if set;
-    for a server on this machine, the dev server's (its gRPC port + 1000: 8233 for 7233);
+    for a server on this machine, the one `pizzeria server` said it serves (its
+    ``--ui-port``), else the dev server's usual one (its gRPC port + 1000: 8233 for 7233);
     None for any other server, whose Web UI cannot be guessed."""
     given = os.environ.get(WEB_UI_VARIABLE, "").strip().rstrip("/")
     if given:
         return given
     port = target_host.rpartition(":")[2]
     if on_this_machine(target_host) and port.isdigit():
-        return f"http://localhost:{int(port) + 1000}"
+        return config.local_web_ui(int(port)) or f"http://localhost:{int(port) + 1000}"
     return None
 
 
