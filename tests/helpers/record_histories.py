@@ -195,6 +195,7 @@ async def main(only: list[str]) -> None:
                 start(is_delivery=False, items=[Pizza("Largewith ham", 100)])
             ),
         }
+        assert tuple(scenarios) == SCENARIOS, "SCENARIOS names every scenario, in order"
         async with build_worker(client, activities, task_queue=TASK_QUEUE):
             for name, scenario in scenarios.items():
                 if only and name not in only:
@@ -208,5 +209,33 @@ async def main(only: list[str]) -> None:
     await environment.shutdown()
 
 
+#: Every scenario's name (and history file), checked against main's scenarios.
+SCENARIOS = (
+    "good_order",
+    "pickup",
+    "bad_card",
+    "cancelled",
+    "cancel_update",
+    "repaired_by_retry",
+    "resolved_manually",
+    "fast_good_order",
+    "fast_bad_card",
+    "early_hold",
+    "early_declined",
+    "fast_early_hold",
+    "fast_pickup_hold",
+    "delivery_refunded",
+    "quiet_good_order",
+    "declined",
+    "unspaced_size",
+)
+
+
 if __name__ == "__main__":
+    unknown = [name for name in sys.argv[1:] if name not in SCENARIOS]
+    if unknown:  # --help included: nothing started, no history written
+        sys.exit(
+            f"usage: python -m tests.helpers.record_histories [NAME...]; unknown: "
+            f"{' '.join(unknown)}; the names: {' '.join(SCENARIOS)}"
+        )
     asyncio.run(main(sys.argv[1:]))
