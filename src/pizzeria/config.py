@@ -8,14 +8,15 @@ payment provider's file and URL), unless
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pizzeria.private import UnsafeSecret, read_private_file
+from pizzeria.private import UnsafeSecret, read_private_file, write_private_text
 
 N = TypeVar("N", bound=float)
 
@@ -83,6 +84,19 @@ def local_web_ui(grpc_port: int) -> str | None:
     if len(written) == 2 and written[0] == str(grpc_port) and written[1].startswith("http"):
         return written[1]
     return None
+
+
+@contextlib.contextmanager
+def web_ui_said(grpc_port: int, ui_port: int) -> Iterator[None]:
+    """For the block (a dev server we started runs): `web_ui_file` says where its Web UI
+    is, for the links the commands print; removed after."""
+    with contextlib.suppress(OSError):  # links to the usual port: nothing worse
+        write_private_text(web_ui_file(), f"{grpc_port} http://localhost:{ui_port}\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            web_ui_file().unlink()
 
 
 def local_payments_url(usual: str = LOCAL_PAYMENTS_URL) -> str:

@@ -1,7 +1,8 @@
 """The exercise from end to end: a good order, then the bad card, and what was undone.
 
-Starts the Temporal dev server when none answers on 127.0.0.1:7233 (with a history file,
-so the orders stay visible in the Web UI after a restart), the local payment provider of
+Starts the Temporal dev server when none answers on 127.0.0.1:7233 (or the ports given:
+`DemoPorts`; with a history file, so the orders stay visible in the Web UI after a
+restart), the local payment provider of
 the data folder when none answers there (`local_payments`), and a worker in this process,
 places the two orders, and reports their outcomes, where their money is and the ledger
 change. The demo's driver always answers, so its good order is delivered every time.
@@ -15,6 +16,7 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from pizzeria import config
-from pizzeria.client import WEB_UI, OrderOutcome, place_order
+from pizzeria.api import DEFAULT_PORT as DEFAULT_PAGE_PORT
+from pizzeria.client import OrderOutcome, place_order
 from pizzeria.config import DriverSimulation
 from pizzeria.ledger import Ledger, RunRows, open_ledger, runs_of
 from pizzeria.models import TASK_QUEUE, order_ref
@@ -32,6 +35,7 @@ from pizzeria.payments.stripe_gateway import KEY_VARIABLE, URL_VARIABLE
 from pizzeria.private import UnsafeSecret
 from pizzeria.samples import BAD_CARD, GOOD_CARD, sample_order
 from pizzeria.temporal.codec import CodecKeyError, load_keys
+from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.codec_server import cli_advice, serve_for_web_ui
 from pizzeria.temporal.connection import connect, connection_failure
 from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT, DevServer, port_open
@@ -43,6 +47,23 @@ from pizzeria.worker import build_worker, payment_gateway, served_activities, st
 LATEST_ORDERS = 5
 GOOD_ORDER_NUMBER = "XD001"
 BAD_ORDER_NUMBER = "XD002"
+
+
+@dataclass(frozen=True)
+class DemoPorts:
+    """The ports of 127.0.0.1 the demo serves on (``pizzeria demo --port``...)."""
+
+    grpc: int = GRPC_PORT
+    ui: int = UI_PORT
+    codec: int = DEFAULT_CODEC_PORT
+    payments: int = payments.DEFAULT_PORT
+    page: int = DEFAULT_PAGE_PORT
+
+    @property
+    def web_ui(self) -> str:
+        return f"http://localhost:{self.ui}"
+
+
 #: The demo's driver search: as the exercise's (10 rounds of 1 s), but a driver always
 #: answers, so the showcase order is delivered every time.
 DEMO_DRIVER = DriverSimulation(rounds=10, seconds_per_round=1.0, found_probability=1.0)
@@ -132,38 +153,44 @@ def ledger_of(ledger: Ledger, outcome: OrderOutcome) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def order_page(
-    client: Client, ledger_location: str, say: Callable[[str], None]
+    client: Client, ledger_location: str, say: Callable[[str], None], port: int
 ) -> AsyncIterator[str | None]:
     # Imported here: FastAPI loads only when the demo runs, never with the CLI or a worker.
     from pizzeria.api.serve import order_page as serve_order_page
 
-    async with serve_order_page(client, ledger_location, say) as url:
+    async with serve_order_page(client, ledger_location, say, port=port) as url:
         yield url
 
 
 @contextlib.asynccontextmanager
-async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer | None]:
-    if port_open(GRPC_PORT):
-        say("Using the Temporal server already answering on 127.0.0.1:7233")
+async def running_server(
+    say: Callable[[str], None], ports: DemoPorts
+) -> AsyncIterator[DevServer | None]:
+    if port_open(ports.grpc):
+        say(f"Using the Temporal server already answering on 127.0.0.1:{ports.grpc}")
         yield None
         return
     data = config.data_dir()
     data.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only: it holds the secrets
     codec_server = None
     try:
-        codec_server = serve_for_web_ui(UI_PORT)
+        codec_server = serve_for_web_ui(ports.ui, ports.codec)
     except OSError:
-        say("Port 8081 is taken: the Web UI will show encrypted payloads")
+        say(f"Port {ports.codec} is taken: the Web UI will show encrypted payloads")
     server = DevServer(
         config.history_file(),
+        port=ports.grpc,
+        ui_port=ports.ui,
         log_file=data / "temporal-server.log",
         codec_endpoint=codec_server.url if codec_server else None,
         own_session=True,  # Ctrl-C: the worker in this process stops first, then the server
     )
     say(f"Starting the Temporal dev server (history in {config.history_file()})...")
+    said = contextlib.ExitStack()
     try:
         await asyncio.to_thread(server.start)
-        say(f"Temporal dev server up: 127.0.0.1:7233, Web UI {WEB_UI}")
+        said.enter_context(config.web_ui_said(ports.grpc, ports.ui))
+        say(f"Temporal dev server up: 127.0.0.1:{ports.grpc}, Web UI {ports.web_ui}")
         if codec_server:
             say(f"Codec endpoint {codec_server.url}: the Web UI decrypts the orders;")
             say(cli_advice(codec_server))
@@ -172,6 +199,7 @@ async def running_server(say: Callable[[str], None]) -> AsyncIterator[DevServer 
         server.stop()
         if codec_server:
             codec_server.stop()
+        said.close()
         say("Stopped the Temporal dev server this demo started")
 
 
@@ -199,17 +227,19 @@ async def run_demo(
     say: Callable[[str], None],
     show: Callable[[dict[str, Any], list[OrderOutcome]], None],
     keep_running: bool,
+    ports: DemoPorts | None = None,
 ) -> dict[str, Any]:
     """Run the demo; ``say`` reports progress, ``show`` prints the outcome. Money moves
     through ``PIZZERIA_PAYMENTS_URL``/``STRIPE_API_KEY`` when set, else the data folder's
     local provider (started if none answers)."""
-    async with running_server(say) as started:
+    ports = ports or DemoPorts()
+    async with running_server(say, ports) as started:
         if started is None:  # a server of the user's: its workers would take the orders
-            await refuse_beside_other_workers()
+            await refuse_beside_other_workers(ports.grpc)
         with contextlib.ExitStack() as provider:
             if not (os.environ.get(URL_VARIABLE) or os.environ.get(KEY_VARIABLE)):
-                provider.enter_context(local_payments(say))
-            return await _serve_and_place(say, show, keep_running)
+                provider.enter_context(local_payments(say, port=ports.payments))
+            return await _serve_and_place(say, show, keep_running, ports)
 
 
 class OtherWorkersPoll(ConnectionError):
@@ -220,20 +250,20 @@ class NotTemporal(ConnectionError):
     """Something answers on the demo's Temporal port that is not Temporal (one line)."""
 
 
-async def refuse_beside_other_workers() -> None:
+async def refuse_beside_other_workers(port: int) -> None:
     """`OtherWorkersPoll` when a worker polls pizza-tasks on the server the demo found:
     it would take the demo's orders (with its own driver, ledger, and perhaps another
     codec key), so the showcase would not show what it says. Workers of this machine's
     processes that have ended are not counted (the server lists them a while longer)."""
     try:
-        client = await connect(f"127.0.0.1:{GRPC_PORT}")
+        client = await connect(f"127.0.0.1:{port}")
     except CodecKeyError:  # a RuntimeError too, but the key's fault, not the server's
         raise
     except RuntimeError as error:
         raise NotTemporal(
-            f"port {GRPC_PORT} on 127.0.0.1 answers, but not as a Temporal server"
+            f"port {port} on 127.0.0.1 answers, but not as a Temporal server"
             f" ({connection_failure(str(error))}); the demo needs that port: free it, or"
-            " run `pizzeria server --port N` and a worker by hand (docs/commands.md)"
+            " run `pizzeria demo --port N` (docs/commands.md)"
         ) from None
     polling = [
         identity
@@ -243,7 +273,7 @@ async def refuse_beside_other_workers() -> None:
     if polling:
         raise OtherWorkersPoll(
             f"a worker already polls {TASK_QUEUE} on the Temporal server at 127.0.0.1:"
-            f"{GRPC_PORT} ({', '.join(sorted(polling))}): it would take the demo's orders; "
+            f"{port} ({', '.join(sorted(polling))}): it would take the demo's orders; "
             "stop it (and its server) to run the demo, or place orders with `pizzeria order`"
         )
     # Another data folder's server (another clone's `pizzeria server`): its orders are
@@ -253,12 +283,12 @@ async def refuse_beside_other_workers() -> None:
         checked, foreign = await foreign_orders(client, load_keys(), LATEST_ORDERS)
     except RPCError as error:
         raise OtherWorkersPoll(
-            f"the Temporal server at 127.0.0.1:{GRPC_PORT} does not show its latest orders "
+            f"the Temporal server at 127.0.0.1:{port} does not show its latest orders "
             f"({error}): stop it to run the demo here, or start one with `pizzeria server`"
         ) from None
     if foreign:
         raise OtherWorkersPoll(
-            f"the Temporal server at 127.0.0.1:{GRPC_PORT} is another data folder's: "
+            f"the Temporal server at 127.0.0.1:{port} is another data folder's: "
             f"{foreign_said(checked, foreign)}; stop it to run the demo here, "
             "or run the demo from the folder that started it"
         )
@@ -283,12 +313,13 @@ async def _serve_and_place(
     say: Callable[[str], None],
     show: Callable[[dict[str, Any], list[OrderOutcome]], None],
     keep_running: bool,
+    ports: DemoPorts,
 ) -> dict[str, Any]:
     # The server the demo started or found on this machine, whatever TEMPORAL_ADDRESS (or
     # a profile) says for the other commands.
     # The worker's runtime: the SDK core's warnings through Python's logging, on standard
     # error (written by the core itself they went to standard output, into --json's).
-    client = await connect(f"127.0.0.1:{GRPC_PORT}", runtime=worker_runtime())
+    client = await connect(f"127.0.0.1:{ports.grpc}", runtime=worker_runtime())
     location = config.ledger_location()
     ledger = open_ledger(location)
     gateway = payment_gateway()
@@ -296,11 +327,11 @@ async def _serve_and_place(
         activities = served_activities(ledger, driver=DEMO_DRIVER, payments=gateway)
         async with build_worker(client, activities):
             say(f"Worker running in this process (ledger {ledger.location})")
-            async with order_page(client, location, say) as page:
+            async with order_page(client, location, say, ports.page) as page:
                 stock_before = ledger.stock()
                 outcomes = await place_both_orders(client, say)
                 report: dict[str, Any] = {
-                    "web_ui": WEB_UI,
+                    "web_ui": ports.web_ui,
                     "order_page": page,
                     "orders": [{**o.to_json(), "ledger": ledger_of(ledger, o)} for o in outcomes],
                     "stock_change": ledger_change(stock_before, ledger.stock()),
@@ -308,7 +339,9 @@ async def _serve_and_place(
                 show(report, outcomes)
                 if keep_running:
                     stop = stop_requested()
-                    running = f"open {WEB_UI}" + (f" or the order page {page}" if page else "")
+                    running = f"open {ports.web_ui}" + (
+                        f" or the order page {page}" if page else ""
+                    )
                     say(f"Server and worker keep running: {running} . Press Ctrl-C to stop them.")
                     await stop.wait()
     finally:

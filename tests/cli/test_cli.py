@@ -371,9 +371,8 @@ async def test_another_service_on_the_temporal_port_is_one_line(
         " gRPC server: another service's port?)\n"
     )
     # The demo, finding its port answered, asks it for workers: not Temporal, one line.
-    monkeypatch.setattr(demo, "GRPC_PORT", http_port)
     with pytest.raises(demo.NotTemporal) as refused:
-        await demo.refuse_beside_other_workers()
+        await demo.refuse_beside_other_workers(http_port)
     assert str(refused.value).startswith(
         f"port {http_port} on 127.0.0.1 answers, but not as a Temporal server (what answers"
     )
@@ -398,9 +397,8 @@ async def test_the_demo_refuses_a_server_holding_another_data_folders_orders(
         monkeypatch.setenv("PIZZERIA_CODEC_KEY", base64.b64encode(bytes(range(32))).decode())
         await start_order(await connect(server.address), sample_order("THEIRS-1"))
         monkeypatch.setenv("PIZZERIA_CODEC_KEY", base64.b64encode(bytes(range(1, 33))).decode())
-        monkeypatch.setattr(demo, "GRPC_PORT", int(server.address.rsplit(":", 1)[1]))
         with pytest.raises(demo.OtherWorkersPoll) as refused:
-            await demo.refuse_beside_other_workers()
+            await demo.refuse_beside_other_workers(int(server.address.rsplit(":", 1)[1]))
     finally:
         server.stop()
     said = str(refused.value)
@@ -826,19 +824,19 @@ def test_status_and_summaries_mask_the_card(stack):
 
 
 def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
-    # The demo uses the Temporal server on 127.0.0.1:7233 when one answers: a server of
-    # the user's own, whose worker (other keys, another ledger) would take its orders.
-    if devserver.port_open(devserver.GRPC_PORT):
-        why = f"a Temporal server answers on 127.0.0.1:{devserver.GRPC_PORT}: the demo uses it"
-        if os.environ.get("PIZZERIA_CI") == "1":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why + "; stop it to run this test")
+    # On ports of its own (the usual ones may be another checkout's demo, whose server
+    # the demo would use): every one of them chosen.
+    grpc, ui, codec, provider, page_port = (free_port() for _ in range(5))
+    ports = [
+        *("--port", str(grpc), "--ui-port", str(ui), "--codec-port", str(codec)),
+        *("--payments-port", str(provider), "--page-port", str(page_port)),
+    ]
     env = {**os.environ, "PIZZERIA_DATA_DIR": str(tmp_path), "PIZZERIA_DRIVER_SECONDS": "0"}
     env.pop("TEMPORAL_ADDRESS", None)
     started = time.monotonic()
     # Kept running, as in a terminal, until a Ctrl-C reaches its whole process group.
     demo = subprocess.Popen(
-        [PIZZERIA, "demo", "--json", "--keep-running"],
+        [PIZZERIA, "demo", "--json", "--keep-running", *ports],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -853,10 +851,14 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
         while len(said) < 30 and not (said and said[-1].startswith(("> Order page", "error"))):
             said.append(demo.stderr.readline())
         page = said[-1].split()[3]
+        assert page == f"http://127.0.0.1:{page_port}/", "".join(said)
         assert httpx.get(page + "menu", timeout=10).json()["sizes"][0]["price"] == 1200
         while len(said) < 60 and not (said and ("Press Ctrl-C" in said[-1] or not said[-1])):
             said.append(demo.stderr.readline())
         assert "Press Ctrl-C" in said[-1], "".join(said)
+        # The links other commands print meanwhile go to its Web UI.
+        assert (tmp_path / "web-ui.url").read_text() == f"{grpc} http://localhost:{ui}\n"
+        assert devserver.port_open(codec) and f"127.0.0.1:{provider}" in "".join(said)
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # what a terminal sends its foreground group
     stdout, stderr = demo.communicate(timeout=150)
@@ -873,8 +875,10 @@ def test_demo_runs_the_whole_exercise_and_stops_what_it_started(tmp_path):
     assert bad["ledger"]["net"] == 0 and good["ledger"]["net"] == 3500
     assert bad["ledger"]["stock_taken"] == bad["ledger"]["stock_put_back"] == 27
     assert good["ledger"]["stock_put_back"] == 0
-    assert report["web_ui"].startswith("http://localhost:8233")
-    assert "Stopped the Temporal dev server" in done.stderr or "already answering" in done.stderr
+    assert report["web_ui"] == f"http://localhost:{ui}"
+    assert "Stopped the Temporal dev server" in done.stderr
+    assert not (tmp_path / "web-ui.url").exists()
+    assert not any(devserver.port_open(port) for port in (grpc, ui, codec, provider, page_port))
     assert time.monotonic() - started < 150
 
 

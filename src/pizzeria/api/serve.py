@@ -128,11 +128,15 @@ async def serving(settings: ApiSettings, sock: socket.socket) -> AsyncIterator[N
 
 @contextlib.asynccontextmanager
 async def order_page(
-    client: Client, ledger_location: str, say: Callable[[str], None], host: str = "127.0.0.1"
+    client: Client,
+    ledger_location: str,
+    say: Callable[[str], None],
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
 ) -> AsyncIterator[str | None]:
-    """The page and the API beside a program that has a client (the demo), on port 8000 or,
-    when that is taken, a free one. Yields the page's address; None when it cannot serve
-    (the program goes on without it)."""
+    """The page and the API beside a program that has a client (the demo), on ``port``
+    (8000) or, when that is taken, a free one. Yields the page's address; None when it
+    cannot serve (the program goes on without it)."""
     try:
         keys = Keys(load_secret(), load_staff_key())
     except SecretError as error:
@@ -140,10 +144,10 @@ async def order_page(
         yield None
         return
     try:
-        sock = bind(host, DEFAULT_PORT)
+        sock = bind(host, port)
     except PortInUse:
         sock = bind(host, 0)
-        say(f"Port {DEFAULT_PORT} is taken: the order page takes another")
+        say(f"Port {port} is taken: the order page takes another")
     url = f"http://{host}:{sock.getsockname()[1]}/"
     settings = ApiSettings(keys, ledger_location=ledger_location, client=client)
     async with serving(settings, sock):

@@ -15,7 +15,6 @@ from pizzeria.cli.options import flag_option, int_option
 from pizzeria.demo import local_payments
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
 from pizzeria.payments.process import ProviderProcessError, exit_text
-from pizzeria.private import write_private_text
 from pizzeria.temporal.codec import EncryptionCodec, load_keys
 from pizzeria.temporal.codec_server import (
     DEFAULT_ORIGINS,
@@ -122,11 +121,11 @@ def serve_dev_server(
         if codec_server:
             codec_server.stop()
         fail(str(error))
+    said = contextlib.ExitStack()
     try:  # from here on, whatever happens (a closed stdout too) stops what was started
         # For the links the other commands print (config.local_web_ui): the Web UI is on
         # --ui-port, not where the dev server usually puts it.
-        with contextlib.suppress(OSError):
-            write_private_text(config.web_ui_file(), f"{port} http://localhost:{ui_port}\n")
+        said.enter_context(config.web_ui_said(port, ui_port))
         out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
         out.print(f"History file: {history}" if history else "History: in memory")
         if codec_server:
@@ -141,8 +140,7 @@ def serve_dev_server(
         dev.stop()
         if codec_server:
             codec_server.stop()
-        with contextlib.suppress(OSError):
-            config.web_ui_file().unlink()
+        said.close()
     # Not stopped by us: killed, or failed (its database...). Said, and not a clean exit.
     kept = f"; its history is kept in {history}" if history else ""
     fail(f"the Temporal dev server {exit_text(code)}{kept}: start `pizzeria server` again")

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
+from pizzeria.api import DEFAULT_PORT as DEFAULT_PAGE_PORT
 from pizzeria.cli.common import (
     UserError,
     client_or_fail,
@@ -34,13 +35,16 @@ from pizzeria.cli.options import (
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
 from pizzeria.config import DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, READY_LINE, DriverSettingError
-from pizzeria.demo import run_demo
+from pizzeria.demo import DemoPorts, run_demo
 from pizzeria.models import TASK_QUEUE, dollars
+from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
 from pizzeria.payments.provider_config import shown_url
 from pizzeria.statements import money_line
 from pizzeria.temporal import otel_env
 from pizzeria.temporal.codec import key_file, load_keys
+from pizzeria.temporal.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from pizzeria.temporal.connection import namespace_or_fail
+from pizzeria.temporal.devserver import GRPC_PORT, UI_PORT
 from pizzeria.temporal.logs import configure_worker_logging
 from pizzeria.temporal.metrics import worker_runtime
 from pizzeria.worker import (
@@ -240,8 +244,25 @@ def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
     default=None,
     help="Keep server and worker up afterwards [default: only in a terminal]",
 )
-def demo(as_json: bool, keep_running: bool | None) -> None:
+@int_option("--port", 1, 65535, default=GRPC_PORT, help="Temporal's gRPC port on 127.0.0.1")
+@int_option("--ui-port", 1, 65535, default=UI_PORT, help="Web UI port on 127.0.0.1")
+@int_option("--codec-port", 1, 65535, default=DEFAULT_CODEC_PORT, help="Codec endpoint port")
+@int_option(
+    "--payments-port", 1, 65535, default=DEFAULT_PAYMENTS_PORT, help="Local payment provider port"
+)
+@int_option("--page-port", 1, 65535, default=DEFAULT_PAGE_PORT, help="Order page port")
+def demo(as_json: bool, keep_running: bool | None, **ports: int) -> None:
     """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
+    chosen = DemoPorts(
+        ports["port"],
+        ports["ui_port"],
+        ports["codec_port"],
+        ports["payments_port"],
+        ports["page_port"],
+    )
+    same = [port for port in set(ports.values()) if list(ports.values()).count(port) > 1]
+    if same:
+        raise UserError(f"port {same[0]} is given twice: each of the demo's ports is its own")
     otel_env.check_env()  # before the server starts, not after
     stop_on_sigterm()
     if keep_running is None:
@@ -254,6 +275,6 @@ def demo(as_json: bool, keep_running: bool | None) -> None:
         if not as_json:
             print_demo(report, outcomes)
 
-    report = run(run_demo(say, show, keep_running))
+    report = run(run_demo(say, show, keep_running, chosen))
     if as_json:
         out.print_json(json.dumps(report))
