@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.operatorservice.v1 import ListSearchAttributesResponse
 from temporalio.client import (
     CancelWorkflowInput,
@@ -658,3 +659,28 @@ async def test_orders_read_a_completed_run_without_a_memo_as_nothing_undone():
     rows = await recent_orders(client)
     assert [row["compensation"] for row in rows] == ["none", None, None]
     assert [row["status"] for row in rows] == ["COMPLETED", "RUNNING", "TERMINATED"]
+
+
+class _History:
+    """A run handle that answers only its history, of these event types."""
+
+    def __init__(self, *kinds: EventType.ValueType) -> None:
+        self.kinds = kinds
+
+    async def fetch_history_events(self) -> Any:
+        for kind in self.kinds:
+            yield HistoryEvent(event_type=kind)
+
+
+async def test_an_unanswered_request_to_an_order_whose_task_keeps_failing_says_stuck() -> None:
+    # A cancel that timed out on such an order said "no worker has taken it" after its wait.
+    from pizzeria.client.acting import _stuck
+
+    task = EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+    failed, completed = (
+        EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    )
+    assert await _stuck(_History(task, failed, task))  # type: ignore[arg-type]
+    assert not await _stuck(_History(task, failed, task, completed))  # type: ignore[arg-type]
+    assert not await _stuck(_History(task, completed, task))  # type: ignore[arg-type]

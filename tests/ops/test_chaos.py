@@ -489,6 +489,42 @@ def test_ctrl_c_stops_the_server_and_every_worker_it_started(tmp_path: Path) -> 
     assert all(not Path(f"/proc/{pid}").exists() for pid in started)
 
 
+def test_a_dev_server_that_dies_on_its_own_ends_the_run_at_once(tmp_path: Path) -> None:
+    """Not a planned restart: the orders would wait for it until --timeout (15 minutes),
+    the server left a zombie. The run stops, saying so, and stops everything else."""
+    folder = tmp_path / "chaos"
+    process = chaos_process(
+        *("--orders", "200", "--server-restarts", "0", "--data-dir", str(folder), "--json")
+    )
+    try:
+
+        def dev_server_pid() -> int | None:
+            assert process.poll() is None, process.communicate()
+            for pid in processes_using(folder):
+                with contextlib.suppress(OSError):
+                    if b"start-dev" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return pid
+            return None
+
+        # The server, the provider and both workers: the orders are being placed.
+        wait_until(lambda: len(processes_using(folder)) >= 4, "chaos to start", seconds=60)
+        time.sleep(2)
+        server = dev_server_pid()
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+        _, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+            for pid in processes_using(folder):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+    assert process.returncode == 1, err[-2000:]
+    assert "the Temporal dev server exited on its own" in err, err[-2000:]
+    assert processes_using(folder) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -18,13 +18,13 @@ from pizzeria.client.acting import (
     OrderRefused,
     OrderWaitsForOperator,
     abandon_order,
-    before_attention,
     cancel_order,
     resolve_by_hand,
     retry_compensations,
     running_order,
     stuck_advice,
 )
+from pizzeria.client.attention import before_attention
 from pizzeria.client.outcomes import (
     WEB_UI,
     OrderOutcome,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -24,11 +25,11 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizzeria import text
+from pizzeria.client.attention import before_attention
 from pizzeria.client.outcomes import order_handle
 from pizzeria.history.reader import ENDED_FROM_OUTSIDE, status_name
 from pizzeria.ledger import AlreadyBilled, Effect, Ledger
 from pizzeria.models import (
-    ORDER_STATUS,
     STEP_SEND_BILL,
     CancelResult,
     OrderConfirmation,
@@ -38,7 +39,6 @@ from pizzeria.models import (
     workflow_id_for,
 )
 from pizzeria.money import OrderMoney
-from pizzeria.order_visibility import NEEDS_ATTENTION_STATUS
 from pizzeria.payments.port import PaymentGateway
 from pizzeria.saga import Phase
 from pizzeria.workflows import PizzaOrderWorkflow
@@ -101,46 +101,6 @@ class OrderWaitsForOperator(OrderDidNotAnswer):
 #: How long a cancel or a repair waits for its answer before it says that it waits.
 SAY_WAITING_SECONDS = 2.0
 
-#: How often a cancel that waits looks whether the order came to need an operator.
-ATTENTION_POLL_SECONDS = 1.0
-
-
-async def until_needs_attention(run: WorkflowHandle[Any, Any]) -> None:
-    """Returns (never otherwise) once the run says it needs an operator: a compensation
-    failed for good, and what waits on the compensations waits on them."""
-    while True:
-        await asyncio.sleep(ATTENTION_POLL_SECONDS)
-        with contextlib.suppress(RPCError):
-            described = await run.describe()
-            if described.typed_search_attributes.get(ORDER_STATUS) == NEEDS_ATTENTION_STATUS:
-                return
-
-
-async def before_attention(
-    waiting: Awaitable[T], run: WorkflowHandle[Any, Any], otherwise: Exception
-) -> T:
-    """What ``waiting`` gives, unless the run comes to need an operator first: then
-    ``otherwise`` is raised at once (waiting on would only wait for the operator)."""
-    answer = asyncio.ensure_future(waiting)
-    stuck = asyncio.ensure_future(until_needs_attention(run))
-    try:
-        await asyncio.wait([answer, stuck], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stuck.cancel()
-        if not answer.done():
-            answer.cancel()
-            # The SDK turns the cancelled wait into an error of its own: read, not logged
-            # as "never retrieved" with its traceback.
-            answer.add_done_callback(_read_its_error)
-    if answer.done() and not answer.cancelled():
-        return answer.result()
-    raise otherwise
-
-
-def _read_its_error(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled():
-        done.exception()
-
 
 async def _ask(
     client: Client,
@@ -176,6 +136,8 @@ async def _ask(
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         if not deadline.expired():
             raise  # not our deadline: Ctrl-C (see cli.common.run)
+        if await _stuck(run):
+            raise OrderRefused(stuck_advice(order_number)) from None
         raise OrderDidNotAnswer(
             f"order {order_number} did not answer within {patience:g} s: no worker "
             "has taken it (is `pizzeria worker` running?), or the step it is on keeps "
@@ -193,6 +155,19 @@ async def _ask(
     finally:
         if progress is not None:
             progress.cancel()
+
+
+async def _stuck(run: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the run's workflow task failed since it last completed one: it keeps
+    failing (a worker without the order's codec key, a bug), and no Update is answered."""
+    failed = False
+    with contextlib.suppress(RPCError):
+        async for event in run.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                failed = True
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                failed = False
+    return failed
 
 
 def _refused(order_number: str, error: WorkflowUpdateFailedError) -> Exception:

@@ -116,6 +116,11 @@ class ChaosFleet:
                 time.sleep(0.5)
         raise RuntimeError(f"the payment provider could not listen on {url} again")
 
+    def server_died(self) -> bool:
+        """The dev server exited though the run did not stop it (its exit reaped)."""
+        process = self.server.process
+        return process is not None and process.poll() is not None
+
     def provider_died(self) -> bool:
         """The provider exited though nobody killed it."""
         return self.provider is not None and not self.provider.running

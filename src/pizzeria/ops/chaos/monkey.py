@@ -156,8 +156,14 @@ class Monkey:
 
     async def supervise(self) -> None:
         """A worker or a payment provider that died without being killed (it should not)
-        is started again."""
+        is started again; the Temporal dev server dying so ends the run at once (the
+        orders would wait for it until the deadline)."""
         while time.monotonic() < self.deadline:
+            if not self.server_down.is_set() and self.fleet.server_died():
+                raise RuntimeError(
+                    "the Temporal dev server exited on its own, not restarted by the run: "
+                    f"see {self.fleet.server.log_file}"
+                )
             if not self.provider_down.is_set() and self.fleet.provider_died():
                 self.fleet.unexpected_exits += 1
                 await asyncio.to_thread(self.fleet.restart_provider)
