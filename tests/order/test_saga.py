@@ -535,11 +535,15 @@ async def test_compensation_failing_always_raises_saga_error_with_cause_and_outc
     assert (await handle.query(SagaTestWorkflow.state))["phase"] == "compensation failed"
 
 
-async def test_stop_on_error_skips_later_compensations(saga_worker: SagaWorker) -> None:
+@pytest.mark.parametrize("calls", [0, 2], ids=["on-exit", "called-twice-in-the-block"])
+async def test_stop_on_error_skips_later_compensations(saga_worker: SagaWorker, calls: int) -> None:
     """continue_on_error=False: after a compensation fails for good the remaining ones are
-    marked skipped and never run; SagaError reports them as skipped."""
+    marked skipped and never run; SagaError reports them as skipped. compensate() called
+    again after its SagaError leaves them skipped."""
     run_id, script = new_script(fail_step=2, undo_fail_always={1})
-    handle = await saga_worker.start(Plan(run_id, continue_on_error=False))
+    handle = await saga_worker.start(
+        Plan(run_id, continue_on_error=False, bare_compensations=calls)
+    )
     error = await failure(handle)
     assert chain_types(error) == ["SagaError", "ActivityError", STEP_FAILED]
     assert isinstance(error, ApplicationError)
@@ -559,21 +563,6 @@ async def test_compensate_called_without_its_cause_in_an_except_keeps_the_origin
     assert chain_types(error) == ["SagaError", "ActivityError", STEP_FAILED]
     state = await handle.query(SagaTestWorkflow.state)
     assert STEP_FAILED in state["original_error"]
-
-
-async def test_stop_on_error_a_second_compensate_never_runs_the_skipped_ones(
-    saga_worker: SagaWorker,
-) -> None:
-    """continue_on_error=False, compensate() called again after its SagaError: the
-    compensations the first call skipped stay skipped, and never run."""
-    run_id, script = new_script(fail_step=2, undo_fail_always={1})
-    handle = await saga_worker.start(Plan(run_id, continue_on_error=False, bare_compensations=2))
-    error = await failure(handle)
-    assert chain_types(error) == ["SagaError", "ActivityError", STEP_FAILED]
-    assert isinstance(error, ApplicationError)
-    assert statuses(error.details[0]) == ["skipped", "failed", "done"]
-    assert script.undo_order() == [2, 1]
-    assert script.effects == {0, 1}
 
 
 async def test_parallel_runs_every_compensation_despite_stop_on_error(
