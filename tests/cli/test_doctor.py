@@ -101,6 +101,16 @@ def test_a_server_that_is_down_fails_the_connection_and_skips_what_needs_it(
     assert done.stdout.strip().splitlines()[-1].startswith("1 of 7 checks failed: temporal;")
 
 
+def test_an_api_key_against_a_server_without_tls_says_what_to_set(placed: Stack) -> None:
+    # An API key turns TLS on (the SDK's env config): the plain dev server answers without
+    # it, and doctor printed the transport's debug string.
+    code, verdicts = doctor(dict(placed["env"], TEMPORAL_API_KEY="not-a-real-key"))
+    assert code == 1
+    detail = verdicts["temporal"]["detail"]
+    assert "TLS asked, and the server answered without it" in detail
+    assert "set TEMPORAL_TLS=false" in detail and "tonic" not in detail
+
+
 def test_a_payment_provider_that_does_not_answer_fails_its_check(placed: Stack) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
     # A URL may carry a user and password: never printed.

@@ -40,7 +40,13 @@ from pizzeria.temporal.codec import (
     load_keys,
 )
 from pizzeria.temporal.codec_server import auth_file as codec_auth_file
-from pizzeria.temporal.connection import TemporalConfigError, connect_config, no_namespace
+from pizzeria.temporal.connection import (
+    NO_TLS_THERE,
+    TemporalConfigError,
+    connect_config,
+    connection_failure,
+    no_namespace,
+)
 from pizzeria.temporal.server_facts import (
     CALL_TIMEOUT,
     foreign_orders,
@@ -104,7 +110,9 @@ async def check_temporal(address: str | None) -> tuple[Verdict, Client | None]:
     except TimeoutError:
         return Verdict("temporal", FAIL, f"no answer from {where} in {CONNECT_SECONDS:g} s"), None
     except RuntimeError as error:
-        reason = "connection refused" if "refused" in str(error).lower() else str(error)[:200]
+        reason = connection_failure(str(error))
+        if reason == NO_TLS_THERE:  # an API key turns TLS on, as the SDK's env config does
+            reason += "; for a server without TLS (the dev server), set TEMPORAL_TLS=false"
         return Verdict("temporal", FAIL, f"cannot reach {where}: {reason}"), None
     try:
         await client.workflow_service.describe_namespace(
