@@ -189,11 +189,18 @@ def check_secret_strength(text: str, where: str) -> str:
     bytes, or bytes too few of which differ (64 zeros, 43 a's, a short pattern repeated:
     32 random bytes hold about 30 different values, and fewer than 16 never happens)."""
     decoded = decoded_secret(text)
-    if len(decoded) < SECRET_BYTES or len(set(decoded)) < MIN_DIFFERENT_BYTES:
+    make_one = "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    if len(decoded) < SECRET_BYTES:
         raise UnsafeSecret(
             f"{where} must hold at least {SECRET_BYTES} random bytes, written as "
-            f"{2 * SECRET_BYTES} hex digits or 43 base64url characters; make one with "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            f"{2 * SECRET_BYTES} hex digits or 43 base64url characters; {make_one}"
+        )
+    different = len(set(decoded))
+    if different < MIN_DIFFERENT_BYTES:
+        raise UnsafeSecret(
+            f"{where} is not random: its {len(decoded)} bytes hold only {different} "
+            f"different value{'' if different == 1 else 's'} (32 random bytes hold about 30, "
+            f"never fewer than {MIN_DIFFERENT_BYTES}); {make_one}"
         )
     return text.strip()
 

@@ -170,31 +170,38 @@ def test_a_link_of_ours_to_a_file_in_a_folder_others_can_write_is_refused(data, 
         read()
 
 
+SHORT = "must hold at least 32 random bytes"
+
+
 @pytest.mark.parametrize(
-    ("value", "accepted"),
+    ("value", "refusal"),
     [
-        ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", True),  # 32 bytes
-        (GOOD_SECRET, True),  # 43 base64url characters: 32 bytes
-        (base64.urlsafe_b64encode(bytes(range(48))).decode(), True),
-        ("0123456789abcdef" * 3, False),  # 48 hex digits: 24 bytes
-        (GOOD_SECRET[:42], False),  # 31 bytes
-        ("correct horse battery staple, really long!", False),  # not hex, not base64url
-        ("x" * 16, False),  # what was enough before: 16 characters
-        ("0" * 64, False),  # 32 bytes, all alike
-        ("a" * 43, False),  # 32 bytes of three values
-        ("0123456789abcdef" * 4, False),  # 32 bytes, a pattern of 8 repeated
+        ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", None),  # 32 bytes
+        (GOOD_SECRET, None),  # 43 base64url characters: 32 bytes
+        (base64.urlsafe_b64encode(bytes(range(48))).decode(), None),
+        ("0123456789abcdef" * 3, SHORT),  # 48 hex digits: 24 bytes
+        (GOOD_SECRET[:42], SHORT),  # 31 bytes
+        ("correct horse battery staple, really long!", SHORT),  # not hex, not base64url
+        ("x" * 16, SHORT),  # what was enough before: 16 characters
+        # 32 bytes, long enough, but too few different: said so, not "too short"
+        ("0" * 64, "is not random: its 32 bytes hold only 1 different value "),
+        ("a" * 43, "is not random: its 32 bytes hold only 3 different values "),
+        ("0123456789abcdef" * 4, "is not random: its 32 bytes hold only 8 different values "),
     ],
 )
 def test_an_api_secret_from_the_environment_needs_32_random_bytes(
-    data, monkeypatch, value, accepted
+    data, monkeypatch, value, refusal
 ):
     monkeypatch.setenv("PIZZERIA_API_SECRET", value)
-    if accepted:
+    if refusal is None:
         assert load_secret() == value.encode()
         assert len(decoded_secret(value)) >= SECRET_BYTES
         return
-    with pytest.raises(SecretError, match="PIZZERIA_API_SECRET must hold at least 32 random"):
+    with pytest.raises(SecretError, match=f"^PIZZERIA_API_SECRET {refusal}") as refused:
         load_secret()
+    assert "\n" not in str(refused.value)
+    if refusal != SHORT:  # it is long enough: the refusal does not say it is too short
+        assert "at least 32" not in str(refused.value) and "43 base64url" not in str(refused.value)
 
 
 def test_pizzeria_api_refuses_an_unsafe_secret_in_one_line(tmp_path):
@@ -215,6 +222,17 @@ def test_pizzeria_api_refuses_a_short_secret_in_one_line(tmp_path):
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "at least 32 random bytes" in lines[0], done.stderr
+
+
+def test_pizzeria_api_says_why_a_long_enough_secret_is_refused(tmp_path):
+    """43 base64url characters are 32 bytes: a secret of 43 a's is refused for what it is
+    (too few different bytes, not random), not for a length it has."""
+    env = stack_env(tmp_path / "data", PIZZERIA_API_SECRET="a" * 43)
+    done = run_pizzeria("api", "--port", str(free_port()), env=env, timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PIZZERIA_API_SECRET is not random" in lines[0], done.stderr
+    assert "3 different values" in lines[0] and "at least 32" not in lines[0], done.stderr
 
 
 def test_a_worker_refuses_a_planted_codec_key_in_one_line(tmp_path):
