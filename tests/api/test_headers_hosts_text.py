@@ -202,6 +202,28 @@ async def test_a_temporal_that_does_not_answer_is_a_503_and_one_that_refuses_a_5
     assert ("retry-after" in answer.headers) == (answered == 503)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/orders", "GET, HEAD, POST"),  # GET /orders (staff) is another route
+        ("DELETE", "/orders", "GET, HEAD, POST"),
+        ("PUT", "/orders/X", "GET, HEAD"),  # HEAD answers wherever GET does
+        ("GET", "/orders/X/cancel", "POST"),
+        ("HEAD", "/orders/X/events", "GET"),  # but on an event stream, whose answer never ends
+        ("POST", "/healthz", "GET, HEAD"),
+        ("PUT", "/openapi.json", "GET, HEAD"),
+    ],
+)
+async def test_a_405_allows_every_method_its_path_answers(serving, method, path, allow):
+    async with serving() as http:
+        answer = await http.request(method, path)
+        assert answer.status_code == 405
+        assert answer.headers["allow"] == allow
+        assert answer.headers["content-type"] == "application/problem+json"
+        for each in allow.split(", "):  # and each answers: never a 405 again
+            assert (await http.request(each, path)).status_code != 405, each
+
+
 # -- never plain text ----------------------------------------------------------------------
 
 

@@ -12,10 +12,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
@@ -127,6 +128,44 @@ class HeadAsGet:
         await self.app(scope, receive, send)
 
 
+class FullAllow:
+    """A 405's ``Allow`` names every method its path answers (RFC 9110, 15.5.6): the
+    router names only the first route of the path it tried (``POST`` for ``/orders``,
+    whose ``GET`` is another route), and never ``HEAD``, which `HeadAsGet` answers
+    wherever ``GET`` is, but on an event stream."""
+
+    def __init__(self, app: ASGIApp, routes: Callable[[], list[BaseRoute]]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allowed = allowed_methods(self.routes(), scope)
+                if allowed:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k != b"allow"]
+                    message["headers"] = [*headers, (b"allow", ", ".join(allowed).encode())]
+            await send(message)
+
+        await self.app(scope, receive, with_allow)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """The methods the routes of ``scope``'s path answer, HEAD with GET (not on an event
+    stream); none when the path is no route's (a mount's files say their own)."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.path_regex.fullmatch(scope["path"]):
+            methods |= route.methods or set()
+    if "GET" in methods and not EVENT_STREAM.fullmatch(scope["path"]):
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 #: Starlette's file answers (the page, /static/) refuse a Range header in plain text.
 RANGE_REFUSALS = {
     400: (
@@ -214,15 +253,23 @@ class OneLength:
 class PizzeriaApi(FastAPI):
     """FastAPI with our layers outermost: the security headers on every answer (those of
     Starlette's error middleware, a 500, included), then the Host check, then HEAD as
-    GET, then Range refusals as problems."""
+    GET, then every method a 405's path answers in its Allow, then Range refusals as
+    problems."""
 
     allowed_hosts: frozenset[str] = frozenset()
     #: The page's policy now: it names the payment provider found last (public.PagePayments).
     policy: Callable[[], str] = staticmethod(lambda: PAGE_POLICY)
 
+    #: The routers included (no prefix): their routes, as FastAPI's own list no longer shows them.
+    included: tuple[APIRouter, ...] = ()
+
+    def every_route(self) -> list[BaseRoute]:
+        return [*self.router.routes, *(route for each in self.included for route in each.routes)]
+
     def build_middleware_stack(self) -> ASGIApp:
         files = RangeProblems(super().build_middleware_stack())
-        inner = OneLength(HostCheck(HeadAsGet(files), self.allowed_hosts))
+        allow = FullAllow(files, self.every_route)
+        inner = OneLength(HostCheck(HeadAsGet(allow), self.allowed_hosts))
         return SecurityHeaders(inner, self.policy)
 
 
@@ -275,9 +322,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         telemetry={"tracing": False},
     )
     install_problem_handlers(app)
-    app.include_router(public.router)
-    app.include_router(orders.router)
-    app.include_router(refunds.router)
+    app.included = (public.router, orders.router, refunds.router)
+    for router in app.included:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=public.STATIC), name="static")
     app.allowed_hosts = allowed_hosts(settings.allowed_hosts)
     app.state.payments = payments = public.PagePayments()
