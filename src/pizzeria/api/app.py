@@ -23,6 +23,7 @@ from temporalio.client import Client
 from pizzeria import __version__, config
 from pizzeria.api import orders, public, refunds
 from pizzeria.api.auth import Keys
+from pizzeria.api.document import describe
 from pizzeria.api.events import order_events
 from pizzeria.api.guard import PERMISSIONS_POLICY, BodyDeadline
 from pizzeria.api.hosts import HostCheck, allowed_hosts
@@ -358,5 +359,6 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[model.__name__] = schema
+        describe(document)
         app.openapi_schema = document
     return app.openapi_schema
