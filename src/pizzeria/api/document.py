@@ -68,9 +68,17 @@ def _no_null(parameter: dict[str, Any]) -> None:
         parameter["schema"] = {**kept[0], **rest}
 
 
+#: What a free-text field's description adds: its pattern is narrower than the server.
+WIDER = (
+    " (The pattern shows the characters every text field takes; the server also takes "
+    "other scripts, combining marks and emoji: docs/security.md.)"
+)
+
+
 def _text(schema: dict[str, Any], pattern: str) -> None:
     schema.pop("anyOf", None)
     schema.update({"type": "string", "pattern": pattern})
+    schema["description"] = (schema.get("description", "").rstrip() + WIDER).strip()
 
 
 def _order(schemas: dict[str, Any]) -> None:
