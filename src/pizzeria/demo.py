@@ -186,20 +186,18 @@ async def running_server(
         own_session=True,  # Ctrl-C: the worker in this process stops first, then the server
     )
     say(f"Starting the Temporal dev server (history in {config.history_file()})...")
-    said = contextlib.ExitStack()
     try:
         await asyncio.to_thread(server.start)
-        said.enter_context(config.web_ui_said(ports.grpc, ports.ui))
-        say(f"Temporal dev server up: 127.0.0.1:{ports.grpc}, Web UI {ports.web_ui}")
-        if codec_server:
-            say(f"Codec endpoint {codec_server.url}: the Web UI decrypts the orders;")
-            say(cli_advice(codec_server))
-        yield server
+        with config.web_ui_said(ports.grpc, ports.ui):
+            say(f"Temporal dev server up: 127.0.0.1:{ports.grpc}, Web UI {ports.web_ui}")
+            if codec_server:
+                say(f"Codec endpoint {codec_server.url}: the Web UI decrypts the orders;")
+                say(cli_advice(codec_server))
+            yield server
     finally:
         server.stop()
         if codec_server:
             codec_server.stop()
-        said.close()
         say("Stopped the Temporal dev server this demo started")
 
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -667,9 +668,8 @@ class _History:
     def __init__(self, *kinds: EventType.ValueType) -> None:
         self.kinds = kinds
 
-    async def fetch_history_events(self) -> Any:
-        for kind in self.kinds:
-            yield HistoryEvent(event_type=kind)
+    async def fetch_history(self) -> Any:
+        return SimpleNamespace(events=[HistoryEvent(event_type=kind) for kind in self.kinds])
 
 
 async def test_an_unanswered_request_to_an_order_whose_task_keeps_failing_says_stuck() -> None:

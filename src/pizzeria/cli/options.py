@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from pizzeria.cli.common import UserError
 from pizzeria.models import run_id_given
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -110,3 +111,19 @@ def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 def run_option(help: str) -> Decorator:
     """``--run RUN_ID``: one run of the order number (each placing of it has its own)."""
     return click.option("--run", "run_id", metavar="RUN_ID", callback=_run_id, help=help)
+
+
+def refuse_shared_ports(taken: dict[str, int]) -> None:
+    """One line (exit 2) when two port options name the same port: ``taken`` maps each
+    option to its port."""
+    twice = sorted(
+        (flag, other)
+        for flag, number in taken.items()
+        for other, same in taken.items()
+        if flag < other and number == same
+    )
+    if twice:
+        raise UserError(
+            f"{twice[0][0]} and {twice[0][1]} are the same port ({taken[twice[0][0]]}): "
+            "each needs its own"
+        )

@@ -11,7 +11,7 @@ import click
 
 from pizzeria import config
 from pizzeria.cli.common import UserError, fail, out, stop_on_sigterm
-from pizzeria.cli.options import flag_option, int_option
+from pizzeria.cli.options import flag_option, int_option, refuse_shared_ports
 from pizzeria.demo import local_payments
 from pizzeria.payments.process import DEFAULT_PORT as DEFAULT_PAYMENTS_PORT
 from pizzeria.payments.process import ProviderProcessError, exit_text
@@ -74,17 +74,7 @@ def server(
         taken["--codec-port"] = codec_port
     if not no_payments and payments_port:
         taken["--payments-port"] = payments_port
-    twice = sorted(
-        (flag, other)
-        for flag, number in taken.items()
-        for other, same in taken.items()
-        if flag < other and number == same
-    )
-    if twice:
-        raise UserError(
-            f"{twice[0][0]} and {twice[0][1]} are the same port ({taken[twice[0][0]]}): "
-            "each needs its own"
-        )
+    refuse_shared_ports(taken)
     if port_open(port):  # before anything else starts, and says so rather than a codec port
         fail(
             f"port {port} is already in use on 127.0.0.1: a Temporal server (another "
@@ -121,26 +111,26 @@ def serve_dev_server(
         if codec_server:
             codec_server.stop()
         fail(str(error))
-    said = contextlib.ExitStack()
     try:  # from here on, whatever happens (a closed stdout too) stops what was started
         # For the links the other commands print (config.local_web_ui): the Web UI is on
         # --ui-port, not where the dev server usually puts it.
-        said.enter_context(config.web_ui_said(port, ui_port))
-        out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
-        out.print(f"History file: {history}" if history else "History: in memory")
-        if codec_server:
-            out.print(f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads;")
-            out.print(f"  {cli_advice(codec_server)}", markup=False)
-        out.print("Press Ctrl-C to stop.")
-        assert dev.process is not None
-        code = dev.process.wait()
+        with config.web_ui_said(port, ui_port):
+            out.print(f"Temporal dev server on 127.0.0.1:{port}, Web UI http://localhost:{ui_port}")
+            out.print(f"History file: {history}" if history else "History: in memory")
+            if codec_server:
+                out.print(
+                    f"Codec endpoint {codec_server.url}: the Web UI shows decrypted payloads;"
+                )
+                out.print(f"  {cli_advice(codec_server)}", markup=False)
+            out.print("Press Ctrl-C to stop.")
+            assert dev.process is not None
+            code = dev.process.wait()
     except KeyboardInterrupt:
         return
     finally:
         dev.stop()
         if codec_server:
             codec_server.stop()
-        said.close()
     # Not stopped by us: killed, or failed (its database...). Said, and not a clean exit.
     kept = f"; its history is kept in {history}" if history else ""
     fail(f"the Temporal dev server {exit_text(code)}{kept}: start `pizzeria server` again")

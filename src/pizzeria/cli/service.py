@@ -31,6 +31,7 @@ from pizzeria.cli.options import (
     int_option,
     json_option,
     ledger_option,
+    refuse_shared_ports,
 )
 from pizzeria.cli.orders import print_outcome
 from pizzeria.client import OrderOutcome
@@ -253,6 +254,7 @@ def print_demo(report: dict[str, Any], outcomes: list[OrderOutcome]) -> None:
 @int_option("--page-port", 1, 65535, default=DEFAULT_PAGE_PORT, help="Order page port")
 def demo(as_json: bool, keep_running: bool | None, **ports: int) -> None:
     """The whole exercise: server, worker, a good order and a bad-card order, compensated."""
+    refuse_shared_ports({"--" + name.replace("_", "-"): port for name, port in ports.items()})
     chosen = DemoPorts(
         ports["port"],
         ports["ui_port"],
@@ -260,9 +262,6 @@ def demo(as_json: bool, keep_running: bool | None, **ports: int) -> None:
         ports["payments_port"],
         ports["page_port"],
     )
-    same = [port for port in set(ports.values()) if list(ports.values()).count(port) > 1]
-    if same:
-        raise UserError(f"port {same[0]} is given twice: each of the demo's ports is its own")
     otel_env.check_env()  # before the server starts, not after
     stop_on_sigterm()
     if keep_running is None:

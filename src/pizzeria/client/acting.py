@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -27,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pizzeria import text
 from pizzeria.client.attention import before_attention
 from pizzeria.client.outcomes import order_handle
-from pizzeria.history.reader import ENDED_FROM_OUTSIDE, status_name
+from pizzeria.history.reader import ENDED_FROM_OUTSIDE, read_history, status_name
 from pizzeria.ledger import AlreadyBilled, Effect, Ledger
 from pizzeria.models import (
     STEP_SEND_BILL,
@@ -158,16 +157,14 @@ async def _ask(
 
 
 async def _stuck(run: WorkflowHandle[Any, Any]) -> bool:
-    """Whether the run's workflow task failed since it last completed one: it keeps
-    failing (a worker without the order's codec key, a bug), and no Update is answered."""
-    failed = False
-    with contextlib.suppress(RPCError):
-        async for event in run.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                failed = True
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                failed = False
-    return failed
+    """Whether the run's workflow task failed since it last completed one (the history
+    reader's ``failed_task``): it keeps failing (a worker without the order's codec key,
+    a bug), and no Update is answered."""
+    try:
+        history = await run.fetch_history()
+    except RPCError:
+        return False
+    return read_history(history.events).failed_task is not None
 
 
 def _refused(order_number: str, error: WorkflowUpdateFailedError) -> Exception:

@@ -48,14 +48,19 @@ FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 2.0
 
 
+#: A URL's scheme, then its user part (``user:password``), which runs to the last "@": a
+#: password written without percent-encoding may hold "@", ":", "/", "?" or "#".
+USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
+#: A password given as a query parameter.
+QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#\s]*)")
+
+
 def passwords_in(url: str) -> list[str]:
     """Every password the URL carries (``user:PASSWORD@``, ``?password=PASSWORD``), as
     written and percent-decoded: what must never be printed, wherever it is quoted."""
-    # The user's part runs to the last "@": a password written without percent-encoding
-    # may hold "@", ":", "/", "?" or "#", and all of it is hidden, not its first letters.
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)@", url)
-    found = [userinfo.group(1).partition(":")[2]] if userinfo else []
-    found += re.findall(r"[?&]password=([^&#\s]*)", url)
+    userinfo = USERINFO.match(url)  # all of a password, not its first letters (above)
+    found = [userinfo.group(2).partition(":")[2]] if userinfo else []
+    found += [given for _, given in QUERY_PASSWORD.findall(url)]
     decoded = [urllib.parse.unquote(secret) for secret in found]
     # Longest first, so that no shorter secret unmasks part of a longer one.
     return sorted({secret for secret in found + decoded if secret}, key=len, reverse=True)
@@ -70,11 +75,11 @@ HIDDEN_ANYWHERE = 6
 def masked_url(url: str) -> str:
     """The URL with its password fields (``user:***@``, ``password=***``) masked, and
     nothing else touched: the user name stays, whatever the password."""
-    userinfo = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@", url)
+    userinfo = USERINFO.match(url)
     if userinfo and ":" in userinfo.group(2):
         user = userinfo.group(2).partition(":")[0]
         url = f"{userinfo.group(1)}{user}:***@{url[userinfo.end() :]}"
-    return re.sub(r"([?&]password=)[^&#\s]*", r"\1***", url)
+    return QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def hide_passwords(text: str, url: str) -> str:
